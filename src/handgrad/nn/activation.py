@@ -1,0 +1,176 @@
+"""Activations as layers, and the two ways to add one of your own.
+
+1. From a function and its derivative::
+
+       Swish = nn.define_activation("Swish", lambda x: x / (1 + np.exp(-x)),
+                                    lambda x: (s := 1 / (1 + np.exp(-x))) * (1 + x * (1 - s)))
+
+2. By subclassing ``ElementwiseActivation`` with static ``function`` and ``derivative``, or
+   ``Module`` with ``forward`` / ``backward`` for anything that is not element-wise.
+
+A user-defined derivative is checked against central finite differences when the class is created;
+a wrong one is refused with the points where it disagrees. Every activation is registered by name
+(``nn.get_activation("swish")``), so the model builders and the CLI find it like a built-in.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..errors import HandgradError, check_floating, check_ndim
+from .module import Module
+
+ACTIVATIONS: dict[str, type] = {}
+
+
+def register_activation(name: str, cls: type) -> type:
+    ACTIVATIONS[name.lower().replace("-", "_")] = cls
+    return cls
+
+
+def get_activation(name: str) -> type:
+    """The activation class registered under ``name`` (case-insensitive; '-' and '_' alike)."""
+    key = name.lower().replace("-", "_")
+    if key not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[key]
+
+
+class _Activation(Module):
+    """An activation whose math is a ``functional`` forward/backward pair."""
+
+    _forward = _backward = None
+
+    def _args(self):
+        return ()
+
+    def forward(self, x):
+        check_ndim(self, "input", x, range(0, 33), "(*)")
+        check_floating(self, "input", x)
+        out, cache = type(self)._forward(x, *self._args())
+        self._save_for_backward(cache, out.shape)
+        return out
+
+    def backward(self, grad_output, input_grad: bool = True):
+        cache = self._saved(grad_output)
+        return type(self)._backward(grad_output, cache) if input_grad else None
+
+
+class ReLU(_Activation):
+    """y = max(x, 0);  dL/dx = G * [x > 0]"""
+    _forward, _backward = staticmethod(F.relu_forward), staticmethod(F.relu_backward)
+
+
+class LeakyReLU(_Activation):
+    """y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 if x > 0 else negative_slope)"""
+    _forward, _backward = staticmethod(F.leaky_relu_forward), staticmethod(F.leaky_relu_backward)
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def _args(self):
+        return (self.negative_slope,)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Sigmoid(_Activation):
+    """y = 1 / (1 + exp(-x));  dL/dx = G * y * (1 - y)"""
+    _forward, _backward = staticmethod(F.sigmoid_forward), staticmethod(F.sigmoid_backward)
+
+
+class Tanh(_Activation):
+    """y = tanh(x);  dL/dx = G * (1 - y^2)"""
+    _forward, _backward = staticmethod(F.tanh_forward), staticmethod(F.tanh_backward)
+
+
+class Softmax(_Activation):
+    """y_i = exp(x_i) / sum_j exp(x_j) along ``dim``;  dL/dx_i = y_i * (G_i - sum_j G_j y_j)"""
+    _forward, _backward = staticmethod(F.softmax_forward), staticmethod(F.softmax_backward)
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def _args(self):
+        return (self.dim,)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """y_i = x_i - log sum_j exp(x_j) along ``dim``;  dL/dx_i = G_i - softmax(x)_i * sum_j G_j"""
+    _forward, _backward = staticmethod(F.log_softmax_forward), staticmethod(F.log_softmax_backward)
+
+
+for _name, _cls in (("relu", ReLU), ("leaky_relu", LeakyReLU), ("sigmoid", Sigmoid), ("tanh", Tanh)):
+    register_activation(_name, _cls)
+
+
+class ActivationDerivativeError(HandgradError):
+    """A user-supplied derivative disagrees with finite differences of the function."""
+
+
+#: Where a user derivative is checked: a spread of points that avoids 0 and the integers, where
+#: piecewise functions (ReLU-like) have their kinks.
+CHECK_POINTS = np.linspace(-4.0, 4.0, 81) + 0.0123
+
+
+def check_derivative(name, function, derivative, points=CHECK_POINTS, eps=1e-6, atol=1e-5, rtol=1e-3):
+    """Compare ``derivative(x)`` with (f(x + eps) - f(x - eps)) / (2 eps) in float64 at ``points``.
+
+    Raises ActivationDerivativeError listing the points where they disagree.
+    """
+    x = np.asarray(points, dtype=np.float64)
+    numeric = (np.asarray(function(x + eps), np.float64) - np.asarray(function(x - eps), np.float64)) / (2 * eps)
+    given = np.broadcast_to(np.asarray(derivative(x), np.float64), x.shape)
+    bad = ~(np.abs(given - numeric) <= atol + rtol * np.abs(numeric))
+    if bad.any():
+        where = np.flatnonzero(bad)
+        shown = "; ".join(f"x={x[i]:.4f}: derivative gave {given[i]:.6g}, finite differences {numeric[i]:.6g}"
+                          for i in where[:5])
+        more = f" (and {len(where) - 5} more)" if len(where) > 5 else ""
+        raise ActivationDerivativeError(name, f"the derivative disagrees with finite differences of the function "
+                                              f"at {len(where)} of {x.size} points: {shown}{more}")
+
+
+class ElementwiseActivation(_Activation):
+    """Base for user activations y = function(x) with dL/dx = G * derivative(x).
+
+    Subclass with ``function`` and ``derivative`` as static methods on NumPy arrays; the derivative
+    is checked against finite differences when the subclass is created, and the class is
+    registered under its lowercased name.
+    """
+
+    function = None
+    derivative = None
+
+    def __init_subclass__(cls, check: bool = True, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.function is None or cls.derivative is None:
+            raise TypeError(f"{cls.__name__} must define static methods function(x) and derivative(x)")
+        if check:
+            check_derivative(cls.__name__, cls.function, cls.derivative)
+        register_activation(cls.__name__, cls)
+
+    def forward(self, x):
+        check_ndim(self, "input", x, range(0, 33), "(*)")
+        check_floating(self, "input", x)
+        out, cache = F.elementwise_forward(x, type(self).function)
+        self._save_for_backward(cache, out.shape)
+        return out
+
+    def backward(self, grad_output, input_grad: bool = True):
+        cache = self._saved(grad_output)
+        return F.elementwise_backward(grad_output, cache, type(self).derivative) if input_grad else None
+
+
+def define_activation(name: str, function, derivative, check: bool = True) -> type:
+    """A new activation class from y = function(x) and its derivative f'(x), both element-wise on
+    NumPy arrays. Refused (ActivationDerivativeError) if the derivative is wrong."""
+    attrs = {"function": staticmethod(function), "derivative": staticmethod(derivative),
+             "__doc__": f"User-defined activation {name}: y = f(x), dL/dx = G * f'(x)."}
+    return type(name, (ElementwiseActivation,), attrs, check=check)

@@ -1,0 +1,83 @@
+"""Conv2d: im2col plus one matrix product (the math is in ``functional/conv.py``)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..errors import ShapeError, check_floating, check_ndim, fmt_shape
+from . import init
+from .module import Module
+from .parameter import Parameter
+
+
+def check_window_fits(layer, x, kernel_size, padding) -> None:
+    """The (padded) input must be at least as large as the kernel on both spatial axes."""
+    padded = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
+    if padded[0] < kernel_size[0] or padded[1] < kernel_size[1]:
+        raise ShapeError(layer, f"kernel size {kernel_size} is larger than the padded input {padded} "
+                                f"(input {fmt_shape(x.shape)}, padding {padding})")
+
+
+def check_positive(name, value, minimum=1):
+    if any(v < minimum for v in value):
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+class Conv2d(Module):
+    """y[n, o] = bias[o] + sum_c weight[o, c] (cross-correlated with) x_padded[n, c], with stride
+
+    Args: in_channels, out_channels, kernel_size, stride=1, padding=0 (each an int or (h, w)),
+    bias=True, dtype=float32.
+    Shape: input (N, C_in, H, W) -> output (N, C_out, Ho, Wo), Ho = (H + 2*pH - kH) // sH + 1;
+    weight (C_out, C_in, kH, kW).
+    Gradients, with G = dL/dy as rows (N*Ho*Wo, C_out) and cols = im2col(x):
+    grad_weight = G.T @ cols, grad_bias = G.sum(0), grad_input = col2im(G @ W).
+
+    Example::
+
+        >>> conv = nn.Conv2d(1, 8, kernel_size=3, padding=1)
+        >>> conv(np.zeros((2, 1, 28, 28), np.float32)).shape
+        (2, 8, 28, 28)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 bias: bool = True, dtype=np.float32):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding = F.pair(kernel_size), F.pair(stride), F.pair(padding)
+        check_positive("kernel_size", self.kernel_size)
+        check_positive("stride", self.stride)
+        check_positive("padding", self.padding, minimum=0)
+        self.weight = Parameter(np.empty((self.out_channels, self.in_channels) + self.kernel_size, dtype=dtype))
+        self.bias = Parameter(np.empty(self.out_channels, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self, generator=None) -> None:
+        init.default_linear_init_(self.weight, self.bias, generator)
+
+    def forward(self, x):
+        check_ndim(self, "input", x, (4,), f"(N, {self.in_channels}, H, W)")
+        if x.shape[1] != self.in_channels:
+            raise ShapeError(self, f"expected input of shape (N, {self.in_channels}, H, W) "
+                                   f"(in_channels={self.in_channels}), got {fmt_shape(x.shape)}")
+        check_floating(self, "input", x, self.weight.dtype)
+        check_window_fits(self, x, self.kernel_size, self.padding)
+        bias = None if self.bias is None else self.bias.data
+        out, cache = F.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
+        self._save_for_backward(cache, out.shape)
+        return out
+
+    def backward(self, grad_output, input_grad: bool = True):
+        cache = self._saved(grad_output)
+        needs = (input_grad, self.weight.requires_grad, self.bias is not None and self.bias.requires_grad)
+        grad_input, grad_weight, grad_bias = F.conv2d_backward(grad_output, cache, needs)
+        self.weight.accumulate_grad(grad_weight)
+        if self.bias is not None:
+            self.bias.accumulate_grad(grad_bias)
+        return grad_input
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        return s + ("" if self.bias is not None else ", bias=False")

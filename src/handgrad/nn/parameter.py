@@ -1,0 +1,44 @@
+"""Parameter: a trainable array and the gradient accumulated into it."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Parameter:
+    """Holds ``data`` (the values) and ``grad`` (dL/ddata, None until a backward pass).
+
+    Gradients accumulate across backward passes until ``zero_grad``, as in PyTorch.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad")
+
+    def __init__(self, data, requires_grad: bool = True):
+        self.data = np.asarray(data)
+        self.grad: np.ndarray | None = None
+        self.requires_grad = requires_grad
+
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+
+    def accumulate_grad(self, grad: np.ndarray) -> None:
+        if grad is None:
+            return
+        if self.grad is None:
+            # Own the array: a view into a layer's cache must not change when the cache does.
+            self.grad = grad if grad.flags.owndata and grad.dtype == self.dtype else grad.astype(self.dtype)
+        else:
+            self.grad += grad
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if set_to_none or self.grad is None:
+            self.grad = None
+        else:
+            self.grad.fill(0)
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype.name}, requires_grad={self.requires_grad})"
