@@ -1,0 +1,238 @@
+"""The ``handgrad`` command line: train, eval, predict, info, datasets.
+
+Errors print one line (``handgrad: error: ...``) and exit non-zero; no tracebacks for bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+
+def _csv_ints(text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import MODELS
+
+    parser = argparse.ArgumentParser(prog="handgrad", description="Train, evaluate and inspect handgrad models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model", description="Train a model; writes checkpoints, history "
+                       "and curves to --out. Unset options take the model's defaults.")
+    t.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist or fashion-mnist")
+    t.add_argument("--model", default="mlp", choices=list(MODELS), help="named model (default: mlp)")
+    t.add_argument("--hidden", type=_csv_ints, help="custom MLP hidden sizes, e.g. 512,256 (overrides --model)")
+    t.add_argument("--activation", default="relu", help="activation for --hidden (relu, tanh, sigmoid, leaky_relu)")
+    t.add_argument("--layers", help="custom layer spec, e.g. conv16-pool-conv32-pool-fc128 (overrides --model)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    t.add_argument("--lr", type=float)
+    t.add_argument("--momentum", type=float)
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--schedule", choices=["cosine", "step", "none"])
+    t.add_argument("--loss", choices=["cross_entropy", "mse"])
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--train-size", type=int, help="train on a class-stratified subset of this many images")
+    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
+    t.add_argument("--out", help="run directory (default: runs/DATASET-MODEL)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or model table")
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's test set")
+    e.add_argument("checkpoint")
+    e.add_argument("--dataset", help="default: the checkpoint's dataset")
+    e.add_argument("--data-dir")
+    e.add_argument("--top-k", type=int, default=5)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("predict", help="classify image files (PNG/JPEG)")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+
+    i = sub.add_parser("info", help="describe a checkpoint")
+    i.add_argument("checkpoint")
+
+    d = sub.add_parser("datasets", help="show which datasets are found where")
+    d.add_argument("--data-dir")
+    return parser
+
+
+def cmd_train(args) -> int:
+    from .models import summary
+    from .training import TrainConfig, Trainer, train
+
+    if args.resume:
+        trainer = train(TrainConfig(out=args.resume), resume=True, progress=not args.quiet)
+    else:
+        config = TrainConfig(dataset=args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                             optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                             weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
+                             data_dir=args.data_dir, out=args.out, train_size=args.train_size,
+                             val_fraction=args.val_fraction, hidden=args.hidden, activation=args.activation,
+                             layers=args.layers, loss=args.loss)
+        trainer = Trainer(config, progress=not args.quiet).setup()
+        c = trainer.config
+        d = trainer.data
+        print(f"{c.dataset}: {len(d.train_y)} train / {len(d.val_y)} val / {len(d.test_y)} test images "
+              f"{trainer.input_shape}, from {d.source}")
+        print(f"model {c.model if not (c.hidden or c.layers) else 'custom'}; {c.optimizer} lr {c.lr} momentum "
+              f"{c.momentum} weight decay {c.weight_decay}, {c.schedule} schedule, batch {c.batch_size}, "
+              f"{c.epochs} epochs, seed {c.seed}")
+        if not args.quiet:
+            print(summary(trainer.model, trainer.input_shape))
+        trainer.fit()
+    best = min(trainer.history, key=lambda r: r["val_loss"]) if trainer.history else None
+    if best:
+        print(f"best val loss {best['val_loss']:.4f} at epoch {best['epoch']} (test acc {100 * best['test_acc']:.2f}%); "
+              f"final test acc {100 * trainer.history[-1]['test_acc']:.2f}%")
+    print(f"run directory: {trainer.run_dir}  (best.safetensors, last.safetensors, history.json/.csv, curves.png)")
+    return 0
+
+
+def _checkpoint_data(model, dataset, data_dir):
+    """The checkpoint's dataset test split, normalised with the statistics stored in the checkpoint."""
+    from .data import Normalizer, load_dataset
+
+    meta = model.metadata
+    ds = load_dataset(dataset or meta.get("dataset", "digits"), data_dir=data_dir)
+    norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else (lambda x: x)
+    if tuple(ds.test_images.shape[1:]) != tuple(meta.get("input_shape", ds.test_images.shape[1:])):
+        from .errors import HandgradError
+        raise HandgradError(f"dataset {ds.name}", f"images of shape {ds.test_images.shape[1:]} do not fit the "
+                                                  f"checkpoint's input shape {tuple(meta['input_shape'])}")
+    return ds, norm(ds.test_images)
+
+
+def cmd_eval(args) -> int:
+    from .serialization import load
+    from .training import evaluate
+
+    model = load(args.checkpoint)
+    ds, x = _checkpoint_data(model, args.dataset, args.data_dir)
+    y = ds.test_labels
+    _, accuracy, logits = evaluate(model, x, y)
+    classes = model.metadata.get("classes") or [str(i) for i in range(logits.shape[1])]
+    n = len(classes)
+    pred = logits.argmax(axis=1)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    per_class = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i, c in enumerate(classes)}
+    k = min(args.top_k, n)
+    top_k = float((np.argsort(-logits, axis=1)[:, :k] == y[:, None]).any(axis=1).mean())
+    result = {"checkpoint": args.checkpoint, "dataset": ds.name, "samples": int(len(y)), "accuracy": float(accuracy),
+              f"top{k}_accuracy": top_k, "per_class_accuracy": per_class, "classes": classes,
+              "confusion_matrix": confusion.tolist()}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{ds.name} test set, {len(y)} images: accuracy {100 * accuracy:.2f}%, top-{k} {100 * top_k:.2f}%")
+    print("per-class accuracy: " + ", ".join(f"{c} {100 * a:.1f}%" for c, a in per_class.items()))
+    width = max(5, max(len(str(v)) for v in confusion.ravel()) + 1)
+    labels = [c[:width - 1] for c in classes]
+    print("confusion matrix (rows: true, columns: predicted)")
+    print(" " * 12 + "".join(f"{lab:>{width}}" for lab in labels))
+    for c, row in zip(classes, confusion):
+        print(f"{c[:11]:>11} " + "".join(f"{v:>{width}}" for v in row))
+    return 0
+
+
+def load_image(path, input_shape) -> np.ndarray:
+    """A PNG/JPEG as the model sees it: grayscale, resized to (H, W), values in [0, 1], inverted when
+    the digit is dark on a light background (the datasets have light digits on black)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .errors import HandgradError
+
+    try:
+        with Image.open(path) as img:
+            gray = img.convert("L").resize((input_shape[2], input_shape[1]), Image.Resampling.LANCZOS)
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+        raise HandgradError(str(path), f"cannot read the image: {e}") from None
+    x = np.asarray(gray, dtype=np.float32) / 255.0
+    border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
+    if border.mean() > 0.5:
+        x = 1.0 - x
+    return x[None]
+
+
+def cmd_predict(args) -> int:
+    from .data import Normalizer
+    from .functional import softmax_forward
+    from .serialization import load
+    from .training import evaluate
+
+    model = load(args.checkpoint)
+    meta = model.metadata
+    shape = tuple(meta.get("input_shape", (1, 28, 28)))
+    norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else (lambda x: x)
+    x = norm(np.stack([load_image(p, shape) for p in args.images]))
+    _, _, logits = evaluate(model, x, np.zeros(len(x), dtype=np.int64))
+    probs = logits if meta.get("loss") == "mse" else softmax_forward(logits.astype(np.float64), dim=1)[0]
+    classes = meta.get("classes") or [str(i) for i in range(logits.shape[1])]
+    results = []
+    for path, p in zip(args.images, probs):
+        order = np.argsort(-p)[:args.top_k]
+        results.append({"image": path, "class": classes[order[0]],
+                        "top": [{"class": classes[j], "probability": float(p[j])} for j in order]})
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            top = ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"])
+            print(f"{r['image']}: {r['class']}   ({top})")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .models import summary
+    from .serialization import load
+
+    model = load(args.checkpoint)
+    meta = model.metadata
+    print(f"{args.checkpoint}: handgrad {meta.get('handgrad_version')} checkpoint, {meta.get('dtype')}")
+    for key in ("dataset", "model", "loss", "epoch", "input_shape", "classes", "normalization"):
+        if key in meta:
+            print(f"  {key}: {meta[key]}")
+    print(summary(model, meta.get("input_shape", (1, 28, 28))))
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import describe_datasets
+
+    rows = describe_datasets(data_dir=args.data_dir)
+    for row in rows:
+        print("  ".join(str(v) for v in (row.values() if isinstance(row, dict) else row)))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "datasets": cmd_datasets}
+
+
+def main(argv=None) -> int:
+    from .errors import HandgradError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("handgrad: interrupted", file=sys.stderr)
+        return 130
+    except (HandgradError, ValueError, FileNotFoundError, OSError) as e:
+        print(f"handgrad: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Optimizer: the base of SGD, Adam and AdamW, with torch.optim's layout.
+
+Parameters live in ``param_groups`` (dicts holding ``"params"`` and that group's hyperparameters);
+per-parameter state (momentum buffers, moment estimates, step counts) lives in ``state``, keyed by
+the Parameter object itself. A subclass writes one method, ``_update(p, grad, state, group)``: the
+update of one parameter, in place on ``p.data``.
+"""
+from __future__ import annotations
+
+import copy
+from itertools import chain
+
+import numpy as np
+
+from ..errors import StateDictError, fmt_shape
+from ..nn.parameter import Parameter
+
+
+class Optimizer:
+    """Base class. ``params``: an iterable of Parameters, or of dicts ``{"params": [...], "lr": ...}``
+    whose missing hyperparameters are taken from ``defaults``.
+
+    Example::
+
+        opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+        opt.zero_grad(); loss.backward(...); opt.step()
+    """
+
+    def __init__(self, params, defaults: dict):
+        self.defaults = dict(defaults)
+        self.state: dict[Parameter, dict] = {}
+        self.param_groups: list[dict] = []
+        if isinstance(params, (Parameter, np.ndarray, dict)):
+            raise TypeError("params argument given to the optimizer should be an iterable of "
+                            f"Parameters or dicts, but got {type(params).__name__}")
+        groups = list(params)
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # -- hyperparameters -------------------------------------------------------------------------
+    @staticmethod
+    def _check_hyperparameters(group: dict) -> None:
+        """Raise ValueError, worded as torch words it, for an invalid value in ``group``."""
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group (e.g. layers unfrozen while fine-tuning); unset hyperparameters take the defaults."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError("param_group must have a 'params' entry")
+        params = param_group["params"]
+        if isinstance(params, Parameter):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
+                            "ordering of parameters in sets will change between runs. Please use a list instead.")
+        else:
+            params = list(params)
+        for p in params:
+            if not isinstance(p, Parameter):
+                raise TypeError(f"optimizer can only optimize Parameters, but one of the params is {type(p).__name__}")
+        if len(set(params)) != len(params):
+            # torch only warns here; a parameter listed twice would be updated twice per step.
+            raise ValueError("optimizer contains a parameter group with duplicate parameters")
+        if not {p for group in self.param_groups for p in group["params"]}.isdisjoint(params):
+            raise ValueError("some parameters appear in more than one parameter group")
+
+        group = {**self.defaults, **param_group, "params": params}
+        self._check_hyperparameters(group)
+        self.param_groups.append(group)
+
+    # -- the update ------------------------------------------------------------------------------
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset every parameter's gradient: to None (the default), or fill it with zeros in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.zero_grad(set_to_none)
+
+    def step(self, closure=None):
+        """Update every parameter whose ``grad`` is not None; the others are skipped, their state untouched.
+
+        ``closure``, if given, re-evaluates the model and returns the loss, which ``step`` returns.
+        """
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                # State and arithmetic stay in the parameter's dtype (float32 stays float32).
+                grad = p.grad if p.grad.dtype == p.dtype else p.grad.astype(p.dtype)
+                self._update(p, grad, self.state.setdefault(p, {}), group)
+        return loss
+
+    def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not define _update()")
+
+    # -- state_dict ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """A copy of the state in torch's layout, parameters numbered in group order::
+
+            {"state": {index: {"step": ..., "exp_avg": array, ...}},
+             "param_groups": [{"lr": ..., ..., "params": [index, ...]}]}
+        """
+        index: dict[Parameter, int] = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            packed["params"] = [index.setdefault(p, len(index)) for p in group["params"]]
+            groups.append(packed)
+        state = {index[p]: {k: _copy(v) for k, v in s.items()} for p, s in self.state.items() if p in index}
+        return {"state": dict(sorted(state.items())), "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a ``state_dict()`` (group hyperparameters and per-parameter state).
+
+        Everything is checked before anything changes, so a failed load leaves the optimizer as it
+        was. State arrays are copied and cast to their parameter's dtype.
+        """
+        name = type(self).__name__
+        missing = [key for key in ("state", "param_groups") if key not in state_dict]
+        if missing:
+            raise StateDictError(name, f"state dict has no {' or '.join(map(repr, missing))} entry")
+        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if len(saved_groups) != len(self.param_groups):
+            raise StateDictError(name, "loaded state dict has a different number of parameter groups: "
+                                       f"it has {len(saved_groups)}, the optimizer has {len(self.param_groups)}")
+        for i, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise StateDictError(name, "loaded state dict contains a parameter group that doesn't match the "
+                                           f"size of optimizer's group: group {i} has {len(saved['params'])} "
+                                           f"parameters, the optimizer's has {len(group['params'])}")
+
+        # Saved indices map, in order, onto this optimizer's parameters.
+        param_of = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
+                            chain.from_iterable(g["params"] for g in self.param_groups)))
+        problems, state = [], {}
+        for index, saved in saved_state.items():
+            p = param_of.get(index)
+            if p is None:
+                problems.append(f"state[{index!r}] belongs to no parameter of the loaded param_groups")
+                continue
+            state[p] = {}
+            for key, value in saved.items():
+                if key == "step":
+                    state[p][key] = int(value)
+                elif hasattr(value, "shape"):
+                    if tuple(value.shape) != p.shape:
+                        problems.append(f"state[{index}][{key!r}] has shape {fmt_shape(tuple(value.shape))}, "
+                                        f"expected {fmt_shape(p.shape)} (the parameter's)")
+                    else:
+                        state[p][key] = np.array(value, dtype=p.dtype)
+                else:
+                    state[p][key] = copy.deepcopy(value)
+        if problems:
+            raise StateDictError(name, "; ".join(problems))
+
+        new_groups = []
+        for group, saved in zip(self.param_groups, saved_groups):
+            new_group = {**group, **{k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}}
+            new_group["params"] = group["params"]
+            self._check_hyperparameters(new_group)
+            new_groups.append(new_group)
+        for group, new_group in zip(self.param_groups, new_groups):
+            group.clear()
+            group.update(new_group)  # the same dict objects: references to a group stay valid
+        self.state = state
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
+        return "\n".join(lines + [")"])
+
+
+def _copy(value):
+    return value.copy() if isinstance(value, np.ndarray) else copy.deepcopy(value)

@@ -1,0 +1,109 @@
+"""Checkpoints in the safetensors format: tensors under the PyTorch twin's state_dict names, and
+in the header metadata everything ``load`` needs to rebuild the model (architecture, input shape,
+normalisation, class names, dataset, handgrad version). No pickle anywhere.
+
+Files are written atomically (a temporary file in the same folder, then ``os.replace``), so a
+crash mid-write leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HandgradError, StateDictError
+
+FORMAT = "handgrad-checkpoint-1"
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: all or nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
+    """Write numpy arrays and string metadata as one safetensors file, atomically."""
+    from safetensors.numpy import save
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    atomic_write_bytes(path, save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+
+
+def load_tensors(path) -> tuple[dict, dict]:
+    """(tensors, metadata) of a safetensors file; a missing, truncated or corrupt file raises
+    HandgradError naming the file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise HandgradError(str(path), "no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for bad headers and sizes
+        raise HandgradError(str(path), f"not a readable safetensors file (truncated or corrupt?): {e}") from None
+    return tensors, metadata
+
+
+def save(model, path, **metadata) -> None:
+    """Save ``model`` (an nn.Sequential) to ``path`` with its architecture and any JSON-able
+    ``metadata`` (input_shape, normalization, classes, dataset, ...), atomically."""
+    from . import __version__
+    from .models import architecture
+
+    header = {"format": FORMAT, "handgrad_version": __version__, "architecture": architecture(model),
+              "dtype": np.dtype(model.dtype).name, **metadata}
+    save_tensors(path, model.state_dict(), {k: json.dumps(v) for k, v in header.items()})
+
+
+def read_metadata(path) -> dict:
+    """The decoded header metadata of a handgrad checkpoint."""
+    return _decode(path, load_tensors(path)[1])
+
+
+def _decode(path, raw: dict) -> dict:
+    try:
+        meta = {k: json.loads(v) for k, v in raw.items()}
+    except json.JSONDecodeError as e:
+        raise HandgradError(str(path), f"checkpoint metadata is not valid JSON: {e}") from None
+    if meta.get("format") != FORMAT or "architecture" not in meta:
+        raise HandgradError(str(path), f"not a handgrad checkpoint (metadata 'format' is {meta.get('format')!r}, "
+                                       f"expected {FORMAT!r} with an 'architecture')")
+    return meta
+
+
+def load(path, dtype=None):
+    """Rebuild the model saved at ``path`` and load its weights; ``model.metadata`` holds the
+    header (normalization, classes, ...). A file whose tensors do not fit its architecture raises
+    HandgradError naming the file and the keys."""
+    from .models import from_architecture
+
+    tensors, raw = load_tensors(path)
+    meta = _decode(path, raw)
+    model = from_architecture(meta["architecture"]).to(dtype or meta.get("dtype", "float32"))
+    try:
+        model.load_state_dict(tensors)
+    except StateDictError as e:
+        raise HandgradError(str(path), f"tensors do not match the stored architecture: {e}") from None
+    model.metadata = meta
+    return model

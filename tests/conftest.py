@@ -1,0 +1,76 @@
+"""Shared helpers: the relative-error measure, the weight copy handgrad -> torch, and one function
+that checks a layer three ways (PyTorch forward, PyTorch autograd gradients, finite differences).
+
+torch is imported lazily inside the helpers, so test files that never call them run without it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import handgrad
+
+TOL = 1e-6  # float64 parity with PyTorch: max|a - b| / max|b|
+
+
+def rel_err(got, expected) -> float:
+    """max|got - expected| / max|expected| (the absolute error when expected is all zeros)."""
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    if expected.size == 0:
+        return 0.0
+    diff = float(np.abs(got - expected).max())
+    scale = float(np.abs(expected).max())
+    return diff / scale if scale > 0 else diff
+
+
+def assert_close(got, expected, what: str, tol: float = TOL) -> None:
+    got, expected = np.asarray(got), np.asarray(expected)
+    assert got.shape == expected.shape, f"{what}: shape {got.shape}, expected {expected.shape}"
+    err = rel_err(got, expected)
+    assert err < tol, f"{what}: relative error {err:.3g} >= {tol:g}"
+
+
+def to_numpy(tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+def copy_weights_to_torch(model, torch_model) -> None:
+    """handgrad -> torch through the state_dict, with no renaming (the keys must already agree)."""
+    import torch
+    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def check_against_torch(model, torch_model, x, rng, gradcheck: bool = True) -> None:
+    """Run ``model`` and ``torch_model`` (same weights, float64) on ``x`` and compare the output, dL/dx
+    and dL/dparameter for a random upstream gradient; then ``handgrad.gradcheck`` the model."""
+    import torch
+    model.double()
+    torch_model.double()
+    copy_weights_to_torch(model, torch_model)
+    x = np.asarray(x, np.float64)
+
+    out = model(x)
+    x_t = torch.from_numpy(x.copy()).requires_grad_(True)
+    out_t = torch_model(x_t)
+    assert_close(out, to_numpy(out_t), "output")
+
+    grad_output = rng.standard_normal(out.shape)
+    model.zero_grad()
+    grad_input = model.backward(grad_output.copy())
+    out_t.backward(torch.from_numpy(grad_output))
+    assert_close(grad_input, to_numpy(x_t.grad), "grad_input")
+
+    torch_params = dict(torch_model.named_parameters())
+    ours = dict(model.named_parameters())
+    assert list(ours) == list(torch_params)
+    for name, p in ours.items():
+        assert_close(p.grad, to_numpy(torch_params[name].grad), f"grad of {name}")
+
+    if gradcheck:
+        report = handgrad.gradcheck(model, x)
+        assert report.passed, str(report)
