@@ -16,6 +16,10 @@ class HandgradError(ValueError):
         prefix = f"{where!r}: " if not isinstance(where, str) else f"{where}: "
         super().__init__(prefix + message if where is not None else message)
 
+    def __reduce__(self):
+        # Pickle and deepcopy (data-loader workers) rebuild from the full text; ``where`` is not kept.
+        return type(self), (None, str(self))
+
 
 class ShapeError(HandgradError):
     """An array has the wrong rank, size or number of channels."""

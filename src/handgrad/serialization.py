@@ -65,7 +65,7 @@ def load_tensors(path) -> tuple[dict, dict]:
     return tensors, metadata
 
 
-def save(model, path, **metadata) -> None:
+def save(model, path, /, **metadata) -> None:
     """Save ``model`` (an nn.Sequential) to ``path`` with its architecture and any JSON-able
     ``metadata`` (input_shape, normalization, classes, dataset, ...), atomically."""
     from . import __version__

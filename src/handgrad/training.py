@@ -85,21 +85,25 @@ def make_scheduler(config: TrainConfig, optimizer):
 
 
 class Objective:
-    """The loss and the targets it takes: class indices for cross-entropy, one-hot rows for MSE."""
+    """The loss and the targets it takes: class indices for cross-entropy; one-hot rows for MSE,
+    summed over the classes and averaged over the batch (the quadratic cost 1/N sum_n ||y_n - t_n||^2,
+    whose gradient does not shrink with the number of classes)."""
 
     def __init__(self, kind: str, num_classes: int):
         if kind not in ("cross_entropy", "mse"):
             raise ValueError(f"unknown loss {kind!r}; known: cross_entropy, mse")
         self.kind, self.num_classes = kind, num_classes
-        self.fn = nn.CrossEntropyLoss() if kind == "cross_entropy" else nn.MSELoss()
+        self.fn = nn.CrossEntropyLoss() if kind == "cross_entropy" else nn.MSELoss(reduction="sum")
+        self.batch = 1
 
     def __call__(self, output, labels) -> float:
         if self.kind == "mse":
-            return self.fn(output, np.eye(self.num_classes, dtype=output.dtype)[labels])
+            self.batch = len(output)
+            return self.fn(output, np.eye(self.num_classes, dtype=output.dtype)[labels]) / self.batch
         return self.fn(output, labels)
 
     def backward(self):
-        return self.fn.backward()
+        return self.fn.backward(1.0 / self.batch) if self.kind == "mse" else self.fn.backward()
 
 
 @dataclass

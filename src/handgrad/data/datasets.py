@@ -96,8 +96,8 @@ def _present(folder: Path) -> dict:
     return found
 
 
-def _candidates(name: str, data_dir) -> list:
-    """(label, folder) in lookup order, excluding an explicit data_dir (which is handled apart)."""
+def _candidates(name: str) -> list:
+    """(label, folder) in lookup order after an explicit data_dir: the env var's folder, the cache."""
     places = []
     if os.environ.get(ENV_VAR):
         places.append((ENV_VAR, Path(os.environ[ENV_VAR]) / name))
@@ -135,7 +135,7 @@ def _not_found(name: str, searched: list, reason: str) -> HandgradError:
         "To fix it, put the four files",
         f"  {files}",
         "(gzip-compressed or not) in one of these places:",
-        f"  - a folder passed as data_dir= (--data-dir on the command line);",
+        "  - a folder passed as data_dir= (--data-dir on the command line);",
         f"  - {ENV_VAR}=<folder> with them in <folder>/{name}/;",
         f"  - the cache folder {cache_dir(name)};",
         f"or load with download=True on a machine with internet access. The files are at {mirrors}.",
@@ -169,14 +169,14 @@ def load_dataset(name: str, data_dir=None, download: bool = True, progress: bool
         raise HandgradError(str(data_dir), f"data_dir for {name} lacks {', '.join(missing)}; expected the four files "
                                            f"{', '.join(FILES)} (or raw, without .gz) in it or in {data_dir / name}")
     searched = []
-    for label, folder in _candidates(name, data_dir):
+    for label, folder in _candidates(name):
         files = _present(folder)
         if len(files) == len(FILES):
             return _load_idx_dataset(name, files, f"{label}: {folder}")
         searched.append((label, folder, files))
     folder, files = cache_dir(name), searched[-1][2]
     if not download:
-        raise _not_found(name, searched, "download=False")
+        raise _not_found(name, searched, "none found, and download=False")
     missing = [f for f in FILES if f not in files]
     try:
         urls = _download.download_dataset(name, folder, missing, progress=progress)
@@ -216,7 +216,7 @@ def describe_datasets(data_dir=None) -> list:
     rows = []
     for name in IDX_DATASETS:
         places = ([("data_dir", Path(data_dir).expanduser() / name)] if data_dir is not None else []) \
-            + _candidates(name, None)
+            + _candidates(name)
         found = [(label, folder, len(_present(folder))) for label, folder in places]
         complete = [row for row in found if row[2] == len(FILES)]
         if complete:

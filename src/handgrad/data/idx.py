@@ -69,14 +69,15 @@ def parse_idx(data: bytes, where: str, magic: int | None = None) -> np.ndarray:
     code, ndim = data[2], data[3]
     if code not in DTYPES:
         known = ", ".join(f"0x{c:02X} {d.newbyteorder('=').name}" for c, d in DTYPES.items())
-        raise HandgradError(where, f"unknown dtype code 0x{code:02X} in magic number 0x{got:08X}; expected one of {known}")
+        raise HandgradError(where, f"unknown dtype code 0x{code:02X} in magic number 0x{got:08X}; "
+                                   f"expected one of {known}")
+    if ndim == 0:
+        raise HandgradError(where, f"magic number 0x{got:08X} declares 0 dimensions, expected at least 1")
     if magic is not None and got != magic:
         kind = {LABELS_MAGIC: "a labels file", IMAGES_MAGIC: "an images file"}.get(magic, "this file")
         hint = "; are the images and labels files swapped?" if {got, magic} == {LABELS_MAGIC, IMAGES_MAGIC} else ""
         raise HandgradError(where, f"magic number {describe_magic(got)}, expected {describe_magic(magic)} "
                                    f"for {kind}{hint}")
-    if ndim == 0:
-        raise HandgradError(where, f"magic number 0x{got:08X} declares 0 dimensions, expected at least 1")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise HandgradError(where, f"truncated header: {ndim} dimensions need {header} header bytes, "
@@ -135,7 +136,8 @@ def load_idx_pair(images_path, labels_path, num_classes: int = 10) -> tuple[np.n
     labels = read_idx(labels_path, LABELS_MAGIC)
     if len(images) != len(labels):
         raise HandgradError(str(labels_path), f"holds {len(labels)} labels but the images file "
-                                              f"{os.fspath(images_path)} holds {len(images)} images; expected equal counts")
+                                              f"{os.fspath(images_path)} holds {len(images)} images; "
+                                              f"expected equal counts")
     if len(labels) and labels.max() >= num_classes:
         bad = np.flatnonzero(labels >= num_classes)
         raise HandgradError(str(labels_path), f"label {int(labels[bad[0]])} at index {int(bad[0])} is out of range "

@@ -45,10 +45,9 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def __getitem__(self, index):
-        layers = list(self._modules.values())
-        if isinstance(index, slice):
-            return Sequential(*layers[index])
-        return layers[index]
+        if isinstance(index, slice):  # keeps the keys, so the slice's state_dict matches torch's
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return list(self._modules.values())[index]
 
     def append(self, layer: Module) -> "Sequential":
         setattr(self, str(len(self)), layer)

@@ -224,7 +224,8 @@ class Module:
         if mis_shaped:
             problems.append("mis-shaped: " + "; ".join(mis_shaped))
         if problems:
-            raise StateDictError(self.__class__.__name__ + " (load_state_dict)", "; ".join(problems))
+            first_line = repr(self).split("\n")[0]  # the layer as it prints; a container's name alone
+            raise StateDictError(first_line.rstrip("(") + ".load_state_dict()", "; ".join(problems))
         for key, (module, store, name) in targets.items():
             if key not in state_dict:
                 continue

@@ -15,6 +15,9 @@ import numpy as np
 from ..errors import StateDictError, fmt_shape
 from ..nn.parameter import Parameter
 
+_SET_MESSAGE = ("optimizer parameters need to be organized in ordered collections, but the ordering "
+                "of parameters in sets will change between runs. Please use a list instead.")
+
 
 class Optimizer:
     """Base class. ``params``: an iterable of Parameters, or of dicts ``{"params": [...], "lr": ...}``
@@ -33,6 +36,8 @@ class Optimizer:
         if isinstance(params, (Parameter, np.ndarray, dict)):
             raise TypeError("params argument given to the optimizer should be an iterable of "
                             f"Parameters or dicts, but got {type(params).__name__}")
+        if isinstance(params, set):
+            raise TypeError(_SET_MESSAGE)
         groups = list(params)
         if not groups:
             raise ValueError("optimizer got an empty parameter list")
@@ -56,8 +61,7 @@ class Optimizer:
         if isinstance(params, Parameter):
             params = [params]
         elif isinstance(params, set):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
-                            "ordering of parameters in sets will change between runs. Please use a list instead.")
+            raise TypeError(_SET_MESSAGE)
         else:
             params = list(params)
         for p in params:
@@ -147,14 +151,16 @@ class Optimizer:
             for key, value in saved.items():
                 if key == "step":
                     state[p][key] = int(value)
-                elif hasattr(value, "shape"):
-                    if tuple(value.shape) != p.shape:
-                        problems.append(f"state[{index}][{key!r}] has shape {fmt_shape(tuple(value.shape))}, "
+                elif value is None:
+                    state[p][key] = None
+                else:
+                    # Every other entry is an array shaped like the parameter (a plain float for a 0-d one).
+                    value = np.asarray(value)
+                    if value.shape != p.shape:
+                        problems.append(f"state[{index}][{key!r}] has shape {fmt_shape(value.shape)}, "
                                         f"expected {fmt_shape(p.shape)} (the parameter's)")
                     else:
                         state[p][key] = np.array(value, dtype=p.dtype)
-                else:
-                    state[p][key] = copy.deepcopy(value)
         if problems:
             raise StateDictError(name, "; ".join(problems))
 

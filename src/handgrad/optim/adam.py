@@ -1,0 +1,106 @@
+"""Adam and AdamW: adaptive moment estimation, with L2 or decoupled weight decay."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..nn.parameter import Parameter
+from .optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015), as ``torch.optim.Adam``.
+
+    For each parameter ``p`` with gradient ``g``; ``t`` counts this parameter's updates, one per
+    ``step()``::
+
+        g = g  (g = -g with maximize)
+        g = g + weight_decay * p                        (L2; or, decoupled, p = p * (1 - lr * weight_decay))
+        t = t + 1
+        m = beta1 * m + (1 - beta1) * g                 (exp_avg)
+        v = beta2 * v + (1 - beta2) * g * g             (exp_avg_sq)
+        v = max_exp_avg_sq = max(max_exp_avg_sq, v)     (amsgrad only)
+        denom = sqrt(v) / sqrt(1 - beta2**t) + eps      (eps outside the square root)
+        p = p - lr / (1 - beta1**t) * m / denom
+
+    Example::
+
+        opt = Adam(model.parameters(), lr=1e-3)
+        opt.step()
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                 decoupled_weight_decay: bool = False):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+        self._check_hyperparameters(defaults)
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def _check_hyperparameters(group: dict) -> None:
+        beta1, beta2 = group["betas"]
+        if not 0.0 <= group["lr"]:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
+        if not 0.0 <= group["eps"]:
+            raise ValueError(f"Invalid epsilon value: {group['eps']}")
+        if not 0.0 <= beta1 < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {beta1}")
+        if not 0.0 <= beta2 < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {beta2}")
+        if not 0.0 <= group["weight_decay"]:
+            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+
+    def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
+        cast = p.dtype.type  # scalars in the parameter's dtype, so float32 is never promoted
+        lr, weight_decay = group["lr"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = np.zeros_like(p.data)
+            state["exp_avg_sq"] = np.zeros_like(p.data)
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = np.zeros_like(p.data)
+
+        g = -grad if group["maximize"] else grad
+        if weight_decay != 0:
+            if group["decoupled_weight_decay"]:
+                p.data *= cast(1 - lr * weight_decay)                 # p = p * (1 - lr * weight_decay)
+            else:
+                g = g + cast(weight_decay) * p.data                   # g = g + weight_decay * p
+        state["step"] += 1
+        t = state["step"]
+
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= cast(beta1)                                              # m = beta1 * m + (1 - beta1) * g
+        m += cast(1 - beta1) * g
+        v *= cast(beta2)                                              # v = beta2 * v + (1 - beta2) * g * g
+        v += cast(1 - beta2) * g * g
+        if group["amsgrad"]:
+            v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+
+        bias_correction1 = 1 - beta1 ** t
+        bias_correction2 = 1 - beta2 ** t
+        denom = np.sqrt(v) / cast(math.sqrt(bias_correction2)) + cast(group["eps"])
+        p.data -= cast(lr / bias_correction1) * (m / denom)          # p = p - lr / bc1 * m / denom
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as ``torch.optim.AdamW``.
+
+    The same update as Adam, except that the decay shrinks the parameter directly instead of
+    entering the gradient (and so the moment estimates)::
+
+        p = p * (1 - lr * weight_decay)    then the Adam step on the plain gradient
+
+    Example::
+
+        opt = AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         maximize=maximize, decoupled_weight_decay=True)

@@ -1,0 +1,62 @@
+"""SGD: stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn.parameter import Parameter
+from .optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, as ``torch.optim.SGD``.
+
+    For each parameter ``p`` with gradient ``g``, in order of increasing complexity::
+
+        d_p = g                                       (d_p = -g with maximize)
+        d_p = d_p + weight_decay * p                  (L2 penalty)
+        buf = d_p                                     first step, when momentum != 0
+        buf = momentum * buf + (1 - dampening) * d_p  later steps
+        d_p = d_p + momentum * buf  with nesterov,  else  d_p = buf
+        p   = p - lr * d_p
+
+    Example::
+
+        opt = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+        opt.step()
+    """
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize)
+        self._check_hyperparameters(defaults)
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def _check_hyperparameters(group: dict) -> None:
+        if group["lr"] < 0.0:
+            raise ValueError(f"Invalid learning rate: {group['lr']}")
+        if group["momentum"] < 0.0:
+            raise ValueError(f"Invalid momentum value: {group['momentum']}")
+        if group["weight_decay"] < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+    def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
+        cast = p.dtype.type  # scalars in the parameter's dtype, so float32 is never promoted
+        lr, momentum = cast(group["lr"]), cast(group["momentum"])
+        dampening, weight_decay = cast(group["dampening"]), cast(group["weight_decay"])
+
+        d_p = -grad if group["maximize"] else grad
+        if weight_decay != 0:
+            d_p = d_p + weight_decay * p.data            # d_p = g + weight_decay * p (a new array: p.grad is kept)
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = d_p.copy()  # buf = d_p on the first step
+            else:
+                buf *= momentum                              # buf = momentum * buf + (1 - dampening) * d_p
+                buf += (1 - dampening) * d_p
+            d_p = d_p + momentum * buf if group["nesterov"] else buf
+        p.data -= lr * d_p                               # p = p - lr * d_p

@@ -1,0 +1,177 @@
+"""handgrad.gradcheck itself: it passes correct gradients and catches wrong ones, naming where."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import handgrad
+from handgrad import functional as F
+from handgrad import nn
+
+
+class DoubledLinear(nn.Linear):
+    """A deliberately broken layer: dL/dx comes back twice too large."""
+
+    def backward(self, grad_output, input_grad=True):
+        grad_input = super().backward(grad_output, input_grad)
+        return None if grad_input is None else 2 * grad_input
+
+
+class WrongBiasLinear(nn.Linear):
+    """Broken in a parameter only: the bias gradient is off in one element."""
+
+    def backward(self, grad_output, input_grad=True):
+        grad_input = super().backward(grad_output, input_grad)
+        self.bias.grad[1] += 1.0
+        return grad_input
+
+
+class NoInputGrad(nn.Module):
+    """Forgets to return dL/dx."""
+
+    def forward(self, x):
+        self._save_for_backward(None, x.shape)
+        return 3 * x
+
+    def backward(self, grad_output, input_grad=True):
+        self._saved(grad_output)
+        return None
+
+
+@pytest.mark.parametrize("module, shape", [
+    pytest.param(nn.Linear(4, 3), (2, 4), id="Linear"),
+    pytest.param(nn.Conv2d(2, 3, 3, stride=2, padding=1), (1, 2, 5, 5), id="Conv2d"),
+    pytest.param(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
+                               nn.Linear(8, 3), nn.LogSoftmax(dim=1)), (3, 1, 6, 6), id="cnn"),
+])
+def test_passes_for_correct_layers(module, shape):
+    x = np.random.default_rng(0).standard_normal(shape)
+    report = handgrad.gradcheck(module, x)
+    assert report.passed, str(report)
+    names = ["input"] + [name for name, _ in module.named_parameters()]
+    assert [c.name for c in report.checks] == names
+    assert all(c.max_rel_error < 1e-6 for c in report.checks)
+
+
+def test_fails_for_a_doubled_input_gradient_and_names_it():
+    x = np.random.default_rng(0).standard_normal((2, 4))
+    report = handgrad.gradcheck(DoubledLinear(4, 3), x)
+    assert not report.passed
+    assert not report["input"].passed
+    assert report["weight"].passed and report["bias"].passed
+    assert abs(report["input"].max_rel_error - 1.0) < 1e-6  # analytic = 2 * numeric
+    worst = report["input"]
+    assert len(worst.worst_index) == 2
+    assert abs(worst.analytic - 2 * worst.numeric) < 1e-6 * abs(worst.numeric) + 1e-9
+    text = str(report)
+    assert "FAILED: 2/3 tensors" in text
+    assert f"FAIL  at {worst.worst_index}: analytic" in text
+    with pytest.raises(AssertionError, match="input .* FAIL"):
+        report.raise_for_failure()
+
+
+def test_fails_for_one_wrong_parameter_element_and_names_it():
+    report = handgrad.gradcheck(WrongBiasLinear(4, 3), np.ones((2, 4)))
+    assert [c.name for c in report.checks if not c.passed] == ["bias"]
+    assert report["bias"].worst_index == (1,)
+    assert "bias" in str(report) and "at (1,)" in str(report)
+
+
+def test_fails_when_backward_returns_nothing():
+    report = handgrad.gradcheck(NoInputGrad(), np.ones((2, 2)))
+    assert not report["input"].passed
+    assert report["input"].analytic == 0.0 and abs(report["input"].numeric) > 0
+
+
+def test_fails_for_a_gradient_of_the_wrong_shape():
+    report = handgrad.gradcheck((F.relu_forward, lambda g, cache: g.sum(axis=0)), (np.ones((3, 2)),))
+    assert not report.passed and report["input0"].max_abs_error == np.inf
+
+
+def test_functional_pair_form():
+    rng = np.random.default_rng(1)
+    x, weight, bias = rng.standard_normal((5, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)
+    report = handgrad.gradcheck((F.linear_forward, F.linear_backward), (x, weight, bias))
+    assert report.passed, str(report)
+    assert [c.name for c in report.checks] == ["input0", "input1", "input2"]
+    assert report.name == "linear_forward"
+
+
+@pytest.mark.parametrize("forward, backward, make_inputs", [
+    pytest.param(F.conv2d_forward, F.conv2d_backward,
+                 lambda rng: (rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((3, 2, 2, 3)),
+                              rng.standard_normal(3), (2, 1), (1, 1)), id="conv2d"),
+    pytest.param(F.cross_entropy_forward, F.cross_entropy_backward,
+                 lambda rng: (rng.standard_normal((4, 5)), rng.integers(0, 5, 4)), id="cross_entropy-int-labels"),
+    pytest.param(F.max_pool2d_forward, F.max_pool2d_backward,
+                 lambda rng: (rng.standard_normal((1, 2, 5, 5)), (3, 3), (2, 2), (1, 1)), id="max_pool2d"),
+    pytest.param(F.softmax_forward, F.softmax_backward, lambda rng: (rng.standard_normal((3, 4)), 0), id="softmax"),
+    pytest.param(lambda x, w, b: F.batch_norm_forward(x, w, b, None, None, True), F.batch_norm_backward,
+                 lambda rng: (rng.standard_normal((4, 3, 2)), rng.standard_normal(3), rng.standard_normal(3)),
+                 id="batch_norm"),
+])
+def test_functional_pairs_pass(forward, backward, make_inputs):
+    report = handgrad.gradcheck((forward, backward), make_inputs(np.random.default_rng(2)))
+    assert report.passed, str(report)
+
+
+def test_functional_pair_with_a_wrong_backward_fails():
+    def bad_linear_backward(grad_output, cache):
+        grad_input, grad_weight, grad_bias = F.linear_backward(grad_output, cache)
+        return grad_input, grad_weight.T.reshape(grad_weight.shape), grad_bias
+
+    rng = np.random.default_rng(3)
+    report = handgrad.gradcheck((F.linear_forward, bad_linear_backward),
+                                (rng.standard_normal((2, 3)), rng.standard_normal((3, 3)), rng.standard_normal(3)))
+    assert [c.name for c in report.checks if not c.passed] == ["input1"]
+
+
+def test_report_prints_as_a_table():
+    report = handgrad.gradcheck(nn.Linear(3, 2), np.ones((2, 3)))
+    lines = str(report).splitlines()
+    assert lines[0].startswith("gradcheck Linear(in_features=3, out_features=2, bias=True)  (float64, eps=1e-06")
+    assert lines[1].split() == ["tensor", "shape", "max", "abs", "max", "rel", "result"]
+    assert [line.split()[0] for line in lines[2:5]] == ["input", "weight", "bias"]
+    assert all(line.rstrip().endswith("ok") for line in lines[2:5])
+    assert lines[2].index("(2, 3)") == lines[1].index("shape")  # columns line up
+    assert lines[-1] == "PASSED: 3/3 tensors"
+
+
+def test_verbose_prints_the_report(capsys):
+    report = handgrad.gradcheck(nn.Tanh(), np.ones((2, 2)), verbose=True)
+    assert capsys.readouterr().out.strip() == str(report)
+
+
+def test_leaves_the_module_and_the_global_generator_untouched():
+    layer = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5), nn.BatchNorm1d(2))
+    before = layer.state_dict()
+    handgrad.manual_seed(5)
+    expected_next = handgrad.default_generator().random()
+    handgrad.manual_seed(5)
+    assert handgrad.gradcheck(layer, np.random.default_rng(0).standard_normal((4, 3))).passed
+    assert handgrad.default_generator().random() == expected_next
+    for key, value in layer.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+        assert value.dtype == before[key].dtype
+    assert all(p.grad is None for p in layer.parameters())
+
+
+def test_float32_module_and_input_are_checked_in_float64():
+    layer = nn.Linear(3, 2)
+    report = handgrad.gradcheck(layer, np.ones((2, 3), np.float32))
+    assert report.passed and report["input"].max_rel_error < 1e-6
+    assert layer.weight.dtype == np.float32
+
+
+def test_loss_modules_with_labels():
+    rng = np.random.default_rng(4)
+    report = handgrad.gradcheck(nn.CrossEntropyLoss(reduction="none"),
+                                (rng.standard_normal((3, 4)), rng.integers(0, 4, 3)))
+    assert report.passed and [c.name for c in report.checks] == ["input"]
+
+
+def test_parameters_that_do_not_require_grad_are_skipped():
+    layer = nn.Linear(3, 2)
+    layer.bias.requires_grad = False
+    report = handgrad.gradcheck(layer, np.ones((1, 3)))
+    assert [c.name for c in report.checks] == ["input", "weight"]
