@@ -10,7 +10,7 @@ import handgrad
 from handgrad import nn
 from handgrad.errors import BackwardBeforeForwardError, DTypeError, StateDictError
 
-from conftest import assert_close, copy_weights_to_torch, to_numpy
+from conftest import assert_close, check_against_torch, copy_weights_to_torch, to_numpy
 
 
 def small_cnn():
@@ -149,7 +149,8 @@ def test_float32_by_default_and_through_a_training_step_of_a_cnn(rng):
         assert b.dtype == (np.int64 if name.endswith("num_batches_tracked") else np.float32), name
 
 
-@pytest.mark.parametrize("layer", [nn.Linear(4, 2), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(4), nn.BatchNorm1d(4)],
+@pytest.mark.parametrize("layer", [nn.Linear(4, 2), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(4), nn.BatchNorm1d(4),
+                                   nn.BatchNorm1d(4, affine=False)],
                          ids=lambda layer: type(layer).__name__)
 def test_float64_input_to_a_float32_layer_raises_dtype_error(layer):
     x = np.zeros((2, 4, 3, 3) if isinstance(layer, (nn.Conv2d, nn.BatchNorm2d)) else (2, 4))
@@ -405,3 +406,29 @@ def test_sequential_slice_keeps_torch_keys():
     model = small_cnn()
     assert list(model[5:].state_dict()) == list(small_cnn_torch()[5:].state_dict())
     assert model[5:][0] is model[5]
+
+
+def test_replacing_a_layer_or_parameter_keeps_its_place_like_torch(rng):
+    torch = pytest.importorskip("torch")
+    model, torch_model = small_cnn(), small_cnn_torch()
+    model[5].weight = nn.Parameter(np.zeros((6, 48), np.float32))
+    torch_model[5].weight = torch.nn.Parameter(torch.zeros(6, 48))
+    setattr(model, "0", nn.Conv2d(1, 3, 3, padding=1, bias=False))
+    setattr(torch_model, "0", torch.nn.Conv2d(1, 3, 3, padding=1, bias=False))
+    assert list(model.state_dict()) == list(torch_model.state_dict())
+    assert type(model[0]).__name__ == "Conv2d"  # still first in the forward order
+    assert model(rng.standard_normal((2, 1, 8, 8)).astype(np.float32)).shape == (2, 4)
+
+
+def test_tied_parameter_is_listed_once_and_gets_both_gradients(rng):
+    torch = pytest.importorskip("torch")
+    first, second = nn.Linear(3, 3), nn.Linear(3, 3)
+    second.weight = first.weight
+    model = nn.Sequential(first, nn.Tanh(), second)
+    t_first, t_second = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    t_second.weight = t_first.weight
+    torch_model = torch.nn.Sequential(t_first, torch.nn.Tanh(), t_second)
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in torch_model.named_parameters()]
+    assert model.num_parameters() == sum(p.numel() for p in torch_model.parameters())
+    assert list(model.state_dict()) == list(torch_model.state_dict())
+    check_against_torch(model, torch_model, rng.standard_normal((4, 3)), rng)

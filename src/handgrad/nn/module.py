@@ -33,10 +33,12 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"call Module.__init__() in {type(self).__name__}.__init__ before assigning {name!r}")
         if isinstance(value, (Parameter, Module)):
+            target = self._parameters if isinstance(value, Parameter) else self._modules
             for store in (self._parameters, self._buffers, self._modules):
-                store.pop(name, None)
+                if store is not target:
+                    store.pop(name, None)
             self.__dict__.pop(name, None)
-            (self._parameters if isinstance(value, Parameter) else self._modules)[name] = value
+            target[name] = value  # replacing keeps the key's place (layer order, state_dict order), as PyTorch
         elif name in self._buffers:
             self._buffers[name] = value
         elif name in self._parameters:
@@ -86,9 +88,12 @@ class Module:
             yield module
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Each parameter once, under its first name: a tied weight must not be stepped twice."""
+        seen = set()
         for module_name, module in self.named_modules(prefix):
             for name, p in module._parameters.items():
-                if p is not None:
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
                     yield (f"{module_name}.{name}" if module_name else name), p
 
     def parameters(self) -> Iterator[Parameter]:

@@ -32,7 +32,8 @@ class _BatchNorm(Module):
         if x.shape[1] != self.num_features:
             raise ShapeError(self, f"expected {self.num_features} channels (num_features) on axis 1, "
                                    f"got input {fmt_shape(x.shape)}")
-        check_floating(self, "input", x, self.weight.dtype if self.affine else None)
+        dtype = self.weight.dtype if self.affine else (self.running_mean.dtype if self.track_running_stats else None)
+        check_floating(self, "input", x, dtype)
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats and x.size // x.shape[1] < 2:
             raise ShapeError(self, f"expected more than 1 value per channel when training, got input {fmt_shape(x.shape)}")
