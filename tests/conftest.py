@@ -40,6 +40,15 @@ def copy_weights_to_torch(model, torch_model) -> None:
     torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
 
 
+handgrad.manual_seed(0)  # layers built while collecting (in parametrize lists) get fixed weights
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same handgrad generator state (weights, dropout masks)."""
+    handgrad.manual_seed(0)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

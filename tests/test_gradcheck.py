@@ -38,19 +38,21 @@ class NoInputGrad(nn.Module):
         return None
 
 
-@pytest.mark.parametrize("module, shape", [
-    pytest.param(nn.Linear(4, 3), (2, 4), id="Linear"),
-    pytest.param(nn.Conv2d(2, 3, 3, stride=2, padding=1), (1, 2, 5, 5), id="Conv2d"),
-    pytest.param(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
-                               nn.Linear(8, 3), nn.LogSoftmax(dim=1)), (3, 1, 6, 6), id="cnn"),
+@pytest.mark.parametrize("make, shape", [
+    pytest.param(lambda: nn.Linear(4, 3), (2, 4), id="Linear"),
+    pytest.param(lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1), (1, 2, 5, 5), id="Conv2d"),
+    pytest.param(lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Tanh(), nn.AvgPool2d(2),
+                                       nn.Flatten(), nn.Linear(8, 3), nn.LogSoftmax(dim=1)), (3, 1, 6, 6), id="cnn"),
 ])
-def test_passes_for_correct_layers(module, shape):
+def test_passes_for_correct_layers(make, shape):
+    module = make()
     x = np.random.default_rng(0).standard_normal(shape)
     report = handgrad.gradcheck(module, x)
     assert report.passed, str(report)
     names = ["input"] + [name for name, _ in module.named_parameters()]
     assert [c.name for c in report.checks] == names
-    assert all(c.max_rel_error < 1e-6 for c in report.checks)
+    # absolute: the conv bias feeding BatchNorm has a true gradient of 0, so its relative error is noise
+    assert all(c.max_abs_error < 1e-7 for c in report.checks), str(report)
 
 
 def test_fails_for_a_doubled_input_gradient_and_names_it():

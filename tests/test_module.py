@@ -219,6 +219,31 @@ def test_gradient_does_not_alias_the_callers_arrays(rng):
     np.testing.assert_allclose(layer.weight.grad, 2 * first, rtol=1e-12)
 
 
+def test_accumulating_never_writes_into_the_callers_gradient():
+    class AddBias(nn.Module):
+        """y = x + b for x of shape (3,): dL/db is grad_output itself."""
+
+        def __init__(self):
+            super().__init__()
+            self.b = nn.Parameter(np.zeros(3))
+
+        def forward(self, x):
+            self._save_for_backward(None, x.shape)
+            return x + self.b.data
+
+        def backward(self, grad_output, input_grad=True):
+            self._saved(grad_output)
+            self.b.accumulate_grad(grad_output)
+            return grad_output
+
+    layer, grad_output = AddBias(), np.ones(3)
+    for _ in range(2):
+        layer(np.zeros(3))
+        layer.backward(grad_output)
+    np.testing.assert_array_equal(grad_output, np.ones(3))
+    np.testing.assert_array_equal(layer.b.grad, 2 * np.ones(3))
+
+
 def test_input_grad_false_gives_identical_parameter_gradients(rng):
     model = small_cnn().double()
     x = rng.standard_normal((3, 1, 8, 8))
@@ -432,3 +457,25 @@ def test_tied_parameter_is_listed_once_and_gets_both_gradients(rng):
     assert model.num_parameters() == sum(p.numel() for p in torch_model.parameters())
     assert list(model.state_dict()) == list(torch_model.state_dict())
     check_against_torch(model, torch_model, rng.standard_normal((4, 3)), rng)
+
+
+def test_float32_training_step_matches_torch_float32(rng):
+    torch = pytest.importorskip("torch")
+    model, torch_model = small_cnn(), small_cnn_torch()
+    copy_weights_to_torch(model, torch_model)
+    x, target = rng.standard_normal((5, 1, 8, 8)).astype(np.float32), rng.integers(0, 4, 5)
+    loss = nn.CrossEntropyLoss()
+    value = loss(model(x), target)
+    grad_input = model.backward(loss.backward())
+    x_t = torch.from_numpy(x).requires_grad_(True)
+    value_t = torch.nn.CrossEntropyLoss()(torch_model(x_t), torch.from_numpy(target))
+    value_t.backward()
+    assert abs(value - value_t.item()) < 1e-5
+    assert_close(grad_input, to_numpy(x_t.grad), "grad_input", tol=1e-4)
+    torch_params = dict(torch_model.named_parameters())
+    for name, p in model.named_parameters():
+        if name in ("0.bias", "5.bias"):  # feed BatchNorm: true gradient 0, both sides float32 noise
+            continue
+        assert_close(p.grad, to_numpy(torch_params[name].grad), name, tol=1e-4)
+    for key, value in torch_model.state_dict().items():
+        assert_close(model.state_dict()[key], value.numpy(), key, tol=1e-5)

@@ -26,8 +26,9 @@ class Parameter:
         if grad is None:
             return
         if self.grad is None:
-            # Own the array: a view into a layer's cache must not change when the cache does.
-            self.grad = grad if grad.flags.owndata and grad.dtype == self.dtype else grad.astype(self.dtype)
+            # Always a private copy: later passes add into it in place, which must never write into
+            # an array someone else holds (a layer's cache, or the caller's grad_output).
+            self.grad = np.array(grad, dtype=self.dtype, copy=True)
         else:
             self.grad += grad
 
