@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/handgrad train --dataset digits --model mlp-small --epochs 5 --out runs/demo
 
 test: $(STAMP)
+	sh scripts/ensure-chromium.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

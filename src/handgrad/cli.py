@@ -65,7 +65,94 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("datasets", help="show which datasets are found where")
     d.add_argument("--data-dir")
+
+    # -- issue 7: compare, sweep, report, explain, gradcheck (see _add_visual_commands) ---------------
+    _add_visual_commands(sub, MODELS)
     return parser
+
+
+# -- issue 7: compare, sweep, report, explain, gradcheck ------------------------------------------------
+def _add_training_options(p, MODELS, sweepable=False):
+    """The options compare and sweep share with train (applied to every run)."""
+    p.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist or fashion-mnist")
+    p.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
+    p.add_argument("--seed", type=int, default=0, help="one seed for every run: same split, same init")
+    p.add_argument("--train-size", type=int, help="train on a class-stratified subset of this many images")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--grad-norm-every", type=int, default=50, help="record gradient norms every N steps")
+    if not sweepable:
+        p.add_argument("--epochs", type=int)
+        p.add_argument("--batch-size", type=int)
+        p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+        p.add_argument("--lr", type=float)
+        p.add_argument("--momentum", type=float)
+        p.add_argument("--weight-decay", type=float)
+        p.add_argument("--schedule", choices=["cosine", "step", "none"])
+
+
+def _add_visual_commands(sub, MODELS):
+    from .compare import DEFAULT_MODELS
+
+    c = sub.add_parser("compare", help="train several models on the same data and plot them together",
+                       description="Train several models on the same data, split and seed; write one figure "
+                       "of train and test loss and accuracy per epoch (compare.png) and a table "
+                       "(compare.md, compare.json) into --out. Finished runs in --out are read back.")
+    c.add_argument("models", nargs="*", metavar="MODEL",
+                   help=f"models by name (default: {' '.join(DEFAULT_MODELS)}); known: {', '.join(MODELS)}")
+    _add_training_options(c, MODELS)
+    c.add_argument("--out", default="runs/compare", help="folder for the runs and the figure (default: runs/compare)")
+
+    s = sub.add_parser("sweep", help="a hyperparameter grid in parallel worker processes",
+                       description="Train every combination of the comma-separated values given, in parallel "
+                       "worker processes, each run in its own folder under --out; finished runs are skipped "
+                       "and interrupted ones resumed. Writes sweep.json, sweep.csv, parallel.png and sweep.html.")
+    s.add_argument("--model", default="tiny-mlp", help="model name(s), comma-separated (default: tiny-mlp)")
+    s.add_argument("--lr", help="e.g. 0.1,0.01")
+    s.add_argument("--batch-size", help="e.g. 64,128")
+    s.add_argument("--optimizer", help="e.g. sgd,adam")
+    s.add_argument("--momentum", help="e.g. 0,0.9")
+    s.add_argument("--weight-decay", help="e.g. 0,1e-4")
+    s.add_argument("--schedule", help="e.g. cosine,none")
+    s.add_argument("--epochs", default="3", help="epochs (default 3); several values sweep over it")
+    _add_training_options(s, MODELS, sweepable=True)
+    s.add_argument("--workers", type=int, help="worker processes (default and most: the number of cores)")
+    s.add_argument("--sort", default="test_acc", help="column the printed table is sorted by (default test_acc)")
+    s.add_argument("--out", default="runs/sweep", help="folder for the runs and results (default: runs/sweep)")
+
+    r = sub.add_parser("report", help="one self-contained HTML page for one or several runs",
+                       description="Write one HTML page (images inline, works offline) for the runs: curves, "
+                       "class distribution, confusion matrix, the most confidently wrong test images, "
+                       "first-layer weights or filters, gradient norms.")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", help="the page (default: RUN_DIR/report.html, or report.html beside several runs)")
+    r.add_argument("--data-dir", help="where the runs' dataset is, if not where it was during training")
+    r.add_argument("--open", action="store_true", help="open the page in the web browser")
+
+    e = sub.add_parser("explain", help="walk one minibatch through a model, forward then backward, checking "
+                       "every gradient", description="Take one small minibatch through a model and print, layer "
+                       "by layer, forward then backward: shapes, the formula applied, statistics of values and "
+                       "gradients, and each hand-computed gradient beside finite differences (and torch "
+                       "autograd, when installed) with their relative error.")
+    e.add_argument("--model", default="tiny-cnn", choices=list(MODELS), help="named model (default: tiny-cnn)")
+    e.add_argument("--checkpoint", help="explain this trained checkpoint instead of a fresh --model")
+    e.add_argument("--dataset", help="digits (default), mnist or fashion-mnist; a checkpoint's own by default")
+    e.add_argument("--data-dir")
+    e.add_argument("--batch-size", type=int, default=4, help="images in the minibatch (default 4)")
+    e.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse"])
+    e.add_argument("--samples", type=int, default=16,
+                   help="elements per tensor checked by finite differences (0: all; default 16)")
+    e.add_argument("--eps", type=float, default=1e-6)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--no-torch", action="store_true", help="skip the autograd comparison")
+
+    g = sub.add_parser("gradcheck", help="verify every op's backward over a configuration grid",
+                       description="Check every functional op's hand-written backward over a grid of "
+                       "configurations against central finite differences (float64, every element) and, "
+                       "when torch is installed, autograd; print a table and exit 1 if any fails.")
+    g.add_argument("--op", action="append", help="only this op (repeatable), e.g. --op conv2d")
+    g.add_argument("--no-torch", action="store_true", help="skip the autograd column")
+    g.add_argument("--list", action="store_true", help="list the ops and configurations, check nothing")
+    # -- end of issue 7 parsers -------------------------------------------------------------------------
 
 
 def cmd_train(args) -> int:
@@ -217,7 +304,93 @@ def cmd_datasets(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "datasets": cmd_datasets}
+# -- issue 7: cmd_compare, cmd_sweep, cmd_report, cmd_explain, cmd_gradcheck ------------------------------
+def _shared_config(args) -> dict:
+    fields = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "train_size": args.train_size,
+              "val_fraction": args.val_fraction, "grad_norm_every": args.grad_norm_every}
+    for name in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule"):
+        if getattr(args, name, None) is not None:
+            fields[name] = getattr(args, name)
+    return fields
+
+
+def cmd_compare(args) -> int:
+    from .compare import DEFAULT_MODELS, compare, format_table
+    from .models import MODELS
+
+    models = args.models or list(DEFAULT_MODELS)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+    rows = compare(models, out=args.out, **_shared_config(args))
+    print(format_table(rows))
+    print(f"figure: {args.out}/compare.png  (table: compare.md, compare.json)")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import GRID_FIELDS, format_table, parse_values, sweep
+
+    grid = {}
+    for name in ("model", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "epochs"):
+        text = getattr(args, name)
+        if text is not None:
+            grid[name] = parse_values(name, text)
+    fields = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "train_size": args.train_size,
+              "val_fraction": args.val_fraction, "grad_norm_every": args.grad_norm_every}
+    rows = sweep(grid, out=args.out, workers=args.workers, **fields)
+    if rows and args.sort not in rows[0]:
+        raise ValueError(f"--sort: no column {args.sort!r}; columns: {', '.join(rows[0])}")
+    print(format_table(rows, [k for k in grid if k in GRID_FIELDS], sort_by=args.sort))
+    print(f"results: {args.out}/sweep.html (parallel coordinates + sortable table), sweep.csv, sweep.json")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    path = build_report(args.runs, out=args.out, data_dir=args.data_dir)
+    print(f"report: {path}")
+    if args.open:
+        import webbrowser
+        webbrowser.open(path.resolve().as_uri())
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .explain import explain_named
+
+    report = explain_named(args.model, args.dataset if args.dataset or args.checkpoint else "digits",
+                           args.batch_size, checkpoint=args.checkpoint, data_dir=args.data_dir, seed=args.seed,
+                           loss=args.loss, samples=args.samples, eps=args.eps,
+                           use_torch=False if args.no_torch else None)
+    print(report)
+    return 0 if report.passed else 1
+
+
+def cmd_gradcheck(args) -> int:
+    from .verify import default_cases, format_table, verify
+
+    cases = default_cases()
+    if args.op:
+        known = sorted({c.op for c in cases})
+        unknown = [op for op in args.op if op not in known]
+        if unknown:
+            raise ValueError(f"unknown op(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        cases = [c for c in cases if c.op in args.op]
+    if args.list:
+        for c in cases:
+            print(f"{c.op:<14} {c.config}")
+        return 0
+    rows = verify(cases, use_torch=False if args.no_torch else None)
+    print(format_table(rows))
+    return 0 if all(r.passed for r in rows) else 1
+# -- end of issue 7 commands ------------------------------------------------------------------------------
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "datasets": cmd_datasets,
+            "compare": cmd_compare, "sweep": cmd_sweep, "report": cmd_report, "explain": cmd_explain,
+            "gradcheck": cmd_gradcheck}
 
 
 def main(argv=None) -> int:

@@ -76,7 +76,7 @@ MODELS = {
                TrainDefaults(lr=0.01, momentum=0.9, schedule="none")),
     "mlp-sigmoid": (_mlp_sigmoid, "784-100-10, sigmoid, MSE on one-hot targets",
                     TrainDefaults(lr=1.0, momentum=0.0, loss="mse")),  # momentum saturates the sigmoids early
-    "mlp": (lambda s, n: _mlp(s, n, (250, 250)), "784-250-250-10, ReLU", TrainDefaults(lr=0.05)),
+    "mlp": (lambda s, n: _mlp(s, n, (250, 250)), "784-250-250-10, ReLU", TrainDefaults(lr=0.05, weight_decay=1e-3)),
     "mlp-small": (lambda s, n: _mlp(s, n, (128, 64)), "784-128-64-10, ReLU", TrainDefaults(lr=0.05)),
     "tiny-mlp": (lambda s, n: _mlp(s, n, (16,)), "784-16-10, ReLU (~12.7k parameters)", TrainDefaults(lr=0.05)),
     "tiny-cnn": (_tiny_cnn, "3 conv blocks 8-16-42 + Linear (~11.1k parameters)", TrainDefaults(lr=0.05)),

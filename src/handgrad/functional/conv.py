@@ -1,7 +1,16 @@
-"""2-D convolution through im2col: unfold every receptive field into a row, then one matrix product.
+"""2-D convolution through im2col: unfold every receptive field into a column, then matrix products.
 
 Layout (NCHW, as PyTorch): x (N, C, H, W), weight (O, C, kH, kW), bias (O,), y (N, O, Ho, Wo) with
     Ho = (H + 2*pH - kH) // sH + 1,   Wo = (W + 2*pW - kW) // sW + 1.
+
+Two versions of the same math live here:
+
+* ``conv2d_forward`` / ``conv2d_backward`` (used by the layers and the bridge) unfold x per sample,
+  cols[n] (C*kH*kW, Ho*Wo), so that ``weight @ cols[n]`` *is* sample n's output in NCHW order: no
+  transpose of the output forward, none of grad_output backward. The unfolding is one strided copy.
+* ``conv2d_forward_reference`` / ``conv2d_backward_reference``: the textbook im2col with one row per
+  output pixel, cols (N*Ho*Wo, C*kH*kW) and Y = cols @ W.T. Slower (the output and its gradient
+  must change layout) but it reads like the formula; tests/test_fast_paths.py checks the two agree.
 """
 from __future__ import annotations
 
@@ -25,10 +34,14 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def pad2d(x: np.ndarray, padding: tuple[int, int], value: float = 0.0) -> np.ndarray:
+    """x with ``padding`` rows/columns of ``value`` on each side of H and W (x itself if none)."""
     ph, pw = padding
     if ph == 0 and pw == 0:
         return x
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+    n, c, h, w = x.shape
+    padded = np.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    padded[:, :, ph:ph + h, pw:pw + w] = x  # one copy; np.pad costs several passes
+    return padded
 
 
 def windows(xp: np.ndarray, kernel_size, stride) -> np.ndarray:
@@ -37,6 +50,74 @@ def windows(xp: np.ndarray, kernel_size, stride) -> np.ndarray:
     return sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
 
 
+# -- the fast path: per-sample columns -------------------------------------------------------------
+def unfold(x: np.ndarray, kernel_size, stride, padding) -> np.ndarray:
+    """(N, C, H, W) -> cols (N, C*kH*kW, Ho*Wo) with cols[n, (c, i, j), (ho, wo)] = x_padded[n, c, sH*ho + i, sW*wo + j].
+
+    Column p of cols[n] is the receptive field of output pixel p of sample n.
+    """
+    win = windows(pad2d(x, padding), kernel_size, stride)  # (N, C, Ho, Wo, kH, kW), a view
+    n, c, ho, wo, kh, kw = win.shape
+    cols = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
+    np.copyto(cols, win.transpose(0, 1, 4, 5, 2, 3))       # the only copy of the input
+    return cols.reshape(n, c * kh * kw, ho * wo)
+
+
+def fold(cols: np.ndarray, x_shape, kernel_size, stride, padding) -> np.ndarray:
+    """The adjoint of ``unfold``: add cols (N, C*kH*kW, Ho*Wo) back onto the pixels each entry was
+    read from. A pixel inside several windows (kernel > stride) receives the sum."""
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    fields = cols.reshape(n, c, kh, kw, ho, wo)
+    grad_padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):  # loop over kernel offsets only; each step adds a whole (N, C, Ho, Wo) block
+        for j in range(kw):
+            grad_padded[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw] += fields[:, :, i, j]
+    return grad_padded[:, :, ph:ph + h, pw:pw + w]
+
+
+def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
+    """y[n, o] = sum_{c, i, j} weight[o, c, i, j] * x_padded[n, c, sH*ho + i, sW*wo + j] + bias[o]
+
+    Per sample, one matrix product: y[n] = W @ cols[n] + bias, with W = weight.reshape(O, C*kH*kW)
+    and cols = unfold(x) (N, C*kH*kW, Ho*Wo); y (N, O, Ho*Wo) is already NCHW.
+    """
+    n, _, h, w = x.shape
+    out_channels, _, kh, kw = weight.shape
+    ho, wo = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
+    cols = unfold(x, (kh, kw), stride, padding)
+    out = np.matmul(weight.reshape(out_channels, -1), cols)
+    if bias is not None:
+        out += bias[:, None]
+    # backward needs cols (grad_weight = sum_n G[n] @ cols[n].T) and weight (grad_cols = W.T @ G[n]).
+    return out.reshape(n, out_channels, ho, wo), (cols, weight, x.shape, stride, padding, bias is not None)
+
+
+def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
+    """With G[n] = dL/dy[n] as a matrix (O, Ho*Wo), the gradients of y[n] = W @ cols[n] + bias are
+
+        grad_weight = sum_n G[n] @ cols[n].T      -> reshaped to (O, C, kH, kW)
+        grad_bias   = sum_n G[n].sum(columns)     (O,)
+        grad_input  = fold(W.T @ G[n])            (N, C, H, W)
+
+    Returns (grad_input, grad_weight, grad_bias), None where not asked for.
+    """
+    cols, weight, x_shape, stride, padding, has_bias = cache
+    n, out_channels = grad_output.shape[:2]
+    grad = grad_output.reshape(n, out_channels, -1)
+    grad_weight = grad_bias = grad_input = None
+    if needs_input_grad[1]:
+        grad_weight = np.matmul(grad, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)
+    if has_bias and needs_input_grad[2]:
+        grad_bias = grad.sum(axis=(0, 2))
+    if needs_input_grad[0]:
+        grad_cols = np.matmul(weight.reshape(out_channels, -1).T, grad)
+        grad_input = fold(grad_cols, x_shape, weight.shape[2:], stride, padding)
+    return grad_input, grad_weight, grad_bias
+
+
+# -- the reference: one row per output pixel -------------------------------------------------------
 def im2col(x: np.ndarray, kernel_size, stride, padding) -> np.ndarray:
     """(N, C, H, W) -> cols (N*Ho*Wo, C*kH*kW): row r holds the receptive field of output pixel r."""
     win = windows(pad2d(x, padding), kernel_size, stride)
@@ -60,10 +141,9 @@ def col2im(cols: np.ndarray, x_shape, kernel_size, stride, padding) -> np.ndarra
     return grad_padded[:, :, ph:ph + h, pw:pw + w]
 
 
-def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
-    """y[n, o] = sum_{c, i, j} weight[o, c, i, j] * x_padded[n, c, sH*ho + i, sW*wo + j] + bias[o]
-
-    As one matrix product: Y = cols @ W.T + bias, where cols = im2col(x) is (N*Ho*Wo, C*kH*kW) and
+def conv2d_forward_reference(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
+    """The same y as ``conv2d_forward``, as one matrix product over all output pixels:
+    Y = cols @ W.T + bias, where cols = im2col(x) is (N*Ho*Wo, C*kH*kW) and
     W = weight.reshape(O, C*kH*kW); Y (N*Ho*Wo, O) is then laid out as (N, O, Ho, Wo).
     """
     n, _, h, w = x.shape
@@ -78,14 +158,12 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
     return out, (cols, weight, x.shape, stride, padding, bias is not None)
 
 
-def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
+def conv2d_backward_reference(grad_output, cache, needs_input_grad=ALL):
     """With G = dL/dY as rows (N*Ho*Wo, O), the gradients of Y = cols @ W.T + bias are
 
         grad_weight = G.T @ cols                  -> reshaped to (O, C, kH, kW)
         grad_bias   = G.sum(rows)                 (O,)
         grad_input  = col2im(G @ W)               (N, C, H, W)
-
-    Returns (grad_input, grad_weight, grad_bias), None where not asked for.
     """
     cols, weight, x_shape, stride, padding, has_bias = cache
     out_channels = weight.shape[0]

@@ -1,6 +1,18 @@
 """Max and average pooling over kH x kW windows (NCHW), with stride and padding as PyTorch.
 
 Output size per axis: (size + 2*padding - kernel) // stride + 1.
+
+Both pools loop over the kH*kW kernel offsets, never over pixels: at offset (i, j) the window
+entries of every output pixel form one strided view of the (padded) input,
+
+    plane(x, i, j)[n, c, ho, wo] = x_padded[n, c, sH*ho + i, sW*wo + j],
+
+so each step is a single array operation on an (N, C, Ho, Wo) block. When the windows do not
+overlap (stride == kernel, no padding: the usual 2x2 pool) the planes tile the input and the
+backward writes each gradient straight into its place, with no zero-fill-and-add.
+
+``max_pool2d_forward_reference`` / ``max_pool2d_backward_reference`` keep the plain version (every
+window flattened, ``argmax``); tests/test_fast_paths.py checks the two agree exactly.
 """
 from __future__ import annotations
 
@@ -9,29 +21,55 @@ import numpy as np
 from .conv import conv_output_size, pad2d, windows
 
 
+def _plane(xp, i, j, out_size, stride):
+    """Entry (i, j) of every window: xp[:, :, sH*ho + i, sW*wo + j] as an (N, C, Ho, Wo) view."""
+    (ho, wo), (sh, sw) = out_size, stride
+    return xp[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw]
+
+
+def _out_size(x_shape, kernel_size, stride, padding):
+    return tuple(conv_output_size(x_shape[a], kernel_size[a - 2], stride[a - 2], padding[a - 2]) for a in (2, 3))
+
+
 def _scatter_windows(per_offset, x_shape, kernel_size, stride, padding, dtype):
     """Add ``per_offset(i, j)`` (N, C, Ho, Wo) onto the padded-input pixels at kernel offset (i, j)."""
     n, c, h, w = x_shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
-    ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
-    grad_padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dtype)
+    (kh, kw), (ph, pw) = kernel_size, padding
+    out_size = _out_size(x_shape, kernel_size, stride, padding)
+    disjoint = tuple(stride) == tuple(kernel_size) and (ph, pw) == (0, 0)
+    # Disjoint windows: every pixel gets at most one value, so it is written, not added. Pixels no
+    # window covers (H or W not divisible by the kernel) stay zero.
+    covered = disjoint and out_size[0] * kh == h and out_size[1] * kw == w
+    grad_padded = (np.empty if covered else np.zeros)((n, c, h + 2 * ph, w + 2 * pw), dtype=dtype)
     for i in range(kh):
         for j in range(kw):
-            grad_padded[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw] += per_offset(i, j)
+            target = _plane(grad_padded, i, j, out_size, stride)
+            if disjoint:
+                per_offset(i, j, out=target)
+            else:
+                target += per_offset(i, j)
     return grad_padded[:, :, ph:ph + h, pw:pw + w]
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding=(0, 0)):
     """y[n, c, ho, wo] = max over the window of x_padded (padding is -inf, so it never wins).
 
-    The position of each maximum is kept: the first one in row-major window order, as PyTorch.
+    The position of each maximum is kept as its index k = i*kW + j in the window: the first one
+    in row-major window order, as PyTorch. (A window holding NaN gives NaN; its gradient goes to
+    the first maximum of the other entries.)
     """
-    win = windows(pad2d(x, padding, value=-np.inf), kernel_size, stride)
-    flat = win.reshape(win.shape[:4] + (-1,))            # (N, C, Ho, Wo, kH*kW)
-    argmax = flat.argmax(axis=-1)                         # first maximum on ties
-    out = np.take_along_axis(flat, argmax[..., None], axis=-1)[..., 0]
+    xp = pad2d(x, padding, value=-np.inf)
+    (kh, kw), out_size = kernel_size, _out_size(x.shape, kernel_size, stride, padding)
+    offsets = [(i, j) for i in range(kh) for j in range(kw)]
+    out = _plane(xp, 0, 0, out_size, stride).copy()
+    for i, j in offsets[1:]:
+        np.maximum(out, _plane(xp, i, j, out_size, stride), out=out)
+    argmax = np.full(out.shape, len(offsets) - 1, dtype=np.int16)
+    for k in reversed(range(len(offsets) - 1)):  # last offset first, so the first maximum is written last
+        hit = _plane(xp, *offsets[k], out_size, stride) == out
+        argmax -= hit * (argmax - np.int16(k))  # argmax = k where hit, unchanged elsewhere
     # backward needs only where each maximum was (as a small int) and the input's shape.
-    return out, (argmax.astype(np.int16), x.shape, kernel_size, stride, padding)
+    return out, (argmax, x.shape, kernel_size, stride, padding)
 
 
 def max_pool2d_backward(grad_output, cache):
@@ -41,16 +79,23 @@ def max_pool2d_backward(grad_output, cache):
     """
     argmax, x_shape, kernel_size, stride, padding = cache
     kw = kernel_size[1]
-    zero = grad_output.dtype.type(0)
-    return _scatter_windows(lambda i, j: np.where(argmax == i * kw + j, grad_output, zero),
-                            x_shape, kernel_size, stride, padding, grad_output.dtype)
+
+    def per_offset(i, j, out=None):
+        return np.multiply(grad_output, argmax == i * kw + j, out=out)  # G where offset (i, j) won, else 0
+
+    return _scatter_windows(per_offset, x_shape, kernel_size, stride, padding, grad_output.dtype)
 
 
 def avg_pool2d_forward(x, kernel_size, stride, padding=(0, 0)):
     """y[n, c, ho, wo] = sum over the window of x_padded / (kH*kW); zero padding counts in the
     divisor (PyTorch's default ``count_include_pad=True``)."""
-    win = windows(pad2d(x, padding), kernel_size, stride)
-    out = win.mean(axis=(-2, -1), dtype=x.dtype)
+    xp = pad2d(x, padding)
+    (kh, kw), out_size = kernel_size, _out_size(x.shape, kernel_size, stride, padding)
+    out = np.zeros(x.shape[:2] + out_size, dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out += _plane(xp, i, j, out_size, stride)
+    out /= x.dtype.type(kh * kw)
     return out, (x.shape, kernel_size, stride, padding)
 
 
@@ -58,4 +103,36 @@ def avg_pool2d_backward(grad_output, cache):
     """dL/dx_p = sum over windows containing p of grad_output[window] / (kH*kW)."""
     x_shape, kernel_size, stride, padding = cache
     share = grad_output / grad_output.dtype.type(kernel_size[0] * kernel_size[1])
-    return _scatter_windows(lambda i, j: share, x_shape, kernel_size, stride, padding, grad_output.dtype)
+
+    def per_offset(i, j, out=None):
+        if out is None:
+            return share
+        out[...] = share
+        return out
+
+    return _scatter_windows(per_offset, x_shape, kernel_size, stride, padding, grad_output.dtype)
+
+
+# -- the reference: every window flattened ---------------------------------------------------------
+def max_pool2d_forward_reference(x, kernel_size, stride, padding=(0, 0)):
+    """The same y and argmax as ``max_pool2d_forward``, from the (N, C, Ho, Wo, kH*kW) windows."""
+    win = windows(pad2d(x, padding, value=-np.inf), kernel_size, stride)
+    flat = win.reshape(win.shape[:4] + (-1,))            # (N, C, Ho, Wo, kH*kW), a copy
+    argmax = flat.argmax(axis=-1)                         # first maximum on ties
+    out = np.take_along_axis(flat, argmax[..., None], axis=-1)[..., 0]
+    return out, (argmax.astype(np.int16), x.shape, kernel_size, stride, padding)
+
+
+def max_pool2d_backward_reference(grad_output, cache):
+    """dL/dx_p = sum over windows containing p of grad_output[window] * [p is that window's argmax],
+    as zeros plus one masked add per kernel offset."""
+    argmax, x_shape, kernel_size, stride, padding = cache
+    n, c, h, w = x_shape
+    (kh, kw), (ph, pw) = kernel_size, padding
+    out_size = _out_size(x_shape, kernel_size, stride, padding)
+    grad_padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_output.dtype)
+    zero = grad_output.dtype.type(0)
+    for i in range(kh):
+        for j in range(kw):
+            _plane(grad_padded, i, j, out_size, stride)[...] += np.where(argmax == i * kw + j, grad_output, zero)
+    return grad_padded[:, :, ph:ph + h, pw:pw + w]

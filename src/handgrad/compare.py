@@ -1,0 +1,113 @@
+"""Train several models on the same data, split and seed, and put their curves on one figure.
+
+``compare(["tiny-mlp", "tiny-cnn"], dataset="digits", epochs=2, out="runs/compare")`` trains each
+model into ``out/<model>/`` (a finished run there is read back, not retrained), then writes
+``out/compare.png`` (train and test loss and accuracy per epoch, all models), ``out/compare.json``
+and ``out/compare.md`` (parameters, seconds per epoch, best test accuracy and the epoch it came at).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from .serialization import atomic_write_text
+
+#: The default line-up: the matched pair (about 12k parameters each) and two larger models.
+DEFAULT_MODELS = ("tiny-mlp", "tiny-cnn", "mlp", "lenet5")
+
+
+def read_history(run_dir) -> dict | None:
+    """``history.json`` of a run directory (``{"epochs": [...], "grad_norms": [...]}``), or None."""
+    path = Path(run_dir) / "history.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def run_is_complete(run_dir, epochs: int) -> bool:
+    """True when the run's history holds all ``epochs`` epochs (a finished run to skip)."""
+    history = read_history(run_dir)
+    return bool(history) and len(history["epochs"]) >= epochs and (Path(run_dir) / "manifest.json").exists()
+
+
+def run_config(config, log=lambda *_: None):
+    """Train ``config`` into ``config.out``: skip it when already finished, continue it when a resume
+    file is there, else start it. Returns (history rows, manifest dict, "trained" | "resumed" | "skipped")."""
+    from .training import train
+
+    config = config.resolved()
+    out = Path(config.out)
+    if run_is_complete(out, config.epochs):
+        status = "skipped"
+    elif (out / "resume.safetensors").exists():
+        train(config, resume=True, progress=False, log=log)
+        status = "resumed"
+    else:
+        train(config, progress=False, log=log)
+        status = "trained"
+    manifest = json.loads((out / "manifest.json").read_text())
+    return read_history(out)["epochs"][:config.epochs], manifest, status
+
+
+@dataclass
+class CompareRow:
+    """One model's line of the comparison table."""
+    model: str
+    parameters: int
+    seconds_per_epoch: float
+    best_test_acc: float
+    best_epoch: int
+    final_test_acc: float
+    final_test_loss: float
+    epochs: int
+
+    @classmethod
+    def from_history(cls, model, parameters, rows) -> "CompareRow":
+        best = max(rows, key=lambda r: r["test_acc"])
+        return cls(model, int(parameters), sum(r["seconds"] for r in rows) / len(rows), best["test_acc"],
+                   best["epoch"], rows[-1]["test_acc"], rows[-1]["test_loss"], len(rows))
+
+
+def format_table(rows: list) -> str:
+    """The comparison as a Markdown table (it reads as plain text too)."""
+    lines = ["| model | parameters | seconds / epoch | best test acc | at epoch | final test acc |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.model} | {r.parameters:,} | {r.seconds_per_epoch:.2f} | {100 * r.best_test_acc:.2f}% "
+                     f"| {r.best_epoch}/{r.epochs} | {100 * r.final_test_acc:.2f}% |")
+    return "\n".join(lines)
+
+
+def compare(models=DEFAULT_MODELS, out="runs/compare", log=print, **config_fields) -> list:
+    """Train every model in ``models`` with the same ``config_fields`` (dataset, epochs, seed,
+    train_size, batch_size, lr, ...; see TrainConfig) and write the figure and tables into ``out``.
+    Returns the list of CompareRow, in the order of ``models``."""
+    from .plots import plot_compare
+    from .training import TrainConfig
+
+    if not models:
+        raise ValueError("compare needs at least one model")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = TrainConfig(**config_fields)
+    histories, rows = {}, []
+    for name in models:
+        config = replace(base, model=name, out=str(out / name))
+        log(f"{name}: training into {config.out}")
+        history, manifest, status = run_config(config)
+        if status == "skipped":
+            log(f"{name}: already finished, read back")
+        histories[name] = history
+        rows.append(CompareRow.from_history(name, manifest["model"]["parameters"], history))
+        log(f"{name}: best test acc {100 * rows[-1].best_test_acc:.2f}% at epoch {rows[-1].best_epoch}, "
+            f"{rows[-1].seconds_per_epoch:.2f} s/epoch")
+    c = base.resolved()
+    size = f", {c.train_size} training images" if c.train_size else ""
+    plot_compare(histories, out / "compare.png", title=f"{c.dataset}{size}, seed {c.seed}")
+    table = format_table(rows)
+    atomic_write_text(out / "compare.md", table + "\n")
+    atomic_write_text(out / "compare.json", json.dumps({"config": {k: v for k, v in config_fields.items()},
+                                                        "models": [asdict(r) for r in rows],
+                                                        "histories": histories}, indent=1))
+    return rows

@@ -1,0 +1,421 @@
+"""Watch one step of backprop, layer by layer, with every gradient checked as it is computed.
+
+``explain(model, x, target)`` runs a float64 copy of a Sequential model on one small minibatch:
+forward through each layer (shapes, the formula from the op's docstring, statistics of the
+output), the loss, then backward in reverse (statistics of the gradient arriving from above, and of
+each gradient the layer computes by hand). Beside each hand-computed gradient it puts
+
+* the central finite difference of that one layer, f(v) = sum(layer(...) * G) with G the gradient
+  that actually arrived from above: (f(v + eps) - f(v - eps)) / (2 eps) for a sample of elements
+  (half where the gradient is largest, half at random); an element where the one-sided differences
+  disagree sits on a kink (a ReLU zero tying in a max-pool window) and is set aside, not compared;
+* and, when torch is installed, the gradient torch autograd computes for the same layer built from
+  ``torch.nn.functional``, over the whole tensor,
+
+each with its relative error max|hand - reference| / max|reference|. ``print(explain(...))`` shows
+the walk; ``handgrad explain`` runs it from the command line on a named model.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import textwrap
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _random
+from . import functional as F
+from . import nn
+from ._grad_mode import no_grad
+
+FD_TOLERANCE = 1e-5     # finite differences in float64 with eps 1e-6: errors ~1e-9 when right
+FD_ATOL = 1e-8          # ... or, where the true gradient is 0 throughout, absolute errors this small
+TORCH_TOLERANCE = 1e-6  # autograd in float64 agrees with the hand-written gradients to ~1e-15
+TORCH_ATOL = 1e-12
+
+
+def _paragraphs(fn) -> list:
+    doc = inspect.cleandoc(fn.__doc__ or "")
+    return [textwrap.dedent(p).strip("\n") for p in doc.split("\n\n") if p.strip()]
+
+
+def forward_formula(layer) -> str:
+    """The first paragraph of the docstring of the functional op the layer runs (or of the layer)."""
+    ops = _ops(layer)
+    return (_paragraphs(ops[0]) if ops else _paragraphs(type(layer)) or [type(layer).__name__])[0]
+
+
+def backward_formula(layer) -> str:
+    """The gradient formulas from the op's backward docstring (its 'Returns' note left out)."""
+    ops = _ops(layer)
+    if not ops:
+        lines = [line for p in _paragraphs(type(layer)) for line in p.splitlines() if "dL/d" in line or "grad" in line]
+        return "\n".join(lines) or "(no formula documented)"
+    return "\n".join(p for p in _paragraphs(ops[1]) if not p.startswith("Returns"))
+
+
+def _ops(layer):
+    """(forward, backward) of the functional op behind ``layer``, or None."""
+    table = [(nn.Linear, F.linear_forward, F.linear_backward), (nn.Conv2d, F.conv2d_forward, F.conv2d_backward),
+             (nn.MaxPool2d, F.max_pool2d_forward, F.max_pool2d_backward),
+             (nn.AvgPool2d, F.avg_pool2d_forward, F.avg_pool2d_backward),
+             (nn.LogSoftmax, F.log_softmax_forward, F.log_softmax_backward),
+             (nn.Softmax, F.softmax_forward, F.softmax_backward), (nn.ReLU, F.relu_forward, F.relu_backward),
+             (nn.LeakyReLU, F.leaky_relu_forward, F.leaky_relu_backward),
+             (nn.Sigmoid, F.sigmoid_forward, F.sigmoid_backward), (nn.Tanh, F.tanh_forward, F.tanh_backward),
+             ((nn.BatchNorm1d, nn.BatchNorm2d), F.batch_norm_forward, F.batch_norm_backward),
+             (nn.Dropout, F.dropout_forward, F.dropout_backward),
+             (nn.ElementwiseActivation, F.elementwise_forward, F.elementwise_backward),
+             (nn.CrossEntropyLoss, F.cross_entropy_forward, F.cross_entropy_backward),
+             (nn.MSELoss, F.mse_loss_forward, F.mse_loss_backward)]
+    return next(((f, b) for cls, f, b in table if isinstance(layer, cls)), None)
+
+
+def stats(a) -> dict:
+    a = np.asarray(a, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max()),
+            "zeros": float((a == 0).mean())}
+
+
+def _fmt_stats(s: dict) -> str:
+    zeros = f"  zeros {100 * s['zeros']:.0f}%" if s["zeros"] > 0 else ""
+    return f"mean {s['mean']:+.3e}  std {s['std']:.3e}  min {s['min']:+.3e}  max {s['max']:+.3e}{zeros}"
+
+
+def rel_error(got, expected) -> float:
+    """max|got - expected| / max|expected| (the absolute error where expected is all zeros)."""
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    if expected.size == 0:
+        return 0.0
+    diff, scale = float(np.abs(got - expected).max()), float(np.abs(expected).max())
+    return diff / scale if scale > 0 else diff
+
+
+@dataclass
+class GradientCheck:
+    """One hand-computed gradient and its two references."""
+    name: str                       # grad_input, weight, bias
+    shape: tuple
+    stats: dict
+    checked: int                    # elements compared with finite differences
+    kinks: int                      # elements set aside: not differentiable there
+    fd_rel_error: float
+    torch_rel_error: float | None   # None: torch not installed or no torch reference for the layer
+    example: tuple                  # (index, hand, finite difference, autograd or None)
+    fd_abs_error: float = 0.0       # a true gradient of 0 (a conv bias before BatchNorm) has no relative error
+    torch_abs_error: float | None = None
+    fd_tolerance: float = FD_TOLERANCE
+    torch_tolerance: float = TORCH_TOLERANCE
+
+    @property
+    def passed(self) -> bool:
+        return (self.fd_rel_error <= self.fd_tolerance or self.fd_abs_error <= FD_ATOL) and (
+            self.torch_rel_error is None or self.torch_rel_error <= self.torch_tolerance
+            or self.torch_abs_error <= TORCH_ATOL)
+
+    def describe(self) -> str:
+        kinks = f", {self.kinks} at kinks set aside" if self.kinks else ""
+        autograd = "n/a" if self.torch_rel_error is None else f"{self.torch_rel_error:.1e}"
+        index, hand, fd, auto = self.example
+        auto_text = "" if auto is None else f"  autograd {auto:+.8e}"
+        return (f"{self.name:<11} {str(self.shape):<16} {_fmt_stats(self.stats)}\n"
+                f"{'':<11} rel. error vs finite differences {self.fd_rel_error:.1e} ({self.checked} elements{kinks}), "
+                f"vs autograd {autograd}   {'ok' if self.passed else 'FAIL'}\n"
+                f"{'':<11} e.g. at {index}: hand {hand:+.8e}  finite diff {fd:+.8e}{auto_text}")
+
+
+@dataclass
+class LayerStep:
+    """One layer (or the loss) in the walk."""
+    name: str                      # "[3] ReLU()" or "[loss] CrossEntropyLoss()"
+    input_shape: tuple
+    output_shape: tuple
+    forward_formula: str
+    backward_formula: str
+    output_stats: dict
+    grad_output_stats: dict | None = None
+    grads: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.grads)
+
+
+@dataclass
+class Explanation:
+    """The walk: ``steps`` in forward order (the loss last); ``passed`` when every gradient agrees."""
+    description: str
+    loss: float
+    steps: list
+    eps: float
+    samples: int
+    torch_version: str | None
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.steps)
+
+    def failures(self) -> list:
+        return [(s.name, g.name) for s in self.steps for g in s.grads if not g.passed]
+
+    def __str__(self) -> str:
+        def indent(text, pad="      "):
+            return "\n".join(pad + line for line in text.splitlines())
+
+        per = "every element" if self.samples <= 0 else f"up to {self.samples} elements per tensor"
+        lines = [self.description,
+                 f"finite differences: central, eps {self.eps:g}, float64, {per}; autograd: "
+                 + (f"torch {self.torch_version}" if self.torch_version else "torch not installed"), "",
+                 "FORWARD"]
+        for s in self.steps:
+            lines += [f"  {s.name}", f"      {s.input_shape} -> {s.output_shape}", indent(s.forward_formula),
+                      f"      output: {_fmt_stats(s.output_stats)}" if s.output_shape else
+                      f"      loss = {self.loss:.6f}"]
+        lines += ["", "BACKWARD"]
+        for s in reversed(self.steps):
+            lines += [f"  {s.name}", indent(s.backward_formula)]
+            if s.grad_output_stats is not None:
+                lines.append(f"      grad_output {_fmt_stats(s.grad_output_stats)}")
+            lines += [indent(g.describe()) for g in s.grads]
+            if not s.grads:
+                lines.append("      (no gradient computed: nothing below needs it)")
+        checks = [g for s in self.steps for g in s.grads]
+        worst = max(checks, key=lambda g: g.fd_rel_error) if checks else None
+        if self.passed:
+            lines += ["", f"PASSED: all {len(checks)} gradients agree with finite differences"
+                          + (" and autograd" if self.torch_version else "")
+                          + (f" (worst {worst.fd_rel_error:.1e})" if worst else "")]
+        else:
+            lines += ["", f"FAILED: {len(self.failures())} of {len(checks)} gradients disagree: "
+                      + ", ".join(f"{layer} {name}" for layer, name in self.failures())]
+        return "\n".join(lines)
+
+
+def _pick(hand, samples, rng):
+    """Flat indices to check: all, or half at the largest |gradient| and half at random."""
+    size = hand.size
+    if samples <= 0 or samples >= size:
+        return np.arange(size)
+    top = np.argsort(-np.abs(hand).ravel(), kind="stable")[:samples // 2]
+    rest = np.setdiff1d(np.arange(size), top)
+    return np.concatenate([top, rng.choice(rest, samples - len(top), replace=False)])
+
+
+def _finite_differences(f, array, indices, eps, atol=1e-6, rtol=1e-4):
+    """Central differences of f() at the flat ``indices`` of ``array`` (changed in place, restored),
+    and a mask of the elements where the forward and backward differences disagree (kinks)."""
+    flat = array.reshape(-1)
+    assert np.shares_memory(flat, array), array.flags
+    center = f()
+    numeric, kink = np.zeros(len(indices)), np.zeros(len(indices), dtype=bool)
+    for k, i in enumerate(indices):
+        original = flat[i]
+        flat[i] = original + eps
+        plus = f()
+        flat[i] = original - eps
+        minus = f()
+        flat[i] = original
+        forward, backward = (plus - center) / eps, (center - minus) / eps
+        numeric[k] = (plus - minus) / (2 * eps)
+        kink[k] = abs(forward - backward) > atol + rtol * max(abs(forward), abs(backward))
+    return numeric, kink
+
+
+def _torch_reference(layer, target=None):
+    """A function (x, params) -> output built from torch.nn.functional for ``layer``, or None."""
+    import torch
+    import torch.nn.functional as TF
+
+    if isinstance(layer, nn.Linear):
+        return lambda x, p: TF.linear(x, p["weight"], p.get("bias"))
+    if isinstance(layer, nn.Conv2d):
+        return lambda x, p: TF.conv2d(x, p["weight"], p.get("bias"), stride=layer.stride, padding=layer.padding)
+    if isinstance(layer, nn.MaxPool2d):
+        return lambda x, p: TF.max_pool2d(x, layer.kernel_size, layer.stride, layer.padding)
+    if isinstance(layer, nn.AvgPool2d):
+        return lambda x, p: TF.avg_pool2d(x, layer.kernel_size, layer.stride, layer.padding)
+    if isinstance(layer, nn.LogSoftmax):
+        return lambda x, p: TF.log_softmax(x, layer.dim)
+    if isinstance(layer, nn.Softmax):
+        return lambda x, p: TF.softmax(x, layer.dim)
+    simple = [(nn.ReLU, TF.relu), (nn.Sigmoid, torch.sigmoid), (nn.Tanh, torch.tanh), (nn.Identity, lambda x: x)]
+    for cls, fn in simple:
+        if type(layer) is cls or (cls is not nn.Identity and isinstance(layer, cls)):
+            return lambda x, p, fn=fn: fn(x)
+    if isinstance(layer, nn.LeakyReLU):
+        return lambda x, p: TF.leaky_relu(x, layer.negative_slope)
+    if isinstance(layer, nn.Flatten):
+        return lambda x, p: torch.flatten(x, layer.start_dim, layer.end_dim)
+    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        def batch_norm(x, p):
+            stats_ = (None, None) if layer.training else (torch.from_numpy(layer.running_mean.copy()),
+                                                          torch.from_numpy(layer.running_var.copy()))
+            return TF.batch_norm(x, *stats_, p.get("weight"), p.get("bias"), training=layer.training, eps=layer.eps)
+        return batch_norm
+    if isinstance(layer, nn.Dropout) and not (layer.training and layer.p > 0):
+        return lambda x, p: x
+    if isinstance(layer, nn.CrossEntropyLoss):
+        return lambda x, p: TF.cross_entropy(x, torch.from_numpy(target), reduction=layer.reduction)
+    if isinstance(layer, nn.MSELoss):
+        return lambda x, p: TF.mse_loss(x, torch.from_numpy(target), reduction=layer.reduction)
+    return None
+
+
+def _torch_grads(layer, x, params, upstream, target=None):
+    """{name: gradient} from torch autograd for the layer's reference, or None without one."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    reference = _torch_reference(layer, target)
+    if reference is None:
+        return None
+    x_t = torch.from_numpy(np.array(x, copy=True)).requires_grad_(True)
+    p_t = {name: torch.from_numpy(np.array(v, copy=True)).requires_grad_(True) for name, v in params.items()}
+    out = reference(x_t, p_t)
+    out.backward(torch.from_numpy(np.asarray(upstream, np.float64).reshape(out.shape)))
+    grads = {"grad_input": x_t.grad.numpy()}
+    grads.update({name: t.grad.numpy() for name, t in p_t.items()})
+    return grads
+
+
+def _check(layer, x, upstream, hand: dict, params: dict, seed, samples, eps, rng, target=None) -> list:
+    """Compare each hand gradient of ``layer`` (at input x, with ``upstream`` from above) with finite
+    differences and autograd."""
+    x = np.array(x, dtype=np.float64, order="C")  # a C-ordered copy: its elements are nudged in place
+    for p in params.values():
+        p.data = np.ascontiguousarray(p.data)
+
+    def f():
+        _random.manual_seed(seed)  # the same dropout mask on every evaluation
+        with no_grad():
+            out = layer(x, target) if target is not None else layer(x)
+        return float(np.sum(np.asarray(out, np.float64) * upstream))
+
+    auto = _torch_grads(layer, x, {n: params[n].data for n in hand if n != "grad_input"}, upstream, target)
+    checks = []
+    for name, grad in hand.items():
+        array = x if name == "grad_input" else params[name].data
+        indices = _pick(grad, samples, rng)
+        numeric, kink = _finite_differences(f, array, indices, eps)
+        keep = ~kink
+        hand_values = grad.reshape(-1)[indices]
+        fd_err = rel_error(hand_values[keep], numeric[keep]) if keep.any() else 0.0
+        fd_abs = float(np.abs(hand_values[keep] - numeric[keep]).max()) if keep.any() else 0.0
+        auto_grad = None if auto is None else auto[name]
+        torch_err = None if auto_grad is None else rel_error(grad, auto_grad)
+        torch_abs = None if auto_grad is None else float(np.abs(grad - auto_grad).max(initial=0.0))
+        diffs = np.where(keep, np.abs(hand_values - numeric), -1.0)
+        k = int(np.argmax(diffs)) if keep.any() else 0
+        flat_index = int(indices[k])
+        example = (tuple(int(i) for i in np.unravel_index(flat_index, grad.shape)), float(hand_values[k]),
+                   float(numeric[k]), None if auto_grad is None else float(auto_grad.reshape(-1)[flat_index]))
+        checks.append(GradientCheck(name, tuple(grad.shape), stats(grad), int(keep.sum()), int(kink.sum()),
+                                    fd_err, torch_err, example, fd_abs, torch_abs))
+    return checks
+
+
+def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, eps: float = 1e-6, seed: int = 0,
+            use_torch: bool | None = None, description: str | None = None) -> Explanation:
+    """One forward and backward pass of ``model`` (an nn.Sequential; a float64 copy is used, the
+    model itself is untouched) on ``x`` with class indices ``target``, every gradient checked.
+    ``loss``: "cross_entropy" or "mse" (on one-hot targets). ``samples``: elements per tensor for
+    finite differences (0: all). ``use_torch``: None uses torch when it is installed.
+
+    Example::
+
+        >>> report = explain(build_model("tiny-cnn", (1, 8, 8)), x[:4], y[:4])
+        >>> print(report)           # the walk; report.passed, report.steps[i].grads[j].fd_rel_error
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"explain walks an nn.Sequential layer by layer, got {type(model).__name__}")
+    if loss not in ("cross_entropy", "mse"):
+        raise ValueError(f"unknown loss {loss!r}; known: cross_entropy, mse")
+    torch_version = None
+    if use_torch is not False:
+        try:
+            import torch
+            torch_version = torch.__version__
+        except ImportError:
+            if use_torch:
+                raise
+    saved_state = _random.get_state()
+    model = copy.deepcopy(model).double()
+    layers = list(model)
+    x = np.asarray(x, dtype=np.float64)
+    target = np.asarray(target, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    try:
+        # forward: keep each layer's input; each layer's cache is kept by the layer itself
+        inputs, h, steps = [], x, []
+        for i, layer in enumerate(layers):
+            inputs.append(h)
+            _random.manual_seed(seed + i)
+            out = layer(h)
+            steps.append(LayerStep(f"[{i}] {repr(layer).splitlines()[0]}", tuple(h.shape), tuple(out.shape),
+                                   forward_formula(layer), backward_formula(layer), stats(out)))
+            h = out
+        loss_fn = nn.CrossEntropyLoss() if loss == "cross_entropy" else nn.MSELoss()
+        loss_target = target if loss == "cross_entropy" else np.eye(h.shape[1])[target]
+        value = float(loss_fn(h, loss_target))
+        loss_step = LayerStep(f"[loss] {loss_fn!r}", tuple(h.shape), (), forward_formula(loss_fn),
+                              backward_formula(loss_fn), {})
+        grad = loss_fn.backward()
+        with_torch = torch_version is not None
+        loss_checks = _check(loss_fn, h, np.float64(1.0), {"grad_input": grad}, {}, seed, samples, eps, rng,
+                             target=loss_target)
+        if not with_torch:
+            for c in loss_checks:
+                c.torch_rel_error, c.example = None, c.example[:3] + (None,)
+        loss_step.grads = loss_checks
+        # backward, layer by layer; each layer is checked right after its own backward ran
+        for i in reversed(range(len(layers))):
+            layer, step = layers[i], steps[i]
+            step.grad_output_stats = stats(grad)
+            layer.zero_grad()
+            grad_input = layer.backward(grad)
+            params = dict(layer.named_parameters())
+            hand = {"grad_input": grad_input} if grad_input is not None else {}
+            hand.update({name: p.grad for name, p in params.items() if p.grad is not None})
+            checks = _check(layer, inputs[i], grad, hand, params, seed + i, samples, eps, rng)
+            if not with_torch:
+                for c in checks:
+                    c.torch_rel_error, c.example = None, c.example[:3] + (None,)
+            step.grads = checks
+            grad = grad_input
+            if grad is None:
+                break
+    finally:
+        _random.set_state(saved_state)
+    if description is None:
+        description = (f"one step of backprop: a minibatch {tuple(x.shape)}, float64, {len(layers)} layers, "
+                       f"{loss} loss")
+    return Explanation(description, value, steps + [loss_step], eps, samples, torch_version)
+
+
+def explain_named(model: str = "tiny-cnn", dataset: str = "digits", batch_size: int = 4, checkpoint=None,
+                  data_dir=None, seed: int = 0, **options) -> Explanation:
+    """``explain`` on a named model (fresh, seeded) or a checkpoint, with the first ``batch_size``
+    test images of the dataset, normalised with the training statistics."""
+    from .data import Normalizer, load_dataset
+    from .models import build_model
+    from .serialization import load
+
+    if checkpoint is not None:
+        net = load(checkpoint)
+        meta = net.metadata
+        ds = load_dataset(dataset if dataset else meta.get("dataset", "digits"), data_dir=data_dir)
+        norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else Normalizer.fit(
+            ds.train_images)
+        name = str(checkpoint)
+    else:
+        ds = load_dataset(dataset, data_dir=data_dir)
+        norm = Normalizer.fit(ds.train_images)
+        _random.manual_seed(seed)
+        net = build_model(model, ds.train_images.shape[1:], ds.num_classes)
+        name = model
+    x, y = norm(ds.test_images[:batch_size]), ds.test_labels[:batch_size]
+    description = (f"explain {name} on {ds.name}: one step of backprop on the first {len(y)} test images "
+                   f"{tuple(x.shape[1:])} (labels {', '.join(ds.classes[k] for k in y)}), float64")
+    return explain(net, x, y, seed=seed, description=description, **options)

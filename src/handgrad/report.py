@@ -1,0 +1,193 @@
+"""One self-contained HTML page for one run or several: every figure a PNG inlined as a base64 data
+URI, no script, no external file, so the page works offline and can be mailed as it is.
+
+For each run directory (as ``handgrad train`` writes it): the training curves; the class
+distribution of its training and test sets; the confusion matrix of its best checkpoint on the
+test set; the most confidently wrong test images; the first layer's weights (an MLP's rows as
+images) or filters (a CNN's); and the per-parameter gradient norms the trainer recorded. With
+several runs, a comparison figure and table come first.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HandgradError
+from .serialization import atomic_write_text
+
+
+@dataclass
+class Run:
+    """What a report needs from one run directory."""
+    path: Path
+    config: dict
+    manifest: dict
+    history: list
+    grad_norms: list
+    model: object
+    checkpoint: Path
+    data: object  # training.Data: the run's own split, normalised as in training
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load_run(run_dir, data_dir=None) -> Run:
+    """Read a run directory: manifest, history, the best (else last) checkpoint, and the run's data
+    split rebuilt from its configuration (same dataset, seed, split and training subset)."""
+    from .serialization import load
+    from .training import TrainConfig, prepare_data
+
+    path = Path(run_dir)
+    if not (path / "manifest.json").exists() or not (path / "history.json").exists():
+        raise HandgradError(str(path), "not a run directory: expected manifest.json and history.json "
+                                       "(written by handgrad train)")
+    manifest = json.loads((path / "manifest.json").read_text())
+    history = json.loads((path / "history.json").read_text())
+    checkpoint = next((path / f for f in ("best.safetensors", "last.safetensors") if (path / f).exists()), None)
+    if checkpoint is None:
+        raise HandgradError(str(path), "holds no checkpoint (best.safetensors or last.safetensors)")
+    known = {f.name for f in fields(TrainConfig)}
+    config = {k: v for k, v in manifest["config"].items() if k in known}
+    if data_dir is not None:
+        config["data_dir"] = data_dir
+    data = prepare_data(TrainConfig(**config))
+    return Run(path, config, manifest, history["epochs"], history.get("grad_norms", []), load(checkpoint),
+               checkpoint, data)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
+    """counts[true, predicted]"""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (labels, predictions), 1)
+    return counts
+
+
+def confidently_wrong(logits, labels, count: int = 24, softmax: bool = True):
+    """Indices of the misclassified samples with the highest predicted probability (or score),
+    most confident first, and that probability."""
+    from .functional import softmax_forward
+
+    scores = softmax_forward(logits.astype(np.float64), dim=1)[0] if softmax else logits.astype(np.float64)
+    predicted = scores.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = scores[wrong, predicted[wrong]]
+    order = wrong[np.argsort(-confidence, kind="stable")][:count]
+    return order, scores[order, predicted[order]]
+
+
+def first_layer(model):
+    """The first Linear or Conv2d of the model, or None."""
+    from . import nn
+
+    return next((layer for layer in model.modules() if isinstance(layer, (nn.Linear, nn.Conv2d))), None)
+
+
+def run_section(run: Run) -> str:
+    """The HTML of one run's section."""
+    from . import nn, plots
+    from .training import evaluate
+
+    d, c = run.data, run.config
+    classes = d.classes
+    last = run.history[-1] if run.history else {}
+    _, accuracy, logits = evaluate(run.model, d.test_x, d.test_y)
+    predicted = logits.argmax(axis=1)
+    parts = [f'<section id="{html.escape(run.name)}"><h2>{html.escape(run.name)}</h2>',
+             "<table class=kv>" + "".join(
+                 f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in (
+                     ("model", c["model"]), ("dataset", c["dataset"]),
+                     ("images (train / val / test)", f"{len(d.train_y):,} / {len(d.val_y):,} / {len(d.test_y):,}"),
+                     ("parameters", f"{run.manifest['model']['parameters']:,}"),
+                     ("optimizer", f"{c['optimizer']} lr {c['lr']} momentum {c['momentum']} "
+                                   f"weight decay {c['weight_decay']}, {c['schedule']} schedule"),
+                     ("batch size / epochs / seed", f"{c['batch_size']} / {len(run.history)} / {c['seed']}"),
+                     ("checkpoint", run.checkpoint.name),
+                     (f"test accuracy ({run.checkpoint.stem})", f"{100 * accuracy:.2f}%"),
+                     ("final test accuracy", f"{100 * last['test_acc']:.2f}%" if last else "-"))) + "</table>"]
+    if run.history:
+        parts += ["<h3>Training curves</h3>", _img(plots.plot_history(run.history, None), "training curves")]
+    parts += ["<h3>Class distribution</h3>",
+              _img(plots.plot_class_distribution(d.train_y, d.test_y, classes), "class distribution")]
+    parts += ["<h3>Confusion matrix</h3>",
+              _img(plots.plot_confusion_matrix(confusion_matrix(d.test_y, predicted, len(classes)), classes),
+                   "confusion matrix")]
+    wrong, confidence = confidently_wrong(logits, d.test_y, softmax=c.get("loss") != "mse")
+    parts.append("<h3>Most confidently wrong test images</h3>")
+    if len(wrong):
+        titles = [f"true {classes[d.test_y[i]]}\npred {classes[predicted[i]]} {100 * p:.0f}%"
+                  for i, p in zip(wrong, confidence)]
+        parts.append(_img(plots.plot_image_grid(d.test_x[wrong], titles), "confidently wrong test images"))
+    else:
+        parts.append("<p>Every test image is classified correctly.</p>")
+    layer = first_layer(run.model)
+    if layer is not None:
+        is_conv = isinstance(layer, nn.Conv2d)
+        shape = tuple(d.test_x.shape[1:])
+        if is_conv or layer.in_features == int(np.prod(shape)):
+            what = "filters" if is_conv else "weights (one image per hidden unit)"
+            parts += [f"<h3>First-layer {what}</h3>",
+                      _img(plots.plot_first_layer(layer.weight.data, shape, title=repr(layer)),
+                           f"first-layer {what}")]
+    parts.append("<h3>Gradient norms during training</h3>")
+    if run.grad_norms:
+        every = run.grad_norms[1]["step"] - run.grad_norms[0]["step"] if len(run.grad_norms) > 1 else None
+        parts += [f"<p>Recorded every {every} steps.</p>" if every else "",
+                  _img(plots.plot_grad_norms(run.grad_norms), "gradient norms")]
+    else:
+        parts.append("<p>None recorded (the run was shorter than the recording interval).</p>")
+    return "\n".join(parts) + "</section>"
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+img{max-width:100%;display:block;margin:.5em 0}section{border-top:2px solid #ddd;margin-top:2em}
+table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
+th{background:#f5f5f5}"""
+
+
+def build_report(run_dirs, out=None, data_dir=None, title: str | None = None) -> Path:
+    """Write the page for ``run_dirs`` and return its path: ``RUN_DIR/report.html`` for one run,
+    ``report.html`` beside the runs for several, unless ``out`` says where."""
+    from . import plots
+    from .compare import CompareRow, format_table
+
+    run_dirs = [Path(p) for p in run_dirs]
+    if not run_dirs:
+        raise ValueError("report needs at least one run directory")
+    runs = [load_run(p, data_dir) for p in run_dirs]
+    if out is None:
+        out = run_dirs[0] / "report.html" if len(run_dirs) == 1 else run_dirs[0].parent / "report.html"
+    out = Path(out)
+    title = title or ("handgrad report: " + ", ".join(r.name for r in runs))
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    if len(runs) > 1:
+        with_history = [r for r in runs if r.history]
+        rows = [CompareRow.from_history(r.name, r.manifest["model"]["parameters"], r.history) for r in with_history]
+        body += ["<h2>All runs</h2>", _img(plots.plot_compare({r.name: r.history for r in with_history}),
+                                           "comparison of the runs"),
+                 _markdown_table_html(format_table(rows))]
+    body += [run_section(r) for r in runs]
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, page)
+    return out
+
+
+def _markdown_table_html(table: str) -> str:
+    lines = [line.strip("|").split("|") for line in table.splitlines()]
+    head, rows = lines[0], lines[2:]
+    return ("<table><tr>" + "".join(f"<th>{html.escape(h.strip())}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(v.strip())}</td>" for v in r) + "</tr>" for r in rows)
+            + "</table>")

@@ -1,0 +1,192 @@
+"""A grid search over hyperparameters, run in parallel worker processes and resumable.
+
+``sweep({"lr": [0.1, 0.01], "optimizer": ["sgd", "adam"]}, out="runs/sweep", dataset="digits",
+epochs=2)`` trains every combination into its own folder ``out/<name>/`` (e.g.
+``lr=0.1,optimizer=sgd``), up to ``workers`` at a time (default: the number of cores). A run whose
+history already holds every epoch is skipped; one interrupted part-way continues from its resume
+file. Then it writes ``sweep.json``, ``sweep.csv``, ``parallel.png`` (a parallel-coordinates view:
+one line per run across the hyperparameters and the final metrics) and ``sweep.html`` (that view
+and a table sorted by clicking a column's head).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import html
+import io
+import itertools
+import json
+import os
+from dataclasses import fields, replace
+from pathlib import Path
+
+from .serialization import atomic_write_text
+
+#: The hyperparameters a grid may vary (TrainConfig fields) and how their values are parsed.
+GRID_FIELDS = {"lr": float, "batch_size": int, "optimizer": str, "momentum": float, "weight_decay": float,
+               "schedule": str, "model": str, "epochs": int, "seed": int, "train_size": int, "loss": str,
+               "activation": str}
+#: The final metrics each run reports.
+METRICS = ("test_acc", "best_test_acc", "val_acc", "test_loss", "train_loss", "seconds_per_epoch")
+
+
+def parse_values(field: str, text: str) -> list:
+    """``"0.1,0.01"`` -> [0.1, 0.01] as the field's type."""
+    kind = GRID_FIELDS[field]
+    try:
+        return [kind(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{field.replace('_', '-')}: expected comma-separated {kind.__name__} values, "
+                         f"got {text!r}") from None
+
+
+def grid_points(grid: dict) -> list:
+    """Every combination of the grid's values, as dicts in the grid's key order."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def run_name(point: dict) -> str:
+    """The run's folder name: ``lr=0.1,batch_size=64,optimizer=sgd``."""
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+
+
+def _train_point(config_fields: dict) -> dict:
+    """Worker: train one configuration (one BLAS thread, so workers do not fight over the cores)."""
+    from .compare import run_config
+    from .training import TrainConfig
+
+    try:
+        from threadpoolctl import threadpool_limits
+        one_thread = threadpool_limits(1)
+    except ImportError:
+        one_thread = contextlib.nullcontext()
+    with one_thread:
+        history, manifest, status = run_config(TrainConfig(**config_fields))
+    last = history[-1]
+    return {"status": status, "parameters": manifest["model"]["parameters"], "test_acc": last["test_acc"],
+            "best_test_acc": max(r["test_acc"] for r in history), "val_acc": last["val_acc"],
+            "test_loss": last["test_loss"], "train_loss": last["train_loss"],
+            "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history), "epochs_done": len(history)}
+
+
+def sweep(grid: dict, out="runs/sweep", workers: int | None = None, log=print, **config_fields) -> list:
+    """Train every point of ``grid`` ({field: [values]}) with the other ``config_fields`` fixed, in
+    up to ``workers`` processes (capped at the core count). Returns one dict per run: its
+    hyperparameters, name, status (trained | resumed | skipped) and final metrics."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing
+
+    from .training import TrainConfig
+
+    unknown = [k for k in grid if k not in GRID_FIELDS]
+    if unknown:
+        raise ValueError(f"cannot sweep over {', '.join(unknown)}; known: {', '.join(GRID_FIELDS)}")
+    if not grid or any(not values for values in grid.values()):
+        raise ValueError("the grid is empty: give at least one value for each swept option")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = TrainConfig(**config_fields)
+    points = grid_points(grid)
+    jobs = {}
+    for point in points:
+        name = run_name(point)
+        jobs[name] = (point, {f.name: getattr(replace(base, **point, out=str(out / name)), f.name)
+                              for f in fields(TrainConfig)})
+    cores = os.cpu_count() or 1
+    workers = max(1, min(workers or cores, cores, len(jobs)))
+    log(f"sweep: {len(jobs)} runs in {out}, {workers} worker process{'es' if workers > 1 else ''}")
+    results = {}
+    # spawn: a fresh interpreter per worker, safe whatever threads the parent has started
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_point, config): name for name, (_, config) in jobs.items()}
+        for future in as_completed(futures):
+            name = futures[future]
+            results[name] = {**jobs[name][0], "run": name, **future.result()}
+            r = results[name]
+            log(f"  {r['status']:<8} {name}: test acc {100 * r['test_acc']:.2f}%")
+    rows = [results[name] for name in jobs]
+    write_results(rows, list(grid), out)
+    return rows
+
+
+def write_results(rows: list, params: list, out) -> None:
+    """sweep.json, sweep.csv, parallel.png and sweep.html in ``out``."""
+    from .plots import plot_parallel_coordinates
+
+    out = Path(out)
+    atomic_write_text(out / "sweep.json", json.dumps({"params": params, "runs": rows}, indent=1))
+    columns = ["run"] + params + ["parameters", *METRICS, "status"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "sweep.csv", buf.getvalue())
+    axes = [p for p in params if len({str(r[p]) for r in rows}) > 1] or params
+    png = plot_parallel_coordinates(rows, axes + ["test_acc", "test_loss", "seconds_per_epoch"], "test_acc",
+                                    title=f"{len(rows)} runs, coloured by final test accuracy")
+    (out / "parallel.png").write_bytes(png)
+    atomic_write_text(out / "sweep.html", sweep_html(rows, columns, png))
+
+
+def format_table(rows: list, params: list, sort_by: str = "test_acc") -> str:
+    """The runs as text, best first by ``sort_by`` (losses and seconds ascending, the rest descending)."""
+    ascending = sort_by.endswith("loss") or sort_by.startswith("seconds")
+    ordered = sorted(rows, key=lambda r: r[sort_by], reverse=not ascending)
+    head = params + ["test acc", "best test acc", "test loss", "s/epoch"]
+    body = [[f"{r[p]:g}" if isinstance(r[p], float) else str(r[p]) for p in params] +
+            [f"{100 * r['test_acc']:.2f}%", f"{100 * r['best_test_acc']:.2f}%", f"{r['test_loss']:.4f}",
+             f"{r['seconds_per_epoch']:.2f}"] for r in ordered]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(f"{x:>{w}}" for x, w in zip(line, widths)) for line in [head] + body]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+_SORT_SCRIPT = """
+document.querySelectorAll('th').forEach(function (th, col) {
+  th.addEventListener('click', function () {
+    var body = th.closest('table').tBodies[0];
+    var ascending = th.dataset.order !== 'asc';
+    th.dataset.order = ascending ? 'asc' : 'desc';
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+      return ascending ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+
+def sweep_html(rows: list, columns: list, png: bytes) -> str:
+    """A self-contained page: the parallel-coordinates figure (inline) and a sortable table."""
+    import base64
+
+    def cell(column, value):
+        if isinstance(value, float):
+            shown = f"{100 * value:.2f}%" if column.endswith("_acc") else f"{value:.4g}"
+        else:
+            shown = str(value)
+        return f'<td data-v="{html.escape(str(value))}">{html.escape(shown)}</td>'
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "\n".join("<tr>" + "".join(cell(c, r.get(c, "")) for c in columns) + "</tr>" for r in rows)
+    image = base64.b64encode(png).decode()
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>handgrad sweep</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;font-size:14px}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{cursor:pointer;background:#f0f0f0}}
+img{{max-width:100%}}</style></head>
+<body><h1>Sweep: {len(rows)} runs</h1>
+<img alt="parallel coordinates" src="data:image/png;base64,{image}">
+<p>Click a column's head to sort by it.</p>
+<table><thead><tr>{head}</tr></thead><tbody>
+{body}
+</tbody></table>
+<script>{_SORT_SCRIPT}</script>
+</body></html>
+"""
