@@ -15,6 +15,13 @@ def relu_forward(x):
 
 def relu_backward(grad_output, out):
     """dL/dx = G * [x > 0]   (0 at x = 0, as PyTorch)"""
+    # A product with the boolean mask (cast to G's dtype): several times faster than np.where,
+    # whose per-element branch the random sign pattern defeats.
+    return grad_output * (out > 0)
+
+
+def relu_backward_reference(grad_output, out):
+    """The same dL/dx as ``relu_backward``, read as the formula: G where y > 0, else 0."""
     return np.where(out > 0, grad_output, grad_output.dtype.type(0))
 
 

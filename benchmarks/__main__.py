@@ -1,0 +1,563 @@
+"""Throughput of handgrad against PyTorch eager (and scikit-learn for the MLP), in one run.
+
+    python -m benchmarks --data-dir ../shared/data/mnist        (or HANDGRAD_DATA_DIR; `make bench`)
+
+Every timing is repeated (``--repeats``, default 3) with the implementations interleaved inside each
+repeat, after a warm-up; tables give the median and the min-max. Each implementation gets the same
+initial weights, the same batches, float32 and the same thread count (``--threads``, default 2).
+A short sgemm probe runs before and after every job, so a slow window of a shared machine shows.
+
+Training is timed over ``--max-steps`` optimizer steps (default 300) rather than whole epochs;
+seconds per epoch are extrapolated from that rate (60,000 / samples per second).
+
+The machine's limit: the FLOPs of every matrix product of a step (forward, dL/dx, dL/dW; no dL/dx
+for the first layer, as neither library computes it), each divided by the sgemm throughput measured
+at that same shape with NumPy's BLAS; an implementation's "% of limit" is that time over its own.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _early_threads(argv) -> int:
+    """--threads must reach the BLAS and OpenMP runtimes before NumPy or torch load them."""
+    threads = 2
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            threads = int(argv[i + 1])
+        elif a.startswith("--threads="):
+            threads = int(a.split("=", 1)[1])
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    return threads
+
+
+if __name__ == "__main__":
+    _early_threads(sys.argv[1:])
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+import handgrad  # noqa: E402
+from handgrad import functional as F, nn, optim  # noqa: E402
+from handgrad.models import architecture, build_model  # noqa: E402
+
+LR, MOMENTUM = 0.05, 0.9
+TRAIN_JOBS = [("mlp", 64), ("mlp", 128), ("tiny-cnn", 64), ("lenet5", 64)]
+INFER_MODELS = ["mlp", "tiny-cnn", "lenet5"]
+INFER_BATCH = 1000
+
+
+# -- data ------------------------------------------------------------------------------------------
+def load_mnist(data_dir):
+    from handgrad.data import Normalizer, load_dataset
+    ds = load_dataset("mnist", data_dir=data_dir)
+    norm = Normalizer.fit(ds.train_images)
+    return norm(ds.train_images), ds.train_labels, norm(ds.test_images), ds.test_labels
+
+
+def batches(n_train, batch, steps, seed=0):
+    """The sample indices of ``steps`` batches: one fixed shuffled order, shared by every implementation."""
+    order = np.random.default_rng(seed).permutation(n_train)
+    reps = -(-steps * batch // n_train)
+    order = np.concatenate([order] * reps)
+    return [order[i * batch:(i + 1) * batch] for i in range(steps)]
+
+
+# -- the three implementations ---------------------------------------------------------------------
+def handgrad_model(name):
+    handgrad.manual_seed(0)
+    return build_model(name, (1, 28, 28), 10)
+
+
+def torch_model(name):
+    """torch.nn twin of the handgrad model, with the same initial weights (state_dict keys agree)."""
+    import torch
+    tnn = torch.nn
+    model = handgrad_model(name)
+    layers = []
+    for spec in architecture(model):
+        kind = spec["type"]
+        if kind == "Linear":
+            layers.append(tnn.Linear(spec["in_features"], spec["out_features"]))
+        elif kind == "Conv2d":
+            layers.append(tnn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]),
+                                     tuple(spec["stride"]), tuple(spec["padding"])))
+        elif kind == "MaxPool2d":
+            layers.append(tnn.MaxPool2d(tuple(spec["kernel_size"]), tuple(spec["stride"]), tuple(spec["padding"])))
+        elif kind == "ReLU":
+            layers.append(tnn.ReLU())
+        elif kind == "Flatten":
+            layers.append(tnn.Flatten())
+        else:
+            raise ValueError(f"no torch twin for {kind}")
+    twin = tnn.Sequential(*layers)
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    return twin
+
+
+def handgrad_trainer(name, x, y):
+    model = handgrad_model(name)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def run(index_batches):
+        for idx in index_batches:
+            out = model(x[idx])
+            loss_fn(out, y[idx])
+            opt.zero_grad()
+            model.backward(loss_fn.backward(), input_grad=False)
+            opt.step()
+    return run
+
+
+def torch_trainer(name, x, y):
+    import torch
+    model = torch_model(name)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+    def run(index_batches):
+        for idx in index_batches:
+            i = torch.from_numpy(idx)
+            out = model(tx[i])
+            loss = loss_fn(out, ty[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return run
+
+
+def sklearn_trainer(name, x, y, batch):
+    """MLPClassifier with the MLP's layers, SGD with the same lr and momentum; one ``partial_fit``
+    is one epoch over the samples it is given (here: the same batches, in order)."""
+    from sklearn.neural_network import MLPClassifier
+    assert name == "mlp"
+    clf = MLPClassifier(hidden_layer_sizes=(250, 250), activation="relu", solver="sgd", alpha=0.0,
+                        batch_size=batch, learning_rate_init=LR, momentum=MOMENTUM, nesterovs_momentum=False,
+                        shuffle=False)
+    flat = x.reshape(len(x), -1)
+    clf.partial_fit(flat[:batch], y[:batch], classes=np.arange(10))  # allocates the weights
+
+    def run(index_batches):
+        idx = np.concatenate(index_batches)
+        clf.partial_fit(flat[idx], y[idx])
+    return run
+
+
+def handgrad_inference(name, x):
+    model = handgrad_model(name).eval()
+
+    def run():
+        with handgrad.no_grad():
+            for s in range(0, len(x), INFER_BATCH):
+                model(x[s:s + INFER_BATCH])
+    return run
+
+
+def torch_inference(name, x):
+    import torch
+    model = torch_model(name).eval()
+    tx = torch.from_numpy(x)
+
+    def run():
+        with torch.no_grad():
+            for s in range(0, len(x), INFER_BATCH):
+                model(tx[s:s + INFER_BATCH])
+    return run
+
+
+# -- the machine's limit ---------------------------------------------------------------------------
+def gemm_shapes(name, batch, training=True):
+    """(M, K, N) of every matrix product of one step: forward; and, training, dL/dW and dL/dx
+    (dL/dx skipped for the first layer with parameters). A conv counts as one product over all
+    output pixels: (O, C*kH*kW) @ (C*kH*kW, batch*Ho*Wo)."""
+    model = handgrad_model(name)
+    shapes, first = [], True
+    h = np.zeros((1, 1, 28, 28), np.float32)
+    with handgrad.no_grad():
+        for layer in model:
+            x_shape = h.shape
+            h = layer(h)
+            if isinstance(layer, nn.Linear):
+                m, k, n = batch, layer.in_features, layer.out_features
+                shapes.append((m, k, n))                      # y = x @ W.T
+                if training:
+                    shapes.append((n, m, k))                  # dW = G.T @ x
+                    if not first:
+                        shapes.append((m, n, k))              # dx = G @ W
+                first = False
+            elif isinstance(layer, nn.Conv2d):
+                o, c, kh, kw = layer.weight.shape
+                p = batch * h.shape[2] * h.shape[3]
+                shapes.append((o, c * kh * kw, p))            # Y = W @ cols
+                if training:
+                    shapes.append((o, p, c * kh * kw))        # dW = G @ cols.T
+                    if not first:
+                        shapes.append((c * kh * kw, o, p))    # dcols = W.T @ G
+                first = False
+    return shapes
+
+
+def sgemm_seconds(m, k, n, min_time=0.05):
+    """Best time of one float32 (M, K) @ (K, N) with NumPy's BLAS."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    out = np.empty((m, n), np.float32)
+    np.matmul(a, b, out=out)
+    reps = max(1, int(min_time / max(_once(a, b, out), 1e-7)))
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(reps):
+            np.matmul(a, b, out=out)
+        best = min(best, (time.perf_counter() - t) / reps)
+    return best
+
+
+def _once(a, b, out):
+    t = time.perf_counter()
+    np.matmul(a, b, out=out)
+    return time.perf_counter() - t
+
+
+def limit(name, batch, training=True):
+    shapes = gemm_shapes(name, batch, training)
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+    seconds = sum(sgemm_seconds(*s) for s in shapes)
+    return {"flops_per_step": flops, "limit_s_per_step": seconds, "gflops": flops / seconds / 1e9,
+            "limit_samples_per_s": batch / seconds, "shapes": shapes}
+
+
+def sgemm_probe():
+    """GFLOP/s of a fixed 256^3 sgemm: a before/after marker of how fast the machine is right now."""
+    s = sgemm_seconds(256, 256, 256, min_time=0.02)
+    return 2 * 256 ** 3 / s / 1e9
+
+
+# -- timing ----------------------------------------------------------------------------------------
+def timed(fn, *args):
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
+def summary(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
+
+
+def fmt_rate(s):
+    return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
+
+
+# -- memory and import time (child processes) -------------------------------------------------------
+def _status_mib(field):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":")) / 1024
+
+
+def reset_peak_rss():
+    """Start VmHWM afresh from the current RSS (Linux: write 5 to clear_refs), so loading the data
+    does not hide the training's own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def rss_job(impl, name, batch, steps, data_dir):
+    """Run in a child: peak RSS after loading the data, and after ``steps`` training steps."""
+    x, y, _, _ = load_mnist(data_dir)
+    if impl == "torch":
+        import torch
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    base = _status_mib("VmRSS")
+    reset_peak_rss()
+    trainer = {"handgrad": handgrad_trainer, "torch": torch_trainer}[impl](name, x, y)
+    trainer(batches(len(x), batch, steps))
+    print(json.dumps({"base_mib": base, "peak_mib": _status_mib("VmHWM")}))
+
+
+def child(args, extra):
+    cmd = [sys.executable, "-m", "benchmarks"] + extra
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def import_seconds(module, repeats=5):
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                  env=env).stdout) for _ in range(repeats)]
+    return summary(times)
+
+
+# -- accuracy: fast ops vs the reference versions ---------------------------------------------------
+@contextmanager
+def reference_ops():
+    """Swap the reference (plain) conv, pool and ReLU math into handgrad.functional for a while."""
+    swaps = {"conv2d_forward": F.conv.conv2d_forward_reference, "conv2d_backward": F.conv.conv2d_backward_reference,
+             "max_pool2d_forward": F.pool.max_pool2d_forward_reference,
+             "max_pool2d_backward": F.pool.max_pool2d_backward_reference,
+             "relu_backward": F.activation.relu_backward_reference}
+    saved = {k: getattr(F, k) for k in swaps}
+    from handgrad.nn import activation as act
+    saved_relu = act.ReLU._backward
+    try:
+        for k, v in swaps.items():
+            setattr(F, k, v)
+        act.ReLU._backward = staticmethod(F.activation.relu_backward_reference)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(F, k, v)
+        act.ReLU._backward = saved_relu
+
+
+def one_epoch_accuracy(name, x, y, tx, ty, batch=64):
+    model = handgrad_model(name)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    t = time.perf_counter()
+    for idx in batches(len(x), batch, len(x) // batch):
+        loss_fn(model(x[idx]), y[idx])
+        opt.zero_grad()
+        model.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+    seconds = time.perf_counter() - t
+    model.eval()
+    with handgrad.no_grad():
+        pred = np.concatenate([model(tx[s:s + 1000]).argmax(1) for s in range(0, len(tx), 1000)])
+    return float((pred == ty).mean()), seconds
+
+
+# -- the report ------------------------------------------------------------------------------------
+def environment(threads):
+    from threadpoolctl import threadpool_info
+    env = {"python": sys.version.split()[0], "numpy": np.__version__, "handgrad": handgrad.__version__,
+           "platform": platform.platform(), "threads": threads,
+           "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+           "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)")}
+    try:
+        env["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        env["cpu"] = platform.processor()
+    for mod in ("torch", "sklearn"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except ImportError:
+            env[mod] = "not installed"
+    env["blas"] = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('num_threads')} threads) "
+                   f"{Path(i.get('filepath', '')).name}" for i in threadpool_info() if i.get("user_api") == "blas"]
+    return env
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=None, help="folder holding MNIST's four IDX files "
+                        "(default: $HANDGRAD_DATA_DIR/mnist)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, default=300, help="training steps timed per repeat")
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the one-epoch accuracy check")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS child processes")
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--rss-job", nargs=3, metavar=("IMPL", "MODEL", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.rss_job:
+        rss_job(args.rss_job[0], args.rss_job[1], int(args.rss_job[2]), args.max_steps, args.data_dir)
+        return
+
+    from threadpoolctl import threadpool_limits
+    import torch
+    threadpool_limits(args.threads)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+    x, y, tx, ty = load_mnist(args.data_dir)
+    log(f"MNIST: train {x.shape}, test {tx.shape}")
+
+    # training
+    train = {}
+    for name, batch in TRAIN_JOBS:
+        impls = {"handgrad": handgrad_trainer(name, x, y), "torch": torch_trainer(name, x, y)}
+        if name == "mlp":
+            impls["sklearn"] = sklearn_trainer(name, x, y, batch)
+        steps = batches(len(x), batch, args.max_steps)
+        warm = batches(len(x), batch, 20, seed=1)
+        for fn in impls.values():
+            fn(warm)
+        train[(name, batch)] = {k: [] for k in impls}
+        train[(name, batch)]["probe"] = []
+    for r in range(args.repeats):
+        for name, batch in TRAIN_JOBS:
+            impls = {"handgrad": handgrad_trainer(name, x, y), "torch": torch_trainer(name, x, y)}
+            if name == "mlp":
+                impls["sklearn"] = sklearn_trainer(name, x, y, batch)
+            steps = batches(len(x), batch, args.max_steps)
+            order = list(impls)[r % len(impls):] + list(impls)[:r % len(impls)]  # rotate who goes first
+            for k in order:
+                impls[k](batches(len(x), batch, 10, seed=2))  # warm this instance
+                probe = sgemm_probe()
+                seconds = timed(impls[k], steps)
+                train[(name, batch)]["probe"] += [probe, sgemm_probe()]
+                train[(name, batch)][k].append(batch * len(steps) / seconds)
+            log(f"repeat {r + 1}: {name} batch {batch}: " + ", ".join(
+                f"{k} {train[(name, batch)][k][-1]:,.0f}/s" for k in order))
+
+    # inference
+    infer = {}
+    runners = {m: {"handgrad": handgrad_inference(m, tx), "torch": torch_inference(m, tx)} for m in INFER_MODELS}
+    for m in INFER_MODELS:
+        infer[m] = {"handgrad": [], "torch": [], "probe": []}
+        for fn in runners[m].values():
+            fn()
+    for r in range(args.repeats):
+        for m in INFER_MODELS:
+            order = ["handgrad", "torch"] if r % 2 == 0 else ["torch", "handgrad"]
+            for k in order:
+                probe = sgemm_probe()
+                infer[m][k].append(len(tx) / timed(runners[m][k]))
+                infer[m]["probe"] += [probe, sgemm_probe()]
+        log(f"inference repeat {r + 1} done")
+
+    # limits
+    limits = {job: limit(*job) for job in TRAIN_JOBS}
+    infer_limits = {m: limit(m, INFER_BATCH, training=False) for m in INFER_MODELS}
+    log("limits measured")
+
+    memory = {}
+    if not args.no_memory:
+        for name, batch in [("mlp", 64), ("tiny-cnn", 64), ("lenet5", 64)]:
+            for impl in ("handgrad", "torch"):
+                extra = ["--threads", str(args.threads), "--max-steps", str(min(args.max_steps, 200)),
+                         "--rss-job", impl, name, str(batch)] + (["--data-dir", args.data_dir] if args.data_dir else [])
+                memory[(name, batch, impl)] = child(args, extra)
+        log("memory measured")
+    imports = {"handgrad": import_seconds("handgrad"), "torch": import_seconds("torch")}
+
+    accuracy = {}
+    if not args.no_accuracy:
+        for name in ("mlp", "tiny-cnn", "lenet5"):
+            fast = one_epoch_accuracy(name, x, y, tx, ty)
+            with reference_ops():
+                ref = one_epoch_accuracy(name, x, y, tx, ty)
+            accuracy[name] = (fast, ref)
+            log(f"accuracy {name}: fast {fast[0]:.4f} ({fast[1]:.1f} s), reference {ref[0]:.4f} ({ref[1]:.1f} s)")
+
+    text = report(args, argv, environment(args.threads), train, infer, limits, infer_limits, memory, imports,
+                  accuracy, time.perf_counter() - started)
+    Path(args.out).write_text(text)
+    print(text)
+
+
+def report(args, argv, env, train, infer, limits, infer_limits, memory, imports, accuracy, total):
+    cmd = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
+    L = ["# handgrad benchmarks", "",
+         f"Command: `{cmd.strip()}` ({total / 60:.1f} min). MNIST, float32, {args.threads} threads for every "
+         f"implementation, {args.repeats} repeats interleaved across implementations after a warm-up; each cell "
+         "is the median with the min-max in brackets.", "",
+         f"Training is timed over {args.max_steps} SGD steps (lr {LR}, momentum {MOMENTUM}, cross-entropy) per "
+         "repeat, not whole epochs: s/epoch = 60,000 / (samples/s). All implementations start from the same "
+         "weights and see the same batches.", ""]
+    L += ["## Training throughput (samples/s)", "",
+          "| model | batch | handgrad | PyTorch | scikit-learn | handgrad / PyTorch | handgrad % of limit | "
+          "PyTorch % of limit | handgrad s/epoch | PyTorch s/epoch |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    headline = []
+    for (name, batch), res in train.items():
+        hg, pt = summary(res["handgrad"]), summary(res["torch"])
+        sk = fmt_rate(summary(res["sklearn"])) if "sklearn" in res else "-"
+        lim = limits[(name, batch)]["limit_samples_per_s"]
+        ratio = hg["median"] / pt["median"]
+        ratios = [h / p for h, p in zip(res["handgrad"], res["torch"])]
+        row = (f"| {name} | {batch} | {fmt_rate(hg)} | {fmt_rate(pt)} | {sk} | {ratio:.2f}x "
+               f"({min(ratios):.2f}-{max(ratios):.2f}) | {100 * hg['median'] / lim:.0f}% | {100 * pt['median'] / lim:.0f}% "
+               f"| {60000 / hg['median']:.1f} | {60000 / pt['median']:.1f} |")
+        L.append(row)
+        headline.append((f"{name} train, batch {batch}", ratio, 100 * hg["median"] / lim, 100 * pt["median"] / lim))
+    L += ["", f"## Inference throughput (samples/s, batch {INFER_BATCH}, the 10,000 test images)", "",
+          "| model | handgrad | PyTorch | handgrad / PyTorch | handgrad % of limit | PyTorch % of limit |",
+          "|---|---|---|---|---|---|"]
+    for m, res in infer.items():
+        hg, pt = summary(res["handgrad"]), summary(res["torch"])
+        lim = infer_limits[m]["limit_samples_per_s"]
+        L.append(f"| {m} | {fmt_rate(hg)} | {fmt_rate(pt)} | {hg['median'] / pt['median']:.2f}x | "
+                 f"{100 * hg['median'] / lim:.0f}% | {100 * pt['median'] / lim:.0f}% |")
+        headline.append((f"{m} inference, batch {INFER_BATCH}", hg["median"] / pt["median"],
+                         100 * hg["median"] / lim, 100 * pt["median"] / lim))
+    L += ["", "## The machine's limit", "",
+          "FLOPs of every matrix product (forward, dL/dW, dL/dx except the first layer's), each divided by "
+          "NumPy's sgemm throughput measured at that shape (M, K, N; a conv as one product over all output pixels).", "",
+          "| job | GFLOP per step | GFLOP per epoch | sgemm GFLOP/s at these shapes | limit samples/s | limit s/epoch |",
+          "|---|---|---|---|---|---|"]
+    for (name, batch), lim in limits.items():
+        L.append(f"| {name} train, batch {batch} | {lim['flops_per_step'] / 1e9:.4f} | "
+                 f"{lim['flops_per_step'] * 60000 / batch / 1e9:.1f} | {lim['gflops']:.1f} | "
+                 f"{lim['limit_samples_per_s']:,.0f} | {60000 / lim['limit_samples_per_s']:.2f} |")
+    for m, lim in infer_limits.items():
+        L.append(f"| {m} inference, batch {INFER_BATCH} | {lim['flops_per_step'] / 1e9:.4f} | "
+                 f"{lim['flops_per_step'] * 10 / 1e9:.2f} (10k test) | {lim['gflops']:.1f} | "
+                 f"{lim['limit_samples_per_s']:,.0f} | - |")
+    probes = [p for res in list(train.values()) + list(infer.values()) for p in res["probe"]]
+    L += ["", f"sgemm probe (256^3, before and after every job): {min(probes):.0f}-{max(probes):.0f} GFLOP/s, "
+          f"median {statistics.median(probes):.0f}: the spread says how steady the machine was during the run.", ""]
+    if memory:
+        L += ["## Peak memory (RSS) of training", "",
+              f"Child processes, one per implementation, {min(args.max_steps, 200)} steps; 'data' is the RSS after "
+              "imports and loading MNIST (float32), 'peak' after training.", "",
+              "| model | batch | handgrad data / peak (MiB) | PyTorch data / peak (MiB) | handgrad growth | PyTorch growth |",
+              "|---|---|---|---|---|---|"]
+        for name, batch in [("mlp", 64), ("tiny-cnn", 64), ("lenet5", 64)]:
+            h, p = memory[(name, batch, "handgrad")], memory[(name, batch, "torch")]
+            L.append(f"| {name} | {batch} | {h['base_mib']:.0f} / {h['peak_mib']:.0f} | {p['base_mib']:.0f} / "
+                     f"{p['peak_mib']:.0f} | {h['peak_mib'] - h['base_mib']:.0f} MiB | {p['peak_mib'] - p['base_mib']:.0f} MiB |")
+        L.append("")
+    L += ["## Import time (s, fresh interpreter, 5 runs)", "", "| module | median | min-max |", "|---|---|---|"]
+    for k, s in imports.items():
+        L.append(f"| `import {k}` | {s['median']:.3f} | {s['min']:.3f}-{s['max']:.3f} |")
+    L.append("")
+    if accuracy:
+        L += ["## Accuracy after one epoch: fast paths vs reference versions", "",
+              "One epoch (937 steps, batch 64, same weights and batches), test accuracy. 'reference' swaps in the "
+              "plain conv (im2col rows), max-pool (argmax over flattened windows) and ReLU (np.where) kept in "
+              "`handgrad.functional`.", "",
+              "| model | fast | reference | fast s/epoch | reference s/epoch |", "|---|---|---|---|---|"]
+        for name, ((fa, fs), (ra, rs)) in accuracy.items():
+            L.append(f"| {name} | {100 * fa:.2f}% | {100 * ra:.2f}% | {fs:.1f} | {rs:.1f} |")
+        L.append("")
+    L += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for label, ratio, hg_pct, _ in headline:
+        if label.startswith("mlp train"):
+            L.append(f"| {label}: >= 1.5x PyTorch, >= 80% of limit | {ratio:.2f}x, {hg_pct:.0f}% | "
+                     f"{'yes' if ratio >= 1.5 and hg_pct >= 80 else 'no'} |")
+        elif "train" in label:
+            L.append(f"| {label}: >= 1.0x PyTorch | {ratio:.2f}x | {'yes' if ratio >= 1.0 else 'no'} |")
+        else:
+            L.append(f"| {label}: >= 1.0x PyTorch, >= 80% of limit | {ratio:.2f}x, {hg_pct:.0f}% | "
+                     f"{'yes' if ratio >= 1.0 and hg_pct >= 80 else 'no'} |")
+    L.append(f"| `import handgrad` < 0.3 s | {imports['handgrad']['median']:.3f} s | "
+             f"{'yes' if imports['handgrad']['median'] < 0.3 else 'no'} |")
+    L += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in env.items()] + [""]
+    return "\n".join(L)
+
+
+if __name__ == "__main__":
+    main()
