@@ -7,3 +7,11 @@ from .gradcheck import GradcheckReport, gradcheck
 from .serialization import load, save
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # The bridge imports torch, so it loads only when first used: ``handgrad.torch.convert(...)``.
+    if name == "torch":
+        import importlib
+        return importlib.import_module("handgrad.torch")
+    raise AttributeError(f"module 'handgrad' has no attribute {name!r}")

@@ -240,8 +240,9 @@ class Trainer:
         for step, (x, y) in enumerate(self.loader):
             if step < self.step_in_epoch:
                 continue  # resumed mid-epoch: these batches were already trained on
-            out = model(x)
-            loss = objective(out, y)
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked below
+                out = model(x)
+                loss = objective(out, y)
             if not np.isfinite(loss):
                 self.diverged(x, y, f"the loss became {loss}")
             opt.zero_grad()
@@ -264,7 +265,8 @@ class Trainer:
         p["seconds"] += time.perf_counter() - started
 
     def diverged(self, x, y, what):
-        where = find_nonfinite(self.model, x, y, self.objective)
+        with np.errstate(all="ignore"):
+            where = find_nonfinite(self.model, x, y, self.objective)
         last = self.run_dir / "last.safetensors"
         keep = f"; the last good checkpoint is {last}" if last.exists() else "; no checkpoint was written yet"
         raise TrainingDiverged(f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}",

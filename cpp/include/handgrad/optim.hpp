@@ -1,0 +1,180 @@
+// Optimizers and schedulers with torch.optim's semantics, in order of increasing complexity
+// (mirrors src/handgrad/optim/). Scalars are cast to float32 before they touch a parameter, as the
+// Python does, so the two walk the same float32 path.
+#pragma once
+
+#include "handgrad/nn.hpp"
+
+#include <cmath>
+
+namespace handgrad::optim {
+
+class Optimizer {
+public:
+    explicit Optimizer(std::vector<Parameter*> params, double lr) : params(std::move(params)), lr(lr) {}
+    virtual ~Optimizer() = default;
+    void zero_grad() {
+        for (auto* p : params) p->grad = Tensor();
+    }
+    // One update of every parameter that has a gradient.
+    virtual void step() = 0;
+
+    std::vector<Parameter*> params;
+    double lr;  // the schedulers set it between epochs
+};
+
+struct SGDOptions {
+    double lr = 1e-3, momentum = 0.0, dampening = 0.0, weight_decay = 0.0;
+    bool nesterov = false;
+};
+
+// For each parameter p with gradient g:
+//     d_p = g + weight_decay * p                    (L2 penalty)
+//     buf = d_p                                     first step, when momentum != 0
+//     buf = momentum * buf + (1 - dampening) * d_p  later steps
+//     d_p = d_p + momentum * buf  with nesterov,  else  d_p = buf
+//     p   = p - lr * d_p
+class SGD : public Optimizer {
+public:
+    SGD(std::vector<Parameter*> params, SGDOptions options)
+        : Optimizer(std::move(params), options.lr), options(options), momentum_buffer(this->params.size()) {
+        if (options.lr < 0) throw HandgradError("SGD", "Invalid learning rate: " + std::to_string(options.lr));
+        if (options.momentum < 0) throw HandgradError("SGD", "Invalid momentum value: " + std::to_string(options.momentum));
+        if (options.weight_decay < 0)
+            throw HandgradError("SGD", "Invalid weight_decay value: " + std::to_string(options.weight_decay));
+        if (options.nesterov && (options.momentum <= 0 || options.dampening != 0))
+            throw HandgradError("SGD", "Nesterov momentum requires a momentum and zero dampening");
+    }
+
+    void step() override {
+        const float lr_ = static_cast<float>(lr), momentum = static_cast<float>(options.momentum);
+        const float dampening = static_cast<float>(options.dampening);
+        const float weight_decay = static_cast<float>(options.weight_decay);
+        for (size_t k = 0; k < params.size(); ++k) {
+            Parameter& p = *params[k];
+            if (p.grad.data.empty()) continue;
+            Tensor d_p = p.grad;
+            if (weight_decay != 0)
+                for (int64_t i = 0; i < d_p.numel(); ++i) d_p[i] += weight_decay * p.data[i];
+            if (momentum != 0) {
+                Tensor& buf = momentum_buffer[k];
+                if (buf.data.empty()) buf = d_p;  // buf = d_p on the first step
+                else
+                    for (int64_t i = 0; i < buf.numel(); ++i) {
+                        buf[i] *= momentum;
+                        buf[i] += (1 - dampening) * d_p[i];
+                    }
+                if (options.nesterov)
+                    for (int64_t i = 0; i < d_p.numel(); ++i) d_p[i] += momentum * buf[i];
+                else
+                    d_p = buf;
+            }
+            for (int64_t i = 0; i < d_p.numel(); ++i) p.data[i] -= lr_ * d_p[i];
+        }
+    }
+
+    SGDOptions options;
+    std::vector<Tensor> momentum_buffer;  // per parameter; empty until its first step
+};
+
+struct AdamOptions {
+    double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+    bool decoupled_weight_decay = false;  // true: AdamW
+};
+
+// For each parameter p with gradient g; t counts this parameter's updates, one per step():
+//     g = g + weight_decay * p                        (L2; or, decoupled, p = p * (1 - lr * weight_decay))
+//     t = t + 1
+//     m = beta1 * m + (1 - beta1) * g                 (exp_avg)
+//     v = beta2 * v + (1 - beta2) * g * g             (exp_avg_sq)
+//     denom = sqrt(v) / sqrt(1 - beta2**t) + eps      (eps outside the square root)
+//     p = p - lr / (1 - beta1**t) * m / denom
+class Adam : public Optimizer {
+public:
+    Adam(std::vector<Parameter*> params, AdamOptions options)
+        : Optimizer(std::move(params), options.lr), options(options), steps(this->params.size(), 0),
+          exp_avg(this->params.size()), exp_avg_sq(this->params.size()) {
+        if (options.lr < 0) throw HandgradError("Adam", "Invalid learning rate: " + std::to_string(options.lr));
+        if (options.eps < 0) throw HandgradError("Adam", "Invalid epsilon value: " + std::to_string(options.eps));
+        if (!(options.beta1 >= 0 && options.beta1 < 1))
+            throw HandgradError("Adam", "Invalid beta parameter at index 0: " + std::to_string(options.beta1));
+        if (!(options.beta2 >= 0 && options.beta2 < 1))
+            throw HandgradError("Adam", "Invalid beta parameter at index 1: " + std::to_string(options.beta2));
+        if (options.weight_decay < 0)
+            throw HandgradError("Adam", "Invalid weight_decay value: " + std::to_string(options.weight_decay));
+    }
+
+    void step() override {
+        const float beta1 = static_cast<float>(options.beta1), beta2 = static_cast<float>(options.beta2);
+        const float one_minus_beta1 = static_cast<float>(1 - options.beta1);
+        const float one_minus_beta2 = static_cast<float>(1 - options.beta2);
+        for (size_t k = 0; k < params.size(); ++k) {
+            Parameter& p = *params[k];
+            if (p.grad.data.empty()) continue;
+            if (exp_avg[k].data.empty()) exp_avg[k] = exp_avg_sq[k] = Tensor(p.data.shape);
+            Tensor g = p.grad;
+            if (options.weight_decay != 0) {
+                if (options.decoupled_weight_decay) {
+                    const float shrink = static_cast<float>(1 - lr * options.weight_decay);
+                    for (float& w : p.data.data) w *= shrink;
+                } else {
+                    const float wd = static_cast<float>(options.weight_decay);
+                    for (int64_t i = 0; i < g.numel(); ++i) g[i] += wd * p.data[i];
+                }
+            }
+            const int64_t t = ++steps[k];
+            const double bias_correction1 = 1 - std::pow(options.beta1, static_cast<double>(t));
+            const double bias_correction2 = 1 - std::pow(options.beta2, static_cast<double>(t));
+            const float sqrt_bc2 = static_cast<float>(std::sqrt(bias_correction2));
+            const float step_size = static_cast<float>(lr / bias_correction1), eps = static_cast<float>(options.eps);
+            Tensor &m = exp_avg[k], &v = exp_avg_sq[k];
+            for (int64_t i = 0; i < g.numel(); ++i) {
+                m[i] = m[i] * beta1 + one_minus_beta1 * g[i];
+                v[i] = v[i] * beta2 + one_minus_beta2 * g[i] * g[i];
+                const float denom = std::sqrt(v[i]) / sqrt_bc2 + eps;
+                p.data[i] -= step_size * (m[i] / denom);
+            }
+        }
+    }
+
+    AdamOptions options;
+    std::vector<int64_t> steps;
+    std::vector<Tensor> exp_avg, exp_avg_sq;
+};
+
+// lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2, set once per epoch.
+class CosineAnnealingLR {
+public:
+    CosineAnnealingLR(Optimizer& optimizer, int64_t T_max, double eta_min = 0.0)
+        : optimizer(optimizer), base_lr(optimizer.lr), T_max(T_max), eta_min(eta_min) {
+        if (T_max <= 0) throw HandgradError("CosineAnnealingLR", "T_max must be positive, got " + std::to_string(T_max));
+    }
+    void step() {
+        ++last_epoch;
+        const double cosine = (1 + std::cos(M_PI * static_cast<double>(last_epoch) / static_cast<double>(T_max))) / 2;
+        optimizer.lr = eta_min + (base_lr - eta_min) * cosine;
+    }
+    Optimizer& optimizer;
+    double base_lr;
+    int64_t T_max, last_epoch = 0;
+    double eta_min;
+};
+
+// lr = initial_lr * gamma ** (epoch // step_size)
+class StepLR {
+public:
+    StepLR(Optimizer& optimizer, int64_t step_size, double gamma = 0.1)
+        : optimizer(optimizer), base_lr(optimizer.lr), step_size(step_size), gamma(gamma) {
+        if (step_size < 1) throw HandgradError("StepLR", "step_size must be a positive integer, got " + std::to_string(step_size));
+    }
+    void step() {
+        ++last_epoch;
+        optimizer.lr = base_lr * std::pow(gamma, static_cast<double>(last_epoch / step_size));
+    }
+    Optimizer& optimizer;
+    double base_lr;
+    int64_t step_size, last_epoch = 0;
+    double gamma;
+};
+
+}  // namespace handgrad::optim
