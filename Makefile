@@ -10,7 +10,7 @@ ifneq ($(SHARED_DATA),)
 export HANDGRAD_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean cpp
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/handgrad train --dataset digits --model mlp-small --epochs 5 --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP) cpp
 	sh scripts/ensure-chromium.sh
+	ctest --test-dir cpp/build --output-on-failure
 	$(PY) -m pytest -q
+
+# The C++ twin (cpp/build/handgrad-cpp); installs cmake, Eigen, nlohmann-json, doctest when missing.
+cpp:
+	sh scripts/ensure-cpp-deps.sh
+	cmake -S cpp -B cpp/build -DCMAKE_BUILD_TYPE=Release
+	cmake --build cpp/build -j2
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info cpp/build

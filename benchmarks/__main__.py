@@ -3,7 +3,8 @@
     python -m benchmarks --data-dir ../shared/data/mnist        (or HANDGRAD_DATA_DIR; `make bench`)
 
 Every timing is repeated (``--repeats``, default 3) with the implementations interleaved inside each
-repeat, after a warm-up; tables give the median and the min-max. Each implementation gets the same
+repeat, after a warm-up, each timing in a fresh child process (so no other library's thread pool is
+left spinning on the cores); tables give the median and the min-max. Each implementation gets the same
 initial weights, the same batches, float32 and the same thread count (``--threads``, default 2).
 A short sgemm probe runs before and after every job, so a slow window of a shared machine shows.
 
@@ -294,6 +295,30 @@ def rss_job(impl, name, batch, steps, data_dir):
     print(json.dumps({"base_mib": base, "peak_mib": _status_mib("VmHWM")}))
 
 
+def time_job(impl, kind, name, batch, steps, data_dir):
+    """Run in a child: warm up, then time one implementation on one job; print samples/s and the
+    sgemm probe before and after. One process per timing, so no thread pool of another library
+    (torch's OpenMP, a second OpenBLAS) is left spinning on the cores while this one runs."""
+    x, y, tx, _ = load_mnist(data_dir)
+    if impl == "torch":
+        import torch
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        torch.set_num_interop_threads(1)
+    if kind == "train":
+        make = {"handgrad": handgrad_trainer, "torch": torch_trainer,
+                "sklearn": lambda n, a, b: sklearn_trainer(n, a, b, batch)}[impl]
+        run = make(name, x, y)
+        run(batches(len(x), batch, 20, seed=1))  # warm-up
+        work, samples = batches(len(x), batch, steps), batch * steps
+    else:
+        run = {"handgrad": handgrad_inference, "torch": torch_inference}[impl](name, tx)
+        run()
+        work, samples = None, len(tx)
+    before = sgemm_probe()
+    seconds = timed(run, work) if work is not None else timed(run)
+    print(json.dumps({"samples_per_s": samples / seconds, "probe": [before, sgemm_probe()]}))
+
+
 def child(args, extra):
     cmd = [sys.executable, "-m", "benchmarks"] + extra
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -379,64 +404,42 @@ def main(argv=None):
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS child processes")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--rss-job", nargs=3, metavar=("IMPL", "MODEL", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--time-job", nargs=4, metavar=("IMPL", "KIND", "MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.time_job:
+        impl, kind, name, batch = args.time_job
+        time_job(impl, kind, name, int(batch), args.max_steps, args.data_dir)
+        return
 
     if args.rss_job:
         rss_job(args.rss_job[0], args.rss_job[1], int(args.rss_job[2]), args.max_steps, args.data_dir)
         return
 
     from threadpoolctl import threadpool_limits
-    import torch
     threadpool_limits(args.threads)
-    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     x, y, tx, ty = load_mnist(args.data_dir)
     log(f"MNIST: train {x.shape}, test {tx.shape}")
 
-    # training
-    train = {}
-    for name, batch in TRAIN_JOBS:
-        impls = {"handgrad": handgrad_trainer(name, x, y), "torch": torch_trainer(name, x, y)}
-        if name == "mlp":
-            impls["sklearn"] = sklearn_trainer(name, x, y, batch)
-        steps = batches(len(x), batch, args.max_steps)
-        warm = batches(len(x), batch, 20, seed=1)
-        for fn in impls.values():
-            fn(warm)
-        train[(name, batch)] = {k: [] for k in impls}
-        train[(name, batch)]["probe"] = []
-    for r in range(args.repeats):
-        for name, batch in TRAIN_JOBS:
-            impls = {"handgrad": handgrad_trainer(name, x, y), "torch": torch_trainer(name, x, y)}
-            if name == "mlp":
-                impls["sklearn"] = sklearn_trainer(name, x, y, batch)
-            steps = batches(len(x), batch, args.max_steps)
-            order = list(impls)[r % len(impls):] + list(impls)[:r % len(impls)]  # rotate who goes first
-            for k in order:
-                impls[k](batches(len(x), batch, 10, seed=2))  # warm this instance
-                probe = sgemm_probe()
-                seconds = timed(impls[k], steps)
-                train[(name, batch)]["probe"] += [probe, sgemm_probe()]
-                train[(name, batch)][k].append(batch * len(steps) / seconds)
-            log(f"repeat {r + 1}: {name} batch {batch}: " + ", ".join(
-                f"{k} {train[(name, batch)][k][-1]:,.0f}/s" for k in order))
+    common = ["--threads", str(args.threads), "--max-steps", str(args.max_steps)] + \
+        (["--data-dir", args.data_dir] if args.data_dir else [])
 
-    # inference
-    infer = {}
-    runners = {m: {"handgrad": handgrad_inference(m, tx), "torch": torch_inference(m, tx)} for m in INFER_MODELS}
-    for m in INFER_MODELS:
-        infer[m] = {"handgrad": [], "torch": [], "probe": []}
-        for fn in runners[m].values():
-            fn()
+    # training and inference: every timing in a fresh child process, implementations interleaved
+    train, infer = {}, {}
+    jobs = [("train", name, batch, ["handgrad", "torch"] + (["sklearn"] if name == "mlp" else []))
+            for name, batch in TRAIN_JOBS] + [("inference", m, INFER_BATCH, ["handgrad", "torch"]) for m in INFER_MODELS]
     for r in range(args.repeats):
-        for m in INFER_MODELS:
-            order = ["handgrad", "torch"] if r % 2 == 0 else ["torch", "handgrad"]
-            for k in order:
-                probe = sgemm_probe()
-                infer[m][k].append(len(tx) / timed(runners[m][k]))
-                infer[m]["probe"] += [probe, sgemm_probe()]
-        log(f"inference repeat {r + 1} done")
+        for kind, name, batch, impls in jobs:
+            table = train.setdefault((name, batch), {}) if kind == "train" else infer.setdefault(name, {})
+            order = impls[r % len(impls):] + impls[:r % len(impls)]  # rotate who goes first
+            for impl in order:
+                res = child(args, common + ["--time-job", impl, kind, name, str(batch)])
+                table.setdefault(impl, []).append(res["samples_per_s"])
+                table.setdefault("probe", []).extend(res["probe"])
+            log(f"repeat {r + 1}: {kind} {name} batch {batch}: " + ", ".join(
+                f"{k} {table[k][-1]:,.0f}/s" for k in order))
 
     # limits
     limits = {job: limit(*job) for job in TRAIN_JOBS}
@@ -447,9 +450,7 @@ def main(argv=None):
     if not args.no_memory:
         for name, batch in [("mlp", 64), ("tiny-cnn", 64), ("lenet5", 64)]:
             for impl in ("handgrad", "torch"):
-                extra = ["--threads", str(args.threads), "--max-steps", str(min(args.max_steps, 200)),
-                         "--rss-job", impl, name, str(batch)] + (["--data-dir", args.data_dir] if args.data_dir else [])
-                memory[(name, batch, impl)] = child(args, extra)
+                memory[(name, batch, impl)] = child(args, common + ["--rss-job", impl, name, str(batch)])
         log("memory measured")
     imports = {"handgrad": import_seconds("handgrad"), "torch": import_seconds("torch")}
 
@@ -472,8 +473,9 @@ def report(args, argv, env, train, infer, limits, infer_limits, memory, imports,
     cmd = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     L = ["# handgrad benchmarks", "",
          f"Command: `{cmd.strip()}` ({total / 60:.1f} min). MNIST, float32, {args.threads} threads for every "
-         f"implementation, {args.repeats} repeats interleaved across implementations after a warm-up; each cell "
-         "is the median with the min-max in brackets.", "",
+         f"implementation, {args.repeats} repeats interleaved across implementations after a warm-up, each timing "
+         "in a fresh child process (torch's OpenMP and NumPy's OpenBLAS threads spin after work, and slowed whichever "
+         "library ran next when they shared a process); each cell is the median with the min-max in brackets.", "",
          f"Training is timed over {args.max_steps} SGD steps (lr {LR}, momentum {MOMENTUM}, cross-entropy) per "
          "repeat, not whole epochs: s/epoch = 60,000 / (samples/s). All implementations start from the same "
          "weights and see the same batches.", ""]
@@ -521,7 +523,7 @@ def report(args, argv, env, train, infer, limits, infer_limits, memory, imports,
           f"median {statistics.median(probes):.0f}: the spread says how steady the machine was during the run.", ""]
     if memory:
         L += ["## Peak memory (RSS) of training", "",
-              f"Child processes, one per implementation, {min(args.max_steps, 200)} steps; 'data' is the RSS after "
+              f"Child processes, one per implementation, {args.max_steps} steps; 'data' is the RSS after "
               "imports and loading MNIST (float32), 'peak' after training.", "",
               "| model | batch | handgrad data / peak (MiB) | PyTorch data / peak (MiB) | handgrad growth | PyTorch growth |",
               "|---|---|---|---|---|---|"]

@@ -65,15 +65,41 @@ def load_tensors(path) -> tuple[dict, dict]:
     return tensors, metadata
 
 
-def save(model, path, /, **metadata) -> None:
+def save(model, path, /, reference_inputs=None, **metadata) -> None:
     """Save ``model`` (an nn.Sequential) to ``path`` with its architecture and any JSON-able
-    ``metadata`` (input_shape, normalization, classes, dataset, ...), atomically."""
+    ``metadata`` (input_shape, normalization, classes, dataset, ...), atomically.
+
+    ``reference_inputs`` (a few inputs, (N, *input_shape)): also store them and per-layer checks of
+    the model's outputs for them under the metadata key "reference" (no extra tensors), which the
+    C++ loader recomputes to name the first layer whose output diverges."""
     from . import __version__
     from .models import architecture
 
     header = {"format": FORMAT, "handgrad_version": __version__, "architecture": architecture(model),
               "dtype": np.dtype(model.dtype).name, **metadata}
+    if reference_inputs is not None:
+        header["reference"] = reference_checks(model, reference_inputs)
     save_tensors(path, model.state_dict(), {k: json.dumps(v) for k, v in header.items()})
+
+
+def reference_checks(model, inputs) -> dict:
+    """The model's outputs for ``inputs``, layer by layer in eval mode, as JSON: per layer its shape,
+    sum, sum of absolute values, sum of squares (float64) and first 8 values; the inputs as a flat list."""
+    from ._grad_mode import no_grad
+
+    h = np.asarray(inputs, dtype=model.dtype)
+    result = {"input_shape": list(h.shape), "inputs": h.ravel().tolist(), "layers": []}
+    was_training = model.training
+    model.eval()
+    with no_grad():
+        for layer in model:
+            h = layer(h)
+            h64 = h.astype(np.float64)
+            result["layers"].append({"type": type(layer).__name__, "shape": list(h.shape), "sum": float(h64.sum()),
+                                     "abs_sum": float(np.abs(h64).sum()), "sum_sq": float(np.square(h64).sum()),
+                                     "first": h64.ravel()[:8].tolist()})
+    model.train(was_training)
+    return result
 
 
 def read_metadata(path) -> dict:

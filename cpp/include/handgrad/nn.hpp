@@ -93,7 +93,7 @@ class Linear : public Module {
 public:
     explicit Linear(LinearOptions options) : options(options) {
         weight.data = Tensor({options.out_features, options.in_features});
-        if (options.bias) bias = Parameter{Tensor({options.out_features})};
+        if (options.bias) bias = Parameter{Tensor({options.out_features}), Tensor(), true};
         reset_parameters(default_generator());
     }
     void reset_parameters(std::mt19937_64& generator) { default_linear_init(weight, bias_ptr(), generator); }
@@ -150,7 +150,7 @@ public:
         if (options.padding[0] < 0 || options.padding[1] < 0)
             throw HandgradError("Conv2d", "padding must be >= 0, got " + fmt_pair(options.padding));
         weight.data = Tensor({options.out_channels, options.in_channels, options.kernel_size[0], options.kernel_size[1]});
-        if (options.bias) bias = Parameter{Tensor({options.out_channels})};
+        if (options.bias) bias = Parameter{Tensor({options.out_channels}), Tensor(), true};
         reset_parameters(default_generator());
     }
     void reset_parameters(std::mt19937_64& generator) {

@@ -1,0 +1,362 @@
+// handgrad-cpp: train, eval, predict (and bench) with the Python CLI's flags for what the port
+// supports. Errors print one line (handgrad-cpp: error: ...) and exit non-zero.
+#include "handgrad/training.hpp"
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <numeric>
+#include <set>
+
+using namespace handgrad;
+
+namespace {
+
+const char* USAGE =
+    "usage: handgrad-cpp COMMAND [options]\n"
+    "  train   [--dataset mnist|fashion-mnist] [--data-dir DIR] [--model NAME] [--epochs N] [--batch-size N]\n"
+    "          [--optimizer sgd|adam|adamw] [--lr LR] [--momentum M] [--weight-decay WD] [--schedule cosine|step|none]\n"
+    "          [--loss cross_entropy|mse] [--seed S] [--train-size N] [--val-fraction F] [--out DIR] [--quiet]\n"
+    "          [--init CHECKPOINT] [--order ORDER.idx] [--max-steps N]\n"
+    "  eval    CHECKPOINT [--dataset NAME] [--data-dir DIR] [--top-k K] [--json] [--logits FILE.idx]\n"
+    "          [--no-reference-check]\n"
+    "  predict CHECKPOINT IMAGE... [--top-k K] [--json]   (IMAGE: binary PGM of the input size, or an IDX file)\n"
+    "  bench   [--model NAME] [--batch-size N] [--steps N] [--warmup N] [--seed S] [--json]\n";
+
+// --flag value pairs, bare --switches and positional arguments.
+struct Args {
+    std::vector<std::string> positional;
+    std::map<std::string, std::string> options;
+    std::set<std::string> switches;
+
+    std::optional<std::string> get(const std::string& key) const {
+        auto it = options.find(key);
+        return it == options.end() ? std::nullopt : std::optional<std::string>(it->second);
+    }
+    template <class T>
+    std::optional<T> number(const std::string& key) const {
+        auto v = get(key);
+        if (!v) return std::nullopt;
+        try {
+            size_t used = 0;
+            const double d = std::stod(*v, &used);
+            if (used != v->size()) throw std::invalid_argument("trailing");
+            return static_cast<T>(d);
+        } catch (const std::exception&) {
+            throw HandgradError("argument " + key, "invalid value '" + *v + "'");
+        }
+    }
+};
+
+Args parse(int argc, char** argv, int first, const std::set<std::string>& valued, const std::set<std::string>& flags) {
+    Args a;
+    for (int i = first; i < argc; ++i) {
+        std::string s = argv[i];
+        if (s.rfind("--", 0) == 0) {
+            const auto eq = s.find('=');
+            std::string key = s.substr(0, eq);
+            if (valued.count(key)) {
+                if (eq != std::string::npos) a.options[key] = s.substr(eq + 1);
+                else if (i + 1 < argc) a.options[key] = argv[++i];
+                else throw HandgradError("argument " + key, "expected one argument");
+            } else if (flags.count(key)) {
+                a.switches.insert(key);
+            } else {
+                throw HandgradError("handgrad-cpp", "unrecognized arguments: " + s);
+            }
+        } else {
+            a.positional.push_back(s);
+        }
+    }
+    return a;
+}
+
+int cmd_train(int argc, char** argv) {
+    const Args a = parse(argc, argv, 2,
+                         {"--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--optimizer", "--lr",
+                          "--momentum", "--weight-decay", "--schedule", "--loss", "--seed", "--train-size",
+                          "--val-fraction", "--out", "--init", "--order", "--max-steps"},
+                         {"--quiet"});
+    TrainConfig c;
+    c.dataset = a.get("--dataset").value_or("mnist");
+    c.model = a.get("--model").value_or("mlp-small");
+    c.epochs = a.number<int64_t>("--epochs");
+    c.batch_size = a.number<int64_t>("--batch-size");
+    c.optimizer = a.get("--optimizer");
+    c.lr = a.number<double>("--lr");
+    c.momentum = a.number<double>("--momentum");
+    c.weight_decay = a.number<double>("--weight-decay");
+    c.schedule = a.get("--schedule");
+    c.loss = a.get("--loss");
+    c.seed = a.number<uint64_t>("--seed").value_or(0);
+    c.train_size = a.number<int64_t>("--train-size");
+    c.val_fraction = a.number<double>("--val-fraction").value_or(0.1);
+    c.data_dir = a.get("--data-dir");
+    c.out = a.get("--out");
+    c.init = a.get("--init");
+    c.order = a.get("--order");
+    c.max_steps = a.number<int64_t>("--max-steps");
+    c.quiet = a.switches.count("--quiet") > 0;
+    if (c.init && !a.get("--model")) {  // the checkpoint's own model name and defaults
+        const json meta = load(*c.init, {false}).metadata;
+        if (meta.contains("model") && meta["model"].is_string()) c.model = meta["model"].get<std::string>();
+    }
+    train(c);
+    return 0;
+}
+
+int cmd_eval(int argc, char** argv) {
+    const Args a = parse(argc, argv, 2, {"--dataset", "--data-dir", "--top-k", "--logits"}, {"--json", "--no-reference-check"});
+    if (a.positional.size() != 1) throw HandgradError("eval", "expected one CHECKPOINT argument");
+    const std::string path = a.positional[0];
+    LoadOptions options;
+    options.check_reference = !a.switches.count("--no-reference-check");
+    Checkpoint ck = load(path, options);
+    const json& meta = ck.metadata;
+    const std::string dataset = a.get("--dataset").value_or(meta.value("dataset", std::string("mnist")));
+    data::Dataset ds = data::load_dataset(dataset, a.get("--data-dir"));
+    Tensor x = ds.test_images;
+    if (meta.contains("input_shape")) {
+        const Shape want = meta["input_shape"].get<Shape>();
+        const Shape got(x.shape.begin() + 1, x.shape.end());
+        if (want != got)
+            throw HandgradError("dataset " + ds.name, "images of shape " + fmt_shape(got) +
+                                                          " do not fit the checkpoint's input shape " + fmt_shape(want));
+    }
+    if (meta.contains("normalization") && meta["normalization"].is_object())
+        x = data::Normalizer{meta["normalization"]["mean"].get<double>(), meta["normalization"]["std"].get<double>()}(x);
+    const auto& y = ds.test_labels;
+    const Evaluation ev = evaluate(ck.model, x, y);
+    if (auto out = a.get("--logits")) idx::write_idx_float32(*out, ev.logits);
+    std::vector<std::string> classes = meta.contains("classes") && meta["classes"].is_array() && !meta["classes"].empty()
+                                           ? meta["classes"].get<std::vector<std::string>>()
+                                           : std::vector<std::string>{};
+    const int64_t C = ev.logits.shape[1], N = static_cast<int64_t>(y.size());
+    for (int64_t i = static_cast<int64_t>(classes.size()); i < C && classes.empty(); ++i) classes.push_back(std::to_string(i));
+    const int64_t n = static_cast<int64_t>(classes.size());
+    std::vector<std::vector<int64_t>> confusion(n, std::vector<int64_t>(n));
+    const int64_t k = std::min<int64_t>(a.number<int64_t>("--top-k").value_or(5), n);
+    int64_t top_hits = 0;
+    for (int64_t r = 0; r < N; ++r) {
+        const float* row = ev.logits.ptr() + r * C;
+        confusion[y[r]][std::max_element(row, row + C) - row]++;
+        std::vector<int64_t> order(C);
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](int64_t p, int64_t q) { return row[p] > row[q]; });
+        if (std::find(order.begin(), order.begin() + k, y[r]) != order.begin() + k) top_hits++;
+    }
+    json per_class = json::object();
+    for (int64_t i = 0; i < n; ++i) {
+        int64_t total = 0;
+        for (auto v : confusion[i]) total += v;
+        per_class[classes[i]] = static_cast<double>(confusion[i][i]) / static_cast<double>(std::max<int64_t>(total, 1));
+    }
+    const double top_k = static_cast<double>(top_hits) / static_cast<double>(N);
+    json result = {{"checkpoint", path},
+                   {"dataset", ds.name},
+                   {"samples", N},
+                   {"accuracy", ev.accuracy},
+                   {"top" + std::to_string(k) + "_accuracy", top_k},
+                   {"per_class_accuracy", per_class},
+                   {"classes", classes},
+                   {"confusion_matrix", confusion}};
+    if (a.switches.count("--json")) {
+        std::cout << py_dumps(result) << std::endl;
+        return 0;
+    }
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%s test set, %lld images: accuracy %.2f%%, top-%lld %.2f%%", ds.name.c_str(),
+                  static_cast<long long>(N), 100 * ev.accuracy, static_cast<long long>(k), 100 * top_k);
+    std::cout << buf << "\n";
+    std::string line = "per-class accuracy: ";
+    for (int64_t i = 0; i < n; ++i) {
+        std::snprintf(buf, sizeof buf, "%s%s %.1f%%", i ? ", " : "", classes[i].c_str(), 100 * per_class[classes[i]].get<double>());
+        line += buf;
+    }
+    std::cout << line << "\n";
+    if (ck.reference_layers_checked)
+        std::cout << "reference outputs: all " << ck.reference_layers_checked << " layers match the saved ones\n";
+    return 0;
+}
+
+// A binary (P5) or ASCII (P2) PGM image of exactly the input size, or an IDX file of images.
+std::vector<Tensor> load_images(const std::string& path, const Shape& shape) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw HandgradError(path, "cannot read the image");
+    std::string magic;
+    f >> magic;
+    std::vector<Tensor> images;
+    if (magic == "P5" || magic == "P2") {
+        auto next = [&]() {
+            std::string tok;
+            while (f >> tok) {
+                if (tok[0] == '#') { std::getline(f, tok); continue; }
+                return std::stol(tok);
+            }
+            throw HandgradError(path, "truncated PGM header");
+        };
+        const long w = next(), h = next(), maxval = next();
+        if (h != shape[1] || w != shape[2])
+            throw HandgradError(path, "the image is " + std::to_string(w) + "x" + std::to_string(h) + "; the C++ port does "
+                                      "not resize, expected " + std::to_string(shape[2]) + "x" + std::to_string(shape[1]));
+        Tensor x({1, shape[1], shape[2]});
+        f.get();
+        for (int64_t i = 0; i < x.numel(); ++i) {
+            long v;
+            if (magic == "P5") v = static_cast<unsigned char>(f.get());
+            else f >> v;
+            x[i] = static_cast<float>(v) / static_cast<float>(maxval);
+        }
+        images.push_back(x);
+    } else {
+        const idx::Array a = idx::read_idx(path);
+        const int64_t per = shape[1] * shape[2];
+        if (a.numel() % per) throw HandgradError(path, "IDX images of shape " + fmt_shape(a.shape) + " do not fit the input " + fmt_shape(shape));
+        const double scale = a.code == 0x08 ? 255.0 : 1.0;
+        for (int64_t s = 0; s < a.numel() / per; ++s) {
+            Tensor x({1, shape[1], shape[2]});
+            for (int64_t i = 0; i < per; ++i) x[i] = static_cast<float>(a.at(s * per + i) / scale);
+            images.push_back(x);
+        }
+    }
+    for (auto& x : images) {  // dark digit on a light background: invert, as Python's load_image
+        double border = 0;
+        const int64_t H = shape[1], W = shape[2];
+        for (int64_t j = 0; j < W; ++j) border += x[j] + x[(H - 1) * W + j];
+        for (int64_t i = 0; i < H; ++i) border += x[i * W] + x[i * W + W - 1];
+        if (border / static_cast<double>(2 * (H + W)) > 0.5)
+            for (float& v : x.data) v = 1.0f - v;
+    }
+    return images;
+}
+
+int cmd_predict(int argc, char** argv) {
+    const Args a = parse(argc, argv, 2, {"--top-k"}, {"--json"});
+    if (a.positional.size() < 2) throw HandgradError("predict", "expected CHECKPOINT IMAGE...");
+    Checkpoint ck = load(a.positional[0]);
+    const json& meta = ck.metadata;
+    const Shape shape = meta.contains("input_shape") ? meta["input_shape"].get<Shape>() : Shape{1, 28, 28};
+    std::vector<std::string> names;
+    std::vector<float> values;
+    for (size_t i = 1; i < a.positional.size(); ++i)
+        for (auto& x : load_images(a.positional[i], shape)) {
+            names.push_back(a.positional[i]);
+            values.insert(values.end(), x.data.begin(), x.data.end());
+        }
+    Shape batch = shape;
+    batch.insert(batch.begin(), static_cast<int64_t>(names.size()));
+    Tensor x(batch, values);
+    if (meta.contains("normalization") && meta["normalization"].is_object())
+        x = data::Normalizer{meta["normalization"]["mean"].get<double>(), meta["normalization"]["std"].get<double>()}(x);
+    ck.model.eval();
+    const Tensor logits = ck.model.forward(x);
+    const int64_t C = logits.shape[1];
+    std::vector<std::string> classes = meta.contains("classes") ? meta["classes"].get<std::vector<std::string>>()
+                                                                : std::vector<std::string>{};
+    for (int64_t i = static_cast<int64_t>(classes.size()); i < C; ++i) classes.push_back(std::to_string(i));
+    const int64_t k = std::min<int64_t>(a.number<int64_t>("--top-k").value_or(3), C);
+    json results = json::array();
+    for (size_t r = 0; r < names.size(); ++r) {
+        std::vector<double> p(C);
+        const float* row = logits.ptr() + r * C;
+        if (meta.value("loss", std::string()) == "mse") {
+            for (int64_t c = 0; c < C; ++c) p[c] = row[c];
+        } else {  // softmax in float64, as Python
+            const double m = *std::max_element(row, row + C);
+            double sum = 0;
+            for (int64_t c = 0; c < C; ++c) sum += p[c] = std::exp(row[c] - m);
+            for (auto& v : p) v /= sum;
+        }
+        std::vector<int64_t> order(C);
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](int64_t i, int64_t j) { return p[i] > p[j]; });
+        json top = json::array();
+        for (int64_t j = 0; j < k; ++j) top.push_back({{"class", classes[order[j]]}, {"probability", p[order[j]]}});
+        results.push_back({{"image", names[r]}, {"class", classes[order[0]]}, {"top", top}});
+    }
+    if (a.switches.count("--json")) {
+        std::cout << py_dumps(results) << std::endl;
+        return 0;
+    }
+    for (auto& r : results) {
+        std::string line = r["image"].get<std::string>() + ": " + r["class"].get<std::string>() + "   (";
+        char buf[64];
+        for (size_t j = 0; j < r["top"].size(); ++j) {
+            std::snprintf(buf, sizeof buf, "%s%s %.1f%%", j ? ", " : "", r["top"][j]["class"].get<std::string>().c_str(),
+                          100 * r["top"][j]["probability"].get<double>());
+            line += buf;
+        }
+        std::cout << line << ")\n";
+    }
+    return 0;
+}
+
+// Training throughput on synthetic MNIST-shaped batches (no data files needed): forward, loss,
+// backward and an SGD step per batch, timed after a warm-up.
+int cmd_bench(int argc, char** argv) {
+    const Args a = parse(argc, argv, 2, {"--model", "--batch-size", "--steps", "--warmup", "--seed"}, {"--json"});
+    const std::string name = a.get("--model").value_or("mlp-small");
+    const int64_t batch = a.number<int64_t>("--batch-size").value_or(64);
+    const int64_t steps = a.number<int64_t>("--steps").value_or(200), warmup = a.number<int64_t>("--warmup").value_or(10);
+    manual_seed(a.number<uint64_t>("--seed").value_or(0));
+    nn::Sequential model = build_model(name, {1, 28, 28}, 10);
+    const TrainDefaults d = defaults_for(name);
+    optim::SGD opt(model.parameters(), {d.lr, d.momentum, 0.0, d.weight_decay});
+    Objective objective(d.loss, 10);
+    std::normal_distribution<float> normal;
+    Tensor x({batch, 1, 28, 28});
+    for (float& v : x.data) v = normal(default_generator());
+    std::vector<int64_t> y(batch);
+    for (auto& v : y) v = static_cast<int64_t>(default_generator()() % 10);
+    auto one_step = [&] {
+        const Tensor out = model.forward(x);
+        objective(out, y);
+        opt.zero_grad();
+        model.backward(objective.backward(), false);
+        opt.step();
+    };
+    for (int64_t i = 0; i < warmup; ++i) one_step();
+    const auto started = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < steps; ++i) one_step();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const double rate = static_cast<double>(steps * batch) / seconds;
+#ifdef _OPENMP
+    const bool openmp = true;
+#else
+    const bool openmp = false;
+#endif
+    json result = {{"implementation", "handgrad-cpp"}, {"model", name},       {"batch_size", batch},
+                   {"steps", steps},                  {"seconds", seconds},    {"samples_per_s", rate},
+                   {"eigen_threads", Eigen::nbThreads()}, {"openmp", openmp}, {"flags", HANDGRAD_CXX_FLAGS}};
+    if (a.switches.count("--json")) std::cout << py_dumps(result) << std::endl;
+    else
+        std::cout << name << ", batch " << batch << ", " << steps << " steps: " << static_cast<int64_t>(rate)
+                  << " samples/s (Eigen threads " << Eigen::nbThreads() << ", " << HANDGRAD_CXX_FLAGS << ")\n";
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2 || std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help") {
+        std::cout << USAGE;
+        return argc < 2 ? 2 : 0;
+    }
+    const std::string command = argv[1];
+    try {
+        if (command == "train") return cmd_train(argc, argv);
+        if (command == "eval") return cmd_eval(argc, argv);
+        if (command == "predict") return cmd_predict(argc, argv);
+        if (command == "bench") return cmd_bench(argc, argv);
+        std::cerr << USAGE << "handgrad-cpp: error: unknown command '" << command << "'\n";
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "handgrad-cpp: error: " << e.what() << "\n";
+        return 1;
+    }
+}

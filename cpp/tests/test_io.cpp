@@ -1,0 +1,146 @@
+// IDX validation, safetensors round trips, architecture JSON and the reference-output check.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "handgrad/serialization.hpp"
+#include "handgrad/idx.hpp"
+
+#include <doctest/doctest.h>
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace handgrad;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path temp_dir() {
+    static const fs::path dir = [] {
+        fs::path d = fs::temp_directory_path() / ("handgrad-cpp-test-" + std::to_string(::getpid()));
+        fs::create_directories(d);
+        return d;
+    }();
+    return dir;
+}
+
+std::vector<uint8_t> idx_bytes(uint8_t code, Shape shape, size_t data_bytes) {
+    std::vector<uint8_t> b{0, 0, code, static_cast<uint8_t>(shape.size())};
+    for (auto s : shape)
+        for (int k = 3; k >= 0; --k) b.push_back(static_cast<uint8_t>(s >> (8 * k)));
+    b.resize(b.size() + data_bytes, 7);
+    return b;
+}
+
+std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const HandgradError& e) {
+        return e.what();
+    }
+    return "no error";
+}
+
+}  // namespace
+
+TEST_CASE("IDX: the header is checked against the size, as Python's parse_idx") {
+    CHECK(idx::parse_idx(idx_bytes(0x08, {2, 3, 3}, 18), "f", idx::IMAGES_MAGIC).shape == Shape{2, 3, 3});
+    CHECK(error_of([] { idx::parse_idx({0, 0, 8}, "f"); }) ==
+          "f: too short for an IDX file: 3 bytes, the header alone needs at least 4");
+    CHECK(error_of([] { idx::parse_idx(idx_bytes(0x08, {2, 3, 3}, 17), "f"); }) ==
+          "f: truncated: the header declares 2 x 3 x 3 uint8 = 18 data bytes, the file holds 17 (1 missing)");
+    CHECK(error_of([] { idx::parse_idx(idx_bytes(0x08, {2, 3, 3}, 20), "f"); }) ==
+          "f: 2 trailing bytes: the header declares 2 x 3 x 3 uint8 = 18 data bytes, the file holds 20");
+    CHECK(error_of([] { idx::parse_idx(idx_bytes(0x08, {4}, 4), "f", idx::IMAGES_MAGIC); }) ==
+          "f: magic number 0x00000801 (uint8, 1-D), expected 0x00000803 (uint8, 3-D) for an images file; "
+          "are the images and labels files swapped?");
+    CHECK(error_of([] { idx::parse_idx(idx_bytes(0x07, {4}, 4), "f"); }).find("unknown dtype code 0x07") != std::string::npos);
+    CHECK(error_of([] { idx::parse_idx({1, 0, 8, 1, 0, 0, 0, 0}, "f"); }).find("bad magic number 0x01000801") != std::string::npos);
+    CHECK(error_of([] { idx::parse_idx({0, 0, 8, 0}, "f"); }) ==
+          "f: magic number 0x00000800 declares 0 dimensions, expected at least 1");
+}
+
+TEST_CASE("IDX: gzip files are recognised from their content; a corrupt stream is named") {
+    const auto raw = idx_bytes(0x08, {5}, 5);
+    const fs::path path = temp_dir() / "labels.gz";
+    {
+        gzFile gz = gzopen(path.c_str(), "wb");
+        gzwrite(gz, raw.data(), static_cast<unsigned>(raw.size()));
+        gzclose(gz);
+    }
+    CHECK(idx::read_idx(path.string(), idx::LABELS_MAGIC).bytes == std::vector<uint8_t>(5, 7));
+    std::string bytes;
+    {
+        std::ifstream f(path, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    }
+    std::ofstream(path, std::ios::binary) << bytes.substr(0, bytes.size() - 10);
+    CHECK(error_of([&] { idx::read_idx(path.string()); }).find("corrupt or truncated gzip data") != std::string::npos);
+    // float32 round trip through the writer
+    Tensor t({2, 2}, std::vector<float>{1.5f, -2.0f, 3.25f, 0.0f});
+    idx::write_idx_float32((temp_dir() / "t.idx").string(), t);
+    const auto back = idx::read_idx((temp_dir() / "t.idx").string());
+    CHECK(back.shape == Shape{2, 2});
+    CHECK(back.values == std::vector<double>{1.5, -2.0, 3.25, 0.0});
+}
+
+TEST_CASE("checkpoints: architecture, weights and metadata survive a round trip") {
+    manual_seed(5);
+    for (const auto& name : model_names()) {
+        nn::Sequential model = build_model(name, {1, 28, 28}, 10);
+        const std::string path = (temp_dir() / (name + ".safetensors")).string();
+        save(model, path, {{"input_shape", {1, 28, 28}}, {"normalization", {{"mean", 0.1307}, {"std", 0.3081}}}});
+        Checkpoint ck = load(path);
+        CHECK(architecture(ck.model) == architecture(model));
+        CHECK(ck.metadata["normalization"]["std"].get<double>() == 0.3081);
+        CHECK(ck.metadata["format"] == FORMAT);
+        auto a = model.named_parameters(), b = ck.model.named_parameters();
+        REQUIRE(a.size() == b.size());
+        for (size_t i = 0; i < a.size(); ++i) {
+            CHECK(a[i].first == b[i].first);
+            CHECK(a[i].second->data.data == b[i].second->data.data);
+        }
+    }
+}
+
+TEST_CASE("checkpoints: strict loading names missing, unexpected and mis-shaped keys") {
+    nn::Sequential model = build_model("tiny-mlp");
+    const std::string path = (temp_dir() / "bad.safetensors").string();
+    std::map<std::string, std::string> meta{{"format", py_dumps(FORMAT)}, {"architecture", py_dumps(architecture(model))}};
+    save_tensors(path, {{"1.weight", Tensor({16, 784})}, {"1.bias", Tensor({15})}, {"9.weight", Tensor({1})}}, meta);
+    CHECK(error_of([&] { load(path); }) ==
+          path + ": tensors do not match the stored architecture: missing keys 3.weight, 3.bias; unexpected keys "
+                 "9.weight; mis-shaped 1.bias: expected (16,), got (15,)");
+    save_tensors(path, {}, {{"format", "\"other\""}});
+    CHECK(error_of([&] { load(path); }).find("not a handgrad checkpoint") != std::string::npos);
+    std::ofstream(path, std::ios::binary) << "abc";
+    CHECK(error_of([&] { load(path); }).find("not a readable safetensors file") != std::string::npos);
+}
+
+TEST_CASE("reference inputs: checked on load; a mismatch names the first diverging layer") {
+    manual_seed(9);
+    nn::Sequential model = build_model("tiny-cnn", {1, 12, 12}, 10);
+    const std::string path = (temp_dir() / "ref.safetensors").string();
+    Tensor inputs({2, 1, 12, 12});
+    for (int64_t i = 0; i < inputs.numel(); ++i) inputs[i] = static_cast<float>((i * 37) % 101) / 50.0f - 1.0f;
+    save(model, path, {{"input_shape", {1, 12, 12}}}, &inputs);
+    CHECK(load(path).reference_layers_checked == model.size());
+
+    // change the weights of layer 3 (the second conv) and keep the old reference checks
+    TensorFile file = load_tensors(path);
+    for (auto& [name, t] : file.tensors)
+        if (name == "3.weight") t[0] += 0.5f;
+    save_tensors(path, file.tensors, file.metadata);
+    try {
+        load(path);
+        FAIL("no mismatch found");
+    } catch (const ReferenceMismatch& e) {
+        CHECK(e.layer == 3);
+        CHECK(std::string(e.what()).find("layer 3 (Conv2d(8, 16, kernel_size=(3, 3)") != std::string::npos);
+    }
+    CHECK(load(path, {false}).reference_layers_checked == 0);
+}
+
+TEST_CASE("py_dumps writes JSON as Python's json.dumps") {
+    const json v = {{"a", 1}, {"b", {0.5, 1e-05, true}}, {"c", "\xc3\xa9"}};
+    CHECK(py_dumps(v) == "{\"a\": 1, \"b\": [0.5, 1e-05, true], \"c\": \"\\u00e9\"}");
+}
