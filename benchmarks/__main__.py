@@ -262,6 +262,16 @@ def summary(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
 
 
+def clean_repeats(res, impls, slow=0.7):
+    """Indices of the repeats in which every implementation's sgemm probes (before and after) stayed
+    within ``slow`` of the fastest probe of the run: the others ran in a slow window."""
+    best = res["best_probe"]
+    probes = res["probe"]  # per repeat, per implementation in run order: [before, after]
+    per_repeat = len(impls) * 2
+    return [r for r in range(len(res[impls[0]]))
+            if min(probes[r * per_repeat:(r + 1) * per_repeat]) >= slow * best]
+
+
 def fmt_rate(s):
     return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
 
@@ -426,6 +436,9 @@ def main(argv=None):
     common = ["--threads", str(args.threads), "--max-steps", str(args.max_steps)] + \
         (["--data-dir", args.data_dir] if args.data_dir else [])
 
+    limits_before = {job: limit(*job) for job in TRAIN_JOBS}
+    infer_before = {m: limit(m, INFER_BATCH, training=False) for m in INFER_MODELS}
+
     # training and inference: every timing in a fresh child process, implementations interleaved
     train, infer = {}, {}
     jobs = [("train", name, batch, ["handgrad", "torch"] + (["sklearn"] if name == "mlp" else []))
@@ -442,8 +455,10 @@ def main(argv=None):
                 f"{k} {table[k][-1]:,.0f}/s" for k in order))
 
     # limits
-    limits = {job: limit(*job) for job in TRAIN_JOBS}
-    infer_limits = {m: limit(m, INFER_BATCH, training=False) for m in INFER_MODELS}
+    # the limit is the machine at its fastest: the better of a measurement before and after the timings
+    faster = lambda a, b: a if a["limit_s_per_step"] <= b["limit_s_per_step"] else b  # noqa: E731
+    limits = {job: faster(limits_before[job], limit(*job)) for job in TRAIN_JOBS}
+    infer_limits = {m: faster(infer_before[m], limit(m, INFER_BATCH, training=False)) for m in INFER_MODELS}
     log("limits measured")
 
     memory = {}
@@ -480,30 +495,41 @@ def report(args, argv, env, train, infer, limits, infer_limits, memory, imports,
          "repeat, not whole epochs: s/epoch = 60,000 / (samples/s). All implementations start from the same "
          "weights and see the same batches.", ""]
     L += ["## Training throughput (samples/s)", "",
-          "| model | batch | handgrad | PyTorch | scikit-learn | handgrad / PyTorch | handgrad % of limit | "
+          "'clean' counts the repeats whose sgemm probes (before and after every implementation's timing) all stayed "
+          "within 70% of the run's fastest probe; only those enter the table (all of them if none is clean). "
+          "The ratio is the median of the per-repeat ratios.", "",
+          "| model | batch | clean | handgrad | PyTorch | scikit-learn | handgrad / PyTorch | handgrad % of limit | "
           "PyTorch % of limit | handgrad s/epoch | PyTorch s/epoch |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     headline = []
+    best_probe = max(p for res in list(train.values()) + list(infer.values()) for p in res["probe"])
+    for res in list(train.values()) + list(infer.values()):
+        res["best_probe"] = best_probe
     for (name, batch), res in train.items():
-        hg, pt = summary(res["handgrad"]), summary(res["torch"])
-        sk = fmt_rate(summary(res["sklearn"])) if "sklearn" in res else "-"
+        impls = [k for k in ("handgrad", "torch", "sklearn") if k in res]
+        keep = clean_repeats(res, impls) or list(range(len(res["handgrad"])))
+        res["kept"] = keep
+        hg, pt = summary([res["handgrad"][r] for r in keep]), summary([res["torch"][r] for r in keep])
+        sk = fmt_rate(summary([res["sklearn"][r] for r in keep])) if "sklearn" in res else "-"
         lim = limits[(name, batch)]["limit_samples_per_s"]
-        ratio = hg["median"] / pt["median"]
-        ratios = [h / p for h, p in zip(res["handgrad"], res["torch"])]
-        row = (f"| {name} | {batch} | {fmt_rate(hg)} | {fmt_rate(pt)} | {sk} | {ratio:.2f}x "
+        ratios = [res["handgrad"][r] / res["torch"][r] for r in keep]
+        ratio = statistics.median(ratios)
+        row = (f"| {name} | {batch} | {len(keep)}/{len(res['handgrad'])} | {fmt_rate(hg)} | {fmt_rate(pt)} | {sk} | {ratio:.2f}x "
                f"({min(ratios):.2f}-{max(ratios):.2f}) | {100 * hg['median'] / lim:.0f}% | {100 * pt['median'] / lim:.0f}% "
                f"| {60000 / hg['median']:.1f} | {60000 / pt['median']:.1f} |")
         L.append(row)
         headline.append((f"{name} train, batch {batch}", ratio, 100 * hg["median"] / lim, 100 * pt["median"] / lim))
     L += ["", f"## Inference throughput (samples/s, batch {INFER_BATCH}, the 10,000 test images)", "",
-          "| model | handgrad | PyTorch | handgrad / PyTorch | handgrad % of limit | PyTorch % of limit |",
-          "|---|---|---|---|---|---|"]
+          "| model | clean | handgrad | PyTorch | handgrad / PyTorch | handgrad % of limit | PyTorch % of limit |",
+          "|---|---|---|---|---|---|---|"]
     for m, res in infer.items():
-        hg, pt = summary(res["handgrad"]), summary(res["torch"])
+        keep = clean_repeats(res, ["handgrad", "torch"]) or list(range(len(res["handgrad"])))
+        hg, pt = summary([res["handgrad"][r] for r in keep]), summary([res["torch"][r] for r in keep])
+        ratio = statistics.median([res["handgrad"][r] / res["torch"][r] for r in keep])
         lim = infer_limits[m]["limit_samples_per_s"]
-        L.append(f"| {m} | {fmt_rate(hg)} | {fmt_rate(pt)} | {hg['median'] / pt['median']:.2f}x | "
+        L.append(f"| {m} | {len(keep)}/{len(res['handgrad'])} | {fmt_rate(hg)} | {fmt_rate(pt)} | {ratio:.2f}x | "
                  f"{100 * hg['median'] / lim:.0f}% | {100 * pt['median'] / lim:.0f}% |")
-        headline.append((f"{m} inference, batch {INFER_BATCH}", hg["median"] / pt["median"],
+        headline.append((f"{m} inference, batch {INFER_BATCH}", ratio,
                          100 * hg["median"] / lim, 100 * pt["median"] / lim))
     L += ["", "## The machine's limit", "",
           "FLOPs of every matrix product (forward, dL/dW, dL/dx except the first layer's), each divided by "
@@ -541,6 +567,9 @@ def report(args, argv, env, train, infer, limits, infer_limits, memory, imports,
               "One epoch (937 steps, batch 64, same weights and batches), test accuracy. 'reference' swaps in the "
               "plain conv (im2col rows), max-pool (argmax over flattened windows) and ReLU (np.where) kept in "
               "`handgrad.functional`.", "",
+              "Both run in float32 with different summation orders, so the two SGD trajectories drift apart by "
+              "rounding; a few tenths of a percent either way is that drift, not a change in the math "
+              "(tests/test_fast_paths.py holds the ops equal to rounding and 5 training steps to 1e-4).", "",
               "| model | fast | reference | fast s/epoch | reference s/epoch |", "|---|---|---|---|---|"]
         for name, ((fa, fs), (ra, rs)) in accuracy.items():
             L.append(f"| {name} | {100 * fa:.2f}% | {100 * ra:.2f}% | {fs:.1f} | {rs:.1f} |")
