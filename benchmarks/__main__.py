@@ -60,6 +60,7 @@ LR, MOMENTUM = 0.05, 0.9
 TRAIN_JOBS = [("mlp", 64), ("mlp", 128), ("tiny-cnn", 64), ("lenet5", 64)]
 INFER_MODELS = ["mlp", "tiny-cnn", "lenet5"]
 INFER_BATCH = 1000
+CPP = ROOT / "cpp" / "build" / "handgrad-cpp"  # the C++ twin, when `make cpp` has built it
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -309,6 +310,14 @@ def time_job(impl, kind, name, batch, steps, data_dir):
     """Run in a child: warm up, then time one implementation on one job; print samples/s and the
     sgemm probe before and after. One process per timing, so no thread pool of another library
     (torch's OpenMP, a second OpenBLAS) is left spinning on the cores while this one runs."""
+    if impl == "cpp":  # the C++ binary times its own steps (after a warm-up) on batches of MNIST's shape
+        before = sgemm_probe()
+        out = subprocess.run([str(CPP), "bench", "--model", name, "--batch-size", str(batch), "--steps", str(steps),
+                              "--warmup", "20", "--json"], capture_output=True, text=True, check=True).stdout
+        res = json.loads(out)
+        print(json.dumps({"samples_per_s": res["samples_per_s"], "probe": [before, sgemm_probe()],
+                          "build": {k: res[k] for k in ("flags", "eigen_threads", "openmp")}}))
+        return
     x, y, tx, _ = load_mnist(data_dir)
     if impl == "torch":
         import torch
@@ -440,8 +449,9 @@ def main(argv=None):
     infer_before = {m: limit(m, INFER_BATCH, training=False) for m in INFER_MODELS}
 
     # training and inference: every timing in a fresh child process, implementations interleaved
-    train, infer = {}, {}
-    jobs = [("train", name, batch, ["handgrad", "torch"] + (["sklearn"] if name == "mlp" else []))
+    train, infer, cpp_build = {}, {}, {}
+    cpp = ["cpp"] if CPP.exists() else []
+    jobs = [("train", name, batch, ["handgrad", "torch"] + (["sklearn"] if name == "mlp" else []) + cpp)
             for name, batch in TRAIN_JOBS] + [("inference", m, INFER_BATCH, ["handgrad", "torch"]) for m in INFER_MODELS]
     for r in range(args.repeats):
         for kind, name, batch, impls in jobs:
@@ -450,6 +460,8 @@ def main(argv=None):
             for impl in order:
                 res = child(args, common + ["--time-job", impl, kind, name, str(batch)])
                 table.setdefault(impl, []).append(res["samples_per_s"])
+                if "build" in res:
+                    cpp_build.update(res["build"])
                 table.setdefault("probe", []).extend(res["probe"])
             log(f"repeat {r + 1}: {kind} {name} batch {batch}: " + ", ".join(
                 f"{k} {table[k][-1]:,.0f}/s" for k in order))
@@ -478,10 +490,20 @@ def main(argv=None):
             accuracy[name] = (fast, ref)
             log(f"accuracy {name}: fast {fast[0]:.4f} ({fast[1]:.1f} s), reference {ref[0]:.4f} ({ref[1]:.1f} s)")
 
-    text = report(args, argv, environment(args.threads), train, infer, limits, infer_limits, memory, imports,
+    env = environment(args.threads)
+    if cpp_build:
+        env["handgrad-cpp"] = cpp_build
+    text = report(args, argv, env, train, infer, limits, infer_limits, memory, imports,
                   accuracy, time.perf_counter() - started)
     Path(args.out).write_text(text)
     print(text)
+
+
+def _cpp_build_text(env) -> str:
+    b = env.get("handgrad-cpp")
+    if not b:
+        return "not built in this run"
+    return f"built with {b['flags']}, Eigen on {b['eigen_threads']} thread(s), OpenMP {'on' if b['openmp'] else 'off'}"
 
 
 def report(args, argv, env, train, infer, limits, infer_limits, memory, imports, accuracy, total):
@@ -498,23 +520,26 @@ def report(args, argv, env, train, infer, limits, infer_limits, memory, imports,
           "'clean' counts the repeats whose sgemm probes (before and after every implementation's timing) all stayed "
           "within 70% of the run's fastest probe; only those enter the table (all of them if none is clean). "
           "The ratio is the median of the per-repeat ratios.", "",
-          "| model | batch | clean | handgrad | PyTorch | scikit-learn | handgrad / PyTorch | handgrad % of limit | "
+          "The C++ column is `handgrad-cpp bench` (the C++ twin in `cpp/`, " + _cpp_build_text(env) + "), "
+          "timed in the same run, interleaved like the others, on batches of MNIST's shape.", "",
+          "| model | batch | clean | handgrad | PyTorch | scikit-learn | C++ | handgrad / PyTorch | handgrad % of limit | "
           "PyTorch % of limit | handgrad s/epoch | PyTorch s/epoch |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     headline = []
     best_probe = max(p for res in list(train.values()) + list(infer.values()) for p in res["probe"])
     for res in list(train.values()) + list(infer.values()):
         res["best_probe"] = best_probe
     for (name, batch), res in train.items():
-        impls = [k for k in ("handgrad", "torch", "sklearn") if k in res]
+        impls = [k for k in ("handgrad", "torch", "sklearn", "cpp") if k in res]
         keep = clean_repeats(res, impls) or list(range(len(res["handgrad"])))
         res["kept"] = keep
         hg, pt = summary([res["handgrad"][r] for r in keep]), summary([res["torch"][r] for r in keep])
         sk = fmt_rate(summary([res["sklearn"][r] for r in keep])) if "sklearn" in res else "-"
+        cc = fmt_rate(summary([res["cpp"][r] for r in keep])) if "cpp" in res else "-"
         lim = limits[(name, batch)]["limit_samples_per_s"]
         ratios = [res["handgrad"][r] / res["torch"][r] for r in keep]
         ratio = statistics.median(ratios)
-        row = (f"| {name} | {batch} | {len(keep)}/{len(res['handgrad'])} | {fmt_rate(hg)} | {fmt_rate(pt)} | {sk} | {ratio:.2f}x "
+        row = (f"| {name} | {batch} | {len(keep)}/{len(res['handgrad'])} | {fmt_rate(hg)} | {fmt_rate(pt)} | {sk} | {cc} | {ratio:.2f}x "
                f"({min(ratios):.2f}-{max(ratios):.2f}) | {100 * hg['median'] / lim:.0f}% | {100 * pt['median'] / lim:.0f}% "
                f"| {60000 / hg['median']:.1f} | {60000 / pt['median']:.1f} |")
         L.append(row)

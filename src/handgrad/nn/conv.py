@@ -71,9 +71,9 @@ class Conv2d(Module):
         cache = self._saved(grad_output)
         needs = (input_grad, self.weight.requires_grad, self.bias is not None and self.bias.requires_grad)
         grad_input, grad_weight, grad_bias = F.conv2d_backward(grad_output, cache, needs)
-        self.weight.accumulate_grad(grad_weight)
+        self.weight.accumulate_grad(grad_weight, owned=True)
         if self.bias is not None:
-            self.bias.accumulate_grad(grad_bias)
+            self.bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
 
     def extra_repr(self):

@@ -49,9 +49,9 @@ class Linear(Module):
         cache = self._saved(grad_output)
         needs = (input_grad, self.weight.requires_grad, self.bias is not None and self.bias.requires_grad)
         grad_input, grad_weight, grad_bias = F.linear_backward(grad_output, cache, needs)
-        self.weight.accumulate_grad(grad_weight)
+        self.weight.accumulate_grad(grad_weight, owned=True)
         if self.bias is not None:
-            self.bias.accumulate_grad(grad_bias)
+            self.bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
 
     def extra_repr(self):

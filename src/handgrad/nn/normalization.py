@@ -53,8 +53,8 @@ class _BatchNorm(Module):
         needs = (input_grad, self.affine and self.weight.requires_grad, self.affine and self.bias.requires_grad)
         grad_input, grad_weight, grad_bias = F.batch_norm_backward(grad_output, cache, needs)
         if self.affine:
-            self.weight.accumulate_grad(grad_weight)
-            self.bias.accumulate_grad(grad_bias)
+            self.weight.accumulate_grad(grad_weight, owned=True)
+            self.bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
 
     def extra_repr(self):

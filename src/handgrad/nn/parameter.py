@@ -22,13 +22,18 @@ class Parameter:
     ndim = property(lambda self: self.data.ndim)
     size = property(lambda self: self.data.size)
 
-    def accumulate_grad(self, grad: np.ndarray) -> None:
+    def accumulate_grad(self, grad: np.ndarray, owned: bool = False) -> None:
+        """grad += ``grad`` (or grad = ``grad`` after zero_grad).
+
+        The first gradient is stored as a private copy, because later passes add into it in place
+        and must never write into an array someone else holds (a cache, the caller's grad_output).
+        ``owned=True`` says the caller hands over a fresh array nobody else holds: no copy needed.
+        """
         if grad is None:
             return
         if self.grad is None:
-            # Always a private copy: later passes add into it in place, which must never write into
-            # an array someone else holds (a layer's cache, or the caller's grad_output).
-            self.grad = np.array(grad, dtype=self.dtype, copy=True)
+            keep = owned and grad.dtype == self.dtype and grad.flags.writeable
+            self.grad = grad if keep else np.array(grad, dtype=self.dtype, copy=True)
         else:
             self.grad += grad
 

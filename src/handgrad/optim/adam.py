@@ -78,6 +78,7 @@ class Adam(Optimizer):
         m += cast(1 - beta1) * g
         v *= cast(beta2)                                              # v = beta2 * v + (1 - beta2) * g * g
         v += cast(1 - beta2) * g * g
+        self._flush_denormals(m, v)
         if group["amsgrad"]:
             v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
 

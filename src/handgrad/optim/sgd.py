@@ -47,16 +47,23 @@ class SGD(Optimizer):
         cast = p.dtype.type  # scalars in the parameter's dtype, so float32 is never promoted
         lr, momentum = cast(group["lr"]), cast(group["momentum"])
         dampening, weight_decay = cast(group["dampening"]), cast(group["weight_decay"])
+        # Temporaries go to one scratch array per parameter, reused every step: a fresh
+        # parameter-sized array per operation costs more (allocation, page faults) than the math.
+        scratch = self._scratch(p)
 
-        d_p = -grad if group["maximize"] else grad
+        d_p = grad                                       # p.grad itself is never modified
         if weight_decay != 0:
-            d_p = d_p + weight_decay * p.data            # d_p = g + weight_decay * p (a new array: p.grad is kept)
+            d_p = np.multiply(p.data, weight_decay, out=scratch)
+            d_p += -grad if group["maximize"] else grad  # d_p = g + weight_decay * p
+        elif group["maximize"]:
+            d_p = np.negative(grad, out=scratch)         # d_p = -g
         if momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
                 buf = state["momentum_buffer"] = d_p.copy()  # buf = d_p on the first step
             else:
                 buf *= momentum                              # buf = momentum * buf + (1 - dampening) * d_p
-                buf += (1 - dampening) * d_p
+                buf += d_p if dampening == 0 else (1 - dampening) * d_p
+                self._flush_denormals(buf)
             d_p = d_p + momentum * buf if group["nesterov"] else buf
-        p.data -= lr * d_p                               # p = p - lr * d_p
+        p.data -= np.multiply(d_p, lr, out=scratch)      # p = p - lr * d_p
