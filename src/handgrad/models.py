@@ -80,7 +80,7 @@ MODELS = {
     "mlp-small": (lambda s, n: _mlp(s, n, (128, 64)), "784-128-64-10, ReLU", TrainDefaults(lr=0.05)),
     "tiny-mlp": (lambda s, n: _mlp(s, n, (16,)), "784-16-10, ReLU (~12.7k parameters)", TrainDefaults(lr=0.05)),
     "tiny-cnn": (_tiny_cnn, "3 conv blocks 8-16-42 + Linear (~11.1k parameters)", TrainDefaults(lr=0.05)),
-    "lenet5": (_lenet5, "LeNet-5: conv5-pool-conv5-pool-120-84, ReLU", TrainDefaults(lr=0.05)),
+    "lenet5": (_lenet5, "LeNet-5: conv5-pool-conv5-pool-120-84, ReLU", TrainDefaults(lr=0.05, weight_decay=5e-4)),
 }
 
 
