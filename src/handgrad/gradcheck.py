@@ -76,20 +76,26 @@ def _compare(name, analytic, numeric, atol, rtol) -> TensorCheck:
                        float(numeric[worst]) if diff.size else 0.0, bool(ok.all()))
 
 
-def _numeric_grad(f, array, eps):
-    """Central differences of the scalar f() with respect to every element of ``array`` (in place)."""
-    grad = np.zeros(array.shape, dtype=np.float64)
-    flat, gflat = array.reshape(-1), grad.reshape(-1)
+def nudged_values(f, array, indices, eps):
+    """f() with each flat element ``indices[k]`` of ``array`` nudged up and down by eps: the arrays
+    (plus, minus). ``array`` is changed in place and restored after each element."""
+    flat = array.reshape(-1)
     assert np.shares_memory(flat, array) or array.size == 0
-    for i in range(flat.size):
+    plus, minus = np.zeros(len(indices)), np.zeros(len(indices))
+    for k, i in enumerate(indices):
         original = flat[i]
         flat[i] = original + eps
-        plus = f()
+        plus[k] = f()
         flat[i] = original - eps
-        minus = f()
+        minus[k] = f()
         flat[i] = original
-        gflat[i] = (plus - minus) / (2 * eps)
-    return grad
+    return plus, minus
+
+
+def _numeric_grad(f, array, eps):
+    """Central differences of the scalar f() with respect to every element of ``array``."""
+    plus, minus = nudged_values(f, array, range(array.size), eps)
+    return ((plus - minus) / (2 * eps)).reshape(array.shape)
 
 
 def _as_float64(value):
