@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH   := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+CLI    := $(VENV)/.installed-cli-$(HASH)
+TEST   := $(VENV)/.installed-test-$(HASH)
 
 # Shared MNIST / Fashion-MNIST files, when this checkout sits beside them.
 SHARED_DATA := $(wildcard ../shared/data)
@@ -12,18 +14,27 @@ endif
 
 .PHONY: install demo test bench clean cpp
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
-	rm -f $(VENV)/.installed-*
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The CLI alone (NumPy, safetensors, tqdm, matplotlib, scikit-learn, Pillow) for the demo.
+$(CLI): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[cli]'
+	rm -f $(VENV)/.installed-cli-*
 	touch $@
 
-install: $(STAMP)
+# Everything the tests need: the CLI, PyTorch (torch==2.13.0, the CPU build), pytest.
+$(TEST): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+	rm -f $(VENV)/.installed-test-* $(VENV)/.installed-cli-*
+	touch $@ $(CLI)
 
-demo: $(STAMP)
+install: $(CLI)
+
+demo: $(CLI)
 	$(VENV)/bin/handgrad train --dataset digits --model mlp-small --epochs 5 --out runs/demo
 
-test: $(STAMP) cpp
+test: $(TEST) cpp
 	sh scripts/ensure-chromium.sh
 	ctest --test-dir cpp/build --output-on-failure
 	$(PY) -m pytest -q
@@ -34,7 +45,7 @@ cpp:
 	cmake -S cpp -B cpp/build -DCMAKE_BUILD_TYPE=Release
 	cmake --build cpp/build -j2
 
-bench: $(STAMP)
+bench: $(TEST) cpp
 	$(PY) -m benchmarks
 
 clean:
