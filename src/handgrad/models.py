@@ -144,7 +144,7 @@ def defaults_for(name: str) -> TrainDefaults:
 
 
 # -- architecture <-> JSON --------------------------------------------------------------------------
-_ARGS = {
+CONSTRUCTOR_ARGS = {
     "Linear": lambda m: dict(in_features=m.in_features, out_features=m.out_features, bias=m.bias is not None),
     "Conv2d": lambda m: dict(in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=m.kernel_size,
                              stride=m.stride, padding=m.padding, bias=m.bias is not None),
@@ -158,7 +158,7 @@ _ARGS = {
     "Softmax": lambda m: dict(dim=m.dim),
     "LogSoftmax": lambda m: dict(dim=m.dim),
 }
-_ARGS["BatchNorm2d"] = _ARGS["BatchNorm1d"]
+CONSTRUCTOR_ARGS["BatchNorm2d"] = CONSTRUCTOR_ARGS["BatchNorm1d"]
 
 
 def architecture(model: nn.Sequential) -> list:
@@ -168,7 +168,7 @@ def architecture(model: nn.Sequential) -> list:
     layers = []
     for layer in model:
         name = type(layer).__name__
-        args = _ARGS.get(name, lambda m: {})(layer)
+        args = CONSTRUCTOR_ARGS.get(name, lambda m: {})(layer)
         layers.append({"type": name, **{k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}})
     return layers
 

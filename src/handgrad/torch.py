@@ -771,7 +771,7 @@ def from_handgrad(model) -> torch.nn.Sequential:
 def to_handgrad(module: torch.nn.Sequential):
     """A ``torch.nn.Sequential`` (twins or torch.nn layers) as a handgrad ``nn.Sequential`` with the same
     weights (copied). Every layer must be one handgrad has; an ``Activation`` must wrap a handgrad class."""
-    from .models import _ARGS, from_architecture
+    from .models import CONSTRUCTOR_ARGS, from_architecture
 
     if not isinstance(module, torch.nn.Sequential):
         raise HandgradError("handgrad.torch.to_handgrad",
@@ -787,7 +787,7 @@ def to_handgrad(module: torch.nn.Sequential):
         kind = type(layer).__name__
         if not hasattr(hnn, kind):
             raise UnsupportedError("handgrad.torch.to_handgrad", f"handgrad has no layer {kind} (in {layer!r})")
-        specs.append({"type": kind, **_ARGS.get(kind, lambda m: {})(layer)})
+        specs.append({"type": kind, **CONSTRUCTOR_ARGS.get(kind, lambda m: {})(layer)})
     params = [p for p in module.parameters()] + [b for b in module.buffers() if b.is_floating_point()]
     dtype = params[0].dtype if params else torch.float32
     model = from_architecture(specs).to(str(dtype).replace("torch.", ""))
