@@ -170,3 +170,19 @@ def test_training_parity_from_the_same_weights_and_batch_order(mnist, subset, tm
     x = norm(mnist.test_images[:500])
     a, b = evaluate(model, x, mnist.test_labels[:500])[2], evaluate(cpp_model, x, mnist.test_labels[:500])[2]
     assert np.abs(a - b).max() < 1e-2 * np.abs(a).max()
+
+
+def test_cpp_training_is_deterministic(subset, tmp_path):
+    """Same initial weights, same batch order: the same weights, bit for bit, run after run."""
+    index, norm = subset
+    handgrad.manual_seed(2)
+    handgrad.save(build_model("mlp-small"), tmp_path / "init.safetensors", **metadata(norm))
+    order = np.random.default_rng([2, 0]).permutation(SUBSET)[:1280]
+    write_idx(tmp_path / "order.idx", index[order].astype(np.int32)[None])
+    weights = []
+    for run in ("a", "b"):
+        run_cpp("train", "--init", tmp_path / "init.safetensors", "--order", tmp_path / "order.idx", "--epochs", 1,
+                "--batch-size", BATCH, "--lr", LR, "--momentum", MOMENTUM, "--schedule", "none", "--quiet",
+                "--out", tmp_path / run)
+        weights.append(load_tensors(tmp_path / run / "last.safetensors")[0])
+    assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -44,16 +44,22 @@ public:
 };
 
 struct Tensor {
+    // Aligned to Eigen's widest vector: with unaligned data its kernels pick their loop peeling from
+    // the address, so the same computation rounded differently from run to run.
+    using Storage = std::vector<float, Eigen::aligned_allocator<float>>;
+
     Shape shape;
-    std::vector<float> data;
+    Storage data;
 
     Tensor() = default;
     explicit Tensor(Shape shape_, float fill = 0.0f) : shape(std::move(shape_)), data(count(shape), fill) {}
-    Tensor(Shape shape_, std::vector<float> values) : shape(std::move(shape_)), data(std::move(values)) {
+    Tensor(Shape shape_, Storage values) : shape(std::move(shape_)), data(std::move(values)) {
         if (static_cast<int64_t>(data.size()) != count(shape))
             throw HandgradError("Tensor", "shape " + fmt_shape(shape) + " needs " + std::to_string(count(shape)) +
                                               " values, got " + std::to_string(data.size()));
     }
+    Tensor(Shape shape_, const std::vector<float>& values)
+        : Tensor(std::move(shape_), Storage(values.begin(), values.end())) {}
 
     static int64_t count(const Shape& shape) {
         return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<int64_t>());
