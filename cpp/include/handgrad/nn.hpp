@@ -301,79 +301,76 @@ private:
     std::optional<Shape> input_shape;
 };
 
-// y = max(x, 0);  dL/dx = G * [y > 0]
-class ReLU : public Module {
+// An activation whose math is a functional forward/backward pair: this base keeps what the pair
+// caches, and each activation only names its pair (as _Activation in nn/activation.py).
+template <typename Cache>
+class Activation : public Module {
 public:
     Tensor forward(const Tensor& x) override {
-        auto [out, c] = functional::relu_forward(x);
+        auto [out, c] = run_forward(x);
         cache = std::move(c);
         return out;
     }
     Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
         const auto& c = saved(cache);
-        return input_grad ? functional::relu_backward(grad_output, c) : Tensor();
+        return input_grad ? run_backward(grad_output, c) : Tensor();
     }
-    std::string type() const override { return "ReLU"; }
+
+protected:
+    virtual std::pair<Tensor, Cache> run_forward(const Tensor& x) const = 0;
+    virtual Tensor run_backward(const Tensor& grad_output, const Cache& cache) const = 0;
 
 private:
-    std::optional<Tensor> cache;
+    std::optional<Cache> cache;
+};
+
+// y = max(x, 0);  dL/dx = G * [y > 0]
+class ReLU : public Activation<Tensor> {
+public:
+    std::string type() const override { return "ReLU"; }
+
+protected:
+    std::pair<Tensor, Tensor> run_forward(const Tensor& x) const override { return functional::relu_forward(x); }
+    Tensor run_backward(const Tensor& g, const Tensor& out) const override { return functional::relu_backward(g, out); }
 };
 
 // y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 or negative_slope)
-class LeakyReLU : public Module {
+class LeakyReLU : public Activation<functional::LeakyReLUCache> {
 public:
     explicit LeakyReLU(float negative_slope = 0.01f) : negative_slope(negative_slope) {}
-    Tensor forward(const Tensor& x) override {
-        auto [out, c] = functional::leaky_relu_forward(x, negative_slope);
-        cache = std::move(c);
-        return out;
-    }
-    Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        const auto& c = saved(cache);
-        return input_grad ? functional::leaky_relu_backward(grad_output, c) : Tensor();
-    }
     std::string type() const override { return "LeakyReLU"; }
     std::string extra_repr() const override { return "negative_slope=" + std::to_string(negative_slope); }
     float negative_slope;
 
-private:
-    std::optional<functional::LeakyReLUCache> cache;
+protected:
+    std::pair<Tensor, functional::LeakyReLUCache> run_forward(const Tensor& x) const override {
+        return functional::leaky_relu_forward(x, negative_slope);
+    }
+    Tensor run_backward(const Tensor& g, const functional::LeakyReLUCache& c) const override {
+        return functional::leaky_relu_backward(g, c);
+    }
 };
 
 // y = 1 / (1 + exp(-x));  dL/dx = G * y * (1 - y)
-class Sigmoid : public Module {
+class Sigmoid : public Activation<Tensor> {
 public:
-    Tensor forward(const Tensor& x) override {
-        auto [out, c] = functional::sigmoid_forward(x);
-        cache = std::move(c);
-        return out;
-    }
-    Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        const auto& c = saved(cache);
-        return input_grad ? functional::sigmoid_backward(grad_output, c) : Tensor();
-    }
     std::string type() const override { return "Sigmoid"; }
 
-private:
-    std::optional<Tensor> cache;
+protected:
+    std::pair<Tensor, Tensor> run_forward(const Tensor& x) const override { return functional::sigmoid_forward(x); }
+    Tensor run_backward(const Tensor& g, const Tensor& out) const override {
+        return functional::sigmoid_backward(g, out);
+    }
 };
 
 // y = tanh(x);  dL/dx = G * (1 - y^2)
-class Tanh : public Module {
+class Tanh : public Activation<Tensor> {
 public:
-    Tensor forward(const Tensor& x) override {
-        auto [out, c] = functional::tanh_forward(x);
-        cache = std::move(c);
-        return out;
-    }
-    Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        const auto& c = saved(cache);
-        return input_grad ? functional::tanh_backward(grad_output, c) : Tensor();
-    }
     std::string type() const override { return "Tanh"; }
 
-private:
-    std::optional<Tensor> cache;
+protected:
+    std::pair<Tensor, Tensor> run_forward(const Tensor& x) const override { return functional::tanh_forward(x); }
+    Tensor run_backward(const Tensor& g, const Tensor& out) const override { return functional::tanh_backward(g, out); }
 };
 
 // Train: y = x * mask, mask = [u >= p] / (1 - p).  Eval: y = x.  dL/dx = G * mask (G in eval).
