@@ -1,7 +1,17 @@
 """handgrad: a NumPy deep-learning library in which every layer's backward pass is written by hand."""
+import os as _os
+import sys as _sys
+
+if "numpy" not in _sys.modules:
+    # After each product OpenBLAS keeps its idle threads spinning for ~0.1 s, on the very cores
+    # handgrad's own threads need (see _threads.py); 4 (its minimum) lets them sleep at once.
+    # Read only when NumPy loads OpenBLAS, so only before `import numpy`; a value already set wins.
+    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 from . import functional, nn, optim
 from ._grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from ._random import default_generator, manual_seed
+from ._threads import get_num_threads, set_num_threads
 from .errors import HandgradError
 from .gradcheck import GradcheckReport, gradcheck
 from .serialization import load, save

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .._threads import split_batch
+
 ALL = (True, True, True)
 
 
@@ -51,26 +53,28 @@ def windows(xp: np.ndarray, kernel_size, stride) -> np.ndarray:
 
 
 # -- the fast path: per-sample columns -------------------------------------------------------------
-def unfold(x: np.ndarray, kernel_size, stride, padding) -> np.ndarray:
+def unfold(x: np.ndarray, kernel_size, stride, padding, out=None) -> np.ndarray:
     """(N, C, H, W) -> cols (N, C*kH*kW, Ho*Wo) with cols[n, (c, i, j), (ho, wo)] = x_padded[n, c, sH*ho + i, sW*wo + j].
 
     Column p of cols[n] is the receptive field of output pixel p of sample n.
     """
     win = windows(pad2d(x, padding), kernel_size, stride)  # (N, C, Ho, Wo, kH, kW), a view
     n, c, ho, wo, kh, kw = win.shape
-    cols = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
-    np.copyto(cols, win.transpose(0, 1, 4, 5, 2, 3))       # the only copy of the input
-    return cols.reshape(n, c * kh * kw, ho * wo)
+    cols = np.empty((n, c * kh * kw, ho * wo), dtype=x.dtype) if out is None else out
+    np.copyto(cols.reshape(n, c, kh, kw, ho, wo), win.transpose(0, 1, 4, 5, 2, 3))  # the only copy of x
+    return cols
 
 
-def fold(cols: np.ndarray, x_shape, kernel_size, stride, padding) -> np.ndarray:
+def fold(cols: np.ndarray, x_shape, kernel_size, stride, padding, out=None) -> np.ndarray:
     """The adjoint of ``unfold``: add cols (N, C*kH*kW, Ho*Wo) back onto the pixels each entry was
-    read from. A pixel inside several windows (kernel > stride) receives the sum."""
+    read from. A pixel inside several windows (kernel > stride) receives the sum.
+
+    ``out``, if given, is the zeroed padded gradient (N, C, H + 2*pH, W + 2*pW) to add into."""
     n, c, h, w = x_shape
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
     fields = cols.reshape(n, c, kh, kw, ho, wo)
-    grad_padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    grad_padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype) if out is None else out
     for i in range(kh):  # loop over kernel offsets only; each step adds a whole (N, C, Ho, Wo) block
         for j in range(kw):
             grad_padded[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw] += fields[:, :, i, j]
@@ -82,14 +86,22 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
 
     Per sample, one matrix product: y[n] = W @ cols[n] + bias, with W = weight.reshape(O, C*kH*kW)
     and cols = unfold(x) (N, C*kH*kW, Ho*Wo); y (N, O, Ho*Wo) is already NCHW.
+    Samples are independent, so slices of the batch run on separate threads (``split_batch``).
     """
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     out_channels, _, kh, kw = weight.shape
     ho, wo = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
-    cols = unfold(x, (kh, kw), stride, padding)
-    out = np.matmul(weight.reshape(out_channels, -1), cols)
-    if bias is not None:
-        out += bias[:, None]
+    matrix = weight.reshape(out_channels, -1)
+    cols = np.empty((n, c * kh * kw, ho * wo), dtype=x.dtype)
+    out = np.empty((n, out_channels, ho * wo), dtype=np.result_type(x, weight))
+
+    def samples(a, b):
+        unfold(x[a:b], (kh, kw), stride, padding, out=cols[a:b])
+        np.matmul(matrix, cols[a:b], out=out[a:b])
+        if bias is not None:
+            out[a:b] += bias[:, None]
+
+    split_batch(samples, n, cols.size)
     # backward needs cols (grad_weight = sum_n G[n] @ cols[n].T) and weight (grad_cols = W.T @ G[n]).
     return out.reshape(n, out_channels, ho, wo), (cols, weight, x.shape, stride, padding, bias is not None)
 
@@ -101,19 +113,32 @@ def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
         grad_bias   = sum_n G[n].sum(columns)     (O,)
         grad_input  = fold(W.T @ G[n])            (N, C, H, W)
 
+    Each thread sums its slice of samples; the slices' sums are then added.
     Returns (grad_input, grad_weight, grad_bias), None where not asked for.
     """
     cols, weight, x_shape, stride, padding, has_bias = cache
     n, out_channels = grad_output.shape[:2]
+    (kh, kw), (ph, pw) = weight.shape[2:], padding
     grad = grad_output.reshape(n, out_channels, -1)
-    grad_weight = grad_bias = grad_input = None
-    if needs_input_grad[1]:
-        grad_weight = np.matmul(grad, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)
-    if has_bias and needs_input_grad[2]:
-        grad_bias = grad.sum(axis=(0, 2))
-    if needs_input_grad[0]:
-        grad_cols = np.matmul(weight.reshape(out_channels, -1).T, grad)
-        grad_input = fold(grad_cols, x_shape, weight.shape[2:], stride, padding)
+    matrix = weight.reshape(out_channels, -1)
+    want_weight, want_bias, want_input = needs_input_grad[1], has_bias and needs_input_grad[2], needs_input_grad[0]
+    grad_padded = None
+    if want_input:
+        grad_padded = np.zeros((n, x_shape[1], x_shape[2] + 2 * ph, x_shape[3] + 2 * pw), dtype=grad.dtype)
+
+    def samples(a, b):
+        g = grad[a:b]
+        partial_weight = np.matmul(g, cols[a:b].transpose(0, 2, 1)).sum(axis=0) if want_weight else None
+        partial_bias = g.sum(axis=(0, 2)) if want_bias else None
+        if want_input:
+            fold(np.matmul(matrix.T, g), (b - a,) + tuple(x_shape[1:]), (kh, kw), stride, padding,
+                 out=grad_padded[a:b])
+        return partial_weight, partial_bias
+
+    partials = split_batch(samples, n, cols.size)
+    grad_weight = sum(p[0] for p in partials).reshape(weight.shape) if want_weight else None
+    grad_bias = sum(p[1] for p in partials) if want_bias else None
+    grad_input = grad_padded[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]] if want_input else None
     return grad_input, grad_weight, grad_bias
 
 

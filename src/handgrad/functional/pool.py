@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._threads import split_batch
 from .conv import conv_output_size, pad2d, windows
 
 
@@ -32,7 +33,8 @@ def _out_size(x_shape, kernel_size, stride, padding):
 
 
 def _scatter_windows(per_offset, x_shape, kernel_size, stride, padding, dtype):
-    """Add ``per_offset(i, j)`` (N, C, Ho, Wo) onto the padded-input pixels at kernel offset (i, j)."""
+    """Add ``per_offset(i, j, rows)`` (the (n, C, Ho, Wo) slice ``rows`` of the batch) onto the
+    padded-input pixels at kernel offset (i, j); slices of the batch run on separate threads."""
     n, c, h, w = x_shape
     (kh, kw), (ph, pw) = kernel_size, padding
     out_size = _out_size(x_shape, kernel_size, stride, padding)
@@ -41,13 +43,17 @@ def _scatter_windows(per_offset, x_shape, kernel_size, stride, padding, dtype):
     # window covers (H or W not divisible by the kernel) stay zero.
     covered = disjoint and out_size[0] * kh == h and out_size[1] * kw == w
     grad_padded = (np.empty if covered else np.zeros)((n, c, h + 2 * ph, w + 2 * pw), dtype=dtype)
-    for i in range(kh):
-        for j in range(kw):
-            target = _plane(grad_padded, i, j, out_size, stride)
-            if disjoint:
-                per_offset(i, j, out=target)
-            else:
-                target += per_offset(i, j)
+
+    def samples(a, b):
+        for i in range(kh):
+            for j in range(kw):
+                target = _plane(grad_padded[a:b], i, j, out_size, stride)
+                if disjoint:
+                    per_offset(i, j, slice(a, b), out=target)
+                else:
+                    target += per_offset(i, j, slice(a, b))
+
+    split_batch(samples, n, grad_padded.size)
     return grad_padded[:, :, ph:ph + h, pw:pw + w]
 
 
@@ -56,18 +62,24 @@ def max_pool2d_forward(x, kernel_size, stride, padding=(0, 0)):
 
     The position of each maximum is kept as its index k = i*kW + j in the window: the first one
     in row-major window order, as PyTorch. (A window holding NaN gives NaN; its gradient goes to
-    the first maximum of the other entries.)
+    the first maximum of the other entries.) Slices of the batch run on separate threads.
     """
-    xp = pad2d(x, padding, value=-np.inf)
     (kh, kw), out_size = kernel_size, _out_size(x.shape, kernel_size, stride, padding)
     offsets = [(i, j) for i in range(kh) for j in range(kw)]
-    out = _plane(xp, 0, 0, out_size, stride).copy()
-    for i, j in offsets[1:]:
-        np.maximum(out, _plane(xp, i, j, out_size, stride), out=out)
-    argmax = np.full(out.shape, len(offsets) - 1, dtype=np.int16)
-    for k in reversed(range(len(offsets) - 1)):  # last offset first, so the first maximum is written last
-        hit = _plane(xp, *offsets[k], out_size, stride) == out
-        argmax -= hit * (argmax - np.int16(k))  # argmax = k where hit, unchanged elsewhere
+    out = np.empty(x.shape[:2] + out_size, dtype=x.dtype)
+    argmax = np.empty(out.shape, dtype=np.int16)
+
+    def samples(a, b):
+        xp, y, arg = pad2d(x[a:b], padding, value=-np.inf), out[a:b], argmax[a:b]
+        np.copyto(y, _plane(xp, 0, 0, out_size, stride))
+        for i, j in offsets[1:]:
+            np.maximum(y, _plane(xp, i, j, out_size, stride), out=y)
+        arg[...] = len(offsets) - 1
+        for k in reversed(range(len(offsets) - 1)):  # last offset first, so the first maximum is written last
+            hit = _plane(xp, *offsets[k], out_size, stride) == y
+            arg -= hit * (arg - np.int16(k))  # argmax = k where hit, unchanged elsewhere
+
+    split_batch(samples, x.shape[0], x.size)
     # backward needs only where each maximum was (as a small int) and the input's shape.
     return out, (argmax, x.shape, kernel_size, stride, padding)
 
@@ -80,8 +92,8 @@ def max_pool2d_backward(grad_output, cache):
     argmax, x_shape, kernel_size, stride, padding = cache
     kw = kernel_size[1]
 
-    def per_offset(i, j, out=None):
-        return np.multiply(grad_output, argmax == i * kw + j, out=out)  # G where offset (i, j) won, else 0
+    def per_offset(i, j, rows, out=None):  # G where offset (i, j) won, else 0
+        return np.multiply(grad_output[rows], argmax[rows] == i * kw + j, out=out)
 
     return _scatter_windows(per_offset, x_shape, kernel_size, stride, padding, grad_output.dtype)
 
@@ -104,10 +116,10 @@ def avg_pool2d_backward(grad_output, cache):
     x_shape, kernel_size, stride, padding = cache
     share = grad_output / grad_output.dtype.type(kernel_size[0] * kernel_size[1])
 
-    def per_offset(i, j, out=None):
+    def per_offset(i, j, rows, out=None):
         if out is None:
-            return share
-        out[...] = share
+            return share[rows]
+        out[...] = share[rows]
         return out
 
     return _scatter_windows(per_offset, x_shape, kernel_size, stride, padding, grad_output.dtype)
