@@ -46,13 +46,12 @@ import time  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-import handgrad  # noqa: E402
+import handgrad  # noqa: E402  (before NumPy, as the CLI does: it sets OPENBLAS_THREAD_TIMEOUT)
+import numpy as np  # noqa: E402
 from handgrad import functional as F, nn, optim  # noqa: E402
 from handgrad.models import architecture, build_model  # noqa: E402
 
@@ -397,6 +396,8 @@ def environment(threads):
     env = {"python": sys.version.split()[0], "numpy": np.__version__, "handgrad": handgrad.__version__,
            "platform": platform.platform(), "threads": threads,
            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+           "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT", "(unset)"),
+           "handgrad threads": handgrad.get_num_threads(),
            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)")}
     try:
         env["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))

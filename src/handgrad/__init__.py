@@ -3,10 +3,11 @@ import os as _os
 import sys as _sys
 
 if "numpy" not in _sys.modules:
-    # After each product OpenBLAS keeps its idle threads spinning for ~0.1 s, on the very cores
-    # handgrad's own threads need (see _threads.py); 4 (its minimum) lets them sleep at once.
-    # Read only when NumPy loads OpenBLAS, so only before `import numpy`; a value already set wins.
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    # After each product OpenBLAS keeps its idle threads spinning for 2^28 cycles (~0.1 s), on the
+    # very cores handgrad's own threads need (see _threads.py). 2^16 (~30 us) still bridges the
+    # gaps between the products of one step. Read when NumPy loads OpenBLAS, so it works only
+    # before `import numpy`; a value already set wins.
+    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
 from . import functional, nn, optim
 from ._grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled

@@ -15,8 +15,9 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
-#: Below this many elements per thread the hand-off (tens of microseconds) costs more than it saves.
-MIN_ELEMENTS_PER_THREAD = 1 << 15
+#: Work per thread (array elements times passes over them) below which the hand-off to a thread
+#: (tens of microseconds on a virtual machine) costs more than it saves.
+MIN_ELEMENTS_PER_THREAD = 1 << 17
 
 _local = threading.local()  # .worker is True inside a pool thread: no nested splitting
 _num_threads: int | None = None
@@ -72,8 +73,8 @@ def split_batch(fn, n: int, elements: int) -> list:
     """Call ``fn(start, stop)`` on contiguous slices covering ``range(n)``, in parallel, and return
     the results in slice order.
 
-    ``elements`` is the size of the work (array elements touched); small jobs, and calls made from
-    inside a pool thread, run as one slice on the calling thread.
+    ``elements`` is the size of the work (array elements times passes over them); small jobs, and
+    calls made from inside a pool thread, run as one slice on the calling thread.
     """
     threads = min(get_num_threads(), n, max(1, elements // MIN_ELEMENTS_PER_THREAD))
     if threads <= 1 or getattr(_local, "worker", False):
@@ -89,9 +90,9 @@ def split_batch(fn, n: int, elements: int) -> list:
     return [first] + [f.result() for f in futures]  # f.result() re-raises a slice's error
 
 
-def split_rows(fn, array) -> list:
+def split_rows(fn, array, passes: int = 1) -> list:
     """``split_batch`` for element-wise work on ``array``: ``fn(rows)`` gets a slice of its first
     axis (``...`` for a 0-d array)."""
     if array.ndim == 0:
         return [fn(...)]
-    return split_batch(lambda a, b: fn(slice(a, b)), array.shape[0], array.size)
+    return split_batch(lambda a, b: fn(slice(a, b)), array.shape[0], array.size * passes)

@@ -21,7 +21,7 @@ def relu_backward(grad_output, out):
     # A product with the boolean mask (cast to G's dtype): several times faster than np.where,
     # whose per-element branch the random sign pattern defeats.
     grad_input = np.empty_like(grad_output)
-    split_rows(lambda rows: np.multiply(grad_output[rows], out[rows] > 0, out=grad_input[rows]), grad_output)
+    split_rows(lambda rows: np.multiply(grad_output[rows], out[rows] > 0, out=grad_input[rows]), grad_output, passes=2)
     return grad_input
 
 

@@ -101,7 +101,7 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
         if bias is not None:
             out[a:b] += bias[:, None]
 
-    split_batch(samples, n, cols.size)
+    split_batch(samples, n, 2 * cols.size)  # work: the strided copy into cols, then its product
     # backward needs cols (grad_weight = sum_n G[n] @ cols[n].T) and weight (grad_cols = W.T @ G[n]).
     return out.reshape(n, out_channels, ho, wo), (cols, weight, x.shape, stride, padding, bias is not None)
 
@@ -135,7 +135,7 @@ def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
                  out=grad_padded[a:b])
         return partial_weight, partial_bias
 
-    partials = split_batch(samples, n, cols.size)
+    partials = split_batch(samples, n, 3 * cols.size)  # two products and the fold
     grad_weight = sum(p[0] for p in partials).reshape(weight.shape) if want_weight else None
     grad_bias = sum(p[1] for p in partials) if want_bias else None
     grad_input = grad_padded[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]] if want_input else None

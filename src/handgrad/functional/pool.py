@@ -53,7 +53,7 @@ def _scatter_windows(per_offset, x_shape, kernel_size, stride, padding, dtype):
                 else:
                     target += per_offset(i, j, slice(a, b))
 
-    split_batch(samples, n, grad_padded.size)
+    split_batch(samples, n, 2 * grad_padded.size)
     return grad_padded[:, :, ph:ph + h, pw:pw + w]
 
 
@@ -79,7 +79,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding=(0, 0)):
             hit = _plane(xp, *offsets[k], out_size, stride) == y
             arg -= hit * (arg - np.int16(k))  # argmax = k where hit, unchanged elsewhere
 
-    split_batch(samples, x.shape[0], x.size)
+    split_batch(samples, x.shape[0], 3 * x.size)  # the max, then the argmax, over every offset
     # backward needs only where each maximum was (as a small int) and the input's shape.
     return out, (argmax, x.shape, kernel_size, stride, padding)
 
