@@ -2,7 +2,7 @@
 
     python -m benchmarks --data-dir ../shared/data/mnist        (or HANDGRAD_DATA_DIR; `make bench`)
 
-Every timing is repeated (``--repeats``, default 3) with the implementations interleaved inside each
+Every timing is repeated (``--repeats``, default 5) with the implementations interleaved inside each
 repeat, after a warm-up, each timing in a fresh child process (so no other library's thread pool is
 left spinning on the cores); tables give the median and the min-max. Each implementation gets the same
 initial weights, the same batches, float32 and the same thread count (``--threads``, default 2).
@@ -418,7 +418,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None, help="folder holding MNIST's four IDX files "
                         "(default: $HANDGRAD_DATA_DIR/mnist)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-steps", type=int, default=300, help="training steps timed per repeat")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the one-epoch accuracy check")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS child processes")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 
 #: Work per thread (array elements times passes over them) below which the hand-off to a thread
 #: (tens of microseconds on a virtual machine) costs more than it saves.
@@ -21,7 +20,7 @@ MIN_ELEMENTS_PER_THREAD = 1 << 17
 
 _local = threading.local()  # .worker is True inside a pool thread: no nested splitting
 _num_threads: int | None = None
-_executor: ThreadPoolExecutor | None = None
+_executor = None  # a concurrent.futures.ThreadPoolExecutor, made on first use
 _executor_lock = threading.Lock()
 
 
@@ -60,10 +59,12 @@ def _mark_worker():
     _local.worker = True
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int):
     global _executor
     with _executor_lock:
         if _executor is None:
+            from concurrent.futures import ThreadPoolExecutor  # imported on first use: `import handgrad` stays quick
+
             _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handgrad",
                                            initializer=_mark_worker)
         return _executor
@@ -85,6 +86,7 @@ def split_batch(fn, n: int, elements: int) -> list:
     try:
         first = fn(bounds[0], bounds[1])  # the calling thread takes the first slice
     except BaseException:
+        from concurrent.futures import wait
         wait(futures)  # no thread may still be writing when the error reaches the caller
         raise
     return [first] + [f.result() for f in futures]  # f.result() re-raises a slice's error
