@@ -162,3 +162,19 @@ def test_default_thread_count_reads_the_environment(monkeypatch):
     assert _threads._default_num_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
     assert _threads._default_num_threads() >= 1
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_pool(threads):
+    import os
+    threads(2, _threads.split_batch, lambda a, b: None, 4, 10 ** 6)  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # child: the parent's pool threads are gone; a split must still finish
+        import signal
+        signal.alarm(20)  # a hang (work queued to threads that do not exist) ends the child
+        try:
+            ok = _threads.split_batch(lambda a, b: (a, b), 4, 10 ** 6) == [(0, 2), (2, 4)]
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -55,6 +55,16 @@ def set_num_threads(n: int) -> None:
             _executor = None
 
 
+def _forget_pool_in_child():
+    """A forked child has none of its parent's threads: it must start a pool of its own."""
+    global _executor, _executor_lock
+    _executor, _executor_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _mark_worker():
     _local.worker = True
 
