@@ -234,44 +234,58 @@ protected:
     }
 };
 
-// y = max of x over each kH x kW window; backward sends each window's gradient to its first maximum.
-class MaxPool2d : public Pool2dBase {
+// A pooling layer: checks its input, runs the functional forward, keeps its cache for backward.
+template <class Cache>
+class Pool2d : public Pool2dBase {
 public:
-    explicit MaxPool2d(Pool2dOptions options = {}) : Pool2dBase(options, "MaxPool2d") {}
+    using Pool2dBase::Pool2dBase;
     Tensor forward(const Tensor& x) override {
         check(x);
-        auto [out, c] = functional::max_pool2d_forward(x, kernel_size, stride, padding);
+        auto [out, c] = run_forward(x);
         cache = std::move(c);
         return out;
     }
     Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
         const auto& c = saved(cache);
-        return input_grad ? functional::max_pool2d_backward(grad_output, c) : Tensor();
+        return input_grad ? run_backward(grad_output, c) : Tensor();
     }
-    std::string type() const override { return "MaxPool2d"; }
+
+protected:
+    virtual std::pair<Tensor, Cache> run_forward(const Tensor& x) const = 0;
+    virtual Tensor run_backward(const Tensor& grad_output, const Cache& cache) const = 0;
 
 private:
-    std::optional<functional::MaxPool2dCache> cache;
+    std::optional<Cache> cache;
+};
+
+// y = max of x over each kH x kW window; backward sends each window's gradient to its first maximum.
+class MaxPool2d : public Pool2d<functional::MaxPool2dCache> {
+public:
+    explicit MaxPool2d(Pool2dOptions options = {}) : Pool2d(options, "MaxPool2d") {}
+    std::string type() const override { return "MaxPool2d"; }
+
+protected:
+    std::pair<Tensor, functional::MaxPool2dCache> run_forward(const Tensor& x) const override {
+        return functional::max_pool2d_forward(x, kernel_size, stride, padding);
+    }
+    Tensor run_backward(const Tensor& g, const functional::MaxPool2dCache& c) const override {
+        return functional::max_pool2d_backward(g, c);
+    }
 };
 
 // y = mean of x over each window (zero padding counted);  dL/dx_p = sum over windows holding p of G / (kH*kW).
-class AvgPool2d : public Pool2dBase {
+class AvgPool2d : public Pool2d<functional::AvgPool2dCache> {
 public:
-    explicit AvgPool2d(Pool2dOptions options = {}) : Pool2dBase(options, "AvgPool2d") {}
-    Tensor forward(const Tensor& x) override {
-        check(x);
-        auto [out, c] = functional::avg_pool2d_forward(x, kernel_size, stride, padding);
-        cache = std::move(c);
-        return out;
-    }
-    Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        const auto& c = saved(cache);
-        return input_grad ? functional::avg_pool2d_backward(grad_output, c) : Tensor();
-    }
+    explicit AvgPool2d(Pool2dOptions options = {}) : Pool2d(options, "AvgPool2d") {}
     std::string type() const override { return "AvgPool2d"; }
 
-private:
-    std::optional<functional::AvgPool2dCache> cache;
+protected:
+    std::pair<Tensor, functional::AvgPool2dCache> run_forward(const Tensor& x) const override {
+        return functional::avg_pool2d_forward(x, kernel_size, stride, padding);
+    }
+    Tensor run_backward(const Tensor& g, const functional::AvgPool2dCache& c) const override {
+        return functional::avg_pool2d_backward(g, c);
+    }
 };
 
 // Collapse dims start_dim..end_dim into one: (N, C, H, W) -> (N, C*H*W) by default.
