@@ -64,6 +64,41 @@ def test_conv2d_matches_reference(case, dtype, tol):
         assert rel_err(got, expected) < tol, f"conv2d {name} {case}: relative error {rel_err(got, expected):.3g}"
 
 
+@pytest.mark.parametrize("block_bytes", [1, 4000, 1 << 19])  # one sample per block, a few, all
+@pytest.mark.parametrize("case", CONV_CASES + [(7, 3, 12, 12, 6, (3, 3), (1, 1), (1, 1))])
+def test_conv2d_without_cache_gives_the_same_output(monkeypatch, case, block_bytes):
+    """keep_cache=False (inference) unfolds blocks of samples into one reused buffer: same y, no cache."""
+    monkeypatch.setattr(C, "COLS_BLOCK_BYTES", block_bytes)
+    n, c, h, w, o, kernel, stride, padding = case
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight, bias = rng.standard_normal((o, c) + kernel).astype(np.float32), rng.standard_normal(o).astype(np.float32)
+    out, cache = C.conv2d_forward(x, weight, bias, stride, padding, keep_cache=False)
+    np.testing.assert_array_equal(out, C.conv2d_forward(x, weight, bias, stride, padding)[0])
+    assert cache is None and C.conv2d_forward_reference(x, weight, bias, stride, padding, keep_cache=False)[1] is None
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool2d_without_cache_gives_the_same_output(case):
+    n, c, h, w, kernel, stride, padding = case
+    x = np.round(np.random.default_rng(4).standard_normal((n, c, h, w)), 1).astype(np.float32)
+    out, cache = P.max_pool2d_forward(x, kernel, stride, padding, keep_cache=False)
+    np.testing.assert_array_equal(out, P.max_pool2d_forward(x, kernel, stride, padding)[0])
+    assert cache is None and P.max_pool2d_forward_reference(x, kernel, stride, padding, keep_cache=False)[1] is None
+
+
+@pytest.mark.parametrize("name", ["tiny-cnn", "lenet5"])
+def test_no_grad_forward_matches_training_forward(name):
+    """Under no_grad the layers keep no cache (no columns, no argmax) and give the same logits."""
+    handgrad.manual_seed(0)
+    model = build_model(name, (1, 28, 28), 10)
+    x = np.random.default_rng(5).standard_normal((9, 1, 28, 28)).astype(np.float32)
+    with handgrad.no_grad():
+        inferred = model(x)
+    assert all(layer._cache is None for layer in model)
+    np.testing.assert_array_equal(inferred, model(x))
+
+
 def test_conv2d_backward_computes_only_what_is_asked():
     rng = np.random.default_rng(1)
     x, weight = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))

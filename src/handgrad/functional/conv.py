@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .._threads import split_batch
 
 ALL = (True, True, True)
+COLS_BLOCK_BYTES = 1 << 19  # inference: columns unfolded per block of samples, about half a typical L2 cache
 
 
 def pair(value) -> tuple[int, int]:
@@ -81,29 +82,41 @@ def fold(cols: np.ndarray, x_shape, kernel_size, stride, padding, out=None) -> n
     return grad_padded[:, :, ph:ph + h, pw:pw + w]
 
 
-def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
+def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cache=True):
     """y[n, o] = sum_{c, i, j} weight[o, c, i, j] * x_padded[n, c, sH*ho + i, sW*wo + j] + bias[o]
 
     Per sample, one matrix product: y[n] = W @ cols[n] + bias, with W = weight.reshape(O, C*kH*kW)
     and cols = unfold(x) (N, C*kH*kW, Ho*Wo); y (N, O, Ho*Wo) is already NCHW.
     Samples are independent, so slices of the batch run on separate threads (``split_batch``).
+    With ``keep_cache=False`` (no backward will follow, e.g. inference on a large batch) cols is not
+    kept: each slice goes in blocks of samples whose columns fit in cache, unfolded into one reused
+    buffer and multiplied while still there, and no cache is returned.
     """
     n, c, h, w = x.shape
     out_channels, _, kh, kw = weight.shape
     ho, wo = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
     matrix = weight.reshape(out_channels, -1)
-    cols = np.empty((n, c * kh * kw, ho * wo), dtype=x.dtype)
+    sample_cols = (c * kh * kw, ho * wo)
+    cols = np.empty((n,) + sample_cols, dtype=x.dtype) if keep_cache else None
     out = np.empty((n, out_channels, ho * wo), dtype=np.result_type(x, weight))
+    block = n if keep_cache else max(1, COLS_BLOCK_BYTES // (sample_cols[0] * sample_cols[1] * x.itemsize))
 
     def samples(a, b):
-        unfold(x[a:b], (kh, kw), stride, padding, out=cols[a:b])
-        np.matmul(matrix, cols[a:b], out=out[a:b])
-        if bias is not None:
-            out[a:b] += bias[:, None]
+        buffer = None if keep_cache else np.empty((min(block, b - a),) + sample_cols, dtype=x.dtype)
+        for s in range(a, b, block):
+            e = min(s + block, b)
+            block_cols = cols[s:e] if keep_cache else buffer[:e - s]
+            unfold(x[s:e], (kh, kw), stride, padding, out=block_cols)
+            np.matmul(matrix, block_cols, out=out[s:e])
+            if bias is not None:
+                out[s:e] += bias[:, None]
 
-    split_batch(samples, n, 2 * cols.size)  # work: the strided copy into cols, then its product
+    split_batch(samples, n, 2 * n * sample_cols[0] * sample_cols[1])  # the strided copy, then the product
+    out = out.reshape(n, out_channels, ho, wo)
+    if not keep_cache:
+        return out, None
     # backward needs cols (grad_weight = sum_n G[n] @ cols[n].T) and weight (grad_cols = W.T @ G[n]).
-    return out.reshape(n, out_channels, ho, wo), (cols, weight, x.shape, stride, padding, bias is not None)
+    return out, (cols, weight, x.shape, stride, padding, bias is not None)
 
 
 def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
@@ -166,7 +179,7 @@ def col2im(cols: np.ndarray, x_shape, kernel_size, stride, padding) -> np.ndarra
     return grad_padded[:, :, ph:ph + h, pw:pw + w]
 
 
-def conv2d_forward_reference(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
+def conv2d_forward_reference(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cache=True):
     """The same y as ``conv2d_forward``, as one matrix product over all output pixels:
     Y = cols @ W.T + bias, where cols = im2col(x) is (N*Ho*Wo, C*kH*kW) and
     W = weight.reshape(O, C*kH*kW); Y (N*Ho*Wo, O) is then laid out as (N, O, Ho, Wo).
@@ -180,7 +193,7 @@ def conv2d_forward_reference(x, weight, bias=None, stride=(1, 1), padding=(0, 0)
         out += bias
     out = out.reshape(n, ho, wo, out_channels).transpose(0, 3, 1, 2)
     # backward needs cols (grad_weight = G.T @ cols) and weight (grad_cols = G @ W); not x itself.
-    return out, (cols, weight, x.shape, stride, padding, bias is not None)
+    return out, (cols, weight, x.shape, stride, padding, bias is not None) if keep_cache else None
 
 
 def conv2d_backward_reference(grad_output, cache, needs_input_grad=ALL):

@@ -57,29 +57,34 @@ def _scatter_windows(per_offset, x_shape, kernel_size, stride, padding, dtype):
     return grad_padded[:, :, ph:ph + h, pw:pw + w]
 
 
-def max_pool2d_forward(x, kernel_size, stride, padding=(0, 0)):
+def max_pool2d_forward(x, kernel_size, stride, padding=(0, 0), keep_cache=True):
     """y[n, c, ho, wo] = max over the window of x_padded (padding is -inf, so it never wins).
 
     The position of each maximum is kept as its index k = i*kW + j in the window: the first one
     in row-major window order, as PyTorch. (A window holding NaN gives NaN; its gradient goes to
     the first maximum of the other entries.) Slices of the batch run on separate threads.
+    With ``keep_cache=False`` (no backward will follow) only the maximum is taken, no positions.
     """
     (kh, kw), out_size = kernel_size, _out_size(x.shape, kernel_size, stride, padding)
     offsets = [(i, j) for i in range(kh) for j in range(kw)]
     out = np.empty(x.shape[:2] + out_size, dtype=x.dtype)
-    argmax = np.empty(out.shape, dtype=np.int16)
+    argmax = np.empty(out.shape, dtype=np.int16) if keep_cache else None
 
     def samples(a, b):
-        xp, y, arg = pad2d(x[a:b], padding, value=-np.inf), out[a:b], argmax[a:b]
+        xp, y, arg = pad2d(x[a:b], padding, value=-np.inf), out[a:b], argmax[a:b] if keep_cache else None
         np.copyto(y, _plane(xp, 0, 0, out_size, stride))
         for i, j in offsets[1:]:
             np.maximum(y, _plane(xp, i, j, out_size, stride), out=y)
+        if not keep_cache:
+            return
         arg[...] = len(offsets) - 1
         for k in reversed(range(len(offsets) - 1)):  # last offset first, so the first maximum is written last
             hit = _plane(xp, *offsets[k], out_size, stride) == y
             arg -= hit * (arg - np.int16(k))  # argmax = k where hit, unchanged elsewhere
 
-    split_batch(samples, x.shape[0], 3 * x.size)  # the max, then the argmax, over every offset
+    split_batch(samples, x.shape[0], (3 if keep_cache else 1) * x.size)  # the max, then the argmax
+    if not keep_cache:
+        return out, None
     # backward needs only where each maximum was (as a small int) and the input's shape.
     return out, (argmax, x.shape, kernel_size, stride, padding)
 
@@ -126,13 +131,13 @@ def avg_pool2d_backward(grad_output, cache):
 
 
 # -- the reference: every window flattened ---------------------------------------------------------
-def max_pool2d_forward_reference(x, kernel_size, stride, padding=(0, 0)):
+def max_pool2d_forward_reference(x, kernel_size, stride, padding=(0, 0), keep_cache=True):
     """The same y and argmax as ``max_pool2d_forward``, from the (N, C, Ho, Wo, kH*kW) windows."""
     win = windows(pad2d(x, padding, value=-np.inf), kernel_size, stride)
     flat = win.reshape(win.shape[:4] + (-1,))            # (N, C, Ho, Wo, kH*kW), a copy
     argmax = flat.argmax(axis=-1)                         # first maximum on ties
     out = np.take_along_axis(flat, argmax[..., None], axis=-1)[..., 0]
-    return out, (argmax.astype(np.int16), x.shape, kernel_size, stride, padding)
+    return out, (argmax.astype(np.int16), x.shape, kernel_size, stride, padding) if keep_cache else None
 
 
 def max_pool2d_backward_reference(grad_output, cache):

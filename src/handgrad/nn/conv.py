@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from .._grad_mode import is_grad_enabled
 from ..errors import ShapeError, check_floating, check_ndim, fmt_shape
 from . import init
 from .module import Module
@@ -63,7 +64,8 @@ class Conv2d(Module):
         check_floating(self, "input", x, self.weight.dtype)
         check_window_fits(self, x, self.kernel_size, self.padding)
         bias = None if self.bias is None else self.bias.data
-        out, cache = F.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
+        out, cache = F.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding,
+                                        keep_cache=is_grad_enabled())
         self._save_for_backward(cache, out.shape)
         return out
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import functional as F
+from .._grad_mode import is_grad_enabled
 from ..errors import check_floating, check_ndim
 from .conv import check_positive, check_window_fits
 from .module import Module
@@ -40,7 +41,8 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x):
         self._check(x)
-        out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
+                                            keep_cache=is_grad_enabled())
         self._save_for_backward(cache, out.shape)
         return out
 
