@@ -26,6 +26,8 @@ CONV_CASES = [  # (N, C, H, W, O, kernel, stride, padding)
     (2, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0)),
     (1, 2, 6, 6, 3, (2, 2), (2, 2), (0, 0)),
     (2, 2, 5, 7, 3, (5, 3), (3, 2), (2, 1)),
+    (2, 3, 6, 9, 4, (2, 3), (1, 1), (0, 1)),  # stride 1, rectangular: the fold on the padded width
+    (2, 2, 5, 5, 3, (1, 1), (1, 1), (0, 0)),
 ]
 
 POOL_CASES = [  # (N, C, H, W, kernel, stride, padding)

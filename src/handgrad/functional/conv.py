@@ -82,6 +82,26 @@ def fold(cols: np.ndarray, x_shape, kernel_size, stride, padding, out=None) -> n
     return grad_padded[:, :, ph:ph + h, pw:pw + w]
 
 
+def fold_padded_rows(cols: np.ndarray, padded_shape, kernel_size, out) -> None:
+    """``fold`` for stride 1 with the columns laid on the padded width: cols (N, C*kH*kW, Ho*Wp),
+    column ho*Wp + wo for output pixel (ho, wo), and zero in the Wp - Wo columns past each row's end.
+
+    With stride 1, kernel offset (i, j) shifts the whole padded image by the constant flat offset
+    i*Wp + j, so each offset adds one contiguous run of Ho*Wp values per (n, c), where ``fold`` adds
+    Ho runs of only Wo (rows of 7-14 values, where NumPy's per-row overhead dominates). The zero
+    columns land on the next row's first pixels and add nothing.
+
+    ``out``: the zeroed padded gradient, flat: (N, C, Hp*Wp + kW - 1), the tail for the last shift.
+    """
+    n, c, hp, wp = padded_shape
+    kh, kw = kernel_size
+    run = cols.shape[2]  # Ho * Wp
+    fields = cols.reshape(n, c, kh, kw, run)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i * wp + j:i * wp + j + run] += fields[:, :, i, j]
+
+
 def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cache=True):
     """y[n, o] = sum_{c, i, j} weight[o, c, i, j] * x_padded[n, c, sH*ho + i, sW*wo + j] + bias[o]
 
@@ -126,7 +146,8 @@ def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
         grad_bias   = sum_n G[n].sum(columns)     (O,)
         grad_input  = fold(W.T @ G[n])            (N, C, H, W)
 
-    Each thread sums its slice of samples; the slices' sums are then added.
+    Each thread sums its slice of samples; the slices' sums are then added. With stride 1 the
+    fold runs on the padded width (``fold_padded_rows``): the same sums, in longer runs.
     Returns (grad_input, grad_weight, grad_bias), None where not asked for.
     """
     cols, weight, x_shape, stride, padding, has_bias = cache
@@ -135,15 +156,25 @@ def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
     grad = grad_output.reshape(n, out_channels, -1)
     matrix = weight.reshape(out_channels, -1)
     want_weight, want_bias, want_input = needs_input_grad[1], has_bias and needs_input_grad[2], needs_input_grad[0]
+    padded_shape = (n, x_shape[1], x_shape[2] + 2 * ph, x_shape[3] + 2 * pw)
+    hp, wp = padded_shape[2:]
+    ho, wo = grad_output.shape[2:]
+    # Stride 1: fold on the padded width (fold_padded_rows), from G widened to Wp columns by zeros.
+    wide = tuple(stride) == (1, 1)
     grad_padded = None
     if want_input:
-        grad_padded = np.zeros((n, x_shape[1], x_shape[2] + 2 * ph, x_shape[3] + 2 * pw), dtype=grad.dtype)
+        grad_padded = np.zeros((n, x_shape[1], hp * wp + kw - 1) if wide else padded_shape, dtype=grad.dtype)
 
     def samples(a, b):
         g = grad[a:b]
         partial_weight = np.matmul(g, cols[a:b].transpose(0, 2, 1)).sum(axis=0) if want_weight else None
         partial_bias = g.sum(axis=(0, 2)) if want_bias else None
-        if want_input:
+        if want_input and wide:
+            g_wide = np.zeros((b - a, out_channels, ho, wp), dtype=grad.dtype)
+            g_wide[..., :wo] = g.reshape(b - a, out_channels, ho, wo)
+            fold_padded_rows(np.matmul(matrix.T, g_wide.reshape(b - a, out_channels, ho * wp)),
+                             (b - a,) + padded_shape[1:], (kh, kw), out=grad_padded[a:b])
+        elif want_input:
             fold(np.matmul(matrix.T, g), (b - a,) + tuple(x_shape[1:]), (kh, kw), stride, padding,
                  out=grad_padded[a:b])
         return partial_weight, partial_bias
@@ -151,7 +182,11 @@ def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
     partials = split_batch(samples, n, 3 * cols.size)  # two products and the fold
     grad_weight = sum(p[0] for p in partials).reshape(weight.shape) if want_weight else None
     grad_bias = sum(p[1] for p in partials) if want_bias else None
-    grad_input = grad_padded[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]] if want_input else None
+    grad_input = None
+    if want_input:
+        if wide:
+            grad_padded = grad_padded[:, :, :hp * wp].reshape(padded_shape)
+        grad_input = grad_padded[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]]
     return grad_input, grad_weight, grad_bias
 
 

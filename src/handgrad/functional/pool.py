@@ -77,10 +77,13 @@ def max_pool2d_forward(x, kernel_size, stride, padding=(0, 0), keep_cache=True):
             np.maximum(y, _plane(xp, i, j, out_size, stride), out=y)
         if not keep_cache:
             return
-        arg[...] = len(offsets) - 1
-        for k in reversed(range(len(offsets) - 1)):  # last offset first, so the first maximum is written last
-            hit = _plane(xp, *offsets[k], out_size, stride) == y
-            arg -= hit * (arg - np.int16(k))  # argmax = k where hit, unchanged elsewhere
+        # argmax = the number of leading window entries that are not the maximum: k counts offset k
+        # as long as offsets 0..k all missed (the last offset needs no test: it is all that is left).
+        missed = _plane(xp, *offsets[0], out_size, stride) != y
+        arg[...] = missed
+        for k in range(1, len(offsets) - 1):
+            missed &= _plane(xp, *offsets[k], out_size, stride) != y
+            arg += missed
 
     split_batch(samples, x.shape[0], (3 if keep_cache else 1) * x.size)  # the max, then the argmax
     if not keep_cache:
