@@ -214,27 +214,30 @@ def gemm_shapes(name, batch, training=True):
     return shapes
 
 
-def sgemm_seconds(m, k, n, min_time=0.05):
-    """Best time of one float32 (M, K) @ (K, N) with NumPy's BLAS."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((m, k), dtype=np.float32)
-    b = rng.standard_normal((k, n), dtype=np.float32)
-    out = np.empty((m, n), np.float32)
-    np.matmul(a, b, out=out)
-    reps = max(1, int(min_time / max(_once(a, b, out), 1e-7)))
+def best_seconds(fn, min_time=0.05):
+    """Best time of one call of ``fn``: 5 loops of enough calls to last ``min_time`` each."""
+    fn()
+    reps = max(1, int(min_time / max(timed(fn), 1e-7)))
     best = float("inf")
     for _ in range(5):
         t = time.perf_counter()
         for _ in range(reps):
-            np.matmul(a, b, out=out)
+            fn()
         best = min(best, (time.perf_counter() - t) / reps)
     return best
 
 
-def _once(a, b, out):
-    t = time.perf_counter()
-    np.matmul(a, b, out=out)
-    return time.perf_counter() - t
+def _product(m, k, n, rng):
+    """A float32 (M, K) @ (K, N) into a preallocated output, as a no-argument call."""
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    out = np.empty((m, n), np.float32)
+    return lambda: np.matmul(a, b, out=out)
+
+
+def sgemm_seconds(m, k, n, min_time=0.05):
+    """Best time of one float32 (M, K) @ (K, N) with NumPy's BLAS."""
+    return best_seconds(_product(m, k, n, np.random.default_rng(0)), min_time)
 
 
 def limit(name, batch, training=True):
@@ -243,6 +246,20 @@ def limit(name, batch, training=True):
     seconds = sum(sgemm_seconds(*s) for s in shapes)
     return {"flops_per_step": flops, "limit_s_per_step": seconds, "gflops": flops / seconds / 1e9,
             "limit_samples_per_s": batch / seconds, "shapes": shapes}
+
+
+def step_floor(name, batch):
+    """What no NumPy training step can go below: its matrix products run back to back (the limit's
+    shapes, nothing between them) plus handgrad's SGD update alone (lr, momentum as timed)."""
+    rng = np.random.default_rng(0)
+    products = [_product(m, k, n, rng) for m, k, n in gemm_shapes(name, batch)]
+    model = handgrad_model(name)
+    for p in model.parameters():
+        p.grad = rng.standard_normal(p.shape, dtype=np.float32) * np.float32(1e-3)
+    opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    opt.step()  # the momentum buffers now exist, as in every later step
+    seq = best_seconds(lambda: [run() for run in products])
+    return {"products_s": seq, "update_s": best_seconds(opt.step)}
 
 
 def sgemm_probe():
@@ -447,6 +464,7 @@ def main(argv=None):
         (["--data-dir", args.data_dir] if args.data_dir else [])
 
     limits_before = {job: limit(*job) for job in TRAIN_JOBS}
+    floors_before = {job: step_floor(*job) for job in TRAIN_JOBS}
     infer_before = {m: limit(m, INFER_BATCH, training=False) for m in INFER_MODELS}
 
     # training and inference: every timing in a fresh child process, implementations interleaved
@@ -472,6 +490,10 @@ def main(argv=None):
     faster = lambda a, b: a if a["limit_s_per_step"] <= b["limit_s_per_step"] else b  # noqa: E731
     limits = {job: faster(limits_before[job], limit(*job)) for job in TRAIN_JOBS}
     infer_limits = {m: faster(infer_before[m], limit(m, INFER_BATCH, training=False)) for m in INFER_MODELS}
+    floors = {}
+    for job in TRAIN_JOBS:
+        after = step_floor(*job)
+        floors[job] = min(floors_before[job], after, key=lambda f: f["products_s"] + f["update_s"])
     log("limits measured")
 
     memory = {}
@@ -494,7 +516,7 @@ def main(argv=None):
     env = environment(args.threads)
     if cpp_build:
         env["handgrad-cpp"] = cpp_build
-    text = report(args, argv, env, train, infer, limits, infer_limits, memory, imports,
+    text = report(args, argv, env, train, infer, limits, infer_limits, floors, memory, imports,
                   accuracy, time.perf_counter() - started)
     Path(args.out).write_text(text)
     print(text)
@@ -507,7 +529,7 @@ def _cpp_build_text(env) -> str:
     return f"built with {b['flags']}, Eigen on {b['eigen_threads']} thread(s), OpenMP {'on' if b['openmp'] else 'off'}"
 
 
-def report(args, argv, env, train, infer, limits, infer_limits, memory, imports, accuracy, total):
+def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, imports, accuracy, total):
     cmd = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     L = ["# handgrad benchmarks", "",
          f"Command: `{cmd.strip()}` ({total / 60:.1f} min). MNIST, float32, {args.threads} threads for every "
@@ -570,6 +592,24 @@ def report(args, argv, env, train, infer, limits, infer_limits, memory, imports,
         L.append(f"| {m} inference, batch {INFER_BATCH} | {lim['flops_per_step'] / 1e9:.4f} | "
                  f"{lim['flops_per_step'] * 10 / 1e9:.2f} (10k test) | {lim['gflops']:.1f} | "
                  f"{lim['limit_samples_per_s']:,.0f} | - |")
+    L += ["", "## What the training targets leave room for", "",
+          "A step's floor in NumPy: its matrix products back to back (the shapes above, nothing between them) plus "
+          "handgrad's SGD update alone (momentum: four passes over every parameter). The last four columns set that "
+          "floor against what the targets allow per step: 80% of the limit (mlp) and the target ratio to "
+          "PyTorch's median step in this run (1.5x for mlp, 1.0x for the CNNs).", "",
+          "| job | limit ms/step | products back to back | SGD update | floor ms/step | floor % of limit "
+          "| 80% of limit allows | PyTorch ms/step | target ratio allows |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for (name, batch), f in floors.items():
+        lim_ms = 1e3 * limits[(name, batch)]["limit_s_per_step"]
+        floor_ms = 1e3 * (f["products_s"] + f["update_s"])
+        res = train[(name, batch)]
+        torch_ms = 1e3 * batch / statistics.median([res["torch"][r] for r in res["kept"]])
+        target = 1.5 if name == "mlp" else 1.0
+        allows_80 = f"{lim_ms / 0.8:.3f}" if name == "mlp" else "-"
+        L.append(f"| {name} train, batch {batch} | {lim_ms:.3f} | {1e3 * f['products_s']:.3f} | {1e3 * f['update_s']:.3f} "
+                 f"| {floor_ms:.3f} | {100 * lim_ms / floor_ms:.0f}% | {allows_80} | {torch_ms:.3f} | "
+                 f"{torch_ms / target:.3f} ({target}x) |")
     probes = [p for res in list(train.values()) + list(infer.values()) for p in res["probe"]]
     L += ["", f"sgemm probe (256^3, before and after every job): {min(probes):.0f}-{max(probes):.0f} GFLOP/s, "
           f"median {statistics.median(probes):.0f}: the spread says how steady the machine was during the run.", ""]
