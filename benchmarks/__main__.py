@@ -249,8 +249,8 @@ def limit(name, batch, training=True):
 
 
 def step_floor(name, batch):
-    """What no NumPy training step can go below: its matrix products run back to back (the limit's
-    shapes, nothing between them) plus handgrad's SGD update alone (lr, momentum as timed)."""
+    """A floor for a NumPy training step: its matrix products run back to back (the limit's shapes,
+    nothing between them) plus handgrad's SGD update alone (lr and momentum as timed)."""
     rng = np.random.default_rng(0)
     products = [_product(m, k, n, rng) for m, k, n in gemm_shapes(name, batch)]
     model = handgrad_model(name)

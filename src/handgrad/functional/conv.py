@@ -88,8 +88,8 @@ def fold_padded_rows(cols: np.ndarray, padded_shape, kernel_size, out) -> None:
 
     With stride 1, kernel offset (i, j) shifts the whole padded image by the constant flat offset
     i*Wp + j, so each offset adds one contiguous run of Ho*Wp values per (n, c), where ``fold`` adds
-    Ho runs of only Wo (rows of 7-14 values, where NumPy's per-row overhead dominates). The zero
-    columns land on the next row's first pixels and add nothing.
+    Ho runs of only Wo (7-14 values in these models), which NumPy adds several times slower per
+    value. The zero columns land on the next row's first pixels and add nothing.
 
     ``out``: the zeroed padded gradient, flat: (N, C, Hp*Wp + kW - 1), the tail for the last shift.
     """
