@@ -82,6 +82,38 @@ inline void default_linear_init(Parameter& weight, Parameter* bias, std::mt19937
         for (float& b : bias->data.data) b = static_cast<float>(uniform(generator));
 }
 
+// Linear and Conv2d: a weight whose first axis is the output features, an optional bias of that
+// size, PyTorch's default init, and the same bookkeeping around their functional backward.
+class WeightedLayer : public Module {
+public:
+    void reset_parameters(std::mt19937_64& generator) { default_linear_init(weight, bias ? &*bias : nullptr, generator); }
+    std::vector<std::pair<std::string, Parameter*>> named_parameters() override {
+        std::vector<std::pair<std::string, Parameter*>> p{{"weight", &weight}};
+        if (bias) p.emplace_back("bias", &*bias);
+        return p;
+    }
+
+    Parameter weight;
+    std::optional<Parameter> bias;
+
+protected:
+    // Allocate and initialise the parameters (after the layer has checked its options).
+    void make_parameters(std::vector<int64_t> weight_shape, bool has_bias) {
+        weight.data = Tensor(weight_shape);
+        if (has_bias) bias = Parameter{Tensor({weight_shape[0]}), Tensor(), true};
+        reset_parameters(default_generator());
+    }
+    // Which gradients backward should compute: dL/dx if asked, each parameter's if it requires one.
+    NeedsGrad needs(bool input_grad) const { return {input_grad, weight.requires_grad, bias && bias->requires_grad}; }
+    // Accumulate grad_weight and grad_bias into the parameters; hand grad_input on.
+    template <class Grads>
+    Tensor accumulate(Grads& g) {
+        weight.accumulate_grad(g.grad_weight);
+        if (bias) bias->accumulate_grad(g.grad_bias);
+        return std::move(g.grad_input);
+    }
+};
+
 struct LinearOptions {
     int64_t in_features = 0, out_features = 0;
     bool bias = true;
@@ -89,14 +121,11 @@ struct LinearOptions {
 
 // y = x @ weight.T + bias;  grad_input = G @ weight, grad_weight = G.T @ x, grad_bias = G.sum(0).
 // Shape: input (*, in_features) -> output (*, out_features); weight (out_features, in_features).
-class Linear : public Module {
+class Linear : public WeightedLayer {
 public:
     explicit Linear(LinearOptions options) : options(options) {
-        weight.data = Tensor({options.out_features, options.in_features});
-        if (options.bias) bias = Parameter{Tensor({options.out_features}), Tensor(), true};
-        reset_parameters(default_generator());
+        make_parameters({options.out_features, options.in_features}, options.bias);
     }
-    void reset_parameters(std::mt19937_64& generator) { default_linear_init(weight, bias_ptr(), generator); }
 
     Tensor forward(const Tensor& x) override {
         if (x.ndim() < 1 || x.shape.back() != options.in_features)
@@ -106,16 +135,8 @@ public:
         return out;
     }
     Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        auto g = functional::linear_backward(grad_output, saved(cache),
-                                             {input_grad, weight.requires_grad, bias && bias->requires_grad});
-        weight.accumulate_grad(g.grad_weight);
-        if (bias) bias->accumulate_grad(g.grad_bias);
-        return g.grad_input;
-    }
-    std::vector<std::pair<std::string, Parameter*>> named_parameters() override {
-        std::vector<std::pair<std::string, Parameter*>> p{{"weight", &weight}};
-        if (bias) p.emplace_back("bias", &*bias);
-        return p;
+        auto g = functional::linear_backward(grad_output, saved(cache), needs(input_grad));
+        return accumulate(g);
     }
     std::string type() const override { return "Linear"; }
     std::string extra_repr() const override {
@@ -124,11 +145,8 @@ public:
     }
 
     LinearOptions options;
-    Parameter weight;
-    std::optional<Parameter> bias;
 
 private:
-    Parameter* bias_ptr() { return bias ? &*bias : nullptr; }
     std::optional<functional::LinearCache> cache;
 };
 
@@ -142,19 +160,15 @@ struct Conv2dOptions {
 // Shape: (N, C_in, H, W) -> (N, C_out, Ho, Wo), Ho = (H + 2*pH - kH) // sH + 1; weight (C_out, C_in, kH, kW).
 // Gradients, per sample with cols = unfold(x): grad_weight = G @ cols.T, grad_bias = G.sum(columns),
 // grad_input = fold(W.T @ G).
-class Conv2d : public Module {
+class Conv2d : public WeightedLayer {
 public:
     explicit Conv2d(Conv2dOptions options) : options(options) {
         for (auto v : {options.kernel_size[0], options.kernel_size[1], options.stride[0], options.stride[1]})
             if (v < 1) throw HandgradError("Conv2d", "kernel_size and stride must be >= 1, got " + std::to_string(v));
         if (options.padding[0] < 0 || options.padding[1] < 0)
             throw HandgradError("Conv2d", "padding must be >= 0, got " + fmt_pair(options.padding));
-        weight.data = Tensor({options.out_channels, options.in_channels, options.kernel_size[0], options.kernel_size[1]});
-        if (options.bias) bias = Parameter{Tensor({options.out_channels}), Tensor(), true};
-        reset_parameters(default_generator());
-    }
-    void reset_parameters(std::mt19937_64& generator) {
-        default_linear_init(weight, bias ? &*bias : nullptr, generator);
+        make_parameters({options.out_channels, options.in_channels, options.kernel_size[0], options.kernel_size[1]},
+                        options.bias);
     }
 
     Tensor forward(const Tensor& x) override {
@@ -171,16 +185,8 @@ public:
         return out;
     }
     Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        auto g = functional::conv2d_backward(grad_output, saved(cache),
-                                             {input_grad, weight.requires_grad, bias && bias->requires_grad});
-        weight.accumulate_grad(g.grad_weight);
-        if (bias) bias->accumulate_grad(g.grad_bias);
-        return g.grad_input;
-    }
-    std::vector<std::pair<std::string, Parameter*>> named_parameters() override {
-        std::vector<std::pair<std::string, Parameter*>> p{{"weight", &weight}};
-        if (bias) p.emplace_back("bias", &*bias);
-        return p;
+        auto g = functional::conv2d_backward(grad_output, saved(cache), needs(input_grad));
+        return accumulate(g);
     }
     std::string type() const override { return "Conv2d"; }
     std::string extra_repr() const override {
@@ -191,8 +197,6 @@ public:
     }
 
     Conv2dOptions options;
-    Parameter weight;
-    std::optional<Parameter> bias;
 
 private:
     std::optional<functional::Conv2dCache> cache;
