@@ -82,6 +82,30 @@ inline void default_linear_init(Parameter& weight, Parameter* bias, std::mt19937
         for (float& b : bias->data.data) b = static_cast<float>(uniform(generator));
 }
 
+// A layer whose math is a functional forward/backward pair (run_forward, run_backward): it keeps
+// what the forward caches until backward. Base is Module, or a Module with the layer's options.
+template <class Cache, class Base = Module>
+class FunctionalLayer : public Base {
+public:
+    using Base::Base;
+    Tensor forward(const Tensor& x) override {
+        auto [out, c] = run_forward(x);
+        cache = std::move(c);
+        return out;
+    }
+    Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
+        const auto& c = this->saved(cache);
+        return input_grad ? run_backward(grad_output, c) : Tensor();
+    }
+
+protected:
+    virtual std::pair<Tensor, Cache> run_forward(const Tensor& x) const = 0;
+    virtual Tensor run_backward(const Tensor& grad_output, const Cache& cache) const = 0;
+
+private:
+    std::optional<Cache> cache;
+};
+
 // Linear and Conv2d: a weight whose first axis is the output features, an optional bias of that
 // size, PyTorch's default init, and the same bookkeeping around their functional backward.
 class WeightedLayer : public Module {
@@ -238,28 +262,15 @@ protected:
     }
 };
 
-// A pooling layer: checks its input, runs the functional forward, keeps its cache for backward.
+// A pooling layer: checks its input, then runs its functional pair.
 template <class Cache>
-class Pool2d : public Pool2dBase {
+class Pool2d : public FunctionalLayer<Cache, Pool2dBase> {
 public:
-    using Pool2dBase::Pool2dBase;
+    using FunctionalLayer<Cache, Pool2dBase>::FunctionalLayer;
     Tensor forward(const Tensor& x) override {
-        check(x);
-        auto [out, c] = run_forward(x);
-        cache = std::move(c);
-        return out;
+        this->check(x);
+        return FunctionalLayer<Cache, Pool2dBase>::forward(x);
     }
-    Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        const auto& c = saved(cache);
-        return input_grad ? run_backward(grad_output, c) : Tensor();
-    }
-
-protected:
-    virtual std::pair<Tensor, Cache> run_forward(const Tensor& x) const = 0;
-    virtual Tensor run_backward(const Tensor& grad_output, const Cache& cache) const = 0;
-
-private:
-    std::optional<Cache> cache;
 };
 
 // y = max of x over each kH x kW window; backward sends each window's gradient to its first maximum.
@@ -319,28 +330,10 @@ private:
     std::optional<Shape> input_shape;
 };
 
-// An activation whose math is a functional forward/backward pair: this base keeps what the pair
-// caches, and each activation only names its pair (as _Activation in nn/activation.py).
+// An activation whose math is a functional forward/backward pair: each activation only names its
+// pair (as _Activation in nn/activation.py).
 template <typename Cache>
-class Activation : public Module {
-public:
-    Tensor forward(const Tensor& x) override {
-        auto [out, c] = run_forward(x);
-        cache = std::move(c);
-        return out;
-    }
-    Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        const auto& c = saved(cache);
-        return input_grad ? run_backward(grad_output, c) : Tensor();
-    }
-
-protected:
-    virtual std::pair<Tensor, Cache> run_forward(const Tensor& x) const = 0;
-    virtual Tensor run_backward(const Tensor& grad_output, const Cache& cache) const = 0;
-
-private:
-    std::optional<Cache> cache;
-};
+using Activation = FunctionalLayer<Cache>;
 
 // y = max(x, 0);  dL/dx = G * [y > 0]
 class ReLU : public Activation<Tensor> {
