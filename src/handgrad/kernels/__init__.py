@@ -1,0 +1,121 @@
+"""Compiled kernels: the reference pairs of ``handgrad.functional``, compiled with Numba.
+
+Every kernel has exactly the signature of its reference (``conv2d_forward(x, weight, bias, ...)
+-> (out, cache)``) and is tested equal to it. The reference stays the readable definition of the
+math; the kernel is the same formula as loops, run by Numba. This module is the one place where
+the choice between them is made:
+
+    from handgrad import kernels
+    out, cache = kernels.op("conv2d_forward")(x, weight, bias, stride, padding)
+
+    with kernels.reference():          # run the plain NumPy references (teaching, debugging, tests)
+        ...
+    HANDGRAD_KERNELS=reference handgrad train ...     # the same for a whole process
+
+Numba is imported only when the first kernel is looked up, so ``import handgrad`` stays fast. Where
+Numba is not installed, every op falls back to its reference.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["available", "enabled", "op", "reference", "use_kernels"]
+
+#: The kernel modules, each exporting (in ``__all__``) functions named as their references.
+MODULES = ("conv", "pool", "activation", "loss", "normalization", "optim")
+
+#: Where each op's reference lives, by the same name.
+REFERENCE_PACKAGES = ("handgrad.functional", "handgrad.optim.functional")
+
+_forced: list[bool] = []  # the stack of `reference()` / `use_kernels()` blocks; the last one wins
+_kernels: dict[str, Callable[..., Any]] | None = None  # name -> compiled kernel, found on first use
+_references: dict[str, Callable[..., Any]] = {}
+
+
+def _env_enabled() -> bool:
+    value = os.environ.get("HANDGRAD_KERNELS", "").strip().lower()
+    return value not in ("0", "off", "false", "no", "reference")
+
+
+def available() -> bool:
+    """True when Numba can be imported, so compiled kernels can run."""
+    return bool(_load_kernels())
+
+
+def enabled() -> bool:
+    """True when ops run their compiled kernels (the default), False inside ``reference()``."""
+    wanted = _forced[-1] if _forced else _env_enabled()
+    return wanted and available()
+
+
+@contextlib.contextmanager
+def reference() -> Iterator[None]:
+    """Run the plain NumPy references inside this block, whatever HANDGRAD_KERNELS says."""
+    _forced.append(False)
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+@contextlib.contextmanager
+def use_kernels() -> Iterator[None]:
+    """Run the compiled kernels inside this block (the default unless HANDGRAD_KERNELS=reference)."""
+    _forced.append(True)
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+def _load_kernels() -> dict[str, Callable[..., Any]]:
+    global _kernels
+    if _kernels is None:
+        found: dict[str, Callable[..., Any]] = {}
+        try:
+            import numba  # noqa: F401  (only to learn whether the kernels can run)
+        except ImportError:
+            _kernels = found
+            return found
+        for module_name in MODULES:
+            try:
+                module = importlib.import_module(f"{__name__}.{module_name}")
+            except ModuleNotFoundError as error:
+                if error.name != f"{__name__}.{module_name}":
+                    raise
+                continue  # that family has no kernels yet: its references run
+            for name in getattr(module, "__all__", ()):
+                found[name] = getattr(module, name)
+        _kernels = found
+    return _kernels
+
+
+def _reference(name: str) -> Callable[..., Any]:
+    if name not in _references:
+        for package in REFERENCE_PACKAGES:
+            try:
+                module = importlib.import_module(package)
+            except ModuleNotFoundError as error:
+                if error.name != package:
+                    raise
+                continue
+            if hasattr(module, name):
+                _references[name] = getattr(module, name)
+                break
+        else:
+            raise KeyError(f"no op named {name!r} in {' or '.join(REFERENCE_PACKAGES)}")
+    return _references[name]
+
+
+def op(name: str) -> Callable[..., Any]:
+    """The function to call for op ``name``: its compiled kernel when enabled and one exists,
+    else its reference from ``handgrad.functional``."""
+    if enabled():
+        kernel = _load_kernels().get(name)
+        if kernel is not None:
+            return kernel
+    return _reference(name)
