@@ -197,6 +197,143 @@ def test_double_backward_is_refused_with_a_clear_message(make, rng):
         (grad_x.sum() + grad_w.sum()).backward()
 
 
+# -- double backward: every Function, every autograd path ---------------------------------------------
+def bridge_functions():
+    """Every public autograd Function of the bridge, found in the module rather than listed."""
+    return sorted((f for f in vars(ht).values() if isinstance(f, type) and issubclass(f, torch.autograd.Function)
+                   and f.__module__ == ht.__name__ and not f.__name__.startswith("_") and f is not ht.HandWrittenFunction),
+                  key=lambda f: f.__name__)
+
+
+# Function name -> (shapes of its differentiable inputs, how to apply it to them)
+EXAMPLES = {
+    "LinearFunction": ([(3, 4), (2, 4), (2,)], lambda x, w, b: ht.LinearFunction.apply(x, w, b)),
+    "Conv2dFunction": ([(1, 2, 4, 4), (2, 2, 3, 3), (2,)], lambda x, w, b: ht.Conv2dFunction.apply(x, w, b, 1, 1)),
+    "MaxPool2dFunction": ([(1, 2, 4, 4)], lambda x: ht.MaxPool2dFunction.apply(x, 2)),
+    "AvgPool2dFunction": ([(1, 2, 4, 4)], lambda x: ht.AvgPool2dFunction.apply(x, 2)),
+    "ReLUFunction": ([(2, 3)], lambda x: ht.ReLUFunction.apply(x)),
+    "LeakyReLUFunction": ([(2, 3)], lambda x: ht.LeakyReLUFunction.apply(x, 0.2)),
+    "SigmoidFunction": ([(2, 3)], lambda x: ht.SigmoidFunction.apply(x)),
+    "TanhFunction": ([(2, 3)], lambda x: ht.TanhFunction.apply(x)),
+    "ElementwiseFunction": ([(2, 3)], lambda x: ht.ElementwiseFunction.apply(x, swish, swish_derivative)),
+    "CrossEntropyFunction": ([(3, 4)], lambda x: ht.CrossEntropyFunction.apply(x, torch.tensor([0, 3, 1]), "mean")),
+    "MSELossFunction": ([(2, 3), (2, 3)], lambda x, t: ht.MSELossFunction.apply(x, t, "mean")),
+}
+
+
+def test_every_function_is_hand_written_and_has_a_double_backward_example():
+    functions = bridge_functions()
+    assert [f for f in functions if not issubclass(f, ht.HandWrittenFunction)] == []
+    assert sorted(f.__name__ for f in functions) == sorted(EXAMPLES)
+
+
+def example(name, rng):
+    """Inputs of the Function ``name`` and a scalar of its output, linear in the output so that any
+    second derivative can only come from the Function itself."""
+    shapes, apply = EXAMPLES[name]
+    inputs = tuple(tensor(rng, shape) for shape in shapes)
+    weights = {}
+
+    def scalar(*xs):
+        out = apply(*xs)
+        if "w" not in weights:
+            weights["w"] = torch.from_numpy(rng.standard_normal(tuple(out.shape)))
+        return (out * weights["w"]).sum()
+
+    return inputs, apply, scalar
+
+
+def second_order_paths(inputs, apply, scalar, rng):
+    """Each way of asking autograd for a derivative of a gradient: path -> the calls that take it."""
+    v = tuple(torch.from_numpy(rng.standard_normal(tuple(x.shape))) for x in inputs)
+    functional = torch.autograd.functional
+
+    def grad_then_grad():
+        grads = torch.autograd.grad(scalar(*inputs), inputs, create_graph=True)
+        torch.autograd.grad(sum(g.sum() for g in grads), inputs)
+
+    def backward_then_grad_backward(i):
+        def run():
+            xs = tuple(x.detach().clone().requires_grad_(True) for x in inputs)
+            scalar(*xs).backward(create_graph=True)
+            xs[i].grad.sum().backward()
+        return run
+
+    def jacobian_of_gradient():
+        functional.jacobian(lambda *xs: torch.autograd.grad(scalar(*xs), xs, create_graph=True), inputs)
+
+    return {
+        "hessian": [lambda: functional.hessian(scalar, inputs)],
+        "hessian-vectorized": [lambda: functional.hessian(scalar, inputs, vectorize=True)],
+        "hvp": [lambda: functional.hvp(scalar, inputs, v)],
+        "vhp": [lambda: functional.vhp(scalar, inputs, v)],
+        "jvp": [lambda: functional.jvp(apply, inputs, v)],
+        "jacobian-of-gradient": [jacobian_of_gradient],
+        "grad-create-graph-then-grad": [grad_then_grad],
+        "backward-create-graph-then-grad-backward": [backward_then_grad_backward(i) for i in range(len(inputs))],
+    }
+
+
+PATHS = ["hessian", "hessian-vectorized", "hvp", "vhp", "jvp", "jacobian-of-gradient", "grad-create-graph-then-grad",
+         "backward-create-graph-then-grad-backward"]
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_double_backward_raises_the_bridges_error_on_every_path(name, path, rng):
+    """Never a number: not the zeros of a refusing node that hangs off the graph, even where the true
+    second derivative is zero (AvgPool2d, ReLU), and not torch's "appears to not have been used"."""
+    inputs, apply, scalar = example(name, rng)
+    for i, run in enumerate(second_order_paths(inputs, apply, scalar, rng)[path]):
+        with pytest.raises(ht.DoubleBackwardError, match=rf"handgrad\.torch\.{name}: double backward is not supported"):
+            run()
+            pytest.fail(f"{path} (call {i}) returned instead of raising")
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_forward_mode_and_torch_func_raise_the_bridges_error(name, rng):
+    import torch.autograd.forward_ad as fw
+    inputs, apply, scalar = example(name, rng)
+    with pytest.raises(ht.DoubleBackwardError, match=rf"{name}: forward-mode AD is not supported"):
+        with fw.dual_level():
+            apply(*(fw.make_dual(x.detach(), torch.ones_like(x)) for x in inputs))
+    with pytest.raises(ht.DoubleBackwardError, match=rf"{name}: a torch.func transform .* is not supported"):
+        torch.func.grad(scalar)(*(x.detach() for x in inputs))
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_first_order_gradients_are_exact_under_create_graph_for_every_function(name, rng):
+    inputs, apply, scalar = example(name, rng)
+    plain = torch.autograd.grad(scalar(*inputs), inputs)
+    with_graph = torch.autograd.grad(scalar(*inputs), inputs, create_graph=True)
+    for i, (a, b) in enumerate(zip(with_graph, plain)):
+        assert a.requires_grad, f"input {i}: the refusing node must be on the gradient's graph"
+        assert torch.equal(a.detach(), b), f"input {i}"
+
+
+class Cube(ht.HandWrittenFunction):
+    """A user's own Function on NumPy: y = x^3, dL/dx = 3 x^2 G."""
+
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return torch.from_numpy(input.detach().numpy() ** 3)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (input,) = ctx.saved_tensors
+        return torch.from_numpy(3 * input.detach().numpy() ** 2 * grad_output.detach().numpy())
+
+
+def test_a_users_hand_written_function_refuses_double_backward_too(rng):
+    x = tensor(rng, (4,))
+    (grad,) = torch.autograd.grad(Cube.apply(x).sum(), x, create_graph=True)
+    assert torch.equal(grad.detach(), 3 * x.detach() ** 2)
+    with pytest.raises(ht.DoubleBackwardError, match="Cube: double backward is not supported"):
+        torch.autograd.functional.hessian(lambda x: Cube.apply(x).sum(), x)
+
+
 def test_first_order_gradients_are_unchanged_under_create_graph(rng):
     x, w = tensor(rng, (3, 4)), tensor(rng, (2, 4))
     (with_graph,) = torch.autograd.grad(ht.linear(x, w).sum(), w, create_graph=True)

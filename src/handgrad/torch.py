@@ -22,8 +22,9 @@ Three layers, each wrapping the one below and adding no math:
 Checkpoints: ``save(module, path)`` writes a handgrad checkpoint from a torch Sequential and
 ``load(path)`` rebuilds one as a torch Sequential of twins (``to_handgrad`` / ``from_handgrad``).
 
-Tensors must be on the CPU, strided, float32 or float64 (class targets: integer); double backward is
-refused with a message saying so.
+Tensors must be on the CPU, strided, float32 or float64 (class targets: integer). Every Function is a
+``HandWrittenFunction``: differentiable once, and any second derivative through it (Hessians, hvp,
+create_graph=True then a second gradient), forward-mode AD or torch.func raises ``DoubleBackwardError``.
 
 Example::
 
@@ -150,48 +151,89 @@ def _finish(ctx, out, cache, inputs) -> torch.Tensor:
 
 
 # -- double backward -------------------------------------------------------------------------------
-def _double_backward_message(name):
-    return (f"handgrad.torch.{name}: double backward is not supported. Its backward is handgrad's "
-            f"hand-written NumPy code, which autograd cannot differentiate again (create_graph=True, "
-            f"torch.autograd.grad of a gradient, gradient penalties, Hessians). Use the torch.nn layer "
-            f"for this part of the model: handgrad.torch.convert leaves any layer you do not convert alone.")
+class DoubleBackwardError(HandgradError, RuntimeError):
+    """Autograd tried to differentiate a bridge Function's hand-written backward (or to run it under
+    forward-mode AD or a torch.func transform)."""
 
 
-class _RefuseDoubleBackward(torch.autograd.Function):
-    """Identity on the gradients a hand-written backward returned under create_graph=True; raises
-    if autograd ever tries to differentiate through them."""
+def _refuse(name, what="double backward"):
+    return DoubleBackwardError(
+        f"handgrad.torch.{name}",
+        f"{what} is not supported: the backward is handgrad's hand-written NumPy code, which autograd runs "
+        f"once but cannot differentiate or transform (second gradients after create_graph=True, Hessians, "
+        f"hvp/vhp/jvp of torch.autograd.functional, gradient penalties, forward-mode AD, torch.func). Use "
+        f"the torch.nn layer for this part of the model: handgrad.torch.convert leaves any layer you do "
+        f"not convert alone.")
+
+
+class _Refusal(torch.autograd.Function):
+    """A node that raises ``DoubleBackwardError`` when autograd reaches it. Its outputs are copies of
+    ``values`` (or one empty tensor); ``links`` are its inputs, there only to put it on the path from
+    the copies back to every tensor that could influence them."""
 
     @staticmethod
-    def forward(ctx, name, anchor, *grads):
+    def forward(ctx, name, values, *links):
         ctx.name = name
-        return tuple(g.clone() for g in grads)
+        return tuple(v.clone() for v in values) if values else links[0].new_empty(0)
 
     @staticmethod
-    def backward(ctx, *grad_grads):
-        raise RuntimeError(_double_backward_message(ctx.name))
+    def backward(ctx, *grads):
+        raise _refuse(ctx.name)
 
 
-_ANCHOR = torch.zeros((), requires_grad=True)  # makes the refusing node part of any second graph
+class HandWrittenFunction(torch.autograd.Function):
+    """Base of the bridge's Functions: a backward written by hand in NumPy, differentiable once.
+
+    The contract of ``torch.autograd.function.once_differentiable``, kept on every autograd path.
+    backward runs without recording a graph; when autograd records one (``create_graph=True``, as
+    ``torch.autograd.functional.hessian``, ``hvp``, ``vhp`` and ``jvp`` do) the gradients it returns
+    come out of a ``_Refusal`` node linked to the Function's inputs (through ``ctx.inputs_link``,
+    made when the forward is recorded) and to the incoming gradients. Any second derivative in
+    anything that reaches this Function therefore passes through that node and raises
+    ``DoubleBackwardError``; it is never silently zero, as it is when the refusing node hangs off
+    the graph (once_differentiable's) and ``allow_unused`` fills the gap. First-order gradients
+    are the backward's own, unchanged. Forward-mode AD (``jvp``) raises the same error.
+
+    Subclasses write ``forward`` and ``backward`` as for ``torch.autograd.Function``.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "backward" in vars(cls):
+            cls.backward = staticmethod(_differentiable_once(cls.__name__, cls.backward))
+
+    @classmethod
+    def apply(cls, *args):
+        if torch._C._are_functorch_transforms_active():  # torch.func would otherwise fail on the old-style ctx
+            raise _refuse(cls.__name__, "a torch.func transform (grad, vmap, jacrev, jacfwd, hessian)")
+        out = super().apply(*args)
+        node = out.grad_fn if isinstance(out, torch.Tensor) else None
+        if node is not None:  # the forward was recorded: link its inputs to where a second backward would go
+            tracked = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+            node.inputs_link = _Refusal.apply(cls.__name__, (), *tracked)
+        return out
+
+    @classmethod
+    def jvp(cls, ctx, *grad_inputs):
+        raise _refuse(cls.__name__, "forward-mode AD")
 
 
-def hand_written(name):
-    """Decorate a Function's backward: run it without recording a graph and, when autograd is asked
-    to record one (create_graph=True), return gradients whose own backward raises a clear error.
-    The same contract as ``torch.autograd.function.once_differentiable``, with a message that
-    names the op and says what to do."""
-    def decorate(backward):
-        @functools.wraps(backward)
-        def wrapper(ctx, *grad_outputs):
-            with torch.no_grad():
-                grads = backward(ctx, *grad_outputs)
-            grads = grads if isinstance(grads, tuple) else (grads,)
-            if not torch.is_grad_enabled():
-                return grads
-            present = [g for g in grads if g is not None]
-            refused = iter(_RefuseDoubleBackward.apply(name, _ANCHOR, *present)) if present else iter(())
-            return tuple(None if g is None else next(refused) for g in grads)
-        return wrapper
-    return decorate
+def _differentiable_once(name, backward):
+    @functools.wraps(backward)
+    def wrapper(ctx, *grad_outputs):
+        with torch.no_grad():
+            grads = backward(ctx, *grad_outputs)
+        if not torch.is_grad_enabled():
+            return grads
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        links = [g for g in grad_outputs if isinstance(g, torch.Tensor) and g.requires_grad]
+        links += [ctx.inputs_link] if hasattr(ctx, "inputs_link") else []
+        if not links:  # recorded outside apply (no link to the inputs): refuse now rather than risk a zero
+            raise _refuse(name)
+        present = [g for g in grads if g is not None]
+        refused = iter(_Refusal.apply(name, tuple(present), *links)) if present else iter(())
+        return tuple(None if g is None else next(refused) for g in grads)
+    return wrapper
 
 
 def _needs(ctx, count=1):
@@ -209,7 +251,7 @@ def _pair_arg(where, name, value, minimum=1):
 
 
 # -- Functions ---------------------------------------------------------------------------------------
-class LinearFunction(torch.autograd.Function):
+class LinearFunction(HandWrittenFunction):
     """y = x @ weight.T + bias with handgrad's backward (``functional/linear.py``):
     grad_input = G @ weight, grad_weight = G.T @ x, grad_bias = G.sum(rows), each only if asked.
 
@@ -230,12 +272,11 @@ class LinearFunction(torch.autograd.Function):
         return _finish(ctx, out, cache, [(x, input), (w, weight)])
 
     @staticmethod
-    @hand_written("LinearFunction")
     def backward(ctx, grad_output):
         return _grads(*F.linear_backward(_upstream(grad_output), _load_cache(ctx), _needs(ctx, 3)))
 
 
-class Conv2dFunction(torch.autograd.Function):
+class Conv2dFunction(HandWrittenFunction):
     """2-D cross-correlation through im2col, with handgrad's backward (``functional/conv.py``):
     grad_weight = G.T @ cols, grad_bias = G.sum(rows), grad_input = col2im(G @ W). Only the unfolded
     input (cols) and the weight are saved, not the input.
@@ -259,7 +300,6 @@ class Conv2dFunction(torch.autograd.Function):
         return _finish(ctx, out, cache, [(x, input), (w, weight)])
 
     @staticmethod
-    @hand_written("Conv2dFunction")
     def backward(ctx, grad_output):
         grads = F.conv2d_backward(_upstream(grad_output), _load_cache(ctx), _needs(ctx, 3))
         return _grads(*grads) + (None, None)
@@ -277,7 +317,7 @@ def _pool_args(where, x, kernel_size, stride, padding):
     return kernel_size, stride, padding
 
 
-class MaxPool2dFunction(torch.autograd.Function):
+class MaxPool2dFunction(HandWrittenFunction):
     """Max over each window; backward (``functional/pool.py``) sends each window's gradient to its
     first maximum, kept from forward as a small integer index.
 
@@ -291,12 +331,11 @@ class MaxPool2dFunction(torch.autograd.Function):
         return _finish(ctx, out, cache, [(x, input)])
 
     @staticmethod
-    @hand_written("MaxPool2dFunction")
     def backward(ctx, grad_output):
         return _grads(F.max_pool2d_backward(_upstream(grad_output), _load_cache(ctx))) + (None, None, None)
 
 
-class AvgPool2dFunction(torch.autograd.Function):
+class AvgPool2dFunction(HandWrittenFunction):
     """Mean over each window (zero padding counted, as torch's default); backward spreads
     G / (kH*kW) over each window (``functional/pool.py``). Nothing but shapes is saved."""
 
@@ -307,12 +346,11 @@ class AvgPool2dFunction(torch.autograd.Function):
         return _finish(ctx, out, cache, [(x, input)])
 
     @staticmethod
-    @hand_written("AvgPool2dFunction")
     def backward(ctx, grad_output):
         return _grads(F.avg_pool2d_backward(_upstream(grad_output), _load_cache(ctx))) + (None, None, None)
 
 
-class _ActivationFunction(torch.autograd.Function):
+class _ActivationFunction(HandWrittenFunction):
     """An activation whose math is a functional ``_forward``/``_backward`` pair of one argument."""
 
     @classmethod
@@ -335,7 +373,6 @@ class ReLUFunction(_ActivationFunction):
         return ReLUFunction._run(ctx, input)
 
     @staticmethod
-    @hand_written("ReLUFunction")
     def backward(ctx, grad_output):
         return ReLUFunction._grad(ctx, grad_output, 0)
 
@@ -349,7 +386,6 @@ class LeakyReLUFunction(_ActivationFunction):
         return LeakyReLUFunction._run(ctx, input, float(negative_slope))
 
     @staticmethod
-    @hand_written("LeakyReLUFunction")
     def backward(ctx, grad_output):
         return LeakyReLUFunction._grad(ctx, grad_output, 1)
 
@@ -363,7 +399,6 @@ class SigmoidFunction(_ActivationFunction):
         return SigmoidFunction._run(ctx, input)
 
     @staticmethod
-    @hand_written("SigmoidFunction")
     def backward(ctx, grad_output):
         return SigmoidFunction._grad(ctx, grad_output, 0)
 
@@ -377,12 +412,11 @@ class TanhFunction(_ActivationFunction):
         return TanhFunction._run(ctx, input)
 
     @staticmethod
-    @hand_written("TanhFunction")
     def backward(ctx, grad_output):
         return TanhFunction._grad(ctx, grad_output, 0)
 
 
-class ElementwiseFunction(torch.autograd.Function):
+class ElementwiseFunction(HandWrittenFunction):
     """A user-defined activation y = function(x), dL/dx = G * derivative(x), both element-wise on
     NumPy arrays (``functional.elementwise_forward/backward``).
 
@@ -400,7 +434,6 @@ class ElementwiseFunction(torch.autograd.Function):
         return _finish(ctx, out, cache, [(x, input)])
 
     @staticmethod
-    @hand_written("ElementwiseFunction")
     def backward(ctx, grad_output):
         return _grads(F.elementwise_backward(_upstream(grad_output), _load_cache(ctx), ctx.derivative)) + (None, None)
 
@@ -411,7 +444,7 @@ def _reduction(where, reduction):
     return reduction
 
 
-class CrossEntropyFunction(torch.autograd.Function):
+class CrossEntropyFunction(HandWrittenFunction):
     """Softmax cross-entropy, fused: loss_n = logsumexp(x_n) - x_n[target_n]. Backward
     (``functional/loss.py``): dL/dx_n = (softmax(x_n) - onehot(target_n)) * dL/dloss_n (/ N for mean).
     softmax(x) and the targets are saved, not the logits.
@@ -428,12 +461,11 @@ class CrossEntropyFunction(torch.autograd.Function):
         return _finish(ctx, loss, cache, [(x, input), (t, target)])
 
     @staticmethod
-    @hand_written("CrossEntropyFunction")
     def backward(ctx, grad_output):
         return _grads(F.cross_entropy_backward(_upstream(grad_output), _load_cache(ctx))) + (None, None)
 
 
-class MSELossFunction(torch.autograd.Function):
+class MSELossFunction(HandWrittenFunction):
     """loss = mean (or sum) of (input - target)^2; backward (``functional/loss.py``):
     dL/dinput = 2 (input - target) * dL/dloss (/ numel for mean), and dL/dtarget = -dL/dinput.
 
@@ -452,7 +484,6 @@ class MSELossFunction(torch.autograd.Function):
         return _finish(ctx, loss, cache, [(x, input), (t, target)])
 
     @staticmethod
-    @hand_written("MSELossFunction")
     def backward(ctx, grad_output):
         need_input, need_target = _needs(ctx, 2)
         grad_input = F.mse_loss_backward(_upstream(grad_output), _load_cache(ctx))
@@ -816,4 +847,5 @@ __all__ = ["LinearFunction", "Conv2dFunction", "MaxPool2dFunction", "AvgPool2dFu
            "MSELossFunction", "linear", "conv2d", "max_pool2d", "avg_pool2d", "relu", "leaky_relu", "sigmoid",
            "tanh", "cross_entropy", "mse_loss", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "LeakyReLU",
            "Sigmoid", "Tanh", "CrossEntropyLoss", "MSELoss", "Activation", "TWINS", "convert", "from_handgrad",
-           "to_handgrad", "save", "load", "hand_written", "DeviceError", "UnsupportedError"]
+           "to_handgrad", "save", "load", "HandWrittenFunction", "DeviceError", "DoubleBackwardError",
+           "UnsupportedError"]
