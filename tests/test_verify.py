@@ -1,6 +1,8 @@
 """handgrad gradcheck: every op over its configuration grid passes, and a broken backward is caught."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,39 @@ def test_cli_prints_the_table(capsys):
 def test_cli_refuses_an_unknown_op(capsys):
     assert main(["gradcheck", "--op", "convolution"]) == 1
     assert "unknown op(s) convolution" in capsys.readouterr().err
+
+
+def test_cases_do_not_share_their_fixed_arguments(rng):
+    """Each configuration closes over its own MSE target and BatchNorm running statistics: the same
+    input gives different results where only those differ (closures over the loop variables made
+    every case use the last ones drawn)."""
+    cases = {(c.op, c.config): c for c in default_cases()}
+    x = rng.standard_normal((3, 4))
+    per_element = cases["mse_loss", "x (3, 4), reduction none"].forward(x)[0]
+    summed = cases["mse_loss", "x (3, 4), reduction sum"].forward(x)[0]
+    assert not np.isclose(per_element.sum(), summed), "the 'none' and 'sum' cases share one target"
+    x, weight, bias = rng.standard_normal((5, 3)), rng.standard_normal(3), rng.standard_normal(3)
+    flat = cases["batch_norm", "x (5, 3), eval"].forward(x, weight, bias)[0]
+    spatial = cases["batch_norm", "x (2, 3, 3, 3), eval"].forward(x, weight, bias)[0]
+    assert not np.allclose(flat, spatial), "the two eval cases share one set of running statistics"
+
+
+def test_a_failure_names_the_tensor_element_expected_got_and_error():
+    rng = np.random.default_rng(0)
+    case = OpCase("broken_linear", "x (2, 4) -> 3", F.linear_forward, _broken_linear_backward,
+                  (rng.standard_normal((2, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)))
+    row = check_case(case, use_torch=False)
+    assert re.fullmatch(r"input1 at \(\d, \d\): hand \S+, numeric \S+ \(relative error 1\.0e-02\)", row.detail), \
+        row.detail
+    assert f"FAIL broken_linear [x (2, 4) -> 3]: {row.detail}" in format_table([row])
+
+
+def test_an_autograd_disagreement_names_the_tensor_element_expected_got_and_error():
+    pytest.importorskip("torch")
+    import torch.nn.functional as TF
+    rng = np.random.default_rng(0)
+    case = OpCase("broken_linear", "x (2, 4) -> 3", F.linear_forward, _broken_linear_backward,
+                  (rng.standard_normal((2, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)), TF.linear)
+    row = check_case(case, use_torch=True)
+    assert re.search(r"input1 at \(\d, \d\): hand \S+, autograd \S+ \(relative error 1\.0e-02\)", row.detail), \
+        row.detail
