@@ -7,6 +7,7 @@ import pytest
 import handgrad
 from handgrad import functional as F
 from handgrad import nn
+from handgrad.gradcheck import compare, finite_differences, rel_error
 
 
 class DoubledLinear(nn.Linear):
@@ -177,3 +178,49 @@ def test_parameters_that_do_not_require_grad_are_skipped():
     layer.bias.requires_grad = False
     report = handgrad.gradcheck(layer, np.ones((1, 3)))
     assert [c.name for c in report.checks] == ["input", "weight"]
+
+
+# -- the shared measures: relative error and the comparison with autograd ------------------------------------
+@pytest.mark.parametrize("got, expected, rel, abs_, index", [
+    pytest.param([1.0, 2.5], [1.0, 2.0], 0.25, 0.5, (1,), id="relative"),
+    pytest.param([0.0, 1e-9], [0.0, 0.0], 1e-9, 1e-9, (1,), id="all-zero-expected-is-absolute"),
+    pytest.param([[1.0, 2.0]], [1.0, 2.0], np.inf, np.inf, (), id="shape-mismatch"),
+    pytest.param(np.zeros((0, 3)), np.zeros((0, 3)), 0.0, 0.0, (), id="empty"),
+])
+def test_compare(got, expected, rel, abs_, index):
+    c = compare(got, expected)
+    assert (c.rel_error, c.abs_error, c.index) == (pytest.approx(rel), pytest.approx(abs_), index)
+    assert rel_error(got, expected) == c.rel_error
+
+
+def _doubled_weight_backward(grad_output, cache):
+    grad_input, grad_weight, grad_bias = F.linear_backward(grad_output, cache)
+    return grad_input, 2 * grad_weight, grad_bias
+
+
+def test_pair_with_a_torch_reference_is_checked_against_autograd_too():
+    TF = pytest.importorskip("torch.nn.functional")
+    rng = np.random.default_rng(5)
+    inputs = (rng.standard_normal((3, 4)), rng.standard_normal((2, 4)), rng.standard_normal(2))
+    report = handgrad.gradcheck((F.linear_forward, F.linear_backward), inputs, torch_forward=TF.linear)
+    assert report.passed, str(report)
+    assert all(c.autograd is not None and c.autograd.rel_error < 1e-12 for c in report.checks)
+    assert report.autograd_rel_error == max(c.autograd.rel_error for c in report.checks)
+    broken = handgrad.gradcheck((F.linear_forward, _doubled_weight_backward), inputs, torch_forward=TF.linear)
+    assert [c.name for c in broken.checks if not c.autograd_passed] == ["input1"]
+    weight = broken["input1"]
+    assert weight.autograd.got == pytest.approx(2 * weight.autograd.expected)
+    assert f"at {weight.autograd.index}: analytic" in str(broken) and "autograd" in str(broken)
+
+
+def test_a_torch_reference_is_refused_for_a_module():
+    with pytest.raises(TypeError, match="torch_forward is for a \\(forward, backward\\) pair"):
+        handgrad.gradcheck(nn.Linear(2, 2), np.ones((1, 2)), torch_forward=lambda x: x)
+
+
+def test_finite_differences_set_kinks_aside():
+    x = np.array([-1.0, 0.0, 2.0])
+    numeric, kink = finite_differences(lambda: float(np.abs(x).sum()), x, [0, 1, 2])
+    assert kink.tolist() == [False, True, False]
+    np.testing.assert_allclose(numeric[~kink], [-1.0, 1.0])
+    np.testing.assert_array_equal(x, [-1.0, 0.0, 2.0])  # restored

@@ -28,12 +28,8 @@ from . import _random
 from . import functional as F
 from . import nn
 from ._grad_mode import no_grad
-from .gradcheck import nudged_values
-
-FD_TOLERANCE = 1e-5     # finite differences in float64 with eps 1e-6: errors ~1e-9 when right
-FD_ATOL = 1e-8          # ... or, where the true gradient is 0 throughout, absolute errors this small
-TORCH_TOLERANCE = 1e-6  # autograd in float64 agrees with the hand-written gradients to ~1e-15
-TORCH_ATOL = 1e-12
+from .gradcheck import (EPS, Comparison, autograd_grads, compare, finite_differences, matches_autograd,
+                        matches_finite_differences)
 
 
 def _paragraphs(fn) -> list:
@@ -84,36 +80,38 @@ def _fmt_stats(s: dict) -> str:
     return f"mean {s['mean']:+.3e}  std {s['std']:.3e}  min {s['min']:+.3e}  max {s['max']:+.3e}{zeros}"
 
 
-def rel_error(got, expected) -> float:
-    """max|got - expected| / max|expected| (the absolute error where expected is all zeros)."""
-    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
-    if expected.size == 0:
-        return 0.0
-    diff, scale = float(np.abs(got - expected).max()), float(np.abs(expected).max())
-    return diff / scale if scale > 0 else diff
-
-
 @dataclass
 class GradientCheck:
-    """One hand-computed gradient and its two references."""
+    """One hand-computed gradient and its two references (``handgrad.gradcheck`` compares)."""
     name: str                       # grad_input, weight, bias
     shape: tuple
     stats: dict
     checked: int                    # elements compared with finite differences
     kinks: int                      # elements set aside: not differentiable there
-    fd_rel_error: float
-    torch_rel_error: float | None   # None: torch not installed or no torch reference for the layer
+    finite_differences: Comparison  # hand (got) against finite differences (expected), checked elements
+    autograd: Comparison | None     # hand against autograd, whole tensor; None: torch not used or no reference
     example: tuple                  # (index, hand, finite difference, autograd or None)
-    fd_abs_error: float = 0.0       # a true gradient of 0 (a conv bias before BatchNorm) has no relative error
-    torch_abs_error: float | None = None
-    fd_tolerance: float = FD_TOLERANCE
-    torch_tolerance: float = TORCH_TOLERANCE
+
+    @property
+    def fd_rel_error(self) -> float:
+        return self.finite_differences.rel_error
+
+    @property
+    def fd_abs_error(self) -> float:  # a true gradient of 0 (a conv bias before BatchNorm) has no relative error
+        return self.finite_differences.abs_error
+
+    @property
+    def torch_rel_error(self) -> float | None:
+        return None if self.autograd is None else self.autograd.rel_error
+
+    @property
+    def torch_abs_error(self) -> float | None:
+        return None if self.autograd is None else self.autograd.abs_error
 
     @property
     def passed(self) -> bool:
-        return (self.fd_rel_error <= self.fd_tolerance or self.fd_abs_error <= FD_ATOL) and (
-            self.torch_rel_error is None or self.torch_rel_error <= self.torch_tolerance
-            or self.torch_abs_error <= TORCH_ATOL)
+        return matches_finite_differences(self.finite_differences) and (
+            self.autograd is None or matches_autograd(self.autograd))
 
     def describe(self) -> str:
         kinks = f", {self.kinks} at kinks set aside" if self.kinks else ""
@@ -203,16 +201,6 @@ def _pick(hand, samples, rng):
     return np.concatenate([top, rng.choice(rest, samples - len(top), replace=False)])
 
 
-def _finite_differences(f, array, indices, eps, atol=1e-6, rtol=1e-4):
-    """Central differences of f() at the flat ``indices`` of ``array`` (changed in place, restored),
-    and a mask of the elements where the forward and backward differences disagree (kinks)."""
-    center = f()
-    plus, minus = nudged_values(f, array, indices, eps)
-    forward, backward = (plus - center) / eps, (center - minus) / eps
-    kink = np.abs(forward - backward) > atol + rtol * np.maximum(np.abs(forward), np.abs(backward))
-    return (plus - minus) / (2 * eps), kink
-
-
 def _torch_reference(layer, target=None):
     """A function (x, params) -> output built from torch.nn.functional for ``layer``, or None."""
     import torch
@@ -255,25 +243,18 @@ def _torch_reference(layer, target=None):
 
 def _torch_grads(layer, x, params, upstream, target=None):
     """{name: gradient} from torch autograd for the layer's reference, or None without one."""
-    try:
-        import torch
-    except ImportError:
-        return None
     reference = _torch_reference(layer, target)
     if reference is None:
         return None
-    x_t = torch.from_numpy(np.array(x, copy=True)).requires_grad_(True)
-    p_t = {name: torch.from_numpy(np.array(v, copy=True)).requires_grad_(True) for name, v in params.items()}
-    out = reference(x_t, p_t)
-    out.backward(torch.from_numpy(np.asarray(upstream, np.float64).reshape(out.shape)))
-    grads = {"grad_input": x_t.grad.numpy()}
-    grads.update({name: t.grad.numpy() for name, t in p_t.items()})
-    return grads
+    names = list(params)
+    grads = autograd_grads(lambda x, *values: reference(x, dict(zip(names, values))),
+                           [x] + [params[n] for n in names], upstream)
+    return dict(zip(["grad_input"] + names, grads))
 
 
-def _check(layer, x, upstream, hand: dict, params: dict, seed, samples, eps, rng, target=None) -> list:
+def _check(layer, x, upstream, hand: dict, params: dict, seed, samples, eps, rng, with_torch, target=None) -> list:
     """Compare each hand gradient of ``layer`` (at input x, with ``upstream`` from above) with finite
-    differences and autograd."""
+    differences and, ``with_torch``, autograd."""
     x = np.array(x, dtype=np.float64, order="C")  # a C-ordered copy: its elements are nudged in place
     for p in params.values():
         p.data = np.ascontiguousarray(p.data)
@@ -284,30 +265,27 @@ def _check(layer, x, upstream, hand: dict, params: dict, seed, samples, eps, rng
             out = layer(x, target) if target is not None else layer(x)
         return float(np.sum(np.asarray(out, np.float64) * upstream))
 
-    auto = _torch_grads(layer, x, {n: params[n].data for n in hand if n != "grad_input"}, upstream, target)
+    auto = _torch_grads(layer, x, {n: params[n].data for n in hand if n != "grad_input"}, upstream, target) \
+        if with_torch else None
     checks = []
     for name, grad in hand.items():
         array = x if name == "grad_input" else params[name].data
         indices = _pick(grad, samples, rng)
-        numeric, kink = _finite_differences(f, array, indices, eps)
+        numeric, kink = finite_differences(f, array, indices, eps)
         keep = ~kink
         hand_values = grad.reshape(-1)[indices]
-        fd_err = rel_error(hand_values[keep], numeric[keep]) if keep.any() else 0.0
-        fd_abs = float(np.abs(hand_values[keep] - numeric[keep]).max()) if keep.any() else 0.0
+        fd = compare(hand_values[keep], numeric[keep])
         auto_grad = None if auto is None else auto[name]
-        torch_err = None if auto_grad is None else rel_error(grad, auto_grad)
-        torch_abs = None if auto_grad is None else float(np.abs(grad - auto_grad).max(initial=0.0))
-        diffs = np.where(keep, np.abs(hand_values - numeric), -1.0)
-        k = int(np.argmax(diffs)) if keep.any() else 0
+        k = int(np.flatnonzero(keep)[fd.index[0]]) if keep.any() else 0  # the worst element checked
         flat_index = int(indices[k])
         example = (tuple(int(i) for i in np.unravel_index(flat_index, grad.shape)), float(hand_values[k]),
                    float(numeric[k]), None if auto_grad is None else float(auto_grad.reshape(-1)[flat_index]))
-        checks.append(GradientCheck(name, tuple(grad.shape), stats(grad), int(keep.sum()), int(kink.sum()),
-                                    fd_err, torch_err, example, fd_abs, torch_abs))
+        checks.append(GradientCheck(name, tuple(grad.shape), stats(grad), int(keep.sum()), int(kink.sum()), fd,
+                                    None if auto_grad is None else compare(grad, auto_grad), example))
     return checks
 
 
-def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, eps: float = 1e-6, seed: int = 0,
+def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, eps: float = EPS, seed: int = 0,
             use_torch: bool | None = None, description: str | None = None) -> Explanation:
     """One forward and backward pass of ``model`` (an nn.Sequential; a float64 copy is used, the
     model itself is untouched) on ``x`` with class indices ``target``, every gradient checked.
@@ -354,12 +332,8 @@ def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, ep
                               backward_formula(loss_fn), {})
         grad = loss_fn.backward()
         with_torch = torch_version is not None
-        loss_checks = _check(loss_fn, h, np.float64(1.0), {"grad_input": grad}, {}, seed, samples, eps, rng,
-                             target=loss_target)
-        if not with_torch:
-            for c in loss_checks:
-                c.torch_rel_error, c.example = None, c.example[:3] + (None,)
-        loss_step.grads = loss_checks
+        loss_step.grads = _check(loss_fn, h, np.float64(1.0), {"grad_input": grad}, {}, seed, samples, eps, rng,
+                                 with_torch, target=loss_target)
         # backward, layer by layer; each layer is checked right after its own backward ran
         for i in reversed(range(len(layers))):
             layer, step = layers[i], steps[i]
@@ -369,11 +343,7 @@ def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, ep
             params = dict(layer.named_parameters())
             hand = {"grad_input": grad_input} if grad_input is not None else {}
             hand.update({name: p.grad for name, p in params.items() if p.grad is not None})
-            checks = _check(layer, inputs[i], grad, hand, params, seed + i, samples, eps, rng)
-            if not with_torch:
-                for c in checks:
-                    c.torch_rel_error, c.example = None, c.example[:3] + (None,)
-            step.grads = checks
+            step.grads = _check(layer, inputs[i], grad, hand, params, seed + i, samples, eps, rng, with_torch)
             grad = grad_input
             if grad is None:
                 break
