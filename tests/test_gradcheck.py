@@ -214,7 +214,7 @@ def test_pair_with_a_torch_reference_is_checked_against_autograd_too():
 
 
 def test_a_torch_reference_is_refused_for_a_module():
-    with pytest.raises(TypeError, match="torch_forward is for a \\(forward, backward\\) pair"):
+    with pytest.raises(handgrad.HandgradError, match="gradcheck: torch_forward is for a \\(forward, backward\\) pair"):
         handgrad.gradcheck(nn.Linear(2, 2), np.ones((1, 2)), torch_forward=lambda x: x)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _random
+from .errors import HandgradError
 
 EPS = 1e-6               # central differences in float64: truncation ~eps^2, rounding ~1e-16 / eps
 ATOL, RTOL = 1e-5, 1e-3  # per element, against finite differences (gradcheck)
@@ -226,7 +227,8 @@ def gradcheck(fn_or_module, inputs, eps: float = EPS, atol: float = ATOL, rtol: 
     from .nn import Module
 
     if torch_forward is not None and isinstance(fn_or_module, Module):
-        raise TypeError("gradcheck: torch_forward is for a (forward, backward) pair, not a module")
+        raise HandgradError("gradcheck", "torch_forward is for a (forward, backward) pair; got a module "
+                                         f"{type(fn_or_module).__name__}, whose gradients are checked by finite differences")
     inputs = tuple(_as_float64(x) for x in (inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
     rng = np.random.default_rng(seed)
     saved_state = _random.get_state()
