@@ -303,7 +303,8 @@ def cmd_eval(args) -> int:
     model = load(args.checkpoint)
     ds, x = _checkpoint_data(model, args.dataset, args.data_dir)
     y = ds.test_labels
-    _, accuracy, logits = evaluate(model, x, y)
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs are refused next, in one line
+        _, accuracy, logits = evaluate(model, x, y)
     classes = _class_names(args.checkpoint, model.metadata, logits)
     n = len(classes)
     if y.max() >= n:
@@ -342,6 +343,7 @@ def load_image(path, input_shape) -> np.ndarray:
     background that contrasts with its ink where it is transparent, grayscale, resized to (H, W),
     values in [0, 1], inverted when the digit is dark on a light background (the datasets have light
     digits on black). An image of more than MAX_IMAGE_PIXELS pixels is refused before decoding."""
+    import re
     import warnings
 
     from PIL import Image, ImageOps
@@ -354,7 +356,7 @@ def load_image(path, input_shape) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise HandgradError(where, f"the image is {img.width} x {img.height} = {img.width * img.height} "
+                    raise HandgradError(where, f"the image has {img.width} x {img.height} = {img.width * img.height} "
                                                f"pixels, more than the limit of {MAX_IMAGE_PIXELS}")
                 gray = _gray(ImageOps.exif_transpose(img))
                 x = np.asarray(gray.resize((input_shape[2], input_shape[1]), Image.Resampling.LANCZOS), np.float32)
@@ -364,8 +366,10 @@ def load_image(path, input_shape) -> np.ndarray:
         raise HandgradError(where, "no such image file") from None
     except IsADirectoryError:
         raise HandgradError(where, "is a folder, expected an image file") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise HandgradError(where, f"the image is too large ({e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # PIL's check, inside Image.open
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise HandgradError(where, f"the image has {pixels[1] if pixels else 'too many'} pixels, more than the limit "
+                                   f"of {MAX_IMAGE_PIXELS}") from None
     except Exception as e:  # PIL's decoders raise many types (OSError, SyntaxError, ValueError, struct.error...)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise HandgradError(where, f"cannot read the image: {reason}") from None
@@ -413,7 +417,8 @@ def cmd_predict(args) -> int:
     norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else (lambda x: x)
     images = np.stack([load_image(p, shape) for p in args.images])
     x = norm(np.repeat(images, shape[0], axis=1))
-    _, _, logits = evaluate(model, x, np.zeros(len(x), dtype=np.int64))
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs are refused next, in one line
+        _, _, logits = evaluate(model, x, np.zeros(len(x), dtype=np.int64))
     classes = _class_names(args.checkpoint, meta, logits)
     probs = logits if meta.get("loss") == "mse" else softmax_forward(logits.astype(np.float64), dim=1)[0]
     results = []
