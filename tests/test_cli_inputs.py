@@ -308,3 +308,16 @@ def test_unreadable_image_is_one_line(tmp_path, capsys, checkpoint, damage):
 def test_missing_image(tmp_path, capsys, checkpoint):
     assert main(["predict", str(checkpoint), str(tmp_path / "nope.png")]) == 1
     one_line_error(capsys, f"{tmp_path / 'nope.png'}: no such image file")
+
+
+def test_a_system_error_prints_the_path_and_reason_without_errno(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from handgrad import cli
+
+    def no_permission(args):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "runs"))
+
+    monkeypatch.setitem(cli.COMMANDS, "datasets", no_permission)
+    assert main(["datasets"]) == 1
+    one_line_error(capsys, f"handgrad: error: {tmp_path / 'runs'}: Permission denied\n")

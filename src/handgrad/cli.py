@@ -585,6 +585,8 @@ def main(argv=None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except (HandgradError, ValueError, FileNotFoundError, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, HandgradError) and e.strerror:
+            e = f"{e.filename}: {e.strerror}" if e.filename else e.strerror  # the path, not "[Errno 28]"
         print(f"handgrad: error: {e}", file=sys.stderr)
         return 1
 
