@@ -450,3 +450,85 @@ def test_loader_arguments_checked():
         DataLoader(np.zeros((4, 2)), np.zeros(3), 2)
     with pytest.raises(HandgradError, match="batch_size >= 1"):
         DataLoader(np.zeros((4, 2)), np.zeros(4), 0)
+
+
+# -- IDX files that ask for more than they hold --------------------------------------------------
+def _gzip_stream(header: bytes, zero_bytes: int) -> bytes:
+    """A gzip file of ``header`` then ``zero_bytes`` zeros, compressed piece by piece (~1000:1)."""
+    import zlib
+
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts, chunk = [z.compress(header)], bytes(1 << 20)
+    for _ in range(zero_bytes >> 20):
+        parts.append(z.compress(chunk))
+    return b"".join(parts) + z.flush()
+
+
+def _images_header(n, rows=28, cols=28) -> bytes:
+    return bytes([0, 0, 8, 3]) + b"".join(int(s).to_bytes(4, "big") for s in (n, rows, cols))
+
+
+def test_gzip_bomb_is_refused_after_the_declared_size(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    path.write_bytes(_gzip_stream(_images_header(100), 256 << 20))  # declares 78 KB, holds 256 MiB
+    tracemalloc.start()
+    try:
+        with pytest.raises(HandgradError) as info:
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value).startswith(f"{path}: more than 16777216 trailing bytes: the header declares 100 x 28 x 28 "
+                                      f"uint8 = 78400 data bytes")
+    assert peak < 8 << 20
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
+def test_idx_declaring_more_than_the_limit_is_refused_before_reading(tmp_path, compress):
+    from handgrad.data.idx import MAX_DATA_BYTES
+
+    header = _images_header(2**31 - 1, 255, 255)
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(_gzip_stream(header, 0) if compress else header + bytes(100))
+    with pytest.raises(HandgradError, match=rf"= {(2**31 - 1) * 255 * 255} data bytes, more than the limit of "
+                                            rf"{MAX_DATA_BYTES} bytes"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (b"\0" * 16, None),  # zero padding after the stream, as gzip(1) allows
+    (gzip.compress(b""), None),  # an empty second member
+    (b"garbage!", "trailing garbage after the gzip stream"),
+    (gzip.compress(b"\1\2\3"), "3 trailing bytes"),
+])
+def test_what_follows_a_gzip_stream(tmp_path, extra, message):
+    path = tmp_path / "labels.gz"
+    path.write_bytes(gzip.compress(idx_bytes(_LABELS)) + extra)
+    if message is None:
+        np.testing.assert_array_equal(read_idx(path), _LABELS)
+    else:
+        with pytest.raises(HandgradError, match=message):
+            read_idx(path)
+
+
+def test_idx_split_over_gzip_members_is_read(tmp_path):
+    data = idx_bytes(_IMAGES)
+    path = tmp_path / "images.gz"
+    path.write_bytes(gzip.compress(data[:10]) + gzip.compress(data[10:50]) + gzip.compress(data[50:]))
+    np.testing.assert_array_equal(read_idx(path), _IMAGES)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 4), (5, 0, 4)], ids=["no-images", "no-rows"])
+def test_images_file_of_no_images_is_refused(tmp_path, shape):
+    write_idx(tmp_path / "i", np.zeros(shape, np.uint8))
+    write_idx(tmp_path / "l", np.zeros(shape[0], np.uint8))
+    with pytest.raises(HandgradError, match=f"{tmp_path / 'i'}: holds no images"):
+        load_idx_pair(tmp_path / "i", tmp_path / "l")
+
+
+def test_a_pipe_is_refused_without_opening_it(tmp_path):
+    os.mkfifo(tmp_path / "pipe")  # opening it to read would block until a writer came
+    with pytest.raises(HandgradError, match="is not a regular file"):
+        read_idx(tmp_path / "pipe")

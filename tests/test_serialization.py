@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -108,3 +109,153 @@ def test_float64_model_round_trips_in_float64(tmp_path, model):
     model.double()
     handgrad.save(model, tmp_path / "m.safetensors")
     assert handgrad.load(tmp_path / "m.safetensors").dtype == np.float64
+
+
+# -- a checkpoint is checked before anything is built ----------------------------------------------
+def _write_checkpoint(path, architecture, tensors=None, **metadata):
+    from handgrad.serialization import FORMAT, save_tensors
+
+    header = {"format": FORMAT, "architecture": architecture, **metadata}
+    save_tensors(path, tensors or {}, {k: json.dumps(v) for k, v in header.items()})
+
+
+def _linear(fin=3, fout=2, **extra):
+    return {"type": "Linear", "in_features": fin, "out_features": fout, **extra}
+
+
+def _linear_tensors(fin=3, fout=2, dtype=np.float32):
+    return {"0.weight": np.zeros((fout, fin), dtype), "0.bias": np.zeros(fout, np.float32)}
+
+
+# (case, architecture, tensors, metadata, fragments of the one-line error)
+BAD_CHECKPOINTS = [
+    ("no-type", [{"in_features": 3, "out_features": 2}], None, {}, ["architecture layer 0: missing 'type'"]),
+    ("type-not-string", [{"type": 3}], None, {}, ["architecture layer 0: 'type' must be a string, got 3"]),
+    ("unknown-type", [{"type": "Sequential"}], None, {}, ["unknown type 'Sequential'", "known: AvgPool2d"]),
+    ("unknown-keyword", [_linear(color="red")], None, {},
+     ["layer 0 (Linear): unknown keyword 'color'", "Linear takes in_features, out_features, bias"]),
+    ("missing-keyword", [{"type": "Conv2d", "in_channels": 1, "out_channels": 2}], None, {},
+     ["layer 0 (Conv2d): missing 'kernel_size'"]),
+    ("float-size", [_linear(fin=3.0)], None, {}, ["'in_features' must be an integer from 1 to 1048576, got 3.0"]),
+    ("bool-size", [_linear(fin=True)], None, {}, ["'in_features' must be an integer", "got True"]),
+    ("zero-size", [_linear(fout=0)], None, {}, ["'out_features' must be an integer from 1", "got 0"]),
+    ("absurd-size", [_linear(fin=10**9)], None, {}, ["'in_features' must be an integer from 1 to 1048576"]),
+    ("string-bias", [_linear(bias="yes")], None, {}, ["'bias' must be true or false, got 'yes'"]),
+    ("nan-dropout", [{"type": "Dropout", "p": float("nan")}], None, {}, ["'p' must be a number from 0 to 1, got nan"]),
+    ("three-kernel-sizes", [{"type": "MaxPool2d", "kernel_size": [2, 2, 2]}], None, {}, ["'kernel_size' must be"]),
+    ("not-a-list", {"type": "Linear"}, None, {}, ["'architecture' must be a non-empty list of layers"]),
+    ("not-chaining", [_linear(3, 4), {"type": "ReLU"}, _linear(5, 2)], None, {},
+     ["layer 2 (Linear): 'in_features' is 5, but the layer before gives 4 features"]),
+    ("conv-channels", [{"type": "Conv2d", "in_channels": 3, "out_channels": 2, "kernel_size": 3}], None,
+     {"input_shape": [1, 8, 8]}, ["layer 0 (Conv2d): 'in_channels' is 3, but the layer before gives 1 channels"]),
+    ("pool-to-nothing", [{"type": "MaxPool2d", "kernel_size": 2}] * 4 + [{"type": "Flatten"}], None,
+     {"input_shape": [1, 8, 8]}, ["layer 3 (MaxPool2d): the kernel (2) is larger than the padded height (1)"]),
+    ("linear-on-maps", [_linear(5)], None, {"input_shape": [1, 8, 8]},
+     ["'in_features' is 5, but the layer before gives 8 features (shape (1, 8, 8))"]),
+    ("huge-padding", [{"type": "Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 3, "padding": 100000}],
+     {"0.weight": np.zeros((1, 1, 3, 3), np.float32), "0.bias": np.zeros(1, np.float32)}, {"input_shape": [1, 28, 28]},
+     ["layer 0 (Conv2d): unfolds", "more than the limit 67108864"]),
+    ("huge-input-shape", [{"type": "Flatten"}], None, {"input_shape": [1, 100000, 100000]},
+     ["'input_shape' [1, 100000, 100000] holds 10000000000 values per sample, more than the limit"]),
+    ("bad-input-shape", [{"type": "Flatten"}], None, {"input_shape": [1, 0, 8]}, ["'input_shape' must be a list"]),
+    ("no-tensors", [_linear(30000, 30000)], None, {}, ["missing tensors: 0.weight, 0.bias"]),
+    ("unexpected-tensor", [_linear()], {**_linear_tensors(), "extra": np.zeros(1, np.float32)}, {},
+     ["unexpected tensors: extra"]),
+    ("integer-weights", [_linear()], _linear_tensors(dtype=np.int32), {},
+     ["0.weight: expected a float dtype (F16, F32, F64), got I32"]),
+    ("int-dtype", [_linear()], _linear_tensors(), {"dtype": "int32"}, ["'dtype' must be \"float32\" or \"float64\""]),
+    ("fewer-classes", [_linear()], _linear_tensors(), {"classes": ["a"]},
+     ["'classes' names 1 classes, but the model has 2 outputs"]),
+    ("more-classes", [_linear()], _linear_tensors(), {"classes": ["a", "b", "c"]}, ["names 3 classes"]),
+    ("class-not-string", [_linear()], _linear_tensors(), {"classes": [1, 2]}, ["'classes' must be a list of 1 to"]),
+    ("bad-normalization", [_linear()], _linear_tensors(), {"normalization": {"mean": 0.1, "std": 0}},
+     ["'normalization' must be null or"]),
+    ("bad-loss", [_linear()], _linear_tensors(), {"loss": "hinge"}, ["'loss' must be one of cross_entropy, mse"]),
+    ("dataset-not-string", [_linear()], _linear_tensors(), {"dataset": 7}, ["'dataset' must be a string, got 7"]),
+]
+
+
+@pytest.mark.parametrize("case,architecture,tensors,metadata,fragments", BAD_CHECKPOINTS,
+                         ids=[c[0] for c in BAD_CHECKPOINTS])
+def test_bad_checkpoint_is_refused_in_one_line_naming_file_and_field(tmp_path, case, architecture, tensors, metadata,
+                                                                     fragments):
+    path = tmp_path / "m.safetensors"
+    _write_checkpoint(path, architecture, tensors, **metadata)
+    with pytest.raises(HandgradError) as info:
+        handgrad.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize("metadata_text, fragment", [
+    ("[" * 100000, "nested too deeply"),
+    ("1" * 5000, "not valid JSON"),
+    ("{'single': 'quotes'}", "not valid JSON"),
+])
+def test_metadata_that_is_not_json_is_refused(tmp_path, metadata_text, fragment):
+    from handgrad.serialization import FORMAT, save_tensors
+
+    path = tmp_path / "m.safetensors"
+    save_tensors(path, {}, {"format": json.dumps(FORMAT), "architecture": metadata_text})
+    with pytest.raises(HandgradError, match=fragment):
+        handgrad.load(path)
+
+
+def test_a_tiny_file_declaring_a_huge_model_allocates_nothing(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "m.safetensors"
+    _write_checkpoint(path, [_linear(30000, 30000)], input_shape=[30000], classes=[str(i) for i in range(30000)])
+    assert path.stat().st_size < 400_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(HandgradError, match="missing tensors"):
+            handgrad.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20  # the model alone would be 3.6 GB
+
+
+@pytest.mark.parametrize("value, count", [(np.nan, "1 NaN, 0 inf"), (np.inf, "0 NaN, 1 inf"), (-np.inf, "0 NaN, 1 inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, model, value, count):
+    path = tmp_path / "m.safetensors"
+    model[3].bias.data[5] = value
+    handgrad.save(model, path)
+    with pytest.raises(HandgradError, match=rf"m.safetensors: non-finite weights in 3.bias \({count} of 16 values\)"):
+        handgrad.load(path)
+    assert handgrad.load(path, allow_nonfinite=True).nonfinite == [f"3.bias ({count} of 16 values)"]
+
+
+def test_every_named_model_passes_the_checks_with_and_without_an_input_shape():
+    from handgrad.models import MODELS, architecture, check_architecture
+
+    for name in MODELS:
+        for shape in [(1, 28, 28), (1, 8, 8)]:
+            built = models.build_model(name, shape, 10)
+            for known in (list(shape), None):
+                tensors, output = check_architecture(architecture(built), known)
+                assert {k: v[0] for k, v in tensors.items()} == {k: v.shape for k, v in built.state_dict().items()}
+                assert output[-1] == 10
+
+
+def test_a_folder_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(HandgradError, match=f"{tmp_path}: is a folder, expected a checkpoint file"):
+        handgrad.load(tmp_path)
+
+
+def test_failed_write_names_the_file_being_written(tmp_path, model, monkeypatch):
+    import errno
+
+    from handgrad import serialization
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(serialization.os, "fsync", full_disk)
+    with pytest.raises(serialization.WriteError) as info:
+        handgrad.save(model, tmp_path / "best.safetensors")
+    assert str(info.value) == f"{tmp_path / 'best.safetensors'}: cannot write the file: No space left on device"
+    assert isinstance(info.value, OSError) and list(tmp_path.iterdir()) == []

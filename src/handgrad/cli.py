@@ -6,16 +6,78 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 
 import numpy as np
 
 
 def _csv_ints(text):
+    """Hidden sizes: comma-separated integers, each from 1 to models.MAX_SIZE."""
+    from .models import MAX_SIZE
+
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    bad = [v for v in values if not 1 <= v <= MAX_SIZE]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes from 1 to {MAX_SIZE}, got {text!r}")
+    return values
+
+
+def _integer(low, high=None):
+    """An argparse type: an integer from ``low`` (to ``high``)."""
+    expected = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low or high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
+
+
+def _number(low, high=None, low_open=False, high_open=False):
+    """An argparse type: a finite float in the interval from ``low`` to ``high`` (open ends as said)."""
+    expected = "a finite number " + (f"{'>' if low_open else '>='} {low:g}" if high is None else
+                                     f"{'>' if low_open else '>='} {low:g} and {'<' if high_open else '<='} {high:g}")
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        inside = np.isfinite(value) and (value > low if low_open else value >= low) and \
+            (high is None or (value < high if high_open else value <= high))
+        if not inside:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+def _activation(text):
+    from .nn import ACTIVATIONS, get_activation
+
+    try:
+        get_activation(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"unknown activation {text!r}; known: {', '.join(sorted(ACTIVATIONS))}") \
+            from None
+    return text
+
+
+#: The checks on every numeric training option, shared by train, compare and sweep's value lists.
+POSITIVE_INT = _integer(1)
+SEED = _integer(0, 2**63 - 1)
+TRAINING_CHECKS = {"epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": _number(0, low_open=True),
+                   "momentum": _number(0, 1, high_open=True), "weight_decay": _number(0), "seed": SEED,
+                   "train_size": POSITIVE_INT}
+VAL_FRACTION = _number(0, 1, low_open=True, high_open=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,19 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist or fashion-mnist")
     t.add_argument("--model", default="mlp", choices=list(MODELS), help="named model (default: mlp)")
     t.add_argument("--hidden", type=_csv_ints, help="custom MLP hidden sizes, e.g. 512,256 (overrides --model)")
-    t.add_argument("--activation", default="relu", help="activation for --hidden (relu, tanh, sigmoid, leaky_relu)")
+    t.add_argument("--activation", default="relu", type=_activation, help="activation for --hidden (relu, tanh, sigmoid, leaky_relu)")
     t.add_argument("--layers", help="custom layer spec, e.g. conv16-pool-conv32-pool-fc128 (overrides --model)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--epochs", type=POSITIVE_INT)
+    t.add_argument("--batch-size", type=POSITIVE_INT)
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
-    t.add_argument("--lr", type=float)
-    t.add_argument("--momentum", type=float)
-    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--lr", type=TRAINING_CHECKS["lr"])
+    t.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
+    t.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
     t.add_argument("--schedule", choices=["cosine", "step", "none"])
     t.add_argument("--loss", choices=["cross_entropy", "mse"])
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--train-size", type=int, help="train on a class-stratified subset of this many images")
-    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--seed", type=SEED, default=0)
+    t.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images")
+    t.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
     t.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
     t.add_argument("--out", help="run directory (default: runs/DATASET-MODEL)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
@@ -51,13 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint")
     e.add_argument("--dataset", help="default: the checkpoint's dataset")
     e.add_argument("--data-dir")
-    e.add_argument("--top-k", type=int, default=5)
+    e.add_argument("--top-k", type=POSITIVE_INT, default=5)
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("predict", help="classify image files (PNG/JPEG)")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=POSITIVE_INT, default=3)
     p.add_argument("--json", action="store_true")
 
     i = sub.add_parser("info", help="describe a checkpoint")
@@ -76,17 +138,17 @@ def _add_training_options(p, MODELS, sweepable=False):
     """The options compare and sweep share with train (applied to every run)."""
     p.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist or fashion-mnist")
     p.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
-    p.add_argument("--seed", type=int, default=0, help="one seed for every run: same split, same init")
-    p.add_argument("--train-size", type=int, help="train on a class-stratified subset of this many images")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--grad-norm-every", type=int, default=50, help="record gradient norms every N steps")
+    p.add_argument("--seed", type=SEED, default=0, help="one seed for every run: same split, same init")
+    p.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images")
+    p.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
+    p.add_argument("--grad-norm-every", type=_integer(0), default=50, help="record gradient norms every N steps")
     if not sweepable:
-        p.add_argument("--epochs", type=int)
-        p.add_argument("--batch-size", type=int)
+        p.add_argument("--epochs", type=POSITIVE_INT)
+        p.add_argument("--batch-size", type=POSITIVE_INT)
         p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
-        p.add_argument("--lr", type=float)
-        p.add_argument("--momentum", type=float)
-        p.add_argument("--weight-decay", type=float)
+        p.add_argument("--lr", type=TRAINING_CHECKS["lr"])
+        p.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
+        p.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
         p.add_argument("--schedule", choices=["cosine", "step", "none"])
 
 
@@ -115,7 +177,7 @@ def _add_visual_commands(sub, MODELS):
     s.add_argument("--schedule", help="e.g. cosine,none")
     s.add_argument("--epochs", default="3", help="epochs (default 3); several values sweep over it")
     _add_training_options(s, MODELS, sweepable=True)
-    s.add_argument("--workers", type=int, help="worker processes (default and most: the number of cores)")
+    s.add_argument("--workers", type=POSITIVE_INT, help="worker processes (default and most: the number of cores)")
     s.add_argument("--sort", default="test_acc", help="column the printed table is sorted by (default test_acc)")
     s.add_argument("--out", default="runs/sweep", help="folder for the runs and results (default: runs/sweep)")
 
@@ -137,12 +199,12 @@ def _add_visual_commands(sub, MODELS):
     e.add_argument("--checkpoint", help="explain this trained checkpoint instead of a fresh --model")
     e.add_argument("--dataset", help="digits (default), mnist or fashion-mnist; a checkpoint's own by default")
     e.add_argument("--data-dir")
-    e.add_argument("--batch-size", type=int, default=4, help="images in the minibatch (default 4)")
+    e.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="images in the minibatch (default 4)")
     e.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse"])
-    e.add_argument("--samples", type=int, default=16,
+    e.add_argument("--samples", type=_integer(0), default=16,
                    help="elements per tensor checked by finite differences (0: all; default 16)")
-    e.add_argument("--eps", type=float, default=1e-6)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--eps", type=_number(0, 1, low_open=True), default=1e-6)
+    e.add_argument("--seed", type=SEED, default=0)
     e.add_argument("--no-torch", action="store_true", help="skip the autograd comparison")
 
     g = sub.add_parser("gradcheck", help="verify every op's backward over a configuration grid",
@@ -201,6 +263,39 @@ def _checkpoint_data(model, dataset, data_dir):
     return ds, norm(ds.test_images)
 
 
+def _json(value) -> str:
+    """JSON that every parser reads: a NaN or infinity (never expected, as outputs are checked) is null."""
+    def finite(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+    return json.dumps(finite(value), allow_nan=False)
+
+
+def _class_names(path, meta, logits) -> list:
+    """The checkpoint's class names, one per output; outputs that are not (N, classes) or not finite
+    are refused, since every number computed from them would be garbage."""
+    from .errors import HandgradError
+
+    if logits.ndim != 2:
+        raise HandgradError(str(path), f"the model outputs shape {logits.shape[1:]} per sample, expected one score "
+                                       f"per class")
+    bad = ~np.isfinite(logits).all(axis=1)
+    if bad.any():
+        raise HandgradError(str(path), f"the model's outputs are not finite (NaN or inf) for {int(bad.sum())} of "
+                                       f"{len(logits)} inputs (first: input {int(np.flatnonzero(bad)[0])}): its weights "
+                                       f"overflow {logits.dtype.name}")
+    classes = meta.get("classes") or [str(i) for i in range(logits.shape[1])]
+    if len(classes) != logits.shape[1]:
+        raise HandgradError(str(path), f"'classes' names {len(classes)} classes, but the model has "
+                                       f"{logits.shape[1]} outputs")
+    return classes
+
+
 def cmd_eval(args) -> int:
     from .serialization import load
     from .training import evaluate
@@ -208,9 +303,14 @@ def cmd_eval(args) -> int:
     model = load(args.checkpoint)
     ds, x = _checkpoint_data(model, args.dataset, args.data_dir)
     y = ds.test_labels
-    _, accuracy, logits = evaluate(model, x, y)
-    classes = model.metadata.get("classes") or [str(i) for i in range(logits.shape[1])]
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs are refused next, in one line
+        _, accuracy, logits = evaluate(model, x, y)
+    classes = _class_names(args.checkpoint, model.metadata, logits)
     n = len(classes)
+    if y.max() >= n:
+        from .errors import HandgradError
+        raise HandgradError(f"dataset {ds.name}", f"has labels up to {int(y.max())}, but the checkpoint "
+                                                  f"{args.checkpoint} has {n} classes")
     pred = logits.argmax(axis=1)
     confusion = np.zeros((n, n), dtype=np.int64)
     np.add.at(confusion, (y, pred), 1)
@@ -221,7 +321,7 @@ def cmd_eval(args) -> int:
               f"top{k}_accuracy": top_k, "per_class_accuracy": per_class, "classes": classes,
               "confusion_matrix": confusion.tolist()}
     if args.json:
-        print(json.dumps(result))
+        print(_json(result))
         return 0
     print(f"{ds.name} test set, {len(y)} images: accuracy {100 * accuracy:.2f}%, top-{k} {100 * top_k:.2f}%")
     print("per-class accuracy: " + ", ".join(f"{c} {100 * a:.1f}%" for c, a in per_class.items()))
@@ -234,23 +334,72 @@ def cmd_eval(args) -> int:
     return 0
 
 
+#: The largest image ``predict`` decodes (8192 x 8192); PIL's own bomb check would allow more.
+MAX_IMAGE_PIXELS = 1 << 26
+
+
 def load_image(path, input_shape) -> np.ndarray:
-    """A PNG/JPEG as the model sees it: grayscale, resized to (H, W), values in [0, 1], inverted when
-    the digit is dark on a light background (the datasets have light digits on black)."""
-    from PIL import Image, UnidentifiedImageError
+    """A PNG/JPEG as the model sees it: turned upright by its EXIF orientation, composited onto a
+    background that contrasts with its ink where it is transparent, grayscale, resized to (H, W),
+    values in [0, 1], inverted when the digit is dark on a light background (the datasets have light
+    digits on black). An image of more than MAX_IMAGE_PIXELS pixels is refused before decoding."""
+    import re
+    import warnings
+
+    from PIL import Image, ImageOps
 
     from .errors import HandgradError
 
+    where = str(path)
     try:
-        with Image.open(path) as img:
-            gray = img.convert("L").resize((input_shape[2], input_shape[1]), Image.Resampling.LANCZOS)
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
-        raise HandgradError(str(path), f"cannot read the image: {e}") from None
-    x = np.asarray(gray, dtype=np.float32) / 255.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise HandgradError(where, f"the image has {img.width} x {img.height} = {img.width * img.height} "
+                                               f"pixels, more than the limit of {MAX_IMAGE_PIXELS}")
+                gray = _gray(ImageOps.exif_transpose(img))
+                x = np.asarray(gray.resize((input_shape[2], input_shape[1]), Image.Resampling.LANCZOS), np.float32)
+    except HandgradError:
+        raise
+    except FileNotFoundError:
+        raise HandgradError(where, "no such image file") from None
+    except IsADirectoryError:
+        raise HandgradError(where, "is a folder, expected an image file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # PIL's check, inside Image.open
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise HandgradError(where, f"the image has {pixels[1] if pixels else 'too many'} pixels, more than the limit "
+                                   f"of {MAX_IMAGE_PIXELS}") from None
+    except Exception as e:  # PIL's decoders raise many types (OSError, SyntaxError, ValueError, struct.error...)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HandgradError(where, f"cannot read the image: {reason}") from None
+    x = np.clip(x if gray.mode == "F" else x / 255.0, 0.0, 1.0)
     border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
     if border.mean() > 0.5:
         x = 1.0 - x
     return x[None]
+
+
+def _gray(img):
+    """One channel: "L" (0-255), or "F" in [0, 1] for 16- and 32-bit images. Transparent parts are
+    composited onto white when the ink (the opaque parts) is dark, onto black when it is light, so
+    black ink on a transparent background reads as ink whatever colour its hidden pixels hold."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(img.convert("F") if img.mode != "F" else img, np.float32)
+        top = 1.0 if img.mode == "F" and values.max(initial=0) <= 1 else 255.0 if values.max(initial=0) <= 255 \
+            else 65535.0
+        return Image.fromarray(values / np.float32(top), "F")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        small = rgba.resize((min(rgba.width, 64), min(rgba.height, 64)), Image.Resampling.BOX)
+        lum = np.asarray(small.convert("L"), np.float64)
+        alpha = np.asarray(small.getchannel("A"), np.float64)
+        ink = (lum * alpha).sum() / alpha.sum() if alpha.sum() > 0 else 0.0
+        background = (255, 255, 255, 255) if ink < 128 else (0, 0, 0, 255)
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, background), rgba)
+    return img.convert("L")
 
 
 def cmd_predict(args) -> int:
@@ -262,18 +411,23 @@ def cmd_predict(args) -> int:
     model = load(args.checkpoint)
     meta = model.metadata
     shape = tuple(meta.get("input_shape", (1, 28, 28)))
+    if len(shape) != 3:
+        from .errors import HandgradError
+        raise HandgradError(args.checkpoint, f"the model takes inputs of shape {shape}, not images (C, H, W)")
     norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else (lambda x: x)
-    x = norm(np.stack([load_image(p, shape) for p in args.images]))
-    _, _, logits = evaluate(model, x, np.zeros(len(x), dtype=np.int64))
+    images = np.stack([load_image(p, shape) for p in args.images])
+    x = norm(np.repeat(images, shape[0], axis=1))
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs are refused next, in one line
+        _, _, logits = evaluate(model, x, np.zeros(len(x), dtype=np.int64))
+    classes = _class_names(args.checkpoint, meta, logits)
     probs = logits if meta.get("loss") == "mse" else softmax_forward(logits.astype(np.float64), dim=1)[0]
-    classes = meta.get("classes") or [str(i) for i in range(logits.shape[1])]
     results = []
     for path, p in zip(args.images, probs):
         order = np.argsort(-p)[:args.top_k]
         results.append({"image": path, "class": classes[order[0]],
                         "top": [{"class": classes[j], "probability": float(p[j])} for j in order]})
     if args.json:
-        print(json.dumps(results))
+        print(_json(results))
     else:
         for r in results:
             top = ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"])
@@ -285,9 +439,12 @@ def cmd_info(args) -> int:
     from .models import summary
     from .serialization import load
 
-    model = load(args.checkpoint)
+    model = load(args.checkpoint, allow_nonfinite=True)  # describe a broken checkpoint too, and say so
     meta = model.metadata
     print(f"{args.checkpoint}: handgrad {meta.get('handgrad_version')} checkpoint, {meta.get('dtype')}")
+    for name in model.nonfinite:
+        print(f"handgrad: warning: {args.checkpoint}: tensor {name} is not finite; eval and predict refuse it",
+              file=sys.stderr)
     for key in ("dataset", "model", "loss", "epoch", "input_shape", "classes", "normalization"):
         if key in meta:
             print(f"  {key}: {meta[key]}")
@@ -336,6 +493,7 @@ def cmd_sweep(args) -> int:
         text = getattr(args, name)
         if text is not None:
             grid[name] = parse_values(name, text)
+            _check_grid_values(name, text)
     fields = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "train_size": args.train_size,
               "val_fraction": args.val_fraction, "grad_norm_every": args.grad_norm_every}
     rows = sweep(grid, out=args.out, workers=args.workers, **fields)
@@ -344,6 +502,23 @@ def cmd_sweep(args) -> int:
     print(format_table(rows, [k for k in grid if k in GRID_FIELDS], sort_by=args.sort))
     print(f"results: {args.out}/sweep.html (parallel coordinates + sortable table), sweep.csv, sweep.json")
     return 0
+
+
+def _check_grid_values(name, text) -> None:
+    """Each of a sweep option's comma-separated values passes the check the single option has."""
+    from .models import MODELS
+
+    choices = {"model": list(MODELS), "optimizer": ["sgd", "adam", "adamw"], "schedule": ["cosine", "step", "none"]}
+    for value in (v.strip() for v in text.split(",") if v.strip()):
+        if name in choices and value not in choices[name]:
+            raise ValueError(f"--{name.replace('_', '-')}: unknown value {value!r}; known: {', '.join(choices[name])}")
+        if name in TRAINING_CHECKS:
+            try:
+                TRAINING_CHECKS[name](value)
+            except argparse.ArgumentTypeError as e:
+                raise ValueError(f"--{name.replace('_', '-')}: {e}") from None
+    if not text.strip(" ,"):
+        raise ValueError(f"--{name.replace('_', '-')}: expected at least one value, got {text!r}")
 
 
 def cmd_report(args) -> int:
@@ -398,11 +573,20 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return code
     except KeyboardInterrupt:
         print("handgrad: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`handgrad info ... | head -1`): stop quietly, as cat and grep do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (HandgradError, ValueError, FileNotFoundError, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, HandgradError) and e.strerror:
+            e = f"{e.filename}: {e.strerror}" if e.filename else e.strerror  # the path, not "[Errno 28]"
         print(f"handgrad: error: {e}", file=sys.stderr)
         return 1
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import nn
+from .errors import HandgradError, fmt_shape
 
 
 @dataclass(frozen=True)
@@ -87,42 +88,76 @@ MODELS = {
 def parse_layer_spec(spec: str, input_shape, num_classes):
     """A short layer spec, e.g. ``"conv16-pool-conv32-pool-fc128-dropout0.2"``:
 
-    ``conv<C>[k<K>]`` (3x3 'same' conv + ReLU unless k is given), ``pool`` / ``avgpool`` (2x2),
+    ``conv<C>[k<K>]`` (KxK 'same' conv + ReLU, K = 3 unless given), ``pool`` / ``avgpool`` (2x2),
     ``bn`` (BatchNorm), ``fc<N>`` (Linear + ReLU), ``dropout<P>``, or an activation name replacing
     the default ReLU of the previous layer (``fc128-tanh``). The final Linear to the classes is added.
+    Sizes must be 1 to ``MAX_SIZE``; a token that would shrink the maps to nothing, or make a layer
+    larger than ``MAX_ELEMENTS`` values per sample, is refused, naming it.
     """
     layers, shape = [], tuple(input_shape)
-    for token in [t for t in spec.replace(",", "-").split("-") if t]:
-        t = token.lower()
+    tokens = [t for t in spec.replace(",", "-").split("-") if t.strip()]
+    if not tokens:
+        raise ValueError(f"empty layer spec {spec!r}; expected tokens such as conv16-pool-fc128")
+    for position, token in enumerate(tokens, 1):
+        t = token.strip().lower()
         try:
             if t.startswith("conv"):
                 body, _, k = t[4:].partition("k")
-                k = int(k or 3)
+                channels, k = _spec_int(body, "conv<C>[k<K>]", "conv16 or conv16k5"), _spec_int(k or "3", "k<K>", "k5")
                 if len(shape) != 3:
-                    raise ValueError("conv after fc")
-                layers += [nn.Conv2d(shape[0], int(body), k, padding=k // 2), nn.ReLU()]
-                shape = (int(body), shape[1] + 2 * (k // 2) - k + 1, shape[2] + 2 * (k // 2) - k + 1)
+                    raise ValueError("a conv must come before any fc")
+                _check_parameters(channels * shape[0] * k * k)
+                layers += [nn.Conv2d(shape[0], channels, k, padding=k // 2), nn.ReLU()]
+                shape = (channels, shape[1] + 2 * (k // 2) - k + 1, shape[2] + 2 * (k // 2) - k + 1)
             elif t in ("pool", "maxpool", "avgpool"):
+                if len(shape) != 3:
+                    raise ValueError("a pool must come before any fc")
+                if min(shape[1:]) < 2:
+                    raise ValueError(f"it shrinks the {shape[1]}x{shape[2]} maps to nothing (input "
+                                     f"{input_shape[-2]}x{input_shape[-1]}); use fewer pools")
                 layers.append(nn.AvgPool2d(2) if t == "avgpool" else nn.MaxPool2d(2))
                 shape = (shape[0], shape[1] // 2, shape[2] // 2)
             elif t == "bn":
                 layers.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
             elif t.startswith("fc"):
+                width = _spec_int(t[2:], "fc<N>", "fc128")
                 if len(shape) != 1:
                     layers.append(nn.Flatten())
-                layers += [nn.Linear(_flat(shape), int(t[2:])), nn.ReLU()]
-                shape = (int(t[2:]),)
+                    shape = (_flat(shape),)
+                _check_parameters(width * shape[0])
+                layers += [nn.Linear(shape[0], width), nn.ReLU()]
+                shape = (width,)
             elif t.startswith("dropout"):
-                layers.append(nn.Dropout(float(t[7:] or 0.5)))
+                try:
+                    p = float(t[7:] or 0.5)
+                except ValueError:
+                    raise ValueError("expected dropout<P> with 0 <= P < 1, e.g. dropout0.2") from None
+                if not 0 <= p < 1:
+                    raise ValueError(f"dropout probability must be from 0 to below 1, got {p}")
+                layers.append(nn.Dropout(p))
             else:
                 if not layers or not isinstance(layers[-1], nn.ReLU):
                     raise ValueError("an activation must follow conv or fc")
                 layers[-1] = nn.get_activation(t)()
+            if _flat(shape) > MAX_ELEMENTS:
+                raise ValueError(f"it makes {_flat(shape)} values per sample {shape}, more than the limit {MAX_ELEMENTS}")
         except ValueError as e:
-            raise ValueError(f"bad layer spec token {token!r} in {spec!r}: {e}") from None
+            raise ValueError(f"bad layer spec token {token!r} (number {position}) in {spec!r}: {e}") from None
     if len(shape) != 1:
         layers.append(nn.Flatten())
     return layers + [nn.Linear(_flat(shape), num_classes)]
+
+
+def _check_parameters(count) -> None:
+    if count > MAX_ELEMENTS:
+        raise ValueError(f"it makes a layer of {count} weights, more than the limit {MAX_ELEMENTS}")
+
+
+def _spec_int(text, form, example) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_SIZE:
+        raise ValueError(f"expected {form} with a size from 1 to {MAX_SIZE} (e.g. {example}), "
+                         f"got {text!r}" if text else f"expected {form} (e.g. {example}), the size is missing")
+    return int(text)
 
 
 def build_model(name: str = "mlp", input_shape=(1, 28, 28), num_classes: int = 10, hidden=None,
@@ -133,6 +168,9 @@ def build_model(name: str = "mlp", input_shape=(1, 28, 28), num_classes: int = 1
     if layers:
         return nn.Sequential(*parse_layer_spec(layers, input_shape, num_classes))
     if hidden:
+        bad = [h for h in hidden if not 1 <= int(h) <= MAX_SIZE]
+        if bad:
+            raise ValueError(f"hidden sizes must be from 1 to {MAX_SIZE}, got {bad[0]} in {list(hidden)}")
         return nn.Sequential(*_mlp(input_shape, num_classes, tuple(int(h) for h in hidden), activation))
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
@@ -174,16 +212,256 @@ def architecture(model: nn.Sequential) -> list:
 
 
 def from_architecture(layers: list) -> nn.Sequential:
-    """Rebuild a Sequential from ``architecture(model)``; user activations are found by name."""
+    """Rebuild a Sequential from ``architecture(model)``; user activations are found by name.
+    The description is checked first (``check_architecture``), so a bad one raises HandgradError."""
+    check_architecture(layers)
     built = []
     for spec in layers:
         spec = dict(spec)
-        kind = spec.pop("type")
-        cls = getattr(nn, kind, None)
-        if cls is None or not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            cls = nn.get_activation(kind)
+        cls = _layer_class(spec.pop("type"))
         built.append(cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}))
     return nn.Sequential(*built)
+
+
+# -- checking a stored architecture before anything is built --------------------------------------------
+#: Limits on a stored architecture, so that a small file cannot ask for a large allocation: layers in
+#: a model; any one size (features, channels, kernel, stride, padding, image side); values per sample
+#: in any layer's output, and in a convolution's unfolded input.
+MAX_LAYERS = 1024
+MAX_SIZE = 1 << 20
+MAX_ELEMENTS = 1 << 26
+
+#: Each stored layer type's keywords: name -> (kind, required). Kinds are checked by ``_check_value``.
+LAYER_ARGUMENTS = {
+    "Linear": {"in_features": ("size", True), "out_features": ("size", True), "bias": ("bool", False)},
+    "Conv2d": {"in_channels": ("size", True), "out_channels": ("size", True), "kernel_size": ("size pair", True),
+               "stride": ("size pair", False), "padding": ("padding pair", False), "bias": ("bool", False)},
+    "MaxPool2d": {"kernel_size": ("size pair", True), "stride": ("size pair", False),
+                  "padding": ("padding pair", False)},
+    "Flatten": {"start_dim": ("dim", False), "end_dim": ("dim", False)},
+    "Dropout": {"p": ("probability", False)},
+    "BatchNorm1d": {"num_features": ("size", True), "eps": ("positive number", False),
+                    "momentum": ("momentum", False), "affine": ("bool", False), "track_running_stats": ("bool", False)},
+    "LeakyReLU": {"negative_slope": ("number", False)},
+    "Softmax": {"dim": ("dim", False)},
+    "Identity": {},
+    "ReLU": {}, "Sigmoid": {}, "Tanh": {},
+}
+LAYER_ARGUMENTS["AvgPool2d"] = LAYER_ARGUMENTS["MaxPool2d"]
+LAYER_ARGUMENTS["BatchNorm2d"] = LAYER_ARGUMENTS["BatchNorm1d"]
+LAYER_ARGUMENTS["LogSoftmax"] = LAYER_ARGUMENTS["Softmax"]
+
+_KIND_TEXT = {"size": f"an integer from 1 to {MAX_SIZE}", "size pair": f"an integer from 1 to {MAX_SIZE} or a "
+              f"list of two", "padding pair": f"an integer from 0 to {MAX_SIZE} or a list of two",
+              "bool": "true or false", "dim": "an integer from -8 to 7", "probability": "a number from 0 to 1",
+              "positive number": "a finite number > 0", "momentum": "null or a number from 0 to 1",
+              "number": "a finite number"}
+
+
+def _layer_class(kind):
+    if kind in LAYER_ARGUMENTS:
+        return getattr(nn, kind)
+    return nn.get_activation(kind)
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
+        and bool(np.isfinite(float(v)))
+
+
+def _check_value(kind, v) -> bool:
+    if kind == "size":
+        return _is_int(v) and 1 <= v <= MAX_SIZE
+    if kind in ("size pair", "padding pair"):
+        low = 1 if kind == "size pair" else 0
+        items = v if isinstance(v, (list, tuple)) else [v]
+        return len(items) in (1, 2) and (len(items) == 2 or not isinstance(v, (list, tuple))) \
+            and all(_is_int(i) and low <= i <= MAX_SIZE for i in items)
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "dim":
+        return _is_int(v) and -8 <= v < 8
+    if kind == "probability":
+        return _is_number(v) and 0 <= v <= 1
+    if kind == "positive number":
+        return _is_number(v) and v > 0
+    if kind == "momentum":
+        return v is None or _is_number(v) and 0 <= v <= 1
+    return _is_number(v)
+
+
+def _brief(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _pair(value, default):
+    value = default if value is None else value
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
+def _size(shape):
+    """Values per sample, or None while a size is open."""
+    return None if any(d is None or d is Ellipsis for d in shape) else int(np.prod(shape, dtype=np.int64))
+
+
+def check_input_shape(value) -> tuple:
+    """A stored input shape: (F,), (H, W) or (C, H, W) of sizes within the limits."""
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 3 or \
+            not all(_is_int(v) and 1 <= v <= MAX_SIZE for v in value):
+        raise HandgradError(None, f"'input_shape' must be a list of 1 to 3 integers from 1 to {MAX_SIZE}, "
+                                  f"got {_brief(value)}")
+    if _size(value) > MAX_ELEMENTS:
+        raise HandgradError(None, f"'input_shape' {list(value)} holds {_size(value)} values per sample, more than "
+                                  f"the limit {MAX_ELEMENTS}")
+    return tuple(int(v) for v in value)
+
+
+def check_architecture(layers, input_shape=None) -> tuple[dict, tuple]:
+    """Check a stored architecture without building anything, so that a bad or hostile one is refused
+    before any allocation.
+
+    Every entry must be an object with a known ``type`` and only that type's keywords
+    (``LAYER_ARGUMENTS``), each of the right kind and within ``MAX_SIZE``; and the shapes must chain
+    layer by layer: a Linear's ``in_features`` is the number of features that reach it, a Conv2d's
+    ``in_channels`` the channels, no map shrinks to nothing. With ``input_shape`` ((F,) or (C, H, W))
+    every shape is known and each layer's output (and a convolution's unfolded input) is held to
+    ``MAX_ELEMENTS`` values per sample.
+
+    Returns ``({state_dict key: (shape, floating)}, output shape per sample)``; in the output shape
+    ``None`` is a size the missing input shape leaves open and a leading ``...`` an open rank.
+    Raises HandgradError naming the entry (``architecture layer 3 (Conv2d)``) and the field.
+    """
+    if not isinstance(layers, list) or not layers:
+        raise HandgradError(None, f"'architecture' must be a non-empty list of layers, got {_brief(layers)}")
+    if len(layers) > MAX_LAYERS:
+        raise HandgradError(None, f"'architecture' has {len(layers)} layers, more than the limit {MAX_LAYERS}")
+    shape = (...,) if input_shape is None else check_input_shape(input_shape)
+    tensors = {}
+    for i, spec in enumerate(layers):
+        where = f"architecture layer {i}"
+        if not isinstance(spec, dict):
+            raise HandgradError(None, f"{where}: expected an object with a 'type', got {_brief(spec)}")
+        kind = spec.get("type")
+        if not isinstance(kind, str):
+            raise HandgradError(None, f"{where}: " + ("missing 'type'" if kind is None else
+                                                      f"'type' must be a string, got {_brief(kind)}"))
+        try:
+            cls = _layer_class(kind)
+        except ValueError:
+            known = sorted(set(LAYER_ARGUMENTS) | {c.__name__ for c in nn.ACTIVATIONS.values()})
+            raise HandgradError(None, f"{where}: unknown type {_brief(kind)}; known: {', '.join(known)}") from None
+        where = f"architecture layer {i} ({kind})"
+        schema = LAYER_ARGUMENTS.get(cls.__name__, {})
+        args = {k: v for k, v in spec.items() if k != "type"}
+        unknown = [k for k in args if k not in schema]
+        if unknown:
+            takes = ", ".join(schema) if schema else "no keywords"
+            raise HandgradError(None, f"{where}: unknown keyword {_brief(unknown[0])}; {kind} takes {takes}")
+        missing = [k for k, (_, required) in schema.items() if required and k not in args]
+        if missing:
+            raise HandgradError(None, f"{where}: missing {', '.join(repr(k) for k in missing)}")
+        for key, value in args.items():
+            if not _check_value(schema[key][0], value):
+                raise HandgradError(None, f"{where}: {key!r} must be {_KIND_TEXT[schema[key][0]]}, "
+                                          f"got {_brief(value)}")
+        shape = _next_shape(cls.__name__, args, shape, where, f"{i}.", tensors)
+        size = _size(shape)
+        if size is not None and size > MAX_ELEMENTS:
+            raise HandgradError(None, f"{where}: outputs {size} values per sample {fmt_shape(shape)}, more than the "
+                                      f"limit {MAX_ELEMENTS}")
+    return tensors, shape
+
+
+def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
+    """The per-sample output shape of one checked layer; its parameters' shapes go into ``tensors``."""
+    def given():
+        return "shape " + ("unknown" if shape == (...,) else fmt_shape(shape).replace("Ellipsis", "..."))
+
+    open_rank = shape[0] is Ellipsis
+    if name == "Linear":
+        fin, fout = a["in_features"], a["out_features"]
+        if shape[-1] is not Ellipsis and shape[-1] is not None and shape[-1] != fin:
+            raise HandgradError(None, f"{where}: 'in_features' is {fin}, but the layer before gives {shape[-1]} "
+                                      f"features ({given()})")
+        tensors[prefix + "weight"] = ((fout, fin), True)
+        if a.get("bias", True):
+            tensors[prefix + "bias"] = ((fout,), True)
+        return (shape if shape[-1] is Ellipsis else shape[:-1]) + (fout,)
+    if name in ("Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d"):
+        if not open_rank and len(shape) != 3:
+            raise HandgradError(None, f"{where}: expects (C, H, W) maps per sample, but the layer before gives "
+                                      f"{given()}")
+        c, h, w = (None, None, None) if open_rank else shape
+    if name == "BatchNorm2d" or name == "BatchNorm1d":
+        nf = a["num_features"]
+        if name == "BatchNorm1d" and not open_rank and len(shape) not in (1, 2):
+            raise HandgradError(None, f"{where}: expects (C,) or (C, L) per sample, but the layer before gives "
+                                      f"{given()}")
+        channels = None if open_rank else shape[0]
+        if channels is not None and channels != nf:
+            raise HandgradError(None, f"{where}: 'num_features' is {nf}, but the layer before gives {channels} "
+                                      f"channels ({given()})")
+        if a.get("affine", True):
+            tensors[prefix + "weight"] = tensors[prefix + "bias"] = ((nf,), True)
+        if a.get("track_running_stats", True):
+            tensors[prefix + "running_mean"] = tensors[prefix + "running_var"] = ((nf,), True)
+            tensors[prefix + "num_batches_tracked"] = ((), False)
+        return shape
+    if name in ("Conv2d", "MaxPool2d", "AvgPool2d"):
+        k = _pair(a["kernel_size"], None)
+        s = _pair(a.get("stride"), 1 if name == "Conv2d" else k)
+        p = _pair(a.get("padding"), 0)
+        if name != "Conv2d" and any(pi > ki // 2 for pi, ki in zip(p, k)):
+            raise HandgradError(None, f"{where}: 'padding' {list(p)} must be at most half of 'kernel_size' {list(k)}")
+        channels = c
+        if name == "Conv2d":
+            if c is not None and c != a["in_channels"]:
+                raise HandgradError(None, f"{where}: 'in_channels' is {a['in_channels']}, but the layer before "
+                                          f"gives {c} channels ({given()})")
+            channels = a["out_channels"]
+            tensors[prefix + "weight"] = ((channels, a["in_channels"]) + k, True)
+            if a.get("bias", True):
+                tensors[prefix + "bias"] = ((channels,), True)
+        out = []
+        for axis, size, ki, si, pi in (("height", h, k[0], s[0], p[0]), ("width", w, k[1], s[1], p[1])):
+            if size is None:
+                out.append(None)
+                continue
+            if size + 2 * pi < ki:
+                raise HandgradError(None, f"{where}: the kernel ({ki}) is larger than the padded {axis} "
+                                          f"({size + 2 * pi}): the maps shrink to nothing ({given()})")
+            out.append((size + 2 * pi - ki) // si + 1)
+        if name == "Conv2d" and None not in out:
+            unfolded = out[0] * out[1] * a["in_channels"] * k[0] * k[1]
+            if unfolded > MAX_ELEMENTS:
+                raise HandgradError(None, f"{where}: unfolds {unfolded} values per sample, more than the limit "
+                                          f"{MAX_ELEMENTS}")
+        return (channels, out[0], out[1])
+    if name == "Flatten":
+        start, end = a.get("start_dim", 1), a.get("end_dim", -1)
+        if open_rank:
+            return (None,) if (start, end) == (1, -1) else (...,)
+        batched = (0,) + shape
+        rank = len(batched)
+        if not (-rank <= start < rank and -rank <= end < rank) or start % rank > end % rank:
+            raise HandgradError(None, f"{where}: 'start_dim' {start} and 'end_dim' {end} do not fit inputs of "
+                                      f"rank {rank} (N and {given()})")
+        start, end = start % rank, end % rank
+        if start == 0:
+            return (...,)
+        merged = _size(batched[start:end + 1])
+        return batched[1:start] + (merged,) + batched[end + 1:]
+    if name in ("Softmax", "LogSoftmax") and not open_rank:
+        dim, rank = a.get("dim", -1), len(shape) + 1
+        if not -rank <= dim < rank:
+            raise HandgradError(None, f"{where}: 'dim' {dim} is out of range for inputs of rank {rank} "
+                                      f"(N and {given()})")
+    return shape
 
 
 def summary(model: nn.Sequential, input_shape) -> str:
@@ -209,4 +487,5 @@ def summary(model: nn.Sequential, input_shape) -> str:
 
 
 __all__ = ["MODELS", "TrainDefaults", "build_model", "defaults_for", "architecture", "from_architecture",
-           "summary", "parse_layer_spec"]
+           "summary", "parse_layer_spec", "check_architecture", "check_input_shape", "MAX_LAYERS", "MAX_SIZE",
+           "MAX_ELEMENTS"]

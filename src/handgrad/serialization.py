@@ -14,26 +14,39 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HandgradError, StateDictError
+from .errors import HandgradError, StateDictError, fmt_shape
 
 FORMAT = "handgrad-checkpoint-1"
 
 
+class WriteError(HandgradError, OSError):
+    """A file could not be written (full disk, no permission, ...); the message names the file."""
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: all or nothing."""
+    """Write ``data`` to ``path`` through a temporary file and a rename: all or nothing. A failure
+    raises WriteError (an OSError) naming ``path``, not the temporary file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise WriteError(str(path), f"cannot write the file: {e.strerror or e}") from e
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -48,21 +61,51 @@ def save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
     atomic_write_bytes(path, save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()}))
 
 
+def check_readable(path, what: str = "checkpoint") -> Path:
+    """``path`` as a Path when it is a regular file this process can open; otherwise HandgradError
+    saying which of missing, a folder, not a regular file, or unreadable (with the system's reason)."""
+    path = Path(path)
+    if not path.exists():
+        raise HandgradError(str(path), f"no such {what} file")
+    if path.is_dir():
+        raise HandgradError(str(path), f"is a folder, expected a {what} file")
+    if not path.is_file():
+        raise HandgradError(str(path), f"is not a regular file, expected a {what} file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise HandgradError(str(path), f"cannot read the {what} file: {e.strerror or e}") from None
+    return path
+
+
+def _safetensors(path, read):
+    """``read(handle)`` on the open safetensors file; any failure of the reader is a HandgradError."""
+    from safetensors import safe_open
+
+    path = check_readable(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return read(f)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # its own error types for bad headers and sizes; a Rust panic is a BaseException
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HandgradError(str(path), f"not a readable safetensors file (truncated or corrupt?): {reason}") from None
+
+
 def load_tensors(path) -> tuple[dict, dict]:
     """(tensors, metadata) of a safetensors file; a missing, truncated or corrupt file raises
     HandgradError naming the file."""
-    from safetensors import safe_open
+    return _safetensors(path, lambda f: ({k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})))
 
-    path = Path(path)
-    if not path.is_file():
-        raise HandgradError(str(path), "no such checkpoint file")
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for bad headers and sizes
-        raise HandgradError(str(path), f"not a readable safetensors file (truncated or corrupt?): {e}") from None
-    return tensors, metadata
+
+def read_header(path) -> tuple[dict, dict]:
+    """(metadata, {tensor name: (shape, safetensors dtype such as "F32")}) without reading any tensor."""
+    def read(f):
+        return dict(f.metadata() or {}), {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
+                                          for k in f.keys()}
+    return _safetensors(path, read)
 
 
 def save(model, path, /, reference_inputs=None, **metadata) -> None:
@@ -104,32 +147,125 @@ def reference_checks(model, inputs) -> dict:
 
 def read_metadata(path) -> dict:
     """The decoded header metadata of a handgrad checkpoint."""
-    return _decode(path, load_tensors(path)[1])
+    return _decode(path, read_header(path)[0])
 
 
 def _decode(path, raw: dict) -> dict:
     try:
         meta = {k: json.loads(v) for k, v in raw.items()}
-    except json.JSONDecodeError as e:
-        raise HandgradError(str(path), f"checkpoint metadata is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, an integer of too many digits, deep nesting
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise HandgradError(str(path), f"checkpoint metadata is not valid JSON: {reason}") from None
     if meta.get("format") != FORMAT or "architecture" not in meta:
-        raise HandgradError(str(path), f"not a handgrad checkpoint (metadata 'format' is {meta.get('format')!r}, "
+        raise HandgradError(str(path), f"not a handgrad checkpoint (metadata 'format' is {_brief(meta.get('format'))}, "
                                        f"expected {FORMAT!r} with an 'architecture')")
     return meta
 
 
-def load(path, dtype=None):
+FLOAT_DTYPES = ("F16", "F32", "F64")
+INT_DTYPES = ("I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64")
+LOSSES = ("cross_entropy", "mse")
+
+
+def check_checkpoint(path, meta: dict, tensors: dict) -> None:
+    """Check a checkpoint's decoded metadata and its tensors' names, shapes and dtypes (``tensors``:
+    name -> (shape, safetensors dtype), as ``read_header`` gives) before anything is built or read:
+    the architecture entry by entry and its shapes chained from ``input_shape``, every metadata field
+    ``load`` and the CLI use, and the tensors against the parameters the architecture declares.
+    Raises HandgradError naming the file and the field or tensor."""
+    from .models import MAX_SIZE, check_architecture
+
+    def fail(message):
+        raise HandgradError(str(path), message)
+
+    try:
+        expected, output = check_architecture(meta["architecture"], meta.get("input_shape"))
+    except HandgradError as e:
+        fail(str(e))
+    if "dtype" in meta and meta["dtype"] not in ("float32", "float64"):
+        fail(f"'dtype' must be \"float32\" or \"float64\", got {_brief(meta['dtype'])}")
+    classes = meta.get("classes")
+    if classes is not None:
+        if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_SIZE or \
+                not all(isinstance(c, str) for c in classes):
+            fail(f"'classes' must be a list of 1 to {MAX_SIZE} strings, got {_brief(classes)}")
+        outputs = output[-1] if output[-1] is not Ellipsis else None
+        if outputs is not None and outputs != len(classes):
+            fail(f"'classes' names {len(classes)} classes, but the model has {outputs} outputs")
+    norm = meta.get("normalization")
+    if norm is not None and not (isinstance(norm, dict) and _finite(norm.get("mean")) and _finite(norm.get("std"))
+                                 and norm["std"] > 0):
+        fail(f"'normalization' must be null or {{\"mean\": a finite number, \"std\": a number > 0}}, got {_brief(norm)}")
+    if meta.get("loss") is not None and meta["loss"] not in LOSSES:
+        fail(f"'loss' must be one of {', '.join(LOSSES)}, got {_brief(meta['loss'])}")
+    for key in ("dataset", "model"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            fail(f"{key!r} must be a string, got {_brief(meta[key])}")
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    problems = ([f"missing tensors: {', '.join(missing)}"] if missing else []) + \
+               ([f"unexpected tensors: {', '.join(unexpected[:8])}" + (", ..." if len(unexpected) > 8 else "")]
+                if unexpected else [])
+    for key, (shape, floating) in expected.items():
+        if key not in tensors:
+            continue
+        got_shape, got_dtype = tensors[key]
+        if tuple(got_shape) != shape:
+            problems.append(f"{key}: expected {fmt_shape(shape)}, got {fmt_shape(got_shape)}")
+        elif got_dtype not in (FLOAT_DTYPES if floating else INT_DTYPES):
+            kinds = "a float dtype (F16, F32, F64)" if floating else "an integer dtype"
+            problems.append(f"{key}: expected {kinds}, got {got_dtype}")
+    if problems:
+        fail(f"tensors do not match the stored architecture: {'; '.join(problems)}")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _brief(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def nonfinite_tensors(tensors: dict) -> list:
+    """``["0.weight (3 NaN, 1 inf of 6272 values)", ...]`` for every floating tensor holding NaN or inf."""
+    found = []
+    for name, value in tensors.items():
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            nan = int(np.isnan(value).sum())
+            found.append(f"{name} ({nan} NaN, {int(value.size - nan - np.isfinite(value).sum())} inf "
+                         f"of {value.size} values)")
+    return found
+
+
+def load(path, dtype=None, allow_nonfinite: bool = False):
     """Rebuild the model saved at ``path`` and load its weights; ``model.metadata`` holds the
-    header (normalization, classes, ...). A file whose tensors do not fit its architecture raises
-    HandgradError naming the file and the keys."""
+    header (normalization, classes, ...).
+
+    Everything is checked before anything is built (``check_checkpoint``): a file whose
+    architecture, metadata or tensors are malformed or do not fit each other raises HandgradError
+    naming the file and the field or tensor, so a small file cannot ask for a large allocation.
+    Weights holding NaN or inf raise HandgradError naming the tensors, unless ``allow_nonfinite``
+    (then ``model.nonfinite`` lists them)."""
     from .models import from_architecture
 
-    tensors, raw = load_tensors(path)
+    raw, shapes = read_header(path)
     meta = _decode(path, raw)
+    check_checkpoint(path, meta, shapes)
+    if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
+        raise HandgradError(str(path), f"load() takes dtype float32 or float64, got {np.dtype(dtype).name}")
+    tensors, _ = load_tensors(path)
+    nonfinite = nonfinite_tensors(tensors)
+    if nonfinite and not allow_nonfinite:
+        raise HandgradError(str(path), f"non-finite weights in {'; '.join(nonfinite)}: the checkpoint is broken "
+                                       f"(a run's earlier checkpoint may be good)")
     model = from_architecture(meta["architecture"]).to(dtype or meta.get("dtype", "float32"))
     try:
         model.load_state_dict(tensors)
     except StateDictError as e:
         raise HandgradError(str(path), f"tensors do not match the stored architecture: {e}") from None
     model.metadata = meta
+    model.nonfinite = nonfinite
     return model

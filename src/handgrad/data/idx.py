@@ -15,7 +15,9 @@ recognised from the content (bytes 1f 8b), not the name.
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import stat
 import zlib
 
 import numpy as np
@@ -36,28 +38,127 @@ def describe_magic(magic: int) -> str:
     return f"0x{magic:08X} ({kind}, {magic & 0xFF}-D)"
 
 
-def _read_bytes(path) -> bytes:
-    """The file's bytes, decompressed when it is gzip."""
+#: The most data bytes an IDX file may declare (MNIST's training images hold 47 MB).
+MAX_DATA_BYTES = 1 << 30
+#: How far past the declared data a gzip stream is decompressed to count trailing bytes.
+MAX_TRAILING_COUNT = 1 << 24
+_CHUNK = 1 << 20
+
+
+class _Gunzip:
+    """The decompressed content of a gzip file, handed out in pieces of a requested size, so that
+    no more is ever decompressed than is asked for. Members follow one another as in gzip(1);
+    zero padding after the last member is ignored, anything else is an error. zlib checks each
+    member's CRC-32 and length when its end is reached."""
+
+    def __init__(self, f, where: str, first: bytes = b""):
+        self.f, self.where = f, where
+        self.stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        self.pending = first  # compressed bytes read from the file but not yet given to zlib
+        self.done = False
+
+    def _corrupt(self, reason):
+        return HandgradError(self.where, f"corrupt or truncated gzip data ({reason}); "
+                                         f"delete the file and fetch it again")
+
+    def read(self, n: int) -> bytearray:
+        out = bytearray()
+        while len(out) < n and not self.done:
+            if self.stream.eof:
+                self._next_member()
+                continue
+            data = self.stream.unconsumed_tail or self.pending or self.f.read(_CHUNK)
+            self.pending = b""
+            try:
+                piece = self.stream.decompress(data, n - len(out))
+            except zlib.error as e:
+                raise self._corrupt(e) from None
+            if not data and not piece and not self.stream.eof:
+                raise self._corrupt("the stream ends early")
+            out += piece
+        return out
+
+    def _next_member(self):
+        rest = self.stream.unused_data
+        while len(rest) < 2:
+            more = self.f.read(_CHUNK)
+            if not more:
+                break
+            rest += more
+        if rest[:2] == _GZIP_MAGIC:
+            self.stream, self.pending = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS), rest
+            return
+        while rest:
+            if rest.strip(b"\0"):
+                raise self._corrupt("trailing garbage after the gzip stream")
+            rest = self.f.read(_CHUNK)
+        self.done = True
+
+
+class _Raw:
+    def __init__(self, f, first: bytes):
+        self.f, self.first = f, first
+
+    def read(self, n: int) -> bytearray:
+        out = bytearray(self.first[:n])
+        self.first = self.first[n:]
+        while len(out) < n:
+            piece = self.f.read(min(n - len(out), _CHUNK))
+            if not piece:
+                break
+            out += piece
+        return out
+
+
+def _read_idx_bytes(path, magic: int | None) -> bytearray:
+    """The file's IDX bytes (decompressed when it is gzip), read header first: the declared size is
+    checked against MAX_DATA_BYTES (and, for a raw file, the file's size) before the data is read,
+    and no more than the declared data (plus a count of trailing bytes) is ever decompressed."""
+    where = str(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a folder, a pipe, a device: never opened (a pipe blocks)
+            raise HandgradError(where, "is not a regular file, expected an IDX file")
+        f = open(path, "rb")
     except OSError as e:
-        raise HandgradError(str(path), f"cannot read the IDX file: {e.strerror or e}") from e
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        raise HandgradError(str(path), f"corrupt or truncated gzip data ({e}); "
-                                       f"delete the file and fetch it again") from e
+        raise HandgradError(where, f"cannot read the IDX file: {e.strerror or e}") from None
+    with f:
+        first = f.read(2)
+        gz = first == _GZIP_MAGIC
+        reader = _Gunzip(f, where, first) if gz else _Raw(f, first)
+        data = reader.read(4)
+        if len(data) == 4 and data[0] == 0 and data[1] == 0 and data[3] > 0:
+            data += reader.read(4 * data[3])
+        # the header alone, or the header's own error
+        shape, dtype, header = _parse_header(data, where, magic)
+        expected = math.prod(shape) * dtype.itemsize
+        dims = " x ".join(map(str, shape))
+        declared = f"the header declares {dims} {dtype.newbyteorder('=').name} = {expected} data bytes"
+        if expected > MAX_DATA_BYTES:
+            raise HandgradError(where, f"{declared}, more than the limit of {MAX_DATA_BYTES} bytes")
+        if not gz:
+            body = os.fstat(f.fileno()).st_size - header
+            if body < expected:
+                raise HandgradError(where, f"truncated: {declared}, the file holds {body} ({expected - body} missing)")
+            if body > expected:
+                raise HandgradError(where, f"{body - expected} trailing bytes: {declared}, the file holds {body}")
+        data += reader.read(expected)
+        if len(data) - header < expected:
+            body = len(data) - header
+            raise HandgradError(where, f"truncated: {declared}, the file holds {body} ({expected - body} missing)")
+        trailing = 0
+        while gz and trailing <= MAX_TRAILING_COUNT:
+            piece = len(reader.read(_CHUNK))
+            if not piece:
+                break
+            trailing += piece
+        if trailing:
+            count = f"more than {MAX_TRAILING_COUNT}" if trailing > MAX_TRAILING_COUNT else str(trailing)
+            raise HandgradError(where, f"{count} trailing bytes: {declared}, the decompressed file holds more")
+    return data
 
 
-def parse_idx(data: bytes, where: str, magic: int | None = None) -> np.ndarray:
-    """Decode IDX bytes (already decompressed) to an array in native byte order.
-
-    ``magic``: when given, the exact magic number the file must have (``IMAGES_MAGIC``,
-    ``LABELS_MAGIC``). ``where`` names the file in errors.
-    """
+def _parse_header(data, where: str, magic: int | None) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, header length) from the start of IDX bytes, with every check on the header."""
     if len(data) < 4:
         raise HandgradError(where, f"too short for an IDX file: {len(data)} bytes, the header alone needs at least 4")
     got = int.from_bytes(data[:4], "big")
@@ -84,7 +185,17 @@ def parse_idx(data: bytes, where: str, magic: int | None = None) -> np.ndarray:
                                    f"the file holds {len(data)}")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return shape, dtype, header
+
+
+def parse_idx(data: bytes, where: str, magic: int | None = None) -> np.ndarray:
+    """Decode IDX bytes (already decompressed) to an array in native byte order.
+
+    ``magic``: when given, the exact magic number the file must have (``IMAGES_MAGIC``,
+    ``LABELS_MAGIC``). ``where`` names the file in errors.
+    """
+    shape, dtype, header = _parse_header(data, where, magic)
+    expected = math.prod(shape) * dtype.itemsize
     body = len(data) - header
     dims = " x ".join(map(str, shape))
     if body < expected:
@@ -108,7 +219,7 @@ def read_idx(path, magic: int | None = None) -> np.ndarray:
         >>> read_idx("mnist/t10k-labels-idx1-ubyte.gz").shape
         (10000,)
     """
-    return parse_idx(_read_bytes(path), str(path), magic)
+    return parse_idx(_read_idx_bytes(path, magic), str(path), magic)
 
 
 def write_idx(path, array: np.ndarray, compress: bool | None = None) -> None:
@@ -133,6 +244,9 @@ def load_idx_pair(images_path, labels_path, num_classes: int = 10) -> tuple[np.n
     ``0 .. num_classes - 1``.
     """
     images = read_idx(images_path, IMAGES_MAGIC)
+    if images.size == 0:
+        raise HandgradError(str(images_path), f"holds no images (shape {' x '.join(map(str, images.shape))}); "
+                                              f"expected at least one image of at least 1 x 1 pixels")
     labels = read_idx(labels_path, LABELS_MAGIC)
     if len(images) != len(labels):
         raise HandgradError(str(labels_path), f"holds {len(labels)} labels but the images file "
