@@ -21,8 +21,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # The bridge imports torch, so it loads only when first used: ``handgrad.torch.convert(...)``.
-    if name == "torch":
+    # The bridge imports torch and the exporter onnx, so each loads only when first used:
+    # ``handgrad.torch.convert(...)``, ``handgrad.onnx.export(...)``.
+    if name in ("torch", "onnx"):
         import importlib
-        return importlib.import_module("handgrad.torch")
+        return importlib.import_module(f"handgrad.{name}")
     raise AttributeError(f"module 'handgrad' has no attribute {name!r}")
