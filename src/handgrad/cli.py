@@ -130,7 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- issue 7: compare, sweep, report, explain, gradcheck (see _add_visual_commands) ---------------
     _add_visual_commands(sub, MODELS)
+    _add_export_command(sub)
     return parser
+
+
+def _add_export_command(sub):
+    x = sub.add_parser("export", help="write a checkpoint as an ONNX model",
+                       description="Write a checkpoint as an ONNX model (opset 17, any batch size) that runs in "
+                                   "onnxruntime. Its input is the normalised image, as the model takes it; the "
+                                   "normalisation and class names are in the file's metadata.")
+    x.add_argument("checkpoint")
+    x.add_argument("output", help="the .onnx file to write")
+    x.add_argument("--input-shape", type=_csv_ints, metavar="C,H,W",
+                   help="one sample's shape, e.g. 1,28,28 (default: the checkpoint's)")
 
 
 # -- issue 7: compare, sweep, report, explain, gradcheck ------------------------------------------------
@@ -566,6 +578,26 @@ def cmd_gradcheck(args) -> int:
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "datasets": cmd_datasets,
             "compare": cmd_compare, "sweep": cmd_sweep, "report": cmd_report, "explain": cmd_explain,
             "gradcheck": cmd_gradcheck}
+
+
+def cmd_export(args) -> int:
+    from .onnx import OPSET, export
+    from .serialization import load
+
+    model = load(args.checkpoint)
+    proto = export(model, args.output, input_shape=args.input_shape)
+
+    def shape(value):
+        dims = value.type.tensor_type.shape.dim
+        return "(" + ", ".join(d.dim_param or str(d.dim_value) for d in dims) + ")"
+    graph = proto.graph
+    print(f"wrote {args.output}: ONNX opset {OPSET}, {len(graph.node)} nodes, input '{graph.input[0].name}' "
+          f"{shape(graph.input[0])}, output '{graph.output[0].name}' {shape(graph.output[0])}, "
+          f"{np.dtype(model.dtype).name}")
+    return 0
+
+
+COMMANDS["export"] = cmd_export
 
 
 def main(argv=None) -> int:

@@ -241,8 +241,11 @@ def to_onnx(model, input_shape=None, metadata: dict | None = None):
     metadata_props (by default the checkpoint's input shape, normalisation, classes, loss, dataset
     and model name). Raises ExportError naming the layer that has no exporter, or the argument.
     """
-    import onnx
-    from onnx import helper
+    try:
+        import onnx
+        from onnx import helper
+    except ImportError:
+        raise ExportError(None, "ONNX export needs the onnx package: pip install 'handgrad[onnx]'") from None
 
     from . import __version__
 
@@ -251,8 +254,8 @@ def to_onnx(model, input_shape=None, metadata: dict | None = None):
     stored = dict(getattr(model, "metadata", None) or {})
     if input_shape is None:
         if "input_shape" not in stored:
-            raise ExportError(None, "export needs input_shape, one sample's shape such as (1, 28, 28) or (784,); "
-                                    "the model has no checkpoint metadata to take it from")
+            raise ExportError(None, "export needs one sample's shape, such as (1, 28, 28) or (784,) (input_shape, "
+                                    "or --input-shape on the command line): the model carries none")
         input_shape = stored["input_shape"]
     if not isinstance(input_shape, (list, tuple)) or not input_shape or \
             not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in input_shape):
