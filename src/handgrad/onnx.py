@@ -199,7 +199,7 @@ def _trace(model, layers, input_shape, dtype):
                     y = layer(x)
                 except ValueError as e:  # HandgradError and NumPy's own shape errors
                     raise ExportError(None, f"input_shape {fmt_shape(input_shape)} does not fit the model at layer "
-                                            f"{index}: {e}") from None
+                                            f"{index} (run on a batch of {batch}): {e}") from None
                 seen.append((x.shape, y.shape))
                 x = y
         shapes.append(seen)
