@@ -238,6 +238,7 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):
     pytest.param(None, "export needs one sample's shape", id="missing"),
     pytest.param("1x8x8", "input_shape must be one sample's shape", id="text"),
     pytest.param((1, 0, 8), "input_shape must be one sample's shape", id="zero"),
+    pytest.param((1, 1 << 14, 1 << 14), "holds more than 67108864 values per sample", id="too-large"),
     pytest.param((2, 8, 8), "input_shape (2, 8, 8) does not fit the model at layer 1", id="wrong-size"),
 ])
 def test_a_bad_input_shape_is_refused(input_shape, message, tmp_path):

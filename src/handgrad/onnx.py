@@ -26,6 +26,7 @@ import numpy as np
 
 from . import nn
 from .errors import HandgradError, fmt_shape
+from .models import MAX_ELEMENTS
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17, so that runtimes older than the onnx package read it
@@ -184,7 +185,7 @@ def _layers(module, prefix=""):
         yield prefix.rstrip(".") or type(module).__name__, module
 
 
-def _trace(model, layers, input_shape, dtype):
+def _trace(layers, input_shape, dtype):
     """Each layer's batched input and output shapes, None where a size follows the batch size: the
     model runs in eval mode on zero batches of 2 and 3 samples (2: BatchNorm on batch statistics
     needs more than one value per channel)."""
@@ -262,6 +263,9 @@ def to_onnx(model, input_shape=None, metadata: dict | None = None):
         raise ExportError(None, f"input_shape must be one sample's shape, a tuple of positive integers such as "
                                 f"(1, 28, 28), got {input_shape!r}")
     input_shape = tuple(int(d) for d in input_shape)
+    if np.prod(input_shape, dtype=np.float64) > MAX_ELEMENTS:
+        raise ExportError(None, f"input_shape {fmt_shape(input_shape)} holds more than {MAX_ELEMENTS} values per "
+                                f"sample, the limit")
     dtype = np.dtype(model.dtype)
     if dtype not in (np.float32, np.float64):
         raise ExportError(model, f"export writes float32 or float64 models, got {dtype.name}; convert with .to()")
@@ -280,7 +284,7 @@ def to_onnx(model, input_shape=None, metadata: dict | None = None):
     was_training = model.training
     model.eval()
     try:
-        shapes = _trace(model, layers, input_shape, dtype)
+        shapes = _trace(layers, input_shape, dtype)
         graph, x = Graph(dtype), INPUT
         for (name, layer), (in_shape, out_shape) in zip(layers, shapes):
             x = EXPORTERS[type(layer)](graph, layer, x, name, in_shape, out_shape)
@@ -308,7 +312,8 @@ def export(model, path, input_shape=None, metadata: dict | None = None):
 
     Example::
 
-        >>> handgrad.onnx.export(handgrad.models.build_model("lenet5"), "lenet5.onnx", input_shape=(1, 28, 28))
+        >>> from handgrad.models import build_model
+        >>> handgrad.onnx.export(build_model("lenet5"), "lenet5.onnx", input_shape=(1, 28, 28))
     """
     from .serialization import atomic_write_bytes
 
