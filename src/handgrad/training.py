@@ -407,10 +407,17 @@ class StopSignals:
             raise Interrupted(self.signum)
 
 
+#: Read by a BLAS library when it loads: the libraries loaded inside ``limited_threads`` (SciPy's
+#: OpenBLAS, which the digits set brings in) take the limit from these.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 @contextlib.contextmanager
 def limited_threads(n: int | None):
-    """Run the block with at most ``n`` threads: BLAS's (through threadpoolctl) and handgrad's own
-    (``handgrad.set_num_threads``); both are put back afterwards. ``None`` changes nothing."""
+    """Run the block with at most ``n`` threads: BLAS's (threadpoolctl for the libraries already
+    loaded, BLAS_THREAD_VARIABLES for those loaded inside) and handgrad's own
+    (``handgrad.set_num_threads``). All are put back afterwards, but a library first loaded inside
+    keeps ``n``. ``None`` changes nothing."""
     if n is None:
         yield
         return
@@ -421,12 +428,19 @@ def limited_threads(n: int | None):
     import handgrad
 
     previous = handgrad.get_num_threads()
+    variables = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
     handgrad.set_num_threads(n)
+    os.environ.update({name: str(n) for name in BLAS_THREAD_VARIABLES})
     try:
         with threadpool_limits(limits=n):
             yield
     finally:
         handgrad.set_num_threads(previous)
+        for name, value in variables.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class Trainer:
