@@ -120,7 +120,8 @@ def _add_visual_commands(sub, MODELS):
     c = sub.add_parser("compare", help="train several models on the same data and plot them together",
                        description="Train several models on the same data, split and seed; write one figure "
                        "of train and test loss and accuracy per epoch (compare.png) and a table "
-                       "(compare.md, compare.json) into --out. Finished runs in --out are read back.")
+                       "(compare.md, compare.json) into --out. Finished runs in --out with the same settings are read back; "
+                       "runs with other settings are trained again.")
     c.add_argument("models", nargs="*", metavar="MODEL",
                    help=f"models by name (default: {' '.join(DEFAULT_MODELS)}); known: {', '.join(MODELS)}")
     _add_training_options(c, MODELS)
@@ -129,8 +130,8 @@ def _add_visual_commands(sub, MODELS):
 
     s = sub.add_parser("sweep", help="a hyperparameter grid in parallel worker processes",
                        description="Train every combination of the comma-separated values given, in parallel "
-                       "worker processes, each run in its own folder under --out; finished runs are skipped "
-                       "and interrupted ones resumed. Writes sweep.json, sweep.csv, parallel.png and sweep.html.")
+                       "worker processes, each run in its own folder under --out; finished runs with the same "
+                       "settings are skipped, interrupted ones resumed, others trained again. Writes sweep.json, sweep.csv, parallel.png and sweep.html.")
     s.add_argument("--model", default="tiny-mlp", help="model name(s), comma-separated (default: tiny-mlp)")
     s.add_argument("--lr", help="e.g. 0.1,0.01")
     s.add_argument("--batch-size", help="e.g. 64,128")
