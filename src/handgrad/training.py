@@ -53,8 +53,11 @@ class Interrupted(KeyboardInterrupt):
     """SIGINT (Ctrl-C) or SIGTERM (``timeout``, job schedulers) stopped the run between two steps."""
 
     def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+        super().__init__(self.signum)  # the args rebuild it when a sweep worker sends it back
+
+    def __str__(self) -> str:
+        return signal.Signals(self.signum).name
 
 
 @dataclass
@@ -507,41 +510,43 @@ class Trainer:
                        desc=f"epoch {self.epoch + 1}/{c.epochs}", file=sys.stderr)
         started = time.perf_counter()
         p = self.partial
-        for step, (x, y) in enumerate(self.loader):
-            if step < self.step_in_epoch:
-                continue  # resumed mid-epoch: these batches were already trained on
-            with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked below
-                out = model(x)
-                loss = objective(out, y)
-            if not np.isfinite(loss):
-                self.diverged(f"the loss became {loss}", x, y)
-            opt.zero_grad()
-            model.backward(objective.backward(), input_grad=False)
-            # A non-finite weight shows in the next step's loss; the full check of gradients and
-            # weights is the net for what the loss can miss (an infinite weight behind a ReLU, a
-            # finite gradient times a huge lr on the last step). Every save checks again, exactly.
-            full_check = (self.global_step + 1) % FINITE_CHECK_EVERY == 0
-            if full_check and not all_finite(p_.grad for p_ in params if p_.grad is not None):
-                self.diverged("a gradient became non-finite", x, y)
-            with np.errstate(over="ignore", invalid="ignore"):
-                opt.step()
-            if full_check and not all_finite(p_.data for p_ in params):
-                self.diverged(f"the weights {self.nonfinite_names()} are non-finite after the optimizer step "
-                              f"(lr {opt.param_groups[0]['lr']:g})")
-            p["loss_sum"] += loss * len(x)
-            p["correct"] += int((out.argmax(axis=1) == y).sum())
-            p["seen"] += len(x)
-            self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
-            if c.grad_norm_every and self.global_step % c.grad_norm_every == 0:
-                self.grad_norm_log.append({"step": self.global_step, "epoch": self.epoch + 1, **grad_norms(model)})
+        try:
+            for step, (x, y) in enumerate(self.loader):
+                if step < self.step_in_epoch:
+                    continue  # resumed mid-epoch: these batches were already trained on
+                with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked below
+                    out = model(x)
+                    loss = objective(out, y)
+                if not np.isfinite(loss):
+                    self.diverged(f"the loss became {loss}", x, y)
+                opt.zero_grad()
+                model.backward(objective.backward(), input_grad=False)
+                # A non-finite weight shows in the next step's loss; the full check of gradients and
+                # weights is the net for what the loss can miss (an infinite weight behind a ReLU, a
+                # finite gradient times a huge lr on the last step). Every save checks again, exactly.
+                full_check = (self.global_step + 1) % FINITE_CHECK_EVERY == 0
+                if full_check and not all_finite(p_.grad for p_ in params if p_.grad is not None):
+                    self.diverged("a gradient became non-finite", x, y)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    opt.step()
+                if full_check and not all_finite(p_.data for p_ in params):
+                    self.diverged(f"the weights {self.nonfinite_names()} are non-finite after the optimizer step "
+                                  f"(lr {opt.param_groups[0]['lr']:g})")
+                p["loss_sum"] += loss * len(x)
+                p["correct"] += int((out.argmax(axis=1) == y).sum())
+                p["seen"] += len(x)
+                self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
+                if c.grad_norm_every and self.global_step % c.grad_norm_every == 0:
+                    self.grad_norm_log.append({"step": self.global_step, "epoch": self.epoch + 1, **grad_norms(model)})
+                if bar is not None:
+                    elapsed = p["seconds"] + time.perf_counter() - started
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{p['loss_sum'] / p['seen']:.4f}", samples_s=f"{p['seen'] / elapsed:,.0f}")
+                self.stop.check()  # a step boundary: the state is whole here
+        finally:  # also when interrupted or diverged: the time spent counts, the bar goes
             if bar is not None:
-                elapsed = p["seconds"] + time.perf_counter() - started
-                bar.update(1)
-                bar.set_postfix(loss=f"{p['loss_sum'] / p['seen']:.4f}", samples_s=f"{p['seen'] / elapsed:,.0f}")
-            self.stop.check()  # a step boundary: the state is whole here
-        if bar is not None:
-            bar.close()
-        p["seconds"] += time.perf_counter() - started
+                bar.close()
+            p["seconds"] += time.perf_counter() - started
 
     def nonfinite_names(self) -> str:
         names = [name for name, p_ in self.model.named_parameters() if not np.isfinite(p_.data).all()]
