@@ -172,7 +172,7 @@ def test_resume_works_in_the_folder_given_and_leaves_the_original_untouched(tmp_
     ({"seed": 3}, ["--seed 3", "seed 0"]),
     ({"model": "mlp"}, ["--model mlp", "model tiny-mlp"]),
     ({"train_size": 500}, ["--train-size 500", "train_size None"]),
-    ({"epochs": 0}, ["--epochs", "0", "already trained into epoch 1"]),
+    ({"epochs": 0}, ["--epochs 0: the run has trained into epoch 1; give at least 1"]),
 ])
 def test_resume_refuses_settings_that_differ_naming_the_option_and_both_values(tmp_path, changes, named):
     config = digits_config(tmp_path, model="tiny-mlp", epochs=2, optimizer="sgd", lr=0.05)

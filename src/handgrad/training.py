@@ -241,9 +241,9 @@ class RunLock:
         self.fd = None
 
     def acquire(self) -> "RunLock":
+        """Take the lock; the folder must exist."""
         import fcntl
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)  # never truncated unlocked
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -298,10 +298,10 @@ def claim_run_folder(run_dir, overwrite: bool = False) -> None:
 
 
 # -- settings ---------------------------------------------------------------------------------------
-#: What a resumed run may change. The data folder and the gradient-norm cadence change no weight
-#: (the data files must be the same ones; their MD5 is checked); a new number of epochs extends or
-#: shortens the run, its schedule laid over the new total from the current epoch on.
-RESUME_MAY_CHANGE = ("epochs", "data_dir", "grad_norm_every")
+#: What a resumed run may change. The data folder changes no weight (the data files must be the
+#: same ones; their MD5 is checked); a new number of epochs extends or shortens the run, its
+#: schedule laid over the new total from the current epoch on.
+RESUME_MAY_CHANGE = ("epochs", "data_dir")
 
 
 def option(name: str) -> str:
@@ -342,8 +342,8 @@ def resume_config(run_dir, changes: dict | None = None, log=print) -> TrainConfi
     changes = dict(changes or {})
     out = changes.pop("out", None)
     if out is not None and Path(out).resolve() != run_dir.resolve():
-        raise HandgradError(option("out"), f"{out}: --resume continues the run in {run_dir} itself; to continue "
-                                           f"it elsewhere, copy the folder there and resume the copy")
+        raise HandgradError(str(run_dir), f"--out {out}: --resume continues the run in {run_dir} itself; to continue "
+                                          f"it elsewhere, copy the folder there and resume the copy")
     conflicts = [(k, was, now) for k, was, now in config_differences(changes, saved) if k not in RESUME_MAY_CHANGE]
     if conflicts:
         given = ", ".join(f"{option(k)} {now}" for k, _, now in conflicts)
@@ -356,8 +356,8 @@ def resume_config(run_dir, changes: dict | None = None, log=print) -> TrainConfi
     if epochs is not None and epochs != saved["epochs"]:
         done = meta["epoch"] + (1 if meta["step_in_epoch"] else 0)
         if epochs < done:
-            raise HandgradError(option("epochs"), f"{epochs}: the run in {run_dir} has already trained "
-                                                  f"{'into ' if meta['step_in_epoch'] else ''}epoch {done}")
+            trained = f"has trained into epoch {done}" if meta["step_in_epoch"] else f"has already trained {done} epochs"
+            raise HandgradError(str(run_dir), f"--epochs {epochs}: the run {trained}; give at least {done}")
         log(f"{run_dir}: {'extending' if epochs > saved['epochs'] else 'shortening'} the run from "
             f"{saved['epochs']} to {epochs} epochs" + (f"; its {saved['schedule']} schedule now spans {epochs} epochs "
                                                        "from the current one on" if saved["schedule"] not in (None, "none")
@@ -603,6 +603,7 @@ class Trainer:
         raises Interrupted (a KeyboardInterrupt)."""
         owns_lock = self.lock is None
         if owns_lock:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             self.lock = RunLock(self.run_dir).acquire()
         try:
             if not self.claimed:
@@ -750,25 +751,34 @@ def format_epoch(row: dict, epochs: int) -> str:
 
 def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, changes: dict | None = None,
               progress: bool = True, log=print) -> Trainer:
-    """Lock ``config.out``, then either claim it for a new run (``overwrite``: replacing the run
-    there) or continue the run in it (``resume``: its own settings, but ``changes`` as
-    ``resume_config`` allows), and return the Trainer, set up, ready for ``fit()``, holding the
-    lock until it is closed (use it in a ``with`` block)."""
-    run_dir = config.resolved().out
-    lock = RunLock(run_dir).acquire()
-    try:
-        if resume:
+    """Lock ``config.out`` and either continue the run in it (``resume``: its own settings, but
+    ``changes`` as ``resume_config`` allows) or claim it for a new run (``overwrite``: replacing the
+    run there). Returns the Trainer, set up, ready for ``fit()`` and holding the lock until it is
+    closed (use it in a ``with`` block). A new run loads its data and builds its model before it
+    creates the folder, so a bad setting leaves nothing behind."""
+    run_dir = Path(config.resolved().out)
+    if resume:
+        if not run_dir.is_dir():
+            raise HandgradError(str(run_dir), "no such run folder to resume")
+        lock = RunLock(run_dir).acquire()
+        try:
             trainer = Trainer(resume_config(run_dir, changes, log), progress=progress, log=log)
             trainer.lock = lock
-            trainer.setup().restore_state()
-        else:
-            claim_run_folder(run_dir, overwrite)  # before the data loads: a refusal comes at once
-            trainer = Trainer(config, progress=progress, log=log)
-            trainer.lock, trainer.claimed = lock, True
-            trainer.setup()
+            return trainer.setup().restore_state()
+        except BaseException:
+            lock.release()
+            raise
+    if run_files(run_dir) and not overwrite:
+        claim_run_folder(run_dir)  # refuses at once, before the data loads; checked again under the lock
+    trainer = Trainer(config, progress=progress, log=log).setup()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir).acquire()
+    try:
+        claim_run_folder(run_dir, overwrite)
     except BaseException:
         lock.release()
         raise
+    trainer.lock, trainer.claimed = lock, True
     return trainer
 
 
