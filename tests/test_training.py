@@ -338,3 +338,9 @@ def test_an_infinite_weight_the_loss_does_not_show_is_caught_by_the_full_check(t
         train(config, progress=False, log=quiet)
     assert_every_checkpoint_finite(tmp_path / "run")
     assert handgrad.load(tmp_path / "run" / "last.safetensors").metadata["epoch"] == 1
+
+
+def test_a_new_run_with_a_bad_setting_leaves_no_folder_behind(tmp_path):
+    with pytest.raises(handgrad.HandgradError, match="nosuchset"):
+        train(TrainConfig(dataset="nosuchset", out=str(tmp_path / "run")), progress=False, log=quiet)
+    assert not (tmp_path / "run").exists()
