@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._threads import split_rows
+from .spec import Bridge, Case, OpSpec, refuse_inplace, register
 
 
 def relu_forward(x):
@@ -99,3 +100,41 @@ def elementwise_forward(x, function):
 def elementwise_backward(grad_output, x, derivative):
     """dL/dx = G * f'(x)"""
     return grad_output * np.asarray(derivative(x), dtype=grad_output.dtype)
+
+
+# -- specs ------------------------------------------------------------------------------------------
+def _float_option(name):
+    """A bridge check that passes one numeric option on as a float (a torch.nn layer may hold an int)."""
+    def check(where, arrays, options):
+        return {name: float(options[name])}
+    return check
+
+
+def _input_cases(*options):
+    """One (3, 5) input per set of options."""
+    def cases(rng):
+        for opts in options or ({},):
+            yield Case("x (3, 5)" + "".join(f", {k} {v}" for k, v in opts.items()), (rng.standard_normal((3, 5)),),
+                       opts)
+    return cases
+
+
+def _dim_cases(rng):
+    for dim in (-1, 1):
+        yield Case(f"x (2, 3, 4), dim {dim}", (rng.standard_normal((2, 3, 4)),), {"dim": dim})
+
+
+register(
+    OpSpec("relu", relu_forward, relu_backward, lambda torch: torch.nn.functional.relu, _input_cases(),
+           bridge=Bridge("ReLU", unsupported=refuse_inplace)),
+    OpSpec("leaky_relu", leaky_relu_forward, leaky_relu_backward, lambda torch: torch.nn.functional.leaky_relu,
+           _input_cases({"negative_slope": 0.1}), options=(("negative_slope", 0.01),),
+           bridge=Bridge("LeakyReLU", check=_float_option("negative_slope"), unsupported=refuse_inplace)),
+    OpSpec("sigmoid", sigmoid_forward, sigmoid_backward, lambda torch: torch.sigmoid, _input_cases(),
+           bridge=Bridge("Sigmoid")),
+    OpSpec("tanh", tanh_forward, tanh_backward, lambda torch: torch.tanh, _input_cases(), bridge=Bridge("Tanh")),
+    OpSpec("softmax", softmax_forward, softmax_backward, lambda torch: torch.nn.functional.softmax, _dim_cases,
+           options=(("dim", -1),)),
+    OpSpec("log_softmax", log_softmax_forward, log_softmax_backward, lambda torch: torch.nn.functional.log_softmax,
+           _dim_cases, options=(("dim", -1),)),
+)

@@ -8,7 +8,7 @@ from .conv import Conv2d
 from .dropout import Dropout
 from .linear import Flatten, Identity, Linear
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
-from .module import Module
+from .module import LAYERS, Module
 from .normalization import BatchNorm1d, BatchNorm2d
 from .parameter import Parameter
 from .pooling import AvgPool2d, MaxPool2d
