@@ -3,7 +3,8 @@
 PyTorch bridge both wrap these; no derivative is written anywhere else.
 Each op also has a spec (``SPECS``, see ``spec.py``): its torch reference, its check cases and what the
 PyTorch bridge needs, read by everything that iterates the ops."""
-from .activation import (elementwise_backward, elementwise_forward, leaky_relu_backward, leaky_relu_forward,
+from .activation import (elementwise_backward, elementwise_forward, elu_backward, elu_forward, leaky_relu_backward,
+                         leaky_relu_forward,
                          log_softmax_backward, log_softmax_forward, relu_backward, relu_forward,
                          sigmoid_backward, sigmoid_forward, softmax_backward, softmax_forward,
                          tanh_backward, tanh_forward)

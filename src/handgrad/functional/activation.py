@@ -43,6 +43,20 @@ def leaky_relu_backward(grad_output, cache):
     return np.where(positive, grad_output, grad_output * grad_output.dtype.type(negative_slope))
 
 
+def elu_forward(x, alpha=1.0):
+    """y = x if x > 0 else alpha * (exp(x) - 1)"""
+    positive = x > 0
+    # expm1 of min(x, 0): exact near 0, and no overflow where x > 0 (that branch is not taken there)
+    out = np.where(positive, x, x.dtype.type(alpha) * np.expm1(np.minimum(x, 0)))
+    return out, (positive, out, alpha)  # where x <= 0, dy/dx = alpha * exp(x) = y + alpha: no exp backward
+
+
+def elu_backward(grad_output, cache):
+    """dL/dx = G * (1 if x > 0 else alpha * exp(x)) = G * (1 if x > 0 else y + alpha)   (alpha at x = 0, as PyTorch)"""
+    positive, out, alpha = cache
+    return np.where(positive, grad_output, grad_output * (out + out.dtype.type(alpha)))
+
+
 def sigmoid_forward(x):
     """y = 1 / (1 + exp(-x)), computed as e/(1+e) with e = exp(-|x|) so no exp overflows."""
     e = np.exp(-np.abs(x))
@@ -130,6 +144,9 @@ register(
     OpSpec("leaky_relu", leaky_relu_forward, leaky_relu_backward, lambda torch: torch.nn.functional.leaky_relu,
            _input_cases({"negative_slope": 0.1}), options=(("negative_slope", 0.01),),
            bridge=Bridge("LeakyReLU", check=_float_option("negative_slope"), unsupported=refuse_inplace)),
+    OpSpec("elu", elu_forward, elu_backward, lambda torch: torch.nn.functional.elu,
+           _input_cases({"alpha": 1.0}, {"alpha": 0.3}), options=(("alpha", 1.0),),
+           bridge=Bridge("ELU", check=_float_option("alpha"), unsupported=refuse_inplace)),
     OpSpec("sigmoid", sigmoid_forward, sigmoid_backward, lambda torch: torch.sigmoid, _input_cases(),
            bridge=Bridge("Sigmoid")),
     OpSpec("tanh", tanh_forward, tanh_backward, lambda torch: torch.tanh, _input_cases(), bridge=Bridge("Tanh")),

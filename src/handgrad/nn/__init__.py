@@ -1,7 +1,7 @@
 """Layers, activations and losses with hand-written backward passes, under PyTorch's names."""
 from . import init
-from .activation import (ACTIVATIONS, ActivationDerivativeError, ElementwiseActivation, LeakyReLU, LogSoftmax, ReLU,
-                         Sigmoid, Softmax, Tanh, check_derivative, define_activation, get_activation,
+from .activation import (ACTIVATIONS, ELU, ActivationDerivativeError, ElementwiseActivation, LeakyReLU, LogSoftmax,
+                         ReLU, Sigmoid, Softmax, Tanh, check_derivative, define_activation, get_activation,
                          register_activation)
 from .container import ModuleList, Sequential
 from .conv import Conv2d

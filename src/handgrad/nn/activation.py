@@ -82,6 +82,25 @@ class LeakyReLU(_Activation):
         return f"negative_slope={self.negative_slope}"
 
 
+class ELU(_Activation):
+    """y = x if x > 0 else alpha * (exp(x) - 1);  dL/dx = G * (1 if x > 0 else y + alpha)"""
+    op = "elu"
+    _forward, _backward = staticmethod(F.elu_forward), staticmethod(F.elu_backward)
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def _args(self):
+        return (self.alpha,)
+
+    def constructor_args(self):
+        return dict(alpha=self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x));  dL/dx = G * y * (1 - y)"""
     op = "sigmoid"
@@ -119,7 +138,7 @@ class LogSoftmax(Softmax):
     _forward, _backward = staticmethod(F.log_softmax_forward), staticmethod(F.log_softmax_backward)
 
 
-for _name, _cls in (("relu", ReLU), ("leaky_relu", LeakyReLU), ("sigmoid", Sigmoid), ("tanh", Tanh)):
+for _name, _cls in (("relu", ReLU), ("leaky_relu", LeakyReLU), ("elu", ELU), ("sigmoid", Sigmoid), ("tanh", Tanh)):
     register_activation(_name, _cls)
 
 
