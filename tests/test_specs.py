@@ -166,3 +166,13 @@ def test_a_layer_defined_later_is_registered_and_cannot_shadow_handgrads():
     assert models.CONSTRUCTOR_ARGS["Scale"](Scale(3.0)) == {"factor": 3.0}
     assert models.architecture(nn.Sequential(Scale(3.0))) == [{"type": "Scale", "factor": 3.0}]
     assert nn.LAYERS["Linear"] is nn.Linear and Linear is not nn.Linear
+
+
+def test_explain_compares_a_user_activation_with_no_torch_layer_of_the_same_name():
+    """A user's activation named as a torch.nn layer (here sin, under torch's "Mish") is not a handgrad
+    layer: it has no torch reference, rather than torch's Mish as one."""
+    mish = nn.define_activation("Mish", np.sin, np.cos)
+    x = np.random.default_rng(6).standard_normal((3, 4))
+    report = explain(nn.Sequential(nn.Linear(4, 3), mish()), x, np.array([0, 1, 2]))
+    assert report.passed, str(report)
+    assert [g.torch_rel_error for g in report.steps[1].grads] == [None]
