@@ -2,6 +2,7 @@
 stored in checkpoints so ``handgrad.load`` can rebuild a model with no code from the user."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,21 +183,22 @@ def defaults_for(name: str) -> TrainDefaults:
 
 
 # -- architecture <-> JSON --------------------------------------------------------------------------
-CONSTRUCTOR_ARGS = {
-    "Linear": lambda m: dict(in_features=m.in_features, out_features=m.out_features, bias=m.bias is not None),
-    "Conv2d": lambda m: dict(in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=m.kernel_size,
-                             stride=m.stride, padding=m.padding, bias=m.bias is not None),
-    "MaxPool2d": lambda m: dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding),
-    "AvgPool2d": lambda m: dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding),
-    "Flatten": lambda m: dict(start_dim=m.start_dim, end_dim=m.end_dim),
-    "Dropout": lambda m: dict(p=m.p),
-    "BatchNorm1d": lambda m: dict(num_features=m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
-                                  track_running_stats=m.track_running_stats),
-    "LeakyReLU": lambda m: dict(negative_slope=m.negative_slope),
-    "Softmax": lambda m: dict(dim=m.dim),
-    "LogSoftmax": lambda m: dict(dim=m.dim),
-}
-CONSTRUCTOR_ARGS["BatchNorm2d"] = CONSTRUCTOR_ARGS["BatchNorm1d"]
+class _ConstructorArgs(Mapping):
+    """Layer name -> ``constructor_args`` of that layer class, read from the layers' registry
+    (``nn.LAYERS``, filled as each layer class is defined), so it is never out of date."""
+
+    def __getitem__(self, name):
+        return nn.LAYERS[name].constructor_args
+
+    def __iter__(self):
+        return iter(nn.LAYERS)
+
+    def __len__(self):
+        return len(nn.LAYERS)
+
+
+#: ``CONSTRUCTOR_ARGS[name](layer) -> dict``: the arguments that rebuild a layer of that name.
+CONSTRUCTOR_ARGS = _ConstructorArgs()
 
 
 def architecture(model: nn.Sequential) -> list:

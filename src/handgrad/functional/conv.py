@@ -18,6 +18,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .._threads import split_batch
+from ..errors import HandgradError, ShapeError, fmt_shape
+from .spec import Bridge, Case, OpSpec, register
 
 ALL = (True, True, True)
 COLS_BLOCK_BYTES = 1 << 19  # inference: columns unfolded per block of samples, about half a typical L2 cache
@@ -248,3 +250,70 @@ def conv2d_backward_reference(grad_output, cache, needs_input_grad=ALL):
         grad_cols = grad_rows @ weight.reshape(out_channels, -1)
         grad_input = col2im(grad_cols, x_shape, weight.shape[2:], stride, padding)
     return grad_input, grad_weight, grad_bias
+
+
+# -- spec -------------------------------------------------------------------------------------------
+def pair_argument(where, name, value, minimum=1) -> tuple[int, int]:
+    """``pair(value)``, refused with a HandgradError naming ``where`` unless both are >= ``minimum``."""
+    try:
+        v = pair(value)
+    except (TypeError, ValueError):
+        raise HandgradError(where, f"expected {name} to be an int or a pair of ints, got {value!r}") from None
+    if min(v) < minimum:
+        raise HandgradError(where, f"expected {name} >= {minimum}, got {value!r}")
+    return v
+
+
+def numeric_padding(padding, kernel_size, stride):
+    """torch's 'valid' is 0; 'same' is k // 2 where that is symmetric (odd kernels, stride 1); any
+    other padding is returned as it is."""
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same" and all(k % 2 == 1 for k in pair(kernel_size)) and pair(stride) == (1, 1):
+        return tuple(k // 2 for k in pair(kernel_size))
+    return padding
+
+
+def _check_conv2d(where, arrays, options):
+    from ..nn.conv import check_window_fits  # the layer's own check, so both front-ends word it alike
+
+    x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
+    stride = pair_argument(where, "stride", options["stride"])
+    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[1] or (
+            bias is not None and bias.shape != weight.shape[:1]):
+        raise ShapeError(where, f"expected input (N, C, H, W), weight (O, C, kH, kW) and bias (O,) with one C; "
+                                f"got input {fmt_shape(x.shape)}, weight {fmt_shape(weight.shape)}, "
+                                f"bias {None if bias is None else fmt_shape(bias.shape)}")
+    padding = numeric_padding(options["padding"], weight.shape[2:], stride)
+    padding = pair_argument(where, "padding", padding, minimum=0)
+    check_window_fits(where, x, weight.shape[2:], padding)
+    return {"stride": stride, "padding": padding}
+
+
+def _conv2d_unsupported(module):
+    if tuple(module.dilation) != (1, 1):
+        return f"dilation {module.dilation} is not supported (only 1)"
+    if module.groups != 1:
+        return f"groups={module.groups} is not supported (only 1)"
+    if module.padding_mode != "zeros":
+        return f"padding_mode={module.padding_mode!r} is not supported (only 'zeros')"
+    if isinstance(numeric_padding(module.padding, module.kernel_size, module.stride), str):
+        return f"padding={module.padding!r} needs asymmetric padding here; give the padding as numbers"
+    return None
+
+
+def _conv2d_cases(rng):
+    for x_shape, w_shape, stride, padding, bias in (((2, 2, 5, 5), (3, 2, 3, 3), (1, 1), (0, 0), True),
+                                                    ((1, 2, 5, 5), (3, 2, 3, 3), (2, 2), (1, 1), True),
+                                                    ((2, 1, 5, 6), (2, 1, 2, 3), (1, 2), (0, 1), False),
+                                                    ((2, 3, 4, 4), (2, 3, 1, 1), (1, 1), (0, 0), True)):
+        tensors = (rng.standard_normal(x_shape), rng.standard_normal(w_shape))
+        yield Case(f"x {x_shape} w {w_shape[2:]} stride {stride} padding {padding} bias={bias}",
+                   tensors + ((rng.standard_normal(w_shape[0]),) if bias else ()),
+                   {"stride": stride, "padding": padding})
+
+
+register(OpSpec("conv2d", conv2d_forward, conv2d_backward, lambda torch: torch.nn.functional.conv2d, _conv2d_cases,
+                tensors=("input", "weight", "bias"), options=(("stride", 1), ("padding", 0)), optional=("bias",),
+                needs_input_grad=True,
+                bridge=Bridge("Conv2d", check=_check_conv2d, unsupported=_conv2d_unsupported)))

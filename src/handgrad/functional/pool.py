@@ -19,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._threads import split_batch
-from .conv import conv_output_size, pad2d, windows
+from ..errors import HandgradError, ShapeError, fmt_shape
+from .conv import conv_output_size, pad2d, pair, pair_argument, windows
+from .spec import REQUIRED, Bridge, Case, OpSpec, register
 
 
 def _plane(xp, i, j, out_size, stride):
@@ -156,3 +158,59 @@ def max_pool2d_backward_reference(grad_output, cache):
         for j in range(kw):
             _plane(grad_padded, i, j, out_size, stride)[...] += np.where(argmax == i * kw + j, grad_output, zero)
     return grad_padded[:, :, ph:ph + h, pw:pw + w]
+
+
+# -- specs ------------------------------------------------------------------------------------------
+def _check_pool2d(where, arrays, options):
+    from ..nn.conv import check_window_fits  # the layers' own check, so both front-ends word it alike
+
+    x = arrays["input"]
+    kernel_size = pair_argument(where, "kernel_size", options["kernel_size"])
+    stride = options["stride"]
+    stride = kernel_size if stride is None or stride == [] else pair_argument(where, "stride", stride)
+    padding = pair_argument(where, "padding", options["padding"], minimum=0)
+    if x.ndim != 4:
+        raise ShapeError(where, f"expected input of shape (N, C, H, W) (4-D), got {fmt_shape(x.shape)}")
+    if any(p > k // 2 for p, k in zip(padding, kernel_size)):
+        raise HandgradError(where, f"padding {padding} should be at most half of kernel_size {kernel_size}")
+    check_window_fits(where, x, kernel_size, padding)
+    return {"kernel_size": kernel_size, "stride": stride, "padding": padding}
+
+
+def _max_pool2d_unsupported(module):
+    if pair(module.dilation) != (1, 1):
+        return f"dilation {module.dilation} is not supported (only 1)"
+    if module.return_indices:
+        return "return_indices=True is not supported"
+    if module.ceil_mode:
+        return "ceil_mode=True is not supported"
+    return None
+
+
+def _avg_pool2d_unsupported(module):
+    if module.ceil_mode:
+        return "ceil_mode=True is not supported"
+    if not module.count_include_pad:
+        return "count_include_pad=False is not supported"
+    if module.divisor_override is not None:
+        return "divisor_override is not supported"
+    return None
+
+
+def _pool2d_cases(rng):
+    for shape, kernel, stride, padding in (((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
+                                           ((1, 2, 5, 5), (3, 3), (2, 2), (1, 1)),
+                                           ((1, 2, 4, 5), (2, 3), (1, 1), (0, 0))):
+        yield Case(f"x {shape} kernel {kernel} stride {stride} padding {padding}", (rng.standard_normal(shape),),
+                   {"kernel_size": kernel, "stride": stride, "padding": padding})
+
+
+_POOL_OPTIONS = (("kernel_size", REQUIRED), ("stride", None), ("padding", 0))
+register(
+    OpSpec("max_pool2d", max_pool2d_forward, max_pool2d_backward, lambda torch: torch.nn.functional.max_pool2d,
+           _pool2d_cases, options=_POOL_OPTIONS,
+           bridge=Bridge("MaxPool2d", check=_check_pool2d, unsupported=_max_pool2d_unsupported)),
+    OpSpec("avg_pool2d", avg_pool2d_forward, avg_pool2d_backward, lambda torch: torch.nn.functional.avg_pool2d,
+           _pool2d_cases, options=_POOL_OPTIONS,
+           bridge=Bridge("AvgPool2d", check=_check_pool2d, unsupported=_avg_pool2d_unsupported)),
+)

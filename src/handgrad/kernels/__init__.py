@@ -33,7 +33,7 @@ REFERENCE_PACKAGES = ("handgrad.functional", "handgrad.optim.functional")
 
 _forced: list[bool] = []  # the stack of `reference()` / `use_kernels()` blocks; the last one wins
 _kernels: dict[str, Callable[..., Any]] | None = None  # name -> compiled kernel, found on first use
-_references: dict[str, Callable[..., Any]] = {}
+_references: dict[str, Any] = {}  # name -> the module holding its reference
 
 
 def _env_enabled() -> bool:
@@ -104,11 +104,12 @@ def _reference(name: str) -> Callable[..., Any]:
                     raise
                 continue
             if hasattr(module, name):
-                _references[name] = getattr(module, name)
+                _references[name] = module
                 break
         else:
             raise KeyError(f"no op named {name!r} in {' or '.join(REFERENCE_PACKAGES)}")
-    return _references[name]
+    # looked up by name on every call, so a reference replaced in its package (a test's spy) is the one run
+    return getattr(_references[name], name)
 
 
 def op(name: str) -> Callable[..., Any]:

@@ -41,6 +41,8 @@ class Conv2d(Module):
         (2, 8, 28, 28)
     """
 
+    op = "conv2d"
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  bias: bool = True, dtype=np.float32):
         super().__init__()
@@ -77,6 +79,10 @@ class Conv2d(Module):
         if self.bias is not None:
             self.bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
+
+    def constructor_args(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=self.kernel_size,
+                    stride=self.stride, padding=self.padding, bias=self.bias is not None)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -25,6 +25,8 @@ class Linear(Module):
         (32, 10)
     """
 
+    op = "linear"
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
@@ -54,6 +56,9 @@ class Linear(Module):
             self.bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
 
+    def constructor_args(self):
+        return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None)
+
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
@@ -76,6 +81,9 @@ class Flatten(Module):
     def backward(self, grad_output, input_grad: bool = True):
         input_shape = self._saved(grad_output)
         return grad_output.reshape(input_shape) if input_grad else None
+
+    def constructor_args(self):
+        return dict(start_dim=self.start_dim, end_dim=self.end_dim)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -26,6 +26,9 @@ class _Pool2d(Module):
         check_floating(self, "input", x)
         check_window_fits(self, x, self.kernel_size, self.padding)
 
+    def constructor_args(self):
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+
     def extra_repr(self):
         k, s, p = (v[0] if v[0] == v[1] else v for v in (self.kernel_size, self.stride, self.padding))
         return f"kernel_size={k}, stride={s}, padding={p}"
@@ -38,6 +41,8 @@ class MaxPool2d(_Pool2d):
     (as PyTorch); overlapping windows add up.
     Shape: (N, C, H, W) -> (N, C, Ho, Wo), Ho = (H + 2*pH - kH) // sH + 1.
     """
+
+    op = "max_pool2d"
 
     def forward(self, x):
         self._check(x)
@@ -56,6 +61,8 @@ class AvgPool2d(_Pool2d):
     (PyTorch's default count_include_pad=True).  dL/dx_p = sum over windows holding p of G / (kH*kW).
     Shape: (N, C, H, W) -> (N, C, Ho, Wo).
     """
+
+    op = "avg_pool2d"
 
     def forward(self, x):
         self._check(x)
