@@ -233,25 +233,26 @@ MAX_LAYERS = 1024
 MAX_SIZE = 1 << 20
 MAX_ELEMENTS = 1 << 26
 
-#: Each stored layer type's keywords: name -> (kind, required). Kinds are checked by ``_check_value``.
-LAYER_ARGUMENTS = {
-    "Linear": {"in_features": ("size", True), "out_features": ("size", True), "bias": ("bool", False)},
-    "Conv2d": {"in_channels": ("size", True), "out_channels": ("size", True), "kernel_size": ("size pair", True),
-               "stride": ("size pair", False), "padding": ("padding pair", False), "bias": ("bool", False)},
-    "MaxPool2d": {"kernel_size": ("size pair", True), "stride": ("size pair", False),
-                  "padding": ("padding pair", False)},
-    "Flatten": {"start_dim": ("dim", False), "end_dim": ("dim", False)},
-    "Dropout": {"p": ("probability", False)},
-    "BatchNorm1d": {"num_features": ("size", True), "eps": ("positive number", False),
-                    "momentum": ("momentum", False), "affine": ("bool", False), "track_running_stats": ("bool", False)},
-    "LeakyReLU": {"negative_slope": ("number", False)},
-    "Softmax": {"dim": ("dim", False)},
-    "Identity": {},
-    "ReLU": {}, "Sigmoid": {}, "Tanh": {},
-}
-LAYER_ARGUMENTS["AvgPool2d"] = LAYER_ARGUMENTS["MaxPool2d"]
-LAYER_ARGUMENTS["BatchNorm2d"] = LAYER_ARGUMENTS["BatchNorm1d"]
-LAYER_ARGUMENTS["LogSoftmax"] = LAYER_ARGUMENTS["Softmax"]
+class _LayerArguments(Mapping):
+    """Each storable layer type's keywords, name -> {keyword: (kind, required)}, read live from the
+    layers' own ``arguments`` (``nn.LAYERS``), so a new layer needs no entry here. Kinds are checked
+    by ``_check_value``."""
+
+    def _table(self) -> dict:
+        return {name: cls.arguments for name, cls in nn.LAYERS.items()
+                if cls.arguments is not None and getattr(nn, name, None) is cls}
+
+    def __getitem__(self, name):
+        return self._table()[name]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self):
+        return len(self._table())
+
+
+LAYER_ARGUMENTS = _LayerArguments()
 
 _KIND_TEXT = {"size": f"an integer from 1 to {MAX_SIZE}", "size pair": f"an integer from 1 to {MAX_SIZE} or a "
               f"list of two", "padding pair": f"an integer from 0 to {MAX_SIZE} or a list of two",

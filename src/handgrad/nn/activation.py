@@ -41,6 +41,7 @@ class _Activation(Module):
     """An activation whose math is a ``functional`` forward/backward pair."""
 
     _forward = _backward = None
+    arguments: dict[str, tuple[str, bool]] | None = {}
 
     def _args(self):
         return ()
@@ -68,6 +69,8 @@ class LeakyReLU(_Activation):
     op = "leaky_relu"
     _forward, _backward = staticmethod(F.leaky_relu_forward), staticmethod(F.leaky_relu_backward)
 
+    arguments = {"negative_slope": ("number", False)}
+
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
         self.negative_slope = float(negative_slope)
@@ -86,6 +89,8 @@ class ELU(_Activation):
     """y = x if x > 0 else alpha * (exp(x) - 1);  dL/dx = G * (1 if x > 0 else y + alpha)"""
     op = "elu"
     _forward, _backward = staticmethod(F.elu_forward), staticmethod(F.elu_backward)
+
+    arguments = {"alpha": ("number", False)}
 
     def __init__(self, alpha: float = 1.0):
         super().__init__()
@@ -117,6 +122,8 @@ class Softmax(_Activation):
     """y_i = exp(x_i) / sum_j exp(x_j) along ``dim``;  dL/dx_i = y_i * (G_i - sum_j G_j y_j)"""
     op = "softmax"
     _forward, _backward = staticmethod(F.softmax_forward), staticmethod(F.softmax_backward)
+
+    arguments = {"dim": ("dim", False)}
 
     def __init__(self, dim: int = -1):
         super().__init__()
@@ -181,6 +188,7 @@ class ElementwiseActivation(_Activation):
 
     function = None
     derivative = None
+    arguments: dict[str, tuple[str, bool]] | None = None  # a base: only its subclasses are stored
 
     def __init_subclass__(cls, check: bool = True, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -43,6 +43,9 @@ class Conv2d(Module):
 
     op = "conv2d"
 
+    arguments = {"in_channels": ("size", True), "out_channels": ("size", True), "kernel_size": ("size pair", True),
+                 "stride": ("size pair", False), "padding": ("padding pair", False), "bias": ("bool", False)}
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  bias: bool = True, dtype=np.float32):
         super().__init__()

@@ -13,6 +13,8 @@ class Dropout(Module):
 
     op = "dropout"
 
+    arguments = {"p": ("probability", False)}
+
     def __init__(self, p: float = 0.5):
         super().__init__()
         if not 0 <= p <= 1:

@@ -27,6 +27,8 @@ class Linear(Module):
 
     op = "linear"
 
+    arguments = {"in_features": ("size", True), "out_features": ("size", True), "bias": ("bool", False)}
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
@@ -67,6 +69,8 @@ class Flatten(Module):
     """Collapse dims start_dim..end_dim into one: (N, C, H, W) -> (N, C*H*W) by default.
     Backward reshapes the gradient back to the input's shape."""
 
+    arguments = {"start_dim": ("dim", False), "end_dim": ("dim", False)}
+
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
@@ -91,6 +95,7 @@ class Flatten(Module):
 
 class Identity(Module):
     """y = x;  dL/dx = G."""
+    arguments: dict[str, tuple[str, bool]] | None = {}
 
     def forward(self, x):
         self._save_for_backward(None, np.shape(x))

@@ -30,6 +30,10 @@ class Module:
     """
 
     op: str | None = None
+    #: How a checkpoint's architecture entry for this layer is checked before anything is built:
+    #: keyword -> (kind, required), kinds as ``models.check_architecture`` knows them ("size",
+    #: "size pair", "bool", "number", ...). None: the layer cannot be stored in a checkpoint.
+    arguments: dict[str, tuple[str, bool]] | None = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

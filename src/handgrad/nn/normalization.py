@@ -14,6 +14,9 @@ class _BatchNorm(Module):
     _layout = ""
     op = "batch_norm"
 
+    arguments = {"num_features": ("size", True), "eps": ("positive number", False), "momentum": ("momentum", False),
+                 "affine": ("bool", False), "track_running_stats": ("bool", False)}
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, dtype=np.float32):
         super().__init__()

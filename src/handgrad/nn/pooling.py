@@ -9,6 +9,9 @@ from .module import Module
 
 
 class _Pool2d(Module):
+    arguments = {"kernel_size": ("size pair", True), "stride": ("size pair", False),
+                 "padding": ("padding pair", False)}
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size = F.pair(kernel_size)
