@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from . import functional as F
+from . import kernels
 from . import nn as hnn
 from .errors import DTypeError, HandgradError, ShapeError, fmt_shape
 from .nn.conv import check_window_fits
@@ -236,9 +237,9 @@ class LinearFunction(torch.autograd.Function):
 
 
 class Conv2dFunction(torch.autograd.Function):
-    """2-D cross-correlation through im2col, with handgrad's backward (``functional/conv.py``):
-    grad_weight = G.T @ cols, grad_bias = G.sum(rows), grad_input = col2im(G @ W). Only the unfolded
-    input (cols) and the weight are saved, not the input.
+    """2-D cross-correlation through im2col, with handgrad's backward (``functional/conv.py``, run
+    by ``handgrad.kernels``): grad_weight = G.T @ cols, grad_bias = G.sum(rows),
+    grad_input = col2im(G @ W). Only the unfolded input (cols) and the weight are saved, not the input.
 
     ``Conv2dFunction.apply(input (N, C, H, W), weight (O, C, kH, kW), bias (O,) or None, stride, padding)``
     """
@@ -255,13 +256,13 @@ class Conv2dFunction(torch.autograd.Function):
                                     f"got input {fmt_shape(x.shape)}, weight {fmt_shape(w.shape)}, "
                                     f"bias {None if b is None else fmt_shape(b.shape)}")
         check_window_fits(where, x, w.shape[2:], padding)
-        out, cache = F.conv2d_forward(x, w, b, stride, padding)
+        out, cache = kernels.op("conv2d_forward")(x, w, b, stride, padding)
         return _finish(ctx, out, cache, [(x, input), (w, weight)])
 
     @staticmethod
     @hand_written("Conv2dFunction")
     def backward(ctx, grad_output):
-        grads = F.conv2d_backward(_upstream(grad_output), _load_cache(ctx), _needs(ctx, 3))
+        grads = kernels.op("conv2d_backward")(_upstream(grad_output), _load_cache(ctx), _needs(ctx, 3))
         return _grads(*grads) + (None, None)
 
 
@@ -287,13 +288,13 @@ class MaxPool2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, kernel_size, stride=None, padding=0):
         x = _array("MaxPool2dFunction", "input", input)
-        out, cache = F.max_pool2d_forward(x, *_pool_args("MaxPool2dFunction", x, kernel_size, stride, padding))
+        out, cache = kernels.op("max_pool2d_forward")(x, *_pool_args("MaxPool2dFunction", x, kernel_size, stride, padding))
         return _finish(ctx, out, cache, [(x, input)])
 
     @staticmethod
     @hand_written("MaxPool2dFunction")
     def backward(ctx, grad_output):
-        return _grads(F.max_pool2d_backward(_upstream(grad_output), _load_cache(ctx))) + (None, None, None)
+        return _grads(kernels.op("max_pool2d_backward")(_upstream(grad_output), _load_cache(ctx))) + (None, None, None)
 
 
 class AvgPool2dFunction(torch.autograd.Function):
@@ -303,32 +304,33 @@ class AvgPool2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, kernel_size, stride=None, padding=0):
         x = _array("AvgPool2dFunction", "input", input)
-        out, cache = F.avg_pool2d_forward(x, *_pool_args("AvgPool2dFunction", x, kernel_size, stride, padding))
+        out, cache = kernels.op("avg_pool2d_forward")(x, *_pool_args("AvgPool2dFunction", x, kernel_size, stride, padding))
         return _finish(ctx, out, cache, [(x, input)])
 
     @staticmethod
     @hand_written("AvgPool2dFunction")
     def backward(ctx, grad_output):
-        return _grads(F.avg_pool2d_backward(_upstream(grad_output), _load_cache(ctx))) + (None, None, None)
+        return _grads(kernels.op("avg_pool2d_backward")(_upstream(grad_output), _load_cache(ctx))) + (None, None, None)
 
 
 class _ActivationFunction(torch.autograd.Function):
-    """An activation whose math is a functional ``_forward``/``_backward`` pair of one argument."""
+    """An activation whose math is the functional pair ``<_op>_forward``/``<_op>_backward``, run by
+    ``handgrad.kernels``."""
 
     @classmethod
     def _run(cls, ctx, input, *args):
         x = _array(cls.__name__, "input", input)
-        out, cache = cls._forward(x, *args)
+        out, cache = kernels.op(cls._op + "_forward")(x, *args)
         return _finish(ctx, out, cache, [(x, input)])
 
     @classmethod
     def _grad(cls, ctx, grad_output, extra):
-        return _grads(cls._backward(_upstream(grad_output), _load_cache(ctx))) + (None,) * extra
+        return _grads(kernels.op(cls._op + "_backward")(_upstream(grad_output), _load_cache(ctx))) + (None,) * extra
 
 
 class ReLUFunction(_ActivationFunction):
     """y = max(x, 0);  dL/dx = G * [y > 0]  (the output is saved, not the input)."""
-    _forward, _backward = staticmethod(F.relu_forward), staticmethod(F.relu_backward)
+    _op = "relu"
 
     @staticmethod
     def forward(ctx, input):
@@ -342,7 +344,7 @@ class ReLUFunction(_ActivationFunction):
 
 class LeakyReLUFunction(_ActivationFunction):
     """y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 if x > 0 else negative_slope)."""
-    _forward, _backward = staticmethod(F.leaky_relu_forward), staticmethod(F.leaky_relu_backward)
+    _op = "leaky_relu"
 
     @staticmethod
     def forward(ctx, input, negative_slope=0.01):
@@ -356,7 +358,7 @@ class LeakyReLUFunction(_ActivationFunction):
 
 class SigmoidFunction(_ActivationFunction):
     """y = 1 / (1 + exp(-x));  dL/dx = G * y * (1 - y)  (the output is saved)."""
-    _forward, _backward = staticmethod(F.sigmoid_forward), staticmethod(F.sigmoid_backward)
+    _op = "sigmoid"
 
     @staticmethod
     def forward(ctx, input):
@@ -370,7 +372,7 @@ class SigmoidFunction(_ActivationFunction):
 
 class TanhFunction(_ActivationFunction):
     """y = tanh(x);  dL/dx = G * (1 - y^2)  (the output is saved)."""
-    _forward, _backward = staticmethod(F.tanh_forward), staticmethod(F.tanh_backward)
+    _op = "tanh"
 
     @staticmethod
     def forward(ctx, input):
@@ -543,7 +545,8 @@ def _numeric_padding(padding, kernel_size, stride):
 
 
 class Conv2d(_Twin, torch.nn.Conv2d):
-    """``torch.nn.Conv2d`` whose forward and backward are handgrad's im2col convolution.
+    """``torch.nn.Conv2d`` whose forward and backward are handgrad's im2col convolution (one
+    matrix product per direction over all output pixels).
 
     Supported: any kernel_size, stride and padding (ints, pairs, 'valid', and 'same' for odd kernels
     at stride 1), bias or not; refused: dilation != 1, groups != 1, padding_mode other than 'zeros'.

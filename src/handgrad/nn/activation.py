@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from .. import kernels
 from ..errors import HandgradError, check_floating, check_ndim
 from .module import Module
 
@@ -37,9 +38,10 @@ def get_activation(name: str) -> type:
 
 
 class _Activation(Module):
-    """An activation whose math is a ``functional`` forward/backward pair."""
+    """An activation whose math is the ``functional`` pair ``<_op>_forward`` / ``<_op>_backward``,
+    run by ``handgrad.kernels`` (its compiled kernel where one exists)."""
 
-    _forward = _backward = None
+    _op = None
 
     def _args(self):
         return ()
@@ -47,23 +49,23 @@ class _Activation(Module):
     def forward(self, x):
         check_ndim(self, "input", x, range(0, 33), "(*)")
         check_floating(self, "input", x)
-        out, cache = type(self)._forward(x, *self._args())
+        out, cache = kernels.op(self._op + "_forward")(x, *self._args())
         self._save_for_backward(cache, out.shape)
         return out
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
-        return type(self)._backward(grad_output, cache) if input_grad else None
+        return kernels.op(self._op + "_backward")(grad_output, cache) if input_grad else None
 
 
 class ReLU(_Activation):
     """y = max(x, 0);  dL/dx = G * [x > 0]"""
-    _forward, _backward = staticmethod(F.relu_forward), staticmethod(F.relu_backward)
+    _op = "relu"
 
 
 class LeakyReLU(_Activation):
     """y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 if x > 0 else negative_slope)"""
-    _forward, _backward = staticmethod(F.leaky_relu_forward), staticmethod(F.leaky_relu_backward)
+    _op = "leaky_relu"
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
@@ -78,17 +80,17 @@ class LeakyReLU(_Activation):
 
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x));  dL/dx = G * y * (1 - y)"""
-    _forward, _backward = staticmethod(F.sigmoid_forward), staticmethod(F.sigmoid_backward)
+    _op = "sigmoid"
 
 
 class Tanh(_Activation):
     """y = tanh(x);  dL/dx = G * (1 - y^2)"""
-    _forward, _backward = staticmethod(F.tanh_forward), staticmethod(F.tanh_backward)
+    _op = "tanh"
 
 
 class Softmax(_Activation):
     """y_i = exp(x_i) / sum_j exp(x_j) along ``dim``;  dL/dx_i = y_i * (G_i - sum_j G_j y_j)"""
-    _forward, _backward = staticmethod(F.softmax_forward), staticmethod(F.softmax_backward)
+    _op = "softmax"
 
     def __init__(self, dim: int = -1):
         super().__init__()
@@ -103,7 +105,7 @@ class Softmax(_Activation):
 
 class LogSoftmax(Softmax):
     """y_i = x_i - log sum_j exp(x_j) along ``dim``;  dL/dx_i = G_i - softmax(x)_i * sum_j G_j"""
-    _forward, _backward = staticmethod(F.log_softmax_forward), staticmethod(F.log_softmax_backward)
+    _op = "log_softmax"
 
 
 for _name, _cls in (("relu", ReLU), ("leaky_relu", LeakyReLU), ("sigmoid", Sigmoid), ("tanh", Tanh)):
