@@ -1,65 +1,66 @@
 """The element-wise activations compiled: each forward and backward one pass over the array.
 
 The references build a boolean mask or temporaries (``np.where``, ``1 - y``) and pass over the
-data two to four times; each loop here reads its inputs once and writes the result once, split
-across the threads (a parallel loop costs about 2 us to start, under NumPy's own call overhead).
+data two to four times; each loop here reads its inputs once and writes the result once. They run
+on the calling thread: between BLAS products a parallel loop waits 60-100 us for its sleeping
+workers, while one core runs a whole 300,000-element ReLU in 27 us (NumPy: 112 us).
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 __all__ = ["leaky_relu_backward", "leaky_relu_forward", "relu_backward", "relu_forward", "sigmoid_backward",
            "sigmoid_forward", "tanh_backward", "tanh_forward"]
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _relu(x, out):
-    for k in prange(x.size):
+    for k in range(x.size):
         out[k] = 0 if x[k] <= 0 else x[k]  # NaN stays NaN, as np.maximum and PyTorch
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _relu_backward(g, y, out):
-    for k in prange(g.size):
+    for k in range(g.size):
         out[k] = g[k] if y[k] > 0 else 0
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _leaky_relu(x, slope, out):
-    for k in prange(x.size):
+    for k in range(x.size):
         out[k] = x[k] if x[k] > 0 else x[k] * slope
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _leaky_relu_backward(g, x, slope, out):
-    for k in prange(g.size):
+    for k in range(g.size):
         out[k] = g[k] if x[k] > 0 else g[k] * slope
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _sigmoid(x, out):
-    for k in prange(x.size):
+    for k in range(x.size):
         e = math.exp(-abs(x[k]))  # exp(-|x|) never overflows
         out[k] = (1 if x[k] >= 0 else e) / (1 + e)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _sigmoid_backward(g, y, out):
-    for k in prange(g.size):
+    for k in range(g.size):
         out[k] = g[k] * y[k] * (1 - y[k])
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _tanh(x, out):
-    for k in prange(x.size):
+    for k in range(x.size):
         out[k] = math.tanh(x[k])
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _tanh_backward(g, y, out):
-    for k in prange(g.size):
+    for k in range(g.size):
         out[k] = g[k] * (1 - y[k] * y[k])
 
 

@@ -29,26 +29,37 @@ INFERENCE_BLOCK_BYTES = 1 << 19
 @njit(parallel=True, cache=True)
 def unfold(x, kh, kw, sh, sw, ph, pw, ho, wo, cols):
     """cols[(c, i, j), (n, ho, wo)] = x[n, c, sH*ho + i - pH, sW*wo + j - pW] (0 outside x);
-    one pass over cols, parallel over samples, no padded copy of x."""
+    one pass over cols, parallel over samples, no padded copy of x. x and cols C-contiguous.
+
+    Flat unsigned offsets: with them LLVM vectorises the row copy (2.2x faster than 4-D indexing,
+    whose negative-index checks it cannot drop)."""
     n, c, h, w = x.shape
+    xf, cf = x.reshape(-1), cols.reshape(-1)
     plane = ho * wo
+    zero = x.dtype.type(0)
     for s in prange(n):
         for ci in range(c):
             for i in range(kh):
                 for j in range(kw):
-                    row = cols[(ci * kh + i) * kw + j, s * plane:(s + 1) * plane]
+                    row = (ci * kh + i) * kw + j
                     # b0 <= b < b1: the output columns whose input column sW*b + j - pW lies inside x
                     b0 = min(wo, max(0, (pw - j + sw - 1) // sw))
                     b1 = max(b0, min(wo, (w + pw - j + sw - 1) // sw))
                     for a in range(ho):
                         r = sh * a + i - ph
-                        line = row[a * wo:(a + 1) * wo]
+                        dst = np.uintp((row * n + s) * plane + a * wo)
                         if r < 0 or r >= h:
-                            line[:] = 0
-                        else:  # slices, so that LLVM vectorises the copy
-                            line[:b0] = 0
-                            line[b0:b1] = x[s, ci, r, sw * b0 + j - pw:sw * (b1 - 1) + j - pw + 1:sw]
-                            line[b1:] = 0
+                            for b in range(np.uintp(wo)):
+                                cf[dst + b] = zero
+                            continue
+                        src = np.uintp(((s * c + ci) * h + r) * w + sw * b0 + j - pw)
+                        for b in range(np.uintp(b0)):
+                            cf[dst + b] = zero
+                        inside, step = dst + np.uintp(b0), np.uintp(sw)
+                        for b in range(np.uintp(b1 - b0)):
+                            cf[inside + b] = xf[src + step * b]
+                        for b in range(np.uintp(b1), np.uintp(wo)):
+                            cf[dst + b] = zero
 
 
 @njit(parallel=True, cache=True)
@@ -56,21 +67,24 @@ def fold(grad_cols, kh, kw, sh, sw, ph, pw, ho, wo, grad_input):
     """The adjoint of ``unfold``: grad_input[n, c, r, q] = sum of the grad_cols entries read from
     x[n, c, r, q] (zeroed first); parallel over samples, each writing only its own image."""
     n, c, h, w = grad_input.shape
+    gf, xf = grad_cols.reshape(-1), grad_input.reshape(-1)
     plane = ho * wo
     for s in prange(n):
-        grad_input[s] = 0
+        xf[s * c * h * w:(s + 1) * c * h * w] = 0
         for ci in range(c):
             for i in range(kh):
                 for j in range(kw):
-                    row = grad_cols[(ci * kh + i) * kw + j, s * plane:(s + 1) * plane]
+                    row = (ci * kh + i) * kw + j
                     b0 = min(wo, max(0, (pw - j + sw - 1) // sw))
                     b1 = max(b0, min(wo, (w + pw - j + sw - 1) // sw))
-                    if b1 == b0:
-                        continue
                     for a in range(ho):
                         r = sh * a + i - ph
-                        if 0 <= r < h:
-                            grad_input[s, ci, r, sw * b0 + j - pw:sw * (b1 - 1) + j - pw + 1:sw] += row[a * wo + b0:a * wo + b1]
+                        if r < 0 or r >= h:
+                            continue
+                        src = np.uintp((row * n + s) * plane + a * wo + b0)
+                        dst, step = np.uintp(((s * c + ci) * h + r) * w + sw * b0 + j - pw), np.uintp(sw)
+                        for b in range(np.uintp(b1 - b0)):
+                            xf[dst + step * b] += gf[src + b]
 
 
 @njit(parallel=True, cache=True)
@@ -112,12 +126,12 @@ def _forward(x, matrix, bias, sizes, out):
 def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cache=True):
     """The same y as ``functional.conv2d_forward``: Y = W @ cols, laid out as NCHW plus the bias.
     ``keep_cache=False`` runs blocks of samples whose columns stay in cache, and keeps none."""
-    x = np.ascontiguousarray(x)
     n = x.shape[0]
     out_channels = weight.shape[0]
     sizes = _sizes(x.shape, weight.shape, stride, padding)
     ho, wo = sizes[6:]
     dtype = np.result_type(x, weight)
+    x = np.ascontiguousarray(x, dtype=dtype)
     matrix = np.ascontiguousarray(weight.reshape(out_channels, -1), dtype=dtype)
     b = np.zeros(out_channels, dtype) if bias is None else np.asarray(bias, dtype)
     out = np.empty((n, out_channels, ho * wo), dtype=dtype)
@@ -146,5 +160,5 @@ def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
     if needs_input_grad[0]:
         matrix = weight.reshape(out_channels, -1)
         grad_input = np.empty(x_shape, dtype=cols.dtype)
-        fold(matrix.T @ g, *_sizes(x_shape, weight.shape, stride, padding), grad_input)
+        fold(np.ascontiguousarray(matrix.T @ g), *_sizes(x_shape, weight.shape, stride, padding), grad_input)
     return grad_input, grad_weight, grad_bias
