@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from .. import kernels
 from ..errors import HandgradError, check_floating, check_ndim
 from ..gradcheck import ATOL, EPS, RTOL, numeric_grad
 from .module import Module
@@ -38,9 +39,9 @@ def get_activation(name: str) -> type:
 
 
 class _Activation(Module):
-    """An activation whose math is a ``functional`` forward/backward pair."""
+    """An activation whose math is the ``functional`` pair ``<op>_forward`` / ``<op>_backward``,
+    run by ``handgrad.kernels`` (its compiled kernel where one exists)."""
 
-    _forward = _backward = None
     arguments: dict[str, tuple[str, bool]] | None = {}
 
     def _args(self):
@@ -49,25 +50,23 @@ class _Activation(Module):
     def forward(self, x):
         check_ndim(self, "input", x, range(0, 33), "(*)")
         check_floating(self, "input", x)
-        out, cache = type(self)._forward(x, *self._args())
+        out, cache = kernels.op(self.op + "_forward")(x, *self._args())
         self._save_for_backward(cache, out.shape)
         return out
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
-        return type(self)._backward(grad_output, cache) if input_grad else None
+        return kernels.op(self.op + "_backward")(grad_output, cache) if input_grad else None
 
 
 class ReLU(_Activation):
     """y = max(x, 0);  dL/dx = G * [x > 0]"""
     op = "relu"
-    _forward, _backward = staticmethod(F.relu_forward), staticmethod(F.relu_backward)
 
 
 class LeakyReLU(_Activation):
     """y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 if x > 0 else negative_slope)"""
     op = "leaky_relu"
-    _forward, _backward = staticmethod(F.leaky_relu_forward), staticmethod(F.leaky_relu_backward)
 
     arguments = {"negative_slope": ("number", False)}
 
@@ -88,8 +87,6 @@ class LeakyReLU(_Activation):
 class ELU(_Activation):
     """y = x if x > 0 else alpha * (exp(x) - 1);  dL/dx = G * (1 if x > 0 else y + alpha)"""
     op = "elu"
-    _forward, _backward = staticmethod(F.elu_forward), staticmethod(F.elu_backward)
-
     arguments = {"alpha": ("number", False)}
 
     def __init__(self, alpha: float = 1.0):
@@ -109,19 +106,16 @@ class ELU(_Activation):
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x));  dL/dx = G * y * (1 - y)"""
     op = "sigmoid"
-    _forward, _backward = staticmethod(F.sigmoid_forward), staticmethod(F.sigmoid_backward)
 
 
 class Tanh(_Activation):
     """y = tanh(x);  dL/dx = G * (1 - y^2)"""
     op = "tanh"
-    _forward, _backward = staticmethod(F.tanh_forward), staticmethod(F.tanh_backward)
 
 
 class Softmax(_Activation):
     """y_i = exp(x_i) / sum_j exp(x_j) along ``dim``;  dL/dx_i = y_i * (G_i - sum_j G_j y_j)"""
     op = "softmax"
-    _forward, _backward = staticmethod(F.softmax_forward), staticmethod(F.softmax_backward)
 
     arguments = {"dim": ("dim", False)}
 
@@ -142,7 +136,6 @@ class Softmax(_Activation):
 class LogSoftmax(Softmax):
     """y_i = x_i - log sum_j exp(x_j) along ``dim``;  dL/dx_i = G_i - softmax(x)_i * sum_j G_j"""
     op = "log_softmax"
-    _forward, _backward = staticmethod(F.log_softmax_forward), staticmethod(F.log_softmax_backward)
 
 
 for _name, _cls in (("relu", ReLU), ("leaky_relu", LeakyReLU), ("elu", ELU), ("sigmoid", Sigmoid), ("tanh", Tanh)):

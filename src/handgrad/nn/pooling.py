@@ -1,7 +1,8 @@
-"""MaxPool2d and AvgPool2d (the math is in ``functional/pool.py``)."""
+"""MaxPool2d and AvgPool2d (the math is in ``functional/pool.py``; run by ``handgrad.kernels``)."""
 from __future__ import annotations
 
 from .. import functional as F
+from .. import kernels
 from .._grad_mode import is_grad_enabled
 from ..errors import check_floating, check_ndim
 from .conv import check_positive, check_window_fits
@@ -49,14 +50,14 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x):
         self._check(x)
-        out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
-                                            keep_cache=is_grad_enabled())
+        out, cache = kernels.op("max_pool2d_forward")(x, self.kernel_size, self.stride, self.padding,
+                                                             keep_cache=is_grad_enabled())
         self._save_for_backward(cache, out.shape)
         return out
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
-        return F.max_pool2d_backward(grad_output, cache) if input_grad else None
+        return kernels.op("max_pool2d_backward")(grad_output, cache) if input_grad else None
 
 
 class AvgPool2d(_Pool2d):
@@ -69,10 +70,10 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x):
         self._check(x)
-        out, cache = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        out, cache = kernels.op("avg_pool2d_forward")(x, self.kernel_size, self.stride, self.padding)
         self._save_for_backward(cache, out.shape)
         return out
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
-        return F.avg_pool2d_backward(grad_output, cache) if input_grad else None
+        return kernels.op("avg_pool2d_backward")(grad_output, cache) if input_grad else None
