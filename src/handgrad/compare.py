@@ -1,7 +1,8 @@
 """Train several models on the same data, split and seed, and put their curves on one figure.
 
 ``compare(["tiny-mlp", "tiny-cnn"], dataset="digits", epochs=2, out="runs/compare")`` trains each
-model (a name, or a layer spec such as ``"conv8-pool-fc32"``) into ``out/<model>/`` (a finished run there is read back, not retrained), then writes
+model (a name, or a layer spec such as ``"conv8-pool-fc32"``) into ``out/<model>/`` (a finished run
+there is read back, not retrained), then writes
 ``out/compare.png`` (train and test loss and accuracy per epoch, all models), ``out/compare.json``
 and ``out/compare.md`` (parameters, seconds per epoch, best test accuracy and the epoch it came at).
 """
