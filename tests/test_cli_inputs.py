@@ -104,14 +104,14 @@ def test_each_sweep_value_is_checked_like_the_single_option(tmp_path, capsys, ar
 @pytest.mark.parametrize("layers, fragment", [
     ("pool-pool-pool-pool", "token 'pool' (number 4) in 'pool-pool-pool-pool': it shrinks the 1x1 maps to nothing "
                             "(input 8x8)"),
-    ("conv0", "token 'conv0' (number 1) in 'conv0': expected conv<C>[k<K>] with a size from 1 to 1048576"),
-    ("conv", "expected conv<C>[k<K>] (e.g. conv16 or conv16k5), the size is missing"),
+    ("conv0", "token 'conv0' (number 1) in 'conv0': expected conv<C> with a size from 1 to 1048576"),
+    ("conv", "expected conv<C> (e.g. conv16 or conv16k5), the size is missing"),
     ("conv8k0", "expected k<K> with a size from 1"),
     ("fc0", "token 'fc0' (number 1) in 'fc0': expected fc<N> with a size from 1"),
     ("fcx", "expected fc<N> with a size from 1 to 1048576 (e.g. fc128), got 'x'"),
     ("fc16-dropout1.5", "dropout probability must be from 0 to below 1, got 1.5"),
     ("fc16-pool", "a pool must come before any fc"),
-    ("tanh", "an activation must follow conv or fc"),
+    ("tanh", "an activation must follow conv, fc or out directly"),
     ("conv1048576-conv1048576", "more than the limit"),
     ("-", "empty layer spec"),
 ])

@@ -96,6 +96,39 @@ TRAINING_CHECKS = {"epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": _nu
 VAL_FRACTION = _number(0, 1, low_open=True, high_open=True)
 
 
+LAYERS_HELP = ("a layer spec (overrides --model), tokens joined by '-': conv<C>[k<K>][s<S>][p<P>][nb], "
+               "maxpool|avgpool[<K>][s<S>][p<P>], fc<N>[nb], bn, dropout[<P>], an activation or none (replacing "
+               "the ReLU before), out[nb]; e.g. conv8k5s1p2-maxpool3s2p1-fc120-sigmoid. The grammar: README, "
+               "'Layer specs'")
+
+
+def _add_model_options(p, sweepable=False):
+    """--no-bias and --init, for every command that builds a model from the command line."""
+    from .models import INITS
+
+    p.add_argument("--no-bias", action="store_true", help="no bias in any Linear or Conv2d layer")
+    if sweepable:
+        p.add_argument("--init", help=f"weight initialisation(s), comma-separated: {', '.join(INITS)}")
+    else:
+        p.add_argument("--init", default="default", choices=list(INITS),
+                       help="weight initialisation of Linear and Conv2d layers (default: PyTorch's, "
+                            "U(+-1/sqrt(fan_in)) for weight and bias); the others set biases to 0")
+
+
+def _check_model_or_spec(name) -> str | None:
+    """None when ``name`` is a named model or a layer spec (its syntax: shapes are checked once the
+    data is known), else why not."""
+    from .models import MODELS, tokenize_layer_spec
+
+    if name in MODELS:
+        return None
+    try:
+        tokenize_layer_spec(name)
+    except ValueError as e:
+        return f"not a named model (known: {', '.join(MODELS)}) nor a layer spec ({e})"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import MODELS
 
@@ -108,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="mlp", choices=list(MODELS), help="named model (default: mlp)")
     t.add_argument("--hidden", type=_csv_ints, help="custom MLP hidden sizes, e.g. 512,256 (overrides --model)")
     t.add_argument("--activation", default="relu", type=_activation, help="activation for --hidden (relu, tanh, sigmoid, leaky_relu)")
-    t.add_argument("--layers", help="custom layer spec, e.g. conv16-pool-conv32-pool-fc128 (overrides --model)")
+    t.add_argument("--layers", metavar="SPEC", help=LAYERS_HELP)
+    _add_model_options(t)
     t.add_argument("--epochs", type=POSITIVE_INT)
     t.add_argument("--batch-size", type=POSITIVE_INT)
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
@@ -129,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads_option(t)
     # Unset options stay None, so that --resume can tell the options given from the defaults
     # (TrainConfig holds the same defaults).
-    t.set_defaults(dataset=None, model=None, activation=None, seed=None, val_fraction=None)
+    t.set_defaults(dataset=None, model=None, activation=None, seed=None, val_fraction=None, init=None)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's test set")
     e.add_argument("checkpoint")
@@ -178,6 +212,7 @@ def _add_training_options(p, MODELS, sweepable=False):
     p.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images")
     p.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
     p.add_argument("--grad-norm-every", type=_integer(0), default=50, help="record gradient norms every N steps")
+    _add_model_options(p, sweepable)
     if not sweepable:
         p.add_argument("--epochs", type=POSITIVE_INT)
         p.add_argument("--batch-size", type=POSITIVE_INT)
@@ -197,7 +232,8 @@ def _add_visual_commands(sub, MODELS):
                        "(compare.md, compare.json) into --out. Finished runs in --out with the same settings are read back; "
                        "runs with other settings are trained again.")
     c.add_argument("models", nargs="*", metavar="MODEL",
-                   help=f"models by name (default: {' '.join(DEFAULT_MODELS)}); known: {', '.join(MODELS)}")
+                   help=f"models by name (default: {' '.join(DEFAULT_MODELS)}; known: {', '.join(MODELS)}) or "
+                        f"as layer specs, e.g. fc16 conv8-pool-conv16k5-pool (see train --layers)")
     _add_training_options(c, MODELS)
     c.add_argument("--out", default="runs/compare", help="folder for the runs and the figure (default: runs/compare)")
     _add_threads_option(c)
@@ -206,7 +242,8 @@ def _add_visual_commands(sub, MODELS):
                        description="Train every combination of the comma-separated values given, in parallel "
                        "worker processes, each run in its own folder under --out; finished runs with the same "
                        "settings are skipped, interrupted ones resumed, others trained again. Writes sweep.json, sweep.csv, parallel.png and sweep.html.")
-    s.add_argument("--model", default="tiny-mlp", help="model name(s), comma-separated (default: tiny-mlp)")
+    s.add_argument("--model", default="tiny-mlp", help="model names or layer specs (tokens joined by '-'), "
+                   "comma-separated (default: tiny-mlp)")
     s.add_argument("--lr", help="e.g. 0.1,0.01")
     s.add_argument("--batch-size", help="e.g. 64,128")
     s.add_argument("--optimizer", help="e.g. sgd,adam")
@@ -259,7 +296,7 @@ def _add_visual_commands(sub, MODELS):
 
 #: The train options that are TrainConfig fields (the argparse dest is the field's name).
 TRAIN_FIELDS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                "seed", "data_dir", "out", "train_size", "val_fraction", "hidden", "activation", "layers", "loss")
+                "seed", "data_dir", "out", "train_size", "val_fraction", "hidden", "activation", "layers", "loss", "init")
 
 
 def cmd_train(args) -> int:
@@ -267,6 +304,8 @@ def cmd_train(args) -> int:
     from .training import TrainConfig, start_run
 
     given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name) is not None}
+    if args.no_bias:
+        given["bias"] = False
     if args.resume and args.overwrite:
         raise ValueError("--overwrite replaces a run and --resume continues one: give one of them")
     if args.resume:
@@ -491,7 +530,7 @@ def cmd_info(args) -> int:
     for name in model.nonfinite:
         print(f"handgrad: warning: {args.checkpoint}: tensor {name} is not finite; eval and predict refuse it",
               file=sys.stderr)
-    for key in ("dataset", "model", "loss", "epoch", "input_shape", "classes", "normalization"):
+    for key in ("dataset", "model", "layers", "loss", "epoch", "input_shape", "classes", "normalization"):
         if key in meta:
             print(f"  {key}: {meta[key]}")
     print(summary(model, meta.get("input_shape", (1, 28, 28))))
@@ -510,7 +549,8 @@ def cmd_datasets(args) -> int:
 # -- issue 7: cmd_compare, cmd_sweep, cmd_report, cmd_explain, cmd_gradcheck ------------------------------
 def _shared_config(args) -> dict:
     fields = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "train_size": args.train_size,
-              "val_fraction": args.val_fraction, "grad_norm_every": args.grad_norm_every}
+              "val_fraction": args.val_fraction, "grad_norm_every": args.grad_norm_every, "bias": not args.no_bias,
+              "init": args.init}
     for name in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule"):
         if getattr(args, name, None) is not None:
             fields[name] = getattr(args, name)
@@ -519,12 +559,11 @@ def _shared_config(args) -> dict:
 
 def cmd_compare(args) -> int:
     from .compare import DEFAULT_MODELS, compare, format_table
-    from .models import MODELS
 
     models = args.models or list(DEFAULT_MODELS)
-    unknown = [m for m in models if m not in MODELS]
+    unknown = [m for m in models if _check_model_or_spec(m)]
     if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}: {_check_model_or_spec(unknown[0])}")
     rows = compare(models, out=args.out, **_shared_config(args))
     print(format_table(rows))
     print(f"figure: {args.out}/compare.png  (table: compare.md, compare.json)")
@@ -535,13 +574,13 @@ def cmd_sweep(args) -> int:
     from .sweep import GRID_FIELDS, format_table, parse_values, sweep
 
     grid = {}
-    for name in ("model", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "epochs"):
+    for name in ("model", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "epochs", "init"):
         text = getattr(args, name)
         if text is not None:
             grid[name] = parse_values(name, text)
             _check_grid_values(name, text)
     fields = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "train_size": args.train_size,
-              "val_fraction": args.val_fraction, "grad_norm_every": args.grad_norm_every}
+              "val_fraction": args.val_fraction, "grad_norm_every": args.grad_norm_every, "bias": not args.no_bias}
     rows = sweep(grid, out=args.out, workers=args.workers, threads=args.threads, **fields)
     if rows and args.sort not in rows[0]:
         raise ValueError(f"--sort: no column {args.sort!r}; columns: {', '.join(rows[0])}")
@@ -552,10 +591,12 @@ def cmd_sweep(args) -> int:
 
 def _check_grid_values(name, text) -> None:
     """Each of a sweep option's comma-separated values passes the check the single option has."""
-    from .models import MODELS
+    from .models import INITS
 
-    choices = {"model": list(MODELS), "optimizer": ["sgd", "adam", "adamw"], "schedule": ["cosine", "step", "none"]}
+    choices = {"optimizer": ["sgd", "adam", "adamw"], "schedule": ["cosine", "step", "none"], "init": list(INITS)}
     for value in (v.strip() for v in text.split(",") if v.strip()):
+        if name == "model" and _check_model_or_spec(value):
+            raise ValueError(f"--model: unknown value {value!r}: {_check_model_or_spec(value)}")
         if name in choices and value not in choices[name]:
             raise ValueError(f"--{name.replace('_', '-')}: unknown value {value!r}; known: {', '.join(choices[name])}")
         if name in TRAINING_CHECKS:

@@ -1,8 +1,9 @@
 """Train several models on the same data, split and seed, and put their curves on one figure.
 
 ``compare(["tiny-mlp", "tiny-cnn"], dataset="digits", epochs=2, out="runs/compare")`` trains each
-model into ``out/<model>/`` (a finished run there with the same settings is read back, not
-retrained; one with other settings is trained again), then writes
+model (a name, or a layer spec such as ``"conv8-pool-fc32"``) into ``out/<model>/`` (a finished run
+there with the same settings is read back, not retrained; one with other settings is trained
+again), then writes
 ``out/compare.png`` (train and test loss and accuracy per epoch, all models), ``out/compare.json``
 and ``out/compare.md`` (parameters, seconds per epoch, best test accuracy and the epoch it came at).
 """
@@ -51,6 +52,35 @@ def reuse_problem(run_dir, config) -> str | None:
     if differences:
         return "it was trained with " + ", ".join(f"{k} {was} (now {now})" for k, was, now in differences)
     return None
+
+
+def with_model(config):
+    """``config`` with a model given as a layer spec (``model="conv8-pool-fc32"``) moved to its
+    ``layers`` field, as ``train --layers`` sets it; a named model, or a config with layers, as is."""
+    from .models import MODELS
+
+    if config.layers or config.model in MODELS:
+        return config
+    return replace(config, model="custom", layers=config.model)
+
+
+def check_specs(models, dataset, data_dir=None) -> None:
+    """Build each layer spec among ``models`` for the dataset's input shape and classes, so that a
+    spec that does not fit the data is refused before any run trains (and none is half done)."""
+    from .models import MODELS, parse_layer_spec
+
+    specs = [m for m in models if m not in MODELS]
+    if not specs:
+        return
+    from .data import load_dataset
+
+    ds = load_dataset(dataset, data_dir=data_dir)
+    for spec in specs:
+        try:
+            parse_layer_spec(spec, ds.train_images.shape[1:], ds.num_classes)
+        except ValueError as e:
+            raise ValueError(f"model {spec!r} is not a named model (known: {', '.join(MODELS)}), and as a layer "
+                             f"spec for {ds.name}: {e}") from None
 
 
 def run_config(config, log=lambda *_: None):
@@ -117,12 +147,13 @@ def compare(models=DEFAULT_MODELS, out="runs/compare", log=print, **config_field
 
     if not models:
         raise ValueError("compare needs at least one model")
+    base = TrainConfig(**config_fields)
+    check_specs(models, base.dataset, base.data_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base = TrainConfig(**config_fields)
     histories, rows = {}, []
     for name in models:
-        config = replace(base, model=name, out=str(out / name))
+        config = with_model(replace(base, model=name, out=str(out / name)))
         log(f"{name}: training into {config.out}")
         history, manifest, status = run_config(config, log=log)
         if status == "skipped":

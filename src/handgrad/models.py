@@ -2,6 +2,8 @@
 stored in checkpoints so ``handgrad.load`` can rebuild a model with no code from the user."""
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -86,72 +88,156 @@ MODELS = {
 }
 
 
-def parse_layer_spec(spec: str, input_shape, num_classes):
-    """A short layer spec, e.g. ``"conv16-pool-conv32-pool-fc128-dropout0.2"``:
+# -- layer specs ------------------------------------------------------------------------------------
+#: The layer tokens of a spec: kind -> (form, what it builds, example). The README's table says the same.
+SPEC_TOKENS = {
+    "conv": ("conv<C>[k<K>][s<S>][p<P>][nb]", "Conv2d to C channels, K x K kernel (default 3), stride S (1), zero "
+             "padding P (K//2, 'same' at stride 1), then ReLU; nb: no bias", "conv16k5s1p2"),
+    "maxpool": ("maxpool[<K>][s<S>][p<P>]", "max pooling over K x K windows (default 2), stride S (K), padding P "
+                "(0, at most K//2); pool is maxpool", "maxpool3s2p1"),
+    "avgpool": ("avgpool[<K>][s<S>][p<P>]", "average pooling, as maxpool (padding counts as zeros)", "avgpool2"),
+    "fc": ("fc<N>[nb]", "Linear to N features (flattening the maps first), then ReLU; nb: no bias", "fc128"),
+    "out": ("out[nb]", "the final Linear to the classes, appended when the spec has none; only an activation "
+            "may follow it", "out-sigmoid"),
+    "bn": ("bn", "BatchNorm2d after a conv or pool, BatchNorm1d after an fc", "bn"),
+    "dropout": ("dropout[<P>]", "Dropout with probability P (default 0.5)", "dropout0.2"),
+}
+#: Token heads, longest first so that ``maxpool3`` is not read as ``max`` + ...
+_SPEC_HEADS = ("maxpool", "avgpool", "dropout", "conv", "pool", "out", "fc", "bn")
+#: Each layer's options after its size: letters with a value (``k5``, ``s2``, ``p1x0``), and ``nb``.
+_SPEC_OPTIONS = {"conv": "ksp", "maxpool": "sp", "avgpool": "sp", "fc": "", "out": "", "bn": ""}
+_OPTION_FORMS = {"k": ("k<K>", "k5 or k3x5", 1), "s": ("s<S>", "s2 or s2x1", 1), "p": ("p<P>", "p0 or p2x1", 0)}
+_OPTION_RE = re.compile(r"nb|([a-z])(\d+(?:x\d+)?)?")
 
-    ``conv<C>[k<K>]`` (KxK 'same' conv + ReLU, K = 3 unless given), ``pool`` / ``avgpool`` (2x2),
-    ``bn`` (BatchNorm), ``fc<N>`` (Linear + ReLU), ``dropout<P>``, or an activation name replacing
-    the default ReLU of the previous layer (``fc128-tanh``). The final Linear to the classes is added.
-    Sizes must be 1 to ``MAX_SIZE``; a token that would shrink the maps to nothing, or make a layer
-    larger than ``MAX_ELEMENTS`` values per sample, is refused, naming it.
-    """
-    layers, shape = [], tuple(input_shape)
-    tokens = [t for t in spec.replace(",", "-").split("-") if t.strip()]
-    if not tokens:
+
+@dataclass(frozen=True)
+class SpecToken:
+    """One token of a layer spec: ``kind`` is a key of SPEC_TOKENS, "activation" or "none"; sizes
+    are (h, w) pairs, None where the token leaves the default; ``position`` counts from 1."""
+    position: int
+    text: str
+    kind: str
+    size: int | None = None
+    kernel: tuple | None = None
+    stride: tuple | None = None
+    padding: tuple | None = None
+    bias: bool = True
+    value: float | None = None        # dropout probability or leaky_relu slope
+    activation: type | None = None
+
+
+def spec_grammar() -> str:
+    """What a spec token may be, in one line (used by the errors and ``--help``)."""
+    acts = ", ".join(sorted(nn.ACTIVATIONS))
+    return ", ".join(form for form, _, _ in SPEC_TOKENS.values()) + f", none, or an activation ({acts})"
+
+
+def tokenize_layer_spec(spec: str) -> list:
+    """The tokens of a layer spec, checked for syntax and order without any input shape (so a
+    command can refuse a bad spec before loading data). Raises ValueError naming the token, its
+    position and what is allowed there."""
+    if not isinstance(spec, str):
+        raise ValueError(f"a layer spec must be a string such as conv16-pool-fc128, got {type(spec).__name__}")
+    texts = [t.strip() for t in spec.replace(",", "-").split("-") if t.strip()]
+    if not texts:
         raise ValueError(f"empty layer spec {spec!r}; expected tokens such as conv16-pool-fc128")
-    for position, token in enumerate(tokens, 1):
-        t = token.strip().lower()
+    tokens = []
+    for position, text in enumerate(texts, 1):
         try:
-            if t.startswith("conv"):
-                body, _, k = t[4:].partition("k")
-                channels, k = _spec_int(body, "conv<C>[k<K>]", "conv16 or conv16k5"), _spec_int(k or "3", "k<K>", "k5")
-                if len(shape) != 3:
-                    raise ValueError("a conv must come before any fc")
-                _check_parameters(channels * shape[0] * k * k)
-                layers += [nn.Conv2d(shape[0], channels, k, padding=k // 2), nn.ReLU()]
-                shape = (channels, shape[1] + 2 * (k // 2) - k + 1, shape[2] + 2 * (k // 2) - k + 1)
-            elif t in ("pool", "maxpool", "avgpool"):
-                if len(shape) != 3:
-                    raise ValueError("a pool must come before any fc")
-                if min(shape[1:]) < 2:
-                    raise ValueError(f"it shrinks the {shape[1]}x{shape[2]} maps to nothing (input "
-                                     f"{input_shape[-2]}x{input_shape[-1]}); use fewer pools")
-                layers.append(nn.AvgPool2d(2) if t == "avgpool" else nn.MaxPool2d(2))
-                shape = (shape[0], shape[1] // 2, shape[2] // 2)
-            elif t == "bn":
-                layers.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
-            elif t.startswith("fc"):
-                width = _spec_int(t[2:], "fc<N>", "fc128")
-                if len(shape) != 1:
-                    layers.append(nn.Flatten())
-                    shape = (_flat(shape),)
-                _check_parameters(width * shape[0])
-                layers += [nn.Linear(shape[0], width), nn.ReLU()]
-                shape = (width,)
-            elif t.startswith("dropout"):
-                try:
-                    p = float(t[7:] or 0.5)
-                except ValueError:
-                    raise ValueError("expected dropout<P> with 0 <= P < 1, e.g. dropout0.2") from None
-                if not 0 <= p < 1:
-                    raise ValueError(f"dropout probability must be from 0 to below 1, got {p}")
-                layers.append(nn.Dropout(p))
-            else:
-                if not layers or not isinstance(layers[-1], nn.ReLU):
-                    raise ValueError("an activation must follow conv or fc")
-                layers[-1] = nn.get_activation(t)()
-            if _flat(shape) > MAX_ELEMENTS:
-                raise ValueError(f"it makes {_flat(shape)} values per sample {shape}, more than the limit {MAX_ELEMENTS}")
+            token = _parse_spec_token(position, text)
+            _check_spec_order(token, tokens[-1] if tokens else None, any(t.kind == "out" for t in tokens))
         except ValueError as e:
-            raise ValueError(f"bad layer spec token {token!r} (number {position}) in {spec!r}: {e}") from None
-    if len(shape) != 1:
-        layers.append(nn.Flatten())
-    return layers + [nn.Linear(_flat(shape), num_classes)]
+            raise ValueError(f"bad layer spec token {text!r} (number {position}) in {spec!r}: {e}") from None
+        tokens.append(token)
+    return tokens
 
 
-def _check_parameters(count) -> None:
-    if count > MAX_ELEMENTS:
-        raise ValueError(f"it makes a layer of {count} weights, more than the limit {MAX_ELEMENTS}")
+def _parse_spec_token(position, text) -> SpecToken:
+    t = text.lower()
+    if t == "none":
+        return SpecToken(position, text, "none")
+    activation = _spec_activation(t)
+    if activation is not None:
+        return SpecToken(position, text, "activation", activation=activation[0], value=activation[1])
+    head = next((h for h in _SPEC_HEADS if t.startswith(h)), None)
+    if head is None:
+        letters = re.match(r"[a-z_]*", t).group()
+        close = difflib.get_close_matches(letters, list(_SPEC_HEADS) + ["none"] + sorted(nn.ACTIVATIONS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close and letters else ""
+        raise ValueError(f"unknown token; expected {spec_grammar()}{hint}")
+    kind, rest = ("maxpool" if head == "pool" else head), t[len(head):]
+    if kind == "dropout":
+        try:
+            p = float(rest or 0.5)
+        except ValueError:
+            raise ValueError("expected dropout<P> with 0 <= P < 1, e.g. dropout0.2") from None
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be from 0 to below 1, got {p}")
+        return SpecToken(position, text, kind, value=p)
+    size_text = re.match(r"(?:\d+(?:x\d+)?)?" if kind in ("maxpool", "avgpool") else r"\d*", rest).group()
+    fields = {}
+    if kind in ("conv", "fc"):
+        symbol = "C" if kind == "conv" else "N"
+        example = "conv16 or conv16k5" if kind == "conv" else "fc128"
+        fields["size"] = _spec_int(size_text or rest, f"{kind}<{symbol}>", example)
+    elif kind in ("maxpool", "avgpool"):
+        fields["kernel"] = _spec_pair(size_text, f"{head}<K>", f"{head}3 or {head}2x1", 1) if size_text else (2, 2)
+    elif size_text:
+        raise ValueError(f"{kind} takes no size" + (" (it has one output per class)" if kind == "out" else ""))
+    fields.update(_spec_options(kind, rest[len(size_text):], text[:len(head) + len(size_text)]))
+    return SpecToken(position, text, kind, **fields)
+
+
+def _spec_activation(t):
+    """(class, slope or None) when ``t`` names an activation, ``leaky_relu0.2`` with its slope; else None."""
+    try:
+        return nn.get_activation(t), None
+    except ValueError:
+        pass
+    m = re.fullmatch(r"([a-z_]+)(\d*\.?\d+)", t)
+    if not m or m[1] not in nn.ACTIVATIONS:
+        return None
+    if nn.ACTIVATIONS[m[1]] is not nn.LeakyReLU:
+        raise ValueError(f"{m[1]} takes no parameter; only leaky_relu takes one, its slope (e.g. leaky_relu0.1)")
+    return nn.LeakyReLU, float(m[2])
+
+
+def _spec_options(kind, rest, before) -> dict:
+    """``k5s2p1nb`` -> {"kernel": (5, 5), "stride": (2, 2), "padding": (1, 1), "bias": False}."""
+    letters, takes_nb = _SPEC_OPTIONS[kind], kind in ("conv", "fc", "out")
+    fields, i = {}, 0
+    names = {"k": "kernel", "s": "stride", "p": "padding", "nb": "bias"}
+    while i < len(rest):
+        m = _OPTION_RE.match(rest, i)
+        key = None if not m else m[0] if m[0] == "nb" else m[1]
+        if key is None or (key == "nb" and not takes_nb) or (key != "nb" and key not in letters):
+            allowed = [_OPTION_FORMS[c][0] for c in letters] + (["nb"] if takes_nb else [])
+            takes = f"{kind} takes {', '.join(allowed)}" if allowed else f"{kind} takes no options"
+            raise ValueError(f"unexpected {rest[i:]!r} after {before + rest[:i]!r}; {takes} "
+                             f"(the form is {SPEC_TOKENS[kind][0]})")
+        if names[key] in fields:
+            raise ValueError(f"{key} is given twice")
+        if key == "nb":
+            fields["bias"] = False
+        else:
+            form, example, low = _OPTION_FORMS[key]
+            fields[names[key]] = _spec_pair(m[2] or "", form, example, low)
+        i = m.end()
+    return fields
+
+
+def _check_spec_order(token, previous, after_out) -> None:
+    """The order rules that need no shapes: an activation replaces the ReLU of the conv or fc right
+    before it (``none`` removes it), or follows ``out``; nothing else follows ``out``."""
+    if token.kind in ("activation", "none"):
+        follows = previous is not None and (previous.kind in ("conv", "fc") or
+                                            previous.kind == "out" and token.kind == "activation")
+        if not follows:
+            what = "none must follow a conv or fc directly (it removes their ReLU)" if token.kind == "none" else \
+                "an activation must follow conv, fc or out directly (it replaces their ReLU, or is added after out)"
+            raise ValueError(what)
+    elif after_out:
+        raise ValueError("out must be the last layer token (only an activation may follow it)")
 
 
 def _spec_int(text, form, example) -> int:
@@ -161,21 +247,180 @@ def _spec_int(text, form, example) -> int:
     return int(text)
 
 
+def _spec_pair(text, form, example, low) -> tuple:
+    """``"5"`` -> (5, 5); ``"3x5"`` -> (3, 5); each from ``low`` to MAX_SIZE."""
+    parts = text.split("x")
+    if not text or len(parts) > 2 or not all(p.isdigit() and low <= int(p) <= MAX_SIZE for p in parts):
+        shown = f"got {text!r}" if text else "the value is missing"
+        raise ValueError(f"expected {form} with a size from {low} to {MAX_SIZE}, or {form[:-3]}<H>x<W> "
+                         f"(e.g. {example}), {shown}")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True):
+    """The layers of a spec such as ``"conv8k5s1p2-maxpool3s2p1-fc120-sigmoid"``, for inputs of
+    ``input_shape`` and ``num_classes`` outputs. Tokens are joined by ``-`` (or ``,``):
+
+    - ``conv<C>[k<K>][s<S>][p<P>][nb]``: Conv2d to C channels, kernel K (3), stride S (1), padding
+      P (K//2, which keeps the size at stride 1), then ReLU. K, S, P are ``<N>`` or ``<H>x<W>``.
+    - ``maxpool[<K>][s<S>][p<P>]`` (``pool``) and ``avgpool[...]``: K x K windows (2), stride S (K),
+      padding P (0).
+    - ``fc<N>[nb]``: Linear to N features, then ReLU. ``bn``: BatchNorm. ``dropout[<P>]`` (0.5).
+    - an activation name (``tanh``, ``sigmoid``, ``leaky_relu0.1``...) replaces the ReLU of the conv
+      or fc before it; ``none`` removes it.
+    - ``out[nb]``: the final Linear to the classes, which is appended when absent; an activation may
+      follow it (``fc100-sigmoid-out-sigmoid``).
+
+    ``nb`` drops that layer's bias; ``bias=False`` drops every one. Each map size is
+    ``(H + 2P - K) // S + 1``. Sizes must be 1 to ``MAX_SIZE``; a token that would shrink the maps to
+    nothing, or make a layer larger than ``MAX_ELEMENTS`` values per sample, is refused, naming it.
+    """
+    tokens = tokenize_layer_spec(spec)
+    input_shape = tuple(input_shape)
+    layers, shape = [], input_shape
+    for i, token in enumerate(tokens):
+        previous = tokens[i - 1].kind if i else None
+        try:
+            shape = _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bias)
+            if _flat(shape) > MAX_ELEMENTS:
+                raise ValueError(f"it makes {_flat(shape)} values per sample {shape}, more than the limit "
+                                 f"{MAX_ELEMENTS}")
+        except ValueError as e:
+            raise ValueError(f"bad layer spec token {token.text!r} (number {token.position}) in {spec!r}: {e}") \
+                from None
+    if not any(t.kind == "out" for t in tokens):
+        _add_spec_layer(layers, SpecToken(0, "out", "out"), None, shape, input_shape, num_classes, bias)
+    return layers
+
+
+def _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bias) -> tuple:
+    """Append ``token``'s layers to ``layers``; the per-sample shape after them."""
+    kind = token.kind
+    if kind in ("conv", "maxpool", "avgpool") and len(shape) != 3:
+        flat = len(input_shape) == 3
+        raise ValueError(f"a {'pool' if kind != 'conv' else kind} must come before any fc" if flat else
+                         f"a {kind} needs (C, H, W) maps, but the input is {fmt_shape(input_shape)} per sample")
+    if kind == "conv":
+        kernel = token.kernel or (3, 3)
+        stride = token.stride or (1, 1)
+        padding = token.padding if token.padding is not None else (kernel[0] // 2, kernel[1] // 2)
+        _check_parameters(token.size * shape[0] * kernel[0] * kernel[1])
+        h, w = _spec_window(shape, input_shape, kernel, stride, padding)
+        if h * w * shape[0] * kernel[0] * kernel[1] > MAX_ELEMENTS:
+            raise ValueError(f"it unfolds {h * w * shape[0] * kernel[0] * kernel[1]} values per sample, more than "
+                             f"the limit {MAX_ELEMENTS}")
+        layers += [nn.Conv2d(shape[0], token.size, kernel, stride=stride, padding=padding,
+                             bias=bias and token.bias), nn.ReLU()]
+        return (token.size, h, w)
+    if kind in ("maxpool", "avgpool"):
+        kernel, padding = token.kernel, token.padding or (0, 0)
+        stride = token.stride or kernel
+        if any(p > k // 2 for p, k in zip(padding, kernel)):
+            raise ValueError(f"padding {padding[0]}x{padding[1]} must be at most half of the {kernel[0]}x{kernel[1]} "
+                             f"window")
+        h, w = _spec_window(shape, input_shape, kernel, stride, padding)
+        layers.append((nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(kernel, stride=stride, padding=padding))
+        return (shape[0], h, w)
+    if kind in ("fc", "out"):
+        if len(shape) != 1:
+            layers.append(nn.Flatten())
+            shape = (_flat(shape),)
+        width = token.size if kind == "fc" else num_classes
+        _check_parameters(width * shape[0])
+        layers.append(nn.Linear(shape[0], width, bias=bias and token.bias))
+        if kind == "fc":
+            layers.append(nn.ReLU())
+        return (width,)
+    if kind == "bn":
+        layers.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
+    elif kind == "dropout":
+        layers.append(nn.Dropout(token.value))
+    elif kind == "none":
+        layers.pop()  # the ReLU of the conv or fc just before (tokenize_layer_spec checked the order)
+    else:
+        made = token.activation() if token.value is None else token.activation(token.value)
+        if previous == "out":
+            layers.append(made)
+        else:
+            layers[-1] = made
+    return shape
+
+
+def _spec_window(shape, input_shape, kernel, stride, padding) -> tuple:
+    """(H, W) after a conv or pool: (H + 2P - K) // S + 1, refusing a window larger than the padded maps."""
+    _, h, w = shape
+    if h + 2 * padding[0] < kernel[0] or w + 2 * padding[1] < kernel[1]:
+        padded = f" padded to {h + 2 * padding[0]}x{w + 2 * padding[1]}" if any(padding) else ""
+        raise ValueError(f"it shrinks the {h}x{w} maps to nothing (input {input_shape[-2]}x{input_shape[-1]}): its "
+                         f"{kernel[0]}x{kernel[1]} window is larger than the maps{padded}; use fewer pools, a "
+                         f"smaller kernel or more padding")
+    return ((h + 2 * padding[0] - kernel[0]) // stride[0] + 1, (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
+
+
+def _check_parameters(count) -> None:
+    if count > MAX_ELEMENTS:
+        raise ValueError(f"it makes a layer of {count} weights, more than the limit {MAX_ELEMENTS}")
+
+
+# -- initialisation ---------------------------------------------------------------------------------
+#: ``--init`` choices: name -> (weight init from nn.init, what it draws). Every choice but
+#: "default" sets the biases to 0, as the papers that define them do.
+INITS = {
+    "default": (None, "PyTorch's layer default: kaiming_uniform_ with a=sqrt(5), i.e. weight and bias "
+                      "U(-1/sqrt(fan_in), 1/sqrt(fan_in))"),
+    "kaiming_uniform": (lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+                        "U(-b, b), b = sqrt(6 / fan_in) (He, for ReLU)"),
+    "kaiming_normal": (lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+                       "N(0, 2 / fan_in) (He, for ReLU)"),
+    "xavier_uniform": (nn.init.xavier_uniform_, "U(-b, b), b = sqrt(6 / (fan_in + fan_out)) (Glorot)"),
+    "xavier_normal": (nn.init.xavier_normal_, "N(0, 2 / (fan_in + fan_out)) (Glorot)"),
+    "normal": (lambda w: nn.init.normal_(w, 0.0, 0.01), "N(0, 0.01^2)"),
+    "zeros": (nn.init.zeros_, "all 0 (hidden units then stay identical: for one-layer models)"),
+}
+
+
+def init_parameters(model, init: str = "default"):
+    """Re-draw every Linear's and Conv2d's weight with ``INITS[init]`` (biases to 0), in layer order
+    from handgrad's global generator; "default" keeps the weights the layers drew when built."""
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
+    fill = INITS[init][0]
+    if fill is None:
+        return model
+    for layer in model.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            fill(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return model
+
+
 def build_model(name: str = "mlp", input_shape=(1, 28, 28), num_classes: int = 10, hidden=None,
-                activation: str = "relu", layers: str | None = None) -> nn.Sequential:
+                activation: str = "relu", layers: str | None = None, bias: bool = True,
+                init: str = "default") -> nn.Sequential:
     """A named model for inputs of ``input_shape`` (C, H, W); or, with ``hidden`` (e.g. (512, 256))
-    or a ``layers`` spec, a custom one (name is then ignored)."""
+    or a ``layers`` spec (see ``parse_layer_spec``), a custom one (name is then ignored).
+    ``bias=False`` drops every Linear's and Conv2d's bias; ``init`` names how their weights are
+    drawn (``INITS``)."""
     input_shape = tuple(int(s) for s in input_shape)
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
     if layers:
-        return nn.Sequential(*parse_layer_spec(layers, input_shape, num_classes))
+        return init_parameters(nn.Sequential(*parse_layer_spec(layers, input_shape, num_classes, bias=bias)), init)
     if hidden:
         bad = [h for h in hidden if not 1 <= int(h) <= MAX_SIZE]
         if bad:
             raise ValueError(f"hidden sizes must be from 1 to {MAX_SIZE}, got {bad[0]} in {list(hidden)}")
-        return nn.Sequential(*_mlp(input_shape, num_classes, tuple(int(h) for h in hidden), activation))
-    if name not in MODELS:
+        model = nn.Sequential(*_mlp(input_shape, num_classes, tuple(int(h) for h in hidden), activation))
+    elif name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    return nn.Sequential(*MODELS[name][0](input_shape, num_classes))
+    else:
+        model = nn.Sequential(*MODELS[name][0](input_shape, num_classes))
+    if not bias:
+        for layer in model.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                layer.bias = None
+    return init_parameters(model, init)
 
 
 def defaults_for(name: str) -> TrainDefaults:
@@ -490,5 +735,6 @@ def summary(model: nn.Sequential, input_shape) -> str:
 
 
 __all__ = ["MODELS", "TrainDefaults", "build_model", "defaults_for", "architecture", "from_architecture",
-           "summary", "parse_layer_spec", "check_architecture", "check_input_shape", "MAX_LAYERS", "MAX_SIZE",
+           "summary", "parse_layer_spec", "tokenize_layer_spec", "spec_grammar", "SpecToken", "SPEC_TOKENS",
+           "INITS", "init_parameters", "check_architecture", "check_input_shape", "MAX_LAYERS", "MAX_SIZE",
            "MAX_ELEMENTS"]

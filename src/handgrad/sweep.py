@@ -25,7 +25,7 @@ from .serialization import atomic_write_bytes, atomic_write_text
 #: The hyperparameters a grid may vary (TrainConfig fields) and how their values are parsed.
 GRID_FIELDS = {"lr": float, "batch_size": int, "optimizer": str, "momentum": float, "weight_decay": float,
                "schedule": str, "model": str, "epochs": int, "seed": int, "train_size": int, "loss": str,
-               "activation": str}
+               "activation": str, "init": str}
 #: The final metrics each run reports.
 METRICS = ("test_acc", "best_test_acc", "val_acc", "test_loss", "train_loss", "seconds_per_epoch")
 
@@ -83,6 +83,7 @@ def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
 
+    from .compare import check_specs, with_model
     from .training import TrainConfig
 
     unknown = [k for k in grid if k not in GRID_FIELDS]
@@ -90,15 +91,16 @@ def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int
         raise ValueError(f"cannot sweep over {', '.join(unknown)}; known: {', '.join(GRID_FIELDS)}")
     if not grid or any(not values for values in grid.values()):
         raise ValueError("the grid is empty: give at least one value for each swept option")
+    base = TrainConfig(**config_fields)
+    check_specs(grid.get("model", [base.model]), base.dataset, base.data_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base = TrainConfig(**config_fields)
     points = grid_points(grid)
     jobs = {}
     for point in points:
         name = run_name(point)
-        jobs[name] = (point, {f.name: getattr(replace(base, **point, out=str(out / name)), f.name)
-                              for f in fields(TrainConfig)})
+        config = with_model(replace(base, **point, out=str(out / name)))
+        jobs[name] = (point, {f.name: getattr(config, f.name) for f in fields(TrainConfig)})
     cores = available_cores()
     budget = threads or cores
     workers = max(1, min(workers or budget, cores, len(jobs)))

@@ -79,7 +79,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     hidden: list | None = None
     activation: str = "relu"
-    layers: str | None = None
+    layers: str | None = None         # a layer spec (models.parse_layer_spec)
+    bias: bool = True                 # False: no Linear or Conv2d has a bias
+    init: str = "default"             # how their weights are drawn (models.INITS)
     loss: str | None = None           # cross_entropy | mse
     grad_norm_every: int = 50         # record per-layer gradient norms every this many steps
 
@@ -483,7 +485,7 @@ class Trainer:
         self.input_shape = tuple(self.data.train_x.shape[1:])
         _random.manual_seed(c.seed)  # the initial weights depend on the seed alone
         self.model = build_model(c.model, self.input_shape, len(self.data.classes), hidden=c.hidden,
-                                 activation=c.activation, layers=c.layers)
+                                 activation=c.activation, layers=c.layers, bias=c.bias, init=c.init)
         self.objective = Objective(c.loss, len(self.data.classes))
         self.optimizer = make_optimizer(c, self.model.parameters())
         self.scheduler = make_scheduler(c, self.optimizer)
@@ -495,8 +497,9 @@ class Trainer:
     def checkpoint_metadata(self) -> dict:
         c = self.config
         return {"input_shape": list(self.input_shape), "normalization": self.data.normalization,
-                "classes": self.data.classes, "dataset": c.dataset, "model": c.model, "loss": c.loss,
-                "epoch": self.epoch}
+                "classes": self.data.classes, "dataset": c.dataset,
+                "model": "custom" if c.hidden or c.layers else c.model, "loss": c.loss, "epoch": self.epoch,
+                **({"layers": c.layers} if c.layers else {})}
 
     # -- the loop --------------------------------------------------------------------------------
     def train_epoch(self):
