@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import functional as F
+from .. import functional as F, kernels
 from ..errors import DTypeError, HandgradError, ShapeError, check_floating, check_ndim, fmt_shape
 from .module import Module
 
 
 class _Loss(Module):
+    _op = ""  # the functional pair is <_op>_forward / <_op>_backward, run through kernels.op
+
     def __init__(self, reduction: str = "mean"):
         super().__init__()
         if reduction not in self._reductions:
@@ -30,7 +32,7 @@ class _Loss(Module):
         if self.reduction != "none" and np.ndim(grad_output) == 0:
             grad_output = np.asarray(grad_output)
         cache = self._saved(np.asarray(grad_output))
-        return type(self)._backward(grad_output, cache) if input_grad else None
+        return kernels.op(self._op + "_backward")(grad_output, cache) if input_grad else None
 
     def extra_repr(self):
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
@@ -61,22 +63,22 @@ class CrossEntropyLoss(_Loss):
     backward: dL/dx_n = (softmax(x_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean').
     """
 
-    _backward = staticmethod(F.cross_entropy_backward)
+    _op = "cross_entropy"
 
     def forward(self, input, target):
         check_class_targets(self, input, target)
-        return self._finish(*F.cross_entropy_forward(input, target, self.reduction))
+        return self._finish(*kernels.op("cross_entropy_forward")(input, target, self.reduction))
 
 
 class NLLLoss(_Loss):
     """loss_n = -input[n, target_n] for log-probabilities input (N, C) (e.g. from LogSoftmax).
     backward: dL/dinput[n, c] = -[c == target_n] * dL/dloss_n   (/ N for 'mean')."""
 
-    _backward = staticmethod(F.nll_loss_backward)
+    _op = "nll_loss"
 
     def forward(self, input, target):
         check_class_targets(self, input, target)
-        return self._finish(*F.nll_loss_forward(input, target, self.reduction))
+        return self._finish(*kernels.op("nll_loss_forward")(input, target, self.reduction))
 
 
 class MSELoss(_Loss):
@@ -84,7 +86,7 @@ class MSELoss(_Loss):
     backward: dL/dinput = 2 (input - target) * dL/dloss   (/ numel for 'mean').
     The target is cast to the input's dtype (never the other way round)."""
 
-    _backward = staticmethod(F.mse_loss_backward)
+    _op = "mse_loss"
 
     def forward(self, input, target):
         check_ndim(self, "input", input, range(0, 33), "(*)")
@@ -93,4 +95,5 @@ class MSELoss(_Loss):
         if target.shape != input.shape:
             raise ShapeError(self, f"expected target of the input's shape {fmt_shape(input.shape)}, "
                                    f"got {fmt_shape(target.shape)}")
-        return self._finish(*F.mse_loss_forward(input, target.astype(input.dtype, copy=False), self.reduction))
+        target = target.astype(input.dtype, copy=False)
+        return self._finish(*kernels.op("mse_loss_forward")(input, target, self.reduction))

@@ -1,0 +1,135 @@
+"""Batch normalisation, compiled: the pair of ``functional/normalization.py`` as per-channel loops.
+
+The input is viewed as (N, C, L) (L = H*W, or 1 for (N, C)). The reference builds xhat, the
+centred input and the products as whole temporaries (about ten passes forward, twelve back); here
+forward reads x twice for the statistics and writes y once, and backward reads G and x twice and
+writes grad_input once. xhat is never stored: backward recomputes (x - mean) * invstd on the fly.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..functional.normalization import ALL
+
+__all__ = ["batch_norm_backward", "batch_norm_forward"]
+
+
+@njit(cache=True)
+def _batch_statistics(x, mean, var):
+    """mean_c = sum x / m, var_c = sum (x - mean_c)^2 / m (biased, two-pass as np.var), float64 sums."""
+    n_batch, n_channels, length = x.shape
+    m = n_batch * length
+    for c in range(n_channels):
+        total = 0.0
+        for n in range(n_batch):
+            for i in range(length):
+                total += x[n, c, i]
+        mu = total / m
+        squares = 0.0
+        for n in range(n_batch):
+            for i in range(length):
+                d = x[n, c, i] - mu
+                squares += d * d
+        mean[c] = mu
+        var[c] = squares / m
+
+
+@njit(cache=True)
+def _normalize(x, mean, invstd, weight, bias, out):
+    """y = (x - mean) * invstd * weight + bias, one pass."""
+    n_batch, n_channels, length = x.shape
+    for n in range(n_batch):
+        for c in range(n_channels):
+            mu, scale, shift = mean[c], invstd[c] * weight[c], bias[c]
+            for i in range(length):
+                out[n, c, i] = (x[n, c, i] - mu) * scale + shift
+
+
+@njit(cache=True)
+def _channel_sums(grad_output, x, mean, invstd, sum_g, sum_g_xhat):
+    """sum_g_c = sum G,  sum_g_xhat_c = sum G * xhat  (xhat = (x - mean) * invstd, recomputed)."""
+    n_batch, n_channels, length = x.shape
+    for c in range(n_channels):
+        mu, s = mean[c], invstd[c]
+        total, total_xhat = 0.0, 0.0
+        for n in range(n_batch):
+            for i in range(length):
+                g = grad_output[n, c, i]
+                total += g
+                total_xhat += g * ((x[n, c, i] - mu) * s)
+        sum_g[c] = total
+        sum_g_xhat[c] = total_xhat
+
+
+@njit(cache=True)
+def _input_grad(grad_output, x, mean, invstd, weight, sum_g, sum_g_xhat, training, grad_input):
+    """training: grad_input = invstd / m * (m * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat));
+    eval: grad_input = dxhat * invstd; with dxhat = G * weight, so sum(dxhat) = weight * sum_g."""
+    n_batch, n_channels, length = x.shape
+    m = n_batch * length
+    for n in range(n_batch):
+        for c in range(n_channels):
+            mu, s, w = mean[c], invstd[c], weight[c]
+            if training:
+                k = s / m
+                a, b = w * sum_g[c], w * sum_g_xhat[c]
+                for i in range(length):
+                    xhat = (x[n, c, i] - mu) * s
+                    grad_input[n, c, i] = k * (m * (grad_output[n, c, i] * w) - a - xhat * b)
+            else:
+                for i in range(length):
+                    grad_input[n, c, i] = grad_output[n, c, i] * w * s
+
+
+def _as_ncl(a):
+    """(N, C, *spatial) -> a C-contiguous (N, C, L) view (a copy only if ``a`` is not contiguous)."""
+    return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
+
+
+def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias per channel; the statistics in two reads of
+    x and y in one write (the reference's xhat, centred copy and products never exist)."""
+    x3 = _as_ncl(x)
+    channels, dtype = x.shape[1], x.dtype
+    if training:
+        mean64, var64 = np.empty(channels), np.empty(channels)
+        _batch_statistics(x3, mean64, var64)
+        mean, var = mean64.astype(dtype), var64.astype(dtype)
+        if running_mean is not None:  # as the reference: the unbiased var enters the running one
+            m = x.size // channels
+            running_mean *= 1 - momentum
+            running_mean += momentum * mean
+            running_var *= 1 - momentum
+            running_var += momentum * var * (m / (m - 1))
+    else:
+        mean, var = running_mean, running_var
+    invstd = 1 / np.sqrt(var + dtype.type(eps))
+    scale = np.ones(channels, dtype) if weight is None else weight
+    shift = np.zeros(channels, dtype) if bias is None else bias
+    out = np.empty(x3.shape, dtype)
+    _normalize(x3, mean, invstd, scale, shift, out)
+    # backward needs x with the statistics used (xhat is recomputed from them), 1/std and whether
+    # the statistics came from this batch.
+    return out.reshape(x.shape), (x3, mean, invstd, weight, training)
+
+
+def batch_norm_backward(grad_output, cache, needs_input_grad=ALL):
+    """grad_weight = sum(G * xhat), grad_bias = sum(G), and grad_input as the reference's formula:
+    one read of G and x for both sums, one more to write grad_input."""
+    x3, mean, invstd, weight, training = cache
+    affine = weight is not None
+    g3 = _as_ncl(grad_output)
+    channels, dtype = x3.shape[1], x3.dtype
+    sum_g, sum_g_xhat = np.empty(channels), np.empty(channels)
+    if (affine and (needs_input_grad[1] or needs_input_grad[2])) or (needs_input_grad[0] and training):
+        _channel_sums(g3, x3, mean, invstd, sum_g, sum_g_xhat)
+    grad_weight = sum_g_xhat.astype(dtype) if affine and needs_input_grad[1] else None
+    grad_bias = sum_g.astype(dtype) if affine and needs_input_grad[2] else None
+    grad_input = None
+    if needs_input_grad[0]:
+        grad_input = np.empty(x3.shape, dtype)
+        _input_grad(g3, x3, mean, invstd, np.ones(channels, dtype) if weight is None else weight,
+                    sum_g, sum_g_xhat, training, grad_input)
+        grad_input = grad_input.reshape(grad_output.shape)
+    return grad_input, grad_weight, grad_bias
