@@ -1,8 +1,8 @@
 """Softmax cross-entropy and NLL, compiled: the pairs of ``functional/loss.py``, fused.
 
 The reference makes six passes over the (N, C) logits (max, subtract, exp, sum, subtract, exp) and
-three more in backward (copy, scatter, scale), each a fresh array. Here each row is read while it
-sits in L1: forward writes one number per sample, backward one pass over the logits.
+three in backward (copy, scatter, scale), each a fresh array. Here forward handles each row while it
+sits in L1 and backward is one pass.
 """
 from __future__ import annotations
 
@@ -14,34 +14,36 @@ from ..functional.loss import _reduce
 __all__ = ["cross_entropy_backward", "cross_entropy_forward", "nll_loss_backward", "nll_loss_forward"]
 
 
-@njit(cache=True)
-def _cross_entropy_rows(logits, target, per_sample, logsumexp):
-    """loss_n = logsumexp(logits_n) - logits_n[target_n], with logsumexp = m + log sum exp(x - m)."""
+@njit(cache=True, error_model="numpy")
+def _cross_entropy_rows(logits, target, per_sample, probs):
+    """loss_n = logsumexp(logits_n) - logits_n[target_n], logsumexp = m + log sum_c exp(x_c - m) with
+    m = max_c x_c; probs_n = softmax(logits_n) = exp(x - m) / sum_c exp(x_c - m), for backward."""
     n_rows, n_classes = logits.shape
     for n in range(n_rows):
-        row = logits[n]
+        row, p = logits[n], probs[n]
         m = row[0]
         for c in range(1, n_classes):        # m = max_c x_c (NaN propagates, as np.max)
             if row[c] > m or row[c] != row[c]:
                 m = row[c]
-        total = 0.0                          # float64 sum, whatever the logits' dtype
+        total = 0.0                          # a float64 sum, whatever the logits' dtype
         for c in range(n_classes):
-            total += np.exp(row[c] - m)
-        lse = m + np.log(total)
-        logsumexp[n] = lse
-        per_sample[n] = lse - row[target[n]]
+            e = np.exp(row[c] - m)
+            p[c] = e
+            total += e
+        for c in range(n_classes):
+            p[c] = p[c] / total
+        per_sample[n] = m + np.log(total) - row[target[n]]
 
 
-@njit(cache=True)
-def _cross_entropy_grad(logits, target, logsumexp, upstream, grad):
-    """grad[n, c] = (exp(x[n, c] - logsumexp_n) - [c == target_n]) * upstream_n."""
-    n_rows, n_classes = logits.shape
+@njit(cache=True, error_model="numpy")
+def _cross_entropy_grad(probs, target, upstream, grad):
+    """grad[n, c] = (probs[n, c] - [c == target_n]) * upstream_n."""
+    n_rows, n_classes = probs.shape
     per_sample = upstream.shape[0] > 1
     for n in range(n_rows):
         u = upstream[n] if per_sample else upstream[0]
-        lse = logsumexp[n]
         for c in range(n_classes):
-            grad[n, c] = np.exp(logits[n, c] - lse) * u
+            grad[n, c] = probs[n, c] * u
         grad[n, target[n]] -= u
 
 
@@ -54,24 +56,23 @@ def _upstream(grad_output, reduction, count, dtype):
 
 
 def cross_entropy_forward(logits, target, reduction="mean"):
-    """loss_n = logsumexp(logits_n) - logits_n[target_n]: max, exp-sum, log and the loss in one
-    pass over each row (the reference's six passes and four temporaries fused)."""
+    """loss_n = logsumexp(logits_n) - logits_n[target_n]: max, exp-sum, log, loss and softmax in one
+    pass over each row while it sits in L1 (the reference's six passes and four temporaries fused)."""
     logits = np.ascontiguousarray(logits)
     target = np.ascontiguousarray(target)
     per_sample = np.empty(logits.shape[0], dtype=logits.dtype)
-    logsumexp = np.empty(logits.shape[0], dtype=np.float64)
-    _cross_entropy_rows(logits, target, per_sample, logsumexp)
-    # backward needs the logits and each row's logsumexp: softmax = exp(x - logsumexp), recomputed
-    # in its one pass instead of written out here.
-    return _reduce(per_sample, reduction), (logits, logsumexp, target, reduction)
+    probs = np.empty_like(logits)
+    _cross_entropy_rows(logits, target, per_sample, probs)
+    # backward needs softmax(logits) and the targets, as the reference's.
+    return _reduce(per_sample, reduction), (probs, target, reduction)
 
 
 def cross_entropy_backward(grad_output, cache):
-    """dL/dlogits_n = (softmax(logits_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean'), in
-    one pass: softmax recomputed from the cached logsumexp, the one-hot subtracted in place."""
-    logits, logsumexp, target, reduction = cache
-    grad = np.empty_like(logits)
-    _cross_entropy_grad(logits, target, logsumexp, _upstream(grad_output, reduction, len(target), logits.dtype), grad)
+    """dL/dlogits_n = (softmax(logits_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean'), in one
+    pass (the reference's copy, scatter and scaling fused)."""
+    probs, target, reduction = cache
+    grad = np.empty_like(probs)
+    _cross_entropy_grad(probs, target, _upstream(grad_output, reduction, len(target), probs.dtype), grad)
     return grad
 
 

@@ -15,7 +15,7 @@ from ..functional.normalization import ALL
 __all__ = ["batch_norm_backward", "batch_norm_forward"]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})  # reassociated sums vectorise (9x)
 def _batch_statistics(x, mean, var):
     """mean_c = sum x / m, var_c = sum (x - mean_c)^2 / m (biased, two-pass as np.var), float64 sums."""
     n_batch, n_channels, length = x.shape
@@ -35,18 +35,17 @@ def _batch_statistics(x, mean, var):
         var[c] = squares / m
 
 
-@njit(cache=True)
-def _normalize(x, mean, invstd, weight, bias, out):
-    """y = (x - mean) * invstd * weight + bias, one pass."""
-    n_batch, n_channels, length = x.shape
+@njit(cache=True, error_model="numpy")
+def _normalize(x, mean, scale, shift, out):
+    """y = (x - mean) * scale + shift over rows (N, C*L), scale = invstd * weight and shift = bias
+    repeated along each channel's L positions, so the inner loop is contiguous for any L."""
+    n_batch, width = x.shape
     for n in range(n_batch):
-        for c in range(n_channels):
-            mu, scale, shift = mean[c], invstd[c] * weight[c], bias[c]
-            for i in range(length):
-                out[n, c, i] = (x[n, c, i] - mu) * scale + shift
+        for j in range(np.uintp(width)):
+            out[n, j] = (x[n, j] - mean[j]) * scale[j] + shift[j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})  # reassociated sums vectorise
 def _channel_sums(grad_output, x, mean, invstd, sum_g, sum_g_xhat):
     """sum_g_c = sum G,  sum_g_xhat_c = sum G * xhat  (xhat = (x - mean) * invstd, recomputed)."""
     n_batch, n_channels, length = x.shape
@@ -62,29 +61,38 @@ def _channel_sums(grad_output, x, mean, invstd, sum_g, sum_g_xhat):
         sum_g_xhat[c] = total_xhat
 
 
-@njit(cache=True)
-def _input_grad(grad_output, x, mean, invstd, weight, sum_g, sum_g_xhat, training, grad_input):
+@njit(cache=True, error_model="numpy")
+def _input_grad(grad_output, x, mean, invstd, weight, a, b, m, training, grad_input):
     """training: grad_input = invstd / m * (m * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat));
-    eval: grad_input = dxhat * invstd; with dxhat = G * weight, so sum(dxhat) = weight * sum_g."""
-    n_batch, n_channels, length = x.shape
-    m = n_batch * length
+    eval: grad_input = dxhat * invstd (mean and var are constants then); dxhat = G * weight.
+
+    Over rows (N, C*L), with the per-channel terms repeated along each channel's L positions:
+    a = sum(dxhat) = weight * sum(G), b = sum(dxhat * xhat) = weight * sum(G * xhat).
+    """
+    n_batch, width = x.shape
     for n in range(n_batch):
-        for c in range(n_channels):
-            mu, s, w = mean[c], invstd[c], weight[c]
-            if training:
-                k = s / m
-                a, b = w * sum_g[c], w * sum_g_xhat[c]
-                for i in range(length):
-                    xhat = (x[n, c, i] - mu) * s
-                    grad_input[n, c, i] = k * (m * (grad_output[n, c, i] * w) - a - xhat * b)
-            else:
-                for i in range(length):
-                    grad_input[n, c, i] = grad_output[n, c, i] * w * s
+        if training:
+            for j in range(np.uintp(width)):
+                xhat = (x[n, j] - mean[j]) * invstd[j]
+                grad_input[n, j] = invstd[j] / m * (m * (grad_output[n, j] * weight[j]) - a[j] - xhat * b[j])
+        else:
+            for j in range(np.uintp(width)):
+                grad_input[n, j] = grad_output[n, j] * weight[j] * invstd[j]
 
 
 def _as_ncl(a):
     """(N, C, *spatial) -> a C-contiguous (N, C, L) view (a copy only if ``a`` is not contiguous)."""
     return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
+
+
+def _rows(a):
+    """(N, C, L) -> (N, C*L), a view."""
+    return a.reshape(a.shape[0], -1)
+
+
+def _along(per_channel, length):
+    """(C,) -> (C*L,): each channel's value at each of its L positions (a view of (C,) when L = 1)."""
+    return per_channel if length == 1 else np.repeat(per_channel, length)
 
 
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -105,10 +113,11 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
     else:
         mean, var = running_mean, running_var
     invstd = 1 / np.sqrt(var + dtype.type(eps))
-    scale = np.ones(channels, dtype) if weight is None else weight
+    scale = invstd if weight is None else invstd * weight
     shift = np.zeros(channels, dtype) if bias is None else bias
     out = np.empty(x3.shape, dtype)
-    _normalize(x3, mean, invstd, scale, shift, out)
+    length = x3.shape[2]
+    _normalize(_rows(x3), _along(mean, length), _along(scale, length), _along(shift, length), _rows(out))
     # backward needs x with the statistics used (xhat is recomputed from them), 1/std and whether
     # the statistics came from this batch.
     return out.reshape(x.shape), (x3, mean, invstd, weight, training)
@@ -128,8 +137,12 @@ def batch_norm_backward(grad_output, cache, needs_input_grad=ALL):
     grad_bias = sum_g.astype(dtype) if affine and needs_input_grad[2] else None
     grad_input = None
     if needs_input_grad[0]:
+        w = np.ones(channels, dtype) if weight is None else weight
+        a, b = (w * sum_g).astype(dtype), (w * sum_g_xhat).astype(dtype)  # the arithmetic stays in x's dtype
+        length = x3.shape[2]
         grad_input = np.empty(x3.shape, dtype)
-        _input_grad(g3, x3, mean, invstd, np.ones(channels, dtype) if weight is None else weight,
-                    sum_g, sum_g_xhat, training, grad_input)
+        _input_grad(_rows(g3), _rows(x3), _along(mean, length), _along(invstd, length), _along(w, length),
+                    _along(a, length), _along(b, length), dtype.type(x3.size // channels), training,
+                    _rows(grad_input))
         grad_input = grad_input.reshape(grad_output.shape)
     return grad_input, grad_weight, grad_bias

@@ -20,6 +20,8 @@ def _sgd(param, grad, buf, lr, momentum, one_minus_dampening, weight_decay, nest
     """For each element: d_p = g + weight_decay * p; buf = momentum * buf + (1 - dampening) * d_p
     (buf = d_p on the first step); d_p = d_p + momentum * buf (nesterov) or buf; p = p - lr * d_p."""
     has_momentum = momentum != 0
+    zero = tiny - tiny  # 0 in the parameter's dtype: a literal 0 would promote float32 math to float64
+    flush_below = tiny if flush else zero  # a select per element, not a branch: the loop vectorises
     for i in range(np.uintp(param.size)):
         d_p = -grad[i] if maximize else grad[i]
         if weight_decay != 0:
@@ -29,19 +31,21 @@ def _sgd(param, grad, buf, lr, momentum, one_minus_dampening, weight_decay, nest
                 b = d_p
             else:
                 b = buf[i] * momentum + one_minus_dampening * d_p
-                if flush and abs(b) < tiny:
-                    b = 0
+                if abs(b) < flush_below:
+                    b = zero
             buf[i] = b
             d_p = d_p + momentum * b if nesterov else b
         param[i] = param[i] - d_p * lr
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # IEEE division (no zero check per element), so the loop vectorises
 def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2,
           decay, weight_decay, sqrt_bias_correction2, eps, step_size, amsgrad, maximize, flush, tiny):
     """For each element: m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g * g;
     v = max(max_v, v) (amsgrad); p = p - lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps).
     ``decay`` = 1 - lr * weight_decay (decoupled, else 1); ``weight_decay`` the L2 term (else 0)."""
+    zero = tiny - tiny  # 0 in the parameter's dtype: a literal 0 would promote float32 math to float64
+    flush_below = tiny if flush else zero  # a select per element, not a branch: the loop vectorises
     for i in range(np.uintp(param.size)):
         g = -grad[i] if maximize else grad[i]
         p = param[i] * decay
@@ -49,11 +53,10 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, one_minus_bet
             g = g + weight_decay * p
         m = exp_avg[i] * beta1 + one_minus_beta1 * g
         v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g
-        if flush:
-            if abs(m) < tiny:
-                m = 0
-            if abs(v) < tiny:
-                v = 0
+        if abs(m) < flush_below:
+            m = zero
+        if abs(v) < flush_below:
+            v = zero
         exp_avg[i] = m
         exp_avg_sq[i] = v
         if amsgrad:
@@ -69,6 +72,14 @@ def _flat(a):
     return a.reshape(-1)
 
 
+_TINY = {np.dtype(np.float32): np.float32(np.finfo(np.float32).tiny),
+         np.dtype(np.float64): np.float64(np.finfo(np.float64).tiny)}  # the smallest normal value
+
+
+def _tiny(dtype):
+    return _TINY[dtype] if dtype in _TINY else dtype.type(np.finfo(dtype).tiny)
+
+
 def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize,
                flush=False, scratch=None):
     """torch.optim.SGD's step as one pass over the parameter (the reference's four to six passes
@@ -82,7 +93,7 @@ def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, weight_dec
     buf = np.empty_like(param) if first else momentum_buffer
     _sgd(_flat(param), _flat(np.ascontiguousarray(grad)), _flat(param if buf is None else buf), cast(lr),
          cast(momentum), 1 - cast(dampening), cast(weight_decay), bool(nesterov), bool(maximize), first, bool(flush),
-         cast(np.finfo(param.dtype).tiny))
+         _tiny(param.dtype))
     return buf
 
 
@@ -102,4 +113,4 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta
           _flat(max_exp_avg_sq if amsgrad else exp_avg_sq), cast(beta1), cast(1 - beta1), cast(beta2),
           cast(1 - beta2), cast(1 - lr * weight_decay) if decoupled else cast(1),
           cast(0) if decoupled else cast(weight_decay), cast(np.sqrt(bias_correction2)), cast(eps),
-          cast(lr / bias_correction1), bool(amsgrad), bool(maximize), bool(flush), cast(np.finfo(param.dtype).tiny))
+          cast(lr / bias_correction1), bool(amsgrad), bool(maximize), bool(flush), _tiny(param.dtype))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
 from ..nn.parameter import Parameter
 from .optimizer import Optimizer
 
@@ -51,6 +50,8 @@ class Adam(Optimizer):
         if not 0.0 <= group["weight_decay"]:
             raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
 
+    update_op = "adam_update"
+
     def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
         if not state:
             state["step"] = 0
@@ -60,12 +61,11 @@ class Adam(Optimizer):
             state["max_exp_avg_sq"] = np.zeros_like(p.data)
         state["step"] += 1
         beta1, beta2 = group["betas"]
-        # the formulas are in optim/functional.py (adam_update); the compiled one-pass version runs
-        # unless the references are asked for
-        kernels.op("adam_update")(p.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
-                                  state["step"], group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
-                                  group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
-                                  self._flush_due, self._scratch(p))
+        # the formulas: optim/functional.py (adam_update); compiled in kernels/optim.py
+        self._update_fn(p.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                        state["step"], group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
+                        group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
+                        self._flush_due, self._scratch(p))
 
 
 class AdamW(Adam):

@@ -3,7 +3,8 @@
 Parameters live in ``param_groups`` (dicts holding ``"params"`` and that group's hyperparameters);
 per-parameter state (momentum buffers, moment estimates, step counts) lives in ``state``, keyed by
 the Parameter object itself. A subclass writes one method, ``_update(p, grad, state, group)``: the
-update of one parameter, in place on ``p.data``.
+update of one parameter, in place on ``p.data``, usually by calling ``self._update_fn``, the op named
+by ``update_op`` (``optim/functional.py``, or its compiled kernel), looked up once per step.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from itertools import chain
 
 import numpy as np
 
+from .. import kernels
 from ..errors import StateDictError, fmt_shape
 from ..nn.parameter import Parameter
 
@@ -31,6 +33,8 @@ class Optimizer:
         opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
         opt.zero_grad(); loss.backward(...); opt.step()
     """
+
+    update_op: str | None = None  # e.g. "sgd_update": the kernels.op that _update calls
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
@@ -96,6 +100,7 @@ class Optimizer:
         loss = closure() if closure is not None else None
         self._step_count = getattr(self, "_step_count", 0) + 1
         self._flush_due = self._step_count % FLUSH_EVERY == 0  # the updates' ``flush`` argument
+        self._update_fn = kernels.op(self.update_op) if self.update_op else None
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:

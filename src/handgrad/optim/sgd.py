@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
 from ..nn.parameter import Parameter
 from .optimizer import Optimizer
 
@@ -44,11 +43,12 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
+    update_op = "sgd_update"
+
     def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
-        # the formulas are in optim/functional.py (sgd_update); the compiled one-pass version runs
-        # unless the references are asked for
-        buf = kernels.op("sgd_update")(p.data, grad, state.get("momentum_buffer"), group["lr"], group["momentum"],
-                                       group["dampening"], group["weight_decay"], group["nesterov"],
-                                       group["maximize"], self._flush_due, self._scratch(p))
+        # the formulas: optim/functional.py (sgd_update); compiled in kernels/optim.py
+        buf = self._update_fn(p.data, grad, state.get("momentum_buffer"), group["lr"], group["momentum"],
+                              group["dampening"], group["weight_decay"], group["nesterov"],
+                              group["maximize"], self._flush_due, self._scratch(p))
         if buf is not None:
             state["momentum_buffer"] = buf
