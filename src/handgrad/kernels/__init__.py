@@ -26,7 +26,7 @@ from typing import Any
 __all__ = ["available", "enabled", "op", "reference", "use_kernels"]
 
 #: The kernel modules, each exporting (in ``__all__``) functions named as their references.
-MODULES = ("conv", "pool", "activation", "loss", "normalization", "optim")
+MODULES = ("conv", "pool", "activation", "linear", "loss", "normalization", "optim")
 
 #: Where each op's reference lives, by the same name.
 REFERENCE_PACKAGES = ("handgrad.functional", "handgrad.optim.functional")
