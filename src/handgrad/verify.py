@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import functional as F
+from . import kernels
 from .gradcheck import gradcheck
 
 TORCH_TOLERANCE = 1e-6  # float64: hand-written and autograd gradients agree to ~1e-15 when both are right
@@ -113,7 +114,9 @@ def _torch():
 
 
 def default_cases(seed: int = 0) -> list:
-    """Every op of ``handgrad.functional`` over a small grid of shapes and options."""
+    """Every op of ``handgrad.functional`` over a small grid of shapes and options; an op with a
+    compiled kernel is checked through ``kernels.op`` (its kernel, unless the references are asked for)."""
+    op = kernels.op
     rng = np.random.default_rng(seed)
     normal = rng.standard_normal
     cases = []
@@ -124,8 +127,8 @@ def default_cases(seed: int = 0) -> list:
 
     for shape, out_features, bias in (((2, 4), 3, True), ((2, 4), 3, False), ((2, 3, 4), 5, True)):
         inputs = (normal(shape), normal((out_features, shape[-1]))) + ((normal(out_features),) if bias else ())
-        cases.append(OpCase("linear", f"x {shape} -> {out_features}, bias={bias}", F.linear_forward,
-                            F.linear_backward, inputs, torch_fn(lambda torch, TF: TF.linear)))
+        cases.append(OpCase("linear", f"x {shape} -> {out_features}, bias={bias}", op("linear_forward"),
+                            op("linear_backward"), inputs, torch_fn(lambda torch, TF: TF.linear)))
     for x_shape, w_shape, stride, padding, bias in (((2, 2, 5, 5), (3, 2, 3, 3), (1, 1), (0, 0), True),
                                                     ((1, 2, 5, 5), (3, 2, 3, 3), (2, 2), (1, 1), True),
                                                     ((2, 1, 5, 6), (2, 1, 2, 3), (1, 2), (0, 1), False),
@@ -161,9 +164,9 @@ def default_cases(seed: int = 0) -> list:
             cases.append(OpCase(name, f"x (2, 3, 4), dim {dim}", fwd, bwd_op, (normal((2, 3, 4)),), torch_fn(ref)))
     target = rng.integers(0, 5, 4)
     for reduction in ("mean", "sum", "none"):
-        for name, fwd_op, bwd_op, x in (("cross_entropy", F.cross_entropy_forward, F.cross_entropy_backward,
+        for name, fwd_op, bwd_op, x in (("cross_entropy", op("cross_entropy_forward"), op("cross_entropy_backward"),
                                          normal((4, 5))),
-                                        ("nll_loss", F.nll_loss_forward, F.nll_loss_backward,
+                                        ("nll_loss", op("nll_loss_forward"), op("nll_loss_backward"),
                                          F.log_softmax_forward(normal((4, 5)), 1)[0])):
             fwd = (lambda f, r: lambda x: f(x, target, r))(fwd_op, reduction)
             ref = (lambda n, r: lambda torch, TF: lambda x: getattr(TF, n)(x, torch.from_numpy(target),
@@ -177,13 +180,13 @@ def default_cases(seed: int = 0) -> list:
                             (normal((3, 4)),), torch_fn(ref)))
     for shape, training in (((5, 3), True), ((2, 3, 3, 3), True), ((5, 3), False), ((2, 3, 3, 3), False)):
         running_mean, running_var = normal(3), rng.uniform(0.5, 2.0, 3)
-        fwd = (lambda t: lambda x, w, b: F.batch_norm_forward(x, w, b, running_mean.copy(), running_var.copy(),
-                                                              t))(training)
+        fwd = (lambda t: lambda x, w, b: op("batch_norm_forward")(x, w, b, running_mean.copy(), running_var.copy(),
+                                                                  t))(training)
         ref = (lambda t: lambda torch, TF: lambda x, w, b: TF.batch_norm(
             x, torch.from_numpy(running_mean.copy()), torch.from_numpy(running_var.copy()), w, b, training=t))(
             training)
         cases.append(OpCase("batch_norm", f"x {shape}, {'training' if training else 'eval'}", fwd,
-                            F.batch_norm_backward, (normal(shape) * 2 + 1, normal(3), normal(3)), torch_fn(ref)))
+                            op("batch_norm_backward"), (normal(shape) * 2 + 1, normal(3), normal(3)), torch_fn(ref)))
     for p in (0.0, 0.5):
         def fwd(x, p=p):
             return F.dropout_forward(x, p, np.random.default_rng(7))  # the same mask on every call
