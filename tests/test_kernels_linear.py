@@ -76,3 +76,16 @@ def test_linear_layer_agrees_with_and_without_kernels():
             results.append((out, layer.backward(g), layer.weight.grad, layer.bias.grad))
     for got, expected in zip(*results):
         assert rel_err(got, expected) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+def test_dtypes_without_kernels_run_the_reference(dtype):
+    rng = np.random.default_rng(4)
+    x, weight, b = (rng.standard_normal(s).astype(dtype) for s in ((5, 4), (3, 4), (3,)))
+    out, cache = K.linear_forward(x, weight, b)
+    ref, ref_cache = F.linear_forward(x, weight, b)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, ref)
+    g = rng.standard_normal((5, 3)).astype(dtype)
+    for got, expected in zip(K.linear_backward(g, cache), F.linear_backward(g, ref_cache)):
+        np.testing.assert_array_equal(got, expected)

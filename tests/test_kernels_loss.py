@@ -112,3 +112,16 @@ def test_op_picks_kernel_or_reference():
     with kernels.reference():
         assert kernels.op("cross_entropy_forward") is F.cross_entropy_forward
         assert kernels.op("nll_loss_backward") is F.nll_loss_backward
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+def test_dtypes_without_kernels_run_the_reference(dtype):
+    _, logits, target = _case((6, 4), dtype)
+    for fwd, bwd, ref_fwd, ref_bwd in ((K.cross_entropy_forward, K.cross_entropy_backward,
+                                         F.cross_entropy_forward, F.cross_entropy_backward),
+                                        (K.nll_loss_forward, K.nll_loss_backward, F.nll_loss_forward,
+                                         F.nll_loss_backward)):
+        loss, cache = fwd(logits, target)
+        ref, ref_cache = ref_fwd(logits, target)
+        assert np.asarray(loss).dtype == dtype and loss == ref
+        np.testing.assert_array_equal(bwd(np.asarray(1.0, dtype), cache), ref_bwd(np.asarray(1.0, dtype), ref_cache))

@@ -113,3 +113,15 @@ def test_op_picks_kernel_or_reference():
         assert kernels.op("batch_norm_forward") is K.batch_norm_forward
     with kernels.reference():
         assert kernels.op("batch_norm_backward") is F.batch_norm_backward
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_dtypes_without_kernels_run_the_reference(dtype, training):
+    rng, x, weight, bias, running = _case((4, 3, 2, 2), dtype)
+    (out, cache, _), (ref, ref_cache, _) = _both(x, weight, bias, running, training)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, ref)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    for got, expected in zip(K.batch_norm_backward(g, cache), F.batch_norm_backward(g, ref_cache)):
+        np.testing.assert_array_equal(got, expected)

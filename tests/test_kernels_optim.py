@@ -166,3 +166,18 @@ def test_op_picks_kernel_or_reference():
         assert kernels.op("sgd_update") is K.sgd_update and kernels.op("adam_update") is K.adam_update
     with kernels.reference():
         assert kernels.op("sgd_update") is R.sgd_update and kernels.op("adam_update") is R.adam_update
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+def test_dtypes_without_kernels_run_the_reference(dtype):
+    results = []
+    for update in (K, R):
+        p, g = np.linspace(-1, 1, 5).astype(dtype), np.linspace(0.5, -0.5, 5).astype(dtype)
+        buf = update.sgd_update(p, g, None, 0.1, 0.9, 0.0, 0.01, True, False)
+        update.sgd_update(p, g, buf, 0.1, 0.9, 0.0, 0.01, True, False)
+        m, v = np.zeros_like(p), np.zeros_like(p)
+        update.adam_update(p, g, m, v, None, 1, 0.01, 0.9, 0.999, 1e-3, 0.1, False, False, True)
+        results.append((p, buf, m, v))
+    for got, expected in zip(*results):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, expected)

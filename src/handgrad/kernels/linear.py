@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit
 
 from ..functional.linear import ALL
+from . import COMPILED_DTYPES
 
 __all__ = ["linear_backward", "linear_forward"]
 
@@ -34,7 +35,10 @@ def linear_forward(x, weight, bias=None):
     """y = x @ weight.T + bias: the product in BLAS, the bias added in one loop over its output."""
     out = x @ weight.T
     if bias is not None:
-        _add_bias(out.reshape(-1, out.shape[-1]), bias)
+        if out.dtype in COMPILED_DTYPES:
+            _add_bias(out.reshape(-1, out.shape[-1]), bias)
+        else:
+            out += bias
     # backward needs x (for grad_weight) and weight (for grad_input); nothing else.
     return out, (x, weight, bias is not None)
 
@@ -47,7 +51,9 @@ def linear_backward(grad_output, cache, needs_input_grad=ALL):
     grad_input = grad_output @ weight if needs_input_grad[0] else None
     grad_weight = grad_rows.T @ x.reshape(-1, x.shape[-1]) if needs_input_grad[1] else None
     grad_bias = None
-    if has_bias and needs_input_grad[2]:
+    if has_bias and needs_input_grad[2] and grad_rows.dtype not in COMPILED_DTYPES:
+        grad_bias = grad_rows.sum(axis=0)
+    elif has_bias and needs_input_grad[2]:
         grad_bias = np.empty(grad_rows.shape[1], grad_rows.dtype)
         _sum_rows(grad_rows, grad_bias)
     return grad_input, grad_weight, grad_bias

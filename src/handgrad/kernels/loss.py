@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .. import functional as reference
 from ..functional.loss import _reduce
+from . import COMPILED_DTYPES
 
 __all__ = ["cross_entropy_backward", "cross_entropy_forward", "nll_loss_backward", "nll_loss_forward"]
 
@@ -58,6 +60,8 @@ def _upstream(grad_output, reduction, count, dtype):
 def cross_entropy_forward(logits, target, reduction="mean"):
     """loss_n = logsumexp(logits_n) - logits_n[target_n]: max, exp-sum, log, loss and softmax in one
     pass over each row while it sits in L1 (the reference's six passes and four temporaries fused)."""
+    if logits.dtype not in COMPILED_DTYPES:
+        return reference.cross_entropy_forward(logits, target, reduction)  # the same cache
     logits = np.ascontiguousarray(logits)
     target = np.ascontiguousarray(target)
     per_sample = np.empty(logits.shape[0], dtype=logits.dtype)
@@ -71,6 +75,8 @@ def cross_entropy_backward(grad_output, cache):
     """dL/dlogits_n = (softmax(logits_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean'), in one
     pass (the reference's copy, scatter and scaling fused)."""
     probs, target, reduction = cache
+    if probs.dtype not in COMPILED_DTYPES:
+        return reference.cross_entropy_backward(grad_output, cache)
     grad = np.empty_like(probs)
     _cross_entropy_grad(probs, target, _upstream(grad_output, reduction, len(target), probs.dtype), grad)
     return grad
@@ -91,6 +97,8 @@ def _nll_grad(target, upstream, grad):
 
 def nll_loss_forward(log_probs, target, reduction="mean"):
     """loss_n = -log_probs[n, target_n]: one gather, without the reference's index array."""
+    if log_probs.dtype not in COMPILED_DTYPES:
+        return reference.nll_loss_forward(log_probs, target, reduction)  # the same cache
     target = np.ascontiguousarray(target)
     per_sample = np.empty(log_probs.shape[0], dtype=log_probs.dtype)
     _pick(log_probs, target, per_sample)
@@ -101,6 +109,8 @@ def nll_loss_backward(grad_output, cache):
     """dL/dlog_probs[n, c] = -[c == target_n] * dL/dloss_n: zeros and one write per row, instead of
     the reference's scatter and a multiply over all N*C entries."""
     shape, dtype, target, reduction = cache
+    if dtype not in COMPILED_DTYPES:
+        return reference.nll_loss_backward(grad_output, cache)
     grad = np.zeros(shape, dtype=dtype)
     _nll_grad(target, _upstream(grad_output, reduction, len(target), dtype), grad)
     return grad

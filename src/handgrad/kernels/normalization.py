@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .. import functional as reference
 from ..functional.normalization import ALL
+from . import COMPILED_DTYPES
 
 __all__ = ["batch_norm_backward", "batch_norm_forward"]
 
@@ -98,6 +100,8 @@ def _along(per_channel, length):
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
     """y = (x - mean) / sqrt(var + eps) * weight + bias per channel; the statistics in two reads of
     x and y in one write (the reference's xhat, centred copy and products never exist)."""
+    if x.dtype not in COMPILED_DTYPES:  # its cache is the reference's, which backward recognises by dtype
+        return reference.batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps)
     x3 = _as_ncl(x)
     channels, dtype = x.shape[1], x.dtype
     if training:
@@ -126,6 +130,8 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
 def batch_norm_backward(grad_output, cache, needs_input_grad=ALL):
     """grad_weight = sum(G * xhat), grad_bias = sum(G), and grad_input as the reference's formula:
     one read of G and x for both sums, one more to write grad_input."""
+    if cache[0].dtype not in COMPILED_DTYPES:
+        return reference.batch_norm_backward(grad_output, cache, needs_input_grad)
     x3, mean, invstd, weight, training = cache
     affine = weight is not None
     g3 = _as_ncl(grad_output)

@@ -11,6 +11,7 @@ import numpy as np
 from numba import njit
 
 from ..optim import functional as reference
+from . import COMPILED_DTYPES
 
 __all__ = ["adam_update", "sgd_update"]
 
@@ -84,7 +85,8 @@ def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, weight_dec
                flush=False, scratch=None):
     """torch.optim.SGD's step as one pass over the parameter (the reference's four to six passes
     fused; no scratch array needed). Returns the momentum buffer (None without momentum)."""
-    if not param.flags.c_contiguous or (momentum_buffer is not None and not momentum_buffer.flags.c_contiguous):
+    if (param.dtype not in COMPILED_DTYPES or not param.flags.c_contiguous
+            or (momentum_buffer is not None and not momentum_buffer.flags.c_contiguous)):
         # updated in place through a flat view, which only a contiguous array has
         return reference.sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay,
                                     nesterov, maximize, flush, scratch)
@@ -102,7 +104,7 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta
     """torch.optim.Adam/AdamW's step as one pass over the parameter and its moments (the
     reference's ten passes and three temporaries fused)."""
     state = (param, exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
-    if not all(a.flags.c_contiguous for a in state):
+    if param.dtype not in COMPILED_DTYPES or not all(a.flags.c_contiguous for a in state):
         return reference.adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
                                      weight_decay, amsgrad, maximize, decoupled_weight_decay, flush, scratch)
     cast = param.dtype.type
