@@ -46,7 +46,8 @@ def _cross_entropy_grad(probs, target, upstream, grad):
         u = upstream[n] if per_sample else upstream[0]
         for c in range(n_classes):
             grad[n, c] = probs[n, c] * u
-        grad[n, target[n]] -= u
+        t = target[n]
+        grad[n, t] = (probs[n, t] - 1) * u   # as (softmax - onehot) * u: no cancellation where softmax ~ 1
 
 
 def _upstream(grad_output, reduction, count, dtype):
