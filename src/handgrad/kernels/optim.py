@@ -3,7 +3,8 @@
 The references make four to ten passes over every parameter (a multiply, an add and a subtract per
 formula line, each through memory); here every element is read once and its parameter and state
 written once, with the subnormal flush folded into the same pass. Serial: a parameter is at most a
-few hundred thousand values, and a parallel region's start-up cost more than it saved.
+few hundred thousand values, and for the MLP's update a parallel region's start-up cost more than it
+saved when this was first measured.
 """
 from __future__ import annotations
 
