@@ -15,7 +15,7 @@ import handgrad  # noqa: E402
 import handgrad.data  # noqa: E402
 import handgrad.functional as F  # noqa: E402
 import handgrad.torch as ht  # noqa: E402
-from handgrad import nn  # noqa: E402
+from handgrad import kernels, nn  # noqa: E402
 from conftest import assert_close, to_numpy  # noqa: E402
 # the same grid as the NumPy core's tests, so both front-ends are checked on the same configurations
 from test_layers import CONV_CASES, LINEAR_CASES, POOL_CASES  # noqa: E402
@@ -170,11 +170,8 @@ def test_backward_computes_only_the_gradients_asked_for(op, wants, expected, rng
             return backward(grad_output, cache, needs)
         return spy
 
-    # the backward the bridge runs: Conv2d's through kernels.op, Linear's from functional
-    if op == "linear":
-        monkeypatch.setattr(F, "linear_backward", watched(F.linear_backward))
-    else:
-        monkeypatch.setattr(kernels, "op", lambda name: watched(lookup(name)) if name == f"{op}_backward" else lookup(name))
+    # the backward the bridge runs, looked up through kernels.op (the kernel, or the reference)
+    monkeypatch.setattr(kernels, "op", lambda name: watched(lookup(name)) if name == f"{op}_backward" else lookup(name))
     shapes = {"linear": ((3, 4), (2, 4), (2,)), "conv2d": ((2, 1, 5, 5), (3, 1, 3, 3), (3,))}[op]
     args = [tensor(rng, s, requires_grad=w) for s, w in zip(shapes, wants)]
     out = getattr(ht, op)(*args)
@@ -358,14 +355,15 @@ def test_cpu_tensors_share_memory_with_the_numpy_math(dtype, rng, monkeypatch):
     """No copy in or out: the functional forward reads the tensors' memory and its result becomes
     the output tensor as it is."""
     seen = {}
-    forward = F.linear_forward
+    op_of = kernels.op
+    forward = op_of("linear_forward")  # the compiled kernel, or the reference when kernels are off
 
     def spy(x, weight, bias=None):
         seen["x"], seen["weight"] = x, weight
         seen["out"], cache = forward(x, weight, bias)
         return seen["out"], cache
 
-    monkeypatch.setattr(F, "linear_forward", spy)
+    monkeypatch.setattr(kernels, "op", lambda wanted: spy if wanted == "linear_forward" else op_of(wanted))
     layer = ht.Linear(4, 3, dtype=dtype)
     x = tensor(rng, (5, 4), dtype=dtype)
     out = layer(x)

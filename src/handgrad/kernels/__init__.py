@@ -23,10 +23,16 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 __all__ = ["available", "enabled", "op", "reference", "use_kernels"]
 
+#: The dtypes the kernels are compiled for. Arrays of another floating dtype (float16, longdouble),
+#: which Numba cannot compile for, run the reference from inside the kernel's wrapper.
+COMPILED_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+
 #: The kernel modules, each exporting (in ``__all__``) functions named as their references.
-MODULES = ("conv", "pool", "activation", "loss", "normalization", "optim")
+MODULES = ("conv", "pool", "activation", "linear", "loss", "normalization", "optim")
 
 #: Where each op's reference lives, by the same name.
 REFERENCE_PACKAGES = ("handgrad.functional", "handgrad.optim.functional")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import functional as F
+from .. import kernels
 from ..errors import ShapeError, check_floating, check_ndim, fmt_shape
 from . import init
 from .module import Module
@@ -45,14 +45,14 @@ class Linear(Module):
             raise ShapeError(self, f"expected input of shape (*, {self.in_features}) (in_features={self.in_features}), "
                                    f"got {fmt_shape(x.shape)}")
         check_floating(self, "input", x, self.weight.dtype)
-        out, cache = F.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        out, cache = kernels.op("linear_forward")(x, self.weight.data, None if self.bias is None else self.bias.data)
         self._save_for_backward(cache, out.shape)
         return out
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
         needs = (input_grad, self.weight.requires_grad, self.bias is not None and self.bias.requires_grad)
-        grad_input, grad_weight, grad_bias = F.linear_backward(grad_output, cache, needs)
+        grad_input, grad_weight, grad_bias = kernels.op("linear_backward")(grad_output, cache, needs)
         self.weight.accumulate_grad(grad_weight, owned=True)
         if self.bias is not None:
             self.bias.accumulate_grad(grad_bias, owned=True)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import functional as F
+from .. import functional as F, kernels
 from ..errors import DTypeError, HandgradError, ShapeError, check_floating, check_ndim, fmt_shape
 from .module import Module
 
 
 class _Loss(Module):
+    # ``op``: the functional pair is <op>_forward / <op>_backward, run through kernels.op
+
     def __init__(self, reduction: str = "mean"):
         super().__init__()
         if reduction not in self._reductions:
@@ -30,7 +32,7 @@ class _Loss(Module):
         if self.reduction != "none" and np.ndim(grad_output) == 0:
             grad_output = np.asarray(grad_output)
         cache = self._saved(np.asarray(grad_output))
-        return type(self)._backward(grad_output, cache) if input_grad else None
+        return kernels.op(self.op + "_backward")(grad_output, cache) if input_grad else None
 
     def extra_repr(self):
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
@@ -62,11 +64,10 @@ class CrossEntropyLoss(_Loss):
     """
 
     op = "cross_entropy"
-    _backward = staticmethod(F.cross_entropy_backward)
 
     def forward(self, input, target):
         check_class_targets(self, input, target)
-        return self._finish(*F.cross_entropy_forward(input, target, self.reduction))
+        return self._finish(*kernels.op("cross_entropy_forward")(input, target, self.reduction))
 
 
 class NLLLoss(_Loss):
@@ -74,11 +75,10 @@ class NLLLoss(_Loss):
     backward: dL/dinput[n, c] = -[c == target_n] * dL/dloss_n   (/ N for 'mean')."""
 
     op = "nll_loss"
-    _backward = staticmethod(F.nll_loss_backward)
 
     def forward(self, input, target):
         check_class_targets(self, input, target)
-        return self._finish(*F.nll_loss_forward(input, target, self.reduction))
+        return self._finish(*kernels.op("nll_loss_forward")(input, target, self.reduction))
 
 
 class MSELoss(_Loss):
@@ -87,7 +87,6 @@ class MSELoss(_Loss):
     The target is cast to the input's dtype (never the other way round)."""
 
     op = "mse_loss"
-    _backward = staticmethod(F.mse_loss_backward)
 
     def forward(self, input, target):
         check_ndim(self, "input", input, range(0, 33), "(*)")
@@ -96,4 +95,5 @@ class MSELoss(_Loss):
         if target.shape != input.shape:
             raise ShapeError(self, f"expected target of the input's shape {fmt_shape(input.shape)}, "
                                    f"got {fmt_shape(target.shape)}")
-        return self._finish(*F.mse_loss_forward(input, target.astype(input.dtype, copy=False), self.reduction))
+        target = target.astype(input.dtype, copy=False)
+        return self._finish(*kernels.op("mse_loss_forward")(input, target, self.reduction))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import functional as F
+from .. import kernels
 from ..errors import ShapeError, check_floating, check_ndim, fmt_shape
 from .module import Module
 from .parameter import Parameter
@@ -47,15 +47,16 @@ class _BatchNorm(Module):
             if momentum is None:  # cumulative moving average, as PyTorch
                 momentum = 1.0 / float(self.num_batches_tracked)
         weight, bias = (self.weight.data, self.bias.data) if self.affine else (None, None)
-        out, cache = F.batch_norm_forward(x, weight, bias, self.running_mean, self.running_var, use_batch_stats,
-                                          0.0 if momentum is None else momentum, self.eps)
+        out, cache = kernels.op("batch_norm_forward")(x, weight, bias, self.running_mean, self.running_var,
+                                                      use_batch_stats, 0.0 if momentum is None else momentum,
+                                                      self.eps)
         self._save_for_backward(cache, out.shape)
         return out
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
         needs = (input_grad, self.affine and self.weight.requires_grad, self.affine and self.bias.requires_grad)
-        grad_input, grad_weight, grad_bias = F.batch_norm_backward(grad_output, cache, needs)
+        grad_input, grad_weight, grad_bias = kernels.op("batch_norm_backward")(grad_output, cache, needs)
         if self.affine:
             self.weight.accumulate_grad(grad_weight, owned=True)
             self.bias.accumulate_grad(grad_bias, owned=True)

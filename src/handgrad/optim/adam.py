@@ -1,8 +1,6 @@
 """Adam and AdamW: adaptive moment estimation, with L2 or decoupled weight decay."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..nn.parameter import Parameter
@@ -52,40 +50,22 @@ class Adam(Optimizer):
         if not 0.0 <= group["weight_decay"]:
             raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
 
-    def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
-        cast = p.dtype.type  # scalars in the parameter's dtype, so float32 is never promoted
-        lr, weight_decay = group["lr"], group["weight_decay"]
-        beta1, beta2 = group["betas"]
+    update_op = "adam_update"
 
+    def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
         if not state:
             state["step"] = 0
             state["exp_avg"] = np.zeros_like(p.data)
             state["exp_avg_sq"] = np.zeros_like(p.data)
         if group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = np.zeros_like(p.data)
-
-        g = -grad if group["maximize"] else grad
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                p.data *= cast(1 - lr * weight_decay)                 # p = p * (1 - lr * weight_decay)
-            else:
-                g = g + cast(weight_decay) * p.data                   # g = g + weight_decay * p
         state["step"] += 1
-        t = state["step"]
-
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m *= cast(beta1)                                              # m = beta1 * m + (1 - beta1) * g
-        m += cast(1 - beta1) * g
-        v *= cast(beta2)                                              # v = beta2 * v + (1 - beta2) * g * g
-        v += cast(1 - beta2) * g * g
-        self._flush_denormals(m, v)
-        if group["amsgrad"]:
-            v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-
-        bias_correction1 = 1 - beta1 ** t
-        bias_correction2 = 1 - beta2 ** t
-        denom = np.sqrt(v) / cast(math.sqrt(bias_correction2)) + cast(group["eps"])
-        p.data -= cast(lr / bias_correction1) * (m / denom)          # p = p - lr / bc1 * m / denom
+        beta1, beta2 = group["betas"]
+        # the formulas: optim/functional.py (adam_update); compiled in kernels/optim.py
+        self._update_fn(p.data, grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                        state["step"], group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
+                        group["amsgrad"], group["maximize"], group["decoupled_weight_decay"],
+                        self._flush_due, self._scratch(p))
 
 
 class AdamW(Adam):

@@ -3,7 +3,8 @@
 Parameters live in ``param_groups`` (dicts holding ``"params"`` and that group's hyperparameters);
 per-parameter state (momentum buffers, moment estimates, step counts) lives in ``state``, keyed by
 the Parameter object itself. A subclass writes one method, ``_update(p, grad, state, group)``: the
-update of one parameter, in place on ``p.data``.
+update of one parameter, in place on ``p.data``, usually by calling ``self._update_fn``, the op named
+by ``update_op`` (``optim/functional.py``, or its compiled kernel), looked up once per step.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from itertools import chain
 
 import numpy as np
 
+from .. import kernels
 from ..errors import StateDictError, fmt_shape
 from ..nn.parameter import Parameter
 
@@ -19,7 +21,8 @@ _SET_MESSAGE = ("optimizer parameters need to be organized in ordered collection
                 "of parameters in sets will change between runs. Please use a list instead.")
 
 
-FLUSH_EVERY = 8  # steps between flushes of subnormal state values (see _flush_denormals)
+FLUSH_EVERY = 8  # steps between flushes of subnormal state values (see optim/functional.py)
+
 
 class Optimizer:
     """Base class. ``params``: an iterable of Parameters, or of dicts ``{"params": [...], "lr": ...}``
@@ -30,6 +33,8 @@ class Optimizer:
         opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
         opt.zero_grad(); loss.backward(...); opt.step()
     """
+
+    update_op: str | None = None  # e.g. "sgd_update": the kernels.op that _update calls
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
@@ -94,7 +99,8 @@ class Optimizer:
         """
         loss = closure() if closure is not None else None
         self._step_count = getattr(self, "_step_count", 0) + 1
-        self._flush_due = self._step_count % FLUSH_EVERY == 0
+        self._flush_due = self._step_count % FLUSH_EVERY == 0  # the updates' ``flush`` argument
+        self._update_fn = kernels.op(self.update_op) if self.update_op else None
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -103,18 +109,6 @@ class Optimizer:
                 grad = p.grad if p.grad.dtype == p.dtype else p.grad.astype(p.dtype)
                 self._update(p, grad, self.state.setdefault(p, {}), group)
         return loss
-
-    def _flush_denormals(self, *arrays) -> None:
-        """Every FLUSH_EVERY steps, set subnormal entries of the given state arrays to zero.
-
-        State that only ever decays (the momentum of a dead ReLU unit's weights, whose gradient is
-        0) sinks geometrically into subnormal floats, which x86 CPUs compute 10-100x slower; they
-        then made up half the time of an MLP step. Zeroing them changes a parameter by at most
-        lr * 1e-38, below float32 rounding of any normal value.
-        """
-        if self._flush_due:
-            for array in arrays:
-                array[np.abs(array) < np.finfo(array.dtype).tiny] = 0
 
     def _scratch(self, p: Parameter) -> np.ndarray:
         """A parameter-shaped work array reused across steps (its contents are garbage)."""

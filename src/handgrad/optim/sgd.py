@@ -43,27 +43,12 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
-        cast = p.dtype.type  # scalars in the parameter's dtype, so float32 is never promoted
-        lr, momentum = cast(group["lr"]), cast(group["momentum"])
-        dampening, weight_decay = cast(group["dampening"]), cast(group["weight_decay"])
-        # Temporaries go to one scratch array per parameter, reused every step: a fresh
-        # parameter-sized array per operation costs more (allocation, page faults) than the math.
-        scratch = self._scratch(p)
+    update_op = "sgd_update"
 
-        d_p = grad                                       # p.grad itself is never modified
-        if weight_decay != 0:
-            d_p = np.multiply(p.data, weight_decay, out=scratch)
-            d_p += -grad if group["maximize"] else grad  # d_p = g + weight_decay * p
-        elif group["maximize"]:
-            d_p = np.negative(grad, out=scratch)         # d_p = -g
-        if momentum != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = d_p.copy()  # buf = d_p on the first step
-            else:
-                buf *= momentum                              # buf = momentum * buf + (1 - dampening) * d_p
-                buf += d_p if dampening == 0 else (1 - dampening) * d_p
-                self._flush_denormals(buf)
-            d_p = d_p + momentum * buf if group["nesterov"] else buf
-        p.data -= np.multiply(d_p, lr, out=scratch)      # p = p - lr * d_p
+    def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
+        # the formulas: optim/functional.py (sgd_update); compiled in kernels/optim.py
+        buf = self._update_fn(p.data, grad, state.get("momentum_buffer"), group["lr"], group["momentum"],
+                              group["dampening"], group["weight_decay"], group["nesterov"],
+                              group["maximize"], self._flush_due, self._scratch(p))
+        if buf is not None:
+            state["momentum_buffer"] = buf

@@ -1,0 +1,117 @@
+"""Softmax cross-entropy and NLL, compiled: the pairs of ``functional/loss.py``, fused.
+
+The reference makes six passes over the (N, C) logits (max, subtract, exp, sum, subtract, exp) and
+three in backward (copy, scatter, scale), each a fresh array. Here forward handles each row while it
+sits in L1 and backward is one pass.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .. import functional as reference
+from ..functional.loss import _reduce
+from . import COMPILED_DTYPES
+
+__all__ = ["cross_entropy_backward", "cross_entropy_forward", "nll_loss_backward", "nll_loss_forward"]
+
+
+@njit(cache=True, error_model="numpy")
+def _cross_entropy_rows(logits, target, per_sample, probs):
+    """loss_n = logsumexp(logits_n) - logits_n[target_n], logsumexp = m + log sum_c exp(x_c - m) with
+    m = max_c x_c; probs_n = softmax(logits_n) = exp(x - m) / sum_c exp(x_c - m), for backward."""
+    n_rows, n_classes = logits.shape
+    for n in range(n_rows):
+        row, p = logits[n], probs[n]
+        m = row[0]
+        for c in range(1, n_classes):        # m = max_c x_c (NaN propagates, as np.max)
+            if row[c] > m or row[c] != row[c]:
+                m = row[c]
+        total = 0.0                          # a float64 sum, whatever the logits' dtype
+        for c in range(n_classes):
+            e = np.exp(row[c] - m)
+            p[c] = e
+            total += e
+        for c in range(n_classes):
+            p[c] = p[c] / total
+        per_sample[n] = m + np.log(total) - row[target[n]]
+
+
+@njit(cache=True, error_model="numpy")
+def _cross_entropy_grad(probs, target, upstream, grad):
+    """grad[n, c] = (probs[n, c] - [c == target_n]) * upstream_n."""
+    n_rows, n_classes = probs.shape
+    per_sample = upstream.shape[0] > 1
+    for n in range(n_rows):
+        u = upstream[n] if per_sample else upstream[0]
+        for c in range(n_classes):
+            grad[n, c] = probs[n, c] * u
+        t = target[n]
+        grad[n, t] = (probs[n, t] - 1) * u   # as (softmax - onehot) * u: no cancellation where softmax ~ 1
+
+
+def _upstream(grad_output, reduction, count, dtype):
+    """dL/dloss_n as an array: one value for every sample ('mean', 'sum') or one per sample ('none')."""
+    g = np.asarray(grad_output, dtype=dtype)
+    if reduction == "mean":
+        g = g / dtype.type(count)
+    return np.ascontiguousarray(g.reshape(-1))
+
+
+def cross_entropy_forward(logits, target, reduction="mean"):
+    """loss_n = logsumexp(logits_n) - logits_n[target_n]: max, exp-sum, log, loss and softmax in one
+    pass over each row while it sits in L1 (the reference's six passes and four temporaries fused)."""
+    if logits.dtype not in COMPILED_DTYPES:
+        return reference.cross_entropy_forward(logits, target, reduction)  # the same cache
+    logits = np.ascontiguousarray(logits)
+    target = np.ascontiguousarray(target)
+    per_sample = np.empty(logits.shape[0], dtype=logits.dtype)
+    probs = np.empty_like(logits)
+    _cross_entropy_rows(logits, target, per_sample, probs)
+    # backward needs softmax(logits) and the targets, as the reference's.
+    return _reduce(per_sample, reduction), (probs, target, reduction)
+
+
+def cross_entropy_backward(grad_output, cache):
+    """dL/dlogits_n = (softmax(logits_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean'), in one
+    pass (the reference's copy, scatter and scaling fused)."""
+    probs, target, reduction = cache
+    if probs.dtype not in COMPILED_DTYPES:
+        return reference.cross_entropy_backward(grad_output, cache)
+    grad = np.empty_like(probs)
+    _cross_entropy_grad(probs, target, _upstream(grad_output, reduction, len(target), probs.dtype), grad)
+    return grad
+
+
+@njit(cache=True)
+def _pick(log_probs, target, per_sample):
+    for n in range(log_probs.shape[0]):
+        per_sample[n] = -log_probs[n, target[n]]
+
+
+@njit(cache=True)
+def _nll_grad(target, upstream, grad):
+    per_sample = upstream.shape[0] > 1
+    for n in range(grad.shape[0]):
+        grad[n, target[n]] = -(upstream[n] if per_sample else upstream[0])
+
+
+def nll_loss_forward(log_probs, target, reduction="mean"):
+    """loss_n = -log_probs[n, target_n]: one gather, without the reference's index array."""
+    if log_probs.dtype not in COMPILED_DTYPES:
+        return reference.nll_loss_forward(log_probs, target, reduction)  # the same cache
+    target = np.ascontiguousarray(target)
+    per_sample = np.empty(log_probs.shape[0], dtype=log_probs.dtype)
+    _pick(log_probs, target, per_sample)
+    return _reduce(per_sample, reduction), (log_probs.shape, log_probs.dtype, target, reduction)
+
+
+def nll_loss_backward(grad_output, cache):
+    """dL/dlog_probs[n, c] = -[c == target_n] * dL/dloss_n: zeros and one write per row, instead of
+    the reference's scatter and a multiply over all N*C entries."""
+    shape, dtype, target, reduction = cache
+    if dtype not in COMPILED_DTYPES:
+        return reference.nll_loss_backward(grad_output, cache)
+    grad = np.zeros(shape, dtype=dtype)
+    _nll_grad(target, _upstream(grad_output, reduction, len(target), dtype), grad)
+    return grad
