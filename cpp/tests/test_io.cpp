@@ -137,7 +137,7 @@ TEST_CASE("reference inputs: checked on load; a mismatch names the first divergi
         CHECK(e.layer == 3);
         CHECK(std::string(e.what()).find("layer 3 (Conv2d(8, 16, kernel_size=(3, 3)") != std::string::npos);
     }
-    CHECK(load(path, {false}).reference_layers_checked == 0);
+    CHECK(load(path, {.check_reference = false}).reference_layers_checked == 0);
 }
 
 TEST_CASE("py_dumps writes JSON as Python's json.dumps") {
