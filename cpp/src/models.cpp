@@ -324,6 +324,11 @@ std::vector<LayerSpec> read_architecture(const json& layers) {
 }  // namespace
 
 std::string describe(const json& value) {
+    const auto scalar = [](const json& v) { return v.is_primitive(); };
+    if (value.is_array() && value.size() <= 8 && std::all_of(value.begin(), value.end(), scalar)) {
+        const std::string text = value.dump(-1, ' ', true);  // short and flat: show it
+        if (text.size() <= 40) return text;
+    }
     if (value.is_array()) return "a list of " + std::to_string(value.size()) + " items";
     if (value.is_object()) return "an object with " + std::to_string(value.size()) + " keys";
     std::string text = value.dump(-1, ' ', true);

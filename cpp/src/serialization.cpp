@@ -366,8 +366,8 @@ void check_tensors(const TensorFile& file, const json& architecture_json, const 
     std::vector<std::pair<std::string, Shape>> expected;
     try {
         expected = parameter_shapes(architecture_json);
-    } catch (const HandgradError& error) {
-        throw HandgradError(path, std::string("metadata '") + error.what());
+    } catch (const HandgradError& error) {  // error.where is "architecture"
+        throw HandgradError(path, "metadata 'architecture': " + std::string(error.what()).substr(error.where.size() + 2));
     }
     std::map<std::string, const Tensor*> given;
     for (auto& [name, t] : file.tensors) given[name] = &t;
