@@ -132,10 +132,15 @@ int cmd_eval(int argc, char** argv) {
     if (y.empty()) throw HandgradError("dataset " + ds.name, "the test set holds no images");
     const Shape got(x.shape.begin() + 1, x.shape.end());
     if (ck.input_shape && *ck.input_shape != got)
-        throw HandgradError("dataset " + ds.name, "images of shape " + fmt_shape(got) +
-                                                      " do not fit the checkpoint's input shape " + fmt_shape(*ck.input_shape));
+        throw HandgradError(path, "dataset " + ds.name + ": images of shape " + fmt_shape(got) +
+                                      " do not fit the checkpoint's input shape " + fmt_shape(*ck.input_shape));
     if (ck.normalization) x = data::Normalizer{ck.normalization->mean, ck.normalization->std}(x);
-    const Evaluation ev = evaluate(ck.model, x, y);
+    Evaluation ev;
+    try {
+        ev = evaluate(ck.model, x, y);
+    } catch (const HandgradError& error) {  // the stored layers do not chain, or do not take these images
+        throw HandgradError(path, "the model cannot run on the " + ds.name + " test set: " + error.what());
+    }
     const int64_t C = ev.logits.shape[1], N = static_cast<int64_t>(y.size());
     if (C != static_cast<int64_t>(ds.classes.size()))
         throw HandgradError(path, "the model has " + std::to_string(C) + " outputs, dataset " + ds.name + " has " +
@@ -278,7 +283,12 @@ int cmd_predict(int argc, char** argv) {
     Tensor x(batch, values);
     if (ck.normalization) x = data::Normalizer{ck.normalization->mean, ck.normalization->std}(x);
     ck.model.eval();
-    const Tensor logits = ck.model.forward(x);
+    Tensor logits;
+    try {
+        logits = ck.model.forward(x);
+    } catch (const HandgradError& error) {
+        throw HandgradError(a.positional[0], std::string("the model cannot run on the images: ") + error.what());
+    }
     if (logits.ndim() != 2 || logits.shape[0] != static_cast<int64_t>(names.size()) || logits.shape[1] < 1)
         throw ShapeError(a.positional[0], "model output", "(" + std::to_string(names.size()) + ", classes)", logits.shape);
     for (float v : logits.data)
