@@ -134,7 +134,7 @@ int cmd_eval(int argc, char** argv) {
     if (ck.input_shape && *ck.input_shape != got)
         throw HandgradError(path, "dataset " + ds.name + ": images of shape " + fmt_shape(got) +
                                       " do not fit the checkpoint's input shape " + fmt_shape(*ck.input_shape));
-    if (ck.normalization) x = data::Normalizer{ck.normalization->mean, ck.normalization->std}(x);
+    if (ck.normalization) x = data::Normalizer{.mean = ck.normalization->mean, .std = ck.normalization->std}(x);
     Evaluation ev;
     try {
         ev = evaluate(ck.model, x, y);
@@ -281,7 +281,7 @@ int cmd_predict(int argc, char** argv) {
     Shape batch = shape;
     batch.insert(batch.begin(), static_cast<int64_t>(names.size()));
     Tensor x(batch, values);
-    if (ck.normalization) x = data::Normalizer{ck.normalization->mean, ck.normalization->std}(x);
+    if (ck.normalization) x = data::Normalizer{.mean = ck.normalization->mean, .std = ck.normalization->std}(x);
     ck.model.eval();
     Tensor logits;
     try {

@@ -187,7 +187,7 @@ Trainer& Trainer::setup() {
         model = build_model(c.model, data.input_shape, static_cast<int64_t>(ds.classes.size()));
     }
     // training statistics only (or the checkpoint's, to continue from it): never the test set's
-    const data::Normalizer norm = stored ? data::Normalizer{stored->mean, stored->std} : data::Normalizer::fit(train_raw);
+    const data::Normalizer norm = stored ? data::Normalizer{.mean = stored->mean, .std = stored->std} : data::Normalizer::fit(train_raw);
     data.normalization = {norm.mean, norm.std};
     data.train_x = norm(train_raw);
     train_raw = Tensor();

@@ -32,7 +32,7 @@ struct LeakyReLUCache {
 // y = x if x > 0 else negative_slope * x
 inline std::pair<Tensor, LeakyReLUCache> leaky_relu_forward(const Tensor& x, float negative_slope = 0.01f) {
     Tensor out(x.shape);
-    LeakyReLUCache cache{std::vector<uint8_t>(x.numel()), negative_slope, x.shape};
+    LeakyReLUCache cache{.positive = std::vector<uint8_t>(x.numel()), .negative_slope = negative_slope, .shape = x.shape};
     for (int64_t i = 0; i < x.numel(); ++i) {
         cache.positive[i] = x[i] > 0.0f;
         out[i] = cache.positive[i] ? x[i] : x[i] * negative_slope;

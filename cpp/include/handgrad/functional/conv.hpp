@@ -89,7 +89,9 @@ inline std::pair<Tensor, Conv2dCache> conv2d_forward(const Tensor& x, const Tens
         y.noalias() = Wm * as_matrix(cols.ptr() + n * K * P, K, P);
         if (bias) y.colwise() += ConstVectorMap(bias->ptr(), O);
     }
-    return {std::move(out), Conv2dCache{std::move(cols), weight, x.shape, {N, O, Ho, Wo}, stride, padding, bias != nullptr}};
+    return {std::move(out), Conv2dCache{.cols = std::move(cols), .weight = weight, .x_shape = x.shape,
+                                         .out_shape = {N, O, Ho, Wo}, .stride = stride, .padding = padding,
+                                         .has_bias = bias != nullptr}};
 }
 
 // With G[n] = dL/dy[n] as a matrix (O, Ho*Wo), the gradients of y[n] = W @ cols[n] + bias are

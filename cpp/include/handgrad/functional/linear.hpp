@@ -33,7 +33,7 @@ inline std::pair<Tensor, LinearCache> linear_forward(const Tensor& x, const Tens
     auto y = as_matrix(out, rows, out_features);
     y.noalias() = as_matrix(x, rows, in_features) * as_matrix(weight, out_features, in_features).transpose();
     if (bias) y.rowwise() += ConstVectorMap(bias->ptr(), out_features).transpose();
-    return {std::move(out), LinearCache{x, weight, bias != nullptr}};
+    return {std::move(out), LinearCache{.x = x, .weight = weight, .has_bias = bias != nullptr}};
 }
 
 // Gradients of L through y = x @ weight.T + bias, with G = dL/dy of shape (*, out_features):

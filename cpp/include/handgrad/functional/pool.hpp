@@ -23,7 +23,8 @@ inline std::pair<Tensor, MaxPool2dCache> max_pool2d_forward(const Tensor& x, Pai
     const int64_t Ho = conv_output_size(H, kh, stride[0], padding[0]);
     const int64_t Wo = conv_output_size(W, kw, stride[1], padding[1]);
     Tensor out({N, C, Ho, Wo});
-    MaxPool2dCache cache{std::vector<int16_t>(out.numel()), x.shape, out.shape, kernel_size, stride, padding};
+    MaxPool2dCache cache{.argmax = std::vector<int16_t>(out.numel()), .x_shape = x.shape, .out_shape = out.shape,
+                         .kernel_size = kernel_size, .stride = stride, .padding = padding};
     for (int64_t plane = 0; plane < N * C; ++plane) {
         const float* xp = x.ptr() + plane * H * W;
         for (int64_t ho = 0; ho < Ho; ++ho)
@@ -91,7 +92,8 @@ inline std::pair<Tensor, AvgPool2dCache> avg_pool2d_forward(const Tensor& x, Pai
                 out[(plane * Ho + ho) * Wo + wo] = sum / divisor;
             }
     Shape out_shape = out.shape;
-    return {std::move(out), AvgPool2dCache{x.shape, std::move(out_shape), kernel_size, stride, padding}};
+    return {std::move(out), AvgPool2dCache{.x_shape = x.shape, .out_shape = std::move(out_shape),
+                                            .kernel_size = kernel_size, .stride = stride, .padding = padding}};
 }
 
 // dL/dx_p = sum over windows containing p of grad_output[window] / (kH*kW).
