@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <string_view>
 
 namespace handgrad {
 namespace fs = std::filesystem;
@@ -95,6 +96,28 @@ std::optional<Shape> bounded_shape(const json& v, int64_t minimum, uint64_t max_
     return shape;
 }
 
+// How deeply lists and objects nest in JSON text (strings skipped). Copying and printing a parsed
+// value recurse once per level, so deep nesting is refused before parsing, not met as a stack overflow.
+constexpr int MAX_JSON_DEPTH = 64;
+int json_depth(std::string_view text) {
+    int depth = 0, deepest = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            deepest = std::max(deepest, ++depth);
+        } else if (c == ']' || c == '}') {
+            --depth;
+        }
+    }
+    return deepest;
+}
+
 }  // namespace
 
 TensorFile load_tensors(const std::string& path) {
@@ -109,6 +132,8 @@ TensorFile load_tensors(const std::string& path) {
     uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(raw[i]);
     if (n > raw.size() - 8) throw corrupt("the header length " + std::to_string(n) + " exceeds the file");
+    if (json_depth(std::string_view(raw).substr(8, n)) > MAX_JSON_DEPTH)
+        throw corrupt("the header nests lists and objects more than " + std::to_string(MAX_JSON_DEPTH) + " deep");
     json header;
     try {
         header = json::parse(raw.begin() + 8, raw.begin() + 8 + static_cast<std::ptrdiff_t>(n));
@@ -416,6 +441,9 @@ Checkpoint load(const std::string& path, LoadOptions options) {
     TensorFile file = load_tensors(path);
     json meta = json::object();
     for (auto& [k, v] : file.metadata) {
+        if (json_depth(v) > MAX_JSON_DEPTH)
+            throw HandgradError(path, "metadata '" + k + "' nests lists and objects more than " +
+                                          std::to_string(MAX_JSON_DEPTH) + " deep");
         try {
             meta[k] = json::parse(v);
         } catch (const json::exception& e) {
