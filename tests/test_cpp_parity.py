@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,7 @@ def test_python_checkpoint_evaluates_the_same_in_cpp(python_checkpoint, mnist, t
     assert (cpp_logits.argmax(axis=1) == py_logits.argmax(axis=1)).all()
     assert np.abs(cpp_logits - py_logits).max() < 1e-4
     # the same JSON as `handgrad eval --json`, key for key
-    py = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "handgrad", "eval", str(python_checkpoint),
+    py = subprocess.run([sys.executable, "-m", "handgrad", "eval", str(python_checkpoint),
                          "--json"], capture_output=True, text=True, timeout=120, env={**os.environ})
     if py.returncode == 0:
         assert json.loads(out.stdout) == json.loads(py.stdout)

@@ -7,8 +7,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
+#include <type_traits>
 #include <map>
 #include <numeric>
 #include <set>
@@ -46,6 +49,11 @@ struct Args {
             size_t used = 0;
             const double d = std::stod(*v, &used);
             if (used != v->size()) throw std::invalid_argument("trailing");
+            if constexpr (std::is_integral_v<T>) {  // a whole number the type can hold
+                if (!(d == std::floor(d) && d >= static_cast<double>(std::numeric_limits<T>::min()) &&
+                      d <= static_cast<double>(std::numeric_limits<T>::max()) / 2))
+                    throw std::out_of_range("not an integer");
+            }
             return static_cast<T>(d);
         } catch (const std::exception&) {
             throw HandgradError("argument " + key, "invalid value '" + *v + "'");
@@ -103,8 +111,8 @@ int cmd_train(int argc, char** argv) {
     c.max_steps = a.number<int64_t>("--max-steps");
     c.quiet = a.switches.count("--quiet") > 0;
     if (c.init && !a.get("--model")) {  // the checkpoint's own model name and defaults
-        const json meta = load(*c.init, {false}).metadata;
-        if (meta.contains("model") && meta["model"].is_string()) c.model = meta["model"].get<std::string>();
+        const Checkpoint ck = load(*c.init, {.check_reference = false});
+        if (ck.model_name) c.model = *ck.model_name;
     }
     train(c);
     return 0;
@@ -114,33 +122,38 @@ int cmd_eval(int argc, char** argv) {
     const Args a = parse(argc, argv, 2, {"--dataset", "--data-dir", "--top-k", "--logits"}, {"--json", "--no-reference-check"});
     if (a.positional.size() != 1) throw HandgradError("eval", "expected one CHECKPOINT argument");
     const std::string path = a.positional[0];
-    LoadOptions options;
-    options.check_reference = !a.switches.count("--no-reference-check");
-    Checkpoint ck = load(path, options);
-    const json& meta = ck.metadata;
-    const std::string dataset = a.get("--dataset").value_or(meta.value("dataset", std::string("mnist")));
+    Checkpoint ck = load(path, {.check_reference = !a.switches.count("--no-reference-check")});
+    const int64_t k_requested = a.number<int64_t>("--top-k").value_or(5);
+    if (k_requested < 1) throw HandgradError("argument --top-k", "expected a positive integer, got " + std::to_string(k_requested));
+    const std::string dataset = a.get("--dataset").value_or(ck.dataset.value_or("mnist"));
     data::Dataset ds = data::load_dataset(dataset, a.get("--data-dir"));
     Tensor x = ds.test_images;
-    if (meta.contains("input_shape")) {
-        const Shape want = meta["input_shape"].get<Shape>();
-        const Shape got(x.shape.begin() + 1, x.shape.end());
-        if (want != got)
-            throw HandgradError("dataset " + ds.name, "images of shape " + fmt_shape(got) +
-                                                          " do not fit the checkpoint's input shape " + fmt_shape(want));
-    }
-    if (meta.contains("normalization") && meta["normalization"].is_object())
-        x = data::Normalizer{meta["normalization"]["mean"].get<double>(), meta["normalization"]["std"].get<double>()}(x);
     const auto& y = ds.test_labels;
-    const Evaluation ev = evaluate(ck.model, x, y);
-    if (auto out = a.get("--logits")) idx::write_idx_float32(*out, ev.logits);
-    std::vector<std::string> classes = meta.contains("classes") && meta["classes"].is_array() && !meta["classes"].empty()
-                                           ? meta["classes"].get<std::vector<std::string>>()
-                                           : std::vector<std::string>{};
+    if (y.empty()) throw HandgradError("dataset " + ds.name, "the test set holds no images");
+    const Shape got(x.shape.begin() + 1, x.shape.end());
+    if (ck.input_shape && *ck.input_shape != got)
+        throw HandgradError(path, "dataset " + ds.name + ": images of shape " + fmt_shape(got) +
+                                      " do not fit the checkpoint's input shape " + fmt_shape(*ck.input_shape));
+    if (ck.normalization) x = data::Normalizer{.mean = ck.normalization->mean, .std = ck.normalization->std}(x);
+    Evaluation ev;
+    try {
+        ev = evaluate(ck.model, x, y);
+    } catch (const HandgradError& error) {  // the stored layers do not chain, or do not take these images
+        throw HandgradError(path, "the model cannot run on the " + ds.name + " test set: " + error.what());
+    }
     const int64_t C = ev.logits.shape[1], N = static_cast<int64_t>(y.size());
-    for (int64_t i = static_cast<int64_t>(classes.size()); i < C && classes.empty(); ++i) classes.push_back(std::to_string(i));
-    const int64_t n = static_cast<int64_t>(classes.size());
+    if (C != static_cast<int64_t>(ds.classes.size()))
+        throw HandgradError(path, "the model has " + std::to_string(C) + " outputs, dataset " + ds.name + " has " +
+                                      std::to_string(ds.classes.size()) + " classes");
+    const std::vector<std::string> classes = ck.class_names(C);
+    for (float v : ev.logits.data)
+        if (!std::isfinite(v))
+            throw HandgradError(path, "the model's outputs are not finite (NaN or infinity) on the " + ds.name +
+                                          " test set; refusing to report an accuracy");
+    if (auto out = a.get("--logits")) idx::write_idx_float32(*out, ev.logits);
+    const int64_t n = C;
     std::vector<std::vector<int64_t>> confusion(n, std::vector<int64_t>(n));
-    const int64_t k = std::min<int64_t>(a.number<int64_t>("--top-k").value_or(5), n);
+    const int64_t k = std::min<int64_t>(k_requested, n);
     int64_t top_hits = 0;
     for (int64_t r = 0; r < N; ++r) {
         const float* row = ev.logits.ptr() + r * C;
@@ -192,24 +205,39 @@ std::vector<Tensor> load_images(const std::string& path, const Shape& shape) {
     f >> magic;
     std::vector<Tensor> images;
     if (magic == "P5" || magic == "P2") {
-        auto next = [&]() {
+        auto next = [&]() -> long {
             std::string tok;
             while (f >> tok) {
                 if (tok[0] == '#') { std::getline(f, tok); continue; }
-                return std::stol(tok);
+                char* end = nullptr;
+                const long v = std::strtol(tok.c_str(), &end, 10);
+                if (*end || v < 1) throw HandgradError(path, "bad PGM header: expected a positive integer, got '" + tok + "'");
+                return v;
             }
             throw HandgradError(path, "truncated PGM header");
         };
         const long w = next(), h = next(), maxval = next();
+        if (shape[0] != 1)
+            throw HandgradError(path, "a PGM image has 1 channel; the checkpoint's input shape is " + fmt_shape(shape));
         if (h != shape[1] || w != shape[2])
             throw HandgradError(path, "the image is " + std::to_string(w) + "x" + std::to_string(h) + "; the C++ port does "
                                       "not resize, expected " + std::to_string(shape[2]) + "x" + std::to_string(shape[1]));
+        if (maxval > 255)
+            throw HandgradError(path, "PGM maxval " + std::to_string(maxval) + " is not supported; expected 1 to 255");
+        // every pixel takes at least one byte: a short file cannot ask for a large image
+        if (static_cast<uintmax_t>(w) * static_cast<uintmax_t>(h) > std::filesystem::file_size(path))
+            throw HandgradError(path, "truncated PGM: " + std::to_string(w) + "x" + std::to_string(h) +
+                                          " pixels cannot fit in " + std::to_string(std::filesystem::file_size(path)) + " bytes");
         Tensor x({1, shape[1], shape[2]});
         f.get();
         for (int64_t i = 0; i < x.numel(); ++i) {
-            long v;
-            if (magic == "P5") v = static_cast<unsigned char>(f.get());
+            long v = 0;
+            if (magic == "P5") v = f.get();
             else f >> v;
+            if (!f || v < 0 || v > maxval)
+                throw HandgradError(path, "truncated or corrupt PGM data: pixel " + std::to_string(i) + " of " +
+                                              std::to_string(x.numel()) + " is missing or above maxval " +
+                                              std::to_string(maxval));
             x[i] = static_cast<float>(v) / static_cast<float>(maxval);
         }
         images.push_back(x);
@@ -239,8 +267,9 @@ int cmd_predict(int argc, char** argv) {
     const Args a = parse(argc, argv, 2, {"--top-k"}, {"--json"});
     if (a.positional.size() < 2) throw HandgradError("predict", "expected CHECKPOINT IMAGE...");
     Checkpoint ck = load(a.positional[0]);
-    const json& meta = ck.metadata;
-    const Shape shape = meta.contains("input_shape") ? meta["input_shape"].get<Shape>() : Shape{1, 28, 28};
+    const Shape shape = ck.input_shape.value_or(Shape{1, 28, 28});
+    const int64_t k_requested = a.number<int64_t>("--top-k").value_or(3);
+    if (k_requested < 1) throw HandgradError("argument --top-k", "expected a positive integer, got " + std::to_string(k_requested));
     std::vector<std::string> names;
     std::vector<float> values;
     for (size_t i = 1; i < a.positional.size(); ++i)
@@ -248,23 +277,32 @@ int cmd_predict(int argc, char** argv) {
             names.push_back(a.positional[i]);
             values.insert(values.end(), x.data.begin(), x.data.end());
         }
+    if (names.empty()) throw HandgradError("predict", "the given files hold no images");
     Shape batch = shape;
     batch.insert(batch.begin(), static_cast<int64_t>(names.size()));
     Tensor x(batch, values);
-    if (meta.contains("normalization") && meta["normalization"].is_object())
-        x = data::Normalizer{meta["normalization"]["mean"].get<double>(), meta["normalization"]["std"].get<double>()}(x);
+    if (ck.normalization) x = data::Normalizer{.mean = ck.normalization->mean, .std = ck.normalization->std}(x);
     ck.model.eval();
-    const Tensor logits = ck.model.forward(x);
+    Tensor logits;
+    try {
+        logits = ck.model.forward(x);
+    } catch (const HandgradError& error) {
+        throw HandgradError(a.positional[0], std::string("the model cannot run on the images: ") + error.what());
+    }
+    if (logits.ndim() != 2 || logits.shape[0] != static_cast<int64_t>(names.size()) || logits.shape[1] < 1)
+        throw ShapeError(a.positional[0], "model output", "(" + std::to_string(names.size()) + ", classes)", logits.shape);
+    for (float v : logits.data)
+        if (!std::isfinite(v))
+            throw HandgradError(a.positional[0], "the model's outputs are not finite (NaN or infinity); refusing to predict");
     const int64_t C = logits.shape[1];
-    std::vector<std::string> classes = meta.contains("classes") ? meta["classes"].get<std::vector<std::string>>()
-                                                                : std::vector<std::string>{};
-    for (int64_t i = static_cast<int64_t>(classes.size()); i < C; ++i) classes.push_back(std::to_string(i));
-    const int64_t k = std::min<int64_t>(a.number<int64_t>("--top-k").value_or(3), C);
+    const std::vector<std::string> classes = ck.class_names(C);
+    const int64_t k = std::min<int64_t>(k_requested, C);
+    const bool mse = ck.loss.value_or("") == "mse";
     json results = json::array();
     for (size_t r = 0; r < names.size(); ++r) {
         std::vector<double> p(C);
         const float* row = logits.ptr() + r * C;
-        if (meta.value("loss", std::string()) == "mse") {
+        if (mse) {
             for (int64_t c = 0; c < C; ++c) p[c] = row[c];
         } else {  // softmax in float64, as Python
             const double m = *std::max_element(row, row + C);

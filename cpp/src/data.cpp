@@ -75,8 +75,9 @@ Dataset load_dataset(const std::string& requested, const std::optional<std::stri
                                                   std::to_string(test.images.shape[2]) + " but the training images are " +
                                                   std::to_string(train.images.shape[1]) + "x" +
                                                   std::to_string(train.images.shape[2]) + "; expected the same size");
-            return Dataset{name, to_float(train.images), train.labels, to_float(test.images), test.labels, classes,
-                           label + ": " + folder.string()};
+            return Dataset{.name = name, .train_images = to_float(train.images), .train_labels = train.labels,
+                           .test_images = to_float(test.images), .test_labels = test.labels, .classes = classes,
+                           .source = label + ": " + folder.string()};
         }
         searched += "\n  " + label + ": " + folder.string() + " (" + std::to_string(files.size()) + " of 4 files)";
     }
@@ -94,7 +95,8 @@ Normalizer Normalizer::fit(const Tensor& train_images) {
     double sq = 0;
     for (float v : train_images.data) sq += (v - mean) * (v - mean);
     // stored as float32 values, as Python's Normalizer does
-    return Normalizer{static_cast<float>(mean), static_cast<float>(std::sqrt(sq / static_cast<double>(train_images.numel())))};
+    return Normalizer{.mean = static_cast<float>(mean),
+                      .std = static_cast<float>(std::sqrt(sq / static_cast<double>(train_images.numel())))};
 }
 
 Tensor Normalizer::operator()(const Tensor& images) const {

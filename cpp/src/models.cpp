@@ -20,25 +20,25 @@ void mlp(Sequential& m, const Shape& input_shape, int64_t num_classes, const std
     m.add<nn::Flatten>();
     int64_t width = flat(input_shape);
     for (int64_t h : hidden) {
-        m.add<nn::Linear>(nn::LinearOptions{width, h});
+        m.add<nn::Linear>(nn::LinearOptions{.in_features = width, .out_features = h});
         if (activation == "sigmoid") m.add<nn::Sigmoid>();
         else m.add<nn::ReLU>();
         width = h;
     }
-    m.add<nn::Linear>(nn::LinearOptions{width, num_classes});
+    m.add<nn::Linear>(nn::LinearOptions{.in_features = width, .out_features = num_classes});
 }
 
 // Three 3x3 conv blocks (8, 16, 42 channels) and one Linear: ~11.1k parameters on 28x28.
 void tiny_cnn(Sequential& m, const Shape& s, int64_t num_classes) {
     int64_t c = s[0], h = s[1], w = s[2];
     for (int64_t out : {8, 16, 42}) {
-        m.add<nn::Conv2d>(nn::Conv2dOptions{c, out, {3, 3}, {1, 1}, {1, 1}});
+        m.add<nn::Conv2d>(nn::Conv2dOptions{.in_channels = c, .out_channels = out, .kernel_size = {3, 3}, .padding = {1, 1}});
         m.add<nn::ReLU>();
-        m.add<nn::MaxPool2d>(nn::Pool2dOptions{{2, 2}, std::nullopt, {0, 0}});
+        m.add<nn::MaxPool2d>(nn::Pool2dOptions{.kernel_size = {2, 2}});
         c = out, h /= 2, w /= 2;
     }
     m.add<nn::Flatten>();
-    m.add<nn::Linear>(nn::LinearOptions{42 * h * w, num_classes});
+    m.add<nn::Linear>(nn::LinearOptions{.in_features = 42 * h * w, .out_features = num_classes});
 }
 
 // LeNet-5 with ReLU and max pooling: conv 5x5 (6) - pool - conv 5x5 (16) - pool - 120 - 84.
@@ -47,18 +47,18 @@ void lenet5(Sequential& m, const Shape& s, int64_t num_classes) {
     const int64_t c = s[0], h = s[1], w = s[2];
     const int64_t pad2 = std::min(h, w) / 2 >= 10 ? 0 : 2;
     const int64_t h2 = (h / 2 + 2 * pad2 - 4) / 2, w2 = (w / 2 + 2 * pad2 - 4) / 2;
-    m.add<nn::Conv2d>(nn::Conv2dOptions{c, 6, {5, 5}, {1, 1}, {2, 2}});
+    m.add<nn::Conv2d>(nn::Conv2dOptions{.in_channels = c, .out_channels = 6, .kernel_size = {5, 5}, .padding = {2, 2}});
     m.add<nn::ReLU>();
-    m.add<nn::MaxPool2d>(nn::Pool2dOptions{{2, 2}, std::nullopt, {0, 0}});
-    m.add<nn::Conv2d>(nn::Conv2dOptions{6, 16, {5, 5}, {1, 1}, {pad2, pad2}});
+    m.add<nn::MaxPool2d>(nn::Pool2dOptions{.kernel_size = {2, 2}});
+    m.add<nn::Conv2d>(nn::Conv2dOptions{.in_channels = 6, .out_channels = 16, .kernel_size = {5, 5}, .padding = {pad2, pad2}});
     m.add<nn::ReLU>();
-    m.add<nn::MaxPool2d>(nn::Pool2dOptions{{2, 2}, std::nullopt, {0, 0}});
+    m.add<nn::MaxPool2d>(nn::Pool2dOptions{.kernel_size = {2, 2}});
     m.add<nn::Flatten>();
-    m.add<nn::Linear>(nn::LinearOptions{16 * h2 * w2, 120});
+    m.add<nn::Linear>(nn::LinearOptions{.in_features = 16 * h2 * w2, .out_features = 120});
     m.add<nn::ReLU>();
-    m.add<nn::Linear>(nn::LinearOptions{120, 84});
+    m.add<nn::Linear>(nn::LinearOptions{.in_features = 120, .out_features = 84});
     m.add<nn::ReLU>();
-    m.add<nn::Linear>(nn::LinearOptions{84, num_classes});
+    m.add<nn::Linear>(nn::LinearOptions{.in_features = 84, .out_features = num_classes});
 }
 
 struct Named {
@@ -69,14 +69,14 @@ struct Named {
 const std::vector<std::pair<std::string, Named>>& models() {
     static const std::vector<std::pair<std::string, Named>> table = {
         {"linear", {[](Sequential& m, const Shape& s, int64_t n) { mlp(m, s, n, {}); },
-                    TrainDefaults{"sgd", 0.01, 0.9, 0.0, 64, 10, "none"}}},
+                    TrainDefaults{.lr = 0.01, .schedule = "none"}}},
         {"mlp-sigmoid", {[](Sequential& m, const Shape& s, int64_t n) {
                              mlp(m, s, n, {100}, "sigmoid");
                              m.add<nn::Sigmoid>();
                          },
-                         TrainDefaults{"sgd", 1.0, 0.0, 0.0, 64, 10, "cosine", "mse"}}},
+                         TrainDefaults{.lr = 1.0, .momentum = 0.0, .loss = "mse"}}},
         {"mlp", {[](Sequential& m, const Shape& s, int64_t n) { mlp(m, s, n, {250, 250}); },
-                 TrainDefaults{"sgd", 0.05, 0.9, 1e-3}}},
+                 TrainDefaults{.lr = 0.05, .weight_decay = 1e-3}}},
         {"mlp-small", {[](Sequential& m, const Shape& s, int64_t n) { mlp(m, s, n, {128, 64}); }, TrainDefaults{}}},
         {"tiny-mlp", {[](Sequential& m, const Shape& s, int64_t n) { mlp(m, s, n, {16}); }, TrainDefaults{}}},
         {"tiny-cnn", {tiny_cnn, TrainDefaults{}}},
@@ -94,12 +94,6 @@ const Named& find(const std::string& name) {
 }
 
 json pair_json(nn::Pair p) { return json::array({p[0], p[1]}); }
-
-nn::Pair pair_from(const json& v) {
-    if (v.is_number_integer()) return {v.get<int64_t>(), v.get<int64_t>()};
-    if (v.is_array() && v.size() == 2) return {v[0].get<int64_t>(), v[1].get<int64_t>()};
-    throw HandgradError("architecture", "expected an int or a pair of ints, got " + v.dump());
-}
 
 }  // namespace
 
@@ -150,42 +144,208 @@ json architecture(const Sequential& model) {
     return layers;
 }
 
-Sequential from_architecture(const json& layers) {
-    Sequential model;
-    for (const auto& spec : layers) {
-        const std::string type = spec.at("type").get<std::string>();
-        auto arg = [&](const char* key, const json& fallback) { return spec.contains(key) ? spec.at(key) : fallback; };
-        if (type == "Linear") {
-            model.add<nn::Linear>(nn::LinearOptions{spec.at("in_features").get<int64_t>(),
-                                                    spec.at("out_features").get<int64_t>(), arg("bias", true).get<bool>()});
-        } else if (type == "Conv2d") {
-            model.add<nn::Conv2d>(nn::Conv2dOptions{spec.at("in_channels").get<int64_t>(),
-                                                    spec.at("out_channels").get<int64_t>(),
-                                                    pair_from(spec.at("kernel_size")), pair_from(arg("stride", 1)),
-                                                    pair_from(arg("padding", 0)), arg("bias", true).get<bool>()});
-        } else if (type == "MaxPool2d" || type == "AvgPool2d") {
-            nn::Pool2dOptions options{pair_from(spec.at("kernel_size")), std::nullopt, pair_from(arg("padding", 0))};
-            if (spec.contains("stride") && !spec.at("stride").is_null()) options.stride = pair_from(spec.at("stride"));
-            if (type == "MaxPool2d") model.add<nn::MaxPool2d>(options);
-            else model.add<nn::AvgPool2d>(options);
-        } else if (type == "Flatten") {
-            model.add<nn::Flatten>(arg("start_dim", 1).get<int>(), arg("end_dim", -1).get<int>());
-        } else if (type == "ReLU") {
-            model.add<nn::ReLU>();
-        } else if (type == "LeakyReLU") {
-            model.add<nn::LeakyReLU>(arg("negative_slope", 0.01).get<float>());
-        } else if (type == "Sigmoid") {
-            model.add<nn::Sigmoid>();
-        } else if (type == "Tanh") {
-            model.add<nn::Tanh>();
-        } else if (type == "Dropout") {
-            model.add<nn::Dropout>(arg("p", 0.5).get<float>());
-        } else {
-            throw HandgradError("architecture", "layer type " + type + " is not supported by the C++ port; supported: "
-                                                "Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, "
-                                                "Sigmoid, Tanh, Dropout");
+namespace {
+
+// One architecture entry, read field by field: every error names the entry, the field, what was
+// expected and what came, and nothing is allocated here (the weights' shapes are checked against
+// the file's tensors before any layer is built).
+class Entry {
+public:
+    Entry(const json& spec, size_t index) : spec(spec) {
+        where = "entry " + std::to_string(index);
+        if (!spec.is_object()) throw HandgradError(where, "expected an object {\"type\": ..., arguments}, got " + describe(spec));
+        if (!spec.contains("type") || !spec["type"].is_string())
+            throw HandgradError(where, "'type' must be a layer name, got " +
+                                           (spec.contains("type") ? describe(spec["type"]) : std::string("nothing")));
+        type = spec["type"].get<std::string>();
+        where += " (" + type + ")";
+    }
+
+    // Refuse keys the layer does not take, as a Python constructor would.
+    void only(std::initializer_list<const char*> keys) const {
+        for (auto& [key, _] : spec.items()) {
+            if (key == "type" || std::find_if(keys.begin(), keys.end(), [&](const char* k) { return key == k; }) != keys.end())
+                continue;
+            std::string known;
+            for (const char* k : keys) known += (known.empty() ? "" : ", ") + std::string(k);
+            throw HandgradError(where, "unexpected argument '" + key + "'; " +
+                                           (known.empty() ? "it takes none" : "expected " + known));
         }
     }
+    int64_t integer(const char* key, int64_t minimum, std::optional<int64_t> fallback = {}) const {
+        if (!spec.contains(key) && fallback) return *fallback;
+        const json* v = spec.contains(key) ? &spec[key] : nullptr;
+        if (!v || !is_int(*v, minimum)) fail(key, "an integer >= " + std::to_string(minimum));
+        return v->get<int64_t>();
+    }
+    nn::Pair pair(const char* key, int64_t minimum, std::optional<int64_t> fallback = {}) const {
+        if (!spec.contains(key) && fallback) return {*fallback, *fallback};
+        const json* v = spec.contains(key) ? &spec[key] : nullptr;
+        if (v && is_int(*v, minimum)) return {v->get<int64_t>(), v->get<int64_t>()};
+        if (v && v->is_array() && v->size() == 2 && is_int((*v)[0], minimum) && is_int((*v)[1], minimum))
+            return {(*v)[0].get<int64_t>(), (*v)[1].get<int64_t>()};
+        fail(key, "an integer >= " + std::to_string(minimum) + " or a pair of them");
+    }
+    bool boolean(const char* key, bool fallback) const {
+        if (!spec.contains(key)) return fallback;
+        if (!spec[key].is_boolean()) fail(key, "true or false");
+        return spec[key].get<bool>();
+    }
+    double number(const char* key, double fallback, double lo, double hi) const {
+        if (!spec.contains(key)) return fallback;
+        const json& v = spec[key];
+        if (!v.is_number() || !(v.get<double>() >= lo && v.get<double>() <= hi))
+            fail(key, "a number in [" + short_number(lo) + ", " + short_number(hi) + "]");
+        return v.get<double>();
+    }
+    [[noreturn]] void fail(const char* key, const std::string& expected) const {
+        throw HandgradError(where, "'" + std::string(key) + "' must be " + expected + ", got " +
+                                       (spec.contains(key) ? describe(spec[key]) : std::string("nothing")));
+    }
+
+    const json& spec;
+    std::string type, where;
+
+private:
+    static bool is_int(const json& v, int64_t minimum) {
+        if (v.is_number_unsigned()) return v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX) &&
+                                           static_cast<int64_t>(v.get<uint64_t>()) >= minimum;
+        return v.is_number_integer() && v.get<int64_t>() >= minimum;
+    }
+    static std::string short_number(double v) {
+        std::ostringstream s;
+        s << v;
+        return s.str();
+    }
+};
+
+// A layer read from its entry: the options it is built with, and the shapes of its parameters.
+struct LayerSpec {
+    std::string type;
+    nn::LinearOptions linear;
+    nn::Conv2dOptions conv;
+    nn::Pool2dOptions pool;
+    int start_dim = 1, end_dim = -1;
+    float p = 0.5f, negative_slope = 0.01f;
+
+    std::vector<std::pair<std::string, Shape>> parameters() const {
+        if (type == "Linear") {
+            std::vector<std::pair<std::string, Shape>> shapes{{"weight", {linear.out_features, linear.in_features}}};
+            if (linear.bias) shapes.push_back({"bias", {linear.out_features}});
+            return shapes;
+        }
+        if (type == "Conv2d") {
+            std::vector<std::pair<std::string, Shape>> shapes{
+                {"weight", {conv.out_channels, conv.in_channels, conv.kernel_size[0], conv.kernel_size[1]}}};
+            if (conv.bias) shapes.push_back({"bias", {conv.out_channels}});
+            return shapes;
+        }
+        return {};
+    }
+
+    std::unique_ptr<nn::Module> build() const {
+        if (type == "Linear") return std::make_unique<nn::Linear>(linear);
+        if (type == "Conv2d") return std::make_unique<nn::Conv2d>(conv);
+        if (type == "MaxPool2d") return std::make_unique<nn::MaxPool2d>(pool);
+        if (type == "AvgPool2d") return std::make_unique<nn::AvgPool2d>(pool);
+        if (type == "Flatten") return std::make_unique<nn::Flatten>(start_dim, end_dim);
+        if (type == "ReLU") return std::make_unique<nn::ReLU>();
+        if (type == "LeakyReLU") return std::make_unique<nn::LeakyReLU>(negative_slope);
+        if (type == "Sigmoid") return std::make_unique<nn::Sigmoid>();
+        if (type == "Tanh") return std::make_unique<nn::Tanh>();
+        return std::make_unique<nn::Dropout>(p);
+    }
+};
+
+LayerSpec read_entry(const json& spec, size_t index) {
+    const Entry e(spec, index);
+    LayerSpec layer{.type = e.type};
+    if (e.type == "Linear") {
+        e.only({"in_features", "out_features", "bias"});
+        layer.linear = {.in_features = e.integer("in_features", 0), .out_features = e.integer("out_features", 0),
+                        .bias = e.boolean("bias", true)};
+    } else if (e.type == "Conv2d") {
+        e.only({"in_channels", "out_channels", "kernel_size", "stride", "padding", "bias"});
+        layer.conv = {.in_channels = e.integer("in_channels", 0), .out_channels = e.integer("out_channels", 0),
+                      .kernel_size = e.pair("kernel_size", 1), .stride = e.pair("stride", 1, 1),
+                      .padding = e.pair("padding", 0, 0), .bias = e.boolean("bias", true)};
+        // A padding as large as the kernel only adds outputs that see no input; refused so that a
+        // small file cannot ask for unbounded work.
+        for (int a = 0; a < 2; ++a)
+            if (layer.conv.padding[a] >= layer.conv.kernel_size[a])
+                e.fail("padding", "smaller than kernel_size " + nn::fmt_pair(layer.conv.kernel_size));
+    } else if (e.type == "MaxPool2d" || e.type == "AvgPool2d") {
+        e.only({"kernel_size", "stride", "padding"});
+        layer.pool = {.kernel_size = e.pair("kernel_size", 1), .padding = e.pair("padding", 0, 0)};
+        if (spec.contains("stride") && !spec["stride"].is_null()) layer.pool.stride = e.pair("stride", 1);
+    } else if (e.type == "Flatten") {
+        e.only({"start_dim", "end_dim"});
+        const auto dim = [&](const char* key, int fallback) {
+            const int64_t d = e.integer(key, -64, fallback);
+            if (d > 64) e.fail(key, "an integer in [-64, 64]");
+            return static_cast<int>(d);
+        };
+        layer.start_dim = dim("start_dim", 1);
+        layer.end_dim = dim("end_dim", -1);
+    } else if (e.type == "LeakyReLU") {
+        e.only({"negative_slope"});
+        layer.negative_slope = static_cast<float>(e.number("negative_slope", 0.01, -1e6, 1e6));
+    } else if (e.type == "Dropout") {
+        e.only({"p"});
+        layer.p = static_cast<float>(e.number("p", 0.5, 0.0, 1.0));
+    } else if (e.type == "ReLU" || e.type == "Sigmoid" || e.type == "Tanh") {
+        e.only({});
+    } else {
+        throw HandgradError(e.where, "layer type " + e.type + " is not supported by the C++ port; supported: "
+                                     "Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, Sigmoid, "
+                                     "Tanh, Dropout");
+    }
+    try {  // the layer's own checks (pooling padding at most half the kernel, ...), on an empty build
+        if (layer.parameters().empty()) layer.build();
+    } catch (const HandgradError& error) {
+        throw HandgradError(e.where, error.what());
+    }
+    return layer;
+}
+
+std::vector<LayerSpec> read_architecture(const json& layers) {
+    if (!layers.is_array()) throw HandgradError("architecture", "expected a list of layers, got " + describe(layers));
+    std::vector<LayerSpec> specs;
+    for (size_t i = 0; i < layers.size(); ++i) {
+        try {
+            specs.push_back(read_entry(layers[i], i));
+        } catch (const HandgradError& error) {
+            throw HandgradError("architecture", error.what());
+        }
+    }
+    return specs;
+}
+
+}  // namespace
+
+std::string describe(const json& value) {
+    const auto scalar = [](const json& v) { return v.is_primitive(); };
+    if (value.is_array() && value.size() <= 8 && std::all_of(value.begin(), value.end(), scalar)) {
+        const std::string text = value.dump(-1, ' ', true);  // short and flat: show it
+        if (text.size() <= 40) return text;
+    }
+    if (value.is_array()) return "a list of " + std::to_string(value.size()) + " items";
+    if (value.is_object()) return "an object with " + std::to_string(value.size()) + " keys";
+    std::string text = value.dump(-1, ' ', true);
+    return text.size() > 40 ? text.substr(0, 37) + "..." : text;
+}
+
+std::vector<std::pair<std::string, Shape>> parameter_shapes(const json& layers) {
+    std::vector<std::pair<std::string, Shape>> shapes;
+    const auto specs = read_architecture(layers);
+    for (size_t i = 0; i < specs.size(); ++i)
+        for (auto& [name, shape] : specs[i].parameters()) shapes.emplace_back(std::to_string(i) + "." + name, shape);
+    return shapes;
+}
+
+Sequential from_architecture(const json& layers) {
+    Sequential model;
+    for (const auto& spec : read_architecture(layers)) model.append(spec.build());
     return model;
 }
 

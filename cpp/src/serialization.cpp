@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <string_view>
 
 namespace handgrad {
 namespace fs = std::filesystem;
@@ -75,9 +76,54 @@ void save_tensors(const std::string& path, const std::vector<std::pair<std::stri
     atomic_write_bytes(path, out);
 }
 
+namespace {
+
+// A list of integers >= minimum whose nonzero sizes multiply to at most max_elements: a shape that
+// can be allocated for what the file holds, and whose products cannot overflow. nullopt otherwise.
+std::optional<Shape> bounded_shape(const json& v, int64_t minimum, uint64_t max_elements) {
+    if (!v.is_array() || v.size() > 16) return std::nullopt;
+    Shape shape;
+    uint64_t product = 1;
+    for (const auto& d : v) {
+        if (d.is_number_unsigned() ? d.get<uint64_t>() > max_elements : !d.is_number_integer()) return std::nullopt;
+        const int64_t size = d.get<int64_t>();
+        if (size < minimum) return std::nullopt;
+        shape.push_back(size);
+        if (size == 0) continue;
+        if (product > max_elements / static_cast<uint64_t>(size)) return std::nullopt;
+        product *= static_cast<uint64_t>(size);
+    }
+    return shape;
+}
+
+// How deeply lists and objects nest in JSON text (strings skipped). Copying and printing a parsed
+// value recurse once per level, so deep nesting is refused before parsing, not met as a stack overflow.
+constexpr int MAX_JSON_DEPTH = 64;
+int json_depth(std::string_view text) {
+    int depth = 0, deepest = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            deepest = std::max(deepest, ++depth);
+        } else if (c == ']' || c == '}') {
+            --depth;
+        }
+    }
+    return deepest;
+}
+
+}  // namespace
+
 TensorFile load_tensors(const std::string& path) {
     if (!fs::is_regular_file(path)) throw HandgradError(path, "no such checkpoint file");
     std::ifstream f(path, std::ios::binary);
+    if (!f) throw HandgradError(path, "cannot open the checkpoint for reading");
     std::string raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     auto corrupt = [&](const std::string& why) {
         return HandgradError(path, "not a readable safetensors file (truncated or corrupt?): " + why);
@@ -86,27 +132,48 @@ TensorFile load_tensors(const std::string& path) {
     uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(raw[i]);
     if (n > raw.size() - 8) throw corrupt("the header length " + std::to_string(n) + " exceeds the file");
+    if (json_depth(std::string_view(raw).substr(8, n)) > MAX_JSON_DEPTH)
+        throw corrupt("the header nests lists and objects more than " + std::to_string(MAX_JSON_DEPTH) + " deep");
     json header;
     try {
         header = json::parse(raw.begin() + 8, raw.begin() + 8 + static_cast<std::ptrdiff_t>(n));
     } catch (const json::exception& e) {
         throw corrupt(std::string("header is not JSON: ") + e.what());
     }
+    if (!header.is_object()) throw corrupt("the header is " + describe(header) + ", expected a JSON object");
     const size_t data_start = 8 + n, data_size = raw.size() - data_start;
     TensorFile file;
+    std::vector<std::pair<size_t, size_t>> order;  // (data offset, index into file.tensors)
     for (auto& [name, info] : header.items()) {
         if (name == "__metadata__") {
-            for (auto& [k, v] : info.items()) file.metadata[k] = v.get<std::string>();
+            if (!info.is_object()) throw corrupt("'__metadata__' is " + describe(info) + ", expected an object");
+            for (auto& [k, v] : info.items()) {
+                if (!v.is_string()) throw corrupt("metadata '" + k + "' is " + describe(v) + ", expected a string");
+                file.metadata[k] = v.get<std::string>();
+            }
             continue;
         }
-        const std::string dtype = info.at("dtype").get<std::string>();
-        const Shape shape = info.at("shape").get<Shape>();
-        const size_t begin = info.at("data_offsets")[0].get<size_t>(), end = info.at("data_offsets")[1].get<size_t>();
+        const std::string where = "tensor '" + name + "'";
+        if (!info.is_object() || !info.contains("dtype") || !info.contains("shape") || !info.contains("data_offsets"))
+            throw corrupt(where + " is " + describe(info) + ", expected {\"dtype\", \"shape\", \"data_offsets\"}");
+        const json &dtype_json = info["dtype"], &offsets = info["data_offsets"];
+        const std::string dtype = dtype_json.is_string() ? dtype_json.get<std::string>() : describe(dtype_json);
         const size_t itemsize = dtype == "F32" ? 4 : dtype == "F64" ? 8 : 0;
-        if (!itemsize) throw HandgradError(path, "tensor " + name + " has dtype " + dtype + "; expected F32 or F64");
-        if (end < begin || end > data_size || (end - begin) != static_cast<size_t>(Tensor::count(shape)) * itemsize)
-            throw corrupt("tensor " + name + " of shape " + fmt_shape(shape) + " does not fit its data offsets");
-        Tensor t(shape);
+        if (!itemsize) throw HandgradError(path, where + " has dtype " + dtype + "; expected F32 or F64");
+        // the shape is checked against the bytes present before anything is allocated for it
+        const auto shape = bounded_shape(info["shape"], 0, std::max<uint64_t>(data_size / itemsize, 1));
+        if (!shape)
+            throw corrupt(where + " has shape " + describe(info["shape"]) + "; expected a list of sizes >= 0 whose " +
+                          dtype + " data fits in the file's " + std::to_string(data_size) + " data bytes");
+        if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+            !offsets[1].is_number_unsigned())
+            throw corrupt(where + " has data_offsets " + describe(offsets) + "; expected [begin, end]");
+        const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
+        if (end < begin || end > data_size || (end - begin) != static_cast<uint64_t>(Tensor::count(*shape)) * itemsize)
+            throw corrupt(where + " of shape " + fmt_shape(*shape) + " does not fit its data offsets [" +
+                          std::to_string(begin) + ", " + std::to_string(end) + "] in " + std::to_string(data_size) +
+                          " data bytes");
+        Tensor t(*shape);
         const char* p = raw.data() + data_start + begin;
         if (itemsize == 4) std::memcpy(t.ptr(), p, end - begin);
         else
@@ -115,10 +182,13 @@ TensorFile load_tensors(const std::string& path) {
                 std::memcpy(&d, p + 8 * i, 8);
                 t[i] = static_cast<float>(d);
             }
+        order.emplace_back(begin, file.tensors.size());
         file.tensors.emplace_back(name, std::move(t));
     }
-    std::sort(file.tensors.begin(), file.tensors.end(),
-              [&](auto& a, auto& b) { return header[a.first]["data_offsets"][0] < header[b.first]["data_offsets"][0]; });
+    std::stable_sort(order.begin(), order.end());
+    std::vector<std::pair<std::string, Tensor>> sorted;
+    for (auto& [_, k] : order) sorted.push_back(std::move(file.tensors[k]));
+    file.tensors = std::move(sorted);
     return file;
 }
 
@@ -156,48 +226,107 @@ json reference_checks(nn::Sequential& model, const Tensor& inputs) {
     return {{"input_shape", inputs.shape}, {"inputs", values}, {"layers", layers}};
 }
 
+namespace {
+
+// The stored reference, read and checked field by field before the model runs on it.
+struct Reference {
+    Tensor inputs;
+    struct Layer {
+        Shape shape;
+        double sum, abs_sum, sum_sq;
+        std::vector<double> first;
+    };
+    std::vector<Layer> layers;
+};
+
+Reference read_reference(const json& reference, const std::string& where) {
+    auto bad = [&](const std::string& field, const std::string& expected, const json& got) {
+        return HandgradError(where, "metadata 'reference': '" + field + "' must be " + expected + ", got " + describe(got));
+    };
+    if (!reference.is_object()) throw bad("reference", "an object", reference);
+    for (const char* key : {"input_shape", "inputs", "layers"})
+        if (!reference.contains(key)) throw HandgradError(where, "metadata 'reference' has no '" + std::string(key) + "'");
+    const json &inputs = reference["inputs"], &layers = reference["layers"];
+    if (!inputs.is_array() || !std::all_of(inputs.begin(), inputs.end(), [](const json& v) { return v.is_number(); }))
+        throw bad("inputs", "a list of numbers", inputs);
+    const auto shape = bounded_shape(reference["input_shape"], 1, inputs.size());
+    if (!shape || static_cast<size_t>(Tensor::count(*shape)) != inputs.size())
+        throw bad("input_shape", "a list of sizes >= 1 holding the " + std::to_string(inputs.size()) + " inputs",
+                  reference["input_shape"]);
+    Reference r{.inputs = Tensor(*shape)};
+    for (size_t k = 0; k < inputs.size(); ++k) r.inputs[static_cast<int64_t>(k)] = inputs[k].get<float>();
+    if (!layers.is_array()) throw bad("layers", "a list", layers);
+    for (size_t i = 0; i < layers.size(); ++i) {
+        const json& l = layers[i];
+        const std::string field = "layers[" + std::to_string(i) + "]";
+        if (!l.is_object()) throw bad(field, "an object", l);
+        Reference::Layer layer;
+        const auto out_shape = l.contains("shape") ? bounded_shape(l["shape"], 0, INT64_MAX) : std::nullopt;
+        if (!out_shape) throw bad(field + ".shape", "a list of sizes", l.value("shape", json()));
+        layer.shape = *out_shape;
+        for (auto [key, value] : {std::pair{"sum", &layer.sum}, {"abs_sum", &layer.abs_sum}, {"sum_sq", &layer.sum_sq}}) {
+            if (!l.contains(key) || !l[key].is_number()) throw bad(field + "." + key, "a number", l.value(key, json()));
+            *value = l[key].get<double>();
+        }
+        const json first = l.value("first", json());
+        if (!first.is_array() || first.size() > FIRST_VALUES ||
+            !std::all_of(first.begin(), first.end(), [](const json& v) { return v.is_number(); }))
+            throw bad(field + ".first", "a list of at most " + std::to_string(FIRST_VALUES) + " numbers", first);
+        for (auto& v : first) layer.first.push_back(v.get<double>());
+        r.layers.push_back(std::move(layer));
+    }
+    return r;
+}
+
+}  // namespace
+
 size_t check_reference(nn::Sequential& model, const json& reference, const std::string& where,
                        ReferenceTolerance tol) {
-    const Shape shape = reference.at("input_shape").get<Shape>();
-    std::vector<float> values;
-    for (auto& v : reference.at("inputs")) values.push_back(v.get<float>());
-    Tensor h(shape, std::move(values));
-    const json& expected_layers = reference.at("layers");
-    if (expected_layers.size() != model.size())
-        throw HandgradError(where, "reference checks cover " + std::to_string(expected_layers.size()) +
+    const Reference ref = read_reference(reference, where);
+    if (ref.layers.size() != model.size())
+        throw HandgradError(where, "reference checks cover " + std::to_string(ref.layers.size()) +
                                        " layers, the model has " + std::to_string(model.size()));
     const bool was_training = !model.layers.empty() && model.layers[0]->training;
     model.eval();
+    struct Restore {  // the model's mode comes back however this returns
+        nn::Sequential& model;
+        bool mode;
+        ~Restore() { model.train(mode); }
+    } restore{model, was_training};
+    Tensor h = ref.inputs;
     for (size_t i = 0; i < model.size(); ++i) {
-        h = model[i].forward(h);
-        const json got = layer_check(model[i].type(), h);
-        const json& want = expected_layers[i];
         const std::string layer = "layer " + std::to_string(i) + " (" + model[i].repr() + ")";
+        try {
+            h = model[i].forward(h);
+        } catch (const HandgradError& error) {
+            throw HandgradError(where, "reference check failed: the stored reference inputs do not fit " + layer + ": " +
+                                           error.what());
+        }
+        const json got = layer_check(model[i].type(), h);
+        const Reference::Layer& want = ref.layers[i];
         auto fail = [&](const std::string& statistic, double e, double g) {
-            model.train(was_training);
             throw ReferenceMismatch(where, "reference check failed: the first layer whose output diverges from the "
                                            "saved outputs is " + layer + ": " + statistic + " expected " +
                                            short_number(e) + ", got " + short_number(g) +
                                            (i ? " (layers 0-" + std::to_string(i - 1) + " match)" : ""),
                                     static_cast<int64_t>(i), statistic, e, g);
         };
-        if (want.at("shape").get<Shape>() != h.shape)
+        if (want.shape != h.shape)
             throw ReferenceMismatch(where, "reference check failed at " + layer + ": output shape expected " +
-                                               fmt_shape(want.at("shape").get<Shape>()) + ", got " + fmt_shape(h.shape),
+                                               fmt_shape(want.shape) + ", got " + fmt_shape(h.shape),
                                     static_cast<int64_t>(i), "shape", 0, 0);
-        const double abs_sum = want.at("abs_sum").get<double>(), sum_sq = want.at("sum_sq").get<double>();
         auto check = [&](const std::string& statistic, double e, double g, double scale) {
             if (!(std::fabs(g - e) <= tol.atol + tol.rtol * scale)) fail(statistic, e, g);
         };
-        check("sum", want.at("sum").get<double>(), got["sum"].get<double>(), abs_sum);
-        check("abs_sum", abs_sum, got["abs_sum"].get<double>(), abs_sum);
-        check("sum_sq", sum_sq, got["sum_sq"].get<double>(), sum_sq);
-        for (size_t k = 0; k < want.at("first").size(); ++k) {
-            const double e = want["first"][k].get<double>();
-            check("value " + std::to_string(k), e, got["first"][k].get<double>(), std::fabs(e));
-        }
+        check("sum", want.sum, got["sum"].get<double>(), want.abs_sum);
+        check("abs_sum", want.abs_sum, got["abs_sum"].get<double>(), want.abs_sum);
+        check("sum_sq", want.sum_sq, got["sum_sq"].get<double>(), want.sum_sq);
+        if (want.first.size() > got["first"].size())
+            fail("number of first values", static_cast<double>(want.first.size()),
+                 static_cast<double>(got["first"].size()));
+        for (size_t k = 0; k < want.first.size(); ++k)
+            check("value " + std::to_string(k), want.first[k], got["first"][k].get<double>(), std::fabs(want.first[k]));
     }
-    model.train(was_training);
     return model.size();
 }
 
@@ -214,36 +343,68 @@ void save(nn::Sequential& model, const std::string& path, const json& metadata, 
     save_tensors(path, tensors, raw);
 }
 
-Checkpoint load(const std::string& path, LoadOptions options) {
-    TensorFile file = load_tensors(path);
-    json meta = json::object();
-    for (auto& [k, v] : file.metadata) {
-        try {
-            meta[k] = json::parse(v);
-        } catch (const json::exception& e) {
-            throw HandgradError(path, std::string("checkpoint metadata is not valid JSON: ") + e.what());
-        }
+namespace {
+
+// Each metadata field the C++ reads, checked; absent fields stay empty.
+void read_fields(Checkpoint& ck, const std::string& path) {
+    const json& meta = ck.metadata;
+    auto bad = [&](const char* field, const std::string& expected) {
+        return HandgradError(path, "metadata '" + std::string(field) + "' must be " + expected + ", got " +
+                                       describe(meta[field]));
+    };
+    auto string_field = [&](const char* field) -> std::optional<std::string> {
+        if (!meta.contains(field)) return std::nullopt;
+        if (!meta[field].is_string()) throw bad(field, "a string");
+        return meta[field].get<std::string>();
+    };
+    if (auto dtype = string_field("dtype"); dtype && *dtype != "float32" && *dtype != "float64")
+        throw bad("dtype", "\"float32\" or \"float64\"");
+    if (meta.contains("input_shape")) {
+        ck.input_shape = bounded_shape(meta["input_shape"], 1, uint64_t{1} << 31);
+        if (!ck.input_shape || ck.input_shape->size() != 3)
+            throw bad("input_shape", "[channels, height, width], each >= 1");
     }
-    const std::string format = meta.contains("format") && meta["format"].is_string() ? meta["format"].get<std::string>() : "";
-    if (format != FORMAT || !meta.contains("architecture"))
-        throw HandgradError(path, "not a handgrad checkpoint (metadata 'format' is " +
-                                      (format.empty() ? std::string("None") : "'" + format + "'") + ", expected '" +
-                                      FORMAT + "' with an 'architecture')");
-    Checkpoint ck{from_architecture(meta["architecture"]), meta, 0};
-    // strict loading: every parameter present with its shape, nothing left over
-    std::map<std::string, Tensor*> given;
+    if (meta.contains("normalization")) {
+        const json& n = meta["normalization"];
+        auto number = [&](const char* key) {
+            return n.is_object() && n.contains(key) && n[key].is_number() && std::isfinite(n[key].get<double>());
+        };
+        if (!number("mean") || !number("std") || !(n["std"].get<double>() > 0))
+            throw bad("normalization", "{\"mean\": a finite number, \"std\": a finite number > 0}");
+        ck.normalization = Normalization{n["mean"].get<double>(), n["std"].get<double>()};
+    }
+    if (meta.contains("classes")) {
+        const json& c = meta["classes"];
+        if (!c.is_array() || !std::all_of(c.begin(), c.end(), [](const json& v) { return v.is_string(); }))
+            throw bad("classes", "a list of class names");
+        ck.classes = c.get<std::vector<std::string>>();
+    }
+    ck.dataset = string_field("dataset");
+    ck.model_name = string_field("model");
+    ck.loss = string_field("loss");
+    if (ck.loss && *ck.loss != "cross_entropy" && *ck.loss != "mse") throw bad("loss", "\"cross_entropy\" or \"mse\"");
+}
+
+// Strict loading, before anything is allocated for the model: every parameter present with its
+// shape, nothing left over, and every value finite.
+void check_tensors(const TensorFile& file, const json& architecture_json, const std::string& path) {
+    std::vector<std::pair<std::string, Shape>> expected;
+    try {
+        expected = parameter_shapes(architecture_json);
+    } catch (const HandgradError& error) {  // error.where is "architecture"
+        throw HandgradError(path, "metadata 'architecture': " + std::string(error.what()).substr(error.where.size() + 2));
+    }
+    std::map<std::string, const Tensor*> given;
     for (auto& [name, t] : file.tensors) given[name] = &t;
     std::vector<std::string> missing, mis_shaped;
-    for (auto& [name, p] : ck.model.named_parameters()) {
+    for (auto& [name, shape] : expected) {
         auto it = given.find(name);
         if (it == given.end()) {
             missing.push_back(name);
             continue;
         }
-        if (it->second->shape != p->data.shape)
-            mis_shaped.push_back(name + ": expected " + fmt_shape(p->data.shape) + ", got " + fmt_shape(it->second->shape));
-        else
-            p->data = *it->second;
+        if (it->second->shape != shape)
+            mis_shaped.push_back(name + ": expected " + fmt_shape(shape) + ", got " + fmt_shape(it->second->shape));
         given.erase(it);
     }
     if (!missing.empty() || !given.empty() || !mis_shaped.empty()) {
@@ -262,9 +423,59 @@ Checkpoint load(const std::string& path, LoadOptions options) {
         msg.pop_back();
         throw HandgradError(path, msg);
     }
+    // NaN or infinite weights give outputs that look like an accuracy but mean nothing
+    for (auto& [name, t] : file.tensors) {
+        int64_t bad = 0, first = -1;
+        for (int64_t i = 0; i < t.numel(); ++i)
+            if (!std::isfinite(t[i]) && bad++ == 0) first = i;
+        if (bad)
+            throw HandgradError(path, "tensor '" + name + "' holds " + std::to_string(bad) + " non-finite value" +
+                                          (bad > 1 ? "s" : "") + " (NaN or infinity; the first at flat index " +
+                                          std::to_string(first) + "): the weights are broken, refusing to use them");
+    }
+}
+
+}  // namespace
+
+Checkpoint load(const std::string& path, LoadOptions options) {
+    TensorFile file = load_tensors(path);
+    json meta = json::object();
+    for (auto& [k, v] : file.metadata) {
+        if (json_depth(v) > MAX_JSON_DEPTH)
+            throw HandgradError(path, "metadata '" + k + "' nests lists and objects more than " +
+                                          std::to_string(MAX_JSON_DEPTH) + " deep");
+        try {
+            meta[k] = json::parse(v);
+        } catch (const json::exception& e) {
+            throw HandgradError(path, "metadata '" + k + "' is not valid JSON: " + e.what());
+        }
+    }
+    const std::string format = meta.contains("format") && meta["format"].is_string() ? meta["format"].get<std::string>() : "";
+    if (format != FORMAT || !meta.contains("architecture"))
+        throw HandgradError(path, "not a handgrad checkpoint (metadata 'format' is " +
+                                      (format.empty() ? std::string("None") : "'" + format + "'") + ", expected '" +
+                                      FORMAT + "' with an 'architecture')");
+    check_tensors(file, meta["architecture"], path);
+    Checkpoint ck{.model = from_architecture(meta["architecture"]), .metadata = meta, .path = path};
+    read_fields(ck, path);
+    std::map<std::string, Tensor*> given;
+    for (auto& [name, t] : file.tensors) given[name] = &t;
+    for (auto& [name, p] : ck.model.named_parameters()) p->data = std::move(*given.at(name));
     if (options.check_reference && meta.contains("reference"))
         ck.reference_layers_checked = check_reference(ck.model, meta["reference"], path, options.tolerance);
     return ck;
+}
+
+std::vector<std::string> Checkpoint::class_names(int64_t outputs) const {
+    if (classes.empty()) {
+        std::vector<std::string> names;
+        for (int64_t i = 0; i < outputs; ++i) names.push_back(std::to_string(i));
+        return names;
+    }
+    if (static_cast<int64_t>(classes.size()) != outputs)
+        throw HandgradError(path, "metadata 'classes' names " + std::to_string(classes.size()) +
+                                      " classes, the model has " + std::to_string(outputs) + " outputs");
+    return classes;
 }
 
 }  // namespace handgrad

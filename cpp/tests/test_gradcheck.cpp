@@ -34,7 +34,7 @@ void check_layer(const std::string& op, nn::Module& layer, Tensor x, uint64_t se
 TEST_CASE("Linear: grad_input = G @ weight, grad_weight = G.T @ x, grad_bias = G.sum(0)") {
     manual_seed(0);
     for (bool bias : {true, false}) {
-        nn::Linear layer({5, 4, bias});
+        nn::Linear layer({.in_features = 5, .out_features = 4, .bias = bias});
         check_layer(layer.repr(), layer, spread({3, 5}, 1));
     }
 }
@@ -45,10 +45,10 @@ TEST_CASE("Conv2d over kernel, stride and padding") {
         Shape x;
     };
     const std::vector<Case> cases = {
-        {{2, 3, {3, 3}, {1, 1}, {1, 1}}, {2, 2, 5, 5}},
-        {{1, 2, {3, 3}, {2, 2}, {0, 0}}, {2, 1, 7, 6}},
-        {{2, 2, {2, 3}, {2, 1}, {1, 0}}, {1, 2, 5, 6}},
-        {{3, 2, {1, 1}, {1, 1}, {0, 0}, false}, {2, 3, 3, 3}},
+        {{.in_channels = 2, .out_channels = 3, .kernel_size = {3, 3}, .padding = {1, 1}}, {2, 2, 5, 5}},
+        {{.in_channels = 1, .out_channels = 2, .kernel_size = {3, 3}, .stride = {2, 2}}, {2, 1, 7, 6}},
+        {{.in_channels = 2, .out_channels = 2, .kernel_size = {2, 3}, .stride = {2, 1}, .padding = {1, 0}}, {1, 2, 5, 6}},
+        {{.in_channels = 3, .out_channels = 2, .kernel_size = {1, 1}, .bias = false}, {2, 3, 3, 3}},
     };
     manual_seed(1);
     uint64_t seed = 10;
@@ -61,10 +61,10 @@ TEST_CASE("Conv2d over kernel, stride and padding") {
 
 TEST_CASE("MaxPool2d sends each window's gradient to its maximum") {
     const std::vector<std::pair<nn::Pool2dOptions, Shape>> cases = {
-        {{{2, 2}}, {2, 2, 4, 4}},
-        {{{3, 3}, nn::Pair{2, 2}, {1, 1}}, {1, 2, 5, 5}},  // overlapping windows, padding
-        {{{2, 2}}, {1, 1, 5, 5}},                          // a row and column no window covers
-        {{{2, 3}, nn::Pair{1, 2}}, {1, 2, 4, 7}},
+        {{.kernel_size = {2, 2}}, {2, 2, 4, 4}},
+        {{.kernel_size = {3, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}}, {1, 2, 5, 5}},  // overlapping, padded
+        {{.kernel_size = {2, 2}}, {1, 1, 5, 5}},  // a row and column no window covers
+        {{.kernel_size = {2, 3}, .stride = nn::Pair{1, 2}}, {1, 2, 4, 7}},
     };
     uint64_t seed = 20;
     for (auto& [options, shape] : cases) {
@@ -76,9 +76,9 @@ TEST_CASE("MaxPool2d sends each window's gradient to its maximum") {
 
 TEST_CASE("AvgPool2d spreads each window's gradient evenly") {
     const std::vector<std::pair<nn::Pool2dOptions, Shape>> cases = {
-        {{{2, 2}}, {2, 2, 4, 4}},
-        {{{3, 3}, nn::Pair{2, 2}, {1, 1}}, {1, 2, 5, 5}},
-        {{{2, 3}, nn::Pair{1, 2}}, {1, 2, 4, 7}},
+        {{.kernel_size = {2, 2}}, {2, 2, 4, 4}},
+        {{.kernel_size = {3, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}}, {1, 2, 5, 5}},
+        {{.kernel_size = {2, 3}, .stride = nn::Pair{1, 2}}, {1, 2, 4, 7}},
     };
     uint64_t seed = 30;
     for (auto& [options, shape] : cases) {
@@ -140,11 +140,11 @@ TEST_CASE("MSELoss: dL/dinput = 2 (input - target) / numel") {
 TEST_CASE("Sequential backward chains the layers: a small CNN end to end") {
     manual_seed(3);
     nn::Sequential model;
-    model.add<nn::Conv2d>(nn::Conv2dOptions{1, 2, {3, 3}, {1, 1}, {1, 1}});
+    model.add<nn::Conv2d>(nn::Conv2dOptions{.in_channels = 1, .out_channels = 2, .padding = {1, 1}});
     model.add<nn::ReLU>();
-    model.add<nn::MaxPool2d>(nn::Pool2dOptions{{2, 2}});
+    model.add<nn::MaxPool2d>(nn::Pool2dOptions{.kernel_size = {2, 2}});
     model.add<nn::Flatten>();
-    model.add<nn::Linear>(nn::LinearOptions{2 * 2 * 2, 3});
+    model.add<nn::Linear>(nn::LinearOptions{.in_features = 2 * 2 * 2, .out_features = 3});
     Tensor x = spread({2, 1, 4, 4}, 90);
     const std::vector<int64_t> target{2, 0};
     nn::CrossEntropyLoss loss;
@@ -160,7 +160,7 @@ TEST_CASE("Sequential backward chains the layers: a small CNN end to end") {
 }
 
 TEST_CASE("errors name the layer, the expected shape and what came") {
-    nn::Linear layer({4, 2});
+    nn::Linear layer({.in_features = 4, .out_features = 2});
     try {
         layer.forward(Tensor({3, 5}));
         FAIL("no error");
@@ -171,4 +171,99 @@ TEST_CASE("errors name the layer, the expected shape and what came") {
     nn::ReLU relu;
     CHECK_THROWS_WITH_AS(relu.backward(Tensor({1})), "ReLU(): backward called before forward (nothing saved for backward)",
                          HandgradError);
+}
+
+TEST_CASE("every backward refuses a grad_output that is not the forward output's shape") {
+    manual_seed(4);
+    struct Case {
+        std::string name;
+        std::unique_ptr<nn::Module> layer;
+        Shape x;
+    };
+    std::vector<Case> cases;
+    cases.push_back({"Linear", std::make_unique<nn::Linear>(nn::LinearOptions{.in_features = 5, .out_features = 3}), {2, 5}});
+    cases.push_back({"Conv2d", std::make_unique<nn::Conv2d>(nn::Conv2dOptions{.in_channels = 2, .out_channels = 3}), {2, 2, 5, 5}});
+    cases.push_back({"MaxPool2d", std::make_unique<nn::MaxPool2d>(), {2, 2, 4, 4}});
+    cases.push_back({"AvgPool2d", std::make_unique<nn::AvgPool2d>(), {2, 2, 4, 4}});
+    cases.push_back({"Flatten", std::make_unique<nn::Flatten>(), {2, 3, 2, 2}});
+    cases.push_back({"ReLU", std::make_unique<nn::ReLU>(), {3, 4}});
+    cases.push_back({"LeakyReLU", std::make_unique<nn::LeakyReLU>(), {3, 4}});
+    cases.push_back({"Sigmoid", std::make_unique<nn::Sigmoid>(), {3, 4}});
+    cases.push_back({"Tanh", std::make_unique<nn::Tanh>(), {3, 4}});
+    cases.push_back({"Dropout", std::make_unique<nn::Dropout>(0.5f), {3, 4}});
+    for (auto& c : cases) {
+        for (bool training : {true, false}) {
+            CAPTURE(c.name);
+            CAPTURE(training);
+            c.layer->train(training);
+            const Tensor y = c.layer->forward(spread(c.x, 7));
+            Shape bigger = y.shape, transposed = y.shape;
+            bigger[0] += 1;  // more rows: the loops would read past grad_output's end
+            std::reverse(transposed.begin(), transposed.end());  // same size, another shape
+            for (const Shape& wrong : {bigger, transposed, Shape{}}) {
+                if (wrong == y.shape) continue;
+                for (bool input_grad : {true, false}) {
+                    try {
+                        c.layer->backward(random_normal(wrong, 8), input_grad);
+                        FAIL_CHECK("no error for grad_output " << fmt_shape(wrong));
+                    } catch (const ShapeError& e) {
+                        CHECK(std::string(e.what()) == c.layer->repr() + ": expected grad_output of shape " +
+                                                           fmt_shape(y.shape) + " (the forward output's), got " +
+                                                           fmt_shape(wrong));
+                    }
+                }
+            }
+            CHECK(c.layer->backward(random_normal(y.shape, 9)).shape == Shape(c.x));  // the right shape still works
+        }
+    }
+}
+
+TEST_CASE("the functional backwards check grad_output themselves") {
+    const Tensor x = spread({4, 3}, 11), w = spread({2, 3}, 12);
+    const auto [y, cache] = functional::linear_forward(x, w, nullptr);
+    CHECK_THROWS_WITH_AS(functional::linear_backward(Tensor({4, 3}), cache),
+                         "linear_backward: expected grad_output of shape (4, 2) (the forward output's), got (4, 3)",
+                         ShapeError);
+    const auto [pooled, pool_cache] = functional::max_pool2d_forward(spread({1, 1, 4, 4}, 13), {2, 2}, {2, 2});
+    CHECK_THROWS_AS(functional::max_pool2d_backward(Tensor({1, 1, 3, 3}), pool_cache), ShapeError);
+    const auto [r, relu_cache] = functional::relu_forward(x);
+    CHECK_THROWS_AS(functional::relu_backward(Tensor({5, 3}), relu_cache), ShapeError);
+}
+
+TEST_CASE("accumulating a gradient of another shape than the parameter's is refused") {
+    Parameter p{.data = Tensor({2, 3})};
+    p.accumulate_grad(Tensor({2, 3}, 1.0f));
+    p.accumulate_grad(Tensor({2, 3}, 2.0f));
+    CHECK(p.grad.data == Tensor::Storage(6, 3.0f));
+    CHECK_THROWS_WITH_AS(p.accumulate_grad(Tensor({3, 2}), "Linear(...)", "grad_weight"),
+                         "Linear(...): expected grad_weight of shape (2, 3) (the parameter's), got (3, 2)", ShapeError);
+    CHECK_THROWS_AS(p.accumulate_grad(Tensor({7})), ShapeError);
+    Parameter fresh{.data = Tensor({4})};
+    CHECK_THROWS_AS(fresh.accumulate_grad(Tensor({5})), ShapeError);  // also the first gradient
+    CHECK(fresh.grad.data.empty());
+}
+
+TEST_CASE("a cache owns what it reads: backward after the weight is gone or replaced") {
+    const Tensor x = spread({3, 4}, 14), G = random_normal({3, 2}, 15);
+    functional::LinearCache cache;
+    Tensor expected({3, 4});
+    {
+        auto w = std::make_unique<Tensor>(spread({2, 4}, 16));
+        cache = functional::linear_forward(x, *w, nullptr).second;
+        as_matrix(expected, 3, 4) = as_matrix(G, 3, 2) * as_matrix(*w, 2, 4);
+        *w = Tensor({2, 4}, 100.0f);  // replaced ...
+    }  // ... then freed
+    const Tensor got = functional::linear_backward(G, cache).grad_input;
+    for (int64_t i = 0; i < expected.numel(); ++i) CHECK(got[i] == doctest::Approx(expected[i]).epsilon(1e-5));
+
+    nn::Conv2d conv({.in_channels = 1, .out_channels = 2, .kernel_size = {2, 2}});
+    const Tensor image = spread({1, 1, 3, 3}, 17);
+    const Tensor out = conv.forward(image);
+    const Tensor before = conv.backward(random_normal(out.shape, 18));
+    conv.forward(image);
+    conv.weight.data = Tensor({2, 1, 2, 2}, 100.0f);  // an update between forward and backward ...
+    CHECK(conv.backward(random_normal(out.shape, 18)).data == before.data);  // ... does not reach the cache
+    conv.forward(image);
+    conv.weight.data = Tensor({5});  // a weight of another shape: its gradient cannot be added to it
+    CHECK_THROWS_AS(conv.backward(random_normal(out.shape, 18)), ShapeError);
 }

@@ -137,10 +137,116 @@ TEST_CASE("reference inputs: checked on load; a mismatch names the first divergi
         CHECK(e.layer == 3);
         CHECK(std::string(e.what()).find("layer 3 (Conv2d(8, 16, kernel_size=(3, 3)") != std::string::npos);
     }
-    CHECK(load(path, {false}).reference_layers_checked == 0);
+    CHECK(load(path, {.check_reference = false}).reference_layers_checked == 0);
 }
 
 TEST_CASE("py_dumps writes JSON as Python's json.dumps") {
     const json v = {{"a", 1}, {"b", {0.5, 1e-05, true}}, {"c", "\xc3\xa9"}};
     CHECK(py_dumps(v) == "{\"a\": 1, \"b\": [0.5, 1e-05, true], \"c\": \"\\u00e9\"}");
+}
+
+namespace {
+
+// A tiny-mlp checkpoint with one metadata field replaced (raw JSON text) or removed (nullopt).
+std::string checkpoint_with(const std::string& field, const std::optional<std::string>& value) {
+    manual_seed(1);
+    nn::Sequential model = build_model("tiny-mlp", {1, 4, 4}, 3);
+    const std::string path = (temp_dir() / "meta.safetensors").string();
+    save(model, path, {{"input_shape", {1, 4, 4}}, {"normalization", {{"mean", 0.1}, {"std", 0.3}}},
+                       {"classes", {"a", "b", "c"}}, {"dataset", "mnist"}, {"model", "tiny-mlp"},
+                       {"loss", "cross_entropy"}});
+    TensorFile file = load_tensors(path);
+    if (value) file.metadata[field] = *value;
+    else file.metadata.erase(field);
+    save_tensors(path, file.tensors, file.metadata);
+    return path;
+}
+
+}  // namespace
+
+TEST_CASE("checkpoints: every metadata field the C++ reads is checked, and the error names the file and the field") {
+    struct Case {
+        std::string field, value, message;
+    };
+    const std::vector<Case> cases = {
+        {"architecture", "{\"type\": \"Linear\"}", "metadata 'architecture': expected a list of layers, got an object with 1 keys"},
+        {"architecture", "[{\"in_features\": 3}]", "entry 0: 'type' must be a layer name, got nothing"},
+        {"architecture", "[{\"type\": \"Linear\", \"in_features\": \"16\", \"out_features\": 3}]",
+         "entry 0 (Linear): 'in_features' must be an integer >= 0, got \"16\""},
+        {"architecture", "[{\"type\": \"Linear\", \"in_features\": 16, \"out_features\": -3}]",
+         "entry 0 (Linear): 'out_features' must be an integer >= 0, got -3"},
+        {"architecture", "[{\"type\": \"Linear\", \"in_features\": 16, \"out_features\": 3, \"bias\": 1}]",
+         "entry 0 (Linear): 'bias' must be true or false, got 1"},
+        {"architecture", "[{\"type\": \"ReLU\", \"inplace\": true}]", "entry 0 (ReLU): unexpected argument 'inplace'"},
+        {"architecture", "[{\"type\": \"Softplus\"}]", "entry 0 (Softplus): layer type Softplus is not supported"},
+        {"architecture", "[{\"type\": \"MaxPool2d\", \"kernel_size\": [2, 2, 2]}]",
+         "entry 0 (MaxPool2d): 'kernel_size' must be an integer >= 1 or a pair of them, got [2,2,2]"},
+        {"architecture", "[{\"type\": \"MaxPool2d\", \"kernel_size\": 2, \"padding\": 2}]",
+         "entry 0 (MaxPool2d): MaxPool2d: padding (2, 2) should be at most half of kernel_size (2, 2)"},
+        {"architecture", "[{\"type\": \"Conv2d\", \"in_channels\": 1, \"out_channels\": 1, \"kernel_size\": 1, \"padding\": 100000}]",
+         "'padding' must be smaller than kernel_size (1, 1), got 100000"},
+        {"architecture", "[{\"type\": \"Dropout\", \"p\": 2}]", "entry 0 (Dropout): 'p' must be a number in [0, 1], got 2"},
+        {"architecture", "[{\"type\": \"Flatten\", \"start_dim\": 1e9}]", "entry 0 (Flatten): 'start_dim' must be an integer >= -64"},
+        {"dtype", "\"int8\"", "metadata 'dtype' must be \"float32\" or \"float64\", got \"int8\""},
+        {"input_shape", "[1, -4, 4]", "metadata 'input_shape' must be [channels, height, width], each >= 1, got [1,-4,4]"},
+        {"input_shape", "\"1x4x4\"", "metadata 'input_shape' must be [channels, height, width]"},
+        {"normalization", "{\"mean\": 0.1}", "metadata 'normalization' must be {\"mean\": a finite number, \"std\": a finite number > 0}"},
+        {"normalization", "{\"mean\": 0.1, \"std\": 0}", "metadata 'normalization' must be"},
+        {"classes", "[\"a\", 2, \"c\"]", "metadata 'classes' must be a list of class names, got [\"a\",2,\"c\"]"},
+        {"classes", "\"abc\"", "metadata 'classes' must be a list of class names, got \"abc\""},
+        {"dataset", "7", "metadata 'dataset' must be a string, got 7"},
+        {"model", "null", "metadata 'model' must be a string, got null"},
+        {"loss", "\"hinge\"", "metadata 'loss' must be \"cross_entropy\" or \"mse\", got \"hinge\""},
+        {"reference", "{\"input_shape\": [1, 16], \"inputs\": [1, 2], \"layers\": []}",
+         "metadata 'reference': 'input_shape' must be a list of sizes >= 1 holding the 2 inputs, got [1,16]"},
+        {"reference", "[]", "metadata 'reference': 'reference' must be an object"},
+        {"normalization", "{\"mean\": NaN, \"std\": 1}", "metadata 'normalization' is not valid JSON"},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.field);
+        CAPTURE(c.value);
+        const std::string path = checkpoint_with(c.field, c.value);
+        const std::string message = error_of([&] { load(path); });
+        CHECK(message.rfind(path + ": ", 0) == 0);
+        CHECK_MESSAGE(message.find(c.message) != std::string::npos, message);
+    }
+}
+
+TEST_CASE("checkpoints: fields may be absent; class names must match the outputs") {
+    for (const char* field : {"classes", "normalization", "input_shape", "dataset", "model", "loss", "dtype"}) {
+        CAPTURE(field);
+        Checkpoint ck = load(checkpoint_with(field, std::nullopt));
+        CHECK(ck.model.size() == 4);
+    }
+    Checkpoint unnamed = load(checkpoint_with("classes", std::nullopt));
+    CHECK(unnamed.class_names(3) == std::vector<std::string>{"0", "1", "2"});
+    Checkpoint named = load(checkpoint_with("classes", "[\"a\", \"b\"]"));
+    CHECK(error_of([&] { named.class_names(3); }).find("metadata 'classes' names 2 classes, the model has 3 outputs") !=
+          std::string::npos);
+}
+
+TEST_CASE("checkpoints: a small file cannot make the loader allocate a large model") {
+    // Linear(30000, 30000) would take 3.6 GB; the file holds no tensors, so it is refused unbuilt
+    const std::string path = (temp_dir() / "huge.safetensors").string();
+    save_tensors(path, {}, {{"format", py_dumps(FORMAT)},
+                            {"architecture", "[{\"type\": \"Linear\", \"in_features\": 30000, \"out_features\": 30000}]"}});
+    CHECK(error_of([&] { load(path); }).find("missing keys 0.weight, 0.bias") != std::string::npos);
+    // a tensor header that claims more elements than the file holds is refused before allocation
+    std::string header = "{\"w\": {\"dtype\": \"F32\", \"shape\": [4000000000, 4000000000], \"data_offsets\": [0, 16]}}";
+    std::string raw(8, '\0');
+    for (int i = 0; i < 8; ++i) raw[i] = static_cast<char>((header.size() >> (8 * i)) & 0xFF);
+    std::ofstream(path, std::ios::binary) << raw << header << std::string(16, '\0');
+    CHECK(error_of([&] { load_tensors(path); }).find("tensor 'w' has shape [4000000000,4000000000]; expected a list of sizes >= 0 whose F32 data fits") != std::string::npos);
+}
+
+TEST_CASE("checkpoints: non-finite weights are refused, naming the tensor") {
+    for (float bad : {NAN, INFINITY, -INFINITY}) {
+        const std::string path = checkpoint_with("dataset", "\"mnist\"");
+        TensorFile file = load_tensors(path);
+        file.tensors[2].second[5] = bad;  // "3.weight"
+        save_tensors(path, file.tensors, file.metadata);
+        const std::string message = error_of([&] { load(path); });
+        CHECK_MESSAGE(message.find(path + ": tensor '3.weight' holds 1 non-finite value (NaN or infinity; the first at "
+                                          "flat index 5)") == 0, message);
+    }
 }

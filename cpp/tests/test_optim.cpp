@@ -7,13 +7,13 @@
 using namespace handgrad;
 
 namespace {
-Parameter param(std::vector<float> values) { return Parameter{Tensor({int64_t(values.size())}, values)}; }
+Parameter param(std::vector<float> values) { return Parameter{.data = Tensor({int64_t(values.size())}, values)}; }
 }  // namespace
 
 TEST_CASE("SGD: momentum buffer, nesterov and weight decay") {
     // p = 1, g = 0.5 each step, lr 0.1, momentum 0.9, weight_decay 0.1
     Parameter p = param({1.0f});
-    optim::SGD opt({&p}, {0.1, 0.9, 0.0, 0.1});
+    optim::SGD opt({&p}, {.lr = 0.1, .momentum = 0.9, .weight_decay = 0.1});
     p.grad = Tensor({1}, std::vector<float>{0.5f});
     opt.step();  // d_p = 0.5 + 0.1 = 0.6; buf = 0.6; p = 1 - 0.06 = 0.94
     CHECK(p.data[0] == doctest::Approx(0.94));
@@ -22,16 +22,16 @@ TEST_CASE("SGD: momentum buffer, nesterov and weight decay") {
     CHECK(p.data[0] == doctest::Approx(0.8266));
 
     Parameter q = param({1.0f});
-    optim::SGD nesterov({&q}, {0.1, 0.9, 0.0, 0.0, true});
+    optim::SGD nesterov({&q}, {.lr = 0.1, .momentum = 0.9, .nesterov = true});
     q.grad = Tensor({1}, std::vector<float>{1.0f});
     nesterov.step();  // buf = 1; d_p = 1 + 0.9 = 1.9; q = 0.81
     CHECK(q.data[0] == doctest::Approx(0.81));
-    CHECK_THROWS_AS(optim::SGD({&q}, {0.1, 0.0, 0.0, 0.0, true}), HandgradError);
+    CHECK_THROWS_AS(optim::SGD({&q}, {.lr = 0.1, .nesterov = true}), HandgradError);
 }
 
 TEST_CASE("Adam: bias-corrected moments, eps outside the square root") {
     Parameter p = param({1.0f, -2.0f});
-    optim::Adam opt({&p}, {0.01});
+    optim::Adam opt({&p}, {.lr = 0.01});
     for (int t = 1; t <= 3; ++t) {
         p.grad = Tensor({2}, std::vector<float>{0.3f, -0.1f});
         opt.step();
@@ -42,7 +42,7 @@ TEST_CASE("Adam: bias-corrected moments, eps outside the square root") {
     CHECK(opt.steps[0] == 3);
 
     Parameter w = param({1.0f});
-    optim::Adam adamw({&w}, {0.1, 0.9, 0.999, 1e-8, 0.5, true});
+    optim::Adam adamw({&w}, {.lr = 0.1, .weight_decay = 0.5, .decoupled_weight_decay = true});
     w.grad = Tensor({1}, std::vector<float>{0.0f});
     adamw.step();  // decoupled: w = 1 * (1 - 0.1 * 0.5), then a zero Adam step
     CHECK(w.data[0] == doctest::Approx(0.95));
@@ -50,7 +50,7 @@ TEST_CASE("Adam: bias-corrected moments, eps outside the square root") {
 
 TEST_CASE("schedulers set the lr once per epoch") {
     Parameter p = param({0.0f});
-    optim::SGD opt({&p}, {0.1});
+    optim::SGD opt({&p}, {.lr = 0.1});
     optim::CosineAnnealingLR cosine(opt, 4);
     cosine.step();
     CHECK(opt.lr == doctest::Approx(0.1 * (1 + std::cos(M_PI / 4)) / 2));

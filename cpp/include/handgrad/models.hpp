@@ -28,8 +28,16 @@ nn::Sequential build_model(const std::string& name, const Shape& input_shape = {
 
 // The model as a JSON list of {"type": ..., constructor arguments}, the same JSON Python writes.
 json architecture(const nn::Sequential& model);
-// Rebuild a Sequential from architecture(model) (Python's or C++'s).
+// Rebuild a Sequential from architecture(model) (Python's or C++'s). Every entry is checked first:
+// a missing, mistyped, out-of-range or unknown field raises HandgradError("architecture", ...)
+// naming the entry and the field.
 nn::Sequential from_architecture(const json& layers);
+// The parameters from_architecture(layers) would create ("0.weight" -> shape), computed without
+// allocating them, so a file's tensors can be checked before any layer is built.
+std::vector<std::pair<std::string, Shape>> parameter_shapes(const json& layers);
+// A JSON value for an error message: scalars as written (cut at 40 characters), lists and objects
+// by their size.
+std::string describe(const json& value);
 // A table of layers, output shapes and parameter counts (one forward of a zero batch).
 std::string summary(nn::Sequential& model, const Shape& input_shape);
 

@@ -3,7 +3,7 @@
 // Python does, so the two walk the same float32 path.
 #pragma once
 
-#include "handgrad/nn.hpp"
+#include "handgrad/nn/parameter.hpp"
 
 #include <cmath>
 

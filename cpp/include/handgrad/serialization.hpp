@@ -69,13 +69,31 @@ struct LoadOptions {
     ReferenceTolerance tolerance{};
 };
 
+struct Normalization {
+    double mean = 0.0, std = 1.0;  // x -> (x - mean) / std
+};
+
 struct Checkpoint {
     nn::Sequential model;
     json metadata;  // decoded header metadata (normalization, classes, ...)
     size_t reference_layers_checked = 0;
+    std::string path;
+    // The metadata fields the C++ reads, checked on load; absent ones stay empty.
+    std::optional<Shape> input_shape;  // (C, H, W) of one image
+    std::optional<Normalization> normalization;
+    std::vector<std::string> classes;
+    std::optional<std::string> dataset, model_name, loss;
+
+    // The names of the model's `outputs` classes: the stored ones, which must be that many, or
+    // "0", "1", ... when the file names none.
+    std::vector<std::string> class_names(int64_t outputs) const;
 };
-// Rebuild the model saved at path and load its weights; tensors that do not fit the architecture
-// raise HandgradError listing the missing, unexpected and mis-shaped keys.
+// Rebuild the model saved at path and load its weights. Nothing is allocated for the model before
+// the file's tensors are checked against its architecture: tensors that do not fit raise
+// HandgradError listing the missing, unexpected and mis-shaped keys. Every metadata field the C++
+// reads (architecture, dtype, input_shape, normalization, classes, dataset, model, loss, reference)
+// is checked, and a malformed one raises HandgradError naming the file and the field; so do
+// non-finite weights.
 Checkpoint load(const std::string& path, LoadOptions options = {});
 
 }  // namespace handgrad

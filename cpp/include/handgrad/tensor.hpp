@@ -81,6 +81,13 @@ struct Tensor {
     }
 };
 
+// grad_output must have the forward output's shape: every backward indexes it by that shape, so a
+// mismatch would read or write out of bounds.
+inline void check_grad_output(const std::string& where, const Tensor& grad_output, const Shape& expected) {
+    if (grad_output.shape != expected || grad_output.numel() != Tensor::count(expected))
+        throw ShapeError(where, "grad_output", fmt_shape(expected) + " (the forward output's)", grad_output.shape);
+}
+
 // Row-major Eigen matrices over a tensor's memory: no copies, the layout NumPy uses.
 using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using MatrixMap = Eigen::Map<Matrix>;

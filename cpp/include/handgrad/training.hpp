@@ -6,6 +6,10 @@
 #include "handgrad/optim.hpp"
 #include "handgrad/serialization.hpp"
 
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <memory>
 #include <optional>
 
 namespace handgrad {
@@ -64,7 +68,64 @@ struct EpochRow {
 // The per-epoch line, character for character as Python's training.format_epoch.
 std::string format_epoch(const EpochRow& row, int64_t epochs);
 
-// Runs config into config.out: best.safetensors, last.safetensors, history.json; prints one line per epoch.
+// The arrays a run trains and evaluates on, already normalised (as training.Data).
+struct Data {
+    Tensor train_x, val_x, test_x;
+    std::vector<int64_t> train_y, val_y, test_y;
+    std::vector<std::string> classes;
+    Normalization normalization;
+    Shape input_shape;   // (C, H, W)
+    std::string dataset, source;
+    // C++ only, with --order: per epoch, positions into train_x (the last row repeats)
+    std::vector<std::vector<int64_t>> orders;
+};
+
+// Runs config into config.out (mirrors training.Trainer): setup() reads the data and builds the
+// model, optimizer and schedule; fit() trains epoch by epoch, each epoch's end writing
+// best.safetensors (lowest validation loss), last.safetensors and history.json.
+//     Trainer trainer(config);
+//     trainer.setup().fit();
+class Trainer {
+public:
+    using Log = std::function<void(const std::string&)>;
+    explicit Trainer(const TrainConfig& config, Log log = {});
+
+    Trainer& setup();
+    json checkpoint_metadata() const;
+    // One pass over the training set (or up to max_steps): forward, loss, backward, step per batch.
+    void train_epoch();
+    // Evaluate, log the epoch's line, step the schedule, save the checkpoints and the history.
+    void end_epoch();
+    Trainer& fit();
+    void write_history() const;
+
+    TrainConfig config;  // resolved: every default filled in
+    std::filesystem::path run_dir;
+    Data data;
+    nn::Sequential model;
+    std::optional<Objective> objective;
+    std::unique_ptr<optim::Optimizer> optimizer;
+    std::optional<optim::CosineAnnealingLR> cosine;
+    std::optional<optim::StepLR> step_lr;
+    std::vector<EpochRow> history;
+    double best_val_loss = INFINITY;
+    int64_t epoch = 0, step_in_epoch = 0, global_step = 0;
+
+private:
+    // The loss, a gradient or a weight became NaN or infinite: stop before saving bad weights.
+    [[noreturn]] void diverged(const std::string& what) const;
+    bool out_of_steps() const { return config.max_steps && global_step >= *config.max_steps; }
+
+    struct Partial {  // the running sums of the epoch in progress
+        double loss_sum = 0;
+        int64_t correct = 0, seen = 0;
+        double seconds = 0;
+    } partial;
+    Log log;
+    json init_metadata = json::object();
+};
+
+// Train as config says and return the history (one row per epoch); prints one line per epoch.
 std::vector<EpochRow> train(const TrainConfig& config);
 
 }  // namespace handgrad

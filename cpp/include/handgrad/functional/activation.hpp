@@ -17,6 +17,7 @@ inline std::pair<Tensor, Tensor> relu_forward(const Tensor& x) {
 
 // dL/dx = G * [x > 0]   (0 at x = 0, as PyTorch)
 inline Tensor relu_backward(const Tensor& grad_output, const Tensor& out) {
+    check_grad_output("relu_backward", grad_output, out.shape);
     Tensor grad(out.shape);
     for (int64_t i = 0; i < out.numel(); ++i) grad[i] = out[i] > 0.0f ? grad_output[i] : 0.0f;
     return grad;
@@ -25,12 +26,13 @@ inline Tensor relu_backward(const Tensor& grad_output, const Tensor& out) {
 struct LeakyReLUCache {
     std::vector<uint8_t> positive;  // backward needs only where x > 0 ...
     float negative_slope = 0.01f;   // ... and the slope
+    Shape shape;                    // x's, which grad_output must have
 };
 
 // y = x if x > 0 else negative_slope * x
 inline std::pair<Tensor, LeakyReLUCache> leaky_relu_forward(const Tensor& x, float negative_slope = 0.01f) {
     Tensor out(x.shape);
-    LeakyReLUCache cache{std::vector<uint8_t>(x.numel()), negative_slope};
+    LeakyReLUCache cache{.positive = std::vector<uint8_t>(x.numel()), .negative_slope = negative_slope, .shape = x.shape};
     for (int64_t i = 0; i < x.numel(); ++i) {
         cache.positive[i] = x[i] > 0.0f;
         out[i] = cache.positive[i] ? x[i] : x[i] * negative_slope;
@@ -40,6 +42,7 @@ inline std::pair<Tensor, LeakyReLUCache> leaky_relu_forward(const Tensor& x, flo
 
 // dL/dx = G * (1 if x > 0 else negative_slope)
 inline Tensor leaky_relu_backward(const Tensor& grad_output, const LeakyReLUCache& cache) {
+    check_grad_output("leaky_relu_backward", grad_output, cache.shape);
     Tensor grad(grad_output.shape);
     for (int64_t i = 0; i < grad.numel(); ++i)
         grad[i] = cache.positive[i] ? grad_output[i] : grad_output[i] * cache.negative_slope;
@@ -59,6 +62,7 @@ inline std::pair<Tensor, Tensor> sigmoid_forward(const Tensor& x) {
 
 // dL/dx = G * y * (1 - y)
 inline Tensor sigmoid_backward(const Tensor& grad_output, const Tensor& out) {
+    check_grad_output("sigmoid_backward", grad_output, out.shape);
     Tensor grad(out.shape);
     for (int64_t i = 0; i < out.numel(); ++i) grad[i] = grad_output[i] * out[i] * (1.0f - out[i]);
     return grad;
@@ -73,6 +77,7 @@ inline std::pair<Tensor, Tensor> tanh_forward(const Tensor& x) {
 
 // dL/dx = G * (1 - y^2)
 inline Tensor tanh_backward(const Tensor& grad_output, const Tensor& out) {
+    check_grad_output("tanh_backward", grad_output, out.shape);
     Tensor grad(out.shape);
     for (int64_t i = 0; i < out.numel(); ++i) grad[i] = grad_output[i] * (1.0f - out[i] * out[i]);
     return grad;

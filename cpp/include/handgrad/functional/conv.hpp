@@ -58,9 +58,9 @@ inline void fold(const float* cols, int64_t C, int64_t H, int64_t W, Pair k, Pai
 }
 
 struct Conv2dCache {
-    Tensor cols;                    // (N, C*kH*kW, Ho*Wo): grad_weight = sum_n G[n] @ cols[n].T
-    const Tensor* weight = nullptr; // grad_cols = W.T @ G[n]; the layer's weight, which outlives the cache
-    Shape x_shape;
+    Tensor cols;    // (N, C*kH*kW, Ho*Wo): grad_weight = sum_n G[n] @ cols[n].T
+    Tensor weight;  // grad_cols = W.T @ G[n]: a copy, so the cache never outlives what it reads
+    Shape x_shape, out_shape;  // out_shape (N, O, Ho, Wo): what grad_output must be
     Pair stride{1, 1}, padding{0, 0};
     bool has_bias = false;
 };
@@ -89,7 +89,9 @@ inline std::pair<Tensor, Conv2dCache> conv2d_forward(const Tensor& x, const Tens
         y.noalias() = Wm * as_matrix(cols.ptr() + n * K * P, K, P);
         if (bias) y.colwise() += ConstVectorMap(bias->ptr(), O);
     }
-    return {std::move(out), Conv2dCache{std::move(cols), &weight, x.shape, stride, padding, bias != nullptr}};
+    return {std::move(out), Conv2dCache{.cols = std::move(cols), .weight = weight, .x_shape = x.shape,
+                                         .out_shape = {N, O, Ho, Wo}, .stride = stride, .padding = padding,
+                                         .has_bias = bias != nullptr}};
 }
 
 // With G[n] = dL/dy[n] as a matrix (O, Ho*Wo), the gradients of y[n] = W @ cols[n] + bias are
@@ -97,7 +99,8 @@ inline std::pair<Tensor, Conv2dCache> conv2d_forward(const Tensor& x, const Tens
 //     grad_bias   = sum_n G[n].sum(columns)     (O,)
 //     grad_input  = fold(W.T @ G[n])            (N, C, H, W)
 inline Conv2dGrads conv2d_backward(const Tensor& grad_output, const Conv2dCache& cache, NeedsGrad needs = {}) {
-    const Tensor& weight = *cache.weight;
+    check_grad_output("conv2d_backward", grad_output, cache.out_shape);
+    const Tensor& weight = cache.weight;
     const int64_t N = cache.x_shape[0], C = cache.x_shape[1], H = cache.x_shape[2], W = cache.x_shape[3];
     const int64_t O = weight.shape[0];
     const Pair k{weight.shape[2], weight.shape[3]};

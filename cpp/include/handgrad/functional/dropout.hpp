@@ -25,6 +25,7 @@ inline std::pair<Tensor, Tensor> dropout_forward(const Tensor& x, float p, std::
 
 // dL/dx = G * mask
 inline Tensor dropout_backward(const Tensor& grad_output, const Tensor& mask) {
+    check_grad_output("dropout_backward", grad_output, mask.shape);
     Tensor grad(grad_output.shape);
     for (int64_t i = 0; i < grad.numel(); ++i) grad[i] = grad_output[i] * mask[i];
     return grad;

@@ -7,9 +7,15 @@
 namespace handgrad::functional {
 
 struct LinearCache {
-    Tensor x;                       // backward needs x (for grad_weight) ...
-    const Tensor* weight = nullptr; // ... and weight (for grad_input); the layer's, which outlives the cache
+    Tensor x;       // backward needs x (for grad_weight) ...
+    Tensor weight;  // ... and weight (for grad_input): a copy, so the cache never outlives what it reads
     bool has_bias = false;
+    // y's shape, which grad_output must have: x's with the last axis out_features
+    Shape out_shape() const {
+        Shape s = x.shape;
+        s.back() = weight.shape[0];
+        return s;
+    }
 };
 
 struct LinearGrads {
@@ -27,7 +33,7 @@ inline std::pair<Tensor, LinearCache> linear_forward(const Tensor& x, const Tens
     auto y = as_matrix(out, rows, out_features);
     y.noalias() = as_matrix(x, rows, in_features) * as_matrix(weight, out_features, in_features).transpose();
     if (bias) y.rowwise() += ConstVectorMap(bias->ptr(), out_features).transpose();
-    return {std::move(out), LinearCache{x, &weight, bias != nullptr}};
+    return {std::move(out), LinearCache{.x = x, .weight = weight, .has_bias = bias != nullptr}};
 }
 
 // Gradients of L through y = x @ weight.T + bias, with G = dL/dy of shape (*, out_features):
@@ -35,7 +41,8 @@ inline std::pair<Tensor, LinearCache> linear_forward(const Tensor& x, const Tens
 //     grad_weight = G.T @ x               (out_features, in_features), summed over all rows
 //     grad_bias   = G.sum(rows)           (out_features,)
 inline LinearGrads linear_backward(const Tensor& grad_output, const LinearCache& cache, NeedsGrad needs = {}) {
-    const Tensor& weight = *cache.weight;
+    check_grad_output("linear_backward", grad_output, cache.out_shape());
+    const Tensor& weight = cache.weight;
     const int64_t out_features = weight.shape[0], in_features = weight.shape[1];
     const int64_t rows = grad_output.numel() / out_features;
     auto G = as_matrix(grad_output, rows, out_features);

@@ -25,7 +25,7 @@ inline std::pair<float, CrossEntropyCache> cross_entropy_forward(const Tensor& l
                                                                  const std::vector<int64_t>& target,
                                                                  Reduction reduction = Reduction::mean) {
     const int64_t N = logits.shape[0], C = logits.shape[1];
-    CrossEntropyCache cache{Tensor(logits.shape), target, reduction};
+    CrossEntropyCache cache{.probs = Tensor(logits.shape), .target = target, .reduction = reduction};
     float total = 0.0f;
     for (int64_t n = 0; n < N; ++n) {
         const float* x = logits.ptr() + n * C;
@@ -58,7 +58,7 @@ struct MSELossCache {
 // loss = mean (or sum) over all elements of (input - target)^2
 inline std::pair<float, MSELossCache> mse_loss_forward(const Tensor& input, const Tensor& target,
                                                        Reduction reduction = Reduction::mean) {
-    MSELossCache cache{Tensor(input.shape), reduction};
+    MSELossCache cache{.diff = Tensor(input.shape), .reduction = reduction};
     float total = 0.0f;
     for (int64_t i = 0; i < input.numel(); ++i) {
         cache.diff[i] = input[i] - target[i];

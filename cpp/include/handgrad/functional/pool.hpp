@@ -10,7 +10,7 @@ namespace handgrad::functional {
 
 struct MaxPool2dCache {
     std::vector<int16_t> argmax;  // backward needs only where each maximum was (k = i*kW + j in its window)
-    Shape x_shape;
+    Shape x_shape, out_shape;
     Pair kernel_size{2, 2}, stride{2, 2}, padding{0, 0};
 };
 
@@ -23,7 +23,8 @@ inline std::pair<Tensor, MaxPool2dCache> max_pool2d_forward(const Tensor& x, Pai
     const int64_t Ho = conv_output_size(H, kh, stride[0], padding[0]);
     const int64_t Wo = conv_output_size(W, kw, stride[1], padding[1]);
     Tensor out({N, C, Ho, Wo});
-    MaxPool2dCache cache{std::vector<int16_t>(out.numel()), x.shape, kernel_size, stride, padding};
+    MaxPool2dCache cache{.argmax = std::vector<int16_t>(out.numel()), .x_shape = x.shape, .out_shape = out.shape,
+                         .kernel_size = kernel_size, .stride = stride, .padding = padding};
     for (int64_t plane = 0; plane < N * C; ++plane) {
         const float* xp = x.ptr() + plane * H * W;
         for (int64_t ho = 0; ho < Ho; ++ho)
@@ -49,6 +50,7 @@ inline std::pair<Tensor, MaxPool2dCache> max_pool2d_forward(const Tensor& x, Pai
 // dL/dx_p = sum over windows containing p of grad_output[window] * [p is that window's argmax].
 // Each window sends its whole gradient to one position; overlapping windows add up.
 inline Tensor max_pool2d_backward(const Tensor& grad_output, const MaxPool2dCache& cache) {
+    check_grad_output("max_pool2d_backward", grad_output, cache.out_shape);
     const int64_t N = cache.x_shape[0], C = cache.x_shape[1], H = cache.x_shape[2], W = cache.x_shape[3];
     const int64_t Ho = grad_output.shape[2], Wo = grad_output.shape[3], kw = cache.kernel_size[1];
     Tensor grad_input(cache.x_shape);
@@ -64,7 +66,7 @@ inline Tensor max_pool2d_backward(const Tensor& grad_output, const MaxPool2dCach
 }
 
 struct AvgPool2dCache {
-    Shape x_shape;  // backward needs only the shapes: every window entry gets the same share
+    Shape x_shape, out_shape;  // backward needs only the shapes: every window entry gets the same share
     Pair kernel_size{2, 2}, stride{2, 2}, padding{0, 0};
 };
 
@@ -89,11 +91,14 @@ inline std::pair<Tensor, AvgPool2dCache> avg_pool2d_forward(const Tensor& x, Pai
                     }
                 out[(plane * Ho + ho) * Wo + wo] = sum / divisor;
             }
-    return {std::move(out), AvgPool2dCache{x.shape, kernel_size, stride, padding}};
+    Shape out_shape = out.shape;
+    return {std::move(out), AvgPool2dCache{.x_shape = x.shape, .out_shape = std::move(out_shape),
+                                            .kernel_size = kernel_size, .stride = stride, .padding = padding}};
 }
 
 // dL/dx_p = sum over windows containing p of grad_output[window] / (kH*kW).
 inline Tensor avg_pool2d_backward(const Tensor& grad_output, const AvgPool2dCache& cache) {
+    check_grad_output("avg_pool2d_backward", grad_output, cache.out_shape);
     const int64_t N = cache.x_shape[0], C = cache.x_shape[1], H = cache.x_shape[2], W = cache.x_shape[3];
     const int64_t Ho = grad_output.shape[2], Wo = grad_output.shape[3];
     const auto [kh, kw] = cache.kernel_size;
