@@ -231,29 +231,24 @@ def _axis(key: str, raw: list) -> Axis:
     if not raw or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
         levels = sorted({str(v) for v in raw})
         index = {level: float(k) for k, level in enumerate(levels)}
-        top = max(len(levels) - 1, 0)
-        return Axis(key, name, [index[str(v)] for v in raw], (-0.5, 0.5) if top == 0 else (0.0, float(top)),
-                    [(index[level], level) for level in levels])
+        ticks = [(index[level], level) for level in levels]
+        return Axis(key, name, [index[str(v)] for v in raw], *_span(0.0, float(max(len(levels) - 1, 0)), ticks, 0.5))
     percent = is_accuracy(key)
     values = [100.0 * float(v) if percent else float(v) for v in raw]
     finite = sorted({v for v in values if math.isfinite(v)})
     log = key in LOG_AXES and bool(finite) and finite[0] > 0
-    plotted = [math.log10(v) if log and math.isfinite(v) else v for v in values]
-    if not finite:
-        lo, hi = 0.0, 1.0
+    to_axis = math.log10 if log else float
+    plotted = [to_axis(v) if math.isfinite(v) else v for v in values]
+    lo, hi = (to_axis(finite[0]), to_axis(finite[-1])) if finite else (0.0, 1.0)
+    spaced = all(to_axis(b) - to_axis(a) >= 0.04 * (hi - lo) for a, b in zip(finite, finite[1:]))
+    if 0 < len(finite) <= 8 and spaced and all(float(f"{v:.3g}") == v for v in finite):
+        ticks = [(to_axis(v), f"{v:g}") for v in finite]  # a grid's few round values: label each one
     elif log:
-        lo, hi = math.log10(finite[0]), math.log10(finite[-1])
+        ticks = _log_ticks(lo, hi)
     else:
-        lo, hi = finite[0], finite[-1]
-    if hi == lo:
-        pad = 0.5 if log else (abs(lo) * 0.1 or 1.0)
-        lo, hi = lo - pad, hi + pad
-    if log:
-        ticks = ([(math.log10(v), f"{v:g}") for v in finite] if len(finite) <= 8 else _log_ticks(lo, hi))
-    elif 0 < len(finite) <= 6 and all(b - a >= 0.04 * (hi - lo) for a, b in zip(finite, finite[1:])):
-        ticks = [(v, _short(v)) for v in finite]  # few, well-spaced values (a grid): label each one
-    else:
-        ticks = _nice_ticks(lo, hi)
+        ticks = _nice_ticks(lo, hi, integer=all(isinstance(v, int) for v in raw))
+    (lo, hi), ticks = _span(lo, hi, ticks, 0.5 if log else abs(lo) * 0.1 or 1.0, 10.0 ** lo if log else lo,
+                            10.0 ** hi if log else hi)
     if any(not math.isfinite(v) for v in values):
         # beyond the finite range, so that a diverged run stays visible rather than breaking the axis
         above = hi + 0.1 * (hi - lo)
@@ -263,15 +258,33 @@ def _axis(key: str, raw: list) -> Axis:
     return Axis(key, label, plotted, (lo, hi), ticks, log=log, percent=percent)
 
 
+def _span(lo: float, hi: float, ticks: list, pad: float, lo_value=None, hi_value=None):
+    """The axis's range and its ticks with a tick at each end (a plotter draws the axis line only
+    between its outer ticks): the end's value (``lo_value``, ``hi_value``) where none sits there,
+    blank on a range padded around a single value, and no other tick crowding an end."""
+    if hi == lo:
+        return (lo - pad, hi + pad), [(lo - pad, "")] + ticks + [(hi + pad, "")]
+    near = 0.08 * (hi - lo)
+    ends = [(at, _short(value)) for at, value in ((lo, lo_value), (hi, hi_value))
+            if value is not None and all(abs(t - at) > 1e-9 * (hi - lo) for t, _ in ticks)]
+    kept = [(t, text) for t, text in ticks if all(abs(t - at) >= near for at, _ in ends)]
+    return (lo, hi), sorted(kept + ends)
+
+
 def _short(v: float) -> str:
     return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
 
 
-def _nice_ticks(lo: float, hi: float) -> list:
-    """About five ticks at round multiples (1, 2, 2.5 or 5 times a power of ten) inside [lo, hi]."""
+def _nice_ticks(lo: float, hi: float, integer: bool = False) -> list:
+    """About five ticks at round multiples (1, 2, 2.5 or 5 times a power of ten) inside [lo, hi];
+    whole numbers only when ``integer`` (epochs, batch sizes)."""
+    if hi <= lo:
+        return []
     raw_step = (hi - lo) / 4
     power = 10.0 ** math.floor(math.log10(raw_step))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw_step)
+    step = next(m * power for m in ((1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)) if m * power >= raw_step)
+    if integer:
+        step = max(step, 1.0)
     first = math.ceil(lo / step - 1e-9)
     ticks = [k * step for k in range(first, math.floor(hi / step + 1e-9) + 1)]
     return [(t, _short(round(t, 12))) for t in ticks]
@@ -279,12 +292,12 @@ def _nice_ticks(lo: float, hi: float) -> list:
 
 def _log_ticks(lo: float, hi: float) -> list:
     """Ticks at 1, 2 and 5 times each power of ten inside [10**lo, 10**hi] (decades alone if many)."""
+    if hi <= lo:
+        return []
     candidates = [m * 10.0 ** e for e in range(math.floor(lo) - 1, math.ceil(hi) + 2) for m in (1, 2, 5)]
     inside = [c for c in candidates if lo - 1e-9 <= math.log10(c) <= hi + 1e-9]
     if len(inside) > 9:
         inside = [c for c in inside if f"{c:e}".startswith("1")]
-    if len(inside) < 2:
-        inside = [10.0 ** lo, 10.0 ** hi]
     return [(math.log10(c), f"{c:.3g}") for c in inside]
 
 
@@ -367,29 +380,34 @@ def parallel_plotly_figure(rows: list, columns: list, color_by: str) -> dict:
 #: shown while its value lies inside every axis's selected range(s). ``VIEW-shown`` holds the count.
 PARALLEL_JS = """
 window.handgradParallel = function (viewId, figure, tableId, noun) {
-  var view = document.getElementById(viewId), table = document.getElementById(tableId);
-  var shown = document.getElementById(viewId + '-shown');
   function inside(value, range) {
     if (!range) return true;
     var ranges = Array.isArray(range[0]) ? range : [range];
     return ranges.some(function (r) { return value >= r[0] && value <= r[1]; });
   }
-  function filter() {
-    var dimensions = view.data[0].dimensions, rows = table.tBodies[0].rows, count = 0;
-    for (var k = 0; k < rows.length; k++) {
-      var i = Number(rows[k].dataset.index);
-      var keep = dimensions.every(function (d) { return inside(d.values[i], d.constraintrange); });
-      rows[k].hidden = !keep;
-      if (keep) count++;
+  function draw() {
+    var view = document.getElementById(viewId), table = document.getElementById(tableId);
+    var shown = document.getElementById(viewId + '-shown');
+    function filter() {
+      var dimensions = view.data[0].dimensions, rows = table.tBodies[0].rows, count = 0;
+      for (var k = 0; k < rows.length; k++) {
+        var i = Number(rows[k].dataset.index);
+        var keep = dimensions.every(function (d) { return inside(d.values[i], d.constraintrange); });
+        rows[k].hidden = !keep;
+        if (keep) count++;
+      }
+      shown.textContent = count + ' of ' + rows.length + ' ' + noun + ' shown.';
+      shown.dataset.count = count;
     }
-    shown.textContent = count + ' of ' + rows.length + ' ' + noun + ' shown';
-    shown.dataset.count = count;
+    Plotly.newPlot(view, figure.data, figure.layout, figure.config).then(function () {
+      view.on('plotly_restyle', filter);
+      filter();
+      view.dataset.ready = 'true';
+    });
   }
-  return Plotly.newPlot(view, figure.data, figure.layout, figure.config).then(function () {
-    view.on('plotly_restyle', filter);
-    filter();
-    view.dataset.ready = 'true';
-  });
+  // the table comes after the view in the page
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', draw);
+  else draw();
 };
 """
 
@@ -408,8 +426,8 @@ def parallel_view_html(view_id: str, rows: list, columns: list, color_by: str, t
     table ``table_id`` (whose rows carry ``data-index``) and counting what stays shown."""
     # "</" would end the script element early; "<\/" reads the same to JavaScript
     figure = json.dumps(parallel_plotly_figure(rows, columns, color_by), allow_nan=False).replace("</", "<\\/")
-    # an axis needs about 110 px for its label and ticks; narrower pages scroll the view sideways
-    width = 110 * len(columns) + 160
+    # an axis needs about 100 px for its label and ticks; narrower pages scroll the view sideways
+    width = 100 * len(columns) + 160
     return (f'<div class="parallel-box"><div class="parallel" id="{view_id}" style="min-width:{width}px"></div></div>\n'
             f'<p class="hint">{PARALLEL_HINT} <b id="{view_id}-shown"></b></p>\n'
             f"<script>handgradParallel({json.dumps(view_id)}, {figure}, "
