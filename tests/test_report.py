@@ -329,9 +329,10 @@ def test_the_lr_axis_is_logarithmic(browser, sweep_page):
     assert low > mid > high and abs((low - mid) - (mid - high)) < 2, ticks
 
 
-def test_axis_labels_do_not_overlap(browser, sweep_page):
+@pytest.mark.parametrize("width", [480, 1000])
+def test_axis_labels_do_not_overlap(browser, sweep_page, width):
     page, _ = sweep_page
-    browser.open(page, width=1000)
+    browser.open(page, width=width)
     titles = browser.boxes("#parallel .axis-title")
     assert len(titles) == 7
     for (a, *box_a), (b, *box_b) in zip(titles, titles[1:]):
