@@ -197,7 +197,7 @@ _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100
 img{max-width:100%;display:block;margin:.5em 0}section{border-top:2px solid #ddd;margin-top:2em}
 table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 th{background:#f5f5f5}.parallel-box,.table-box{max-width:100%;overflow:auto}.table-box{max-height:24em}
-.table-box th{position:sticky;top:0}.table-box td{text-align:right;white-space:nowrap}tr.best td{font-weight:bold}
+.table-box th{position:sticky;top:0}.table-box td,.table-box th{text-align:right;white-space:nowrap}tr.best td{font-weight:bold}
 .hint{color:#555;font-size:14px}"""
 
 
