@@ -80,3 +80,84 @@ def test_sweep_cli(tmp_path, capsys):
 def test_sweep_refuses_an_unknown_field(tmp_path):
     with pytest.raises(ValueError, match="cannot sweep over colour"):
         sweep({"colour": ["red"]}, out=tmp_path)
+
+
+# -- reuse only a run with the same settings ----------------------------------------------------------
+BASE = dict(dataset="digits", model="tiny-mlp", epochs=1, train_size=400, lr=0.1, optimizer="sgd", batch_size=64, seed=0)
+
+
+@pytest.mark.parametrize("change", [{"lr": 0.05}, {"optimizer": "adam"}, {"epochs": 2}, {"train_size": 300},
+                                    {"batch_size": 32}, {"seed": 1}, {"weight_decay": 0.01}, {"momentum": 0.5}])
+def test_a_finished_run_with_other_settings_is_trained_again(tmp_path, change):
+    from handgrad.compare import run_config
+    from handgrad.training import TrainConfig
+
+    out = str(tmp_path / "run")
+    first, _, status = run_config(TrainConfig(**BASE, out=out))
+    assert status == "trained"
+    log = []
+    second, manifest, status = run_config(TrainConfig(**{**BASE, **change}, out=out), log=log.append)
+    assert status == "retrained"
+    (field, value), = change.items()
+    assert manifest["config"][field] == value
+    was = getattr(TrainConfig(**BASE).resolved(), field)
+    assert any(f"{field} {was} (now {value})" in line for line in log), log
+    assert [r["train_loss"] for r in second] != [r["train_loss"] for r in first]
+    again, _, status = run_config(TrainConfig(**{**BASE, **change}, out=out))
+    assert status == "skipped" and again == second
+
+
+def test_an_interrupted_run_is_resumed_only_with_the_same_settings(tmp_path):
+    from handgrad.compare import run_config
+    from handgrad.training import TrainConfig, Trainer
+
+    out = str(tmp_path / "run")
+    trainer = Trainer(TrainConfig(**BASE, out=out), progress=False, log=lambda *_: None).setup()
+    trainer.optimizer.step = lambda: (_ for _ in ()).throw(KeyboardInterrupt())  # Ctrl-C at the first update
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    _, manifest, status = run_config(TrainConfig(**{**BASE, "lr": 0.02}, out=out))
+    assert status == "retrained" and manifest["config"]["lr"] == 0.02
+    trainer = Trainer(TrainConfig(**BASE, out=out), progress=False, log=lambda *_: None, overwrite=True).setup()
+    trainer.optimizer.step = lambda: (_ for _ in ()).throw(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    _, manifest, status = run_config(TrainConfig(**BASE, out=out))
+    assert status == "resumed" and manifest["config"]["lr"] == 0.1
+
+
+def test_compare_does_not_show_old_numbers_under_new_settings(tmp_path):
+    log = []
+    old = compare(["tiny-mlp"], out=tmp_path, log=log.append, dataset="digits", epochs=1, train_size=400, lr=0.1)
+    new = compare(["tiny-mlp"], out=tmp_path, log=log.append, dataset="digits", epochs=1, train_size=400, lr=0.02)
+    assert any("training again" in line and "lr 0.1 (now 0.02)" in line for line in log)
+    assert new[0].final_test_acc != old[0].final_test_acc
+    saved = json.loads((tmp_path / "tiny-mlp" / "manifest.json").read_text())["config"]
+    assert saved["lr"] == 0.02
+
+
+def test_sweep_trains_again_when_a_fixed_setting_changes(tmp_path):
+    grid = {"lr": [0.1]}
+    quiet = lambda *_: None  # noqa: E731
+    first = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1, train_size=400)
+    changed = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1,
+                    train_size=300)
+    assert changed[0]["status"] == "retrained" and changed[0]["test_acc"] != first[0]["test_acc"]
+    same = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1, train_size=300)
+    assert same[0]["status"] == "skipped" and same[0]["test_acc"] == changed[0]["test_acc"]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_sweep_workers_share_the_threads(tmp_path, threads):
+    from handgrad.sweep import available_cores
+
+    log = []
+    sweep({"lr": [0.1, 0.05]}, out=tmp_path, workers=2, threads=threads, log=log.append, dataset="digits",
+          model="tiny-mlp", epochs=1, train_size=300)
+    workers = min(2, available_cores())
+    share = max(1, threads // workers)
+    assert any(f"{workers} worker process" in line and f"{share} thread" in line for line in log), log
+    for run in ("lr=0.1", "lr=0.05"):
+        env = json.loads((tmp_path / run / "manifest.json").read_text())["environment"]
+        assert env["threads"] == share
+        assert all(b["num_threads"] == share for b in env["blas"])

@@ -7,7 +7,9 @@ import pytest
 import handgrad
 from handgrad import functional as F
 from handgrad import nn
+from handgrad.functional import SPECS
 from handgrad.gradcheck import compare, finite_differences, rel_error
+from handgrad.verify import spec_cases
 
 
 class DoubledLinear(nn.Linear):
@@ -100,22 +102,14 @@ def test_functional_pair_form():
     assert report.name == "linear_forward"
 
 
-@pytest.mark.parametrize("forward, backward, make_inputs", [
-    pytest.param(F.conv2d_forward, F.conv2d_backward,
-                 lambda rng: (rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((3, 2, 2, 3)),
-                              rng.standard_normal(3), (2, 1), (1, 1)), id="conv2d"),
-    pytest.param(F.cross_entropy_forward, F.cross_entropy_backward,
-                 lambda rng: (rng.standard_normal((4, 5)), rng.integers(0, 5, 4)), id="cross_entropy-int-labels"),
-    pytest.param(F.max_pool2d_forward, F.max_pool2d_backward,
-                 lambda rng: (rng.standard_normal((1, 2, 5, 5)), (3, 3), (2, 2), (1, 1)), id="max_pool2d"),
-    pytest.param(F.softmax_forward, F.softmax_backward, lambda rng: (rng.standard_normal((3, 4)), 0), id="softmax"),
-    pytest.param(lambda x, w, b: F.batch_norm_forward(x, w, b, None, None, True), F.batch_norm_backward,
-                 lambda rng: (rng.standard_normal((4, 3, 2)), rng.standard_normal(3), rng.standard_normal(3)),
-                 id="batch_norm"),
-])
-def test_functional_pairs_pass(forward, backward, make_inputs):
-    report = handgrad.gradcheck((forward, backward), make_inputs(np.random.default_rng(2)))
-    assert report.passed, str(report)
+@pytest.mark.parametrize("name", list(SPECS))
+def test_functional_pairs_pass(name):
+    """Every op's pair in each configuration of its spec: options bound, integer labels passed through."""
+    for case in spec_cases(SPECS[name], seed=2):
+        report = handgrad.gradcheck((case.forward, case.backward), case.inputs)
+        assert report.passed, f"{case.config}\n{report}"
+        floating = [x for x in case.inputs if np.issubdtype(x.dtype, np.floating)]
+        assert len(report.checks) == len(floating)
 
 
 def test_functional_pair_with_a_wrong_backward_fails():

@@ -13,7 +13,7 @@ onnx = pytest.importorskip("onnx")
 import handgrad  # noqa: E402
 from handgrad import nn  # noqa: E402
 from handgrad.cli import main  # noqa: E402
-from handgrad.models import MODELS, build_model  # noqa: E402
+from handgrad.models import LAYER_ARGUMENTS, MODELS, build_model  # noqa: E402
 from handgrad.onnx import EXPORTERS, OPSET, ExportError, export  # noqa: E402
 from handgrad.serialization import WriteError  # noqa: E402
 
@@ -94,6 +94,7 @@ LAYER_CASES = [
     pytest.param(lambda: nn.AvgPool2d((2, 3), stride=(1, 2), padding=(1, 1)), (3, 9, 8), id="AvgPool2d-padding"),
     pytest.param(lambda: nn.ReLU(), (3, 4, 4), id="ReLU"),
     pytest.param(lambda: nn.LeakyReLU(0.2), (3, 4, 4), id="LeakyReLU"),
+    pytest.param(lambda: nn.ELU(0.7), (3, 4, 4), id="ELU"),
     pytest.param(lambda: nn.Sigmoid(), (6,), id="Sigmoid"),
     pytest.param(lambda: nn.Tanh(), (6,), id="Tanh"),
     pytest.param(lambda: nn.Softmax(dim=1), (6,), id="Softmax"),
@@ -130,8 +131,7 @@ def test_every_layer_type_gives_handgrads_outputs(make_layer, input_shape, rng, 
 
 
 def test_every_built_in_layer_type_has_an_exporter():
-    built_in = {nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh,
-                nn.Softmax, nn.LogSoftmax, nn.Flatten, nn.Dropout, nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d}
+    built_in = {getattr(nn, name) for name in LAYER_ARGUMENTS}  # every layer a checkpoint can hold
     tested = {case.id.split("-")[0] for case in LAYER_CASES}
     assert built_in <= set(EXPORTERS)
     assert {cls.__name__ for cls in built_in} <= tested

@@ -160,14 +160,21 @@ def test_mse_loss_in_input_and_target(reduction, shape, rng):
 ])
 @pytest.mark.parametrize("op", ["linear", "conv2d"])
 def test_backward_computes_only_the_gradients_asked_for(op, wants, expected, rng, monkeypatch):
+    from handgrad import kernels
     seen = []
-    backward = getattr(F, f"{op}_backward")
+    lookup = kernels.op
 
-    def spy(grad_output, cache, needs):
-        seen.append(tuple(needs))
-        return backward(grad_output, cache, needs)
+    def watched(backward):
+        def spy(grad_output, cache, needs):
+            seen.append(tuple(needs))
+            return backward(grad_output, cache, needs)
+        return spy
 
-    monkeypatch.setattr(F, f"{op}_backward", spy)
+    # the backward the bridge runs: Conv2d's through kernels.op, Linear's from functional
+    if op == "linear":
+        monkeypatch.setattr(F, "linear_backward", watched(F.linear_backward))
+    else:
+        monkeypatch.setattr(kernels, "op", lambda name: watched(lookup(name)) if name == f"{op}_backward" else lookup(name))
     shapes = {"linear": ((3, 4), (2, 4), (2,)), "conv2d": ((2, 1, 5, 5), (3, 1, 3, 3), (3,))}[op]
     args = [tensor(rng, s, requires_grad=w) for s, w in zip(shapes, wants)]
     out = getattr(ht, op)(*args)
@@ -205,20 +212,25 @@ def bridge_functions():
                   key=lambda f: f.__name__)
 
 
-# Function name -> (shapes of its differentiable inputs, how to apply it to them)
-EXAMPLES = {
-    "LinearFunction": ([(3, 4), (2, 4), (2,)], lambda x, w, b: ht.LinearFunction.apply(x, w, b)),
-    "Conv2dFunction": ([(1, 2, 4, 4), (2, 2, 3, 3), (2,)], lambda x, w, b: ht.Conv2dFunction.apply(x, w, b, 1, 1)),
-    "MaxPool2dFunction": ([(1, 2, 4, 4)], lambda x: ht.MaxPool2dFunction.apply(x, 2)),
-    "AvgPool2dFunction": ([(1, 2, 4, 4)], lambda x: ht.AvgPool2dFunction.apply(x, 2)),
-    "ReLUFunction": ([(2, 3)], lambda x: ht.ReLUFunction.apply(x)),
-    "LeakyReLUFunction": ([(2, 3)], lambda x: ht.LeakyReLUFunction.apply(x, 0.2)),
-    "SigmoidFunction": ([(2, 3)], lambda x: ht.SigmoidFunction.apply(x)),
-    "TanhFunction": ([(2, 3)], lambda x: ht.TanhFunction.apply(x)),
-    "ElementwiseFunction": ([(2, 3)], lambda x: ht.ElementwiseFunction.apply(x, swish, swish_derivative)),
-    "CrossEntropyFunction": ([(3, 4)], lambda x: ht.CrossEntropyFunction.apply(x, torch.tensor([0, 3, 1]), "mean")),
-    "MSELossFunction": ([(2, 3), (2, 3)], lambda x, t: ht.MSELossFunction.apply(x, t, "mean")),
-}
+def spec_example(spec):
+    """An op's first case (its spec's): the shapes of its floating tensors, and how to apply its
+    Function to them (the other arguments as the case gives them)."""
+    args = spec.arguments(spec.make_cases()[0])
+    floating = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)]
+
+    def apply(*xs):
+        full = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in args]
+        for i, x in zip(floating, xs):
+            full[i] = x
+        return getattr(ht, spec.bridge.function_name).apply(*full)
+
+    return [args[i].shape for i in floating], apply
+
+
+# Function name -> (shapes of its differentiable inputs, how to apply it to them): every bridged op's, and
+# the user-defined activation's
+EXAMPLES = {spec.bridge.function_name: spec_example(spec) for spec in F.SPECS.values() if spec.bridge is not None}
+EXAMPLES["ElementwiseFunction"] = ([(2, 3)], lambda x: ht.ElementwiseFunction.apply(x, swish, swish_derivative))
 
 
 def test_every_function_is_hand_written_and_has_a_double_backward_example():

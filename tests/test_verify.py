@@ -7,14 +7,24 @@ import numpy as np
 import pytest
 
 from handgrad import functional as F
+from handgrad.functional import SPECS
 from handgrad.cli import main
 from handgrad.verify import OpCase, check_case, default_cases, format_table, verify
 
 
-def test_every_op_is_in_the_grid():
-    ops = {c.op for c in default_cases()}
-    assert ops == {"linear", "conv2d", "max_pool2d", "avg_pool2d", "relu", "leaky_relu", "sigmoid", "tanh",
-                   "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "batch_norm", "dropout"}
+#: pairs that are not ops of their own: the user-function activation (its derivative is checked where the
+#: user defines it, nn.check_derivative) and the plain versions kept beside the fast ones (test_fast_paths.py)
+NOT_OPS = {"elementwise"}
+
+
+def test_every_pair_in_functional_has_a_spec_with_cases():
+    pairs = {name[:-len("_forward")] for name in dir(F) if name.endswith("_forward")
+             and hasattr(F, name.replace("_forward", "_backward"))}
+    assert pairs - NOT_OPS == set(SPECS)
+    for name, spec in SPECS.items():
+        assert spec.forward is getattr(F, f"{name}_forward") and spec.backward is getattr(F, f"{name}_backward")
+    assert [c.op for c in default_cases()] == [name for name, spec in SPECS.items() for _ in spec.make_cases()]
+    assert all(spec.make_cases() for spec in SPECS.values())
 
 
 def test_every_configuration_passes_finite_differences():
@@ -71,19 +81,36 @@ def test_cli_refuses_an_unknown_op(capsys):
     assert "unknown op(s) convolution" in capsys.readouterr().err
 
 
-def test_cases_do_not_share_their_fixed_arguments(rng):
-    """Each configuration closes over its own MSE target and BatchNorm running statistics: the same
-    input gives different results where only those differ (closures over the loop variables made
-    every case use the last ones drawn)."""
+@pytest.mark.parametrize("name", list(SPECS))
+def test_cases_do_not_share_their_arrays(name):
+    """Each configuration is built with arrays of its own (inputs, targets, running statistics), so no
+    case sees another's (closures over loop variables once made every case use the last ones drawn)."""
+    arrays = [a for case in SPECS[name].make_cases() for a in (*case.tensors, *case.options.values())
+              if isinstance(a, np.ndarray)]
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
+
+
+def test_each_case_runs_with_its_own_options(rng):
+    """The two BatchNorm eval cases differ only in their running statistics: the same input gives
+    different outputs, and calling a case's forward leaves its options as they were."""
     cases = {(c.op, c.config): c for c in default_cases()}
-    x = rng.standard_normal((3, 4))
-    per_element = cases["mse_loss", "x (3, 4), reduction none"].forward(x)[0]
-    summed = cases["mse_loss", "x (3, 4), reduction sum"].forward(x)[0]
-    assert not np.isclose(per_element.sum(), summed), "the 'none' and 'sum' cases share one target"
     x, weight, bias = rng.standard_normal((5, 3)), rng.standard_normal(3), rng.standard_normal(3)
     flat = cases["batch_norm", "x (5, 3), eval"].forward(x, weight, bias)[0]
     spatial = cases["batch_norm", "x (2, 3, 3, 3), eval"].forward(x, weight, bias)[0]
     assert not np.allclose(flat, spatial), "the two eval cases share one set of running statistics"
+    training = cases["batch_norm", "x (5, 3), training"]
+    first = training.forward(x, weight, bias)[0]
+    np.testing.assert_array_equal(training.forward(x, weight, bias)[0], first)
+    dropout = cases["dropout", "x (4, 6), p 0.5"]
+    x = rng.standard_normal((4, 6))
+    np.testing.assert_array_equal(dropout.forward(x)[0], dropout.forward(x)[0])  # the same mask each call
+
+
+def test_cli_lists_every_op_of_the_specs(capsys):
+    assert main(["gradcheck", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(default_cases())
+    assert {line.split()[0] for line in lines} == set(SPECS)
 
 
 def test_a_failure_names_the_tensor_element_expected_got_and_error():

@@ -1,27 +1,22 @@
-"""Splitting a batch across threads.
+"""One thread budget for everything handgrad runs: Numba's kernels and the BLAS products.
 
-Samples are independent in conv, pool and element-wise ops, so each thread can take a contiguous
-slice of the batch. NumPy releases the GIL inside its loops and BLAS calls, so plain Python threads
-run that array work in parallel. BLAS already threads one large product by itself; what it cannot
-thread is a stack of small per-sample products and element-wise passes, which is where a CNN's
-step goes. Slices are fixed by the batch size and the thread count, so a run is reproducible.
+The two never run at the same moment (a step alternates kernels and products), so both get the
+whole budget and the cores are never oversubscribed, provided neither pool keeps spinning on a
+core while the other works (see ``handgrad.kernels`` for how Numba's pool waits).
 
     handgrad.set_num_threads(1)     # everything on the calling thread
     handgrad.get_num_threads()      # default: HANDGRAD_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs
+
+Neither Numba nor threadpoolctl is imported here: the budget reaches Numba when the kernels load
+(``apply``) and BLAS through threadpoolctl at the same moment, so ``import handgrad`` stays quick.
 """
 from __future__ import annotations
 
 import os
-import threading
+import sys
 
-#: Work per thread (array elements times passes over them) below which the hand-off to a thread
-#: (tens of microseconds on a virtual machine) costs more than it saves.
-MIN_ELEMENTS_PER_THREAD = 1 << 17
-
-_local = threading.local()  # .worker is True inside a pool thread: no nested splitting
 _num_threads: int | None = None
-_executor = None  # a concurrent.futures.ThreadPoolExecutor, made on first use
-_executor_lock = threading.Lock()
+_applied: int | None = None  # the budget last handed to Numba and BLAS
 
 
 def _default_num_threads() -> int:
@@ -36,7 +31,7 @@ def _default_num_threads() -> int:
 
 
 def get_num_threads() -> int:
-    """The number of threads handgrad's ops split a batch across (as ``torch.get_num_threads``)."""
+    """The number of threads handgrad's kernels and BLAS products use (as ``torch.get_num_threads``)."""
     global _num_threads
     if _num_threads is None:
         _num_threads = _default_num_threads()
@@ -44,67 +39,31 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads (1 = no splitting). BLAS keeps its own setting (OPENBLAS_NUM_THREADS)."""
-    global _num_threads, _executor
+    """Use ``n`` threads for the kernels and for BLAS (1 = everything on the calling thread)."""
+    global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads expects a positive int, got {n!r}")
-    with _executor_lock:
-        _num_threads = n
-        if _executor is not None:
-            _executor.shutdown(wait=True)
-            _executor = None
+    _num_threads = n
+    if "numba" in sys.modules or _applied is not None:
+        apply()
 
 
-def _forget_pool_in_child():
-    """A forked child has none of its parent's threads: it must start a pool of its own."""
-    global _executor, _executor_lock
-    _executor, _executor_lock = None, threading.Lock()
+def numba_threads() -> int:
+    """The budget as Numba can run it: at most the pool it started with (NUMBA_NUM_THREADS)."""
+    import numba
+    return max(1, min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool_in_child)
-
-
-def _mark_worker():
-    _local.worker = True
-
-
-def _pool(workers: int):
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            from concurrent.futures import ThreadPoolExecutor  # imported on first use: `import handgrad` stays quick
-
-            _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="handgrad",
-                                           initializer=_mark_worker)
-        return _executor
-
-
-def split_batch(fn, n: int, elements: int) -> list:
-    """Call ``fn(start, stop)`` on contiguous slices covering ``range(n)``, in parallel, and return
-    the results in slice order.
-
-    ``elements`` is the size of the work (array elements times passes over them); small jobs, and
-    calls made from inside a pool thread, run as one slice on the calling thread.
-    """
-    threads = min(get_num_threads(), n, max(1, elements // MIN_ELEMENTS_PER_THREAD))
-    if threads <= 1 or getattr(_local, "worker", False):
-        return [fn(0, n)]
-    bounds = [n * i // threads for i in range(threads + 1)]
-    pool = _pool(get_num_threads() - 1)
-    futures = [pool.submit(fn, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
+def apply() -> None:
+    """Hand the budget to Numba's pool and to every BLAS library loaded in the process."""
+    global _applied
+    n = get_num_threads()
+    import numba
+    numba.set_num_threads(numba_threads())
     try:
-        first = fn(bounds[0], bounds[1])  # the calling thread takes the first slice
-    except BaseException:
-        from concurrent.futures import wait
-        wait(futures)  # no thread may still be writing when the error reaches the caller
-        raise
-    return [first] + [f.result() for f in futures]  # f.result() re-raises a slice's error
-
-
-def split_rows(fn, array, passes: int = 1) -> list:
-    """``split_batch`` for element-wise work on ``array``: ``fn(rows)`` gets a slice of its first
-    axis (``...`` for a 0-d array)."""
-    if array.ndim == 0:
-        return [fn(...)]
-    return split_batch(lambda a, b: fn(slice(a, b)), array.shape[0], array.size * passes)
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # BLAS then keeps its own setting (OPENBLAS_NUM_THREADS)
+        pass
+    else:
+        threadpool_limits(n, user_api="blas")
+    _applied = n

@@ -13,6 +13,22 @@ import sys
 import numpy as np
 
 
+def _thread_count(text):
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of threads, got {text!r}")
+    return n
+
+
+def _add_threads_option(p, sweep=False):
+    p.add_argument("--threads", type=_thread_count, metavar="N",
+                   help="threads for the whole sweep, shared among its workers (default: every core)" if sweep else
+                   "at most N threads, BLAS's and handgrad's own (default: every core); 1 on a shared machine")
+
+
 def _csv_ints(text):
     """Hidden sizes: comma-separated integers, each from 1 to models.MAX_SIZE."""
     from .models import MAX_SIZE
@@ -106,8 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
     t.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
     t.add_argument("--out", help="run directory (default: runs/DATASET-MODEL)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR, in RUN_DIR itself, with its own "
+                   "settings; --epochs extends (or shortens) it, --data-dir says where its data files are now")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out (otherwise refused)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or model table")
+    _add_threads_option(t)
+    # Unset options stay None, so that --resume can tell the options given from the defaults
+    # (TrainConfig holds the same defaults).
+    t.set_defaults(dataset=None, model=None, activation=None, seed=None, val_fraction=None)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's test set")
     e.add_argument("checkpoint")
@@ -115,12 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir")
     e.add_argument("--top-k", type=POSITIVE_INT, default=5)
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_threads_option(e)
 
     p = sub.add_parser("predict", help="classify image files (PNG/JPEG)")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=POSITIVE_INT, default=3)
     p.add_argument("--json", action="store_true")
+    _add_threads_option(p)
 
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("checkpoint")
@@ -170,16 +194,18 @@ def _add_visual_commands(sub, MODELS):
     c = sub.add_parser("compare", help="train several models on the same data and plot them together",
                        description="Train several models on the same data, split and seed; write one figure "
                        "of train and test loss and accuracy per epoch (compare.png) and a table "
-                       "(compare.md, compare.json) into --out. Finished runs in --out are read back.")
+                       "(compare.md, compare.json) into --out. Finished runs in --out with the same settings are read back; "
+                       "runs with other settings are trained again.")
     c.add_argument("models", nargs="*", metavar="MODEL",
                    help=f"models by name (default: {' '.join(DEFAULT_MODELS)}); known: {', '.join(MODELS)}")
     _add_training_options(c, MODELS)
     c.add_argument("--out", default="runs/compare", help="folder for the runs and the figure (default: runs/compare)")
+    _add_threads_option(c)
 
     s = sub.add_parser("sweep", help="a hyperparameter grid in parallel worker processes",
                        description="Train every combination of the comma-separated values given, in parallel "
-                       "worker processes, each run in its own folder under --out; finished runs are skipped "
-                       "and interrupted ones resumed. Writes sweep.json, sweep.csv, parallel.png and sweep.html.")
+                       "worker processes, each run in its own folder under --out; finished runs with the same "
+                       "settings are skipped, interrupted ones resumed, others trained again. Writes sweep.json, sweep.csv, parallel.png and sweep.html.")
     s.add_argument("--model", default="tiny-mlp", help="model name(s), comma-separated (default: tiny-mlp)")
     s.add_argument("--lr", help="e.g. 0.1,0.01")
     s.add_argument("--batch-size", help="e.g. 64,128")
@@ -192,6 +218,7 @@ def _add_visual_commands(sub, MODELS):
     s.add_argument("--workers", type=POSITIVE_INT, help="worker processes (default and most: the number of cores)")
     s.add_argument("--sort", default="test_acc", help="column the printed table is sorted by (default test_acc)")
     s.add_argument("--out", default="runs/sweep", help="folder for the runs and results (default: runs/sweep)")
+    _add_threads_option(s, sweep=True)
 
     r = sub.add_parser("report", help="one self-contained HTML page for one or several runs",
                        description="Write one HTML page (images inline, works offline) for the runs: curves, "
@@ -218,6 +245,7 @@ def _add_visual_commands(sub, MODELS):
     e.add_argument("--eps", type=_number(0, 1, low_open=True), default=1e-6)
     e.add_argument("--seed", type=SEED, default=0)
     e.add_argument("--no-torch", action="store_true", help="skip the autograd comparison")
+    _add_threads_option(e)
 
     g = sub.add_parser("gradcheck", help="verify every op's backward over a configuration grid",
                        description="Check every functional op's hand-written backward over a grid of "
@@ -229,20 +257,23 @@ def _add_visual_commands(sub, MODELS):
     # -- end of issue 7 parsers -------------------------------------------------------------------------
 
 
+#: The train options that are TrainConfig fields (the argparse dest is the field's name).
+TRAIN_FIELDS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+                "seed", "data_dir", "out", "train_size", "val_fraction", "hidden", "activation", "layers", "loss")
+
+
 def cmd_train(args) -> int:
     from .models import summary
-    from .training import TrainConfig, Trainer, train
+    from .training import TrainConfig, start_run
 
+    given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name) is not None}
+    if args.resume and args.overwrite:
+        raise ValueError("--overwrite replaces a run and --resume continues one: give one of them")
     if args.resume:
-        trainer = train(TrainConfig(out=args.resume), resume=True, progress=not args.quiet)
+        run = start_run(TrainConfig(out=args.resume), resume=True, changes=given, progress=not args.quiet)
     else:
-        config = TrainConfig(dataset=args.dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                             optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                             weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
-                             data_dir=args.data_dir, out=args.out, train_size=args.train_size,
-                             val_fraction=args.val_fraction, hidden=args.hidden, activation=args.activation,
-                             layers=args.layers, loss=args.loss)
-        trainer = Trainer(config, progress=not args.quiet).setup()
+        run = start_run(TrainConfig(**given), overwrite=args.overwrite, progress=not args.quiet)
+    with run as trainer:
         c = trainer.config
         d = trainer.data
         print(f"{c.dataset}: {len(d.train_y)} train / {len(d.val_y)} val / {len(d.test_y)} test images "
@@ -250,7 +281,10 @@ def cmd_train(args) -> int:
         print(f"model {c.model if not (c.hidden or c.layers) else 'custom'}; {c.optimizer} lr {c.lr} momentum "
               f"{c.momentum} weight decay {c.weight_decay}, {c.schedule} schedule, batch {c.batch_size}, "
               f"{c.epochs} epochs, seed {c.seed}")
-        if not args.quiet:
+        if args.resume:
+            from .training import describe_position
+            print(f"resuming {trainer.run_dir} from {describe_position(trainer.epoch, trainer.step_in_epoch)}")
+        elif not args.quiet:
             print(summary(trainer.model, trainer.input_shape))
         trainer.fit()
     best = min(trainer.history, key=lambda r: r["val_loss"]) if trainer.history else None
@@ -508,7 +542,7 @@ def cmd_sweep(args) -> int:
             _check_grid_values(name, text)
     fields = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "train_size": args.train_size,
               "val_fraction": args.val_fraction, "grad_norm_every": args.grad_norm_every}
-    rows = sweep(grid, out=args.out, workers=args.workers, **fields)
+    rows = sweep(grid, out=args.out, workers=args.workers, threads=args.threads, **fields)
     if rows and args.sort not in rows[0]:
         raise ValueError(f"--sort: no column {args.sort!r}; columns: {', '.join(rows[0])}")
     print(format_table(rows, [k for k in grid if k in GRID_FIELDS], sort_by=args.sort))
@@ -575,6 +609,14 @@ def cmd_gradcheck(args) -> int:
 # -- end of issue 7 commands ------------------------------------------------------------------------------
 
 
+def _limited_threads(n):
+    if n is None:
+        import contextlib
+        return contextlib.nullcontext()
+    from .training import limited_threads
+    return limited_threads(n)
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "datasets": cmd_datasets,
             "compare": cmd_compare, "sweep": cmd_sweep, "report": cmd_report, "explain": cmd_explain,
             "gradcheck": cmd_gradcheck}
@@ -605,12 +647,14 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        code = COMMANDS[args.command](args)
-        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        with _limited_threads(getattr(args, "threads", None)):
+            code = COMMANDS[args.command](args)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
         return code
-    except KeyboardInterrupt:
-        print("handgrad: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)  # training.Interrupted says which signal came
+        print(f"handgrad: {'interrupted' if signum == signal.SIGINT else 'terminated'}", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         # the reader went away (`handgrad info ... | head -1`): stop quietly, as cat and grep do
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -1,7 +1,8 @@
 """Train several models on the same data, split and seed, and put their curves on one figure.
 
 ``compare(["tiny-mlp", "tiny-cnn"], dataset="digits", epochs=2, out="runs/compare")`` trains each
-model into ``out/<model>/`` (a finished run there is read back, not retrained), then writes
+model into ``out/<model>/`` (a finished run there with the same settings is read back, not
+retrained; one with other settings is trained again), then writes
 ``out/compare.png`` (train and test loss and accuracy per epoch, all models), ``out/compare.json``
 and ``out/compare.md`` (parameters, seconds per epoch, best test accuracy and the epoch it came at).
 """
@@ -31,18 +32,46 @@ def run_is_complete(run_dir, epochs: int) -> bool:
     return bool(history) and len(history["epochs"]) >= epochs and (Path(run_dir) / "manifest.json").exists()
 
 
+def reuse_problem(run_dir, config) -> str | None:
+    """Why the run in ``run_dir`` cannot stand for ``config`` (resolved), or None when it can: its
+    stored configuration must equal ``config`` in every field but the folder (lr, optimizer, epochs,
+    train size, model, seed, batch size, data, ...). A finished run is judged by its manifest, an
+    unfinished one by its resume file."""
+    from .training import config_differences, read_resume_metadata
+
+    run_dir = Path(run_dir)
+    try:
+        if run_is_complete(run_dir, config.epochs):
+            saved = json.loads((run_dir / "manifest.json").read_text())["config"]
+        else:
+            saved = read_resume_metadata(run_dir)["config"]
+    except (ValueError, KeyError, TypeError, OSError) as e:  # HandgradError is a ValueError
+        return f"its files cannot be read back ({e})"
+    differences = config_differences(asdict(config), saved)
+    if differences:
+        return "it was trained with " + ", ".join(f"{k} {was} (now {now})" for k, was, now in differences)
+    return None
+
+
 def run_config(config, log=lambda *_: None):
-    """Train ``config`` into ``config.out``: skip it when already finished, continue it when a resume
-    file is there, else start it. Returns (history rows, manifest dict, "trained" | "resumed" | "skipped")."""
-    from .training import train
+    """Train ``config`` into ``config.out``: skip it when finished with these very settings,
+    continue it when an interrupted run with these settings is there, train it again (replacing
+    the run) when the run there has other settings, else start it. Returns (history rows, manifest
+    dict, "trained" | "resumed" | "skipped" | "retrained")."""
+    from .training import run_files, train
 
     config = config.resolved()
     out = Path(config.out)
-    if run_is_complete(out, config.epochs):
+    problem = reuse_problem(out, config) if run_files(out) else "there is no run"
+    if problem is None and run_is_complete(out, config.epochs):
         status = "skipped"
-    elif (out / "resume.safetensors").exists():
+    elif problem is None:
         train(config, resume=True, progress=False, log=log)
         status = "resumed"
+    elif run_files(out):
+        log(f"{out}: training again, as the run there cannot be reused: {problem}")
+        train(config, overwrite=True, progress=False, log=log)
+        status = "retrained"
     else:
         train(config, progress=False, log=log)
         status = "trained"
@@ -95,9 +124,9 @@ def compare(models=DEFAULT_MODELS, out="runs/compare", log=print, **config_field
     for name in models:
         config = replace(base, model=name, out=str(out / name))
         log(f"{name}: training into {config.out}")
-        history, manifest, status = run_config(config)
+        history, manifest, status = run_config(config, log=log)
         if status == "skipped":
-            log(f"{name}: already finished, read back")
+            log(f"{name}: already finished with these settings, read back")
         histories[name] = history
         rows.append(CompareRow.from_history(name, manifest["model"]["parameters"], history))
         log(f"{name}: best test acc {100 * rows[-1].best_test_acc:.2f}% at epoch {rows[-1].best_epoch}, "

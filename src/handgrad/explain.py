@@ -10,7 +10,7 @@ each gradient the layer computes by hand). Beside each hand-computed gradient it
   (half where the gradient is largest, half at random); an element where the one-sided differences
   disagree sits on a kink (a ReLU zero tying in a max-pool window) and is set aside, not compared;
 * and, when torch is installed, the gradient torch autograd computes for the same layer built from
-  ``torch.nn.functional``, over the whole tensor,
+  the torch reference of its op (``functional.SPECS``), over the whole tensor,
 
 each with its relative error max|hand - reference| / max|reference|. ``print(explain(...))`` shows
 the walk; ``handgrad explain`` runs it from the command line on a named model.
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _random
-from . import functional as F
 from . import nn
 from ._grad_mode import no_grad
+from .functional import REQUIRED, SPECS
 from .gradcheck import (EPS, Comparison, autograd_grads, compare, finite_differences, matches_autograd,
                         matches_finite_differences)
 
@@ -53,20 +53,9 @@ def backward_formula(layer) -> str:
 
 
 def _ops(layer):
-    """(forward, backward) of the functional op behind ``layer``, or None."""
-    table = [(nn.Linear, F.linear_forward, F.linear_backward), (nn.Conv2d, F.conv2d_forward, F.conv2d_backward),
-             (nn.MaxPool2d, F.max_pool2d_forward, F.max_pool2d_backward),
-             (nn.AvgPool2d, F.avg_pool2d_forward, F.avg_pool2d_backward),
-             (nn.LogSoftmax, F.log_softmax_forward, F.log_softmax_backward),
-             (nn.Softmax, F.softmax_forward, F.softmax_backward), (nn.ReLU, F.relu_forward, F.relu_backward),
-             (nn.LeakyReLU, F.leaky_relu_forward, F.leaky_relu_backward),
-             (nn.Sigmoid, F.sigmoid_forward, F.sigmoid_backward), (nn.Tanh, F.tanh_forward, F.tanh_backward),
-             ((nn.BatchNorm1d, nn.BatchNorm2d), F.batch_norm_forward, F.batch_norm_backward),
-             (nn.Dropout, F.dropout_forward, F.dropout_backward),
-             (nn.ElementwiseActivation, F.elementwise_forward, F.elementwise_backward),
-             (nn.CrossEntropyLoss, F.cross_entropy_forward, F.cross_entropy_backward),
-             (nn.MSELoss, F.mse_loss_forward, F.mse_loss_backward)]
-    return next(((f, b) for cls, f, b in table if isinstance(layer, cls)), None)
+    """(forward, backward) of the functional op behind ``layer`` (its spec's pair), or None."""
+    spec = SPECS.get(getattr(layer, "op", None))
+    return None if spec is None else (spec.forward, spec.backward)
 
 
 def stats(a) -> dict:
@@ -202,43 +191,29 @@ def _pick(hand, samples, rng):
 
 
 def _torch_reference(layer, target=None):
-    """A function (x, params) -> output built from torch.nn.functional for ``layer``, or None."""
+    """A function (x, params) -> output built with torch for ``layer``, or None: the torch reference of
+    the op it runs, with the layer's options (its attributes of the same names); for a layer of
+    handgrad's that runs no op (Flatten, Identity), its torch.nn namesake built with the same arguments.
+    None where an option has no value on the layer (dropout's generator: its mask is not redrawn)."""
     import torch
-    import torch.nn.functional as TF
 
-    if isinstance(layer, nn.Linear):
-        return lambda x, p: TF.linear(x, p["weight"], p.get("bias"))
-    if isinstance(layer, nn.Conv2d):
-        return lambda x, p: TF.conv2d(x, p["weight"], p.get("bias"), stride=layer.stride, padding=layer.padding)
-    if isinstance(layer, nn.MaxPool2d):
-        return lambda x, p: TF.max_pool2d(x, layer.kernel_size, layer.stride, layer.padding)
-    if isinstance(layer, nn.AvgPool2d):
-        return lambda x, p: TF.avg_pool2d(x, layer.kernel_size, layer.stride, layer.padding)
-    if isinstance(layer, nn.LogSoftmax):
-        return lambda x, p: TF.log_softmax(x, layer.dim)
-    if isinstance(layer, nn.Softmax):
-        return lambda x, p: TF.softmax(x, layer.dim)
-    simple = [(nn.ReLU, TF.relu), (nn.Sigmoid, torch.sigmoid), (nn.Tanh, torch.tanh), (nn.Identity, lambda x: x)]
-    for cls, fn in simple:
-        if type(layer) is cls or (cls is not nn.Identity and isinstance(layer, cls)):
-            return lambda x, p, fn=fn: fn(x)
-    if isinstance(layer, nn.LeakyReLU):
-        return lambda x, p: TF.leaky_relu(x, layer.negative_slope)
-    if isinstance(layer, nn.Flatten):
-        return lambda x, p: torch.flatten(x, layer.start_dim, layer.end_dim)
-    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        def batch_norm(x, p):
-            stats_ = (None, None) if layer.training else (torch.from_numpy(layer.running_mean.copy()),
-                                                          torch.from_numpy(layer.running_var.copy()))
-            return TF.batch_norm(x, *stats_, p.get("weight"), p.get("bias"), training=layer.training, eps=layer.eps)
-        return batch_norm
-    if isinstance(layer, nn.Dropout) and not (layer.training and layer.p > 0):
-        return lambda x, p: x
-    if isinstance(layer, nn.CrossEntropyLoss):
-        return lambda x, p: TF.cross_entropy(x, torch.from_numpy(target), reduction=layer.reduction)
-    if isinstance(layer, nn.MSELoss):
-        return lambda x, p: TF.mse_loss(x, torch.from_numpy(target), reduction=layer.reduction)
-    return None
+    spec = SPECS.get(getattr(layer, "op", None))
+    if spec is None:
+        namesake = getattr(torch.nn, type(layer).__name__, None)
+        if namesake is None or getattr(nn, type(layer).__name__, None) is not type(layer) or list(layer.parameters()):
+            return None
+        module = namesake(**layer.constructor_args()).train(layer.training)
+        return lambda x, p: module(x)
+    options = {}
+    for name, default in spec.options:
+        if hasattr(layer, name):
+            options[name] = getattr(layer, name)
+        elif default is REQUIRED:
+            return None
+    if target is not None:
+        options["target"] = torch.from_numpy(target)
+    reference = spec.torch_reference(torch)
+    return lambda x, p: reference(x, **p, **options)
 
 
 def _torch_grads(layer, x, params, upstream, target=None):

@@ -2,6 +2,7 @@
 stored in checkpoints so ``handgrad.load`` can rebuild a model with no code from the user."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,21 +183,22 @@ def defaults_for(name: str) -> TrainDefaults:
 
 
 # -- architecture <-> JSON --------------------------------------------------------------------------
-CONSTRUCTOR_ARGS = {
-    "Linear": lambda m: dict(in_features=m.in_features, out_features=m.out_features, bias=m.bias is not None),
-    "Conv2d": lambda m: dict(in_channels=m.in_channels, out_channels=m.out_channels, kernel_size=m.kernel_size,
-                             stride=m.stride, padding=m.padding, bias=m.bias is not None),
-    "MaxPool2d": lambda m: dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding),
-    "AvgPool2d": lambda m: dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding),
-    "Flatten": lambda m: dict(start_dim=m.start_dim, end_dim=m.end_dim),
-    "Dropout": lambda m: dict(p=m.p),
-    "BatchNorm1d": lambda m: dict(num_features=m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
-                                  track_running_stats=m.track_running_stats),
-    "LeakyReLU": lambda m: dict(negative_slope=m.negative_slope),
-    "Softmax": lambda m: dict(dim=m.dim),
-    "LogSoftmax": lambda m: dict(dim=m.dim),
-}
-CONSTRUCTOR_ARGS["BatchNorm2d"] = CONSTRUCTOR_ARGS["BatchNorm1d"]
+class _ConstructorArgs(Mapping):
+    """Layer name -> ``constructor_args`` of that layer class, read from the layers' registry
+    (``nn.LAYERS``, filled as each layer class is defined), so it is never out of date."""
+
+    def __getitem__(self, name):
+        return nn.LAYERS[name].constructor_args
+
+    def __iter__(self):
+        return iter(nn.LAYERS)
+
+    def __len__(self):
+        return len(nn.LAYERS)
+
+
+#: ``CONSTRUCTOR_ARGS[name](layer) -> dict``: the arguments that rebuild a layer of that name.
+CONSTRUCTOR_ARGS = _ConstructorArgs()
 
 
 def architecture(model: nn.Sequential) -> list:
@@ -231,25 +233,26 @@ MAX_LAYERS = 1024
 MAX_SIZE = 1 << 20
 MAX_ELEMENTS = 1 << 26
 
-#: Each stored layer type's keywords: name -> (kind, required). Kinds are checked by ``_check_value``.
-LAYER_ARGUMENTS = {
-    "Linear": {"in_features": ("size", True), "out_features": ("size", True), "bias": ("bool", False)},
-    "Conv2d": {"in_channels": ("size", True), "out_channels": ("size", True), "kernel_size": ("size pair", True),
-               "stride": ("size pair", False), "padding": ("padding pair", False), "bias": ("bool", False)},
-    "MaxPool2d": {"kernel_size": ("size pair", True), "stride": ("size pair", False),
-                  "padding": ("padding pair", False)},
-    "Flatten": {"start_dim": ("dim", False), "end_dim": ("dim", False)},
-    "Dropout": {"p": ("probability", False)},
-    "BatchNorm1d": {"num_features": ("size", True), "eps": ("positive number", False),
-                    "momentum": ("momentum", False), "affine": ("bool", False), "track_running_stats": ("bool", False)},
-    "LeakyReLU": {"negative_slope": ("number", False)},
-    "Softmax": {"dim": ("dim", False)},
-    "Identity": {},
-    "ReLU": {}, "Sigmoid": {}, "Tanh": {},
-}
-LAYER_ARGUMENTS["AvgPool2d"] = LAYER_ARGUMENTS["MaxPool2d"]
-LAYER_ARGUMENTS["BatchNorm2d"] = LAYER_ARGUMENTS["BatchNorm1d"]
-LAYER_ARGUMENTS["LogSoftmax"] = LAYER_ARGUMENTS["Softmax"]
+class _LayerArguments(Mapping):
+    """Each storable layer type's keywords, name -> {keyword: (kind, required)}, read live from the
+    layers' own ``arguments`` (``nn.LAYERS``), so a new layer needs no entry here. Kinds are checked
+    by ``_check_value``."""
+
+    def _table(self) -> dict:
+        return {name: cls.arguments for name, cls in nn.LAYERS.items()
+                if cls.arguments is not None and getattr(nn, name, None) is cls}
+
+    def __getitem__(self, name):
+        return self._table()[name]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self):
+        return len(self._table())
+
+
+LAYER_ARGUMENTS = _LayerArguments()
 
 _KIND_TEXT = {"size": f"an integer from 1 to {MAX_SIZE}", "size pair": f"an integer from 1 to {MAX_SIZE} or a "
               f"list of two", "padding pair": f"an integer from 0 to {MAX_SIZE} or a list of two",

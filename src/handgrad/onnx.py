@@ -170,6 +170,7 @@ def _elementwise(op, **attributes):
 
 EXPORTERS[nn.ReLU] = _elementwise("Relu")
 EXPORTERS[nn.LeakyReLU] = _elementwise("LeakyRelu", alpha=lambda m: m.negative_slope)
+EXPORTERS[nn.ELU] = _elementwise("Elu", alpha=lambda m: m.alpha)
 EXPORTERS[nn.Sigmoid] = _elementwise("Sigmoid")
 EXPORTERS[nn.Tanh] = _elementwise("Tanh")
 EXPORTERS[nn.Softmax] = _elementwise("Softmax", axis=lambda m: m.dim)  # opset >= 13: along one axis, as handgrad

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +23,19 @@ class WriteError(HandgradError, OSError):
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: all or nothing. A failure
-    raises WriteError (an OSError) naming ``path``, not the temporary file."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and a rename:
+    all or nothing. A failure raises WriteError (an OSError) naming ``path``, not the temporary
+    file. The file gets the mode ``open()`` would give it: an existing file's, else 0o666 less the
+    umask (the temporary file is created with ``os.open``, which applies it)."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = _create_temporary(path)
+        try:
+            os.fchmod(fd, os.stat(path).st_mode & 0o777)  # replacing a file keeps its mode, as open() does
+        except FileNotFoundError:
+            pass
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -42,6 +47,34 @@ def atomic_write_bytes(path, data: bytes) -> None:
     except BaseException:
         _remove(tmp)
         raise
+    _fsync_folder(path.parent)
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file ``.<name>.<random>.tmp`` beside ``path``, opened for writing (O_EXCL: never an
+    existing one). Unlike tempfile.mkstemp (always 0o600), ``os.open`` applies the umask."""
+    import secrets
+
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable; not every platform can open a folder, and that is fine."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _remove(tmp) -> None:

@@ -2,15 +2,16 @@
 
 ``sweep({"lr": [0.1, 0.01], "optimizer": ["sgd", "adam"]}, out="runs/sweep", dataset="digits",
 epochs=2)`` trains every combination into its own folder ``out/<name>/`` (e.g.
-``lr=0.1,optimizer=sgd``), up to ``workers`` at a time (default: the number of cores). A run whose
-history already holds every epoch is skipped; one interrupted part-way continues from its resume
-file. Then it writes ``sweep.json``, ``sweep.csv``, ``parallel.png`` (a parallel-coordinates view:
-one line per run across the hyperparameters and the final metrics) and ``sweep.html`` (the same view,
-interactive, and a table that it filters and that sorts by clicking a column's head).
+``lr=0.1,optimizer=sgd``), up to ``workers`` at a time (default: the number of cores), each worker
+with its share of the threads (cores // workers, at least 1). A finished run with the same settings
+is skipped; one interrupted part-way continues from its resume file; one with other settings (the
+fixed ones are not in the folder's name) is trained again. Then it writes ``sweep.json``,
+``sweep.csv``, ``parallel.png`` (a parallel-coordinates view: one line per run across the
+hyperparameters and the final metrics) and ``sweep.html`` (the same view, interactive, and a table
+that it filters and that sorts by clicking a column's head).
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import html
 import io
@@ -20,7 +21,7 @@ import os
 from dataclasses import fields, replace
 from pathlib import Path
 
-from .serialization import atomic_write_text
+from .serialization import atomic_write_bytes, atomic_write_text
 
 #: The hyperparameters a grid may vary (TrainConfig fields) and how their values are parsed.
 GRID_FIELDS = {"lr": float, "batch_size": int, "optimizer": str, "momentum": float, "weight_decay": float,
@@ -51,17 +52,13 @@ def run_name(point: dict) -> str:
     return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
 
 
-def _train_point(config_fields: dict) -> dict:
-    """Worker: train one configuration (one BLAS thread, so workers do not fight over the cores)."""
+def _train_point(config_fields: dict, threads: int) -> dict:
+    """Worker: train one configuration with ``threads`` threads (BLAS's and handgrad's), its share
+    of the cores, so that the workers do not fight over them."""
     from .compare import run_config
-    from .training import TrainConfig
+    from .training import TrainConfig, limited_threads
 
-    try:
-        from threadpoolctl import threadpool_limits
-        one_thread = threadpool_limits(1)
-    except ImportError:
-        one_thread = contextlib.nullcontext()
-    with one_thread:
+    with limited_threads(threads):
         history, manifest, status = run_config(TrainConfig(**config_fields))
     last = history[-1]
     return {"status": status, "parameters": manifest["model"]["parameters"], "test_acc": last["test_acc"],
@@ -70,10 +67,20 @@ def _train_point(config_fields: dict) -> dict:
             "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history), "epochs_done": len(history)}
 
 
-def sweep(grid: dict, out="runs/sweep", workers: int | None = None, log=print, **config_fields) -> list:
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int | None = None, log=print,
+          **config_fields) -> list:
     """Train every point of ``grid`` ({field: [values]}) with the other ``config_fields`` fixed, in
-    up to ``workers`` processes (capped at the core count). Returns one dict per run: its
-    hyperparameters, name, status (trained | resumed | skipped) and final metrics."""
+    up to ``workers`` processes (capped at the core count), which share ``threads`` threads
+    (default: the cores) evenly, at least one each. Returns one dict per run: its hyperparameters,
+    name, status (trained | resumed | skipped | retrained) and final metrics."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
 
@@ -93,13 +100,16 @@ def sweep(grid: dict, out="runs/sweep", workers: int | None = None, log=print, *
         name = run_name(point)
         jobs[name] = (point, {f.name: getattr(replace(base, **point, out=str(out / name)), f.name)
                               for f in fields(TrainConfig)})
-    cores = os.cpu_count() or 1
-    workers = max(1, min(workers or cores, cores, len(jobs)))
-    log(f"sweep: {len(jobs)} runs in {out}, {workers} worker process{'es' if workers > 1 else ''}")
+    cores = available_cores()
+    budget = threads or cores
+    workers = max(1, min(workers or budget, cores, len(jobs)))
+    per_worker = max(1, budget // workers)
+    log(f"sweep: {len(jobs)} runs in {out}, {workers} worker process{'es' if workers > 1 else ''}, "
+        f"{per_worker} thread{'s' if per_worker > 1 else ''} each")
     results = {}
     # spawn: a fresh interpreter per worker, safe whatever threads the parent has started
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_point, config): name for name, (_, config) in jobs.items()}
+        futures = {pool.submit(_train_point, config, per_worker): name for name, (_, config) in jobs.items()}
         for future in as_completed(futures):
             name = futures[future]
             results[name] = {**jobs[name][0], "run": name, **future.result()}
@@ -124,7 +134,7 @@ def write_results(rows: list, params: list, out) -> None:
     atomic_write_text(out / "sweep.csv", buf.getvalue())
     axes = parallel_columns(rows, params)
     png = plot_parallel_coordinates(rows, axes, "test_acc", title=f"{len(rows)} runs, coloured by final test accuracy")
-    (out / "parallel.png").write_bytes(png)
+    atomic_write_bytes(out / "parallel.png", png)
     atomic_write_text(out / "sweep.html", sweep_html(rows, columns, axes, png))
 
 

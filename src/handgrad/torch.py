@@ -2,22 +2,23 @@
 run handgrad's own NumPy math (``handgrad.functional``), and ``torch.nn`` twins that swap in one for
 one. The only module of handgrad that imports torch; ``import handgrad`` never loads it.
 
-Three layers, each wrapping the one below and adding no math:
+Three layers, each wrapping the one below and adding no math, built for every op whose spec names a
+torch.nn layer (``functional.SPECS``; see ``functional/spec.py``), so a new op is bridged where it is
+defined:
 
-1. Functions (``LinearFunction``, ``Conv2dFunction``, ``MaxPool2dFunction``, ``AvgPool2dFunction``,
-   ``ReLUFunction``, ``LeakyReLUFunction``, ``SigmoidFunction``, ``TanhFunction``,
-   ``CrossEntropyFunction``, ``MSELossFunction``, ``ElementwiseFunction``). forward turns the
-   tensors into NumPy arrays that share their memory, calls ``<op>_forward``, hands the arrays of the
-   cache to ``ctx.save_for_backward`` (as the very input/output tensors where they are those) and
-   returns the output as a tensor over the same memory. backward rebuilds the cache from
-   ``ctx.saved_tensors`` and calls ``<op>_backward`` with ``ctx.needs_input_grad``.
-2. Lower-case functions (``linear``, ``conv2d``, ``max_pool2d``, ..., ``cross_entropy``) taking
+1. Functions (``LinearFunction``, ``ReLUFunction``, ... ``CrossEntropyFunction``; the spec names
+   them). forward turns the tensors into NumPy arrays that share their memory, calls
+   ``<op>_forward`` (through ``handgrad.kernels``), hands the arrays of the cache to
+   ``ctx.save_for_backward`` (as the very input/output tensors where they are those) and returns the
+   output as a tensor over the same memory. backward rebuilds the cache from ``ctx.saved_tensors``
+   and calls ``<op>_backward`` (with ``ctx.needs_input_grad`` where it takes them).
+2. Lower-case functions named as the ops (``linear``, ``conv2d``, ..., ``cross_entropy``) taking
    torch.nn.functional's arguments.
-3. Modules: ``Linear``, ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, ``ReLU``, ``LeakyReLU``,
-   ``Sigmoid``, ``Tanh``, ``CrossEntropyLoss``, ``MSELoss`` are subclasses of their ``torch.nn``
-   namesakes that replace only ``forward``: same constructor, parameters, initialisation, repr and
-   state_dict keys. ``Activation`` wraps a user-defined element-wise activation. ``convert(model)``
-   switches every supported layer of a torch model to its twin.
+3. Modules (``Linear``, ``Conv2d``, ..., ``MSELoss``): subclasses of their ``torch.nn`` namesakes
+   that replace only ``forward``: same constructor, parameters, initialisation, repr and state_dict
+   keys. ``convert(model)`` switches every supported layer of a torch model to its twin (``TWINS``).
+
+``ElementwiseFunction`` and the module ``Activation`` wrap a user-defined element-wise activation.
 
 Checkpoints: ``save(module, path)`` writes a handgrad checkpoint from a torch Sequential and
 ``load(path)`` rebuilds one as a torch Sequential of twins (``to_handgrad`` / ``from_handgrad``).
@@ -37,15 +38,17 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
+import types
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from . import functional as F
+from . import kernels
 from . import nn as hnn
 from .errors import DTypeError, HandgradError, ShapeError, fmt_shape
-from .nn.conv import check_window_fits
-from .nn.loss import check_class_targets
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -236,184 +239,137 @@ def _differentiable_once(name, backward):
     return wrapper
 
 
-def _needs(ctx, count=1):
-    return tuple(ctx.needs_input_grad[:count])
+# -- every bridged op, built from its spec ----------------------------------------------------------
+def _signature(spec) -> inspect.Signature:
+    """The op's arguments as torch.nn.functional takes them: the tensors (None by default for an
+    optional one), then the options with their defaults."""
+    P = inspect.Parameter
+    params = [P(name, P.POSITIONAL_OR_KEYWORD, **({"default": None} if name in spec.optional else {}))
+              for name in spec.tensors]
+    params += [P(name, P.POSITIONAL_OR_KEYWORD, **({} if default is F.REQUIRED else {"default": default}))
+               for name, default in spec.options]
+    return inspect.Signature(params)
 
 
-def _pair_arg(where, name, value, minimum=1):
-    try:
-        v = F.pair(value)
-    except (TypeError, ValueError):
-        raise HandgradError(where, f"expected {name} to be an int or a pair of ints, got {value!r}") from None
-    if min(v) < minimum:
-        raise HandgradError(where, f"expected {name} >= {minimum}, got {value!r}")
-    return v
+def _first_paragraph(fn) -> str:
+    return inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0]
 
 
-# -- Functions ---------------------------------------------------------------------------------------
-class LinearFunction(HandWrittenFunction):
-    """y = x @ weight.T + bias with handgrad's backward (``functional/linear.py``):
-    grad_input = G @ weight, grad_weight = G.T @ x, grad_bias = G.sum(rows), each only if asked.
+def _function(spec) -> type:
+    """The op as a ``HandWrittenFunction``: ``apply(*tensors, *options)`` in the spec's order.
 
-    ``LinearFunction.apply(input (*, in), weight (out, in), bias (out,) or None) -> (*, out)``
+    forward turns the tensors into arrays over their memory, checks them (``bridge.check``), runs
+    ``<op>_forward`` (``kernels.op``: the compiled kernel where there is one) and saves the cache;
+    backward runs ``<op>_backward`` on the saved cache with ``ctx.needs_input_grad`` where it takes them.
     """
+    bridge, signature, count = spec.bridge, _signature(spec), len(spec.tensors)
+    name = bridge.function_name
 
-    @staticmethod
-    def forward(ctx, input, weight, bias=None):
-        where = "LinearFunction"
-        x, w = _array(where, "input", input), _array(where, "weight", weight)
-        b = None if bias is None else _array(where, "bias", bias)
-        _same_dtype(where, "input", {"input": x, "weight": w, "bias": b})
-        if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1] or (b is not None and b.shape != w.shape[:1]):
-            raise ShapeError(where, f"expected input (*, in_features), weight (out_features, in_features) and bias "
-                                    f"(out_features,); got input {fmt_shape(x.shape)}, weight {fmt_shape(w.shape)}, "
-                                    f"bias {None if b is None else fmt_shape(b.shape)}")
-        out, cache = F.linear_forward(x, w, b)
-        return _finish(ctx, out, cache, [(x, input), (w, weight)])
+    def forward(ctx, *args):
+        bound = signature.bind(*args)
+        bound.apply_defaults()
+        values = list(bound.arguments.values())
+        tensors, options = values[:count], dict(zip(spec.option_names, values[count:]))
+        arrays = {t: None if v is None and t in spec.optional else _array(name, t, v, floating=t not in spec.integer)
+                  for t, v in zip(spec.tensors, tensors)}
+        _same_dtype(name, spec.tensors[0], {t: a for t, a in arrays.items() if t not in spec.integer})
+        if bridge.check is not None:
+            options = bridge.check(name, arrays, options)
+        out, cache = kernels.op(f"{spec.name}_forward")(*arrays.values(), **options)
+        return _finish(ctx, out, cache, [(a, t) for a, t in zip(arrays.values(), tensors) if t is not None])
 
-    @staticmethod
     def backward(ctx, grad_output):
-        return _grads(*F.linear_backward(_upstream(grad_output), _load_cache(ctx), _needs(ctx, 3)))
+        needs = tuple(ctx.needs_input_grad[:count])
+        flags = (needs,) if spec.needs_input_grad else ()
+        result = kernels.op(f"{spec.name}_backward")(_upstream(grad_output), _load_cache(ctx), *flags)
+        return _grads(*spec.tensor_gradients(result, needs)) + (None,) * len(spec.options)
+
+    doc = (f"``{name}.apply{signature}``: the op ``{spec.name}`` on handgrad's math.\n\n"
+           f"Forward (``functional.{spec.name}_forward``):\n\n{inspect.cleandoc(spec.forward.__doc__ or '')}\n\n"
+           f"Backward (``functional.{spec.name}_backward``):\n\n{inspect.cleandoc(spec.backward.__doc__ or '')}")
+    namespace = {"forward": staticmethod(forward), "backward": staticmethod(backward), "spec": spec,
+                 "__doc__": doc, "__module__": __name__, "__qualname__": name}
+    return types.new_class(name, (HandWrittenFunction,), exec_body=lambda ns: ns.update(namespace))
 
 
-class Conv2dFunction(HandWrittenFunction):
-    """2-D cross-correlation through im2col, with handgrad's backward (``functional/conv.py``):
-    grad_weight = G.T @ cols, grad_bias = G.sum(rows), grad_input = col2im(G @ W). Only the unfolded
-    input (cols) and the weight are saved, not the input.
+def _functional(spec, function) -> Callable:
+    """The op as ``torch.nn.functional`` calls it, on handgrad's math."""
+    signature = _signature(spec)
 
-    ``Conv2dFunction.apply(input (N, C, H, W), weight (O, C, kH, kW), bias (O,) or None, stride, padding)``
-    """
+    def call(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = bound.arguments
+        first = values[spec.tensors[0]]
+        for t in spec.bridge.casts:  # through autograd, so the gradient flows back to the original dtype
+            v = values[t]
+            if isinstance(v, torch.Tensor) and isinstance(first, torch.Tensor) and v.dtype != first.dtype \
+                    and v.dtype.is_floating_point:
+                values[t] = v.to(first.dtype)
+        return function.apply(*values.values())
 
-    @staticmethod
-    def forward(ctx, input, weight, bias=None, stride=1, padding=0):
-        where = "Conv2dFunction"
-        x, w = _array(where, "input", input), _array(where, "weight", weight)
-        b = None if bias is None else _array(where, "bias", bias)
-        _same_dtype(where, "input", {"input": x, "weight": w, "bias": b})
-        stride, padding = _pair_arg(where, "stride", stride), _pair_arg(where, "padding", padding, minimum=0)
-        if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1] or (b is not None and b.shape != w.shape[:1]):
-            raise ShapeError(where, f"expected input (N, C, H, W), weight (O, C, kH, kW) and bias (O,) with one C; "
-                                    f"got input {fmt_shape(x.shape)}, weight {fmt_shape(w.shape)}, "
-                                    f"bias {None if b is None else fmt_shape(b.shape)}")
-        check_window_fits(where, x, w.shape[2:], padding)
-        out, cache = F.conv2d_forward(x, w, b, stride, padding)
-        return _finish(ctx, out, cache, [(x, input), (w, weight)])
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        grads = F.conv2d_backward(_upstream(grad_output), _load_cache(ctx), _needs(ctx, 3))
-        return _grads(*grads) + (None, None)
+    call.__name__ = call.__qualname__ = spec.name
+    call.__module__ = __name__
+    call.__signature__ = signature
+    call.__doc__ = f"``torch.nn.functional.{spec.name}`` on handgrad's math: {_first_paragraph(spec.forward)}"
+    return call
 
 
-def _pool_args(where, x, kernel_size, stride, padding):
-    kernel_size = _pair_arg(where, "kernel_size", kernel_size)
-    stride = kernel_size if stride is None or stride == [] else _pair_arg(where, "stride", stride)
-    padding = _pair_arg(where, "padding", padding, minimum=0)
-    if x.ndim != 4:
-        raise ShapeError(where, f"expected input of shape (N, C, H, W) (4-D), got {fmt_shape(x.shape)}")
-    if any(p > k // 2 for p, k in zip(padding, kernel_size)):
-        raise HandgradError(where, f"padding {padding} should be at most half of kernel_size {kernel_size}")
-    check_window_fits(where, x, kernel_size, padding)
-    return kernel_size, stride, padding
-
-
-class MaxPool2dFunction(HandWrittenFunction):
-    """Max over each window; backward (``functional/pool.py``) sends each window's gradient to its
-    first maximum, kept from forward as a small integer index.
-
-    ``MaxPool2dFunction.apply(input (N, C, H, W), kernel_size, stride=None, padding=0)``
-    """
+# -- nn.Module twins ----------------------------------------------------------------------------------
+class _Twin:
+    """Mixin for the twins: ``unsupported(module)`` says why a torch.nn layer's configuration cannot
+    run on handgrad's math (None when it can); the constructor refuses such a configuration."""
 
     @staticmethod
-    def forward(ctx, input, kernel_size, stride=None, padding=0):
-        x = _array("MaxPool2dFunction", "input", input)
-        out, cache = F.max_pool2d_forward(x, *_pool_args("MaxPool2dFunction", x, kernel_size, stride, padding))
-        return _finish(ctx, out, cache, [(x, input)])
+    def unsupported(module):
+        return None
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        return _grads(F.max_pool2d_backward(_upstream(grad_output), _load_cache(ctx))) + (None, None, None)
+    def _get_name(self):  # the repr says which layers run on handgrad: "handgrad.Linear(...)"
+        return "handgrad." + type(self).__name__
 
-
-class AvgPool2dFunction(HandWrittenFunction):
-    """Mean over each window (zero padding counted, as torch's default); backward spreads
-    G / (kH*kW) over each window (``functional/pool.py``). Nothing but shapes is saved."""
-
-    @staticmethod
-    def forward(ctx, input, kernel_size, stride=None, padding=0):
-        x = _array("AvgPool2dFunction", "input", input)
-        out, cache = F.avg_pool2d_forward(x, *_pool_args("AvgPool2dFunction", x, kernel_size, stride, padding))
-        return _finish(ctx, out, cache, [(x, input)])
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        return _grads(F.avg_pool2d_backward(_upstream(grad_output), _load_cache(ctx))) + (None, None, None)
+    def _check_supported(self):
+        reason = type(self).unsupported(self)
+        if reason is not None:
+            raise UnsupportedError(f"handgrad.torch.{type(self).__name__}", reason)
 
 
-class _ActivationFunction(HandWrittenFunction):
-    """An activation whose math is a functional ``_forward``/``_backward`` pair of one argument."""
+def _twin(spec, functional) -> type:
+    """A subclass of the torch.nn layer that replaces only ``forward``: same constructor, parameters,
+    initialisation, repr and state_dict. forward passes the tensors it is called with (the input, a
+    loss's target), then the layer's own (weight, bias) and options, found by name on the layer."""
+    bridge = spec.bridge
+    original = getattr(torch.nn, bridge.module)
 
-    @classmethod
-    def _run(cls, ctx, input, *args):
-        x = _array(cls.__name__, "input", input)
-        out, cache = cls._forward(x, *args)
-        return _finish(ctx, out, cache, [(x, input)])
+    @functools.wraps(original.__init__)
+    def __init__(self, *args, **kwargs):
+        original.__init__(self, *args, **kwargs)
+        self._check_supported()
 
-    @classmethod
-    def _grad(cls, ctx, grad_output, extra):
-        return _grads(cls._backward(_upstream(grad_output), _load_cache(ctx))) + (None,) * extra
+    def forward(self, *inputs):
+        own = [getattr(self, name) for name in spec.tensors[len(inputs):]]
+        return functional(*inputs, *own, *(getattr(self, name) for name in spec.option_names))
 
-
-class ReLUFunction(_ActivationFunction):
-    """y = max(x, 0);  dL/dx = G * [y > 0]  (the output is saved, not the input)."""
-    _forward, _backward = staticmethod(F.relu_forward), staticmethod(F.relu_backward)
-
-    @staticmethod
-    def forward(ctx, input):
-        return ReLUFunction._run(ctx, input)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        return ReLUFunction._grad(ctx, grad_output, 0)
+    unsupported = bridge.unsupported or _Twin.unsupported
+    doc = (f"``torch.nn.{bridge.module}`` whose forward and backward are handgrad's ``{spec.name}`` pair: "
+           f"{_first_paragraph(spec.forward)}")
+    return type(bridge.module, (_Twin, original), {
+        "__init__": __init__, "forward": forward, "unsupported": staticmethod(unsupported), "__doc__": doc,
+        "__module__": __name__, "__qualname__": bridge.module})
 
 
-class LeakyReLUFunction(_ActivationFunction):
-    """y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 if x > 0 else negative_slope)."""
-    _forward, _backward = staticmethod(F.leaky_relu_forward), staticmethod(F.leaky_relu_backward)
-
-    @staticmethod
-    def forward(ctx, input, negative_slope=0.01):
-        return LeakyReLUFunction._run(ctx, input, float(negative_slope))
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        return LeakyReLUFunction._grad(ctx, grad_output, 1)
-
-
-class SigmoidFunction(_ActivationFunction):
-    """y = 1 / (1 + exp(-x));  dL/dx = G * y * (1 - y)  (the output is saved)."""
-    _forward, _backward = staticmethod(F.sigmoid_forward), staticmethod(F.sigmoid_backward)
-
-    @staticmethod
-    def forward(ctx, input):
-        return SigmoidFunction._run(ctx, input)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        return SigmoidFunction._grad(ctx, grad_output, 0)
-
-
-class TanhFunction(_ActivationFunction):
-    """y = tanh(x);  dL/dx = G * (1 - y^2)  (the output is saved)."""
-    _forward, _backward = staticmethod(F.tanh_forward), staticmethod(F.tanh_backward)
-
-    @staticmethod
-    def forward(ctx, input):
-        return TanhFunction._run(ctx, input)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        return TanhFunction._grad(ctx, grad_output, 0)
+#: torch.nn class -> its twin
+TWINS: dict = {}
+_BRIDGED: list = []
+for _spec in F.SPECS.values():
+    if _spec.bridge is None:
+        continue
+    _fn = _function(_spec)
+    _call = _functional(_spec, _fn)
+    _cls = _twin(_spec, _call)
+    TWINS[getattr(torch.nn, _spec.bridge.module)] = _cls
+    globals().update({_fn.__name__: _fn, _call.__name__: _call, _cls.__name__: _cls})
+    _BRIDGED += [_fn.__name__, _call.__name__, _cls.__name__]
+del _spec, _fn, _call, _cls
 
 
 class ElementwiseFunction(HandWrittenFunction):
@@ -436,283 +392,6 @@ class ElementwiseFunction(HandWrittenFunction):
     @staticmethod
     def backward(ctx, grad_output):
         return _grads(F.elementwise_backward(_upstream(grad_output), _load_cache(ctx), ctx.derivative)) + (None, None)
-
-
-def _reduction(where, reduction):
-    if reduction not in F.loss.REDUCTIONS:
-        raise HandgradError(where, f"reduction must be one of {F.loss.REDUCTIONS}, got {reduction!r}")
-    return reduction
-
-
-class CrossEntropyFunction(HandWrittenFunction):
-    """Softmax cross-entropy, fused: loss_n = logsumexp(x_n) - x_n[target_n]. Backward
-    (``functional/loss.py``): dL/dx_n = (softmax(x_n) - onehot(target_n)) * dL/dloss_n (/ N for mean).
-    softmax(x) and the targets are saved, not the logits.
-
-    ``CrossEntropyFunction.apply(input (N, C), target (N,) integer, reduction='mean')``
-    """
-
-    @staticmethod
-    def forward(ctx, input, target, reduction="mean"):
-        where = "CrossEntropyFunction"
-        x, t = _array(where, "input", input), _array(where, "target", target, floating=False)
-        check_class_targets(where, x, t)
-        loss, cache = F.cross_entropy_forward(x, t, _reduction(where, reduction))
-        return _finish(ctx, loss, cache, [(x, input), (t, target)])
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        return _grads(F.cross_entropy_backward(_upstream(grad_output), _load_cache(ctx))) + (None, None)
-
-
-class MSELossFunction(HandWrittenFunction):
-    """loss = mean (or sum) of (input - target)^2; backward (``functional/loss.py``):
-    dL/dinput = 2 (input - target) * dL/dloss (/ numel for mean), and dL/dtarget = -dL/dinput.
-
-    ``MSELossFunction.apply(input, target (same shape and dtype), reduction='mean')``
-    """
-
-    @staticmethod
-    def forward(ctx, input, target, reduction="mean"):
-        where = "MSELossFunction"
-        x, t = _array(where, "input", input), _array(where, "target", target)
-        _same_dtype(where, "input", {"input": x, "target": t})
-        if x.shape != t.shape:
-            raise ShapeError(where, f"expected target of the input's shape {fmt_shape(x.shape)}, "
-                                    f"got {fmt_shape(t.shape)}")
-        loss, cache = F.mse_loss_forward(x, t, _reduction(where, reduction))
-        return _finish(ctx, loss, cache, [(x, input), (t, target)])
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        need_input, need_target = _needs(ctx, 2)
-        grad_input = F.mse_loss_backward(_upstream(grad_output), _load_cache(ctx))
-        # the loss depends on input - target only, so its gradient in the target is the negative
-        return _grads(grad_input if need_input else None, -grad_input if need_target else None) + (None,)
-
-
-# -- torch.nn.functional-style calls ---------------------------------------------------------------
-def linear(input, weight, bias=None):
-    """``torch.nn.functional.linear`` on handgrad's math."""
-    return LinearFunction.apply(input, weight, bias)
-
-
-def conv2d(input, weight, bias=None, stride=1, padding=0):
-    """``torch.nn.functional.conv2d`` (dilation 1, groups 1, numeric padding) on handgrad's math."""
-    return Conv2dFunction.apply(input, weight, bias, stride, padding)
-
-
-def max_pool2d(input, kernel_size, stride=None, padding=0):
-    return MaxPool2dFunction.apply(input, kernel_size, stride, padding)
-
-
-def avg_pool2d(input, kernel_size, stride=None, padding=0):
-    return AvgPool2dFunction.apply(input, kernel_size, stride, padding)
-
-
-def relu(input):
-    return ReLUFunction.apply(input)
-
-
-def leaky_relu(input, negative_slope=0.01):
-    return LeakyReLUFunction.apply(input, negative_slope)
-
-
-def sigmoid(input):
-    return SigmoidFunction.apply(input)
-
-
-def tanh(input):
-    return TanhFunction.apply(input)
-
-
-def cross_entropy(input, target, reduction="mean"):
-    """Class-index targets only (no weight, ignore_index or label_smoothing)."""
-    return CrossEntropyFunction.apply(input, target, reduction)
-
-
-def mse_loss(input, target, reduction="mean"):
-    """The target is cast to the input's dtype first (through autograd, so its gradient flows)."""
-    if isinstance(target, torch.Tensor) and target.dtype != input.dtype and target.dtype.is_floating_point:
-        target = target.to(input.dtype)
-    return MSELossFunction.apply(input, target, reduction)
-
-
-# -- nn.Module twins ----------------------------------------------------------------------------------
-class _Twin:
-    """Mixin for the twins: ``unsupported(module)`` says why a torch.nn layer's configuration cannot
-    run on handgrad's math (None when it can); the constructor refuses such a configuration."""
-
-    @staticmethod
-    def unsupported(module):
-        return None
-
-    def _get_name(self):  # the repr says which layers run on handgrad: "handgrad.Linear(...)"
-        return "handgrad." + type(self).__name__
-
-    def _check_supported(self):
-        reason = type(self).unsupported(self)
-        if reason is not None:
-            raise UnsupportedError(f"handgrad.torch.{type(self).__name__}", reason)
-
-
-class Linear(_Twin, torch.nn.Linear):
-    """``torch.nn.Linear`` (same signature, parameters, init and state_dict) whose forward and
-    backward are handgrad's: y = x @ weight.T + bias; grad_weight = G.T @ x, grad_input = G @ weight."""
-
-    def forward(self, input):
-        return LinearFunction.apply(input, self.weight, self.bias)
-
-
-def _numeric_padding(padding, kernel_size, stride):
-    """torch's 'valid' is 0; 'same' is k // 2 where that is symmetric (odd kernels, stride 1)."""
-    if padding == "valid":
-        return (0, 0)
-    if padding == "same" and all(k % 2 == 1 for k in kernel_size) and tuple(stride) == (1, 1):
-        return tuple(k // 2 for k in kernel_size)
-    return padding
-
-
-class Conv2d(_Twin, torch.nn.Conv2d):
-    """``torch.nn.Conv2d`` whose forward and backward are handgrad's im2col convolution.
-
-    Supported: any kernel_size, stride and padding (ints, pairs, 'valid', and 'same' for odd kernels
-    at stride 1), bias or not; refused: dilation != 1, groups != 1, padding_mode other than 'zeros'.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._check_supported()
-
-    @staticmethod
-    def unsupported(module):
-        if tuple(module.dilation) != (1, 1):
-            return f"dilation {module.dilation} is not supported (only 1)"
-        if module.groups != 1:
-            return f"groups={module.groups} is not supported (only 1)"
-        if module.padding_mode != "zeros":
-            return f"padding_mode={module.padding_mode!r} is not supported (only 'zeros')"
-        if isinstance(_numeric_padding(module.padding, module.kernel_size, module.stride), str):
-            return f"padding={module.padding!r} needs asymmetric padding here; give the padding as numbers"
-        return None
-
-    def forward(self, input):
-        padding = _numeric_padding(self.padding, self.kernel_size, self.stride)
-        return Conv2dFunction.apply(input, self.weight, self.bias, self.stride, padding)
-
-
-class MaxPool2d(_Twin, torch.nn.MaxPool2d):
-    """``torch.nn.MaxPool2d`` on handgrad's math (dilation 1, no return_indices, no ceil_mode)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._check_supported()
-
-    @staticmethod
-    def unsupported(module):
-        if F.pair(module.dilation) != (1, 1):
-            return f"dilation {module.dilation} is not supported (only 1)"
-        if module.return_indices:
-            return "return_indices=True is not supported"
-        if module.ceil_mode:
-            return "ceil_mode=True is not supported"
-        return None
-
-    def forward(self, input):
-        return MaxPool2dFunction.apply(input, self.kernel_size, self.stride, self.padding)
-
-
-class AvgPool2d(_Twin, torch.nn.AvgPool2d):
-    """``torch.nn.AvgPool2d`` on handgrad's math (count_include_pad=True, no ceil_mode or divisor_override)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._check_supported()
-
-    @staticmethod
-    def unsupported(module):
-        if module.ceil_mode:
-            return "ceil_mode=True is not supported"
-        if not module.count_include_pad:
-            return "count_include_pad=False is not supported"
-        if module.divisor_override is not None:
-            return "divisor_override is not supported"
-        return None
-
-    def forward(self, input):
-        return AvgPool2dFunction.apply(input, self.kernel_size, self.stride, self.padding)
-
-
-def _not_inplace(module):
-    return "inplace=True is not supported (handgrad writes a new output)" if module.inplace else None
-
-
-class ReLU(_Twin, torch.nn.ReLU):
-    """``torch.nn.ReLU`` on handgrad's math (inplace=False only)."""
-    unsupported = staticmethod(_not_inplace)
-
-    def __init__(self, inplace: bool = False):
-        super().__init__(inplace)
-        self._check_supported()
-
-    def forward(self, input):
-        return ReLUFunction.apply(input)
-
-
-class LeakyReLU(_Twin, torch.nn.LeakyReLU):
-    """``torch.nn.LeakyReLU`` on handgrad's math (inplace=False only)."""
-    unsupported = staticmethod(_not_inplace)
-
-    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
-        super().__init__(negative_slope, inplace)
-        self._check_supported()
-
-    def forward(self, input):
-        return LeakyReLUFunction.apply(input, self.negative_slope)
-
-
-class Sigmoid(_Twin, torch.nn.Sigmoid):
-    """``torch.nn.Sigmoid`` on handgrad's math."""
-
-    def forward(self, input):
-        return SigmoidFunction.apply(input)
-
-
-class Tanh(_Twin, torch.nn.Tanh):
-    """``torch.nn.Tanh`` on handgrad's math."""
-
-    def forward(self, input):
-        return TanhFunction.apply(input)
-
-
-class CrossEntropyLoss(_Twin, torch.nn.CrossEntropyLoss):
-    """``torch.nn.CrossEntropyLoss`` on handgrad's fused softmax cross-entropy: (N, C) logits and
-    (N,) class indices, reduction 'mean', 'sum' or 'none'. Refused: weight, label_smoothing, an
-    ignore_index other than the default, probability targets."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._check_supported()
-
-    @staticmethod
-    def unsupported(module):
-        if module.weight is not None:
-            return "class weights are not supported"
-        if module.label_smoothing != 0.0:
-            return "label_smoothing is not supported"
-        if module.ignore_index != -100:
-            return "ignore_index is not supported (targets must be class indices in [0, C))"
-        return None
-
-    def forward(self, input, target):
-        return CrossEntropyFunction.apply(input, target, self.reduction)
-
-
-class MSELoss(_Twin, torch.nn.MSELoss):
-    """``torch.nn.MSELoss`` on handgrad's math (input and target of the same shape)."""
-
-    def forward(self, input, target):
-        return mse_loss(input, target, self.reduction)
 
 
 class Activation(torch.nn.Module):
@@ -754,10 +433,6 @@ class Activation(torch.nn.Module):
 
 
 #: torch.nn class -> its twin
-TWINS = {torch.nn.Linear: Linear, torch.nn.Conv2d: Conv2d, torch.nn.MaxPool2d: MaxPool2d,
-         torch.nn.AvgPool2d: AvgPool2d, torch.nn.ReLU: ReLU, torch.nn.LeakyReLU: LeakyReLU,
-         torch.nn.Sigmoid: Sigmoid, torch.nn.Tanh: Tanh, torch.nn.CrossEntropyLoss: CrossEntropyLoss,
-         torch.nn.MSELoss: MSELoss}
 
 
 def convert(model: torch.nn.Module, inplace: bool = False) -> torch.nn.Module:
@@ -842,10 +517,5 @@ def load(path) -> torch.nn.Sequential:
     return module
 
 
-__all__ = ["LinearFunction", "Conv2dFunction", "MaxPool2dFunction", "AvgPool2dFunction", "ReLUFunction",
-           "LeakyReLUFunction", "SigmoidFunction", "TanhFunction", "ElementwiseFunction", "CrossEntropyFunction",
-           "MSELossFunction", "linear", "conv2d", "max_pool2d", "avg_pool2d", "relu", "leaky_relu", "sigmoid",
-           "tanh", "cross_entropy", "mse_loss", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "LeakyReLU",
-           "Sigmoid", "Tanh", "CrossEntropyLoss", "MSELoss", "Activation", "TWINS", "convert", "from_handgrad",
-           "to_handgrad", "save", "load", "HandWrittenFunction", "DeviceError", "DoubleBackwardError",
-           "UnsupportedError"]
+__all__ = ["HandWrittenFunction", "ElementwiseFunction", "Activation", "TWINS", "convert", "from_handgrad",
+           "to_handgrad", "save", "load", "DeviceError", "DoubleBackwardError", "UnsupportedError"] + _BRIDGED

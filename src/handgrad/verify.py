@@ -1,26 +1,27 @@
 """``handgrad gradcheck``: every functional op's hand-written backward, over a grid of
 configurations, against central finite differences (``handgrad.gradcheck``: float64, every element
 of small inputs, a random upstream gradient) and against torch autograd on the same op built from
-``torch.nn.functional`` (when torch is installed). One row per (op, configuration).
+its torch reference (when torch is installed). One row per (op, configuration); the ops, their
+configurations and references are their specs' (``functional.SPECS``).
 
     >>> rows = verify()                # or verify([OpCase(...)]) for an op of your own
     >>> print(format_table(rows))
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
-import numpy as np
-
-from . import functional as F
+from .functional import SPECS
 from .gradcheck import EPS, TORCH_TOLERANCE, gradcheck
 
 
 @dataclass
 class OpCase:
     """One op in one configuration. ``forward(*inputs) -> (out, cache)`` and ``backward(grad_output,
-    cache) -> one gradient per input`` (a tuple, or an array for one input); every input is a float64
-    array whose gradient is checked (fixed arguments are closed over). ``torch_forward(*tensors)``
+    cache) -> one gradient per input`` (a tuple, or an array for one input); the gradient of every
+    floating input is checked (integer ones, class indices, pass through; fixed arguments are closed
+    over). ``torch_forward(*tensors)``
     computes the same op with torch, for autograd's gradients; None skips that column."""
     op: str
     config: str
@@ -43,7 +44,7 @@ class Row:
 def check_case(case: OpCase, use_torch: bool = True, seed: int = 0) -> Row:
     """``handgrad.gradcheck`` of one case: finite differences (every element) and, with ``use_torch``,
     autograd on the case's torch reference, both for the same random upstream gradient."""
-    report = gradcheck((case.forward, case.backward), tuple(np.array(x, np.float64) for x in case.inputs), seed=seed,
+    report = gradcheck((case.forward, case.backward), tuple(case.inputs), seed=seed,
                        torch_forward=case.torch_forward if use_torch else None)
     fd_error = max((c.max_rel_error for c in report.checks), default=0.0)
     return Row(case.op, case.config, fd_error, report.autograd_rel_error, report.passed, _detail(report))
@@ -93,91 +94,30 @@ def format_table(rows: list) -> str:
     return "\n".join(lines)
 
 
-def _torch():
-    import torch
-    import torch.nn.functional as TF
-    return torch, TF
+def spec_cases(spec, seed: int = 0) -> list:
+    """The cases of one op's spec as OpCases. Each call of a case's forward or torch reference gets its
+    own copy of the options, so one that changes them in place (BatchNorm's running statistics,
+    dropout's generator) sees the same values on every call."""
+    return [_op_case(spec, case) for case in spec.make_cases(seed)]
+
+
+def _op_case(spec, case) -> OpCase:
+    options = case.options
+    every = (True,) * len(spec.tensors)
+
+    def forward(*tensors):
+        return spec.forward(*tensors, **copy.deepcopy(options))
+
+    def backward(grad_output, cache):
+        return spec.tensor_gradients(spec.backward(grad_output, cache), every)
+
+    def torch_forward(*tensors):
+        import torch  # only when the reference runs
+        return spec.torch_reference(torch)(*tensors, **copy.deepcopy(options))
+
+    return OpCase(spec.name, case.config, forward, backward, tuple(case.tensors), torch_forward)
 
 
 def default_cases(seed: int = 0) -> list:
-    """Every op of ``handgrad.functional`` over a small grid of shapes and options."""
-    rng = np.random.default_rng(seed)
-    normal = rng.standard_normal
-    cases = []
-
-    def torch_fn(build):
-        """Defer importing torch until the reference runs."""
-        return lambda *tensors: build(*_torch())(*tensors)
-
-    for shape, out_features, bias in (((2, 4), 3, True), ((2, 4), 3, False), ((2, 3, 4), 5, True)):
-        inputs = (normal(shape), normal((out_features, shape[-1]))) + ((normal(out_features),) if bias else ())
-        cases.append(OpCase("linear", f"x {shape} -> {out_features}, bias={bias}", F.linear_forward,
-                            F.linear_backward, inputs, torch_fn(lambda torch, TF: TF.linear)))
-    for x_shape, w_shape, stride, padding, bias in (((2, 2, 5, 5), (3, 2, 3, 3), (1, 1), (0, 0), True),
-                                                    ((1, 2, 5, 5), (3, 2, 3, 3), (2, 2), (1, 1), True),
-                                                    ((2, 1, 5, 6), (2, 1, 2, 3), (1, 2), (0, 1), False),
-                                                    ((2, 3, 4, 4), (2, 3, 1, 1), (1, 1), (0, 0), True)):
-        inputs = (normal(x_shape), normal(w_shape)) + ((normal(w_shape[0]),) if bias else ())
-        fwd = (lambda s, p: lambda x, w, b=None: F.conv2d_forward(x, w, b, s, p))(stride, padding)
-        ref = (lambda s, p: lambda torch, TF: lambda x, w, b=None: TF.conv2d(x, w, b, s, p))(stride, padding)
-        cases.append(OpCase("conv2d", f"x {x_shape} w {w_shape[2:]} stride {stride} padding {padding} bias={bias}",
-                            fwd, F.conv2d_backward, inputs, torch_fn(ref)))
-    for name, fwd_op, bwd_op, ref_name in (("max_pool2d", F.max_pool2d_forward, F.max_pool2d_backward, "max_pool2d"),
-                                           ("avg_pool2d", F.avg_pool2d_forward, F.avg_pool2d_backward, "avg_pool2d")):
-        for shape, kernel, stride, padding in (((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
-                                               ((1, 2, 5, 5), (3, 3), (2, 2), (1, 1)),
-                                               ((1, 2, 4, 5), (2, 3), (1, 1), (0, 0))):
-            fwd = (lambda f, k, s, p: lambda x: f(x, k, s, p))(fwd_op, kernel, stride, padding)
-            ref = (lambda r, k, s, p: lambda torch, TF: lambda x: getattr(TF, r)(x, k, s, p))(ref_name, kernel,
-                                                                                                stride, padding)
-            cases.append(OpCase(name, f"x {shape} kernel {kernel} stride {stride} padding {padding}", fwd, bwd_op,
-                                (normal(shape),), torch_fn(ref)))
-    for name, fwd, bwd, ref in (
-            ("relu", F.relu_forward, F.relu_backward, lambda torch, TF: TF.relu),
-            ("leaky_relu", lambda x: F.leaky_relu_forward(x, 0.1), F.leaky_relu_backward,
-             lambda torch, TF: lambda x: TF.leaky_relu(x, 0.1)),
-            ("sigmoid", F.sigmoid_forward, F.sigmoid_backward, lambda torch, TF: torch.sigmoid),
-            ("tanh", F.tanh_forward, F.tanh_backward, lambda torch, TF: torch.tanh)):
-        cases.append(OpCase(name, "x (3, 5)" + (", negative_slope 0.1" if name == "leaky_relu" else ""), fwd, bwd,
-                            (normal((3, 5)),), torch_fn(ref)))
-    for name, fwd_op, bwd_op in (("softmax", F.softmax_forward, F.softmax_backward),
-                                 ("log_softmax", F.log_softmax_forward, F.log_softmax_backward)):
-        for dim in (-1, 1):
-            fwd = (lambda f, d: lambda x: f(x, d))(fwd_op, dim)
-            ref = (lambda n, d: lambda torch, TF: lambda x: getattr(TF, n)(x, dim=d))(name, dim)
-            cases.append(OpCase(name, f"x (2, 3, 4), dim {dim}", fwd, bwd_op, (normal((2, 3, 4)),), torch_fn(ref)))
-    target = rng.integers(0, 5, 4)
-    for reduction in ("mean", "sum", "none"):
-        for name, fwd_op, bwd_op, x in (("cross_entropy", F.cross_entropy_forward, F.cross_entropy_backward,
-                                         normal((4, 5))),
-                                        ("nll_loss", F.nll_loss_forward, F.nll_loss_backward,
-                                         F.log_softmax_forward(normal((4, 5)), 1)[0])):
-            fwd = (lambda f, t, r: lambda x: f(x, t, r))(fwd_op, target, reduction)
-            ref = (lambda n, t, r: lambda torch, TF: lambda x: getattr(TF, n)(x, torch.from_numpy(t),
-                                                                               reduction=r))(name, target, reduction)
-            cases.append(OpCase(name, f"logits (4, 5), reduction {reduction}", fwd, bwd_op, (x,), torch_fn(ref)))
-        mse_target = normal((3, 4))
-        fwd = (lambda t, r: lambda x: F.mse_loss_forward(x, t, r))(mse_target, reduction)
-        ref = (lambda t, r: lambda torch, TF: lambda x: TF.mse_loss(x, torch.from_numpy(t), reduction=r))(
-            mse_target, reduction)
-        cases.append(OpCase("mse_loss", f"x (3, 4), reduction {reduction}", fwd, F.mse_loss_backward,
-                            (normal((3, 4)),), torch_fn(ref)))
-    for shape, training in (((5, 3), True), ((2, 3, 3, 3), True), ((5, 3), False), ((2, 3, 3, 3), False)):
-        running_mean, running_var = normal(3), rng.uniform(0.5, 2.0, 3)
-        # bound per case: a closure over the loop variables would see the last case's statistics
-        fwd = (lambda m, v, t: lambda x, w, b: F.batch_norm_forward(x, w, b, m.copy(), v.copy(), t))(
-            running_mean, running_var, training)
-        ref = (lambda m, v, t: lambda torch, TF: lambda x, w, b: TF.batch_norm(
-            x, torch.from_numpy(m.copy()), torch.from_numpy(v.copy()), w, b, training=t))(
-            running_mean, running_var, training)
-        cases.append(OpCase("batch_norm", f"x {shape}, {'training' if training else 'eval'}", fwd,
-                            F.batch_norm_backward, (normal(shape) * 2 + 1, normal(3), normal(3)), torch_fn(ref)))
-    for p in (0.0, 0.5):
-        def fwd(x, p=p):
-            return F.dropout_forward(x, p, np.random.default_rng(7))  # the same mask on every call
-
-        mask = fwd(np.ones((4, 6)))[1]
-        ref = (lambda m: lambda torch, TF: lambda x: x * torch.from_numpy(m))(mask)
-        cases.append(OpCase("dropout", f"x (4, 6), p {p}", fwd, F.dropout_backward, (normal((4, 6)),),
-                            torch_fn(ref)))
-    return cases
+    """Every op of ``handgrad.functional`` (``functional.SPECS``), in each configuration its spec lists."""
+    return [op_case for spec in SPECS.values() for op_case in spec_cases(spec, seed)]

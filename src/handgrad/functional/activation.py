@@ -1,32 +1,23 @@
 """Activations: each a forward that keeps what its derivative needs, and the backward beside it.
 
-All are element-wise except softmax and log_softmax, which couple the entries along ``dim``.
+All are element-wise except softmax and log_softmax, which couple the entries along ``dim``. This is
+the readable definition; ``handgrad.kernels.activation`` computes the element-wise ones in one pass each.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .._threads import split_rows
+from .spec import Bridge, Case, OpSpec, refuse_inplace, register
 
 
 def relu_forward(x):
     """y = max(x, 0)"""
-    out = np.empty_like(x, dtype=np.result_type(x, 0))
-    split_rows(lambda rows: np.maximum(x[rows], 0, out=out[rows]), x)  # slices of the batch on threads
+    out = np.maximum(x, x.dtype.type(0))
     return out, out  # the derivative reads off the output: y > 0 exactly where x > 0
 
 
 def relu_backward(grad_output, out):
-    """dL/dx = G * [x > 0]   (0 at x = 0, as PyTorch)"""
-    # A product with the boolean mask (cast to G's dtype): several times faster than np.where,
-    # whose per-element branch the random sign pattern defeats.
-    grad_input = np.empty_like(grad_output)
-    split_rows(lambda rows: np.multiply(grad_output[rows], out[rows] > 0, out=grad_input[rows]), grad_output, passes=2)
-    return grad_input
-
-
-def relu_backward_reference(grad_output, out):
-    """The same dL/dx as ``relu_backward``, read as the formula: G where y > 0, else 0."""
+    """dL/dx = G * [x > 0] = G where y > 0, else 0   (0 at x = 0, as PyTorch)"""
     return np.where(out > 0, grad_output, grad_output.dtype.type(0))
 
 
@@ -40,6 +31,20 @@ def leaky_relu_backward(grad_output, cache):
     """dL/dx = G * (1 if x > 0 else negative_slope)"""
     positive, negative_slope = cache
     return np.where(positive, grad_output, grad_output * grad_output.dtype.type(negative_slope))
+
+
+def elu_forward(x, alpha=1.0):
+    """y = x if x > 0 else alpha * (exp(x) - 1)"""
+    positive = x > 0
+    # expm1 of min(x, 0): exact near 0, and no overflow where x > 0 (that branch is not taken there)
+    out = np.where(positive, x, x.dtype.type(alpha) * np.expm1(np.minimum(x, 0)))
+    return out, (positive, out, alpha)  # where x <= 0, dy/dx = alpha * exp(x) = y + alpha: no exp backward
+
+
+def elu_backward(grad_output, cache):
+    """dL/dx = G * (1 if x > 0 else alpha * exp(x)) = G * (1 if x > 0 else y + alpha)   (alpha at x = 0, as PyTorch)"""
+    positive, out, alpha = cache
+    return np.where(positive, grad_output, grad_output * (out + out.dtype.type(alpha)))
 
 
 def sigmoid_forward(x):
@@ -99,3 +104,44 @@ def elementwise_forward(x, function):
 def elementwise_backward(grad_output, x, derivative):
     """dL/dx = G * f'(x)"""
     return grad_output * np.asarray(derivative(x), dtype=grad_output.dtype)
+
+
+# -- specs ------------------------------------------------------------------------------------------
+def _float_option(name):
+    """A bridge check that passes one numeric option on as a float (a torch.nn layer may hold an int)."""
+    def check(where, arrays, options):
+        return {name: float(options[name])}
+    return check
+
+
+def _input_cases(*options):
+    """One (3, 5) input per set of options."""
+    def cases(rng):
+        for opts in options or ({},):
+            yield Case("x (3, 5)" + "".join(f", {k} {v}" for k, v in opts.items()), (rng.standard_normal((3, 5)),),
+                       opts)
+    return cases
+
+
+def _dim_cases(rng):
+    for dim in (-1, 1):
+        yield Case(f"x (2, 3, 4), dim {dim}", (rng.standard_normal((2, 3, 4)),), {"dim": dim})
+
+
+register(
+    OpSpec("relu", relu_forward, relu_backward, lambda torch: torch.nn.functional.relu, _input_cases(),
+           bridge=Bridge("ReLU", unsupported=refuse_inplace)),
+    OpSpec("leaky_relu", leaky_relu_forward, leaky_relu_backward, lambda torch: torch.nn.functional.leaky_relu,
+           _input_cases({"negative_slope": 0.1}), options=(("negative_slope", 0.01),),
+           bridge=Bridge("LeakyReLU", check=_float_option("negative_slope"), unsupported=refuse_inplace)),
+    OpSpec("elu", elu_forward, elu_backward, lambda torch: torch.nn.functional.elu,
+           _input_cases({"alpha": 1.0}, {"alpha": 0.3}), options=(("alpha", 1.0),),
+           bridge=Bridge("ELU", check=_float_option("alpha"), unsupported=refuse_inplace)),
+    OpSpec("sigmoid", sigmoid_forward, sigmoid_backward, lambda torch: torch.sigmoid, _input_cases(),
+           bridge=Bridge("Sigmoid")),
+    OpSpec("tanh", tanh_forward, tanh_backward, lambda torch: torch.tanh, _input_cases(), bridge=Bridge("Tanh")),
+    OpSpec("softmax", softmax_forward, softmax_backward, lambda torch: torch.nn.functional.softmax, _dim_cases,
+           options=(("dim", -1),)),
+    OpSpec("log_softmax", log_softmax_forward, log_softmax_backward, lambda torch: torch.nn.functional.log_softmax,
+           _dim_cases, options=(("dim", -1),)),
+)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ShapeError, fmt_shape
+from .spec import Bridge, Case, OpSpec, register
+
 ALL = (True, True, True)
 
 
@@ -35,3 +38,26 @@ def linear_backward(grad_output: np.ndarray, cache, needs_input_grad=ALL):
     grad_weight = grad_rows.T @ x.reshape(-1, x.shape[-1]) if needs_input_grad[1] else None
     grad_bias = grad_rows.sum(axis=0) if has_bias and needs_input_grad[2] else None
     return grad_input, grad_weight, grad_bias
+
+
+# -- spec -------------------------------------------------------------------------------------------
+def _check_linear(where, arrays, options):
+    x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
+    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1] or (
+            bias is not None and bias.shape != weight.shape[:1]):
+        raise ShapeError(where, f"expected input (*, in_features), weight (out_features, in_features) and bias "
+                                f"(out_features,); got input {fmt_shape(x.shape)}, weight {fmt_shape(weight.shape)}, "
+                                f"bias {None if bias is None else fmt_shape(bias.shape)}")
+    return options
+
+
+def _linear_cases(rng):
+    for shape, out_features, bias in (((2, 4), 3, True), ((2, 4), 3, False), ((2, 3, 4), 5, True)):
+        tensors = (rng.standard_normal(shape), rng.standard_normal((out_features, shape[-1])))
+        yield Case(f"x {shape} -> {out_features}, bias={bias}",
+                   tensors + ((rng.standard_normal(out_features),) if bias else ()))
+
+
+register(OpSpec("linear", linear_forward, linear_backward, lambda torch: torch.nn.functional.linear, _linear_cases,
+                tensors=("input", "weight", "bias"), optional=("bias",), needs_input_grad=True,
+                bridge=Bridge("Linear", check=_check_linear)))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import HandgradError, ShapeError, fmt_shape
 from .activation import log_softmax_forward
+from .spec import Bridge, Case, OpSpec, register
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -84,3 +86,71 @@ def mse_loss_backward(grad_output, cache):
     if reduction == "mean":
         g = g / diff.dtype.type(diff.size)
     return 2 * diff * g
+
+
+# -- specs ------------------------------------------------------------------------------------------
+def _check_reduction(where, reduction):
+    if reduction not in REDUCTIONS:
+        raise HandgradError(where, f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def _check_class_targets(where, arrays, options):
+    from ..nn.loss import check_class_targets  # the layers' own check, so both front-ends word it alike
+
+    check_class_targets(where, arrays["input"], arrays["target"])
+    return {"reduction": _check_reduction(where, options["reduction"])}
+
+
+def _check_mse_loss(where, arrays, options):
+    x, target = arrays["input"], arrays["target"]
+    if x.shape != target.shape:
+        raise ShapeError(where, f"expected target of the input's shape {fmt_shape(x.shape)}, "
+                                f"got {fmt_shape(target.shape)}")
+    return {"reduction": _check_reduction(where, options["reduction"])}
+
+
+def _class_target_cases(make_input):
+    def cases(rng):
+        for reduction in REDUCTIONS:
+            yield Case(f"logits (4, 5), reduction {reduction}", (make_input(rng), rng.integers(0, 5, 4)),
+                       {"reduction": reduction})
+    return cases
+
+
+def _mse_loss_cases(rng):
+    for reduction in REDUCTIONS:
+        yield Case(f"x (3, 4), reduction {reduction}", (rng.standard_normal((3, 4)), rng.standard_normal((3, 4))),
+                   {"reduction": reduction})
+
+
+def _cross_entropy_unsupported(module):
+    if module.weight is not None:
+        return "class weights are not supported"
+    if module.label_smoothing != 0.0:
+        return "label_smoothing is not supported"
+    if module.ignore_index != -100:
+        return "ignore_index is not supported (targets must be class indices in [0, C))"
+    return None
+
+
+def _mse_loss_gradients(grad_input, needs):
+    # the loss depends on input - target only, so its gradient in the target is the negative
+    return grad_input if needs[0] else None, -grad_input if needs[1] else None
+
+
+_REDUCTION = (("reduction", "mean"),)
+register(
+    OpSpec("cross_entropy", cross_entropy_forward, cross_entropy_backward,
+           lambda torch: torch.nn.functional.cross_entropy,
+           _class_target_cases(lambda rng: rng.standard_normal((4, 5))),
+           tensors=("input", "target"), integer=("target",), options=_REDUCTION,
+           bridge=Bridge("CrossEntropyLoss", function="CrossEntropyFunction", check=_check_class_targets,
+                         unsupported=_cross_entropy_unsupported)),
+    OpSpec("nll_loss", nll_loss_forward, nll_loss_backward, lambda torch: torch.nn.functional.nll_loss,
+           _class_target_cases(lambda rng: log_softmax_forward(rng.standard_normal((4, 5)), 1)[0]),
+           tensors=("input", "target"), integer=("target",), options=_REDUCTION),
+    OpSpec("mse_loss", mse_loss_forward, mse_loss_backward, lambda torch: torch.nn.functional.mse_loss,
+           _mse_loss_cases, tensors=("input", "target"), options=_REDUCTION, gradients=_mse_loss_gradients,
+           bridge=Bridge("MSELoss", check=_check_mse_loss, casts=("target",))),
+)

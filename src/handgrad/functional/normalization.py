@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .spec import REQUIRED, Case, OpSpec, register
+
 ALL = (True, True, True)
 
 
@@ -64,3 +66,29 @@ def batch_norm_backward(grad_output, cache, needs_input_grad=ALL):
         else:
             grad_input = dxhat * _per_channel(invstd, ndim)
     return grad_input, grad_weight, grad_bias
+
+
+# -- spec -------------------------------------------------------------------------------------------
+def _batch_norm_reference(torch):
+    def batch_norm(input, weight=None, bias=None, running_mean=None, running_var=None, training=True,
+                   momentum=0.1, eps=1e-5):
+        # copies: torch updates running statistics in place, and they are the caller's arrays
+        stats = [None if s is None else torch.from_numpy(np.array(s, dtype=np.float64)).to(input.dtype)
+                 for s in (running_mean, running_var)]
+        return torch.nn.functional.batch_norm(input, *stats, weight, bias, training=training or stats[0] is None,
+                                              momentum=0.0 if momentum is None else momentum, eps=eps)
+    return batch_norm
+
+
+def _batch_norm_cases(rng):
+    for shape, training in (((5, 3), True), ((2, 3, 3, 3), True), ((5, 3), False), ((2, 3, 3, 3), False)):
+        running_mean, running_var = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+        yield Case(f"x {shape}, {'training' if training else 'eval'}",
+                   (rng.standard_normal(shape) * 2 + 1, rng.standard_normal(3), rng.standard_normal(3)),
+                   {"running_mean": running_mean, "running_var": running_var, "training": training})
+
+
+register(OpSpec("batch_norm", batch_norm_forward, batch_norm_backward, _batch_norm_reference, _batch_norm_cases,
+                tensors=("input", "weight", "bias"), optional=("weight", "bias"), needs_input_grad=True,
+                options=(("running_mean", REQUIRED), ("running_var", REQUIRED), ("training", REQUIRED),
+                         ("momentum", 0.1), ("eps", 1e-5))))

@@ -1,14 +1,14 @@
 """Layers, activations and losses with hand-written backward passes, under PyTorch's names."""
 from . import init
-from .activation import (ACTIVATIONS, ActivationDerivativeError, ElementwiseActivation, LeakyReLU, LogSoftmax, ReLU,
-                         Sigmoid, Softmax, Tanh, check_derivative, define_activation, get_activation,
+from .activation import (ACTIVATIONS, ELU, ActivationDerivativeError, ElementwiseActivation, LeakyReLU, LogSoftmax,
+                         ReLU, Sigmoid, Softmax, Tanh, check_derivative, define_activation, get_activation,
                          register_activation)
 from .container import ModuleList, Sequential
 from .conv import Conv2d
 from .dropout import Dropout
 from .linear import Flatten, Identity, Linear
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
-from .module import Module
+from .module import LAYERS, Module
 from .normalization import BatchNorm1d, BatchNorm2d
 from .parameter import Parameter
 from .pooling import AvgPool2d, MaxPool2d

@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from .. import kernels
 from ..errors import HandgradError, check_floating, check_ndim
+from ..gradcheck import ATOL, EPS, RTOL, numeric_grad
 from .module import Module
 
 ACTIVATIONS: dict[str, type] = {}
@@ -37,9 +39,10 @@ def get_activation(name: str) -> type:
 
 
 class _Activation(Module):
-    """An activation whose math is a ``functional`` forward/backward pair."""
+    """An activation whose math is the ``functional`` pair ``<op>_forward`` / ``<op>_backward``,
+    run by ``handgrad.kernels`` (its compiled kernel where one exists)."""
 
-    _forward = _backward = None
+    arguments: dict[str, tuple[str, bool]] | None = {}
 
     def _args(self):
         return ()
@@ -47,23 +50,25 @@ class _Activation(Module):
     def forward(self, x):
         check_ndim(self, "input", x, range(0, 33), "(*)")
         check_floating(self, "input", x)
-        out, cache = type(self)._forward(x, *self._args())
+        out, cache = kernels.op(self.op + "_forward")(x, *self._args())
         self._save_for_backward(cache, out.shape)
         return out
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
-        return type(self)._backward(grad_output, cache) if input_grad else None
+        return kernels.op(self.op + "_backward")(grad_output, cache) if input_grad else None
 
 
 class ReLU(_Activation):
     """y = max(x, 0);  dL/dx = G * [x > 0]"""
-    _forward, _backward = staticmethod(F.relu_forward), staticmethod(F.relu_backward)
+    op = "relu"
 
 
 class LeakyReLU(_Activation):
     """y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 if x > 0 else negative_slope)"""
-    _forward, _backward = staticmethod(F.leaky_relu_forward), staticmethod(F.leaky_relu_backward)
+    op = "leaky_relu"
+
+    arguments = {"negative_slope": ("number", False)}
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
@@ -72,23 +77,47 @@ class LeakyReLU(_Activation):
     def _args(self):
         return (self.negative_slope,)
 
+    def constructor_args(self):
+        return dict(negative_slope=self.negative_slope)
+
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
 
 
+class ELU(_Activation):
+    """y = x if x > 0 else alpha * (exp(x) - 1);  dL/dx = G * (1 if x > 0 else y + alpha)"""
+    op = "elu"
+    arguments = {"alpha": ("number", False)}
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def _args(self):
+        return (self.alpha,)
+
+    def constructor_args(self):
+        return dict(alpha=self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x));  dL/dx = G * y * (1 - y)"""
-    _forward, _backward = staticmethod(F.sigmoid_forward), staticmethod(F.sigmoid_backward)
+    op = "sigmoid"
 
 
 class Tanh(_Activation):
     """y = tanh(x);  dL/dx = G * (1 - y^2)"""
-    _forward, _backward = staticmethod(F.tanh_forward), staticmethod(F.tanh_backward)
+    op = "tanh"
 
 
 class Softmax(_Activation):
     """y_i = exp(x_i) / sum_j exp(x_j) along ``dim``;  dL/dx_i = y_i * (G_i - sum_j G_j y_j)"""
-    _forward, _backward = staticmethod(F.softmax_forward), staticmethod(F.softmax_backward)
+    op = "softmax"
+
+    arguments = {"dim": ("dim", False)}
 
     def __init__(self, dim: int = -1):
         super().__init__()
@@ -97,16 +126,19 @@ class Softmax(_Activation):
     def _args(self):
         return (self.dim,)
 
+    def constructor_args(self):
+        return dict(dim=self.dim)
+
     def extra_repr(self):
         return f"dim={self.dim}"
 
 
 class LogSoftmax(Softmax):
     """y_i = x_i - log sum_j exp(x_j) along ``dim``;  dL/dx_i = G_i - softmax(x)_i * sum_j G_j"""
-    _forward, _backward = staticmethod(F.log_softmax_forward), staticmethod(F.log_softmax_backward)
+    op = "log_softmax"
 
 
-for _name, _cls in (("relu", ReLU), ("leaky_relu", LeakyReLU), ("sigmoid", Sigmoid), ("tanh", Tanh)):
+for _name, _cls in (("relu", ReLU), ("leaky_relu", LeakyReLU), ("elu", ELU), ("sigmoid", Sigmoid), ("tanh", Tanh)):
     register_activation(_name, _cls)
 
 
@@ -119,14 +151,16 @@ class ActivationDerivativeError(HandgradError):
 CHECK_POINTS = np.linspace(-4.0, 4.0, 81) + 0.0123
 
 
-def check_derivative(name, function, derivative, points=CHECK_POINTS, eps=1e-6, atol=1e-5, rtol=1e-3):
-    """Compare ``derivative(x)`` with (f(x + eps) - f(x - eps)) / (2 eps) in float64 at ``points``.
+def check_derivative(name, function, derivative, points=CHECK_POINTS, eps=EPS, atol=ATOL, rtol=RTOL):
+    """Compare ``derivative(x)`` in float64 at ``points`` with ``handgrad.gradcheck``'s central finite
+    differences of sum(f(x)), whose partial derivative in x_i is f'(x_i) for an element-wise f, and
+    with its tolerance: |derivative - numeric| <= atol + rtol * |numeric|.
 
     Raises ActivationDerivativeError listing the points where they disagree.
     """
-    x = np.asarray(points, dtype=np.float64)
-    numeric = (np.asarray(function(x + eps), np.float64) - np.asarray(function(x - eps), np.float64)) / (2 * eps)
+    x = np.array(points, dtype=np.float64)
     given = np.broadcast_to(np.asarray(derivative(x), np.float64), x.shape)
+    numeric = numeric_grad(lambda: float(np.sum(np.asarray(function(x), np.float64))), x, eps)
     bad = ~(np.abs(given - numeric) <= atol + rtol * np.abs(numeric))
     if bad.any():
         where = np.flatnonzero(bad)
@@ -147,6 +181,7 @@ class ElementwiseActivation(_Activation):
 
     function = None
     derivative = None
+    arguments: dict[str, tuple[str, bool]] | None = None  # a base: only its subclasses are stored
 
     def __init_subclass__(cls, check: bool = True, **kwargs):
         super().__init_subclass__(**kwargs)

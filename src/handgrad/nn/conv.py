@@ -1,9 +1,11 @@
-"""Conv2d: im2col plus one matrix product (the math is in ``functional/conv.py``)."""
+"""Conv2d: im2col plus one matrix product (the math is in ``functional/conv.py``; run by
+``handgrad.kernels``)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import functional as F
+from .. import kernels
 from .._grad_mode import is_grad_enabled
 from ..errors import ShapeError, check_floating, check_ndim, fmt_shape
 from . import init
@@ -31,8 +33,10 @@ class Conv2d(Module):
     bias=True, dtype=float32.
     Shape: input (N, C_in, H, W) -> output (N, C_out, Ho, Wo), Ho = (H + 2*pH - kH) // sH + 1;
     weight (C_out, C_in, kH, kW).
-    Gradients, with G = dL/dy as rows (N*Ho*Wo, C_out) and cols = im2col(x):
+    Gradients, with G = dL/dy over all output pixels (N*Ho*Wo, C_out), cols = im2col(x)
+    (N*Ho*Wo, C_in*kH*kW) and W = weight.reshape(C_out, -1):
     grad_weight = G.T @ cols, grad_bias = G.sum(0), grad_input = col2im(G @ W).
+    The compiled kernel (``kernels/conv.py``) computes the same products in the transposed layout.
 
     Example::
 
@@ -40,6 +44,11 @@ class Conv2d(Module):
         >>> conv(np.zeros((2, 1, 28, 28), np.float32)).shape
         (2, 8, 28, 28)
     """
+
+    op = "conv2d"
+
+    arguments = {"in_channels": ("size", True), "out_channels": ("size", True), "kernel_size": ("size pair", True),
+                 "stride": ("size pair", False), "padding": ("padding pair", False), "bias": ("bool", False)}
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  bias: bool = True, dtype=np.float32):
@@ -64,19 +73,23 @@ class Conv2d(Module):
         check_floating(self, "input", x, self.weight.dtype)
         check_window_fits(self, x, self.kernel_size, self.padding)
         bias = None if self.bias is None else self.bias.data
-        out, cache = F.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding,
-                                        keep_cache=is_grad_enabled())
+        out, cache = kernels.op("conv2d_forward")(x, self.weight.data, bias, self.stride, self.padding,
+                                                         keep_cache=is_grad_enabled())
         self._save_for_backward(cache, out.shape)
         return out
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
         needs = (input_grad, self.weight.requires_grad, self.bias is not None and self.bias.requires_grad)
-        grad_input, grad_weight, grad_bias = F.conv2d_backward(grad_output, cache, needs)
+        grad_input, grad_weight, grad_bias = kernels.op("conv2d_backward")(grad_output, cache, needs)
         self.weight.accumulate_grad(grad_weight, owned=True)
         if self.bias is not None:
             self.bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
+
+    def constructor_args(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=self.kernel_size,
+                    stride=self.stride, padding=self.padding, bias=self.bias is not None)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -11,6 +11,10 @@ class Dropout(Module):
     """Train: y = x * mask, mask = [u >= p] / (1 - p), u ~ U[0, 1) drawn from handgrad's generator.
     Eval: y = x.  dL/dx = G * mask (G in eval)."""
 
+    op = "dropout"
+
+    arguments = {"p": ("probability", False)}
+
     def __init__(self, p: float = 0.5):
         super().__init__()
         if not 0 <= p <= 1:
@@ -32,6 +36,9 @@ class Dropout(Module):
         if not input_grad:
             return None
         return grad_output if mask is None else F.dropout_backward(grad_output, mask)
+
+    def constructor_args(self):
+        return dict(p=self.p)
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -25,6 +25,10 @@ class Linear(Module):
         (32, 10)
     """
 
+    op = "linear"
+
+    arguments = {"in_features": ("size", True), "out_features": ("size", True), "bias": ("bool", False)}
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
@@ -54,6 +58,9 @@ class Linear(Module):
             self.bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
 
+    def constructor_args(self):
+        return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None)
+
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
@@ -61,6 +68,8 @@ class Linear(Module):
 class Flatten(Module):
     """Collapse dims start_dim..end_dim into one: (N, C, H, W) -> (N, C*H*W) by default.
     Backward reshapes the gradient back to the input's shape."""
+
+    arguments = {"start_dim": ("dim", False), "end_dim": ("dim", False)}
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()
@@ -77,12 +86,16 @@ class Flatten(Module):
         input_shape = self._saved(grad_output)
         return grad_output.reshape(input_shape) if input_grad else None
 
+    def constructor_args(self):
+        return dict(start_dim=self.start_dim, end_dim=self.end_dim)
+
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
 class Identity(Module):
     """y = x;  dL/dx = G."""
+    arguments: dict[str, tuple[str, bool]] | None = {}
 
     def forward(self, x):
         self._save_for_backward(None, np.shape(x))

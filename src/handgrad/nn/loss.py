@@ -61,6 +61,7 @@ class CrossEntropyLoss(_Loss):
     backward: dL/dx_n = (softmax(x_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean').
     """
 
+    op = "cross_entropy"
     _backward = staticmethod(F.cross_entropy_backward)
 
     def forward(self, input, target):
@@ -72,6 +73,7 @@ class NLLLoss(_Loss):
     """loss_n = -input[n, target_n] for log-probabilities input (N, C) (e.g. from LogSoftmax).
     backward: dL/dinput[n, c] = -[c == target_n] * dL/dloss_n   (/ N for 'mean')."""
 
+    op = "nll_loss"
     _backward = staticmethod(F.nll_loss_backward)
 
     def forward(self, input, target):
@@ -84,6 +86,7 @@ class MSELoss(_Loss):
     backward: dL/dinput = 2 (input - target) * dL/dloss   (/ numel for 'mean').
     The target is cast to the input's dtype (never the other way round)."""
 
+    op = "mse_loss"
     _backward = staticmethod(F.mse_loss_backward)
 
     def forward(self, input, target):

@@ -13,13 +13,32 @@ from .parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
+#: Every layer class by name, registered as it is defined; ``models.CONSTRUCTOR_ARGS`` reads each
+#: one's ``constructor_args``. The first class of a name stays: a user's class cannot shadow handgrad's.
+LAYERS: dict[str, type] = {}
+
 
 class Module:
     """Base class: subclasses define ``forward(x)`` and ``backward(grad_output, input_grad=True)``.
 
     ``backward`` takes dL/doutput, accumulates dL/dparameter into each ``Parameter.grad`` and
     returns dL/dinput (or None when ``input_grad`` is False: the first layer need not compute it).
+
+    ``op``: the name of the functional op the layer runs (its spec in ``functional.SPECS`` gives
+    ``handgrad explain`` the formulas and the torch reference); ``constructor_args()``: the arguments
+    that rebuild the layer, saved in checkpoints.
     """
+
+    op: str | None = None
+    #: How a checkpoint's architecture entry for this layer is checked before anything is built:
+    #: keyword -> (kind, required), kinds as ``models.check_architecture`` knows them ("size",
+    #: "size pair", "bool", "number", ...). None: the layer cannot be stored in a checkpoint.
+    arguments: dict[str, tuple[str, bool]] | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            LAYERS.setdefault(cls.__name__, cls)
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -243,7 +262,13 @@ class Module:
             object.__setattr__(module, "_cache", None)
         return IncompatibleKeys(missing, unexpected)
 
-    # -- printing --------------------------------------------------------------------------------
+    # -- printing and rebuilding -------------------------------------------------------------------
+    def constructor_args(self) -> dict:
+        """The arguments that rebuild this layer, ``type(layer)(**layer.constructor_args())`` (the dtype
+        aside), read back from it. Written with attributes torch.nn's namesake has too, so it reads a
+        torch layer alike (``handgrad.torch.to_handgrad``)."""
+        return {}
+
     def extra_repr(self) -> str:
         return ""
 

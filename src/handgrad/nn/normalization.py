@@ -12,6 +12,10 @@ from .parameter import Parameter
 class _BatchNorm(Module):
     _ndims: tuple = ()
     _layout = ""
+    op = "batch_norm"
+
+    arguments = {"num_features": ("size", True), "eps": ("positive number", False), "momentum": ("momentum", False),
+                 "affine": ("bool", False), "track_running_stats": ("bool", False)}
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, dtype=np.float32):
@@ -56,6 +60,10 @@ class _BatchNorm(Module):
             self.weight.accumulate_grad(grad_weight, owned=True)
             self.bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
+
+    def constructor_args(self):
+        return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
+                    track_running_stats=self.track_running_stats)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

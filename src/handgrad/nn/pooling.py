@@ -1,7 +1,8 @@
-"""MaxPool2d and AvgPool2d (the math is in ``functional/pool.py``)."""
+"""MaxPool2d and AvgPool2d (the math is in ``functional/pool.py``; run by ``handgrad.kernels``)."""
 from __future__ import annotations
 
 from .. import functional as F
+from .. import kernels
 from .._grad_mode import is_grad_enabled
 from ..errors import check_floating, check_ndim
 from .conv import check_positive, check_window_fits
@@ -9,6 +10,9 @@ from .module import Module
 
 
 class _Pool2d(Module):
+    arguments = {"kernel_size": ("size pair", True), "stride": ("size pair", False),
+                 "padding": ("padding pair", False)}
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size = F.pair(kernel_size)
@@ -26,6 +30,9 @@ class _Pool2d(Module):
         check_floating(self, "input", x)
         check_window_fits(self, x, self.kernel_size, self.padding)
 
+    def constructor_args(self):
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+
     def extra_repr(self):
         k, s, p = (v[0] if v[0] == v[1] else v for v in (self.kernel_size, self.stride, self.padding))
         return f"kernel_size={k}, stride={s}, padding={p}"
@@ -39,16 +46,18 @@ class MaxPool2d(_Pool2d):
     Shape: (N, C, H, W) -> (N, C, Ho, Wo), Ho = (H + 2*pH - kH) // sH + 1.
     """
 
+    op = "max_pool2d"
+
     def forward(self, x):
         self._check(x)
-        out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
-                                            keep_cache=is_grad_enabled())
+        out, cache = kernels.op("max_pool2d_forward")(x, self.kernel_size, self.stride, self.padding,
+                                                             keep_cache=is_grad_enabled())
         self._save_for_backward(cache, out.shape)
         return out
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
-        return F.max_pool2d_backward(grad_output, cache) if input_grad else None
+        return kernels.op("max_pool2d_backward")(grad_output, cache) if input_grad else None
 
 
 class AvgPool2d(_Pool2d):
@@ -57,12 +66,14 @@ class AvgPool2d(_Pool2d):
     Shape: (N, C, H, W) -> (N, C, Ho, Wo).
     """
 
+    op = "avg_pool2d"
+
     def forward(self, x):
         self._check(x)
-        out, cache = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        out, cache = kernels.op("avg_pool2d_forward")(x, self.kernel_size, self.stride, self.padding)
         self._save_for_backward(cache, out.shape)
         return out
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
-        return F.avg_pool2d_backward(grad_output, cache) if input_grad else None
+        return kernels.op("avg_pool2d_backward")(grad_output, cache) if input_grad else None
