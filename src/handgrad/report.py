@@ -130,7 +130,8 @@ def epochs_view(history: list, view_id: str) -> str:
     body = "".join(f'<tr data-index="{i}"' + (' class="best"' if i == best else "") + ">"
                    + "".join(f"<td>{html.escape(cell(k, r[k]))}</td>" for k in columns) + "</tr>"
                    for i, r in enumerate(history))
-    caption = "<p class=hint>In bold: the epoch of best.safetensors (lowest validation loss).</p>" if best is not None else ""
+    caption = ("<p class=hint>In bold: the epoch of best.safetensors (lowest validation loss).</p>"
+               if best is not None else "")
     return (parallel_view_html(view_id, history, columns, color_by, table_id, "epochs") + caption
             + f'<div class="table-box"><table id="{table_id}"><thead><tr>{head}</tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
@@ -197,7 +198,8 @@ _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100
 img{max-width:100%;display:block;margin:.5em 0}section{border-top:2px solid #ddd;margin-top:2em}
 table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 th{background:#f5f5f5}.parallel-box,.table-box{max-width:100%;overflow:auto}.table-box{max-height:24em}
-.table-box th{position:sticky;top:0}.table-box td,.table-box th{text-align:right;white-space:nowrap}tr.best td{font-weight:bold}
+.table-box th{position:sticky;top:0}.table-box td,.table-box th{text-align:right;white-space:nowrap}
+tr.best td{font-weight:bold}
 .hint{color:#555;font-size:14px}"""
 
 
