@@ -196,8 +196,7 @@ def plot_grad_norms(grad_norm_log: list, path=None, title: str = "gradient norm 
 LOG_AXES = ("lr", "weight_decay")
 #: Short axis labels, so that neighbouring axes' labels never meet; other keys read with spaces.
 AXIS_NAMES = {"batch_size": "batch size", "weight_decay": "weight decay", "seconds_per_epoch": "s / epoch",
-              "seconds": "s / epoch", "samples_per_s": "samples / s", "train_size": "train size",
-              "parameters": "parameters"}
+              "seconds": "s / epoch", "samples_per_s": "samples / s", "train_size": "train size"}
 
 
 def is_accuracy(key: str) -> bool:
@@ -247,8 +246,9 @@ def _axis(key: str, raw: list) -> Axis:
         ticks = _log_ticks(lo, hi)
     else:
         ticks = _nice_ticks(lo, hi, integer=all(isinstance(v, int) for v in raw))
-    (lo, hi), ticks = _span(lo, hi, ticks, 0.5 if log else abs(lo) * 0.1 or 1.0, 10.0 ** lo if log else lo,
-                            10.0 ** hi if log else hi)
+    pad = 0.5 if log else (abs(lo) * 0.1 or 1.0)  # around a single value: half a decade, or 10%
+    ends = (10.0 ** lo, 10.0 ** hi) if log else (lo, hi)
+    (lo, hi), ticks = _span(lo, hi, ticks, pad, *ends)
     if any(not math.isfinite(v) for v in values):
         # beyond the finite range, so that a diverged run stays visible rather than breaking the axis
         above = hi + 0.1 * (hi - lo)
