@@ -88,3 +88,111 @@ def test_plot_parallel_coordinates(tmp_path, rng):
     plots.plot_parallel_coordinates(rows, ["lr", "batch_size", "optimizer", "test_acc", "test_loss"], "test_acc",
                                     tmp_path / "p.png")
     assert_png(tmp_path / "p.png")
+
+
+def grid_rows(rng):
+    return [{"lr": lr, "batch_size": bs, "optimizer": opt, "weight_decay": 0.0, "test_acc": float(rng.random()),
+             "test_loss": float(rng.random()), "seconds_per_epoch": float(rng.uniform(0.5, 3))}
+            for lr in (0.1, 0.01, 0.001) for bs in (64, 128) for opt in ("sgd", "adam")]
+
+
+def test_parallel_axes_put_lr_on_a_log_scale(rng):
+    (lr,) = plots.parallel_axes(grid_rows(rng), ["lr"])
+    assert lr.log and lr.label == "lr (log)"
+    assert lr.values[:2] == [pytest.approx(-1.0)] * 2 and lr.range == pytest.approx((-3.0, -1.0))
+    assert [text for _, text in lr.ticks] == ["0.001", "0.01", "0.1"]
+    assert [t for t, _ in lr.ticks] == pytest.approx([-3.0, -2.0, -1.0])
+
+
+@pytest.mark.parametrize("key, label", [
+    pytest.param("test_acc", "test acc (%)", id="test"),
+    pytest.param("best_test_acc", "best test acc (%)", id="best"),
+    pytest.param("top5_acc", "top5 acc (%)", id="top-k"),
+])
+def test_parallel_axes_show_accuracy_in_percent(key, label):
+    (axis,) = plots.parallel_axes([{key: 0.5}, {key: 0.925}, {key: 0.7}], [key])
+    assert axis.percent and axis.label == label
+    assert axis.values == pytest.approx([50.0, 92.5, 70.0]) and axis.range == pytest.approx((50.0, 92.5))
+
+
+@pytest.mark.parametrize("values, expected_range, expected_ticks", [
+    pytest.param(["sgd", "adam", "sgd"], (0.0, 1.0), [(0.0, "adam"), (1.0, "sgd")], id="text-levels-sorted"),
+    pytest.param(["sgd", "sgd"], (-0.5, 0.5), [(-0.5, ""), (0.0, "sgd"), (0.5, "")], id="one-level-padded"),
+    pytest.param([0.0, 0.0], (-1.0, 1.0), [(-1.0, ""), (0.0, "0"), (1.0, "")], id="one-number-padded"),
+    pytest.param(list(range(1, 12)), (1.0, 11.0), [(1.0, "1"), (5.0, "5"), (10.0, "10"), (11.0, "11")],
+                 id="whole-numbers-whole-ticks"),  # fractional numbers over that span get steps of 2.5
+    pytest.param([1.0, 11.0, 4.2345], (1.0, 11.0),
+                 [(1.0, "1"), (2.5, "2.5"), (5.0, "5"), (7.5, "7.5"), (10.0, "10"), (11.0, "11")],
+                 id="measured-numbers-round-ticks"),
+    pytest.param([0.25, 0.5, 0.75], (0.25, 0.75), [(0.25, "0.25"), (0.5, "0.5"), (0.75, "0.75")],
+                 id="a-grid's-values-each-labelled"),
+])
+def test_parallel_axes_ranges_and_ticks(values, expected_range, expected_ticks):
+    (axis,) = plots.parallel_axes([{"x": v} for v in values], ["x"])
+    assert axis.range == pytest.approx(expected_range)
+    assert [(pytest.approx(t), text) for t, text in axis.ticks] == expected_ticks
+
+
+def test_parallel_axes_keep_a_diverged_run_above_the_range():
+    (axis,) = plots.parallel_axes([{"test_loss": 0.5}, {"test_loss": float("nan")}, {"test_loss": 1.5}],
+                                  ["test_loss"])
+    assert axis.values[1] > 1.5 and axis.range[1] == axis.values[1]
+    assert axis.ticks[-1] == (axis.values[1], "not finite")
+    assert all(np.isfinite(axis.values))
+
+
+def test_parallel_axes_leave_a_zero_weight_decay_linear(rng):
+    (axis,) = plots.parallel_axes(grid_rows(rng), ["weight_decay"])
+    assert not axis.log and axis.values[0] == 0.0
+
+
+def test_parallel_png_labels_do_not_overlap(rng):
+    columns = ["lr", "batch_size", "optimizer", "val_acc", "test_acc", "best_test_acc", "test_loss",
+               "train_loss", "seconds_per_epoch"]
+    fig = plots.parallel_coordinates_figure([
+        {**r, "val_acc": 0.9, "best_test_acc": 0.95, "train_loss": 0.2} for r in grid_rows(rng)], columns, "test_acc")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in fig.axes[0].get_xticklabels()]
+    assert len(boxes) == len(columns)
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 < right.x0, (left, right)
+    assert fig.axes[1].get_ylabel() == "test acc (%)"  # the colour bar, in percent too
+    plots._pyplot().close(fig)
+
+
+def test_parallel_plotly_figure_matches_the_axes(rng):
+    rows = grid_rows(rng)
+    figure = plots.parallel_plotly_figure(rows, ["lr", "optimizer", "test_acc"], "test_acc")
+    (trace,) = figure["data"]
+    lr, optimizer, acc = trace["dimensions"]
+    assert lr["label"] == "lr (log)" and lr["values"] == pytest.approx([np.log10(r["lr"]) for r in rows])
+    assert lr["ticktext"] == ["0.001", "0.01", "0.1"]
+    assert optimizer["ticktext"] == ["adam", "sgd"]
+    assert acc["values"] == pytest.approx([100 * r["test_acc"] for r in rows])
+    assert trace["line"]["color"] == acc["values"]
+    assert figure["config"]["showSendToCloud"] is False  # no button that uploads the data
+
+
+def test_parallel_view_html_cannot_end_its_script_early():
+    rows = [{"optimizer": "</script><script>alert(1)</script>", "test_acc": 0.5},
+            {"optimizer": "sgd", "test_acc": float("nan")}]
+    fragment = plots.parallel_view_html("view", rows, ["optimizer", "test_acc"], "test_acc", "table", "runs")
+    assert fragment.count("</script>") == 1 and "<\\/script>" in fragment
+    assert "NaN" not in fragment
+
+
+def test_plotly_js_is_the_whole_library():
+    pytest.importorskip("plotly")
+    js = plots.plotly_js()
+    assert len(js) > 1_000_000 and "parcoords" in js
+
+
+def test_plotly_js_without_plotly_says_what_to_install(monkeypatch):
+    import sys
+
+    from handgrad.errors import HandgradError
+
+    monkeypatch.setitem(sys.modules, "plotly.offline", None)  # makes the import fail
+    with pytest.raises(HandgradError, match=r"needs the plotly package.*pip install 'handgrad\[cli\]'"):
+        plots.plotly_js()

@@ -1,7 +1,11 @@
-"""Figures, drawn with matplotlib (imported here only, so the core never needs it)."""
+"""Figures: static ones drawn with matplotlib, interactive ones as plotly.js figures for the HTML pages.
+Both are imported here only, inside the functions that need them, so the core never needs them."""
 from __future__ import annotations
 
 import io
+import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from .serialization import atomic_write_bytes
@@ -186,52 +190,245 @@ def plot_grad_norms(grad_norm_log: list, path=None, title: str = "gradient norm 
     return _finish(fig, path)
 
 
+# -- parallel coordinates: one model of the axes, drawn as a PNG or as an interactive plotly.js view --
+
+#: Drawn on a log scale whenever every value is positive: their effect is multiplicative.
+LOG_AXES = ("lr", "weight_decay")
+#: Short axis labels, so that neighbouring axes' labels never meet; other keys read with spaces.
+AXIS_NAMES = {"batch_size": "batch size", "weight_decay": "weight decay", "seconds_per_epoch": "s / epoch",
+              "seconds": "s / epoch", "samples_per_s": "samples / s", "train_size": "train size"}
+
+
+def is_accuracy(key: str) -> bool:
+    """An accuracy (a fraction in the history), shown in percent everywhere."""
+    return key == "acc" or key.endswith("_acc") or key.endswith("accuracy")
+
+
+@dataclass
+class Axis:
+    """One parallel axis. ``values`` are as plotted: log10 of the value on a log axis, percent for an
+    accuracy, the level's index for text; a value that is not finite sits just above ``range``'s
+    finite part, at the tick "not finite". ``ticks`` are (position, text) pairs in the same units."""
+    key: str
+    label: str
+    values: list
+    range: tuple
+    ticks: list
+    log: bool = False
+    percent: bool = False
+
+
+def parallel_axes(rows: list, columns: list) -> list:
+    """The axes of a parallel-coordinates view of ``rows`` (dicts), one per key in ``columns``:
+    numbers on a linear axis (log for LOG_AXES when positive, percent for accuracies), anything else
+    (optimizer, schedule) as evenly spaced levels in sorted order."""
+    return [_axis(key, [r.get(key) for r in rows]) for key in columns]
+
+
+def _axis(key: str, raw: list) -> Axis:
+    name = AXIS_NAMES.get(key, key.replace("_", " "))
+    if not raw or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
+        levels = sorted({str(v) for v in raw})
+        index = {level: float(k) for k, level in enumerate(levels)}
+        ticks = [(index[level], level) for level in levels]
+        return Axis(key, name, [index[str(v)] for v in raw], *_span(0.0, float(max(len(levels) - 1, 0)), ticks, 0.5))
+    percent = is_accuracy(key)
+    values = [100.0 * float(v) if percent else float(v) for v in raw]
+    finite = sorted({v for v in values if math.isfinite(v)})
+    log = key in LOG_AXES and bool(finite) and finite[0] > 0
+    to_axis = math.log10 if log else float
+    plotted = [to_axis(v) if math.isfinite(v) else v for v in values]
+    lo, hi = (to_axis(finite[0]), to_axis(finite[-1])) if finite else (0.0, 1.0)
+    spaced = all(to_axis(b) - to_axis(a) >= 0.04 * (hi - lo) for a, b in zip(finite, finite[1:]))
+    if 0 < len(finite) <= 8 and spaced and all(float(f"{v:.3g}") == v for v in finite):
+        ticks = [(to_axis(v), f"{v:g}") for v in finite]  # a grid's few round values: label each one
+    elif log:
+        ticks = _log_ticks(lo, hi)
+    else:
+        ticks = _nice_ticks(lo, hi, integer=all(isinstance(v, int) for v in raw))
+    pad = 0.5 if log else (abs(lo) * 0.1 or 1.0)  # around a single value: half a decade, or 10%
+    ends = (10.0 ** lo, 10.0 ** hi) if log else (lo, hi)
+    (lo, hi), ticks = _span(lo, hi, ticks, pad, *ends)
+    if any(not math.isfinite(v) for v in values):
+        # beyond the finite range, so that a diverged run stays visible rather than breaking the axis
+        above = hi + 0.1 * (hi - lo)
+        plotted = [v if math.isfinite(v) else above for v in plotted]
+        ticks, hi = ticks + [(above, "not finite")], above
+    label = name + (" (log)" if log else " (%)" if percent else "")
+    return Axis(key, label, plotted, (lo, hi), ticks, log=log, percent=percent)
+
+
+def _span(lo: float, hi: float, ticks: list, pad: float, lo_value=None, hi_value=None):
+    """The axis's range and its ticks with a tick at each end (a plotter draws the axis line only
+    between its outer ticks): the end's value (``lo_value``, ``hi_value``) where none sits there,
+    blank on a range padded around a single value, and no other tick crowding an end."""
+    if hi == lo:
+        return (lo - pad, hi + pad), [(lo - pad, "")] + ticks + [(hi + pad, "")]
+    near = 0.08 * (hi - lo)
+    ends = [(at, _short(value)) for at, value in ((lo, lo_value), (hi, hi_value))
+            if value is not None and all(abs(t - at) > 1e-9 * (hi - lo) for t, _ in ticks)]
+    kept = [(t, text) for t, text in ticks if all(abs(t - at) >= near for at, _ in ends)]
+    return (lo, hi), sorted(kept + ends)
+
+
+def _short(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+
+
+def _nice_ticks(lo: float, hi: float, integer: bool = False) -> list:
+    """About five ticks at round multiples (1, 2, 2.5 or 5 times a power of ten) inside [lo, hi];
+    whole numbers only when ``integer`` (epochs, batch sizes)."""
+    if hi <= lo:
+        return []
+    raw_step = (hi - lo) / 4
+    power = 10.0 ** math.floor(math.log10(raw_step))
+    step = next(m * power for m in ((1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)) if m * power >= raw_step)
+    if integer:
+        step = max(step, 1.0)
+    first = math.ceil(lo / step - 1e-9)
+    ticks = [k * step for k in range(first, math.floor(hi / step + 1e-9) + 1)]
+    return [(t, _short(round(t, 12))) for t in ticks]
+
+
+def _log_ticks(lo: float, hi: float) -> list:
+    """Ticks at 1, 2 and 5 times each power of ten inside [10**lo, 10**hi] (decades alone if many)."""
+    if hi <= lo:
+        return []
+    candidates = [m * 10.0 ** e for e in range(math.floor(lo) - 1, math.ceil(hi) + 2) for m in (1, 2, 5)]
+    inside = [c for c in candidates if lo - 1e-9 <= math.log10(c) <= hi + 1e-9]
+    if len(inside) > 9:
+        inside = [c for c in inside if f"{c:e}".startswith("1")]
+    return [(math.log10(c), f"{c:.3g}") for c in inside]
+
+
 def plot_parallel_coordinates(rows: list, columns: list, color_by: str, path=None, title: str = ""):
-    """One line per run across parallel axes (hyperparameters, then metrics), coloured by
-    ``color_by``. Numeric axes are scaled to their range (log when they span over a decade and are
-    positive); text axes (optimizer) place their values evenly."""
+    """One line per row (a run) across parallel axes (hyperparameters, then metrics), coloured by
+    ``color_by``; the axes are parallel_axes' (lr on a log scale, accuracies in percent)."""
+    return _finish(parallel_coordinates_figure(rows, columns, color_by, title), path)
+
+
+def parallel_coordinates_figure(rows: list, columns: list, color_by: str, title: str = ""):
+    """The matplotlib figure that plot_parallel_coordinates saves."""
+    import textwrap
+
     import numpy as np
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(7, 1.8 * len(columns)), 4.5))
-    scaled, ticks = [], []
-    for col in columns:
-        values = [r[col] for r in rows]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            v = np.asarray(values, dtype=np.float64)
-            use_log = v.min() > 0 and v.max() / v.min() > 10
-            t = np.log10(v) if use_log else v
-            lo, hi = float(t.min()), float(t.max())
-            scaled.append((t - lo) / (hi - lo) if hi > lo else np.full(len(v), 0.5))
-            shown = sorted(set(values))
-            ticks.append([((np.log10(s) if use_log else s) - lo) / (hi - lo) if hi > lo else 0.5 for s in shown]
-                         if len(shown) <= 6 else [0.0, 1.0])
-            ticks[-1] = list(zip(ticks[-1], [f"{s:g}" for s in shown] if len(shown) <= 6 else
-                                 [f"{v.min():.4g}", f"{v.max():.4g}"]))
-        else:
-            levels = sorted(set(str(v) for v in values))
-            pos = {lev: (k / (len(levels) - 1) if len(levels) > 1 else 0.5) for k, lev in enumerate(levels)}
-            scaled.append(np.array([pos[str(v)] for v in values]))
-            ticks.append([(pos[lev], lev) for lev in levels])
-    data = np.stack(scaled, axis=1) if scaled else np.zeros((len(rows), 0))
-    color_values = np.asarray([r[color_by] for r in rows], dtype=np.float64)
+    axes = parallel_axes(rows, columns)
+    color = parallel_axes(rows, [color_by])[0]
+
+    def unit(axis, v):
+        lo, hi = axis.range
+        return (v - lo) / (hi - lo)
+
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * len(axes) + 1.5), 4.8))
+    data = np.array([[unit(a, a.values[i]) for a in axes] for i in range(len(rows))]).reshape(len(rows), len(axes))
     cmap = plt.get_cmap("viridis")
-    lo, hi = (float(color_values.min()), float(color_values.max())) if len(rows) else (0.0, 1.0)
-    for k in np.argsort(color_values):
-        ax.plot(range(len(columns)), data[k], color=cmap((color_values[k] - lo) / (hi - lo) if hi > lo else 0.5),
-                alpha=0.85, linewidth=1.6, marker="o", markersize=3)
-    for j, col_ticks in enumerate(ticks):
+    shade = np.clip([unit(color, v) for v in color.values], 0, 1)
+    for k in np.argsort(shade, kind="stable"):
+        ax.plot(range(len(axes)), data[k], color=cmap(shade[k]), alpha=0.85, linewidth=1.6, marker="o", markersize=3)
+    for j, a in enumerate(axes):
         ax.axvline(j, color="black", linewidth=0.8)
-        for y, text in col_ticks:
-            ax.text(j + 0.03, y, text, fontsize=7, va="center")
-    ax.set_xticks(range(len(columns)), columns)
+        for y, text in a.ticks:
+            ax.text(j + 0.04, unit(a, y), text, fontsize=7, va="center")
+    ax.set_xticks(range(len(axes)), [textwrap.fill(a.label, 12) for a in axes], fontsize=9)
     ax.set_yticks([])
-    ax.set_xlim(-0.2, len(columns) - 0.6)
+    ax.set_xlim(-0.2, len(axes) - 0.6)
     ax.set_ylim(-0.05, 1.05)
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
-    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
-    fig.colorbar(mappable, ax=ax, label=color_by, fraction=0.04)
+    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(*color.range))
+    fig.colorbar(mappable, ax=ax, label=color.label, fraction=0.04)
     if title:
         ax.set_title(title)
-    return _finish(fig, path)
+    return fig
+
+
+def plotly_js() -> str:
+    """plotly.js as the ``plotly`` package ships it (plotly.min.js), to inline in a page: the page
+    then draws its interactive views with nothing fetched."""
+    try:
+        from plotly.offline import get_plotlyjs
+    except ImportError:
+        from .errors import HandgradError
+        raise HandgradError("interactive view", "needs the plotly package, which ships plotly.js: "
+                                                "pip install 'handgrad[cli]'") from None
+    return get_plotlyjs()
+
+
+def parallel_plotly_figure(rows: list, columns: list, color_by: str) -> dict:
+    """The plotly.js figure ({data, layout, config}) of the interactive parallel-coordinates view:
+    the same axes as the PNG; drag along an axis to filter, drag its title to reorder."""
+    axes = parallel_axes(rows, columns)
+    color = parallel_axes(rows, [color_by])[0]
+    dimensions = [{"label": a.label, "values": a.values, "range": list(a.range),
+                   "tickvals": [t for t, _ in a.ticks], "ticktext": [text for _, text in a.ticks]} for a in axes]
+    trace = {"type": "parcoords", "dimensions": dimensions, "labelangle": 0, "labelside": "top",
+             "line": {"color": color.values, "colorscale": "Viridis", "cmin": color.range[0],
+                      "cmax": color.range[1], "showscale": True,
+                      "colorbar": {"title": {"text": color.label, "side": "right"}, "thickness": 14}},
+             "unselected": {"line": {"color": "#d0d0d0", "opacity": 0.35}}}
+    layout = {"height": 420, "margin": {"l": 60, "r": 40, "t": 60, "b": 30}, "font": {"size": 12},
+              "paper_bgcolor": "white"}
+    # no "share" button: it would upload the data; the PNG download stays, drawn in the browser
+    config = {"displaylogo": False, "responsive": True, "showSendToCloud": False}
+    return {"data": [trace], "layout": layout, "config": config}
+
+
+#: Draws a view and keeps a table in step with it: ``handgradParallel(viewId, figure, tableId, noun)``.
+#: The table's body rows carry ``data-index``, the row's place in the figure's values; a row stays
+#: shown while its value lies inside every axis's selected range(s). ``VIEW-shown`` holds the count.
+PARALLEL_JS = """
+window.handgradParallel = function (viewId, figure, tableId, noun) {
+  function inside(value, range) {
+    if (!range) return true;
+    var ranges = Array.isArray(range[0]) ? range : [range];
+    return ranges.some(function (r) { return value >= r[0] && value <= r[1]; });
+  }
+  function draw() {
+    var view = document.getElementById(viewId), table = document.getElementById(tableId);
+    var shown = document.getElementById(viewId + '-shown');
+    function filter() {
+      var dimensions = view.data[0].dimensions, rows = table.tBodies[0].rows, count = 0;
+      for (var k = 0; k < rows.length; k++) {
+        var i = Number(rows[k].dataset.index);
+        var keep = dimensions.every(function (d) { return inside(d.values[i], d.constraintrange); });
+        rows[k].hidden = !keep;
+        if (keep) count++;
+      }
+      shown.textContent = count + ' of ' + rows.length + ' ' + noun + ' shown.';
+      shown.dataset.count = count;
+    }
+    Plotly.newPlot(view, figure.data, figure.layout, figure.config).then(function () {
+      view.on('plotly_restyle', filter);
+      filter();
+      view.dataset.ready = 'true';
+    });
+  }
+  // the table comes after the view in the page
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', draw);
+  else draw();
+};
+"""
+
+#: A page's hint under each view.
+PARALLEL_HINT = ("Drag along an axis to keep only the lines inside that range (several ranges per axis "
+                 "are allowed; click the axis outside them to clear); drag an axis's title to move it.")
+
+
+def interactive_scripts() -> str:
+    """The scripts a page with interactive views needs once, in its head: plotly.js and PARALLEL_JS."""
+    return f"<script>{plotly_js()}</script>\n<script>{PARALLEL_JS}</script>"
+
+
+def parallel_view_html(view_id: str, rows: list, columns: list, color_by: str, table_id: str, noun: str) -> str:
+    """The HTML of one interactive view, drawn from ``rows`` once the page has loaded, filtering the
+    table ``table_id`` (whose rows carry ``data-index``) and counting what stays shown."""
+    # "</" would end the script element early; "<\/" reads the same to JavaScript
+    figure = json.dumps(parallel_plotly_figure(rows, columns, color_by), allow_nan=False).replace("</", "<\\/")
+    # an axis needs about 100 px for its label and ticks; narrower pages scroll the view sideways
+    width = 100 * len(columns) + 160
+    return (f'<div class="parallel-box"><div class="parallel" id="{view_id}" style="min-width:{width}px"></div></div>\n'
+            f'<p class="hint">{PARALLEL_HINT} <b id="{view_id}-shown"></b></p>\n'
+            f"<script>handgradParallel({json.dumps(view_id)}, {figure}, "
+            f"{json.dumps(table_id)}, {json.dumps(noun)});</script>")

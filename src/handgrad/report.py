@@ -1,7 +1,9 @@
 """One self-contained HTML page for one run or several: every figure a PNG inlined as a base64 data
-URI, no script, no external file, so the page works offline and can be mailed as it is.
+URI and plotly.js inlined for the interactive views, no external file, so the page works offline
+and can be mailed as it is.
 
-For each run directory (as ``handgrad train`` writes it): the training curves; the class
+For each run directory (as ``handgrad train`` writes it): the training curves; an interactive
+parallel-coordinates view of its epochs with the table of epochs it filters; the class
 distribution of its training and test sets; the confusion matrix of its best checkpoint on the
 test set; the most confidently wrong test images; the first layer's weights (an MLP's rows as
 images) or filters (a CNN's); and the per-parameter gradient norms the trainer recorded. With
@@ -93,8 +95,50 @@ def first_layer(model):
     return next((layer for layer in model.modules() if isinstance(layer, (nn.Linear, nn.Conv2d))), None)
 
 
-def run_section(run: Run) -> str:
-    """The HTML of one run's section."""
+#: The interactive view's per-epoch axes, in this order; other numeric history keys follow them
+#: (samples_per_s aside: it repeats seconds).
+EPOCH_AXES = ("epoch", "lr", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc", "seconds")
+
+
+def epoch_columns(history: list) -> list:
+    """The history keys that hold a number in every epoch, EPOCH_AXES first."""
+    numeric = [k for k in history[0] if all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)
+                                            for r in history)]
+    return ([k for k in EPOCH_AXES if k in numeric]
+            + [k for k in numeric if k not in EPOCH_AXES and k != "samples_per_s"])
+
+
+def epochs_view(history: list, view_id: str) -> str:
+    """An interactive parallel-coordinates view of one run's epochs (one line per epoch, coloured by
+    validation accuracy) and the table of epochs that it filters. The epoch whose checkpoint is
+    best.safetensors (lowest validation loss) is in bold."""
+    from .plots import is_accuracy, parallel_view_html
+
+    columns = epoch_columns(history)
+    color_by = next((k for k in ("val_acc", "test_acc", "epoch") if k in columns), columns[0])
+    best = min(range(len(history)), key=lambda i: history[i]["val_loss"]) if "val_loss" in columns else None
+
+    def cell(key, value):
+        if is_accuracy(key):
+            return f"{100 * value:.2f}%"
+        if key.endswith("loss"):
+            return f"{value:.4f}"
+        return f"{value:.2f}" if key == "seconds" else f"{value:.4g}"  # epoch, lr and the rest
+
+    table_id = f"{view_id}-table"
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in columns)
+    body = "".join(f'<tr data-index="{i}"' + (' class="best"' if i == best else "") + ">"
+                   + "".join(f"<td>{html.escape(cell(k, r[k]))}</td>" for k in columns) + "</tr>"
+                   for i, r in enumerate(history))
+    caption = ("<p class=hint>In bold: the epoch of best.safetensors (lowest validation loss).</p>"
+               if best is not None else "")
+    return (parallel_view_html(view_id, history, columns, color_by, table_id, "epochs") + caption
+            + f'<div class="table-box"><table id="{table_id}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def run_section(run: Run, index: int = 0) -> str:
+    """The HTML of one run's section; ``index`` (its place on the page) names its elements."""
     from . import nn, plots
     from .training import evaluate
 
@@ -116,7 +160,8 @@ def run_section(run: Run) -> str:
                      (f"test accuracy ({run.checkpoint.stem})", f"{100 * accuracy:.2f}%"),
                      ("final test accuracy", f"{100 * last['test_acc']:.2f}%" if last else "-"))) + "</table>"]
     if run.history:
-        parts += ["<h3>Training curves</h3>", _img(plots.plot_history(run.history, None), "training curves")]
+        parts += ["<h3>Training curves</h3>", _img(plots.plot_history(run.history, None), "training curves"),
+                  "<h3>Epochs, interactive</h3>", epochs_view(run.history, f"epochs-{index}")]
     parts += ["<h3>Class distribution</h3>",
               _img(plots.plot_class_distribution(d.train_y, d.test_y, classes), "class distribution")]
     parts += ["<h3>Confusion matrix</h3>",
@@ -152,7 +197,10 @@ def run_section(run: Run) -> str:
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 img{max-width:100%;display:block;margin:.5em 0}section{border-top:2px solid #ddd;margin-top:2em}
 table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
-th{background:#f5f5f5}"""
+th{background:#f5f5f5}.parallel-box,.table-box{max-width:100%;overflow:auto}.table-box{max-height:24em}
+.table-box th{position:sticky;top:0}.table-box td,.table-box th{text-align:right;white-space:nowrap}
+tr.best td{font-weight:bold}
+.hint{color:#555;font-size:14px}"""
 
 
 def build_report(run_dirs, out=None, data_dir=None, title: str | None = None) -> Path:
@@ -176,9 +224,10 @@ def build_report(run_dirs, out=None, data_dir=None, title: str | None = None) ->
         body += ["<h2>All runs</h2>", _img(plots.plot_compare({r.name: r.history for r in with_history}),
                                            "comparison of the runs"),
                  _markdown_table_html(format_table(rows))]
-    body += [run_section(r) for r in runs]
+    body += [run_section(r, k) for k, r in enumerate(runs)]
+    scripts = plots.interactive_scripts() if any(r.history for r in runs) else ""
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style>{scripts}</head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, page)

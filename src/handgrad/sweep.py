@@ -5,9 +5,10 @@ epochs=2)`` trains every combination into its own folder ``out/<name>/`` (e.g.
 ``lr=0.1,optimizer=sgd``), up to ``workers`` at a time (default: the number of cores), each worker
 with its share of the threads (cores // workers, at least 1). A finished run with the same settings
 is skipped; one interrupted part-way continues from its resume file; one with other settings (the
-fixed ones are not in the folder's name) is trained again. Then it writes ``sweep.json``, ``sweep.csv``, ``parallel.png`` (a parallel-coordinates view:
-one line per run across the hyperparameters and the final metrics) and ``sweep.html`` (that view
-and a table sorted by clicking a column's head).
+fixed ones are not in the folder's name) is trained again. Then it writes ``sweep.json``,
+``sweep.csv``, ``parallel.png`` (a parallel-coordinates view: one line per run across the
+hyperparameters and the final metrics) and ``sweep.html`` (the same view, interactive, and a table
+that it filters and that sorts by clicking a column's head).
 """
 from __future__ import annotations
 
@@ -133,11 +134,17 @@ def write_results(rows: list, params: list, out) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "sweep.csv", buf.getvalue())
-    axes = [p for p in params if len({str(r[p]) for r in rows}) > 1] or params
-    png = plot_parallel_coordinates(rows, axes + ["test_acc", "test_loss", "seconds_per_epoch"], "test_acc",
-                                    title=f"{len(rows)} runs, coloured by final test accuracy")
+    axes = parallel_columns(rows, params)
+    png = plot_parallel_coordinates(rows, axes, "test_acc", title=f"{len(rows)} runs, coloured by final test accuracy")
     atomic_write_bytes(out / "parallel.png", png)
-    atomic_write_text(out / "sweep.html", sweep_html(rows, columns, png))
+    atomic_write_text(out / "sweep.html", sweep_html(rows, columns, axes, png))
+
+
+def parallel_columns(rows: list, params: list) -> list:
+    """The parallel axes of a sweep: the hyperparameters that vary (all of them if none does), then
+    the final metrics."""
+    varied = [p for p in params if len({str(r[p]) for r in rows}) > 1] or params
+    return varied + ["val_acc", "test_acc", "test_loss", "seconds_per_epoch"]
 
 
 def format_table(rows: list, params: list, sort_by: str = "test_acc") -> str:
@@ -173,31 +180,45 @@ document.querySelectorAll('th').forEach(function (th, col) {
 """
 
 
-def sweep_html(rows: list, columns: list, png: bytes) -> str:
-    """A self-contained page: the parallel-coordinates figure (inline) and a sortable table."""
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+.parallel-box,.table-box{max-width:100%;overflow:auto}.table-box{max-height:32em;border:1px solid #ddd}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right;
+white-space:nowrap}th{cursor:pointer;background:#f0f0f0;position:sticky;top:0}.hint{color:#555;font-size:14px}
+img{max-width:100%}"""
+
+
+def sweep_html(rows: list, columns: list, axes: list, png: bytes) -> str:
+    """A self-contained page (plotly.js inline, nothing fetched): the interactive parallel-coordinates
+    view over ``axes``, the table of ``columns`` it filters (sorted by clicking a column's head;
+    accuracies in percent) and the static figure ``png``."""
     import base64
+
+    from .plots import interactive_scripts, is_accuracy, parallel_view_html
 
     def cell(column, value):
         if isinstance(value, float):
-            shown = f"{100 * value:.2f}%" if column.endswith("_acc") else f"{value:.4g}"
+            shown = f"{100 * value:.2f}%" if is_accuracy(column) else f"{value:.4g}"
         else:
             shown = str(value)
         return f'<td data-v="{html.escape(str(value))}">{html.escape(shown)}</td>'
 
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "\n".join("<tr>" + "".join(cell(c, r.get(c, "")) for c in columns) + "</tr>" for r in rows)
+    body = "\n".join(f'<tr data-index="{i}">' + "".join(cell(c, r.get(c, "")) for c in columns) + "</tr>"
+                     for i, r in enumerate(rows))
     image = base64.b64encode(png).decode()
+    view = parallel_view_html("parallel", rows, axes, "test_acc", "runs", "runs")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>handgrad sweep</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;font-size:14px}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{cursor:pointer;background:#f0f0f0}}
-img{{max-width:100%}}</style></head>
+<style>{_STYLE}</style>
+{interactive_scripts()}</head>
 <body><h1>Sweep: {len(rows)} runs</h1>
-<img alt="parallel coordinates" src="data:image/png;base64,{image}">
-<p>Click a column's head to sort by it.</p>
-<table><thead><tr>{head}</tr></thead><tbody>
+{view}
+<p class="hint">Click a column's head to sort by it; the table shows the runs the view keeps.</p>
+<div class="table-box"><table id="runs"><thead><tr>{head}</tr></thead><tbody>
 {body}
-</tbody></table>
+</tbody></table></div>
+<details><summary>Static figure (parallel.png)</summary>
+<img alt="parallel coordinates" src="data:image/png;base64,{image}"></details>
 <script>{_SORT_SCRIPT}</script>
 </body></html>
 """
