@@ -172,6 +172,8 @@ class World:
         sys.stdout.flush()
         sys.stderr.flush()
         if self.comm is not None:
+            import time
+            time.sleep(0.2)  # for the launcher to pass on what was printed before it kills every rank
             self.comm.Abort(code)
         os._exit(code)  # MPI_Abort may return before the launcher's kill arrives
 

@@ -505,10 +505,7 @@ class Trainer:
         self.optimizer = make_optimizer(c, self.model.parameters())
         self.scheduler = make_scheduler(c, self.optimizer)
         self.loader = self.make_loader()
-        self.reducer = None
-        if self.distributed:  # the collectives wait for fit(): setup may fail on one rank alone
-            self.reducer = distributed.GradientReducer(self.model.parameters(), self.world,
-                                                       extra=step_stats_size(self.world.size))
+        self.reducer = None  # made by fit(), for the model and its dtype as they are then
         self.fault = distributed.fault_hook(self.world)
         return self
 
@@ -721,8 +718,10 @@ class Trainer:
             if not self.claimed and self.world.is_main:
                 claim_run_folder(self.run_dir, self.overwrite)
                 self.claimed = True
-            if self.distributed:  # the same start everywhere: rank 0's weights
-                distributed.broadcast_parameters(self.model, w=self.world)
+            if self.distributed:  # the same start everywhere: rank 0's weights (collectives wait for fit: setup
+                distributed.broadcast_parameters(self.model, w=self.world)  # may fail on one rank alone)
+                self.reducer = distributed.GradientReducer(self.model.parameters(), self.world,
+                                                           extra=step_stats_size(self.world.size))
             if self.world.is_main:
                 self.write_manifest()
             if self.epoch >= self.config.epochs and not self.step_in_epoch:
