@@ -1,6 +1,6 @@
 """Data-parallel training on this machine: 1 rank x 2 threads against 2 ranks x 1 thread.
 
-    python -m benchmarks distributed [--max-steps 200] [--repeats 3] [--out benchmarks/DISTRIBUTED.json]
+    python -m benchmarks distributed [--max-steps 200] [--repeats 3] [--out benchmarks/DISTRIBUTED.md]
 
 For mlp and lenet5 on MNIST at the same global batch, each configuration in its own ``mpiexec -n R``
 launch (the implementations interleaved over the repeats), it times ``--max-steps`` optimizer steps
@@ -31,6 +31,10 @@ JOBS = [("mlp", 64), ("mlp", 256), ("lenet5", 64), ("lenet5", 256)]
 CONFIGS = [(1, 2), (2, 1)]  # (ranks, threads per rank): the machine's two cores either way
 BUCKETS = [16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20]
 LR, MOMENTUM = 0.05, 0.9
+#: The scaling model's networks: (name, bandwidth in Gbit/s, latency per message in seconds). The
+#: latencies are typical, not measured here: TCP over 1 and 10 Gbit Ethernet, InfiniBand at 100.
+NETWORKS = [("1 Gbit/s Ethernet", 1, 50e-6), ("10 Gbit/s Ethernet", 10, 20e-6), ("100 Gbit/s InfiniBand", 100, 2e-6)]
+RANKS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 
 
 def mpiexec() -> str:
@@ -172,7 +176,7 @@ def run(argv=None) -> dict:
     parser.add_argument("--data-dir", help="folder holding MNIST's four IDX files (default: $HANDGRAD_DATA_DIR/mnist)")
     parser.add_argument("--max-steps", type=int, default=200, help="steps timed per launch")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(HERE / "DISTRIBUTED.json"))
+    parser.add_argument("--out", default=str(HERE / "DISTRIBUTED.md"), help="the tables, then the raw numbers as JSON")
     args = parser.parse_args(argv)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     extra = ["--data-dir", args.data_dir] if args.data_dir else []
@@ -200,9 +204,60 @@ def run(argv=None) -> dict:
     report = {"command": "python -m benchmarks distributed " + " ".join(argv or sys.argv[2:]),
               "minutes": (time.perf_counter() - started) / 60, "steps": args.max_steps, "repeats": args.repeats,
               "jobs": summary, "mpi": buckets, "load_average": os.getloadavg()}
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(format_report(report))
+    text = format_report(report)
+    Path(args.out).write_text(f"# Data-parallel training on this machine\n\n{text}\n\n```json\n"
+                              f"{json.dumps(report, indent=1)}\n```\n")
+    print(text)
     return report
+
+
+# -- the scaling model --------------------------------------------------------------------------------
+def compute_fit(report: dict, name: str) -> tuple:
+    """(c0, c1): one rank's compute per step, c0 + c1 * b seconds for b samples on one thread, fitted
+    through the two per-rank batches measured with 2 ranks x 1 thread (global 64 and 256)."""
+    (b1, t1), (b2, t2) = sorted((batch // 2, report["jobs"][f"{name} {batch} 2x1"]["compute_ms_per_step"] / 1e3)
+                                for m, batch in JOBS if m == name)
+    c1 = (t2 - t1) / (b2 - b1)
+    c0 = t1 - c1 * b1
+    if c0 < 0:  # a noisy pair of timings: no fixed cost, the larger batch's time per sample
+        c0, c1 = 0.0, t2 / b2
+    return c0, c1
+
+
+def ring_seconds(nbytes: float, ranks: int, gbit_s: float, latency: float) -> float:
+    """Ring allreduce: each of the 2(N-1) steps sends 1/N of the buffer and pays one latency."""
+    return 2 * (ranks - 1) / ranks * nbytes * 8 / (gbit_s * 1e9) + 2 * (ranks - 1) * latency
+
+
+def efficiency(c0, c1, nbytes, batch, ranks, gbit_s, latency) -> float:
+    """Speed-up over one rank at the same global batch, divided by the ranks (no overlap)."""
+    one = c0 + c1 * batch
+    return one / (ranks * (c0 + c1 * batch / ranks + ring_seconds(nbytes, ranks, gbit_s, latency)))
+
+
+def min_batch(c0, c1, nbytes, ranks, gbit_s, latency, target=0.8) -> float:
+    """The smallest global batch whose efficiency on ``ranks`` reaches ``target``."""
+    a = ring_seconds(nbytes, ranks, gbit_s, latency)
+    return max(ranks, (target * ranks * (c0 + a) - c0) / ((1 - target) * c1))
+
+
+def format_scaling(report: dict) -> str:
+    lines = ["| model | network | compute/step at batch 256 (1 rank) | allreduce at N=8 | last N >= 80% at batch 256 "
+             "| best N at batch 256 (speed-up) | global batch for 80% at N=8 / 64 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name in ("mlp", "lenet5"):
+        c0, c1 = compute_fit(report, name)
+        nbytes = report["jobs"][f"{name} 64 2x1"]["parameters"] * 4
+        for net, gbit, lat in NETWORKS:
+            eff = {n: efficiency(c0, c1, nbytes, 256, n, gbit, lat) for n in RANKS}
+            good = [n for n in RANKS if eff[n] >= 0.8]
+            best = max(RANKS, key=lambda n: n * eff[n])
+            peak = f"{best} ({best * eff[best]:.1f}x)" if best * eff[best] > 1 else "1 (no N is faster)"
+            lines.append(f"| {name} | {net} | {1e3 * (c0 + 256 * c1):.1f} ms | "
+                         f"{1e3 * ring_seconds(nbytes, 8, gbit, lat):.2f} ms | {max(good) if good else 'none'} | "
+                         f"{peak} | {min_batch(c0, c1, nbytes, 8, gbit, lat):,.0f} / "
+                         f"{min_batch(c0, c1, nbytes, 64, gbit, lat):,.0f} |")
+    return "\n".join(lines)
 
 
 def format_report(report: dict) -> str:
@@ -224,6 +279,11 @@ def format_report(report: dict) -> str:
               " | one bucket |", "|---|---:|" + "---:|" * (len(BUCKETS) + 1)]
     for name, row in mpi["buckets"].items():
         lines.append(f"| {name} | {row['bytes']:,} | " + " | ".join(f"{v:.3f} ms" for v in row["ms"].values()) + " |")
+    fits = {name: compute_fit(report, name) for name in ("mlp", "lenet5")}
+    lines += ["", "Scaling model (docs/DISTRIBUTED.md): one rank's compute per step on one thread, fitted as c0 + c1 * b "
+              "on the per-rank batches measured: " + "; ".join(f"{name} {1e3 * c0:.2f} ms + {1e6 * c1:.1f} us/sample"
+                                                             for name, (c0, c1) in fits.items()) + ".", "",
+              format_scaling(report)]
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,25 @@ def launch(ranks: int, *args, env=None, timeout: int = 60) -> subprocess.Complet
 def handgrad_train(ranks: int, out, *flags, env=None, timeout: int = 60):
     return launch(ranks, "-m", "handgrad", "train", "--dataset", "digits", "--model", "mlp-small", "--quiet",
                   "--batch-size", "63", "--schedule", "none", "--out", str(out), *flags, env=env, timeout=timeout)
+
+
+def processes_running(marker: str) -> list:
+    """The ids of live processes whose command line holds ``marker`` (exited ones have none)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass  # it ended while being read
+    return found
+
+
+def wait_until_ended(marker: str, deadline: float) -> list:
+    """Poll until no process holds ``marker`` or ``deadline`` (time.monotonic()) passes; return those left."""
+    while processes_running(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return processes_running(marker)
 
 
 def weights(path) -> dict:
@@ -129,9 +149,11 @@ def test_cli_on_two_ranks_reaches_the_accuracy_of_one_process(tmp_path, one_proc
 def test_an_error_on_one_rank_ends_every_rank_and_one_process_resumes_the_run(tmp_path, one_process):
     reference_dir, _ = one_process
     # 21 steps an epoch: step 30 is in the second, after the first epoch's checkpoint
+    deadline = time.monotonic() + 30
     result = handgrad_train(2, tmp_path / "run", "--epochs", "3", env=child_env(HANDGRAD_TEST_FAULT="raise:1:30"),
                             timeout=30)  # a hang fails here
     assert result.returncode != 0
+    assert wait_until_ended(str(tmp_path / "run"), deadline) == []  # no rank outlives the launcher for long
     assert "handgrad: error: rank 1 of 2 failed (RuntimeError: fault injected" in result.stderr
     assert "epoch 2/3" not in result.stdout
     model = handgrad.load(str(tmp_path / "run" / "last.safetensors"))

@@ -45,10 +45,11 @@ from .errors import HandgradError
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS", "MV2_COMM_WORLD_SIZE")
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID", "MV2_COMM_WORLD_RANK")
 
-#: Gradient bucket size. Allreduce of the 0.94 MB of mlp's gradients between two processes on this
-#: machine (benchmarks/distributed.py): one bucket 0.35 ms; 256 KiB buckets 0.55 ms; 64 KiB 1.2 ms.
-#: A call costs a latency of its own, so buckets are large; 4 MiB still lets a network start on the
-#: last layers' gradients while the first are being copied.
+#: Gradient bucket size. Allreduce of mlp's 1.05 MB of gradients between two ranks on this machine
+#: (benchmarks/distributed.py; a busy 2-core VM): 16 KiB buckets 6.6 ms, 64 KiB 3.9 ms, 256 KiB
+#: 3.2 ms, 1 MiB 2.2 ms, one bucket 2.5 ms; lenet5's 0.25 MB: 1.3, 0.8, 0.6, 0.6 and 0.8 ms. Each
+#: call pays a latency, so small buckets lose; from 1 MiB on the differences are the machine's noise.
+#: 4 MiB holds every named model in one bucket, and splits only models of a million parameters.
 BUCKET_BYTES = 4 << 20
 
 #: Optimizer steps between two comparisons of the ranks' weights (a CRC-32 of every parameter,
