@@ -26,7 +26,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-import handgrad  # noqa: E402,F401  (before NumPy, as the CLI does: it sets OPENBLAS_THREAD_TIMEOUT)
+import handgrad  # noqa: E402  (before NumPy, as the CLI does: it sets OPENBLAS_THREAD_TIMEOUT)
+
 JOBS = [("mlp", 64), ("mlp", 256), ("lenet5", 64), ("lenet5", 256)]
 CONFIGS = [(1, 2), (2, 1)]  # (ranks, threads per rank): the machine's two cores either way
 BUCKETS = [16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20]
@@ -47,9 +48,6 @@ def mpiexec() -> str:
 
 # -- inside one launch (every rank runs this) --------------------------------------------------------
 def step_timings(name: str, batch: int, steps: int, data_dir) -> dict | None:
-    import numpy as np
-
-    import handgrad
     from handgrad import distributed, nn, optim
     from handgrad.data import Normalizer, load_dataset
     from handgrad.models import build_model
@@ -176,7 +174,8 @@ def run(argv=None) -> dict:
     parser.add_argument("--data-dir", help="folder holding MNIST's four IDX files (default: $HANDGRAD_DATA_DIR/mnist)")
     parser.add_argument("--max-steps", type=int, default=200, help="steps timed per launch")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(HERE / "DISTRIBUTED.md"), help="the tables, then the raw numbers as JSON")
+    parser.add_argument("--out", default=str(HERE / "DISTRIBUTED.md"),
+                        help="the tables, then the raw numbers as JSON")
     args = parser.parse_args(argv)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     extra = ["--data-dir", args.data_dir] if args.data_dir else []

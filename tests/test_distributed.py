@@ -22,7 +22,7 @@ import pytest
 
 import handgrad
 from handgrad import distributed, nn
-from handgrad.training import TrainConfig, train
+from handgrad.training import RunFolderBusy, RunLock, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the loop the README shows, run as it is written there
@@ -67,11 +67,19 @@ def processes_running(marker: str) -> list:
     return found
 
 
-def wait_until_ended(marker: str, deadline: float) -> list:
-    """Poll until no process holds ``marker`` or ``deadline`` (time.monotonic()) passes; return those left."""
-    while processes_running(marker) and time.monotonic() < deadline:
+def wait_until_ended(run_dir: Path, deadline: float) -> bool:
+    """Poll until no process runs with ``run_dir`` in its command line and none holds its lock (a
+    process whose last threads are still exiting keeps its files open), or ``deadline``
+    (time.monotonic()) passes; return whether they all ended."""
+    while time.monotonic() < deadline:
+        if not processes_running(str(run_dir)):
+            try:
+                RunLock(run_dir).acquire().release()
+                return True
+            except RunFolderBusy:
+                pass
         time.sleep(0.1)
-    return processes_running(marker)
+    return False
 
 
 def weights(path) -> dict:
@@ -153,7 +161,7 @@ def test_an_error_on_one_rank_ends_every_rank_and_one_process_resumes_the_run(tm
     result = handgrad_train(2, tmp_path / "run", "--epochs", "3", env=child_env(HANDGRAD_TEST_FAULT="raise:1:30"),
                             timeout=30)  # a hang fails here
     assert result.returncode != 0
-    assert wait_until_ended(str(tmp_path / "run"), deadline) == []  # no rank outlives the launcher for long
+    assert wait_until_ended(tmp_path / "run", deadline)  # no rank outlives the launcher for long
     assert "handgrad: error: rank 1 of 2 failed (RuntimeError: fault injected" in result.stderr
     assert "epoch 2/3" not in result.stdout
     model = handgrad.load(str(tmp_path / "run" / "last.safetensors"))

@@ -654,7 +654,8 @@ class Trainer:
         if x is not None and self.distributed:  # every rank is here (the values checked are reduced)
             with np.errstate(all="ignore"):
                 local = find_nonfinite(self.model, x, y, self.objective) if len(x) else ""
-            found = [(r, text) for r, text in enumerate(self.world.allgather(local)) if text and not text.startswith("no ")]
+            found = [(r, text) for r, text in enumerate(self.world.allgather(local))
+                     if text and not text.startswith("no ")]  # "no layer on replay": not this rank's part
             if found:
                 where = f": first non-finite value in {found[0][1]} on rank {found[0][0]}"
         elif x is not None:
@@ -677,7 +678,10 @@ class Trainer:
 
     def end_epoch(self):
         d, p = self.data, self.partial
-        if self.distributed:  # rank 0's BatchNorm statistics, the ones it saves, evaluate on every rank
+        if self.distributed:
+            # rank 0 saves its weights for all: they must be every rank's
+            distributed.check_in_sync(self.model, self.world, f"end of epoch {self.epoch + 1}")
+            # and rank 0's BatchNorm statistics, the ones it saves, evaluate on every rank
             distributed.broadcast_buffers(self.model, w=self.world)
         with np.errstate(all="ignore"):  # checked below
             val_loss, val_acc = self.evaluate(d.val_x, d.val_y)
@@ -695,8 +699,6 @@ class Trainer:
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.log(format_epoch(row, self.config.epochs))
-        # rank 0 saves its weights for all: they must be every rank's
-        distributed.check_in_sync(self.model, self.world, f"end of epoch {self.epoch}")
         if val_loss < self.best_val_loss:
             self.check_finite_state()
             self.best_val_loss = val_loss
@@ -898,8 +900,8 @@ def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False
     if run_files(run_dir) and not overwrite:
         claim_run_folder(run_dir)  # refuses at once, before the data loads; checked again under the lock
     trainer = Trainer(config, progress=progress, log=log, world=world).setup()
-    trainer.claimed = True
     if not main:
+        trainer.claimed = True  # rank 0 claims the folder, for every rank
         return trainer
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir).acquire()
@@ -908,7 +910,7 @@ def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False
     except BaseException:
         lock.release()
         raise
-    trainer.lock = lock
+    trainer.lock, trainer.claimed = lock, True
     return trainer
 
 
