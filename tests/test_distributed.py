@@ -182,6 +182,15 @@ def test_ranks_whose_weights_differ_stop_with_an_error(tmp_path):
     assert not (tmp_path / "run" / "last.safetensors").exists()  # nothing of the drifted run is saved
 
 
+def test_a_setting_every_rank_refuses_is_one_error_line(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "manifest.json").write_text("{}")
+    result = handgrad_train(2, tmp_path / "taken", "--epochs", "1", timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.count("handgrad: error:") == 1
+    assert "holds another run" in result.stderr and not re.search(r"\brank \d", result.stderr)
+
+
 def test_a_sweep_spreads_its_runs_over_the_ranks(tmp_path):
     result = launch(2, "-m", "handgrad", "sweep", "--dataset", "digits", "--model", "tiny-mlp", "--lr", "0.1,0.05",
                     "--epochs", "1", "--out", str(tmp_path / "sweep"))
@@ -280,6 +289,22 @@ def test_a_single_process_world_never_imports_mpi4py():
     env = {k: v for k, v in child_env().items() if k not in distributed.SIZE_VARIABLES}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("rank, says", [("0", True), ("1", False)])
+def test_a_launch_without_mpi4py_is_refused_once_in_one_line(rank, says, monkeypatch, capsys):
+    from handgrad.cli import main
+
+    for name in distributed.SIZE_VARIABLES + distributed.RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setenv("PMI_RANK", rank)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py fails
+    monkeypatch.setattr(distributed, "_world", None)
+    assert main(["train", "--dataset", "digits", "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert (err == "handgrad: error: started as one of 2 processes (by mpiexec, mpirun or srun), but mpi4py is not "
+                   "installed: pip install 'handgrad[mpi]'\n") if says else err == ""
 
 
 def test_weights_checksum_tells_one_changed_weight(rng):
