@@ -22,7 +22,7 @@ import pytest
 
 import handgrad
 from handgrad import distributed, nn
-from handgrad.training import RunFolderBusy, RunLock, TrainConfig, train
+from handgrad.training import RunFolderBusy, RunLock, TrainConfig, TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the loop the README shows, run as it is written there
@@ -180,6 +180,17 @@ def test_ranks_whose_weights_differ_stop_with_an_error(tmp_path):
     assert f"epoch 1, step {distributed.CHECK_EVERY}: the weights of rank 1 differ from rank 0's" in result.stderr
     assert result.stderr.count("handgrad: error:") == 1
     assert not (tmp_path / "run" / "last.safetensors").exists()  # nothing of the drifted run is saved
+
+
+def test_a_diverging_run_stops_every_rank_at_the_step_one_process_stops(tmp_path):
+    with pytest.raises(TrainingDiverged) as one:
+        train(TrainConfig(dataset="digits", model="mlp-small", epochs=1, batch_size=63, schedule="none", lr=1e6,
+                          out=str(tmp_path / "one")), progress=False, log=quiet)
+    step = re.match(r"epoch 1, step \d+: the loss became nan", str(one.value))[0]
+    result = handgrad_train(2, tmp_path / "two", "--epochs", "1", "--lr", "1e6", timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.count("handgrad: error:") == 1
+    assert f"handgrad: error: {step} (on the part of ranks 0, 1): first non-finite value in " in result.stderr
 
 
 def test_a_setting_every_rank_refuses_is_one_error_line(tmp_path):

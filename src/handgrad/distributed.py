@@ -116,7 +116,7 @@ class World:
 
     def allreduce(self, value, op: str = "sum"):
         """``value`` (a number or an array) reduced over the ranks with ``op`` (sum, max, min);
-        numbers come back as float64 sums, arrays in their own dtype."""
+        a number comes back as a float, an array as a new array of its dtype."""
         if self.comm is None:
             return value
         from mpi4py import MPI

@@ -607,8 +607,9 @@ class Trainer:
         total = self.reducer.allreduce(n, stats)
         losses, seen = total[:w.size], int(total[3 * w.size + 1])
         if not np.isfinite(losses).all():
-            bad = ", ".join(str(r) for r in np.flatnonzero(~np.isfinite(losses)))
-            self.diverged(f"the loss became {losses.sum() / max(seen, 1)} (on the part of rank {bad})", x, y)
+            bad = np.flatnonzero(~np.isfinite(losses))
+            self.diverged(f"the loss became {losses.sum() / max(seen, 1)} (on the part of rank"
+                          f"{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))})", x, y)
         if check:
             sums = [int(total[w.size + 2 * r]) << 16 | int(total[w.size + 2 * r + 1]) for r in range(w.size)]
             if len(set(sums)) > 1:
