@@ -874,4 +874,8 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["distributed"]:  # data-parallel training under mpiexec: benchmarks/distributed.py
+        from benchmarks.distributed import run
+        run(sys.argv[2:])
+    else:
+        main()

@@ -308,10 +308,14 @@ def cmd_train(args) -> int:
         given["bias"] = False
     if args.resume and args.overwrite:
         raise ValueError("--overwrite replaces a run and --resume continues one: give one of them")
-    if args.resume:
-        run = start_run(TrainConfig(out=args.resume), resume=True, changes=given, progress=not args.quiet)
-    else:
-        run = start_run(TrainConfig(**given), overwrite=args.overwrite, progress=not args.quiet)
+    world = getattr(args, "world", None)  # under mpiexec: this process's rank of a data-parallel run
+
+    def start():
+        if args.resume:
+            return start_run(TrainConfig(out=args.resume), resume=True, changes=given, progress=not args.quiet,
+                             world=world)
+        return start_run(TrainConfig(**given), overwrite=args.overwrite, progress=not args.quiet, world=world)
+    run = world.agree(start, "setting up the run", cleanup=lambda t: t.__exit__()) if world else start()
     with run as trainer:
         c = trainer.config
         d = trainer.data
@@ -320,6 +324,11 @@ def cmd_train(args) -> int:
         print(f"model {c.model if not (c.hidden or c.layers) else 'custom'}; {c.optimizer} lr {c.lr} momentum "
               f"{c.momentum} weight decay {c.weight_decay}, {c.schedule} schedule, batch {c.batch_size}, "
               f"{c.epochs} epochs, seed {c.seed}")
+        if world:
+            from . import get_num_threads
+            print(f"data-parallel on {world.size} ranks ({world.local_size} on this host), {get_num_threads()} "
+                  f"thread{'s' if get_num_threads() > 1 else ''} each: about {c.batch_size // world.size} of "
+                  f"every {c.batch_size} images per rank")
         if args.resume:
             from .training import describe_position
             print(f"resuming {trainer.run_dir} from {describe_position(trainer.epoch, trainer.step_in_epoch)}")
@@ -581,7 +590,8 @@ def cmd_sweep(args) -> int:
             _check_grid_values(name, text)
     fields = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "train_size": args.train_size,
               "val_fraction": args.val_fraction, "grad_norm_every": args.grad_norm_every, "bias": not args.no_bias}
-    rows = sweep(grid, out=args.out, workers=args.workers, threads=args.threads, **fields)
+    rows = sweep(grid, out=args.out, workers=args.workers, threads=args.threads, world=getattr(args, "world", None),
+                 **fields)
     if rows and args.sort not in rows[0]:
         raise ValueError(f"--sort: no column {args.sort!r}; columns: {', '.join(rows[0])}")
     print(format_table(rows, [k for k in grid if k in GRID_FIELDS], sort_by=args.sort))
@@ -683,16 +693,43 @@ def cmd_export(args) -> int:
 COMMANDS["export"] = cmd_export
 
 
+#: The commands that run data-parallel (train) or spread their runs (sweep) under mpiexec or srun.
+DISTRIBUTED_COMMANDS = ("train", "sweep")
+
+
+def _join_world(args):
+    """Under a launcher of several processes, this rank's world (handgrad.distributed), with the
+    host's cores shared among its ranks unless --threads says otherwise; None otherwise. Only rank
+    0 prints to stdout."""
+    from . import distributed
+
+    if args.command not in DISTRIBUTED_COMMANDS or distributed.launched_size() <= 1:
+        return None
+    world = distributed.init()
+    if args.threads is None:
+        args.threads = distributed.default_threads(world)
+    if not world.is_main:
+        sys.stdout = open(os.devnull, "w")
+    return world
+
+
 def main(argv=None) -> int:
     from .errors import HandgradError
 
     args = build_parser().parse_args(argv)
+    world = None
     try:
+        world = args.world = _join_world(args)
         with _limited_threads(getattr(args, "threads", None)):
             code = COMMANDS[args.command](args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
         return code
     except KeyboardInterrupt as e:
+        if world is not None:
+            from .distributed import fail_locally
+            fail_locally(e if getattr(e, "collective", False) else HandgradError(None, "interrupted"), world)
+            if not world.is_main:
+                return 128 + getattr(e, "signum", signal.SIGINT)
         signum = getattr(e, "signum", signal.SIGINT)  # training.Interrupted says which signal came
         print(f"handgrad: {'interrupted' if signum == signal.SIGINT else 'terminated'}", file=sys.stderr)
         return 128 + signum
@@ -704,8 +741,20 @@ def main(argv=None) -> int:
     except (HandgradError, ValueError, FileNotFoundError, OSError) as e:
         if isinstance(e, OSError) and not isinstance(e, HandgradError) and e.strerror:
             e = f"{e.filename}: {e.strerror}" if e.filename else e.strerror  # the path, not "[Errno 28]"
+        if world is not None:  # one rank's own failure ends every rank; one they share, rank 0 says
+            from .distributed import fail_locally
+            fail_locally(e, world)
+            if not world.is_main:
+                return 1
+        elif args.command in DISTRIBUTED_COMMANDS and _launched_rank() > 0:
+            return 1  # no world to share the error with (mpi4py missing): rank 0 says it once
         print(f"handgrad: error: {e}", file=sys.stderr)
         return 1
+
+
+def _launched_rank() -> int:
+    from .distributed import launched_rank
+    return launched_rank()
 
 
 if __name__ == "__main__":

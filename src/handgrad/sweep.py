@@ -76,11 +76,15 @@ def available_cores() -> int:
 
 
 def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int | None = None, log=print,
-          **config_fields) -> list:
+          world=None, **config_fields) -> list:
     """Train every point of ``grid`` ({field: [values]}) with the other ``config_fields`` fixed, in
     up to ``workers`` processes (capped at the core count), which share ``threads`` threads
     (default: the cores) evenly, at least one each. Returns one dict per run: its hyperparameters,
-    name, status (trained | resumed | skipped | retrained) and final metrics."""
+    name, status (trained | resumed | skipped | retrained) and final metrics.
+
+    ``world`` (handgrad.distributed, several ranks under mpiexec or srun): the ranks take the runs
+    in turn (run i on rank i mod N), one at a time with ``threads`` threads each, instead of
+    worker processes; every rank returns all the rows, and rank 0 alone writes the results."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
 
@@ -102,6 +106,8 @@ def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int
         name = run_name(point)
         config = with_model(replace(base, **point, out=str(out / name)))
         jobs[name] = (point, {f.name: getattr(config, f.name) for f in fields(TrainConfig)})
+    if world is not None and world.size > 1:
+        return _sweep_on_ranks(jobs, list(grid), out, world, threads or 1, log)
     cores = available_cores()
     budget = threads or cores
     workers = max(1, min(workers or budget, cores, len(jobs)))
@@ -119,6 +125,28 @@ def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int
             log(f"  {r['status']:<8} {name}: test acc {100 * r['test_acc']:.2f}%")
     rows = [results[name] for name in jobs]
     write_results(rows, list(grid), out)
+    return rows
+
+
+def _sweep_on_ranks(jobs: dict, params: list, out: Path, world, threads: int, log) -> list:
+    """``sweep`` across the ranks of ``world``: rank r trains jobs r, r + N, ... in turn; the
+    rows are gathered on every rank (one message at the end) and rank 0 writes the table."""
+    if not world.is_main:
+        log = lambda *args: None  # noqa: E731
+    names = list(jobs)
+    log(f"sweep: {len(jobs)} runs in {out}, on {world.size} ranks, {threads} thread{'s' if threads > 1 else ''} each")
+    mine = {}
+    for name in names[world.rank::world.size]:
+        mine[name] = {**jobs[name][0], "run": name, **_train_point(jobs[name][1], threads), "rank": world.rank}
+    results = {}
+    for part in world.allgather(mine):
+        results.update(part)
+    rows = [results[name] for name in names]
+    for r in rows:
+        log(f"  {r['status']:<8} {r['run']} (rank {r['rank']}): test acc {100 * r['test_acc']:.2f}%")
+    if world.is_main:
+        write_results(rows, params, out)
+    world.barrier()  # the files are there when any rank returns
     return rows
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _random, nn, optim
+from . import _random, distributed, nn, optim
 from ._grad_mode import no_grad
 from .errors import HandgradError
 from .models import build_model, defaults_for
@@ -52,8 +52,9 @@ class RunFolderTaken(HandgradError):
 class Interrupted(KeyboardInterrupt):
     """SIGINT (Ctrl-C) or SIGTERM (``timeout``, job schedulers) stopped the run between two steps."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, collective: bool = False):
         self.signum = int(signum)
+        self.collective = collective  # every rank of a data-parallel run stops at this same step
         super().__init__(self.signum)  # the args rebuild it when a sweep worker sends it back
 
     def __str__(self) -> str:
@@ -375,6 +376,12 @@ def resume_config(run_dir, changes: dict | None = None, log=print) -> TrainConfi
 FINITE_CHECK_EVERY = 10
 
 
+def step_stats_size(world_size: int) -> int:
+    """Numbers a data-parallel step adds to its gradient allreduce: each rank's loss sum, each
+    rank's weights checksum (two halves), the correct predictions, the samples, a pending signal."""
+    return 3 * world_size + 3
+
+
 def all_finite(arrays) -> bool:
     """No NaN or infinity in any of ``arrays`` (one pass per array: about 20 us per 200k float32)."""
     return all(np.isfinite(a).all() for a in arrays)
@@ -452,11 +459,21 @@ class Trainer:
     """Runs ``config`` into ``config.out``; ``restore_state()`` continues from its resume file.
 
     ``fit()`` holds the folder's lock while it runs, unless the Trainer came from ``start_run``,
-    which holds it from before the data loads; used as a context manager, the Trainer lets it go."""
+    which holds it from before the data loads; used as a context manager, the Trainer lets it go.
 
-    def __init__(self, config: TrainConfig, progress: bool = True, log=print, overwrite: bool = False):
+    With ``world`` (``handgrad.distributed.init()``) of N > 1 ranks, it is one of N Trainers that
+    train one model data-parallel: each takes its part of every global batch (``batch_size``), the
+    gradients are averaged over the whole batch (distributed.GradientReducer), evaluation is
+    sharded and summed, and rank 0 alone takes the lock, prints and writes the run's files."""
+
+    def __init__(self, config: TrainConfig, progress: bool = True, log=print, overwrite: bool = False,
+                 world: "distributed.World | None" = None):
         self.config = config.resolved()
         self.run_dir = Path(self.config.out)
+        self.world = world if world is not None else distributed.World()
+        self.distributed = self.world.size > 1
+        if not self.world.is_main:
+            progress, log = False, (lambda *args, **kwargs: None)
         self.progress, self.log, self.overwrite = progress, log, overwrite
         self.history: list[dict] = []
         self.grad_norm_log: list[dict] = []
@@ -489,10 +506,19 @@ class Trainer:
         self.objective = Objective(c.loss, len(self.data.classes))
         self.optimizer = make_optimizer(c, self.model.parameters())
         self.scheduler = make_scheduler(c, self.optimizer)
-        from .data import DataLoader
-        self.loader = DataLoader(self.data.train_x, self.data.train_y, batch_size=c.batch_size, shuffle=True,
-                                 seed=c.seed)
+        self.loader = self.make_loader()
+        self.reducer = None  # made by fit(), for the model and its dtype as they are then
+        self.fault = distributed.fault_hook(self.world)
         return self
+
+    def make_loader(self):
+        """The training batches: this rank's part of each global batch when distributed."""
+        c = self.config
+        if self.distributed:
+            return distributed.ShardedLoader(self.data.train_x, self.data.train_y, batch_size=c.batch_size,
+                                             shuffle=True, seed=c.seed, w=self.world)
+        from .data import DataLoader
+        return DataLoader(self.data.train_x, self.data.train_y, batch_size=c.batch_size, shuffle=True, seed=c.seed)
 
     def checkpoint_metadata(self) -> dict:
         c = self.config
@@ -517,13 +543,19 @@ class Trainer:
             for step, (x, y) in enumerate(self.loader):
                 if step < self.step_in_epoch:
                     continue  # resumed mid-epoch: these batches were already trained on
-                with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked below
-                    out = model(x)
-                    loss = objective(out, y)
-                if not np.isfinite(loss):
-                    self.diverged(f"the loss became {loss}", x, y)
-                opt.zero_grad()
-                model.backward(objective.backward(), input_grad=False)
+                if self.fault is not None and self.global_step == self.fault[1]:
+                    self.inject_fault()
+                if self.distributed:
+                    loss_sum, correct, seen, stop = self.distributed_gradients(x, y, params)
+                else:
+                    with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked below
+                        out = model(x)
+                        loss = objective(out, y)
+                    if not np.isfinite(loss):
+                        self.diverged(f"the loss became {loss}", x, y)
+                    opt.zero_grad()
+                    model.backward(objective.backward(), input_grad=False)
+                    loss_sum, correct, seen, stop = loss * len(x), int((out.argmax(axis=1) == y).sum()), len(x), None
                 # A non-finite weight shows in the next step's loss; the full check of gradients and
                 # weights is the net for what the loss can miss (an infinite weight behind a ReLU, a
                 # finite gradient times a huge lr on the last step). Every save checks again, exactly.
@@ -535,9 +567,9 @@ class Trainer:
                 if full_check and not all_finite(p_.data for p_ in params):
                     self.diverged(f"the weights {self.nonfinite_names()} are non-finite after the optimizer step "
                                   f"(lr {opt.param_groups[0]['lr']:g})")
-                p["loss_sum"] += loss * len(x)
-                p["correct"] += int((out.argmax(axis=1) == y).sum())
-                p["seen"] += len(x)
+                p["loss_sum"] += loss_sum
+                p["correct"] += correct
+                p["seen"] += seen
                 self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
                 if c.grad_norm_every and self.global_step % c.grad_norm_every == 0:
                     self.grad_norm_log.append({"step": self.global_step, "epoch": self.epoch + 1, **grad_norms(model)})
@@ -545,11 +577,75 @@ class Trainer:
                     elapsed = p["seconds"] + time.perf_counter() - started
                     bar.update(1)
                     bar.set_postfix(loss=f"{p['loss_sum'] / p['seen']:.4f}", samples_s=f"{p['seen'] / elapsed:,.0f}")
+                if stop:  # some rank was signalled: all stop at this same step boundary
+                    raise Interrupted(self.stop.signum or signal.SIGTERM, collective=True)
                 self.stop.check()  # a step boundary: the state is whole here
         finally:  # also when interrupted or diverged: the time spent counts, the bar goes
             if bar is not None:
                 bar.close()
             p["seconds"] += time.perf_counter() - started
+
+    def distributed_gradients(self, x, y, params):
+        """This rank's forward and backward on its part (x, y) of the global batch, then one
+        allreduce that turns the gradients into the global batch's and carries, summed over the
+        ranks, each rank's loss, the correct predictions, the samples, a pending signal and, every
+        CHECK_EVERY steps, each rank's weights checksum. Returns (loss sum, correct, samples,
+        signal) of the global batch; stops every rank alike on a non-finite loss or differing weights."""
+        w, n = self.world, len(x)
+        stats = np.zeros(step_stats_size(w.size))
+        self.optimizer.zero_grad()
+        if n:  # a rank may hold no sample of a last batch smaller than the world
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are checked below
+                out = self.model(x)
+                loss = self.objective(out, y)
+                self.model.backward(self.objective.backward(), input_grad=False)
+            stats[w.rank] = loss * n
+            stats[3 * w.size] = (out.argmax(axis=1) == y).sum()
+        check = (self.global_step + 1) % distributed.CHECK_EVERY == 0
+        if check:  # two 16-bit halves: exact in a float32 bucket
+            crc = distributed.weights_checksum(params)
+            stats[w.size + 2 * w.rank:w.size + 2 * w.rank + 2] = crc >> 16, crc & 0xFFFF
+        stats[3 * w.size + 1] = n
+        stats[3 * w.size + 2] = self.stop.signum or 0
+        total = self.reducer.allreduce(n, stats)
+        losses, seen = total[:w.size], int(total[3 * w.size + 1])
+        if not np.isfinite(losses).all():
+            bad = np.flatnonzero(~np.isfinite(losses))
+            self.diverged(f"the loss became {losses.sum() / max(seen, 1)} (on the part of rank"
+                          f"{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))})", x, y)
+        if check:
+            sums = [int(total[w.size + 2 * r]) << 16 | int(total[w.size + 2 * r + 1]) for r in range(w.size)]
+            if len(set(sums)) > 1:
+                raise distributed.out_of_sync(sums, f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}")
+        return float(losses.sum()), int(total[3 * w.size]), seen, int(total[3 * w.size + 2])
+
+    def inject_fault(self):
+        """The test hook (distributed.FAULT_VARIABLE): fail this rank here, or change its weights."""
+        kind, step = self.fault
+        if kind == "raise":
+            raise RuntimeError(f"fault injected by {distributed.FAULT_VARIABLE} at step {step}")
+        first = next(iter(self.model.parameters()))
+        first.data.reshape(-1)[0] += 1
+
+    def evaluate(self, x, y):
+        """(mean loss, accuracy) over (x, y); when distributed, each rank takes its shard and the
+        sums are reduced."""
+        if not self.distributed:
+            return evaluate(self.model, x, y, self.objective)[:2]
+        part = distributed.shard(len(x), self.world.rank, self.world.size)
+        sums = np.zeros(2)
+        if len(x[part]):
+            loss, _, logits = evaluate(self.model, x[part], y[part], self.objective)
+            sums[:] = loss * len(logits), (logits.argmax(axis=1) == y[part]).sum()
+        sums = self.world.allreduce(sums)
+        return sums[0] / max(len(x), 1), (sums[1] / len(x) if len(x) else float("nan"))
+
+    def check_stop(self):
+        """Stop here if a signal came (to any rank, when distributed: all stop together)."""
+        if not self.distributed:
+            self.stop.check()
+        elif self.world.allreduce(float(self.stop.signum or 0), op="max"):
+            raise Interrupted(self.stop.signum or signal.SIGTERM, collective=True)
 
     def nonfinite_names(self) -> str:
         names = [name for name, p_ in self.model.named_parameters() if not np.isfinite(p_.data).all()]
@@ -559,12 +655,21 @@ class Trainer:
         """Stop: nothing from this point is saved. With the batch (x, y), replay it to name the first
         layer where a non-finite value appears. ``at``: where it happened (default: the step being taken)."""
         where = ""
-        if x is not None:
+        if x is not None and self.distributed:  # every rank is here (the values checked are reduced)
+            with np.errstate(all="ignore"):
+                local = find_nonfinite(self.model, x, y, self.objective) if len(x) else ""
+            found = [(r, text) for r, text in enumerate(self.world.allgather(local))
+                     if text and not text.startswith("no ")]  # "no layer on replay": not this rank's part
+            if found:
+                where = f": first non-finite value in {found[0][1]} on rank {found[0][0]}"
+        elif x is not None:
             with np.errstate(all="ignore"):
                 where = f": first non-finite value in {find_nonfinite(self.model, x, y, self.objective)}"
-        raise TrainingDiverged(at or f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}",
-                               f"{what}{where}; nothing from this point was saved, and {self.last_good()}. "
-                               "Try a lower --lr (--overwrite starts this run again).")
+        error = TrainingDiverged(at or f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}",
+                                 f"{what}{where}; nothing from this point was saved, and {self.last_good()}. "
+                                 "Try a lower --lr (--overwrite starts this run again).")
+        error.collective = self.distributed
+        raise error
 
     def last_good(self) -> str:
         """Which checkpoints of this run hold good weights (every one written was checked)."""
@@ -577,9 +682,14 @@ class Trainer:
 
     def end_epoch(self):
         d, p = self.data, self.partial
+        if self.distributed:
+            # rank 0 saves its weights for all: they must be every rank's
+            distributed.check_in_sync(self.model, self.world, f"end of epoch {self.epoch + 1}")
+            # and rank 0's BatchNorm statistics, the ones it saves, evaluate on every rank
+            distributed.broadcast_buffers(self.model, w=self.world)
         with np.errstate(all="ignore"):  # checked below
-            val_loss, val_acc, _ = evaluate(self.model, d.val_x, d.val_y, self.objective)
-            test_loss, test_acc, _ = evaluate(self.model, d.test_x, d.test_y, self.objective)
+            val_loss, val_acc = self.evaluate(d.val_x, d.val_y)
+            test_loss, test_acc = self.evaluate(d.test_x, d.test_y)
         for name, value in (("validation", val_loss), ("test", test_loss)):
             if not np.isfinite(value):
                 self.diverged(f"the {name} loss is {value}", at=f"end of epoch {self.epoch + 1}")
@@ -596,34 +706,43 @@ class Trainer:
         if val_loss < self.best_val_loss:
             self.check_finite_state()
             self.best_val_loss = val_loss
-            save(self.model, self.run_dir / "best.safetensors", **self.checkpoint_metadata())
+            if self.world.is_main:
+                save(self.model, self.run_dir / "best.safetensors", **self.checkpoint_metadata())
             self.best_epoch = self.epoch
         self.save_state()
-        self.write_history()
+        if self.world.is_main:
+            self.write_history()
 
     def fit(self):
         """Train to ``config.epochs``. Ctrl-C or SIGTERM stops between two steps, saves the state and
         raises Interrupted (a KeyboardInterrupt)."""
-        owns_lock = self.lock is None
+        owns_lock = self.lock is None and self.world.is_main  # rank 0 alone writes, so it alone locks
         if owns_lock:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.lock = RunLock(self.run_dir).acquire()
         try:
-            if not self.claimed:
+            if not self.claimed and self.world.is_main:
                 claim_run_folder(self.run_dir, self.overwrite)
                 self.claimed = True
-            self.write_manifest()
+            if self.distributed:  # the same start everywhere: rank 0's weights (collectives wait for fit: setup
+                distributed.broadcast_parameters(self.model, w=self.world)  # may fail on one rank alone)
+                self.reducer = distributed.GradientReducer(self.model.parameters(), self.world,
+                                                           extra=step_stats_size(self.world.size))
+            if self.world.is_main:
+                self.write_manifest()
             if self.epoch >= self.config.epochs and not self.step_in_epoch:
                 self.log(f"{self.run_dir}: the run already holds all {self.config.epochs} epochs "
                          f"(a larger --epochs extends it)")
             with self.stop:
                 try:
-                    self.stop.check()
+                    self.check_stop()
                     while self.epoch < self.config.epochs:
                         self.train_epoch()
                         self.end_epoch()
-                        self.stop.check()
-                except KeyboardInterrupt:
+                        self.check_stop()
+                except KeyboardInterrupt as e:
+                    if self.distributed and not getattr(e, "collective", False):
+                        raise  # this rank alone, mid-step: the others are not here to agree on a state
                     self.save_state()
                     self.log(f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}; state saved. "
                              f"Continue with: handgrad train --resume {self.run_dir}")
@@ -649,6 +768,9 @@ class Trainer:
         """last.safetensors for users; resume.safetensors with everything needed to continue. Both
         only after checking that the weights and the optimizer's state are finite."""
         self.check_finite_state()
+        if not self.world.is_main:
+            self.last_saved = describe_position(self.epoch, self.step_in_epoch)
+            return
         save(self.model, self.run_dir / "last.safetensors", **self.checkpoint_metadata())
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         opt_state = self.optimizer.state_dict()
@@ -734,7 +856,8 @@ class Trainer:
                              "normalization": self.data.normalization,
                              "sizes": {"train": len(self.data.train_y), "val": len(self.data.val_y),
                                        "test": len(self.data.test_y)}},
-                    "model": {"parameters": self.model.num_parameters(), "repr": repr(self.model)}}
+                    "model": {"parameters": self.model.num_parameters(), "repr": repr(self.model)},
+                    "distributed": {"world_size": self.world.size, "threads_per_rank": environment()["threads"]}}
         atomic_write_text(self.run_dir / "manifest.json", json.dumps(manifest, indent=1, default=str))
 
 
@@ -753,27 +876,37 @@ def format_epoch(row: dict, epochs: int) -> str:
 
 
 def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, changes: dict | None = None,
-              progress: bool = True, log=print) -> Trainer:
+              progress: bool = True, log=print, world: "distributed.World | None" = None) -> Trainer:
     """Lock ``config.out`` and either continue the run in it (``resume``: its own settings, but
     ``changes`` as ``resume_config`` allows) or claim it for a new run (``overwrite``: replacing the
     run there). Returns the Trainer, set up, ready for ``fit()`` and holding the lock until it is
     closed (use it in a ``with`` block). A new run loads its data and builds its model before it
-    creates the folder, so a bad setting leaves nothing behind."""
+    creates the folder, so a bad setting leaves nothing behind.
+
+    ``world``: one rank of a data-parallel run (see Trainer); rank 0 alone locks and claims the
+    folder, and every rank reads a resumed run's files (the folder must be on a file system they
+    all see). No collective is called here, so that a failure on one rank can be agreed on."""
     run_dir = Path(config.resolved().out)
+    main = world is None or world.is_main
     if resume:
         if not run_dir.is_dir():
             raise HandgradError(str(run_dir), "no such run folder to resume")
-        lock = RunLock(run_dir).acquire()
+        lock = RunLock(run_dir).acquire() if main else None
         try:
-            trainer = Trainer(resume_config(run_dir, changes, log), progress=progress, log=log)
+            trainer = Trainer(resume_config(run_dir, changes, log if main else (lambda *a: None)), progress=progress,
+                              log=log, world=world)
             trainer.lock = lock
             return trainer.setup().restore_state()
         except BaseException:
-            lock.release()
+            if lock is not None:
+                lock.release()
             raise
     if run_files(run_dir) and not overwrite:
         claim_run_folder(run_dir)  # refuses at once, before the data loads; checked again under the lock
-    trainer = Trainer(config, progress=progress, log=log).setup()
+    trainer = Trainer(config, progress=progress, log=log, world=world).setup()
+    if not main:
+        trainer.claimed = True  # rank 0 claims the folder, for every rank
+        return trainer
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir).acquire()
     try:
@@ -786,8 +919,14 @@ def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False
 
 
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, changes: dict | None = None,
-          progress: bool = True, log=print) -> Trainer:
+          progress: bool = True, log=print, world: "distributed.World | None" = None) -> Trainer:
     """Train as ``config`` says into ``config.out`` (``resume``: continue the run there; see
-    ``start_run``) and return the Trainer."""
-    with start_run(config, resume=resume, overwrite=overwrite, changes=changes, progress=progress, log=log) as trainer:
+    ``start_run``; ``world``: as one rank of a data-parallel run) and return the Trainer."""
+    if world is not None and world.size > 1:
+        start = lambda: start_run(config, resume=resume, overwrite=overwrite, changes=changes,  # noqa: E731
+                                  progress=progress, log=log, world=world)
+        run = world.agree(start, "setting up the run", cleanup=lambda trainer: trainer.__exit__())
+    else:
+        run = start_run(config, resume=resume, overwrite=overwrite, changes=changes, progress=progress, log=log)
+    with run as trainer:
         return trainer.fit()
