@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import handgrad
-from handgrad.cli import main
+from handgrad.app.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def folder_bytes(folder):
 def test_a_signal_saves_the_state_between_two_steps_and_resume_continues(tmp_path, signum, code, said):
     import signal
 
-    from handgrad.training import TrainConfig, read_resume_metadata, train
+    from handgrad.app.training import TrainConfig, read_resume_metadata, train
 
     run = tmp_path / "run"
     child = subprocess.Popen(handgrad_command("train", "--dataset", "digits", "--model", "tiny-mlp", "--schedule", "none",
@@ -217,7 +217,7 @@ def test_replacing_a_file_keeps_its_mode(tmp_path):
 ])
 def test_threads_limits_blas_and_handgrad_for_the_command(argv, monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from handgrad import cli
+    from handgrad.app import cli
 
     seen = {}
 

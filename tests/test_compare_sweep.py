@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from handgrad.cli import main  # noqa: E402
-from handgrad.compare import compare, run_is_complete  # noqa: E402
-from handgrad.sweep import grid_points, parse_values, run_name, sweep  # noqa: E402
+from handgrad.app.cli import main  # noqa: E402
+from handgrad.app.compare import compare, run_is_complete  # noqa: E402
+from handgrad.app.sweep import grid_points, parse_values, run_name, sweep  # noqa: E402
 
 
 def test_compare_trains_each_model_and_writes_figure_and_table(tmp_path):
@@ -89,8 +89,8 @@ BASE = dict(dataset="digits", model="tiny-mlp", epochs=1, train_size=400, lr=0.1
 @pytest.mark.parametrize("change", [{"lr": 0.05}, {"optimizer": "adam"}, {"epochs": 2}, {"train_size": 300},
                                     {"batch_size": 32}, {"seed": 1}, {"weight_decay": 0.01}, {"momentum": 0.5}])
 def test_a_finished_run_with_other_settings_is_trained_again(tmp_path, change):
-    from handgrad.compare import run_config
-    from handgrad.training import TrainConfig
+    from handgrad.app.compare import run_config
+    from handgrad.app.training import TrainConfig
 
     out = str(tmp_path / "run")
     first, _, status = run_config(TrainConfig(**BASE, out=out))
@@ -108,8 +108,8 @@ def test_a_finished_run_with_other_settings_is_trained_again(tmp_path, change):
 
 
 def test_an_interrupted_run_is_resumed_only_with_the_same_settings(tmp_path):
-    from handgrad.compare import run_config
-    from handgrad.training import TrainConfig, Trainer
+    from handgrad.app.compare import run_config
+    from handgrad.app.training import TrainConfig, Trainer
 
     out = str(tmp_path / "run")
     trainer = Trainer(TrainConfig(**BASE, out=out), progress=False, log=lambda *_: None).setup()
@@ -149,7 +149,7 @@ def test_sweep_trains_again_when_a_fixed_setting_changes(tmp_path):
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
 def test_sweep_workers_share_the_threads(tmp_path, threads):
-    from handgrad.sweep import available_cores
+    from handgrad.app.sweep import available_cores
 
     log = []
     sweep({"lr": [0.1, 0.05]}, out=tmp_path, workers=2, threads=threads, log=log.append, dataset="digits",

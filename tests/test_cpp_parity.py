@@ -21,7 +21,7 @@ from handgrad.data import DataLoader, Normalizer, load_dataset, stratified_subse
 from handgrad.data.idx import read_idx, write_idx
 from handgrad.models import build_model
 from handgrad.serialization import load_tensors, save_tensors
-from handgrad.training import evaluate
+from handgrad.app.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "cpp" / "build" / "handgrad-cpp"

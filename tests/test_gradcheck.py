@@ -9,7 +9,7 @@ from handgrad import functional as F
 from handgrad import nn
 from handgrad.functional import SPECS
 from handgrad.gradcheck import compare, finite_differences, rel_error
-from handgrad.verify import spec_cases
+from handgrad.app.verify import spec_cases
 
 
 class DoubledLinear(nn.Linear):

@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from handgrad.cli import main  # noqa: E402
-from handgrad.report import build_report, confidently_wrong  # noqa: E402
-from handgrad.training import TrainConfig, train  # noqa: E402
+from handgrad.app.cli import main  # noqa: E402
+from handgrad.app.report import build_report, confidently_wrong  # noqa: E402
+from handgrad.app.training import TrainConfig, train  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

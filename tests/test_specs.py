@@ -10,7 +10,7 @@ import pytest
 
 import handgrad
 from handgrad import models, nn
-from handgrad.explain import explain, forward_formula
+from handgrad.app.explain import explain, forward_formula
 from handgrad.functional import SPECS
 
 torch = pytest.importorskip("torch")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import handgrad
-from handgrad.training import Trainer, TrainConfig, TrainingDiverged, train
+from handgrad.app.training import Trainer, TrainConfig, TrainingDiverged, train
 
 DATA = os.environ.get("HANDGRAD_DATA_DIR")
 needs_mnist = pytest.mark.skipif(not DATA or not os.path.isdir(os.path.join(DATA or "", "mnist")),
@@ -236,7 +236,7 @@ def test_resume_of_a_folder_without_a_run_says_so(tmp_path):
 
 # -- the run folder: lock, overwrite ------------------------------------------------------------------
 def test_a_locked_folder_is_refused_and_left_untouched(tmp_path):
-    from handgrad.training import RunFolderBusy, RunLock
+    from handgrad.app.training import RunFolderBusy, RunLock
 
     config = digits_config(tmp_path, model="tiny-mlp", epochs=1)
     train(config, progress=False, log=quiet)
@@ -251,7 +251,7 @@ def test_a_locked_folder_is_refused_and_left_untouched(tmp_path):
 
 
 def test_a_new_run_refuses_a_folder_holding_another_run_unless_overwrite(tmp_path):
-    from handgrad.training import RunFolderTaken
+    from handgrad.app.training import RunFolderTaken
 
     train(digits_config(tmp_path, model="tiny-mlp", epochs=2, seed=1), progress=False, log=quiet)
     run = tmp_path / "run"

@@ -8,8 +8,8 @@ import pytest
 
 from handgrad import functional as F
 from handgrad.functional import SPECS
-from handgrad.cli import main
-from handgrad.verify import OpCase, check_case, default_cases, format_table, verify
+from handgrad.app.cli import main
+from handgrad.app.verify import OpCase, check_case, default_cases, format_table, verify
 
 
 #: pairs that are not ops of their own: the user-function activation (its derivative is checked where the

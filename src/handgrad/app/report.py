@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HandgradError
-from .serialization import atomic_write_text
+from ..errors import HandgradError
+from ..serialization import atomic_write_text
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Run:
 def load_run(run_dir, data_dir=None) -> Run:
     """Read a run directory: manifest, history, the best (else last) checkpoint, and the run's data
     split rebuilt from its configuration (same dataset, seed, split and training subset)."""
-    from .serialization import load
+    from ..serialization import load
     from .training import TrainConfig, prepare_data
 
     path = Path(run_dir)
@@ -76,7 +76,7 @@ def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
 def confidently_wrong(logits, labels, count: int = 24, softmax: bool = True):
     """Indices of the misclassified samples with the highest predicted probability (or score),
     most confident first, and that probability."""
-    from .functional import softmax_forward
+    from ..functional import softmax_forward
 
     scores = softmax_forward(logits.astype(np.float64), dim=1)[0] if softmax else logits.astype(np.float64)
     predicted = scores.argmax(axis=1)
@@ -88,14 +88,15 @@ def confidently_wrong(logits, labels, count: int = 24, softmax: bool = True):
 
 def first_layer(model):
     """The first Linear or Conv2d of the model, or None."""
-    from . import nn
+    from .. import nn
 
     return next((layer for layer in model.modules() if isinstance(layer, (nn.Linear, nn.Conv2d))), None)
 
 
 def run_section(run: Run) -> str:
     """The HTML of one run's section."""
-    from . import nn, plots
+    from .. import nn
+    from . import plots
     from .training import evaluate
 
     d, c = run.data, run.config

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .serialization import atomic_write_text
+from ..serialization import atomic_write_text
 
 #: The default line-up: the matched pair (about 12k parameters each) and two larger models.
 DEFAULT_MODELS = ("tiny-mlp", "tiny-cnn", "mlp", "lenet5")
@@ -57,7 +57,7 @@ def reuse_problem(run_dir, config) -> str | None:
 def with_model(config):
     """``config`` with a model given as a layer spec (``model="conv8-pool-fc32"``) moved to its
     ``layers`` field, as ``train --layers`` sets it; a named model, or a config with layers, as is."""
-    from .models import MODELS
+    from ..models import MODELS
 
     if config.layers or config.model in MODELS:
         return config
@@ -67,12 +67,12 @@ def with_model(config):
 def check_specs(models, dataset, data_dir=None) -> None:
     """Build each layer spec among ``models`` for the dataset's input shape and classes, so that a
     spec that does not fit the data is refused before any run trains (and none is half done)."""
-    from .models import MODELS, parse_layer_spec
+    from ..models import MODELS, parse_layer_spec
 
     specs = [m for m in models if m not in MODELS]
     if not specs:
         return
-    from .data import load_dataset
+    from ..data import load_dataset
 
     ds = load_dataset(dataset, data_dir=data_dir)
     for spec in specs:

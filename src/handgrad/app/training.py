@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _random, nn, optim
-from ._grad_mode import no_grad
-from .errors import HandgradError
-from .models import build_model, defaults_for
-from .serialization import atomic_write_text, load_tensors, save, save_tensors
+from .. import _random, nn, optim
+from .._grad_mode import no_grad
+from ..errors import HandgradError
+from ..models import build_model, defaults_for
+from ..serialization import atomic_write_text, load_tensors, save, save_tensors
 
 
 class TrainingDiverged(HandgradError):
@@ -156,7 +156,7 @@ class Data:
 
 
 def prepare_data(config: TrainConfig) -> Data:
-    from .data import Normalizer, load_dataset, stratified_subset, train_val_split
+    from ..data import Normalizer, load_dataset, stratified_subset, train_val_split
 
     ds = load_dataset(config.dataset, data_dir=config.data_dir)
     train_x, train_y, val_x, val_y = train_val_split(ds.train_images, ds.train_labels,
@@ -211,7 +211,7 @@ def grad_norms(model) -> dict:
 
 def environment() -> dict:
     """Versions that decide the numbers a run produces."""
-    from . import __version__, get_num_threads
+    from .. import __version__, get_num_threads
 
     env = {"handgrad": __version__, "numpy": np.__version__, "python": sys.version.split()[0],
            "platform": platform.platform(), "machine": platform.machine(), "threads": get_num_threads()}
@@ -489,7 +489,7 @@ class Trainer:
         self.objective = Objective(c.loss, len(self.data.classes))
         self.optimizer = make_optimizer(c, self.model.parameters())
         self.scheduler = make_scheduler(c, self.optimizer)
-        from .data import DataLoader
+        from ..data import DataLoader
         self.loader = DataLoader(self.data.train_x, self.data.train_y, batch_size=c.batch_size, shuffle=True,
                                  seed=c.seed)
         return self

@@ -31,7 +31,7 @@ def _add_threads_option(p, sweep=False):
 
 def _csv_ints(text):
     """Hidden sizes: comma-separated integers, each from 1 to models.MAX_SIZE."""
-    from .models import MAX_SIZE
+    from ..models import MAX_SIZE
 
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -77,7 +77,7 @@ def _number(low, high=None, low_open=False, high_open=False):
 
 
 def _activation(text):
-    from .nn import ACTIVATIONS, get_activation
+    from ..nn import ACTIVATIONS, get_activation
 
     try:
         get_activation(text)
@@ -104,7 +104,7 @@ LAYERS_HELP = ("a layer spec (overrides --model), tokens joined by '-': conv<C>[
 
 def _add_model_options(p, sweepable=False):
     """--no-bias and --init, for every command that builds a model from the command line."""
-    from .models import INITS
+    from ..models import INITS
 
     p.add_argument("--no-bias", action="store_true", help="no bias in any Linear or Conv2d layer")
     if sweepable:
@@ -118,7 +118,7 @@ def _add_model_options(p, sweepable=False):
 def _check_model_or_spec(name) -> str | None:
     """None when ``name`` is a named model or a layer spec (its syntax: shapes are checked once the
     data is known), else why not."""
-    from .models import MODELS, tokenize_layer_spec
+    from ..models import MODELS, tokenize_layer_spec
 
     if name in MODELS:
         return None
@@ -130,7 +130,7 @@ def _check_model_or_spec(name) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import MODELS
+    from ..models import MODELS
 
     parser = argparse.ArgumentParser(prog="handgrad", description="Train, evaluate and inspect handgrad models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -300,7 +300,7 @@ TRAIN_FIELDS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "
 
 
 def cmd_train(args) -> int:
-    from .models import summary
+    from ..models import summary
     from .training import TrainConfig, start_run
 
     given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name) is not None}
@@ -336,13 +336,13 @@ def cmd_train(args) -> int:
 
 def _checkpoint_data(model, dataset, data_dir):
     """The checkpoint's dataset test split, normalised with the statistics stored in the checkpoint."""
-    from .data import Normalizer, load_dataset
+    from ..data import Normalizer, load_dataset
 
     meta = model.metadata
     ds = load_dataset(dataset or meta.get("dataset", "digits"), data_dir=data_dir)
     norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else (lambda x: x)
     if tuple(ds.test_images.shape[1:]) != tuple(meta.get("input_shape", ds.test_images.shape[1:])):
-        from .errors import HandgradError
+        from ..errors import HandgradError
         raise HandgradError(f"dataset {ds.name}", f"images of shape {ds.test_images.shape[1:]} do not fit the "
                                                   f"checkpoint's input shape {tuple(meta['input_shape'])}")
     return ds, norm(ds.test_images)
@@ -364,7 +364,7 @@ def _json(value) -> str:
 def _class_names(path, meta, logits) -> list:
     """The checkpoint's class names, one per output; outputs that are not (N, classes) or not finite
     are refused, since every number computed from them would be garbage."""
-    from .errors import HandgradError
+    from ..errors import HandgradError
 
     if logits.ndim != 2:
         raise HandgradError(str(path), f"the model outputs shape {logits.shape[1:]} per sample, expected one score "
@@ -382,7 +382,7 @@ def _class_names(path, meta, logits) -> list:
 
 
 def cmd_eval(args) -> int:
-    from .serialization import load
+    from ..serialization import load
     from .training import evaluate
 
     model = load(args.checkpoint)
@@ -393,7 +393,7 @@ def cmd_eval(args) -> int:
     classes = _class_names(args.checkpoint, model.metadata, logits)
     n = len(classes)
     if y.max() >= n:
-        from .errors import HandgradError
+        from ..errors import HandgradError
         raise HandgradError(f"dataset {ds.name}", f"has labels up to {int(y.max())}, but the checkpoint "
                                                   f"{args.checkpoint} has {n} classes")
     pred = logits.argmax(axis=1)
@@ -433,7 +433,7 @@ def load_image(path, input_shape) -> np.ndarray:
 
     from PIL import Image, ImageOps
 
-    from .errors import HandgradError
+    from ..errors import HandgradError
 
     where = str(path)
     try:
@@ -488,16 +488,16 @@ def _gray(img):
 
 
 def cmd_predict(args) -> int:
-    from .data import Normalizer
-    from .functional import softmax_forward
-    from .serialization import load
+    from ..data import Normalizer
+    from ..functional import softmax_forward
+    from ..serialization import load
     from .training import evaluate
 
     model = load(args.checkpoint)
     meta = model.metadata
     shape = tuple(meta.get("input_shape", (1, 28, 28)))
     if len(shape) != 3:
-        from .errors import HandgradError
+        from ..errors import HandgradError
         raise HandgradError(args.checkpoint, f"the model takes inputs of shape {shape}, not images (C, H, W)")
     norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else (lambda x: x)
     images = np.stack([load_image(p, shape) for p in args.images])
@@ -521,8 +521,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .models import summary
-    from .serialization import load
+    from ..models import summary
+    from ..serialization import load
 
     model = load(args.checkpoint, allow_nonfinite=True)  # describe a broken checkpoint too, and say so
     meta = model.metadata
@@ -538,7 +538,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .data import describe_datasets
+    from ..data import describe_datasets
 
     rows = describe_datasets(data_dir=args.data_dir)
     for row in rows:
@@ -591,7 +591,7 @@ def cmd_sweep(args) -> int:
 
 def _check_grid_values(name, text) -> None:
     """Each of a sweep option's comma-separated values passes the check the single option has."""
-    from .models import INITS
+    from ..models import INITS
 
     choices = {"optimizer": ["sgd", "adam", "adamw"], "schedule": ["cosine", "step", "none"], "init": list(INITS)}
     for value in (v.strip() for v in text.split(",") if v.strip()):
@@ -664,8 +664,8 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info"
 
 
 def cmd_export(args) -> int:
-    from .onnx import OPSET, export
-    from .serialization import load
+    from ..onnx import OPSET, export
+    from ..serialization import load
 
     model = load(args.checkpoint)
     proto = export(model, args.output, input_shape=args.input_shape)
@@ -684,7 +684,7 @@ COMMANDS["export"] = cmd_export
 
 
 def main(argv=None) -> int:
-    from .errors import HandgradError
+    from ..errors import HandgradError
 
     args = build_parser().parse_args(argv)
     try:

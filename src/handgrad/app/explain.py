@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _random
-from . import nn
-from ._grad_mode import no_grad
-from .functional import REQUIRED, SPECS
-from .gradcheck import (EPS, Comparison, autograd_grads, compare, finite_differences, matches_autograd,
+from .. import _random
+from .. import nn
+from .._grad_mode import no_grad
+from ..functional import REQUIRED, SPECS
+from ..gradcheck import (EPS, Comparison, autograd_grads, compare, finite_differences, matches_autograd,
                         matches_finite_differences)
 
 
@@ -334,9 +334,9 @@ def explain_named(model: str = "tiny-cnn", dataset: str = "digits", batch_size: 
                   data_dir=None, seed: int = 0, **options) -> Explanation:
     """``explain`` on a named model (fresh, seeded) or a checkpoint, with the first ``batch_size``
     test images of the dataset, normalised with the training statistics."""
-    from .data import Normalizer, load_dataset
-    from .models import build_model
-    from .serialization import load
+    from ..data import Normalizer, load_dataset
+    from ..models import build_model
+    from ..serialization import load
 
     if checkpoint is not None:
         net = load(checkpoint)
