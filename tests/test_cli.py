@@ -150,8 +150,6 @@ def test_a_signal_saves_the_state_between_two_steps_and_resume_continues(tmp_pat
 
 @pytest.mark.parametrize("existing", [False, True])
 def test_two_trains_into_one_folder_at_once_one_error_line_or_a_whole_run(tmp_path, existing):
-    from handgrad.serialization import read_metadata
-
     run = tmp_path / "run"
     if existing:
         assert main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--epochs", "1", "--seed", "7", "--quiet",
@@ -176,7 +174,7 @@ def test_two_trains_into_one_folder_at_once_one_error_line_or_a_whole_run(tmp_pa
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["config"]["seed"] == seed and manifest["config"]["epochs"] == epochs
     assert [r["epoch"] for r in json.loads((run / "history.json").read_text())["epochs"]] == list(range(1, epochs + 1))
-    assert read_metadata(run / "last.safetensors")["epoch"] == epochs
+    assert handgrad.load(run / "last.safetensors").metadata["epoch"] == epochs
     assert handgrad.load(run / "best.safetensors").metadata["epoch"] <= epochs
 
 
@@ -197,7 +195,7 @@ def test_files_written_respect_the_umask(tmp_path, umask, mode):
 
 
 def test_replacing_a_file_keeps_its_mode(tmp_path):
-    from handgrad.serialization import atomic_write_text
+    from handgrad.files import atomic_write_text
 
     path = tmp_path / "kept.json"
     atomic_write_text(path, "{}")

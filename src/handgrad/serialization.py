@@ -2,88 +2,20 @@
 in the header metadata everything ``load`` needs to rebuild the model (architecture, input shape,
 normalisation, class names, dataset, handgrad version). No pickle anywhere.
 
-Files are written atomically (a temporary file in the same folder, then ``os.replace``), so a
-crash mid-write leaves the previous checkpoint intact.
+Files are written atomically (``files.atomic_write_bytes``: a temporary file in the same folder,
+then ``os.replace``), so a crash mid-write leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .errors import HandgradError, StateDictError, fmt_shape
+from .files import atomic_write_bytes
 
 FORMAT = "handgrad-checkpoint-1"
-
-
-class WriteError(HandgradError, OSError):
-    """A file could not be written (full disk, no permission, ...); the message names the file."""
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and a rename:
-    all or nothing. A failure raises WriteError (an OSError) naming ``path``, not the temporary
-    file. The file gets the mode ``open()`` would give it: an existing file's, else 0o666 less the
-    umask (the temporary file is created with ``os.open``, which applies it)."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temporary(path)
-        try:
-            os.fchmod(fd, os.stat(path).st_mode & 0o777)  # replacing a file keeps its mode, as open() does
-        except FileNotFoundError:
-            pass
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        _remove(tmp)
-        raise WriteError(str(path), f"cannot write the file: {e.strerror or e}") from e
-    except BaseException:
-        _remove(tmp)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _create_temporary(path: Path) -> tuple[int, str]:
-    """A new file ``.<name>.<random>.tmp`` beside ``path``, opened for writing (O_EXCL: never an
-    existing one). Unlike tempfile.mkstemp (always 0o600), ``os.open`` applies the umask."""
-    import secrets
-
-    while True:
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
-        except FileExistsError:
-            continue
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable; not every platform can open a folder, and that is fine."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove(tmp) -> None:
-    if tmp is not None and os.path.exists(tmp):
-        os.unlink(tmp)
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
@@ -176,11 +108,6 @@ def reference_checks(model, inputs) -> dict:
                                      "first": h64.ravel()[:8].tolist()})
     model.train(was_training)
     return result
-
-
-def read_metadata(path) -> dict:
-    """The decoded header metadata of a handgrad checkpoint."""
-    return _decode(path, read_header(path)[0])
 
 
 def _decode(path, raw: dict) -> dict:

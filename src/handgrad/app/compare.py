@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..serialization import atomic_write_text
+from ..files import atomic_write_text
 
 #: The default line-up: the matched pair (about 12k parameters each) and two larger models.
 DEFAULT_MODELS = ("tiny-mlp", "tiny-cnn", "mlp", "lenet5")

@@ -20,7 +20,7 @@ import os
 from dataclasses import fields, replace
 from pathlib import Path
 
-from ..serialization import atomic_write_bytes, atomic_write_text
+from ..files import atomic_write_bytes, atomic_write_text
 
 #: The hyperparameters a grid may vary (TrainConfig fields) and how their values are parsed.
 GRID_FIELDS = {"lr": float, "batch_size": int, "optimizer": str, "momentum": float, "weight_decay": float,

@@ -33,7 +33,8 @@ from .. import _random, nn, optim
 from .._grad_mode import no_grad
 from ..errors import HandgradError
 from ..models import build_model, defaults_for
-from ..serialization import atomic_write_text, load_tensors, save, save_tensors
+from ..files import atomic_write_text
+from ..serialization import load_tensors, save, save_tensors
 
 
 class TrainingDiverged(HandgradError):
