@@ -186,8 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="show which datasets are found where")
     d.add_argument("--data-dir")
 
-    # -- issue 7: compare, sweep, report, explain, gradcheck (see _add_visual_commands) ---------------
-    _add_visual_commands(sub, MODELS)
+    _add_visual_commands(sub)
     _add_export_command(sub)
     return parser
 
@@ -203,8 +202,7 @@ def _add_export_command(sub):
                    help="one sample's shape, e.g. 1,28,28 (default: the checkpoint's)")
 
 
-# -- issue 7: compare, sweep, report, explain, gradcheck ------------------------------------------------
-def _add_training_options(p, MODELS, sweepable=False):
+def _add_training_options(p, sweepable=False):
     """The options compare and sweep share with train (applied to every run)."""
     p.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist or fashion-mnist")
     p.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
@@ -223,7 +221,8 @@ def _add_training_options(p, MODELS, sweepable=False):
         p.add_argument("--schedule", choices=["cosine", "step", "none"])
 
 
-def _add_visual_commands(sub, MODELS):
+def _add_visual_commands(sub):
+    from ..models import MODELS
     from .compare import DEFAULT_MODELS
 
     c = sub.add_parser("compare", help="train several models on the same data and plot them together",
@@ -234,7 +233,7 @@ def _add_visual_commands(sub, MODELS):
     c.add_argument("models", nargs="*", metavar="MODEL",
                    help=f"models by name (default: {' '.join(DEFAULT_MODELS)}; known: {', '.join(MODELS)}) or "
                         f"as layer specs, e.g. fc16 conv8-pool-conv16k5-pool (see train --layers)")
-    _add_training_options(c, MODELS)
+    _add_training_options(c)
     c.add_argument("--out", default="runs/compare", help="folder for the runs and the figure (default: runs/compare)")
     _add_threads_option(c)
 
@@ -251,7 +250,7 @@ def _add_visual_commands(sub, MODELS):
     s.add_argument("--weight-decay", help="e.g. 0,1e-4")
     s.add_argument("--schedule", help="e.g. cosine,none")
     s.add_argument("--epochs", default="3", help="epochs (default 3); several values sweep over it")
-    _add_training_options(s, MODELS, sweepable=True)
+    _add_training_options(s, sweepable=True)
     s.add_argument("--workers", type=POSITIVE_INT, help="worker processes (default and most: the number of cores)")
     s.add_argument("--sort", default="test_acc", help="column the printed table is sorted by (default test_acc)")
     s.add_argument("--out", default="runs/sweep", help="folder for the runs and results (default: runs/sweep)")
@@ -291,7 +290,6 @@ def _add_visual_commands(sub, MODELS):
     g.add_argument("--op", action="append", help="only this op (repeatable), e.g. --op conv2d")
     g.add_argument("--no-torch", action="store_true", help="skip the autograd column")
     g.add_argument("--list", action="store_true", help="list the ops and configurations, check nothing")
-    # -- end of issue 7 parsers -------------------------------------------------------------------------
 
 
 #: The train options that are TrainConfig fields (the argparse dest is the field's name).
@@ -334,20 +332,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _checkpoint_data(model, dataset, data_dir):
-    """The checkpoint's dataset test split, normalised with the statistics stored in the checkpoint."""
-    from ..data import Normalizer, load_dataset
-
-    meta = model.metadata
-    ds = load_dataset(dataset or meta.get("dataset", "digits"), data_dir=data_dir)
-    norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else (lambda x: x)
-    if tuple(ds.test_images.shape[1:]) != tuple(meta.get("input_shape", ds.test_images.shape[1:])):
-        from ..errors import HandgradError
-        raise HandgradError(f"dataset {ds.name}", f"images of shape {ds.test_images.shape[1:]} do not fit the "
-                                                  f"checkpoint's input shape {tuple(meta['input_shape'])}")
-    return ds, norm(ds.test_images)
-
-
 def _json(value) -> str:
     """JSON that every parser reads: a NaN or infinity (never expected, as outputs are checked) is null."""
     def finite(v):
@@ -383,10 +367,11 @@ def _class_names(path, meta, logits) -> list:
 
 def cmd_eval(args) -> int:
     from ..serialization import load
+    from .evaluation import checkpoint_test_set, confusion_matrix
     from .training import evaluate
 
     model = load(args.checkpoint)
-    ds, x = _checkpoint_data(model, args.dataset, args.data_dir)
+    ds, x = checkpoint_test_set(model, args.dataset, args.data_dir)
     y = ds.test_labels
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs are refused next, in one line
         _, accuracy, logits = evaluate(model, x, y)
@@ -396,9 +381,7 @@ def cmd_eval(args) -> int:
         from ..errors import HandgradError
         raise HandgradError(f"dataset {ds.name}", f"has labels up to {int(y.max())}, but the checkpoint "
                                                   f"{args.checkpoint} has {n} classes")
-    pred = logits.argmax(axis=1)
-    confusion = np.zeros((n, n), dtype=np.int64)
-    np.add.at(confusion, (y, pred), 1)
+    confusion = confusion_matrix(y, logits.argmax(axis=1), n)
     per_class = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i, c in enumerate(classes)}
     k = min(args.top_k, n)
     top_k = float((np.argsort(-logits, axis=1)[:, :k] == y[:, None]).any(axis=1).mean())
@@ -488,9 +471,9 @@ def _gray(img):
 
 
 def cmd_predict(args) -> int:
-    from ..data import Normalizer
     from ..functional import softmax_forward
     from ..serialization import load
+    from .evaluation import stored_normalizer
     from .training import evaluate
 
     model = load(args.checkpoint)
@@ -499,7 +482,7 @@ def cmd_predict(args) -> int:
     if len(shape) != 3:
         from ..errors import HandgradError
         raise HandgradError(args.checkpoint, f"the model takes inputs of shape {shape}, not images (C, H, W)")
-    norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else (lambda x: x)
+    norm = stored_normalizer(meta)
     images = np.stack([load_image(p, shape) for p in args.images])
     x = norm(np.repeat(images, shape[0], axis=1))
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs are refused next, in one line
@@ -546,7 +529,6 @@ def cmd_datasets(args) -> int:
     return 0
 
 
-# -- issue 7: cmd_compare, cmd_sweep, cmd_report, cmd_explain, cmd_gradcheck ------------------------------
 def _shared_config(args) -> dict:
     fields = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "train_size": args.train_size,
               "val_fraction": args.val_fraction, "grad_norm_every": args.grad_norm_every, "bias": not args.no_bias,
@@ -647,7 +629,6 @@ def cmd_gradcheck(args) -> int:
     rows = verify(cases, use_torch=False if args.no_torch else None)
     print(format_table(rows))
     return 0 if all(r.passed for r in rows) else 1
-# -- end of issue 7 commands ------------------------------------------------------------------------------
 
 
 def _limited_threads(n):

@@ -337,21 +337,19 @@ def explain_named(model: str = "tiny-cnn", dataset: str = "digits", batch_size: 
     from ..data import Normalizer, load_dataset
     from ..models import build_model
     from ..serialization import load
+    from .evaluation import checkpoint_test_set
 
     if checkpoint is not None:
         net = load(checkpoint)
-        meta = net.metadata
-        ds = load_dataset(dataset if dataset else meta.get("dataset", "digits"), data_dir=data_dir)
-        norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else Normalizer.fit(
-            ds.train_images)
-        name = str(checkpoint)
+        ds, test_x = checkpoint_test_set(net, dataset, data_dir)
+        x, name = test_x[:batch_size], str(checkpoint)
     else:
         ds = load_dataset(dataset, data_dir=data_dir)
-        norm = Normalizer.fit(ds.train_images)
+        x = Normalizer.fit(ds.train_images)(ds.test_images[:batch_size])
         _random.manual_seed(seed)
         net = build_model(model, ds.train_images.shape[1:], ds.num_classes)
         name = model
-    x, y = norm(ds.test_images[:batch_size]), ds.test_labels[:batch_size]
+    y = ds.test_labels[:batch_size]
     description = (f"explain {name} on {ds.name}: one step of backprop on the first {len(y)} test images "
                    f"{tuple(x.shape[1:])} (labels {', '.join(ds.classes[k] for k in y)}), float64")
     return explain(net, x, y, seed=seed, description=description, **options)

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HandgradError
-from ..serialization import atomic_write_text
+from ..files import atomic_write_text
+from .evaluation import confusion_matrix
 
 
 @dataclass
@@ -64,13 +65,6 @@ def load_run(run_dir, data_dir=None) -> Run:
 
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
-def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
-    """counts[true, predicted]"""
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (labels, predictions), 1)
-    return counts
 
 
 def confidently_wrong(logits, labels, count: int = 24, softmax: bool = True):
