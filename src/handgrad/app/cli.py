@@ -143,13 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--activation", default="relu", type=_activation, help="activation for --hidden (relu, tanh, sigmoid, leaky_relu)")
     t.add_argument("--layers", metavar="SPEC", help=LAYERS_HELP)
     _add_model_options(t)
-    t.add_argument("--epochs", type=POSITIVE_INT)
-    t.add_argument("--batch-size", type=POSITIVE_INT)
-    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
-    t.add_argument("--lr", type=TRAINING_CHECKS["lr"])
-    t.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
-    t.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
-    t.add_argument("--schedule", choices=["cosine", "step", "none"])
+    _add_optimization_options(t)
     t.add_argument("--loss", choices=["cross_entropy", "mse"])
     t.add_argument("--seed", type=SEED, default=0)
     t.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images")
@@ -212,13 +206,19 @@ def _add_training_options(p, sweepable=False):
     p.add_argument("--grad-norm-every", type=_integer(0), default=50, help="record gradient norms every N steps")
     _add_model_options(p, sweepable)
     if not sweepable:
-        p.add_argument("--epochs", type=POSITIVE_INT)
-        p.add_argument("--batch-size", type=POSITIVE_INT)
-        p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
-        p.add_argument("--lr", type=TRAINING_CHECKS["lr"])
-        p.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
-        p.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
-        p.add_argument("--schedule", choices=["cosine", "step", "none"])
+        _add_optimization_options(p)
+
+
+def _add_optimization_options(p):
+    """How a run trains: epochs, batch size, optimizer and its hyperparameters, the schedule (one value
+    each; sweep takes lists of them instead)."""
+    p.add_argument("--epochs", type=POSITIVE_INT)
+    p.add_argument("--batch-size", type=POSITIVE_INT)
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--lr", type=TRAINING_CHECKS["lr"])
+    p.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
+    p.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
+    p.add_argument("--schedule", choices=["cosine", "step", "none"])
 
 
 def _add_visual_commands(sub):
