@@ -101,7 +101,8 @@ def test_help_for_every_command(command):
 
 
 def test_console_script_exit_code_on_error():
-    result = subprocess.run([sys.executable, "-m", "handgrad", "eval", "nope.safetensors"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "handgrad", "eval", "nope.safetensors"], capture_output=True,
+                            text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
 
 
@@ -128,8 +129,8 @@ def test_a_signal_saves_the_state_between_two_steps_and_resume_continues(tmp_pat
     from handgrad.app.training import TrainConfig, read_resume_metadata, train
 
     run = tmp_path / "run"
-    child = subprocess.Popen(handgrad_command("train", "--dataset", "digits", "--model", "tiny-mlp", "--schedule", "none",
-                                              "--epochs", "100000", "--quiet", "--out", str(run)),
+    child = subprocess.Popen(handgrad_command("train", "--dataset", "digits", "--model", "tiny-mlp", "--schedule",
+                                              "none", "--epochs", "100000", "--quiet", "--out", str(run)),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     for line in child.stdout:  # training has started once an epoch line is printed
         if line.startswith("epoch "):
@@ -249,5 +250,6 @@ def test_resume_with_a_conflicting_option_is_one_error_line(tmp_path, capsys):
     assert err.startswith("handgrad: error:") and err.count("\n") == 1
     assert "--lr 0.5 differs from the run being resumed (lr 0.05)" in err
     assert folder_bytes(run) == before
-    assert main(["train", "--resume", str(run), "--epochs", "2", "--seed", "0", "--quiet"]) == 0  # the same seed is fine
+    # the same seed is fine
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--seed", "0", "--quiet"]) == 0
     assert len(json.loads((run / "history.json").read_text())["epochs"]) == 2

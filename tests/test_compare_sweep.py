@@ -24,7 +24,8 @@ def test_compare_trains_each_model_and_writes_figure_and_table(tmp_path):
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert set(saved["histories"]) == {"tiny-mlp", "linear"}
     # the same split and seed: every model saw the same number of images
-    sizes = {json.loads((tmp_path / m / "manifest.json").read_text())["data"]["sizes"]["train"] for m in saved["histories"]}
+    sizes = {json.loads((tmp_path / m / "manifest.json").read_text())["data"]["sizes"]["train"]
+             for m in saved["histories"]}
     assert len(sizes) == 1
     # a second call reads the finished runs back
     log.clear()
@@ -83,7 +84,8 @@ def test_sweep_refuses_an_unknown_field(tmp_path):
 
 
 # -- reuse only a run with the same settings ----------------------------------------------------------
-BASE = dict(dataset="digits", model="tiny-mlp", epochs=1, train_size=400, lr=0.1, optimizer="sgd", batch_size=64, seed=0)
+BASE = dict(dataset="digits", model="tiny-mlp", epochs=1, train_size=400, lr=0.1, optimizer="sgd", batch_size=64,
+            seed=0)
 
 
 @pytest.mark.parametrize("change", [{"lr": 0.05}, {"optimizer": "adam"}, {"epochs": 2}, {"train_size": 300},
@@ -139,7 +141,8 @@ def test_compare_does_not_show_old_numbers_under_new_settings(tmp_path):
 def test_sweep_trains_again_when_a_fixed_setting_changes(tmp_path):
     grid = {"lr": [0.1]}
     quiet = lambda *_: None  # noqa: E731
-    first = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1, train_size=400)
+    first = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1,
+                  train_size=400)
     changed = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1,
                     train_size=300)
     assert changed[0]["status"] == "retrained" and changed[0]["test_acc"] != first[0]["test_acc"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import handgrad
 from handgrad import nn
 from handgrad.app.cli import main
 from handgrad.app.explain import explain, explain_named

@@ -13,9 +13,9 @@ onnx = pytest.importorskip("onnx")
 import handgrad  # noqa: E402
 from handgrad import nn  # noqa: E402
 from handgrad.app.cli import main  # noqa: E402
+from handgrad.errors import WriteError  # noqa: E402
 from handgrad.models import LAYER_ARGUMENTS, MODELS, build_model  # noqa: E402
 from handgrad.onnx import EXPORTERS, OPSET, ExportError, export  # noqa: E402
-from handgrad.errors import WriteError  # noqa: E402
 
 TOL = 1e-5
 

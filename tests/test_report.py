@@ -28,7 +28,10 @@ window.addEventListener('error', function (e) {
   window.__problems.push(e.message || ('failed to load ' + (e.target && (e.target.src || e.target.tagName))));
 }, true);
 var __consoleError = console.error;
-console.error = function () { window.__problems.push(Array.prototype.join.call(arguments, ' ')); __consoleError.apply(console, arguments); };
+console.error = function () {
+  window.__problems.push(Array.prototype.join.call(arguments, ' '));
+  __consoleError.apply(console, arguments);
+};
 window.addEventListener('load', function () {
   var images = Array.prototype.map.call(document.images, function (img) {
     return {alt: img.alt, ok: img.complete && img.naturalWidth > 0, width: img.naturalWidth};

@@ -219,7 +219,8 @@ def test_a_tiny_file_declaring_a_huge_model_allocates_nothing(tmp_path):
     assert peak < 20 << 20  # the model alone would be 3.6 GB
 
 
-@pytest.mark.parametrize("value, count", [(np.nan, "1 NaN, 0 inf"), (np.inf, "0 NaN, 1 inf"), (-np.inf, "0 NaN, 1 inf")])
+@pytest.mark.parametrize("value, count", [(np.nan, "1 NaN, 0 inf"), (np.inf, "0 NaN, 1 inf"),
+                                          (-np.inf, "0 NaN, 1 inf")])
 def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, model, value, count):
     path = tmp_path / "m.safetensors"
     model[3].bias.data[5] = value

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import handgrad
-from handgrad.app.training import Trainer, TrainConfig, TrainingDiverged, train
+from handgrad.app.training import TrainConfig, Trainer, TrainingDiverged, train
 
 DATA = os.environ.get("HANDGRAD_DATA_DIR")
 needs_mnist = pytest.mark.skipif(not DATA or not os.path.isdir(os.path.join(DATA or "", "mnist")),
@@ -50,7 +50,9 @@ def test_checkpoint_carries_what_prediction_needs(tmp_path):
 def test_same_seed_same_numbers(tmp_path):
     a = train(digits_config(tmp_path / "a", epochs=2), progress=False, log=quiet)
     b = train(digits_config(tmp_path / "b", epochs=2), progress=False, log=quiet)
-    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in h]
+    def strip(history):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in history]
+
     assert strip(a.history) == strip(b.history)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(np.array_equal(sa[k], sb[k]) for k in sa)
@@ -168,7 +170,8 @@ def test_resume_works_in_the_folder_given_and_leaves_the_original_untouched(tmp_
 
 @pytest.mark.parametrize("changes, named", [
     ({"lr": 0.5}, ["--lr 0.5", "lr 0.05"]),
-    ({"optimizer": "adam", "batch_size": 16}, ["--optimizer adam", "--batch-size 16", "optimizer sgd", "batch_size 32"]),
+    ({"optimizer": "adam", "batch_size": 16},
+     ["--optimizer adam", "--batch-size 16", "optimizer sgd", "batch_size 32"]),
     ({"seed": 3}, ["--seed 3", "seed 0"]),
     ({"model": "mlp"}, ["--model mlp", "model tiny-mlp"]),
     ({"train_size": 500}, ["--train-size 500", "train_size None"]),

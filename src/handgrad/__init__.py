@@ -17,6 +17,12 @@ from .errors import HandgradError
 from .gradcheck import GradcheckReport, gradcheck
 from .serialization import load, save
 
+__all__ = [
+    "functional", "nn", "optim", "enable_grad", "is_grad_enabled", "no_grad", "set_grad_enabled",
+    "default_generator", "manual_seed", "get_num_threads", "set_num_threads", "HandgradError", "GradcheckReport",
+    "gradcheck", "load", "save",
+]
+
 __version__ = "0.1.0"
 
 _moved.install()  # handgrad.cli, handgrad.training, handgrad.explain: the old names of handgrad.app.*

@@ -4,6 +4,7 @@ manifests, figures and reports are all written this way.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -20,10 +21,8 @@ def atomic_write_bytes(path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _create_temporary(path)
-        try:
+        with contextlib.suppress(FileNotFoundError):  # a new file keeps the mode os.open gave it
             os.fchmod(fd, os.stat(path).st_mode & 0o777)  # replacing a file keeps its mode, as open() does
-        except FileNotFoundError:
-            pass
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

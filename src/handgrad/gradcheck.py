@@ -132,7 +132,7 @@ class GradcheckReport:
                          [f"{'PASSED' if self.passed else 'FAILED'}: {sum(c.passed for c in self.checks)}"
                           f"/{len(self.checks)} tensors"])
 
-    def raise_for_failure(self) -> "GradcheckReport":
+    def raise_for_failure(self) -> GradcheckReport:
         if not self.passed:
             raise AssertionError(str(self))
         return self
@@ -228,7 +228,8 @@ def gradcheck(fn_or_module, inputs, eps: float = EPS, atol: float = ATOL, rtol: 
 
     if torch_forward is not None and isinstance(fn_or_module, Module):
         raise HandgradError("gradcheck", "torch_forward is for a (forward, backward) pair; got a module "
-                                         f"{type(fn_or_module).__name__}, whose gradients are checked by finite differences")
+                                         f"{type(fn_or_module).__name__}, whose gradients are checked by finite "
+                                         "differences")
     inputs = tuple(_as_float64(x) for x in (inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
     rng = np.random.default_rng(seed)
     saved_state = _random.get_state()
@@ -245,7 +246,8 @@ def gradcheck(fn_or_module, inputs, eps: float = EPS, atol: float = ATOL, rtol: 
             module.zero_grad()
             run()
             grad_input = module.backward(upstream.copy() if upstream.ndim else float(upstream))
-            f = lambda: float(np.sum(run() * upstream))
+            def f():
+                return float(np.sum(run() * upstream))
             checks = [("input", inputs[0], grad_input, None)]
             checks += [(n, p.data, p.grad, None) for n, p in module.named_parameters() if p.requires_grad]
         else:
@@ -255,7 +257,8 @@ def gradcheck(fn_or_module, inputs, eps: float = EPS, atol: float = ATOL, rtol: 
             upstream = rng.standard_normal(np.shape(out))
             grads = backward(upstream.copy() if upstream.ndim else upstream, cache)
             grads = grads if isinstance(grads, tuple) else (grads,)
-            f = lambda: float(np.sum(np.asarray(forward(*inputs)[0], dtype=np.float64) * upstream))
+            def f():
+                return float(np.sum(np.asarray(forward(*inputs)[0], dtype=np.float64) * upstream))
             auto = [None] * len(inputs) if torch_forward is None else autograd_grads(torch_forward, inputs, upstream)
             checks = [(f"input{i}", x, grads[i] if i < len(grads) else None, auto[i]) for i, x in enumerate(inputs)
                       if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)]

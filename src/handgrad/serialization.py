@@ -62,14 +62,15 @@ def _safetensors(path, read):
 def load_tensors(path) -> tuple[dict, dict]:
     """(tensors, metadata) of a safetensors file; a missing, truncated or corrupt file raises
     HandgradError naming the file."""
-    return _safetensors(path, lambda f: ({k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})))
+    # safe_open has keys() but is not iterable, so ``f.keys()`` it is
+    return _safetensors(path, lambda f: ({k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})))  # noqa: SIM118
 
 
 def read_header(path) -> tuple[dict, dict]:
     """(metadata, {tensor name: (shape, safetensors dtype such as "F32")}) without reading any tensor."""
     def read(f):
         return dict(f.metadata() or {}), {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
-                                          for k in f.keys()}
+                                          for k in f.keys()}  # noqa: SIM118
     return _safetensors(path, read)
 
 
@@ -155,7 +156,8 @@ def check_checkpoint(path, meta: dict, tensors: dict) -> None:
     norm = meta.get("normalization")
     if norm is not None and not (isinstance(norm, dict) and _finite(norm.get("mean")) and _finite(norm.get("std"))
                                  and norm["std"] > 0):
-        fail(f"'normalization' must be null or {{\"mean\": a finite number, \"std\": a number > 0}}, got {_brief(norm)}")
+        fail("'normalization' must be null or {\"mean\": a finite number, \"std\": a number > 0}, "
+             f"got {_brief(norm)}")
     if meta.get("loss") is not None and meta["loss"] not in LOSSES:
         fail(f"'loss' must be one of {', '.join(LOSSES)}, got {_brief(meta['loss'])}")
     for key in ("dataset", "model"):

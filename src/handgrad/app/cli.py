@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist or fashion-mnist")
     t.add_argument("--model", default="mlp", choices=list(MODELS), help="named model (default: mlp)")
     t.add_argument("--hidden", type=_csv_ints, help="custom MLP hidden sizes, e.g. 512,256 (overrides --model)")
-    t.add_argument("--activation", default="relu", type=_activation, help="activation for --hidden (relu, tanh, sigmoid, leaky_relu)")
+    t.add_argument("--activation", default="relu", type=_activation,
+                   help="activation for --hidden (relu, tanh, sigmoid, leaky_relu)")
     t.add_argument("--layers", metavar="SPEC", help=LAYERS_HELP)
     _add_model_options(t)
     _add_optimization_options(t)
@@ -228,8 +229,8 @@ def _add_visual_commands(sub):
     c = sub.add_parser("compare", help="train several models on the same data and plot them together",
                        description="Train several models on the same data, split and seed; write one figure "
                        "of train and test loss and accuracy per epoch (compare.png) and a table "
-                       "(compare.md, compare.json) into --out. Finished runs in --out with the same settings are read back; "
-                       "runs with other settings are trained again.")
+                       "(compare.md, compare.json) into --out. Finished runs in --out with the same settings "
+                       "are read back; runs with other settings are trained again.")
     c.add_argument("models", nargs="*", metavar="MODEL",
                    help=f"models by name (default: {' '.join(DEFAULT_MODELS)}; known: {', '.join(MODELS)}) or "
                         f"as layer specs, e.g. fc16 conv8-pool-conv16k5-pool (see train --layers)")
@@ -240,7 +241,8 @@ def _add_visual_commands(sub):
     s = sub.add_parser("sweep", help="a hyperparameter grid in parallel worker processes",
                        description="Train every combination of the comma-separated values given, in parallel "
                        "worker processes, each run in its own folder under --out; finished runs with the same "
-                       "settings are skipped, interrupted ones resumed, others trained again. Writes sweep.json, sweep.csv, parallel.png and sweep.html.")
+                       "settings are skipped, interrupted ones resumed, others trained again. Writes sweep.json, "
+                       "sweep.csv, parallel.png and sweep.html.")
     s.add_argument("--model", default="tiny-mlp", help="model names or layer specs (tokens joined by '-'), "
                    "comma-separated (default: tiny-mlp)")
     s.add_argument("--lr", help="e.g. 0.1,0.01")
@@ -294,7 +296,8 @@ def _add_visual_commands(sub):
 
 #: The train options that are TrainConfig fields (the argparse dest is the field's name).
 TRAIN_FIELDS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                "seed", "data_dir", "out", "train_size", "val_fraction", "hidden", "activation", "layers", "loss", "init")
+                "seed", "data_dir", "out", "train_size", "val_fraction", "hidden", "activation", "layers", "loss",
+                "init")
 
 
 def cmd_train(args) -> int:
@@ -326,8 +329,8 @@ def cmd_train(args) -> int:
         trainer.fit()
     best = min(trainer.history, key=lambda r: r["val_loss"]) if trainer.history else None
     if best:
-        print(f"best val loss {best['val_loss']:.4f} at epoch {best['epoch']} (test acc {100 * best['test_acc']:.2f}%); "
-              f"final test acc {100 * trainer.history[-1]['test_acc']:.2f}%")
+        print(f"best val loss {best['val_loss']:.4f} at epoch {best['epoch']} "
+              f"(test acc {100 * best['test_acc']:.2f}%); final test acc {100 * trainer.history[-1]['test_acc']:.2f}%")
     print(f"run directory: {trainer.run_dir}  (best.safetensors, last.safetensors, history.json/.csv, curves.png)")
     return 0
 
@@ -356,8 +359,8 @@ def _class_names(path, meta, logits) -> list:
     bad = ~np.isfinite(logits).all(axis=1)
     if bad.any():
         raise HandgradError(str(path), f"the model's outputs are not finite (NaN or inf) for {int(bad.sum())} of "
-                                       f"{len(logits)} inputs (first: input {int(np.flatnonzero(bad)[0])}): its weights "
-                                       f"overflow {logits.dtype.name}")
+                                       f"{len(logits)} inputs (first: input {int(np.flatnonzero(bad)[0])}): its "
+                                       f"weights overflow {logits.dtype.name}")
     classes = meta.get("classes") or [str(i) for i in range(logits.shape[1])]
     if len(classes) != logits.shape[1]:
         raise HandgradError(str(path), f"'classes' names {len(classes)} classes, but the model has "

@@ -122,7 +122,7 @@ class CompareRow:
     epochs: int
 
     @classmethod
-    def from_history(cls, model, parameters, rows) -> "CompareRow":
+    def from_history(cls, model, parameters, rows) -> CompareRow:
         best = max(rows, key=lambda r: r["test_acc"])
         return cls(model, int(parameters), sum(r["seconds"] for r in rows) / len(rows), best["test_acc"],
                    best["epoch"], rows[-1]["test_acc"], rows[-1]["test_loss"], len(rows))

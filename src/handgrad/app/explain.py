@@ -24,12 +24,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import _random
-from .. import nn
+from .. import _random, nn
 from .._grad_mode import no_grad
 from ..functional import REQUIRED, SPECS
-from ..gradcheck import (EPS, Comparison, autograd_grads, compare, finite_differences, matches_autograd,
-                        matches_finite_differences)
+from ..gradcheck import (
+    EPS,
+    Comparison,
+    autograd_grads,
+    compare,
+    finite_differences,
+    matches_autograd,
+    matches_finite_differences,
+)
 
 
 def _paragraphs(fn) -> list:

@@ -5,9 +5,9 @@ epochs=2)`` trains every combination into its own folder ``out/<name>/`` (e.g.
 ``lr=0.1,optimizer=sgd``), up to ``workers`` at a time (default: the number of cores), each worker
 with its share of the threads (cores // workers, at least 1). A finished run with the same settings
 is skipped; one interrupted part-way continues from its resume file; one with other settings (the
-fixed ones are not in the folder's name) is trained again. Then it writes ``sweep.json``, ``sweep.csv``, ``parallel.png`` (a parallel-coordinates view:
-one line per run across the hyperparameters and the final metrics) and ``sweep.html`` (that view
-and a table sorted by clicking a column's head).
+fixed ones are not in the folder's name) is trained again. Then it writes ``sweep.json``, ``sweep.csv``,
+``parallel.png`` (a parallel-coordinates view: one line per run across the hyperparameters and the
+final metrics) and ``sweep.html`` (that view and a table sorted by clicking a column's head).
 """
 from __future__ import annotations
 
@@ -80,8 +80,8 @@ def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int
     up to ``workers`` processes (capped at the core count), which share ``threads`` threads
     (default: the cores) evenly, at least one each. Returns one dict per run: its hyperparameters,
     name, status (trained | resumed | skipped | retrained) and final metrics."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from .compare import check_specs, with_model
     from .training import TrainConfig

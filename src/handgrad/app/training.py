@@ -32,8 +32,8 @@ import numpy as np
 from .. import _random, nn, optim
 from .._grad_mode import no_grad
 from ..errors import HandgradError
-from ..models import build_model, defaults_for
 from ..files import atomic_write_text
+from ..models import build_model, defaults_for
 from ..serialization import load_tensors, save, save_tensors
 
 
@@ -86,7 +86,7 @@ class TrainConfig:
     loss: str | None = None           # cross_entropy | mse
     grad_norm_every: int = 50         # record per-layer gradient norms every this many steps
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         d = defaults_for(self.model if not (self.hidden or self.layers) else "custom")
         values = asdict(self)
         for f in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "loss"):
@@ -243,7 +243,7 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.fd = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock; the folder must exist."""
         import fcntl
 
@@ -269,7 +269,7 @@ class RunLock:
             os.close(self.fd)  # closing the file drops the lock
             self.fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -359,12 +359,13 @@ def resume_config(run_dir, changes: dict | None = None, log=print) -> TrainConfi
     if epochs is not None and epochs != saved["epochs"]:
         done = meta["epoch"] + (1 if meta["step_in_epoch"] else 0)
         if epochs < done:
-            trained = f"has trained into epoch {done}" if meta["step_in_epoch"] else f"has already trained {done} epochs"
+            trained = (f"has trained into epoch {done}" if meta["step_in_epoch"]
+                       else f"has already trained {done} epochs")
             raise HandgradError(str(run_dir), f"--epochs {epochs}: the run {trained}; give at least {done}")
         log(f"{run_dir}: {'extending' if epochs > saved['epochs'] else 'shortening'} the run from "
             f"{saved['epochs']} to {epochs} epochs" + (f"; its {saved['schedule']} schedule now spans {epochs} epochs "
-                                                       "from the current one on" if saved["schedule"] not in (None, "none")
-                                                       else ""))
+                                                       "from the current one on"
+                                                       if saved["schedule"] not in (None, "none") else ""))
     saved.update({k: v for k, v in changes.items() if k in RESUME_MAY_CHANGE}, out=str(run_dir))
     return TrainConfig(**saved)
 
@@ -392,7 +393,7 @@ class StopSignals:
         self.signum = None
         self.previous = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self.previous[signum] = signal.signal(signum, self.request)
@@ -430,7 +431,8 @@ def limited_threads(n: int | None):
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        raise HandgradError(option("threads"), "limiting BLAS needs threadpoolctl (pip install threadpoolctl)") from None
+        raise HandgradError(option("threads"),
+                            "limiting BLAS needs threadpoolctl (pip install threadpoolctl)") from None
     import handgrad
 
     previous = handgrad.get_num_threads()
@@ -470,7 +472,7 @@ class Trainer:
         self.best_epoch = None         # the epoch best.safetensors holds
         self.stop = StopSignals()
 
-    def __enter__(self) -> "Trainer":
+    def __enter__(self) -> Trainer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -684,17 +686,20 @@ class Trainer:
                 state.setdefault(int(index), {})[name] = value
         for index, scalars in meta["optimizer_scalars"].items():
             for name, value in scalars.items():
-                state.setdefault(int(index), {})[name] = np.asarray(value, dtype=np.float64) if name == "step" else value
+                state.setdefault(int(index), {})[name] = (np.asarray(value, dtype=np.float64) if name == "step"
+                                                          else value)
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         if self.scheduler is not None:
             if meta["config"]["epochs"] == self.config.epochs:
                 self.scheduler.load_state_dict(meta["scheduler"])
             else:
-                self.scheduler = make_scheduler(self.config, self.optimizer, last_epoch=meta["scheduler"]["last_epoch"] - 1)
+                self.scheduler = make_scheduler(self.config, self.optimizer,
+                                                last_epoch=meta["scheduler"]["last_epoch"] - 1)
         _random.set_state(meta["rng"])
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
         self.global_step, self.partial = meta["global_step"], meta["partial"]
-        self.best_val_loss, self.history, self.grad_norm_log = meta["best_val_loss"], meta["history"], meta["grad_norms"]
+        self.best_val_loss, self.history = meta["best_val_loss"], meta["history"]
+        self.grad_norm_log = meta["grad_norms"]
         self.claimed = True  # the folder holds this very run
         self.last_saved = describe_position(self.epoch, self.step_in_epoch)
         if self.history and (self.run_dir / "best.safetensors").exists():
@@ -725,7 +730,8 @@ class Trainer:
         atomic_write_text(self.run_dir / "history.csv", buf.getvalue())
         try:
             from .plots import plot_history
-            plot_history(self.history, self.run_dir / "curves.png", title=f"{self.config.model} on {self.config.dataset}")
+            plot_history(self.history, self.run_dir / "curves.png",
+                         title=f"{self.config.model} on {self.config.dataset}")
         except ImportError:
             pass  # matplotlib is optional; the numbers are in history.csv
 
@@ -748,7 +754,8 @@ def describe_position(epoch: int, step_in_epoch: int) -> str:
 
 def format_epoch(row: dict, epochs: int) -> str:
     width = len(str(epochs))
-    return (f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%"
+    return (f"epoch {row['epoch']:>{width}}/{epochs}"
+            f"  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%"
             f"  |  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:6.2f}%"
             f"  |  test acc {100 * row['test_acc']:6.2f}%  |  {row['seconds']:.1f} s")
 

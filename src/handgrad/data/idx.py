@@ -118,7 +118,7 @@ def _read_idx_bytes(path, magic: int | None) -> bytearray:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a folder, a pipe, a device: never opened (a pipe blocks)
             raise HandgradError(where, "is not a regular file, expected an IDX file")
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 (entered by the `with` below, once open errors are worded)
     except OSError as e:
         raise HandgradError(where, f"cannot read the IDX file: {e.strerror or e}") from None
     with f:

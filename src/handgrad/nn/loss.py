@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import functional as F, kernels
+from .. import functional as F
+from .. import kernels
 from ..errors import DTypeError, HandgradError, ShapeError, check_floating, check_ndim, fmt_shape
 from .module import Module
 
@@ -43,12 +44,13 @@ def check_class_targets(layer, input, target) -> None:
     check_ndim(layer, "input", input, (2,), "(N, C)")
     check_floating(layer, "input", input)
     if not isinstance(target, np.ndarray):
-        raise HandgradError(layer, f"expected target to be a numpy.ndarray of class indices, got {type(target).__name__}")
+        raise HandgradError(layer, "expected target to be a numpy.ndarray of class indices, "
+                                   f"got {type(target).__name__}")
     if not np.issubdtype(target.dtype, np.integer):
         raise DTypeError(layer, f"expected target of an integer dtype (class indices), got {target.dtype.name}")
     if target.shape != input.shape[:1]:
-        raise ShapeError(layer, f"expected target of shape ({input.shape[0]},) to match input {fmt_shape(input.shape)}, "
-                                f"got {fmt_shape(target.shape)}")
+        raise ShapeError(layer, f"expected target of shape ({input.shape[0]},) to match input "
+                                f"{fmt_shape(input.shape)}, got {fmt_shape(target.shape)}")
     if target.size and (target.min() < 0 or target.max() >= input.shape[1]):
         bad = target[(target < 0) | (target >= input.shape[1])]
         raise HandgradError(layer, f"target class indices must be in [0, {input.shape[1] - 1}] "

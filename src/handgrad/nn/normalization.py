@@ -40,7 +40,8 @@ class _BatchNorm(Module):
         check_floating(self, "input", x, dtype)
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats and x.size // x.shape[1] < 2:
-            raise ShapeError(self, f"expected more than 1 value per channel when training, got input {fmt_shape(x.shape)}")
+            raise ShapeError(self, "expected more than 1 value per channel when training, "
+                                   f"got input {fmt_shape(x.shape)}")
         momentum = self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
