@@ -93,6 +93,7 @@ class TensorCheck:
             lines.append(f"at {self.worst_index}: analytic {self.analytic:.8g}, numeric {self.numeric:.8g}")
         if not self.autograd_passed:
             a = self.autograd
+            assert a is not None  # only a tensor compared with autograd can disagree with it
             lines.append(f"at {a.index}: analytic {a.got:.8g}, autograd {a.expected:.8g} "
                          f"(relative error {a.rel_error:.2e})")
         return lines

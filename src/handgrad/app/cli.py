@@ -686,9 +686,10 @@ def main(argv=None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except (HandgradError, ValueError, FileNotFoundError, OSError) as e:
+        message = str(e)
         if isinstance(e, OSError) and not isinstance(e, HandgradError) and e.strerror:
-            e = f"{e.filename}: {e.strerror}" if e.filename else e.strerror  # the path, not "[Errno 28]"
-        print(f"handgrad: error: {e}", file=sys.stderr)
+            message = f"{e.filename}: {e.strerror}" if e.filename else e.strerror  # the path, not "[Errno 28]"
+        print(f"handgrad: error: {message}", file=sys.stderr)
         return 1
 
 

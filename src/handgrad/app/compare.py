@@ -30,7 +30,9 @@ def read_history(run_dir) -> dict | None:
 def run_is_complete(run_dir, epochs: int) -> bool:
     """True when the run's history holds all ``epochs`` epochs (a finished run to skip)."""
     history = read_history(run_dir)
-    return bool(history) and len(history["epochs"]) >= epochs and (Path(run_dir) / "manifest.json").exists()
+    if not history:
+        return False
+    return len(history["epochs"]) >= epochs and (Path(run_dir) / "manifest.json").exists()
 
 
 def reuse_problem(run_dir, config) -> str | None:

@@ -21,7 +21,7 @@ def save_figure(fig, path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_history(history: list, path, title: str = "") -> None:
+def plot_history(history: list, path, title: str = ""):
     """Loss and accuracy per epoch (train, validation and test) side by side; with ``path`` None,
     the PNG's bytes are returned instead of written."""
     plt = _pyplot()
@@ -204,10 +204,10 @@ def plot_parallel_coordinates(rows: list, columns: list, color_by: str, path=Non
             lo, hi = float(t.min()), float(t.max())
             scaled.append((t - lo) / (hi - lo) if hi > lo else np.full(len(v), 0.5))
             shown = sorted(set(values))
-            ticks.append([((np.log10(s) if use_log else s) - lo) / (hi - lo) if hi > lo else 0.5 for s in shown]
-                         if len(shown) <= 6 else [0.0, 1.0])
-            ticks[-1] = list(zip(ticks[-1], [f"{s:g}" for s in shown] if len(shown) <= 6 else
-                                 [f"{v.min():.4g}", f"{v.max():.4g}"]))
+            places = ([((np.log10(s) if use_log else s) - lo) / (hi - lo) if hi > lo else 0.5 for s in shown]
+                      if len(shown) <= 6 else [0.0, 1.0])
+            ticks.append(list(zip(places, [f"{s:g}" for s in shown] if len(shown) <= 6 else
+                                  [f"{v.min():.4g}", f"{v.max():.4g}"])))
         else:
             levels = sorted(set(str(v) for v in values))
             pos = {lev: (k / (len(levels) - 1) if len(levels) > 1 else 0.5) for k, lev in enumerate(levels)}

@@ -14,12 +14,16 @@ import html
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import HandgradError
 from ..files import atomic_write_text
 from .evaluation import confusion_matrix
+
+if TYPE_CHECKING:
+    from .training import Data
 
 
 @dataclass
@@ -32,7 +36,7 @@ class Run:
     grad_norms: list
     model: object
     checkpoint: Path
-    data: object  # training.Data: the run's own split, normalised as in training
+    data: Data  # the run's own split, normalised as in training
 
     @property
     def name(self) -> str:

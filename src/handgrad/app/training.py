@@ -98,6 +98,7 @@ class TrainConfig:
 
 
 def make_optimizer(config: TrainConfig, params):
+    assert config.lr is not None and config.momentum is not None and config.weight_decay is not None, "not resolved"
     if config.optimizer == "sgd":
         return optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
@@ -110,6 +111,7 @@ def make_optimizer(config: TrainConfig, params):
 def make_scheduler(config: TrainConfig, optimizer, last_epoch: int = -1):
     """The schedule laid over ``config.epochs``; ``last_epoch`` >= 0 starts it part-way (the
     optimizer's groups must then hold ``initial_lr``), as when a resumed run changes its length."""
+    assert config.epochs is not None, "a resolved TrainConfig"
     if config.schedule == "cosine":
         return optim.CosineAnnealingLR(optimizer, T_max=config.epochs, last_epoch=last_epoch)
     if config.schedule == "step":
@@ -459,6 +461,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, progress: bool = True, log=print, overwrite: bool = False):
         self.config = config.resolved()
+        assert self.config.out is not None  # resolved() names the folder
         self.run_dir = Path(self.config.out)
         self.progress, self.log, self.overwrite = progress, log, overwrite
         self.history: list[dict] = []
@@ -767,7 +770,9 @@ def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False
     run there). Returns the Trainer, set up, ready for ``fit()`` and holding the lock until it is
     closed (use it in a ``with`` block). A new run loads its data and builds its model before it
     creates the folder, so a bad setting leaves nothing behind."""
-    run_dir = Path(config.resolved().out)
+    out = config.resolved().out
+    assert out is not None  # resolved() names the folder
+    run_dir = Path(out)
     if resume:
         if not run_dir.is_dir():
             raise HandgradError(str(run_dir), "no such run folder to resume")

@@ -56,7 +56,7 @@ class _Activation(Module):
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
-        return kernels.op(self.op + "_backward")(grad_output, cache) if input_grad else None
+        return kernels.op(f"{self.op}_backward")(grad_output, cache) if input_grad else None
 
 
 class ReLU(_Activation):

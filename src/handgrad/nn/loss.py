@@ -33,7 +33,7 @@ class _Loss(Module):
         if self.reduction != "none" and np.ndim(grad_output) == 0:
             grad_output = np.asarray(grad_output)
         cache = self._saved(np.asarray(grad_output))
-        return kernels.op(self.op + "_backward")(grad_output, cache) if input_grad else None
+        return kernels.op(f"{self.op}_backward")(grad_output, cache) if input_grad else None
 
     def extra_repr(self):
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"

@@ -15,7 +15,7 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 
 #: Every layer class by name, registered as it is defined; ``models.CONSTRUCTOR_ARGS`` reads each
 #: one's ``constructor_args``. The first class of a name stays: a user's class cannot shadow handgrad's.
-LAYERS: dict[str, type] = {}
+LAYERS: dict[str, type[Module]] = {}
 
 
 class Module:

@@ -56,11 +56,12 @@ class _BatchNorm(Module):
 
     def backward(self, grad_output, input_grad: bool = True):
         cache = self._saved(grad_output)
-        needs = (input_grad, self.affine and self.weight.requires_grad, self.affine and self.bias.requires_grad)
+        weight, bias = self.weight, self.bias  # both None unless affine
+        needs = (input_grad, weight is not None and weight.requires_grad, bias is not None and bias.requires_grad)
         grad_input, grad_weight, grad_bias = kernels.op("batch_norm_backward")(grad_output, cache, needs)
-        if self.affine:
-            self.weight.accumulate_grad(grad_weight, owned=True)
-            self.bias.accumulate_grad(grad_bias, owned=True)
+        if weight is not None and bias is not None:
+            weight.accumulate_grad(grad_weight, owned=True)
+            bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
 
     def constructor_args(self):
