@@ -154,7 +154,7 @@ def _compare(name, analytic, numeric, atol, rtol, autograd=None) -> TensorCheck:
                        float(numeric[worst]) if diff.size else 0.0, bool(ok.all()), autograd)
 
 
-def nudged_values(f, array, indices, eps):
+def nudged_values(f, array, indices, eps) -> tuple[np.ndarray, np.ndarray]:
     """f() with each flat element ``indices[k]`` of ``array`` nudged up and down by eps: the arrays
     (plus, minus). ``array`` is changed in place and restored after each element."""
     flat = array.reshape(-1)
@@ -170,13 +170,13 @@ def nudged_values(f, array, indices, eps):
     return plus, minus
 
 
-def numeric_grad(f, array, eps=EPS):
+def numeric_grad(f, array, eps=EPS) -> np.ndarray:
     """Central differences of the scalar f() with respect to every element of ``array``."""
     plus, minus = nudged_values(f, array, range(array.size), eps)
     return ((plus - minus) / (2 * eps)).reshape(array.shape)
 
 
-def finite_differences(f, array, indices, eps=EPS):
+def finite_differences(f, array, indices, eps=EPS) -> tuple[np.ndarray, np.ndarray]:
     """Central differences of f() at the flat ``indices`` of ``array`` (changed in place, restored),
     and a mask of the elements where the forward and backward differences disagree: a kink (a ReLU
     at 0, a tie in a max-pool window), where no derivative exists to compare with."""

@@ -265,7 +265,7 @@ def _spec_pair(text, form, example, low) -> tuple:
     return (int(parts[0]), int(parts[-1]))
 
 
-def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True):
+def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True) -> list[nn.Module]:
     """The layers of a spec such as ``"conv8k5s1p2-maxpool3s2p1-fc120-sigmoid"``, for inputs of
     ``input_shape`` and ``num_classes`` outputs. Tokens are joined by ``-`` (or ``,``):
 
@@ -388,7 +388,7 @@ INITS = {
 }
 
 
-def init_parameters(model, init: str = "default"):
+def init_parameters(model, init: str = "default") -> nn.Sequential:
     """Re-draw every Linear's and Conv2d's weight with ``INITS[init]`` (biases to 0), in layer order
     from handgrad's global generator; "default" keeps the weights the layers drew when built."""
     if init not in INITS:

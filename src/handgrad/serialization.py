@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import HandgradError, StateDictError, fmt_shape
 from .files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from . import nn
 
 FORMAT = "handgrad-checkpoint-1"
 
@@ -202,7 +206,7 @@ def nonfinite_tensors(tensors: dict) -> list:
     return found
 
 
-def load(path, dtype=None, allow_nonfinite: bool = False):
+def load(path, dtype=None, allow_nonfinite: bool = False) -> nn.Sequential:
     """Rebuild the model saved at ``path`` and load its weights; ``model.metadata`` holds the
     header (normalization, classes, ...).
 
@@ -223,7 +227,8 @@ def load(path, dtype=None, allow_nonfinite: bool = False):
     if nonfinite and not allow_nonfinite:
         raise HandgradError(str(path), f"non-finite weights in {'; '.join(nonfinite)}: the checkpoint is broken "
                                        f"(a run's earlier checkpoint may be good)")
-    model = from_architecture(meta["architecture"]).to(dtype or meta.get("dtype", "float32"))
+    model = from_architecture(meta["architecture"])
+    model.to(dtype or meta.get("dtype", "float32"))  # in place
     try:
         model.load_state_dict(tensors)
     except StateDictError as e:

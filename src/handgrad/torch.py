@@ -429,7 +429,7 @@ class Activation(torch.nn.Module):
     def forward(self, input):
         return ElementwiseFunction.apply(input, self.function, self.derivative)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return self.name
 
 

@@ -12,8 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..files import atomic_write_text
+
+if TYPE_CHECKING:
+    from .training import TrainConfig
 
 #: The default line-up: the matched pair (about 12k parameters each) and two larger models.
 DEFAULT_MODELS = ("tiny-mlp", "tiny-cnn", "mlp", "lenet5")
@@ -56,7 +60,7 @@ def reuse_problem(run_dir, config) -> str | None:
     return None
 
 
-def with_model(config):
+def with_model(config) -> TrainConfig:
     """``config`` with a model given as a layer spec (``model="conv8-pool-fc32"``) moved to its
     ``layers`` field, as ``train --layers`` sets it; a named model, or a config with layers, as is."""
     from ..models import MODELS
@@ -85,7 +89,7 @@ def check_specs(models, dataset, data_dir=None) -> None:
                              f"spec for {ds.name}: {e}") from None
 
 
-def run_config(config, log=lambda *_: None):
+def run_config(config, log=lambda *_: None) -> tuple[list, dict, str]:
     """Train ``config`` into ``config.out``: skip it when finished with these very settings,
     continue it when an interrupted run with these settings is there, train it again (replacing
     the run) when the run there has other settings, else start it. Returns (history rows, manifest
@@ -108,7 +112,9 @@ def run_config(config, log=lambda *_: None):
         train(config, progress=False, log=log)
         status = "trained"
     manifest = json.loads((out / "manifest.json").read_text())
-    return read_history(out)["epochs"][:config.epochs], manifest, status
+    history = read_history(out)
+    assert history is not None  # the run just written or read back has its history
+    return history["epochs"][:config.epochs], manifest, status
 
 
 @dataclass

@@ -4,10 +4,14 @@ share these, so a checkpoint is judged the same way everywhere."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import HandgradError
+
+if TYPE_CHECKING:
+    from ..data import Dataset
 
 
 def stored_normalizer(metadata: dict) -> Callable[[np.ndarray], np.ndarray]:
@@ -19,7 +23,7 @@ def stored_normalizer(metadata: dict) -> Callable[[np.ndarray], np.ndarray]:
     return Normalizer.from_dict(stats) if stats else (lambda x: x)
 
 
-def checkpoint_test_set(model, dataset: str | None = None, data_dir=None):
+def checkpoint_test_set(model, dataset: str | None = None, data_dir=None) -> tuple[Dataset, np.ndarray]:
     """``(ds, x)``: the test split of ``dataset`` (default: the checkpoint's own, else digits) and its
     images normalised with the checkpoint's stored statistics. Images that do not fit the checkpoint's
     input shape raise HandgradError naming the dataset and both shapes."""

@@ -5,6 +5,8 @@ losses, and ``backward`` then takes dL/dloss of that shape.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import functional as F
@@ -28,14 +30,14 @@ class _Loss(Module):
         self._save_for_backward(cache, np.shape(loss))
         return float(loss) if self.reduction != "none" else loss
 
-    def backward(self, grad_output=1.0, input_grad: bool = True):
+    def backward(self, grad_output=1.0, input_grad: bool = True) -> np.ndarray | None:
         """dL/dinput, given dL/dloss (1.0 by default: the loss is the objective)."""
         if self.reduction != "none" and np.ndim(grad_output) == 0:
             grad_output = np.asarray(grad_output)
         cache = self._saved(np.asarray(grad_output))
         return kernels.op(f"{self.op}_backward")(grad_output, cache) if input_grad else None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
 
 
@@ -67,7 +69,7 @@ class CrossEntropyLoss(_Loss):
 
     op = "cross_entropy"
 
-    def forward(self, input, target):
+    def forward(self, input, target) -> Any:
         check_class_targets(self, input, target)
         return self._finish(*kernels.op("cross_entropy_forward")(input, target, self.reduction))
 
@@ -78,7 +80,7 @@ class NLLLoss(_Loss):
 
     op = "nll_loss"
 
-    def forward(self, input, target):
+    def forward(self, input, target) -> Any:
         check_class_targets(self, input, target)
         return self._finish(*kernels.op("nll_loss_forward")(input, target, self.reduction))
 
@@ -90,7 +92,7 @@ class MSELoss(_Loss):
 
     op = "mse_loss"
 
-    def forward(self, input, target):
+    def forward(self, input, target) -> Any:
         check_ndim(self, "input", input, range(0, 33), "(*)")
         check_floating(self, "input", input)
         target = np.asarray(target)

@@ -133,10 +133,10 @@ class Module:
         return sum(p.size for p in self.parameters())
 
     # -- forward / backward ----------------------------------------------------------------------
-    def forward(self, *args):
+    def forward(self, *args) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
-    def backward(self, grad_output, input_grad: bool = True):
+    def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         raise NotImplementedError(f"{type(self).__name__} does not define backward()")
 
     def __call__(self, *args, **kwargs):
@@ -175,7 +175,7 @@ class Module:
 
     # -- dtype -----------------------------------------------------------------------------------
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         """The dtype of the first parameter (float32 unless converted)."""
         for p in self.parameters():
             return p.dtype

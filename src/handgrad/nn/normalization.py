@@ -54,7 +54,7 @@ class _BatchNorm(Module):
         self._save_for_backward(cache, out.shape)
         return out
 
-    def backward(self, grad_output, input_grad: bool = True):
+    def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         cache = self._saved(grad_output)
         weight, bias = self.weight, self.bias  # both None unless affine
         needs = (input_grad, weight is not None and weight.requires_grad, bias is not None and bias.requires_grad)
@@ -64,11 +64,11 @@ class _BatchNorm(Module):
             bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
 
-    def constructor_args(self):
+    def constructor_args(self) -> dict:
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
                     track_running_stats=self.track_running_stats)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"track_running_stats={self.track_running_stats}")
 
