@@ -34,7 +34,10 @@ install: $(CLI)
 demo: $(CLI)
 	$(VENV)/bin/handgrad train --dataset digits --model mlp-small --epochs 5 --out runs/demo
 
+# Lint, format and types first: a new violation fails the build before the long test run.
 test: $(TEST) cpp
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
 	sh scripts/ensure-chromium.sh
 	ctest --test-dir cpp/build --output-on-failure
 	$(PY) -m pytest -q

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import handgrad
-from handgrad.cli import main
+from handgrad.app.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,8 @@ def test_help_for_every_command(command):
 
 
 def test_console_script_exit_code_on_error():
-    result = subprocess.run([sys.executable, "-m", "handgrad", "eval", "nope.safetensors"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "handgrad", "eval", "nope.safetensors"], capture_output=True,
+                            text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
 
 
@@ -125,11 +126,11 @@ def folder_bytes(folder):
 def test_a_signal_saves_the_state_between_two_steps_and_resume_continues(tmp_path, signum, code, said):
     import signal
 
-    from handgrad.training import TrainConfig, read_resume_metadata, train
+    from handgrad.app.training import TrainConfig, read_resume_metadata, train
 
     run = tmp_path / "run"
-    child = subprocess.Popen(handgrad_command("train", "--dataset", "digits", "--model", "tiny-mlp", "--schedule", "none",
-                                              "--epochs", "100000", "--quiet", "--out", str(run)),
+    child = subprocess.Popen(handgrad_command("train", "--dataset", "digits", "--model", "tiny-mlp", "--schedule",
+                                              "none", "--epochs", "100000", "--quiet", "--out", str(run)),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     for line in child.stdout:  # training has started once an epoch line is printed
         if line.startswith("epoch "):
@@ -150,8 +151,6 @@ def test_a_signal_saves_the_state_between_two_steps_and_resume_continues(tmp_pat
 
 @pytest.mark.parametrize("existing", [False, True])
 def test_two_trains_into_one_folder_at_once_one_error_line_or_a_whole_run(tmp_path, existing):
-    from handgrad.serialization import read_metadata
-
     run = tmp_path / "run"
     if existing:
         assert main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--epochs", "1", "--seed", "7", "--quiet",
@@ -176,7 +175,7 @@ def test_two_trains_into_one_folder_at_once_one_error_line_or_a_whole_run(tmp_pa
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["config"]["seed"] == seed and manifest["config"]["epochs"] == epochs
     assert [r["epoch"] for r in json.loads((run / "history.json").read_text())["epochs"]] == list(range(1, epochs + 1))
-    assert read_metadata(run / "last.safetensors")["epoch"] == epochs
+    assert handgrad.load(run / "last.safetensors").metadata["epoch"] == epochs
     assert handgrad.load(run / "best.safetensors").metadata["epoch"] <= epochs
 
 
@@ -197,7 +196,7 @@ def test_files_written_respect_the_umask(tmp_path, umask, mode):
 
 
 def test_replacing_a_file_keeps_its_mode(tmp_path):
-    from handgrad.serialization import atomic_write_text
+    from handgrad.files import atomic_write_text
 
     path = tmp_path / "kept.json"
     atomic_write_text(path, "{}")
@@ -217,7 +216,7 @@ def test_replacing_a_file_keeps_its_mode(tmp_path):
 ])
 def test_threads_limits_blas_and_handgrad_for_the_command(argv, monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from handgrad import cli
+    from handgrad.app import cli
 
     seen = {}
 
@@ -251,5 +250,6 @@ def test_resume_with_a_conflicting_option_is_one_error_line(tmp_path, capsys):
     assert err.startswith("handgrad: error:") and err.count("\n") == 1
     assert "--lr 0.5 differs from the run being resumed (lr 0.05)" in err
     assert folder_bytes(run) == before
-    assert main(["train", "--resume", str(run), "--epochs", "2", "--seed", "0", "--quiet"]) == 0  # the same seed is fine
+    # the same seed is fine
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--seed", "0", "--quiet"]) == 0
     assert len(json.loads((run / "history.json").read_text())["epochs"]) == 2

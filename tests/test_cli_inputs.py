@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 import pytest
 
-from handgrad.cli import MAX_IMAGE_PIXELS, load_image, main
+from handgrad.app.cli import MAX_IMAGE_PIXELS, load_image, main
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_outputs_that_overflow_are_refused_not_printed_as_nan(checkpoint, tmp_pa
 
 
 def test_json_never_holds_nan_or_infinity():
-    from handgrad.cli import _json
+    from handgrad.app.cli import _json
 
     text = _json({"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": -float("inf")}})
     assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": {"d": None}}
@@ -313,7 +313,7 @@ def test_missing_image(tmp_path, capsys, checkpoint):
 def test_a_system_error_prints_the_path_and_reason_without_errno(tmp_path, capsys, monkeypatch):
     import errno
 
-    from handgrad import cli
+    from handgrad.app import cli
 
     def no_permission(args):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "runs"))

@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from handgrad.cli import main  # noqa: E402
-from handgrad.compare import compare, run_is_complete  # noqa: E402
-from handgrad.sweep import grid_points, parse_values, run_name, sweep  # noqa: E402
+from handgrad.app.cli import main  # noqa: E402
+from handgrad.app.compare import compare, run_is_complete  # noqa: E402
+from handgrad.app.sweep import grid_points, parse_values, run_name, sweep  # noqa: E402
 
 
 def test_compare_trains_each_model_and_writes_figure_and_table(tmp_path):
@@ -24,7 +24,8 @@ def test_compare_trains_each_model_and_writes_figure_and_table(tmp_path):
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert set(saved["histories"]) == {"tiny-mlp", "linear"}
     # the same split and seed: every model saw the same number of images
-    sizes = {json.loads((tmp_path / m / "manifest.json").read_text())["data"]["sizes"]["train"] for m in saved["histories"]}
+    sizes = {json.loads((tmp_path / m / "manifest.json").read_text())["data"]["sizes"]["train"]
+             for m in saved["histories"]}
     assert len(sizes) == 1
     # a second call reads the finished runs back
     log.clear()
@@ -83,14 +84,15 @@ def test_sweep_refuses_an_unknown_field(tmp_path):
 
 
 # -- reuse only a run with the same settings ----------------------------------------------------------
-BASE = dict(dataset="digits", model="tiny-mlp", epochs=1, train_size=400, lr=0.1, optimizer="sgd", batch_size=64, seed=0)
+BASE = dict(dataset="digits", model="tiny-mlp", epochs=1, train_size=400, lr=0.1, optimizer="sgd", batch_size=64,
+            seed=0)
 
 
 @pytest.mark.parametrize("change", [{"lr": 0.05}, {"optimizer": "adam"}, {"epochs": 2}, {"train_size": 300},
                                     {"batch_size": 32}, {"seed": 1}, {"weight_decay": 0.01}, {"momentum": 0.5}])
 def test_a_finished_run_with_other_settings_is_trained_again(tmp_path, change):
-    from handgrad.compare import run_config
-    from handgrad.training import TrainConfig
+    from handgrad.app.compare import run_config
+    from handgrad.app.training import TrainConfig
 
     out = str(tmp_path / "run")
     first, _, status = run_config(TrainConfig(**BASE, out=out))
@@ -108,8 +110,8 @@ def test_a_finished_run_with_other_settings_is_trained_again(tmp_path, change):
 
 
 def test_an_interrupted_run_is_resumed_only_with_the_same_settings(tmp_path):
-    from handgrad.compare import run_config
-    from handgrad.training import TrainConfig, Trainer
+    from handgrad.app.compare import run_config
+    from handgrad.app.training import TrainConfig, Trainer
 
     out = str(tmp_path / "run")
     trainer = Trainer(TrainConfig(**BASE, out=out), progress=False, log=lambda *_: None).setup()
@@ -139,7 +141,8 @@ def test_compare_does_not_show_old_numbers_under_new_settings(tmp_path):
 def test_sweep_trains_again_when_a_fixed_setting_changes(tmp_path):
     grid = {"lr": [0.1]}
     quiet = lambda *_: None  # noqa: E731
-    first = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1, train_size=400)
+    first = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1,
+                  train_size=400)
     changed = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1,
                     train_size=300)
     assert changed[0]["status"] == "retrained" and changed[0]["test_acc"] != first[0]["test_acc"]
@@ -149,7 +152,7 @@ def test_sweep_trains_again_when_a_fixed_setting_changes(tmp_path):
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
 def test_sweep_workers_share_the_threads(tmp_path, threads):
-    from handgrad.sweep import available_cores
+    from handgrad.app.sweep import available_cores
 
     log = []
     sweep({"lr": [0.1, 0.05]}, out=tmp_path, workers=2, threads=threads, log=log.append, dataset="digits",

@@ -18,11 +18,11 @@ import pytest
 
 import handgrad
 from handgrad import nn, optim
-from handgrad.data import DataLoader, Normalizer, load_dataset, stratified_subset
+from handgrad.app.training import evaluate
+from handgrad.data import DataLoader, Normalizer, load_dataset
 from handgrad.data.idx import read_idx, write_idx
 from handgrad.models import build_model
 from handgrad.serialization import load_tensors, save_tensors
-from handgrad.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "cpp" / "build" / "handgrad-cpp"

@@ -18,10 +18,21 @@ import numpy as np
 import pytest
 
 import handgrad
-from handgrad.data import (FILES, DataLoader, Normalizer, cache_dir, describe_datasets, download, load_dataset,
-                           load_idx_pair, read_idx, stratified_subset, train_val_split, write_idx)
+from handgrad.data import (
+    FILES,
+    DataLoader,
+    Normalizer,
+    cache_dir,
+    describe_datasets,
+    download,
+    load_dataset,
+    load_idx_pair,
+    read_idx,
+    stratified_subset,
+    train_val_split,
+    write_idx,
+)
 from handgrad.errors import HandgradError
-
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -193,7 +204,8 @@ def test_train_and_test_image_sizes_must_agree(isolated):
     folder = isolated / "mixed"
     make_idx_set(folder, size=4)
     write_idx(folder / FILES[2], np.zeros((10, 5, 5), np.uint8))
-    with pytest.raises(HandgradError, match="t10k-images-idx3-ubyte.gz: images are 5x5 but the training images are 4x4"):
+    with pytest.raises(HandgradError,
+                       match="t10k-images-idx3-ubyte.gz: images are 5x5 but the training images are 4x4"):
         load_dataset("mnist", data_dir=folder, download=False)
 
 

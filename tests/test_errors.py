@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from handgrad import nn
-from handgrad.errors import (BackwardBeforeForwardError, DTypeError, HandgradError, ShapeError,
-                             StateDictError)
+from handgrad.errors import BackwardBeforeForwardError, DTypeError, HandgradError, ShapeError, StateDictError
 
 CONV = "Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1))"
 LINEAR = "Linear(in_features=784, out_features=10, bias=True)"

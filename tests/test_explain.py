@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import handgrad
 from handgrad import nn
-from handgrad.cli import main
-from handgrad.explain import explain, explain_named
+from handgrad.app.cli import main
+from handgrad.app.explain import explain, explain_named
 
 
 class DoubledWeightLinear(nn.Linear):

@@ -7,9 +7,9 @@ import pytest
 import handgrad
 from handgrad import functional as F
 from handgrad import nn
+from handgrad.app.verify import spec_cases
 from handgrad.functional import SPECS
 from handgrad.gradcheck import compare, finite_differences, rel_error
-from handgrad.verify import spec_cases
 
 
 class DoubledLinear(nn.Linear):

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rel_err
 
 from handgrad import functional as F
 from handgrad.kernels import activation as K
-
-from conftest import rel_err
 
 EXACT = ["relu", "leaky_relu"]
 SMOOTH = ["sigmoid", "tanh"]

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rel_err
 
 import handgrad
 from handgrad import functional as F
 from handgrad import kernels, nn, optim
 from handgrad.kernels import conv as K
 from handgrad.models import build_model
-
-from conftest import rel_err
 
 CONV_CASES = [  # (N, C, H, W, O, kernel, stride, padding)
     (2, 1, 28, 28, 8, (3, 3), (1, 1), (1, 1)),

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rel_err
 
 from handgrad import functional as F
 from handgrad import kernels, nn
-
-from conftest import rel_err
 
 K = pytest.importorskip("handgrad.kernels.loss")
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rel_err
 
 from handgrad import functional as F
 from handgrad.kernels import pool as K
-
-from conftest import rel_err
 
 POOL_CASES = [  # (N, C, H, W, kernel, stride, padding)
     (2, 3, 8, 8, (2, 2), (2, 2), (0, 0)),

@@ -11,7 +11,7 @@ import pytest
 
 import handgrad
 from handgrad import models, nn
-from handgrad.cli import main
+from handgrad.app.cli import main
 
 MNIST, DIGITS = (1, 28, 28), (1, 8, 8)
 

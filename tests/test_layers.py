@@ -11,7 +11,6 @@ torch = pytest.importorskip("torch")
 
 from conftest import assert_close, check_against_torch, copy_weights_to_torch, to_numpy  # noqa: E402
 
-
 # -- Linear ----------------------------------------------------------------------------------------
 LINEAR_CASES = [
     pytest.param(4, 3, (5, 4), True, id="batch5-in4-out3"),

@@ -5,12 +5,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import assert_close, check_against_torch, copy_weights_to_torch, to_numpy
 
 import handgrad
 from handgrad import nn
 from handgrad.errors import BackwardBeforeForwardError, DTypeError, StateDictError
-
-from conftest import assert_close, check_against_torch, copy_weights_to_torch, to_numpy
 
 
 def small_cnn():
@@ -427,7 +426,7 @@ def test_no_grad_as_decorator_restores_the_mode():
 
 
 def test_sequential_slice_keeps_torch_keys():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     model = small_cnn()
     assert list(model[5:].state_dict()) == list(small_cnn_torch()[5:].state_dict())
     assert model[5:][0] is model[5]

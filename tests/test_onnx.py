@@ -12,10 +12,10 @@ onnx = pytest.importorskip("onnx")
 
 import handgrad  # noqa: E402
 from handgrad import nn  # noqa: E402
-from handgrad.cli import main  # noqa: E402
+from handgrad.app.cli import main  # noqa: E402
+from handgrad.errors import WriteError  # noqa: E402
 from handgrad.models import LAYER_ARGUMENTS, MODELS, build_model  # noqa: E402
 from handgrad.onnx import EXPORTERS, OPSET, ExportError, export  # noqa: E402
-from handgrad.serialization import WriteError  # noqa: E402
 
 TOL = 1e-5
 
@@ -254,6 +254,6 @@ def test_without_the_onnx_package_the_error_says_what_to_install(tmp_path, monke
 
 
 def test_importing_handgrad_does_not_import_onnx():
-    code = "import sys, handgrad, handgrad.models, handgrad.cli; assert 'onnx' not in sys.modules"
+    code = "import sys, handgrad, handgrad.models, handgrad.app.cli; assert 'onnx' not in sys.modules"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

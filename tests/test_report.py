@@ -17,10 +17,10 @@ import pytest
 pytest.importorskip("matplotlib")
 pytest.importorskip("plotly")
 
-from handgrad.cli import main  # noqa: E402
-from handgrad.report import build_report, confidently_wrong, epoch_columns  # noqa: E402
-from handgrad.sweep import run_name, write_results  # noqa: E402
-from handgrad.training import TrainConfig, train  # noqa: E402
+from handgrad.app.cli import main  # noqa: E402
+from handgrad.app.report import build_report, confidently_wrong, epoch_columns  # noqa: E402
+from handgrad.app.sweep import run_name, write_results  # noqa: E402
+from handgrad.app.training import TrainConfig, train  # noqa: E402
 
 # Software WebGL (SwiftShader) for the plotly.js views: a headless machine has no GPU.
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
@@ -275,7 +275,7 @@ def test_brushing_the_sweep_view_filters_the_table(browser, sweep_page, label, r
     browser.open(page)
     browser.brush("parallel", label, ranges)
     expected = [r["run"] for r in rows if keep(r)]
-    assert 0 < len(expected)
+    assert len(expected) > 0
     assert browser.shown("parallel") == (f"{len(expected)} of {len(rows)} runs shown.", expected)
     assert browser.problems() == []
 

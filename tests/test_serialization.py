@@ -89,7 +89,7 @@ def test_a_plain_safetensors_file_is_not_mistaken_for_a_checkpoint(tmp_path):
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path, model, monkeypatch):
-    from handgrad import serialization
+    from handgrad import files
 
     path = tmp_path / "m.safetensors"
     handgrad.save(model, path)
@@ -98,7 +98,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path, model, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(serialization.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         handgrad.save(model, path)
     assert path.read_bytes() == before
@@ -219,7 +219,8 @@ def test_a_tiny_file_declaring_a_huge_model_allocates_nothing(tmp_path):
     assert peak < 20 << 20  # the model alone would be 3.6 GB
 
 
-@pytest.mark.parametrize("value, count", [(np.nan, "1 NaN, 0 inf"), (np.inf, "0 NaN, 1 inf"), (-np.inf, "0 NaN, 1 inf")])
+@pytest.mark.parametrize("value, count", [(np.nan, "1 NaN, 0 inf"), (np.inf, "0 NaN, 1 inf"),
+                                          (-np.inf, "0 NaN, 1 inf")])
 def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, model, value, count):
     path = tmp_path / "m.safetensors"
     model[3].bias.data[5] = value
@@ -249,13 +250,14 @@ def test_a_folder_is_not_a_checkpoint(tmp_path):
 def test_failed_write_names_the_file_being_written(tmp_path, model, monkeypatch):
     import errno
 
-    from handgrad import serialization
+    from handgrad import files
+    from handgrad.errors import WriteError
 
     def full_disk(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(serialization.os, "fsync", full_disk)
-    with pytest.raises(serialization.WriteError) as info:
+    monkeypatch.setattr(files.os, "fsync", full_disk)
+    with pytest.raises(WriteError) as info:
         handgrad.save(model, tmp_path / "best.safetensors")
     assert str(info.value) == f"{tmp_path / 'best.safetensors'}: cannot write the file: No space left on device"
     assert isinstance(info.value, OSError) and list(tmp_path.iterdir()) == []

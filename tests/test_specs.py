@@ -10,13 +10,14 @@ import pytest
 
 import handgrad
 from handgrad import models, nn
-from handgrad.explain import explain, forward_formula
+from handgrad.app.explain import explain, forward_formula
 from handgrad.functional import SPECS
 
 torch = pytest.importorskip("torch")
 
-import handgrad.torch as ht  # noqa: E402
 from conftest import assert_close, check_against_torch, to_numpy  # noqa: E402
+
+import handgrad.torch as ht  # noqa: E402
 
 BRIDGED = [name for name, spec in SPECS.items() if spec.bridge is not None]
 

@@ -10,14 +10,13 @@ import sys
 
 import numpy as np
 import pytest
+from test_kernels_conv import CONV_CASES
+from test_kernels_pool import POOL_CASES
 
 import handgrad
 from handgrad import _threads, kernels, nn, optim
 from handgrad import functional as F
 from handgrad.models import build_model
-
-from test_kernels_conv import CONV_CASES
-from test_kernels_pool import POOL_CASES
 
 SRC = os.path.join(os.path.dirname(__file__), os.pardir, "src")
 

@@ -11,14 +11,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import assert_close, to_numpy  # noqa: E402
+
+# the same grid as the NumPy core's tests, so both front-ends are checked on the same configurations
+from test_layers import CONV_CASES, LINEAR_CASES, POOL_CASES  # noqa: E402
+
 import handgrad  # noqa: E402
 import handgrad.data  # noqa: E402
 import handgrad.functional as F  # noqa: E402
 import handgrad.torch as ht  # noqa: E402
 from handgrad import kernels, nn  # noqa: E402
-from conftest import assert_close, to_numpy  # noqa: E402
-# the same grid as the NumPy core's tests, so both front-ends are checked on the same configurations
-from test_layers import CONV_CASES, LINEAR_CASES, POOL_CASES  # noqa: E402
 
 D = torch.float64
 
@@ -205,7 +207,8 @@ def test_double_backward_is_refused_with_a_clear_message(make, rng):
 def bridge_functions():
     """Every public autograd Function of the bridge, found in the module rather than listed."""
     return sorted((f for f in vars(ht).values() if isinstance(f, type) and issubclass(f, torch.autograd.Function)
-                   and f.__module__ == ht.__name__ and not f.__name__.startswith("_") and f is not ht.HandWrittenFunction),
+                   and f.__module__ == ht.__name__ and not f.__name__.startswith("_")
+                   and f is not ht.HandWrittenFunction),
                   key=lambda f: f.__name__)
 
 
@@ -304,9 +307,8 @@ def test_double_backward_raises_the_bridges_error_on_every_path(name, path, rng)
 def test_forward_mode_and_torch_func_raise_the_bridges_error(name, rng):
     import torch.autograd.forward_ad as fw
     inputs, apply, scalar = example(name, rng)
-    with pytest.raises(ht.DoubleBackwardError, match=rf"{name}: forward-mode AD is not supported"):
-        with fw.dual_level():
-            apply(*(fw.make_dual(x.detach(), torch.ones_like(x)) for x in inputs))
+    with pytest.raises(ht.DoubleBackwardError, match=rf"{name}: forward-mode AD is not supported"), fw.dual_level():
+        apply(*(fw.make_dual(x.detach(), torch.ones_like(x)) for x in inputs))
     with pytest.raises(ht.DoubleBackwardError, match=rf"{name}: a torch.func transform .* is not supported"):
         torch.func.grad(scalar)(*(x.detach() for x in inputs))
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import handgrad
-from handgrad.training import Trainer, TrainConfig, TrainingDiverged, train
+from handgrad.app.training import TrainConfig, Trainer, TrainingDiverged, train
 
 DATA = os.environ.get("HANDGRAD_DATA_DIR")
 needs_mnist = pytest.mark.skipif(not DATA or not os.path.isdir(os.path.join(DATA or "", "mnist")),
@@ -50,7 +50,9 @@ def test_checkpoint_carries_what_prediction_needs(tmp_path):
 def test_same_seed_same_numbers(tmp_path):
     a = train(digits_config(tmp_path / "a", epochs=2), progress=False, log=quiet)
     b = train(digits_config(tmp_path / "b", epochs=2), progress=False, log=quiet)
-    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in h]
+    def strip(history):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in history]
+
     assert strip(a.history) == strip(b.history)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(np.array_equal(sa[k], sb[k]) for k in sa)
@@ -168,7 +170,8 @@ def test_resume_works_in_the_folder_given_and_leaves_the_original_untouched(tmp_
 
 @pytest.mark.parametrize("changes, named", [
     ({"lr": 0.5}, ["--lr 0.5", "lr 0.05"]),
-    ({"optimizer": "adam", "batch_size": 16}, ["--optimizer adam", "--batch-size 16", "optimizer sgd", "batch_size 32"]),
+    ({"optimizer": "adam", "batch_size": 16},
+     ["--optimizer adam", "--batch-size 16", "optimizer sgd", "batch_size 32"]),
     ({"seed": 3}, ["--seed 3", "seed 0"]),
     ({"model": "mlp"}, ["--model mlp", "model tiny-mlp"]),
     ({"train_size": 500}, ["--train-size 500", "train_size None"]),
@@ -236,7 +239,7 @@ def test_resume_of_a_folder_without_a_run_says_so(tmp_path):
 
 # -- the run folder: lock, overwrite ------------------------------------------------------------------
 def test_a_locked_folder_is_refused_and_left_untouched(tmp_path):
-    from handgrad.training import RunFolderBusy, RunLock
+    from handgrad.app.training import RunFolderBusy, RunLock
 
     config = digits_config(tmp_path, model="tiny-mlp", epochs=1)
     train(config, progress=False, log=quiet)
@@ -251,7 +254,7 @@ def test_a_locked_folder_is_refused_and_left_untouched(tmp_path):
 
 
 def test_a_new_run_refuses_a_folder_holding_another_run_unless_overwrite(tmp_path):
-    from handgrad.training import RunFolderTaken
+    from handgrad.app.training import RunFolderTaken
 
     train(digits_config(tmp_path, model="tiny-mlp", epochs=2, seed=1), progress=False, log=quiet)
     run = tmp_path / "run"

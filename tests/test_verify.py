@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from handgrad import functional as F
+from handgrad.app.cli import main
+from handgrad.app.verify import OpCase, check_case, default_cases, format_table, verify
 from handgrad.functional import SPECS
-from handgrad.cli import main
-from handgrad.verify import OpCase, check_case, default_cases, format_table, verify
-
 
 #: pairs that are not ops of their own: the user-function activation (its derivative is checked where the
 #: user defines it, nn.check_derivative) and the plain versions kept beside the fast ones (test_fast_paths.py)

@@ -9,7 +9,7 @@ if "numpy" not in _sys.modules:
     # before `import numpy`; a value already set wins.
     _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
-from . import functional, nn, optim
+from . import _moved, functional, nn, optim
 from ._grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from ._random import default_generator, manual_seed
 from ._threads import get_num_threads, set_num_threads
@@ -17,7 +17,15 @@ from .errors import HandgradError
 from .gradcheck import GradcheckReport, gradcheck
 from .serialization import load, save
 
+__all__ = [
+    "functional", "nn", "optim", "enable_grad", "is_grad_enabled", "no_grad", "set_grad_enabled",
+    "default_generator", "manual_seed", "get_num_threads", "set_num_threads", "HandgradError", "GradcheckReport",
+    "gradcheck", "load", "save",
+]
+
 __version__ = "0.1.0"
+
+_moved.install()  # handgrad.cli, handgrad.training, handgrad.explain: the old names of handgrad.app.*
 
 
 def __getattr__(name):

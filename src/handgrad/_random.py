@@ -19,7 +19,7 @@ def default_generator() -> np.random.Generator:
 
 def get_state() -> dict:
     """The global generator's state, for checkpoints that resume bit for bit."""
-    return _generator.bit_generator.state
+    return dict(_generator.bit_generator.state)
 
 
 def set_state(state: dict) -> None:

@@ -142,7 +142,7 @@ class World:
         if self.comm is None:
             return
         for group in _by_dtype(arrays).values():
-            flat = np.concatenate([a.reshape(-1) for a in group]) if group else None
+            flat = np.concatenate([a.reshape(-1) for a in group])
             self.comm.Bcast(flat, root=root)
             offset = 0
             for a in group:
@@ -165,7 +165,7 @@ class World:
                 cleanup(result)
             rank, message = failures[0]
             error = DistributedError(f"{what} on rank {rank}", message)
-        error.collective = True
+        error.collective = True  # type: ignore[attr-defined]  # a mark read by fail_locally
         raise error
 
     def abort(self, code: int = 1) -> None:
@@ -244,7 +244,7 @@ def fail_locally(error: BaseException, w: World | None = None) -> None:
 
 # -- parameters and gradients -------------------------------------------------------------------
 def _by_dtype(arrays) -> dict:
-    groups = {}
+    groups: dict = {}
     for a in arrays:
         groups.setdefault(np.dtype(a.dtype), []).append(a)
     return groups
@@ -285,7 +285,8 @@ class GradientReducer:
         order = list(reversed(range(len(self.params))))
         groups = []  # [(dtype, [(param index, offset)], size)]
         for dtype in dict.fromkeys(self.params[i].dtype for i in order):
-            members, size = [], 0
+            members: list = []
+            size = 0
             for i in (i for i in order if self.params[i].dtype == dtype):
                 if members and (size + self.params[i].size) * dtype.itemsize > bucket_bytes:
                     groups.append((dtype, members, size))
@@ -338,7 +339,7 @@ class GradientReducer:
                 f"ranks={self.world.size})")
 
 
-_reducers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_reducers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def allreduce_gradients(model, count: float = 1.0, bucket_bytes: int = BUCKET_BYTES, w: World | None = None) -> None:
@@ -360,7 +361,7 @@ def weights_checksum(params) -> int:
     for a 2^-32 chance)."""
     crc = 0
     for p in params:
-        crc = zlib.crc32(memoryview(np.ascontiguousarray(p.data)).cast("B"), crc)
+        crc = zlib.crc32(np.ascontiguousarray(p.data).view(np.uint8).data, crc)
     return crc
 
 
@@ -380,7 +381,7 @@ def out_of_sync(sums, where: str = "") -> RanksOutOfSync:
                                           f"{', '.join(map(str, odd))} differ from rank 0's (CRC-32 "
                                           f"{', '.join(f'{s:08x}' for s in sums)}): a rank computed something the "
                                           "others did not; the last checkpoint holds rank 0's weights from before")
-    error.collective = True
+    error.collective = True  # type: ignore[attr-defined]  # a mark read by fail_locally
     return error
 
 
@@ -417,8 +418,8 @@ def fault_hook(w: World):
     if not text:
         return None
     try:
-        kind, at_rank, step = text.split(":")
-        at_rank, step = int(at_rank), int(step)
+        kind, rank_text, step_text = text.split(":")
+        at_rank, step = int(rank_text), int(step_text)
     except ValueError:
         raise HandgradError(FAULT_VARIABLE, f"expected KIND:RANK:STEP, got {text!r}") from None
     if kind not in ("raise", "perturb"):

@@ -33,6 +33,10 @@ class StateDictError(HandgradError):
     """A state_dict has missing, unexpected or mis-shaped keys."""
 
 
+class WriteError(HandgradError, OSError):
+    """A file could not be written (full disk, no permission, ...); the message names the file."""
+
+
 class BackwardBeforeForwardError(HandgradError, RuntimeError):
     """``backward`` was called on a layer that has not run ``forward`` with gradients enabled."""
 

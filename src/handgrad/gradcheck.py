@@ -93,6 +93,7 @@ class TensorCheck:
             lines.append(f"at {self.worst_index}: analytic {self.analytic:.8g}, numeric {self.numeric:.8g}")
         if not self.autograd_passed:
             a = self.autograd
+            assert a is not None  # only a tensor compared with autograd can disagree with it
             lines.append(f"at {a.index}: analytic {a.got:.8g}, autograd {a.expected:.8g} "
                          f"(relative error {a.rel_error:.2e})")
         return lines
@@ -132,7 +133,7 @@ class GradcheckReport:
                          [f"{'PASSED' if self.passed else 'FAILED'}: {sum(c.passed for c in self.checks)}"
                           f"/{len(self.checks)} tensors"])
 
-    def raise_for_failure(self) -> "GradcheckReport":
+    def raise_for_failure(self) -> GradcheckReport:
         if not self.passed:
             raise AssertionError(str(self))
         return self
@@ -153,7 +154,7 @@ def _compare(name, analytic, numeric, atol, rtol, autograd=None) -> TensorCheck:
                        float(numeric[worst]) if diff.size else 0.0, bool(ok.all()), autograd)
 
 
-def nudged_values(f, array, indices, eps):
+def nudged_values(f, array, indices, eps) -> tuple[np.ndarray, np.ndarray]:
     """f() with each flat element ``indices[k]`` of ``array`` nudged up and down by eps: the arrays
     (plus, minus). ``array`` is changed in place and restored after each element."""
     flat = array.reshape(-1)
@@ -169,13 +170,13 @@ def nudged_values(f, array, indices, eps):
     return plus, minus
 
 
-def numeric_grad(f, array, eps=EPS):
+def numeric_grad(f, array, eps=EPS) -> np.ndarray:
     """Central differences of the scalar f() with respect to every element of ``array``."""
     plus, minus = nudged_values(f, array, range(array.size), eps)
     return ((plus - minus) / (2 * eps)).reshape(array.shape)
 
 
-def finite_differences(f, array, indices, eps=EPS):
+def finite_differences(f, array, indices, eps=EPS) -> tuple[np.ndarray, np.ndarray]:
     """Central differences of f() at the flat ``indices`` of ``array`` (changed in place, restored),
     and a mask of the elements where the forward and backward differences disagree: a kink (a ReLU
     at 0, a tie in a max-pool window), where no derivative exists to compare with."""
@@ -228,7 +229,8 @@ def gradcheck(fn_or_module, inputs, eps: float = EPS, atol: float = ATOL, rtol: 
 
     if torch_forward is not None and isinstance(fn_or_module, Module):
         raise HandgradError("gradcheck", "torch_forward is for a (forward, backward) pair; got a module "
-                                         f"{type(fn_or_module).__name__}, whose gradients are checked by finite differences")
+                                         f"{type(fn_or_module).__name__}, whose gradients are checked by finite "
+                                         "differences")
     inputs = tuple(_as_float64(x) for x in (inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
     rng = np.random.default_rng(seed)
     saved_state = _random.get_state()
@@ -245,7 +247,8 @@ def gradcheck(fn_or_module, inputs, eps: float = EPS, atol: float = ATOL, rtol: 
             module.zero_grad()
             run()
             grad_input = module.backward(upstream.copy() if upstream.ndim else float(upstream))
-            f = lambda: float(np.sum(run() * upstream))
+            def f():
+                return float(np.sum(run() * upstream))
             checks = [("input", inputs[0], grad_input, None)]
             checks += [(n, p.data, p.grad, None) for n, p in module.named_parameters() if p.requires_grad]
         else:
@@ -255,7 +258,8 @@ def gradcheck(fn_or_module, inputs, eps: float = EPS, atol: float = ATOL, rtol: 
             upstream = rng.standard_normal(np.shape(out))
             grads = backward(upstream.copy() if upstream.ndim else upstream, cache)
             grads = grads if isinstance(grads, tuple) else (grads,)
-            f = lambda: float(np.sum(np.asarray(forward(*inputs)[0], dtype=np.float64) * upstream))
+            def f():
+                return float(np.sum(np.asarray(forward(*inputs)[0], dtype=np.float64) * upstream))
             auto = [None] * len(inputs) if torch_forward is None else autograd_grads(torch_forward, inputs, upstream)
             checks = [(f"input{i}", x, grads[i] if i < len(grads) else None, auto[i]) for i, x in enumerate(inputs)
                       if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)]

@@ -6,6 +6,7 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +142,7 @@ def tokenize_layer_spec(spec: str) -> list:
     texts = [t.strip() for t in spec.replace(",", "-").split("-") if t.strip()]
     if not texts:
         raise ValueError(f"empty layer spec {spec!r}; expected tokens such as conv16-pool-fc128")
-    tokens = []
+    tokens: list[SpecToken] = []
     for position, text in enumerate(texts, 1):
         try:
             token = _parse_spec_token(position, text)
@@ -150,6 +151,12 @@ def tokenize_layer_spec(spec: str) -> list:
             raise ValueError(f"bad layer spec token {text!r} (number {position}) in {spec!r}: {e}") from None
         tokens.append(token)
     return tokens
+
+
+def _leading(pattern: str, text: str) -> str:
+    """The start of ``text`` that ``pattern`` (which may match nothing) matches."""
+    match = re.match(pattern, text)
+    return match.group() if match else ""
 
 
 def _parse_spec_token(position, text) -> SpecToken:
@@ -161,7 +168,7 @@ def _parse_spec_token(position, text) -> SpecToken:
         return SpecToken(position, text, "activation", activation=activation[0], value=activation[1])
     head = next((h for h in _SPEC_HEADS if t.startswith(h)), None)
     if head is None:
-        letters = re.match(r"[a-z_]*", t).group()
+        letters = _leading(r"[a-z_]*", t)
         close = difflib.get_close_matches(letters, list(_SPEC_HEADS) + ["none"] + sorted(nn.ACTIVATIONS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close and letters else ""
         raise ValueError(f"unknown token; expected {spec_grammar()}{hint}")
@@ -174,8 +181,8 @@ def _parse_spec_token(position, text) -> SpecToken:
         if not 0 <= p < 1:
             raise ValueError(f"dropout probability must be from 0 to below 1, got {p}")
         return SpecToken(position, text, kind, value=p)
-    size_text = re.match(r"(?:\d+(?:x\d+)?)?" if kind in ("maxpool", "avgpool") else r"\d*", rest).group()
-    fields = {}
+    size_text = _leading(r"(?:\d+(?:x\d+)?)?" if kind in ("maxpool", "avgpool") else r"\d*", rest)
+    fields: dict[str, Any] = {}
     if kind in ("conv", "fc"):
         symbol = "C" if kind == "conv" else "N"
         example = "conv16 or conv16k5" if kind == "conv" else "fc128"
@@ -205,12 +212,13 @@ def _spec_activation(t):
 def _spec_options(kind, rest, before) -> dict:
     """``k5s2p1nb`` -> {"kernel": (5, 5), "stride": (2, 2), "padding": (1, 1), "bias": False}."""
     letters, takes_nb = _SPEC_OPTIONS[kind], kind in ("conv", "fc", "out")
-    fields, i = {}, 0
+    fields: dict[str, Any] = {}
+    i = 0
     names = {"k": "kernel", "s": "stride", "p": "padding", "nb": "bias"}
     while i < len(rest):
         m = _OPTION_RE.match(rest, i)
         key = None if not m else m[0] if m[0] == "nb" else m[1]
-        if key is None or (key == "nb" and not takes_nb) or (key != "nb" and key not in letters):
+        if m is None or key is None or (key == "nb" and not takes_nb) or (key != "nb" and key not in letters):
             allowed = [_OPTION_FORMS[c][0] for c in letters] + (["nb"] if takes_nb else [])
             takes = f"{kind} takes {', '.join(allowed)}" if allowed else f"{kind} takes no options"
             raise ValueError(f"unexpected {rest[i:]!r} after {before + rest[:i]!r}; {takes} "
@@ -257,7 +265,7 @@ def _spec_pair(text, form, example, low) -> tuple:
     return (int(parts[0]), int(parts[-1]))
 
 
-def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True):
+def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True) -> list[nn.Module]:
     """The layers of a spec such as ``"conv8k5s1p2-maxpool3s2p1-fc120-sigmoid"``, for inputs of
     ``input_shape`` and ``num_classes`` outputs. Tokens are joined by ``-`` (or ``,``):
 
@@ -277,7 +285,8 @@ def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True):
     """
     tokens = tokenize_layer_spec(spec)
     input_shape = tuple(input_shape)
-    layers, shape = [], input_shape
+    layers: list[nn.Module] = []
+    shape = input_shape
     for i, token in enumerate(tokens):
         previous = tokens[i - 1].kind if i else None
         try:
@@ -379,7 +388,7 @@ INITS = {
 }
 
 
-def init_parameters(model, init: str = "default"):
+def init_parameters(model, init: str = "default") -> nn.Sequential:
     """Re-draw every Linear's and Conv2d's weight with ``INITS[init]`` (biases to 0), in layer order
     from handgrad's global generator; "default" keeps the weights the layers drew when built."""
     if init not in INITS:
@@ -589,7 +598,7 @@ def check_architecture(layers, input_shape=None) -> tuple[dict, tuple]:
     if len(layers) > MAX_LAYERS:
         raise HandgradError(None, f"'architecture' has {len(layers)} layers, more than the limit {MAX_LAYERS}")
     shape = (...,) if input_shape is None else check_input_shape(input_shape)
-    tensors = {}
+    tensors: dict[str, tuple[tuple, bool]] = {}
     for i, spec in enumerate(layers):
         where = f"architecture layer {i}"
         if not isinstance(spec, dict):
@@ -675,7 +684,7 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
             tensors[prefix + "weight"] = ((channels, a["in_channels"]) + k, True)
             if a.get("bias", True):
                 tensors[prefix + "bias"] = ((channels,), True)
-        out = []
+        out: list[int | None] = []
         for axis, size, ki, si, pi in (("height", h, k[0], s[0], p[0]), ("width", w, k[1], s[1], p[1])):
             if size is None:
                 out.append(None)
@@ -684,12 +693,13 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
                 raise HandgradError(None, f"{where}: the kernel ({ki}) is larger than the padded {axis} "
                                           f"({size + 2 * pi}): the maps shrink to nothing ({given()})")
             out.append((size + 2 * pi - ki) // si + 1)
-        if name == "Conv2d" and None not in out:
-            unfolded = out[0] * out[1] * a["in_channels"] * k[0] * k[1]
+        rows, cols = out
+        if name == "Conv2d" and rows is not None and cols is not None:
+            unfolded = rows * cols * a["in_channels"] * k[0] * k[1]
             if unfolded > MAX_ELEMENTS:
                 raise HandgradError(None, f"{where}: unfolds {unfolded} values per sample, more than the limit "
                                           f"{MAX_ELEMENTS}")
-        return (channels, out[0], out[1])
+        return (channels, rows, cols)
     if name == "Flatten":
         start, end = a.get("start_dim", 1), a.get("end_dim", -1)
         if open_rank:

@@ -316,7 +316,7 @@ def export(model, path, input_shape=None, metadata: dict | None = None):
         >>> from handgrad.models import build_model
         >>> handgrad.onnx.export(build_model("lenet5"), "lenet5.onnx", input_shape=(1, 28, 28))
     """
-    from .serialization import atomic_write_bytes
+    from .files import atomic_write_bytes
 
     proto = to_onnx(model, input_shape, metadata)
     atomic_write_bytes(path, proto.SerializeToString())

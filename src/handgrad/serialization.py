@@ -2,88 +2,24 @@
 in the header metadata everything ``load`` needs to rebuild the model (architecture, input shape,
 normalisation, class names, dataset, handgrad version). No pickle anywhere.
 
-Files are written atomically (a temporary file in the same folder, then ``os.replace``), so a
-crash mid-write leaves the previous checkpoint intact.
+Files are written atomically (``files.atomic_write_bytes``: a temporary file in the same folder,
+then ``os.replace``), so a crash mid-write leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import HandgradError, StateDictError, fmt_shape
+from .files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from . import nn
 
 FORMAT = "handgrad-checkpoint-1"
-
-
-class WriteError(HandgradError, OSError):
-    """A file could not be written (full disk, no permission, ...); the message names the file."""
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and a rename:
-    all or nothing. A failure raises WriteError (an OSError) naming ``path``, not the temporary
-    file. The file gets the mode ``open()`` would give it: an existing file's, else 0o666 less the
-    umask (the temporary file is created with ``os.open``, which applies it)."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temporary(path)
-        try:
-            os.fchmod(fd, os.stat(path).st_mode & 0o777)  # replacing a file keeps its mode, as open() does
-        except FileNotFoundError:
-            pass
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        _remove(tmp)
-        raise WriteError(str(path), f"cannot write the file: {e.strerror or e}") from e
-    except BaseException:
-        _remove(tmp)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _create_temporary(path: Path) -> tuple[int, str]:
-    """A new file ``.<name>.<random>.tmp`` beside ``path``, opened for writing (O_EXCL: never an
-    existing one). Unlike tempfile.mkstemp (always 0o600), ``os.open`` applies the umask."""
-    import secrets
-
-    while True:
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
-        except FileExistsError:
-            continue
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable; not every platform can open a folder, and that is fine."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove(tmp) -> None:
-    if tmp is not None and os.path.exists(tmp):
-        os.unlink(tmp)
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
@@ -130,14 +66,15 @@ def _safetensors(path, read):
 def load_tensors(path) -> tuple[dict, dict]:
     """(tensors, metadata) of a safetensors file; a missing, truncated or corrupt file raises
     HandgradError naming the file."""
-    return _safetensors(path, lambda f: ({k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})))
+    # safe_open has keys() but is not iterable, so ``f.keys()`` it is
+    return _safetensors(path, lambda f: ({k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})))  # noqa: SIM118
 
 
 def read_header(path) -> tuple[dict, dict]:
     """(metadata, {tensor name: (shape, safetensors dtype such as "F32")}) without reading any tensor."""
     def read(f):
         return dict(f.metadata() or {}), {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
-                                          for k in f.keys()}
+                                          for k in f.keys()}  # noqa: SIM118
     return _safetensors(path, read)
 
 
@@ -176,11 +113,6 @@ def reference_checks(model, inputs) -> dict:
                                      "first": h64.ravel()[:8].tolist()})
     model.train(was_training)
     return result
-
-
-def read_metadata(path) -> dict:
-    """The decoded header metadata of a handgrad checkpoint."""
-    return _decode(path, read_header(path)[0])
 
 
 def _decode(path, raw: dict) -> dict:
@@ -228,7 +160,8 @@ def check_checkpoint(path, meta: dict, tensors: dict) -> None:
     norm = meta.get("normalization")
     if norm is not None and not (isinstance(norm, dict) and _finite(norm.get("mean")) and _finite(norm.get("std"))
                                  and norm["std"] > 0):
-        fail(f"'normalization' must be null or {{\"mean\": a finite number, \"std\": a number > 0}}, got {_brief(norm)}")
+        fail("'normalization' must be null or {\"mean\": a finite number, \"std\": a number > 0}, "
+             f"got {_brief(norm)}")
     if meta.get("loss") is not None and meta["loss"] not in LOSSES:
         fail(f"'loss' must be one of {', '.join(LOSSES)}, got {_brief(meta['loss'])}")
     for key in ("dataset", "model"):
@@ -273,7 +206,7 @@ def nonfinite_tensors(tensors: dict) -> list:
     return found
 
 
-def load(path, dtype=None, allow_nonfinite: bool = False):
+def load(path, dtype=None, allow_nonfinite: bool = False) -> nn.Sequential:
     """Rebuild the model saved at ``path`` and load its weights; ``model.metadata`` holds the
     header (normalization, classes, ...).
 
@@ -294,7 +227,8 @@ def load(path, dtype=None, allow_nonfinite: bool = False):
     if nonfinite and not allow_nonfinite:
         raise HandgradError(str(path), f"non-finite weights in {'; '.join(nonfinite)}: the checkpoint is broken "
                                        f"(a run's earlier checkpoint may be good)")
-    model = from_architecture(meta["architecture"]).to(dtype or meta.get("dtype", "float32"))
+    model = from_architecture(meta["architecture"])
+    model.to(dtype or meta.get("dtype", "float32"))  # in place
     try:
         model.load_state_dict(tensors)
     except StateDictError as e:

@@ -310,7 +310,7 @@ def _functional(spec, function) -> Callable:
 
     call.__name__ = call.__qualname__ = spec.name
     call.__module__ = __name__
-    call.__signature__ = signature
+    call.__signature__ = signature  # type: ignore[attr-defined]  # read by inspect.signature
     call.__doc__ = f"``torch.nn.functional.{spec.name}`` on handgrad's math: {_first_paragraph(spec.forward)}"
     return call
 
@@ -410,6 +410,7 @@ class Activation(torch.nn.Module):
 
     def __init__(self, activation, name: str | None = None):
         super().__init__()
+        self.activation: type[hnn.ElementwiseActivation] | None  # the class, when one was given
         if isinstance(activation, hnn.ElementwiseActivation):
             activation = type(activation)
         if isinstance(activation, type) and issubclass(activation, hnn.ElementwiseActivation):
@@ -428,7 +429,7 @@ class Activation(torch.nn.Module):
     def forward(self, input):
         return ElementwiseFunction.apply(input, self.function, self.derivative)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return self.name
 
 

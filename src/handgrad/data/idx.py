@@ -24,8 +24,8 @@ import numpy as np
 
 from ..errors import HandgradError
 
-DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
-          0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+DTYPES: dict[int, np.dtype] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
+                              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 LABELS_MAGIC = 0x00000801
 IMAGES_MAGIC = 0x00000803
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -118,7 +118,7 @@ def _read_idx_bytes(path, magic: int | None) -> bytearray:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a folder, a pipe, a device: never opened (a pipe blocks)
             raise HandgradError(where, "is not a regular file, expected an IDX file")
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 (entered by the `with` below, once open errors are worded)
     except OSError as e:
         raise HandgradError(where, f"cannot read the IDX file: {e.strerror or e}") from None
     with f:
@@ -188,7 +188,7 @@ def _parse_header(data, where: str, magic: int | None) -> tuple[tuple, np.dtype,
     return shape, dtype, header
 
 
-def parse_idx(data: bytes, where: str, magic: int | None = None) -> np.ndarray:
+def parse_idx(data: bytes | bytearray, where: str, magic: int | None = None) -> np.ndarray:
     """Decode IDX bytes (already decompressed) to an array in native byte order.
 
     ``magic``: when given, the exact magic number the file must have (``IMAGES_MAGIC``,

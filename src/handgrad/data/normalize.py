@@ -26,7 +26,7 @@ class Normalizer:
         self.mean, self.std = mean, std
 
     @classmethod
-    def fit(cls, train_images: np.ndarray, chunk: int = 8192) -> "Normalizer":
+    def fit(cls, train_images: np.ndarray, chunk: int = 8192) -> Normalizer:
         """Mean and (population) std over every pixel of ``train_images``, accumulated in float64."""
         check_array("Normalizer.fit", "train_images", train_images)
         if train_images.size == 0:
@@ -46,7 +46,7 @@ class Normalizer:
         return {"mean": self.mean, "std": self.std}
 
     @classmethod
-    def from_dict(cls, state: dict) -> "Normalizer":
+    def from_dict(cls, state: dict) -> Normalizer:
         if not isinstance(state, dict) or not {"mean", "std"} <= state.keys():
             raise HandgradError("Normalizer.from_dict", f"expected a dict with keys 'mean' and 'std', got {state!r}")
         return cls(state["mean"], state["std"])

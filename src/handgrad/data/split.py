@@ -34,7 +34,7 @@ def stratified_indices(labels: np.ndarray, size: int, seed=0) -> np.ndarray:
 
 
 def train_val_split(images: np.ndarray, labels: np.ndarray, val_fraction: float = 0.1, seed=0,
-                    val_size: int | None = None):
+                    val_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Split off a stratified validation set: ``(train_images, train_labels, val_images, val_labels)``.
 
     ``val_size`` (a count) overrides ``val_fraction``. The same seed gives the same split.
@@ -53,7 +53,7 @@ def train_val_split(images: np.ndarray, labels: np.ndarray, val_fraction: float 
     return images[~val], labels[~val], images[val], labels[val]
 
 
-def stratified_subset(images: np.ndarray, labels: np.ndarray, size: int, seed=0):
+def stratified_subset(images: np.ndarray, labels: np.ndarray, size: int, seed=0) -> tuple[np.ndarray, np.ndarray]:
     """``size`` samples with the class proportions of the whole (``--train-size``): ``(images, labels)``."""
     where = "stratified_subset"
     _check_pair(where, images, labels)

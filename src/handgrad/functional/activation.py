@@ -5,35 +5,37 @@ the readable definition; ``handgrad.kernels.activation`` computes the element-wi
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .spec import Bridge, Case, OpSpec, refuse_inplace, register
 
 
-def relu_forward(x):
+def relu_forward(x) -> tuple[np.ndarray, Any]:
     """y = max(x, 0)"""
     out = np.maximum(x, x.dtype.type(0))
     return out, out  # the derivative reads off the output: y > 0 exactly where x > 0
 
 
-def relu_backward(grad_output, out):
+def relu_backward(grad_output, out) -> np.ndarray:
     """dL/dx = G * [x > 0] = G where y > 0, else 0   (0 at x = 0, as PyTorch)"""
     return np.where(out > 0, grad_output, grad_output.dtype.type(0))
 
 
-def leaky_relu_forward(x, negative_slope=0.01):
+def leaky_relu_forward(x, negative_slope=0.01) -> tuple[np.ndarray, Any]:
     """y = x if x > 0 else negative_slope * x"""
     positive = x > 0
     return np.where(positive, x, x * x.dtype.type(negative_slope)), (positive, negative_slope)
 
 
-def leaky_relu_backward(grad_output, cache):
+def leaky_relu_backward(grad_output, cache) -> np.ndarray:
     """dL/dx = G * (1 if x > 0 else negative_slope)"""
     positive, negative_slope = cache
     return np.where(positive, grad_output, grad_output * grad_output.dtype.type(negative_slope))
 
 
-def elu_forward(x, alpha=1.0):
+def elu_forward(x, alpha=1.0) -> tuple[np.ndarray, Any]:
     """y = x if x > 0 else alpha * (exp(x) - 1)"""
     positive = x > 0
     # expm1 of min(x, 0): exact near 0, and no overflow where x > 0 (that branch is not taken there)
@@ -41,67 +43,67 @@ def elu_forward(x, alpha=1.0):
     return out, (positive, out, alpha)  # where x <= 0, dy/dx = alpha * exp(x) = y + alpha: no exp backward
 
 
-def elu_backward(grad_output, cache):
+def elu_backward(grad_output, cache) -> np.ndarray:
     """dL/dx = G * (1 if x > 0 else alpha * exp(x)) = G * (1 if x > 0 else y + alpha)   (alpha at x = 0, as PyTorch)"""
     positive, out, alpha = cache
     return np.where(positive, grad_output, grad_output * (out + out.dtype.type(alpha)))
 
 
-def sigmoid_forward(x):
+def sigmoid_forward(x) -> tuple[np.ndarray, Any]:
     """y = 1 / (1 + exp(-x)), computed as e/(1+e) with e = exp(-|x|) so no exp overflows."""
     e = np.exp(-np.abs(x))
     out = np.where(x >= 0, 1, e) / (1 + e)
     return out, out  # dy/dx = y (1 - y): the output is all backward needs
 
 
-def sigmoid_backward(grad_output, out):
+def sigmoid_backward(grad_output, out) -> np.ndarray:
     """dL/dx = G * y * (1 - y)"""
     return grad_output * out * (1 - out)
 
 
-def tanh_forward(x):
+def tanh_forward(x) -> tuple[np.ndarray, Any]:
     """y = tanh(x)"""
     out = np.tanh(x)
     return out, out
 
 
-def tanh_backward(grad_output, out):
+def tanh_backward(grad_output, out) -> np.ndarray:
     """dL/dx = G * (1 - y^2)"""
     return grad_output * (1 - out * out)
 
 
-def softmax_forward(x, dim=-1):
+def softmax_forward(x, dim=-1) -> tuple[np.ndarray, Any]:
     """y_i = exp(x_i - m) / sum_j exp(x_j - m) along ``dim``, with m = max_j x_j for stability."""
     e = np.exp(x - x.max(axis=dim, keepdims=True))
     out = e / e.sum(axis=dim, keepdims=True)
     return out, (out, dim)
 
 
-def softmax_backward(grad_output, cache):
+def softmax_backward(grad_output, cache) -> np.ndarray:
     """dL/dx_i = y_i * (G_i - sum_j G_j y_j)   (the Jacobian diag(y) - y y^T applied to G)"""
     out, dim = cache
     return out * (grad_output - (grad_output * out).sum(axis=dim, keepdims=True))
 
 
-def log_softmax_forward(x, dim=-1):
+def log_softmax_forward(x, dim=-1) -> tuple[np.ndarray, Any]:
     """y_i = x_i - m - log sum_j exp(x_j - m), with m = max_j x_j (stable for logits of any size)."""
     shifted = x - x.max(axis=dim, keepdims=True)
     out = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
     return out, (out, dim)
 
 
-def log_softmax_backward(grad_output, cache):
+def log_softmax_backward(grad_output, cache) -> np.ndarray:
     """dL/dx_i = G_i - softmax(x)_i * sum_j G_j,   with softmax(x) = exp(y)."""
     out, dim = cache
     return grad_output - np.exp(out) * grad_output.sum(axis=dim, keepdims=True)
 
 
-def elementwise_forward(x, function):
+def elementwise_forward(x, function) -> tuple[np.ndarray, Any]:
     """y = f(x) for a user-supplied element-wise f; x is kept for f'(x)."""
     return np.asarray(function(x), dtype=x.dtype), x
 
 
-def elementwise_backward(grad_output, x, derivative):
+def elementwise_backward(grad_output, x, derivative) -> np.ndarray:
     """dL/dx = G * f'(x)"""
     return grad_output * np.asarray(derivative(x), dtype=grad_output.dtype)
 

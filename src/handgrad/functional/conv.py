@@ -7,6 +7,8 @@ This is the readable definition; ``handgrad.kernels.conv`` computes the same wit
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -67,7 +69,7 @@ def col2im(cols: np.ndarray, x_shape, kernel_size, stride, padding) -> np.ndarra
     return grad_padded[:, :, ph:ph + h, pw:pw + w]
 
 
-def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cache=True):
+def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cache=True) -> tuple[np.ndarray, Any]:
     """y[n, o, ho, wo] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * x_padded[n, c, sH*ho + i, sW*wo + j]
 
     As one matrix product over all output pixels: Y = cols @ W.T + bias, where cols = im2col(x)
@@ -86,7 +88,7 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cac
     return out, (cols, weight, x.shape, stride, padding, bias is not None) if keep_cache else None
 
 
-def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
+def conv2d_backward(grad_output, cache, needs_input_grad=ALL) -> tuple:
     """With G = dL/dY as rows (N*Ho*Wo, O), the gradients of Y = cols @ W.T + bias are
 
         grad_weight = G.T @ cols                  -> reshaped to (O, C, kH, kW)

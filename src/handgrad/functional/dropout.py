@@ -2,12 +2,14 @@
 the expected output equals the input and evaluation needs no rescaling."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .spec import REQUIRED, Case, OpSpec, register
 
 
-def dropout_forward(x, p, generator: np.random.Generator):
+def dropout_forward(x, p, generator: np.random.Generator) -> tuple[np.ndarray, Any]:
     """y = x * mask,  mask = [u >= p] / (1 - p) with u ~ U[0, 1) per element (all zeros when p = 1)."""
     if p >= 1:
         mask = np.zeros_like(x)
@@ -17,7 +19,7 @@ def dropout_forward(x, p, generator: np.random.Generator):
     return x * mask, mask  # backward needs only the mask
 
 
-def dropout_backward(grad_output, mask):
+def dropout_backward(grad_output, mask) -> np.ndarray:
     """dL/dx = G * mask"""
     return grad_output * mask
 

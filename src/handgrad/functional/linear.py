@@ -1,6 +1,8 @@
 """Linear (fully connected) layer: the math, once, as a forward/backward pair."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import ShapeError, fmt_shape
@@ -9,7 +11,7 @@ from .spec import Bridge, Case, OpSpec, register
 ALL = (True, True, True)
 
 
-def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None):
+def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
     """y = x @ weight.T + bias
 
     Shapes: x (*, in_features), weight (out_features, in_features), bias (out_features,)
@@ -22,7 +24,7 @@ def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = 
     return out, (x, weight, bias is not None)
 
 
-def linear_backward(grad_output: np.ndarray, cache, needs_input_grad=ALL):
+def linear_backward(grad_output: np.ndarray, cache, needs_input_grad=ALL) -> tuple:
     """Gradients of L through y = x @ weight.T + bias, with G = dL/dy of shape (*, out_features):
 
         grad_input  = G @ weight            (*, in_features)

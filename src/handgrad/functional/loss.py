@@ -2,6 +2,8 @@
 cache; each backward turns dL/dloss (1 by default) into dL/dinput."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import HandgradError, ShapeError, fmt_shape
@@ -29,7 +31,7 @@ def _upstream(grad_output, reduction, count, dtype):
     return g[:, None]  # (N,) -> (N, 1): broadcast over classes
 
 
-def cross_entropy_forward(logits, target, reduction="mean"):
+def cross_entropy_forward(logits, target, reduction="mean") -> tuple[np.ndarray, Any]:
     """Softmax cross-entropy, fused: loss_n = -log softmax(logits_n)[target_n]
                                             = logsumexp(logits_n) - logits_n[target_n].
 
@@ -42,7 +44,7 @@ def cross_entropy_forward(logits, target, reduction="mean"):
     return loss, (np.exp(log_probs), target, reduction)
 
 
-def cross_entropy_backward(grad_output, cache):
+def cross_entropy_backward(grad_output, cache) -> np.ndarray:
     """dL/dlogits_n = (softmax(logits_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean')"""
     probs, target, reduction = cache
     grad = probs.copy()
@@ -51,13 +53,13 @@ def cross_entropy_backward(grad_output, cache):
     return grad
 
 
-def nll_loss_forward(log_probs, target, reduction="mean"):
+def nll_loss_forward(log_probs, target, reduction="mean") -> tuple[np.ndarray, Any]:
     """loss_n = -log_probs[n, target_n]   (log_probs: (N, C), e.g. from LogSoftmax)"""
     rows = np.arange(log_probs.shape[0])
     return _reduce(-log_probs[rows, target], reduction), (log_probs.shape, log_probs.dtype, target, reduction)
 
 
-def nll_loss_backward(grad_output, cache):
+def nll_loss_backward(grad_output, cache) -> np.ndarray:
     """dL/dlog_probs[n, c] = -[c == target_n] * dL/dloss_n   (/ N for 'mean')"""
     shape, dtype, target, reduction = cache
     grad = np.zeros(shape, dtype=dtype)
@@ -66,7 +68,7 @@ def nll_loss_backward(grad_output, cache):
     return grad
 
 
-def mse_loss_forward(input, target, reduction="mean"):
+def mse_loss_forward(input, target, reduction="mean") -> tuple[np.ndarray, Any]:
     """loss = mean (or sum) over all elements of (input - target)^2;  'none' keeps the shape."""
     diff = input - target
     squared = diff * diff
@@ -79,7 +81,7 @@ def mse_loss_forward(input, target, reduction="mean"):
     return loss, (diff, reduction)  # backward needs only the difference
 
 
-def mse_loss_backward(grad_output, cache):
+def mse_loss_backward(grad_output, cache) -> np.ndarray:
     """dL/dinput = 2 * (input - target) * dL/dloss   (/ number of elements for 'mean')"""
     diff, reduction = cache
     g = np.asarray(grad_output, dtype=diff.dtype)

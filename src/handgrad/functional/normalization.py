@@ -1,6 +1,8 @@
 """Batch normalisation over the channel axis (axis 1) of (N, C), (N, C, L) or (N, C, H, W)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .spec import REQUIRED, Case, OpSpec, register
@@ -16,7 +18,8 @@ def _per_channel(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum=0.1,
+                       eps=1e-5) -> tuple[np.ndarray, Any]:
     """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel.
 
     Training: mean and (biased) var of this batch over every axis but 1; the running statistics are
@@ -42,7 +45,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
     return out, (xhat, invstd, weight, training)
 
 
-def batch_norm_backward(grad_output, cache, needs_input_grad=ALL):
+def batch_norm_backward(grad_output, cache, needs_input_grad=ALL) -> tuple:
     """With G = dL/dy, m values per channel and sums over every axis but the channel:
 
         grad_weight = sum(G * xhat)            grad_bias = sum(G)

@@ -10,6 +10,8 @@ so both backwards add one (N, C, Ho, Wo) block per kernel offset. This is the re
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import HandgradError, ShapeError, fmt_shape
@@ -46,7 +48,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding=(0, 0), keep_cache=True):
     return out, (argmax.astype(np.int16), x.shape, kernel_size, stride, padding) if keep_cache else None
 
 
-def max_pool2d_backward(grad_output, cache):
+def max_pool2d_backward(grad_output, cache) -> np.ndarray:
     """dL/dx_p = sum over windows containing p of grad_output[window] * [p is that window's argmax]
 
     as zeros plus one masked add per kernel offset; overlapping windows add up.
@@ -63,7 +65,7 @@ def max_pool2d_backward(grad_output, cache):
     return grad_padded[:, :, ph:ph + h, pw:pw + w]
 
 
-def avg_pool2d_forward(x, kernel_size, stride, padding=(0, 0)):
+def avg_pool2d_forward(x, kernel_size, stride, padding=(0, 0)) -> tuple[np.ndarray, Any]:
     """y[n, c, ho, wo] = sum over the window of x_padded / (kH*kW); zero padding counts in the
     divisor (PyTorch's default ``count_include_pad=True``)."""
     xp = pad2d(x, padding)
@@ -76,7 +78,7 @@ def avg_pool2d_forward(x, kernel_size, stride, padding=(0, 0)):
     return out, (x.shape, kernel_size, stride, padding)
 
 
-def avg_pool2d_backward(grad_output, cache):
+def avg_pool2d_backward(grad_output, cache) -> np.ndarray:
     """dL/dx_p = sum over windows containing p of grad_output[window] / (kH*kW)."""
     x_shape, kernel_size, stride, padding = cache
     n, c, h, w = x_shape

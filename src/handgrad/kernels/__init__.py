@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import _threads
+
 __all__ = ["available", "enabled", "op", "reference", "use_kernels"]
 
 #: The dtypes the kernels are compiled for. Arrays of another floating dtype (float16, longdouble),
@@ -36,8 +38,6 @@ MODULES = ("conv", "pool", "activation", "linear", "loss", "normalization", "opt
 
 #: Where each op's reference lives, by the same name.
 REFERENCE_PACKAGES = ("handgrad.functional", "handgrad.optim.functional")
-
-from .. import _threads
 
 #: How Numba's pool runs, unless the environment says otherwise. Measured on 2 cores with a BLAS
 #: product between kernel calls (as in a training step): 'omp' workers keep spinning after a

@@ -1,8 +1,21 @@
 """Layers, activations and losses with hand-written backward passes, under PyTorch's names."""
 from . import init
-from .activation import (ACTIVATIONS, ELU, ActivationDerivativeError, ElementwiseActivation, LeakyReLU, LogSoftmax,
-                         ReLU, Sigmoid, Softmax, Tanh, check_derivative, define_activation, get_activation,
-                         register_activation)
+from .activation import (
+    ACTIVATIONS,
+    ELU,
+    ActivationDerivativeError,
+    ElementwiseActivation,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    check_derivative,
+    define_activation,
+    get_activation,
+    register_activation,
+)
 from .container import ModuleList, Sequential
 from .conv import Conv2d
 from .dropout import Dropout
@@ -12,3 +25,11 @@ from .module import LAYERS, Module
 from .normalization import BatchNorm1d, BatchNorm2d
 from .parameter import Parameter
 from .pooling import AvgPool2d, MaxPool2d
+
+__all__ = [
+    "init", "ACTIVATIONS", "ELU", "ActivationDerivativeError", "ElementwiseActivation", "LeakyReLU", "LogSoftmax",
+    "ReLU", "Sigmoid", "Softmax", "Tanh", "check_derivative", "define_activation", "get_activation",
+    "register_activation", "ModuleList", "Sequential", "Conv2d", "Dropout", "Flatten", "Identity", "Linear",
+    "CrossEntropyLoss", "MSELoss", "NLLLoss", "LAYERS", "Module", "BatchNorm1d", "BatchNorm2d", "Parameter",
+    "AvgPool2d", "MaxPool2d",
+]

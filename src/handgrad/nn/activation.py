@@ -47,16 +47,16 @@ class _Activation(Module):
     def _args(self):
         return ()
 
-    def forward(self, x):
+    def forward(self, x) -> np.ndarray:
         check_ndim(self, "input", x, range(0, 33), "(*)")
         check_floating(self, "input", x)
-        out, cache = kernels.op(self.op + "_forward")(x, *self._args())
+        out, cache = kernels.op(f"{self.op}_forward")(x, *self._args())
         self._save_for_backward(cache, out.shape)
         return out
 
-    def backward(self, grad_output, input_grad: bool = True):
+    def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         cache = self._saved(grad_output)
-        return kernels.op(self.op + "_backward")(grad_output, cache) if input_grad else None
+        return kernels.op(f"{self.op}_backward")(grad_output, cache) if input_grad else None
 
 
 class ReLU(_Activation):
@@ -77,10 +77,10 @@ class LeakyReLU(_Activation):
     def _args(self):
         return (self.negative_slope,)
 
-    def constructor_args(self):
+    def constructor_args(self) -> dict:
         return dict(negative_slope=self.negative_slope)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
 
 
@@ -96,10 +96,10 @@ class ELU(_Activation):
     def _args(self):
         return (self.alpha,)
 
-    def constructor_args(self):
+    def constructor_args(self) -> dict:
         return dict(alpha=self.alpha)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
 
 
@@ -126,10 +126,10 @@ class Softmax(_Activation):
     def _args(self):
         return (self.dim,)
 
-    def constructor_args(self):
+    def constructor_args(self) -> dict:
         return dict(dim=self.dim)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"dim={self.dim}"
 
 
@@ -151,7 +151,7 @@ class ActivationDerivativeError(HandgradError):
 CHECK_POINTS = np.linspace(-4.0, 4.0, 81) + 0.0123
 
 
-def check_derivative(name, function, derivative, points=CHECK_POINTS, eps=EPS, atol=ATOL, rtol=RTOL):
+def check_derivative(name, function, derivative, points=CHECK_POINTS, eps=EPS, atol=ATOL, rtol=RTOL) -> None:
     """Compare ``derivative(x)`` in float64 at ``points`` with ``handgrad.gradcheck``'s central finite
     differences of sum(f(x)), whose partial derivative in x_i is f'(x_i) for an element-wise f, and
     with its tolerance: |derivative - numeric| <= atol + rtol * |numeric|.
@@ -191,14 +191,14 @@ class ElementwiseActivation(_Activation):
             check_derivative(cls.__name__, cls.function, cls.derivative)
         register_activation(cls.__name__, cls)
 
-    def forward(self, x):
+    def forward(self, x) -> np.ndarray:
         check_ndim(self, "input", x, range(0, 33), "(*)")
         check_floating(self, "input", x)
         out, cache = F.elementwise_forward(x, type(self).function)
         self._save_for_backward(cache, out.shape)
         return out
 
-    def backward(self, grad_output, input_grad: bool = True):
+    def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         cache = self._saved(grad_output)
         return F.elementwise_backward(grad_output, cache, type(self).derivative) if input_grad else None
 

@@ -1,6 +1,8 @@
 """Dropout: inverted dropout in training, identity in eval."""
 from __future__ import annotations
 
+import numpy as np
+
 from .. import functional as F
 from .._random import default_generator
 from ..errors import check_floating, check_ndim
@@ -21,7 +23,7 @@ class Dropout(Module):
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         self.p = float(p)
 
-    def forward(self, x):
+    def forward(self, x) -> np.ndarray:
         check_ndim(self, "input", x, range(0, 33), "(*)")
         check_floating(self, "input", x)
         if self.training and self.p > 0:
@@ -31,14 +33,14 @@ class Dropout(Module):
         self._save_for_backward(mask, out.shape)
         return out
 
-    def backward(self, grad_output, input_grad: bool = True):
+    def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         mask = self._saved(grad_output)
         if not input_grad:
             return None
         return grad_output if mask is None else F.dropout_backward(grad_output, mask)
 
-    def constructor_args(self):
+    def constructor_args(self) -> dict:
         return dict(p=self.p)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"

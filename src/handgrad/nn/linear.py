@@ -39,7 +39,7 @@ class Linear(Module):
     def reset_parameters(self, generator=None) -> None:
         init.default_linear_init_(self.weight, self.bias, generator)
 
-    def forward(self, x):
+    def forward(self, x) -> np.ndarray:
         check_ndim(self, "input", x, range(1, 33), "(*, in_features)")
         if x.shape[-1] != self.in_features:
             raise ShapeError(self, f"expected input of shape (*, {self.in_features}) (in_features={self.in_features}), "
@@ -49,7 +49,7 @@ class Linear(Module):
         self._save_for_backward(cache, out.shape)
         return out
 
-    def backward(self, grad_output, input_grad: bool = True):
+    def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         cache = self._saved(grad_output)
         needs = (input_grad, self.weight.requires_grad, self.bias is not None and self.bias.requires_grad)
         grad_input, grad_weight, grad_bias = kernels.op("linear_backward")(grad_output, cache, needs)
@@ -58,10 +58,10 @@ class Linear(Module):
             self.bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
 
-    def constructor_args(self):
+    def constructor_args(self) -> dict:
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
@@ -75,21 +75,21 @@ class Flatten(Module):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
 
-    def forward(self, x):
+    def forward(self, x) -> np.ndarray:
         check_ndim(self, "input", x, range(1, 33), "(N, *)")
         start, end = self.start_dim % x.ndim, self.end_dim % x.ndim
         out = x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
         self._save_for_backward(x.shape, out.shape)  # backward needs only the input's shape
         return out
 
-    def backward(self, grad_output, input_grad: bool = True):
+    def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         input_shape = self._saved(grad_output)
         return grad_output.reshape(input_shape) if input_grad else None
 
-    def constructor_args(self):
+    def constructor_args(self) -> dict:
         return dict(start_dim=self.start_dim, end_dim=self.end_dim)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
@@ -97,10 +97,10 @@ class Identity(Module):
     """y = x;  dL/dx = G."""
     arguments: dict[str, tuple[str, bool]] | None = {}
 
-    def forward(self, x):
+    def forward(self, x) -> np.ndarray:
         self._save_for_backward(None, np.shape(x))
         return x
 
-    def backward(self, grad_output, input_grad: bool = True):
+    def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         self._saved(grad_output)
         return grad_output if input_grad else None

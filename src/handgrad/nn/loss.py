@@ -5,9 +5,12 @@ losses, and ``backward`` then takes dL/dloss of that shape.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .. import functional as F, kernels
+from .. import functional as F
+from .. import kernels
 from ..errors import DTypeError, HandgradError, ShapeError, check_floating, check_ndim, fmt_shape
 from .module import Module
 
@@ -27,14 +30,14 @@ class _Loss(Module):
         self._save_for_backward(cache, np.shape(loss))
         return float(loss) if self.reduction != "none" else loss
 
-    def backward(self, grad_output=1.0, input_grad: bool = True):
+    def backward(self, grad_output=1.0, input_grad: bool = True) -> np.ndarray | None:
         """dL/dinput, given dL/dloss (1.0 by default: the loss is the objective)."""
         if self.reduction != "none" and np.ndim(grad_output) == 0:
             grad_output = np.asarray(grad_output)
         cache = self._saved(np.asarray(grad_output))
-        return kernels.op(self.op + "_backward")(grad_output, cache) if input_grad else None
+        return kernels.op(f"{self.op}_backward")(grad_output, cache) if input_grad else None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
 
 
@@ -43,12 +46,13 @@ def check_class_targets(layer, input, target) -> None:
     check_ndim(layer, "input", input, (2,), "(N, C)")
     check_floating(layer, "input", input)
     if not isinstance(target, np.ndarray):
-        raise HandgradError(layer, f"expected target to be a numpy.ndarray of class indices, got {type(target).__name__}")
+        raise HandgradError(layer, "expected target to be a numpy.ndarray of class indices, "
+                                   f"got {type(target).__name__}")
     if not np.issubdtype(target.dtype, np.integer):
         raise DTypeError(layer, f"expected target of an integer dtype (class indices), got {target.dtype.name}")
     if target.shape != input.shape[:1]:
-        raise ShapeError(layer, f"expected target of shape ({input.shape[0]},) to match input {fmt_shape(input.shape)}, "
-                                f"got {fmt_shape(target.shape)}")
+        raise ShapeError(layer, f"expected target of shape ({input.shape[0]},) to match input "
+                                f"{fmt_shape(input.shape)}, got {fmt_shape(target.shape)}")
     if target.size and (target.min() < 0 or target.max() >= input.shape[1]):
         bad = target[(target < 0) | (target >= input.shape[1])]
         raise HandgradError(layer, f"target class indices must be in [0, {input.shape[1] - 1}] "
@@ -65,7 +69,7 @@ class CrossEntropyLoss(_Loss):
 
     op = "cross_entropy"
 
-    def forward(self, input, target):
+    def forward(self, input, target) -> Any:
         check_class_targets(self, input, target)
         return self._finish(*kernels.op("cross_entropy_forward")(input, target, self.reduction))
 
@@ -76,7 +80,7 @@ class NLLLoss(_Loss):
 
     op = "nll_loss"
 
-    def forward(self, input, target):
+    def forward(self, input, target) -> Any:
         check_class_targets(self, input, target)
         return self._finish(*kernels.op("nll_loss_forward")(input, target, self.reduction))
 
@@ -88,7 +92,7 @@ class MSELoss(_Loss):
 
     op = "mse_loss"
 
-    def forward(self, input, target):
+    def forward(self, input, target) -> Any:
         check_ndim(self, "input", input, range(0, 33), "(*)")
         check_floating(self, "input", input)
         target = np.asarray(target)

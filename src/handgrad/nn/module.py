@@ -3,7 +3,7 @@ attributes in the order they were set, which gives the same state_dict keys as P
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -15,7 +15,7 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 
 #: Every layer class by name, registered as it is defined; ``models.CONSTRUCTOR_ARGS`` reads each
 #: one's ``constructor_args``. The first class of a name stays: a user's class cannot shadow handgrad's.
-LAYERS: dict[str, type] = {}
+LAYERS: dict[str, type[Module]] = {}
 
 
 class Module:
@@ -90,19 +90,19 @@ class Module:
         self.__dict__.pop(name, None)
         self._parameters[name] = value
 
-    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+    def named_children(self) -> Iterator[tuple[str, Module]]:
         yield from self._modules.items()
 
-    def children(self) -> Iterator["Module"]:
+    def children(self) -> Iterator[Module]:
         for _, module in self.named_children():
             yield module
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         yield prefix, self
         for name, child in self._modules.items():
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
-    def modules(self) -> Iterator["Module"]:
+    def modules(self) -> Iterator[Module]:
         for _, module in self.named_modules():
             yield module
 
@@ -133,10 +133,10 @@ class Module:
         return sum(p.size for p in self.parameters())
 
     # -- forward / backward ----------------------------------------------------------------------
-    def forward(self, *args):
+    def forward(self, *args) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
-    def backward(self, grad_output, input_grad: bool = True):
+    def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         raise NotImplementedError(f"{type(self).__name__} does not define backward()")
 
     def __call__(self, *args, **kwargs):
@@ -156,32 +156,32 @@ class Module:
         return cache
 
     # -- modes and gradients ---------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "Module":
+    def train(self, mode: bool = True) -> Module:
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
         return self
 
-    def eval(self) -> "Module":
+    def eval(self) -> Module:
         return self.train(False)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
             p.zero_grad(set_to_none)
 
-    def apply(self, fn) -> "Module":
+    def apply(self, fn) -> Module:
         for module in list(self.modules())[::-1]:
             fn(module)
         return self
 
     # -- dtype -----------------------------------------------------------------------------------
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         """The dtype of the first parameter (float32 unless converted)."""
         for p in self.parameters():
             return p.dtype
         return np.dtype(np.float32)
 
-    def to(self, dtype) -> "Module":
+    def to(self, dtype) -> Module:
         """Convert every floating parameter and buffer to ``dtype``, in place; returns self."""
         dtype = np.dtype(dtype)
         if not np.issubdtype(dtype, np.floating):
@@ -197,14 +197,14 @@ class Module:
             object.__setattr__(module, "_cache", None)
         return self
 
-    def float(self) -> "Module":
+    def float(self) -> Module:
         return self.to(np.float32)
 
-    def double(self) -> "Module":
+    def double(self) -> Module:
         return self.to(np.float64)
 
     # -- state_dict ------------------------------------------------------------------------------
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Copies of every parameter and buffer, under PyTorch's keys (``"0.weight"``, ...)."""
         state = OrderedDict()
         for module_name, module in self.named_modules():
@@ -234,7 +234,7 @@ class Module:
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict if k not in targets]
         mis_shaped = []
-        for key, (module, store, name) in targets.items():
+        for key, (_, store, name) in targets.items():
             if key in state_dict:
                 current = store[name].data if isinstance(store[name], Parameter) else store[name]
                 got = np.shape(_as_numpy(state_dict[key]))

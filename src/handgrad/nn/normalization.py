@@ -40,7 +40,8 @@ class _BatchNorm(Module):
         check_floating(self, "input", x, dtype)
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats and x.size // x.shape[1] < 2:
-            raise ShapeError(self, f"expected more than 1 value per channel when training, got input {fmt_shape(x.shape)}")
+            raise ShapeError(self, "expected more than 1 value per channel when training, "
+                                   f"got input {fmt_shape(x.shape)}")
         momentum = self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
@@ -53,20 +54,21 @@ class _BatchNorm(Module):
         self._save_for_backward(cache, out.shape)
         return out
 
-    def backward(self, grad_output, input_grad: bool = True):
+    def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         cache = self._saved(grad_output)
-        needs = (input_grad, self.affine and self.weight.requires_grad, self.affine and self.bias.requires_grad)
+        weight, bias = self.weight, self.bias  # both None unless affine
+        needs = (input_grad, weight is not None and weight.requires_grad, bias is not None and bias.requires_grad)
         grad_input, grad_weight, grad_bias = kernels.op("batch_norm_backward")(grad_output, cache, needs)
-        if self.affine:
-            self.weight.accumulate_grad(grad_weight, owned=True)
-            self.bias.accumulate_grad(grad_bias, owned=True)
+        if weight is not None and bias is not None:
+            weight.accumulate_grad(grad_weight, owned=True)
+            bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
 
-    def constructor_args(self):
+    def constructor_args(self) -> dict:
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
                     track_running_stats=self.track_running_stats)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"track_running_stats={self.track_running_stats}")
 

@@ -39,15 +39,15 @@ class Adam(Optimizer):
     @staticmethod
     def _check_hyperparameters(group: dict) -> None:
         beta1, beta2 = group["betas"]
-        if not 0.0 <= group["lr"]:
+        if not group["lr"] >= 0.0:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if not 0.0 <= group["eps"]:
+        if not group["eps"] >= 0.0:
             raise ValueError(f"Invalid epsilon value: {group['eps']}")
         if not 0.0 <= beta1 < 1.0:
             raise ValueError(f"Invalid beta parameter at index 0: {beta1}")
         if not 0.0 <= beta2 < 1.0:
             raise ValueError(f"Invalid beta parameter at index 1: {beta2}")
-        if not 0.0 <= group["weight_decay"]:
+        if not group["weight_decay"] >= 0.0:
             raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
 
     update_op = "adam_update"

@@ -30,7 +30,7 @@ def flush_subnormals(*arrays) -> None:
 
 
 def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize,
-               flush=False, scratch=None):
+               flush=False, scratch=None) -> np.ndarray | None:
     """One step of ``torch.optim.SGD`` on ``param``, in place; returns the momentum buffer.
 
     With g = grad::
@@ -70,7 +70,7 @@ def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, weight_dec
 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-                amsgrad, maximize, decoupled_weight_decay, flush=False, scratch=None):
+                amsgrad, maximize, decoupled_weight_decay, flush=False, scratch=None) -> None:
     """One step of ``torch.optim.Adam`` (``decoupled_weight_decay``: ``AdamW``) on ``param``, in place.
 
     ``step`` is t, this parameter's update count including this one (1 on the first step). With

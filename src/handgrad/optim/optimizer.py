@@ -159,7 +159,8 @@ class Optimizer:
         # Saved indices map, in order, onto this optimizer's parameters.
         param_of = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
                             chain.from_iterable(g["params"] for g in self.param_groups)))
-        problems, state = [], {}
+        problems: list[str] = []
+        state: dict = {}
         for index, saved in saved_state.items():
             p = param_of.get(index)
             if p is None:

@@ -12,8 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .serialization import atomic_write_text
+from ..files import atomic_write_text
+
+if TYPE_CHECKING:
+    from .training import TrainConfig
 
 #: The default line-up: the matched pair (about 12k parameters each) and two larger models.
 DEFAULT_MODELS = ("tiny-mlp", "tiny-cnn", "mlp", "lenet5")
@@ -30,7 +34,9 @@ def read_history(run_dir) -> dict | None:
 def run_is_complete(run_dir, epochs: int) -> bool:
     """True when the run's history holds all ``epochs`` epochs (a finished run to skip)."""
     history = read_history(run_dir)
-    return bool(history) and len(history["epochs"]) >= epochs and (Path(run_dir) / "manifest.json").exists()
+    if not history:
+        return False
+    return len(history["epochs"]) >= epochs and (Path(run_dir) / "manifest.json").exists()
 
 
 def reuse_problem(run_dir, config) -> str | None:
@@ -54,10 +60,10 @@ def reuse_problem(run_dir, config) -> str | None:
     return None
 
 
-def with_model(config):
+def with_model(config) -> TrainConfig:
     """``config`` with a model given as a layer spec (``model="conv8-pool-fc32"``) moved to its
     ``layers`` field, as ``train --layers`` sets it; a named model, or a config with layers, as is."""
-    from .models import MODELS
+    from ..models import MODELS
 
     if config.layers or config.model in MODELS:
         return config
@@ -67,12 +73,12 @@ def with_model(config):
 def check_specs(models, dataset, data_dir=None) -> None:
     """Build each layer spec among ``models`` for the dataset's input shape and classes, so that a
     spec that does not fit the data is refused before any run trains (and none is half done)."""
-    from .models import MODELS, parse_layer_spec
+    from ..models import MODELS, parse_layer_spec
 
     specs = [m for m in models if m not in MODELS]
     if not specs:
         return
-    from .data import load_dataset
+    from ..data import load_dataset
 
     ds = load_dataset(dataset, data_dir=data_dir)
     for spec in specs:
@@ -83,7 +89,7 @@ def check_specs(models, dataset, data_dir=None) -> None:
                              f"spec for {ds.name}: {e}") from None
 
 
-def run_config(config, log=lambda *_: None):
+def run_config(config, log=lambda *_: None) -> tuple[list, dict, str]:
     """Train ``config`` into ``config.out``: skip it when finished with these very settings,
     continue it when an interrupted run with these settings is there, train it again (replacing
     the run) when the run there has other settings, else start it. Returns (history rows, manifest
@@ -106,7 +112,9 @@ def run_config(config, log=lambda *_: None):
         train(config, progress=False, log=log)
         status = "trained"
     manifest = json.loads((out / "manifest.json").read_text())
-    return read_history(out)["epochs"][:config.epochs], manifest, status
+    history = read_history(out)
+    assert history is not None  # the run just written or read back has its history
+    return history["epochs"][:config.epochs], manifest, status
 
 
 @dataclass
@@ -122,7 +130,7 @@ class CompareRow:
     epochs: int
 
     @classmethod
-    def from_history(cls, model, parameters, rows) -> "CompareRow":
+    def from_history(cls, model, parameters, rows) -> CompareRow:
         best = max(rows, key=lambda r: r["test_acc"])
         return cls(model, int(parameters), sum(r["seconds"] for r in rows) / len(rows), best["test_acc"],
                    best["epoch"], rows[-1]["test_acc"], rows[-1]["test_loss"], len(rows))

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _random, distributed, nn, optim
-from ._grad_mode import no_grad
-from .errors import HandgradError
-from .models import build_model, defaults_for
-from .serialization import atomic_write_text, load_tensors, save, save_tensors
+from .. import _random, distributed, nn, optim
+from .._grad_mode import no_grad
+from ..errors import HandgradError
+from ..files import atomic_write_text
+from ..models import build_model, defaults_for
+from ..serialization import load_tensors, save, save_tensors
 
 
 class TrainingDiverged(HandgradError):
@@ -86,7 +87,7 @@ class TrainConfig:
     loss: str | None = None           # cross_entropy | mse
     grad_norm_every: int = 50         # record per-layer gradient norms every this many steps
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         d = defaults_for(self.model if not (self.hidden or self.layers) else "custom")
         values = asdict(self)
         for f in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "loss"):
@@ -98,6 +99,7 @@ class TrainConfig:
 
 
 def make_optimizer(config: TrainConfig, params):
+    assert config.lr is not None and config.momentum is not None and config.weight_decay is not None, "not resolved"
     if config.optimizer == "sgd":
         return optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
@@ -110,6 +112,7 @@ def make_optimizer(config: TrainConfig, params):
 def make_scheduler(config: TrainConfig, optimizer, last_epoch: int = -1):
     """The schedule laid over ``config.epochs``; ``last_epoch`` >= 0 starts it part-way (the
     optimizer's groups must then hold ``initial_lr``), as when a resumed run changes its length."""
+    assert config.epochs is not None, "a resolved TrainConfig"
     if config.schedule == "cosine":
         return optim.CosineAnnealingLR(optimizer, T_max=config.epochs, last_epoch=last_epoch)
     if config.schedule == "step":
@@ -157,7 +160,7 @@ class Data:
 
 
 def prepare_data(config: TrainConfig) -> Data:
-    from .data import Normalizer, load_dataset, stratified_subset, train_val_split
+    from ..data import Normalizer, load_dataset, stratified_subset, train_val_split
 
     ds = load_dataset(config.dataset, data_dir=config.data_dir)
     train_x, train_y, val_x, val_y = train_val_split(ds.train_images, ds.train_labels,
@@ -212,7 +215,7 @@ def grad_norms(model) -> dict:
 
 def environment() -> dict:
     """Versions that decide the numbers a run produces."""
-    from . import __version__, get_num_threads
+    from .. import __version__, get_num_threads
 
     env = {"handgrad": __version__, "numpy": np.__version__, "python": sys.version.split()[0],
            "platform": platform.platform(), "machine": platform.machine(), "threads": get_num_threads()}
@@ -243,7 +246,7 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.fd = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock; the folder must exist."""
         import fcntl
 
@@ -269,7 +272,7 @@ class RunLock:
             os.close(self.fd)  # closing the file drops the lock
             self.fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -359,12 +362,13 @@ def resume_config(run_dir, changes: dict | None = None, log=print) -> TrainConfi
     if epochs is not None and epochs != saved["epochs"]:
         done = meta["epoch"] + (1 if meta["step_in_epoch"] else 0)
         if epochs < done:
-            trained = f"has trained into epoch {done}" if meta["step_in_epoch"] else f"has already trained {done} epochs"
+            trained = (f"has trained into epoch {done}" if meta["step_in_epoch"]
+                       else f"has already trained {done} epochs")
             raise HandgradError(str(run_dir), f"--epochs {epochs}: the run {trained}; give at least {done}")
         log(f"{run_dir}: {'extending' if epochs > saved['epochs'] else 'shortening'} the run from "
             f"{saved['epochs']} to {epochs} epochs" + (f"; its {saved['schedule']} schedule now spans {epochs} epochs "
-                                                       "from the current one on" if saved["schedule"] not in (None, "none")
-                                                       else ""))
+                                                       "from the current one on"
+                                                       if saved["schedule"] not in (None, "none") else ""))
     saved.update({k: v for k, v in changes.items() if k in RESUME_MAY_CHANGE}, out=str(run_dir))
     return TrainConfig(**saved)
 
@@ -398,7 +402,7 @@ class StopSignals:
         self.signum = None
         self.previous = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self.previous[signum] = signal.signal(signum, self.request)
@@ -436,7 +440,8 @@ def limited_threads(n: int | None):
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        raise HandgradError(option("threads"), "limiting BLAS needs threadpoolctl (pip install threadpoolctl)") from None
+        raise HandgradError(option("threads"),
+                            "limiting BLAS needs threadpoolctl (pip install threadpoolctl)") from None
     import handgrad
 
     previous = handgrad.get_num_threads()
@@ -467,8 +472,9 @@ class Trainer:
     sharded and summed, and rank 0 alone takes the lock, prints and writes the run's files."""
 
     def __init__(self, config: TrainConfig, progress: bool = True, log=print, overwrite: bool = False,
-                 world: "distributed.World | None" = None):
+                 world: distributed.World | None = None):
         self.config = config.resolved()
+        assert self.config.out is not None  # resolved() names the folder
         self.run_dir = Path(self.config.out)
         self.world = world if world is not None else distributed.World()
         self.distributed = self.world.size > 1
@@ -486,7 +492,7 @@ class Trainer:
         self.best_epoch = None         # the epoch best.safetensors holds
         self.stop = StopSignals()
 
-    def __enter__(self) -> "Trainer":
+    def __enter__(self) -> Trainer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -517,7 +523,7 @@ class Trainer:
         if self.distributed:
             return distributed.ShardedLoader(self.data.train_x, self.data.train_y, batch_size=c.batch_size,
                                              shuffle=True, seed=c.seed, w=self.world)
-        from .data import DataLoader
+        from ..data import DataLoader
         return DataLoader(self.data.train_x, self.data.train_y, batch_size=c.batch_size, shuffle=True, seed=c.seed)
 
     def checkpoint_metadata(self) -> dict:
@@ -805,17 +811,20 @@ class Trainer:
                 state.setdefault(int(index), {})[name] = value
         for index, scalars in meta["optimizer_scalars"].items():
             for name, value in scalars.items():
-                state.setdefault(int(index), {})[name] = np.asarray(value, dtype=np.float64) if name == "step" else value
+                state.setdefault(int(index), {})[name] = (np.asarray(value, dtype=np.float64) if name == "step"
+                                                          else value)
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         if self.scheduler is not None:
             if meta["config"]["epochs"] == self.config.epochs:
                 self.scheduler.load_state_dict(meta["scheduler"])
             else:
-                self.scheduler = make_scheduler(self.config, self.optimizer, last_epoch=meta["scheduler"]["last_epoch"] - 1)
+                self.scheduler = make_scheduler(self.config, self.optimizer,
+                                                last_epoch=meta["scheduler"]["last_epoch"] - 1)
         _random.set_state(meta["rng"])
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
         self.global_step, self.partial = meta["global_step"], meta["partial"]
-        self.best_val_loss, self.history, self.grad_norm_log = meta["best_val_loss"], meta["history"], meta["grad_norms"]
+        self.best_val_loss, self.history = meta["best_val_loss"], meta["history"]
+        self.grad_norm_log = meta["grad_norms"]
         self.claimed = True  # the folder holds this very run
         self.last_saved = describe_position(self.epoch, self.step_in_epoch)
         if self.history and (self.run_dir / "best.safetensors").exists():
@@ -846,7 +855,8 @@ class Trainer:
         atomic_write_text(self.run_dir / "history.csv", buf.getvalue())
         try:
             from .plots import plot_history
-            plot_history(self.history, self.run_dir / "curves.png", title=f"{self.config.model} on {self.config.dataset}")
+            plot_history(self.history, self.run_dir / "curves.png",
+                         title=f"{self.config.model} on {self.config.dataset}")
         except ImportError:
             pass  # matplotlib is optional; the numbers are in history.csv
 
@@ -870,13 +880,14 @@ def describe_position(epoch: int, step_in_epoch: int) -> str:
 
 def format_epoch(row: dict, epochs: int) -> str:
     width = len(str(epochs))
-    return (f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%"
+    return (f"epoch {row['epoch']:>{width}}/{epochs}"
+            f"  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%"
             f"  |  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:6.2f}%"
             f"  |  test acc {100 * row['test_acc']:6.2f}%  |  {row['seconds']:.1f} s")
 
 
 def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, changes: dict | None = None,
-              progress: bool = True, log=print, world: "distributed.World | None" = None) -> Trainer:
+              progress: bool = True, log=print, world: distributed.World | None = None) -> Trainer:
     """Lock ``config.out`` and either continue the run in it (``resume``: its own settings, but
     ``changes`` as ``resume_config`` allows) or claim it for a new run (``overwrite``: replacing the
     run there). Returns the Trainer, set up, ready for ``fit()`` and holding the lock until it is
@@ -886,7 +897,9 @@ def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False
     ``world``: one rank of a data-parallel run (see Trainer); rank 0 alone locks and claims the
     folder, and every rank reads a resumed run's files (the folder must be on a file system they
     all see). No collective is called here, so that a failure on one rank can be agreed on."""
-    run_dir = Path(config.resolved().out)
+    out = config.resolved().out
+    assert out is not None  # resolved() names the folder
+    run_dir = Path(out)
     main = world is None or world.is_main
     if resume:
         if not run_dir.is_dir():
@@ -919,7 +932,7 @@ def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False
 
 
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, changes: dict | None = None,
-          progress: bool = True, log=print, world: "distributed.World | None" = None) -> Trainer:
+          progress: bool = True, log=print, world: distributed.World | None = None) -> Trainer:
     """Train as ``config`` says into ``config.out`` (``resume``: continue the run there; see
     ``start_run``; ``world``: as one rank of a data-parallel run) and return the Trainer."""
     if world is not None and world.size > 1:

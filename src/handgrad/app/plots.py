@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .serialization import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 
 def _pyplot():
@@ -25,7 +25,7 @@ def save_figure(fig, path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_history(history: list, path, title: str = "") -> None:
+def plot_history(history: list, path, title: str = ""):
     """Loss and accuracy per epoch (train, validation and test) side by side; with ``path`` None,
     the PNG's bytes are returned instead of written."""
     plt = _pyplot()
@@ -350,7 +350,7 @@ def plotly_js() -> str:
     try:
         from plotly.offline import get_plotlyjs
     except ImportError:
-        from .errors import HandgradError
+        from ..errors import HandgradError
         raise HandgradError("interactive view", "needs the plotly package, which ships plotly.js: "
                                                 "pip install 'handgrad[cli]'") from None
     return get_plotlyjs()

@@ -21,7 +21,7 @@ import os
 from dataclasses import fields, replace
 from pathlib import Path
 
-from .serialization import atomic_write_bytes, atomic_write_text
+from ..files import atomic_write_bytes, atomic_write_text
 
 #: The hyperparameters a grid may vary (TrainConfig fields) and how their values are parsed.
 GRID_FIELDS = {"lr": float, "batch_size": int, "optimizer": str, "momentum": float, "weight_decay": float,
@@ -85,8 +85,8 @@ def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int
     ``world`` (handgrad.distributed, several ranks under mpiexec or srun): the ranks take the runs
     in turn (run i on rank i mod N), one at a time with ``threads`` threads each, instead of
     worker processes; every rank returns all the rows, and rank 0 alone writes the results."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from .compare import check_specs, with_model
     from .training import TrainConfig

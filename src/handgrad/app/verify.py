@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from .functional import SPECS
-from .gradcheck import EPS, TORCH_TOLERANCE, gradcheck
+from ..functional import SPECS
+from ..gradcheck import EPS, TORCH_TOLERANCE, gradcheck
 
 
 @dataclass

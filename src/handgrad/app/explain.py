@@ -24,12 +24,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _random
-from . import nn
-from ._grad_mode import no_grad
-from .functional import REQUIRED, SPECS
-from .gradcheck import (EPS, Comparison, autograd_grads, compare, finite_differences, matches_autograd,
-                        matches_finite_differences)
+from .. import _random, nn
+from .._grad_mode import no_grad
+from ..functional import REQUIRED, SPECS
+from ..gradcheck import (
+    EPS,
+    Comparison,
+    autograd_grads,
+    compare,
+    finite_differences,
+    matches_autograd,
+    matches_finite_differences,
+)
 
 
 def _paragraphs(fn) -> list:
@@ -334,24 +340,22 @@ def explain_named(model: str = "tiny-cnn", dataset: str = "digits", batch_size: 
                   data_dir=None, seed: int = 0, **options) -> Explanation:
     """``explain`` on a named model (fresh, seeded) or a checkpoint, with the first ``batch_size``
     test images of the dataset, normalised with the training statistics."""
-    from .data import Normalizer, load_dataset
-    from .models import build_model
-    from .serialization import load
+    from ..data import Normalizer, load_dataset
+    from ..models import build_model
+    from ..serialization import load
+    from .evaluation import checkpoint_test_set
 
     if checkpoint is not None:
         net = load(checkpoint)
-        meta = net.metadata
-        ds = load_dataset(dataset if dataset else meta.get("dataset", "digits"), data_dir=data_dir)
-        norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else Normalizer.fit(
-            ds.train_images)
-        name = str(checkpoint)
+        ds, test_x = checkpoint_test_set(net, dataset, data_dir)
+        x, name = test_x[:batch_size], str(checkpoint)
     else:
         ds = load_dataset(dataset, data_dir=data_dir)
-        norm = Normalizer.fit(ds.train_images)
+        x = Normalizer.fit(ds.train_images)(ds.test_images[:batch_size])
         _random.manual_seed(seed)
         net = build_model(model, ds.train_images.shape[1:], ds.num_classes)
         name = model
-    x, y = norm(ds.test_images[:batch_size]), ds.test_labels[:batch_size]
+    y = ds.test_labels[:batch_size]
     description = (f"explain {name} on {ds.name}: one step of backprop on the first {len(y)} test images "
                    f"{tuple(x.shape[1:])} (labels {', '.join(ds.classes[k] for k in y)}), float64")
     return explain(net, x, y, seed=seed, description=description, **options)

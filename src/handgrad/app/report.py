@@ -16,11 +16,16 @@ import html
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import HandgradError
-from .serialization import atomic_write_text
+from ..errors import HandgradError
+from ..files import atomic_write_text
+from .evaluation import confusion_matrix
+
+if TYPE_CHECKING:
+    from .training import Data
 
 
 @dataclass
@@ -33,7 +38,7 @@ class Run:
     grad_norms: list
     model: object
     checkpoint: Path
-    data: object  # training.Data: the run's own split, normalised as in training
+    data: Data  # the run's own split, normalised as in training
 
     @property
     def name(self) -> str:
@@ -43,7 +48,7 @@ class Run:
 def load_run(run_dir, data_dir=None) -> Run:
     """Read a run directory: manifest, history, the best (else last) checkpoint, and the run's data
     split rebuilt from its configuration (same dataset, seed, split and training subset)."""
-    from .serialization import load
+    from ..serialization import load
     from .training import TrainConfig, prepare_data
 
     path = Path(run_dir)
@@ -68,17 +73,10 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
-    """counts[true, predicted]"""
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (labels, predictions), 1)
-    return counts
-
-
 def confidently_wrong(logits, labels, count: int = 24, softmax: bool = True):
     """Indices of the misclassified samples with the highest predicted probability (or score),
     most confident first, and that probability."""
-    from .functional import softmax_forward
+    from ..functional import softmax_forward
 
     scores = softmax_forward(logits.astype(np.float64), dim=1)[0] if softmax else logits.astype(np.float64)
     predicted = scores.argmax(axis=1)
@@ -90,7 +88,7 @@ def confidently_wrong(logits, labels, count: int = 24, softmax: bool = True):
 
 def first_layer(model):
     """The first Linear or Conv2d of the model, or None."""
-    from . import nn
+    from .. import nn
 
     return next((layer for layer in model.modules() if isinstance(layer, (nn.Linear, nn.Conv2d))), None)
 
@@ -139,7 +137,8 @@ def epochs_view(history: list, view_id: str) -> str:
 
 def run_section(run: Run, index: int = 0) -> str:
     """The HTML of one run's section; ``index`` (its place on the page) names its elements."""
-    from . import nn, plots
+    from .. import nn
+    from . import plots
     from .training import evaluate
 
     d, c = run.data, run.config

@@ -31,7 +31,7 @@ def _add_threads_option(p, sweep=False):
 
 def _csv_ints(text):
     """Hidden sizes: comma-separated integers, each from 1 to models.MAX_SIZE."""
-    from .models import MAX_SIZE
+    from ..models import MAX_SIZE
 
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -77,7 +77,7 @@ def _number(low, high=None, low_open=False, high_open=False):
 
 
 def _activation(text):
-    from .nn import ACTIVATIONS, get_activation
+    from ..nn import ACTIVATIONS, get_activation
 
     try:
         get_activation(text)
@@ -104,7 +104,7 @@ LAYERS_HELP = ("a layer spec (overrides --model), tokens joined by '-': conv<C>[
 
 def _add_model_options(p, sweepable=False):
     """--no-bias and --init, for every command that builds a model from the command line."""
-    from .models import INITS
+    from ..models import INITS
 
     p.add_argument("--no-bias", action="store_true", help="no bias in any Linear or Conv2d layer")
     if sweepable:
@@ -118,7 +118,7 @@ def _add_model_options(p, sweepable=False):
 def _check_model_or_spec(name) -> str | None:
     """None when ``name`` is a named model or a layer spec (its syntax: shapes are checked once the
     data is known), else why not."""
-    from .models import MODELS, tokenize_layer_spec
+    from ..models import MODELS, tokenize_layer_spec
 
     if name in MODELS:
         return None
@@ -130,7 +130,7 @@ def _check_model_or_spec(name) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import MODELS
+    from ..models import MODELS
 
     parser = argparse.ArgumentParser(prog="handgrad", description="Train, evaluate and inspect handgrad models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -140,16 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist or fashion-mnist")
     t.add_argument("--model", default="mlp", choices=list(MODELS), help="named model (default: mlp)")
     t.add_argument("--hidden", type=_csv_ints, help="custom MLP hidden sizes, e.g. 512,256 (overrides --model)")
-    t.add_argument("--activation", default="relu", type=_activation, help="activation for --hidden (relu, tanh, sigmoid, leaky_relu)")
+    t.add_argument("--activation", default="relu", type=_activation,
+                   help="activation for --hidden (relu, tanh, sigmoid, leaky_relu)")
     t.add_argument("--layers", metavar="SPEC", help=LAYERS_HELP)
     _add_model_options(t)
-    t.add_argument("--epochs", type=POSITIVE_INT)
-    t.add_argument("--batch-size", type=POSITIVE_INT)
-    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
-    t.add_argument("--lr", type=TRAINING_CHECKS["lr"])
-    t.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
-    t.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
-    t.add_argument("--schedule", choices=["cosine", "step", "none"])
+    _add_optimization_options(t)
     t.add_argument("--loss", choices=["cross_entropy", "mse"])
     t.add_argument("--seed", type=SEED, default=0)
     t.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images")
@@ -186,8 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="show which datasets are found where")
     d.add_argument("--data-dir")
 
-    # -- issue 7: compare, sweep, report, explain, gradcheck (see _add_visual_commands) ---------------
-    _add_visual_commands(sub, MODELS)
+    _add_visual_commands(sub)
     _add_export_command(sub)
     return parser
 
@@ -203,8 +197,7 @@ def _add_export_command(sub):
                    help="one sample's shape, e.g. 1,28,28 (default: the checkpoint's)")
 
 
-# -- issue 7: compare, sweep, report, explain, gradcheck ------------------------------------------------
-def _add_training_options(p, MODELS, sweepable=False):
+def _add_training_options(p, sweepable=False):
     """The options compare and sweep share with train (applied to every run)."""
     p.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist or fashion-mnist")
     p.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
@@ -214,34 +207,42 @@ def _add_training_options(p, MODELS, sweepable=False):
     p.add_argument("--grad-norm-every", type=_integer(0), default=50, help="record gradient norms every N steps")
     _add_model_options(p, sweepable)
     if not sweepable:
-        p.add_argument("--epochs", type=POSITIVE_INT)
-        p.add_argument("--batch-size", type=POSITIVE_INT)
-        p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
-        p.add_argument("--lr", type=TRAINING_CHECKS["lr"])
-        p.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
-        p.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
-        p.add_argument("--schedule", choices=["cosine", "step", "none"])
+        _add_optimization_options(p)
 
 
-def _add_visual_commands(sub, MODELS):
+def _add_optimization_options(p):
+    """How a run trains: epochs, batch size, optimizer and its hyperparameters, the schedule (one value
+    each; sweep takes lists of them instead)."""
+    p.add_argument("--epochs", type=POSITIVE_INT)
+    p.add_argument("--batch-size", type=POSITIVE_INT)
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--lr", type=TRAINING_CHECKS["lr"])
+    p.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
+    p.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
+    p.add_argument("--schedule", choices=["cosine", "step", "none"])
+
+
+def _add_visual_commands(sub):
+    from ..models import MODELS
     from .compare import DEFAULT_MODELS
 
     c = sub.add_parser("compare", help="train several models on the same data and plot them together",
                        description="Train several models on the same data, split and seed; write one figure "
                        "of train and test loss and accuracy per epoch (compare.png) and a table "
-                       "(compare.md, compare.json) into --out. Finished runs in --out with the same settings are read back; "
-                       "runs with other settings are trained again.")
+                       "(compare.md, compare.json) into --out. Finished runs in --out with the same settings "
+                       "are read back; runs with other settings are trained again.")
     c.add_argument("models", nargs="*", metavar="MODEL",
                    help=f"models by name (default: {' '.join(DEFAULT_MODELS)}; known: {', '.join(MODELS)}) or "
                         f"as layer specs, e.g. fc16 conv8-pool-conv16k5-pool (see train --layers)")
-    _add_training_options(c, MODELS)
+    _add_training_options(c)
     c.add_argument("--out", default="runs/compare", help="folder for the runs and the figure (default: runs/compare)")
     _add_threads_option(c)
 
     s = sub.add_parser("sweep", help="a hyperparameter grid in parallel worker processes",
                        description="Train every combination of the comma-separated values given, in parallel "
                        "worker processes, each run in its own folder under --out; finished runs with the same "
-                       "settings are skipped, interrupted ones resumed, others trained again. Writes sweep.json, sweep.csv, parallel.png and sweep.html.")
+                       "settings are skipped, interrupted ones resumed, others trained again. Writes sweep.json, "
+                       "sweep.csv, parallel.png and sweep.html.")
     s.add_argument("--model", default="tiny-mlp", help="model names or layer specs (tokens joined by '-'), "
                    "comma-separated (default: tiny-mlp)")
     s.add_argument("--lr", help="e.g. 0.1,0.01")
@@ -251,7 +252,7 @@ def _add_visual_commands(sub, MODELS):
     s.add_argument("--weight-decay", help="e.g. 0,1e-4")
     s.add_argument("--schedule", help="e.g. cosine,none")
     s.add_argument("--epochs", default="3", help="epochs (default 3); several values sweep over it")
-    _add_training_options(s, MODELS, sweepable=True)
+    _add_training_options(s, sweepable=True)
     s.add_argument("--workers", type=POSITIVE_INT, help="worker processes (default and most: the number of cores)")
     s.add_argument("--sort", default="test_acc", help="column the printed table is sorted by (default test_acc)")
     s.add_argument("--out", default="runs/sweep", help="folder for the runs and results (default: runs/sweep)")
@@ -291,16 +292,16 @@ def _add_visual_commands(sub, MODELS):
     g.add_argument("--op", action="append", help="only this op (repeatable), e.g. --op conv2d")
     g.add_argument("--no-torch", action="store_true", help="skip the autograd column")
     g.add_argument("--list", action="store_true", help="list the ops and configurations, check nothing")
-    # -- end of issue 7 parsers -------------------------------------------------------------------------
 
 
 #: The train options that are TrainConfig fields (the argparse dest is the field's name).
 TRAIN_FIELDS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                "seed", "data_dir", "out", "train_size", "val_fraction", "hidden", "activation", "layers", "loss", "init")
+                "seed", "data_dir", "out", "train_size", "val_fraction", "hidden", "activation", "layers", "loss",
+                "init")
 
 
 def cmd_train(args) -> int:
-    from .models import summary
+    from ..models import summary
     from .training import TrainConfig, start_run
 
     given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name) is not None}
@@ -325,7 +326,7 @@ def cmd_train(args) -> int:
               f"{c.momentum} weight decay {c.weight_decay}, {c.schedule} schedule, batch {c.batch_size}, "
               f"{c.epochs} epochs, seed {c.seed}")
         if world:
-            from . import get_num_threads
+            from .. import get_num_threads
             print(f"data-parallel on {world.size} ranks ({world.local_size} on this host), {get_num_threads()} "
                   f"thread{'s' if get_num_threads() > 1 else ''} each: about {c.batch_size // world.size} of "
                   f"every {c.batch_size} images per rank")
@@ -337,24 +338,10 @@ def cmd_train(args) -> int:
         trainer.fit()
     best = min(trainer.history, key=lambda r: r["val_loss"]) if trainer.history else None
     if best:
-        print(f"best val loss {best['val_loss']:.4f} at epoch {best['epoch']} (test acc {100 * best['test_acc']:.2f}%); "
-              f"final test acc {100 * trainer.history[-1]['test_acc']:.2f}%")
+        print(f"best val loss {best['val_loss']:.4f} at epoch {best['epoch']} "
+              f"(test acc {100 * best['test_acc']:.2f}%); final test acc {100 * trainer.history[-1]['test_acc']:.2f}%")
     print(f"run directory: {trainer.run_dir}  (best.safetensors, last.safetensors, history.json/.csv, curves.png)")
     return 0
-
-
-def _checkpoint_data(model, dataset, data_dir):
-    """The checkpoint's dataset test split, normalised with the statistics stored in the checkpoint."""
-    from .data import Normalizer, load_dataset
-
-    meta = model.metadata
-    ds = load_dataset(dataset or meta.get("dataset", "digits"), data_dir=data_dir)
-    norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else (lambda x: x)
-    if tuple(ds.test_images.shape[1:]) != tuple(meta.get("input_shape", ds.test_images.shape[1:])):
-        from .errors import HandgradError
-        raise HandgradError(f"dataset {ds.name}", f"images of shape {ds.test_images.shape[1:]} do not fit the "
-                                                  f"checkpoint's input shape {tuple(meta['input_shape'])}")
-    return ds, norm(ds.test_images)
 
 
 def _json(value) -> str:
@@ -373,7 +360,7 @@ def _json(value) -> str:
 def _class_names(path, meta, logits) -> list:
     """The checkpoint's class names, one per output; outputs that are not (N, classes) or not finite
     are refused, since every number computed from them would be garbage."""
-    from .errors import HandgradError
+    from ..errors import HandgradError
 
     if logits.ndim != 2:
         raise HandgradError(str(path), f"the model outputs shape {logits.shape[1:]} per sample, expected one score "
@@ -381,8 +368,8 @@ def _class_names(path, meta, logits) -> list:
     bad = ~np.isfinite(logits).all(axis=1)
     if bad.any():
         raise HandgradError(str(path), f"the model's outputs are not finite (NaN or inf) for {int(bad.sum())} of "
-                                       f"{len(logits)} inputs (first: input {int(np.flatnonzero(bad)[0])}): its weights "
-                                       f"overflow {logits.dtype.name}")
+                                       f"{len(logits)} inputs (first: input {int(np.flatnonzero(bad)[0])}): its "
+                                       f"weights overflow {logits.dtype.name}")
     classes = meta.get("classes") or [str(i) for i in range(logits.shape[1])]
     if len(classes) != logits.shape[1]:
         raise HandgradError(str(path), f"'classes' names {len(classes)} classes, but the model has "
@@ -391,23 +378,22 @@ def _class_names(path, meta, logits) -> list:
 
 
 def cmd_eval(args) -> int:
-    from .serialization import load
+    from ..serialization import load
+    from .evaluation import checkpoint_test_set, confusion_matrix
     from .training import evaluate
 
     model = load(args.checkpoint)
-    ds, x = _checkpoint_data(model, args.dataset, args.data_dir)
+    ds, x = checkpoint_test_set(model, args.dataset, args.data_dir)
     y = ds.test_labels
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs are refused next, in one line
         _, accuracy, logits = evaluate(model, x, y)
     classes = _class_names(args.checkpoint, model.metadata, logits)
     n = len(classes)
     if y.max() >= n:
-        from .errors import HandgradError
+        from ..errors import HandgradError
         raise HandgradError(f"dataset {ds.name}", f"has labels up to {int(y.max())}, but the checkpoint "
                                                   f"{args.checkpoint} has {n} classes")
-    pred = logits.argmax(axis=1)
-    confusion = np.zeros((n, n), dtype=np.int64)
-    np.add.at(confusion, (y, pred), 1)
+    confusion = confusion_matrix(y, logits.argmax(axis=1), n)
     per_class = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i, c in enumerate(classes)}
     k = min(args.top_k, n)
     top_k = float((np.argsort(-logits, axis=1)[:, :k] == y[:, None]).any(axis=1).mean())
@@ -442,7 +428,7 @@ def load_image(path, input_shape) -> np.ndarray:
 
     from PIL import Image, ImageOps
 
-    from .errors import HandgradError
+    from ..errors import HandgradError
 
     where = str(path)
     try:
@@ -497,18 +483,18 @@ def _gray(img):
 
 
 def cmd_predict(args) -> int:
-    from .data import Normalizer
-    from .functional import softmax_forward
-    from .serialization import load
+    from ..functional import softmax_forward
+    from ..serialization import load
+    from .evaluation import stored_normalizer
     from .training import evaluate
 
     model = load(args.checkpoint)
     meta = model.metadata
     shape = tuple(meta.get("input_shape", (1, 28, 28)))
     if len(shape) != 3:
-        from .errors import HandgradError
+        from ..errors import HandgradError
         raise HandgradError(args.checkpoint, f"the model takes inputs of shape {shape}, not images (C, H, W)")
-    norm = Normalizer.from_dict(meta["normalization"]) if meta.get("normalization") else (lambda x: x)
+    norm = stored_normalizer(meta)
     images = np.stack([load_image(p, shape) for p in args.images])
     x = norm(np.repeat(images, shape[0], axis=1))
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs are refused next, in one line
@@ -530,8 +516,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .models import summary
-    from .serialization import load
+    from ..models import summary
+    from ..serialization import load
 
     model = load(args.checkpoint, allow_nonfinite=True)  # describe a broken checkpoint too, and say so
     meta = model.metadata
@@ -547,7 +533,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .data import describe_datasets
+    from ..data import describe_datasets
 
     rows = describe_datasets(data_dir=args.data_dir)
     for row in rows:
@@ -555,7 +541,6 @@ def cmd_datasets(args) -> int:
     return 0
 
 
-# -- issue 7: cmd_compare, cmd_sweep, cmd_report, cmd_explain, cmd_gradcheck ------------------------------
 def _shared_config(args) -> dict:
     fields = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "train_size": args.train_size,
               "val_fraction": args.val_fraction, "grad_norm_every": args.grad_norm_every, "bias": not args.no_bias,
@@ -601,7 +586,7 @@ def cmd_sweep(args) -> int:
 
 def _check_grid_values(name, text) -> None:
     """Each of a sweep option's comma-separated values passes the check the single option has."""
-    from .models import INITS
+    from ..models import INITS
 
     choices = {"optimizer": ["sgd", "adam", "adamw"], "schedule": ["cosine", "step", "none"], "init": list(INITS)}
     for value in (v.strip() for v in text.split(",") if v.strip()):
@@ -657,7 +642,6 @@ def cmd_gradcheck(args) -> int:
     rows = verify(cases, use_torch=False if args.no_torch else None)
     print(format_table(rows))
     return 0 if all(r.passed for r in rows) else 1
-# -- end of issue 7 commands ------------------------------------------------------------------------------
 
 
 def _limited_threads(n):
@@ -674,8 +658,8 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info"
 
 
 def cmd_export(args) -> int:
-    from .onnx import OPSET, export
-    from .serialization import load
+    from ..onnx import OPSET, export
+    from ..serialization import load
 
     model = load(args.checkpoint)
     proto = export(model, args.output, input_shape=args.input_shape)
@@ -701,7 +685,7 @@ def _join_world(args):
     """Under a launcher of several processes, this rank's world (handgrad.distributed), with the
     host's cores shared among its ranks unless --threads says otherwise; None otherwise. Only rank
     0 prints to stdout."""
-    from . import distributed
+    from .. import distributed
 
     if args.command not in DISTRIBUTED_COMMANDS or distributed.launched_size() <= 1:
         return None
@@ -709,12 +693,12 @@ def _join_world(args):
     if args.threads is None:
         args.threads = distributed.default_threads(world)
     if not world.is_main:
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (the rank's output, for the rest of the process)
     return world
 
 
 def main(argv=None) -> int:
-    from .errors import HandgradError
+    from ..errors import HandgradError
 
     args = build_parser().parse_args(argv)
     world = None
@@ -726,7 +710,7 @@ def main(argv=None) -> int:
         return code
     except KeyboardInterrupt as e:
         if world is not None:
-            from .distributed import fail_locally
+            from ..distributed import fail_locally
             fail_locally(e if getattr(e, "collective", False) else HandgradError(None, "interrupted"), world)
             if not world.is_main:
                 return 128 + getattr(e, "signum", signal.SIGINT)
@@ -739,21 +723,22 @@ def main(argv=None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except (HandgradError, ValueError, FileNotFoundError, OSError) as e:
+        message = str(e)
         if isinstance(e, OSError) and not isinstance(e, HandgradError) and e.strerror:
-            e = f"{e.filename}: {e.strerror}" if e.filename else e.strerror  # the path, not "[Errno 28]"
+            message = f"{e.filename}: {e.strerror}" if e.filename else e.strerror  # the path, not "[Errno 28]"
         if world is not None:  # one rank's own failure ends every rank; one they share, rank 0 says
-            from .distributed import fail_locally
+            from ..distributed import fail_locally
             fail_locally(e, world)
             if not world.is_main:
                 return 1
         elif args.command in DISTRIBUTED_COMMANDS and _launched_rank() > 0:
             return 1  # no world to share the error with (mpi4py missing): rank 0 says it once
-        print(f"handgrad: error: {e}", file=sys.stderr)
+        print(f"handgrad: error: {message}", file=sys.stderr)
         return 1
 
 
 def _launched_rank() -> int:
-    from .distributed import launched_rank
+    from ..distributed import launched_rank
     return launched_rank()
 
 
