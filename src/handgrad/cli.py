@@ -391,6 +391,7 @@ def _class_names(path, meta, logits) -> list:
 
 
 def cmd_eval(args) -> int:
+    from . import metrics
     from .serialization import load
     from .training import evaluate
 
@@ -406,11 +407,11 @@ def cmd_eval(args) -> int:
         raise HandgradError(f"dataset {ds.name}", f"has labels up to {int(y.max())}, but the checkpoint "
                                                   f"{args.checkpoint} has {n} classes")
     pred = logits.argmax(axis=1)
-    confusion = np.zeros((n, n), dtype=np.int64)
-    np.add.at(confusion, (y, pred), 1)
-    per_class = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i, c in enumerate(classes)}
+    confusion = metrics.confusion_matrix(y, pred, n)
+    # a class's accuracy is its recall; the key keeps the name the C++ twin's eval prints too
+    per_class = dict(zip(classes, metrics.recall(y, pred, n).tolist()))
     k = min(args.top_k, n)
-    top_k = float((np.argsort(-logits, axis=1)[:, :k] == y[:, None]).any(axis=1).mean())
+    top_k = metrics.top_k_accuracy(y, logits, k)
     result = {"checkpoint": args.checkpoint, "dataset": ds.name, "samples": int(len(y)), "accuracy": float(accuracy),
               f"top{k}_accuracy": top_k, "per_class_accuracy": per_class, "classes": classes,
               "confusion_matrix": confusion.tolist()}
@@ -418,7 +419,9 @@ def cmd_eval(args) -> int:
         print(_json(result))
         return 0
     print(f"{ds.name} test set, {len(y)} images: accuracy {100 * accuracy:.2f}%, top-{k} {100 * top_k:.2f}%")
-    print("per-class accuracy: " + ", ".join(f"{c} {100 * a:.1f}%" for c, a in per_class.items()))
+    print("per-class recall (accuracy): " + ", ".join(f"{c} {100 * a:.1f}%" for c, a in per_class.items()))
+    print("per-class precision: " + ", ".join(f"{c} {100 * a:.1f}%" for c, a in
+                                              zip(classes, metrics.precision(y, pred, n))))
     width = max(5, max(len(str(v)) for v in confusion.ravel()) + 1)
     labels = [c[:width - 1] for c in classes]
     print("confusion matrix (rows: true, columns: predicted)")

@@ -30,6 +30,7 @@ class Run:
     config: dict
     manifest: dict
     history: list
+    steps: dict | None  # the per-step history (training.read_steps); None for runs without one
     grad_norms: list
     model: object
     checkpoint: Path
@@ -44,7 +45,7 @@ def load_run(run_dir, data_dir=None) -> Run:
     """Read a run directory: manifest, history, the best (else last) checkpoint, and the run's data
     split rebuilt from its configuration (same dataset, seed, split and training subset)."""
     from .serialization import load
-    from .training import TrainConfig, prepare_data
+    from .training import TrainConfig, prepare_data, read_steps
 
     path = Path(run_dir)
     if not (path / "manifest.json").exists() or not (path / "history.json").exists():
@@ -60,19 +61,12 @@ def load_run(run_dir, data_dir=None) -> Run:
     if data_dir is not None:
         config["data_dir"] = data_dir
     data = prepare_data(TrainConfig(**config))
-    return Run(path, config, manifest, history["epochs"], history.get("grad_norms", []), load(checkpoint),
-               checkpoint, data)
+    return Run(path, config, manifest, history["epochs"], read_steps(path), history.get("grad_norms", []),
+               load(checkpoint), checkpoint, data)
 
 
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
-def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
-    """counts[true, predicted]"""
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (labels, predictions), 1)
-    return counts
 
 
 def confidently_wrong(logits, labels, count: int = 24, softmax: bool = True):
@@ -137,9 +131,32 @@ def epochs_view(history: list, view_id: str) -> str:
             f"<tbody>{body}</tbody></table></div>")
 
 
+def top_k_row(labels, logits, checkpoint: str) -> list:
+    """The report's line of top-k test accuracy (metrics.history_top_k), none for few classes."""
+    from . import metrics
+
+    k = metrics.history_top_k(logits.shape[1])
+    if k is None or not len(labels):
+        return []
+    return [(f"test top-{k} accuracy ({checkpoint})", f"{100 * metrics.top_k_accuracy(labels, logits, k):.2f}%")]
+
+
+def per_class_table(labels, predicted, classes) -> str:
+    """One row per class: test images, precision and recall (metrics' conventions: a class never
+    predicted has precision 0)."""
+    from . import metrics
+
+    n = len(classes)
+    counts = np.bincount(labels, minlength=n)
+    rows = zip(classes, counts, metrics.precision(labels, predicted, n), metrics.recall(labels, predicted, n))
+    return ("<table><tr><th>class</th><th>test images</th><th>precision</th><th>recall</th></tr>"
+            + "".join(f"<tr><td>{html.escape(str(c))}</td><td>{k:,}</td><td>{100 * p:.1f}%</td><td>{100 * r:.1f}%</td>"
+                      "</tr>" for c, k, p, r in rows) + "</table>")
+
+
 def run_section(run: Run, index: int = 0) -> str:
     """The HTML of one run's section; ``index`` (its place on the page) names its elements."""
-    from . import nn, plots
+    from . import metrics, nn, plots
     from .training import evaluate
 
     d, c = run.data, run.config
@@ -158,15 +175,20 @@ def run_section(run: Run, index: int = 0) -> str:
                      ("batch size / epochs / seed", f"{c['batch_size']} / {len(run.history)} / {c['seed']}"),
                      ("checkpoint", run.checkpoint.name),
                      (f"test accuracy ({run.checkpoint.stem})", f"{100 * accuracy:.2f}%"),
+                     *top_k_row(d.test_y, logits, run.checkpoint.stem),
                      ("final test accuracy", f"{100 * last['test_acc']:.2f}%" if last else "-"))) + "</table>"]
     if run.history:
-        parts += ["<h3>Training curves</h3>", _img(plots.plot_history(run.history, None), "training curves"),
+        trace = (f"<p class=hint>Grey: the training batch's loss and accuracy at each of the "
+                 f"{len(run.steps['step']):,} steps; points: each epoch's mean.</p>" if run.steps is not None else "")
+        parts += ["<h3>Training curves</h3>", _img(plots.plot_history(run.history, None, steps=run.steps),
+                                                   "training curves"), trace,
                   "<h3>Epochs, interactive</h3>", epochs_view(run.history, f"epochs-{index}")]
     parts += ["<h3>Class distribution</h3>",
               _img(plots.plot_class_distribution(d.train_y, d.test_y, classes), "class distribution")]
     parts += ["<h3>Confusion matrix</h3>",
-              _img(plots.plot_confusion_matrix(confusion_matrix(d.test_y, predicted, len(classes)), classes),
-                   "confusion matrix")]
+              _img(plots.plot_confusion_matrix(metrics.confusion_matrix(d.test_y, predicted, len(classes)), classes),
+                   "confusion matrix"),
+              "<h3>Precision and recall per class</h3>", per_class_table(d.test_y, predicted, classes)]
     wrong, confidence = confidently_wrong(logits, d.test_y, softmax=c.get("loss") != "mse")
     parts.append("<h3>Most confidently wrong test images</h3>")
     if len(wrong):

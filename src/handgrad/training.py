@@ -4,8 +4,9 @@ model.backward -> optimizer.step.
 
 A run directory holds ``best.safetensors`` (lowest validation loss), ``last.safetensors``,
 ``resume.safetensors`` (model, optimizer, scheduler, RNG state and position: all a resume needs, in
-one atomic file), ``history.json``, ``history.csv``, ``curves.png`` and ``manifest.json``, and
-``.lock``, which a run holds (``fcntl.flock``) for as long as it writes there.
+one atomic file), ``history.json``, ``history.csv`` (one row per epoch), ``steps.csv`` (one row per
+step: see STEPS_FILE), ``curves.png`` and ``manifest.json``, and ``.lock``, which a run holds
+(``fcntl.flock``) for as long as it writes there.
 
 What a run promises: no two runs write one folder (the lock); a new run never mixes its files with
 another run's (``--overwrite`` replaces that run, ``--resume`` continues it); a resumed run works in
@@ -171,6 +172,8 @@ def prepare_data(config: TrainConfig) -> Data:
 
 def evaluate(model, x, y, objective: Objective | None = None, batch_size: int = 1000):
     """(mean loss, accuracy, logits) over the whole set, in eval mode and without caches."""
+    from .metrics import accuracy
+
     was_training = model.training
     model.eval()
     outputs, loss_sum = [], 0.0
@@ -182,8 +185,8 @@ def evaluate(model, x, y, objective: Objective | None = None, batch_size: int = 
             outputs.append(out)
     model.train(was_training)
     logits = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
-    accuracy = float((logits.argmax(axis=1) == y).mean()) if len(y) else float("nan")
-    return (loss_sum / max(len(x), 1)), accuracy, logits
+    acc = accuracy(y, logits.argmax(axis=1)) if len(y) else float("nan")
+    return (loss_sum / max(len(x), 1)), acc, logits
 
 
 def find_nonfinite(model, x, y, objective) -> str:
@@ -229,7 +232,34 @@ def environment() -> dict:
 #: What a run writes into its folder. A folder holding any of them holds a run; ``--overwrite``
 #: removes exactly these (and their leftover temporary files), never anything else.
 RUN_FILES = ("manifest.json", "resume.safetensors", "best.safetensors", "last.safetensors", "history.json",
-             "history.csv", "curves.png", "report.html")
+             "history.csv", "steps.csv", "curves.png", "report.html")
+
+#: The per-step history: a header, then one row per optimizer step, ``step,epoch,loss,acc`` (the
+#: global step from 1, the epoch from 1, the batch's mean loss and accuracy). Rows are appended
+#: once per epoch, in one write; the resume file records the file's length at each save, and a
+#: resumed run cuts the file back to it first, so the rows of an epoch cut short by a crash are
+#: never doubled, and the steps done before an interruption mid-epoch, kept in the resume file,
+#: are appended with the rest of their epoch.
+STEPS_FILE = "steps.csv"
+STEPS_HEADER = "step,epoch,loss,acc\n"
+
+
+def read_steps(run_dir) -> dict | None:
+    """``run_dir``'s per-step history as arrays {"step", "epoch", "loss", "acc"} (one entry per
+    step), or None when the run has none (runs written before it existed)."""
+    path = Path(run_dir) / STEPS_FILE
+    if not path.is_file():
+        return None
+    lines = path.read_text().splitlines()
+    if not lines or lines[0] != STEPS_HEADER.strip():
+        raise HandgradError(str(path), f"not a per-step history: expected the header {STEPS_HEADER.strip()!r}")
+    try:
+        rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:] if line], dtype=np.float64)
+    except ValueError as e:
+        raise HandgradError(str(path), f"unreadable row ({e})") from None
+    rows = rows.reshape(-1, 4)
+    return {"step": rows[:, 0].astype(np.int64), "epoch": rows[:, 1].astype(np.int64), "loss": rows[:, 2],
+            "acc": rows[:, 3]}
 LOCK_FILE = ".lock"
 
 
@@ -479,7 +509,9 @@ class Trainer:
         self.grad_norm_log: list[dict] = []
         self.best_val_loss = float("inf")
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        # "steps": [global step, loss, accuracy] of each step of the epoch, for STEPS_FILE
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "steps": []}
+        self.steps_bytes = 0           # STEPS_FILE's length, as of the last epoch written to it
         self.lock: RunLock | None = None
         self.claimed = False           # the folder is this run's (claimed when new, or resumed)
         self.last_saved = None         # where last.safetensors stands, e.g. "end of epoch 2"
@@ -571,6 +603,7 @@ class Trainer:
                 p["correct"] += correct
                 p["seen"] += seen
                 self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
+                p.setdefault("steps", []).append([self.global_step, loss_sum / max(seen, 1), correct / max(seen, 1)])
                 if c.grad_norm_every and self.global_step % c.grad_norm_every == 0:
                     self.grad_norm_log.append({"step": self.global_step, "epoch": self.epoch + 1, **grad_norms(model)})
                 if bar is not None:
@@ -628,17 +661,27 @@ class Trainer:
         first.data.reshape(-1)[0] += 1
 
     def evaluate(self, x, y):
-        """(mean loss, accuracy) over (x, y); when distributed, each rank takes its shard and the
+        """(mean loss, accuracy, top-k accuracy) over (x, y), the top-k None unless the history
+        records it (metrics.history_top_k); when distributed, each rank takes its shard and the
         sums are reduced."""
+        from .metrics import accuracy, history_top_k, top_k_accuracy
+
+        k = history_top_k(len(self.data.classes))
         if not self.distributed:
-            return evaluate(self.model, x, y, self.objective)[:2]
+            loss, acc, logits = evaluate(self.model, x, y, self.objective)
+            return loss, acc, (top_k_accuracy(y, logits, k) if k and len(y) else None)
         part = distributed.shard(len(x), self.world.rank, self.world.size)
-        sums = np.zeros(2)
+        sums = np.zeros(3)
         if len(x[part]):
             loss, _, logits = evaluate(self.model, x[part], y[part], self.objective)
-            sums[:] = loss * len(logits), (logits.argmax(axis=1) == y[part]).sum()
+            n = len(logits)
+            sums[:] = loss * n, accuracy(y[part], logits.argmax(axis=1)) * n, \
+                (top_k_accuracy(y[part], logits, k) * n if k else 0.0)
         sums = self.world.allreduce(sums)
-        return sums[0] / max(len(x), 1), (sums[1] / len(x) if len(x) else float("nan"))
+        if not len(x):
+            return sums[0], float("nan"), None
+        # each rank's counts were computed as fractions: round them back to whole samples
+        return sums[0] / len(x), round(sums[1]) / len(x), (round(sums[2]) / len(x) if k else None)
 
     def check_stop(self):
         """Stop here if a signal came (to any rank, when distributed: all stop together)."""
@@ -688,8 +731,8 @@ class Trainer:
             # and rank 0's BatchNorm statistics, the ones it saves, evaluate on every rank
             distributed.broadcast_buffers(self.model, w=self.world)
         with np.errstate(all="ignore"):  # checked below
-            val_loss, val_acc = self.evaluate(d.val_x, d.val_y)
-            test_loss, test_acc = self.evaluate(d.test_x, d.test_y)
+            val_loss, val_acc, val_top_k = self.evaluate(d.val_x, d.val_y)
+            test_loss, test_acc, test_top_k = self.evaluate(d.test_x, d.test_y)
         for name, value in (("validation", val_loss), ("test", test_loss)):
             if not np.isfinite(value):
                 self.diverged(f"the {name} loss is {value}", at=f"end of epoch {self.epoch + 1}")
@@ -697,11 +740,16 @@ class Trainer:
                "train_acc": p["correct"] / max(p["seen"], 1), "val_loss": val_loss, "val_acc": val_acc,
                "test_loss": test_loss, "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"],
                "seconds": p["seconds"], "samples_per_s": p["seen"] / max(p["seconds"], 1e-9)}
+        if val_top_k is not None:
+            from .metrics import history_top_k
+            k = history_top_k(len(d.classes))
+            row[f"val_top{k}_acc"], row[f"test_top{k}_acc"] = val_top_k, test_top_k
         self.history.append(row)
         if self.scheduler is not None:
             self.scheduler.step()
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
-        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        steps = p.get("steps", [])
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "steps": []}
         self.log(format_epoch(row, self.config.epochs))
         if val_loss < self.best_val_loss:
             self.check_finite_state()
@@ -709,6 +757,8 @@ class Trainer:
             if self.world.is_main:
                 save(self.model, self.run_dir / "best.safetensors", **self.checkpoint_metadata())
             self.best_epoch = self.epoch
+        if self.world.is_main:
+            self.append_steps(steps, self.epoch)
         self.save_state()
         if self.world.is_main:
             self.write_history()
@@ -783,6 +833,7 @@ class Trainer:
                     scalar_state.setdefault(str(index), {})[key] = float(np.asarray(value))
         meta = {"config": asdict(self.config), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "partial": self.partial, "best_val_loss": self.best_val_loss,
+                "steps_bytes": self.steps_bytes,
                 "history": self.history, "grad_norms": self.grad_norm_log,
                 "param_groups": opt_state["param_groups"], "optimizer_scalars": scalar_state,
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
@@ -816,6 +867,9 @@ class Trainer:
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
         self.global_step, self.partial = meta["global_step"], meta["partial"]
         self.best_val_loss, self.history, self.grad_norm_log = meta["best_val_loss"], meta["history"], meta["grad_norms"]
+        steps_path = self.run_dir / STEPS_FILE
+        # a run saved before STEPS_FILE existed records no length: its file (if any) is kept whole
+        self.steps_bytes = meta.get("steps_bytes", steps_path.stat().st_size if steps_path.exists() else 0)
         self.claimed = True  # the folder holds this very run
         self.last_saved = describe_position(self.epoch, self.step_in_epoch)
         if self.history and (self.run_dir / "best.safetensors").exists():
@@ -835,6 +889,20 @@ class Trainer:
                                                    f"the run started on: {', '.join(changed)} differ (MD5); point "
                                                    "--data-dir at the original files")
 
+    def append_steps(self, steps: list, epoch: int):
+        """Append one epoch's rows ([global step, loss, accuracy] each) to STEPS_FILE in one write,
+        after cutting off whatever follows the length the last save recorded (an epoch written
+        by a run that was killed before it saved its state, and is being done again now)."""
+        path = self.run_dir / STEPS_FILE
+        if path.exists() and path.stat().st_size > self.steps_bytes:
+            os.truncate(path, self.steps_bytes)
+        text = "".join(f"{step},{epoch},{loss:.7g},{acc:.7g}\n" for step, loss, acc in steps)
+        with open(path, "ab") as f:  # opened at its end
+            f.write(((STEPS_HEADER if f.tell() == 0 else "") + text).encode())
+            f.flush()
+            os.fsync(f.fileno())
+            self.steps_bytes = f.tell()
+
     def write_history(self):
         atomic_write_text(self.run_dir / "history.json",
                           json.dumps({"epochs": self.history, "grad_norms": self.grad_norm_log}, indent=1))
@@ -846,7 +914,8 @@ class Trainer:
         atomic_write_text(self.run_dir / "history.csv", buf.getvalue())
         try:
             from .plots import plot_history
-            plot_history(self.history, self.run_dir / "curves.png", title=f"{self.config.model} on {self.config.dataset}")
+            plot_history(self.history, self.run_dir / "curves.png", title=f"{self.config.model} on {self.config.dataset}",
+                         steps=read_steps(self.run_dir))
         except ImportError:
             pass  # matplotlib is optional; the numbers are in history.csv
 
