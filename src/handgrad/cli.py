@@ -96,6 +96,10 @@ TRAINING_CHECKS = {"epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": _nu
 VAL_FRACTION = _number(0, 1, low_open=True, high_open=True)
 
 
+REDUCTION_HELP = ("how the loss combines a batch of N: cross_entropy: mean (default) = 1/N sum_n loss_n, or sum; "
+                  "mse: batchmean (default) = 1/N sum_n ||y_n - onehot_n||^2 (summed over the classes), mean = "
+                  "the same / classes (torch's MSELoss), or sum; with sum the gradient grows with the batch")
+
 LAYERS_HELP = ("a layer spec (overrides --model), tokens joined by '-': conv<C>[k<K>][s<S>][p<P>][nb], "
                "maxpool|avgpool[<K>][s<S>][p<P>], fc<N>[nb], bn, dropout[<P>], an activation or none (replacing "
                "the ReLU before), out[nb]; e.g. conv8k5s1p2-maxpool3s2p1-fc120-sigmoid. The grammar: README, "
@@ -150,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
     t.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
     t.add_argument("--schedule", choices=["cosine", "step", "none"])
-    t.add_argument("--loss", choices=["cross_entropy", "mse"])
+    t.add_argument("--loss", choices=["cross_entropy", "mse"],
+                   help="cross_entropy (softmax outputs; the default) or mse (outputs regressed onto one-hot targets)")
+    t.add_argument("--reduction", choices=["mean", "batchmean", "sum"], help=REDUCTION_HELP)
     t.add_argument("--seed", type=SEED, default=0)
     t.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images")
     t.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
@@ -276,7 +282,10 @@ def _add_visual_commands(sub, MODELS):
     e.add_argument("--dataset", help="digits (default), mnist or fashion-mnist; a checkpoint's own by default")
     e.add_argument("--data-dir")
     e.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="images in the minibatch (default 4)")
-    e.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse"])
+    e.add_argument("--loss", choices=["cross_entropy", "mse"],
+                   help="the loss (default: a checkpoint's own, else cross_entropy); a checkpoint takes only its own")
+    e.add_argument("--reduction", choices=["mean", "batchmean", "sum"],
+                   help="default: a checkpoint's own (as trained), else the loss's default; see train --reduction")
     e.add_argument("--samples", type=_integer(0), default=16,
                    help="elements per tensor checked by finite differences (0: all; default 16)")
     e.add_argument("--eps", type=_number(0, 1, low_open=True), default=1e-6)
@@ -296,7 +305,8 @@ def _add_visual_commands(sub, MODELS):
 
 #: The train options that are TrainConfig fields (the argparse dest is the field's name).
 TRAIN_FIELDS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                "seed", "data_dir", "out", "train_size", "val_fraction", "hidden", "activation", "layers", "loss", "init")
+                "seed", "data_dir", "out", "train_size", "val_fraction", "hidden", "activation", "layers", "loss", "init",
+                "reduction")
 
 
 def cmd_train(args) -> int:
@@ -517,17 +527,24 @@ def cmd_predict(args) -> int:
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs are refused next, in one line
         _, _, logits = evaluate(model, x, np.zeros(len(x), dtype=np.int64))
     classes = _class_names(args.checkpoint, meta, logits)
-    probs = logits if meta.get("loss") == "mse" else softmax_forward(logits.astype(np.float64), dim=1)[0]
+    # A cross-entropy model's outputs are logits, whose softmax is a probability distribution; an
+    # MSE model's are scores regressed onto one-hot targets (a sigmoid's in [0, 1]), which sum to
+    # no particular total: they are shown as they are, never as percentages.
+    kind = "score" if meta.get("loss") == "mse" else "probability"
+    values = logits if kind == "score" else softmax_forward(logits.astype(np.float64), dim=1)[0]
     results = []
-    for path, p in zip(args.images, probs):
-        order = np.argsort(-p)[:args.top_k]
+    for path, v in zip(args.images, values):
+        order = np.argsort(-v, kind="stable")[:args.top_k]
         results.append({"image": path, "class": classes[order[0]],
-                        "top": [{"class": classes[j], "probability": float(p[j])} for j in order]})
+                        "top": [{"class": classes[j], kind: float(v[j])} for j in order]})
     if args.json:
         print(_json(results))
     else:
+        if kind == "score":
+            print("scores (the model was trained with mse: its outputs are not probabilities)")
         for r in results:
-            top = ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"])
+            top = ", ".join(f"{t['class']} {t['score']:.3f}" if kind == "score" else
+                            f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"])
             print(f"{r['image']}: {r['class']}   ({top})")
     return 0
 
@@ -637,7 +654,7 @@ def cmd_explain(args) -> int:
 
     report = explain_named(args.model, args.dataset if args.dataset or args.checkpoint else "digits",
                            args.batch_size, checkpoint=args.checkpoint, data_dir=args.data_dir, seed=args.seed,
-                           loss=args.loss, samples=args.samples, eps=args.eps,
+                           loss=args.loss, reduction=args.reduction, samples=args.samples, eps=args.eps,
                            use_torch=False if args.no_torch else None)
     print(report)
     return 0 if report.passed else 1

@@ -192,7 +192,9 @@ def run_section(run: Run, index: int = 0) -> str:
     wrong, confidence = confidently_wrong(logits, d.test_y, softmax=c.get("loss") != "mse")
     parts.append("<h3>Most confidently wrong test images</h3>")
     if len(wrong):
-        titles = [f"true {classes[d.test_y[i]]}\npred {classes[predicted[i]]} {100 * p:.0f}%"
+        # an MSE model's outputs are scores, not probabilities: shown as they are
+        shown = (lambda p: f"{p:.2f}") if c.get("loss") == "mse" else (lambda p: f"{100 * p:.0f}%")
+        titles = [f"true {classes[d.test_y[i]]}\npred {classes[predicted[i]]} {shown(p)}"
                   for i, p in zip(wrong, confidence)]
         parts.append(_img(plots.plot_image_grid(d.test_x[wrong], titles), "confidently wrong test images"))
     else:

@@ -85,6 +85,7 @@ class TrainConfig:
     bias: bool = True                 # False: no Linear or Conv2d has a bias
     init: str = "default"             # how their weights are drawn (models.INITS)
     loss: str | None = None           # cross_entropy | mse
+    reduction: str | None = None      # how the loss sums its batch (REDUCTIONS); None: the loss's default
     grad_norm_every: int = 50         # record per-layer gradient norms every this many steps
 
     def resolved(self) -> "TrainConfig":
@@ -120,26 +121,51 @@ def make_scheduler(config: TrainConfig, optimizer, last_epoch: int = -1):
     raise ValueError(f"unknown schedule {config.schedule!r}; known: cosine, step, none")
 
 
-class Objective:
-    """The loss and the targets it takes: class indices for cross-entropy; one-hot rows for MSE,
-    summed over the classes and averaged over the batch (the quadratic cost 1/N sum_n ||y_n - t_n||^2,
-    whose gradient does not shrink with the number of classes)."""
+#: The reductions of each loss, its default first (see Objective).
+REDUCTIONS = {"cross_entropy": ("mean", "sum"), "mse": ("batchmean", "mean", "sum")}
 
-    def __init__(self, kind: str, num_classes: int):
-        if kind not in ("cross_entropy", "mse"):
-            raise ValueError(f"unknown loss {kind!r}; known: cross_entropy, mse")
+
+class Objective:
+    """The loss a run minimises over a batch of N samples, and the targets it takes: class indices
+    for cross-entropy, one-hot rows t_n for MSE (against the outputs y_n). The reduction says how
+    the batch's losses combine (REDUCTIONS; the first is the default):
+
+        cross_entropy  mean       1/N sum_n -log softmax(y_n)[label_n]
+                       sum        sum_n -log softmax(y_n)[label_n]
+        mse            batchmean  1/N sum_n ||y_n - t_n||^2      (summed over the classes: the
+                                                                  quadratic cost, whose gradient
+                                                                  does not shrink with the classes)
+                       mean       1/(N C) sum_n ||y_n - t_n||^2  (torch's MSELoss default)
+                       sum        sum_n ||y_n - t_n||^2
+
+    With 'sum' the gradient grows with the batch size, so the learning rate must shrink with it.
+    ``sample_mean`` turns a batch's loss into its mean per sample (what the history records)."""
+
+    def __init__(self, kind: str, num_classes: int, reduction: str | None = None):
+        if kind not in REDUCTIONS:
+            raise ValueError(f"unknown loss {kind!r}; known: {', '.join(REDUCTIONS)}")
+        if reduction is not None and reduction not in REDUCTIONS[kind]:
+            raise HandgradError(option("reduction"), f"{kind} takes {' or '.join(REDUCTIONS[kind])}, got {reduction!r}")
         self.kind, self.num_classes = kind, num_classes
-        self.fn = nn.CrossEntropyLoss() if kind == "cross_entropy" else nn.MSELoss(reduction="sum")
-        self.batch = 1
+        self.reduction = reduction or REDUCTIONS[kind][0]
+        inner = "sum" if self.reduction == "batchmean" else self.reduction  # divided by N here
+        self.fn = nn.CrossEntropyLoss(reduction=inner) if kind == "cross_entropy" else nn.MSELoss(reduction=inner)
+        self.scale = 1.0
+
+    def targets(self, output, labels):
+        """What the loss layer compares ``output`` with: the labels, or their one-hot rows."""
+        return labels if self.kind == "cross_entropy" else np.eye(self.num_classes, dtype=output.dtype)[labels]
 
     def __call__(self, output, labels) -> float:
-        if self.kind == "mse":
-            self.batch = len(output)
-            return self.fn(output, np.eye(self.num_classes, dtype=output.dtype)[labels]) / self.batch
-        return self.fn(output, labels)
+        self.scale = float(max(len(output), 1)) if self.reduction == "batchmean" else 1.0
+        return self.fn(output, self.targets(output, labels)) / self.scale
 
     def backward(self):
-        return self.fn.backward(1.0 / self.batch) if self.kind == "mse" else self.fn.backward()
+        return self.fn.backward(1.0 / self.scale)
+
+    def sample_mean(self, loss: float, n: int) -> float:
+        """The mean per-sample loss of a batch of ``n`` whose loss (as reduced) is ``loss``."""
+        return loss / max(n, 1) if self.reduction == "sum" else loss
 
 
 @dataclass
@@ -181,7 +207,7 @@ def evaluate(model, x, y, objective: Objective | None = None, batch_size: int = 
         for start in range(0, len(x), batch_size):
             out = model(x[start:start + batch_size])
             if objective is not None:
-                loss_sum += objective(out, y[start:start + batch_size]) * len(out)
+                loss_sum += objective.sample_mean(objective(out, y[start:start + batch_size]), len(out)) * len(out)
             outputs.append(out)
     model.train(was_training)
     logits = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
@@ -535,7 +561,11 @@ class Trainer:
         _random.manual_seed(c.seed)  # the initial weights depend on the seed alone
         self.model = build_model(c.model, self.input_shape, len(self.data.classes), hidden=c.hidden,
                                  activation=c.activation, layers=c.layers, bias=c.bias, init=c.init)
-        self.objective = Objective(c.loss, len(self.data.classes))
+        self.objective = Objective(c.loss, len(self.data.classes), c.reduction)
+        if self.distributed and self.objective.reduction == "sum":
+            # the ranks' gradients are averaged over the global batch, which a sum would not be
+            raise HandgradError(option("reduction"), "a data-parallel run averages its gradients over the global "
+                                                     "batch; give --reduction mean (or batchmean for mse)")
         self.optimizer = make_optimizer(c, self.model.parameters())
         self.scheduler = make_scheduler(c, self.optimizer)
         self.loader = self.make_loader()
@@ -556,7 +586,8 @@ class Trainer:
         c = self.config
         return {"input_shape": list(self.input_shape), "normalization": self.data.normalization,
                 "classes": self.data.classes, "dataset": c.dataset,
-                "model": "custom" if c.hidden or c.layers else c.model, "loss": c.loss, "epoch": self.epoch,
+                "model": "custom" if c.hidden or c.layers else c.model, "loss": c.loss,
+                "reduction": self.objective.reduction, "epoch": self.epoch,
                 **({"layers": c.layers} if c.layers else {})}
 
     # -- the loop --------------------------------------------------------------------------------
@@ -587,7 +618,8 @@ class Trainer:
                         self.diverged(f"the loss became {loss}", x, y)
                     opt.zero_grad()
                     model.backward(objective.backward(), input_grad=False)
-                    loss_sum, correct, seen, stop = loss * len(x), int((out.argmax(axis=1) == y).sum()), len(x), None
+                    loss_sum = objective.sample_mean(loss, len(x)) * len(x)
+                    correct, seen, stop = int((out.argmax(axis=1) == y).sum()), len(x), None
                 # A non-finite weight shows in the next step's loss; the full check of gradients and
                 # weights is the net for what the loss can miss (an infinite weight behind a ReLU, a
                 # finite gradient times a huge lr on the last step). Every save checks again, exactly.
@@ -632,7 +664,7 @@ class Trainer:
                 out = self.model(x)
                 loss = self.objective(out, y)
                 self.model.backward(self.objective.backward(), input_grad=False)
-            stats[w.rank] = loss * n
+            stats[w.rank] = self.objective.sample_mean(loss, n) * n
             stats[3 * w.size] = (out.argmax(axis=1) == y).sum()
         check = (self.global_step + 1) % distributed.CHECK_EVERY == 0
         if check:  # two 16-bit halves: exact in a float32 bucket
