@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cross_entropy (softmax outputs; the default) or mse (outputs regressed onto one-hot targets)")
     t.add_argument("--reduction", choices=["mean", "batchmean", "sum"], help=REDUCTION_HELP)
     t.add_argument("--seed", type=SEED, default=0)
-    t.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images")
+    t.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images; the "
+                   "validation set keeps the proportion: N f / (1 - f) images, f = --val-fraction")
     t.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
     t.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
     t.add_argument("--out", help="run directory (default: runs/DATASET-MODEL)")
@@ -190,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("checkpoint")
 
     d = sub.add_parser("datasets", help="show which datasets are found where")
-    d.add_argument("--data-dir")
+    d.add_argument("--data-dir", help="look where train --data-dir looks: DATA_DIR/<dataset>/, then DATA_DIR itself")
 
     # -- issue 7: compare, sweep, report, explain, gradcheck (see _add_visual_commands) ---------------
     _add_visual_commands(sub, MODELS)
@@ -215,7 +216,8 @@ def _add_training_options(p, MODELS, sweepable=False):
     p.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist or fashion-mnist")
     p.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
     p.add_argument("--seed", type=SEED, default=0, help="one seed for every run: same split, same init")
-    p.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images")
+    p.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images; the "
+                   "validation set keeps the proportion: N f / (1 - f) images, f = --val-fraction")
     p.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
     p.add_argument("--grad-norm-every", type=_integer(0), default=50, help="record gradient norms every N steps")
     _add_model_options(p, sweepable)
@@ -311,7 +313,7 @@ TRAIN_FIELDS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "
 
 def cmd_train(args) -> int:
     from .models import summary
-    from .training import TrainConfig, start_run
+    from .training import TrainConfig, count, describe_schedule, start_run
 
     given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name) is not None}
     if args.no_bias:
@@ -332,8 +334,8 @@ def cmd_train(args) -> int:
         print(f"{c.dataset}: {len(d.train_y)} train / {len(d.val_y)} val / {len(d.test_y)} test images "
               f"{trainer.input_shape}, from {d.source}")
         print(f"model {c.model if not (c.hidden or c.layers) else 'custom'}; {c.optimizer} lr {c.lr} momentum "
-              f"{c.momentum} weight decay {c.weight_decay}, {c.schedule} schedule, batch {c.batch_size}, "
-              f"{c.epochs} epochs, seed {c.seed}")
+              f"{c.momentum} weight decay {c.weight_decay}, {describe_schedule(c.schedule)}, batch {c.batch_size}, "
+              f"{count(c.epochs, 'epoch')}, {trainer.objective.kind} loss ({trainer.objective.reduction}), seed {c.seed}")
         if world:
             from . import get_num_threads
             print(f"data-parallel on {world.size} ranks ({world.local_size} on this host), {get_num_threads()} "
@@ -349,7 +351,8 @@ def cmd_train(args) -> int:
     if best:
         print(f"best val loss {best['val_loss']:.4f} at epoch {best['epoch']} (test acc {100 * best['test_acc']:.2f}%); "
               f"final test acc {100 * trainer.history[-1]['test_acc']:.2f}%")
-    print(f"run directory: {trainer.run_dir}  (best.safetensors, last.safetensors, history.json/.csv, curves.png)")
+    print(f"run directory: {trainer.run_dir}  (best.safetensors, last.safetensors, history.json/.csv, steps.csv, "
+          "curves.png)")
     return 0
 
 
@@ -569,9 +572,11 @@ def cmd_info(args) -> int:
 def cmd_datasets(args) -> int:
     from .data import describe_datasets
 
-    rows = describe_datasets(data_dir=args.data_dir)
-    for row in rows:
-        print("  ".join(str(v) for v in (row.values() if isinstance(row, dict) else row)))
+    rows = [("dataset", "found in", "files")] + [tuple(str(v) for v in row) for row in
+                                                 describe_datasets(data_dir=args.data_dir)]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for name, location, files in rows:
+        print(f"{name:<{widths[0]}}  {location:<{widths[1]}}  {files:>5}")
     return 0
 
 

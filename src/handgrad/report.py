@@ -157,7 +157,7 @@ def per_class_table(labels, predicted, classes) -> str:
 def run_section(run: Run, index: int = 0) -> str:
     """The HTML of one run's section; ``index`` (its place on the page) names its elements."""
     from . import metrics, nn, plots
-    from .training import evaluate
+    from .training import describe_schedule, evaluate
 
     d, c = run.data, run.config
     classes = d.classes
@@ -171,7 +171,7 @@ def run_section(run: Run, index: int = 0) -> str:
                      ("images (train / val / test)", f"{len(d.train_y):,} / {len(d.val_y):,} / {len(d.test_y):,}"),
                      ("parameters", f"{run.manifest['model']['parameters']:,}"),
                      ("optimizer", f"{c['optimizer']} lr {c['lr']} momentum {c['momentum']} "
-                                   f"weight decay {c['weight_decay']}, {c['schedule']} schedule"),
+                                   f"weight decay {c['weight_decay']}, {describe_schedule(c['schedule'])}"),
                      ("batch size / epochs / seed", f"{c['batch_size']} / {len(run.history)} / {c['seed']}"),
                      ("checkpoint", run.checkpoint.name),
                      (f"test accuracy ({run.checkpoint.stem})", f"{100 * accuracy:.2f}%"),

@@ -183,12 +183,34 @@ class Data:
     source: str = ""
 
 
+def validation_size(available: int, val_fraction: float, train_size: int | None = None, where: str = "") -> int:
+    """How many of the ``available`` training-set images a run sets aside for validation: the
+    fraction ``val_fraction`` of them; with ``train_size`` N, as many as keep the same proportion to
+    N, round(N f / (1 - f)), so that validation is the fraction f of the images the run uses
+    (N = 1,000 with f = 0.1: 111 validation images, not a tenth of all 60,000). At least 1."""
+    if not train_size:
+        return max(1, int(round(val_fraction * available)))
+    val = max(1, int(round(train_size * val_fraction / (1 - val_fraction))))
+    if train_size + val > available:
+        largest = int(available * (1 - val_fraction)) + 1
+        while largest + max(1, int(round(largest * val_fraction / (1 - val_fraction)))) > available:
+            largest -= 1
+        raise HandgradError(option("train_size"), f"{train_size} training images and their proportionate validation "
+                                                  f"set of {val} (--val-fraction {val_fraction:g}) need {train_size + val} "
+                                                  f"images; the {where} training set has {available}: give at most "
+                                                  f"{largest}")
+    return val
+
+
 def prepare_data(config: TrainConfig) -> Data:
+    """The run's arrays. Validation: see ``validation_size``; with ``train_size`` the validation
+    set is drawn first (stratified), then the training subset from the rest (stratified)."""
     from .data import Normalizer, load_dataset, stratified_subset, train_val_split
 
     ds = load_dataset(config.dataset, data_dir=config.data_dir)
-    train_x, train_y, val_x, val_y = train_val_split(ds.train_images, ds.train_labels,
-                                                     val_fraction=config.val_fraction, seed=config.seed)
+    val_size = validation_size(len(ds.train_labels), config.val_fraction, config.train_size, ds.name)
+    train_x, train_y, val_x, val_y = train_val_split(ds.train_images, ds.train_labels, val_size=val_size,
+                                                     seed=config.seed)
     if config.train_size:
         train_x, train_y = stratified_subset(train_x, train_y, config.train_size, seed=config.seed)
     norm = Normalizer.fit(train_x)  # training statistics only: never the validation or test set's
@@ -415,10 +437,10 @@ def resume_config(run_dir, changes: dict | None = None, log=print) -> TrainConfi
     if epochs is not None and epochs != saved["epochs"]:
         done = meta["epoch"] + (1 if meta["step_in_epoch"] else 0)
         if epochs < done:
-            trained = f"has trained into epoch {done}" if meta["step_in_epoch"] else f"has already trained {done} epochs"
+            trained = f"has trained into epoch {done}" if meta["step_in_epoch"] else f"has already trained {count(done, 'epoch')}"
             raise HandgradError(str(run_dir), f"--epochs {epochs}: the run {trained}; give at least {done}")
         log(f"{run_dir}: {'extending' if epochs > saved['epochs'] else 'shortening'} the run from "
-            f"{saved['epochs']} to {epochs} epochs" + (f"; its {saved['schedule']} schedule now spans {epochs} epochs "
+            f"{saved['epochs']} to {count(epochs, 'epoch')}" + (f"; its {saved['schedule']} schedule now spans {epochs} epochs "
                                                        "from the current one on" if saved["schedule"] not in (None, "none")
                                                        else ""))
     saved.update({k: v for k, v in changes.items() if k in RESUME_MAY_CHANGE}, out=str(run_dir))
@@ -813,7 +835,8 @@ class Trainer:
             if self.world.is_main:
                 self.write_manifest()
             if self.epoch >= self.config.epochs and not self.step_in_epoch:
-                self.log(f"{self.run_dir}: the run already holds all {self.config.epochs} epochs "
+                self.log(f"{self.run_dir}: the run already holds {'its' if self.config.epochs == 1 else 'all'} "
+                         f"{count(self.config.epochs, 'epoch')} "
                          f"(a larger --epochs extends it)")
             with self.stop:
                 try:
@@ -960,6 +983,16 @@ class Trainer:
                     "model": {"parameters": self.model.num_parameters(), "repr": repr(self.model)},
                     "distributed": {"world_size": self.world.size, "threads_per_rank": environment()["threads"]}}
         atomic_write_text(self.run_dir / "manifest.json", json.dumps(manifest, indent=1, default=str))
+
+
+def count(n: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def describe_schedule(schedule: str | None) -> str:
+    """How a header names the learning-rate schedule: ``cosine schedule``, ``constant lr``."""
+    return "constant lr" if schedule in (None, "none") else f"{schedule} schedule"
 
 
 def describe_position(epoch: int, step_in_epoch: int) -> str:
