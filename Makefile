@@ -32,7 +32,8 @@ $(TEST): pyproject.toml | $(VENV)/bin/python
 install: $(CLI)
 
 demo: $(CLI)
-	$(VENV)/bin/handgrad train --dataset digits --model mlp-small --epochs 5 --out runs/demo
+	$(VENV)/bin/handgrad train --dataset digits --layers conv16-maxpool-conv32-fc64 --epochs 12 --batch-size 32 \
+		--out runs/demo --overwrite
 
 # Lint, format and types first: a new violation fails the build before the long test run.
 test: $(TEST) cpp

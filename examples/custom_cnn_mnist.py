@@ -80,13 +80,15 @@ def main(argv=None) -> float:
     loader = handgrad.data.DataLoader(train_x, train_y, batch_size=args.batch_size, shuffle=True, seed=args.seed)
     accuracy = 0.0
     for epoch in range(1, args.epochs + 1):
+        loss_sum, seen = 0.0, 0
         for images, labels in loader:
             loss = loss_fn(model(torch.from_numpy(images)), torch.from_numpy(labels))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            loss_sum, seen = loss_sum + loss.item() * len(labels), seen + len(labels)
         accuracy = evaluate(model, test_x, test_y)
-        print(f"epoch {epoch}: loss {loss.item():.4f}, test accuracy {accuracy:.2%}")
+        print(f"epoch {epoch}: mean train loss {loss_sum / seen:.4f}, test accuracy {accuracy:.2%}")
     return accuracy
 
 

@@ -22,7 +22,7 @@ import pytest
 
 import handgrad
 from handgrad import distributed, nn
-from handgrad.training import RunFolderBusy, RunLock, TrainConfig, TrainingDiverged, train
+from handgrad.app.training import RunFolderBusy, RunLock, TrainConfig, TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the loop the README shows, run as it is written there
@@ -109,7 +109,7 @@ FLOAT64_SCRIPT = """
 import sys
 import numpy as np
 from handgrad import distributed
-from handgrad.training import Trainer, TrainConfig, make_optimizer, make_scheduler
+from handgrad.app.training import Trainer, TrainConfig, make_optimizer, make_scheduler
 
 
 class Float64Trainer(Trainer):
@@ -292,7 +292,7 @@ def test_the_world_is_read_from_the_launcher(env, size, rank, monkeypatch):
 def test_a_single_process_world_never_imports_mpi4py():
     code = textwrap.dedent("""
         import sys, handgrad, handgrad.distributed as d
-        from handgrad.training import Trainer
+        from handgrad.app.training import Trainer
         w = d.init()
         assert (w.size, w.rank, d.world_size(), d.is_main()) == (1, 0, 1, True)
         assert "mpi4py" not in sys.modules
@@ -304,7 +304,7 @@ def test_a_single_process_world_never_imports_mpi4py():
 
 @pytest.mark.parametrize("rank, says", [("0", True), ("1", False)])
 def test_a_launch_without_mpi4py_is_refused_once_in_one_line(rank, says, monkeypatch, capsys):
-    from handgrad.cli import main
+    from handgrad.app.cli import main
 
     for name in distributed.SIZE_VARIABLES + distributed.RANK_VARIABLES:
         monkeypatch.delenv(name, raising=False)

@@ -1,5 +1,5 @@
 """What the tools read off a checkpoint: its test set normalised with the stored statistics (shared by
-eval, predict, explain) and the confusion matrix (shared by eval and report)."""
+eval, predict, explain)."""
 import numpy as np
 import pytest
 
@@ -8,7 +8,7 @@ pytest.importorskip("sklearn")  # the embedded digits set
 
 import handgrad  # noqa: E402
 from handgrad.app.cli import main  # noqa: E402
-from handgrad.app.evaluation import checkpoint_test_set, confusion_matrix, stored_normalizer  # noqa: E402
+from handgrad.app.evaluation import checkpoint_test_set, stored_normalizer  # noqa: E402
 from handgrad.app.explain import explain_named  # noqa: E402
 from handgrad.data import load_dataset  # noqa: E402
 from handgrad.errors import HandgradError  # noqa: E402
@@ -56,13 +56,3 @@ def test_explain_on_a_checkpoint_runs_on_its_own_test_images(tmp_path):
     labels = ", ".join(load_dataset("digits").classes[k] for k in load_dataset("digits").test_labels[:3])
     assert f"explain {path} on digits" in explanation.description and f"(labels {labels})" in explanation.description
 
-
-@pytest.mark.parametrize("labels, predictions, expected", [
-    ([0, 1, 1, 2], [0, 2, 1, 2], [[1, 0, 0], [0, 1, 1], [0, 0, 1]]),
-    ([2, 2, 2], [0, 0, 1], [[0, 0, 0], [0, 0, 0], [2, 1, 0]]),
-    ([], [], [[0, 0, 0], [0, 0, 0], [0, 0, 0]]),
-])
-def test_confusion_matrix_counts_true_by_predicted(labels, predictions, expected):
-    counts = confusion_matrix(np.array(labels, np.int64), np.array(predictions, np.int64), 3)
-    assert counts.dtype == np.int64
-    np.testing.assert_array_equal(counts, expected)

@@ -54,3 +54,32 @@ def test_example_trains_to_its_stated_accuracy_on_a_subset(name, threshold, mnis
 def test_example_flags(name):
     args = load_example(name).parse_args(["--data-dir", "/d", "--epochs", "2", "--train-size", "100"])
     assert (args.data_dir, args.epochs, args.train_size) == ("/d", 2, 100)
+
+
+class _Recorder:
+    """Wraps a loss (a callable returning a torch scalar) and keeps (loss, batch size) per call."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
+
+    def __call__(self, output, target, *args):
+        loss = self.fn(output, target, *args)
+        self.calls.append((loss.item(), len(target)))
+        return loss
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", ["one_layer_mnist", "custom_cnn_mnist"])
+def test_example_prints_the_epochs_mean_loss_not_the_last_batchs(name, mnist_available, capsys, monkeypatch):
+    module = load_example(name)
+    if name == "one_layer_mnist":
+        recorder = _Recorder(module.CrossEntropyFunction.apply)
+        monkeypatch.setattr(module, "CrossEntropyFunction", type("Recorded", (), {"apply": staticmethod(recorder)}))
+    else:
+        recorder = _Recorder(module.ht.CrossEntropyLoss())
+        monkeypatch.setattr(module.ht, "CrossEntropyLoss", lambda: recorder)
+    module.main(["--epochs", "1", "--train-size", "300", "--test-size", "100", "--batch-size", "64"])
+    losses, sizes = zip(*recorder.calls)
+    printed = float(capsys.readouterr().out.split("mean train loss ")[1].split(",")[0])
+    assert printed == pytest.approx(sum(v * n for v, n in recorder.calls) / sum(sizes), abs=5e-5)
+    assert printed != pytest.approx(losses[-1], abs=5e-5)

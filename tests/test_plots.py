@@ -196,3 +196,50 @@ def test_plotly_js_without_plotly_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "plotly.offline", None)  # makes the import fail
     with pytest.raises(HandgradError, match=r"needs the plotly package.*pip install 'handgrad\[cli\]'"):
         plots.plotly_js()
+
+
+def synthetic_steps(epochs=4, per_epoch=30, seed=0):
+    rng = np.random.default_rng(seed)
+    n = epochs * per_epoch
+    return {"step": np.arange(1, n + 1), "epoch": np.repeat(np.arange(1, epochs + 1), per_epoch),
+            "loss": 2.0 / np.sqrt(np.arange(1, n + 1)) + 0.1 * rng.random(n), "acc": rng.random(n)}
+
+
+@pytest.mark.parametrize("epochs, per_epoch", [(1, 5), (4, 30), (7, 3)])
+def test_steps_sit_between_the_epochs_the_last_on_its_epoch(epochs, per_epoch):
+    x = plots.step_positions(synthetic_steps(epochs, per_epoch))
+    assert len(x) == epochs * per_epoch and np.all(np.diff(x) > 0)
+    np.testing.assert_allclose(x[per_epoch - 1::per_epoch], np.arange(1, epochs + 1))
+    assert x[0] == pytest.approx(1 / per_epoch)
+
+
+def test_history_figure_draws_each_step_under_the_epochs():
+    steps = synthetic_steps(4, 30)
+    fig = plots.history_figure(synthetic_history(4), steps=steps)
+    ax_loss, ax_acc = fig.axes
+    trace = [line for line in ax_loss.lines if line.get_label() == "train (each step)"]
+    assert len(trace) == 1 and len(trace[0].get_xdata()) == 120
+    np.testing.assert_allclose(trace[0].get_ydata(), steps["loss"])
+    assert ax_loss.lines.index(trace[0]) == 0  # drawn first: under the per-epoch points
+    plots._pyplot().close(fig)
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 12])
+def test_history_figure_has_whole_epoch_ticks(epochs):
+    fig = plots.history_figure(synthetic_history(epochs), steps=synthetic_steps(epochs, 10))
+    fig.canvas.draw()
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    plots._pyplot().close(fig)
+
+
+@pytest.mark.parametrize("val_losses, best", [([0.9, 0.5, 0.7], 2), ([0.3, 0.5, 0.7], 1), ([0.9, 0.8, 0.7], 3)])
+def test_history_figure_marks_the_best_epoch(val_losses, best):
+    history = [dict(row, val_loss=v) for row, v in zip(synthetic_history(3), val_losses)]
+    fig = plots.history_figure(history)
+    for ax in fig.axes:
+        marks = [line for line in ax.lines if line.get_label() == f"best (epoch {best})"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [best, best]
+    plots._pyplot().close(fig)

@@ -96,6 +96,10 @@ TRAINING_CHECKS = {"epochs": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": _nu
 VAL_FRACTION = _number(0, 1, low_open=True, high_open=True)
 
 
+REDUCTION_HELP = ("how the loss combines a batch of N: cross_entropy: mean (default) = 1/N sum_n loss_n, or sum; "
+                  "mse: batchmean (default) = 1/N sum_n ||y_n - onehot_n||^2 (summed over the classes), mean = "
+                  "the same / classes (torch's MSELoss), or sum; with sum the gradient grows with the batch")
+
 LAYERS_HELP = ("a layer spec (overrides --model), tokens joined by '-': conv<C>[k<K>][s<S>][p<P>][nb], "
                "maxpool|avgpool[<K>][s<S>][p<P>], fc<N>[nb], bn, dropout[<P>], an activation or none (replacing "
                "the ReLU before), out[nb]; e.g. conv8k5s1p2-maxpool3s2p1-fc120-sigmoid. The grammar: README, "
@@ -145,9 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--layers", metavar="SPEC", help=LAYERS_HELP)
     _add_model_options(t)
     _add_optimization_options(t)
-    t.add_argument("--loss", choices=["cross_entropy", "mse"])
+    t.add_argument("--loss", choices=["cross_entropy", "mse"],
+                   help="cross_entropy (softmax outputs; the default) or mse (outputs regressed onto one-hot targets)")
+    t.add_argument("--reduction", choices=["mean", "batchmean", "sum"], help=REDUCTION_HELP)
     t.add_argument("--seed", type=SEED, default=0)
-    t.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images")
+    t.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images; the "
+                   "validation set keeps the proportion: N f / (1 - f) images, f = --val-fraction")
     t.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
     t.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
     t.add_argument("--out", help="run directory (default: runs/DATASET-MODEL)")
@@ -179,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("checkpoint")
 
     d = sub.add_parser("datasets", help="show which datasets are found where")
-    d.add_argument("--data-dir")
+    d.add_argument("--data-dir", help="look where train --data-dir looks: DATA_DIR/<dataset>/, then DATA_DIR itself")
 
     _add_visual_commands(sub)
     _add_export_command(sub)
@@ -202,7 +209,8 @@ def _add_training_options(p, sweepable=False):
     p.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist or fashion-mnist")
     p.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
     p.add_argument("--seed", type=SEED, default=0, help="one seed for every run: same split, same init")
-    p.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images")
+    p.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images; the "
+                   "validation set keeps the proportion: N f / (1 - f) images, f = --val-fraction")
     p.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
     p.add_argument("--grad-norm-every", type=_integer(0), default=50, help="record gradient norms every N steps")
     _add_model_options(p, sweepable)
@@ -277,7 +285,10 @@ def _add_visual_commands(sub):
     e.add_argument("--dataset", help="digits (default), mnist or fashion-mnist; a checkpoint's own by default")
     e.add_argument("--data-dir")
     e.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="images in the minibatch (default 4)")
-    e.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse"])
+    e.add_argument("--loss", choices=["cross_entropy", "mse"],
+                   help="the loss (default: a checkpoint's own, else cross_entropy); a checkpoint takes only its own")
+    e.add_argument("--reduction", choices=["mean", "batchmean", "sum"],
+                   help="default: a checkpoint's own (as trained), else the loss's default; see train --reduction")
     e.add_argument("--samples", type=_integer(0), default=16,
                    help="elements per tensor checked by finite differences (0: all; default 16)")
     e.add_argument("--eps", type=_number(0, 1, low_open=True), default=1e-6)
@@ -296,13 +307,13 @@ def _add_visual_commands(sub):
 
 #: The train options that are TrainConfig fields (the argparse dest is the field's name).
 TRAIN_FIELDS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                "seed", "data_dir", "out", "train_size", "val_fraction", "hidden", "activation", "layers", "loss",
-                "init")
+                "seed", "data_dir", "out", "train_size", "val_fraction", "hidden", "activation", "layers", "loss", "init",
+                "reduction")
 
 
 def cmd_train(args) -> int:
     from ..models import summary
-    from .training import TrainConfig, start_run
+    from .training import TrainConfig, count, describe_schedule, start_run
 
     given = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name) is not None}
     if args.no_bias:
@@ -323,8 +334,8 @@ def cmd_train(args) -> int:
         print(f"{c.dataset}: {len(d.train_y)} train / {len(d.val_y)} val / {len(d.test_y)} test images "
               f"{trainer.input_shape}, from {d.source}")
         print(f"model {c.model if not (c.hidden or c.layers) else 'custom'}; {c.optimizer} lr {c.lr} momentum "
-              f"{c.momentum} weight decay {c.weight_decay}, {c.schedule} schedule, batch {c.batch_size}, "
-              f"{c.epochs} epochs, seed {c.seed}")
+              f"{c.momentum} weight decay {c.weight_decay}, {describe_schedule(c.schedule)}, batch {c.batch_size}, "
+              f"{count(c.epochs, 'epoch')}, {trainer.objective.kind} loss ({trainer.objective.reduction}), seed {c.seed}")
         if world:
             from .. import get_num_threads
             print(f"data-parallel on {world.size} ranks ({world.local_size} on this host), {get_num_threads()} "
@@ -338,9 +349,10 @@ def cmd_train(args) -> int:
         trainer.fit()
     best = min(trainer.history, key=lambda r: r["val_loss"]) if trainer.history else None
     if best:
-        print(f"best val loss {best['val_loss']:.4f} at epoch {best['epoch']} "
-              f"(test acc {100 * best['test_acc']:.2f}%); final test acc {100 * trainer.history[-1]['test_acc']:.2f}%")
-    print(f"run directory: {trainer.run_dir}  (best.safetensors, last.safetensors, history.json/.csv, curves.png)")
+        print(f"best val loss {best['val_loss']:.4f} at epoch {best['epoch']} (test acc {100 * best['test_acc']:.2f}%); "
+              f"final test acc {100 * trainer.history[-1]['test_acc']:.2f}%")
+    print(f"run directory: {trainer.run_dir}  (best.safetensors, last.safetensors, history.json/.csv, steps.csv, "
+          "curves.png)")
     return 0
 
 
@@ -378,8 +390,9 @@ def _class_names(path, meta, logits) -> list:
 
 
 def cmd_eval(args) -> int:
+    from .. import metrics
     from ..serialization import load
-    from .evaluation import checkpoint_test_set, confusion_matrix
+    from .evaluation import checkpoint_test_set
     from .training import evaluate
 
     model = load(args.checkpoint)
@@ -393,10 +406,12 @@ def cmd_eval(args) -> int:
         from ..errors import HandgradError
         raise HandgradError(f"dataset {ds.name}", f"has labels up to {int(y.max())}, but the checkpoint "
                                                   f"{args.checkpoint} has {n} classes")
-    confusion = confusion_matrix(y, logits.argmax(axis=1), n)
-    per_class = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i, c in enumerate(classes)}
+    pred = logits.argmax(axis=1)
+    confusion = metrics.confusion_matrix(y, pred, n)
+    # a class's accuracy is its recall; the key keeps the name the C++ twin's eval prints too
+    per_class = dict(zip(classes, metrics.recall(y, pred, n).tolist()))
     k = min(args.top_k, n)
-    top_k = float((np.argsort(-logits, axis=1)[:, :k] == y[:, None]).any(axis=1).mean())
+    top_k = metrics.top_k_accuracy(y, logits, k)
     result = {"checkpoint": args.checkpoint, "dataset": ds.name, "samples": int(len(y)), "accuracy": float(accuracy),
               f"top{k}_accuracy": top_k, "per_class_accuracy": per_class, "classes": classes,
               "confusion_matrix": confusion.tolist()}
@@ -404,7 +419,9 @@ def cmd_eval(args) -> int:
         print(_json(result))
         return 0
     print(f"{ds.name} test set, {len(y)} images: accuracy {100 * accuracy:.2f}%, top-{k} {100 * top_k:.2f}%")
-    print("per-class accuracy: " + ", ".join(f"{c} {100 * a:.1f}%" for c, a in per_class.items()))
+    print("per-class recall (accuracy): " + ", ".join(f"{c} {100 * a:.1f}%" for c, a in per_class.items()))
+    print("per-class precision: " + ", ".join(f"{c} {100 * a:.1f}%" for c, a in
+                                              zip(classes, metrics.precision(y, pred, n))))
     width = max(5, max(len(str(v)) for v in confusion.ravel()) + 1)
     labels = [c[:width - 1] for c in classes]
     print("confusion matrix (rows: true, columns: predicted)")
@@ -500,17 +517,24 @@ def cmd_predict(args) -> int:
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite outputs are refused next, in one line
         _, _, logits = evaluate(model, x, np.zeros(len(x), dtype=np.int64))
     classes = _class_names(args.checkpoint, meta, logits)
-    probs = logits if meta.get("loss") == "mse" else softmax_forward(logits.astype(np.float64), dim=1)[0]
+    # A cross-entropy model's outputs are logits, whose softmax is a probability distribution; an
+    # MSE model's are scores regressed onto one-hot targets (a sigmoid's in [0, 1]), which sum to
+    # no particular total: they are shown as they are, never as percentages.
+    kind = "score" if meta.get("loss") == "mse" else "probability"
+    values = logits if kind == "score" else softmax_forward(logits.astype(np.float64), dim=1)[0]
     results = []
-    for path, p in zip(args.images, probs):
-        order = np.argsort(-p)[:args.top_k]
+    for path, v in zip(args.images, values):
+        order = np.argsort(-v, kind="stable")[:args.top_k]
         results.append({"image": path, "class": classes[order[0]],
-                        "top": [{"class": classes[j], "probability": float(p[j])} for j in order]})
+                        "top": [{"class": classes[j], kind: float(v[j])} for j in order]})
     if args.json:
         print(_json(results))
     else:
+        if kind == "score":
+            print("scores (the model was trained with mse: its outputs are not probabilities)")
         for r in results:
-            top = ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"])
+            top = ", ".join(f"{t['class']} {t['score']:.3f}" if kind == "score" else
+                            f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"])
             print(f"{r['image']}: {r['class']}   ({top})")
     return 0
 
@@ -535,9 +559,11 @@ def cmd_info(args) -> int:
 def cmd_datasets(args) -> int:
     from ..data import describe_datasets
 
-    rows = describe_datasets(data_dir=args.data_dir)
-    for row in rows:
-        print("  ".join(str(v) for v in (row.values() if isinstance(row, dict) else row)))
+    rows = [("dataset", "found in", "files")] + [tuple(str(v) for v in row) for row in
+                                                 describe_datasets(data_dir=args.data_dir)]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for name, location, files in rows:
+        print(f"{name:<{widths[0]}}  {location:<{widths[1]}}  {files:>5}")
     return 0
 
 
@@ -619,7 +645,7 @@ def cmd_explain(args) -> int:
 
     report = explain_named(args.model, args.dataset if args.dataset or args.checkpoint else "digits",
                            args.batch_size, checkpoint=args.checkpoint, data_dir=args.data_dir, seed=args.seed,
-                           loss=args.loss, samples=args.samples, eps=args.eps,
+                           loss=args.loss, reduction=args.reduction, samples=args.samples, eps=args.eps,
                            use_torch=False if args.no_torch else None)
     print(report)
     return 0 if report.passed else 1

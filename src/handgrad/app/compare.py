@@ -5,7 +5,8 @@ model (a name, or a layer spec such as ``"conv8-pool-fc32"``) into ``out/<model>
 there with the same settings is read back, not retrained; one with other settings is trained
 again), then writes
 ``out/compare.png`` (train and test loss and accuracy per epoch, all models), ``out/compare.json``
-and ``out/compare.md`` (parameters, seconds per epoch, best test accuracy and the epoch it came at).
+and ``out/compare.md`` (parameters, seconds per epoch, and the best epoch, chosen as ``train`` chooses
+``best.safetensors``, by the lowest validation loss, with its test accuracy).
 """
 from __future__ import annotations
 
@@ -119,7 +120,9 @@ def run_config(config, log=lambda *_: None) -> tuple[list, dict, str]:
 
 @dataclass
 class CompareRow:
-    """One model's line of the comparison table."""
+    """One model's line of the comparison table. ``best_epoch`` is the epoch of lowest validation
+    loss (the one best.safetensors holds; the test set never chooses it), ``best_test_acc`` its test
+    accuracy."""
     model: str
     parameters: int
     seconds_per_epoch: float
@@ -131,14 +134,14 @@ class CompareRow:
 
     @classmethod
     def from_history(cls, model, parameters, rows) -> CompareRow:
-        best = max(rows, key=lambda r: r["test_acc"])
+        best = min(rows, key=lambda r: r["val_loss"])
         return cls(model, int(parameters), sum(r["seconds"] for r in rows) / len(rows), best["test_acc"],
                    best["epoch"], rows[-1]["test_acc"], rows[-1]["test_loss"], len(rows))
 
 
 def format_table(rows: list) -> str:
     """The comparison as a Markdown table (it reads as plain text too)."""
-    lines = ["| model | parameters | seconds / epoch | best test acc | at epoch | final test acc |",
+    lines = ["| model | parameters | seconds / epoch | test acc at best val | best epoch | final test acc |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.model} | {r.parameters:,} | {r.seconds_per_epoch:.2f} | {100 * r.best_test_acc:.2f}% "
@@ -168,7 +171,8 @@ def compare(models=DEFAULT_MODELS, out="runs/compare", log=print, **config_field
             log(f"{name}: already finished with these settings, read back")
         histories[name] = history
         rows.append(CompareRow.from_history(name, manifest["model"]["parameters"], history))
-        log(f"{name}: best test acc {100 * rows[-1].best_test_acc:.2f}% at epoch {rows[-1].best_epoch}, "
+        log(f"{name}: best epoch (lowest validation loss) {rows[-1].best_epoch}, test acc "
+            f"{100 * rows[-1].best_test_acc:.2f}%, "
             f"{rows[-1].seconds_per_epoch:.2f} s/epoch")
     c = base.resolved()
     size = f", {c.train_size} training images" if c.train_size else ""

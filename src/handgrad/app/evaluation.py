@@ -1,6 +1,6 @@
-"""What the tools read off a trained checkpoint: its test set, normalised as in training, and the
-confusion matrix of its predictions. ``handgrad eval``, ``predict``, ``explain`` and ``report``
-share these, so a checkpoint is judged the same way everywhere."""
+"""What the tools read off a trained checkpoint: its test set, normalised as in training.
+``handgrad eval``, ``predict``, ``explain`` and ``report`` share it, so a checkpoint is judged the
+same way everywhere (the metrics themselves are ``handgrad.metrics``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -37,9 +37,3 @@ def checkpoint_test_set(model, dataset: str | None = None, data_dir=None) -> tup
                                                   f"shape {tuple(meta['input_shape'])}")
     return ds, stored_normalizer(meta)(ds.test_images)
 
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """``counts[true, predicted]``: how many samples of class ``true`` were predicted ``predicted``."""
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (labels, predictions), 1)
-    return counts

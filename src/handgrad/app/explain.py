@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import _random, nn
 from .._grad_mode import no_grad
+from ..errors import HandgradError
 from ..functional import REQUIRED, SPECS
 from ..gradcheck import (
     EPS,
@@ -267,11 +268,13 @@ def _check(layer, x, upstream, hand: dict, params: dict, seed, samples, eps, rng
 
 
 def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, eps: float = EPS, seed: int = 0,
-            use_torch: bool | None = None, description: str | None = None) -> Explanation:
+            use_torch: bool | None = None, description: str | None = None, reduction: str | None = None) -> Explanation:
     """One forward and backward pass of ``model`` (an nn.Sequential; a float64 copy is used, the
     model itself is untouched) on ``x`` with class indices ``target``, every gradient checked.
-    ``loss``: "cross_entropy" or "mse" (on one-hot targets). ``samples``: elements per tensor for
-    finite differences (0: all). ``use_torch``: None uses torch when it is installed.
+    ``loss``: "cross_entropy" or "mse" (on one-hot targets), with ``reduction`` as training takes
+    them (training.Objective; None: the loss's default, the one training uses by default).
+    ``samples``: elements per tensor for finite differences (0: all). ``use_torch``: None uses
+    torch when it is installed.
 
     Example::
 
@@ -280,8 +283,9 @@ def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, ep
     """
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"explain walks an nn.Sequential layer by layer, got {type(model).__name__}")
-    if loss not in ("cross_entropy", "mse"):
-        raise ValueError(f"unknown loss {loss!r}; known: cross_entropy, mse")
+    from .training import Objective
+
+    objective = Objective(loss, 1, reduction)  # checks both; the classes are known after the forward
     torch_version = None
     if use_torch is not False:
         try:
@@ -306,15 +310,17 @@ def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, ep
             steps.append(LayerStep(f"[{i}] {repr(layer).splitlines()[0]}", tuple(h.shape), tuple(out.shape),
                                    forward_formula(layer), backward_formula(layer), stats(out)))
             h = out
-        loss_fn = nn.CrossEntropyLoss() if loss == "cross_entropy" else nn.MSELoss()
-        loss_target = target if loss == "cross_entropy" else np.eye(h.shape[1])[target]
-        value = float(loss_fn(h, loss_target))
-        loss_step = LayerStep(f"[loss] {loss_fn!r}", tuple(h.shape), (), forward_formula(loss_fn),
+        objective = Objective(loss, h.shape[1], objective.reduction)
+        loss_target = objective.targets(h, target)
+        value = float(objective(h, target))
+        loss_fn = objective.fn  # the loss layer; 'batchmean' is its sum times 1/N, the gradient arriving
+        scaled = f" / {objective.scale:g} (batchmean)" if objective.reduction == "batchmean" else ""
+        loss_step = LayerStep(f"[loss] {loss_fn!r}{scaled}", tuple(h.shape), (), forward_formula(loss_fn),
                               backward_formula(loss_fn), {})
-        grad = loss_fn.backward()
+        grad = objective.backward()
         with_torch = torch_version is not None
-        loss_step.grads = _check(loss_fn, h, np.float64(1.0), {"grad_input": grad}, {}, seed, samples, eps, rng,
-                                 with_torch, target=loss_target)
+        loss_step.grads = _check(loss_fn, h, np.float64(1.0 / objective.scale), {"grad_input": grad}, {}, seed,
+                                 samples, eps, rng, with_torch, target=loss_target)
         # backward, layer by layer; each layer is checked right after its own backward ran
         for i in reversed(range(len(layers))):
             layer, step = layers[i], steps[i]
@@ -332,7 +338,7 @@ def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, ep
         _random.set_state(saved_state)
     if description is None:
         description = (f"one step of backprop: a minibatch {tuple(x.shape)}, float64, {len(layers)} layers, "
-                       f"{loss} loss")
+                       f"{loss} loss ({objective.reduction})")
     return Explanation(description, value, steps + [loss_step], eps, samples, torch_version)
 
 
@@ -344,9 +350,17 @@ def explain_named(model: str = "tiny-cnn", dataset: str = "digits", batch_size: 
     from ..models import build_model
     from ..serialization import load
     from .evaluation import checkpoint_test_set
+    from .training import Objective
 
     if checkpoint is not None:
         net = load(checkpoint)
+        meta = net.metadata
+        own = meta.get("loss") or "cross_entropy"
+        if options.get("loss") not in (None, own):
+            raise HandgradError(str(checkpoint), f"--loss {options['loss']}: the model was trained with {own}, "
+                                                 f"and is explained with it (leave --loss out)")
+        options["loss"] = own
+        options["reduction"] = options.get("reduction") or meta.get("reduction")
         ds, test_x = checkpoint_test_set(net, dataset, data_dir)
         x, name = test_x[:batch_size], str(checkpoint)
     else:
@@ -355,7 +369,9 @@ def explain_named(model: str = "tiny-cnn", dataset: str = "digits", batch_size: 
         _random.manual_seed(seed)
         net = build_model(model, ds.train_images.shape[1:], ds.num_classes)
         name = model
+    options["loss"] = options.get("loss") or "cross_entropy"
     y = ds.test_labels[:batch_size]
     description = (f"explain {name} on {ds.name}: one step of backprop on the first {len(y)} test images "
-                   f"{tuple(x.shape[1:])} (labels {', '.join(ds.classes[k] for k in y)}), float64")
+                   f"{tuple(x.shape[1:])} (labels {', '.join(ds.classes[k] for k in y)}), float64, {options['loss']} loss "
+                   f"({Objective(options['loss'], 1, options.get('reduction')).reduction})")
     return explain(net, x, y, seed=seed, description=description, **options)

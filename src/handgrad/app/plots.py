@@ -25,24 +25,58 @@ def save_figure(fig, path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_history(history: list, path, title: str = ""):
-    """Loss and accuracy per epoch (train, validation and test) side by side; with ``path`` None,
-    the PNG's bytes are returned instead of written."""
+def step_positions(steps: dict):
+    """Where each step sits on the epoch axis: step j (from 1) of the n steps of epoch e at
+    e - 1 + j / n, so that epoch e's last step lands on e, under that epoch's point."""
+    import numpy as np
+
+    epoch = np.asarray(steps["epoch"])
+    x = np.empty(len(epoch))
+    for e in np.unique(epoch):
+        where = np.flatnonzero(epoch == e)
+        x[where] = e - 1 + np.arange(1, len(where) + 1) / len(where)
+    return x
+
+
+def plot_history(history: list, path, title: str = "", steps: dict | None = None) -> bytes | None:
+    """Loss and accuracy per epoch (train, validation and test) side by side, over a faint trace of
+    the training batches' loss and accuracy at every step when ``steps`` (training.read_steps)
+    is given; whole epochs on the x axis, and the best epoch (lowest validation loss, the one
+    best.safetensors holds) marked. With ``path`` None, the PNG's bytes are returned instead of
+    written."""
+    return _finish(history_figure(history, title, steps), path)
+
+
+def history_figure(history: list, title: str = "", steps: dict | None = None):
+    """The matplotlib figure ``plot_history`` saves: two axes, loss then accuracy."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    if steps is not None and len(steps["step"]):
+        x = step_positions(steps)
+        ax_loss.plot(x, steps["loss"], "-", color="0.6", linewidth=0.6, alpha=0.6, label="train (each step)")
+        ax_acc.plot(x, [100 * a for a in steps["acc"]], "-", color="0.6", linewidth=0.6, alpha=0.6,
+                    label="train (each step)")
     for split, style in (("train", "-o"), ("val", "-s"), ("test", "--")):
         if history and f"{split}_loss" in history[0]:
             ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=split, markersize=3)
             ax_acc.plot(epochs, [100 * r[f"{split}_acc"] for r in history], style, label=split, markersize=3)
+    if history and "val_loss" in history[0]:
+        best = min(history, key=lambda r: r["val_loss"])
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(best["epoch"], color="tab:green", linestyle=":", linewidth=1.2,
+                       label=f"best (epoch {best['epoch']})")
+        ax_loss.plot([best["epoch"]], [best["val_loss"]], "*", color="tab:green", markersize=11)
+        ax_acc.plot([best["epoch"]], [100 * best["val_acc"]], "*", color="tab:green", markersize=11)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)  # whole epochs, even of 1
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return _finish(fig, path)
+    return fig
 
 
 def _finish(fig, path):

@@ -22,7 +22,6 @@ import numpy as np
 
 from ..errors import HandgradError
 from ..files import atomic_write_text
-from .evaluation import confusion_matrix
 
 if TYPE_CHECKING:
     from .training import Data
@@ -35,6 +34,7 @@ class Run:
     config: dict
     manifest: dict
     history: list
+    steps: dict | None  # the per-step history (training.read_steps); None for runs without one
     grad_norms: list
     model: object
     checkpoint: Path
@@ -49,7 +49,7 @@ def load_run(run_dir, data_dir=None) -> Run:
     """Read a run directory: manifest, history, the best (else last) checkpoint, and the run's data
     split rebuilt from its configuration (same dataset, seed, split and training subset)."""
     from ..serialization import load
-    from .training import TrainConfig, prepare_data
+    from .training import TrainConfig, prepare_data, read_steps
 
     path = Path(run_dir)
     if not (path / "manifest.json").exists() or not (path / "history.json").exists():
@@ -65,11 +65,12 @@ def load_run(run_dir, data_dir=None) -> Run:
     if data_dir is not None:
         config["data_dir"] = data_dir
     data = prepare_data(TrainConfig(**config))
-    return Run(path, config, manifest, history["epochs"], history.get("grad_norms", []), load(checkpoint),
-               checkpoint, data)
+    return Run(path, config, manifest, history["epochs"], read_steps(path), history.get("grad_norms", []),
+               load(checkpoint), checkpoint, data)
 
 
-def _img(png: bytes, alt: str) -> str:
+def _img(png: bytes | None, alt: str) -> str:
+    assert png is not None  # plots return the PNG's bytes when given no path
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
@@ -135,11 +136,34 @@ def epochs_view(history: list, view_id: str) -> str:
             f"<tbody>{body}</tbody></table></div>")
 
 
+def top_k_row(labels, logits, checkpoint: str) -> list:
+    """The report's line of top-k test accuracy (metrics.history_top_k), none for few classes."""
+    from .. import metrics
+
+    k = metrics.history_top_k(logits.shape[1])
+    if k is None or not len(labels):
+        return []
+    return [(f"test top-{k} accuracy ({checkpoint})", f"{100 * metrics.top_k_accuracy(labels, logits, k):.2f}%")]
+
+
+def per_class_table(labels, predicted, classes) -> str:
+    """One row per class: test images, precision and recall (metrics' conventions: a class never
+    predicted has precision 0)."""
+    from .. import metrics
+
+    n = len(classes)
+    counts = np.bincount(labels, minlength=n)
+    rows = zip(classes, counts, metrics.precision(labels, predicted, n), metrics.recall(labels, predicted, n))
+    return ("<table><tr><th>class</th><th>test images</th><th>precision</th><th>recall</th></tr>"
+            + "".join(f"<tr><td>{html.escape(str(c))}</td><td>{k:,}</td><td>{100 * p:.1f}%</td><td>{100 * r:.1f}%</td>"
+                      "</tr>" for c, k, p, r in rows) + "</table>")
+
+
 def run_section(run: Run, index: int = 0) -> str:
     """The HTML of one run's section; ``index`` (its place on the page) names its elements."""
-    from .. import nn
+    from .. import metrics, nn
     from . import plots
-    from .training import evaluate
+    from .training import describe_schedule, evaluate
 
     d, c = run.data, run.config
     classes = d.classes
@@ -153,23 +177,30 @@ def run_section(run: Run, index: int = 0) -> str:
                      ("images (train / val / test)", f"{len(d.train_y):,} / {len(d.val_y):,} / {len(d.test_y):,}"),
                      ("parameters", f"{run.manifest['model']['parameters']:,}"),
                      ("optimizer", f"{c['optimizer']} lr {c['lr']} momentum {c['momentum']} "
-                                   f"weight decay {c['weight_decay']}, {c['schedule']} schedule"),
+                                   f"weight decay {c['weight_decay']}, {describe_schedule(c['schedule'])}"),
                      ("batch size / epochs / seed", f"{c['batch_size']} / {len(run.history)} / {c['seed']}"),
                      ("checkpoint", run.checkpoint.name),
                      (f"test accuracy ({run.checkpoint.stem})", f"{100 * accuracy:.2f}%"),
+                     *top_k_row(d.test_y, logits, run.checkpoint.stem),
                      ("final test accuracy", f"{100 * last['test_acc']:.2f}%" if last else "-"))) + "</table>"]
     if run.history:
-        parts += ["<h3>Training curves</h3>", _img(plots.plot_history(run.history, None), "training curves"),
+        trace = (f"<p class=hint>Grey: the training batch's loss and accuracy at each of the "
+                 f"{len(run.steps['step']):,} steps; points: each epoch's mean.</p>" if run.steps is not None else "")
+        parts += ["<h3>Training curves</h3>", _img(plots.plot_history(run.history, None, steps=run.steps),
+                                                   "training curves"), trace,
                   "<h3>Epochs, interactive</h3>", epochs_view(run.history, f"epochs-{index}")]
     parts += ["<h3>Class distribution</h3>",
               _img(plots.plot_class_distribution(d.train_y, d.test_y, classes), "class distribution")]
     parts += ["<h3>Confusion matrix</h3>",
-              _img(plots.plot_confusion_matrix(confusion_matrix(d.test_y, predicted, len(classes)), classes),
-                   "confusion matrix")]
+              _img(plots.plot_confusion_matrix(metrics.confusion_matrix(d.test_y, predicted, len(classes)), classes),
+                   "confusion matrix"),
+              "<h3>Precision and recall per class</h3>", per_class_table(d.test_y, predicted, classes)]
     wrong, confidence = confidently_wrong(logits, d.test_y, softmax=c.get("loss") != "mse")
     parts.append("<h3>Most confidently wrong test images</h3>")
     if len(wrong):
-        titles = [f"true {classes[d.test_y[i]]}\npred {classes[predicted[i]]} {100 * p:.0f}%"
+        # an MSE model's outputs are scores, not probabilities: shown as they are
+        shown = (lambda p: f"{p:.2f}") if c.get("loss") == "mse" else (lambda p: f"{100 * p:.0f}%")
+        titles = [f"true {classes[d.test_y[i]]}\npred {classes[predicted[i]]} {shown(p)}"
                   for i, p in zip(wrong, confidence)]
         parts.append(_img(plots.plot_image_grid(d.test_x[wrong], titles), "confidently wrong test images"))
     else:

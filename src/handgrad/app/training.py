@@ -4,8 +4,9 @@ model.backward -> optimizer.step.
 
 A run directory holds ``best.safetensors`` (lowest validation loss), ``last.safetensors``,
 ``resume.safetensors`` (model, optimizer, scheduler, RNG state and position: all a resume needs, in
-one atomic file), ``history.json``, ``history.csv``, ``curves.png`` and ``manifest.json``, and
-``.lock``, which a run holds (``fcntl.flock``) for as long as it writes there.
+one atomic file), ``history.json``, ``history.csv`` (one row per epoch), ``steps.csv`` (one row per
+step: see STEPS_FILE), ``curves.png`` and ``manifest.json``, and ``.lock``, which a run holds
+(``fcntl.flock``) for as long as it writes there.
 
 What a run promises: no two runs write one folder (the lock); a new run never mixes its files with
 another run's (``--overwrite`` replaces that run, ``--resume`` continues it); a resumed run works in
@@ -85,6 +86,7 @@ class TrainConfig:
     bias: bool = True                 # False: no Linear or Conv2d has a bias
     init: str = "default"             # how their weights are drawn (models.INITS)
     loss: str | None = None           # cross_entropy | mse
+    reduction: str | None = None      # how the loss sums its batch (REDUCTIONS); None: the loss's default
     grad_norm_every: int = 50         # record per-layer gradient norms every this many steps
 
     def resolved(self) -> TrainConfig:
@@ -122,26 +124,51 @@ def make_scheduler(config: TrainConfig, optimizer, last_epoch: int = -1):
     raise ValueError(f"unknown schedule {config.schedule!r}; known: cosine, step, none")
 
 
-class Objective:
-    """The loss and the targets it takes: class indices for cross-entropy; one-hot rows for MSE,
-    summed over the classes and averaged over the batch (the quadratic cost 1/N sum_n ||y_n - t_n||^2,
-    whose gradient does not shrink with the number of classes)."""
+#: The reductions of each loss, its default first (see Objective).
+REDUCTIONS = {"cross_entropy": ("mean", "sum"), "mse": ("batchmean", "mean", "sum")}
 
-    def __init__(self, kind: str, num_classes: int):
-        if kind not in ("cross_entropy", "mse"):
-            raise ValueError(f"unknown loss {kind!r}; known: cross_entropy, mse")
+
+class Objective:
+    """The loss a run minimises over a batch of N samples, and the targets it takes: class indices
+    for cross-entropy, one-hot rows t_n for MSE (against the outputs y_n). The reduction says how
+    the batch's losses combine (REDUCTIONS; the first is the default):
+
+        cross_entropy  mean       1/N sum_n -log softmax(y_n)[label_n]
+                       sum        sum_n -log softmax(y_n)[label_n]
+        mse            batchmean  1/N sum_n ||y_n - t_n||^2      (summed over the classes: the
+                                                                  quadratic cost, whose gradient
+                                                                  does not shrink with the classes)
+                       mean       1/(N C) sum_n ||y_n - t_n||^2  (torch's MSELoss default)
+                       sum        sum_n ||y_n - t_n||^2
+
+    With 'sum' the gradient grows with the batch size, so the learning rate must shrink with it.
+    ``sample_mean`` turns a batch's loss into its mean per sample (what the history records)."""
+
+    def __init__(self, kind: str, num_classes: int, reduction: str | None = None):
+        if kind not in REDUCTIONS:
+            raise ValueError(f"unknown loss {kind!r}; known: {', '.join(REDUCTIONS)}")
+        if reduction is not None and reduction not in REDUCTIONS[kind]:
+            raise HandgradError(option("reduction"), f"{kind} takes {' or '.join(REDUCTIONS[kind])}, got {reduction!r}")
         self.kind, self.num_classes = kind, num_classes
-        self.fn = nn.CrossEntropyLoss() if kind == "cross_entropy" else nn.MSELoss(reduction="sum")
-        self.batch = 1
+        self.reduction = reduction or REDUCTIONS[kind][0]
+        inner = "sum" if self.reduction == "batchmean" else self.reduction  # divided by N here
+        self.fn = nn.CrossEntropyLoss(reduction=inner) if kind == "cross_entropy" else nn.MSELoss(reduction=inner)
+        self.scale = 1.0
+
+    def targets(self, output, labels):
+        """What the loss layer compares ``output`` with: the labels, or their one-hot rows."""
+        return labels if self.kind == "cross_entropy" else np.eye(self.num_classes, dtype=output.dtype)[labels]
 
     def __call__(self, output, labels) -> float:
-        if self.kind == "mse":
-            self.batch = len(output)
-            return self.fn(output, np.eye(self.num_classes, dtype=output.dtype)[labels]) / self.batch
-        return self.fn(output, labels)
+        self.scale = float(max(len(output), 1)) if self.reduction == "batchmean" else 1.0
+        return self.fn(output, self.targets(output, labels)) / self.scale
 
     def backward(self):
-        return self.fn.backward(1.0 / self.batch) if self.kind == "mse" else self.fn.backward()
+        return self.fn.backward(1.0 / self.scale)
+
+    def sample_mean(self, loss: float, n: int) -> float:
+        """The mean per-sample loss of a batch of ``n`` whose loss (as reduced) is ``loss``."""
+        return loss / max(n, 1) if self.reduction == "sum" else loss
 
 
 @dataclass
@@ -159,12 +186,34 @@ class Data:
     source: str = ""
 
 
+def validation_size(available: int, val_fraction: float, train_size: int | None = None, where: str = "") -> int:
+    """How many of the ``available`` training-set images a run sets aside for validation: the
+    fraction ``val_fraction`` of them; with ``train_size`` N, as many as keep the same proportion to
+    N, round(N f / (1 - f)), so that validation is the fraction f of the images the run uses
+    (N = 1,000 with f = 0.1: 111 validation images, not a tenth of all 60,000). At least 1."""
+    if not train_size:
+        return max(1, int(round(val_fraction * available)))
+    val = max(1, int(round(train_size * val_fraction / (1 - val_fraction))))
+    if train_size + val > available:
+        largest = int(available * (1 - val_fraction)) + 1
+        while largest + max(1, int(round(largest * val_fraction / (1 - val_fraction)))) > available:
+            largest -= 1
+        raise HandgradError(option("train_size"), f"{train_size} training images and their proportionate validation "
+                                                  f"set of {val} (--val-fraction {val_fraction:g}) need {train_size + val} "
+                                                  f"images; the {where} training set has {available}: give at most "
+                                                  f"{largest}")
+    return val
+
+
 def prepare_data(config: TrainConfig) -> Data:
+    """The run's arrays. Validation: see ``validation_size``; with ``train_size`` the validation
+    set is drawn first (stratified), then the training subset from the rest (stratified)."""
     from ..data import Normalizer, load_dataset, stratified_subset, train_val_split
 
     ds = load_dataset(config.dataset, data_dir=config.data_dir)
-    train_x, train_y, val_x, val_y = train_val_split(ds.train_images, ds.train_labels,
-                                                     val_fraction=config.val_fraction, seed=config.seed)
+    val_size = validation_size(len(ds.train_labels), config.val_fraction, config.train_size, ds.name)
+    train_x, train_y, val_x, val_y = train_val_split(ds.train_images, ds.train_labels, val_size=val_size,
+                                                     seed=config.seed)
     if config.train_size:
         train_x, train_y = stratified_subset(train_x, train_y, config.train_size, seed=config.seed)
     norm = Normalizer.fit(train_x)  # training statistics only: never the validation or test set's
@@ -174,6 +223,8 @@ def prepare_data(config: TrainConfig) -> Data:
 
 def evaluate(model, x, y, objective: Objective | None = None, batch_size: int = 1000):
     """(mean loss, accuracy, logits) over the whole set, in eval mode and without caches."""
+    from ..metrics import accuracy
+
     was_training = model.training
     model.eval()
     outputs, loss_sum = [], 0.0
@@ -181,12 +232,12 @@ def evaluate(model, x, y, objective: Objective | None = None, batch_size: int = 
         for start in range(0, len(x), batch_size):
             out = model(x[start:start + batch_size])
             if objective is not None:
-                loss_sum += objective(out, y[start:start + batch_size]) * len(out)
+                loss_sum += objective.sample_mean(objective(out, y[start:start + batch_size]), len(out)) * len(out)
             outputs.append(out)
     model.train(was_training)
     logits = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
-    accuracy = float((logits.argmax(axis=1) == y).mean()) if len(y) else float("nan")
-    return (loss_sum / max(len(x), 1)), accuracy, logits
+    acc = accuracy(y, logits.argmax(axis=1)) if len(y) else float("nan")
+    return (loss_sum / max(len(x), 1)), acc, logits
 
 
 def find_nonfinite(model, x, y, objective) -> str:
@@ -232,7 +283,34 @@ def environment() -> dict:
 #: What a run writes into its folder. A folder holding any of them holds a run; ``--overwrite``
 #: removes exactly these (and their leftover temporary files), never anything else.
 RUN_FILES = ("manifest.json", "resume.safetensors", "best.safetensors", "last.safetensors", "history.json",
-             "history.csv", "curves.png", "report.html")
+             "history.csv", "steps.csv", "curves.png", "report.html")
+
+#: The per-step history: a header, then one row per optimizer step, ``step,epoch,loss,acc`` (the
+#: global step from 1, the epoch from 1, the batch's mean loss and accuracy). Rows are appended
+#: once per epoch, in one write; the resume file records the file's length at each save, and a
+#: resumed run cuts the file back to it first, so the rows of an epoch cut short by a crash are
+#: never doubled, and the steps done before an interruption mid-epoch, kept in the resume file,
+#: are appended with the rest of their epoch.
+STEPS_FILE = "steps.csv"
+STEPS_HEADER = "step,epoch,loss,acc\n"
+
+
+def read_steps(run_dir) -> dict | None:
+    """``run_dir``'s per-step history as arrays {"step", "epoch", "loss", "acc"} (one entry per
+    step), or None when the run has none (runs written before it existed)."""
+    path = Path(run_dir) / STEPS_FILE
+    if not path.is_file():
+        return None
+    lines = path.read_text().splitlines()
+    if not lines or lines[0] != STEPS_HEADER.strip():
+        raise HandgradError(str(path), f"not a per-step history: expected the header {STEPS_HEADER.strip()!r}")
+    try:
+        rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:] if line], dtype=np.float64)
+    except ValueError as e:
+        raise HandgradError(str(path), f"unreadable row ({e})") from None
+    rows = rows.reshape(-1, 4)
+    return {"step": rows[:, 0].astype(np.int64), "epoch": rows[:, 1].astype(np.int64), "loss": rows[:, 2],
+            "acc": rows[:, 3]}
 LOCK_FILE = ".lock"
 
 
@@ -362,13 +440,12 @@ def resume_config(run_dir, changes: dict | None = None, log=print) -> TrainConfi
     if epochs is not None and epochs != saved["epochs"]:
         done = meta["epoch"] + (1 if meta["step_in_epoch"] else 0)
         if epochs < done:
-            trained = (f"has trained into epoch {done}" if meta["step_in_epoch"]
-                       else f"has already trained {done} epochs")
+            trained = f"has trained into epoch {done}" if meta["step_in_epoch"] else f"has already trained {count(done, 'epoch')}"
             raise HandgradError(str(run_dir), f"--epochs {epochs}: the run {trained}; give at least {done}")
         log(f"{run_dir}: {'extending' if epochs > saved['epochs'] else 'shortening'} the run from "
-            f"{saved['epochs']} to {epochs} epochs" + (f"; its {saved['schedule']} schedule now spans {epochs} epochs "
-                                                       "from the current one on"
-                                                       if saved["schedule"] not in (None, "none") else ""))
+            f"{saved['epochs']} to {count(epochs, 'epoch')}" + (f"; its {saved['schedule']} schedule now spans {epochs} epochs "
+                                                       "from the current one on" if saved["schedule"] not in (None, "none")
+                                                       else ""))
     saved.update({k: v for k, v in changes.items() if k in RESUME_MAY_CHANGE}, out=str(run_dir))
     return TrainConfig(**saved)
 
@@ -485,7 +562,9 @@ class Trainer:
         self.grad_norm_log: list[dict] = []
         self.best_val_loss = float("inf")
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        # "steps": [global step, loss, accuracy] of each step of the epoch, for STEPS_FILE
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "steps": []}
+        self.steps_bytes = 0           # STEPS_FILE's length, as of the last epoch written to it
         self.lock: RunLock | None = None
         self.claimed = False           # the folder is this run's (claimed when new, or resumed)
         self.last_saved = None         # where last.safetensors stands, e.g. "end of epoch 2"
@@ -509,7 +588,11 @@ class Trainer:
         _random.manual_seed(c.seed)  # the initial weights depend on the seed alone
         self.model = build_model(c.model, self.input_shape, len(self.data.classes), hidden=c.hidden,
                                  activation=c.activation, layers=c.layers, bias=c.bias, init=c.init)
-        self.objective = Objective(c.loss, len(self.data.classes))
+        self.objective = Objective(c.loss, len(self.data.classes), c.reduction)
+        if self.distributed and self.objective.reduction == "sum":
+            # the ranks' gradients are averaged over the global batch, which a sum would not be
+            raise HandgradError(option("reduction"), "a data-parallel run averages its gradients over the global "
+                                                     "batch; give --reduction mean (or batchmean for mse)")
         self.optimizer = make_optimizer(c, self.model.parameters())
         self.scheduler = make_scheduler(c, self.optimizer)
         self.loader = self.make_loader()
@@ -530,7 +613,8 @@ class Trainer:
         c = self.config
         return {"input_shape": list(self.input_shape), "normalization": self.data.normalization,
                 "classes": self.data.classes, "dataset": c.dataset,
-                "model": "custom" if c.hidden or c.layers else c.model, "loss": c.loss, "epoch": self.epoch,
+                "model": "custom" if c.hidden or c.layers else c.model, "loss": c.loss,
+                "reduction": self.objective.reduction, "epoch": self.epoch,
                 **({"layers": c.layers} if c.layers else {})}
 
     # -- the loop --------------------------------------------------------------------------------
@@ -561,7 +645,8 @@ class Trainer:
                         self.diverged(f"the loss became {loss}", x, y)
                     opt.zero_grad()
                     model.backward(objective.backward(), input_grad=False)
-                    loss_sum, correct, seen, stop = loss * len(x), int((out.argmax(axis=1) == y).sum()), len(x), None
+                    loss_sum = objective.sample_mean(loss, len(x)) * len(x)
+                    correct, seen, stop = int((out.argmax(axis=1) == y).sum()), len(x), None
                 # A non-finite weight shows in the next step's loss; the full check of gradients and
                 # weights is the net for what the loss can miss (an infinite weight behind a ReLU, a
                 # finite gradient times a huge lr on the last step). Every save checks again, exactly.
@@ -577,6 +662,7 @@ class Trainer:
                 p["correct"] += correct
                 p["seen"] += seen
                 self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
+                p.setdefault("steps", []).append([self.global_step, loss_sum / max(seen, 1), correct / max(seen, 1)])
                 if c.grad_norm_every and self.global_step % c.grad_norm_every == 0:
                     self.grad_norm_log.append({"step": self.global_step, "epoch": self.epoch + 1, **grad_norms(model)})
                 if bar is not None:
@@ -605,7 +691,7 @@ class Trainer:
                 out = self.model(x)
                 loss = self.objective(out, y)
                 self.model.backward(self.objective.backward(), input_grad=False)
-            stats[w.rank] = loss * n
+            stats[w.rank] = self.objective.sample_mean(loss, n) * n
             stats[3 * w.size] = (out.argmax(axis=1) == y).sum()
         check = (self.global_step + 1) % distributed.CHECK_EVERY == 0
         if check:  # two 16-bit halves: exact in a float32 bucket
@@ -634,17 +720,27 @@ class Trainer:
         first.data.reshape(-1)[0] += 1
 
     def evaluate(self, x, y):
-        """(mean loss, accuracy) over (x, y); when distributed, each rank takes its shard and the
+        """(mean loss, accuracy, top-k accuracy) over (x, y), the top-k None unless the history
+        records it (metrics.history_top_k); when distributed, each rank takes its shard and the
         sums are reduced."""
+        from ..metrics import accuracy, history_top_k, top_k_accuracy
+
+        k = history_top_k(len(self.data.classes))
         if not self.distributed:
-            return evaluate(self.model, x, y, self.objective)[:2]
+            loss, acc, logits = evaluate(self.model, x, y, self.objective)
+            return loss, acc, (top_k_accuracy(y, logits, k) if k and len(y) else None)
         part = distributed.shard(len(x), self.world.rank, self.world.size)
-        sums = np.zeros(2)
+        sums = np.zeros(3)
         if len(x[part]):
             loss, _, logits = evaluate(self.model, x[part], y[part], self.objective)
-            sums[:] = loss * len(logits), (logits.argmax(axis=1) == y[part]).sum()
+            n = len(logits)
+            sums[:] = loss * n, accuracy(y[part], logits.argmax(axis=1)) * n, \
+                (top_k_accuracy(y[part], logits, k) * n if k else 0.0)
         sums = self.world.allreduce(sums)
-        return sums[0] / max(len(x), 1), (sums[1] / len(x) if len(x) else float("nan"))
+        if not len(x):
+            return sums[0], float("nan"), None
+        # each rank's counts were computed as fractions: round them back to whole samples
+        return sums[0] / len(x), round(sums[1]) / len(x), (round(sums[2]) / len(x) if k else None)
 
     def check_stop(self):
         """Stop here if a signal came (to any rank, when distributed: all stop together)."""
@@ -694,8 +790,8 @@ class Trainer:
             # and rank 0's BatchNorm statistics, the ones it saves, evaluate on every rank
             distributed.broadcast_buffers(self.model, w=self.world)
         with np.errstate(all="ignore"):  # checked below
-            val_loss, val_acc = self.evaluate(d.val_x, d.val_y)
-            test_loss, test_acc = self.evaluate(d.test_x, d.test_y)
+            val_loss, val_acc, val_top_k = self.evaluate(d.val_x, d.val_y)
+            test_loss, test_acc, test_top_k = self.evaluate(d.test_x, d.test_y)
         for name, value in (("validation", val_loss), ("test", test_loss)):
             if not np.isfinite(value):
                 self.diverged(f"the {name} loss is {value}", at=f"end of epoch {self.epoch + 1}")
@@ -703,11 +799,16 @@ class Trainer:
                "train_acc": p["correct"] / max(p["seen"], 1), "val_loss": val_loss, "val_acc": val_acc,
                "test_loss": test_loss, "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"],
                "seconds": p["seconds"], "samples_per_s": p["seen"] / max(p["seconds"], 1e-9)}
+        if val_top_k is not None:
+            from ..metrics import history_top_k
+            k = history_top_k(len(d.classes))
+            row[f"val_top{k}_acc"], row[f"test_top{k}_acc"] = val_top_k, test_top_k
         self.history.append(row)
         if self.scheduler is not None:
             self.scheduler.step()
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
-        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        steps = p.get("steps", [])
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "steps": []}
         self.log(format_epoch(row, self.config.epochs))
         if val_loss < self.best_val_loss:
             self.check_finite_state()
@@ -715,6 +816,8 @@ class Trainer:
             if self.world.is_main:
                 save(self.model, self.run_dir / "best.safetensors", **self.checkpoint_metadata())
             self.best_epoch = self.epoch
+        if self.world.is_main:
+            self.append_steps(steps, self.epoch)
         self.save_state()
         if self.world.is_main:
             self.write_history()
@@ -737,7 +840,8 @@ class Trainer:
             if self.world.is_main:
                 self.write_manifest()
             if self.epoch >= self.config.epochs and not self.step_in_epoch:
-                self.log(f"{self.run_dir}: the run already holds all {self.config.epochs} epochs "
+                self.log(f"{self.run_dir}: the run already holds {'its' if self.config.epochs == 1 else 'all'} "
+                         f"{count(self.config.epochs, 'epoch')} "
                          f"(a larger --epochs extends it)")
             with self.stop:
                 try:
@@ -789,6 +893,7 @@ class Trainer:
                     scalar_state.setdefault(str(index), {})[key] = float(np.asarray(value))
         meta = {"config": asdict(self.config), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "partial": self.partial, "best_val_loss": self.best_val_loss,
+                "steps_bytes": self.steps_bytes,
                 "history": self.history, "grad_norms": self.grad_norm_log,
                 "param_groups": opt_state["param_groups"], "optimizer_scalars": scalar_state,
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
@@ -823,8 +928,10 @@ class Trainer:
         _random.set_state(meta["rng"])
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
         self.global_step, self.partial = meta["global_step"], meta["partial"]
-        self.best_val_loss, self.history = meta["best_val_loss"], meta["history"]
-        self.grad_norm_log = meta["grad_norms"]
+        self.best_val_loss, self.history, self.grad_norm_log = meta["best_val_loss"], meta["history"], meta["grad_norms"]
+        steps_path = self.run_dir / STEPS_FILE
+        # a run saved before STEPS_FILE existed records no length: its file (if any) is kept whole
+        self.steps_bytes = meta.get("steps_bytes", steps_path.stat().st_size if steps_path.exists() else 0)
         self.claimed = True  # the folder holds this very run
         self.last_saved = describe_position(self.epoch, self.step_in_epoch)
         if self.history and (self.run_dir / "best.safetensors").exists():
@@ -844,6 +951,20 @@ class Trainer:
                                                    f"the run started on: {', '.join(changed)} differ (MD5); point "
                                                    "--data-dir at the original files")
 
+    def append_steps(self, steps: list, epoch: int):
+        """Append one epoch's rows ([global step, loss, accuracy] each) to STEPS_FILE in one write,
+        after cutting off whatever follows the length the last save recorded (an epoch written
+        by a run that was killed before it saved its state, and is being done again now)."""
+        path = self.run_dir / STEPS_FILE
+        if path.exists() and path.stat().st_size > self.steps_bytes:
+            os.truncate(path, self.steps_bytes)
+        text = "".join(f"{step},{epoch},{loss:.7g},{acc:.7g}\n" for step, loss, acc in steps)
+        with open(path, "ab") as f:  # opened at its end
+            f.write(((STEPS_HEADER if f.tell() == 0 else "") + text).encode())
+            f.flush()
+            os.fsync(f.fileno())
+            self.steps_bytes = f.tell()
+
     def write_history(self):
         atomic_write_text(self.run_dir / "history.json",
                           json.dumps({"epochs": self.history, "grad_norms": self.grad_norm_log}, indent=1))
@@ -855,8 +976,8 @@ class Trainer:
         atomic_write_text(self.run_dir / "history.csv", buf.getvalue())
         try:
             from .plots import plot_history
-            plot_history(self.history, self.run_dir / "curves.png",
-                         title=f"{self.config.model} on {self.config.dataset}")
+            plot_history(self.history, self.run_dir / "curves.png", title=f"{self.config.model} on {self.config.dataset}",
+                         steps=read_steps(self.run_dir))
         except ImportError:
             pass  # matplotlib is optional; the numbers are in history.csv
 
@@ -869,6 +990,16 @@ class Trainer:
                     "model": {"parameters": self.model.num_parameters(), "repr": repr(self.model)},
                     "distributed": {"world_size": self.world.size, "threads_per_rank": environment()["threads"]}}
         atomic_write_text(self.run_dir / "manifest.json", json.dumps(manifest, indent=1, default=str))
+
+
+def count(n: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def describe_schedule(schedule: str | None) -> str:
+    """How a header names the learning-rate schedule: ``cosine schedule``, ``constant lr``."""
+    return "constant lr" if schedule in (None, "none") else f"{schedule} schedule"
 
 
 def describe_position(epoch: int, step_in_epoch: int) -> str:

@@ -210,13 +210,17 @@ def load_digits() -> Dataset:
 def describe_datasets(data_dir=None) -> list:
     """One ``DatasetRow(name, location, files)`` per dataset, for ``handgrad datasets``.
 
-    ``data_dir`` here is a parent folder holding ``mnist/`` and ``fashion-mnist/`` (as
-    ``HANDGRAD_DATA_DIR``). Nothing is read beyond directory listings, nothing is downloaded.
+    ``data_dir`` is looked in as ``load_dataset`` looks (``train --data-dir``): ``data_dir/<name>/``,
+    then ``data_dir`` itself, and nowhere else. Nothing is read beyond directory listings, nothing
+    is downloaded.
     """
     rows = []
     for name in IDX_DATASETS:
-        places = ([("data_dir", Path(data_dir).expanduser() / name)] if data_dir is not None else []) \
-            + _candidates(name)
+        if data_dir is not None:
+            folder = Path(data_dir).expanduser()
+            places = [("data_dir", folder / name), ("data_dir", folder)]
+        else:
+            places = _candidates(name)
         found = [(label, folder, len(_present(folder))) for label, folder in places]
         complete = [row for row in found if row[2] == len(FILES)]
         if complete:
