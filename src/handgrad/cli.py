@@ -145,11 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(t)
     t.add_argument("--epochs", type=POSITIVE_INT)
     t.add_argument("--batch-size", type=POSITIVE_INT)
-    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"])
     t.add_argument("--lr", type=TRAINING_CHECKS["lr"])
     t.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
     t.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
-    t.add_argument("--schedule", choices=["cosine", "step", "none"])
+    t.add_argument("--schedule", choices=["cosine", "step", "multistep", "plateau", "none"])
     t.add_argument("--loss", choices=["cross_entropy", "mse"])
     t.add_argument("--seed", type=SEED, default=0)
     t.add_argument("--train-size", type=POSITIVE_INT, help="train on a class-stratified subset of this many images")
@@ -216,11 +216,11 @@ def _add_training_options(p, MODELS, sweepable=False):
     if not sweepable:
         p.add_argument("--epochs", type=POSITIVE_INT)
         p.add_argument("--batch-size", type=POSITIVE_INT)
-        p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+        p.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"])
         p.add_argument("--lr", type=TRAINING_CHECKS["lr"])
         p.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
         p.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
-        p.add_argument("--schedule", choices=["cosine", "step", "none"])
+        p.add_argument("--schedule", choices=["cosine", "step", "multistep", "plateau", "none"])
 
 
 def _add_visual_commands(sub, MODELS):
@@ -603,7 +603,8 @@ def _check_grid_values(name, text) -> None:
     """Each of a sweep option's comma-separated values passes the check the single option has."""
     from .models import INITS
 
-    choices = {"optimizer": ["sgd", "adam", "adamw"], "schedule": ["cosine", "step", "none"], "init": list(INITS)}
+    choices = {"optimizer": ["sgd", "adam", "adamw", "rmsprop", "adagrad"],
+               "schedule": ["cosine", "step", "multistep", "plateau", "none"], "init": list(INITS)}
     for value in (v.strip() for v in text.split(",") if v.strip()):
         if name == "model" and _check_model_or_spec(value):
             raise ValueError(f"--model: unknown value {value!r}: {_check_model_or_spec(value)}")
