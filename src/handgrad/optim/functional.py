@@ -158,17 +158,20 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha
     square_avg += cast(1 - alpha) * g * g
     if centered:
         lerp_(grad_avg, g, 1 - alpha)                               # m = lerp(m, g, 1 - alpha)
+    if flush:
+        flush_subnormals(*(a for a in (square_avg, grad_avg) if a is not None))
+    if centered:
         avg = np.multiply(grad_avg, grad_avg, out=scratch)          # avg = sqrt(v - m * m) + eps
         np.subtract(square_avg, avg, out=avg)
         np.sqrt(avg, out=avg)
     else:
         avg = np.sqrt(square_avg, out=scratch)                      # avg = sqrt(v) + eps
     avg += cast(eps)
-    if flush:
-        flush_subnormals(*(a for a in (square_avg, grad_avg, momentum_buffer) if a is not None))
     if momentum > 0:
         momentum_buffer *= cast(momentum)                           # buf = momentum * buf + g / avg
         momentum_buffer += g / avg
+        if flush:
+            flush_subnormals(momentum_buffer)
         param -= cast(lr) * momentum_buffer                         # p = p - lr * buf
     else:
         param -= (cast(lr) * g) / avg                               # p = p - lr * g / avg
