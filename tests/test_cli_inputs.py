@@ -90,7 +90,7 @@ def test_bad_argument_is_refused_before_anything_runs(tmp_path, monkeypatch, cap
     (["sweep", "--batch-size", "64,0"], "--batch-size: expected an integer >= 1, got 0"),
     (["sweep", "--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
     (["sweep", "--weight-decay", "-1"], "--weight-decay: expected a finite number >= 0"),
-    (["sweep", "--optimizer", "sgd,rmsprop"], "--optimizer: unknown value 'rmsprop'; known: sgd, adam, adamw"),
+    (["sweep", "--optimizer", "sgd,lbfgs"], "--optimizer: unknown value 'lbfgs'; known: sgd, adam, adamw, rmsprop, adagrad"),
     (["sweep", "--schedule", "linear"], "--schedule: unknown value 'linear'"),
     (["sweep", "--model", "tiny-mlp,resnet"], "--model: unknown value 'resnet'"),
     (["sweep", "--lr", ","], "--lr: expected at least one value"),

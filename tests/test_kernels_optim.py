@@ -1,5 +1,5 @@
 """The compiled optimizer updates (kernels/optim.py) against their references (optim/functional.py):
-every SGD/Adam/AdamW configuration step for step (float64 to round-off, float32 within 1e-6), the
+every SGD/Adam/AdamW/RMSprop/Adagrad configuration step for step (float64 to round-off, float32 within 1e-6), the
 subnormal flush, the first momentum step, non-contiguous parameters, and the optimizers themselves
 with and without kernels."""
 from __future__ import annotations
@@ -33,6 +33,20 @@ ADAM_CONFIGS = [
     dict(lr=0.01, betas=(0.9, 0.999), eps=0.1, weight_decay=0.0, amsgrad=False, maximize=False, decoupled=False),
     dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False, decoupled=True),
     dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, amsgrad=True, maximize=True, decoupled=True),
+]
+RMSPROP_CONFIGS = [
+    dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False),
+    dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.1, momentum=0.0, centered=False, maximize=True),
+    dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.1, momentum=0.0, centered=True, maximize=False),
+    dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.1, momentum=0.1, centered=True, maximize=True),
+    dict(lr=0.001, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.9, centered=False, maximize=False),
+    dict(lr=0.01, alpha=0.3, eps=1e-3, weight_decay=0.0, momentum=0.5, centered=True, maximize=False),  # lerp's other form
+]
+ADAGRAD_CONFIGS = [
+    dict(lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False, initial_accumulator_value=0.0),
+    dict(lr=0.01, lr_decay=0.0, weight_decay=0.1, eps=1e-10, maximize=True, initial_accumulator_value=0.0),
+    dict(lr=0.1, lr_decay=0.5, weight_decay=0.1, eps=1e-10, maximize=False, initial_accumulator_value=0.1),
+    dict(lr=0.1, lr_decay=0.0, weight_decay=0.0, eps=1e-3, maximize=False, initial_accumulator_value=0.0),
 ]
 TOLERANCES = [(np.float64, 1e-12), (np.float32, 1e-6)]
 
@@ -71,6 +85,29 @@ def _adam_run(update, dtype, config, flush_every=3):
     return params, [a for s in state for a in s]
 
 
+def _rmsprop_run(update, dtype, config, flush_every=3):
+    params = _params(0, dtype)
+    state = [[np.zeros_like(p) for _ in range(3)] for p in params]
+    for step, grads in enumerate(_grads(1, dtype)):
+        for p, g, (v, m, buf) in zip(params, grads, state):
+            g_before = g.copy()
+            update(p, g, v, m if config["centered"] else None, buf if config["momentum"] > 0 else None, config["lr"],
+                   config["alpha"], config["eps"], config["weight_decay"], config["momentum"], config["centered"],
+                   config["maximize"], step % flush_every == 0)
+            np.testing.assert_array_equal(g, g_before)  # the gradient is never modified
+    return params, [a for s in state for a in s]
+
+
+def _adagrad_run(update, dtype, config):
+    params = _params(0, dtype)
+    sums = [np.full_like(p, config["initial_accumulator_value"]) for p in params]
+    for step, grads in enumerate(_grads(1, dtype)):
+        for p, g, s in zip(params, grads, sums):
+            update(p, g, s, step + 1, config["lr"], config["lr_decay"], config["weight_decay"], config["eps"],
+                   config["maximize"])
+    return params, sums
+
+
 def _assert_close(got, expected, tol, what):
     for i, (a, b) in enumerate(zip(got, expected)):
         if b is None:
@@ -96,6 +133,43 @@ def test_adam_update_matches_reference(config, dtype, tol):
     ref_params, ref_state = _adam_run(R.adam_update, dtype, config)
     _assert_close(params, ref_params, tol, "param")
     _assert_close(state, ref_state, tol, "exp_avg / exp_avg_sq / max_exp_avg_sq")
+
+
+@pytest.mark.parametrize("dtype, tol", TOLERANCES)
+@pytest.mark.parametrize("config", RMSPROP_CONFIGS)
+def test_rmsprop_update_matches_reference(config, dtype, tol):
+    params, state = _rmsprop_run(K.rmsprop_update, dtype, config)
+    ref_params, ref_state = _rmsprop_run(R.rmsprop_update, dtype, config)
+    _assert_close(params, ref_params, tol, "param")
+    _assert_close(state, ref_state, tol, "square_avg / grad_avg / momentum_buffer")
+
+
+@pytest.mark.parametrize("dtype, tol", TOLERANCES)
+@pytest.mark.parametrize("config", ADAGRAD_CONFIGS)
+def test_adagrad_update_matches_reference(config, dtype, tol):
+    params, sums = _adagrad_run(K.adagrad_update, dtype, config)
+    ref_params, ref_sums = _adagrad_run(R.adagrad_update, dtype, config)
+    _assert_close(params, ref_params, tol, "param")
+    _assert_close(sums, ref_sums, tol, "sum")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("flush", [True, False])
+def test_rmsprop_subnormal_state_flushed_exactly_as_the_reference(dtype, flush):
+    tiny = np.finfo(dtype).tiny
+    subnormal = dtype(tiny / 8)
+    results = []
+    for update in (K, R):
+        p, g = np.ones(4, dtype), np.zeros(4, dtype)
+        v = np.array([subnormal, 1.0, tiny * 4, subnormal], dtype)
+        m = np.array([subnormal, -subnormal, tiny, 0.0], dtype)
+        buf = np.array([subnormal, -subnormal, 1.0, 0.0], dtype)
+        update.rmsprop_update(p, g, v, m, buf, 0.01, 0.5, 1e-8, 0.0, 0.5, True, False, flush)
+        results.append((p, v, m, buf))
+    for got, expected in zip(*results):
+        np.testing.assert_array_equal(got, expected)
+    p, v, m, buf = results[0]
+    assert (v[[0, 3]] == 0).all() == flush and (m[:2] == 0).all() == flush and (buf[:2] == 0).all() == flush
 
 
 def test_sgd_first_momentum_step_creates_the_buffer():
@@ -144,6 +218,9 @@ def test_non_contiguous_parameter_is_updated_in_place():
     ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
     ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
     ("AdamW", dict(lr=0.01)),
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
+    ("RMSprop", dict(lr=0.01)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.1, weight_decay=0.1, initial_accumulator_value=0.1)),
 ])
 @pytest.mark.parametrize("dtype, tol", TOLERANCES)
 def test_optimizers_agree_with_and_without_kernels(name, kwargs, dtype, tol):
@@ -166,6 +243,11 @@ def test_op_picks_kernel_or_reference():
         assert kernels.op("sgd_update") is K.sgd_update and kernels.op("adam_update") is K.adam_update
     with kernels.reference():
         assert kernels.op("sgd_update") is R.sgd_update and kernels.op("adam_update") is R.adam_update
+    for name in ("rmsprop_update", "adagrad_update"):
+        with kernels.use_kernels():
+            assert kernels.op(name) is getattr(K, name)
+        with kernels.reference():
+            assert kernels.op(name) is getattr(R, name)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
@@ -177,7 +259,11 @@ def test_dtypes_without_kernels_run_the_reference(dtype):
         update.sgd_update(p, g, buf, 0.1, 0.9, 0.0, 0.01, True, False)
         m, v = np.zeros_like(p), np.zeros_like(p)
         update.adam_update(p, g, m, v, None, 1, 0.01, 0.9, 0.999, 1e-3, 0.1, False, False, True)
-        results.append((p, buf, m, v))
+        sq, avg, rbuf = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+        update.rmsprop_update(p, g, sq, avg, rbuf, 0.01, 0.9, 1e-3, 0.1, 0.5, True, False)
+        total = np.full_like(p, 0.1)
+        update.adagrad_update(p, g, total, 2, 0.01, 0.1, 0.1, 1e-3, True)
+        results.append((p, buf, m, v, sq, avg, rbuf, total))
     for got, expected in zip(*results):
         assert got.dtype == dtype
         np.testing.assert_array_equal(got, expected)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from handgrad import optim
-from handgrad.errors import StateDictError
+from handgrad.errors import HandgradError, StateDictError
 from handgrad.nn.parameter import Parameter
 
 SHAPES = [(4, 3), (3,), (2, 3, 2)]
@@ -30,7 +30,34 @@ CONFIGS = [  # (id, optimizer name, keyword arguments shared by handgrad and tor
     ("adam-large-eps", "Adam", dict(lr=0.01, eps=0.1)),
     ("adamw", "AdamW", dict(lr=0.01)),
     ("adamw-amsgrad", "AdamW", dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
+    # torch's own test inputs for RMSprop and Adagrad (optim_inputs_func_*), plus a few more
+    ("rmsprop", "RMSprop", dict()),
+    ("rmsprop-lr", "RMSprop", dict(lr=1e-3)),
+    ("rmsprop-weight-decay", "RMSprop", dict(weight_decay=0.1)),
+    ("rmsprop-maximize", "RMSprop", dict(maximize=True)),
+    ("rmsprop-centered", "RMSprop", dict(weight_decay=0.1, centered=True)),
+    ("rmsprop-maximize-weight-decay", "RMSprop", dict(maximize=True, weight_decay=0.1)),
+    ("rmsprop-momentum", "RMSprop", dict(weight_decay=0.1, centered=True, momentum=0.1)),
+    ("rmsprop-all", "RMSprop", dict(weight_decay=0.1, centered=True, momentum=0.1, maximize=True)),
+    ("rmsprop-momentum-uncentered", "RMSprop", dict(lr=1e-3, momentum=0.9)),
+    ("rmsprop-small-alpha-centered", "RMSprop", dict(alpha=0.3, eps=1e-3, centered=True)),
+    ("adagrad", "Adagrad", dict()),
+    ("adagrad-weight-decay", "Adagrad", dict(weight_decay=0.1)),
+    ("adagrad-maximize", "Adagrad", dict(weight_decay=0.1, maximize=True)),
+    ("adagrad-lr", "Adagrad", dict(lr=0.1)),
+    ("adagrad-initial-accumulator", "Adagrad", dict(initial_accumulator_value=0.1, weight_decay=0.1)),
+    ("adagrad-lr-decay", "Adagrad", dict(lr=0.1, lr_decay=0.5, weight_decay=0.1)),
+    ("adagrad-eps", "Adagrad", dict(lr=0.1, eps=1e-3)),
 ]
+#: the state each optimizer keeps per parameter, given its keyword arguments
+STATE_KEYS = {
+    "SGD": lambda kw: {"momentum_buffer"} if kw.get("momentum") else set(),
+    "Adam": lambda kw: {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if kw.get("amsgrad") else set()),
+    "AdamW": lambda kw: {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if kw.get("amsgrad") else set()),
+    "RMSprop": lambda kw: ({"step", "square_avg"} | ({"momentum_buffer"} if kw.get("momentum") else set())
+                           | ({"grad_avg"} if kw.get("centered") else set())),
+    "Adagrad": lambda kw: {"step", "sum"},
+}
 CONFIG_IDS = [c[0] for c in CONFIGS]
 CONFIGS = [c[1:] for c in CONFIGS]
 
@@ -86,7 +113,9 @@ def test_matches_torch_step_for_step(name, kwargs):
     ("SGD", dict(lr=0.1, momentum=0.9)),
     ("Adam", dict(lr=0.01, weight_decay=0.1)),
     ("AdamW", dict(lr=0.01, amsgrad=True)),
-], ids=["sgd-momentum", "adam", "adamw"])
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.1)),
+], ids=["sgd-momentum", "adam", "adamw", "rmsprop", "adagrad"])
 def test_two_param_groups_match_torch(name, kwargs):
     torch = pytest.importorskip("torch")
     arrays, grads = make_arrays(2), make_grads(3, STEPS)
@@ -103,7 +132,9 @@ def test_two_param_groups_match_torch(name, kwargs):
 @pytest.mark.parametrize("name, kwargs", [
     ("SGD", dict(lr=0.1, momentum=0.9)),
     ("Adam", dict(lr=0.01)),
-], ids=["sgd-momentum", "adam"])
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.1)),
+], ids=["sgd-momentum", "adam", "rmsprop", "adagrad"])
 def test_intermittent_grad_none_matches_torch(name, kwargs):
     # A parameter without a gradient is skipped: its buffer and (Adam) step count do not advance.
     torch = pytest.importorskip("torch")
@@ -132,9 +163,7 @@ def test_state_dict_buffers_equal_torch(name, kwargs):
     assert [g["params"] for g in ours["param_groups"]] == [g["params"] for g in theirs["param_groups"]]
     for group, tgroup in zip(ours["param_groups"], theirs["param_groups"]):
         assert {k: v for k, v in tgroup.items() if k in group} == group
-    keys = {"momentum_buffer"} if kwargs.get("momentum") else set()
-    if name != "SGD":
-        keys = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if kwargs.get("amsgrad") else set())
+    keys = STATE_KEYS[name](kwargs)
     for index in range(len(arrays)):
         assert set(ours["state"].get(index, {})) == keys
         for key in keys - {"step"}:
@@ -206,7 +235,7 @@ def test_state_dict_round_trip_resumes_exactly(name, kwargs):
     resumed = [Parameter(p.data.copy()) for p in first]
     fresh = getattr(optim, name)(resumed, **{**kwargs, "lr": 0.5})
     fresh.load_state_dict(saved)
-    assert fresh.param_groups[0]["lr"] == kwargs["lr"]
+    assert fresh.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
     run(fresh, resumed, grads[5:])
     for p, q in zip(params, resumed):
         np.testing.assert_array_equal(q.data, p.data)
@@ -256,8 +285,12 @@ def test_load_state_dict_accepts_json_style_values():
         assert isinstance(loaded.state[q]["exp_avg"], np.ndarray)
 
 
-@pytest.mark.parametrize("name, kwargs", [("SGD", dict(lr=0.1, momentum=0.9)), ("AdamW", dict(lr=0.01, amsgrad=True))],
-                         ids=["sgd-momentum", "adamw-amsgrad"])
+@pytest.mark.parametrize("name, kwargs", [
+    ("SGD", dict(lr=0.1, momentum=0.9)),
+    ("AdamW", dict(lr=0.01, amsgrad=True)),
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.1, initial_accumulator_value=0.1)),
+], ids=["sgd-momentum", "adamw-amsgrad", "rmsprop-all", "adagrad-all"])
 def test_loads_torch_state_dict_and_continues_as_torch(name, kwargs):
     torch = pytest.importorskip("torch")
     arrays, grads = make_arrays(20), make_grads(21, 10)
@@ -356,11 +389,80 @@ def test_bad_params_raise(make, error, pattern):
     ("Adam", dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1: -0.1"),
     ("Adam", dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
     ("AdamW", dict(betas=(-0.1, 0.999)), "Invalid beta parameter at index 0: -0.1"),
+    ("RMSprop", dict(lr=-0.01), "Invalid learning rate: -0.01"),
+    ("RMSprop", dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
+    ("RMSprop", dict(momentum=-1.0), "Invalid momentum value: -1.0"),
+    ("RMSprop", dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
+    ("RMSprop", dict(alpha=-0.5), "Invalid alpha value: -0.5"),
+    ("Adagrad", dict(lr=-0.01), "Invalid learning rate: -0.01"),
+    ("Adagrad", dict(lr=1e-2, lr_decay=-0.5), "Invalid lr_decay value: -0.5"),
+    ("Adagrad", dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
+    ("Adagrad", dict(initial_accumulator_value=-1.0), "Invalid initial_accumulator_value value: -1.0"),
+    ("Adagrad", dict(eps=-1e-10), "Invalid epsilon value: -1e-10"),
 ])
 def test_invalid_hyperparameters_raise_as_torch(name, kwargs, message):
     params = [Parameter(np.ones(2))]
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         getattr(optim, name)(params, **kwargs)
+
+
+# -- torch's implementation switches ----------------------------------------------------------------
+FLAGS = {  # the switches each torch optimizer takes, at their default values
+    "SGD": dict(foreach=None, differentiable=False, fused=None),
+    "Adam": dict(foreach=None, capturable=False, differentiable=False, fused=None),
+    "AdamW": dict(foreach=None, capturable=False, differentiable=False, fused=None),
+    "RMSprop": dict(foreach=None, capturable=False, differentiable=False),
+    "Adagrad": dict(foreach=None, differentiable=False, fused=None),
+}
+
+
+@pytest.mark.parametrize("name", list(FLAGS))
+def test_implementation_flags_accepted_at_torch_defaults(name):
+    torch = pytest.importorskip("torch")
+    arrays, grads = make_arrays(40), make_grads(41, 3)
+    params, tparams = [Parameter(a.copy()) for a in arrays], torch_pair(torch, arrays)
+    explicit = {**FLAGS[name], "foreach": False} if "foreach" in FLAGS[name] else FLAGS[name]
+    opt = getattr(optim, name)(params, lr=0.01, **explicit)
+    topt = getattr(torch.optim, name)(tparams, lr=0.01, **explicit)
+    run(opt, params, grads)
+    run_torch(torch, topt, tparams, grads)
+    for p, tp in zip(params, tparams):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOL)
+
+
+@pytest.mark.parametrize("name, flag", [(name, flag) for name in FLAGS for flag in FLAGS[name]],
+                         ids=[f"{name}-{flag}" for name in FLAGS for flag in FLAGS[name]])
+def test_implementation_flags_refused_otherwise(name, flag):
+    with pytest.raises(HandgradError, match=rf"^{name}: {flag}=True is not supported: .*leave {flag}[ =]"):
+        getattr(optim, name)([Parameter(np.ones(2))], lr=0.01, **{flag: True})
+
+
+def test_adagrad_state_exists_from_construction_as_torch():
+    torch = pytest.importorskip("torch")
+    arrays = make_arrays(42)
+    opt = optim.Adagrad([Parameter(a) for a in arrays], initial_accumulator_value=0.25)
+    topt = torch.optim.Adagrad(torch_pair(torch, arrays), initial_accumulator_value=0.25)
+    ours, theirs = opt.state_dict()["state"], topt.state_dict()["state"]
+    assert ours.keys() == theirs.keys() == set(range(len(arrays)))
+    for index in ours:
+        assert ours[index]["step"] == int(theirs[index]["step"]) == 0
+        np.testing.assert_array_equal(ours[index]["sum"], theirs[index]["sum"].numpy())
+    added = Parameter(np.ones(3))
+    opt.add_param_group({"params": [added], "lr": 0.5})
+    np.testing.assert_array_equal(opt.state[added]["sum"], np.full(3, 0.25))  # torch would fail at step() here
+
+
+def test_rmsprop_momentum_switched_on_later_starts_from_zero():
+    # A scheduler (OneCycleLR) may set a group's momentum after steps taken without one.
+    p = Parameter(np.array([1.0, -2.0]))
+    opt = optim.RMSprop([p], lr=0.1)
+    p.grad = np.array([0.5, 0.5])
+    opt.step()
+    assert "momentum_buffer" not in opt.state[p]
+    opt.param_groups[0]["momentum"] = 0.9
+    opt.step()
+    square_avg = opt.state[p]["square_avg"]
+    np.testing.assert_allclose(opt.state[p]["momentum_buffer"], p.grad / (np.sqrt(square_avg) + 1e-8), rtol=1e-15)
 
 
 def test_invalid_param_group_hyperparameter_raises():
@@ -404,6 +506,7 @@ def test_scheduler_state_dict_round_trip():
     opt = optim.SGD([Parameter(np.ones(2))], lr=0.1)
     sched = optim.StepLR(opt, step_size=2, gamma=0.5)
     for _ in range(5):
+        opt.step()
         sched.step()
     saved = sched.state_dict()
     assert "optimizer" not in saved and saved["last_epoch"] == 5 and saved["base_lrs"] == [0.1]

@@ -347,3 +347,41 @@ def test_a_new_run_with_a_bad_setting_leaves_no_folder_behind(tmp_path):
     with pytest.raises(handgrad.HandgradError, match="nosuchset"):
         train(TrainConfig(dataset="nosuchset", out=str(tmp_path / "run")), progress=False, log=quiet)
     assert not (tmp_path / "run").exists()
+
+
+# -- the optimizers and schedules the CLI offers ----------------------------------------------------
+@pytest.mark.parametrize("optimizer, schedule, lr", [("rmsprop", "plateau", 1e-3), ("adagrad", "multistep", 0.05)])
+def test_resuming_a_run_of_each_new_optimizer_and_schedule_gives_the_straight_runs_weights(tmp_path, optimizer,
+                                                                                             schedule, lr):
+    kw = dict(model="tiny-mlp", optimizer=optimizer, schedule=schedule, lr=lr, momentum=0.5, epochs=4)
+    straight = train(digits_config(tmp_path / "straight", **kw), progress=False, log=quiet)
+    config = digits_config(tmp_path / "resumed", **kw)
+    interrupt_mid_epoch(config, at_step=120)  # in the third epoch, after two scheduler steps
+    resumed = train(TrainConfig(out=config.out), resume=True, progress=False, log=quiet)
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in straight.history]
+    sa, sb = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(np.array_equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("schedule, epochs, expected", [
+    ("multistep", 8, [0.1] * 4 + [0.01] * 2 + [0.001] * 2),
+    ("step", 6, [0.1] * 2 + [0.01] * 2 + [0.001] * 2),
+])
+def test_make_scheduler_lays_the_schedule_over_the_epochs(schedule, epochs, expected):
+    from handgrad import optim
+    from handgrad.training import make_scheduler
+
+    opt = optim.SGD([handgrad.nn.Parameter(np.ones(2))], lr=0.1)
+    sched = make_scheduler(TrainConfig(schedule=schedule, epochs=epochs), opt)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    # part-way, as a resumed run of another length starts it: the closed form at that epoch
+    for epoch in range(1, epochs):
+        opt.param_groups[0]["lr"] = 123.0
+        resumed = make_scheduler(TrainConfig(schedule=schedule, epochs=epochs), opt, last_epoch=epoch - 1)
+        assert resumed.last_epoch == epoch
+        np.testing.assert_allclose(opt.param_groups[0]["lr"], expected[epoch], rtol=1e-12)

@@ -223,11 +223,11 @@ def _add_optimization_options(p):
     each; sweep takes lists of them instead)."""
     p.add_argument("--epochs", type=POSITIVE_INT)
     p.add_argument("--batch-size", type=POSITIVE_INT)
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"])
     p.add_argument("--lr", type=TRAINING_CHECKS["lr"])
     p.add_argument("--momentum", type=TRAINING_CHECKS["momentum"])
     p.add_argument("--weight-decay", type=TRAINING_CHECKS["weight_decay"])
-    p.add_argument("--schedule", choices=["cosine", "step", "none"])
+    p.add_argument("--schedule", choices=["cosine", "step", "multistep", "plateau", "none"])
 
 
 def _add_visual_commands(sub):
@@ -614,7 +614,8 @@ def _check_grid_values(name, text) -> None:
     """Each of a sweep option's comma-separated values passes the check the single option has."""
     from ..models import INITS
 
-    choices = {"optimizer": ["sgd", "adam", "adamw"], "schedule": ["cosine", "step", "none"], "init": list(INITS)}
+    choices = {"optimizer": ["sgd", "adam", "adamw", "rmsprop", "adagrad"],
+               "schedule": ["cosine", "step", "multistep", "plateau", "none"], "init": list(INITS)}
     for value in (v.strip() for v in text.split(",") if v.strip()):
         if name == "model" and _check_model_or_spec(value):
             raise ValueError(f"--model: unknown value {value!r}: {_check_model_or_spec(value)}")

@@ -70,11 +70,11 @@ class TrainConfig:
     model: str = "mlp"
     epochs: int | None = None
     batch_size: int | None = None
-    optimizer: str | None = None      # sgd | adam
+    optimizer: str | None = None      # sgd | adam | adamw | rmsprop | adagrad
     lr: float | None = None
     momentum: float | None = None
     weight_decay: float | None = None
-    schedule: str | None = None       # cosine | step | none
+    schedule: str | None = None       # cosine | step | multistep | plateau | none
     seed: int = 0
     data_dir: str | None = None
     out: str | None = None
@@ -108,20 +108,36 @@ def make_optimizer(config: TrainConfig, params):
         return optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
         return optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; known: sgd, adam, adamw")
+    if config.optimizer == "rmsprop":
+        return optim.RMSprop(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adagrad":
+        return optim.Adagrad(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; known: sgd, adam, adamw, rmsprop, adagrad")
 
 
 def make_scheduler(config: TrainConfig, optimizer, last_epoch: int = -1):
-    """The schedule laid over ``config.epochs``; ``last_epoch`` >= 0 starts it part-way (the
-    optimizer's groups must then hold ``initial_lr``), as when a resumed run changes its length."""
+    """The schedule laid over ``config.epochs``. ``last_epoch`` >= 0 starts it part-way, at its lr
+    for epoch ``last_epoch + 1`` computed from the groups' ``initial_lr`` (which they must hold), as
+    when a resumed run changes its length. ``plateau`` is stepped with the validation loss."""
     assert config.epochs is not None, "a resolved TrainConfig"
-    if config.schedule == "cosine":
-        return optim.CosineAnnealingLR(optimizer, T_max=config.epochs, last_epoch=last_epoch)
-    if config.schedule == "step":
-        return optim.StepLR(optimizer, step_size=max(1, config.epochs // 3), gamma=0.1, last_epoch=last_epoch)
     if config.schedule in (None, "none"):
         return None
-    raise ValueError(f"unknown schedule {config.schedule!r}; known: cosine, step, none")
+    if last_epoch >= 0:
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+    if config.schedule == "cosine":
+        scheduler = optim.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    elif config.schedule == "step":
+        scheduler = optim.StepLR(optimizer, step_size=max(1, config.epochs // 3), gamma=0.1)
+    elif config.schedule == "multistep":  # decay by 10 at half and three quarters of the run
+        scheduler = optim.MultiStepLR(optimizer, milestones=[config.epochs // 2, config.epochs * 3 // 4], gamma=0.1)
+    elif config.schedule == "plateau":  # its state does not depend on the run's length
+        return optim.ReduceLROnPlateau(optimizer, factor=0.1, patience=2)
+    else:
+        raise ValueError(f"unknown schedule {config.schedule!r}; known: cosine, step, multistep, plateau, none")
+    if last_epoch >= 0:
+        scheduler._update_lr(last_epoch + 1)  # the closed form, as torch's step(epoch) but without its warning
+    return scheduler
 
 
 #: The reductions of each loss, its default first (see Objective).
@@ -804,7 +820,9 @@ class Trainer:
             k = history_top_k(len(d.classes))
             row[f"val_top{k}_acc"], row[f"test_top{k}_acc"] = val_top_k, test_top_k
         self.history.append(row)
-        if self.scheduler is not None:
+        if isinstance(self.scheduler, optim.ReduceLROnPlateau):
+            self.scheduler.step(val_loss)
+        elif self.scheduler is not None:
             self.scheduler.step()
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         steps = p.get("steps", [])
@@ -920,7 +938,7 @@ class Trainer:
                                                           else value)
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         if self.scheduler is not None:
-            if meta["config"]["epochs"] == self.config.epochs:
+            if meta["config"]["epochs"] == self.config.epochs or isinstance(self.scheduler, optim.ReduceLROnPlateau):
                 self.scheduler.load_state_dict(meta["scheduler"])
             else:
                 self.scheduler = make_scheduler(self.config, self.optimizer,

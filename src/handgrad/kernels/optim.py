@@ -14,7 +14,7 @@ from numba import njit
 from ..optim import functional as reference
 from . import COMPILED_DTYPES
 
-__all__ = ["adam_update", "sgd_update"]
+__all__ = ["adagrad_update", "adam_update", "rmsprop_update", "sgd_update"]
 
 
 @njit(cache=True)
@@ -70,6 +70,55 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, one_minus_bet
         param[i] = p - step_size * (m / (np.sqrt(v) / sqrt_bias_correction2 + eps))
 
 
+@njit(cache=True, error_model="numpy")
+def _rmsprop(param, grad, square_avg, grad_avg, buf, lr, alpha, one_minus_alpha, alpha_again, eps, weight_decay,
+             momentum, centered, maximize, flush, tiny):
+    """For each element: v = alpha * v + (1 - alpha) * g * g; m = lerp(m, g, 1 - alpha) (centered);
+    avg = sqrt(v - m * m) + eps (else sqrt(v) + eps); buf = momentum * buf + g / avg, p = p - lr * buf
+    (momentum > 0), else p = p - lr * g / avg. ``alpha_again`` = 1 - (1 - alpha), as the reference's lerp rounds it."""
+    zero = tiny - tiny  # 0 in the parameter's dtype: a literal 0 would promote float32 math to float64
+    flush_below = tiny if flush else zero
+    has_momentum = momentum > 0
+    small_weight = abs(one_minus_alpha) < 0.5  # torch.lerp's two forms (see functional.lerp_)
+    for i in range(np.uintp(param.size)):
+        g = -grad[i] if maximize else grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * param[i]
+        v = square_avg[i] * alpha + one_minus_alpha * g * g
+        if abs(v) < flush_below:
+            v = zero
+        square_avg[i] = v
+        if centered:
+            m = grad_avg[i]
+            m = m + one_minus_alpha * (g - m) if small_weight else g - (g - m) * alpha_again
+            if abs(m) < flush_below:
+                m = zero
+            grad_avg[i] = m
+            avg = np.sqrt(v - m * m) + eps
+        else:
+            avg = np.sqrt(v) + eps
+        if has_momentum:
+            b = buf[i] * momentum + g / avg
+            if abs(b) < flush_below:
+                b = zero
+            buf[i] = b
+            param[i] = param[i] - lr * b
+        else:
+            param[i] = param[i] - (lr * g) / avg
+
+
+@njit(cache=True, error_model="numpy")
+def _adagrad(param, grad, state_sum, clr, weight_decay, eps, maximize):
+    """For each element: s = s + g * g; p = p - clr * g / (sqrt(s) + eps)."""
+    for i in range(np.uintp(param.size)):
+        g = -grad[i] if maximize else grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * param[i]
+        s = state_sum[i] + g * g
+        state_sum[i] = s
+        param[i] = param[i] - (clr * g) / (np.sqrt(s) + eps)
+
+
 def _flat(a):
     return a.reshape(-1)
 
@@ -117,3 +166,30 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta
           cast(1 - beta2), cast(1 - lr * weight_decay) if decoupled else cast(1),
           cast(0) if decoupled else cast(weight_decay), cast(np.sqrt(bias_correction2)), cast(eps),
           cast(lr / bias_correction1), bool(amsgrad), bool(maximize), bool(flush), _tiny(param.dtype))
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay, momentum,
+                   centered, maximize, flush=False, scratch=None):
+    """torch.optim.RMSprop's step as one pass over the parameter and its state (the reference's
+    six to twelve passes and two temporaries fused)."""
+    state = ((param, square_avg) + ((grad_avg,) if centered else ())
+             + ((momentum_buffer,) if momentum > 0 else ()))
+    if param.dtype not in COMPILED_DTYPES or not all(a.flags.c_contiguous for a in state):
+        return reference.rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps,
+                                        weight_decay, momentum, centered, maximize, flush, scratch)
+    cast = param.dtype.type
+    _rmsprop(_flat(param), _flat(np.ascontiguousarray(grad)), _flat(square_avg),
+             _flat(grad_avg if centered else square_avg), _flat(momentum_buffer if momentum > 0 else square_avg),
+             cast(lr), cast(alpha), cast(1 - alpha), cast(1 - (1 - alpha)), cast(eps), cast(weight_decay), cast(momentum), bool(centered),
+             bool(maximize), bool(flush), _tiny(param.dtype))
+
+
+def adagrad_update(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize, scratch=None):
+    """torch.optim.Adagrad's step as one pass over the parameter and its sum (the reference's five
+    to seven passes fused)."""
+    if param.dtype not in COMPILED_DTYPES or not (param.flags.c_contiguous and state_sum.flags.c_contiguous):
+        return reference.adagrad_update(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize,
+                                        scratch)
+    cast = param.dtype.type
+    _adagrad(_flat(param), _flat(np.ascontiguousarray(grad)), _flat(state_sum),
+             cast(lr / (1 + (step - 1) * lr_decay)), cast(weight_decay), cast(eps), bool(maximize))

@@ -1,6 +1,6 @@
 """The optimizers' updates of one parameter, in place: the readable references.
 
-``SGD`` and ``Adam``/``AdamW`` keep the state and the hyperparameters; each step they call one of
+``SGD``, ``Adam``/``AdamW``, ``RMSprop`` and ``Adagrad`` keep the state and the hyperparameters; each step they call one of
 these per parameter (through ``handgrad.kernels.op``, which runs the compiled one-pass version in
 ``kernels/optim.py`` unless the references are asked for). Arithmetic stays in the parameter's
 dtype: every scalar is cast to it first, so float32 is never promoted.
@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-__all__ = ["adam_update", "flush_subnormals", "sgd_update"]
+__all__ = ["adagrad_update", "adam_update", "flush_subnormals", "lerp_", "rmsprop_update", "sgd_update"]
 
 
 def flush_subnormals(*arrays) -> None:
@@ -113,3 +113,93 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta
     denom /= cast(math.sqrt(bias_correction2))
     denom += cast(eps)
     param -= cast(lr / bias_correction1) * (exp_avg / denom)        # p = p - lr / bc1 * m / denom
+
+
+def lerp_(start, end, weight):
+    """``start`` moved in place the fraction ``weight`` of the way to ``end``, as ``torch.lerp_``
+    computes it (the form that rounds least for each half of the weights)::
+
+        start = start + weight * (end - start)          |weight| < 0.5
+        start = end - (end - start) * (1 - weight)      otherwise
+    """
+    cast = start.dtype.type
+    if abs(weight) < 0.5:
+        start += cast(weight) * (end - start)
+    else:
+        np.subtract(end, (end - start) * cast(1 - weight), out=start)
+    return start
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay, momentum,
+                   centered, maximize, flush=False, scratch=None):
+    """One step of ``torch.optim.RMSprop`` on ``param``, in place.
+
+    With v = square_avg, m = grad_avg (centered only), buf = momentum_buffer (momentum > 0 only),
+    all zeros before the first step, and g = grad::
+
+        g = g  (g = -g with maximize)
+        g = g + weight_decay * p                         (L2 penalty)
+        v = alpha * v + (1 - alpha) * g * g
+        m = lerp(m, g, 1 - alpha)  = alpha * m + (1 - alpha) * g      (centered)
+        avg = sqrt(v - m * m) + eps    centered,   else   avg = sqrt(v) + eps
+        buf = momentum * buf + g / avg;   p = p - lr * buf             (momentum > 0)
+        p = p - lr * g / avg                                           (otherwise)
+
+    square_avg, grad_avg and momentum_buffer are updated in place; ``grad`` is never modified.
+    """
+    cast = param.dtype.type
+    if scratch is None:
+        scratch = np.empty_like(param)
+
+    g = -grad if maximize else grad
+    if weight_decay != 0:
+        g = g + cast(weight_decay) * param                          # g = g + weight_decay * p
+    square_avg *= cast(alpha)                                       # v = alpha * v + (1 - alpha) * g * g
+    square_avg += cast(1 - alpha) * g * g
+    if centered:
+        lerp_(grad_avg, g, 1 - alpha)                               # m = lerp(m, g, 1 - alpha)
+    if flush:
+        flush_subnormals(*(a for a in (square_avg, grad_avg) if a is not None))
+    if centered:
+        avg = np.multiply(grad_avg, grad_avg, out=scratch)          # avg = sqrt(v - m * m) + eps
+        np.subtract(square_avg, avg, out=avg)
+        np.sqrt(avg, out=avg)
+    else:
+        avg = np.sqrt(square_avg, out=scratch)                      # avg = sqrt(v) + eps
+    avg += cast(eps)
+    if momentum > 0:
+        momentum_buffer *= cast(momentum)                           # buf = momentum * buf + g / avg
+        momentum_buffer += g / avg
+        if flush:
+            flush_subnormals(momentum_buffer)
+        param -= cast(lr) * momentum_buffer                         # p = p - lr * buf
+    else:
+        param -= (cast(lr) * g) / avg                               # p = p - lr * g / avg
+
+
+def adagrad_update(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize, scratch=None):
+    """One step of ``torch.optim.Adagrad`` on ``param``, in place.
+
+    ``step`` is t, this parameter's update count including this one (1 on the first step). With
+    s = state_sum (``initial_accumulator_value`` before the first step) and g = grad::
+
+        g = g  (g = -g with maximize)
+        g = g + weight_decay * p                         (L2 penalty)
+        clr = lr / (1 + (t - 1) * lr_decay)
+        s = s + g * g
+        p = p - clr * g / (sqrt(s) + eps)
+
+    ``state_sum`` is updated in place (it only grows, so no subnormal flush is needed).
+    """
+    cast = param.dtype.type
+    if scratch is None:
+        scratch = np.empty_like(param)
+
+    g = -grad if maximize else grad
+    if weight_decay != 0:
+        g = g + cast(weight_decay) * param                          # g = g + weight_decay * p
+    clr = lr / (1 + (step - 1) * lr_decay)                          # clr = lr / (1 + (t - 1) * lr_decay)
+    state_sum += g * g                                              # s = s + g * g
+    std = np.sqrt(state_sum, out=scratch)                           # std = sqrt(s) + eps
+    std += cast(eps)
+    param -= (cast(clr) * g) / std                                  # p = p - clr * g / std

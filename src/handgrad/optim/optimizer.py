@@ -14,7 +14,7 @@ from itertools import chain
 import numpy as np
 
 from .. import kernels
-from ..errors import StateDictError, fmt_shape
+from ..errors import HandgradError, StateDictError, fmt_shape
 from ..nn.parameter import Parameter
 
 _SET_MESSAGE = ("optimizer parameters need to be organized in ordered collections, but the ordering "
@@ -22,6 +22,25 @@ _SET_MESSAGE = ("optimizer parameters need to be organized in ordered collection
 
 
 FLUSH_EVERY = 8  # steps between flushes of subnormal state values (see optim/functional.py)
+
+#: Why each of torch's switches between implementations of the same update has no other value here.
+_IMPLEMENTATION_FLAGS = {
+    "foreach": "handgrad has one implementation of each update, per parameter (compiled in handgrad.kernels); "
+               "leave foreach as None or False",
+    "fused": "handgrad has one implementation of each update, per parameter (compiled in handgrad.kernels); "
+             "leave fused as None or False",
+    "capturable": "it makes the update capturable in a CUDA graph, and handgrad runs on the CPU; "
+                  "leave capturable=False",
+    "differentiable": "handgrad does not differentiate through optimizer steps; leave differentiable=False",
+}
+
+
+def check_implementation_flags(optimizer_name: str, **flags) -> None:
+    """Accept torch's ``foreach``, ``fused``, ``capturable`` and ``differentiable`` at their defaults
+    (None or False), so torch code runs unchanged; refuse any other value, saying why."""
+    for name, value in flags.items():
+        if value is not None and value is not False:
+            raise HandgradError(optimizer_name, f"{name}={value!r} is not supported: {_IMPLEMENTATION_FLAGS[name]}")
 
 
 class Optimizer:

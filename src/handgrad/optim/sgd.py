@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.parameter import Parameter
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_implementation_flags
 
 
 class SGD(Optimizer):
@@ -23,10 +23,14 @@ class SGD(Optimizer):
 
         opt = SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
         opt.step()
+
+    torch's ``foreach``, ``differentiable`` and ``fused`` are accepted at their defaults only.
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False):
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None):
+        check_implementation_flags("SGD", foreach=foreach, differentiable=differentiable, fused=fused)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)
         self._check_hyperparameters(defaults)
