@@ -125,6 +125,7 @@ def make_scheduler(config: TrainConfig, optimizer, last_epoch: int = -1):
     if last_epoch >= 0:
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"]
+    scheduler: optim.LRScheduler
     if config.schedule == "cosine":
         scheduler = optim.CosineAnnealingLR(optimizer, T_max=config.epochs)
     elif config.schedule == "step":

@@ -2,9 +2,23 @@
 from . import lr_scheduler
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
-from .lr_scheduler import (ChainedScheduler, ConstantLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, ExponentialLR,
-                           LambdaLR, LinearLR, LRScheduler, MultiplicativeLR, MultiStepLR, OneCycleLR, PolynomialLR,
-                           ReduceLROnPlateau, SequentialLR, StepLR)
+from .lr_scheduler import (
+                           ChainedScheduler,
+                           ConstantLR,
+                           CosineAnnealingLR,
+                           CosineAnnealingWarmRestarts,
+                           ExponentialLR,
+                           LambdaLR,
+                           LinearLR,
+                           LRScheduler,
+                           MultiplicativeLR,
+                           MultiStepLR,
+                           OneCycleLR,
+                           PolynomialLR,
+                           ReduceLROnPlateau,
+                           SequentialLR,
+                           StepLR,
+)
 from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD

@@ -441,6 +441,8 @@ class CosineAnnealingLR(LRScheduler):
 class _Composite(LRScheduler):
     """SequentialLR and ChainedScheduler: schedulers of one optimizer, saved and loaded together."""
 
+    _schedulers: list
+
     @staticmethod
     def _check_schedulers(where: str, optimizer: Optimizer, schedulers) -> None:
         if len(schedulers) < 1:
@@ -509,7 +511,7 @@ class SequentialLR(_Composite):
         elif hasattr(scheduler, "last_epoch"):
             scheduler.last_epoch -= 1
 
-    def step(self) -> None:
+    def step(self) -> None:  # type: ignore[override]  # torch's signature: no epoch
         self.last_epoch += 1
         index = bisect_right(self._milestones, self.last_epoch)
         scheduler = self._schedulers[index]
@@ -540,7 +542,7 @@ class ChainedScheduler(_Composite):
         self.optimizer = optimizer
         self._last_lr = _group_lrs(self._schedulers[-1].optimizer)
 
-    def step(self) -> None:
+    def step(self) -> None:  # type: ignore[override]  # torch's signature: no epoch
         for scheduler in self._schedulers:
             scheduler.step()
         self._last_lr = _group_lrs(self._schedulers[-1].optimizer)
@@ -594,7 +596,7 @@ class ReduceLROnPlateau(LRScheduler):
         self.cooldown_counter = 0
         self.num_bad_epochs = 0
 
-    def step(self, metrics, epoch=None) -> None:
+    def step(self, metrics, epoch=None) -> None:  # type: ignore[override]  # torch's: the metric first
         """Record this epoch's metric (a float: the validation loss, say) and reduce the lrs if it
         has stopped improving."""
         try:
@@ -768,6 +770,7 @@ class OneCycleLR(LRScheduler):
             raise HandgradError(where, f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
 
         up_end = float(pct_start * self.total_steps) - 1
+        self._schedule_phases: list[dict]
         if three_phase:
             self._schedule_phases = [
                 dict(end_step=up_end, start_lr="initial_lr", end_lr="max_lr",

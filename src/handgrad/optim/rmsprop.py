@@ -39,15 +39,15 @@ class RMSprop(Optimizer):
 
     @staticmethod
     def _check_hyperparameters(group: dict) -> None:
-        if not 0.0 <= group["lr"]:
+        if not group["lr"] >= 0.0:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if not 0.0 <= group["eps"]:
+        if not group["eps"] >= 0.0:
             raise ValueError(f"Invalid epsilon value: {group['eps']}")
-        if not 0.0 <= group["momentum"]:
+        if not group["momentum"] >= 0.0:
             raise ValueError(f"Invalid momentum value: {group['momentum']}")
-        if not 0.0 <= group["weight_decay"]:
+        if not group["weight_decay"] >= 0.0:
             raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
-        if not 0.0 <= group["alpha"]:
+        if not group["alpha"] >= 0.0:
             raise ValueError(f"Invalid alpha value: {group['alpha']}")
 
     update_op = "rmsprop_update"
