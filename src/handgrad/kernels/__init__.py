@@ -32,10 +32,10 @@ __all__ = ["available", "enabled", "op", "reference", "use_kernels"]
 COMPILED_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 
 #: The kernel modules, each exporting (in ``__all__``) functions named as their references.
-MODULES = ("conv", "pool", "activation", "linear", "loss", "normalization", "optim")
+MODULES = ("conv", "pool", "activation", "linear", "loss", "normalization", "optim", "fused")
 
 #: Where each op's reference lives, by the same name.
-REFERENCE_PACKAGES = ("handgrad.functional", "handgrad.optim.functional")
+REFERENCE_PACKAGES = ("handgrad.functional", "handgrad.optim.functional", "handgrad.functional.fused")
 
 from .. import _threads
 
