@@ -116,13 +116,8 @@ def test_fused_kernel_without_cache_gives_the_same_output(monkeypatch, case):
     assert rel_err(out, K.conv2d_relu_max_pool2d_forward(x, weight, bias, *args)[0]) < 1e-6
 
 
-def _model(c, o, kernel, padding, pool, dtype=np.float64):
-    return nn.Sequential(nn.Conv2d(c, o, kernel, padding=padding, dtype=dtype), nn.ReLU(), nn.MaxPool2d(pool),
-                         nn.Flatten(), nn.Linear(1, 3, dtype=dtype))
-
-
 def _sequential_and_layers(channels, seed=0):
-    """A Sequential with a fusable run, and the same layers' results computed one by one."""
+    """A Sequential with two fusable runs (Conv2d, ReLU, MaxPool2d) before a Linear."""
     handgrad.manual_seed(seed)
     convs = [nn.Conv2d(channels, 4, 3, padding=1, dtype=np.float64), nn.ReLU(), nn.MaxPool2d(2),
              nn.Conv2d(4, 5, 3, padding=1, dtype=np.float64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),

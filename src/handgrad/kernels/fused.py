@@ -14,11 +14,10 @@ Two ways to the convolution, by input channels:
 - many: im2col and products in BLAS, as ``kernels/conv.py``: z = W @ cols laid out (O, N*Ho*Wo),
   scanned in place; backward writes dL/dz in the same layout, ready for grad_weight = (cols @ G.T).T
   and grad_cols = W.T @ G.
-- few (a network's first layer, one channel): a direct convolution of a zero-padded copy of each
-  sample, each output row accumulated over the taps in L1 (no cols, which would be kH*kW times the
-  input), and a sparse backward: only the one position per window that the pool lets through
-  contributes dL/dweight[o, c, i, j] += dL/dy * x_padded[c, r + i, q + j], a quarter of the dense
-  product for 2x2 pools.
+- one (a network's first layer), stride 1: a direct convolution of a zero-padded copy of each
+  sample, computed on the padded width so that each tap is one contiguous multiply-add over the
+  plane (no cols, which would be kH*kW times the input, and no skinny product); backward builds
+  dL/dz per plane and takes grad_weight[o, c, i, j] as one dot product per tap.
 """
 from __future__ import annotations
 
@@ -50,11 +49,11 @@ def _pool_plane(z, start, stride, add, ho, wo, kh, kw, sh, sw, ph, pw, out, argm
                 k = top + 2 * b
                 m, where = z[start + k] + add, k
                 v = z[start + k + 1] + add  # the window in row-major order: the first maximum wins
-                m, where = (v, k + 1) if v > m or v != v else (m, where)
+                m, where = (v, k + 1) if v > m or np.isnan(v) else (m, where)
                 v = z[start + k + stride] + add
-                m, where = (v, k + stride) if v > m or v != v else (m, where)
+                m, where = (v, k + stride) if v > m or np.isnan(v) else (m, where)
                 v = z[start + k + stride + 1] + add
-                m, where = (v, k + stride + 1) if v > m or v != v else (m, where)
+                m, where = (v, k + stride + 1) if v > m or np.isnan(v) else (m, where)
                 out[row + b] = 0 if m <= 0 else m
                 if keep:
                     argmax[row + b] = where
@@ -68,7 +67,7 @@ def _pool_plane(z, start, stride, add, ho, wo, kh, kw, sh, sw, ph, pw, out, argm
                 line = np.uintp(r * stride)
                 for q in range(np.uintp(max(0, q0)), np.uintp(min(wo, q0 + kw))):
                     v = z[start + line + q] + add
-                    if v > m or v != v:
+                    if v > m or np.isnan(v):
                         m, where = v, line + q
             k = target + np.uintp(a * wp + b)
             out[k] = 0 if m <= 0 else m

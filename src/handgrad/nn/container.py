@@ -95,7 +95,7 @@ class Sequential(Module):
         """Conv2d -> ReLU -> MaxPool2d as one compiled op: the same output as the three layers.
         None where the fused kernel does not apply (a dtype it is not compiled for, a pool window
         larger than the convolution's output), and the layers then run one by one."""
-        conv, relu, pool = run
+        conv, _, pool = run
         conv.check_input(x)
         if x.dtype not in kernels.COMPILED_DTYPES:
             return None
