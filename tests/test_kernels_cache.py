@@ -17,12 +17,15 @@ import json, sys, numpy as np
 import handgrad
 loaded = sorted(m for m in ("numba", "threadpoolctl") if m in sys.modules)
 from handgrad import nn
-from handgrad.kernels import conv, pool, activation
-layer = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+from handgrad.kernels import conv, fused, pool, activation
+layer = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))  # run fused
 out = layer(np.ones((2, 1, 6, 6), np.float32))
 layer.backward(np.ones_like(out))
-kernels = [conv.unfold, conv.fold, conv.columns_to_nchw, conv.nchw_to_columns, pool._max_pool,
-           pool._max_pool_backward, activation._relu, activation._relu_backward]
+z = layer[0](np.ones((2, 1, 6, 6), np.float32))  # and one by one
+layer[0].backward(layer[1].backward(layer[2].backward(np.ones_like(layer[2](layer[1](z))))))
+kernels = [fused._direct, fused._direct_weight_grad, fused._direct_input_grad, conv.unfold, conv.fold,
+           conv.columns_to_nchw, conv.nchw_to_columns, pool._max_pool, pool._max_pool_backward, activation._relu,
+           activation._relu_backward]
 hits = sum(sum(k.stats.cache_hits.values()) for k in kernels)
 misses = sum(sum(k.stats.cache_misses.values()) for k in kernels)
 print(json.dumps({"loaded_by_import": loaded, "hits": hits, "misses": misses}))

@@ -10,7 +10,7 @@ the choice between them is made:
 
     with kernels.reference():          # run the plain NumPy references (teaching, debugging, tests)
         ...
-    HANDGRAD_KERNELS=reference handgrad train ...     # the same for a whole process
+    HANDGRAD_KERNELS=reference handgrad train ...     # the same for a whole process (read once, at the first op)
 
 Numba is imported only when the first kernel is looked up, so ``import handgrad`` stays fast. Where
 Numba is not installed, every op falls back to its reference.
@@ -34,10 +34,10 @@ __all__ = ["available", "enabled", "op", "reference", "use_kernels"]
 COMPILED_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 
 #: The kernel modules, each exporting (in ``__all__``) functions named as their references.
-MODULES = ("conv", "pool", "activation", "linear", "loss", "normalization", "optim")
+MODULES = ("conv", "pool", "activation", "linear", "loss", "normalization", "optim", "fused")
 
 #: Where each op's reference lives, by the same name.
-REFERENCE_PACKAGES = ("handgrad.functional", "handgrad.optim.functional")
+REFERENCE_PACKAGES = ("handgrad.functional", "handgrad.optim.functional", "handgrad.functional.fused")
 
 #: How Numba's pool runs, unless the environment says otherwise. Measured on 2 cores with a BLAS
 #: product between kernel calls (as in a training step): 'omp' workers keep spinning after a
@@ -51,9 +51,14 @@ _kernels: dict[str, Callable[..., Any]] | None = None  # name -> compiled kernel
 _references: dict[str, Any] = {}  # name -> the module holding its reference
 
 
+_env_choice: list[bool] = []  # HANDGRAD_KERNELS as read at the first op: every layer calls op(), so once
+
+
 def _env_enabled() -> bool:
-    value = os.environ.get("HANDGRAD_KERNELS", "").strip().lower()
-    return value not in ("0", "off", "false", "no", "reference")
+    if not _env_choice:
+        value = os.environ.get("HANDGRAD_KERNELS", "").strip().lower()
+        _env_choice.append(value not in ("0", "off", "false", "no", "reference"))
+    return _env_choice[0]
 
 
 def _configure_numba() -> None:
@@ -138,8 +143,8 @@ def _reference(name: str) -> Callable[..., Any]:
 def op(name: str) -> Callable[..., Any]:
     """The function to call for op ``name``: its compiled kernel when enabled and one exists,
     else its reference from ``handgrad.functional``."""
-    if enabled():
-        kernel = _load_kernels().get(name)
+    if _forced[-1] if _forced else _env_enabled():
+        kernel = (_kernels if _kernels is not None else _load_kernels()).get(name)
         if kernel is not None:
             return kernel
     return _reference(name)

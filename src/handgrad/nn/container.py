@@ -5,7 +5,13 @@ import functools
 import inspect
 from collections import OrderedDict
 
+from .. import kernels
+from .._grad_mode import is_grad_enabled
+from ..errors import check_grad_output
+from .activation import ReLU
+from .conv import Conv2d
 from .module import Module
+from .pooling import MaxPool2d
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,23 +60,84 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        for layer in self:
-            x = layer(x)
+        layers = list(self)
+        fused = {}  # first layer of a fused run -> (its cache, the run's output shape)
+        object.__setattr__(self, "_cache", None)
+        i = 0
+        while i < len(layers):
+            if i in self._fusable(layers) and kernels.enabled():
+                out = self._fused_forward(layers[i:i + 3], x)
+                if out is not None:
+                    x, cache = out
+                    if is_grad_enabled():
+                        fused[i] = (cache, x.shape)
+                    i += 3
+                    continue
+            x = layers[i](x)
+            i += 1
+        object.__setattr__(self, "_cache", fused or None)
         return x
+
+    def _fusable(self, layers) -> frozenset:
+        """The indices i where layers i, i+1, i+2 are Conv2d, ReLU, MaxPool2d (exactly those
+        classes: a subclass may change what they compute). Found once per list of layers."""
+        key = tuple(map(id, layers))
+        found = self.__dict__.get("_fusion")
+        if found is None or found[0] != key:
+            runs = frozenset(i for i in range(len(layers) - 2)
+                             if tuple(map(type, layers[i:i + 3])) == (Conv2d, ReLU, MaxPool2d))
+            found = (key, runs)
+            object.__setattr__(self, "_fusion", found)
+        return found[1]
+
+    @staticmethod
+    def _fused_forward(run, x):
+        """Conv2d -> ReLU -> MaxPool2d as one compiled op: the same output as the three layers.
+        None where the fused kernel does not apply (a dtype it is not compiled for, a pool window
+        larger than the convolution's output), and the layers then run one by one."""
+        conv, _, pool = run
+        conv.check_input(x)
+        if x.dtype not in kernels.COMPILED_DTYPES:
+            return None
+        ho, wo = conv.output_size(*x.shape[2:])
+        if any(s + 2 * p < k for s, k, p in zip((ho, wo), pool.kernel_size, pool.padding)):
+            return None  # MaxPool2d raises its own error
+        bias = None if conv.bias is None else conv.bias.data
+        out, cache = kernels.op("conv2d_relu_max_pool2d_forward")(
+            x, conv.weight.data, bias, conv.stride, conv.padding, pool.kernel_size, pool.stride, pool.padding,
+            keep_cache=is_grad_enabled())
+        for layer in run:  # their caches would be stale: a backward of one of them alone must fail
+            object.__setattr__(layer, "_cache", None)
+        return out, cache
 
     def backward(self, grad_output, input_grad: bool = True):
         layers = list(self)
+        fused = self._cache or {}
         # has_params_before[i]: does some layer before i hold a trainable parameter?
         has_params_before, seen = [], False
         for layer in layers:
             has_params_before.append(seen)
             seen = seen or any(p.requires_grad for p in layer.parameters())
         grad = grad_output
-        for i in reversed(range(len(layers))):
+        i = len(layers) - 1
+        while i >= 0:
             needs = input_grad or has_params_before[i]
             if not needs and not any(p.requires_grad for p in layers[i].parameters()):
                 return None  # nothing from here down has a gradient anyone needs
+            if i - 2 in fused:
+                conv = layers[i - 2]
+                cache, out_shape = fused[i - 2]
+                check_grad_output(layers[i], grad, out_shape)
+                needs = input_grad or has_params_before[i - 2]
+                flags = (needs, conv.weight.requires_grad, conv.bias is not None and conv.bias.requires_grad)
+                grad, grad_weight, grad_bias = kernels.op("conv2d_relu_max_pool2d_backward")(grad, cache, flags)
+                conv.weight.accumulate_grad(grad_weight, owned=True)
+                if conv.bias is not None:
+                    conv.bias.accumulate_grad(grad_bias, owned=True)
+                i -= 3
+                continue
             grad = layer_backward(layers[i], grad, needs)
+            i -= 1
         return grad
 
 

@@ -65,13 +65,22 @@ class Conv2d(Module):
     def reset_parameters(self, generator=None) -> None:
         init.default_linear_init_(self.weight, self.bias, generator)
 
-    def forward(self, x):
+    def check_input(self, x) -> None:
+        """The errors forward raises for an input this layer cannot take."""
         check_ndim(self, "input", x, (4,), f"(N, {self.in_channels}, H, W)")
         if x.shape[1] != self.in_channels:
             raise ShapeError(self, f"expected input of shape (N, {self.in_channels}, H, W) "
                                    f"(in_channels={self.in_channels}), got {fmt_shape(x.shape)}")
         check_floating(self, "input", x, self.weight.dtype)
         check_window_fits(self, x, self.kernel_size, self.padding)
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """(Ho, Wo) for an (H, W) input."""
+        return tuple(F.conv_output_size(size, k, s, p)
+                     for size, k, s, p in zip((h, w), self.kernel_size, self.stride, self.padding))
+
+    def forward(self, x):
+        self.check_input(x)
         bias = None if self.bias is None else self.bias.data
         out, cache = kernels.op("conv2d_forward")(x, self.weight.data, bias, self.stride, self.padding,
                                                          keep_cache=is_grad_enabled())
