@@ -45,7 +45,7 @@ def check_class_targets(layer, input, target, probabilities: bool = False) -> No
     check_floating(layer, "input", input)
     if not isinstance(target, np.ndarray):
         raise HandgradError(layer, f"expected target to be a numpy.ndarray of class indices, got {type(target).__name__}")
-    if probabilities and np.issubdtype(target.dtype, np.floating):
+    if probabilities and np.issubdtype(target.dtype, np.floating) and target.ndim == 2:
         if target.shape != input.shape:
             raise ShapeError(layer, f"expected probability target of the input's shape {fmt_shape(input.shape)}, "
                                     f"got {fmt_shape(target.shape)} (class indices are an integer (N,) array)")
