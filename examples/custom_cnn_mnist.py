@@ -10,7 +10,8 @@ both models come from layer specs (README, "Layer specs"):
     fc16                       784 - 16 - 10 with ReLU: 12,730 parameters
 
 ``--activation swish`` swaps every ReLU for a Swish defined here from its function and derivative
-(checked against finite differences when the class is made). Both models train with the same
+(checked against finite differences when the class is made), named in the specs
+(``conv8-swish-pool-conv16k5-swish-pool``). Both models train with the same
 data order and settings (SGD lr 0.05, momentum 0.9, batch 64); the loss of every step is kept, and
 ``--plot curves.png`` draws both per-step curves with their per-epoch means.
 
@@ -30,8 +31,8 @@ from handgrad.models import build_model
 
 SPECS = {"cnn": "conv8-pool-conv16k5-pool", "mlp": "fc16"}
 
-Swish = nn.define_activation(
-    "SwishExample", lambda x: x / (1 + np.exp(-x)),
+Swish = nn.define_activation(   # registered as "swish", so a layer spec can name it
+    "Swish", lambda x: x / (1 + np.exp(-x)),
     lambda x: (s := 1 / (1 + np.exp(-x))) * (1 + x * (1 - s)))   # f'(x) = s (1 + x (1 - s))
 
 
@@ -49,14 +50,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def spec(kind, activation) -> str:
+    """The model's spec, with ``activation`` after each conv and fc (``conv8-swish-pool-...``)."""
+    if activation == "relu":
+        return SPECS[kind]
+    return "-".join(t + (f"-{activation}" if t.startswith(("conv", "fc")) else "") for t in SPECS[kind].split("-"))
+
+
 def make(kind, activation, seed):
     handgrad.manual_seed(seed)
-    model = build_model(layers=SPECS[kind], input_shape=(1, 28, 28), num_classes=10)
-    if activation == "swish":
-        for i, layer in enumerate(model):
-            if isinstance(layer, nn.ReLU):
-                model[i] = Swish()
-    return model
+    return build_model(layers=spec(kind, activation), input_shape=(1, 28, 28), num_classes=10)
 
 
 def train(model, x, y, args):
@@ -115,7 +118,7 @@ def main(argv=None) -> dict:
     results, curves = {}, {}
     for kind in ("cnn", "mlp"):
         model = make(kind, args.activation, args.seed)
-        print(f"{kind} ({SPECS[kind]}, {args.activation}): {model.num_parameters():,} parameters")
+        print(f"{kind} ({spec(kind, args.activation)}): {model.num_parameters():,} parameters")
         steps, means = train(model, x, y, args)
         for epoch, mean in enumerate(means, 1):
             print(f"  epoch {epoch}: mean loss {mean:.4f}")
