@@ -1,16 +1,19 @@
-"""One-layer MNIST classifier, the classic custom ``torch.autograd.Function`` exercise, on handgrad.
+"""One-layer MNIST classifier with one-hot targets, as ``torch.autograd.Function``s on handgrad.
 
-The model is a ``torch.nn.Module`` with its own weight and bias; its forward calls
-``handgrad.torch.LinearFunction`` and the loss ``handgrad.torch.CrossEntropyFunction``, so every
-gradient comes from handgrad's hand-written backward (functional/linear.py, functional/loss.py),
-not from autograd. torch supplies the parameters, the optimizer (SGD, lr 0.01, momentum 0.9) and
-the loop.
+The tutorial's exercise: a Linear layer and a softmax cross-entropy written as custom
+``torch.autograd.Function``s, trained on one-hot (probability) targets. Here the model is a
+``torch.nn.Module`` with its own weight and bias whose forward calls
+``handgrad.torch.LinearFunction``, and the loss is ``handgrad.torch.CrossEntropyFunction`` on
+one-hot float targets: every gradient comes from handgrad's hand-written backward
+(functional/linear.py, functional/loss.py: dL/dlogits = (softmax(logits) - onehot) / N), not from
+autograd. torch supplies the parameters, the optimizer (SGD, lr 0.01, momentum 0.9) and the loop.
+Before training it checks both Functions' gradients against torch autograd on one batch.
 
-Measured (full run: 60,000 training images, 5 epochs, batch 64, float32, seed 0): 92.2% test
-accuracy on the 10,000 MNIST test images. On 5,000 training images for 1 epoch: 85.5% on the
-first 2,000 test images (tests/test_examples.py requires 80%).
+Measured (full MNIST, 5 epochs, batch 64, float32, seed 0): mean loss 0.364 in epoch 1, 0.289 in
+epoch 5; 92.16% test accuracy.
 
     python examples/one_layer_mnist.py --data-dir /path/to/data --epochs 5
+    python examples/one_layer_mnist.py --subset 5000 --epochs 1        # the test suite's run
 """
 from __future__ import annotations
 
@@ -39,19 +42,38 @@ class OneLayer(torch.nn.Module):
         return LinearFunction.apply(x.flatten(1), self.weight, self.bias)
 
 
+def one_hot(labels, num_classes=10, dtype=torch.float32):
+    """(N,) class indices -> (N, C) probability targets with a single 1 per row."""
+    return torch.nn.functional.one_hot(torch.as_tensor(labels), num_classes).to(dtype)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None,
                         help="folder holding mnist/ (default: $HANDGRAD_DATA_DIR, then the download cache)")
+    parser.add_argument("--subset", type=int, default=None,
+                        help="train on the first N training images and test on the first N test images")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--train-size", type=int, default=None, help="use the first N training images")
-    parser.add_argument("--test-size", type=int, default=None, help="evaluate on the first N test images")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
 
-def evaluate(model, images, labels, batch_size=1000):
+def check_against_autograd(model, images, labels) -> float:
+    """The largest difference between handgrad's gradients and torch autograd's on one batch."""
+    targets = one_hot(labels)
+    x = torch.from_numpy(images)
+    grads = []
+    for loss_of in (lambda: CrossEntropyFunction.apply(model(x), targets, "mean"),
+                    lambda: torch.nn.functional.cross_entropy(x.flatten(1) @ model.weight.T + model.bias, targets)):
+        model.zero_grad()
+        loss_of().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    model.zero_grad()
+    return max(float((a - b).abs().max()) for a, b in zip(*grads))
+
+
+def evaluate(model, images, labels, batch_size=1000) -> float:
     with torch.no_grad():
         correct = sum(int((model(torch.from_numpy(images[i:i + batch_size])).argmax(1).numpy()
                            == labels[i:i + batch_size]).sum()) for i in range(0, len(labels), batch_size))
@@ -59,28 +81,30 @@ def evaluate(model, images, labels, batch_size=1000):
 
 
 def main(argv=None) -> float:
-    """Train, print the test accuracy per epoch, and return the final one (a fraction)."""
+    """Train, print each epoch's mean loss and test accuracy; return the final accuracy (a fraction)."""
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     ds = handgrad.data.load_dataset("mnist", data_dir=args.data_dir)
     normalize = handgrad.data.Normalizer(0.1307, 0.3081)
-    train_x, train_y = normalize(ds.train_images[:args.train_size]), ds.train_labels[:args.train_size]
-    test_x, test_y = normalize(ds.test_images[:args.test_size]), ds.test_labels[:args.test_size]
+    train_x, train_y = normalize(ds.train_images[:args.subset]), ds.train_labels[:args.subset]
+    test_x, test_y = normalize(ds.test_images[:args.subset]), ds.test_labels[:args.subset]
 
     model = OneLayer()
+    print(f"max |handgrad - autograd| gradient on one batch: {check_against_autograd(model, train_x[:64], train_y[:64]):.2e}")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loader = handgrad.data.DataLoader(train_x, train_y, batch_size=args.batch_size, shuffle=True, seed=args.seed)
     accuracy = 0.0
     for epoch in range(1, args.epochs + 1):
-        loss_sum, seen = 0.0, 0
+        total, seen = 0.0, 0
         for images, labels in loader:
-            loss = CrossEntropyFunction.apply(model(torch.from_numpy(images)), torch.from_numpy(labels), "mean")
+            loss = CrossEntropyFunction.apply(model(torch.from_numpy(images)), one_hot(labels), "mean")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            loss_sum, seen = loss_sum + loss.item() * len(labels), seen + len(labels)
+            total += loss.item() * len(labels)
+            seen += len(labels)
         accuracy = evaluate(model, test_x, test_y)
-        print(f"epoch {epoch}: mean train loss {loss_sum / seen:.4f}, test accuracy {accuracy:.2%}")
+        print(f"epoch {epoch}: mean loss {total / seen:.4f}, test accuracy {accuracy:.2%}")
     return accuracy
 
 

@@ -9,7 +9,7 @@ if "numpy" not in _sys.modules:
     # before `import numpy`; a value already set wins.
     _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
-from . import _moved, functional, nn, optim
+from . import _moved, functional, nn, optim, plugins
 from ._grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from ._random import default_generator, manual_seed
 from ._threads import get_num_threads, set_num_threads

@@ -467,15 +467,42 @@ def architecture(model: nn.Sequential) -> list:
     return layers
 
 
+def _registered(cls: type) -> bool:
+    """Whether ``cls`` is the class a checkpoint's name for it finds (the registries' own)."""
+    return nn.LAYERS.get(cls.__name__) is cls or nn.ACTIVATIONS.get(cls.__name__.lower()) is cls
+
+
+def check_storable(i: int, cls: type[nn.Module]) -> None:
+    """A layer class a checkpoint can name: handgrad's own, a user activation, or a user layer that
+    says which keywords rebuild it (``arguments``, filled by ``constructor_args()``)."""
+    if not _registered(cls):
+        raise HandgradError(f"layer {i} ({cls.__name__})", "another layer class of that name was defined first "
+                                                          "(handgrad's or yours): a checkpoint could not tell "
+                                                          "them apart; rename the class")
+    if cls.arguments is None and not issubclass(cls, nn.ElementwiseActivation):
+        raise HandgradError(f"layer {i} ({cls.__name__})", "cannot be stored in a checkpoint: give the class "
+                                                          "'arguments' (keyword -> (kind, required), e.g. "
+                                                          "{'features': ('size', True)}) and constructor_args()")
+
+
 def from_architecture(layers: list) -> nn.Sequential:
     """Rebuild a Sequential from ``architecture(model)``; user activations are found by name.
     The description is checked first (``check_architecture``), so a bad one raises HandgradError."""
     check_architecture(layers)
     built = []
-    for spec in layers:
+    for i, spec in enumerate(layers):
         spec = dict(spec)
-        cls = _layer_class(spec.pop("type"))
-        built.append(cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}))
+        kind = spec.pop("type")
+        cls = _layer_class(kind)
+        args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        if _builtin(cls):
+            built.append(cls(**args))
+            continue
+        try:  # a user's class: its constructor is the plug-in's code, which may refuse these arguments
+            built.append(cls(**args))
+        except Exception as e:
+            raise HandgradError(None, f"architecture layer {i} ({kind}): its constructor refused {_brief(spec)}: "
+                                      f"{type(e).__name__}: {e}") from None
     return nn.Sequential(*built)
 
 
@@ -518,7 +545,17 @@ _KIND_TEXT = {"size": f"an integer from 1 to {MAX_SIZE}", "size pair": f"an inte
 def _layer_class(kind):
     if kind in LAYER_ARGUMENTS:
         return getattr(nn, kind)
-    return nn.get_activation(kind)
+    return _user_layer(kind) or nn.get_activation(kind)
+
+
+def _user_layer(kind):
+    """A user's (a plug-in's) layer class of that name that declares its keywords, else None."""
+    cls = nn.LAYERS.get(kind)
+    return cls if cls is not None and cls.arguments is not None and not _builtin(cls) else None
+
+
+def _builtin(cls) -> bool:
+    return cls.__module__.startswith("handgrad.")
 
 
 def _is_int(v):
@@ -590,7 +627,9 @@ def check_architecture(layers, input_shape=None) -> tuple[dict, tuple]:
     ``MAX_ELEMENTS`` values per sample.
 
     Returns ``({state_dict key: (shape, floating)}, output shape per sample)``; in the output shape
-    ``None`` is a size the missing input shape leaves open and a leading ``...`` an open rank.
+    ``None`` is a size the missing input shape leaves open and a leading ``...`` an open rank. A
+    plug-in's layer (a user class with ``arguments``) gets the key ``"<i>.*"`` with shape None: any
+    floating tensors under its prefix; the shape after it is open.
     Raises HandgradError naming the entry (``architecture layer 3 (Conv2d)``) and the field.
     """
     if not isinstance(layers, list) or not layers:
@@ -598,7 +637,7 @@ def check_architecture(layers, input_shape=None) -> tuple[dict, tuple]:
     if len(layers) > MAX_LAYERS:
         raise HandgradError(None, f"'architecture' has {len(layers)} layers, more than the limit {MAX_LAYERS}")
     shape = (...,) if input_shape is None else check_input_shape(input_shape)
-    tensors: dict[str, tuple[tuple, bool]] = {}
+    tensors: dict[str, tuple[tuple | None, bool]] = {}
     for i, spec in enumerate(layers):
         where = f"architecture layer {i}"
         if not isinstance(spec, dict):
@@ -611,9 +650,10 @@ def check_architecture(layers, input_shape=None) -> tuple[dict, tuple]:
             cls = _layer_class(kind)
         except ValueError:
             known = sorted(set(LAYER_ARGUMENTS) | {c.__name__ for c in nn.ACTIVATIONS.values()})
-            raise HandgradError(None, f"{where}: unknown type {_brief(kind)}; known: {', '.join(known)}") from None
+            raise HandgradError(None, f"{where}: unknown type {_brief(kind)}; known: {', '.join(known)} (a class "
+                                      f"of your own: load its plug-in first, --plugin FILE.py)") from None
         where = f"architecture layer {i} ({kind})"
-        schema = LAYER_ARGUMENTS.get(cls.__name__, {})
+        schema = cls.arguments if _user_layer(kind) is cls else LAYER_ARGUMENTS.get(cls.__name__, {})
         args = {k: v for k, v in spec.items() if k != "type"}
         unknown = [k for k in args if k not in schema]
         if unknown:
@@ -626,6 +666,12 @@ def check_architecture(layers, input_shape=None) -> tuple[dict, tuple]:
             if not _check_value(schema[key][0], value):
                 raise HandgradError(None, f"{where}: {key!r} must be {_KIND_TEXT[schema[key][0]]}, "
                                           f"got {_brief(value)}")
+        if _user_layer(kind) is cls:
+            # A plug-in's layer: its parameters and output shape are its own business. Its tensors
+            # are taken as stored ("i.*"), and the strict load_state_dict checks them once built.
+            tensors[f"{i}.*"] = (None, True)
+            shape = (...,)
+            continue
         shape = _next_shape(cls.__name__, args, shape, where, f"{i}.", tensors)
         size = _size(shape)
         if size is not None and size > MAX_ELEMENTS:

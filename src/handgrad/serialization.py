@@ -86,10 +86,16 @@ def save(model, path, /, reference_inputs=None, **metadata) -> None:
     the model's outputs for them under the metadata key "reference" (no extra tensors), which the
     C++ loader recomputes to name the first layer whose output diverges."""
     from . import __version__
-    from .models import architecture
+    from .models import architecture, check_storable
+    from .plugins import plugins_of
 
     header = {"format": FORMAT, "handgrad_version": __version__, "architecture": architecture(model),
               "dtype": np.dtype(model.dtype).name, **metadata}
+    for i, layer in enumerate(model):
+        check_storable(i, type(layer))
+    plugins = plugins_of(model)
+    if plugins:  # where each class of the user's came from, for the error that names it at load
+        header["plugins"] = plugins
     if reference_inputs is not None:
         header["reference"] = reference_checks(model, reference_inputs)
     save_tensors(path, model.state_dict(), {k: json.dumps(v) for k, v in header.items()})
@@ -143,9 +149,11 @@ def check_checkpoint(path, meta: dict, tensors: dict) -> None:
     def fail(message):
         raise HandgradError(str(path), message)
 
+    plugins = _check_plugins(path, meta.get("plugins"))
     try:
         expected, output = check_architecture(meta["architecture"], meta.get("input_shape"))
     except HandgradError as e:
+        _fail_on_missing_plugin(path, meta["architecture"], plugins)
         fail(str(e))
     if "dtype" in meta and meta["dtype"] not in ("float32", "float64"):
         fail(f"'dtype' must be \"float32\" or \"float64\", got {_brief(meta['dtype'])}")
@@ -167,6 +175,11 @@ def check_checkpoint(path, meta: dict, tensors: dict) -> None:
     for key in ("dataset", "model"):
         if meta.get(key) is not None and not isinstance(meta[key], str):
             fail(f"{key!r} must be a string, got {_brief(meta[key])}")
+    # a plug-in layer's tensors ("i.*") are whatever the file holds under its prefix
+    opaque = tuple(k[:-1] for k, (shape, _) in expected.items() if shape is None)
+    expected = dict(expected, **{k: (tuple(tensors[k][0]), True) for k in tensors if k.startswith(opaque)}) \
+        if opaque else expected
+    expected = {k: v for k, v in expected.items() if v[0] is not None}
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
     problems = ([f"missing tensors: {', '.join(missing)}"] if missing else []) + \
@@ -183,6 +196,41 @@ def check_checkpoint(path, meta: dict, tensors: dict) -> None:
             problems.append(f"{key}: expected {kinds}, got {got_dtype}")
     if problems:
         fail(f"tensors do not match the stored architecture: {'; '.join(problems)}")
+
+
+def _check_plugins(path, plugins) -> dict:
+    """The checkpoint's ``plugins`` record, checked: {class name: the plug-in that defined it}."""
+    from .models import MAX_LAYERS
+
+    if plugins is None:
+        return {}
+    entries_ok = isinstance(plugins, list) and len(plugins) <= MAX_LAYERS and all(
+        isinstance(p, dict) and set(p) == {"plugin", "classes"} and isinstance(p["plugin"], str)
+        and 0 < len(p["plugin"]) <= 4096 and isinstance(p["classes"], list) and len(p["classes"]) <= MAX_LAYERS
+        and all(isinstance(c, str) and 0 < len(c) <= 256 for c in p["classes"]) for p in plugins)
+    if not entries_ok:
+        raise HandgradError(str(path), f"'plugins' must be a list of {{\"plugin\": a path or module name, "
+                                       f"\"classes\": [class names]}}, got {_brief(plugins)}")
+    return {c: p["plugin"] for p in plugins for c in p["classes"]}
+
+
+def _fail_on_missing_plugin(path, layers, plugins) -> None:
+    """The one-line error for the first layer whose class a plug-in defined and no plug-in loaded
+    has registered. Nothing is imported here: loading never runs code by itself."""
+    from .models import _layer_class
+    from .plugins import PluginError, how_to_load
+
+    if not plugins or not isinstance(layers, list):
+        return
+    for i, spec in enumerate(layers):
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if not isinstance(kind, str) or kind not in plugins:
+            continue
+        try:
+            _layer_class(kind)
+        except ValueError:
+            raise PluginError(str(path), f"layer {i} is a {kind}, a class from the plug-in {plugins[kind]}, "
+                                         f"which is not loaded: {how_to_load(plugins[kind])}") from None
 
 
 def _finite(value) -> bool:

@@ -82,8 +82,8 @@ def _activation(text):
     try:
         get_activation(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"unknown activation {text!r}; known: {', '.join(sorted(ACTIVATIONS))}") \
-            from None
+        raise argparse.ArgumentTypeError(f"unknown activation {text!r}; known: {', '.join(sorted(ACTIVATIONS))} "
+                                         f"(one of your own: pass --plugin FILE.py that defines it)") from None
     return text
 
 
@@ -117,6 +117,28 @@ def _add_model_options(p, sweepable=False):
         p.add_argument("--init", default="default", choices=list(INITS),
                        help="weight initialisation of Linear and Conv2d layers (default: PyTorch's, "
                             "U(+-1/sqrt(fan_in)) for weight and bias); the others set biases to 0")
+
+
+#: The commands that take --plugin: every one that builds or loads a model.
+PLUGIN_COMMANDS = ("train", "eval", "predict", "info", "explain", "export", "compare", "sweep", "report")
+PLUGIN_HELP = ("import a Python file (my_acts.py) or module (package.module) that defines activations or layers "
+               "of your own, before anything else; repeatable. Needed to load a checkpoint that uses them: "
+               "loading never imports code by itself")
+
+
+def _add_plugin_option(p):
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE", help=PLUGIN_HELP)
+
+
+def _load_plugins(argv) -> None:
+    """Import the --plugin files and modules named in ``argv`` before the full parser reads it, so
+    ``--activation`` and ``--layers`` know their classes. Raises PluginError naming the plug-in."""
+    from .plugins import load_plugins
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _add_plugin_option(pre)
+    known, _ = pre.parse_known_args(argv)
+    load_plugins(known.plugin)
 
 
 def _check_model_or_spec(name) -> str | None:
@@ -190,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_visual_commands(sub)
     _add_export_command(sub)
+    for name, command in sub.choices.items():
+        if name in PLUGIN_COMMANDS:
+            _add_plugin_option(command)
     return parser
 
 
@@ -549,7 +574,7 @@ def cmd_info(args) -> int:
     for name in model.nonfinite:
         print(f"handgrad: warning: {args.checkpoint}: tensor {name} is not finite; eval and predict refuse it",
               file=sys.stderr)
-    for key in ("dataset", "model", "layers", "loss", "epoch", "input_shape", "classes", "normalization"):
+    for key in ("dataset", "model", "layers", "loss", "epoch", "input_shape", "classes", "normalization", "plugins"):
         if key in meta:
             print(f"  {key}: {meta[key]}")
     print(summary(model, meta.get("input_shape", (1, 28, 28))))
@@ -727,6 +752,11 @@ def _join_world(args):
 def main(argv=None) -> int:
     from ..errors import HandgradError
 
+    try:
+        _load_plugins(sys.argv[1:] if argv is None else argv)
+    except HandgradError as e:
+        print(f"handgrad: error: {e}", file=sys.stderr)
+        return 1
     args = build_parser().parse_args(argv)
     world = None
     try:

@@ -89,6 +89,7 @@ def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from .compare import check_specs, with_model
+    from .plugins import LOADED, load_plugins
     from .training import TrainConfig
 
     unknown = [k for k in grid if k not in GRID_FIELDS]
@@ -116,7 +117,9 @@ def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int
         f"{per_worker} thread{'s' if per_worker > 1 else ''} each")
     results = {}
     # spawn: a fresh interpreter per worker, safe whatever threads the parent has started
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # ... so each worker imports the parent's plug-ins again, before it unpickles a job
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=load_plugins, initargs=(list(LOADED.values()),)) as pool:
         futures = {pool.submit(_train_point, config, per_worker): name for name, (_, config) in jobs.items()}
         for future in as_completed(futures):
             name = futures[future]

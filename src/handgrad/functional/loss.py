@@ -34,21 +34,31 @@ def _upstream(grad_output, reduction, count, dtype):
 def cross_entropy_forward(logits, target, reduction="mean") -> tuple[np.ndarray, Any]:
     """Softmax cross-entropy, fused: loss_n = -log softmax(logits_n)[target_n]
                                             = logsumexp(logits_n) - logits_n[target_n].
+    With probability (one-hot or soft) targets t_n, as torch's:
+                                     loss_n = -sum_c t_n[c] log softmax(logits_n)[c].
 
-    Shapes: logits (N, C), target (N,) integer class indices -> loss () or (N,) for 'none'.
+    Shapes: logits (N, C); target (N,) integer class indices, or (N, C) floating probabilities of
+    the logits' dtype -> loss () or (N,) for 'none'. 'mean' divides by N either way.
     """
     log_probs, _ = log_softmax_forward(logits, dim=1)
-    rows = np.arange(logits.shape[0])
-    loss = _reduce(-log_probs[rows, target], reduction)
+    if target.ndim == 2:
+        loss = _reduce(-(target * log_probs).sum(axis=1, dtype=log_probs.dtype), reduction)
+    else:
+        loss = _reduce(-log_probs[np.arange(logits.shape[0]), target], reduction)
     # backward needs softmax(logits) = exp(log_probs) and the targets.
     return loss, (np.exp(log_probs), target, reduction)
 
 
 def cross_entropy_backward(grad_output, cache) -> np.ndarray:
-    """dL/dlogits_n = (softmax(logits_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean')"""
+    """dL/dlogits_n = (softmax(logits_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean');
+    with probability targets t_n: (softmax(logits_n) * sum_c t_n[c] - t_n) * dL/dloss_n, which is
+    softmax - t_n when t_n sums to 1."""
     probs, target, reduction = cache
-    grad = probs.copy()
-    grad[np.arange(len(target)), target] -= 1
+    if target.ndim == 2:
+        grad = probs * target.sum(axis=1, keepdims=True, dtype=probs.dtype) - target
+    else:
+        grad = probs.copy()
+        grad[np.arange(len(target)), target] -= 1
     grad *= _upstream(grad_output, reduction, len(target), probs.dtype)
     return grad
 
@@ -97,11 +107,15 @@ def _check_reduction(where, reduction):
     return reduction
 
 
-def _check_class_targets(where, arrays, options):
+def _check_class_targets(where, arrays, options, probabilities=False):
     from ..nn.loss import check_class_targets  # the layers' own check, so both front-ends word it alike
 
-    check_class_targets(where, arrays["input"], arrays["target"])
+    check_class_targets(where, arrays["input"], arrays["target"], probabilities=probabilities)
     return {"reduction": _check_reduction(where, options["reduction"])}
+
+
+def _check_cross_entropy_targets(where, arrays, options):
+    return _check_class_targets(where, arrays, options, probabilities=True)
 
 
 def _check_mse_loss(where, arrays, options):
@@ -147,7 +161,7 @@ register(
            lambda torch: torch.nn.functional.cross_entropy,
            _class_target_cases(lambda rng: rng.standard_normal((4, 5))),
            tensors=("input", "target"), integer=("target",), options=_REDUCTION,
-           bridge=Bridge("CrossEntropyLoss", function="CrossEntropyFunction", check=_check_class_targets,
+           bridge=Bridge("CrossEntropyLoss", function="CrossEntropyFunction", check=_check_cross_entropy_targets,
                          unsupported=_cross_entropy_unsupported)),
     OpSpec("nll_loss", nll_loss_forward, nll_loss_backward, lambda torch: torch.nn.functional.nll_loss,
            _class_target_cases(lambda rng: log_softmax_forward(rng.standard_normal((4, 5)), 1)[0]),

@@ -50,6 +50,44 @@ def _cross_entropy_grad(probs, target, upstream, grad):
         grad[n, t] = (probs[n, t] - 1) * u   # as (softmax - onehot) * u: no cancellation where softmax ~ 1
 
 
+@njit(cache=True, error_model="numpy")
+def _cross_entropy_rows_soft(logits, target, per_sample, probs):
+    """With probabilities t_n: loss_n = sum_c t_n[c] * (logsumexp(logits_n) - x_c), in the pass that
+    also leaves probs_n = softmax(logits_n) for backward."""
+    n_rows, n_classes = logits.shape
+    for n in range(n_rows):
+        row, p, t = logits[n], probs[n], target[n]
+        m = row[0]
+        for c in range(1, n_classes):
+            if row[c] > m or row[c] != row[c]:
+                m = row[c]
+        total = 0.0
+        for c in range(n_classes):
+            e = np.exp(row[c] - m)
+            p[c] = e
+            total += e
+        log_total = m + np.log(total)
+        loss = 0.0
+        for c in range(n_classes):
+            p[c] = p[c] / total
+            loss += t[c] * (log_total - row[c])
+        per_sample[n] = loss
+
+
+@njit(cache=True, error_model="numpy")
+def _cross_entropy_grad_soft(probs, target, upstream, grad):
+    """grad[n, c] = (probs[n, c] * sum_k t[n, k] - t[n, c]) * upstream_n."""
+    n_rows, n_classes = probs.shape
+    per_sample = upstream.shape[0] > 1
+    for n in range(n_rows):
+        u = upstream[n] if per_sample else upstream[0]
+        mass = 0.0
+        for c in range(n_classes):
+            mass += target[n, c]
+        for c in range(n_classes):
+            grad[n, c] = (probs[n, c] * mass - target[n, c]) * u
+
+
 def _upstream(grad_output, reduction, count, dtype):
     """dL/dloss_n as an array: one value for every sample ('mean', 'sum') or one per sample ('none')."""
     g = np.asarray(grad_output, dtype=dtype)
@@ -59,15 +97,16 @@ def _upstream(grad_output, reduction, count, dtype):
 
 
 def cross_entropy_forward(logits, target, reduction="mean"):
-    """loss_n = logsumexp(logits_n) - logits_n[target_n]: max, exp-sum, log, loss and softmax in one
-    pass over each row while it sits in L1 (the reference's six passes and four temporaries fused)."""
+    """loss_n = logsumexp(logits_n) - logits_n[target_n] (with probabilities t_n, sum_c t_n[c] *
+    (logsumexp(logits_n) - x_c)): max, exp-sum, log, loss and softmax in one pass over each row while
+    it sits in L1 (the reference's six passes and four temporaries fused)."""
     if logits.dtype not in COMPILED_DTYPES:
         return reference.cross_entropy_forward(logits, target, reduction)  # the same cache
     logits = np.ascontiguousarray(logits)
     target = np.ascontiguousarray(target)
     per_sample = np.empty(logits.shape[0], dtype=logits.dtype)
     probs = np.empty_like(logits)
-    _cross_entropy_rows(logits, target, per_sample, probs)
+    (_cross_entropy_rows_soft if target.ndim == 2 else _cross_entropy_rows)(logits, target, per_sample, probs)
     # backward needs softmax(logits) and the targets, as the reference's.
     return _reduce(per_sample, reduction), (probs, target, reduction)
 
@@ -79,7 +118,8 @@ def cross_entropy_backward(grad_output, cache):
     if probs.dtype not in COMPILED_DTYPES:
         return reference.cross_entropy_backward(grad_output, cache)
     grad = np.empty_like(probs)
-    _cross_entropy_grad(probs, target, _upstream(grad_output, reduction, len(target), probs.dtype), grad)
+    (_cross_entropy_grad_soft if target.ndim == 2 else _cross_entropy_grad)(
+        probs, target, _upstream(grad_output, reduction, len(target), probs.dtype), grad)
     return grad
 
 

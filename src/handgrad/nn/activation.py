@@ -26,15 +26,27 @@ ACTIVATIONS: dict[str, type] = {}
 
 
 def register_activation(name: str, cls: type) -> type:
-    ACTIVATIONS[name.lower().replace("-", "_")] = cls
+    """Register ``cls`` under ``name``. A user class may replace a user class of its name (a cell run
+    again in a notebook), never one of handgrad's own."""
+    key = name.lower().replace("-", "_")
+    current = ACTIVATIONS.get(key)
+    if current is not None and current is not cls and _builtin(current) and not _builtin(cls):
+        raise HandgradError(cls.__name__, f"the activation name {key!r} is handgrad's own ({current.__name__}); "
+                                          f"give yours another name")
+    ACTIVATIONS[key] = cls
     return cls
+
+
+def _builtin(cls) -> bool:
+    return cls.__module__.startswith("handgrad.")
 
 
 def get_activation(name: str) -> type:
     """The activation class registered under ``name`` (case-insensitive; '-' and '_' alike)."""
     key = name.lower().replace("-", "_")
     if key not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}")
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))} (one of your own: "
+                         f"pass --plugin FILE.py that defines it, or import it)")
     return ACTIVATIONS[key]
 
 
@@ -206,6 +218,11 @@ class ElementwiseActivation(_Activation):
 def define_activation(name: str, function, derivative, check: bool = True) -> type:
     """A new activation class from y = function(x) and its derivative f'(x), both element-wise on
     NumPy arrays. Refused (ActivationDerivativeError) if the derivative is wrong."""
+    import sys
+
+    # The caller's module, as a class statement there would have it: checkpoints record where
+    # the class came from (handgrad.plugins.source_of).
     attrs = {"function": staticmethod(function), "derivative": staticmethod(derivative),
-             "__doc__": f"User-defined activation {name}: y = f(x), dL/dx = G * f'(x)."}
+             "__doc__": f"User-defined activation {name}: y = f(x), dL/dx = G * f'(x).",
+             "__module__": sys._getframe(1).f_globals.get("__name__", "__main__")}
     return type(name, (ElementwiseActivation,), attrs, check=check)

@@ -76,8 +76,8 @@ class Conv2d(Module):
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """(Ho, Wo) for an (H, W) input."""
-        return tuple(F.conv_output_size(size, k, s, p)
-                     for size, k, s, p in zip((h, w), self.kernel_size, self.stride, self.padding))
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return F.conv_output_size(h, kh, sh, ph), F.conv_output_size(w, kw, sw, pw)
 
     def forward(self, x):
         self.check_input(x)

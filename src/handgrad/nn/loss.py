@@ -41,15 +41,23 @@ class _Loss(Module):
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
 
 
-def check_class_targets(layer, input, target) -> None:
-    """input (N, C) floating; target (N,) integer class indices in [0, C)."""
+def check_class_targets(layer, input, target, probabilities: bool = False) -> None:
+    """input (N, C) floating; target (N,) integer class indices in [0, C), or, with
+    ``probabilities``, (N, C) class probabilities (one-hot or soft) of the input's dtype."""
     check_ndim(layer, "input", input, (2,), "(N, C)")
     check_floating(layer, "input", input)
     if not isinstance(target, np.ndarray):
         raise HandgradError(layer, "expected target to be a numpy.ndarray of class indices, "
                                    f"got {type(target).__name__}")
+    if probabilities and np.issubdtype(target.dtype, np.floating) and target.ndim == 2:
+        if target.shape != input.shape:
+            raise ShapeError(layer, f"expected probability target of the input's shape {fmt_shape(input.shape)}, "
+                                    f"got {fmt_shape(target.shape)} (class indices are an integer (N,) array)")
+        check_floating(layer, "probability target", target, input.dtype)
+        return
     if not np.issubdtype(target.dtype, np.integer):
-        raise DTypeError(layer, f"expected target of an integer dtype (class indices), got {target.dtype.name}")
+        also = ", or probabilities (N, C) of the input's dtype" if probabilities else ""
+        raise DTypeError(layer, f"expected target of an integer dtype (class indices){also}, got {target.dtype.name}")
     if target.shape != input.shape[:1]:
         raise ShapeError(layer, f"expected target of shape ({input.shape[0]},) to match input "
                                 f"{fmt_shape(input.shape)}, got {fmt_shape(target.shape)}")
@@ -63,14 +71,17 @@ class CrossEntropyLoss(_Loss):
     """loss_n = logsumexp(x_n) - x_n[target_n]: log-softmax and negative log-likelihood fused, so
     no exp overflows for logits of any size.
 
-    Shape: input (N, C) logits, target (N,) integer classes -> float (or (N,) for 'none').
-    backward: dL/dx_n = (softmax(x_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean').
+    Shape: input (N, C) logits, target (N,) integer classes or (N, C) probabilities (one-hot or
+    soft, the input's dtype; loss_n = -sum_c target_n[c] log softmax(x_n)[c]) -> float (or (N,)
+    for 'none').
+    backward: dL/dx_n = (softmax(x_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean');
+    with probabilities, (softmax(x_n) * sum_c target_n[c] - target_n) * dL/dloss_n.
     """
 
     op = "cross_entropy"
 
     def forward(self, input, target) -> Any:
-        check_class_targets(self, input, target)
+        check_class_targets(self, input, target, probabilities=True)
         return self._finish(*kernels.op("cross_entropy_forward")(input, target, self.reduction))
 
 

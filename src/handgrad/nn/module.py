@@ -14,7 +14,8 @@ from .parameter import Parameter
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 #: Every layer class by name, registered as it is defined; ``models.CONSTRUCTOR_ARGS`` reads each
-#: one's ``constructor_args``. The first class of a name stays: a user's class cannot shadow handgrad's.
+#: one's ``constructor_args``. A user's class cannot shadow handgrad's; it replaces a user's class of
+#: its name (a notebook cell run again, a plug-in imported anew), as the activations' registry does.
 LAYERS: dict[str, type[Module]] = {}
 
 
@@ -38,7 +39,9 @@ class Module:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if not cls.__name__.startswith("_"):
-            LAYERS.setdefault(cls.__name__, cls)
+            current = LAYERS.get(cls.__name__)
+            if current is None or not _builtin(current) and not _builtin(cls):
+                LAYERS[cls.__name__] = cls
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -278,6 +281,10 @@ class Module:
         if not lines:
             return head + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _builtin(cls) -> bool:
+    return cls.__module__.startswith("handgrad.")
 
 
 def _as_numpy(value):
