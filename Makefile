@@ -38,6 +38,7 @@ demo: $(CLI)
 # Lint, format and types first: a new violation fails the build before the long test run.
 test: $(TEST) cpp
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
 	sh scripts/ensure-chromium.sh
 	ctest --test-dir cpp/build --output-on-failure

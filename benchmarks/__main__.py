@@ -25,6 +25,7 @@ The machine's limit: the FLOPs of every matrix product of a step (forward, dL/dx
 for the first layer, as neither library computes it), each divided by the sgemm throughput measured
 at that same shape with NumPy's BLAS; an implementation's "% of limit" is that time over its own.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,13 +76,19 @@ CPP = ROOT / "cpp" / "build" / "handgrad-cpp"  # the C++ twin, when `make cpp` h
 TRAIN_TARGETS = {"mlp": 1.5, "lenet5": 1.5, "tiny-cnn": 1.2}  # training throughput over PyTorch's, at least
 INFER_TARGET = 1.2  # inference at batch 1000 over PyTorch's, at least
 HANDGRAD_IMPLS = {"handgrad": "kernels", "handgrad-ref": "reference"}  # impl -> HANDGRAD_KERNELS
-NAMES = {"handgrad": "handgrad", "handgrad-ref": "handgrad reference", "torch": "PyTorch",
-         "sklearn": "scikit-learn", "cpp": "C++"}
+NAMES = {
+    "handgrad": "handgrad",
+    "handgrad-ref": "handgrad reference",
+    "torch": "PyTorch",
+    "sklearn": "scikit-learn",
+    "cpp": "C++",
+}
 
 
 # -- data ------------------------------------------------------------------------------------------
 def load_mnist(data_dir):
     from handgrad.data import Normalizer, load_dataset
+
     ds = load_dataset("mnist", data_dir=data_dir)
     norm = Normalizer.fit(ds.train_images)
     return norm(ds.train_images), ds.train_labels, norm(ds.test_images), ds.test_labels
@@ -92,7 +99,7 @@ def batches(n_train, batch, steps, seed=0):
     order = np.random.default_rng(seed).permutation(n_train)
     reps = -(-steps * batch // n_train)
     order = np.concatenate([order] * reps)
-    return [order[i * batch:(i + 1) * batch] for i in range(steps)]
+    return [order[i * batch : (i + 1) * batch] for i in range(steps)]
 
 
 # -- the three implementations ---------------------------------------------------------------------
@@ -104,6 +111,7 @@ def handgrad_model(name):
 def torch_model(name):
     """torch.nn twin of the handgrad model, with the same initial weights (state_dict keys agree)."""
     import torch
+
     tnn = torch.nn
     model = handgrad_model(name)
     layers = []
@@ -112,8 +120,15 @@ def torch_model(name):
         if kind == "Linear":
             layers.append(tnn.Linear(spec["in_features"], spec["out_features"]))
         elif kind == "Conv2d":
-            layers.append(tnn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]),
-                                     tuple(spec["stride"]), tuple(spec["padding"])))
+            layers.append(
+                tnn.Conv2d(
+                    spec["in_channels"],
+                    spec["out_channels"],
+                    tuple(spec["kernel_size"]),
+                    tuple(spec["stride"]),
+                    tuple(spec["padding"]),
+                )
+            )
         elif kind == "MaxPool2d":
             layers.append(tnn.MaxPool2d(tuple(spec["kernel_size"]), tuple(spec["stride"]), tuple(spec["padding"])))
         elif kind == "ReLU":
@@ -139,11 +154,13 @@ def handgrad_trainer(name, x, y):
             opt.zero_grad()
             model.backward(loss_fn.backward(), input_grad=False)
             opt.step()
+
     return run
 
 
 def torch_trainer(name, x, y):
     import torch
+
     model = torch_model(name)
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -157,6 +174,7 @@ def torch_trainer(name, x, y):
             opt.zero_grad()
             loss.backward()
             opt.step()
+
     return run
 
 
@@ -164,16 +182,26 @@ def sklearn_trainer(name, x, y, batch):
     """MLPClassifier with the MLP's layers, SGD with the same lr and momentum; one ``partial_fit``
     is one epoch over the samples it is given (here: the same batches, in order)."""
     from sklearn.neural_network import MLPClassifier
+
     assert name == "mlp"
-    clf = MLPClassifier(hidden_layer_sizes=(250, 250), activation="relu", solver="sgd", alpha=0.0,
-                        batch_size=batch, learning_rate_init=LR, momentum=MOMENTUM, nesterovs_momentum=False,
-                        shuffle=False)
+    clf = MLPClassifier(
+        hidden_layer_sizes=(250, 250),
+        activation="relu",
+        solver="sgd",
+        alpha=0.0,
+        batch_size=batch,
+        learning_rate_init=LR,
+        momentum=MOMENTUM,
+        nesterovs_momentum=False,
+        shuffle=False,
+    )
     flat = x.reshape(len(x), -1)
     clf.partial_fit(flat[:batch], y[:batch], classes=np.arange(10))  # allocates the weights
 
     def run(index_batches):
         idx = np.concatenate(index_batches)
         clf.partial_fit(flat[idx], y[idx])
+
     return run
 
 
@@ -183,19 +211,22 @@ def handgrad_inference(name, x):
     def run():
         with handgrad.no_grad():
             for s in range(0, len(x), INFER_BATCH):
-                model(x[s:s + INFER_BATCH])
+                model(x[s : s + INFER_BATCH])
+
     return run
 
 
 def torch_inference(name, x):
     import torch
+
     model = torch_model(name).eval()
     tx = torch.from_numpy(x)
 
     def run():
         with torch.no_grad():
             for s in range(0, len(x), INFER_BATCH):
-                model(tx[s:s + INFER_BATCH])
+                model(tx[s : s + INFER_BATCH])
+
     return run
 
 
@@ -213,20 +244,20 @@ def gemm_shapes(name, batch, training=True):
             h = layer(h)
             if isinstance(layer, nn.Linear):
                 m, k, n = batch, layer.in_features, layer.out_features
-                shapes.append((m, k, n))                      # y = x @ W.T
+                shapes.append((m, k, n))  # y = x @ W.T
                 if training:
-                    shapes.append((n, m, k))                  # dW = G.T @ x
+                    shapes.append((n, m, k))  # dW = G.T @ x
                     if not first:
-                        shapes.append((m, n, k))              # dx = G @ W
+                        shapes.append((m, n, k))  # dx = G @ W
                 first = False
             elif isinstance(layer, nn.Conv2d):
                 o, c, kh, kw = layer.weight.shape
                 p = batch * h.shape[2] * h.shape[3]
-                shapes.append((o, c * kh * kw, p))            # Y = W @ cols
+                shapes.append((o, c * kh * kw, p))  # Y = W @ cols
                 if training:
-                    shapes.append((o, p, c * kh * kw))        # dW = G @ cols.T
+                    shapes.append((o, p, c * kh * kw))  # dW = G @ cols.T
                     if not first:
-                        shapes.append((c * kh * kw, o, p))    # dcols = W.T @ G
+                        shapes.append((c * kh * kw, o, p))  # dcols = W.T @ G
                 first = False
     return shapes
 
@@ -261,8 +292,13 @@ def limit(name, batch, training=True):
     shapes = gemm_shapes(name, batch, training)
     flops = sum(2 * m * k * n for m, k, n in shapes)
     seconds = sum(sgemm_seconds(*s) for s in shapes)
-    return {"flops_per_step": flops, "limit_s_per_step": seconds, "gflops": flops / seconds / 1e9,
-            "limit_samples_per_s": batch / seconds, "shapes": shapes}
+    return {
+        "flops_per_step": flops,
+        "limit_s_per_step": seconds,
+        "gflops": flops / seconds / 1e9,
+        "limit_samples_per_s": batch / seconds,
+        "shapes": shapes,
+    }
 
 
 def step_floor(name, batch):
@@ -282,7 +318,7 @@ def step_floor(name, batch):
 def sgemm_probe():
     """GFLOP/s of a fixed 256^3 sgemm: a before/after marker of how fast the machine is right now."""
     s = sgemm_seconds(256, 256, 256, min_time=0.02)
-    return 2 * 256 ** 3 / s / 1e9
+    return 2 * 256**3 / s / 1e9
 
 
 # -- timing ----------------------------------------------------------------------------------------
@@ -302,8 +338,7 @@ def clean_repeats(res, impls, slow=0.7):
     best = res["best_probe"]
     probes = res["probe"]  # per repeat, per implementation in run order: [before, after]
     per_repeat = len(impls) * 2
-    return [r for r in range(len(res[impls[0]]))
-            if min(probes[r * per_repeat:(r + 1) * per_repeat]) >= slow * best]
+    return [r for r in range(len(res[impls[0]])) if min(probes[r * per_repeat : (r + 1) * per_repeat]) >= slow * best]
 
 
 def fmt_rate(s):
@@ -331,6 +366,7 @@ def rss_job(impl, name, batch, steps, data_dir):
     x, y, _, _ = load_mnist(data_dir)
     if impl == "torch":
         import torch
+
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     base = _status_mib("VmRSS")
     reset_peak_rss()
@@ -345,25 +381,55 @@ def time_job(impl, kind, name, batch, steps, data_dir):
     (torch's OpenMP, a second OpenBLAS) is left spinning on the cores while this one runs."""
     if impl == "cpp":  # the C++ binary times its own steps (after a warm-up) on batches of MNIST's shape
         before = sgemm_probe()
-        out = subprocess.run([str(CPP), "bench", "--model", name, "--batch-size", str(batch), "--steps", str(steps),
-                              "--warmup", "20", "--json"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                str(CPP),
+                "bench",
+                "--model",
+                name,
+                "--batch-size",
+                str(batch),
+                "--steps",
+                str(steps),
+                "--warmup",
+                "20",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         res = json.loads(out)
-        print(json.dumps({"samples_per_s": res["samples_per_s"], "probe": [before, sgemm_probe()],
-                          "build": {k: res[k] for k in ("flags", "eigen_threads", "openmp")}}))
+        print(
+            json.dumps(
+                {
+                    "samples_per_s": res["samples_per_s"],
+                    "probe": [before, sgemm_probe()],
+                    "build": {k: res[k] for k in ("flags", "eigen_threads", "openmp")},
+                }
+            )
+        )
         return
     x, y, tx, _ = load_mnist(data_dir)
     if impl == "torch":
         import torch
+
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         torch.set_num_interop_threads(1)
     if kind == "train":
-        make = {"handgrad": handgrad_trainer, "handgrad-ref": handgrad_trainer, "torch": torch_trainer,
-                "sklearn": lambda n, a, b: sklearn_trainer(n, a, b, batch)}[impl]
+        make = {
+            "handgrad": handgrad_trainer,
+            "handgrad-ref": handgrad_trainer,
+            "torch": torch_trainer,
+            "sklearn": lambda n, a, b: sklearn_trainer(n, a, b, batch),
+        }[impl]
         run = make(name, x, y)
         run(batches(len(x), batch, 20, seed=1))  # warm-up
         work, samples = batches(len(x), batch, steps), batch * steps
     else:
-        run = {"handgrad": handgrad_inference, "handgrad-ref": handgrad_inference, "torch": torch_inference}[impl](name, tx)
+        run = {"handgrad": handgrad_inference, "handgrad-ref": handgrad_inference, "torch": torch_inference}[impl](
+            name, tx
+        )
         run()
         work, samples = None, len(tx)
     before = sgemm_probe()
@@ -387,8 +453,10 @@ def child(args, extra, impl=None):
 def import_seconds(module, repeats=5):
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                  env=env).stdout) for _ in range(repeats)]
+    times = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout)
+        for _ in range(repeats)
+    ]
     return summary(times)
 
 
@@ -405,10 +473,12 @@ def op_times(name, batch, x, y, repeats, steps=20):
     # as Sequential.backward: the first layer with parameters needs no input gradient, and nothing
     # below it is run backward
     first = next(i for i, layer in enumerate(layers) if any(True for _ in layer.parameters()))
-    labels = ([f"{i} {type(layer).__name__} forward" for i, layer in enumerate(layers)]
-              + ["CrossEntropyLoss forward", "CrossEntropyLoss backward"]
-              + [f"{i} {type(layers[i]).__name__} backward" for i in reversed(range(first, len(layers)))]
-              + ["SGD step"])
+    labels = (
+        [f"{i} {type(layer).__name__} forward" for i, layer in enumerate(layers)]
+        + ["CrossEntropyLoss forward", "CrossEntropyLoss backward"]
+        + [f"{i} {type(layers[i]).__name__} backward" for i in reversed(range(first, len(layers)))]
+        + ["SGD step"]
+    )
 
     def step(idx, clock):
         h = x[idx]
@@ -430,6 +500,7 @@ def op_times(name, batch, x, y, repeats, steps=20):
             totals[clock.k] += time.perf_counter() - t
             clock.k += 1
             return out
+
         for idx in index_batches:
             clock.k = 0
             step(idx, clock)
@@ -441,7 +512,7 @@ def op_times(name, batch, x, y, repeats, steps=20):
             run(batches(len(x), batch, 3, seed=2))
     result = {side: [] for side in sides}
     for r in range(repeats):
-        for side in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+        for side in list(sides) if r % 2 == 0 else list(sides)[::-1]:
             with sides[side]():
                 result[side].append(run(batches(len(x), batch, steps, seed=3 + r)))
     return {"labels": labels, **result}
@@ -489,21 +560,26 @@ def startup_seconds(name, batch=64, cached_repeats=3):
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), NUMBA_CACHE_DIR=cache, HANDGRAD_KERNELS="kernels")
         for kind in ["empty cache"] + ["cached"] * cached_repeats + ["references"]:
             run_env = dict(env, HANDGRAD_KERNELS="reference") if kind == "references" else env
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env,
-                                 cwd=ROOT)
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env, cwd=ROOT)
             if out.returncode != 0:
                 raise RuntimeError(f"start-up run of {name} failed:\n{out.stderr[-3000:]}")
             runs[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    return {kind: {key: summary([r[key] for r in rs]) for key in ("import_s", "first_step_s", "to_first_step_s",
-                                                                  "second_step_s")}
-            for kind, rs in runs.items()}
+    return {
+        kind: {
+            key: summary([r[key] for r in rs])
+            for key in ("import_s", "first_step_s", "to_first_step_s", "second_step_s")
+        }
+        for kind, rs in runs.items()
+    }
 
 
 def numba_imported_by_import_handgrad() -> bool:
     code = "import sys, handgrad; print('numba' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env=env).stdout.strip() == "True"
+    return (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.strip()
+        == "True"
+    )
 
 
 # -- accuracy: kernels vs references ----------------------------------------------------------------
@@ -520,20 +596,26 @@ def one_epoch_accuracy(name, x, y, tx, ty, batch=64):
     seconds = time.perf_counter() - t
     model.eval()
     with handgrad.no_grad():
-        pred = np.concatenate([model(tx[s:s + 1000]).argmax(1) for s in range(0, len(tx), 1000)])
+        pred = np.concatenate([model(tx[s : s + 1000]).argmax(1) for s in range(0, len(tx), 1000)])
     return float((pred == ty).mean()), seconds
 
 
 # -- the report ------------------------------------------------------------------------------------
 def environment(threads):
     from threadpoolctl import threadpool_info
-    env = {"python": sys.version.split()[0], "numpy": np.__version__, "handgrad": handgrad.__version__,
-           "platform": platform.platform(), "threads": threads,
-           "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
-           "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT", "(unset)"),
-           "handgrad threads": handgrad.get_num_threads(),
-           "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS", "(unset)"),
-           "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)")}
+
+    env = {
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "handgrad": handgrad.__version__,
+        "platform": platform.platform(),
+        "threads": threads,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+        "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT", "(unset)"),
+        "handgrad threads": handgrad.get_num_threads(),
+        "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS", "(unset)"),
+        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)"),
+    }
     try:
         env["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
@@ -544,24 +626,36 @@ def environment(threads):
         except metadata.PackageNotFoundError:
             env[mod] = "not installed"
     env["HANDGRAD_KERNELS"] = os.environ.get("HANDGRAD_KERNELS", "(unset: kernels)")
-    env["blas"] = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('num_threads')} threads) "
-                   f"{Path(i.get('filepath', '')).name}" for i in threadpool_info() if i.get("user_api") == "blas"]
+    env["blas"] = [
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, {i.get('num_threads')} threads) "
+        f"{Path(i.get('filepath', '')).name}"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
     return env
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="folder holding MNIST's four IDX files "
-                        "(default: $HANDGRAD_DATA_DIR/mnist)")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder holding MNIST's four IDX files (default: $HANDGRAD_DATA_DIR/mnist)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 5; 2 with --quick)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="training steps timed per repeat (default 200; 40 with --quick)")
-    parser.add_argument("--models", default=",".join(INFER_MODELS),
-                        help=f"comma-separated subset of {','.join(INFER_MODELS)} (default: all)")
-    parser.add_argument("--quick", action="store_true",
-                        help="for development: 2 repeats of 40 steps, no accuracy or memory runs, one cached "
-                             "start-up run; writes benchmarks/RESULTS-quick.md unless --out is given")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="training steps timed per repeat (default 200; 40 with --quick)"
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(INFER_MODELS),
+        help=f"comma-separated subset of {','.join(INFER_MODELS)} (default: all)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="for development: 2 repeats of 40 steps, no accuracy or memory runs, one cached "
+        "start-up run; writes benchmarks/RESULTS-quick.md unless --out is given",
+    )
     parser.add_argument("--no-accuracy", action="store_true", help="skip the one-epoch accuracy check")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS child processes")
     parser.add_argument("--no-startup", action="store_true", help="skip the compile and start-up runs")
@@ -600,14 +694,18 @@ def main(argv=None):
     infer_models = [m for m in INFER_MODELS if m in models]
 
     from threadpoolctl import threadpool_limits
+
     threadpool_limits(args.threads)
     started = time.perf_counter()
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     x, y, tx, ty = load_mnist(args.data_dir)
     log(f"MNIST: train {x.shape}, test {tx.shape}")
 
-    common = ["--threads", str(args.threads), "--max-steps", str(args.max_steps)] + \
-        (["--data-dir", args.data_dir] if args.data_dir else []) + (["--quick"] if args.quick else [])
+    common = (
+        ["--threads", str(args.threads), "--max-steps", str(args.max_steps)]
+        + (["--data-dir", args.data_dir] if args.data_dir else [])
+        + (["--quick"] if args.quick else [])
+    )
 
     limits_before = {job: limit(*job) for job in train_jobs}
     floors_before = {job: step_floor(*job) for job in train_jobs}
@@ -616,21 +714,24 @@ def main(argv=None):
     # training and inference: every timing in a fresh child process, implementations interleaved
     train, infer, cpp_build = {}, {}, {}
     cpp = ["cpp"] if CPP.exists() else []
-    jobs = [("train", name, batch, ["handgrad", "handgrad-ref", "torch"] + (["sklearn"] if name == "mlp" else []) + cpp)
-            for name, batch in train_jobs] + \
-        [("inference", m, INFER_BATCH, ["handgrad", "handgrad-ref", "torch"]) for m in infer_models]
+    jobs = [
+        ("train", name, batch, ["handgrad", "handgrad-ref", "torch"] + (["sklearn"] if name == "mlp" else []) + cpp)
+        for name, batch in train_jobs
+    ] + [("inference", m, INFER_BATCH, ["handgrad", "handgrad-ref", "torch"]) for m in infer_models]
     for r in range(args.repeats):
         for kind, name, batch, impls in jobs:
             table = train.setdefault((name, batch), {}) if kind == "train" else infer.setdefault(name, {})
-            order = impls[r % len(impls):] + impls[:r % len(impls)]  # rotate who goes first
+            order = impls[r % len(impls) :] + impls[: r % len(impls)]  # rotate who goes first
             for impl in order:
                 res = child(args, common + ["--time-job", impl, kind, name, str(batch)], impl)
                 table.setdefault(impl, []).append(res["samples_per_s"])
                 if "build" in res:
                     cpp_build.update(res["build"])
                 table.setdefault("probe", []).extend(res["probe"])
-            log(f"repeat {r + 1}: {kind} {name} batch {batch}: " + ", ".join(
-                f"{k} {table[k][-1]:,.0f}/s" for k in order))
+            log(
+                f"repeat {r + 1}: {kind} {name} batch {batch}: "
+                + ", ".join(f"{k} {table[k][-1]:,.0f}/s" for k in order)
+            )
 
     # where each model's step goes, kernels against references (handgrad only in that process)
     ops = {}
@@ -643,8 +744,10 @@ def main(argv=None):
         for name in models:
             startup[name] = startup_seconds(name, cached_repeats=1 if args.quick else 3)
             s = startup[name]
-            log(f"start-up {name}: empty cache {s['empty cache']['to_first_step_s']['median']:.2f} s, "
-                f"cached {s['cached']['to_first_step_s']['median']:.2f} s")
+            log(
+                f"start-up {name}: empty cache {s['empty cache']['to_first_step_s']['median']:.2f} s, "
+                f"cached {s['cached']['to_first_step_s']['median']:.2f} s"
+            )
 
     # limits
     # the limit is the machine at its fastest: the better of a measurement before and after the timings
@@ -679,8 +782,22 @@ def main(argv=None):
     env = environment(args.threads)
     if cpp_build:
         env["handgrad-cpp"] = cpp_build
-    text = report(args, argv, env, train, infer, limits, infer_limits, floors, memory, imports,
-                  accuracy, ops, startup, time.perf_counter() - started)
+    text = report(
+        args,
+        argv,
+        env,
+        train,
+        infer,
+        limits,
+        infer_limits,
+        floors,
+        memory,
+        imports,
+        accuracy,
+        ops,
+        startup,
+        time.perf_counter() - started,
+    )
     Path(args.out).write_text(text)
     print(text)
 
@@ -702,35 +819,45 @@ def _ms(values):
     return f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
 
 
-def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, imports, accuracy, ops, startup,
-           total):
+def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, imports, accuracy, ops, startup, total):
     cmd = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
-    L = ["# handgrad benchmarks", "",
-         f"Command: `{cmd.strip()}` ({total / 60:.1f} min). MNIST, float32, {args.threads} threads for every "
-         f"implementation, {args.repeats} repeats interleaved across implementations after a warm-up, each timing "
-         "in a fresh child process (torch's OpenMP and NumPy's OpenBLAS threads spin after work, and Numba binds "
-         "to torch's libgomp when torch is imported first, so no two libraries share a timed process); each cell "
-         "is the median with the min-max in brackets.", "",
-         "'handgrad' runs the compiled kernels (`handgrad.kernels`, Numba), 'handgrad reference' the same models "
-         "on the plain NumPy references of `handgrad.functional` (`HANDGRAD_KERNELS=reference`).", "",
-         f"Training is timed over {args.max_steps} SGD steps (lr {LR}, momentum {MOMENTUM}, cross-entropy) per "
-         "repeat, not whole epochs: s/epoch = 60,000 / (samples/s). All implementations start from the same "
-         "weights and see the same batches.", ""]
+    L = [
+        "# handgrad benchmarks",
+        "",
+        f"Command: `{cmd.strip()}` ({total / 60:.1f} min). MNIST, float32, {args.threads} threads for every "
+        f"implementation, {args.repeats} repeats interleaved across implementations after a warm-up, each timing "
+        "in a fresh child process (torch's OpenMP and NumPy's OpenBLAS threads spin after work, and Numba binds "
+        "to torch's libgomp when torch is imported first, so no two libraries share a timed process); each cell "
+        "is the median with the min-max in brackets.",
+        "",
+        "'handgrad' runs the compiled kernels (`handgrad.kernels`, Numba), 'handgrad reference' the same models "
+        "on the plain NumPy references of `handgrad.functional` (`HANDGRAD_KERNELS=reference`).",
+        "",
+        f"Training is timed over {args.max_steps} SGD steps (lr {LR}, momentum {MOMENTUM}, cross-entropy) per "
+        "repeat, not whole epochs: s/epoch = 60,000 / (samples/s). All implementations start from the same "
+        "weights and see the same batches.",
+        "",
+    ]
     headline = []
     if train or infer:
         best_probe = max(p for res in list(train.values()) + list(infer.values()) for p in res["probe"])
         for res in list(train.values()) + list(infer.values()):
             res["best_probe"] = best_probe
     if train:
-        L += ["## Training throughput (samples/s)", "",
-              "'clean' counts the repeats whose sgemm probes (before and after every implementation's timing) all "
-              "stayed within 70% of the run's fastest probe; only those enter the table (all of them if none is "
-              "clean). A ratio is the median (min-max) of the per-repeat ratios.", "",
-              "The C++ column is `handgrad-cpp bench` (the C++ twin in `cpp/`, " + _cpp_build_text(env) + "), "
-              "timed in the same run, interleaved like the others, on batches of MNIST's shape.", "",
-              "| model | batch | clean | handgrad | handgrad reference | PyTorch | scikit-learn | C++ | kernels / reference "
-              "| handgrad / PyTorch | handgrad % of limit | PyTorch % of limit | handgrad s/epoch | PyTorch s/epoch |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        L += [
+            "## Training throughput (samples/s)",
+            "",
+            "'clean' counts the repeats whose sgemm probes (before and after every implementation's timing) all "
+            "stayed within 70% of the run's fastest probe; only those enter the table (all of them if none is "
+            "clean). A ratio is the median (min-max) of the per-repeat ratios.",
+            "",
+            "The C++ column is `handgrad-cpp bench` (the C++ twin in `cpp/`, " + _cpp_build_text(env) + "), "
+            "timed in the same run, interleaved like the others, on batches of MNIST's shape.",
+            "",
+            "| model | batch | clean | handgrad | handgrad reference | PyTorch | scikit-learn | C++ | kernels / reference "
+            "| handgrad / PyTorch | handgrad % of limit | PyTorch % of limit | handgrad s/epoch | PyTorch s/epoch |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
     for (name, batch), res in train.items():
         impls = [k for k in ("handgrad", "handgrad-ref", "torch", "sklearn", "cpp") if k in res]
         keep = clean_repeats(res, impls) or list(range(len(res["handgrad"])))
@@ -740,16 +867,22 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
         lim = limits[(name, batch)]["limit_samples_per_s"]
         vs_ref, _ = _ratios(res, "handgrad", "handgrad-ref", keep)
         vs_torch, ratio = _ratios(res, "handgrad", "torch", keep)
-        L.append(f"| {name} | {batch} | {len(keep)}/{len(res['handgrad'])} | {cell['handgrad']} | {cell['handgrad-ref']} "
-                 f"| {cell['torch']} | {cell['sklearn']} | {cell['cpp']} | {vs_ref} | {vs_torch} "
-                 f"| {100 * hg['median'] / lim:.0f}% | {100 * pt['median'] / lim:.0f}% "
-                 f"| {60000 / hg['median']:.1f} | {60000 / pt['median']:.1f} |")
+        L.append(
+            f"| {name} | {batch} | {len(keep)}/{len(res['handgrad'])} | {cell['handgrad']} | {cell['handgrad-ref']} "
+            f"| {cell['torch']} | {cell['sklearn']} | {cell['cpp']} | {vs_ref} | {vs_torch} "
+            f"| {100 * hg['median'] / lim:.0f}% | {100 * pt['median'] / lim:.0f}% "
+            f"| {60000 / hg['median']:.1f} | {60000 / pt['median']:.1f} |"
+        )
         headline.append((name, "train", batch, ratio))
     if infer:
-        L += ["", f"## Inference throughput (samples/s, batch {INFER_BATCH}, the 10,000 test images)", "",
-              "| model | clean | handgrad | handgrad reference | PyTorch | kernels / reference | handgrad / PyTorch "
-              "| handgrad % of limit | PyTorch % of limit |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        L += [
+            "",
+            f"## Inference throughput (samples/s, batch {INFER_BATCH}, the 10,000 test images)",
+            "",
+            "| model | clean | handgrad | handgrad reference | PyTorch | kernels / reference | handgrad / PyTorch "
+            "| handgrad % of limit | PyTorch % of limit |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
     for m, res in infer.items():
         impls = ["handgrad", "handgrad-ref", "torch"]
         keep = clean_repeats(res, impls) or list(range(len(res["handgrad"])))
@@ -757,118 +890,182 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
         vs_ref, _ = _ratios(res, "handgrad", "handgrad-ref", keep)
         vs_torch, ratio = _ratios(res, "handgrad", "torch", keep)
         lim = infer_limits[m]["limit_samples_per_s"]
-        L.append(f"| {m} | {len(keep)}/{len(res['handgrad'])} | {fmt_rate(hg)} | {fmt_rate(ref)} | {fmt_rate(pt)} "
-                 f"| {vs_ref} | {vs_torch} | {100 * hg['median'] / lim:.0f}% | {100 * pt['median'] / lim:.0f}% |")
+        L.append(
+            f"| {m} | {len(keep)}/{len(res['handgrad'])} | {fmt_rate(hg)} | {fmt_rate(ref)} | {fmt_rate(pt)} "
+            f"| {vs_ref} | {vs_torch} | {100 * hg['median'] / lim:.0f}% | {100 * pt['median'] / lim:.0f}% |"
+        )
         headline.append((m, "inference", INFER_BATCH, ratio))
 
     if ops:
-        L += ["", "## Where a training step's time goes (ms per step, batch 64)", "",
-              "Measured in a child process of its own (handgrad alone), one model and one SGD optimizer: each layer's "
-              "forward and backward, the loss and the optimizer step, timed around each call; the kernels and the "
-              f"references alternate on the same model, {args.repeats} repeats of "
-              f"{5 if args.quick else 20} steps each. A layer's time includes its products (OpenBLAS, the same on "
-              "both sides). 'share' is that op's part of the kernels' step.", ""]
+        L += [
+            "",
+            "## Where a training step's time goes (ms per step, batch 64)",
+            "",
+            "Measured in a child process of its own (handgrad alone), one model and one SGD optimizer: each layer's "
+            "forward and backward, the loss and the optimizer step, timed around each call; the kernels and the "
+            f"references alternate on the same model, {args.repeats} repeats of "
+            f"{5 if args.quick else 20} steps each. A layer's time includes its products (OpenBLAS, the same on "
+            "both sides). 'share' is that op's part of the kernels' step.",
+            "",
+        ]
     for name, res in ops.items():
         kern, ref = np.array(res["kernels"]), np.array(res["reference"])  # (repeats, ops)
         kern_total = float(np.median(kern.sum(axis=1)))
-        L += [f"### {name}", "", "| op | kernels ms | reference ms | reference / kernels | share |", "|---|---|---|---|---|"]
+        L += [
+            f"### {name}",
+            "",
+            "| op | kernels ms | reference ms | reference / kernels | share |",
+            "|---|---|---|---|---|",
+        ]
         for j, label in enumerate(res["labels"]):
             k, r = kern[:, j], ref[:, j]
-            L.append(f"| {label} | {_ms(k)} | {_ms(r)} | {np.median(r) / max(np.median(k), 1e-9):.2f}x "
-                     f"| {100 * np.median(k) / kern_total:.0f}% |")
-        L.append(f"| **step** | {_ms(kern.sum(axis=1))} | {_ms(ref.sum(axis=1))} | "
-                 f"{np.median(ref.sum(axis=1)) / kern_total:.2f}x | 100% |")
+            L.append(
+                f"| {label} | {_ms(k)} | {_ms(r)} | {np.median(r) / max(np.median(k), 1e-9):.2f}x "
+                f"| {100 * np.median(k) / kern_total:.0f}% |"
+            )
+        L.append(
+            f"| **step** | {_ms(kern.sum(axis=1))} | {_ms(ref.sum(axis=1))} | "
+            f"{np.median(ref.sum(axis=1)) / kern_total:.2f}x | 100% |"
+        )
         L.append("")
 
     if startup:
-        L += ["## Compiling and start-up (s)", "",
-              "Fresh interpreters on a fresh Numba cache folder (`NUMBA_CACHE_DIR`, a temporary directory), a "
-              "synthetic batch of 64: 'empty cache' compiles every kernel the model uses (and fills the cache); "
-              "'cached' is a second process that loads them; 'references' runs `HANDGRAD_KERNELS=reference`, "
-              "nothing compiled. 'to first step' counts from the start of `import handgrad` to the end of the "
-              "first training step (data loading excluded).", "",
-              "| model | run | import | first step | to first step | second step (ms) |", "|---|---|---|---|---|---|"]
+        L += [
+            "## Compiling and start-up (s)",
+            "",
+            "Fresh interpreters on a fresh Numba cache folder (`NUMBA_CACHE_DIR`, a temporary directory), a "
+            "synthetic batch of 64: 'empty cache' compiles every kernel the model uses (and fills the cache); "
+            "'cached' is a second process that loads them; 'references' runs `HANDGRAD_KERNELS=reference`, "
+            "nothing compiled. 'to first step' counts from the start of `import handgrad` to the end of the "
+            "first training step (data loading excluded).",
+            "",
+            "| model | run | import | first step | to first step | second step (ms) |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, kinds in startup.items():
             for kind, t in kinds.items():
-                L.append(f"| {name} | {kind} | {t['import_s']['median']:.3f} | {t['first_step_s']['median']:.3f} "
-                         f"| {t['to_first_step_s']['median']:.3f} ({t['to_first_step_s']['min']:.3f}-"
-                         f"{t['to_first_step_s']['max']:.3f}) | {1e3 * t['second_step_s']['median']:.1f} |")
+                L.append(
+                    f"| {name} | {kind} | {t['import_s']['median']:.3f} | {t['first_step_s']['median']:.3f} "
+                    f"| {t['to_first_step_s']['median']:.3f} ({t['to_first_step_s']['min']:.3f}-"
+                    f"{t['to_first_step_s']['max']:.3f}) | {1e3 * t['second_step_s']['median']:.1f} |"
+                )
         L.append("")
 
     if limits or infer_limits:
-        L += ["## The machine's limit", "",
-              "FLOPs of every matrix product (forward, dL/dW, dL/dx except the first layer's), each divided by "
-              "NumPy's sgemm throughput measured at that shape (M, K, N; a conv as one product over all output pixels).", "",
-              "| job | GFLOP per step | GFLOP per epoch | sgemm GFLOP/s at these shapes | limit samples/s | limit s/epoch |",
-              "|---|---|---|---|---|---|"]
+        L += [
+            "## The machine's limit",
+            "",
+            "FLOPs of every matrix product (forward, dL/dW, dL/dx except the first layer's), each divided by "
+            "NumPy's sgemm throughput measured at that shape (M, K, N; a conv as one product over all output pixels).",
+            "",
+            "| job | GFLOP per step | GFLOP per epoch | sgemm GFLOP/s at these shapes | limit samples/s | limit s/epoch |",
+            "|---|---|---|---|---|---|",
+        ]
     for (name, batch), lim in limits.items():
-        L.append(f"| {name} train, batch {batch} | {lim['flops_per_step'] / 1e9:.4f} | "
-                 f"{lim['flops_per_step'] * 60000 / batch / 1e9:.1f} | {lim['gflops']:.1f} | "
-                 f"{lim['limit_samples_per_s']:,.0f} | {60000 / lim['limit_samples_per_s']:.2f} |")
+        L.append(
+            f"| {name} train, batch {batch} | {lim['flops_per_step'] / 1e9:.4f} | "
+            f"{lim['flops_per_step'] * 60000 / batch / 1e9:.1f} | {lim['gflops']:.1f} | "
+            f"{lim['limit_samples_per_s']:,.0f} | {60000 / lim['limit_samples_per_s']:.2f} |"
+        )
     for m, lim in infer_limits.items():
-        L.append(f"| {m} inference, batch {INFER_BATCH} | {lim['flops_per_step'] / 1e9:.4f} | "
-                 f"{lim['flops_per_step'] * 10 / 1e9:.2f} (10k test) | {lim['gflops']:.1f} | "
-                 f"{lim['limit_samples_per_s']:,.0f} | - |")
+        L.append(
+            f"| {m} inference, batch {INFER_BATCH} | {lim['flops_per_step'] / 1e9:.4f} | "
+            f"{lim['flops_per_step'] * 10 / 1e9:.2f} (10k test) | {lim['gflops']:.1f} | "
+            f"{lim['limit_samples_per_s']:,.0f} | - |"
+        )
     if floors:
-        L += ["", "## What the training targets leave room for", "",
-              "A step's floor: its matrix products back to back (the shapes above, nothing between them) plus "
-              "handgrad's SGD update alone (the compiled one-pass update). The last columns set that floor against "
-              "PyTorch's median step in this run and what the target ratio (1.5x for mlp and lenet5, 1.2x for "
-              "tiny-cnn) allows per step.", "",
-              "| job | limit ms/step | products back to back | SGD update | floor ms/step | floor % of limit "
-              "| PyTorch ms/step | target ratio allows |",
-              "|---|---|---|---|---|---|---|---|"]
+        L += [
+            "",
+            "## What the training targets leave room for",
+            "",
+            "A step's floor: its matrix products back to back (the shapes above, nothing between them) plus "
+            "handgrad's SGD update alone (the compiled one-pass update). The last columns set that floor against "
+            "PyTorch's median step in this run and what the target ratio (1.5x for mlp and lenet5, 1.2x for "
+            "tiny-cnn) allows per step.",
+            "",
+            "| job | limit ms/step | products back to back | SGD update | floor ms/step | floor % of limit "
+            "| PyTorch ms/step | target ratio allows |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
     for (name, batch), f in floors.items():
         lim_ms = 1e3 * limits[(name, batch)]["limit_s_per_step"]
         floor_ms = 1e3 * (f["products_s"] + f["update_s"])
         res = train[(name, batch)]
         torch_ms = 1e3 * batch / statistics.median([res["torch"][r] for r in res["kept"]])
         target = TRAIN_TARGETS[name]
-        L.append(f"| {name} train, batch {batch} | {lim_ms:.3f} | {1e3 * f['products_s']:.3f} | {1e3 * f['update_s']:.3f} "
-                 f"| {floor_ms:.3f} | {100 * lim_ms / floor_ms:.0f}% | {torch_ms:.3f} | "
-                 f"{torch_ms / target:.3f} ({target}x) |")
+        L.append(
+            f"| {name} train, batch {batch} | {lim_ms:.3f} | {1e3 * f['products_s']:.3f} | {1e3 * f['update_s']:.3f} "
+            f"| {floor_ms:.3f} | {100 * lim_ms / floor_ms:.0f}% | {torch_ms:.3f} | "
+            f"{torch_ms / target:.3f} ({target}x) |"
+        )
     if train or infer:
         probes = [p for res in list(train.values()) + list(infer.values()) for p in res["probe"]]
-        L += ["", f"sgemm probe (256^3, before and after every job): {min(probes):.0f}-{max(probes):.0f} GFLOP/s, "
-              f"median {statistics.median(probes):.0f}: the spread says how steady the machine was during the run.", ""]
+        L += [
+            "",
+            f"sgemm probe (256^3, before and after every job): {min(probes):.0f}-{max(probes):.0f} GFLOP/s, "
+            f"median {statistics.median(probes):.0f}: the spread says how steady the machine was during the run.",
+            "",
+        ]
     if memory:
-        L += ["## Peak memory (RSS) of training", "",
-              f"Child processes, one per implementation, {args.max_steps} steps; 'data' is the RSS after "
-              "imports and loading MNIST (float32), 'peak' after training.", "",
-              "| model | batch | handgrad data / peak (MiB) | PyTorch data / peak (MiB) | handgrad growth | PyTorch growth |",
-              "|---|---|---|---|---|---|"]
+        L += [
+            "## Peak memory (RSS) of training",
+            "",
+            f"Child processes, one per implementation, {args.max_steps} steps; 'data' is the RSS after "
+            "imports and loading MNIST (float32), 'peak' after training.",
+            "",
+            "| model | batch | handgrad data / peak (MiB) | PyTorch data / peak (MiB) | handgrad growth | PyTorch growth |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, batch in sorted({(n, b) for n, b, _ in memory}, key=lambda k: INFER_MODELS.index(k[0])):
             h, p = memory[(name, batch, "handgrad")], memory[(name, batch, "torch")]
-            L.append(f"| {name} | {batch} | {h['base_mib']:.0f} / {h['peak_mib']:.0f} | {p['base_mib']:.0f} / "
-                     f"{p['peak_mib']:.0f} | {h['peak_mib'] - h['base_mib']:.0f} MiB | {p['peak_mib'] - p['base_mib']:.0f} MiB |")
+            L.append(
+                f"| {name} | {batch} | {h['base_mib']:.0f} / {h['peak_mib']:.0f} | {p['base_mib']:.0f} / "
+                f"{p['peak_mib']:.0f} | {h['peak_mib'] - h['base_mib']:.0f} MiB | {p['peak_mib'] - p['base_mib']:.0f} MiB |"
+            )
         L.append("")
     L += ["## Import time (s, fresh interpreter, 5 runs)", "", "| module | median | min-max |", "|---|---|---|"]
     for k in ("handgrad", "torch"):
         s = imports[k]
         L.append(f"| `import {k}` | {s['median']:.3f} | {s['min']:.3f}-{s['max']:.3f} |")
-    L += ["", f"`import handgrad` imports Numba: {'yes' if imports['numba imported by import handgrad'] else 'no'} "
-          "(it is imported on the first kernel call).", ""]
+    L += [
+        "",
+        f"`import handgrad` imports Numba: {'yes' if imports['numba imported by import handgrad'] else 'no'} "
+        "(it is imported on the first kernel call).",
+        "",
+    ]
     if accuracy:
-        L += ["## Accuracy after one epoch: kernels vs references", "",
-              "One epoch (937 steps, batch 64, same weights and batches), test accuracy, in the parent process: "
-              "`kernels.use_kernels()` against `kernels.reference()`.", "",
-              "Both run in float32 with different summation orders, so the two SGD trajectories drift apart by "
-              "rounding; a few tenths of a percent either way is that drift, not a change in the math (the "
-              "tests/test_kernels_*.py files hold every kernel equal to its reference).", "",
-              "| model | kernels | reference | kernels s/epoch | reference s/epoch |", "|---|---|---|---|---|"]
+        L += [
+            "## Accuracy after one epoch: kernels vs references",
+            "",
+            "One epoch (937 steps, batch 64, same weights and batches), test accuracy, in the parent process: "
+            "`kernels.use_kernels()` against `kernels.reference()`.",
+            "",
+            "Both run in float32 with different summation orders, so the two SGD trajectories drift apart by "
+            "rounding; a few tenths of a percent either way is that drift, not a change in the math (the "
+            "tests/test_kernels_*.py files hold every kernel equal to its reference).",
+            "",
+            "| model | kernels | reference | kernels s/epoch | reference s/epoch |",
+            "|---|---|---|---|---|",
+        ]
         for name, ((fa, fs), (ra, rs)) in accuracy.items():
             L.append(f"| {name} | {100 * fa:.2f}% | {100 * ra:.2f}% | {fs:.1f} | {rs:.1f} |")
         L.append("")
     L += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for name, kind, batch, ratio in headline:
         target = TRAIN_TARGETS[name] if kind == "train" else INFER_TARGET
-        L.append(f"| {name} {kind}, batch {batch}: >= {target}x PyTorch | {ratio:.2f}x | {'yes' if ratio >= target else 'no'} |")
-    L.append(f"| `import handgrad` < 0.3 s | {imports['handgrad']['median']:.3f} s | "
-             f"{'yes' if imports['handgrad']['median'] < 0.3 else 'no'} |")
+        L.append(
+            f"| {name} {kind}, batch {batch}: >= {target}x PyTorch | {ratio:.2f}x | {'yes' if ratio >= target else 'no'} |"
+        )
+    L.append(
+        f"| `import handgrad` < 0.3 s | {imports['handgrad']['median']:.3f} s | "
+        f"{'yes' if imports['handgrad']['median'] < 0.3 else 'no'} |"
+    )
     for name, kinds in startup.items():
         t = kinds["cached"]["to_first_step_s"]["median"]
-        L.append(f"| {name}: a cached second process trains within 1 s | {t:.2f} s to the first step "
-                 f"| {'yes' if t < 1 else 'no'} |")
+        L.append(
+            f"| {name}: a cached second process trains within 1 s | {t:.2f} s to the first step "
+            f"| {'yes' if t < 1 else 'no'} |"
+        )
     L += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in env.items()] + [""]
     return "\n".join(L)
 
@@ -876,6 +1073,7 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["distributed"]:  # data-parallel training under mpiexec: benchmarks/distributed.py
         from benchmarks.distributed import run
+
         run(sys.argv[2:])
     else:
         main()

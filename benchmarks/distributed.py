@@ -10,6 +10,7 @@ bytes per step. It also times the allreduce of each model's gradients split into
 sizes (the measurement behind distributed.BUCKET_BYTES) and the latency and bandwidth of this
 machine's MPI, the two numbers docs/DISTRIBUTED.md's scaling model takes from here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,11 +95,19 @@ def step_timings(name: str, batch: int, steps: int, data_dir) -> dict | None:
     compute, allreduce = max(shares, key=lambda s: s[0])
     if not world.is_main:
         return None
-    return {"model": name, "batch": batch, "ranks": world.size, "threads": handgrad.get_num_threads(),
-            "steps": steps, "samples_per_s": steps * batch / wall, "ms_per_step": 1e3 * wall / steps,
-            "compute_ms_per_step": 1e3 * compute / steps, "allreduce_ms_per_step": 1e3 * allreduce / steps,
-            "allreduce_bytes_per_step": reducer.bytes if reducer else 0,
-            "parameters": sum(p.size for p in model.parameters())}
+    return {
+        "model": name,
+        "batch": batch,
+        "ranks": world.size,
+        "threads": handgrad.get_num_threads(),
+        "steps": steps,
+        "samples_per_s": steps * batch / wall,
+        "ms_per_step": 1e3 * wall / steps,
+        "compute_ms_per_step": 1e3 * compute / steps,
+        "allreduce_ms_per_step": 1e3 * allreduce / steps,
+        "allreduce_bytes_per_step": reducer.bytes if reducer else 0,
+        "parameters": sum(p.size for p in model.parameters()),
+    }
 
 
 def bucket_timings(repeats: int = 200) -> dict | None:
@@ -151,22 +160,28 @@ def job_main(argv) -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
-    result = bucket_timings() if args.buckets else step_timings(args.job[0], int(args.job[1]), args.steps,
-                                                                args.data_dir)
+    result = (
+        bucket_timings() if args.buckets else step_timings(args.job[0], int(args.job[1]), args.steps, args.data_dir)
+    )
     if result is not None:
         print("RESULT " + json.dumps(result), flush=True)
 
 
 # -- the driver -------------------------------------------------------------------------------------
 def launch(ranks: int, threads: int, job_args: list) -> dict:
-    env = {**os.environ, "HANDGRAD_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "OPENBLAS_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT / "src")}
+    env = {
+        **os.environ,
+        "HANDGRAD_NUM_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "PYTHONPATH": str(ROOT / "src"),
+    }
     cmd = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "benchmarks.distributed", *job_args]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def run(argv=None) -> dict:
@@ -174,8 +189,7 @@ def run(argv=None) -> dict:
     parser.add_argument("--data-dir", help="folder holding MNIST's four IDX files (default: $HANDGRAD_DATA_DIR/mnist)")
     parser.add_argument("--max-steps", type=int, default=200, help="steps timed per launch")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(HERE / "DISTRIBUTED.md"),
-                        help="the tables, then the raw numbers as JSON")
+    parser.add_argument("--out", default=str(HERE / "DISTRIBUTED.md"), help="the tables, then the raw numbers as JSON")
     args = parser.parse_args(argv)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     extra = ["--data-dir", args.data_dir] if args.data_dir else []
@@ -183,29 +197,42 @@ def run(argv=None) -> dict:
     results = {}
     for r in range(args.repeats):
         for name, batch in JOBS:
-            order = CONFIGS[r % 2:] + CONFIGS[:r % 2]  # who goes first alternates
+            order = CONFIGS[r % 2 :] + CONFIGS[: r % 2]  # who goes first alternates
             for ranks, threads in order:
                 res = launch(ranks, threads, ["--job", name, str(batch), "--steps", str(args.max_steps)] + extra)
                 results.setdefault(f"{name} {batch} {ranks}x{threads}", []).append(res)
-                log(f"repeat {r + 1}: {name} batch {batch}, {ranks} rank(s) x {threads} thread(s): "
-                    f"{res['samples_per_s']:,.0f} samples/s, allreduce {res['allreduce_ms_per_step']:.3f} ms/step")
+                log(
+                    f"repeat {r + 1}: {name} batch {batch}, {ranks} rank(s) x {threads} thread(s): "
+                    f"{res['samples_per_s']:,.0f} samples/s, allreduce {res['allreduce_ms_per_step']:.3f} ms/step"
+                )
     buckets = launch(2, 1, ["--buckets"])
     log(f"allreduce latency {buckets['latency_us']:.1f} us, bandwidth {buckets['bandwidth_gbit_s']:.1f} Gbit/s")
     summary = {}
     for key, runs in results.items():
         med = lambda field: statistics.median(x[field] for x in runs)  # noqa: E731
-        summary[key] = {field: med(field) for field in ("samples_per_s", "ms_per_step", "compute_ms_per_step",
-                                                        "allreduce_ms_per_step")}
-        summary[key].update(min_samples_per_s=min(x["samples_per_s"] for x in runs),
-                            max_samples_per_s=max(x["samples_per_s"] for x in runs),
-                            allreduce_bytes_per_step=runs[0]["allreduce_bytes_per_step"],
-                            parameters=runs[0]["parameters"])
-    report = {"command": "python -m benchmarks distributed " + " ".join(argv or sys.argv[2:]),
-              "minutes": (time.perf_counter() - started) / 60, "steps": args.max_steps, "repeats": args.repeats,
-              "jobs": summary, "mpi": buckets, "load_average": os.getloadavg()}
+        summary[key] = {
+            field: med(field)
+            for field in ("samples_per_s", "ms_per_step", "compute_ms_per_step", "allreduce_ms_per_step")
+        }
+        summary[key].update(
+            min_samples_per_s=min(x["samples_per_s"] for x in runs),
+            max_samples_per_s=max(x["samples_per_s"] for x in runs),
+            allreduce_bytes_per_step=runs[0]["allreduce_bytes_per_step"],
+            parameters=runs[0]["parameters"],
+        )
+    report = {
+        "command": "python -m benchmarks distributed " + " ".join(argv or sys.argv[2:]),
+        "minutes": (time.perf_counter() - started) / 60,
+        "steps": args.max_steps,
+        "repeats": args.repeats,
+        "jobs": summary,
+        "mpi": buckets,
+        "load_average": os.getloadavg(),
+    }
     text = format_report(report)
-    Path(args.out).write_text(f"# Data-parallel training on this machine\n\n{text}\n\n```json\n"
-                              f"{json.dumps(report, indent=1)}\n```\n")
+    Path(args.out).write_text(
+        f"# Data-parallel training on this machine\n\n{text}\n\n```json\n{json.dumps(report, indent=1)}\n```\n"
+    )
     print(text)
     return report
 
@@ -214,8 +241,11 @@ def run(argv=None) -> dict:
 def compute_fit(report: dict, name: str) -> tuple:
     """(c0, c1): one rank's compute per step, c0 + c1 * b seconds for b samples on one thread, fitted
     through the two per-rank batches measured with 2 ranks x 1 thread (global 64 and 256)."""
-    (b1, t1), (b2, t2) = sorted((batch // 2, report["jobs"][f"{name} {batch} 2x1"]["compute_ms_per_step"] / 1e3)
-                                for m, batch in JOBS if m == name)
+    (b1, t1), (b2, t2) = sorted(
+        (batch // 2, report["jobs"][f"{name} {batch} 2x1"]["compute_ms_per_step"] / 1e3)
+        for m, batch in JOBS
+        if m == name
+    )
     c1 = (t2 - t1) / (b2 - b1)
     c0 = t1 - c1 * b1
     if c0 < 0:  # a noisy pair of timings: no fixed cost, the larger batch's time per sample
@@ -241,9 +271,11 @@ def min_batch(c0, c1, nbytes, ranks, gbit_s, latency, target=0.8) -> float:
 
 
 def format_scaling(report: dict) -> str:
-    lines = ["| model | network | compute/step at batch 256 (1 rank) | allreduce at N=8 | last N >= 80% at batch 256 "
-             "| best N at batch 256 (speed-up) | global batch for 80% at N=8 / 64 |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | network | compute/step at batch 256 (1 rank) | allreduce at N=8 | last N >= 80% at batch 256 "
+        "| best N at batch 256 (speed-up) | global batch for 80% at N=8 / 64 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for name in ("mlp", "lenet5"):
         c0, c1 = compute_fit(report, name)
         nbytes = report["jobs"][f"{name} 64 2x1"]["parameters"] * 4
@@ -252,37 +284,55 @@ def format_scaling(report: dict) -> str:
             good = [n for n in RANKS if eff[n] >= 0.8]
             best = max(RANKS, key=lambda n: n * eff[n])
             peak = f"{best} ({best * eff[best]:.1f}x)" if best * eff[best] > 1 else "1 (no N is faster)"
-            lines.append(f"| {name} | {net} | {1e3 * (c0 + 256 * c1):.1f} ms | "
-                         f"{1e3 * ring_seconds(nbytes, 8, gbit, lat):.2f} ms | {max(good) if good else 'none'} | "
-                         f"{peak} | {min_batch(c0, c1, nbytes, 8, gbit, lat):,.0f} / "
-                         f"{min_batch(c0, c1, nbytes, 64, gbit, lat):,.0f} |")
+            lines.append(
+                f"| {name} | {net} | {1e3 * (c0 + 256 * c1):.1f} ms | "
+                f"{1e3 * ring_seconds(nbytes, 8, gbit, lat):.2f} ms | {max(good) if good else 'none'} | "
+                f"{peak} | {min_batch(c0, c1, nbytes, 8, gbit, lat):,.0f} / "
+                f"{min_batch(c0, c1, nbytes, 64, gbit, lat):,.0f} |"
+            )
     return "\n".join(lines)
 
 
 def format_report(report: dict) -> str:
-    lines = [f"`{report['command'].strip()}`: {report['repeats']} repeats of {report['steps']} steps, medians "
-             f"(load average at the end {report['load_average'][0]:.1f})", "",
-             "| model | global batch | 1 rank x 2 threads | 2 ranks x 1 thread | 2 ranks / 1 rank | compute ms/step "
-             "(2 ranks) | allreduce ms/step | allreduce bytes/step | communication share |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"`{report['command'].strip()}`: {report['repeats']} repeats of {report['steps']} steps, medians "
+        f"(load average at the end {report['load_average'][0]:.1f})",
+        "",
+        "| model | global batch | 1 rank x 2 threads | 2 ranks x 1 thread | 2 ranks / 1 rank | compute ms/step "
+        "(2 ranks) | allreduce ms/step | allreduce bytes/step | communication share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, batch in JOBS:
         one, two = report["jobs"][f"{name} {batch} 1x2"], report["jobs"][f"{name} {batch} 2x1"]
-        lines.append(f"| {name} | {batch} | {one['samples_per_s']:,.0f}/s | {two['samples_per_s']:,.0f}/s | "
-                     f"{two['samples_per_s'] / one['samples_per_s']:.2f}x | {two['compute_ms_per_step']:.2f} | "
-                     f"{two['allreduce_ms_per_step']:.3f} | {two['allreduce_bytes_per_step']:,} | "
-                     f"{100 * two['allreduce_ms_per_step'] / two['ms_per_step']:.0f}% |")
+        lines.append(
+            f"| {name} | {batch} | {one['samples_per_s']:,.0f}/s | {two['samples_per_s']:,.0f}/s | "
+            f"{two['samples_per_s'] / one['samples_per_s']:.2f}x | {two['compute_ms_per_step']:.2f} | "
+            f"{two['allreduce_ms_per_step']:.3f} | {two['allreduce_bytes_per_step']:,} | "
+            f"{100 * two['allreduce_ms_per_step'] / two['ms_per_step']:.0f}% |"
+        )
     mpi = report["mpi"]
-    lines += ["", f"MPI between the two ranks: latency {mpi['latency_us']:.1f} us (8-byte allreduce), "
-              f"{mpi['bandwidth_gbit_s']:.1f} Gbit/s (16 MB allreduce in {mpi['allreduce_16mb_ms']:.2f} ms).", "",
-              "| model | gradient bytes | " + " | ".join(f"{int(b) // 1024} KiB buckets" for b in BUCKETS) +
-              " | one bucket |", "|---|---:|" + "---:|" * (len(BUCKETS) + 1)]
+    lines += [
+        "",
+        f"MPI between the two ranks: latency {mpi['latency_us']:.1f} us (8-byte allreduce), "
+        f"{mpi['bandwidth_gbit_s']:.1f} Gbit/s (16 MB allreduce in {mpi['allreduce_16mb_ms']:.2f} ms).",
+        "",
+        "| model | gradient bytes | "
+        + " | ".join(f"{int(b) // 1024} KiB buckets" for b in BUCKETS)
+        + " | one bucket |",
+        "|---|---:|" + "---:|" * (len(BUCKETS) + 1),
+    ]
     for name, row in mpi["buckets"].items():
         lines.append(f"| {name} | {row['bytes']:,} | " + " | ".join(f"{v:.3f} ms" for v in row["ms"].values()) + " |")
     fits = {name: compute_fit(report, name) for name in ("mlp", "lenet5")}
-    lines += ["", "Scaling model (docs/DISTRIBUTED.md): one rank's compute per step on one thread, fitted as c0 + c1 * b "
-              "on the per-rank batches measured: " + "; ".join(f"{name} {1e3 * c0:.2f} ms + {1e6 * c1:.1f} us/sample"
-                                                             for name, (c0, c1) in fits.items()) + ".", "",
-              format_scaling(report)]
+    lines += [
+        "",
+        "Scaling model (docs/DISTRIBUTED.md): one rank's compute per step on one thread, fitted as c0 + c1 * b "
+        "on the per-rank batches measured: "
+        + "; ".join(f"{name} {1e3 * c0:.2f} ms + {1e6 * c1:.1f} us/sample" for name, (c0, c1) in fits.items())
+        + ".",
+        "",
+        format_scaling(report),
+    ]
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ Measured (full MNIST, 2 epochs = 1,876 steps each, float32, seed 0): the CNN's m
     python examples/custom_cnn_mnist.py --data-dir /path/to/data --epochs 2 --plot curves.png
     python examples/custom_cnn_mnist.py --subset 2000 --epochs 1          # the test suite's run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,16 +35,20 @@ from handgrad.models import build_model
 
 SPECS = {"cnn": "conv8-pool-conv16k5-pool", "mlp": "fc16"}
 
-Swish = nn.define_activation(   # registered as "swish", so a layer spec can name it
-    "Swish", lambda x: x / (1 + np.exp(-x)),
-    lambda x: (s := 1 / (1 + np.exp(-x))) * (1 + x * (1 - s)))   # f'(x) = s (1 + x (1 - s))
+Swish = nn.define_activation(  # registered as "swish", so a layer spec can name it
+    "Swish", lambda x: x / (1 + np.exp(-x)), lambda x: (s := 1 / (1 + np.exp(-x))) * (1 + x * (1 - s))
+)  # f'(x) = s (1 + x (1 - s))
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: $HANDGRAD_DATA_DIR)")
-    parser.add_argument("--subset", type=int, default=None,
-                        help="train on the first N training images and test on the first N test images")
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="train on the first N training images and test on the first N test images",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
@@ -87,22 +92,30 @@ def train(model, x, y, args):
 def accuracy(model, x, y, batch_size=1000) -> float:
     model.eval()
     with handgrad.no_grad():
-        correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                      for i in range(0, len(y), batch_size))
+        correct = sum(
+            int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+            for i in range(0, len(y), batch_size)
+        )
     model.train()
     return correct / len(y)
 
 
 def plot(path, curves, steps_per_epoch):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, (steps, means) in curves.items():
-        line, = ax.plot(np.arange(1, len(steps) + 1), steps, lw=0.6, alpha=0.5, label=f"{name}, every step")
-        ax.plot(steps_per_epoch * np.arange(1, len(means) + 1), means, "o-", color=line.get_color(),
-                label=f"{name}, epoch mean")
+        (line,) = ax.plot(np.arange(1, len(steps) + 1), steps, lw=0.6, alpha=0.5, label=f"{name}, every step")
+        ax.plot(
+            steps_per_epoch * np.arange(1, len(means) + 1),
+            means,
+            "o-",
+            color=line.get_color(),
+            label=f"{name}, epoch mean",
+        )
     ax.set(xlabel="step", ylabel="cross-entropy loss", yscale="log", title="per-step training loss on MNIST")
     ax.legend()
     fig.tight_layout()
@@ -116,8 +129,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     ds = load_dataset("mnist", data_dir=args.data_dir)
     normalize = Normalizer(0.1307, 0.3081)
-    x, y = normalize(ds.train_images[:args.subset]), ds.train_labels[:args.subset]
-    test_x, test_y = normalize(ds.test_images[:args.subset]), ds.test_labels[:args.subset]
+    x, y = normalize(ds.train_images[: args.subset]), ds.train_labels[: args.subset]
+    test_x, test_y = normalize(ds.test_images[: args.subset]), ds.test_labels[: args.subset]
     results, curves = {}, {}
     for kind in ("cnn", "mlp"):
         model = make(kind, args.activation, args.seed)
@@ -127,8 +140,12 @@ def main(argv=None) -> dict:
             print(f"  epoch {epoch}: mean loss {mean:.4f}")
         acc = accuracy(model, test_x, test_y)
         print(f"  test accuracy {acc:.2%} after {len(steps)} steps")
-        results[kind] = {"parameters": model.num_parameters(), "steps": steps, "epoch_means": means,
-                         "test_accuracy": acc}
+        results[kind] = {
+            "parameters": model.num_parameters(),
+            "steps": steps,
+            "epoch_means": means,
+            "test_accuracy": acc,
+        }
         curves[f"{kind} ({model.num_parameters():,} parameters)"] = (steps, means)
     if args.plot:
         plot(args.plot, curves, len(results["cnn"]["steps"]) // args.epochs)

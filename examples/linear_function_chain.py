@@ -19,6 +19,7 @@ Measured (full MNIST, 5 epochs, float32, seed 0): the hand-written chain within 
     python examples/linear_function_chain.py --data-dir /path/to/data --epochs 5
     python examples/linear_function_chain.py --subset 2000 --epochs 1          # the test suite's run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,12 @@ SIZES = (784, 128, 64, 10)
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: $HANDGRAD_DATA_DIR)")
-    parser.add_argument("--subset", type=int, default=None,
-                        help="train on the first N training images and test on the first N test images")
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="train on the first N training images and test on the first N test images",
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
@@ -52,8 +57,7 @@ def parse_args(argv=None):
 def check_linear_function(seed) -> bool:
     """Step 1: gradcheck of the Linear Function in float64."""
     gen = torch.Generator().manual_seed(seed)
-    x, w, b = (torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True)
-               for s in ((4, 5), (3, 5), (3,)))
+    x, w, b = (torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in ((4, 5), (3, 5), (3,)))
     return torch.autograd.gradcheck(LinearFunction.apply, (x, w, b))
 
 
@@ -61,7 +65,7 @@ def manual_chain(model, x, y) -> dict:
     """Step 2: forward through the model's Linear and ReLU layers with the functional pairs, then
     backward by hand, last layer first; returns {parameter name: gradient}."""
     caches, h = [], x.reshape(len(x), -1)
-    positions = [j for j, m in enumerate(model) if isinstance(m, nn.Linear)]   # state_dict prefixes
+    positions = [j for j, m in enumerate(model) if isinstance(m, nn.Linear)]  # state_dict prefixes
     linears = [model[j] for j in positions]
     for i, layer in enumerate(linears):
         h, cache = F.linear_forward(h, layer.weight.data, layer.bias.data)
@@ -70,13 +74,13 @@ def manual_chain(model, x, y) -> dict:
             h, cache = F.relu_forward(h)
             caches.append(("relu", cache))
     _, loss_cache = F.cross_entropy_forward(h, y)
-    grad = F.cross_entropy_backward(np.asarray(1.0), loss_cache)   # dL/dlogits = (softmax - onehot) / N
+    grad = F.cross_entropy_backward(np.asarray(1.0), loss_cache)  # dL/dlogits = (softmax - onehot) / N
     grads, index = {}, len(linears) - 1
     for kind, cache in reversed(caches):
         if kind == "relu":
-            grad = F.relu_backward(grad, cache)                       # G * [x > 0]
+            grad = F.relu_backward(grad, cache)  # G * [x > 0]
         else:
-            grad, grad_weight, grad_bias = F.linear_backward(grad, cache)   # G @ W, G.T @ x, G.sum(rows)
+            grad, grad_weight, grad_bias = F.linear_backward(grad, cache)  # G @ W, G.T @ x, G.sum(rows)
             grads[f"{positions[index]}.weight"], grads[f"{positions[index]}.bias"] = grad_weight, grad_bias
             index -= 1
     return grads
@@ -98,8 +102,10 @@ def autograd_chain(model, x, y) -> dict:
 def evaluate(model, x, y, batch_size=1000) -> float:
     model.eval()
     with handgrad.no_grad():
-        correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                      for i in range(0, len(y), batch_size))
+        correct = sum(
+            int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+            for i in range(0, len(y), batch_size)
+        )
     model.train()
     return correct / len(y)
 
@@ -109,8 +115,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     ds = load_dataset("mnist", data_dir=args.data_dir)
     normalize = Normalizer(0.1307, 0.3081)
-    x, y = normalize(ds.train_images[:args.subset]), ds.train_labels[:args.subset]
-    test_x, test_y = normalize(ds.test_images[:args.subset]), ds.test_labels[:args.subset]
+    x, y = normalize(ds.train_images[: args.subset]), ds.train_labels[: args.subset]
+    test_x, test_y = normalize(ds.test_images[: args.subset]), ds.test_labels[: args.subset]
 
     passed = check_linear_function(args.seed)
     print(f"1. LinearFunction gradcheck (float64): {'passed' if passed else 'FAILED'}")
@@ -144,12 +150,20 @@ def main(argv=None) -> dict:
             opt.step()
             total, seen = total + loss * len(labels), seen + len(labels)
             correct += int((logits.argmax(1) == labels).sum())
-        row = {"epoch": epoch, "lr": args.lr, "batch_size": args.batch_size, "train_loss": total / seen,
-               "train_acc": correct / seen, "test_acc": evaluate(model, test_x, test_y),
-               "seconds": time.perf_counter() - start}
+        row = {
+            "epoch": epoch,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "train_loss": total / seen,
+            "train_acc": correct / seen,
+            "test_acc": evaluate(model, test_x, test_y),
+            "seconds": time.perf_counter() - start,
+        }
         stats.append(row)
-        print(f"   epoch {epoch}: mean loss {row['train_loss']:.4f}, train acc {row['train_acc']:.2%}, "
-              f"test acc {row['test_acc']:.2%}, {row['seconds']:.1f} s")
+        print(
+            f"   epoch {epoch}: mean loss {row['train_loss']:.4f}, train acc {row['train_acc']:.2%}, "
+            f"test acc {row['test_acc']:.2%}, {row['seconds']:.1f} s"
+        )
     if args.stats:
         with open(args.stats, "w") as f:
             json.dump(stats, f, indent=1)

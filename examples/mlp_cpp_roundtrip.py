@@ -17,6 +17,7 @@ after one more C++ epoch 98.21% in C++ and in Python.
     python examples/mlp_cpp_roundtrip.py --data-dir /path/to/data --epochs 3
     python examples/mlp_cpp_roundtrip.py --subset 2000 --epochs 1          # the test suite's run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,12 @@ MEAN, STD = 0.1307, 0.3081
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: $HANDGRAD_DATA_DIR)")
-    parser.add_argument("--subset", type=int, default=None,
-                        help="train on the first N training images (both programs test on all 10,000)")
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="train on the first N training images (both programs test on all 10,000)",
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -52,8 +57,10 @@ def parse_args(argv=None):
 def accuracy(model, x, y, batch_size=1000) -> float:
     model.eval()
     with handgrad.no_grad():
-        correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                      for i in range(0, len(y), batch_size))
+        correct = sum(
+            int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+            for i in range(0, len(y), batch_size)
+        )
     return correct / len(y)
 
 
@@ -70,7 +77,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     ds = load_dataset("mnist", data_dir=args.data_dir)
     normalize = Normalizer(MEAN, STD)
-    x, y = normalize(ds.train_images[:args.subset]), ds.train_labels[:args.subset]
+    x, y = normalize(ds.train_images[: args.subset]), ds.train_labels[: args.subset]
     test_x, test_y = normalize(ds.test_images), ds.test_labels
 
     handgrad.manual_seed(args.seed)
@@ -87,8 +94,12 @@ def main(argv=None) -> dict:
             opt.step()
             total, seen = total + loss * len(labels), seen + len(labels)
         print(f"   epoch {epoch}: mean loss {total / seen:.4f}")
-    result = {"python": accuracy(model, test_x, test_y), "cpp_of_python": None, "cpp_trained": None,
-              "python_of_cpp": None}
+    result = {
+        "python": accuracy(model, test_x, test_y),
+        "cpp_of_python": None,
+        "cpp_trained": None,
+        "python_of_cpp": None,
+    }
     print(f"   test accuracy {result['python']:.2%}")
 
     if args.out is None:
@@ -101,8 +112,16 @@ def main(argv=None) -> dict:
 def round_trip(args, model, out, result, test_x, test_y, train_size) -> dict:
     """Steps 2-4, with the checkpoints in ``out``."""
     checkpoint = out / "python.safetensors"
-    handgrad.save(model, checkpoint, input_shape=[1, 28, 28], normalization={"mean": MEAN, "std": STD},
-                  classes=[str(c) for c in range(10)], dataset="mnist", loss="cross_entropy", model="mlp")
+    handgrad.save(
+        model,
+        checkpoint,
+        input_shape=[1, 28, 28],
+        normalization={"mean": MEAN, "std": STD},
+        classes=[str(c) for c in range(10)],
+        dataset="mnist",
+        loss="cross_entropy",
+        model="mlp",
+    )
     print(f"   saved {checkpoint}")
     if not args.cpp.is_file():
         print(f"2-4. skipped: no C++ program at {args.cpp} (build it with `make cpp`, or give --cpp PATH)")
@@ -110,18 +129,39 @@ def round_trip(args, model, out, result, test_x, test_y, train_size) -> dict:
 
     data = ["--data-dir", args.data_dir] if args.data_dir else []
     result["cpp_of_python"] = json.loads(cpp(args.cpp, "eval", checkpoint, "--json", *data))["accuracy"]
-    print(f"2. C++ evaluates the Python checkpoint: test accuracy {result['cpp_of_python']:.2%} "
-          f"({'the same as' if result['cpp_of_python'] == result['python'] else 'DIFFERENT from'} Python's)")
+    print(
+        f"2. C++ evaluates the Python checkpoint: test accuracy {result['cpp_of_python']:.2%} "
+        f"({'the same as' if result['cpp_of_python'] == result['python'] else 'DIFFERENT from'} Python's)"
+    )
     run = out / "cpp-run"
     size = ["--train-size", train_size] if args.subset else []
-    cpp(args.cpp, "train", "--init", checkpoint, "--epochs", 1, "--schedule", "none",
-        "--lr", 0.01, "--seed", args.seed, "--out", run, "--quiet", *size, *data)
+    cpp(
+        args.cpp,
+        "train",
+        "--init",
+        checkpoint,
+        "--epochs",
+        1,
+        "--schedule",
+        "none",
+        "--lr",
+        0.01,
+        "--seed",
+        args.seed,
+        "--out",
+        run,
+        "--quiet",
+        *size,
+        *data,
+    )
     trained = run / "last.safetensors"
     result["cpp_trained"] = json.loads(cpp(args.cpp, "eval", trained, "--json", *data))["accuracy"]
     print(f"3. C++ trains one more epoch from those weights: test accuracy {result['cpp_trained']:.2%}")
     result["python_of_cpp"] = accuracy(handgrad.load(trained), test_x, test_y)
-    print(f"4. Python evaluates the C++ checkpoint: test accuracy {result['python_of_cpp']:.2%} "
-          f"({'the same as' if result['python_of_cpp'] == result['cpp_trained'] else 'DIFFERENT from'} C++'s)")
+    print(
+        f"4. Python evaluates the C++ checkpoint: test accuracy {result['python_of_cpp']:.2%} "
+        f"({'the same as' if result['python_of_cpp'] == result['cpp_trained'] else 'DIFFERENT from'} C++'s)"
+    )
     return result
 
 

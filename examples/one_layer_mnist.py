@@ -15,6 +15,7 @@ epoch 5; 92.16% test accuracy.
     python examples/one_layer_mnist.py --data-dir /path/to/data --epochs 5
     python examples/one_layer_mnist.py --subset 5000 --epochs 1        # the test suite's run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,10 +50,15 @@ def one_hot(labels, num_classes=10, dtype=torch.float32):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None,
-                        help="folder holding mnist/ (default: $HANDGRAD_DATA_DIR, then the download cache)")
-    parser.add_argument("--subset", type=int, default=None,
-                        help="train on the first N training images and test on the first N test images")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder holding mnist/ (default: $HANDGRAD_DATA_DIR, then the download cache)"
+    )
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="train on the first N training images and test on the first N test images",
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -64,8 +70,10 @@ def check_against_autograd(model, images, labels) -> float:
     targets = one_hot(labels)
     x = torch.from_numpy(images)
     grads = []
-    for loss_of in (lambda: CrossEntropyFunction.apply(model(x), targets, "mean"),
-                    lambda: torch.nn.functional.cross_entropy(x.flatten(1) @ model.weight.T + model.bias, targets)):
+    for loss_of in (
+        lambda: CrossEntropyFunction.apply(model(x), targets, "mean"),
+        lambda: torch.nn.functional.cross_entropy(x.flatten(1) @ model.weight.T + model.bias, targets),
+    ):
         model.zero_grad()
         loss_of().backward()
         grads.append([p.grad.clone() for p in model.parameters()])
@@ -75,8 +83,14 @@ def check_against_autograd(model, images, labels) -> float:
 
 def evaluate(model, images, labels, batch_size=1000) -> float:
     with torch.no_grad():
-        correct = sum(int((model(torch.from_numpy(images[i:i + batch_size])).argmax(1).numpy()
-                           == labels[i:i + batch_size]).sum()) for i in range(0, len(labels), batch_size))
+        correct = sum(
+            int(
+                (
+                    model(torch.from_numpy(images[i : i + batch_size])).argmax(1).numpy() == labels[i : i + batch_size]
+                ).sum()
+            )
+            for i in range(0, len(labels), batch_size)
+        )
     return correct / len(labels)
 
 
@@ -86,11 +100,13 @@ def main(argv=None) -> float:
     torch.manual_seed(args.seed)
     ds = handgrad.data.load_dataset("mnist", data_dir=args.data_dir)
     normalize = handgrad.data.Normalizer(0.1307, 0.3081)
-    train_x, train_y = normalize(ds.train_images[:args.subset]), ds.train_labels[:args.subset]
-    test_x, test_y = normalize(ds.test_images[:args.subset]), ds.test_labels[:args.subset]
+    train_x, train_y = normalize(ds.train_images[: args.subset]), ds.train_labels[: args.subset]
+    test_x, test_y = normalize(ds.test_images[: args.subset]), ds.test_labels[: args.subset]
 
     model = OneLayer()
-    print(f"max |handgrad - autograd| gradient on one batch: {check_against_autograd(model, train_x[:64], train_y[:64]):.2e}")
+    print(
+        f"max |handgrad - autograd| gradient on one batch: {check_against_autograd(model, train_x[:64], train_y[:64]):.2e}"
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loader = handgrad.data.DataLoader(train_x, train_y, batch_size=args.batch_size, shuffle=True, seed=args.seed)
     accuracy = 0.0

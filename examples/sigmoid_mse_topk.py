@@ -21,6 +21,7 @@ test top-1 97.55%, top-3 99.60%, top-5 99.89%.
     python examples/sigmoid_mse_topk.py --data-dir /path/to/data --epochs 10
     python examples/sigmoid_mse_topk.py --subset 2000 --epochs 1          # the test suite's run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,12 @@ TOP_K = (1, 3, 5)
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: $HANDGRAD_DATA_DIR)")
-    parser.add_argument("--subset", type=int, default=None,
-                        help="train on the first N training images and test on the first N test images")
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="train on the first N training images and test on the first N test images",
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1.0)
@@ -71,16 +76,22 @@ def top_k_accuracy(scores, labels, ks=TOP_K) -> dict:
 
 def check_against_layers(w1, w2, x, t) -> float:
     """The largest relative difference between the hand-written gradients and handgrad's layers'."""
-    model = nn.Sequential(nn.Linear(w1.shape[1], w1.shape[0], bias=False), nn.Sigmoid(),
-                          nn.Linear(w2.shape[1], w2.shape[0], bias=False), nn.Sigmoid()).double()
+    model = nn.Sequential(
+        nn.Linear(w1.shape[1], w1.shape[0], bias=False),
+        nn.Sigmoid(),
+        nn.Linear(w2.shape[1], w2.shape[0], bias=False),
+        nn.Sigmoid(),
+    ).double()
     model.load_state_dict({"0.weight": w1, "2.weight": w2})
     loss_fn = nn.MSELoss(reduction="sum")
     loss_fn(model(x), t)
-    model.backward(loss_fn.backward(1.0 / len(x)))            # sum over everything, / N
+    model.backward(loss_fn.backward(1.0 / len(x)))  # sum over everything, / N
     h, y = forward(w1, w2, x)
     grads = backward(w1, w2, x, h, y, t)
-    return max(float(np.abs(mine - layer.weight.grad).max() / np.abs(layer.weight.grad).max())
-               for mine, layer in zip(grads, (model[0], model[2])))
+    return max(
+        float(np.abs(mine - layer.weight.grad).max() / np.abs(layer.weight.grad).max())
+        for mine, layer in zip(grads, (model[0], model[2]))
+    )
 
 
 def main(argv=None) -> dict:
@@ -88,8 +99,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     ds = load_dataset("mnist", data_dir=args.data_dir)
     normalize = Normalizer(0.1307, 0.3081)
-    x, y = normalize(ds.train_images[:args.subset]).reshape(-1, 784), ds.train_labels[:args.subset]
-    test_x, test_y = normalize(ds.test_images[:args.subset]).reshape(-1, 784), ds.test_labels[:args.subset]
+    x, y = normalize(ds.train_images[: args.subset]).reshape(-1, 784), ds.train_labels[: args.subset]
+    test_x, test_y = normalize(ds.test_images[: args.subset]).reshape(-1, 784), ds.test_labels[: args.subset]
     eye = np.eye(10, dtype=np.float32)
 
     rng = np.random.default_rng(args.seed)
@@ -97,8 +108,9 @@ def main(argv=None) -> dict:
     w1 = rng.uniform(-1, 1, (args.hidden, 784)).astype(np.float32) / np.float32(np.sqrt(784))
     w2 = rng.uniform(-1, 1, (10, args.hidden)).astype(np.float32) / np.float32(np.sqrt(args.hidden))
     print(f"784-{args.hidden}-10 sigmoid MLP, no biases: {w1.size + w2.size:,} parameters")
-    error = check_against_layers(w1.astype(np.float64), w2.astype(np.float64), x[:32].astype(np.float64),
-                                 eye[y[:32]].astype(np.float64))
+    error = check_against_layers(
+        w1.astype(np.float64), w2.astype(np.float64), x[:32].astype(np.float64), eye[y[:32]].astype(np.float64)
+    )
     print(f"hand-written gradients vs handgrad's layers (float64, one batch): max rel. error {error:.1e}")
 
     loader = DataLoader(x, y, batch_size=args.batch_size, shuffle=True, seed=args.seed)
@@ -115,8 +127,10 @@ def main(argv=None) -> dict:
             w2 -= np.float32(args.lr) * grad_w2
         losses.append(total / seen)
         top = top_k_accuracy(forward(w1, w2, test_x)[1], test_y)
-        print(f"epoch {epoch}: mean loss {losses[-1]:.4f}, test top-1 {top[1]:.2%}, top-3 {top[3]:.2%}, "
-              f"top-5 {top[5]:.2%}")
+        print(
+            f"epoch {epoch}: mean loss {losses[-1]:.4f}, test top-1 {top[1]:.2%}, top-3 {top[3]:.2%}, "
+            f"top-5 {top[5]:.2%}"
+        )
     return {"parameters": w1.size + w2.size, "epoch_losses": losses, "top_k": top, "gradient_error": error}
 
 

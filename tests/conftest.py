@@ -4,6 +4,7 @@ finite differences).
 
 torch is imported lazily inside the helpers, so test files that never call them run without it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,6 +29,7 @@ def to_numpy(tensor) -> np.ndarray:
 def copy_weights_to_torch(model, torch_model) -> None:
     """handgrad -> torch through the state_dict, with no renaming (the keys must already agree)."""
     import torch
+
     torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
 
 
@@ -49,6 +51,7 @@ def check_against_torch(model, torch_model, x, rng, gradcheck: bool = True) -> N
     """Run ``model`` and ``torch_model`` (same weights, float64) on ``x`` and compare the output, dL/dx
     and dL/dparameter for a random upstream gradient; then ``handgrad.gradcheck`` the model."""
     import torch
+
     model.double()
     torch_model.double()
     copy_weights_to_torch(model, torch_model)

@@ -1,4 +1,5 @@
 """Activations against PyTorch and finite differences, and the two ways to define one's own."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,12 +61,15 @@ def test_activation_matches_torch(layer, torch_layer, shape, rng):
     check_against_torch(layer, torch_layer, rng.standard_normal(shape) * 2, rng)
 
 
-@pytest.mark.parametrize("layer, torch_layer", [
-    pytest.param(nn.Sigmoid(), torch.nn.Sigmoid(), id="Sigmoid"),
-    pytest.param(nn.Tanh(), torch.nn.Tanh(), id="Tanh"),
-    pytest.param(nn.Softmax(dim=1), torch.nn.Softmax(dim=1), id="Softmax"),
-    pytest.param(nn.LogSoftmax(dim=1), torch.nn.LogSoftmax(dim=1), id="LogSoftmax"),
-])
+@pytest.mark.parametrize(
+    "layer, torch_layer",
+    [
+        pytest.param(nn.Sigmoid(), torch.nn.Sigmoid(), id="Sigmoid"),
+        pytest.param(nn.Tanh(), torch.nn.Tanh(), id="Tanh"),
+        pytest.param(nn.Softmax(dim=1), torch.nn.Softmax(dim=1), id="Softmax"),
+        pytest.param(nn.LogSoftmax(dim=1), torch.nn.LogSoftmax(dim=1), id="LogSoftmax"),
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_activation_is_stable_for_huge_inputs(layer, torch_layer, dtype, rng):
     x = np.array([[1e4, -1e4, 0.0, 50.0], [-800.0, 800.0, -1e4, 3.0]], dtype=dtype)
@@ -86,8 +90,20 @@ def test_relu_gradient_at_zero_is_zero_like_torch():
     np.testing.assert_array_equal(relu.backward(np.ones(3)), to_numpy(x_t.grad))
 
 
-@pytest.mark.parametrize("layer", [nn.ReLU(), nn.LeakyReLU(0.1), nn.Sigmoid(), nn.Tanh(), nn.Softmax(1),
-                                   nn.LogSoftmax(1), UserSwish(), UserSoftplus()], ids=repr)
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.ReLU(),
+        nn.LeakyReLU(0.1),
+        nn.Sigmoid(),
+        nn.Tanh(),
+        nn.Softmax(1),
+        nn.LogSoftmax(1),
+        UserSwish(),
+        UserSoftplus(),
+    ],
+    ids=repr,
+)
 def test_activation_keeps_float32(layer, rng):
     x = rng.standard_normal((3, 4)).astype(np.float32)
     assert layer(x).dtype == np.float32
@@ -123,9 +139,10 @@ def test_wrong_derivative_is_refused_with_the_points():
 
 def test_wrong_derivative_on_a_subclass_is_refused():
     with pytest.raises(nn.ActivationDerivativeError, match="BadCube: .* at 81 of 81 points"):
+
         class BadCube(nn.ElementwiseActivation):
-            function = staticmethod(lambda x: x ** 3)
-            derivative = staticmethod(lambda x: 3 * x ** 2 + 1)
+            function = staticmethod(lambda x: x**3)
+            derivative = staticmethod(lambda x: 3 * x**2 + 1)
 
 
 def test_wrong_derivative_at_a_few_points_lists_only_those():
@@ -139,14 +156,16 @@ def test_wrong_derivative_at_a_few_points_lists_only_those():
 
 def test_subclass_without_function_is_a_type_error():
     with pytest.raises(TypeError, match="must define static methods"):
+
         class Incomplete(nn.ElementwiseActivation):
             function = staticmethod(np.sin)
 
 
 def test_user_activation_in_sequential_matches_torch(rng):
     model = nn.Sequential(nn.Linear(4, 6), UserSwish(), nn.Linear(6, 3), UserSoftplus())
-    torch_model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.SiLU(), torch.nn.Linear(6, 3),
-                                      torch.nn.Softplus())
+    torch_model = torch.nn.Sequential(
+        torch.nn.Linear(4, 6), torch.nn.SiLU(), torch.nn.Linear(6, 3), torch.nn.Softplus()
+    )
     check_against_torch(model, torch_model, rng.standard_normal((5, 4)), rng)
 
 

@@ -12,14 +12,28 @@ from handgrad.app.cli import main
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", "--dataset", "digits", "--model", "mlp-small", "--epochs", "2", "--quiet",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["train", "--dataset", "digits", "--model", "mlp-small", "--epochs", "2", "--quiet", "--out", str(out)])
+        == 0
+    )
     return out
 
 
 def test_train_prints_epoch_lines_and_where_the_run_went(run_dir, capsys, tmp_path):
-    code = main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--epochs", "1", "--quiet",
-                 "--out", str(tmp_path / "r")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--model",
+            "tiny-mlp",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "epoch 1/1  train loss" in out and "val loss" in out
@@ -27,8 +41,21 @@ def test_train_prints_epoch_lines_and_where_the_run_went(run_dir, capsys, tmp_pa
 
 
 def test_train_shows_the_model_table_unless_quiet(capsys, tmp_path):
-    main(["train", "--dataset", "digits", "--hidden", "32,16", "--activation", "tanh", "--epochs", "1",
-          "--out", str(tmp_path / "r")])
+    main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--hidden",
+            "32,16",
+            "--activation",
+            "tanh",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     out = capsys.readouterr().out
     assert "Tanh()" in out and "total" in out
 
@@ -75,12 +102,15 @@ def test_datasets(capsys):
     assert "digits" in out and "mnist" in out and "fashion-mnist" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["eval", "missing.safetensors"], "no such checkpoint file"),
-    (["info", "missing.safetensors"], "no such checkpoint file"),
-    (["predict", "missing.safetensors", "x.png"], "no such checkpoint file"),
-    (["train", "--dataset", "nosuchset", "--epochs", "1"], "nosuchset"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", "missing.safetensors"], "no such checkpoint file"),
+        (["info", "missing.safetensors"], "no such checkpoint file"),
+        (["predict", "missing.safetensors", "x.png"], "no such checkpoint file"),
+        (["train", "--dataset", "nosuchset", "--epochs", "1"], "nosuchset"),
+    ],
+)
 def test_errors_are_one_line_with_non_zero_exit(argv, message, capsys):
     assert main(argv) != 0
     err = capsys.readouterr().err
@@ -101,8 +131,9 @@ def test_help_for_every_command(command):
 
 
 def test_console_script_exit_code_on_error():
-    result = subprocess.run([sys.executable, "-m", "handgrad", "eval", "nope.safetensors"], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "handgrad", "eval", "nope.safetensors"], capture_output=True, text=True
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
 
 
@@ -113,6 +144,7 @@ def handgrad_command(*args):
 
 def child_env():
     import os
+
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
@@ -121,17 +153,35 @@ def folder_bytes(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
 
 
-@pytest.mark.parametrize("signum, code, said", [("SIGINT", 130, "handgrad: interrupted"),
-                                                ("SIGTERM", 143, "handgrad: terminated")])
+@pytest.mark.parametrize(
+    "signum, code, said", [("SIGINT", 130, "handgrad: interrupted"), ("SIGTERM", 143, "handgrad: terminated")]
+)
 def test_a_signal_saves_the_state_between_two_steps_and_resume_continues(tmp_path, signum, code, said):
     import signal
 
     from handgrad.app.training import TrainConfig, read_resume_metadata, train
 
     run = tmp_path / "run"
-    child = subprocess.Popen(handgrad_command("train", "--dataset", "digits", "--model", "tiny-mlp", "--schedule",
-                                              "none", "--epochs", "100000", "--quiet", "--out", str(run)),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    child = subprocess.Popen(
+        handgrad_command(
+            "train",
+            "--dataset",
+            "digits",
+            "--model",
+            "tiny-mlp",
+            "--schedule",
+            "none",
+            "--epochs",
+            "100000",
+            "--quiet",
+            "--out",
+            str(run),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
     for line in child.stdout:  # training has started once an epoch line is printed
         if line.startswith("epoch "):
             break
@@ -143,8 +193,11 @@ def test_a_signal_saves_the_state_between_two_steps_and_resume_continues(tmp_pat
     meta = read_resume_metadata(run)
     epochs = meta["epoch"] + 1
     assert main(["train", "--resume", str(run), "--epochs", str(epochs), "--quiet"]) == 0
-    straight = train(TrainConfig(dataset="digits", model="tiny-mlp", schedule="none", epochs=epochs,
-                                 out=str(tmp_path / "straight")), progress=False, log=lambda *_: None)
+    straight = train(
+        TrainConfig(dataset="digits", model="tiny-mlp", schedule="none", epochs=epochs, out=str(tmp_path / "straight")),
+        progress=False,
+        log=lambda *_: None,
+    )
     resumed = handgrad.load(run / "last.safetensors").state_dict()
     assert all(np.array_equal(v, resumed[k]) for k, v in straight.model.state_dict().items())
 
@@ -153,13 +206,49 @@ def test_a_signal_saves_the_state_between_two_steps_and_resume_continues(tmp_pat
 def test_two_trains_into_one_folder_at_once_one_error_line_or_a_whole_run(tmp_path, existing):
     run = tmp_path / "run"
     if existing:
-        assert main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--epochs", "1", "--seed", "7", "--quiet",
-                     "--out", str(run)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--dataset",
+                    "digits",
+                    "--model",
+                    "tiny-mlp",
+                    "--epochs",
+                    "1",
+                    "--seed",
+                    "7",
+                    "--quiet",
+                    "--out",
+                    str(run),
+                ]
+            )
+            == 0
+        )
     before = folder_bytes(run) if existing else None
-    children = [subprocess.Popen(handgrad_command("train", "--dataset", "digits", "--model", "tiny-mlp", "--epochs",
-                                                  str(epochs), "--seed", str(seed), "--quiet", "--out", str(run)),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
-                for seed, epochs in ((1, 3), (2, 4))]
+    children = [
+        subprocess.Popen(
+            handgrad_command(
+                "train",
+                "--dataset",
+                "digits",
+                "--model",
+                "tiny-mlp",
+                "--epochs",
+                str(epochs),
+                "--seed",
+                str(seed),
+                "--quiet",
+                "--out",
+                str(run),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
+        for seed, epochs in ((1, 3), (2, 4))
+    ]
     results = [(c.returncode, err) for c in children for _, err in [c.communicate(timeout=300)]]
     for code, err in results:
         assert "Traceback" not in err
@@ -185,13 +274,36 @@ def test_files_written_respect_the_umask(tmp_path, umask, mode):
 
     previous = os.umask(umask)
     try:
-        assert main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--epochs", "1", "--quiet",
-                     "--out", str(tmp_path / "run")]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--dataset",
+                    "digits",
+                    "--model",
+                    "tiny-mlp",
+                    "--epochs",
+                    "1",
+                    "--quiet",
+                    "--out",
+                    str(tmp_path / "run"),
+                ]
+            )
+            == 0
+        )
     finally:
         os.umask(previous)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir()}
-    assert set(modes) >= {".lock", "manifest.json", "best.safetensors", "last.safetensors", "resume.safetensors",
-                          "history.json", "history.csv", "curves.png"}
+    assert set(modes) >= {
+        ".lock",
+        "manifest.json",
+        "best.safetensors",
+        "last.safetensors",
+        "resume.safetensors",
+        "history.json",
+        "history.csv",
+        "curves.png",
+    }
     assert modes == {name: mode for name in modes}
 
 
@@ -206,14 +318,17 @@ def test_replacing_a_file_keeps_its_mode(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["kept.json"]  # no temporary file left
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--dataset", "digits", "--epochs", "1"],
-    ["eval", "run/best.safetensors"],
-    ["predict", "run/best.safetensors", "x.png"],
-    ["compare", "tiny-mlp"],
-    ["sweep", "--lr", "0.1"],
-    ["explain", "--model", "tiny-mlp"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--dataset", "digits", "--epochs", "1"],
+        ["eval", "run/best.safetensors"],
+        ["predict", "run/best.safetensors", "x.png"],
+        ["compare", "tiny-mlp"],
+        ["sweep", "--lr", "0.1"],
+        ["explain", "--model", "tiny-mlp"],
+    ],
+)
 def test_threads_limits_blas_and_handgrad_for_the_command(argv, monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from handgrad.app import cli
@@ -241,8 +356,10 @@ def test_threads_must_be_a_positive_count(value, capsys):
 
 def test_resume_with_a_conflicting_option_is_one_error_line(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--epochs", "1", "--quiet",
-                 "--out", str(run)]) == 0
+    assert (
+        main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--epochs", "1", "--quiet", "--out", str(run)])
+        == 0
+    )
     before = folder_bytes(run)
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--lr", "0.5", "--seed", "0"]) == 1

@@ -1,6 +1,7 @@
 """Bad input to the command line: every argument checked up front, checkpoints with non-finite
 weights refused, strict JSON, images as people have them (transparency, EXIF orientation, 16-bit,
 decompression bombs), and a closed pipe."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ from handgrad.app.cli import MAX_IMAGE_PIXELS, load_image, main
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli-inputs") / "run"
-    assert main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--epochs", "1", "--quiet",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--epochs", "1", "--quiet", "--out", str(out)])
+        == 0
+    )
     return out / "best.safetensors"
 
 
@@ -84,37 +87,48 @@ def test_bad_argument_is_refused_before_anything_runs(tmp_path, monkeypatch, cap
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["sweep", "--lr", "0.1,nan"], "--lr: expected a finite number > 0, got 'nan'"),
-    (["sweep", "--momentum", "0.9,1.5"], "--momentum: expected a finite number >= 0 and < 1, got '1.5'"),
-    (["sweep", "--batch-size", "64,0"], "--batch-size: expected an integer >= 1, got 0"),
-    (["sweep", "--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
-    (["sweep", "--weight-decay", "-1"], "--weight-decay: expected a finite number >= 0"),
-    (["sweep", "--optimizer", "sgd,lbfgs"], "--optimizer: unknown value 'lbfgs'; known: sgd, adam, adamw, rmsprop, adagrad"),
-    (["sweep", "--schedule", "linear"], "--schedule: unknown value 'linear'"),
-    (["sweep", "--model", "tiny-mlp,resnet"], "--model: unknown value 'resnet'"),
-    (["sweep", "--lr", ","], "--lr: expected at least one value"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["sweep", "--lr", "0.1,nan"], "--lr: expected a finite number > 0, got 'nan'"),
+        (["sweep", "--momentum", "0.9,1.5"], "--momentum: expected a finite number >= 0 and < 1, got '1.5'"),
+        (["sweep", "--batch-size", "64,0"], "--batch-size: expected an integer >= 1, got 0"),
+        (["sweep", "--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
+        (["sweep", "--weight-decay", "-1"], "--weight-decay: expected a finite number >= 0"),
+        (
+            ["sweep", "--optimizer", "sgd,lbfgs"],
+            "--optimizer: unknown value 'lbfgs'; known: sgd, adam, adamw, rmsprop, adagrad",
+        ),
+        (["sweep", "--schedule", "linear"], "--schedule: unknown value 'linear'"),
+        (["sweep", "--model", "tiny-mlp,resnet"], "--model: unknown value 'resnet'"),
+        (["sweep", "--lr", ","], "--lr: expected at least one value"),
+    ],
+)
 def test_each_sweep_value_is_checked_like_the_single_option(tmp_path, capsys, argv, fragment):
     assert main(argv + ["--out", str(tmp_path / "sweep")]) == 1
     one_line_error(capsys, fragment)
     assert not (tmp_path / "sweep").exists()
 
 
-@pytest.mark.parametrize("layers, fragment", [
-    ("pool-pool-pool-pool", "token 'pool' (number 4) in 'pool-pool-pool-pool': it shrinks the 1x1 maps to nothing "
-                            "(input 8x8)"),
-    ("conv0", "token 'conv0' (number 1) in 'conv0': expected conv<C> with a size from 1 to 1048576"),
-    ("conv", "expected conv<C> (e.g. conv16 or conv16k5), the size is missing"),
-    ("conv8k0", "expected k<K> with a size from 1"),
-    ("fc0", "token 'fc0' (number 1) in 'fc0': expected fc<N> with a size from 1"),
-    ("fcx", "expected fc<N> with a size from 1 to 1048576 (e.g. fc128), got 'x'"),
-    ("fc16-dropout1.5", "dropout probability must be from 0 to below 1, got 1.5"),
-    ("fc16-pool", "a pool must come before any fc"),
-    ("tanh", "an activation must follow conv, fc or out directly"),
-    ("conv1048576-conv1048576", "more than the limit"),
-    ("-", "empty layer spec"),
-])
+@pytest.mark.parametrize(
+    "layers, fragment",
+    [
+        (
+            "pool-pool-pool-pool",
+            "token 'pool' (number 4) in 'pool-pool-pool-pool': it shrinks the 1x1 maps to nothing (input 8x8)",
+        ),
+        ("conv0", "token 'conv0' (number 1) in 'conv0': expected conv<C> with a size from 1 to 1048576"),
+        ("conv", "expected conv<C> (e.g. conv16 or conv16k5), the size is missing"),
+        ("conv8k0", "expected k<K> with a size from 1"),
+        ("fc0", "token 'fc0' (number 1) in 'fc0': expected fc<N> with a size from 1"),
+        ("fcx", "expected fc<N> with a size from 1 to 1048576 (e.g. fc128), got 'x'"),
+        ("fc16-dropout1.5", "dropout probability must be from 0 to below 1, got 1.5"),
+        ("fc16-pool", "a pool must come before any fc"),
+        ("tanh", "an activation must follow conv, fc or out directly"),
+        ("conv1048576-conv1048576", "more than the limit"),
+        ("-", "empty layer spec"),
+    ],
+)
 def test_bad_layer_spec_is_one_line_naming_the_token(tmp_path, capsys, layers, fragment):
     assert main(["train", "--dataset", "digits", "--layers", layers, "--quiet", "--out", str(tmp_path / "r")]) == 1
     one_line_error(capsys, fragment)
@@ -129,8 +143,11 @@ def broken_checkpoint(checkpoint, tmp_path):
     model[1].weight.data[3, 7] = np.nan
     model[3].bias.data[0] = np.inf
     path = tmp_path / "broken.safetensors"
-    handgrad.save(model, path, **{k: v for k, v in model.metadata.items()
-                                  if k not in ("format", "handgrad_version", "architecture", "dtype")})
+    handgrad.save(
+        model,
+        path,
+        **{k: v for k, v in model.metadata.items() if k not in ("format", "handgrad_version", "architecture", "dtype")},
+    )
     return path
 
 
@@ -147,16 +164,22 @@ def test_non_finite_weights_are_refused_by_eval_and_predict(broken_checkpoint, t
     if argv[0] == "predict":
         argv.insert(2, str(_png(tmp_path / "a.png")))
     assert main(argv) == 1
-    one_line_error(capsys, f"{broken_checkpoint}: non-finite weights in 1.weight (1 NaN, 0 inf of 1024 values); "
-                           f"3.bias (0 NaN, 1 inf of 10 values)", out="")
+    one_line_error(
+        capsys,
+        f"{broken_checkpoint}: non-finite weights in 1.weight (1 NaN, 0 inf of 1024 values); "
+        f"3.bias (0 NaN, 1 inf of 10 values)",
+        out="",
+    )
 
 
 def test_info_describes_a_broken_checkpoint_and_warns(broken_checkpoint, capsys):
     assert main(["info", str(broken_checkpoint)]) == 0
     captured = capsys.readouterr()
     assert "Linear(in_features=64, out_features=16" in captured.out
-    assert f"handgrad: warning: {broken_checkpoint}: tensor 1.weight (1 NaN, 0 inf of 1024 values) is not finite" \
+    assert (
+        f"handgrad: warning: {broken_checkpoint}: tensor 1.weight (1 NaN, 0 inf of 1024 values) is not finite"
         in captured.err
+    )
 
 
 def test_outputs_that_overflow_are_refused_not_printed_as_nan(checkpoint, tmp_path, capsys):
@@ -165,8 +188,11 @@ def test_outputs_that_overflow_are_refused_not_printed_as_nan(checkpoint, tmp_pa
     model = handgrad.load(checkpoint)
     model[3].weight.data[...] = 3e38  # finite weights whose products overflow float32
     path = tmp_path / "overflow.safetensors"
-    handgrad.save(model, path, **{k: v for k, v in model.metadata.items()
-                                  if k not in ("format", "handgrad_version", "architecture", "dtype")})
+    handgrad.save(
+        model,
+        path,
+        **{k: v for k, v in model.metadata.items() if k not in ("format", "handgrad_version", "architecture", "dtype")},
+    )
     assert main(["eval", str(path), "--json"]) == 1
     one_line_error(capsys, "the model's outputs are not finite (NaN or inf) for", out="")
     assert main(["predict", str(path), str(_png(tmp_path / "a.png")), "--json"]) == 1
@@ -193,8 +219,13 @@ def test_info_into_a_closed_pipe_ends_quietly(checkpoint):
     read_end, write_end = os.pipe()
     os.close(read_end)  # as `head -1` does once it has its line
     try:
-        result = subprocess.run([sys.executable, "-m", "handgrad", "info", str(checkpoint)], stdout=write_end,
-                                stderr=subprocess.PIPE, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "handgrad", "info", str(checkpoint)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
     finally:
         os.close(write_end)
     assert result.stderr == "" and result.returncode == 141  # 128 + SIGPIPE, as a shell reports cat's
@@ -255,8 +286,9 @@ def test_white_ink_on_transparent_reads_as_ink(tmp_path):
     np.testing.assert_allclose(load_image(_save(rgba, tmp_path / "ink.png"), (1, 8, 8)), expected, atol=2 / 255)
 
 
-@pytest.mark.parametrize("orientation, stored", [(3, "ROTATE_180"), (6, "ROTATE_90"), (8, "ROTATE_270"),
-                                                 (2, "FLIP_LEFT_RIGHT")])
+@pytest.mark.parametrize(
+    "orientation, stored", [(3, "ROTATE_180"), (6, "ROTATE_90"), (8, "ROTATE_270"), (2, "FLIP_LEFT_RIGHT")]
+)
 def test_exif_orientation_is_applied(tmp_path, orientation, stored):
     from PIL import Image
 
@@ -265,30 +297,42 @@ def test_exif_orientation_is_applied(tmp_path, orientation, stored):
     exif[0x0112] = orientation
     upright.transpose(getattr(Image.Transpose, stored)).save(tmp_path / "phone.png", exif=exif)
     upright.save(tmp_path / "upright.png")
-    np.testing.assert_allclose(load_image(tmp_path / "phone.png", (1, 8, 8)),
-                               load_image(tmp_path / "upright.png", (1, 8, 8)), atol=1e-6)
+    np.testing.assert_allclose(
+        load_image(tmp_path / "phone.png", (1, 8, 8)), load_image(tmp_path / "upright.png", (1, 8, 8)), atol=1e-6
+    )
 
 
 def test_sixteen_bit_gray_reads_like_eight_bit(tmp_path):
     ink = _digit(2)
-    np.testing.assert_allclose(load_image(_save(ink.astype(np.uint16) * 257, tmp_path / "16.png"), (1, 8, 8)),
-                               load_image(_save(ink, tmp_path / "8.png"), (1, 8, 8)), atol=2 / 255)
+    np.testing.assert_allclose(
+        load_image(_save(ink.astype(np.uint16) * 257, tmp_path / "16.png"), (1, 8, 8)),
+        load_image(_save(ink, tmp_path / "8.png"), (1, 8, 8)),
+        atol=2 / 255,
+    )
 
 
 def _png_header_only(path, width, height):
     """A PNG that declares width x height and holds one tiny IDAT: what a decompression bomb's header says."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
-@pytest.mark.parametrize("width, height, fragment", [
-    (9000, 8000, f"the image has 9000 x 8000 = 72000000 pixels, more than the limit of {MAX_IMAGE_PIXELS}"),
-    (20000, 20000, f"the image has 400000000 pixels, more than the limit of {MAX_IMAGE_PIXELS}"),  # PIL's check
-])
+@pytest.mark.parametrize(
+    "width, height, fragment",
+    [
+        (9000, 8000, f"the image has 9000 x 8000 = 72000000 pixels, more than the limit of {MAX_IMAGE_PIXELS}"),
+        (20000, 20000, f"the image has 400000000 pixels, more than the limit of {MAX_IMAGE_PIXELS}"),  # PIL's check
+    ],
+)
 def test_decompression_bomb_image_is_refused(tmp_path, capsys, checkpoint, width, height, fragment):
     path = _png_header_only(tmp_path / "bomb.png", width, height)
     assert main(["predict", str(checkpoint), str(path)]) == 1
@@ -298,8 +342,12 @@ def test_decompression_bomb_image_is_refused(tmp_path, capsys, checkpoint, width
 @pytest.mark.parametrize("damage", ["truncated", "bad-crc", "empty", "text"])
 def test_unreadable_image_is_one_line(tmp_path, capsys, checkpoint, damage):
     data = _save(_digit(), tmp_path / "good.png").read_bytes()
-    bad = {"truncated": data[:len(data) // 2], "bad-crc": data[:30] + bytes([data[30] ^ 0xFF]) + data[31:],
-           "empty": b"", "text": b"P5 not really\n"}[damage]
+    bad = {
+        "truncated": data[: len(data) // 2],
+        "bad-crc": data[:30] + bytes([data[30] ^ 0xFF]) + data[31:],
+        "empty": b"",
+        "text": b"P5 not really\n",
+    }[damage]
     (tmp_path / "bad.png").write_bytes(bad)
     assert main(["predict", str(checkpoint), str(tmp_path / "bad.png")]) == 1
     one_line_error(capsys, f"{tmp_path / 'bad.png'}: cannot read the image")

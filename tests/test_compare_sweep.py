@@ -1,4 +1,5 @@
 """handgrad compare and sweep on digits, one epoch of tiny models: files, tables, resuming."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ def test_compare_trains_each_model_and_writes_figure_and_table(tmp_path):
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert set(saved["histories"]) == {"tiny-mlp", "linear"}
     # the same split and seed: every model saw the same number of images
-    sizes = {json.loads((tmp_path / m / "manifest.json").read_text())["data"]["sizes"]["train"]
-             for m in saved["histories"]}
+    sizes = {
+        json.loads((tmp_path / m / "manifest.json").read_text())["data"]["sizes"]["train"] for m in saved["histories"]
+    }
     assert len(sizes) == 1
     # a second call reads the finished runs back
     log.clear()
@@ -56,8 +58,9 @@ def test_grid_and_names():
 
 def test_sweep_runs_in_parallel_and_resumes(tmp_path):
     grid = {"lr": [0.1, 0.02], "batch_size": [64]}
-    rows = sweep(grid, out=tmp_path, workers=2, log=lambda *_: None, dataset="digits", model="tiny-mlp", epochs=1,
-                 train_size=400)
+    rows = sweep(
+        grid, out=tmp_path, workers=2, log=lambda *_: None, dataset="digits", model="tiny-mlp", epochs=1, train_size=400
+    )
     assert [r["run"] for r in rows] == ["lr=0.1,batch_size=64", "lr=0.02,batch_size=64"]
     assert all(r["status"] == "trained" and 0 < r["test_acc"] <= 1 for r in rows)
     assert all(run_is_complete(tmp_path / r["run"], 1) for r in rows)
@@ -65,15 +68,32 @@ def test_sweep_runs_in_parallel_and_resumes(tmp_path):
         assert (tmp_path / name).stat().st_size > 200, name
     page = (tmp_path / "sweep.html").read_text()
     assert "data:image/png;base64," in page and "<th>lr</th>" in page and "addEventListener('click'" in page
-    again = sweep(grid, out=tmp_path, workers=2, log=lambda *_: None, dataset="digits", model="tiny-mlp", epochs=1,
-                  train_size=400)
+    again = sweep(
+        grid, out=tmp_path, workers=2, log=lambda *_: None, dataset="digits", model="tiny-mlp", epochs=1, train_size=400
+    )
     assert all(r["status"] == "skipped" for r in again)
     assert [r["test_acc"] for r in again] == [r["test_acc"] for r in rows]
 
 
 def test_sweep_cli(tmp_path, capsys):
-    assert main(["sweep", "--lr", "0.1,0.05", "--epochs", "1", "--train-size", "300", "--workers", "2",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--lr",
+                "0.1,0.05",
+                "--epochs",
+                "1",
+                "--train-size",
+                "300",
+                "--workers",
+                "2",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "sweep: 2 runs" in out and "test acc" in out and "sweep.html" in out
 
@@ -84,12 +104,24 @@ def test_sweep_refuses_an_unknown_field(tmp_path):
 
 
 # -- reuse only a run with the same settings ----------------------------------------------------------
-BASE = dict(dataset="digits", model="tiny-mlp", epochs=1, train_size=400, lr=0.1, optimizer="sgd", batch_size=64,
-            seed=0)
+BASE = dict(
+    dataset="digits", model="tiny-mlp", epochs=1, train_size=400, lr=0.1, optimizer="sgd", batch_size=64, seed=0
+)
 
 
-@pytest.mark.parametrize("change", [{"lr": 0.05}, {"optimizer": "adam"}, {"epochs": 2}, {"train_size": 300},
-                                    {"batch_size": 32}, {"seed": 1}, {"weight_decay": 0.01}, {"momentum": 0.5}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"lr": 0.05},
+        {"optimizer": "adam"},
+        {"epochs": 2},
+        {"train_size": 300},
+        {"batch_size": 32},
+        {"seed": 1},
+        {"weight_decay": 0.01},
+        {"momentum": 0.5},
+    ],
+)
 def test_a_finished_run_with_other_settings_is_trained_again(tmp_path, change):
     from handgrad.app.compare import run_config
     from handgrad.app.training import TrainConfig
@@ -100,7 +132,7 @@ def test_a_finished_run_with_other_settings_is_trained_again(tmp_path, change):
     log = []
     second, manifest, status = run_config(TrainConfig(**{**BASE, **change}, out=out), log=log.append)
     assert status == "retrained"
-    (field, value), = change.items()
+    ((field, value),) = change.items()
     assert manifest["config"][field] == value
     was = getattr(TrainConfig(**BASE).resolved(), field)
     assert any(f"{field} {was} (now {value})" in line for line in log), log
@@ -141,10 +173,12 @@ def test_compare_does_not_show_old_numbers_under_new_settings(tmp_path):
 def test_sweep_trains_again_when_a_fixed_setting_changes(tmp_path):
     grid = {"lr": [0.1]}
     quiet = lambda *_: None  # noqa: E731
-    first = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1,
-                  train_size=400)
-    changed = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1,
-                    train_size=300)
+    first = sweep(
+        grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1, train_size=400
+    )
+    changed = sweep(
+        grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1, train_size=300
+    )
     assert changed[0]["status"] == "retrained" and changed[0]["test_acc"] != first[0]["test_acc"]
     same = sweep(grid, out=tmp_path, workers=1, log=quiet, dataset="digits", model="tiny-mlp", epochs=1, train_size=300)
     assert same[0]["status"] == "skipped" and same[0]["test_acc"] == changed[0]["test_acc"]
@@ -155,8 +189,17 @@ def test_sweep_workers_share_the_threads(tmp_path, threads):
     from handgrad.app.sweep import available_cores
 
     log = []
-    sweep({"lr": [0.1, 0.05]}, out=tmp_path, workers=2, threads=threads, log=log.append, dataset="digits",
-          model="tiny-mlp", epochs=1, train_size=300)
+    sweep(
+        {"lr": [0.1, 0.05]},
+        out=tmp_path,
+        workers=2,
+        threads=threads,
+        log=log.append,
+        dataset="digits",
+        model="tiny-mlp",
+        epochs=1,
+        train_size=300,
+    )
     workers = min(2, available_cores())
     share = max(1, threads // workers)
     assert any(f"{workers} worker process" in line and f"{share} thread" in line for line in log), log

@@ -5,6 +5,7 @@ Needs ``cpp/build/handgrad-cpp`` (``make test`` builds it first) and MNIST under
 each test skips with the reason when either is missing. Kept fast: mlp-small trained one epoch on a
 5,000-image stratified subset (about a second in Python), evaluated on all 10,000 test images.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,10 +30,15 @@ CPP = ROOT / "cpp" / "build" / "handgrad-cpp"
 DATA = os.environ.get("HANDGRAD_DATA_DIR")
 
 pytestmark = [
-    pytest.mark.skipif(not CPP.is_file(), reason=f"the C++ port is not built ({CPP} is missing): run `make test`, or "
-                                                 "cmake -S cpp -B cpp/build && cmake --build cpp/build"),
-    pytest.mark.skipif(not DATA or not os.path.isdir(os.path.join(DATA or "", "mnist")),
-                       reason="MNIST files not found: set HANDGRAD_DATA_DIR to a folder holding mnist/"),
+    pytest.mark.skipif(
+        not CPP.is_file(),
+        reason=f"the C++ port is not built ({CPP} is missing): run `make test`, or "
+        "cmake -S cpp -B cpp/build && cmake --build cpp/build",
+    ),
+    pytest.mark.skipif(
+        not DATA or not os.path.isdir(os.path.join(DATA or "", "mnist")),
+        reason="MNIST files not found: set HANDGRAD_DATA_DIR to a folder holding mnist/",
+    ),
 ]
 
 SUBSET, BATCH, LR, MOMENTUM = 5000, 64, 0.05, 0.9
@@ -60,8 +66,15 @@ def subset(mnist):
 
 
 def metadata(norm):
-    return {"input_shape": [1, 28, 28], "normalization": norm.to_dict(), "classes": [str(k) for k in range(10)],
-            "dataset": "mnist", "model": "mlp-small", "loss": "cross_entropy", "epoch": 1}
+    return {
+        "input_shape": [1, 28, 28],
+        "normalization": norm.to_dict(),
+        "classes": [str(k) for k in range(10)],
+        "dataset": "mnist",
+        "model": "mlp-small",
+        "loss": "cross_entropy",
+        "epoch": 1,
+    }
 
 
 def train_python(model, x, y, orders):
@@ -72,7 +85,7 @@ def train_python(model, x, y, orders):
     for order in orders:
         loss_sum = 0.0
         for start in range(0, len(order), BATCH):
-            index = order[start:start + BATCH]
+            index = order[start : start + BATCH]
             loss = loss_fn(model(x[index]), y[index])
             opt.zero_grad()
             model.backward(loss_fn.backward(), input_grad=False)
@@ -109,17 +122,44 @@ def test_python_checkpoint_evaluates_the_same_in_cpp(python_checkpoint, mnist, t
     assert (cpp_logits.argmax(axis=1) == py_logits.argmax(axis=1)).all()
     assert np.abs(cpp_logits - py_logits).max() < 1e-4
     # the same JSON as `handgrad eval --json`, key for key
-    py = subprocess.run([sys.executable, "-m", "handgrad", "eval", str(python_checkpoint),
-                         "--json"], capture_output=True, text=True, timeout=120, env={**os.environ})
+    py = subprocess.run(
+        [sys.executable, "-m", "handgrad", "eval", str(python_checkpoint), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+    )
     if py.returncode == 0:
         assert json.loads(out.stdout) == json.loads(py.stdout)
-    assert list(json.loads(out.stdout)) == ["checkpoint", "dataset", "samples", "accuracy", "top5_accuracy",
-                                            "per_class_accuracy", "classes", "confusion_matrix"]
+    assert list(json.loads(out.stdout)) == [
+        "checkpoint",
+        "dataset",
+        "samples",
+        "accuracy",
+        "top5_accuracy",
+        "per_class_accuracy",
+        "classes",
+        "confusion_matrix",
+    ]
 
 
 def test_cpp_checkpoint_loads_in_python_with_the_same_logits(mnist, tmp_path):
-    run_cpp("train", "--dataset", "mnist", "--model", "mlp-small", "--epochs", 1, "--train-size", 2000,
-            "--seed", 3, "--quiet", "--out", tmp_path / "run")
+    run_cpp(
+        "train",
+        "--dataset",
+        "mnist",
+        "--model",
+        "mlp-small",
+        "--epochs",
+        1,
+        "--train-size",
+        2000,
+        "--seed",
+        3,
+        "--quiet",
+        "--out",
+        tmp_path / "run",
+    )
     checkpoint = tmp_path / "run" / "last.safetensors"
     model = handgrad.load(checkpoint)  # strict: the architecture and every tensor fit
     assert model.metadata["model"] == "mlp-small" and model.metadata["format"] == "handgrad-checkpoint-1"
@@ -135,8 +175,15 @@ def test_reference_inputs_pass_and_load_strictly_into_the_torch_twin(python_chec
     assert "reference outputs: all 6 layers match" in out.stdout
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file
-    twin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(),
-                               torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+
+    twin = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(784, 128),
+        torch.nn.ReLU(),
+        torch.nn.Linear(128, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 10),
+    )
     twin.load_state_dict(load_file(str(python_checkpoint)), strict=True)
 
 
@@ -147,8 +194,10 @@ def test_reference_mismatch_names_the_first_diverging_layer(python_checkpoint, t
     save_tensors(tampered, tensors, raw)
     result = run_cpp("eval", tampered, check=False)
     assert result.returncode == 1
-    assert "first layer whose output diverges from the saved outputs is layer 3 (Linear(in_features=128, " \
-           "out_features=64, bias=True))" in result.stderr
+    assert (
+        "first layer whose output diverges from the saved outputs is layer 3 (Linear(in_features=128, "
+        "out_features=64, bias=True))" in result.stderr
+    )
 
 
 def test_training_parity_from_the_same_weights_and_batch_order(mnist, subset, tmp_path):
@@ -161,9 +210,28 @@ def test_training_parity_from_the_same_weights_and_batch_order(mnist, subset, tm
     write_idx(tmp_path / "order.idx", index[order].astype(np.int32)[None])  # as indices into the training file
     py_loss = train_python(model, norm(mnist.train_images[index]), mnist.train_labels[index], [order])[0]
 
-    run_cpp("train", "--init", tmp_path / "init.safetensors", "--order", tmp_path / "order.idx", "--epochs", 1,
-            "--batch-size", BATCH, "--lr", LR, "--momentum", MOMENTUM, "--weight-decay", 0, "--schedule", "none",
-            "--quiet", "--out", tmp_path / "run")
+    run_cpp(
+        "train",
+        "--init",
+        tmp_path / "init.safetensors",
+        "--order",
+        tmp_path / "order.idx",
+        "--epochs",
+        1,
+        "--batch-size",
+        BATCH,
+        "--lr",
+        LR,
+        "--momentum",
+        MOMENTUM,
+        "--weight-decay",
+        0,
+        "--schedule",
+        "none",
+        "--quiet",
+        "--out",
+        tmp_path / "run",
+    )
     cpp_loss = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"][0]["train_loss"]
     assert abs(cpp_loss - py_loss) / py_loss < 1e-3
     # and the weights after 79 steps still agree closely
@@ -182,8 +250,25 @@ def test_cpp_training_is_deterministic(subset, tmp_path):
     write_idx(tmp_path / "order.idx", index[order].astype(np.int32)[None])
     weights = []
     for run in ("a", "b"):
-        run_cpp("train", "--init", tmp_path / "init.safetensors", "--order", tmp_path / "order.idx", "--epochs", 1,
-                "--batch-size", BATCH, "--lr", LR, "--momentum", MOMENTUM, "--schedule", "none", "--quiet",
-                "--out", tmp_path / run)
+        run_cpp(
+            "train",
+            "--init",
+            tmp_path / "init.safetensors",
+            "--order",
+            tmp_path / "order.idx",
+            "--epochs",
+            1,
+            "--batch-size",
+            BATCH,
+            "--lr",
+            LR,
+            "--momentum",
+            MOMENTUM,
+            "--schedule",
+            "none",
+            "--quiet",
+            "--out",
+            tmp_path / run,
+        )
         weights.append(load_tensors(tmp_path / run / "last.safetensors")[0])
     assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -7,6 +7,7 @@ skips when it is missing. No data files are needed: a tiny MNIST-shaped dataset 
 written to a temporary folder. Every case runs under a 2 GiB address-space limit, so an allocation
 that a small file should never cause fails as `bad_alloc` instead of slowing the machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CPP = Path(os.environ.get("HANDGRAD_CPP", ROOT / "cpp" / "build" / "handgrad-cpp"))
 ADDRESS_SPACE = 2 << 30
 
-pytestmark = pytest.mark.skipif(not CPP.is_file(), reason=f"the C++ port is not built ({CPP} is missing): run "
-                                                           "cmake -S cpp -B cpp/build && cmake --build cpp/build")
+pytestmark = pytest.mark.skipif(
+    not CPP.is_file(),
+    reason=f"the C++ port is not built ({CPP} is missing): run cmake -S cpp -B cpp/build && cmake --build cpp/build",
+)
 
 SHAPE, CLASSES, TEST_IMAGES = (1, 8, 8), [str(k) for k in range(10)], 30
 
@@ -40,9 +43,14 @@ def limit_memory():
 
 
 def run_eval(checkpoint, data_dir, *extra):
-    return subprocess.run([str(CPP), "eval", str(checkpoint), "--data-dir", str(data_dir), "--json", *extra],
-                          capture_output=True, text=True, errors="replace", timeout=60,
-                          preexec_fn=limit_memory)
+    return subprocess.run(
+        [str(CPP), "eval", str(checkpoint), "--data-dir", str(data_dir), "--json", *extra],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=60,
+        preexec_fn=limit_memory,
+    )
 
 
 def assert_clean(result, checkpoint):
@@ -80,9 +88,18 @@ def checkpoint(tmp_path_factory):
     model = build_model("tiny-mlp", SHAPE, 10)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     inputs = np.random.default_rng(1).standard_normal((2, *SHAPE)).astype(np.float32)
-    handgrad.save(model, path, reference_inputs=inputs, input_shape=list(SHAPE),
-                  normalization={"mean": 0.5, "std": 0.25}, classes=CLASSES, dataset="mnist", model="tiny-mlp",
-                  loss="cross_entropy", epoch=1)
+    handgrad.save(
+        model,
+        path,
+        reference_inputs=inputs,
+        input_shape=list(SHAPE),
+        normalization={"mean": 0.5, "std": 0.25},
+        classes=CLASSES,
+        dataset="mnist",
+        model="tiny-mlp",
+        loss="cross_entropy",
+        epoch=1,
+    )
     return path
 
 
@@ -98,8 +115,9 @@ def test_intact_checkpoint_evaluates(checkpoint, data_dir):
     assert assert_clean(run_eval(checkpoint, data_dir), checkpoint) is not None
 
 
-@pytest.mark.parametrize("field", ["classes", "normalization", "input_shape", "dataset", "model", "loss", "dtype",
-                                   "reference", "epoch"])
+@pytest.mark.parametrize(
+    "field", ["classes", "normalization", "input_shape", "dataset", "model", "loss", "dtype", "reference", "epoch"]
+)
 def test_an_absent_optional_field_still_gives_the_result(checkpoint, data_dir, tmp_path, field):
     """A checkpoint saved without `classes` used to crash eval (exit 139): its outputs are named 0-9."""
     full = assert_clean(run_eval(checkpoint, data_dir), checkpoint)
@@ -112,22 +130,31 @@ def test_an_absent_optional_field_still_gives_the_result(checkpoint, data_dir, t
         assert report["confusion_matrix"] == full["confusion_matrix"]
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("classes", ["a", "b"], "metadata 'classes' names 2 classes, the model has 10 outputs"),
-    ("classes", [str(k) for k in range(12)], "metadata 'classes' names 12 classes, the model has 10 outputs"),
-    ("classes", {"0": "zero"}, "metadata 'classes' must be a list of class names"),
-    ("input_shape", [1, 28, 28], "do not fit the checkpoint's input shape (1, 28, 28)"),
-    ("input_shape", [1, 8], "metadata 'input_shape' must be [channels, height, width]"),
-    ("normalization", {"mean": 0.5, "std": -1}, "metadata 'normalization' must be"),
-    ("dataset", ["mnist"], "metadata 'dataset' must be a string"),
-    ("dtype", "float16", "metadata 'dtype' must be"),
-    ("loss", 3, "metadata 'loss' must be"),
-    ("architecture", [{"type": "Flatten"}, {"type": "Linear", "in_features": 64}],
-     "entry 1 (Linear): 'out_features' must be an integer >= 0, got nothing"),
-    ("architecture", [{"type": "Linear", "in_features": 10 ** 6, "out_features": 10 ** 6}],
-     "tensors do not match the stored architecture: missing keys 0.weight, 0.bias"),
-    ("format", "something-else", "not a handgrad checkpoint"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("classes", ["a", "b"], "metadata 'classes' names 2 classes, the model has 10 outputs"),
+        ("classes", [str(k) for k in range(12)], "metadata 'classes' names 12 classes, the model has 10 outputs"),
+        ("classes", {"0": "zero"}, "metadata 'classes' must be a list of class names"),
+        ("input_shape", [1, 28, 28], "do not fit the checkpoint's input shape (1, 28, 28)"),
+        ("input_shape", [1, 8], "metadata 'input_shape' must be [channels, height, width]"),
+        ("normalization", {"mean": 0.5, "std": -1}, "metadata 'normalization' must be"),
+        ("dataset", ["mnist"], "metadata 'dataset' must be a string"),
+        ("dtype", "float16", "metadata 'dtype' must be"),
+        ("loss", 3, "metadata 'loss' must be"),
+        (
+            "architecture",
+            [{"type": "Flatten"}, {"type": "Linear", "in_features": 64}],
+            "entry 1 (Linear): 'out_features' must be an integer >= 0, got nothing",
+        ),
+        (
+            "architecture",
+            [{"type": "Linear", "in_features": 10**6, "out_features": 10**6}],
+            "tensors do not match the stored architecture: missing keys 0.weight, 0.bias",
+        ),
+        ("format", "something-else", "not a handgrad checkpoint"),
+    ],
+)
 def test_a_malformed_field_is_named(checkpoint, data_dir, tmp_path, field, value, message):
     path = rewrite(checkpoint, tmp_path / "bad.safetensors", **{field: value})
     result = run_eval(path, data_dir, "--no-reference-check")
@@ -166,8 +193,30 @@ def mutations(data: bytes, header_end: int, rng: np.random.Generator):
 
 def header_edits(header: dict, rng: np.random.Generator):
     """(name, header) with one tensor entry or metadata value replaced by something random."""
-    odd_values = [None, True, -1, 0, 2 ** 63, 2 ** 64 + 5, 1e308, -0.5, "x", "F16", [], [[1, 2]], [-1, 4],
-                  [2 ** 40, 2 ** 40], [1, 2, 3], {}, {"a": 1}, "[]", "{\"type\": 1}", "null", "NaN", "[[[[[]]]]]"]
+    odd_values = [
+        None,
+        True,
+        -1,
+        0,
+        2**63,
+        2**64 + 5,
+        1e308,
+        -0.5,
+        "x",
+        "F16",
+        [],
+        [[1, 2]],
+        [-1, 4],
+        [2**40, 2**40],
+        [1, 2, 3],
+        {},
+        {"a": 1},
+        "[]",
+        '{"type": 1}',
+        "null",
+        "NaN",
+        "[[[[[]]]]]",
+    ]
     tensor_names = [k for k in header if k != "__metadata__"]
     meta_names = sorted(header["__metadata__"])
     for k in range(40):
@@ -197,12 +246,26 @@ def test_fuzzed_checkpoints_never_crash(checkpoint, data_dir, tmp_path):
     cases = list(mutations(data, header_end, rng))
     cases += [(name, with_header(edited, body)) for name, edited in header_edits(header, rng)]
     # a deeply nested metadata value and an architecture entry of every supported type with odd values
-    cases.append(("deep-nesting", with_header({**header, "__metadata__": {**header["__metadata__"],
-                                                                          "classes": "[" * 100000 + "]" * 100000}},
-                                              body)))
+    cases.append(
+        (
+            "deep-nesting",
+            with_header(
+                {**header, "__metadata__": {**header["__metadata__"], "classes": "[" * 100000 + "]" * 100000}}, body
+            ),
+        )
+    )
     for layer_type in ("Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "Dropout", "LeakyReLU"):
-        odd = {"type": layer_type, "kernel_size": [0, 2 ** 31], "stride": -1, "padding": 2 ** 40, "start_dim": -2 ** 40,
-               "p": "half", "negative_slope": None, "in_channels": 1, "out_channels": 2 ** 40}
+        odd = {
+            "type": layer_type,
+            "kernel_size": [0, 2**31],
+            "stride": -1,
+            "padding": 2**40,
+            "start_dim": -(2**40),
+            "p": "half",
+            "negative_slope": None,
+            "in_channels": 1,
+            "out_channels": 2**40,
+        }
         arch = json.loads(header["__metadata__"]["architecture"])
         edited = {**header, "__metadata__": {**header["__metadata__"], "architecture": json.dumps([odd] + arch)}}
         cases.append((f"architecture-{layer_type}", with_header(edited, body)))

@@ -1,11 +1,13 @@
 """Cross-entropy with probability (one-hot or soft) targets: the reference pair and its compiled
 kernel against torch, finite differences, the layer and the bridge's CrossEntropyFunction."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from handgrad import functional as F, nn
+from handgrad import functional as F
+from handgrad import nn
 from handgrad.errors import DTypeError, ShapeError
 from handgrad.gradcheck import numeric_grad
 from handgrad.kernels import loss as kernel
@@ -15,7 +17,7 @@ CASES = [
     pytest.param("one-hot", "sum", id="one-hot-sum"),
     pytest.param("soft", "mean", id="soft-mean"),
     pytest.param("soft", "none", id="soft-none"),
-    pytest.param("unnormalised", "sum", id="unnormalised-sum"),   # rows that do not sum to 1, as torch allows
+    pytest.param("unnormalised", "sum", id="unnormalised-sum"),  # rows that do not sum to 1, as torch allows
 ]
 
 
@@ -58,8 +60,9 @@ def test_probability_target_gradient_matches_finite_differences(kind, reduction)
     g = upstream(reduction, len(logits), rng)
     _, cache = F.cross_entropy_forward(logits, target, reduction)
     grad = F.cross_entropy_backward(g, cache)
-    numeric = numeric_grad(lambda: float(np.sum(F.cross_entropy_forward(logits, target, reduction)[0] * g)),
-                           logits, 1e-6)
+    numeric = numeric_grad(
+        lambda: float(np.sum(F.cross_entropy_forward(logits, target, reduction)[0] * g)), logits, 1e-6
+    )
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
 
@@ -74,12 +77,21 @@ def test_one_hot_targets_give_the_loss_and_gradient_of_class_indices(dtype):
     np.testing.assert_allclose(by_one_hot.backward(), by_index.backward(), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("target, error, message", [
-    pytest.param(np.zeros((4, 3)), ShapeError, r"expected probability target of the input's shape \(4, 5\), "
-                                               r"got \(4, 3\)", id="wrong-shape"),
-    pytest.param(np.zeros((4, 5), np.float32), DTypeError, "expected probability target of dtype float64",
-                 id="wrong-dtype"),
-])
+@pytest.mark.parametrize(
+    "target, error, message",
+    [
+        pytest.param(
+            np.zeros((4, 3)),
+            ShapeError,
+            r"expected probability target of the input's shape \(4, 5\), "
+            r"got \(4, 3\)",
+            id="wrong-shape",
+        ),
+        pytest.param(
+            np.zeros((4, 5), np.float32), DTypeError, "expected probability target of dtype float64", id="wrong-dtype"
+        ),
+    ],
+)
 def test_bad_probability_targets_are_refused_naming_the_layer(target, error, message):
     with pytest.raises(error, match=message):
         nn.CrossEntropyLoss()(np.zeros((4, 5)), target)
@@ -102,5 +114,7 @@ def test_cross_entropy_function_takes_probability_targets(kind, reduction):
     CrossEntropyFunction.apply(ours, torch.from_numpy(target), reduction).backward(g)
     torch.nn.functional.cross_entropy(theirs, torch.from_numpy(target), reduction=reduction).backward(g)
     np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda x: cross_entropy(x, torch.from_numpy(target), reduction=reduction),
-                                    (torch.from_numpy(logits).requires_grad_(),))
+    assert torch.autograd.gradcheck(
+        lambda x: cross_entropy(x, torch.from_numpy(target), reduction=reduction),
+        (torch.from_numpy(logits).requires_grad_(),),
+    )

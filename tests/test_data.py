@@ -3,6 +3,7 @@
 Everything runs on small generated IDX files in tmp dirs; downloads go to a local http.server on
 127.0.0.1. The real MNIST / Fashion-MNIST checks need HANDGRAD_DATA_DIR (skipped without it).
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,8 +37,10 @@ from handgrad.errors import HandgradError
 
 # -- helpers ------------------------------------------------------------------------------------
 
-def make_idx_set(folder: Path, n_train: int = 20, n_test: int = 10, size: int = 4, seed: int = 0,
-                 compress: bool = True) -> dict:
+
+def make_idx_set(
+    folder: Path, n_train: int = 20, n_test: int = 10, size: int = 4, seed: int = 0, compress: bool = True
+) -> dict:
     """Write the four IDX files of a tiny dataset into ``folder``; return the arrays by file name."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -73,10 +76,20 @@ def isolated(monkeypatch, tmp_path):
 
 # -- IDX ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
-@pytest.mark.parametrize("dtype,shape", [(np.uint8, (5, 3, 2)), (np.uint8, (7,)), (np.int8, (4, 2)),
-                                         (np.int16, (3, 3)), (np.int32, (2, 5)), (np.float32, (2, 2, 2)),
-                                         (np.float64, (6,))])
+@pytest.mark.parametrize(
+    "dtype,shape",
+    [
+        (np.uint8, (5, 3, 2)),
+        (np.uint8, (7,)),
+        (np.int8, (4, 2)),
+        (np.int16, (3, 3)),
+        (np.int32, (2, 5)),
+        (np.float32, (2, 2, 2)),
+        (np.float64, (6,)),
+    ],
+)
 def test_idx_round_trip(tmp_path, compress, dtype, shape):
     rng = np.random.default_rng(0)
     array = (rng.standard_normal(shape) * 100).astype(dtype)
@@ -107,8 +120,12 @@ BAD_FILES = [
     ("swapped", "labels", idx_bytes(_IMAGES), "swapped"),
     ("zero-dims", "labels", b"\x00\x00\x08\x00", "0 dimensions"),
     ("short-header", "images", idx_bytes(_IMAGES)[:10], "truncated header"),
-    ("truncated", "images", idx_bytes(_IMAGES)[:-7], "truncated: the header declares 5 x 4 x 4 uint8 = 80 data bytes, "
-                                                     "the file holds 73 (7 missing)"),
+    (
+        "truncated",
+        "images",
+        idx_bytes(_IMAGES)[:-7],
+        "truncated: the header declares 5 x 4 x 4 uint8 = 80 data bytes, the file holds 73 (7 missing)",
+    ),
     ("trailing", "labels", idx_bytes(_LABELS) + b"\x00\x00\x00", "3 trailing bytes"),
     ("count-mismatch", "labels", idx_bytes(_LABELS[:4]), "holds 4 labels but the images file"),
     ("label-range", "labels", idx_bytes(np.array([0, 1, 10, 3, 4], np.uint8)), "label 10 at index 2 is out of range"),
@@ -139,6 +156,7 @@ def test_load_idx_pair_class_count(tmp_path):
 
 # -- lookup -------------------------------------------------------------------------------------
 
+
 def test_cache_dir_respects_xdg_then_home(isolated, monkeypatch):
     assert cache_dir("mnist") == isolated / "xdg" / "handgrad" / "mnist"
     monkeypatch.delenv("XDG_CACHE_HOME")
@@ -150,8 +168,11 @@ def test_lookup_order_data_dir_then_env_then_cache(isolated, monkeypatch):
     make_idx_set(isolated / "env" / "mnist", n_train=14)
     make_idx_set(cache_dir("mnist"), n_train=16)
     monkeypatch.setenv("HANDGRAD_DATA_DIR", str(isolated / "env"))
-    for data_dir, count, source in [(isolated / "explicit", 12, "data_dir"), (None, 14, "HANDGRAD_DATA_DIR"),
-                                    ("unset-env", 16, "cache")]:
+    for data_dir, count, source in [
+        (isolated / "explicit", 12, "data_dir"),
+        (None, 14, "HANDGRAD_DATA_DIR"),
+        ("unset-env", 16, "cache"),
+    ]:
         if data_dir == "unset-env":
             monkeypatch.delenv("HANDGRAD_DATA_DIR")
             data_dir = None
@@ -190,8 +211,15 @@ def test_offline_error_says_what_to_do(isolated):
     with pytest.raises(HandgradError) as info:
         load_dataset("mnist", download=False)
     message = str(info.value)
-    for words in ["download=False", "HANDGRAD_DATA_DIR", "--data-dir", "data_dir=", str(cache_dir("mnist")),
-                  "https://ossci-datasets.s3.amazonaws.com/mnist/", *FILES]:
+    for words in [
+        "download=False",
+        "HANDGRAD_DATA_DIR",
+        "--data-dir",
+        "data_dir=",
+        str(cache_dir("mnist")),
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        *FILES,
+    ]:
         assert words in message
 
 
@@ -204,8 +232,9 @@ def test_train_and_test_image_sizes_must_agree(isolated):
     folder = isolated / "mixed"
     make_idx_set(folder, size=4)
     write_idx(folder / FILES[2], np.zeros((10, 5, 5), np.uint8))
-    with pytest.raises(HandgradError,
-                       match="t10k-images-idx3-ubyte.gz: images are 5x5 but the training images are 4x4"):
+    with pytest.raises(
+        HandgradError, match="t10k-images-idx3-ubyte.gz: images are 5x5 but the training images are 4x4"
+    ):
         load_dataset("mnist", data_dir=folder, download=False)
 
 
@@ -222,6 +251,7 @@ def test_describe_datasets(isolated, monkeypatch):
 
 
 # -- download -----------------------------------------------------------------------------------
+
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves the tmp folder; /flaky/... answers 500 on its first request; counts requests."""
@@ -302,14 +332,16 @@ def test_download_retries_server_errors(server, tmp_path):
 
 # -- digits and the real data sets --------------------------------------------------------------
 
+
 def test_digits_loads_offline(isolated):
     pytest.importorskip("sklearn")
     ds = load_dataset("digits", download=False)
     assert ds.train_images.shape[1:] == (1, 8, 8) and ds.train_images.dtype == np.float32
     assert len(ds.train_labels) + len(ds.test_labels) == 1797 and ds.test_labels.dtype == np.int64
     assert ds.train_images.min() == 0 and ds.train_images.max() == 1
-    test_share = np.bincount(ds.test_labels, minlength=10) / (np.bincount(ds.test_labels, minlength=10)
-                                                            + np.bincount(ds.train_labels, minlength=10))
+    test_share = np.bincount(ds.test_labels, minlength=10) / (
+        np.bincount(ds.test_labels, minlength=10) + np.bincount(ds.train_labels, minlength=10)
+    )
     np.testing.assert_allclose(test_share, 0.2, atol=0.01)
     np.testing.assert_array_equal(load_dataset("digits").test_images, ds.test_images)  # deterministic split
 
@@ -328,10 +360,10 @@ def test_real_mnist():
     ds = _real("mnist")
     assert ds.train_images.shape == (60000, 1, 28, 28) and ds.test_images.shape == (10000, 1, 28, 28)
     assert ds.source.startswith("HANDGRAD_DATA_DIR:")
-    np.testing.assert_array_equal(np.bincount(ds.test_labels),
-                                  [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
-    np.testing.assert_array_equal(np.bincount(ds.train_labels),
-                                  [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+    np.testing.assert_array_equal(np.bincount(ds.test_labels), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    np.testing.assert_array_equal(
+        np.bincount(ds.train_labels), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    )
     norm = Normalizer.fit(ds.train_images)
     assert norm.mean == pytest.approx(0.1307, abs=1e-4) and norm.std == pytest.approx(0.3082, abs=1e-4)
 
@@ -345,6 +377,7 @@ def test_real_fashion_mnist():
 
 
 # -- splits -------------------------------------------------------------------------------------
+
 
 def _imbalanced(seed=0):
     labels = np.repeat(np.arange(4), [100, 50, 30, 20])
@@ -378,18 +411,22 @@ def test_stratified_subset_keeps_proportions_and_is_seeded():
     assert len(stratified_subset(images, labels, size=7, seed=0)[1]) == 7
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda x, y: train_val_split(x, y, val_fraction=1.5), "0 < val_fraction < 1"),
-    (lambda x, y: train_val_split(x, y, val_size=200), "between 1 and 199"),
-    (lambda x, y: stratified_subset(x, y, size=0), "between 1 and 200"),
-    (lambda x, y: stratified_subset(x, y[:-1], size=5), r"labels of shape \(N,\)"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda x, y: train_val_split(x, y, val_fraction=1.5), "0 < val_fraction < 1"),
+        (lambda x, y: train_val_split(x, y, val_size=200), "between 1 and 199"),
+        (lambda x, y: stratified_subset(x, y, size=0), "between 1 and 200"),
+        (lambda x, y: stratified_subset(x, y[:-1], size=5), r"labels of shape \(N,\)"),
+    ],
+)
 def test_split_arguments_checked(call, match):
     with pytest.raises(HandgradError, match=match):
         call(*_imbalanced())
 
 
 # -- normalisation ------------------------------------------------------------------------------
+
 
 def test_normalizer_uses_train_stats_only():
     rng = np.random.default_rng(0)
@@ -418,10 +455,17 @@ def test_normalizer_dict_round_trip_through_json():
 
 # -- DataLoader ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n,batch_size,drop_last,sizes", [
-    (10, 3, False, [3, 3, 3, 1]), (10, 3, True, [3, 3, 3]), (9, 3, True, [3, 3, 3]),
-    (2, 5, False, [2]), (2, 5, True, []),
-])
+
+@pytest.mark.parametrize(
+    "n,batch_size,drop_last,sizes",
+    [
+        (10, 3, False, [3, 3, 3, 1]),
+        (10, 3, True, [3, 3, 3]),
+        (9, 3, True, [3, 3, 3]),
+        (2, 5, False, [2]),
+        (2, 5, True, []),
+    ],
+)
 def test_loader_batches(n, batch_size, drop_last, sizes):
     loader = DataLoader(np.zeros((n, 1, 2, 2), np.float32), np.arange(n), batch_size, drop_last=drop_last)
     batches = list(loader)
@@ -492,8 +536,9 @@ def test_gzip_bomb_is_refused_after_the_declared_size(tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert str(info.value).startswith(f"{path}: more than 16777216 trailing bytes: the header declares 100 x 28 x 28 "
-                                      f"uint8 = 78400 data bytes")
+    assert str(info.value).startswith(
+        f"{path}: more than 16777216 trailing bytes: the header declares 100 x 28 x 28 uint8 = 78400 data bytes"
+    )
     assert peak < 8 << 20
 
 
@@ -504,17 +549,23 @@ def test_idx_declaring_more_than_the_limit_is_refused_before_reading(tmp_path, c
     header = _images_header(2**31 - 1, 255, 255)
     path = tmp_path / "huge-idx3-ubyte"
     path.write_bytes(_gzip_stream(header, 0) if compress else header + bytes(100))
-    with pytest.raises(HandgradError, match=rf"= {(2**31 - 1) * 255 * 255} data bytes, more than the limit of "
-                                            rf"{MAX_DATA_BYTES} bytes"):
+    with pytest.raises(
+        HandgradError,
+        match=rf"= {(2**31 - 1) * 255 * 255} data bytes, more than the limit of "
+        rf"{MAX_DATA_BYTES} bytes",
+    ):
         read_idx(path)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (b"\0" * 16, None),  # zero padding after the stream, as gzip(1) allows
-    (gzip.compress(b""), None),  # an empty second member
-    (b"garbage!", "trailing garbage after the gzip stream"),
-    (gzip.compress(b"\1\2\3"), "3 trailing bytes"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (b"\0" * 16, None),  # zero padding after the stream, as gzip(1) allows
+        (gzip.compress(b""), None),  # an empty second member
+        (b"garbage!", "trailing garbage after the gzip stream"),
+        (gzip.compress(b"\1\2\3"), "3 trailing bytes"),
+    ],
+)
 def test_what_follows_a_gzip_stream(tmp_path, extra, message):
     path = tmp_path / "labels.gz"
     path.write_bytes(gzip.compress(idx_bytes(_LABELS)) + extra)

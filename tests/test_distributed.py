@@ -4,6 +4,7 @@ ranks to 1, a sweep spread over ranks, the README's own loop; and the pieces, in
 
 The MPI tests launch `mpiexec -n 2` in child processes and skip when mpi4py or mpiexec is missing.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,13 +47,37 @@ def child_env(**extra) -> dict:
 
 def launch(ranks: int, *args, env=None, timeout: int = 60) -> subprocess.CompletedProcess:
     """``mpiexec -n ranks python ARGS`` (a hang fails the test at ``timeout``)."""
-    return subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, *args], capture_output=True, text=True,
-                          env=env or child_env(), timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [mpiexec(), "-n", str(ranks), sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=env or child_env(),
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def handgrad_train(ranks: int, out, *flags, env=None, timeout: int = 60):
-    return launch(ranks, "-m", "handgrad", "train", "--dataset", "digits", "--model", "mlp-small", "--quiet",
-                  "--batch-size", "63", "--schedule", "none", "--out", str(out), *flags, env=env, timeout=timeout)
+    return launch(
+        ranks,
+        "-m",
+        "handgrad",
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp-small",
+        "--quiet",
+        "--batch-size",
+        "63",
+        "--schedule",
+        "none",
+        "--out",
+        str(out),
+        *flags,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def processes_running(marker: str) -> list:
@@ -158,8 +183,9 @@ def test_an_error_on_one_rank_ends_every_rank_and_one_process_resumes_the_run(tm
     reference_dir, _ = one_process
     # 21 steps an epoch: step 30 is in the second, after the first epoch's checkpoint
     deadline = time.monotonic() + 30
-    result = handgrad_train(2, tmp_path / "run", "--epochs", "3", env=child_env(HANDGRAD_TEST_FAULT="raise:1:30"),
-                            timeout=30)  # a hang fails here
+    result = handgrad_train(
+        2, tmp_path / "run", "--epochs", "3", env=child_env(HANDGRAD_TEST_FAULT="raise:1:30"), timeout=30
+    )  # a hang fails here
     assert result.returncode != 0
     assert wait_until_ended(tmp_path / "run", deadline)  # no rank outlives the launcher for long
     assert "handgrad: error: rank 1 of 2 failed (RuntimeError: fault injected" in result.stderr
@@ -168,14 +194,24 @@ def test_an_error_on_one_rank_ends_every_rank_and_one_process_resumes_the_run(tm
     assert model.metadata["epoch"] == 1
     # 2 ranks -> 1 process: the run continues to the very weights of one process throughout
     train(TrainConfig(out=str(tmp_path / "run")), resume=True, changes={"epochs": 2}, progress=False, log=quiet)
-    assert max_rel_error(weights(tmp_path / "run" / "last.safetensors"),
-                         weights(reference_dir / "last.safetensors")) < 1e-5  # float32, two summation orders
+    assert (
+        max_rel_error(weights(tmp_path / "run" / "last.safetensors"), weights(reference_dir / "last.safetensors"))
+        < 1e-5
+    )  # float32, two summation orders
 
 
 def test_ranks_whose_weights_differ_stop_with_an_error(tmp_path):
     # batch 16: 81 steps an epoch, so the checksum carried by step 50's allreduce finds it mid-epoch
-    result = handgrad_train(2, tmp_path / "run", "--epochs", "1", "--batch-size", "16",
-                            env=child_env(HANDGRAD_TEST_FAULT="perturb:1:3"), timeout=30)
+    result = handgrad_train(
+        2,
+        tmp_path / "run",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        env=child_env(HANDGRAD_TEST_FAULT="perturb:1:3"),
+        timeout=30,
+    )
     assert result.returncode == 1
     assert f"epoch 1, step {distributed.CHECK_EVERY}: the weights of rank 1 differ from rank 0's" in result.stderr
     assert result.stderr.count("handgrad: error:") == 1
@@ -184,8 +220,19 @@ def test_ranks_whose_weights_differ_stop_with_an_error(tmp_path):
 
 def test_a_diverging_run_stops_every_rank_at_the_step_one_process_stops(tmp_path):
     with pytest.raises(TrainingDiverged) as one:
-        train(TrainConfig(dataset="digits", model="mlp-small", epochs=1, batch_size=63, schedule="none", lr=1e6,
-                          out=str(tmp_path / "one")), progress=False, log=quiet)
+        train(
+            TrainConfig(
+                dataset="digits",
+                model="mlp-small",
+                epochs=1,
+                batch_size=63,
+                schedule="none",
+                lr=1e6,
+                out=str(tmp_path / "one"),
+            ),
+            progress=False,
+            log=quiet,
+        )
     step = re.match(r"epoch 1, step \d+: the loss became nan", str(one.value))[0]
     result = handgrad_train(2, tmp_path / "two", "--epochs", "1", "--lr", "1e6", timeout=30)
     assert result.returncode == 1
@@ -203,8 +250,22 @@ def test_a_setting_every_rank_refuses_is_one_error_line(tmp_path):
 
 
 def test_a_sweep_spreads_its_runs_over_the_ranks(tmp_path):
-    result = launch(2, "-m", "handgrad", "sweep", "--dataset", "digits", "--model", "tiny-mlp", "--lr", "0.1,0.05",
-                    "--epochs", "1", "--out", str(tmp_path / "sweep"))
+    result = launch(
+        2,
+        "-m",
+        "handgrad",
+        "sweep",
+        "--dataset",
+        "digits",
+        "--model",
+        "tiny-mlp",
+        "--lr",
+        "0.1,0.05",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "sweep"),
+    )
     assert result.returncode == 0, result.stderr
     runs = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["runs"]
     assert sorted(r["rank"] for r in runs) == [0, 1]
@@ -240,8 +301,10 @@ def test_the_ranks_of_a_sharded_loader_split_each_global_batch_of_one_loader(bat
     x = np.arange(23, dtype=np.float32).reshape(23, 1)
     y = np.arange(23)
     whole = handgrad.data.DataLoader(x, y, batch_size=batch_size, shuffle=True, seed=5)
-    ranks = [distributed.ShardedLoader(x, y, batch_size=batch_size, shuffle=True, seed=5, w=fake_world(r, size))
-             for r in range(size)]
+    ranks = [
+        distributed.ShardedLoader(x, y, batch_size=batch_size, shuffle=True, seed=5, w=fake_world(r, size))
+        for r in range(size)
+    ]
     for loader in [whole] + ranks:
         loader.set_epoch(3)
     per_rank = [list(loader) for loader in ranks]
@@ -274,13 +337,16 @@ def test_a_reducer_of_one_rank_gives_back_each_gradient_and_keeps_none(bucket_by
         np.testing.assert_allclose(params[i].grad, grads[i], rtol=1e-15)
 
 
-@pytest.mark.parametrize("env, size, rank", [
-    ({}, 1, 0),
-    ({"PMI_SIZE": "4", "PMI_RANK": "2"}, 4, 2),                           # MPICH, Intel MPI
-    ({"OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_RANK": "1"}, 3, 1),   # Open MPI
-    ({"SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "5"}, 8, 5),           # srun
-    ({"SLURM_NTASKS": "8", "SLURM_PROCID": "0"}, 1, 0),                   # an sbatch script itself: one process
-])
+@pytest.mark.parametrize(
+    "env, size, rank",
+    [
+        ({}, 1, 0),
+        ({"PMI_SIZE": "4", "PMI_RANK": "2"}, 4, 2),  # MPICH, Intel MPI
+        ({"OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_RANK": "1"}, 3, 1),  # Open MPI
+        ({"SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "5"}, 8, 5),  # srun
+        ({"SLURM_NTASKS": "8", "SLURM_PROCID": "0"}, 1, 0),  # an sbatch script itself: one process
+    ],
+)
 def test_the_world_is_read_from_the_launcher(env, size, rank, monkeypatch):
     for name in distributed.SIZE_VARIABLES + distributed.RANK_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -314,8 +380,14 @@ def test_a_launch_without_mpi4py_is_refused_once_in_one_line(rank, says, monkeyp
     monkeypatch.setattr(distributed, "_world", None)
     assert main(["train", "--dataset", "digits", "--epochs", "1"]) == 1
     err = capsys.readouterr().err
-    assert (err == "handgrad: error: started as one of 2 processes (by mpiexec, mpirun or srun), but mpi4py is not "
-                   "installed: pip install 'handgrad[mpi]'\n") if says else err == ""
+    assert (
+        (
+            err == "handgrad: error: started as one of 2 processes (by mpiexec, mpirun or srun), but mpi4py is not "
+            "installed: pip install 'handgrad[mpi]'\n"
+        )
+        if says
+        else err == ""
+    )
 
 
 def test_weights_checksum_tells_one_changed_weight(rng):

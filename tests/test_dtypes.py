@@ -1,4 +1,5 @@
 """float32 end to end: no silent upcast anywhere in a training step (forward, loss, backward, SGD)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +14,7 @@ def _record_dtypes(model):
     """Wrap every layer's forward and backward to log (layer, direction, dtype) of what it returns."""
     seen = []
     for i, layer in enumerate(model):
+
         def forward(x, _f=layer.forward, _i=i):
             out = _f(x)
             seen.append((f"layer {_i} ({model[_i]!r}) forward", out.dtype))
@@ -23,6 +25,7 @@ def _record_dtypes(model):
             if grad is not None:
                 seen.append((f"layer {_i} ({model[_i]!r}) backward", grad.dtype))
             return grad
+
         object.__setattr__(layer, "forward", forward)
         object.__setattr__(layer, "backward", backward)
     return seen

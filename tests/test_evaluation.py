@@ -1,5 +1,6 @@
 """What the tools read off a checkpoint: its test set normalised with the stored statistics (shared by
 eval, predict, explain)."""
+
 import numpy as np
 import pytest
 
@@ -55,4 +56,3 @@ def test_explain_on_a_checkpoint_runs_on_its_own_test_images(tmp_path):
     explanation = explain_named(checkpoint=path, dataset=None, batch_size=3)
     labels = ", ".join(load_dataset("digits").classes[k] for k in load_dataset("digits").test_labels[:3])
     assert f"explain {path} on digits" in explanation.description and f"(labels {labels})" in explanation.description
-

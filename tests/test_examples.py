@@ -1,6 +1,7 @@
 """The five tutorials' example scripts, each run on an MNIST subset for one or two epochs (a few
 seconds each); skipped, with the reason, where MNIST is absent. Their full-run numbers are in the
 README's table "The five tutorials"."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -62,12 +63,13 @@ def test_one_layer_functions_train_on_one_hot_targets(mnist_available, one_threa
 @pytest.mark.parametrize("activation", ["relu", "swish"])
 def test_matched_cnn_and_mlp_give_per_step_curves(activation, mnist_available, one_thread, tmp_path, capsys):
     plot = tmp_path / "curves.png"
-    results = load_example("custom_cnn_mnist").main(["--subset", "2000", "--epochs", "1", "--activation", activation,
-                                                    "--plot", str(plot)])
+    results = load_example("custom_cnn_mnist").main(
+        ["--subset", "2000", "--epochs", "1", "--activation", activation, "--plot", str(plot)]
+    )
     assert (results["cnn"]["parameters"], results["mlp"]["parameters"]) == (11_146, 12_730)
     for kind in ("cnn", "mlp"):
         steps, means = results[kind]["steps"], results[kind]["epoch_means"]
-        assert len(steps) == 32 and len(means) == 1      # 2,000 images in batches of 64
+        assert len(steps) == 32 and len(means) == 1  # 2,000 images in batches of 64
         assert sum(steps[-5:]) / 5 < steps[0]
         assert results[kind]["test_accuracy"] > 0.5
     assert plot.stat().st_size > 10_000

@@ -1,5 +1,6 @@
 """handgrad explain: every layer is walked forward and backward, every gradient agrees with its
 references, and a deliberately broken backward is caught and named."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,9 +21,20 @@ class DoubledWeightLinear(nn.Linear):
 
 
 def small_cnn():
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(3, 4, 3), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(), nn.Dropout(0.3),
-                         nn.Linear(4, 5), nn.LeakyReLU(0.1), nn.Linear(5, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.3),
+        nn.Linear(4, 5),
+        nn.LeakyReLU(0.1),
+        nn.Linear(5, 3),
+    )
 
 
 @pytest.fixture

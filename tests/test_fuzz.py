@@ -5,6 +5,7 @@ JSON, gzip streams longer than their header says) are read in one child process 
 space is capped (RLIMIT_AS): each read must load correctly or raise a one-line HandgradError, never
 another exception type, never an allocation past the cap, and the whole run must not hang.
 """
+
 from __future__ import annotations
 
 import json
@@ -249,8 +250,13 @@ print(json.dumps({"outcomes": outcomes, "failures": failures}))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fuzzed_checkpoints_and_idx_files_load_or_give_one_line_errors(tmp_path, seed):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), str(seed), "300", str(HEADROOM)],
-                            capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path), str(seed), "300", str(HEADROOM)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["failures"] == []

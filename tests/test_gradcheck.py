@@ -1,4 +1,5 @@
 """handgrad.gradcheck itself: it passes correct gradients and catches wrong ones, naming where."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,12 +42,26 @@ class NoInputGrad(nn.Module):
         return None
 
 
-@pytest.mark.parametrize("make, shape", [
-    pytest.param(lambda: nn.Linear(4, 3), (2, 4), id="Linear"),
-    pytest.param(lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1), (1, 2, 5, 5), id="Conv2d"),
-    pytest.param(lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Tanh(), nn.AvgPool2d(2),
-                                       nn.Flatten(), nn.Linear(8, 3), nn.LogSoftmax(dim=1)), (3, 1, 6, 6), id="cnn"),
-])
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        pytest.param(lambda: nn.Linear(4, 3), (2, 4), id="Linear"),
+        pytest.param(lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1), (1, 2, 5, 5), id="Conv2d"),
+        pytest.param(
+            lambda: nn.Sequential(
+                nn.Conv2d(1, 2, 3),
+                nn.BatchNorm2d(2),
+                nn.Tanh(),
+                nn.AvgPool2d(2),
+                nn.Flatten(),
+                nn.Linear(8, 3),
+                nn.LogSoftmax(dim=1),
+            ),
+            (3, 1, 6, 6),
+            id="cnn",
+        ),
+    ],
+)
 def test_passes_for_correct_layers(make, shape):
     module = make()
     x = np.random.default_rng(0).standard_normal(shape)
@@ -118,8 +133,10 @@ def test_functional_pair_with_a_wrong_backward_fails():
         return grad_input, grad_weight.T.reshape(grad_weight.shape), grad_bias
 
     rng = np.random.default_rng(3)
-    report = handgrad.gradcheck((F.linear_forward, bad_linear_backward),
-                                (rng.standard_normal((2, 3)), rng.standard_normal((3, 3)), rng.standard_normal(3)))
+    report = handgrad.gradcheck(
+        (F.linear_forward, bad_linear_backward),
+        (rng.standard_normal((2, 3)), rng.standard_normal((3, 3)), rng.standard_normal(3)),
+    )
     assert [c.name for c in report.checks if not c.passed] == ["input1"]
 
 
@@ -162,8 +179,9 @@ def test_float32_module_and_input_are_checked_in_float64():
 
 def test_loss_modules_with_labels():
     rng = np.random.default_rng(4)
-    report = handgrad.gradcheck(nn.CrossEntropyLoss(reduction="none"),
-                                (rng.standard_normal((3, 4)), rng.integers(0, 4, 3)))
+    report = handgrad.gradcheck(
+        nn.CrossEntropyLoss(reduction="none"), (rng.standard_normal((3, 4)), rng.integers(0, 4, 3))
+    )
     assert report.passed and [c.name for c in report.checks] == ["input"]
 
 
@@ -175,12 +193,15 @@ def test_parameters_that_do_not_require_grad_are_skipped():
 
 
 # -- the shared measures: relative error and the comparison with autograd ------------------------------------
-@pytest.mark.parametrize("got, expected, rel, abs_, index", [
-    pytest.param([1.0, 2.5], [1.0, 2.0], 0.25, 0.5, (1,), id="relative"),
-    pytest.param([0.0, 1e-9], [0.0, 0.0], 1e-9, 1e-9, (1,), id="all-zero-expected-is-absolute"),
-    pytest.param([[1.0, 2.0]], [1.0, 2.0], np.inf, np.inf, (), id="shape-mismatch"),
-    pytest.param(np.zeros((0, 3)), np.zeros((0, 3)), 0.0, 0.0, (), id="empty"),
-])
+@pytest.mark.parametrize(
+    "got, expected, rel, abs_, index",
+    [
+        pytest.param([1.0, 2.5], [1.0, 2.0], 0.25, 0.5, (1,), id="relative"),
+        pytest.param([0.0, 1e-9], [0.0, 0.0], 1e-9, 1e-9, (1,), id="all-zero-expected-is-absolute"),
+        pytest.param([[1.0, 2.0]], [1.0, 2.0], np.inf, np.inf, (), id="shape-mismatch"),
+        pytest.param(np.zeros((0, 3)), np.zeros((0, 3)), 0.0, 0.0, (), id="empty"),
+    ],
+)
 def test_compare(got, expected, rel, abs_, index):
     c = compare(got, expected)
     assert (c.rel_error, c.abs_error, c.index) == (pytest.approx(rel), pytest.approx(abs_), index)

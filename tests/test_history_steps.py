@@ -1,4 +1,5 @@
 """The per-step history (steps.csv) and the top-k accuracy in the per-epoch history."""
+
 import json
 
 import numpy as np
@@ -40,6 +41,7 @@ def interrupt_at_step(trainer, n, exception=KeyboardInterrupt):
         if calls["n"] == n:
             raise exception
         real_step()
+
     trainer.optimizer.step = step_then_stop
 
 
@@ -69,6 +71,7 @@ def test_an_epoch_written_before_a_crash_is_not_doubled_on_resume(tmp_path):
         if saves["n"] == 2:  # the end of epoch 2, its steps already on disk
             raise SystemExit("killed")
         real_save()
+
     trainer.save_state = save_then_die
     with pytest.raises(SystemExit):
         trainer.fit()
@@ -80,8 +83,9 @@ def test_an_epoch_written_before_a_crash_is_not_doubled_on_resume(tmp_path):
 def test_extending_a_finished_run_continues_its_steps(tmp_path):
     straight = train(digits_config(tmp_path / "straight", epochs=3, schedule="none"), progress=False, log=quiet)
     short = train(digits_config(tmp_path / "short", epochs=2, schedule="none"), progress=False, log=quiet)
-    longer = train(TrainConfig(out=short.config.out, epochs=3), resume=True, changes={"epochs": 3}, progress=False,
-                   log=quiet)
+    longer = train(
+        TrainConfig(out=short.config.out, epochs=3), resume=True, changes={"epochs": 3}, progress=False, log=quiet
+    )
     assert (longer.run_dir / "steps.csv").read_text() == (straight.run_dir / "steps.csv").read_text()
 
 

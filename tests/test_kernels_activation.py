@@ -1,6 +1,7 @@
 """The compiled element-wise activations (handgrad.kernels.activation) against their references:
 ReLU and leaky ReLU exactly (including x = 0, where the gradient is 0 as in PyTorch, and NaN);
 sigmoid and tanh float64 to 1e-15, float32 within 1e-6 (exp and tanh may round differently)."""
+
 from __future__ import annotations
 
 import numpy as np

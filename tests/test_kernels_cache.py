@@ -1,5 +1,6 @@
 """Compiled kernels are cached across processes, also when the package folder is read-only, and
 ``import handgrad`` loads neither Numba nor threadpoolctl (the first kernel call does)."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,13 @@ print(json.dumps({"loaded_by_import": loaded, "hits": hits, "misses": misses}))
 
 
 def _run(src, env, base=None):
-    done = subprocess.run([sys.executable, "-c", FIRST_STEP], env={**(base or os.environ), "PYTHONPATH": src, **env},
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_STEP],
+        env={**(base or os.environ), "PYTHONPATH": src, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

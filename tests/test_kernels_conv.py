@@ -4,6 +4,7 @@ float64 to round-off, float32 within 1e-5 (relative to the largest entry): the k
 same products in another order. Padding, stride, rectangular kernels, odd sizes, batch 1, one
 input channel, no bias, inference without a cache, and only the gradients asked for.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,11 +22,11 @@ CONV_CASES = [  # (N, C, H, W, O, kernel, stride, padding)
     (3, 4, 7, 7, 5, (3, 3), (1, 1), (1, 1)),
     (2, 3, 9, 8, 4, (3, 2), (2, 1), (1, 0)),
     (2, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0)),
-    (1, 2, 6, 6, 3, (2, 2), (2, 2), (0, 0)),       # batch 1
-    (2, 2, 5, 7, 3, (5, 3), (3, 2), (2, 1)),       # stride > 1 with padding: some windows half outside
+    (1, 2, 6, 6, 3, (2, 2), (2, 2), (0, 0)),  # batch 1
+    (2, 2, 5, 7, 3, (5, 3), (3, 2), (2, 1)),  # stride > 1 with padding: some windows half outside
     (2, 3, 6, 9, 4, (2, 3), (1, 1), (0, 1)),
     (2, 2, 5, 5, 3, (1, 1), (1, 1), (0, 0)),
-    (1, 1, 3, 3, 2, (3, 3), (2, 2), (2, 2)),       # padding as large as the image: rows entirely outside
+    (1, 1, 3, 3, 2, (3, 3), (2, 2), (2, 2)),  # padding as large as the image: rows entirely outside
 ]
 TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5}
 
@@ -48,8 +49,11 @@ def test_conv2d_kernel_matches_reference(case, dtype):
     assert out.dtype == dtype and out.shape == ref.shape
     assert rel_err(out, ref) < TOLERANCE[dtype], f"conv2d forward {case}: {rel_err(out, ref):.3g}"
     grad_output = rng.standard_normal(out.shape).astype(dtype)
-    for name, got, expected in zip(("grad_input", "grad_weight", "grad_bias"), K.conv2d_backward(grad_output, cache),
-                                   F.conv2d_backward(grad_output, ref_cache)):
+    for name, got, expected in zip(
+        ("grad_input", "grad_weight", "grad_bias"),
+        K.conv2d_backward(grad_output, cache),
+        F.conv2d_backward(grad_output, ref_cache),
+    ):
         assert got.dtype == dtype and got.shape == expected.shape, f"conv2d {name} {case}"
         assert rel_err(got, expected) < TOLERANCE[dtype], f"conv2d {name} {case}: {rel_err(got, expected):.3g}"
 
@@ -83,8 +87,9 @@ def test_conv2d_kernel_reads_a_strided_input():
     x, weight, bias, stride, padding, _ = _case(CONV_CASES[1], np.float64)
     view = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
     assert not view.flags.c_contiguous
-    np.testing.assert_array_equal(K.conv2d_forward(view, weight, bias, stride, padding)[0],
-                                  K.conv2d_forward(x, weight, bias, stride, padding)[0])
+    np.testing.assert_array_equal(
+        K.conv2d_forward(view, weight, bias, stride, padding)[0], K.conv2d_forward(x, weight, bias, stride, padding)[0]
+    )
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)

@@ -7,10 +7,12 @@ channel, im2col and BLAS otherwise), padding, stride, overlapping and padded poo
 batch 1, no bias, ties (integer inputs: most windows hold several maxima, and z = 0 exactly where
 the ReLU cuts), NaN, inference without a cache, and only the gradients asked for.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import rel_err
 
 import handgrad
 from handgrad import kernels, nn
@@ -18,16 +20,14 @@ from handgrad.errors import BackwardBeforeForwardError
 from handgrad.functional import fused as F
 from handgrad.kernels import fused as K
 
-from conftest import rel_err
-
 FUSED_CASES = [  # (N, C, H, W, O, kernel, stride, padding, pool kernel, pool stride, pool padding)
-    (3, 1, 28, 28, 6, (5, 5), (1, 1), (2, 2), (2, 2), (2, 2), (0, 0)),    # LeNet-5's first layer: direct
-    (2, 1, 12, 12, 4, (3, 3), (1, 1), (1, 1), (2, 2), (2, 2), (0, 0)),    # tiny-cnn's first layer: direct
-    (3, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0), (2, 2), (2, 2), (0, 0)),   # LeNet-5's second: im2col and BLAS
-    (1, 1, 9, 7, 3, (3, 2), (1, 1), (1, 0), (3, 2), (2, 1), (1, 0)),      # batch 1, overlapping padded pool
-    (2, 1, 11, 9, 3, (3, 3), (2, 1), (1, 1), (2, 2), (2, 2), (0, 0)),     # one channel but stride 2: im2col
-    (2, 3, 9, 9, 2, (2, 2), (1, 1), (0, 0), (3, 3), (3, 3), (1, 1)),      # odd sizes, rows in no window
-    (2, 2, 7, 8, 3, (3, 3), (1, 1), (1, 1), (2, 2), (1, 1), (0, 0)),      # overlapping pool of stride 1
+    (3, 1, 28, 28, 6, (5, 5), (1, 1), (2, 2), (2, 2), (2, 2), (0, 0)),  # LeNet-5's first layer: direct
+    (2, 1, 12, 12, 4, (3, 3), (1, 1), (1, 1), (2, 2), (2, 2), (0, 0)),  # tiny-cnn's first layer: direct
+    (3, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0), (2, 2), (2, 2), (0, 0)),  # LeNet-5's second: im2col and BLAS
+    (1, 1, 9, 7, 3, (3, 2), (1, 1), (1, 0), (3, 2), (2, 1), (1, 0)),  # batch 1, overlapping padded pool
+    (2, 1, 11, 9, 3, (3, 3), (2, 1), (1, 1), (2, 2), (2, 2), (0, 0)),  # one channel but stride 2: im2col
+    (2, 3, 9, 9, 2, (2, 2), (1, 1), (0, 0), (3, 3), (3, 3), (1, 1)),  # odd sizes, rows in no window
+    (2, 2, 7, 8, 3, (3, 3), (1, 1), (1, 1), (2, 2), (1, 1), (0, 0)),  # overlapping pool of stride 1
 ]
 TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5}
 
@@ -104,11 +104,13 @@ def test_fused_kernel_without_bias(case):
     assert rel_err(got[0], expected[0]) < 1e-12 and rel_err(got[1], expected[1]) < 1e-12
 
 
-@pytest.mark.parametrize("case", FUSED_CASES + [(7, 3, 12, 12, 6, (3, 3), (1, 1), (1, 1), (2, 2), (2, 2), (0, 0))],
-                         ids=str)
+@pytest.mark.parametrize(
+    "case", FUSED_CASES + [(7, 3, 12, 12, 6, (3, 3), (1, 1), (1, 1), (2, 2), (2, 2), (0, 0))], ids=str
+)
 def test_fused_kernel_without_cache_gives_the_same_output(monkeypatch, case):
     """keep_cache=False (inference) keeps nothing and, on the im2col side, runs blocks of samples."""
     from handgrad.kernels import conv
+
     monkeypatch.setattr(conv, "INFERENCE_BLOCK_BYTES", 4000)  # a few samples per block
     x, weight, bias, args, _ = _case(case, np.float32)
     out, cache = K.conv2d_relu_max_pool2d_forward(x, weight, bias, *args, keep_cache=False)
@@ -119,9 +121,16 @@ def test_fused_kernel_without_cache_gives_the_same_output(monkeypatch, case):
 def _sequential_and_layers(channels, seed=0):
     """A Sequential with two fusable runs (Conv2d, ReLU, MaxPool2d) before a Linear."""
     handgrad.manual_seed(seed)
-    convs = [nn.Conv2d(channels, 4, 3, padding=1, dtype=np.float64), nn.ReLU(), nn.MaxPool2d(2),
-             nn.Conv2d(4, 5, 3, padding=1, dtype=np.float64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-             nn.Linear(5 * 2 * 2, 3, dtype=np.float64)]
+    convs = [
+        nn.Conv2d(channels, 4, 3, padding=1, dtype=np.float64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 5, 3, padding=1, dtype=np.float64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(5 * 2 * 2, 3, dtype=np.float64),
+    ]
     return nn.Sequential(*convs)
 
 
@@ -133,8 +142,7 @@ def test_sequential_runs_the_fused_op_and_matches_the_layers_one_by_one(monkeypa
     model = _sequential_and_layers(channels)
     calls = []
     fused_forward = K.conv2d_relu_max_pool2d_forward
-    monkeypatch.setattr(K, "conv2d_relu_max_pool2d_forward",
-                        lambda *a, **k: calls.append(1) or fused_forward(*a, **k))
+    monkeypatch.setattr(K, "conv2d_relu_max_pool2d_forward", lambda *a, **k: calls.append(1) or fused_forward(*a, **k))
     kernels._kernels = None  # look the kernels up again, the spy among them
     try:
         with kernels.use_kernels():
@@ -178,8 +186,9 @@ def test_each_layer_of_a_fused_run_still_works_alone():
         conv.zero_grad()
         conv.backward(relu.backward(pool.backward(g)))
     with kernels.reference():
-        ref = F.conv2d_relu_max_pool2d_forward(x, conv.weight.data, conv.bias.data, conv.stride, conv.padding,
-                                               pool.kernel_size, pool.stride, pool.padding)
+        ref = F.conv2d_relu_max_pool2d_forward(
+            x, conv.weight.data, conv.bias.data, conv.stride, conv.padding, pool.kernel_size, pool.stride, pool.padding
+        )
         grads = F.conv2d_relu_max_pool2d_backward(g, ref[1])
     assert rel_err(y, ref[0]) < 1e-12
     assert rel_err(conv.weight.grad, grads[1]) < 1e-12 and rel_err(conv.bias.grad, grads[2]) < 1e-12
@@ -197,9 +206,11 @@ def test_backward_after_a_fused_forward_under_no_grad_names_the_layer():
 
 def test_sequential_fuses_only_the_exact_classes():
     """A subclass of ReLU may compute something else: that run is not fused."""
+
     class Shifted(nn.ReLU):
         def forward(self, x):
             return super().forward(x - 1)
+
     handgrad.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3, dtype=np.float64), Shifted(), nn.MaxPool2d(2))
     x = np.random.default_rng(4).standard_normal((2, 1, 8, 8))
@@ -213,6 +224,7 @@ def test_sequential_fuses_only_the_exact_classes():
 def test_fused_training_step_matches_the_references_in_float64():
     """LeNet-5 in float64: one forward and backward with the kernels (fused) and with the references."""
     from handgrad.models import build_model
+
     handgrad.manual_seed(0)
     model = build_model("lenet5", (1, 28, 28), 10).double()
     rng = np.random.default_rng(5)

@@ -1,5 +1,6 @@
 """The compiled Linear (kernels/linear.py: BLAS products, the bias added and summed in plain loops)
 against its reference (functional/linear.py): float64 to round-off, float32 within 1e-5."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,8 @@ K = pytest.importorskip("handgrad.kernels.linear")
 CASES = [  # (x shape, out_features, bias)
     ((64, 784), 250, True),
     ((1, 5), 3, True),
-    ((7, 3, 6), 4, True),   # extra leading axes
-    ((5,), 2, True),        # one sample, no batch axis
+    ((7, 3, 6), 4, True),  # extra leading axes
+    ((5,), 2, True),  # one sample, no batch axis
     ((9, 4), 1, False),
 ]
 NEEDS = [(True, True, True), (False, True, True), (True, False, False), (False, False, True)]
@@ -32,8 +33,9 @@ def test_linear_matches_reference(shape, out_features, bias, dtype, tol):
     ref, ref_cache = F.linear_forward(x, weight, b)
     assert out.dtype == dtype and out.shape == ref.shape and rel_err(out, ref) < tol
     g = rng.standard_normal(ref.shape).astype(dtype)
-    for got, expected, name in zip(K.linear_backward(g, cache), F.linear_backward(g, ref_cache),
-                                   ("grad_input", "grad_weight", "grad_bias")):
+    for got, expected, name in zip(
+        K.linear_backward(g, cache), F.linear_backward(g, ref_cache), ("grad_input", "grad_weight", "grad_bias")
+    ):
         assert (got is None) == (expected is None), name
         if got is not None:
             assert got.dtype == dtype and got.shape == expected.shape
@@ -57,8 +59,9 @@ def test_linear_non_contiguous_gradient():
     rng = np.random.default_rng(2)
     x, weight, b = rng.standard_normal((5, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)
     g = rng.standard_normal((3, 5)).T  # (5, 3), not C-contiguous
-    for a, e in zip(K.linear_backward(g, K.linear_forward(x, weight, b)[1]),
-                    F.linear_backward(g, F.linear_forward(x, weight, b)[1])):
+    for a, e in zip(
+        K.linear_backward(g, K.linear_forward(x, weight, b)[1]), F.linear_backward(g, F.linear_forward(x, weight, b)[1])
+    ):
         assert rel_err(a, e) < 1e-12
 
 

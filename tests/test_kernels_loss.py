@@ -1,5 +1,6 @@
 """The compiled softmax cross-entropy and NLL (kernels/loss.py) against their references
 (functional/loss.py): float64 to round-off, float32 within 1e-5, every reduction, batch 1."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -116,10 +117,10 @@ def test_op_picks_kernel_or_reference():
 @pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
 def test_dtypes_without_kernels_run_the_reference(dtype):
     _, logits, target = _case((6, 4), dtype)
-    for fwd, bwd, ref_fwd, ref_bwd in ((K.cross_entropy_forward, K.cross_entropy_backward,
-                                         F.cross_entropy_forward, F.cross_entropy_backward),
-                                        (K.nll_loss_forward, K.nll_loss_backward, F.nll_loss_forward,
-                                         F.nll_loss_backward)):
+    for fwd, bwd, ref_fwd, ref_bwd in (
+        (K.cross_entropy_forward, K.cross_entropy_backward, F.cross_entropy_forward, F.cross_entropy_backward),
+        (K.nll_loss_forward, K.nll_loss_backward, F.nll_loss_forward, F.nll_loss_backward),
+    ):
         loss, cache = fwd(logits, target)
         ref, ref_cache = ref_fwd(logits, target)
         assert np.asarray(loss).dtype == dtype and loss == ref

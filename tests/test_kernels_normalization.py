@@ -2,6 +2,7 @@
 (functional/normalization.py): training and eval, with and without affine parameters and running
 statistics, (N, C), (N, C, L) and (N, C, H, W), odd sizes and batch 1; float64 to round-off,
 float32 within 1e-4 (its sums run in a different order)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,8 +50,9 @@ def test_batch_norm_matches_reference(shape, training, dtype, tol):
     for got, expected, name in zip(stats, ref_stats, ("running_mean", "running_var")):
         assert rel_err(got, expected) < tol, f"{name} {shape}: {rel_err(got, expected):.3g}"
     g = rng.standard_normal(shape).astype(dtype)
-    for got, expected, name in zip(K.batch_norm_backward(g, cache), F.batch_norm_backward(g, ref_cache),
-                                   ("grad_input", "grad_weight", "grad_bias")):
+    for got, expected, name in zip(
+        K.batch_norm_backward(g, cache), F.batch_norm_backward(g, ref_cache), ("grad_input", "grad_weight", "grad_bias")
+    ):
         assert got.dtype == dtype and got.shape == expected.shape
         assert rel_err(got, expected) < tol, f"batch_norm {name} {shape}: {rel_err(got, expected):.3g}"
 

@@ -2,6 +2,7 @@
 every SGD/Adam/AdamW/RMSprop/Adagrad configuration step for step (float64 to round-off, float32 within 1e-6), the
 subnormal flush, the first momentum step, non-contiguous parameters, and the optimizers themselves
 with and without kernels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,9 @@ RMSPROP_CONFIGS = [
     dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.1, momentum=0.0, centered=True, maximize=False),
     dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.1, momentum=0.1, centered=True, maximize=True),
     dict(lr=0.001, alpha=0.9, eps=1e-8, weight_decay=0.0, momentum=0.9, centered=False, maximize=False),
-    dict(lr=0.01, alpha=0.3, eps=1e-3, weight_decay=0.0, momentum=0.5, centered=True, maximize=False),  # lerp's other form
+    dict(
+        lr=0.01, alpha=0.3, eps=1e-3, weight_decay=0.0, momentum=0.5, centered=True, maximize=False
+    ),  # lerp's other form
 ]
 ADAGRAD_CONFIGS = [
     dict(lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False, initial_accumulator_value=0.0),
@@ -67,9 +70,18 @@ def _sgd_run(update, dtype, config, flush_every=3):
     for step, grads in enumerate(_grads(1, dtype)):
         for i, (p, g) in enumerate(zip(params, grads)):
             g_before = g.copy()
-            buffers[i] = update(p, g, buffers[i], config["lr"], config["momentum"], config["dampening"],
-                                config["weight_decay"], config["nesterov"], config["maximize"],
-                                step % flush_every == 0)
+            buffers[i] = update(
+                p,
+                g,
+                buffers[i],
+                config["lr"],
+                config["momentum"],
+                config["dampening"],
+                config["weight_decay"],
+                config["nesterov"],
+                config["maximize"],
+                step % flush_every == 0,
+            )
             np.testing.assert_array_equal(g, g_before)  # the gradient is never modified
     return params, buffers
 
@@ -79,9 +91,22 @@ def _adam_run(update, dtype, config, flush_every=3):
     state = [[np.zeros_like(p) for _ in range(3)] for p in params]
     for step, grads in enumerate(_grads(1, dtype)):
         for p, g, (m, v, v_max) in zip(params, grads, state):
-            update(p, g, m, v, v_max if config["amsgrad"] else None, step + 1, config["lr"], *config["betas"],
-                   config["eps"], config["weight_decay"], config["amsgrad"], config["maximize"], config["decoupled"],
-                   step % flush_every == 0)
+            update(
+                p,
+                g,
+                m,
+                v,
+                v_max if config["amsgrad"] else None,
+                step + 1,
+                config["lr"],
+                *config["betas"],
+                config["eps"],
+                config["weight_decay"],
+                config["amsgrad"],
+                config["maximize"],
+                config["decoupled"],
+                step % flush_every == 0,
+            )
     return params, [a for s in state for a in s]
 
 
@@ -91,9 +116,21 @@ def _rmsprop_run(update, dtype, config, flush_every=3):
     for step, grads in enumerate(_grads(1, dtype)):
         for p, g, (v, m, buf) in zip(params, grads, state):
             g_before = g.copy()
-            update(p, g, v, m if config["centered"] else None, buf if config["momentum"] > 0 else None, config["lr"],
-                   config["alpha"], config["eps"], config["weight_decay"], config["momentum"], config["centered"],
-                   config["maximize"], step % flush_every == 0)
+            update(
+                p,
+                g,
+                v,
+                m if config["centered"] else None,
+                buf if config["momentum"] > 0 else None,
+                config["lr"],
+                config["alpha"],
+                config["eps"],
+                config["weight_decay"],
+                config["momentum"],
+                config["centered"],
+                config["maximize"],
+                step % flush_every == 0,
+            )
             np.testing.assert_array_equal(g, g_before)  # the gradient is never modified
     return params, [a for s in state for a in s]
 
@@ -103,8 +140,17 @@ def _adagrad_run(update, dtype, config):
     sums = [np.full_like(p, config["initial_accumulator_value"]) for p in params]
     for step, grads in enumerate(_grads(1, dtype)):
         for p, g, s in zip(params, grads, sums):
-            update(p, g, s, step + 1, config["lr"], config["lr_decay"], config["weight_decay"], config["eps"],
-                   config["maximize"])
+            update(
+                p,
+                g,
+                s,
+                step + 1,
+                config["lr"],
+                config["lr_decay"],
+                config["weight_decay"],
+                config["eps"],
+                config["maximize"],
+            )
     return params, sums
 
 
@@ -175,7 +221,7 @@ def test_rmsprop_subnormal_state_flushed_exactly_as_the_reference(dtype, flush):
 def test_sgd_first_momentum_step_creates_the_buffer():
     p, g = np.array([1.0, 2.0]), np.array([0.5, -0.25])
     buf = K.sgd_update(p, g, None, 0.1, 0.9, 0.0, 0.0, False, False)
-    np.testing.assert_array_equal(buf, g)           # buf = d_p on the first step
+    np.testing.assert_array_equal(buf, g)  # buf = d_p on the first step
     np.testing.assert_array_equal(p, [0.95, 2.025])
     assert buf is not g
     assert K.sgd_update(p, g, None, 0.1, 0.0, 0.0, 0.0, False, False) is None  # no momentum, no buffer
@@ -214,14 +260,17 @@ def test_non_contiguous_parameter_is_updated_in_place():
     np.testing.assert_allclose(base, ref_base, rtol=1e-12)
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
-    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
-    ("AdamW", dict(lr=0.01)),
-    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
-    ("RMSprop", dict(lr=0.01)),
-    ("Adagrad", dict(lr=0.1, lr_decay=0.1, weight_decay=0.1, initial_accumulator_value=0.1)),
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+        ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
+        ("AdamW", dict(lr=0.01)),
+        ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
+        ("RMSprop", dict(lr=0.01)),
+        ("Adagrad", dict(lr=0.1, lr_decay=0.1, weight_decay=0.1, initial_accumulator_value=0.1)),
+    ],
+)
 @pytest.mark.parametrize("dtype, tol", TOLERANCES)
 def test_optimizers_agree_with_and_without_kernels(name, kwargs, dtype, tol):
     grads = _grads(3, dtype)

@@ -5,6 +5,7 @@ Max pool: outputs and argmax exactly, including ties (the first maximum wins, as
 windows do not overlap and to rounding where they do (the kernel adds window by window, the
 reference offset by offset). Average pool: float64 to round-off, float32 within 1e-6.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,10 +17,10 @@ from handgrad.kernels import pool as K
 
 POOL_CASES = [  # (N, C, H, W, kernel, stride, padding)
     (2, 3, 8, 8, (2, 2), (2, 2), (0, 0)),
-    (2, 3, 7, 7, (2, 2), (2, 2), (0, 0)),      # odd: the last row and column are in no window
+    (2, 3, 7, 7, (2, 2), (2, 2), (0, 0)),  # odd: the last row and column are in no window
     (2, 2, 9, 6, (3, 3), (3, 3), (0, 0)),
-    (2, 2, 9, 7, (3, 2), (2, 1), (1, 0)),      # overlapping windows, padding
-    (1, 2, 6, 6, (3, 3), (3, 3), (1, 1)),      # batch 1, disjoint but padded
+    (2, 2, 9, 7, (3, 2), (2, 1), (1, 0)),  # overlapping windows, padding
+    (1, 2, 6, 6, (3, 3), (3, 3), (1, 1)),  # batch 1, disjoint but padded
     (2, 1, 8, 8, (3, 3), (1, 1), (1, 1)),
 ]
 
@@ -62,8 +63,10 @@ def test_max_pool2d_kernel_matches_reference(case, dtype, kind):
 def test_max_pool2d_nan_follows_pytorch():
     """NaN wins its window, and the gradient goes to the window's last NaN (PyTorch's indices)."""
     x = np.array([[[[1.0, np.nan, np.nan, 0.5, 3.0, 2.0]]]])
-    for forward, backward in ((K.max_pool2d_forward, K.max_pool2d_backward),
-                              (F.max_pool2d_forward, F.max_pool2d_backward)):
+    for forward, backward in (
+        (K.max_pool2d_forward, K.max_pool2d_backward),
+        (F.max_pool2d_forward, F.max_pool2d_backward),
+    ):
         out, cache = forward(x, (1, 3), (1, 3))
         assert np.isnan(out[0, 0, 0, 0]) and out[0, 0, 0, 1] == 3.0
         np.testing.assert_array_equal(backward(np.ones_like(out), cache), [[[[0, 0, 1, 0, 1, 0]]]])

@@ -1,5 +1,6 @@
 """The one switch between the compiled kernels and the references: HANDGRAD_KERNELS (read once, at
 the first op), and the ``reference()`` / ``use_kernels()`` blocks, which win over it."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ print(json.dumps(seen))
 """
 
 
-@pytest.mark.parametrize("value, expected", [("reference", "reference"), ("off", "reference"), ("0", "reference"),
-                                             ("kernels", "kernel"), ("", "kernel")])
+@pytest.mark.parametrize(
+    "value, expected",
+    [("reference", "reference"), ("off", "reference"), ("0", "reference"), ("kernels", "kernel"), ("", "kernel")],
+)
 def test_handgrad_kernels_variable_is_read_once_and_blocks_win(value, expected):
     env = {**os.environ, "PYTHONPATH": SRC, "HANDGRAD_KERNELS": value}
     done = subprocess.run([sys.executable, "-c", SWITCH], env=env, capture_output=True, text=True, timeout=300)

@@ -1,4 +1,5 @@
 """Every layer against PyTorch (forward, dL/dx, dL/dparameter in float64) and finite differences."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,12 @@ LINEAR_CASES = [
 
 @pytest.mark.parametrize("in_features, out_features, shape, bias", LINEAR_CASES)
 def test_linear(in_features, out_features, shape, bias, rng):
-    check_against_torch(nn.Linear(in_features, out_features, bias=bias),
-                        torch.nn.Linear(in_features, out_features, bias=bias), rng.standard_normal(shape), rng)
+    check_against_torch(
+        nn.Linear(in_features, out_features, bias=bias),
+        torch.nn.Linear(in_features, out_features, bias=bias),
+        rng.standard_normal(shape),
+        rng,
+    )
 
 
 # -- Conv2d ----------------------------------------------------------------------------------------
@@ -42,9 +47,12 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("cin, cout, kernel_size, stride, padding, shape, bias", CONV_CASES)
 def test_conv2d(cin, cout, kernel_size, stride, padding, shape, bias, rng):
-    check_against_torch(nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=bias),
-                        torch.nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=bias),
-                        rng.standard_normal(shape), rng)
+    check_against_torch(
+        nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=bias),
+        torch.nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=bias),
+        rng.standard_normal(shape),
+        rng,
+    )
 
 
 # -- Pooling ---------------------------------------------------------------------------------------
@@ -61,14 +69,22 @@ POOL_CASES = [
 
 @pytest.mark.parametrize("kernel_size, stride, padding, shape", POOL_CASES)
 def test_max_pool2d(kernel_size, stride, padding, shape, rng):
-    check_against_torch(nn.MaxPool2d(kernel_size, stride, padding),
-                        torch.nn.MaxPool2d(kernel_size, stride, padding), rng.standard_normal(shape), rng)
+    check_against_torch(
+        nn.MaxPool2d(kernel_size, stride, padding),
+        torch.nn.MaxPool2d(kernel_size, stride, padding),
+        rng.standard_normal(shape),
+        rng,
+    )
 
 
 @pytest.mark.parametrize("kernel_size, stride, padding, shape", POOL_CASES)
 def test_avg_pool2d(kernel_size, stride, padding, shape, rng):
-    check_against_torch(nn.AvgPool2d(kernel_size, stride, padding),
-                        torch.nn.AvgPool2d(kernel_size, stride, padding), rng.standard_normal(shape), rng)
+    check_against_torch(
+        nn.AvgPool2d(kernel_size, stride, padding),
+        torch.nn.AvgPool2d(kernel_size, stride, padding),
+        rng.standard_normal(shape),
+        rng,
+    )
 
 
 TIE_CASES = [
@@ -104,15 +120,19 @@ def test_max_pool2d_all_equal_window_sends_everything_to_its_first_element():
 
 
 # -- Flatten ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("start_dim, end_dim, shape", [
-    pytest.param(1, -1, (2, 3, 4, 5), id="default"),
-    pytest.param(0, -1, (2, 3, 4), id="all"),
-    pytest.param(1, 2, (2, 3, 4, 5), id="middle"),
-    pytest.param(2, -1, (1, 3, 4, 5), id="spatial_batch1"),
-])
+@pytest.mark.parametrize(
+    "start_dim, end_dim, shape",
+    [
+        pytest.param(1, -1, (2, 3, 4, 5), id="default"),
+        pytest.param(0, -1, (2, 3, 4), id="all"),
+        pytest.param(1, 2, (2, 3, 4, 5), id="middle"),
+        pytest.param(2, -1, (1, 3, 4, 5), id="spatial_batch1"),
+    ],
+)
 def test_flatten(start_dim, end_dim, shape, rng):
-    check_against_torch(nn.Flatten(start_dim, end_dim), torch.nn.Flatten(start_dim, end_dim),
-                        rng.standard_normal(shape), rng)
+    check_against_torch(
+        nn.Flatten(start_dim, end_dim), torch.nn.Flatten(start_dim, end_dim), rng.standard_normal(shape), rng
+    )
 
 
 # -- Dropout ---------------------------------------------------------------------------------------
@@ -185,8 +205,9 @@ BN_CASES = [
     pytest.param(nn.BatchNorm2d, torch.nn.BatchNorm2d, 1, (1, 1, 3, 5), {}, id="2d-batch1-c1"),
     pytest.param(nn.BatchNorm2d, torch.nn.BatchNorm2d, 8, (2, 8, 3, 3), {"affine": False}, id="2d-c8-no-affine"),
     pytest.param(nn.BatchNorm2d, torch.nn.BatchNorm2d, 2, (3, 2, 3, 3), {"momentum": None}, id="2d-momentum-None"),
-    pytest.param(nn.BatchNorm1d, torch.nn.BatchNorm1d, 3, (4, 3), {"track_running_stats": False},
-                 id="1d-no-running-stats"),
+    pytest.param(
+        nn.BatchNorm1d, torch.nn.BatchNorm1d, 3, (4, 3), {"track_running_stats": False}, id="1d-no-running-stats"
+    ),
 ]
 
 

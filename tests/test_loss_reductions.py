@@ -1,5 +1,6 @@
 """The loss reductions training takes (training.Objective, --reduction), and explain and predict
 using a model's own loss and output kind."""
+
 import json
 
 import numpy as np
@@ -70,8 +71,31 @@ def test_train_help_documents_the_reductions():
 @pytest.fixture(scope="module")
 def mse_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mse") / "run"
-    assert main(["train", "--dataset", "digits", "--hidden", "32", "--activation", "sigmoid", "--loss", "mse",
-                 "--reduction", "mean", "--lr", "0.5", "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--hidden",
+                "32",
+                "--activation",
+                "sigmoid",
+                "--loss",
+                "mse",
+                "--reduction",
+                "mean",
+                "--lr",
+                "0.5",
+                "--epochs",
+                "2",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -86,8 +110,25 @@ def test_a_resumed_run_keeps_its_reduction(mse_run, capsys):
 
 
 def test_train_refuses_a_reduction_of_another_loss(tmp_path, capsys):
-    assert main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--reduction", "batchmean", "--epochs", "1",
-                 "--quiet", "--out", str(tmp_path / "r")]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--model",
+                "tiny-mlp",
+                "--reduction",
+                "batchmean",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--reduction: cross_entropy takes mean or sum, got 'batchmean'" in err
     assert not (tmp_path / "r").exists()
@@ -96,8 +137,29 @@ def test_train_refuses_a_reduction_of_another_loss(tmp_path, capsys):
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_a_cross_entropy_run_trains_with_either_reduction(tmp_path, reduction):
     lr = "0.002" if reduction == "sum" else "0.05"
-    assert main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--reduction", reduction, "--lr", lr,
-                 "--batch-size", "32", "--epochs", "2", "--quiet", "--out", str(tmp_path / "r")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--model",
+                "tiny-mlp",
+                "--reduction",
+                reduction,
+                "--lr",
+                lr,
+                "--batch-size",
+                "32",
+                "--epochs",
+                "2",
+                "--quiet",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "r" / "history.json").read_text())["epochs"]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] < 2.5  # a per-sample loss, whatever the reduction
 
@@ -111,8 +173,10 @@ def test_explain_uses_the_checkpoints_loss_and_reduction(mse_run):
 
 
 def test_explain_refuses_another_loss_for_a_checkpoint(mse_run, capsys):
-    assert main(["explain", "--checkpoint", str(mse_run / "best.safetensors"), "--loss", "cross_entropy",
-                 "--no-torch"]) == 1
+    assert (
+        main(["explain", "--checkpoint", str(mse_run / "best.safetensors"), "--loss", "cross_entropy", "--no-torch"])
+        == 1
+    )
     assert "the model was trained with mse" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
 """Losses against PyTorch (value and dL/dinput, every reduction) and finite differences."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,8 +41,13 @@ CLASS_SHAPES = [pytest.param(5, 4, id="N5-C4"), pytest.param(1, 3, id="N1-C3"), 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("n, c", CLASS_SHAPES)
 def test_cross_entropy(n, c, reduction, rng):
-    _check_loss(nn.CrossEntropyLoss(reduction=reduction), torch.nn.CrossEntropyLoss(reduction=reduction),
-                rng.standard_normal((n, c)) * 3, rng.integers(0, c, n), rng)
+    _check_loss(
+        nn.CrossEntropyLoss(reduction=reduction),
+        torch.nn.CrossEntropyLoss(reduction=reduction),
+        rng.standard_normal((n, c)) * 3,
+        rng.integers(0, c, n),
+        rng,
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -51,8 +57,9 @@ def test_cross_entropy_is_stable_for_huge_logits(reduction, dtype, rng):
     target = np.array([1, 2, 0, 0])
     loss = nn.CrossEntropyLoss(reduction=reduction)
     out = loss(logits, target)
-    out_t = torch.nn.CrossEntropyLoss(reduction=reduction)(torch.from_numpy(logits).requires_grad_(True),
-                                                          torch.from_numpy(target))
+    out_t = torch.nn.CrossEntropyLoss(reduction=reduction)(
+        torch.from_numpy(logits).requires_grad_(True), torch.from_numpy(target)
+    )
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, to_numpy(out_t), rtol=1e-6)
     grad = loss.backward(np.ones(4, dtype) if reduction == "none" else 1.0)
@@ -67,8 +74,9 @@ def test_cross_entropy_is_stable_for_huge_logits(reduction, dtype, rng):
 def test_nll_loss(n, c, reduction, rng):
     log_probs = rng.standard_normal((n, c))
     log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
-    _check_loss(nn.NLLLoss(reduction=reduction), torch.nn.NLLLoss(reduction=reduction),
-                log_probs, rng.integers(0, c, n), rng)
+    _check_loss(
+        nn.NLLLoss(reduction=reduction), torch.nn.NLLLoss(reduction=reduction), log_probs, rng.integers(0, c, n), rng
+    )
 
 
 def test_log_softmax_then_nll_equals_cross_entropy(rng):
@@ -78,22 +86,29 @@ def test_log_softmax_then_nll_equals_cross_entropy(rng):
     assert_close(log_softmax.backward(nll.backward()), ce.backward(), "grad")
 
 
-MSE_SHAPES = [pytest.param((4, 3), id="2d"), pytest.param((1, 2, 3, 3), id="4d-batch1"),
-              pytest.param((5,), id="1d")]
+MSE_SHAPES = [pytest.param((4, 3), id="2d"), pytest.param((1, 2, 3, 3), id="4d-batch1"), pytest.param((5,), id="1d")]
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("shape", MSE_SHAPES)
 def test_mse_loss(shape, reduction, rng):
-    _check_loss(nn.MSELoss(reduction=reduction), torch.nn.MSELoss(reduction=reduction),
-                rng.standard_normal(shape), rng.standard_normal(shape), rng)
+    _check_loss(
+        nn.MSELoss(reduction=reduction),
+        torch.nn.MSELoss(reduction=reduction),
+        rng.standard_normal(shape),
+        rng.standard_normal(shape),
+        rng,
+    )
 
 
-@pytest.mark.parametrize("loss, target", [
-    pytest.param(nn.CrossEntropyLoss(), np.array([0, 2, 1]), id="CrossEntropyLoss"),
-    pytest.param(nn.NLLLoss(), np.array([0, 2, 1]), id="NLLLoss"),
-    pytest.param(nn.MSELoss(), np.zeros((3, 3), np.float32), id="MSELoss"),
-])
+@pytest.mark.parametrize(
+    "loss, target",
+    [
+        pytest.param(nn.CrossEntropyLoss(), np.array([0, 2, 1]), id="CrossEntropyLoss"),
+        pytest.param(nn.NLLLoss(), np.array([0, 2, 1]), id="NLLLoss"),
+        pytest.param(nn.MSELoss(), np.zeros((3, 3), np.float32), id="MSELoss"),
+    ],
+)
 def test_loss_keeps_float32(loss, target, rng):
     x = rng.standard_normal((3, 3)).astype(np.float32)
     loss(x, target)

@@ -2,6 +2,7 @@
 optimizer, epoch for epoch in float64 (lrs, momenta, parameters), state_dicts equal to torch's and
 round-tripped mid-run (through JSON too, as checkpoints store them), torch's state_dicts loaded, the
 deprecated step(epoch), and the errors and warnings."""
+
 import json
 import math
 import warnings
@@ -47,33 +48,89 @@ CASES = [
     ("constant-factor", "Adam", dict(), lambda S, o: S.ConstantLR(o, factor=0.25, total_iters=7)),
     ("polynomial", "SGD", dict(), lambda S, o: S.PolynomialLR(o)),
     ("polynomial-power", "SGD", dict(momentum=0.5), lambda S, o: S.PolynomialLR(o, total_iters=20, power=2.0)),
-    ("lambda", "SGD", dict(), lambda S, o: S.LambdaLR(o, lr_lambda=lambda epoch: 0.95 ** epoch)),
+    ("lambda", "SGD", dict(), lambda S, o: S.LambdaLR(o, lr_lambda=lambda epoch: 0.95**epoch)),
     ("lambda-per-group", "Adam", dict(), lambda S, o: S.LambdaLR(o, lr_lambda=[_halve, _Warmup(5)])),
     ("multiplicative", "SGD", dict(), lambda S, o: S.MultiplicativeLR(o, lr_lambda=lambda epoch: 0.9)),
     ("cosine", "SGD", dict(momentum=0.9), lambda S, o: S.CosineAnnealingLR(o, T_max=10)),
     ("cosine-past-t-max", "SGD", dict(), lambda S, o: S.CosineAnnealingLR(o, T_max=7, eta_min=1e-3)),
     ("warm-restarts", "SGD", dict(momentum=0.9), lambda S, o: S.CosineAnnealingWarmRestarts(o, T_0=5)),
-    ("warm-restarts-mult", "Adam", dict(), lambda S, o: S.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2,
-                                                                                       eta_min=1e-4)),
+    (
+        "warm-restarts-mult",
+        "Adam",
+        dict(),
+        lambda S, o: S.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=1e-4),
+    ),
     ("one-cycle", "SGD", dict(momentum=0.9), lambda S, o: S.OneCycleLR(o, max_lr=1.0, total_steps=EPOCHS)),
-    ("one-cycle-adam-linear", "Adam", dict(), lambda S, o: S.OneCycleLR(o, max_lr=[0.01, 0.005], epochs=4,
-                                                                       steps_per_epoch=10, anneal_strategy="linear")),
-    ("one-cycle-three-phase", "SGD", dict(momentum=0.9), lambda S, o: S.OneCycleLR(
-        o, max_lr=0.5, total_steps=EPOCHS, pct_start=0.25, three_phase=True, div_factor=10.0, final_div_factor=100.0,
-        base_momentum=[0.8, 0.7], max_momentum=0.9)),
+    (
+        "one-cycle-adam-linear",
+        "Adam",
+        dict(),
+        lambda S, o: S.OneCycleLR(o, max_lr=[0.01, 0.005], epochs=4, steps_per_epoch=10, anneal_strategy="linear"),
+    ),
+    (
+        "one-cycle-three-phase",
+        "SGD",
+        dict(momentum=0.9),
+        lambda S, o: S.OneCycleLR(
+            o,
+            max_lr=0.5,
+            total_steps=EPOCHS,
+            pct_start=0.25,
+            three_phase=True,
+            div_factor=10.0,
+            final_div_factor=100.0,
+            base_momentum=[0.8, 0.7],
+            max_momentum=0.9,
+        ),
+    ),
     ("one-cycle-rmsprop", "RMSprop", dict(), lambda S, o: S.OneCycleLR(o, max_lr=0.01, total_steps=EPOCHS)),
-    ("one-cycle-no-momentum", "Adagrad", dict(), lambda S, o: S.OneCycleLR(o, max_lr=0.1, total_steps=EPOCHS,
-                                                                          cycle_momentum=False)),
-    ("sequential-warmup-cosine", "SGD", dict(momentum=0.9), lambda S, o: S.SequentialLR(
-        o, [S.LinearLR(o, start_factor=0.1, total_iters=5), S.CosineAnnealingLR(o, T_max=35)], milestones=[5])),
-    ("sequential-three", "Adam", dict(), lambda S, o: S.SequentialLR(
-        o, [S.ConstantLR(o, factor=0.1, total_iters=4), S.ExponentialLR(o, gamma=0.9),
-            S.CosineAnnealingWarmRestarts(o, T_0=6)], milestones=[6, 20])),
-    ("chained", "SGD", dict(momentum=0.9), lambda S, o: S.ChainedScheduler(
-        [S.ConstantLR(o, factor=0.1, total_iters=2), S.ExponentialLR(o, gamma=0.9)])),
-    ("chained-three", "RMSprop", dict(), lambda S, o: S.ChainedScheduler(
-        [S.LinearLR(o, start_factor=0.5, total_iters=6), S.MultiStepLR(o, milestones=[10, 25]),
-         S.CosineAnnealingLR(o, T_max=15)], optimizer=o)),
+    (
+        "one-cycle-no-momentum",
+        "Adagrad",
+        dict(),
+        lambda S, o: S.OneCycleLR(o, max_lr=0.1, total_steps=EPOCHS, cycle_momentum=False),
+    ),
+    (
+        "sequential-warmup-cosine",
+        "SGD",
+        dict(momentum=0.9),
+        lambda S, o: S.SequentialLR(
+            o, [S.LinearLR(o, start_factor=0.1, total_iters=5), S.CosineAnnealingLR(o, T_max=35)], milestones=[5]
+        ),
+    ),
+    (
+        "sequential-three",
+        "Adam",
+        dict(),
+        lambda S, o: S.SequentialLR(
+            o,
+            [
+                S.ConstantLR(o, factor=0.1, total_iters=4),
+                S.ExponentialLR(o, gamma=0.9),
+                S.CosineAnnealingWarmRestarts(o, T_0=6),
+            ],
+            milestones=[6, 20],
+        ),
+    ),
+    (
+        "chained",
+        "SGD",
+        dict(momentum=0.9),
+        lambda S, o: S.ChainedScheduler([S.ConstantLR(o, factor=0.1, total_iters=2), S.ExponentialLR(o, gamma=0.9)]),
+    ),
+    (
+        "chained-three",
+        "RMSprop",
+        dict(),
+        lambda S, o: S.ChainedScheduler(
+            [
+                S.LinearLR(o, start_factor=0.5, total_iters=6),
+                S.MultiStepLR(o, milestones=[10, 25]),
+                S.CosineAnnealingLR(o, T_max=15),
+            ],
+            optimizer=o,
+        ),
+    ),
 ]
 IDS = [c[0] for c in CASES]
 CASES = [c[1:] for c in CASES]
@@ -259,8 +316,9 @@ def test_warm_restarts_fractional_epochs_match_torch(T_mult):
         for batch in range(4):  # stepped per batch with a fractional epoch, as its docs show
             sched.step(epoch + batch / 4)
             tsched.step(epoch + batch / 4)
-            np.testing.assert_allclose(sched.get_last_lr(), tsched.get_last_lr(), **TOL,
-                                       err_msg=f"epoch {epoch} batch {batch}")
+            np.testing.assert_allclose(
+                sched.get_last_lr(), tsched.get_last_lr(), **TOL, err_msg=f"epoch {epoch} batch {batch}"
+            )
             assert (sched.T_i, sched.T_cur) == (tsched.T_i, tsched.T_cur)
 
 
@@ -300,44 +358,153 @@ def _step_one_cycle(total_steps, steps):
 
 
 ERRORS = [
-    (lambda: lr_scheduler.StepLR(_sgd(), step_size=0), HandgradError, "StepLR: step_size must be a positive integer, got 0"),
-    (lambda: lr_scheduler.MultiStepLR(_sgd(), milestones=3), HandgradError, "milestones must be a list of epochs, got int"),
-    (lambda: lr_scheduler.MultiStepLR(_sgd(), milestones=[2.5]), HandgradError, "milestones must be integer epochs, got 2.5"),
-    (lambda: lr_scheduler.ConstantLR(_sgd(), factor=1.5), HandgradError, "ConstantLR: factor .* between 0 and 1, got 1.5"),
-    (lambda: lr_scheduler.ConstantLR(_sgd(), total_iters=-1), HandgradError, "total_iters must be a non-negative integer"),
-    (lambda: lr_scheduler.LinearLR(_sgd(), start_factor=0), HandgradError, "start_factor .* greater than 0 and at most 1, got 0"),
+    (
+        lambda: lr_scheduler.StepLR(_sgd(), step_size=0),
+        HandgradError,
+        "StepLR: step_size must be a positive integer, got 0",
+    ),
+    (
+        lambda: lr_scheduler.MultiStepLR(_sgd(), milestones=3),
+        HandgradError,
+        "milestones must be a list of epochs, got int",
+    ),
+    (
+        lambda: lr_scheduler.MultiStepLR(_sgd(), milestones=[2.5]),
+        HandgradError,
+        "milestones must be integer epochs, got 2.5",
+    ),
+    (
+        lambda: lr_scheduler.ConstantLR(_sgd(), factor=1.5),
+        HandgradError,
+        "ConstantLR: factor .* between 0 and 1, got 1.5",
+    ),
+    (
+        lambda: lr_scheduler.ConstantLR(_sgd(), total_iters=-1),
+        HandgradError,
+        "total_iters must be a non-negative integer",
+    ),
+    (
+        lambda: lr_scheduler.LinearLR(_sgd(), start_factor=0),
+        HandgradError,
+        "start_factor .* greater than 0 and at most 1, got 0",
+    ),
     (lambda: lr_scheduler.LinearLR(_sgd(), end_factor=1.5), HandgradError, "end_factor .* between 0 and 1, got 1.5"),
-    (lambda: lr_scheduler.LinearLR(_sgd(), total_iters=0), HandgradError, "LinearLR: total_iters must be a positive integer, got 0"),
-    (lambda: lr_scheduler.PolynomialLR(_sgd(), total_iters=0), HandgradError, "PolynomialLR: total_iters must be a positive"),
-    (lambda: lr_scheduler.CosineAnnealingLR(_sgd(), T_max=0), HandgradError, "CosineAnnealingLR: T_max must be positive, got 0"),
+    (
+        lambda: lr_scheduler.LinearLR(_sgd(), total_iters=0),
+        HandgradError,
+        "LinearLR: total_iters must be a positive integer, got 0",
+    ),
+    (
+        lambda: lr_scheduler.PolynomialLR(_sgd(), total_iters=0),
+        HandgradError,
+        "PolynomialLR: total_iters must be a positive",
+    ),
+    (
+        lambda: lr_scheduler.CosineAnnealingLR(_sgd(), T_max=0),
+        HandgradError,
+        "CosineAnnealingLR: T_max must be positive, got 0",
+    ),
     (lambda: lr_scheduler.LambdaLR(_sgd(2), lr_lambda=[_halve]), HandgradError, "expected 2 lr_lambdas .*, got 1"),
     (lambda: lr_scheduler.LambdaLR(_sgd(), lr_lambda=0.5), TypeError, "lr_lambda should be a function, but got float"),
     (lambda: lr_scheduler.MultiplicativeLR(_sgd(), lr_lambda=[None]), TypeError, "lr_lambda should be a function"),
-    (lambda: lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), T_0=0), HandgradError, "T_0 must be a positive integer, got 0"),
-    (lambda: lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), T_0=2.5), HandgradError, "T_0 must be a positive integer"),
-    (lambda: lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), T_0=2, T_mult=0), HandgradError, "T_mult must be an integer >= 1"),
-    (lambda: lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), T_0=2, eta_min="0"), HandgradError, "eta_min must be a float or int"),
-    (lambda: lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), T_0=2).step(-1), HandgradError, "epoch must be non-negative"),
-    (lambda: lr_scheduler.OneCycleLR(_sgd(), max_lr=1.0), HandgradError, "either total_steps, or both epochs and steps_per_epoch"),
-    (lambda: lr_scheduler.OneCycleLR(_sgd(), max_lr=1.0, total_steps=0), HandgradError, "total_steps must be a positive integer"),
-    (lambda: lr_scheduler.OneCycleLR(_sgd(), max_lr=1.0, epochs=0, steps_per_epoch=3), HandgradError, "epochs must be a positive"),
-    (lambda: lr_scheduler.OneCycleLR(_sgd(), max_lr=1.0, total_steps=9, pct_start=1.5), HandgradError, "pct_start must be a float between 0 and 1"),
-    (lambda: lr_scheduler.OneCycleLR(_sgd(), max_lr=1.0, total_steps=9, anneal_strategy="exp"), HandgradError, "anneal_strategy must be 'cos' or 'linear'"),
-    (lambda: lr_scheduler.OneCycleLR(_sgd(2), max_lr=[1.0], total_steps=9), HandgradError, "max_lr must have one value per param group: got 1 values, the optimizer has 2"),
-    (lambda: lr_scheduler.OneCycleLR(optim.Adagrad([Parameter(np.ones(2))]), max_lr=1.0, total_steps=9), HandgradError, "Adagrad has neither; pass cycle_momentum=False"),
+    (
+        lambda: lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), T_0=0),
+        HandgradError,
+        "T_0 must be a positive integer, got 0",
+    ),
+    (
+        lambda: lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), T_0=2.5),
+        HandgradError,
+        "T_0 must be a positive integer",
+    ),
+    (
+        lambda: lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), T_0=2, T_mult=0),
+        HandgradError,
+        "T_mult must be an integer >= 1",
+    ),
+    (
+        lambda: lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), T_0=2, eta_min="0"),
+        HandgradError,
+        "eta_min must be a float or int",
+    ),
+    (
+        lambda: lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), T_0=2).step(-1),
+        HandgradError,
+        "epoch must be non-negative",
+    ),
+    (
+        lambda: lr_scheduler.OneCycleLR(_sgd(), max_lr=1.0),
+        HandgradError,
+        "either total_steps, or both epochs and steps_per_epoch",
+    ),
+    (
+        lambda: lr_scheduler.OneCycleLR(_sgd(), max_lr=1.0, total_steps=0),
+        HandgradError,
+        "total_steps must be a positive integer",
+    ),
+    (
+        lambda: lr_scheduler.OneCycleLR(_sgd(), max_lr=1.0, epochs=0, steps_per_epoch=3),
+        HandgradError,
+        "epochs must be a positive",
+    ),
+    (
+        lambda: lr_scheduler.OneCycleLR(_sgd(), max_lr=1.0, total_steps=9, pct_start=1.5),
+        HandgradError,
+        "pct_start must be a float between 0 and 1",
+    ),
+    (
+        lambda: lr_scheduler.OneCycleLR(_sgd(), max_lr=1.0, total_steps=9, anneal_strategy="exp"),
+        HandgradError,
+        "anneal_strategy must be 'cos' or 'linear'",
+    ),
+    (
+        lambda: lr_scheduler.OneCycleLR(_sgd(2), max_lr=[1.0], total_steps=9),
+        HandgradError,
+        "max_lr must have one value per param group: got 1 values, the optimizer has 2",
+    ),
+    (
+        lambda: lr_scheduler.OneCycleLR(optim.Adagrad([Parameter(np.ones(2))]), max_lr=1.0, total_steps=9),
+        HandgradError,
+        "Adagrad has neither; pass cycle_momentum=False",
+    ),
     (lambda: _step_one_cycle(total_steps=2, steps=3), HandgradError, "OneCycleLR: stepped 3 times, past total_steps=2"),
     (lambda: lr_scheduler.ReduceLROnPlateau(_sgd(), factor=1.0), HandgradError, "factor must be < 1.0, got 1.0"),
-    (lambda: lr_scheduler.ReduceLROnPlateau(_sgd(), mode="low"), HandgradError, "mode must be 'min' or 'max', got 'low'"),
-    (lambda: lr_scheduler.ReduceLROnPlateau(_sgd(), threshold_mode="pct"), HandgradError, "threshold_mode must be 'rel' or 'abs'"),
+    (
+        lambda: lr_scheduler.ReduceLROnPlateau(_sgd(), mode="low"),
+        HandgradError,
+        "mode must be 'min' or 'max', got 'low'",
+    ),
+    (
+        lambda: lr_scheduler.ReduceLROnPlateau(_sgd(), threshold_mode="pct"),
+        HandgradError,
+        "threshold_mode must be 'rel' or 'abs'",
+    ),
     (lambda: lr_scheduler.ReduceLROnPlateau(_sgd(2), min_lr=[0.1]), HandgradError, "expected 2 min_lrs .*, got 1"),
-    (lambda: lr_scheduler.ReduceLROnPlateau(_sgd()).step([0.5, 0.4]), HandgradError, "step\\(metrics\\) needs one number"),
-    (lambda: lr_scheduler.SequentialLR(_sgd(), [], milestones=[]), HandgradError, "SequentialLR: expects at least one scheduler"),
-    (lambda: lr_scheduler.SequentialLR(o := _sgd(), [lr_scheduler.ConstantLR(o)], milestones=[3]), HandgradError,
-     "expects one more scheduler than milestones, got 1 schedulers and 1 milestones"),
-    (lambda: lr_scheduler.SequentialLR(o := _sgd(), [lr_scheduler.ReduceLROnPlateau(o)], milestones=[]), HandgradError,
-     "does not support ReduceLROnPlateau"),
-    (lambda: lr_scheduler.ChainedScheduler([lr_scheduler.ConstantLR(_sgd()), lr_scheduler.ConstantLR(_sgd())]),
-     HandgradError, "ChainedScheduler: expects all schedulers to belong to the same optimizer, but the ConstantLR at index 1"),
+    (
+        lambda: lr_scheduler.ReduceLROnPlateau(_sgd()).step([0.5, 0.4]),
+        HandgradError,
+        "step\\(metrics\\) needs one number",
+    ),
+    (
+        lambda: lr_scheduler.SequentialLR(_sgd(), [], milestones=[]),
+        HandgradError,
+        "SequentialLR: expects at least one scheduler",
+    ),
+    (
+        lambda: lr_scheduler.SequentialLR(o := _sgd(), [lr_scheduler.ConstantLR(o)], milestones=[3]),
+        HandgradError,
+        "expects one more scheduler than milestones, got 1 schedulers and 1 milestones",
+    ),
+    (
+        lambda: lr_scheduler.SequentialLR(o := _sgd(), [lr_scheduler.ReduceLROnPlateau(o)], milestones=[]),
+        HandgradError,
+        "does not support ReduceLROnPlateau",
+    ),
+    (
+        lambda: lr_scheduler.ChainedScheduler([lr_scheduler.ConstantLR(_sgd()), lr_scheduler.ConstantLR(_sgd())]),
+        HandgradError,
+        "ChainedScheduler: expects all schedulers to belong to the same optimizer, but the ConstantLR at index 1",
+    ),
     (lambda: lr_scheduler.ChainedScheduler([]), HandgradError, "expects at least one scheduler to be chained"),
     (lambda: lr_scheduler.StepLR(object(), step_size=2), TypeError, "object is not an Optimizer"),
 ]

@@ -1,4 +1,5 @@
 """handgrad.metrics against scikit-learn's implementations on random data."""
+
 import numpy as np
 import pytest
 
@@ -25,8 +26,9 @@ def test_accuracy_matches_sklearn(seed, n, classes):
 
 
 @pytest.mark.filterwarnings("ignore:'k' .* greater than or equal")  # scikit-learn's note on k >= classes
-@pytest.mark.parametrize("seed, n, classes, k", [(0, 50, 3, 1), (1, 200, 10, 5), (2, 300, 10, 3), (3, 100, 26, 5),
-                                                 (4, 30, 4, 6)])
+@pytest.mark.parametrize(
+    "seed, n, classes, k", [(0, 50, 3, 1), (1, 200, 10, 5), (2, 300, 10, 3), (3, 100, 26, 5), (4, 30, 4, 6)]
+)
 def test_top_k_accuracy_matches_sklearn(seed, n, classes, k):
     labels, scores = random_case(seed, n, classes)
     expected = sk.top_k_accuracy_score(labels, scores, k=k, labels=np.arange(classes))
@@ -55,10 +57,14 @@ def test_precision_and_recall_match_sklearn(seed, n, classes, zero_division):
     labels, scores = random_case(seed, n, classes)
     predictions = scores.argmax(axis=1)
     kwargs = dict(labels=np.arange(classes), average=None, zero_division=zero_division)
-    np.testing.assert_allclose(metrics.precision(labels, predictions, classes, zero_division=zero_division),
-                               sk.precision_score(labels, predictions, **kwargs))
-    np.testing.assert_allclose(metrics.recall(labels, predictions, classes, zero_division=zero_division),
-                               sk.recall_score(labels, predictions, **kwargs))
+    np.testing.assert_allclose(
+        metrics.precision(labels, predictions, classes, zero_division=zero_division),
+        sk.precision_score(labels, predictions, **kwargs),
+    )
+    np.testing.assert_allclose(
+        metrics.recall(labels, predictions, classes, zero_division=zero_division),
+        sk.recall_score(labels, predictions, **kwargs),
+    )
 
 
 def test_zero_division_cases_occur():
@@ -67,15 +73,18 @@ def test_zero_division_cases_occur():
     assert (counts.sum(axis=0) == 0).any() and (counts.sum(axis=1) == 0).any()
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: metrics.accuracy(np.array([0, 1]), np.array([0])), "as many predictions as labels"),
-    (lambda: metrics.accuracy(np.array([0.0, 1.0]), np.array([0, 1])), "integer dtype"),
-    (lambda: metrics.top_k_accuracy(np.array([0, 3]), np.zeros((2, 3)), k=1), "labels < 3"),
-    (lambda: metrics.top_k_accuracy(np.array([0, 1]), np.zeros((2, 3)), k=0), "k to be an integer >= 1"),
-    (lambda: metrics.top_k_accuracy(np.array([0, 1]), np.zeros(2), k=1), "scores of shape (N, classes)"),
-    (lambda: metrics.confusion_matrix(np.array([0, -1]), np.array([0, 1])), "labels >= 0"),
-    (lambda: metrics.precision(np.array([0]), np.array([0]), zero_division="warn"), "0.0, 1.0 or nan"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: metrics.accuracy(np.array([0, 1]), np.array([0])), "as many predictions as labels"),
+        (lambda: metrics.accuracy(np.array([0.0, 1.0]), np.array([0, 1])), "integer dtype"),
+        (lambda: metrics.top_k_accuracy(np.array([0, 3]), np.zeros((2, 3)), k=1), "labels < 3"),
+        (lambda: metrics.top_k_accuracy(np.array([0, 1]), np.zeros((2, 3)), k=0), "k to be an integer >= 1"),
+        (lambda: metrics.top_k_accuracy(np.array([0, 1]), np.zeros(2), k=1), "scores of shape (N, classes)"),
+        (lambda: metrics.confusion_matrix(np.array([0, -1]), np.array([0, 1])), "labels >= 0"),
+        (lambda: metrics.precision(np.array([0]), np.array([0]), zero_division="warn"), "0.0, 1.0 or nan"),
+    ],
+)
 def test_bad_input_is_one_clear_error(call, message):
     with pytest.raises(HandgradError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()

@@ -18,8 +18,17 @@ def test_every_model_runs_forward_and_backward_on_each_dataset_shape(name, shape
     assert all(p.grad is not None and p.grad.dtype == np.float32 for p in model.parameters())
 
 
-@pytest.mark.parametrize("name, params", [("tiny-mlp", 12_730), ("tiny-cnn", 11_128), ("mlp", 261_510),
-                                          ("mlp-small", 109_386), ("mlp-sigmoid", 79_510), ("linear", 7_850)])
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("tiny-mlp", 12_730),
+        ("tiny-cnn", 11_128),
+        ("mlp", 261_510),
+        ("mlp-small", 109_386),
+        ("mlp-sigmoid", 79_510),
+        ("linear", 7_850),
+    ],
+)
 def test_parameter_counts_on_mnist(name, params):
     assert models.build_model(name).num_parameters() == params
 

@@ -1,4 +1,5 @@
 """Module behaviour: state_dict parity with torch.nn, dtypes, gradient accumulation, modes, init."""
+
 from __future__ import annotations
 
 import math
@@ -14,15 +15,32 @@ from handgrad.errors import BackwardBeforeForwardError, DTypeError, StateDictErr
 
 def small_cnn():
     """(N, 1, 8, 8) -> (N, 4): every kind of state the library has (weights, biases, buffers)."""
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(48, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 4))
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(48, 6),
+        nn.BatchNorm1d(6),
+        nn.ReLU(),
+        nn.Linear(6, 4),
+    )
 
 
 def small_cnn_torch():
     torch = pytest.importorskip("torch")
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
-                               torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(48, 6),
-                               torch.nn.BatchNorm1d(6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, padding=1),
+        torch.nn.BatchNorm2d(3),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(48, 6),
+        torch.nn.BatchNorm1d(6),
+        torch.nn.ReLU(),
+        torch.nn.Linear(6, 4),
+    )
 
 
 def _trained_a_little(model, rng, steps=2):
@@ -85,12 +103,18 @@ def test_load_state_dict_casts_into_the_module_dtype(rng):
     assert np.abs(model[0].weight.data).sum() > 0
 
 
-@pytest.mark.parametrize("change, expected", [
-    pytest.param(lambda s: s.pop("0.bias"), "missing keys: 0.bias", id="missing"),
-    pytest.param(lambda s: s.update(extra=np.zeros(1)), "unexpected keys: extra", id="unexpected"),
-    pytest.param(lambda s: s.update({"1.weight": np.zeros(5)}), "mis-shaped: 1.weight: expected (2,), got (5,)",
-                 id="mis-shaped"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        pytest.param(lambda s: s.pop("0.bias"), "missing keys: 0.bias", id="missing"),
+        pytest.param(lambda s: s.update(extra=np.zeros(1)), "unexpected keys: extra", id="unexpected"),
+        pytest.param(
+            lambda s: s.update({"1.weight": np.zeros(5)}),
+            "mis-shaped: 1.weight: expected (2,), got (5,)",
+            id="mis-shaped",
+        ),
+    ],
+)
 def test_failed_load_lists_the_keys_and_leaves_the_model_unchanged(change, expected, rng):
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     before = model.state_dict()
@@ -148,20 +172,25 @@ def test_float32_by_default_and_through_a_training_step_of_a_cnn(rng):
         assert b.dtype == (np.int64 if name.endswith("num_batches_tracked") else np.float32), name
 
 
-@pytest.mark.parametrize("layer", [nn.Linear(4, 2), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(4), nn.BatchNorm1d(4),
-                                   nn.BatchNorm1d(4, affine=False)],
-                         ids=lambda layer: type(layer).__name__)
+@pytest.mark.parametrize(
+    "layer",
+    [nn.Linear(4, 2), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(4), nn.BatchNorm1d(4), nn.BatchNorm1d(4, affine=False)],
+    ids=lambda layer: type(layer).__name__,
+)
 def test_float64_input_to_a_float32_layer_raises_dtype_error(layer):
     x = np.zeros((2, 4, 3, 3) if isinstance(layer, (nn.Conv2d, nn.BatchNorm2d)) else (2, 4))
     with pytest.raises(DTypeError, match="expected input of dtype float32 .*got float64"):
         layer(x)
 
 
-@pytest.mark.parametrize("convert, dtype", [
-    pytest.param(lambda m: m.double(), np.float64, id="double"),
-    pytest.param(lambda m: m.double().float(), np.float32, id="float"),
-    pytest.param(lambda m: m.to(np.float64), np.float64, id="to"),
-])
+@pytest.mark.parametrize(
+    "convert, dtype",
+    [
+        pytest.param(lambda m: m.double(), np.float64, id="double"),
+        pytest.param(lambda m: m.double().float(), np.float32, id="float"),
+        pytest.param(lambda m: m.to(np.float64), np.float64, id="to"),
+    ],
+)
 def test_dtype_conversion_is_in_place_and_returns_self(convert, dtype, rng):
     model = _trained_a_little(small_cnn(), rng)
     before = model.state_dict()
@@ -311,16 +340,21 @@ def test_named_parameters_match_torch():
 
 def test_repr_matches_torch_for_conv_and_linear():
     assert repr(nn.Conv2d(1, 8, 3)) == "Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1))"
-    assert repr(nn.Conv2d(1, 8, 3, padding=1, bias=False)) == \
-        "Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), bias=False)"
+    assert (
+        repr(nn.Conv2d(1, 8, 3, padding=1, bias=False))
+        == "Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), bias=False)"
+    )
     assert repr(nn.Linear(784, 10)) == "Linear(in_features=784, out_features=10, bias=True)"
 
 
 # -- init ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("layer, fan_in", [
-    pytest.param(nn.Linear(100, 80), 100, id="Linear"),
-    pytest.param(nn.Conv2d(6, 40, (3, 5)), 90, id="Conv2d"),
-])
+@pytest.mark.parametrize(
+    "layer, fan_in",
+    [
+        pytest.param(nn.Linear(100, 80), 100, id="Linear"),
+        pytest.param(nn.Conv2d(6, 40, (3, 5)), 90, id="Conv2d"),
+    ],
+)
 def test_default_init_is_uniform_within_one_over_sqrt_fan_in(layer, fan_in):
     bound = 1 / math.sqrt(fan_in)
     weight = layer.weight.data
@@ -332,17 +366,32 @@ def test_default_init_is_uniform_within_one_over_sqrt_fan_in(layer, fan_in):
     assert weight.dtype == np.float32
 
 
-@pytest.mark.parametrize("fn, kwargs, kind, spread", [
-    pytest.param(nn.init.kaiming_uniform_, {}, "uniform", math.sqrt(2) * math.sqrt(3 / 200), id="kaiming_uniform"),
-    pytest.param(nn.init.kaiming_uniform_, {"nonlinearity": "relu", "mode": "fan_out"}, "uniform",
-                 math.sqrt(2) * math.sqrt(3 / 300), id="kaiming_uniform-fan_out"),
-    pytest.param(nn.init.kaiming_normal_, {}, "normal", math.sqrt(2) / math.sqrt(200), id="kaiming_normal"),
-    pytest.param(nn.init.kaiming_normal_, {"a": 0.2, "nonlinearity": "leaky_relu"}, "normal",
-                 math.sqrt(2 / 1.04) / math.sqrt(200), id="kaiming_normal-a0.2"),
-    pytest.param(nn.init.xavier_uniform_, {}, "uniform", math.sqrt(6 / 500), id="xavier_uniform"),
-    pytest.param(nn.init.xavier_uniform_, {"gain": 2.0}, "uniform", 2 * math.sqrt(6 / 500), id="xavier_uniform-gain2"),
-    pytest.param(nn.init.xavier_normal_, {}, "normal", math.sqrt(2 / 500), id="xavier_normal"),
-])
+@pytest.mark.parametrize(
+    "fn, kwargs, kind, spread",
+    [
+        pytest.param(nn.init.kaiming_uniform_, {}, "uniform", math.sqrt(2) * math.sqrt(3 / 200), id="kaiming_uniform"),
+        pytest.param(
+            nn.init.kaiming_uniform_,
+            {"nonlinearity": "relu", "mode": "fan_out"},
+            "uniform",
+            math.sqrt(2) * math.sqrt(3 / 300),
+            id="kaiming_uniform-fan_out",
+        ),
+        pytest.param(nn.init.kaiming_normal_, {}, "normal", math.sqrt(2) / math.sqrt(200), id="kaiming_normal"),
+        pytest.param(
+            nn.init.kaiming_normal_,
+            {"a": 0.2, "nonlinearity": "leaky_relu"},
+            "normal",
+            math.sqrt(2 / 1.04) / math.sqrt(200),
+            id="kaiming_normal-a0.2",
+        ),
+        pytest.param(nn.init.xavier_uniform_, {}, "uniform", math.sqrt(6 / 500), id="xavier_uniform"),
+        pytest.param(
+            nn.init.xavier_uniform_, {"gain": 2.0}, "uniform", 2 * math.sqrt(6 / 500), id="xavier_uniform-gain2"
+        ),
+        pytest.param(nn.init.xavier_normal_, {}, "normal", math.sqrt(2 / 500), id="xavier_normal"),
+    ],
+)
 def test_init_functions_bounds_and_std(fn, kwargs, kind, spread):
     """Weights (300, 200): fan_in 200, fan_out 300. ``spread``: the bound (uniform) or std (normal)."""
     handgrad.manual_seed(0)
@@ -381,8 +430,15 @@ def test_zeros_ones_constant():
 
 def test_calculate_gain_matches_torch():
     torch = pytest.importorskip("torch")
-    for name, param in [("linear", None), ("sigmoid", None), ("tanh", None), ("relu", None),
-                        ("leaky_relu", None), ("leaky_relu", 0.2), ("selu", None)]:
+    for name, param in [
+        ("linear", None),
+        ("sigmoid", None),
+        ("tanh", None),
+        ("relu", None),
+        ("leaky_relu", None),
+        ("leaky_relu", 0.2),
+        ("selu", None),
+    ]:
         assert math.isclose(nn.init.calculate_gain(name, param), torch.nn.init.calculate_gain(name, param)), name
 
 

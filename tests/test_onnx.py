@@ -1,5 +1,6 @@
 """ONNX export: every named model, a spec-built one and every layer type give handgrad's outputs
 within 1e-5 in onnxruntime, with one file for any batch size."""
+
 import os
 import subprocess
 import sys
@@ -19,8 +20,7 @@ from handgrad.onnx import EXPORTERS, OPSET, ExportError, export  # noqa: E402
 
 TOL = 1e-5
 
-OnnxSoftsign = nn.define_activation("OnnxSoftsign", lambda x: x / (1 + np.abs(x)),
-                                    lambda x: 1 / (1 + np.abs(x)) ** 2)
+OnnxSoftsign = nn.define_activation("OnnxSoftsign", lambda x: x / (1 + np.abs(x)), lambda x: 1 / (1 + np.abs(x)) ** 2)
 
 
 class Doubler(nn.Module):
@@ -73,8 +73,11 @@ def test_every_named_model_gives_handgrads_outputs(name, rng, tmp_path):
 
 
 def test_a_spec_built_model_gives_handgrads_outputs(rng, tmp_path):
-    model = build_model(layers="conv8k5-bn-pool-conv16-avgpool-fc32-tanh-bn-dropout0.3-fc16-leaky_relu",
-                        input_shape=(1, 16, 16), num_classes=10)
+    model = build_model(
+        layers="conv8k5-bn-pool-conv16-avgpool-fc32-tanh-bn-dropout0.3-fc16-leaky_relu",
+        input_shape=(1, 16, 16),
+        num_classes=10,
+    )
     randomize_batch_norm(model, rng)
     export(model, tmp_path / "spec.onnx", input_shape=(1, 16, 16))
     assert_same_outputs(model, tmp_path / "spec.onnx", rng.standard_normal((7, 1, 16, 16)).astype(np.float32))
@@ -86,8 +89,11 @@ LAYER_CASES = [
     pytest.param(lambda: nn.Linear(5, 3), (4, 5), id="Linear-on-3d-input"),
     pytest.param(lambda: nn.Linear(5, 3, bias=False), (4, 5), id="Linear-on-3d-input-no-bias"),
     pytest.param(lambda: nn.Conv2d(3, 4, 3, padding=1), (3, 9, 9), id="Conv2d"),
-    pytest.param(lambda: nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 2), bias=False), (3, 9, 8),
-                 id="Conv2d-stride-padding-no-bias"),
+    pytest.param(
+        lambda: nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 2), bias=False),
+        (3, 9, 8),
+        id="Conv2d-stride-padding-no-bias",
+    ),
     pytest.param(lambda: nn.MaxPool2d(2), (3, 9, 8), id="MaxPool2d"),
     pytest.param(lambda: nn.MaxPool2d(3, stride=2, padding=1), (3, 9, 8), id="MaxPool2d-stride-padding"),
     pytest.param(lambda: nn.AvgPool2d(2), (3, 9, 8), id="AvgPool2d"),
@@ -111,12 +117,17 @@ LAYER_CASES = [
     pytest.param(lambda: nn.BatchNorm1d(6, affine=False), (6,), id="BatchNorm1d-no-affine"),
     pytest.param(lambda: nn.BatchNorm1d(6, track_running_stats=False), (6,), id="BatchNorm1d-batch-statistics"),
     pytest.param(lambda: nn.BatchNorm2d(3), (3, 4, 5), id="BatchNorm2d"),
-    pytest.param(lambda: nn.BatchNorm2d(3, eps=1e-3, track_running_stats=False), (3, 4, 5),
-                 id="BatchNorm2d-batch-statistics"),
-    pytest.param(lambda: nn.BatchNorm2d(3, affine=False, track_running_stats=False), (3, 4, 5),
-                 id="BatchNorm2d-batch-statistics-no-affine"),
-    pytest.param(lambda: nn.Sequential(nn.Sequential(nn.Linear(6, 5), nn.Tanh()), nn.Linear(5, 2)), (6,),
-                 id="Sequential-nested"),
+    pytest.param(
+        lambda: nn.BatchNorm2d(3, eps=1e-3, track_running_stats=False), (3, 4, 5), id="BatchNorm2d-batch-statistics"
+    ),
+    pytest.param(
+        lambda: nn.BatchNorm2d(3, affine=False, track_running_stats=False),
+        (3, 4, 5),
+        id="BatchNorm2d-batch-statistics-no-affine",
+    ),
+    pytest.param(
+        lambda: nn.Sequential(nn.Sequential(nn.Linear(6, 5), nn.Tanh()), nn.Linear(5, 2)), (6,), id="Sequential-nested"
+    ),
 ]
 
 
@@ -167,8 +178,14 @@ def test_a_float64_model_exports_in_float64(rng, tmp_path):
 def checkpoint(tmp_path):
     model = build_model("lenet5", (1, 16, 16), 3)
     path = tmp_path / "lenet5.safetensors"
-    handgrad.save(model, path, input_shape=[1, 16, 16], normalization={"mean": 0.25, "std": 0.5},
-                  classes=["cat", "dog", "bird"], dataset="pets")
+    handgrad.save(
+        model,
+        path,
+        input_shape=[1, 16, 16],
+        normalization={"mean": 0.25, "std": 0.5},
+        classes=["cat", "dog", "bird"],
+        dataset="pets",
+    )
     return path
 
 
@@ -199,13 +216,19 @@ def test_cli_unsupported_layer_is_one_line_naming_it(tmp_path, capsys):
     assert err.count("\n") == 1
 
 
-@pytest.mark.parametrize("layer, name", [pytest.param(OnnxSoftsign(), "OnnxSoftsign", id="user-activation"),
-                                         pytest.param(Doubler(), "Doubler", id="user-module")])
+@pytest.mark.parametrize(
+    "layer, name",
+    [
+        pytest.param(OnnxSoftsign(), "OnnxSoftsign", id="user-activation"),
+        pytest.param(Doubler(), "Doubler", id="user-module"),
+    ],
+)
 def test_a_layer_with_no_exporter_is_refused_naming_it(layer, name, tmp_path):
     target = tmp_path / "model.onnx"
     target.write_bytes(b"previous")
-    with pytest.raises(ExportError, match=f"no ONNX exporter for layer type {name} \\(layer 2\\); exportable: "
-                                          f"AvgPool2d, BatchNorm1d"):
+    with pytest.raises(
+        ExportError, match=f"no ONNX exporter for layer type {name} \\(layer 2\\); exportable: AvgPool2d, BatchNorm1d"
+    ):
         export(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), layer), target, input_shape=(4,))
     assert target.read_bytes() == b"previous"
 
@@ -234,13 +257,16 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
-@pytest.mark.parametrize("input_shape, message", [
-    pytest.param(None, "export needs one sample's shape", id="missing"),
-    pytest.param("1x8x8", "input_shape must be one sample's shape", id="text"),
-    pytest.param((1, 0, 8), "input_shape must be one sample's shape", id="zero"),
-    pytest.param((1, 1 << 14, 1 << 14), "holds more than 67108864 values per sample", id="too-large"),
-    pytest.param((2, 8, 8), "input_shape (2, 8, 8) does not fit the model at layer 1", id="wrong-size"),
-])
+@pytest.mark.parametrize(
+    "input_shape, message",
+    [
+        pytest.param(None, "export needs one sample's shape", id="missing"),
+        pytest.param("1x8x8", "input_shape must be one sample's shape", id="text"),
+        pytest.param((1, 0, 8), "input_shape must be one sample's shape", id="zero"),
+        pytest.param((1, 1 << 14, 1 << 14), "holds more than 67108864 values per sample", id="too-large"),
+        pytest.param((2, 8, 8), "input_shape (2, 8, 8) does not fit the model at layer 1", id="wrong-size"),
+    ],
+)
 def test_a_bad_input_shape_is_refused(input_shape, message, tmp_path):
     with pytest.raises(ExportError) as info:
         export(build_model("mlp-small", (1, 8, 8), 10), tmp_path / "x.onnx", input_shape=input_shape)

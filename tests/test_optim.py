@@ -1,4 +1,5 @@
 """Optimizers and schedulers: parity with torch.optim step for step, dtype, state_dict, errors."""
+
 import copy
 import re
 
@@ -25,8 +26,11 @@ CONFIGS = [  # (id, optimizer name, keyword arguments shared by handgrad and tor
     ("adam", "Adam", dict(lr=0.01)),
     ("adam-weight-decay", "Adam", dict(lr=0.01, weight_decay=0.1)),
     ("adam-amsgrad", "Adam", dict(lr=0.01, amsgrad=True)),
-    ("adam-amsgrad-decay-maximize", "Adam", dict(lr=0.02, betas=(0.5, 0.6), weight_decay=0.1, amsgrad=True,
-                                                 maximize=True)),
+    (
+        "adam-amsgrad-decay-maximize",
+        "Adam",
+        dict(lr=0.02, betas=(0.5, 0.6), weight_decay=0.1, amsgrad=True, maximize=True),
+    ),
     ("adam-large-eps", "Adam", dict(lr=0.01, eps=0.1)),
     ("adamw", "AdamW", dict(lr=0.01)),
     ("adamw-amsgrad", "AdamW", dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
@@ -54,8 +58,11 @@ STATE_KEYS = {
     "SGD": lambda kw: {"momentum_buffer"} if kw.get("momentum") else set(),
     "Adam": lambda kw: {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if kw.get("amsgrad") else set()),
     "AdamW": lambda kw: {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if kw.get("amsgrad") else set()),
-    "RMSprop": lambda kw: ({"step", "square_avg"} | ({"momentum_buffer"} if kw.get("momentum") else set())
-                           | ({"grad_avg"} if kw.get("centered") else set())),
+    "RMSprop": lambda kw: (
+        {"step", "square_avg"}
+        | ({"momentum_buffer"} if kw.get("momentum") else set())
+        | ({"grad_avg"} if kw.get("centered") else set())
+    ),
     "Adagrad": lambda kw: {"step", "sum"},
 }
 CONFIG_IDS = [c[0] for c in CONFIGS]
@@ -70,8 +77,7 @@ def make_arrays(seed, dtype=np.float64):
 def make_grads(seed, steps, dtype=np.float64):
     """Random gradients whose scale changes from step to step (so AMSGrad's max matters)."""
     rng = np.random.default_rng(seed)
-    return [[(rng.normal(size=shape) * rng.uniform(0.1, 3.0)).astype(dtype) for shape in SHAPES]
-            for _ in range(steps)]
+    return [[(rng.normal(size=shape) * rng.uniform(0.1, 3.0)).astype(dtype) for shape in SHAPES] for _ in range(steps)]
 
 
 def run(opt, params, grads):
@@ -105,17 +111,22 @@ def test_matches_torch_step_for_step(name, kwargs):
         run(opt, params, [step_grads])
         run_torch(torch, topt, tparams, [step_grads])
         for i, (p, tp) in enumerate(zip(params, tparams)):
-            np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOL,
-                                       err_msg=f"{name} {kwargs}: parameter {i} after step {step + 1}")
+            np.testing.assert_allclose(
+                p.data, tp.detach().numpy(), **TOL, err_msg=f"{name} {kwargs}: parameter {i} after step {step + 1}"
+            )
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("SGD", dict(lr=0.1, momentum=0.9)),
-    ("Adam", dict(lr=0.01, weight_decay=0.1)),
-    ("AdamW", dict(lr=0.01, amsgrad=True)),
-    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
-    ("Adagrad", dict(lr=0.1, lr_decay=0.1)),
-], ids=["sgd-momentum", "adam", "adamw", "rmsprop", "adagrad"])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("SGD", dict(lr=0.1, momentum=0.9)),
+        ("Adam", dict(lr=0.01, weight_decay=0.1)),
+        ("AdamW", dict(lr=0.01, amsgrad=True)),
+        ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
+        ("Adagrad", dict(lr=0.1, lr_decay=0.1)),
+    ],
+    ids=["sgd-momentum", "adam", "adamw", "rmsprop", "adagrad"],
+)
 def test_two_param_groups_match_torch(name, kwargs):
     torch = pytest.importorskip("torch")
     arrays, grads = make_arrays(2), make_grads(3, STEPS)
@@ -129,18 +140,24 @@ def test_two_param_groups_match_torch(name, kwargs):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOL)
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("SGD", dict(lr=0.1, momentum=0.9)),
-    ("Adam", dict(lr=0.01)),
-    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
-    ("Adagrad", dict(lr=0.1, lr_decay=0.1)),
-], ids=["sgd-momentum", "adam", "rmsprop", "adagrad"])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("SGD", dict(lr=0.1, momentum=0.9)),
+        ("Adam", dict(lr=0.01)),
+        ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
+        ("Adagrad", dict(lr=0.1, lr_decay=0.1)),
+    ],
+    ids=["sgd-momentum", "adam", "rmsprop", "adagrad"],
+)
 def test_intermittent_grad_none_matches_torch(name, kwargs):
     # A parameter without a gradient is skipped: its buffer and (Adam) step count do not advance.
     torch = pytest.importorskip("torch")
     arrays = make_arrays(4)
-    grads = [[None if (step % 3 == 0 and i == 1) else g for i, g in enumerate(step_grads)]
-             for step, step_grads in enumerate(make_grads(5, STEPS))]
+    grads = [
+        [None if (step % 3 == 0 and i == 1) else g for i, g in enumerate(step_grads)]
+        for step, step_grads in enumerate(make_grads(5, STEPS))
+    ]
     params = [Parameter(a.copy()) for a in arrays]
     tparams = torch_pair(torch, arrays)
     opt, topt = getattr(optim, name)(params, **kwargs), getattr(torch.optim, name)(tparams, **kwargs)
@@ -167,8 +184,12 @@ def test_state_dict_buffers_equal_torch(name, kwargs):
     for index in range(len(arrays)):
         assert set(ours["state"].get(index, {})) == keys
         for key in keys - {"step"}:
-            np.testing.assert_allclose(ours["state"][index][key], theirs["state"][index][key].numpy(), **TOL,
-                                       err_msg=f"state[{index}][{key!r}]")
+            np.testing.assert_allclose(
+                ours["state"][index][key],
+                theirs["state"][index][key].numpy(),
+                **TOL,
+                err_msg=f"state[{index}][{key!r}]",
+            )
         if "step" in keys:
             assert ours["state"][index]["step"] == int(theirs["state"][index]["step"]) == len(grads)
 
@@ -201,8 +222,11 @@ def test_zero_grad(set_to_none):
             assert p.grad is g and not p.grad.any()
 
 
-@pytest.mark.parametrize("name, kwargs", [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", dict(lr=0.01)),
-                                          ("AdamW", dict(lr=0.01))], ids=["sgd-momentum", "adam", "adamw"])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", dict(lr=0.01)), ("AdamW", dict(lr=0.01))],
+    ids=["sgd-momentum", "adam", "adamw"],
+)
 def test_params_with_grad_none_are_skipped(name, kwargs):
     arrays = make_arrays(12)
     params = [Parameter(a.copy()) for a in arrays]
@@ -262,7 +286,8 @@ def test_load_state_dict_casts_to_parameter_dtype():
     loaded.load_state_dict(opt.state_dict())
     for p in target:
         assert {k: v.dtype for k, v in loaded.state[p].items() if k != "step"} == dict.fromkeys(
-            ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"], np.dtype(np.float32))
+            ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"], np.dtype(np.float32)
+        )
         assert loaded.state[p]["step"] == 2
 
 
@@ -285,12 +310,16 @@ def test_load_state_dict_accepts_json_style_values():
         assert isinstance(loaded.state[q]["exp_avg"], np.ndarray)
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("SGD", dict(lr=0.1, momentum=0.9)),
-    ("AdamW", dict(lr=0.01, amsgrad=True)),
-    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
-    ("Adagrad", dict(lr=0.1, lr_decay=0.1, initial_accumulator_value=0.1)),
-], ids=["sgd-momentum", "adamw-amsgrad", "rmsprop-all", "adagrad-all"])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("SGD", dict(lr=0.1, momentum=0.9)),
+        ("AdamW", dict(lr=0.01, amsgrad=True)),
+        ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
+        ("Adagrad", dict(lr=0.1, lr_decay=0.1, initial_accumulator_value=0.1)),
+    ],
+    ids=["sgd-momentum", "adamw-amsgrad", "rmsprop-all", "adagrad-all"],
+)
 def test_loads_torch_state_dict_and_continues_as_torch(name, kwargs):
     torch = pytest.importorskip("torch")
     arrays, grads = make_arrays(20), make_grads(21, 10)
@@ -358,48 +387,59 @@ def test_add_param_group_fills_defaults():
     a, b = Parameter(np.ones(2)), Parameter(np.ones(3))
     opt = optim.SGD([a], lr=0.1, momentum=0.9)
     opt.add_param_group({"params": b, "lr": 0.01})
-    assert opt.param_groups[1] == dict(lr=0.01, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
-                                       maximize=False, params=[b])
+    assert opt.param_groups[1] == dict(
+        lr=0.01, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False, params=[b]
+    )
 
 
-@pytest.mark.parametrize("make, error, pattern", [
-    (lambda a: optim.SGD([{"params": [a]}, {"params": [a]}]), ValueError, "more than one parameter group"),
-    (lambda a: optim.SGD([a, a]), ValueError, "duplicate parameters"),
-    (lambda a: optim.SGD([]), ValueError, "empty parameter list"),
-    (lambda a: optim.SGD(a), TypeError, "iterable of Parameters or dicts"),
-    (lambda a: optim.SGD([a.data]), TypeError, "can only optimize Parameters"),
-    (lambda a: optim.SGD({a}), TypeError, "ordered collections"),
-], ids=["shared", "duplicate", "empty", "bare-parameter", "array", "set"])
+@pytest.mark.parametrize(
+    "make, error, pattern",
+    [
+        (lambda a: optim.SGD([{"params": [a]}, {"params": [a]}]), ValueError, "more than one parameter group"),
+        (lambda a: optim.SGD([a, a]), ValueError, "duplicate parameters"),
+        (lambda a: optim.SGD([]), ValueError, "empty parameter list"),
+        (lambda a: optim.SGD(a), TypeError, "iterable of Parameters or dicts"),
+        (lambda a: optim.SGD([a.data]), TypeError, "can only optimize Parameters"),
+        (lambda a: optim.SGD({a}), TypeError, "ordered collections"),
+    ],
+    ids=["shared", "duplicate", "empty", "bare-parameter", "array", "set"],
+)
 def test_bad_params_raise(make, error, pattern):
     with pytest.raises(error, match=pattern):
         make(Parameter(np.ones(2)))
 
 
 # -- hyperparameter checks ------------------------------------------------------------------------
-@pytest.mark.parametrize("name, kwargs, message", [
-    ("SGD", dict(lr=-0.1), "Invalid learning rate: -0.1"),
-    ("SGD", dict(lr=0.1, momentum=-0.5), "Invalid momentum value: -0.5"),
-    ("SGD", dict(lr=0.1, weight_decay=-1e-4), "Invalid weight_decay value: -0.0001"),
-    ("SGD", dict(lr=0.1, nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
-    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
-     "Nesterov momentum requires a momentum and zero dampening"),
-    ("Adam", dict(lr=-1.0), "Invalid learning rate: -1.0"),
-    ("Adam", dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
-    ("Adam", dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
-    ("Adam", dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1: -0.1"),
-    ("Adam", dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
-    ("AdamW", dict(betas=(-0.1, 0.999)), "Invalid beta parameter at index 0: -0.1"),
-    ("RMSprop", dict(lr=-0.01), "Invalid learning rate: -0.01"),
-    ("RMSprop", dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
-    ("RMSprop", dict(momentum=-1.0), "Invalid momentum value: -1.0"),
-    ("RMSprop", dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
-    ("RMSprop", dict(alpha=-0.5), "Invalid alpha value: -0.5"),
-    ("Adagrad", dict(lr=-0.01), "Invalid learning rate: -0.01"),
-    ("Adagrad", dict(lr=1e-2, lr_decay=-0.5), "Invalid lr_decay value: -0.5"),
-    ("Adagrad", dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
-    ("Adagrad", dict(initial_accumulator_value=-1.0), "Invalid initial_accumulator_value value: -1.0"),
-    ("Adagrad", dict(eps=-1e-10), "Invalid epsilon value: -1e-10"),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [
+        ("SGD", dict(lr=-0.1), "Invalid learning rate: -0.1"),
+        ("SGD", dict(lr=0.1, momentum=-0.5), "Invalid momentum value: -0.5"),
+        ("SGD", dict(lr=0.1, weight_decay=-1e-4), "Invalid weight_decay value: -0.0001"),
+        ("SGD", dict(lr=0.1, nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
+        (
+            "SGD",
+            dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+            "Nesterov momentum requires a momentum and zero dampening",
+        ),
+        ("Adam", dict(lr=-1.0), "Invalid learning rate: -1.0"),
+        ("Adam", dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
+        ("Adam", dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
+        ("Adam", dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1: -0.1"),
+        ("Adam", dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
+        ("AdamW", dict(betas=(-0.1, 0.999)), "Invalid beta parameter at index 0: -0.1"),
+        ("RMSprop", dict(lr=-0.01), "Invalid learning rate: -0.01"),
+        ("RMSprop", dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
+        ("RMSprop", dict(momentum=-1.0), "Invalid momentum value: -1.0"),
+        ("RMSprop", dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
+        ("RMSprop", dict(alpha=-0.5), "Invalid alpha value: -0.5"),
+        ("Adagrad", dict(lr=-0.01), "Invalid learning rate: -0.01"),
+        ("Adagrad", dict(lr=1e-2, lr_decay=-0.5), "Invalid lr_decay value: -0.5"),
+        ("Adagrad", dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
+        ("Adagrad", dict(initial_accumulator_value=-1.0), "Invalid initial_accumulator_value value: -1.0"),
+        ("Adagrad", dict(eps=-1e-10), "Invalid epsilon value: -1e-10"),
+    ],
+)
 def test_invalid_hyperparameters_raise_as_torch(name, kwargs, message):
     params = [Parameter(np.ones(2))]
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
@@ -430,8 +470,11 @@ def test_implementation_flags_accepted_at_torch_defaults(name):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), **TOL)
 
 
-@pytest.mark.parametrize("name, flag", [(name, flag) for name in FLAGS for flag in FLAGS[name]],
-                         ids=[f"{name}-{flag}" for name in FLAGS for flag in FLAGS[name]])
+@pytest.mark.parametrize(
+    "name, flag",
+    [(name, flag) for name in FLAGS for flag in FLAGS[name]],
+    ids=[f"{name}-{flag}" for name in FLAGS for flag in FLAGS[name]],
+)
 def test_implementation_flags_refused_otherwise(name, flag):
     with pytest.raises(HandgradError, match=rf"^{name}: {flag}=True is not supported: .*leave {flag}[ =]"):
         getattr(optim, name)([Parameter(np.ones(2))], lr=0.01, **{flag: True})
@@ -485,8 +528,11 @@ def test_scheduler_matches_torch(name, kwargs):
     torch = pytest.importorskip("torch")
     p = Parameter(np.ones(2))
     opt = optim.SGD([{"params": [p]}, {"params": [Parameter(np.ones(3))], "lr": 0.03}], lr=0.1, momentum=0.9)
-    topt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.ones(2))]},
-                            {"params": [torch.nn.Parameter(torch.ones(3))], "lr": 0.03}], lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD(
+        [{"params": [torch.nn.Parameter(torch.ones(2))]}, {"params": [torch.nn.Parameter(torch.ones(3))], "lr": 0.03}],
+        lr=0.1,
+        momentum=0.9,
+    )
     sched = getattr(optim.lr_scheduler, name)(opt, **kwargs)
     tsched = getattr(torch.optim.lr_scheduler, name)(topt, **kwargs)
     assert [g["initial_lr"] for g in opt.param_groups] == [0.1, 0.03]
@@ -516,7 +562,7 @@ def test_scheduler_state_dict_round_trip():
     other.load_state_dict(saved)
     sched.step()
     other.step()
-    assert other.get_last_lr() == sched.get_last_lr() == [0.1 * 0.5 ** 3]
+    assert other.get_last_lr() == sched.get_last_lr() == [0.1 * 0.5**3]
 
 
 def test_scheduler_resume_needs_initial_lr():

@@ -1,4 +1,5 @@
 """The report reads the per-step history and shows the metrics module's top-k, precision and recall."""
+
 import html
 import re
 
@@ -15,8 +16,11 @@ from handgrad.app.training import TrainConfig, train  # noqa: E402
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("report-history") / "run"
-    train(TrainConfig(dataset="digits", model="tiny-mlp", epochs=2, batch_size=64, out=str(out)), progress=False,
-          log=lambda *_: None)
+    train(
+        TrainConfig(dataset="digits", model="tiny-mlp", epochs=2, batch_size=64, out=str(out)),
+        progress=False,
+        log=lambda *_: None,
+    )
     return out
 
 
@@ -38,8 +42,10 @@ def test_the_report_shows_top_5_and_per_class_precision_and_recall(run_dir):
 def test_per_class_table_holds_the_metrics(labels, predicted):
     labels, predicted = np.array(labels), np.array(predicted)
     classes = ["a", "b", "c"]
-    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)%</td><td>(.*?)%</td></tr>",
-                      per_class_table(labels, predicted, classes))
+    rows = re.findall(
+        r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)%</td><td>(.*?)%</td></tr>",
+        per_class_table(labels, predicted, classes),
+    )
     assert [html.unescape(r[0]) for r in rows] == classes
     np.testing.assert_allclose([float(r[2]) for r in rows], 100 * metrics.precision(labels, predicted, 3), atol=0.05)
     np.testing.assert_allclose([float(r[3]) for r in rows], 100 * metrics.recall(labels, predicted, 3), atol=0.05)

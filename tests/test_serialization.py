@@ -17,8 +17,9 @@ def model():
 
 def test_round_trip_gives_identical_outputs_and_metadata(tmp_path, model):
     path = tmp_path / "m.safetensors"
-    handgrad.save(model, path, classes=list("0123456789"), input_shape=[1, 28, 28],
-                  normalization={"mean": 0.13, "std": 0.31})
+    handgrad.save(
+        model, path, classes=list("0123456789"), input_shape=[1, 28, 28], normalization={"mean": 0.13, "std": 0.31}
+    )
     loaded = handgrad.load(path)
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     np.testing.assert_array_equal(model(x), loaded(x))
@@ -34,10 +35,18 @@ def test_file_opens_with_safetensors_and_torch_giving_identical_outputs(tmp_path
     path = tmp_path / "m.safetensors"
     handgrad.save(model, path)
     twin = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(16, 42, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(42 * 3 * 3, 10))
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(8, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 42, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(42 * 3 * 3, 10),
+    )
     twin.load_state_dict(load_file(str(path)))
     x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
     with torch.no_grad():
@@ -132,10 +141,20 @@ BAD_CHECKPOINTS = [
     ("no-type", [{"in_features": 3, "out_features": 2}], None, {}, ["architecture layer 0: missing 'type'"]),
     ("type-not-string", [{"type": 3}], None, {}, ["architecture layer 0: 'type' must be a string, got 3"]),
     ("unknown-type", [{"type": "Sequential"}], None, {}, ["unknown type 'Sequential'", "known: AvgPool2d"]),
-    ("unknown-keyword", [_linear(color="red")], None, {},
-     ["layer 0 (Linear): unknown keyword 'color'", "Linear takes in_features, out_features, bias"]),
-    ("missing-keyword", [{"type": "Conv2d", "in_channels": 1, "out_channels": 2}], None, {},
-     ["layer 0 (Conv2d): missing 'kernel_size'"]),
+    (
+        "unknown-keyword",
+        [_linear(color="red")],
+        None,
+        {},
+        ["layer 0 (Linear): unknown keyword 'color'", "Linear takes in_features, out_features, bias"],
+    ),
+    (
+        "missing-keyword",
+        [{"type": "Conv2d", "in_channels": 1, "out_channels": 2}],
+        None,
+        {},
+        ["layer 0 (Conv2d): missing 'kernel_size'"],
+    ),
     ("float-size", [_linear(fin=3.0)], None, {}, ["'in_features' must be an integer from 1 to 1048576, got 3.0"]),
     ("bool-size", [_linear(fin=True)], None, {}, ["'in_features' must be an integer", "got True"]),
     ("zero-size", [_linear(fout=0)], None, {}, ["'out_features' must be an integer from 1", "got 0"]),
@@ -144,41 +163,92 @@ BAD_CHECKPOINTS = [
     ("nan-dropout", [{"type": "Dropout", "p": float("nan")}], None, {}, ["'p' must be a number from 0 to 1, got nan"]),
     ("three-kernel-sizes", [{"type": "MaxPool2d", "kernel_size": [2, 2, 2]}], None, {}, ["'kernel_size' must be"]),
     ("not-a-list", {"type": "Linear"}, None, {}, ["'architecture' must be a non-empty list of layers"]),
-    ("not-chaining", [_linear(3, 4), {"type": "ReLU"}, _linear(5, 2)], None, {},
-     ["layer 2 (Linear): 'in_features' is 5, but the layer before gives 4 features"]),
-    ("conv-channels", [{"type": "Conv2d", "in_channels": 3, "out_channels": 2, "kernel_size": 3}], None,
-     {"input_shape": [1, 8, 8]}, ["layer 0 (Conv2d): 'in_channels' is 3, but the layer before gives 1 channels"]),
-    ("pool-to-nothing", [{"type": "MaxPool2d", "kernel_size": 2}] * 4 + [{"type": "Flatten"}], None,
-     {"input_shape": [1, 8, 8]}, ["layer 3 (MaxPool2d): the kernel (2) is larger than the padded height (1)"]),
-    ("linear-on-maps", [_linear(5)], None, {"input_shape": [1, 8, 8]},
-     ["'in_features' is 5, but the layer before gives 8 features (shape (1, 8, 8))"]),
-    ("huge-padding", [{"type": "Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 3, "padding": 100000}],
-     {"0.weight": np.zeros((1, 1, 3, 3), np.float32), "0.bias": np.zeros(1, np.float32)}, {"input_shape": [1, 28, 28]},
-     ["layer 0 (Conv2d): unfolds", "more than the limit 67108864"]),
-    ("huge-input-shape", [{"type": "Flatten"}], None, {"input_shape": [1, 100000, 100000]},
-     ["'input_shape' [1, 100000, 100000] holds 10000000000 values per sample, more than the limit"]),
+    (
+        "not-chaining",
+        [_linear(3, 4), {"type": "ReLU"}, _linear(5, 2)],
+        None,
+        {},
+        ["layer 2 (Linear): 'in_features' is 5, but the layer before gives 4 features"],
+    ),
+    (
+        "conv-channels",
+        [{"type": "Conv2d", "in_channels": 3, "out_channels": 2, "kernel_size": 3}],
+        None,
+        {"input_shape": [1, 8, 8]},
+        ["layer 0 (Conv2d): 'in_channels' is 3, but the layer before gives 1 channels"],
+    ),
+    (
+        "pool-to-nothing",
+        [{"type": "MaxPool2d", "kernel_size": 2}] * 4 + [{"type": "Flatten"}],
+        None,
+        {"input_shape": [1, 8, 8]},
+        ["layer 3 (MaxPool2d): the kernel (2) is larger than the padded height (1)"],
+    ),
+    (
+        "linear-on-maps",
+        [_linear(5)],
+        None,
+        {"input_shape": [1, 8, 8]},
+        ["'in_features' is 5, but the layer before gives 8 features (shape (1, 8, 8))"],
+    ),
+    (
+        "huge-padding",
+        [{"type": "Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 3, "padding": 100000}],
+        {"0.weight": np.zeros((1, 1, 3, 3), np.float32), "0.bias": np.zeros(1, np.float32)},
+        {"input_shape": [1, 28, 28]},
+        ["layer 0 (Conv2d): unfolds", "more than the limit 67108864"],
+    ),
+    (
+        "huge-input-shape",
+        [{"type": "Flatten"}],
+        None,
+        {"input_shape": [1, 100000, 100000]},
+        ["'input_shape' [1, 100000, 100000] holds 10000000000 values per sample, more than the limit"],
+    ),
     ("bad-input-shape", [{"type": "Flatten"}], None, {"input_shape": [1, 0, 8]}, ["'input_shape' must be a list"]),
     ("no-tensors", [_linear(30000, 30000)], None, {}, ["missing tensors: 0.weight, 0.bias"]),
-    ("unexpected-tensor", [_linear()], {**_linear_tensors(), "extra": np.zeros(1, np.float32)}, {},
-     ["unexpected tensors: extra"]),
-    ("integer-weights", [_linear()], _linear_tensors(dtype=np.int32), {},
-     ["0.weight: expected a float dtype (F16, F32, F64), got I32"]),
-    ("int-dtype", [_linear()], _linear_tensors(), {"dtype": "int32"}, ["'dtype' must be \"float32\" or \"float64\""]),
-    ("fewer-classes", [_linear()], _linear_tensors(), {"classes": ["a"]},
-     ["'classes' names 1 classes, but the model has 2 outputs"]),
+    (
+        "unexpected-tensor",
+        [_linear()],
+        {**_linear_tensors(), "extra": np.zeros(1, np.float32)},
+        {},
+        ["unexpected tensors: extra"],
+    ),
+    (
+        "integer-weights",
+        [_linear()],
+        _linear_tensors(dtype=np.int32),
+        {},
+        ["0.weight: expected a float dtype (F16, F32, F64), got I32"],
+    ),
+    ("int-dtype", [_linear()], _linear_tensors(), {"dtype": "int32"}, ['\'dtype\' must be "float32" or "float64"']),
+    (
+        "fewer-classes",
+        [_linear()],
+        _linear_tensors(),
+        {"classes": ["a"]},
+        ["'classes' names 1 classes, but the model has 2 outputs"],
+    ),
     ("more-classes", [_linear()], _linear_tensors(), {"classes": ["a", "b", "c"]}, ["names 3 classes"]),
     ("class-not-string", [_linear()], _linear_tensors(), {"classes": [1, 2]}, ["'classes' must be a list of 1 to"]),
-    ("bad-normalization", [_linear()], _linear_tensors(), {"normalization": {"mean": 0.1, "std": 0}},
-     ["'normalization' must be null or"]),
+    (
+        "bad-normalization",
+        [_linear()],
+        _linear_tensors(),
+        {"normalization": {"mean": 0.1, "std": 0}},
+        ["'normalization' must be null or"],
+    ),
     ("bad-loss", [_linear()], _linear_tensors(), {"loss": "hinge"}, ["'loss' must be one of cross_entropy, mse"]),
     ("dataset-not-string", [_linear()], _linear_tensors(), {"dataset": 7}, ["'dataset' must be a string, got 7"]),
 ]
 
 
-@pytest.mark.parametrize("case,architecture,tensors,metadata,fragments", BAD_CHECKPOINTS,
-                         ids=[c[0] for c in BAD_CHECKPOINTS])
-def test_bad_checkpoint_is_refused_in_one_line_naming_file_and_field(tmp_path, case, architecture, tensors, metadata,
-                                                                     fragments):
+@pytest.mark.parametrize(
+    "case,architecture,tensors,metadata,fragments", BAD_CHECKPOINTS, ids=[c[0] for c in BAD_CHECKPOINTS]
+)
+def test_bad_checkpoint_is_refused_in_one_line_naming_file_and_field(
+    tmp_path, case, architecture, tensors, metadata, fragments
+):
     path = tmp_path / "m.safetensors"
     _write_checkpoint(path, architecture, tensors, **metadata)
     with pytest.raises(HandgradError) as info:
@@ -189,11 +259,14 @@ def test_bad_checkpoint_is_refused_in_one_line_naming_file_and_field(tmp_path, c
         assert fragment in message
 
 
-@pytest.mark.parametrize("metadata_text, fragment", [
-    ("[" * 100000, "nested too deeply"),
-    ("1" * 5000, "not valid JSON"),
-    ("{'single': 'quotes'}", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "metadata_text, fragment",
+    [
+        ("[" * 100000, "nested too deeply"),
+        ("1" * 5000, "not valid JSON"),
+        ("{'single': 'quotes'}", "not valid JSON"),
+    ],
+)
 def test_metadata_that_is_not_json_is_refused(tmp_path, metadata_text, fragment):
     from handgrad.serialization import FORMAT, save_tensors
 
@@ -219,8 +292,9 @@ def test_a_tiny_file_declaring_a_huge_model_allocates_nothing(tmp_path):
     assert peak < 20 << 20  # the model alone would be 3.6 GB
 
 
-@pytest.mark.parametrize("value, count", [(np.nan, "1 NaN, 0 inf"), (np.inf, "0 NaN, 1 inf"),
-                                          (-np.inf, "0 NaN, 1 inf")])
+@pytest.mark.parametrize(
+    "value, count", [(np.nan, "1 NaN, 0 inf"), (np.inf, "0 NaN, 1 inf"), (-np.inf, "0 NaN, 1 inf")]
+)
 def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, model, value, count):
     path = tmp_path / "m.safetensors"
     model[3].bias.data[5] = value

@@ -1,6 +1,7 @@
 """Everything that iterates the ops reads their specs (``functional.SPECS``) and the layers' registry
 (``nn.LAYERS``): an op added with its spec and its layer is bridged to torch, checked against torch and
 finite differences, explained and saved in checkpoints with no list edited anywhere else."""
+
 from __future__ import annotations
 
 import inspect
@@ -24,11 +25,13 @@ BRIDGED = [name for name, spec in SPECS.items() if spec.bridge is not None]
 
 def _torch_arguments(spec, case):
     """The case's arguments for the bridge: floating tensors as float64 leaves that require grad."""
+
     def as_torch(value):
         if not isinstance(value, np.ndarray):
             return value
         t = torch.from_numpy(value.copy())
         return t.requires_grad_(True) if t.is_floating_point() else t
+
     return tuple(as_torch(v) for v in spec.arguments(case))
 
 
@@ -50,7 +53,7 @@ def test_function_passes_torch_gradcheck_and_matches_the_torch_reference(name):
     for case in spec.make_cases(seed=3):
         args = _torch_arguments(spec, case)
         assert torch.autograd.gradcheck(function.apply, args, eps=1e-6, atol=1e-6, rtol=1e-5), case.config
-        tensors = args[:len(spec.tensors)]
+        tensors = args[: len(spec.tensors)]
         expected = spec.torch_reference(torch)(*[t for t in tensors if t is not None], **case.options)
         assert_close(to_numpy(function.apply(*args)), to_numpy(expected), f"{name} [{case.config}] output")
         assert_close(to_numpy(getattr(ht, name)(*args)), to_numpy(expected), f"ht.{name} [{case.config}]")
@@ -58,8 +61,7 @@ def test_function_passes_torch_gradcheck_and_matches_the_torch_reference(name):
 
 def _twin_cases():
     """Ops whose torch.nn layer is built from the op's options alone (no weight to size)."""
-    return [pytest.param(name, id=name) for name in BRIDGED
-            if set(SPECS[name].tensors) <= {"input", "target"}]
+    return [pytest.param(name, id=name) for name in BRIDGED if set(SPECS[name].tensors) <= {"input", "target"}]
 
 
 @pytest.mark.parametrize("name", _twin_cases())
@@ -143,13 +145,24 @@ def test_explain_shows_the_ops_formula_and_checks_it_against_torch(cls, options,
 
 # -- the layers' registry -------------------------------------------------------------------------------
 def test_every_public_layer_is_registered_with_its_constructor_arguments():
-    public = {name: cls for name, cls in vars(nn).items()
-              if isinstance(cls, type) and issubclass(cls, nn.Module) and cls is not nn.Module}
+    public = {
+        name: cls
+        for name, cls in vars(nn).items()
+        if isinstance(cls, type) and issubclass(cls, nn.Module) and cls is not nn.Module
+    }
     assert all(nn.LAYERS[name] is cls for name, cls in public.items())
-    assert models.CONSTRUCTOR_ARGS["Linear"](nn.Linear(3, 2, bias=False)) == \
-        {"in_features": 3, "out_features": 2, "bias": False}
-    assert models.CONSTRUCTOR_ARGS["BatchNorm2d"](torch.nn.BatchNorm2d(4, momentum=None)) == \
-        {"num_features": 4, "eps": 1e-5, "momentum": None, "affine": True, "track_running_stats": True}
+    assert models.CONSTRUCTOR_ARGS["Linear"](nn.Linear(3, 2, bias=False)) == {
+        "in_features": 3,
+        "out_features": 2,
+        "bias": False,
+    }
+    assert models.CONSTRUCTOR_ARGS["BatchNorm2d"](torch.nn.BatchNorm2d(4, momentum=None)) == {
+        "num_features": 4,
+        "eps": 1e-5,
+        "momentum": None,
+        "affine": True,
+        "track_running_stats": True,
+    }
 
 
 def test_a_layer_defined_later_is_registered_and_cannot_shadow_handgrads():

@@ -1,5 +1,6 @@
 """The layering: the library (everything under handgrad/ outside app/) never imports handgrad.app;
 the old names of the moved modules still import, as the modules at their new place."""
+
 import ast
 import importlib
 import json
@@ -19,8 +20,9 @@ ENTRY_POINT = PACKAGE / "__main__.py"
 
 
 def library_files() -> list:
-    return sorted(p for p in PACKAGE.rglob("*.py") if "app" not in p.relative_to(PACKAGE).parts[:1]
-                  and p != ENTRY_POINT)
+    return sorted(
+        p for p in PACKAGE.rglob("*.py") if "app" not in p.relative_to(PACKAGE).parts[:1] and p != ENTRY_POINT
+    )
 
 
 def module_name(path: Path) -> str:
@@ -37,8 +39,11 @@ def app_imports(path: Path) -> list:
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level \
+            base = (
+                importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                if node.level
                 else node.module
+            )
             targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
         else:
             continue
@@ -73,7 +78,8 @@ def test_importing_every_library_module_loads_nothing_of_the_app():
         "        importlib.import_module(name)\n"
         "    except ImportError as e:\n"
         "        if e.name not in ('torch', 'onnx', 'onnxruntime', 'safetensors'): raise\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('handgrad.app'))))\n")
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('handgrad.app'))))\n"
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PACKAGE.parent)] + sys.path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert json.loads(out.stdout.splitlines()[-1]) == []

@@ -1,6 +1,7 @@
 """One thread budget (handgrad.set_num_threads) for Numba's kernels and for BLAS, and the kernels'
 results under it: the same with one thread as with several, bit for bit where each output element
 is computed by one thread."""
+
 from __future__ import annotations
 
 import json
@@ -100,9 +101,14 @@ def test_pool_and_relu_kernels_with_threads_match_one_thread_exactly(threads, ca
             out, cache = kernels.op("max_pool2d_forward")(x, k, s, p)
             avg, avg_cache = kernels.op("avg_pool2d_forward")(x, k, s, p)
             relu, relu_cache = kernels.op("relu_forward")(x - 0.5)
-            return (out, cache[0], kernels.op("max_pool2d_backward")(np.sin(out), cache),
-                    kernels.op("avg_pool2d_backward")(np.sin(avg), avg_cache),
-                    relu, kernels.op("relu_backward")(np.cos(x), relu_cache))
+            return (
+                out,
+                cache[0],
+                kernels.op("max_pool2d_backward")(np.sin(out), cache),
+                kernels.op("avg_pool2d_backward")(np.sin(avg), avg_cache),
+                relu,
+                kernels.op("relu_backward")(np.cos(x), relu_cache),
+            )
 
     for got, expected in zip(threads(2, step), threads(1, step)):
         np.testing.assert_array_equal(got, expected)
@@ -126,8 +132,8 @@ def test_training_with_threads_is_reproducible_and_matches_one_thread(threads):
 
     first, second, one = threads(2, train), threads(2, train), threads(1, train)
     for a, b, c in zip(first, second, one):
-        np.testing.assert_array_equal(a, b)                         # same threads: bit for bit
-        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)      # other splits: float rounding
+        np.testing.assert_array_equal(a, b)  # same threads: bit for bit
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)  # other splits: float rounding
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])

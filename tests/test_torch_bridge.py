@@ -1,6 +1,7 @@
 """The PyTorch bridge (handgrad.torch): every Function against torch.autograd.gradcheck (float64) over
 the core tests' configuration grid and against autograd on its torch.nn twin; the twins, convert,
 checkpoints both ways, the boundary errors, and 200 SGD steps on MNIST in lockstep with torch.nn."""
+
 from __future__ import annotations
 
 import subprocess
@@ -66,16 +67,24 @@ def test_linear(in_features, out_features, shape, bias, rng):
     x = tensor(rng, shape)
     w, b = tensor(rng, (out_features, in_features)), tensor(rng, (out_features,)) if bias else None
     gradcheck(ht.LinearFunction, x, w, b)
-    check_twin(ht.Linear(in_features, out_features, bias=bias, dtype=D),
-               torch.nn.Linear(in_features, out_features, bias=bias, dtype=D), [x], rng)
+    check_twin(
+        ht.Linear(in_features, out_features, bias=bias, dtype=D),
+        torch.nn.Linear(in_features, out_features, bias=bias, dtype=D),
+        [x],
+        rng,
+    )
 
 
 @pytest.mark.parametrize("cin, cout, kernel_size, stride, padding, shape, bias", CONV_CASES)
 def test_conv2d(cin, cout, kernel_size, stride, padding, shape, bias, rng):
     x, w = tensor(rng, shape), tensor(rng, (cout, cin) + F.pair(kernel_size))
     gradcheck(ht.Conv2dFunction, x, w, tensor(rng, (cout,)) if bias else None, stride, padding)
-    check_twin(ht.Conv2d(cin, cout, kernel_size, stride, padding, bias=bias, dtype=D),
-               torch.nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=bias, dtype=D), [x], rng)
+    check_twin(
+        ht.Conv2d(cin, cout, kernel_size, stride, padding, bias=bias, dtype=D),
+        torch.nn.Conv2d(cin, cout, kernel_size, stride, padding, bias=bias, dtype=D),
+        [x],
+        rng,
+    )
 
 
 @pytest.mark.parametrize("kernel_size, stride, padding, shape", POOL_CASES)
@@ -142,8 +151,13 @@ def test_user_defined_activation_with_a_wrong_derivative_is_refused():
 def test_cross_entropy(reduction, batch, rng):
     logits, target = tensor(rng, (batch, 5)), torch.from_numpy(rng.integers(0, 5, batch))
     gradcheck(ht.CrossEntropyFunction, logits, target, reduction)
-    check_twin(ht.CrossEntropyLoss(reduction=reduction), torch.nn.CrossEntropyLoss(reduction=reduction),
-               [logits], rng, targets=(target,))
+    check_twin(
+        ht.CrossEntropyLoss(reduction=reduction),
+        torch.nn.CrossEntropyLoss(reduction=reduction),
+        [logits],
+        rng,
+        targets=(target,),
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -155,14 +169,18 @@ def test_mse_loss_in_input_and_target(reduction, shape, rng):
 
 
 # -- the contract of each Function ---------------------------------------------------------------------
-@pytest.mark.parametrize("wants, expected", [
-    pytest.param((True, False, False), (True, False, False), id="input-only"),
-    pytest.param((False, True, True), (False, True, True), id="parameters-only"),
-    pytest.param((False, False, True), (False, False, True), id="bias-only"),
-])
+@pytest.mark.parametrize(
+    "wants, expected",
+    [
+        pytest.param((True, False, False), (True, False, False), id="input-only"),
+        pytest.param((False, True, True), (False, True, True), id="parameters-only"),
+        pytest.param((False, False, True), (False, False, True), id="bias-only"),
+    ],
+)
 @pytest.mark.parametrize("op", ["linear", "conv2d"])
 def test_backward_computes_only_the_gradients_asked_for(op, wants, expected, rng, monkeypatch):
     from handgrad import kernels
+
     seen = []
     lookup = kernels.op
 
@@ -170,6 +188,7 @@ def test_backward_computes_only_the_gradients_asked_for(op, wants, expected, rng
         def spy(grad_output, cache, needs):
             seen.append(tuple(needs))
             return backward(grad_output, cache, needs)
+
         return spy
 
     # the backward the bridge runs, looked up through kernels.op (the kernel, or the reference)
@@ -191,11 +210,14 @@ def test_saved_tensors_are_the_inputs_so_in_place_changes_are_caught(rng):
         out.sum().backward()
 
 
-@pytest.mark.parametrize("make", [
-    pytest.param(lambda x, w: ht.linear(x.flatten(1), w), id="linear"),
-    pytest.param(lambda x, w: ht.relu(x) * w.sum(), id="relu"),
-    pytest.param(lambda x, w: ht.conv2d(x, w.reshape(2, 1, 2, 2)), id="conv2d"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda x, w: ht.linear(x.flatten(1), w), id="linear"),
+        pytest.param(lambda x, w: ht.relu(x) * w.sum(), id="relu"),
+        pytest.param(lambda x, w: ht.conv2d(x, w.reshape(2, 1, 2, 2)), id="conv2d"),
+    ],
+)
 def test_double_backward_is_refused_with_a_clear_message(make, rng):
     x, w = tensor(rng, (2, 1, 2, 2)), tensor(rng, (2, 4))
     grad_x, grad_w = torch.autograd.grad(make(x, w).pow(2).sum(), (x, w), create_graph=True)
@@ -206,10 +228,18 @@ def test_double_backward_is_refused_with_a_clear_message(make, rng):
 # -- double backward: every Function, every autograd path ---------------------------------------------
 def bridge_functions():
     """Every public autograd Function of the bridge, found in the module rather than listed."""
-    return sorted((f for f in vars(ht).values() if isinstance(f, type) and issubclass(f, torch.autograd.Function)
-                   and f.__module__ == ht.__name__ and not f.__name__.startswith("_")
-                   and f is not ht.HandWrittenFunction),
-                  key=lambda f: f.__name__)
+    return sorted(
+        (
+            f
+            for f in vars(ht).values()
+            if isinstance(f, type)
+            and issubclass(f, torch.autograd.Function)
+            and f.__module__ == ht.__name__
+            and not f.__name__.startswith("_")
+            and f is not ht.HandWrittenFunction
+        ),
+        key=lambda f: f.__name__,
+    )
 
 
 def spec_example(spec):
@@ -269,6 +299,7 @@ def second_order_paths(inputs, apply, scalar, rng):
             xs = tuple(x.detach().clone().requires_grad_(True) for x in inputs)
             scalar(*xs).backward(create_graph=True)
             xs[i].grad.sum().backward()
+
         return run
 
     def jacobian_of_gradient():
@@ -286,8 +317,16 @@ def second_order_paths(inputs, apply, scalar, rng):
     }
 
 
-PATHS = ["hessian", "hessian-vectorized", "hvp", "vhp", "jvp", "jacobian-of-gradient", "grad-create-graph-then-grad",
-         "backward-create-graph-then-grad-backward"]
+PATHS = [
+    "hessian",
+    "hessian-vectorized",
+    "hvp",
+    "vhp",
+    "jvp",
+    "jacobian-of-gradient",
+    "grad-create-graph-then-grad",
+    "backward-create-graph-then-grad-backward",
+]
 
 
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")
@@ -306,6 +345,7 @@ def test_double_backward_raises_the_bridges_error_on_every_path(name, path, rng)
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_forward_mode_and_torch_func_raise_the_bridges_error(name, rng):
     import torch.autograd.forward_ad as fw
+
     inputs, apply, scalar = example(name, rng)
     with pytest.raises(ht.DoubleBackwardError, match=rf"{name}: forward-mode AD is not supported"), fw.dual_level():
         apply(*(fw.make_dual(x.detach(), torch.ones_like(x)) for x in inputs))
@@ -403,19 +443,31 @@ def test_cuda_tensor_gets_a_clear_error():
         ht.relu(torch.ones(3, device="cuda"))
 
 
-@pytest.mark.parametrize("make, match", [
-    pytest.param(lambda: ht.linear(torch.ones(2, 4), torch.ones(3, 4, dtype=D)), "weight of dtype float32", id="mixed"),
-    pytest.param(lambda: ht.relu(torch.ones(3, dtype=torch.int64)), "float32 or float64", id="integer"),
-    pytest.param(lambda: ht.relu(torch.ones(3, dtype=torch.float16)), "float32 or float64", id="half"),
-    pytest.param(lambda: ht.linear(torch.ones(2, 5), torch.ones(3, 4)), r"input \(2, 5\), weight \(3, 4\)", id="shape"),
-    pytest.param(lambda: ht.conv2d(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 3, 3)), "larger than the padded input",
-                 id="conv-window"),
-    pytest.param(lambda: ht.cross_entropy(torch.ones(2, 3), torch.tensor([0, 3])), r"\[0, 2\]", id="class-range"),
-    pytest.param(lambda: ht.cross_entropy(torch.ones(2, 3), torch.tensor([0.0, 1.0])), "integer dtype",
-                 id="float-target"),
-    pytest.param(lambda: ht.mse_loss(torch.ones(2, 3), torch.ones(3, 2)), "target of the input's shape",
-                 id="mse-shape"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        pytest.param(
+            lambda: ht.linear(torch.ones(2, 4), torch.ones(3, 4, dtype=D)), "weight of dtype float32", id="mixed"
+        ),
+        pytest.param(lambda: ht.relu(torch.ones(3, dtype=torch.int64)), "float32 or float64", id="integer"),
+        pytest.param(lambda: ht.relu(torch.ones(3, dtype=torch.float16)), "float32 or float64", id="half"),
+        pytest.param(
+            lambda: ht.linear(torch.ones(2, 5), torch.ones(3, 4)), r"input \(2, 5\), weight \(3, 4\)", id="shape"
+        ),
+        pytest.param(
+            lambda: ht.conv2d(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 3, 3)),
+            "larger than the padded input",
+            id="conv-window",
+        ),
+        pytest.param(lambda: ht.cross_entropy(torch.ones(2, 3), torch.tensor([0, 3])), r"\[0, 2\]", id="class-range"),
+        pytest.param(
+            lambda: ht.cross_entropy(torch.ones(2, 3), torch.tensor([0.0, 1.0])), "integer dtype", id="float-target"
+        ),
+        pytest.param(
+            lambda: ht.mse_loss(torch.ones(2, 3), torch.ones(3, 2)), "target of the input's shape", id="mse-shape"
+        ),
+    ],
+)
 def test_bad_input_errors_name_the_op_and_what_came(make, match):
     with pytest.raises(handgrad.HandgradError, match=match):
         make()
@@ -447,16 +499,19 @@ def test_twin_has_the_torch_layers_signature_parameters_and_keys(twin, original,
     assert repr(ours) == "handgrad." + repr(theirs)
 
 
-@pytest.mark.parametrize("make, match", [
-    pytest.param(lambda: ht.Conv2d(2, 2, 3, dilation=2), "dilation", id="conv-dilation"),
-    pytest.param(lambda: ht.Conv2d(2, 2, 3, groups=2), "groups", id="conv-groups"),
-    pytest.param(lambda: ht.Conv2d(2, 2, 3, padding_mode="reflect"), "padding_mode", id="conv-reflect"),
-    pytest.param(lambda: ht.Conv2d(2, 2, 2, padding="same"), "asymmetric", id="conv-same-even"),
-    pytest.param(lambda: ht.MaxPool2d(2, ceil_mode=True), "ceil_mode", id="maxpool-ceil"),
-    pytest.param(lambda: ht.AvgPool2d(2, count_include_pad=False), "count_include_pad", id="avgpool-count"),
-    pytest.param(lambda: ht.ReLU(inplace=True), "inplace", id="relu-inplace"),
-    pytest.param(lambda: ht.CrossEntropyLoss(label_smoothing=0.1), "label_smoothing", id="ce-smoothing"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        pytest.param(lambda: ht.Conv2d(2, 2, 3, dilation=2), "dilation", id="conv-dilation"),
+        pytest.param(lambda: ht.Conv2d(2, 2, 3, groups=2), "groups", id="conv-groups"),
+        pytest.param(lambda: ht.Conv2d(2, 2, 3, padding_mode="reflect"), "padding_mode", id="conv-reflect"),
+        pytest.param(lambda: ht.Conv2d(2, 2, 2, padding="same"), "asymmetric", id="conv-same-even"),
+        pytest.param(lambda: ht.MaxPool2d(2, ceil_mode=True), "ceil_mode", id="maxpool-ceil"),
+        pytest.param(lambda: ht.AvgPool2d(2, count_include_pad=False), "count_include_pad", id="avgpool-count"),
+        pytest.param(lambda: ht.ReLU(inplace=True), "inplace", id="relu-inplace"),
+        pytest.param(lambda: ht.CrossEntropyLoss(label_smoothing=0.1), "label_smoothing", id="ce-smoothing"),
+    ],
+)
 def test_twin_refuses_options_it_does_not_implement(make, match):
     with pytest.raises(ht.UnsupportedError, match=match):
         make()
@@ -473,15 +528,33 @@ class MyLinear(torch.nn.Linear):
 
 def test_convert_swaps_supported_layers_and_leaves_the_rest():
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 3, groups=2), torch.nn.ReLU(inplace=True),
-        torch.nn.MaxPool2d(2), torch.nn.Flatten(),
-        torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), MyLinear(4, 3)), torch.nn.BatchNorm1d(3))
+        torch.nn.Conv2d(1, 2, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(2, 2, 3, groups=2),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), MyLinear(4, 3)),
+        torch.nn.BatchNorm1d(3),
+    )
     converted = ht.convert(model)
     kinds = [type(m) for m in converted.modules()][1:]
-    assert kinds == [ht.Conv2d, ht.ReLU, torch.nn.Conv2d, torch.nn.ReLU, ht.MaxPool2d, torch.nn.Flatten,
-                     torch.nn.Sequential, ht.Linear, ht.Tanh, MyLinear, torch.nn.BatchNorm1d]
-    assert all(type(m).__module__.startswith("torch") or type(m) is MyLinear for m in model.modules()), \
+    assert kinds == [
+        ht.Conv2d,
+        ht.ReLU,
+        torch.nn.Conv2d,
+        torch.nn.ReLU,
+        ht.MaxPool2d,
+        torch.nn.Flatten,
+        torch.nn.Sequential,
+        ht.Linear,
+        ht.Tanh,
+        MyLinear,
+        torch.nn.BatchNorm1d,
+    ]
+    assert all(type(m).__module__.startswith("torch") or type(m) is MyLinear for m in model.modules()), (
         "the original must be left as it was"
+    )
     for (name, p), (_, q) in zip(converted.state_dict().items(), model.state_dict().items()):
         assert torch.equal(p, q), name
     x = torch.randn(2, 1, 6, 6)
@@ -499,9 +572,19 @@ def test_convert_inplace_keeps_the_parameter_objects():
 
 # -- checkpoints: handgrad <-> the torch twins -----------------------------------------------------------
 def test_handgrad_checkpoint_loads_into_the_twins_and_back_with_identical_outputs(tmp_path, rng):
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), Swish(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, stride=2),
-                          nn.LeakyReLU(0.1), nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(16, 8), nn.Tanh(),
-                          nn.Linear(8, 3), nn.Sigmoid())
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        Swish(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, stride=2),
+        nn.LeakyReLU(0.1),
+        nn.AvgPool2d(2, padding=1),
+        nn.Flatten(),
+        nn.Linear(16, 8),
+        nn.Tanh(),
+        nn.Linear(8, 3),
+        nn.Sigmoid(),
+    )
     model.eval()
     x = rng.standard_normal((2, 1, 12, 12)).astype(np.float32)
     expected = model(x)
@@ -524,6 +607,7 @@ def test_handgrad_checkpoint_loads_into_the_twins_and_back_with_identical_output
 def test_handgrad_checkpoint_loads_into_plain_torch_nn(tmp_path, rng):
     """The tensor names are torch's own: a torch.nn model of the same layers loads the file directly."""
     from safetensors.torch import load_file
+
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 2)).double()
     handgrad.save(model, tmp_path / "m.safetensors")
     plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
@@ -548,9 +632,16 @@ def test_converted_model_trains_in_lockstep_with_torch_nn_on_mnist(mnist):
     its torch.nn original agree to 1e-8 relative at each of 200 steps."""
     torch.manual_seed(0)
     original = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(4, 8, 3, stride=2, padding=1), torch.nn.Tanh(), torch.nn.AvgPool2d(2, padding=1),
-        torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 32), torch.nn.LeakyReLU(0.1), torch.nn.Linear(32, 10),
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 8, 3, stride=2, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.AvgPool2d(2, padding=1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 4 * 4, 32),
+        torch.nn.LeakyReLU(0.1),
+        torch.nn.Linear(32, 10),
     ).double()
     converted = ht.convert(original)
     assert sum(type(m).__module__ == "handgrad.torch" for m in converted.modules()) == 9
@@ -558,8 +649,10 @@ def test_converted_model_trains_in_lockstep_with_torch_nn_on_mnist(mnist):
     normalize = handgrad.data.Normalizer(0.1307, 0.3081)
     loader = handgrad.data.DataLoader(mnist.train_images, mnist.train_labels, batch_size=32, shuffle=True, seed=0)
     batches = [b for _, b in zip(range(200), loader)]
-    for name, model, loss_fn in (("torch.nn", original, torch.nn.CrossEntropyLoss()),
-                                 ("handgrad", converted, ht.CrossEntropyLoss())):
+    for name, model, loss_fn in (
+        ("torch.nn", original, torch.nn.CrossEntropyLoss()),
+        ("handgrad", converted, ht.CrossEntropyLoss()),
+    ):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         losses[name] = []
         for images, labels in batches:

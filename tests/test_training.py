@@ -8,8 +8,10 @@ import handgrad
 from handgrad.app.training import TrainConfig, Trainer, TrainingDiverged, train
 
 DATA = os.environ.get("HANDGRAD_DATA_DIR")
-needs_mnist = pytest.mark.skipif(not DATA or not os.path.isdir(os.path.join(DATA or "", "mnist")),
-                                 reason="MNIST files not found: set HANDGRAD_DATA_DIR to a folder holding mnist/")
+needs_mnist = pytest.mark.skipif(
+    not DATA or not os.path.isdir(os.path.join(DATA or "", "mnist")),
+    reason="MNIST files not found: set HANDGRAD_DATA_DIR to a folder holding mnist/",
+)
 
 
 def quiet(*args, **kwargs):
@@ -27,8 +29,15 @@ def test_short_run_learns_and_writes_the_run_directory(tmp_path):
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     assert h[-1]["test_acc"] > 0.8  # chance is 0.1
     run = tmp_path / "run"
-    for name in ("best.safetensors", "last.safetensors", "resume.safetensors", "history.json", "history.csv",
-                 "curves.png", "manifest.json"):
+    for name in (
+        "best.safetensors",
+        "last.safetensors",
+        "resume.safetensors",
+        "history.json",
+        "history.csv",
+        "curves.png",
+        "manifest.json",
+    ):
         assert (run / name).is_file(), name
     saved = json.loads((run / "history.json").read_text())["epochs"]
     assert [r["epoch"] for r in saved] == [1, 2, 3]
@@ -50,6 +59,7 @@ def test_checkpoint_carries_what_prediction_needs(tmp_path):
 def test_same_seed_same_numbers(tmp_path):
     a = train(digits_config(tmp_path / "a", epochs=2), progress=False, log=quiet)
     b = train(digits_config(tmp_path / "b", epochs=2), progress=False, log=quiet)
+
     def strip(history):
         return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in history]
 
@@ -58,8 +68,9 @@ def test_same_seed_same_numbers(tmp_path):
     assert all(np.array_equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("model, optimizer, lr, interrupt_at", [("mlp-small", "sgd", 0.05, 55),
-                                                             ("tiny-cnn", "adam", 1e-3, 75)])
+@pytest.mark.parametrize(
+    "model, optimizer, lr, interrupt_at", [("mlp-small", "sgd", 0.05, 55), ("tiny-cnn", "adam", 1e-3, 75)]
+)
 def test_resume_after_interrupt_ends_with_the_same_weights(tmp_path, model, optimizer, lr, interrupt_at):
     kw = dict(model=model, optimizer=optimizer, lr=lr, epochs=3)
     straight = train(digits_config(tmp_path / "straight", **kw), progress=False, log=quiet)
@@ -118,8 +129,11 @@ def test_mse_model_trains_on_one_hot_targets(tmp_path):
 
 @needs_mnist
 def test_mnist_subset_learns_well_above_chance(tmp_path):
-    trainer = train(TrainConfig(dataset="mnist", model="mlp-small", epochs=1, train_size=3000, seed=0,
-                                out=str(tmp_path / "run")), progress=False, log=quiet)
+    trainer = train(
+        TrainConfig(dataset="mnist", model="mlp-small", epochs=1, train_size=3000, seed=0, out=str(tmp_path / "run")),
+        progress=False,
+        log=quiet,
+    )
     assert trainer.history[0]["test_acc"] > 0.8
     assert len(trainer.data.train_y) == 3000
 
@@ -168,15 +182,20 @@ def test_resume_works_in_the_folder_given_and_leaves_the_original_untouched(tmp_
         assert not original.exists()
 
 
-@pytest.mark.parametrize("changes, named", [
-    ({"lr": 0.5}, ["--lr 0.5", "lr 0.05"]),
-    ({"optimizer": "adam", "batch_size": 16},
-     ["--optimizer adam", "--batch-size 16", "optimizer sgd", "batch_size 32"]),
-    ({"seed": 3}, ["--seed 3", "seed 0"]),
-    ({"model": "mlp"}, ["--model mlp", "model tiny-mlp"]),
-    ({"train_size": 500}, ["--train-size 500", "train_size None"]),
-    ({"epochs": 0}, ["--epochs 0: the run has trained into epoch 1; give at least 1"]),
-])
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"lr": 0.5}, ["--lr 0.5", "lr 0.05"]),
+        (
+            {"optimizer": "adam", "batch_size": 16},
+            ["--optimizer adam", "--batch-size 16", "optimizer sgd", "batch_size 32"],
+        ),
+        ({"seed": 3}, ["--seed 3", "seed 0"]),
+        ({"model": "mlp"}, ["--model mlp", "model tiny-mlp"]),
+        ({"train_size": 500}, ["--train-size 500", "train_size None"]),
+        ({"epochs": 0}, ["--epochs 0: the run has trained into epoch 1; give at least 1"]),
+    ],
+)
 def test_resume_refuses_settings_that_differ_naming_the_option_and_both_values(tmp_path, changes, named):
     config = digits_config(tmp_path, model="tiny-mlp", epochs=2, optimizer="sgd", lr=0.05)
     interrupt_mid_epoch(config)
@@ -191,8 +210,13 @@ def test_resume_refuses_another_out_folder(tmp_path):
     config = digits_config(tmp_path, model="tiny-mlp", epochs=2)
     interrupt_mid_epoch(config)
     with pytest.raises(handgrad.HandgradError, match="copy the folder there and resume the copy"):
-        train(TrainConfig(out=config.out), resume=True, changes={"out": str(tmp_path / "elsewhere")},
-              progress=False, log=quiet)
+        train(
+            TrainConfig(out=config.out),
+            resume=True,
+            changes={"out": str(tmp_path / "elsewhere")},
+            progress=False,
+            log=quiet,
+        )
     assert not (tmp_path / "elsewhere").exists()
 
 
@@ -278,15 +302,19 @@ def assert_every_checkpoint_finite(run):
     for name in ("best.safetensors", "last.safetensors", "resume.safetensors"):
         if (run / name).exists():
             from handgrad.serialization import load_tensors
+
             tensors, _ = load_tensors(run / name)
             assert all(np.isfinite(t).all() for t in tensors.values()), name
 
 
-@pytest.mark.parametrize("lr, batch_size, message", [
-    (1e38, 2000, "no checkpoint was written"),      # the first update overflows to inf
-    (1e6, 64, "no checkpoint was written"),         # finite weights, but a NaN validation loss
-    (1e12, 32, "no checkpoint was written"),
-])
+@pytest.mark.parametrize(
+    "lr, batch_size, message",
+    [
+        (1e38, 2000, "no checkpoint was written"),  # the first update overflows to inf
+        (1e6, 64, "no checkpoint was written"),  # finite weights, but a NaN validation loss
+        (1e12, 32, "no checkpoint was written"),
+    ],
+)
 def test_divergence_saves_nothing_non_finite(tmp_path, lr, batch_size, message):
     config = digits_config(tmp_path, model="tiny-mlp", epochs=3, lr=lr, batch_size=batch_size)
     with pytest.raises(TrainingDiverged) as err:
@@ -300,8 +328,10 @@ def test_a_validation_loss_nan_stops_the_epoch_before_anything_is_saved(tmp_path
     config = digits_config(tmp_path, model="tiny-mlp", epochs=3, lr=1e6, batch_size=64)
     with pytest.raises(TrainingDiverged, match=r"end of epoch 1: the validation loss is nan"):
         train(config, progress=False, log=quiet)
-    assert not any((tmp_path / "run" / name).exists() for name in ("best.safetensors", "last.safetensors",
-                                                                    "resume.safetensors", "history.json"))
+    assert not any(
+        (tmp_path / "run" / name).exists()
+        for name in ("best.safetensors", "last.safetensors", "resume.safetensors", "history.json")
+    )
 
 
 @pytest.mark.parametrize("bad_lr", [np.inf, 1e38])
@@ -351,8 +381,9 @@ def test_a_new_run_with_a_bad_setting_leaves_no_folder_behind(tmp_path):
 
 # -- the optimizers and schedules the CLI offers ----------------------------------------------------
 @pytest.mark.parametrize("optimizer, schedule, lr", [("rmsprop", "plateau", 1e-3), ("adagrad", "multistep", 0.05)])
-def test_resuming_a_run_of_each_new_optimizer_and_schedule_gives_the_straight_runs_weights(tmp_path, optimizer,
-                                                                                             schedule, lr):
+def test_resuming_a_run_of_each_new_optimizer_and_schedule_gives_the_straight_runs_weights(
+    tmp_path, optimizer, schedule, lr
+):
     kw = dict(model="tiny-mlp", optimizer=optimizer, schedule=schedule, lr=lr, momentum=0.5, epochs=4)
     straight = train(digits_config(tmp_path / "straight", **kw), progress=False, log=quiet)
     config = digits_config(tmp_path / "resumed", **kw)
@@ -363,10 +394,13 @@ def test_resuming_a_run_of_each_new_optimizer_and_schedule_gives_the_straight_ru
     assert all(np.array_equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("schedule, epochs, expected", [
-    ("multistep", 8, [0.1] * 4 + [0.01] * 2 + [0.001] * 2),
-    ("step", 6, [0.1] * 2 + [0.01] * 2 + [0.001] * 2),
-])
+@pytest.mark.parametrize(
+    "schedule, epochs, expected",
+    [
+        ("multistep", 8, [0.1] * 4 + [0.01] * 2 + [0.001] * 2),
+        ("step", 6, [0.1] * 2 + [0.01] * 2 + [0.001] * 2),
+    ],
+)
 def test_make_scheduler_lays_the_schedule_over_the_epochs(schedule, epochs, expected):
     from handgrad import optim
     from handgrad.training import make_scheduler

@@ -1,4 +1,5 @@
 """handgrad gradcheck: every op over its configuration grid passes, and a broken backward is caught."""
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,11 @@ NOT_OPS = {"elementwise"}
 
 
 def test_every_pair_in_functional_has_a_spec_with_cases():
-    pairs = {name[:-len("_forward")] for name in dir(F) if name.endswith("_forward")
-             and hasattr(F, name.replace("_forward", "_backward"))}
+    pairs = {
+        name[: -len("_forward")]
+        for name in dir(F)
+        if name.endswith("_forward") and hasattr(F, name.replace("_forward", "_backward"))
+    }
     assert pairs - NOT_OPS == set(SPECS)
     for name, spec in SPECS.items():
         assert spec.forward is getattr(F, f"{name}_forward") and spec.backward is getattr(F, f"{name}_backward")
@@ -47,8 +51,13 @@ def _broken_linear_backward(grad_output, cache):
 
 def test_a_broken_backward_is_reported_as_a_failure():
     rng = np.random.default_rng(0)
-    case = OpCase("broken_linear", "x (2, 4) -> 3", F.linear_forward, _broken_linear_backward,
-                  (rng.standard_normal((2, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)))
+    case = OpCase(
+        "broken_linear",
+        "x (2, 4) -> 3",
+        F.linear_forward,
+        _broken_linear_backward,
+        (rng.standard_normal((2, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)),
+    )
     row = check_case(case, use_torch=False)
     assert not row.passed
     assert 0.005 < row.fd_rel_error < 0.02
@@ -61,8 +70,15 @@ def test_a_broken_backward_is_caught_by_autograd_too():
     pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     import torch.nn.functional as TF
-    case = OpCase("broken_linear", "x (2, 4) -> 3", F.linear_forward, _broken_linear_backward,
-                  (rng.standard_normal((2, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)), TF.linear)
+
+    case = OpCase(
+        "broken_linear",
+        "x (2, 4) -> 3",
+        F.linear_forward,
+        _broken_linear_backward,
+        (rng.standard_normal((2, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)),
+        TF.linear,
+    )
     row = check_case(case, use_torch=True)
     assert not row.passed and row.torch_rel_error > 1e-3
 
@@ -84,9 +100,13 @@ def test_cli_refuses_an_unknown_op(capsys):
 def test_cases_do_not_share_their_arrays(name):
     """Each configuration is built with arrays of its own (inputs, targets, running statistics), so no
     case sees another's (closures over loop variables once made every case use the last ones drawn)."""
-    arrays = [a for case in SPECS[name].make_cases() for a in (*case.tensors, *case.options.values())
-              if isinstance(a, np.ndarray)]
-    assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
+    arrays = [
+        a
+        for case in SPECS[name].make_cases()
+        for a in (*case.tensors, *case.options.values())
+        if isinstance(a, np.ndarray)
+    ]
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1 :])
 
 
 def test_each_case_runs_with_its_own_options(rng):
@@ -114,20 +134,34 @@ def test_cli_lists_every_op_of_the_specs(capsys):
 
 def test_a_failure_names_the_tensor_element_expected_got_and_error():
     rng = np.random.default_rng(0)
-    case = OpCase("broken_linear", "x (2, 4) -> 3", F.linear_forward, _broken_linear_backward,
-                  (rng.standard_normal((2, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)))
+    case = OpCase(
+        "broken_linear",
+        "x (2, 4) -> 3",
+        F.linear_forward,
+        _broken_linear_backward,
+        (rng.standard_normal((2, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)),
+    )
     row = check_case(case, use_torch=False)
-    assert re.fullmatch(r"input1 at \(\d, \d\): hand \S+, numeric \S+ \(relative error 1\.0e-02\)", row.detail), \
+    assert re.fullmatch(r"input1 at \(\d, \d\): hand \S+, numeric \S+ \(relative error 1\.0e-02\)", row.detail), (
         row.detail
+    )
     assert f"FAIL broken_linear [x (2, 4) -> 3]: {row.detail}" in format_table([row])
 
 
 def test_an_autograd_disagreement_names_the_tensor_element_expected_got_and_error():
     pytest.importorskip("torch")
     import torch.nn.functional as TF
+
     rng = np.random.default_rng(0)
-    case = OpCase("broken_linear", "x (2, 4) -> 3", F.linear_forward, _broken_linear_backward,
-                  (rng.standard_normal((2, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)), TF.linear)
+    case = OpCase(
+        "broken_linear",
+        "x (2, 4) -> 3",
+        F.linear_forward,
+        _broken_linear_backward,
+        (rng.standard_normal((2, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)),
+        TF.linear,
+    )
     row = check_case(case, use_torch=True)
-    assert re.search(r"input1 at \(\d, \d\): hand \S+, autograd \S+ \(relative error 1\.0e-02\)", row.detail), \
+    assert re.search(r"input1 at \(\d, \d\): hand \S+, autograd \S+ \(relative error 1\.0e-02\)", row.detail), (
         row.detail
+    )

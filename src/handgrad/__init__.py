@@ -1,4 +1,5 @@
 """handgrad: a NumPy deep-learning library in which every layer's backward pass is written by hand."""
+
 import os as _os
 import sys as _sys
 
@@ -9,7 +10,7 @@ if "numpy" not in _sys.modules:
     # before `import numpy`; a value already set wins.
     _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
-from . import _moved, functional, nn, optim, plugins
+from . import _moved, functional, nn, optim, plugins  # noqa: F401  (_moved: the old module names)
 from ._grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from ._random import default_generator, manual_seed
 from ._threads import get_num_threads, set_num_threads
@@ -18,9 +19,23 @@ from .gradcheck import GradcheckReport, gradcheck
 from .serialization import load, save
 
 __all__ = [
-    "functional", "nn", "optim", "enable_grad", "is_grad_enabled", "no_grad", "set_grad_enabled",
-    "default_generator", "manual_seed", "get_num_threads", "set_num_threads", "HandgradError", "GradcheckReport",
-    "gradcheck", "load", "save",
+    "functional",
+    "nn",
+    "optim",
+    "plugins",
+    "enable_grad",
+    "is_grad_enabled",
+    "no_grad",
+    "set_grad_enabled",
+    "default_generator",
+    "manual_seed",
+    "get_num_threads",
+    "set_num_threads",
+    "HandgradError",
+    "GradcheckReport",
+    "gradcheck",
+    "load",
+    "save",
 ]
 
 __version__ = "0.1.0"
@@ -33,5 +48,6 @@ def __getattr__(name):
     # ``handgrad.torch.convert(...)``, ``handgrad.onnx.export(...)``.
     if name in ("torch", "onnx"):
         import importlib
+
         return importlib.import_module(f"handgrad.{name}")
     raise AttributeError(f"module 'handgrad' has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """Whether layers keep what backward needs. Off inside ``handgrad.no_grad()``: inference then
 stores no caches (less memory, a little faster), as ``torch.no_grad`` does."""
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ README and users' scripts have used) still works: it gives the very module ``han
 with a DeprecationWarning naming the new place. The names are resolved only when imported, so the
 library itself never loads ``handgrad.app``.
 """
+
 from __future__ import annotations
 
 import importlib

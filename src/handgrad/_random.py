@@ -1,4 +1,5 @@
 """The global random generator behind initialisation and dropout, seeded by ``manual_seed``."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -10,6 +10,7 @@ core while the other works (see ``handgrad.kernels`` for how Numba's pool waits)
 Neither Numba nor threadpoolctl is imported here: the budget reaches Numba when the kernels load
 (``apply``) and BLAS through threadpoolctl at the same moment, so ``import handgrad`` stays quick.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,6 +52,7 @@ def set_num_threads(n: int) -> None:
 def numba_threads() -> int:
     """The budget as Numba can run it: at most the pool it started with (NUMBA_NUM_THREADS)."""
     import numba
+
     return max(1, min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
@@ -59,6 +61,7 @@ def apply() -> None:
     global _applied
     n = get_num_threads()
     import numba
+
     numba.set_num_threads(numba_threads())
     try:
         from threadpoolctl import threadpool_limits

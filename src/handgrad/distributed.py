@@ -28,6 +28,7 @@ A user's own loop::
         dist.allreduce_gradients(model, count=len(xb)) # now the gradient of the global batch
         opt.step()
 """
+
 from __future__ import annotations
 
 import os
@@ -98,6 +99,7 @@ class World:
         self.local_size = 1
         if comm is not None:
             from mpi4py import MPI
+
             local = comm.Split_type(MPI.COMM_TYPE_SHARED)
             self.local_size = local.Get_size()
             local.Free()
@@ -120,6 +122,7 @@ class World:
         if self.comm is None:
             return value
         from mpi4py import MPI
+
         mpi_op = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
         if isinstance(value, np.ndarray):
             out = np.ascontiguousarray(value).copy()
@@ -146,7 +149,7 @@ class World:
             self.comm.Bcast(flat, root=root)
             offset = 0
             for a in group:
-                a[...] = flat[offset:offset + a.size].reshape(a.shape)
+                a[...] = flat[offset : offset + a.size].reshape(a.shape)
                 offset += a.size
 
     def agree(self, fn, what: str, cleanup=None):
@@ -174,6 +177,7 @@ class World:
         sys.stderr.flush()
         if self.comm is not None:
             import time
+
             time.sleep(0.2)  # for the launcher to pass on what was printed before it kills every rank
             self.comm.Abort(code)
         os._exit(code)  # MPI_Abort may return before the launcher's kill arrives
@@ -196,8 +200,11 @@ def init() -> World:
     try:
         from mpi4py import MPI
     except ImportError:
-        raise DistributedError(None, f"started as one of {size} processes (by mpiexec, mpirun or srun), but mpi4py "
-                                     "is not installed: pip install 'handgrad[mpi]'") from None
+        raise DistributedError(
+            None,
+            f"started as one of {size} processes (by mpiexec, mpirun or srun), but mpi4py "
+            "is not installed: pip install 'handgrad[mpi]'",
+        ) from None
     _world = World(MPI.COMM_WORLD)
     _install_abort_hook(_world)
     return _world
@@ -226,8 +233,10 @@ def _install_abort_hook(w: World) -> None:
 
     def abort_all(kind, value, tb):
         previous(kind, value, tb)  # the traceback, for the bug it shows
-        print(f"handgrad: error: rank {w.rank} of {w.size} failed ({kind.__name__}: {value}); stopping every rank",
-              file=sys.stderr)
+        print(
+            f"handgrad: error: rank {w.rank} of {w.size} failed ({kind.__name__}: {value}); stopping every rank",
+            file=sys.stderr,
+        )
         w.abort(1)
 
     sys.excepthook = abort_all
@@ -295,23 +304,25 @@ class GradientReducer:
                 size += self.params[i].size
             groups.append((dtype, members, size))
         # the first bucket, reduced first, carries the tail
-        self.buckets = [(np.empty(size + (self.tail if b == 0 else 0), dtype), members)
-                        for b, (dtype, members, size) in enumerate(groups)]
+        self.buckets = [
+            (np.empty(size + (self.tail if b == 0 else 0), dtype), members)
+            for b, (dtype, members, size) in enumerate(groups)
+        ]
         self.bytes = sum(buffer.nbytes for buffer, _ in self.buckets)
 
     def allreduce(self, count: float = 1.0, extra=None):
         """See the class. Returns ``extra`` summed over the ranks (None without extras)."""
         comm = self.world.comm
         first, _ = self.buckets[0]
-        tail = first[len(first) - self.tail:]
+        tail = first[len(first) - self.tail :]
         tail[0] = count
-        has = tail[1:1 + len(self.params)]
+        has = tail[1 : 1 + len(self.params)]
         if self.extra:
-            tail[1 + len(self.params):] = 0 if extra is None else extra
+            tail[1 + len(self.params) :] = 0 if extra is None else extra
         for buffer, members in self.buckets:
             for i, offset in members:
                 p = self.params[i]
-                view = buffer[offset:offset + p.size].reshape(p.shape)
+                view = buffer[offset : offset + p.size].reshape(p.shape)
                 if p.grad is None:
                     view.fill(0)
                     has[i] = 0
@@ -320,6 +331,7 @@ class GradientReducer:
                     has[i] = 1
             if comm is not None:
                 from mpi4py import MPI
+
                 comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
         total = float(tail[0])
         for buffer, members in self.buckets:
@@ -327,16 +339,18 @@ class GradientReducer:
                 p = self.params[i]
                 if has[i] == 0 or total == 0:
                     continue  # no rank has a gradient for it
-                view = buffer[offset:offset + p.size].reshape(p.shape)
+                view = buffer[offset : offset + p.size].reshape(p.shape)
                 if p.grad is None:
                     p.grad = view / total
                 else:
                     np.divide(view, total, out=p.grad)
-        return tail[1 + len(self.params):].astype(np.float64) if self.extra else None
+        return tail[1 + len(self.params) :].astype(np.float64) if self.extra else None
 
     def __repr__(self):
-        return (f"GradientReducer(parameters={len(self.params)}, buckets={len(self.buckets)}, bytes={self.bytes}, "
-                f"ranks={self.world.size})")
+        return (
+            f"GradientReducer(parameters={len(self.params)}, buckets={len(self.buckets)}, bytes={self.bytes}, "
+            f"ranks={self.world.size})"
+        )
 
 
 _reducers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -377,10 +391,13 @@ def check_in_sync(model, w: World | None = None, where: str = "") -> None:
 
 def out_of_sync(sums, where: str = "") -> RanksOutOfSync:
     odd = [r for r, s in enumerate(sums) if s != sums[0]]
-    error = RanksOutOfSync(where or None, f"the weights of rank{'s' if len(odd) > 1 else ''} "
-                                          f"{', '.join(map(str, odd))} differ from rank 0's (CRC-32 "
-                                          f"{', '.join(f'{s:08x}' for s in sums)}): a rank computed something the "
-                                          "others did not; the last checkpoint holds rank 0's weights from before")
+    error = RanksOutOfSync(
+        where or None,
+        f"the weights of rank{'s' if len(odd) > 1 else ''} "
+        f"{', '.join(map(str, odd))} differ from rank 0's (CRC-32 "
+        f"{', '.join(f'{s:08x}' for s in sums)}): a rank computed something the "
+        "others did not; the last checkpoint holds rank 0's weights from before",
+    )
     error.collective = True  # type: ignore[attr-defined]  # a mark read by fail_locally
     return error
 
@@ -398,8 +415,16 @@ class ShardedLoader(DataLoader):
     ``len()`` is the number of global batches, the same on every rank; a rank's part may be empty
     (a last batch smaller than the world). ``seed`` must be given (or the same on every rank)."""
 
-    def __init__(self, images, labels, batch_size: int, shuffle: bool = False, seed: int | None = None,
-                 drop_last: bool = False, w: World | None = None):
+    def __init__(
+        self,
+        images,
+        labels,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int | None = None,
+        drop_last: bool = False,
+        w: World | None = None,
+    ):
         if seed is None and shuffle and (w or world()).size > 1:
             raise HandgradError("ShardedLoader", "expected a seed: every rank must draw the same order")
         super().__init__(images, labels, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
@@ -407,7 +432,7 @@ class ShardedLoader(DataLoader):
 
     def _batches(self, order):
         for i in range(len(self)):
-            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
             index = index[shard(len(index), self.world.rank, self.world.size)]
             yield self.images[index], self.labels[index]
 

@@ -3,6 +3,7 @@
 Every message names the layer as it prints (``Conv2d(1, 8, kernel_size=(3, 3), ...)``), what was
 expected and what came, so a user can find the mistake without reading a traceback.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,15 +57,19 @@ def check_ndim(where, name: str, x: np.ndarray, ndims, layout: str) -> None:
     check_array(where, name, x)
     if x.ndim not in ndims:
         rank = f"at least {ndims.start}-D" if isinstance(ndims, range) else " or ".join(f"{d}-D" for d in ndims)
-        raise ShapeError(where, f"expected {name} of shape {layout} ({rank}), "
-                                f"got shape {fmt_shape(x.shape)} ({x.ndim}-D)")
+        raise ShapeError(
+            where, f"expected {name} of shape {layout} ({rank}), got shape {fmt_shape(x.shape)} ({x.ndim}-D)"
+        )
 
 
 def check_floating(where, name: str, x: np.ndarray, dtype=None) -> None:
     """``x`` must be floating; when ``dtype`` is given (the layer's), exactly that dtype."""
     if dtype is not None and x.dtype != dtype:
-        raise DTypeError(where, f"expected {name} of dtype {np.dtype(dtype).name} (the layer's dtype), got "
-                                f"{x.dtype.name}; convert the input with .astype() or the layer with .to()")
+        raise DTypeError(
+            where,
+            f"expected {name} of dtype {np.dtype(dtype).name} (the layer's dtype), got "
+            f"{x.dtype.name}; convert the input with .astype() or the layer with .to()",
+        )
     if not np.issubdtype(x.dtype, np.floating):
         raise DTypeError(where, f"expected {name} of a floating dtype, got {x.dtype.name}")
 
@@ -72,6 +77,9 @@ def check_floating(where, name: str, x: np.ndarray, dtype=None) -> None:
 def check_grad_output(where, grad_output, expected_shape) -> np.ndarray:
     check_array(where, "grad_output", grad_output)
     if tuple(grad_output.shape) != tuple(expected_shape):
-        raise ShapeError(where, f"expected grad_output of shape {fmt_shape(expected_shape)} (the forward output's), "
-                                f"got {fmt_shape(grad_output.shape)}")
+        raise ShapeError(
+            where,
+            f"expected grad_output of shape {fmt_shape(expected_shape)} (the forward output's), "
+            f"got {fmt_shape(grad_output.shape)}",
+        )
     return grad_output

@@ -2,6 +2,7 @@
 so a crash mid-write leaves the previous file intact. Checkpoints, ONNX models, run histories,
 manifests, figures and reports are all written this way.
 """
+
 from __future__ import annotations
 
 import contextlib

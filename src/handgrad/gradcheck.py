@@ -8,6 +8,7 @@ analytic dL/de from ``backward``. An element passes when |analytic - numeric| <=
 With a torch reference, the analytic gradients must also match autograd's for the same G (in
 float64 both are exact up to rounding, so the tolerance is tight).
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,21 +19,22 @@ import numpy as np
 from . import _random
 from .errors import HandgradError
 
-EPS = 1e-6               # central differences in float64: truncation ~eps^2, rounding ~1e-16 / eps
+EPS = 1e-6  # central differences in float64: truncation ~eps^2, rounding ~1e-16 / eps
 ATOL, RTOL = 1e-5, 1e-3  # per element, against finite differences (gradcheck)
-FD_TOLERANCE = 1e-5      # per tensor, relative, against finite differences: errors ~1e-9 when right
-FD_ATOL = 1e-8           # ... or absolute, where the true gradient is 0 throughout (a bias before BatchNorm)
-TORCH_TOLERANCE = 1e-6   # per tensor, relative, against autograd in float64: ~1e-15 when right
-TORCH_ATOL = 1e-12       # ... or absolute, where autograd's gradient is 0 throughout
+FD_TOLERANCE = 1e-5  # per tensor, relative, against finite differences: errors ~1e-9 when right
+FD_ATOL = 1e-8  # ... or absolute, where the true gradient is 0 throughout (a bias before BatchNorm)
+TORCH_TOLERANCE = 1e-6  # per tensor, relative, against autograd in float64: ~1e-15 when right
+TORCH_ATOL = 1e-12  # ... or absolute, where autograd's gradient is 0 throughout
 KINK_ATOL, KINK_RTOL = 1e-6, 1e-4  # one-sided differences further apart than this: not differentiable there
 
 
 @dataclass(frozen=True)
 class Comparison:
     """``got`` against ``expected`` over one tensor: the errors and the element where they are worst."""
+
     rel_error: float  # max|got - expected| / max|expected| (the absolute error where expected is all 0)
     abs_error: float  # max|got - expected|
-    index: tuple      # the element of the largest |got - expected|
+    index: tuple  # the element of the largest |got - expected|
     got: float
     expected: float
 
@@ -47,8 +49,13 @@ def compare(got, expected) -> Comparison:
     diff = np.abs(got - expected)
     index = np.unravel_index(int(np.argmax(diff)), diff.shape)
     abs_error, scale = float(diff.max()), float(np.abs(expected).max())
-    return Comparison(abs_error / scale if scale > 0 else abs_error, abs_error, tuple(int(i) for i in index),
-                      float(got[index]), float(expected[index]))
+    return Comparison(
+        abs_error / scale if scale > 0 else abs_error,
+        abs_error,
+        tuple(int(i) for i in index),
+        float(got[index]),
+        float(expected[index]),
+    )
 
 
 def rel_error(got, expected) -> float:
@@ -68,12 +75,13 @@ def matches_autograd(c: Comparison) -> bool:
 class TensorCheck:
     """The comparison for one tensor: the worst element and the errors over all of them, against
     finite differences and (when a torch reference was given) against autograd."""
+
     name: str
     shape: tuple
     max_abs_error: float
-    max_rel_error: float      # max |analytic - numeric| / max |numeric|, over the whole tensor
+    max_rel_error: float  # max |analytic - numeric| / max |numeric|, over the whole tensor
     worst_index: tuple
-    analytic: float           # at the worst element
+    analytic: float  # at the worst element
     numeric: float
     fd_passed: bool
     autograd: Comparison | None = None  # analytic (got) against autograd (expected)
@@ -94,19 +102,23 @@ class TensorCheck:
         if not self.autograd_passed:
             a = self.autograd
             assert a is not None  # only a tensor compared with autograd can disagree with it
-            lines.append(f"at {a.index}: analytic {a.got:.8g}, autograd {a.expected:.8g} "
-                         f"(relative error {a.rel_error:.2e})")
+            lines.append(
+                f"at {a.index}: analytic {a.got:.8g}, autograd {a.expected:.8g} (relative error {a.rel_error:.2e})"
+            )
         return lines
 
     def describe(self) -> str:
         status = "ok" if self.passed else "FAIL"
-        return (f"{self.name:<18} {str(self.shape):<18} {self.max_abs_error:10.2e} {self.max_rel_error:10.2e}  "
-                f"{status}" + "".join(f"  {line}" for line in self.failures()))
+        return (
+            f"{self.name:<18} {str(self.shape):<18} {self.max_abs_error:10.2e} {self.max_rel_error:10.2e}  "
+            f"{status}" + "".join(f"  {line}" for line in self.failures())
+        )
 
 
 @dataclass
 class GradcheckReport:
     """Per-tensor results; ``passed`` when every tensor passed. ``print(report)`` shows a table."""
+
     name: str
     checks: list = field(default_factory=list)
     eps: float = EPS
@@ -127,11 +139,18 @@ class GradcheckReport:
         return next(c for c in self.checks if c.name == name)
 
     def __str__(self):
-        head = (f"gradcheck {self.name}  (float64, eps={self.eps:g}, atol={self.atol:g}, rtol={self.rtol:g})\n"
-                f"{'tensor':<18} {'shape':<18} {'max abs':>10} {'max rel':>10}  result")
-        return "\n".join([head] + [c.describe() for c in self.checks] +
-                         [f"{'PASSED' if self.passed else 'FAILED'}: {sum(c.passed for c in self.checks)}"
-                          f"/{len(self.checks)} tensors"])
+        head = (
+            f"gradcheck {self.name}  (float64, eps={self.eps:g}, atol={self.atol:g}, rtol={self.rtol:g})\n"
+            f"{'tensor':<18} {'shape':<18} {'max abs':>10} {'max rel':>10}  result"
+        )
+        return "\n".join(
+            [head]
+            + [c.describe() for c in self.checks]
+            + [
+                f"{'PASSED' if self.passed else 'FAILED'}: {sum(c.passed for c in self.checks)}"
+                f"/{len(self.checks)} tensors"
+            ]
+        )
 
     def raise_for_failure(self) -> GradcheckReport:
         if not self.passed:
@@ -149,9 +168,17 @@ def _compare(name, analytic, numeric, atol, rtol, autograd=None) -> TensorCheck:
     ok = diff <= atol + rtol * np.abs(numeric)
     worst = np.unravel_index(np.argmax(diff - (atol + rtol * np.abs(numeric))), diff.shape) if diff.size else ()
     overall = compare(analytic, numeric)
-    return TensorCheck(name, numeric.shape, overall.abs_error, overall.rel_error,
-                       tuple(int(i) for i in worst), float(analytic[worst]) if diff.size else 0.0,
-                       float(numeric[worst]) if diff.size else 0.0, bool(ok.all()), autograd)
+    return TensorCheck(
+        name,
+        numeric.shape,
+        overall.abs_error,
+        overall.rel_error,
+        tuple(int(i) for i in worst),
+        float(analytic[worst]) if diff.size else 0.0,
+        float(numeric[worst]) if diff.size else 0.0,
+        bool(ok.all()),
+        autograd,
+    )
 
 
 def nudged_values(f, array, indices, eps) -> tuple[np.ndarray, np.ndarray]:
@@ -203,8 +230,14 @@ def autograd_grads(torch_forward, inputs, upstream) -> list:
     tensors = [as_torch(x) for x in inputs]
     out = torch_forward(*tensors)
     out.backward(torch.from_numpy(np.asarray(upstream, np.float64).reshape(out.shape)))
-    return [None if not (isinstance(t, torch.Tensor) and t.requires_grad) else
-            np.zeros(tuple(t.shape)) if t.grad is None else t.grad.numpy() for t in tensors]
+    return [
+        None
+        if not (isinstance(t, torch.Tensor) and t.requires_grad)
+        else np.zeros(tuple(t.shape))
+        if t.grad is None
+        else t.grad.numpy()
+        for t in tensors
+    ]
 
 
 def _as_float64(value):
@@ -213,8 +246,16 @@ def _as_float64(value):
     return value
 
 
-def gradcheck(fn_or_module, inputs, eps: float = EPS, atol: float = ATOL, rtol: float = RTOL, seed: int = 0,
-              verbose: bool = False, torch_forward=None) -> GradcheckReport:
+def gradcheck(
+    fn_or_module,
+    inputs,
+    eps: float = EPS,
+    atol: float = ATOL,
+    rtol: float = RTOL,
+    seed: int = 0,
+    verbose: bool = False,
+    torch_forward=None,
+) -> GradcheckReport:
     """Finite-difference check of a module's (or a forward/backward pair's) gradients, in float64.
 
     ``fn_or_module``: an ``nn.Module`` (checked: its first input and every parameter; the module is
@@ -228,9 +269,12 @@ def gradcheck(fn_or_module, inputs, eps: float = EPS, atol: float = ATOL, rtol: 
     from .nn import Module
 
     if torch_forward is not None and isinstance(fn_or_module, Module):
-        raise HandgradError("gradcheck", "torch_forward is for a (forward, backward) pair; got a module "
-                                         f"{type(fn_or_module).__name__}, whose gradients are checked by finite "
-                                         "differences")
+        raise HandgradError(
+            "gradcheck",
+            "torch_forward is for a (forward, backward) pair; got a module "
+            f"{type(fn_or_module).__name__}, whose gradients are checked by finite "
+            "differences",
+        )
     inputs = tuple(_as_float64(x) for x in (inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
     rng = np.random.default_rng(seed)
     saved_state = _random.get_state()
@@ -247,8 +291,10 @@ def gradcheck(fn_or_module, inputs, eps: float = EPS, atol: float = ATOL, rtol: 
             module.zero_grad()
             run()
             grad_input = module.backward(upstream.copy() if upstream.ndim else float(upstream))
+
             def f():
                 return float(np.sum(run() * upstream))
+
             checks = [("input", inputs[0], grad_input, None)]
             checks += [(n, p.data, p.grad, None) for n, p in module.named_parameters() if p.requires_grad]
         else:
@@ -258,15 +304,21 @@ def gradcheck(fn_or_module, inputs, eps: float = EPS, atol: float = ATOL, rtol: 
             upstream = rng.standard_normal(np.shape(out))
             grads = backward(upstream.copy() if upstream.ndim else upstream, cache)
             grads = grads if isinstance(grads, tuple) else (grads,)
+
             def f():
                 return float(np.sum(np.asarray(forward(*inputs)[0], dtype=np.float64) * upstream))
+
             auto = [None] * len(inputs) if torch_forward is None else autograd_grads(torch_forward, inputs, upstream)
-            checks = [(f"input{i}", x, grads[i] if i < len(grads) else None, auto[i]) for i, x in enumerate(inputs)
-                      if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)]
+            checks = [
+                (f"input{i}", x, grads[i] if i < len(grads) else None, auto[i])
+                for i, x in enumerate(inputs)
+                if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)
+            ]
         report = GradcheckReport(name, eps=eps, atol=atol, rtol=rtol)
         for tensor_name, array, analytic, expected in checks:
-            autograd = None if expected is None else compare(np.zeros_like(array) if analytic is None else analytic,
-                                                             expected)
+            autograd = (
+                None if expected is None else compare(np.zeros_like(array) if analytic is None else analytic, expected)
+            )
             report.checks.append(_compare(tensor_name, analytic, numeric_grad(f, array, eps), atol, rtol, autograd))
     finally:
         _random.set_state(saved_state)

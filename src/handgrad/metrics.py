@@ -22,6 +22,7 @@ Example::
     >>> accuracy(labels, scores.argmax(1)), top_k_accuracy(labels, scores, k=2)
     (0.6666666666666666, 1.0)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,8 +50,10 @@ def _check_pair(where, labels, predictions, num_classes=None):
     labels = _check_labels(where, "labels", labels, num_classes)
     predictions = _check_labels(where, "predictions", predictions, num_classes)
     if len(labels) != len(predictions):
-        raise HandgradError(where, f"expected as many predictions as labels, got {len(predictions)} predictions "
-                                   f"for {len(labels)} labels")
+        raise HandgradError(
+            where,
+            f"expected as many predictions as labels, got {len(predictions)} predictions for {len(labels)} labels",
+        )
     return labels, predictions
 
 
@@ -60,8 +63,9 @@ def _check_scores(where, labels, scores):
         raise HandgradError(where, f"expected scores of shape (N, classes), got shape {scores.shape}")
     labels = _check_labels(where, "labels", labels, scores.shape[1])
     if len(labels) != len(scores):
-        raise HandgradError(where, f"expected one row of scores per label, got {len(scores)} rows for "
-                                   f"{len(labels)} labels")
+        raise HandgradError(
+            where, f"expected one row of scores per label, got {len(scores)} rows for {len(labels)} labels"
+        )
     return labels, scores
 
 
@@ -89,8 +93,9 @@ def top_k_accuracy(labels, scores, k: int = 5) -> float:
 def confusion_matrix(labels, predictions, num_classes: int | None = None) -> np.ndarray:
     """counts[i, j]: the samples of true class i predicted as class j, (num_classes, num_classes)
     int64. ``num_classes`` defaults to one more than the largest class index seen."""
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
-                                    or num_classes < 1):
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1
+    ):
         raise HandgradError("confusion_matrix", f"expected num_classes to be an integer >= 1, got {num_classes!r}")
     labels, predictions = _check_pair("confusion_matrix", labels, predictions, num_classes)
     if num_classes is None:

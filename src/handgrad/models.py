@@ -1,5 +1,6 @@
 """The named models, each built for the dataset's input shape, and the architecture description
 stored in checkpoints so ``handgrad.load`` can rebuild a model with no code from the user."""
+
 from __future__ import annotations
 
 import difflib
@@ -17,6 +18,7 @@ from .errors import HandgradError, fmt_shape
 @dataclass(frozen=True)
 class TrainDefaults:
     """Sensible training settings per model (the CLI's defaults)."""
+
     optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
@@ -51,10 +53,19 @@ def _mlp_sigmoid(input_shape, num_classes):
 def _tiny_cnn(input_shape, num_classes):
     """Three 3x3 conv blocks (8, 16, 42 channels) and one Linear: ~11.1k parameters on 28x28."""
     c = input_shape[0]
-    return [nn.Conv2d(c, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 42, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(42 * _pooled(input_shape[1], 3) * _pooled(input_shape[2], 3), num_classes)]
+    return [
+        nn.Conv2d(c, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 42, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(42 * _pooled(input_shape[1], 3) * _pooled(input_shape[2], 3), num_classes),
+    ]
 
 
 def _pooled(size, times):
@@ -69,18 +80,34 @@ def _lenet5(input_shape, num_classes):
     c, h, w = input_shape
     pad2 = 0 if min(h, w) // 2 >= 10 else 2
     h2, w2 = (h // 2 + 2 * pad2 - 4) // 2, (w // 2 + 2 * pad2 - 4) // 2
-    return [nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5, padding=pad2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(16 * h2 * w2, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-            nn.Linear(84, num_classes)]
+    return [
+        nn.Conv2d(c, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5, padding=pad2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * h2 * w2, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, num_classes),
+    ]
 
 
 #: name -> (builder, description, training defaults)
 MODELS = {
-    "linear": (_linear, "one Linear layer + softmax cross-entropy",
-               TrainDefaults(lr=0.01, momentum=0.9, schedule="none")),
-    "mlp-sigmoid": (_mlp_sigmoid, "784-100-10, sigmoid, MSE on one-hot targets",
-                    TrainDefaults(lr=1.0, momentum=0.0, loss="mse")),  # momentum saturates the sigmoids early
+    "linear": (
+        _linear,
+        "one Linear layer + softmax cross-entropy",
+        TrainDefaults(lr=0.01, momentum=0.9, schedule="none"),
+    ),
+    "mlp-sigmoid": (
+        _mlp_sigmoid,
+        "784-100-10, sigmoid, MSE on one-hot targets",
+        TrainDefaults(lr=1.0, momentum=0.0, loss="mse"),
+    ),  # momentum saturates the sigmoids early
     "mlp": (lambda s, n: _mlp(s, n, (250, 250)), "784-250-250-10, ReLU", TrainDefaults(lr=0.05, weight_decay=1e-3)),
     "mlp-small": (lambda s, n: _mlp(s, n, (128, 64)), "784-128-64-10, ReLU", TrainDefaults(lr=0.05)),
     "tiny-mlp": (lambda s, n: _mlp(s, n, (16,)), "784-16-10, ReLU (~12.7k parameters)", TrainDefaults(lr=0.05)),
@@ -92,14 +119,24 @@ MODELS = {
 # -- layer specs ------------------------------------------------------------------------------------
 #: The layer tokens of a spec: kind -> (form, what it builds, example). The README's table says the same.
 SPEC_TOKENS = {
-    "conv": ("conv<C>[k<K>][s<S>][p<P>][nb]", "Conv2d to C channels, K x K kernel (default 3), stride S (1), zero "
-             "padding P (K//2, 'same' at stride 1), then ReLU; nb: no bias", "conv16k5s1p2"),
-    "maxpool": ("maxpool[<K>][s<S>][p<P>]", "max pooling over K x K windows (default 2), stride S (K), padding P "
-                "(0, at most K//2); pool is maxpool", "maxpool3s2p1"),
+    "conv": (
+        "conv<C>[k<K>][s<S>][p<P>][nb]",
+        "Conv2d to C channels, K x K kernel (default 3), stride S (1), zero "
+        "padding P (K//2, 'same' at stride 1), then ReLU; nb: no bias",
+        "conv16k5s1p2",
+    ),
+    "maxpool": (
+        "maxpool[<K>][s<S>][p<P>]",
+        "max pooling over K x K windows (default 2), stride S (K), padding P (0, at most K//2); pool is maxpool",
+        "maxpool3s2p1",
+    ),
     "avgpool": ("avgpool[<K>][s<S>][p<P>]", "average pooling, as maxpool (padding counts as zeros)", "avgpool2"),
     "fc": ("fc<N>[nb]", "Linear to N features (flattening the maps first), then ReLU; nb: no bias", "fc128"),
-    "out": ("out[nb]", "the final Linear to the classes, appended when the spec has none; only an activation "
-            "may follow it", "out-sigmoid"),
+    "out": (
+        "out[nb]",
+        "the final Linear to the classes, appended when the spec has none; only an activation may follow it",
+        "out-sigmoid",
+    ),
     "bn": ("bn", "BatchNorm2d after a conv or pool, BatchNorm1d after an fc", "bn"),
     "dropout": ("dropout[<P>]", "Dropout with probability P (default 0.5)", "dropout0.2"),
 }
@@ -115,6 +152,7 @@ _OPTION_RE = re.compile(r"nb|([a-z])(\d+(?:x\d+)?)?")
 class SpecToken:
     """One token of a layer spec: ``kind`` is a key of SPEC_TOKENS, "activation" or "none"; sizes
     are (h, w) pairs, None where the token leaves the default; ``position`` counts from 1."""
+
     position: int
     text: str
     kind: str
@@ -123,7 +161,7 @@ class SpecToken:
     stride: tuple | None = None
     padding: tuple | None = None
     bias: bool = True
-    value: float | None = None        # dropout probability or leaky_relu slope
+    value: float | None = None  # dropout probability or leaky_relu slope
     activation: type | None = None
 
 
@@ -172,7 +210,7 @@ def _parse_spec_token(position, text) -> SpecToken:
         close = difflib.get_close_matches(letters, list(_SPEC_HEADS) + ["none"] + sorted(nn.ACTIVATIONS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close and letters else ""
         raise ValueError(f"unknown token; expected {spec_grammar()}{hint}")
-    kind, rest = ("maxpool" if head == "pool" else head), t[len(head):]
+    kind, rest = ("maxpool" if head == "pool" else head), t[len(head) :]
     if kind == "dropout":
         try:
             p = float(rest or 0.5)
@@ -191,7 +229,7 @@ def _parse_spec_token(position, text) -> SpecToken:
         fields["kernel"] = _spec_pair(size_text, f"{head}<K>", f"{head}3 or {head}2x1", 1) if size_text else (2, 2)
     elif size_text:
         raise ValueError(f"{kind} takes no size" + (" (it has one output per class)" if kind == "out" else ""))
-    fields.update(_spec_options(kind, rest[len(size_text):], text[:len(head) + len(size_text)]))
+    fields.update(_spec_options(kind, rest[len(size_text) :], text[: len(head) + len(size_text)]))
     return SpecToken(position, text, kind, **fields)
 
 
@@ -221,8 +259,9 @@ def _spec_options(kind, rest, before) -> dict:
         if m is None or key is None or (key == "nb" and not takes_nb) or (key != "nb" and key not in letters):
             allowed = [_OPTION_FORMS[c][0] for c in letters] + (["nb"] if takes_nb else [])
             takes = f"{kind} takes {', '.join(allowed)}" if allowed else f"{kind} takes no options"
-            raise ValueError(f"unexpected {rest[i:]!r} after {before + rest[:i]!r}; {takes} "
-                             f"(the form is {SPEC_TOKENS[kind][0]})")
+            raise ValueError(
+                f"unexpected {rest[i:]!r} after {before + rest[:i]!r}; {takes} (the form is {SPEC_TOKENS[kind][0]})"
+            )
         if names[key] in fields:
             raise ValueError(f"{key} is given twice")
         if key == "nb":
@@ -238,11 +277,16 @@ def _check_spec_order(token, previous, after_out) -> None:
     """The order rules that need no shapes: an activation replaces the ReLU of the conv or fc right
     before it (``none`` removes it), or follows ``out``; nothing else follows ``out``."""
     if token.kind in ("activation", "none"):
-        follows = previous is not None and (previous.kind in ("conv", "fc") or
-                                            previous.kind == "out" and token.kind == "activation")
+        follows = previous is not None and (
+            previous.kind in ("conv", "fc") or previous.kind == "out" and token.kind == "activation"
+        )
         if not follows:
-            what = "none must follow a conv or fc directly (it removes their ReLU)" if token.kind == "none" else \
-                "an activation must follow conv, fc or out directly (it replaces their ReLU, or is added after out)"
+            what = (
+                "none must follow a conv or fc directly (it removes their ReLU)"
+                if token.kind == "none"
+                else "an activation must follow conv, fc or out directly "
+                "(it replaces their ReLU, or is added after out)"
+            )
             raise ValueError(what)
     elif after_out:
         raise ValueError("out must be the last layer token (only an activation may follow it)")
@@ -250,8 +294,11 @@ def _check_spec_order(token, previous, after_out) -> None:
 
 def _spec_int(text, form, example) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_SIZE:
-        raise ValueError(f"expected {form} with a size from 1 to {MAX_SIZE} (e.g. {example}), "
-                         f"got {text!r}" if text else f"expected {form} (e.g. {example}), the size is missing")
+        raise ValueError(
+            f"expected {form} with a size from 1 to {MAX_SIZE} (e.g. {example}), got {text!r}"
+            if text
+            else f"expected {form} (e.g. {example}), the size is missing"
+        )
     return int(text)
 
 
@@ -260,8 +307,9 @@ def _spec_pair(text, form, example, low) -> tuple:
     parts = text.split("x")
     if not text or len(parts) > 2 or not all(p.isdigit() and low <= int(p) <= MAX_SIZE for p in parts):
         shown = f"got {text!r}" if text else "the value is missing"
-        raise ValueError(f"expected {form} with a size from {low} to {MAX_SIZE}, or {form[:-3]}<H>x<W> "
-                         f"(e.g. {example}), {shown}")
+        raise ValueError(
+            f"expected {form} with a size from {low} to {MAX_SIZE}, or {form[:-3]}<H>x<W> (e.g. {example}), {shown}"
+        )
     return (int(parts[0]), int(parts[-1]))
 
 
@@ -292,11 +340,13 @@ def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True) -> 
         try:
             shape = _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bias)
             if _flat(shape) > MAX_ELEMENTS:
-                raise ValueError(f"it makes {_flat(shape)} values per sample {shape}, more than the limit "
-                                 f"{MAX_ELEMENTS}")
+                raise ValueError(
+                    f"it makes {_flat(shape)} values per sample {shape}, more than the limit {MAX_ELEMENTS}"
+                )
         except ValueError as e:
-            raise ValueError(f"bad layer spec token {token.text!r} (number {token.position}) in {spec!r}: {e}") \
-                from None
+            raise ValueError(
+                f"bad layer spec token {token.text!r} (number {token.position}) in {spec!r}: {e}"
+            ) from None
     if not any(t.kind == "out" for t in tokens):
         _add_spec_layer(layers, SpecToken(0, "out", "out"), None, shape, input_shape, num_classes, bias)
     return layers
@@ -307,8 +357,11 @@ def _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bi
     kind = token.kind
     if kind in ("conv", "maxpool", "avgpool") and len(shape) != 3:
         flat = len(input_shape) == 3
-        raise ValueError(f"a {'pool' if kind != 'conv' else kind} must come before any fc" if flat else
-                         f"a {kind} needs (C, H, W) maps, but the input is {fmt_shape(input_shape)} per sample")
+        raise ValueError(
+            f"a {'pool' if kind != 'conv' else kind} must come before any fc"
+            if flat
+            else f"a {kind} needs (C, H, W) maps, but the input is {fmt_shape(input_shape)} per sample"
+        )
     if kind == "conv":
         kernel = token.kernel or (3, 3)
         stride = token.stride or (1, 1)
@@ -316,17 +369,22 @@ def _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bi
         _check_parameters(token.size * shape[0] * kernel[0] * kernel[1])
         h, w = _spec_window(shape, input_shape, kernel, stride, padding)
         if h * w * shape[0] * kernel[0] * kernel[1] > MAX_ELEMENTS:
-            raise ValueError(f"it unfolds {h * w * shape[0] * kernel[0] * kernel[1]} values per sample, more than "
-                             f"the limit {MAX_ELEMENTS}")
-        layers += [nn.Conv2d(shape[0], token.size, kernel, stride=stride, padding=padding,
-                             bias=bias and token.bias), nn.ReLU()]
+            raise ValueError(
+                f"it unfolds {h * w * shape[0] * kernel[0] * kernel[1]} values per sample, more than "
+                f"the limit {MAX_ELEMENTS}"
+            )
+        layers += [
+            nn.Conv2d(shape[0], token.size, kernel, stride=stride, padding=padding, bias=bias and token.bias),
+            nn.ReLU(),
+        ]
         return (token.size, h, w)
     if kind in ("maxpool", "avgpool"):
         kernel, padding = token.kernel, token.padding or (0, 0)
         stride = token.stride or kernel
         if any(p > k // 2 for p, k in zip(padding, kernel)):
-            raise ValueError(f"padding {padding[0]}x{padding[1]} must be at most half of the {kernel[0]}x{kernel[1]} "
-                             f"window")
+            raise ValueError(
+                f"padding {padding[0]}x{padding[1]} must be at most half of the {kernel[0]}x{kernel[1]} window"
+            )
         h, w = _spec_window(shape, input_shape, kernel, stride, padding)
         layers.append((nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(kernel, stride=stride, padding=padding))
         return (shape[0], h, w)
@@ -360,9 +418,11 @@ def _spec_window(shape, input_shape, kernel, stride, padding) -> tuple:
     _, h, w = shape
     if h + 2 * padding[0] < kernel[0] or w + 2 * padding[1] < kernel[1]:
         padded = f" padded to {h + 2 * padding[0]}x{w + 2 * padding[1]}" if any(padding) else ""
-        raise ValueError(f"it shrinks the {h}x{w} maps to nothing (input {input_shape[-2]}x{input_shape[-1]}): its "
-                         f"{kernel[0]}x{kernel[1]} window is larger than the maps{padded}; use fewer pools, a "
-                         f"smaller kernel or more padding")
+        raise ValueError(
+            f"it shrinks the {h}x{w} maps to nothing (input {input_shape[-2]}x{input_shape[-1]}): its "
+            f"{kernel[0]}x{kernel[1]} window is larger than the maps{padded}; use fewer pools, a "
+            f"smaller kernel or more padding"
+        )
     return ((h + 2 * padding[0] - kernel[0]) // stride[0] + 1, (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
 
 
@@ -375,12 +435,16 @@ def _check_parameters(count) -> None:
 #: ``--init`` choices: name -> (weight init from nn.init, what it draws). Every choice but
 #: "default" sets the biases to 0, as the papers that define them do.
 INITS = {
-    "default": (None, "PyTorch's layer default: kaiming_uniform_ with a=sqrt(5), i.e. weight and bias "
-                      "U(-1/sqrt(fan_in), 1/sqrt(fan_in))"),
-    "kaiming_uniform": (lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
-                        "U(-b, b), b = sqrt(6 / fan_in) (He, for ReLU)"),
-    "kaiming_normal": (lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
-                       "N(0, 2 / fan_in) (He, for ReLU)"),
+    "default": (
+        None,
+        "PyTorch's layer default: kaiming_uniform_ with a=sqrt(5), i.e. weight and bias "
+        "U(-1/sqrt(fan_in), 1/sqrt(fan_in))",
+    ),
+    "kaiming_uniform": (
+        lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+        "U(-b, b), b = sqrt(6 / fan_in) (He, for ReLU)",
+    ),
+    "kaiming_normal": (lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"), "N(0, 2 / fan_in) (He, for ReLU)"),
     "xavier_uniform": (nn.init.xavier_uniform_, "U(-b, b), b = sqrt(6 / (fan_in + fan_out)) (Glorot)"),
     "xavier_normal": (nn.init.xavier_normal_, "N(0, 2 / (fan_in + fan_out)) (Glorot)"),
     "normal": (lambda w: nn.init.normal_(w, 0.0, 0.01), "N(0, 0.01^2)"),
@@ -404,9 +468,16 @@ def init_parameters(model, init: str = "default") -> nn.Sequential:
     return model
 
 
-def build_model(name: str = "mlp", input_shape=(1, 28, 28), num_classes: int = 10, hidden=None,
-                activation: str = "relu", layers: str | None = None, bias: bool = True,
-                init: str = "default") -> nn.Sequential:
+def build_model(
+    name: str = "mlp",
+    input_shape=(1, 28, 28),
+    num_classes: int = 10,
+    hidden=None,
+    activation: str = "relu",
+    layers: str | None = None,
+    bias: bool = True,
+    init: str = "default",
+) -> nn.Sequential:
     """A named model for inputs of ``input_shape`` (C, H, W); or, with ``hidden`` (e.g. (512, 256))
     or a ``layers`` spec (see ``parse_layer_spec``), a custom one (name is then ignored).
     ``bias=False`` drops every Linear's and Conv2d's bias; ``init`` names how their weights are
@@ -476,13 +547,19 @@ def check_storable(i: int, cls: type[nn.Module]) -> None:
     """A layer class a checkpoint can name: handgrad's own, a user activation, or a user layer that
     says which keywords rebuild it (``arguments``, filled by ``constructor_args()``)."""
     if not _registered(cls):
-        raise HandgradError(f"layer {i} ({cls.__name__})", "another layer class of that name was defined first "
-                                                          "(handgrad's or yours): a checkpoint could not tell "
-                                                          "them apart; rename the class")
+        raise HandgradError(
+            f"layer {i} ({cls.__name__})",
+            "another layer class of that name was defined first "
+            "(handgrad's or yours): a checkpoint could not tell "
+            "them apart; rename the class",
+        )
     if cls.arguments is None and not issubclass(cls, nn.ElementwiseActivation):
-        raise HandgradError(f"layer {i} ({cls.__name__})", "cannot be stored in a checkpoint: give the class "
-                                                          "'arguments' (keyword -> (kind, required), e.g. "
-                                                          "{'features': ('size', True)}) and constructor_args()")
+        raise HandgradError(
+            f"layer {i} ({cls.__name__})",
+            "cannot be stored in a checkpoint: give the class "
+            "'arguments' (keyword -> (kind, required), e.g. "
+            "{'features': ('size', True)}) and constructor_args()",
+        )
 
 
 def from_architecture(layers: list) -> nn.Sequential:
@@ -501,8 +578,10 @@ def from_architecture(layers: list) -> nn.Sequential:
         try:  # a user's class: its constructor is the plug-in's code, which may refuse these arguments
             built.append(cls(**args))
         except Exception as e:
-            raise HandgradError(None, f"architecture layer {i} ({kind}): its constructor refused {_brief(spec)}: "
-                                      f"{type(e).__name__}: {e}") from None
+            raise HandgradError(
+                None,
+                f"architecture layer {i} ({kind}): its constructor refused {_brief(spec)}: {type(e).__name__}: {e}",
+            ) from None
     return nn.Sequential(*built)
 
 
@@ -514,14 +593,18 @@ MAX_LAYERS = 1024
 MAX_SIZE = 1 << 20
 MAX_ELEMENTS = 1 << 26
 
+
 class _LayerArguments(Mapping):
     """Each storable layer type's keywords, name -> {keyword: (kind, required)}, read live from the
     layers' own ``arguments`` (``nn.LAYERS``), so a new layer needs no entry here. Kinds are checked
     by ``_check_value``."""
 
     def _table(self) -> dict:
-        return {name: cls.arguments for name, cls in nn.LAYERS.items()
-                if cls.arguments is not None and getattr(nn, name, None) is cls}
+        return {
+            name: cls.arguments
+            for name, cls in nn.LAYERS.items()
+            if cls.arguments is not None and getattr(nn, name, None) is cls
+        }
 
     def __getitem__(self, name):
         return self._table()[name]
@@ -535,11 +618,17 @@ class _LayerArguments(Mapping):
 
 LAYER_ARGUMENTS = _LayerArguments()
 
-_KIND_TEXT = {"size": f"an integer from 1 to {MAX_SIZE}", "size pair": f"an integer from 1 to {MAX_SIZE} or a "
-              f"list of two", "padding pair": f"an integer from 0 to {MAX_SIZE} or a list of two",
-              "bool": "true or false", "dim": "an integer from -8 to 7", "probability": "a number from 0 to 1",
-              "positive number": "a finite number > 0", "momentum": "null or a number from 0 to 1",
-              "number": "a finite number"}
+_KIND_TEXT = {
+    "size": f"an integer from 1 to {MAX_SIZE}",
+    "size pair": f"an integer from 1 to {MAX_SIZE} or a list of two",
+    "padding pair": f"an integer from 0 to {MAX_SIZE} or a list of two",
+    "bool": "true or false",
+    "dim": "an integer from -8 to 7",
+    "probability": "a number from 0 to 1",
+    "positive number": "a finite number > 0",
+    "momentum": "null or a number from 0 to 1",
+    "number": "a finite number",
+}
 
 
 def _layer_class(kind):
@@ -563,8 +652,11 @@ def _is_int(v):
 
 
 def _is_number(v):
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
+    return (
+        isinstance(v, (int, float, np.integer, np.floating))
+        and not isinstance(v, (bool, np.bool_))
         and bool(np.isfinite(float(v)))
+    )
 
 
 def _check_value(kind, v) -> bool:
@@ -573,8 +665,11 @@ def _check_value(kind, v) -> bool:
     if kind in ("size pair", "padding pair"):
         low = 1 if kind == "size pair" else 0
         items = v if isinstance(v, (list, tuple)) else [v]
-        return len(items) in (1, 2) and (len(items) == 2 or not isinstance(v, (list, tuple))) \
+        return (
+            len(items) in (1, 2)
+            and (len(items) == 2 or not isinstance(v, (list, tuple)))
             and all(_is_int(i) and low <= i <= MAX_SIZE for i in items)
+        )
     if kind == "bool":
         return isinstance(v, bool)
     if kind == "dim":
@@ -605,13 +700,19 @@ def _size(shape):
 
 def check_input_shape(value) -> tuple:
     """A stored input shape: (F,), (H, W) or (C, H, W) of sizes within the limits."""
-    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 3 or \
-            not all(_is_int(v) and 1 <= v <= MAX_SIZE for v in value):
-        raise HandgradError(None, f"'input_shape' must be a list of 1 to 3 integers from 1 to {MAX_SIZE}, "
-                                  f"got {_brief(value)}")
+    if (
+        not isinstance(value, (list, tuple))
+        or not 1 <= len(value) <= 3
+        or not all(_is_int(v) and 1 <= v <= MAX_SIZE for v in value)
+    ):
+        raise HandgradError(
+            None, f"'input_shape' must be a list of 1 to 3 integers from 1 to {MAX_SIZE}, got {_brief(value)}"
+        )
     if _size(value) > MAX_ELEMENTS:
-        raise HandgradError(None, f"'input_shape' {list(value)} holds {_size(value)} values per sample, more than "
-                                  f"the limit {MAX_ELEMENTS}")
+        raise HandgradError(
+            None,
+            f"'input_shape' {list(value)} holds {_size(value)} values per sample, more than the limit {MAX_ELEMENTS}",
+        )
     return tuple(int(v) for v in value)
 
 
@@ -644,14 +745,19 @@ def check_architecture(layers, input_shape=None) -> tuple[dict, tuple]:
             raise HandgradError(None, f"{where}: expected an object with a 'type', got {_brief(spec)}")
         kind = spec.get("type")
         if not isinstance(kind, str):
-            raise HandgradError(None, f"{where}: " + ("missing 'type'" if kind is None else
-                                                      f"'type' must be a string, got {_brief(kind)}"))
+            raise HandgradError(
+                None,
+                f"{where}: " + ("missing 'type'" if kind is None else f"'type' must be a string, got {_brief(kind)}"),
+            )
         try:
             cls = _layer_class(kind)
         except ValueError:
             known = sorted(set(LAYER_ARGUMENTS) | {c.__name__ for c in nn.ACTIVATIONS.values()})
-            raise HandgradError(None, f"{where}: unknown type {_brief(kind)}; known: {', '.join(known)} (a class "
-                                      f"of your own: load its plug-in first, --plugin FILE.py)") from None
+            raise HandgradError(
+                None,
+                f"{where}: unknown type {_brief(kind)}; known: {', '.join(known)} (a class "
+                f"of your own: load its plug-in first, --plugin FILE.py)",
+            ) from None
         where = f"architecture layer {i} ({kind})"
         schema = cls.arguments if _user_layer(kind) is cls else LAYER_ARGUMENTS.get(cls.__name__, {})
         args = {k: v for k, v in spec.items() if k != "type"}
@@ -664,8 +770,7 @@ def check_architecture(layers, input_shape=None) -> tuple[dict, tuple]:
             raise HandgradError(None, f"{where}: missing {', '.join(repr(k) for k in missing)}")
         for key, value in args.items():
             if not _check_value(schema[key][0], value):
-                raise HandgradError(None, f"{where}: {key!r} must be {_KIND_TEXT[schema[key][0]]}, "
-                                          f"got {_brief(value)}")
+                raise HandgradError(None, f"{where}: {key!r} must be {_KIND_TEXT[schema[key][0]]}, got {_brief(value)}")
         if _user_layer(kind) is cls:
             # A plug-in's layer: its parameters and output shape are its own business. Its tensors
             # are taken as stored ("i.*"), and the strict load_state_dict checks them once built.
@@ -675,13 +780,16 @@ def check_architecture(layers, input_shape=None) -> tuple[dict, tuple]:
         shape = _next_shape(cls.__name__, args, shape, where, f"{i}.", tensors)
         size = _size(shape)
         if size is not None and size > MAX_ELEMENTS:
-            raise HandgradError(None, f"{where}: outputs {size} values per sample {fmt_shape(shape)}, more than the "
-                                      f"limit {MAX_ELEMENTS}")
+            raise HandgradError(
+                None,
+                f"{where}: outputs {size} values per sample {fmt_shape(shape)}, more than the limit {MAX_ELEMENTS}",
+            )
     return tensors, shape
 
 
 def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
     """The per-sample output shape of one checked layer; its parameters' shapes go into ``tensors``."""
+
     def given():
         return "shape " + ("unknown" if shape == (...,) else fmt_shape(shape).replace("Ellipsis", "..."))
 
@@ -689,26 +797,30 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
     if name == "Linear":
         fin, fout = a["in_features"], a["out_features"]
         if shape[-1] is not Ellipsis and shape[-1] is not None and shape[-1] != fin:
-            raise HandgradError(None, f"{where}: 'in_features' is {fin}, but the layer before gives {shape[-1]} "
-                                      f"features ({given()})")
+            raise HandgradError(
+                None, f"{where}: 'in_features' is {fin}, but the layer before gives {shape[-1]} features ({given()})"
+            )
         tensors[prefix + "weight"] = ((fout, fin), True)
         if a.get("bias", True):
             tensors[prefix + "bias"] = ((fout,), True)
         return (shape if shape[-1] is Ellipsis else shape[:-1]) + (fout,)
     if name in ("Conv2d", "MaxPool2d", "AvgPool2d", "BatchNorm2d"):
         if not open_rank and len(shape) != 3:
-            raise HandgradError(None, f"{where}: expects (C, H, W) maps per sample, but the layer before gives "
-                                      f"{given()}")
+            raise HandgradError(
+                None, f"{where}: expects (C, H, W) maps per sample, but the layer before gives {given()}"
+            )
         c, h, w = (None, None, None) if open_rank else shape
     if name == "BatchNorm2d" or name == "BatchNorm1d":
         nf = a["num_features"]
         if name == "BatchNorm1d" and not open_rank and len(shape) not in (1, 2):
-            raise HandgradError(None, f"{where}: expects (C,) or (C, L) per sample, but the layer before gives "
-                                      f"{given()}")
+            raise HandgradError(
+                None, f"{where}: expects (C,) or (C, L) per sample, but the layer before gives {given()}"
+            )
         channels = None if open_rank else shape[0]
         if channels is not None and channels != nf:
-            raise HandgradError(None, f"{where}: 'num_features' is {nf}, but the layer before gives {channels} "
-                                      f"channels ({given()})")
+            raise HandgradError(
+                None, f"{where}: 'num_features' is {nf}, but the layer before gives {channels} channels ({given()})"
+            )
         if a.get("affine", True):
             tensors[prefix + "weight"] = tensors[prefix + "bias"] = ((nf,), True)
         if a.get("track_running_stats", True):
@@ -724,8 +836,11 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
         channels = c
         if name == "Conv2d":
             if c is not None and c != a["in_channels"]:
-                raise HandgradError(None, f"{where}: 'in_channels' is {a['in_channels']}, but the layer before "
-                                          f"gives {c} channels ({given()})")
+                raise HandgradError(
+                    None,
+                    f"{where}: 'in_channels' is {a['in_channels']}, but the layer before "
+                    f"gives {c} channels ({given()})",
+                )
             channels = a["out_channels"]
             tensors[prefix + "weight"] = ((channels, a["in_channels"]) + k, True)
             if a.get("bias", True):
@@ -736,15 +851,19 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
                 out.append(None)
                 continue
             if size + 2 * pi < ki:
-                raise HandgradError(None, f"{where}: the kernel ({ki}) is larger than the padded {axis} "
-                                          f"({size + 2 * pi}): the maps shrink to nothing ({given()})")
+                raise HandgradError(
+                    None,
+                    f"{where}: the kernel ({ki}) is larger than the padded {axis} "
+                    f"({size + 2 * pi}): the maps shrink to nothing ({given()})",
+                )
             out.append((size + 2 * pi - ki) // si + 1)
         rows, cols = out
         if name == "Conv2d" and rows is not None and cols is not None:
             unfolded = rows * cols * a["in_channels"] * k[0] * k[1]
             if unfolded > MAX_ELEMENTS:
-                raise HandgradError(None, f"{where}: unfolds {unfolded} values per sample, more than the limit "
-                                          f"{MAX_ELEMENTS}")
+                raise HandgradError(
+                    None, f"{where}: unfolds {unfolded} values per sample, more than the limit {MAX_ELEMENTS}"
+                )
         return (channels, rows, cols)
     if name == "Flatten":
         start, end = a.get("start_dim", 1), a.get("end_dim", -1)
@@ -753,18 +872,21 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
         batched = (0,) + shape
         rank = len(batched)
         if not (-rank <= start < rank and -rank <= end < rank) or start % rank > end % rank:
-            raise HandgradError(None, f"{where}: 'start_dim' {start} and 'end_dim' {end} do not fit inputs of "
-                                      f"rank {rank} (N and {given()})")
+            raise HandgradError(
+                None,
+                f"{where}: 'start_dim' {start} and 'end_dim' {end} do not fit inputs of rank {rank} (N and {given()})",
+            )
         start, end = start % rank, end % rank
         if start == 0:
             return (...,)
-        merged = _size(batched[start:end + 1])
-        return batched[1:start] + (merged,) + batched[end + 1:]
+        merged = _size(batched[start : end + 1])
+        return batched[1:start] + (merged,) + batched[end + 1 :]
     if name in ("Softmax", "LogSoftmax") and not open_rank:
         dim, rank = a.get("dim", -1), len(shape) + 1
         if not -rank <= dim < rank:
-            raise HandgradError(None, f"{where}: 'dim' {dim} is out of range for inputs of rank {rank} "
-                                      f"(N and {given()})")
+            raise HandgradError(
+                None, f"{where}: 'dim' {dim} is out of range for inputs of rank {rank} (N and {given()})"
+            )
     return shape
 
 
@@ -779,8 +901,9 @@ def summary(model: nn.Sequential, input_shape) -> str:
     with no_grad():
         for i, layer in enumerate(model):
             x = layer(x)
-            rows.append((f"{i}: {layer!r}", str((None,) + x.shape[1:]).replace("None", "N"),
-                         f"{layer.num_parameters():,}"))
+            rows.append(
+                (f"{i}: {layer!r}", str((None,) + x.shape[1:]).replace("None", "N"), f"{layer.num_parameters():,}")
+            )
     model.train(was_training)
     rows.append(("total", "", f"{model.num_parameters():,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -790,7 +913,24 @@ def summary(model: nn.Sequential, input_shape) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["MODELS", "TrainDefaults", "build_model", "defaults_for", "architecture", "from_architecture",
-           "summary", "parse_layer_spec", "tokenize_layer_spec", "spec_grammar", "SpecToken", "SPEC_TOKENS",
-           "INITS", "init_parameters", "check_architecture", "check_input_shape", "MAX_LAYERS", "MAX_SIZE",
-           "MAX_ELEMENTS"]
+__all__ = [
+    "MODELS",
+    "TrainDefaults",
+    "build_model",
+    "defaults_for",
+    "architecture",
+    "from_architecture",
+    "summary",
+    "parse_layer_spec",
+    "tokenize_layer_spec",
+    "spec_grammar",
+    "SpecToken",
+    "SPEC_TOKENS",
+    "INITS",
+    "init_parameters",
+    "check_architecture",
+    "check_input_shape",
+    "MAX_LAYERS",
+    "MAX_SIZE",
+    "MAX_ELEMENTS",
+]

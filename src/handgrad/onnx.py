@@ -18,6 +18,7 @@ Example::
 A layer type with no exporter (a user-defined activation, say) is refused, naming it;
 ``register_exporter`` adds one.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,9 +72,11 @@ EXPORTERS: dict = {}
 def register_exporter(cls):
     """Decorator: ``@register_exporter(MyLayer)`` over ``def f(graph, layer, x, name, in_shape,
     out_shape) -> str`` makes ``export`` write ``MyLayer`` with ``f``."""
+
     def register(fn):
         EXPORTERS[cls] = fn
         return fn
+
     return register
 
 
@@ -96,24 +99,38 @@ def _linear(graph, layer, x, name, in_shape, out_shape):
 @register_exporter(nn.Conv2d)
 def _conv2d(graph, layer, x, name, in_shape, out_shape):
     (ph, pw) = layer.padding
-    return graph.node("Conv", [x] + _weights(graph, layer, name, "weight", "bias"), name,
-                      kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=[ph, pw, ph, pw])
+    return graph.node(
+        "Conv",
+        [x] + _weights(graph, layer, name, "weight", "bias"),
+        name,
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        pads=[ph, pw, ph, pw],
+    )
 
 
 @register_exporter(nn.MaxPool2d)
 def _max_pool2d(graph, layer, x, name, in_shape, out_shape):
     """ONNX's MaxPool ignores the padding, as handgrad's -inf padding does."""
     (ph, pw) = layer.padding
-    return graph.node("MaxPool", [x], name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                      pads=[ph, pw, ph, pw])
+    return graph.node(
+        "MaxPool", [x], name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=[ph, pw, ph, pw]
+    )
 
 
 @register_exporter(nn.AvgPool2d)
 def _avg_pool2d(graph, layer, x, name, in_shape, out_shape):
     """The zero padding counts in the divisor, as in handgrad (count_include_pad)."""
     (ph, pw) = layer.padding
-    return graph.node("AveragePool", [x], name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                      pads=[ph, pw, ph, pw], count_include_pad=1)
+    return graph.node(
+        "AveragePool",
+        [x],
+        name,
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        pads=[ph, pw, ph, pw],
+        count_include_pad=1,
+    )
 
 
 @register_exporter(nn.Flatten)
@@ -124,7 +141,7 @@ def _flatten(graph, layer, x, name, in_shape, out_shape):
     start, end = layer.start_dim % rank, layer.end_dim % rank
     if start == 1 and end == rank - 1:
         return graph.node("Flatten", [x], name, axis=1)
-    target = [0] * start + [-1] + [int(d) for d in in_shape[end + 1:]]
+    target = [0] * start + [-1] + [int(d) for d in in_shape[end + 1 :]]
     return graph.node("Reshape", [x, graph.constant(f"{name}.shape", target, np.int64)], name)
 
 
@@ -143,18 +160,24 @@ def _batch_norm(graph, layer, x, name, in_shape, out_shape):
     weight = layer.weight.data if layer.affine else np.ones(c)
     bias = layer.bias.data if layer.affine else np.zeros(c)
     if layer.track_running_stats:
-        inputs = [x, graph.constant(f"{name}.weight", weight), graph.constant(f"{name}.bias", bias),
-                  graph.constant(f"{name}.running_mean", layer.running_mean),
-                  graph.constant(f"{name}.running_var", layer.running_var)]
+        inputs = [
+            x,
+            graph.constant(f"{name}.weight", weight),
+            graph.constant(f"{name}.bias", bias),
+            graph.constant(f"{name}.running_mean", layer.running_mean),
+            graph.constant(f"{name}.running_var", layer.running_var),
+        ]
         return graph.node("BatchNormalization", inputs, name, epsilon=layer.eps)
     axes = [0] + list(range(2, len(in_shape)))
     per_channel = (1, c) + (1,) * (len(in_shape) - 2)
     mean = graph.node("ReduceMean", [x], f"{name}.mean", axes=axes, keepdims=1)
     centred = graph.node("Sub", [x, mean], f"{name}.centred")
-    var = graph.node("ReduceMean", [graph.node("Mul", [centred, centred], f"{name}.square")], f"{name}.var",
-                     axes=axes, keepdims=1)
-    std = graph.node("Sqrt", [graph.node("Add", [var, graph.constant(f"{name}.eps", layer.eps)], f"{name}.var_eps")],
-                     f"{name}.std")
+    var = graph.node(
+        "ReduceMean", [graph.node("Mul", [centred, centred], f"{name}.square")], f"{name}.var", axes=axes, keepdims=1
+    )
+    std = graph.node(
+        "Sqrt", [graph.node("Add", [var, graph.constant(f"{name}.eps", layer.eps)], f"{name}.var_eps")], f"{name}.std"
+    )
     xhat = graph.node("Div", [centred, std], f"{name}.xhat")
     if not layer.affine:
         return graph.node("Identity", [xhat], name)
@@ -165,6 +188,7 @@ def _batch_norm(graph, layer, x, name, in_shape, out_shape):
 def _elementwise(op, **attributes):
     def export_activation(graph, layer, x, name, in_shape, out_shape):
         return graph.node(op, [x], name, **{k: f(layer) for k, f in attributes.items()})
+
     return export_activation
 
 
@@ -200,16 +224,22 @@ def _trace(layers, input_shape, dtype):
                 try:
                     y = layer(x)
                 except ValueError as e:  # HandgradError and NumPy's own shape errors
-                    raise ExportError(None, f"input_shape {fmt_shape(input_shape)} does not fit the model at layer "
-                                            f"{index} (run on a batch of {batch}): {e}") from None
+                    raise ExportError(
+                        None,
+                        f"input_shape {fmt_shape(input_shape)} does not fit the model at layer "
+                        f"{index} (run on a batch of {batch}): {e}",
+                    ) from None
                 seen.append((x.shape, y.shape))
                 x = y
         shapes.append(seen)
 
     def merge(a, b):
         if len(a) != len(b):
-            raise ExportError(None, f"the model's output rank changes with the batch size ({fmt_shape(a)} for 2 "
-                                    f"samples, {fmt_shape(b)} for 3)")
+            raise ExportError(
+                None,
+                f"the model's output rank changes with the batch size ({fmt_shape(a)} for 2 "
+                f"samples, {fmt_shape(b)} for 3)",
+            )
         return tuple(d if d == e else None for d, e in zip(a, b))
 
     return [(merge(i2, i3), merge(o2, o3)) for (i2, o2), (i3, o3) in zip(*shapes)]
@@ -256,17 +286,27 @@ def to_onnx(model, input_shape=None, metadata: dict | None = None):
     stored = dict(getattr(model, "metadata", None) or {})
     if input_shape is None:
         if "input_shape" not in stored:
-            raise ExportError(None, "export needs one sample's shape, such as (1, 28, 28) or (784,) (input_shape, "
-                                    "or --input-shape on the command line): the model carries none")
+            raise ExportError(
+                None,
+                "export needs one sample's shape, such as (1, 28, 28) or (784,) (input_shape, "
+                "or --input-shape on the command line): the model carries none",
+            )
         input_shape = stored["input_shape"]
-    if not isinstance(input_shape, (list, tuple)) or not input_shape or \
-            not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in input_shape):
-        raise ExportError(None, f"input_shape must be one sample's shape, a tuple of positive integers such as "
-                                f"(1, 28, 28), got {input_shape!r}")
+    if (
+        not isinstance(input_shape, (list, tuple))
+        or not input_shape
+        or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in input_shape)
+    ):
+        raise ExportError(
+            None,
+            f"input_shape must be one sample's shape, a tuple of positive integers such as "
+            f"(1, 28, 28), got {input_shape!r}",
+        )
     input_shape = tuple(int(d) for d in input_shape)
     if np.prod(input_shape, dtype=np.float64) > MAX_ELEMENTS:
-        raise ExportError(None, f"input_shape {fmt_shape(input_shape)} holds more than {MAX_ELEMENTS} values per "
-                                f"sample, the limit")
+        raise ExportError(
+            None, f"input_shape {fmt_shape(input_shape)} holds more than {MAX_ELEMENTS} values per sample, the limit"
+        )
     dtype = np.dtype(model.dtype)
     if dtype not in (np.float32, np.float64):
         raise ExportError(model, f"export writes float32 or float64 models, got {dtype.name}; convert with .to()")
@@ -276,8 +316,11 @@ def to_onnx(model, input_shape=None, metadata: dict | None = None):
     for index, (_, layer) in enumerate(layers):
         if type(layer) not in EXPORTERS:
             known = ", ".join(sorted(cls.__name__ for cls in EXPORTERS))
-            raise ExportError(layer, f"no ONNX exporter for layer type {type(layer).__name__} (layer {index}); "
-                                     f"exportable: {known}; add one with handgrad.onnx.register_exporter")
+            raise ExportError(
+                layer,
+                f"no ONNX exporter for layer type {type(layer).__name__} (layer {index}); "
+                f"exportable: {known}; add one with handgrad.onnx.register_exporter",
+            )
     size = sum(p.data.nbytes for p in model.parameters()) + sum(b.nbytes for b in model.buffers())
     if size > MAX_BYTES:
         raise ExportError(model, f"its {size / 2**30:.2f} GiB of weights exceed the 2 GiB an ONNX file can hold")
@@ -293,14 +336,27 @@ def to_onnx(model, input_shape=None, metadata: dict | None = None):
         model.train(was_training)
     _rename(graph, x, OUTPUT)
     elem_type = helper.np_dtype_to_tensor_dtype(dtype)
-    onnx_graph = helper.make_graph(graph.nodes, "handgrad", [_value_info(INPUT, elem_type, (None,) + input_shape)],
-                                   [_value_info(OUTPUT, elem_type, shapes[-1][1])], graph.initializers)
-    proto = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="handgrad",
-                              producer_version=__version__, doc_string=repr(model))
+    onnx_graph = helper.make_graph(
+        graph.nodes,
+        "handgrad",
+        [_value_info(INPUT, elem_type, (None,) + input_shape)],
+        [_value_info(OUTPUT, elem_type, shapes[-1][1])],
+        graph.initializers,
+    )
+    proto = helper.make_model(
+        onnx_graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="handgrad",
+        producer_version=__version__,
+        doc_string=repr(model),
+    )
     proto.ir_version = IR_VERSION
     if metadata is None:
-        metadata = {k: stored[k] for k in ("input_shape", "normalization", "classes", "loss", "dataset", "model")
-                    if stored.get(k) is not None}
+        metadata = {
+            k: stored[k]
+            for k in ("input_shape", "normalization", "classes", "loss", "dataset", "model")
+            if stored.get(k) is not None
+        }
         metadata["input_shape"] = list(input_shape)
     helper.set_model_props(proto, {k: json.dumps(v) for k, v in metadata.items()})
     onnx.checker.check_model(proto, full_check=True)

@@ -26,6 +26,7 @@ module). Loading it without that plug-in fails with one line naming the class an
 Loading a checkpoint never imports anything by itself: the record only says what to pass. Code
 runs only from the plug-ins a user names on the command line or imports in Python.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -118,8 +119,10 @@ def _run(where, do, path):
     except ModuleNotFoundError as e:
         module = where.split(" ", 1)[1]
         if path is None and e.name and (module == e.name or module.startswith(e.name + ".")):
-            raise PluginError(where, "no such module (searched sys.path and the current folder); a file needs "
-                                     "its path, e.g. ./my_acts.py") from None
+            raise PluginError(
+                where,
+                "no such module (searched sys.path and the current folder); a file needs its path, e.g. ./my_acts.py",
+            ) from None
         raise PluginError(where, f"importing it failed: {type(e).__name__}: {e}") from e
     except SyntaxError as e:
         raise PluginError(where, f"importing it failed: SyntaxError: {e.msg} (line {e.lineno})") from None
@@ -179,11 +182,23 @@ def plugins_of(model) -> list:
 def how_to_load(source: str) -> str:
     """The advice that goes with a class whose plug-in is not loaded."""
     if source == "__main__":
-        return "it was defined in an interactive session: define it again (or put it in a file and pass " \
-               "--plugin FILE.py) before loading"
-    return f"pass --plugin {source} (in Python: handgrad.plugins.load_plugin({source!r}) or import it, " \
-           f"before handgrad.load)"
+        return (
+            "it was defined in an interactive session: define it again (or put it in a file and pass "
+            "--plugin FILE.py) before loading"
+        )
+    return (
+        f"pass --plugin {source} (in Python: handgrad.plugins.load_plugin({source!r}) or import it, "
+        f"before handgrad.load)"
+    )
 
 
-__all__ = ["LOADED", "PluginError", "load_plugin", "load_plugins", "plugins_of", "source_of", "is_builtin",
-           "how_to_load"]
+__all__ = [
+    "LOADED",
+    "PluginError",
+    "load_plugin",
+    "load_plugins",
+    "plugins_of",
+    "source_of",
+    "is_builtin",
+    "how_to_load",
+]

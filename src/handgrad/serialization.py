@@ -5,6 +5,7 @@ normalisation, class names, dataset, handgrad version). No pickle anywhere.
 Files are written atomically (``files.atomic_write_bytes``: a temporary file in the same folder,
 then ``os.replace``), so a crash mid-write leaves the previous checkpoint intact.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,9 +73,13 @@ def load_tensors(path) -> tuple[dict, dict]:
 
 def read_header(path) -> tuple[dict, dict]:
     """(metadata, {tensor name: (shape, safetensors dtype such as "F32")}) without reading any tensor."""
+
     def read(f):
-        return dict(f.metadata() or {}), {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
-                                          for k in f.keys()}  # noqa: SIM118
+        return dict(f.metadata() or {}), {
+            k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
+            for k in f.keys()  # noqa: SIM118
+        }  # noqa: SIM118
+
     return _safetensors(path, read)
 
 
@@ -89,8 +94,13 @@ def save(model, path, /, reference_inputs=None, **metadata) -> None:
     from .models import architecture, check_storable
     from .plugins import plugins_of
 
-    header = {"format": FORMAT, "handgrad_version": __version__, "architecture": architecture(model),
-              "dtype": np.dtype(model.dtype).name, **metadata}
+    header = {
+        "format": FORMAT,
+        "handgrad_version": __version__,
+        "architecture": architecture(model),
+        "dtype": np.dtype(model.dtype).name,
+        **metadata,
+    }
     for i, layer in enumerate(model):
         check_storable(i, type(layer))
     plugins = plugins_of(model)
@@ -114,9 +124,16 @@ def reference_checks(model, inputs) -> dict:
         for layer in model:
             h = layer(h)
             h64 = h.astype(np.float64)
-            result["layers"].append({"type": type(layer).__name__, "shape": list(h.shape), "sum": float(h64.sum()),
-                                     "abs_sum": float(np.abs(h64).sum()), "sum_sq": float(np.square(h64).sum()),
-                                     "first": h64.ravel()[:8].tolist()})
+            result["layers"].append(
+                {
+                    "type": type(layer).__name__,
+                    "shape": list(h.shape),
+                    "sum": float(h64.sum()),
+                    "abs_sum": float(np.abs(h64).sum()),
+                    "sum_sq": float(np.square(h64).sum()),
+                    "first": h64.ravel()[:8].tolist(),
+                }
+            )
     model.train(was_training)
     return result
 
@@ -128,8 +145,11 @@ def _decode(path, raw: dict) -> dict:
         reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
         raise HandgradError(str(path), f"checkpoint metadata is not valid JSON: {reason}") from None
     if meta.get("format") != FORMAT or "architecture" not in meta:
-        raise HandgradError(str(path), f"not a handgrad checkpoint (metadata 'format' is {_brief(meta.get('format'))}, "
-                                       f"expected {FORMAT!r} with an 'architecture')")
+        raise HandgradError(
+            str(path),
+            f"not a handgrad checkpoint (metadata 'format' is {_brief(meta.get('format'))}, "
+            f"expected {FORMAT!r} with an 'architecture')",
+        )
     return meta
 
 
@@ -156,20 +176,23 @@ def check_checkpoint(path, meta: dict, tensors: dict) -> None:
         _fail_on_missing_plugin(path, meta["architecture"], plugins)
         fail(str(e))
     if "dtype" in meta and meta["dtype"] not in ("float32", "float64"):
-        fail(f"'dtype' must be \"float32\" or \"float64\", got {_brief(meta['dtype'])}")
+        fail(f'\'dtype\' must be "float32" or "float64", got {_brief(meta["dtype"])}')
     classes = meta.get("classes")
     if classes is not None:
-        if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_SIZE or \
-                not all(isinstance(c, str) for c in classes):
+        if (
+            not isinstance(classes, list)
+            or not 1 <= len(classes) <= MAX_SIZE
+            or not all(isinstance(c, str) for c in classes)
+        ):
             fail(f"'classes' must be a list of 1 to {MAX_SIZE} strings, got {_brief(classes)}")
         outputs = output[-1] if output[-1] is not Ellipsis else None
         if outputs is not None and outputs != len(classes):
             fail(f"'classes' names {len(classes)} classes, but the model has {outputs} outputs")
     norm = meta.get("normalization")
-    if norm is not None and not (isinstance(norm, dict) and _finite(norm.get("mean")) and _finite(norm.get("std"))
-                                 and norm["std"] > 0):
-        fail("'normalization' must be null or {\"mean\": a finite number, \"std\": a number > 0}, "
-             f"got {_brief(norm)}")
+    if norm is not None and not (
+        isinstance(norm, dict) and _finite(norm.get("mean")) and _finite(norm.get("std")) and norm["std"] > 0
+    ):
+        fail(f'\'normalization\' must be null or {{"mean": a finite number, "std": a number > 0}}, got {_brief(norm)}')
     if meta.get("loss") is not None and meta["loss"] not in LOSSES:
         fail(f"'loss' must be one of {', '.join(LOSSES)}, got {_brief(meta['loss'])}")
     for key in ("dataset", "model"):
@@ -177,14 +200,19 @@ def check_checkpoint(path, meta: dict, tensors: dict) -> None:
             fail(f"{key!r} must be a string, got {_brief(meta[key])}")
     # a plug-in layer's tensors ("i.*") are whatever the file holds under its prefix
     opaque = tuple(k[:-1] for k, (shape, _) in expected.items() if shape is None)
-    expected = dict(expected, **{k: (tuple(tensors[k][0]), True) for k in tensors if k.startswith(opaque)}) \
-        if opaque else expected
+    expected = (
+        dict(expected, **{k: (tuple(tensors[k][0]), True) for k in tensors if k.startswith(opaque)})
+        if opaque
+        else expected
+    )
     expected = {k: v for k, v in expected.items() if v[0] is not None}
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
-    problems = ([f"missing tensors: {', '.join(missing)}"] if missing else []) + \
-               ([f"unexpected tensors: {', '.join(unexpected[:8])}" + (", ..." if len(unexpected) > 8 else "")]
-                if unexpected else [])
+    problems = ([f"missing tensors: {', '.join(missing)}"] if missing else []) + (
+        [f"unexpected tensors: {', '.join(unexpected[:8])}" + (", ..." if len(unexpected) > 8 else "")]
+        if unexpected
+        else []
+    )
     for key, (shape, floating) in expected.items():
         if key not in tensors:
             continue
@@ -204,13 +232,26 @@ def _check_plugins(path, plugins) -> dict:
 
     if plugins is None:
         return {}
-    entries_ok = isinstance(plugins, list) and len(plugins) <= MAX_LAYERS and all(
-        isinstance(p, dict) and set(p) == {"plugin", "classes"} and isinstance(p["plugin"], str)
-        and 0 < len(p["plugin"]) <= 4096 and isinstance(p["classes"], list) and len(p["classes"]) <= MAX_LAYERS
-        and all(isinstance(c, str) and 0 < len(c) <= 256 for c in p["classes"]) for p in plugins)
+    entries_ok = (
+        isinstance(plugins, list)
+        and len(plugins) <= MAX_LAYERS
+        and all(
+            isinstance(p, dict)
+            and set(p) == {"plugin", "classes"}
+            and isinstance(p["plugin"], str)
+            and 0 < len(p["plugin"]) <= 4096
+            and isinstance(p["classes"], list)
+            and len(p["classes"]) <= MAX_LAYERS
+            and all(isinstance(c, str) and 0 < len(c) <= 256 for c in p["classes"])
+            for p in plugins
+        )
+    )
     if not entries_ok:
-        raise HandgradError(str(path), f"'plugins' must be a list of {{\"plugin\": a path or module name, "
-                                       f"\"classes\": [class names]}}, got {_brief(plugins)}")
+        raise HandgradError(
+            str(path),
+            f"'plugins' must be a list of {{\"plugin\": a path or module name, "
+            f'"classes": [class names]}}, got {_brief(plugins)}',
+        )
     return {c: p["plugin"] for p in plugins for c in p["classes"]}
 
 
@@ -229,8 +270,11 @@ def _fail_on_missing_plugin(path, layers, plugins) -> None:
         try:
             _layer_class(kind)
         except ValueError:
-            raise PluginError(str(path), f"layer {i} is a {kind}, a class from the plug-in {plugins[kind]}, "
-                                         f"which is not loaded: {how_to_load(plugins[kind])}") from None
+            raise PluginError(
+                str(path),
+                f"layer {i} is a {kind}, a class from the plug-in {plugins[kind]}, "
+                f"which is not loaded: {how_to_load(plugins[kind])}",
+            ) from None
 
 
 def _finite(value) -> bool:
@@ -249,8 +293,9 @@ def nonfinite_tensors(tensors: dict) -> list:
         value = np.asarray(value)
         if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
             nan = int(np.isnan(value).sum())
-            found.append(f"{name} ({nan} NaN, {int(value.size - nan - np.isfinite(value).sum())} inf "
-                         f"of {value.size} values)")
+            found.append(
+                f"{name} ({nan} NaN, {int(value.size - nan - np.isfinite(value).sum())} inf of {value.size} values)"
+            )
     return found
 
 
@@ -273,8 +318,11 @@ def load(path, dtype=None, allow_nonfinite: bool = False) -> nn.Sequential:
     tensors, _ = load_tensors(path)
     nonfinite = nonfinite_tensors(tensors)
     if nonfinite and not allow_nonfinite:
-        raise HandgradError(str(path), f"non-finite weights in {'; '.join(nonfinite)}: the checkpoint is broken "
-                                       f"(a run's earlier checkpoint may be good)")
+        raise HandgradError(
+            str(path),
+            f"non-finite weights in {'; '.join(nonfinite)}: the checkpoint is broken "
+            f"(a run's earlier checkpoint may be good)",
+        )
     model = from_architecture(meta["architecture"])
     model.to(dtype or meta.get("dtype", "float32"))  # in place
     try:

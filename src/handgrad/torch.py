@@ -34,6 +34,7 @@ Example::
     >>> loss = ht.CrossEntropyLoss()(model(torch.randn(32, 784)), torch.randint(0, 10, (32,)))
     >>> loss.backward()          # runs functional.linear_backward and cross_entropy_backward
 """
+
 from __future__ import annotations
 
 import copy
@@ -67,14 +68,20 @@ def _array(where, name, tensor, floating=True) -> np.ndarray:
     if not isinstance(tensor, torch.Tensor):
         raise HandgradError(where, f"expected {name} to be a torch.Tensor, got {type(tensor).__name__}")
     if tensor.device.type != "cpu":
-        raise DeviceError(where, f"{name} is on {tensor.device}, but handgrad runs on the CPU: move the tensor "
-                                 f"with .cpu() (and the model with model.cpu()), or keep this layer as torch.nn")
+        raise DeviceError(
+            where,
+            f"{name} is on {tensor.device}, but handgrad runs on the CPU: move the tensor "
+            f"with .cpu() (and the model with model.cpu()), or keep this layer as torch.nn",
+        )
     if tensor.layout != torch.strided:
-        raise DeviceError(where, f"expected {name} to be a dense (strided) tensor, got layout {tensor.layout}; "
-                                 f"use .to_dense()")
+        raise DeviceError(
+            where, f"expected {name} to be a dense (strided) tensor, got layout {tensor.layout}; use .to_dense()"
+        )
     if floating and tensor.dtype not in FLOAT_DTYPES:
-        raise DTypeError(where, f"expected {name} of dtype float32 or float64, got {tensor.dtype}; "
-                                f"convert it with .float() or .double()")
+        raise DTypeError(
+            where,
+            f"expected {name} of dtype float32 or float64, got {tensor.dtype}; convert it with .float() or .double()",
+        )
     return tensor.detach().numpy()
 
 
@@ -83,8 +90,11 @@ def _same_dtype(where, reference: str, arrays: dict) -> None:
     dtype = arrays[reference].dtype
     for name, a in arrays.items():
         if a is not None and a.dtype != dtype:
-            raise DTypeError(where, f"expected {name} of dtype {dtype.name} (the {reference}'s), got {a.dtype.name}; "
-                                    f"convert the model or the input with .to() so they agree")
+            raise DTypeError(
+                where,
+                f"expected {name} of dtype {dtype.name} (the {reference}'s), got {a.dtype.name}; "
+                f"convert the model or the input with .to() so they agree",
+            )
 
 
 def _tensor(a, avoid=()) -> torch.Tensor:
@@ -108,6 +118,7 @@ def _grads(*grads):
 # -- the cache through save_for_backward ---------------------------------------------------------------
 class _Slot:
     """Where the i-th saved tensor goes back into the cache."""
+
     __slots__ = ("index",)
 
     def __init__(self, index):
@@ -166,7 +177,8 @@ def _refuse(name, what="double backward"):
         f"once but cannot differentiate or transform (second gradients after create_graph=True, Hessians, "
         f"hvp/vhp/jvp of torch.autograd.functional, gradient penalties, forward-mode AD, torch.func). Use "
         f"the torch.nn layer for this part of the model: handgrad.torch.convert leaves any layer you do "
-        f"not convert alone.")
+        f"not convert alone.",
+    )
 
 
 class _Refusal(torch.autograd.Function):
@@ -236,6 +248,7 @@ def _differentiable_once(name, backward):
         present = [g for g in grads if g is not None]
         refused = iter(_Refusal.apply(name, tuple(present), *links)) if present else iter(())
         return tuple(None if g is None else next(refused) for g in grads)
+
     return wrapper
 
 
@@ -244,10 +257,14 @@ def _signature(spec) -> inspect.Signature:
     """The op's arguments as torch.nn.functional takes them: the tensors (None by default for an
     optional one), then the options with their defaults."""
     P = inspect.Parameter
-    params = [P(name, P.POSITIONAL_OR_KEYWORD, **({"default": None} if name in spec.optional else {}))
-              for name in spec.tensors]
-    params += [P(name, P.POSITIONAL_OR_KEYWORD, **({} if default is F.REQUIRED else {"default": default}))
-               for name, default in spec.options]
+    params = [
+        P(name, P.POSITIONAL_OR_KEYWORD, **({"default": None} if name in spec.optional else {}))
+        for name in spec.tensors
+    ]
+    params += [
+        P(name, P.POSITIONAL_OR_KEYWORD, **({} if default is F.REQUIRED else {"default": default}))
+        for name, default in spec.options
+    ]
     return inspect.Signature(params)
 
 
@@ -270,8 +287,10 @@ def _function(spec) -> type:
         bound.apply_defaults()
         values = list(bound.arguments.values())
         tensors, options = values[:count], dict(zip(spec.option_names, values[count:]))
-        arrays = {t: None if v is None and t in spec.optional else _array(name, t, v, floating=t not in spec.integer)
-                  for t, v in zip(spec.tensors, tensors)}
+        arrays = {
+            t: None if v is None and t in spec.optional else _array(name, t, v, floating=t not in spec.integer)
+            for t, v in zip(spec.tensors, tensors)
+        }
         _same_dtype(name, spec.tensors[0], {t: a for t, a in arrays.items() if t not in spec.integer})
         if bridge.check is not None:
             options = bridge.check(name, arrays, options)
@@ -284,11 +303,19 @@ def _function(spec) -> type:
         result = kernels.op(f"{spec.name}_backward")(_upstream(grad_output), _load_cache(ctx), *flags)
         return _grads(*spec.tensor_gradients(result, needs)) + (None,) * len(spec.options)
 
-    doc = (f"``{name}.apply{signature}``: the op ``{spec.name}`` on handgrad's math.\n\n"
-           f"Forward (``functional.{spec.name}_forward``):\n\n{inspect.cleandoc(spec.forward.__doc__ or '')}\n\n"
-           f"Backward (``functional.{spec.name}_backward``):\n\n{inspect.cleandoc(spec.backward.__doc__ or '')}")
-    namespace = {"forward": staticmethod(forward), "backward": staticmethod(backward), "spec": spec,
-                 "__doc__": doc, "__module__": __name__, "__qualname__": name}
+    doc = (
+        f"``{name}.apply{signature}``: the op ``{spec.name}`` on handgrad's math.\n\n"
+        f"Forward (``functional.{spec.name}_forward``):\n\n{inspect.cleandoc(spec.forward.__doc__ or '')}\n\n"
+        f"Backward (``functional.{spec.name}_backward``):\n\n{inspect.cleandoc(spec.backward.__doc__ or '')}"
+    )
+    namespace = {
+        "forward": staticmethod(forward),
+        "backward": staticmethod(backward),
+        "spec": spec,
+        "__doc__": doc,
+        "__module__": __name__,
+        "__qualname__": name,
+    }
     return types.new_class(name, (HandWrittenFunction,), exec_body=lambda ns: ns.update(namespace))
 
 
@@ -303,8 +330,12 @@ def _functional(spec, function) -> Callable:
         first = values[spec.tensors[0]]
         for t in spec.bridge.casts:  # through autograd, so the gradient flows back to the original dtype
             v = values[t]
-            if isinstance(v, torch.Tensor) and isinstance(first, torch.Tensor) and v.dtype != first.dtype \
-                    and v.dtype.is_floating_point:
+            if (
+                isinstance(v, torch.Tensor)
+                and isinstance(first, torch.Tensor)
+                and v.dtype != first.dtype
+                and v.dtype.is_floating_point
+            ):
                 values[t] = v.to(first.dtype)
         return function.apply(*values.values())
 
@@ -346,15 +377,26 @@ def _twin(spec, functional) -> type:
         self._check_supported()
 
     def forward(self, *inputs):
-        own = [getattr(self, name) for name in spec.tensors[len(inputs):]]
+        own = [getattr(self, name) for name in spec.tensors[len(inputs) :]]
         return functional(*inputs, *own, *(getattr(self, name) for name in spec.option_names))
 
     unsupported = bridge.unsupported or _Twin.unsupported
-    doc = (f"``torch.nn.{bridge.module}`` whose forward and backward are handgrad's ``{spec.name}`` pair: "
-           f"{_first_paragraph(spec.forward)}")
-    return type(bridge.module, (_Twin, original), {
-        "__init__": __init__, "forward": forward, "unsupported": staticmethod(unsupported), "__doc__": doc,
-        "__module__": __name__, "__qualname__": bridge.module})
+    doc = (
+        f"``torch.nn.{bridge.module}`` whose forward and backward are handgrad's ``{spec.name}`` pair: "
+        f"{_first_paragraph(spec.forward)}"
+    )
+    return type(
+        bridge.module,
+        (_Twin, original),
+        {
+            "__init__": __init__,
+            "forward": forward,
+            "unsupported": staticmethod(unsupported),
+            "__doc__": doc,
+            "__module__": __name__,
+            "__qualname__": bridge.module,
+        },
+    )
 
 
 #: torch.nn class -> its twin
@@ -384,8 +426,10 @@ class ElementwiseFunction(HandWrittenFunction):
         x = _array("ElementwiseFunction", "input", input)
         out, cache = F.elementwise_forward(x, function)
         if out.shape != x.shape:
-            raise ShapeError("ElementwiseFunction", f"the activation function must be element-wise: input "
-                                                    f"{fmt_shape(x.shape)} gave {fmt_shape(out.shape)}")
+            raise ShapeError(
+                "ElementwiseFunction",
+                f"the activation function must be element-wise: input {fmt_shape(x.shape)} gave {fmt_shape(out.shape)}",
+            )
         ctx.derivative = derivative
         return _finish(ctx, out, cache, [(x, input)])
 
@@ -423,8 +467,11 @@ class Activation(torch.nn.Module):
             hnn.check_derivative(self.name, self.function, self.derivative)
             self.activation = None
         else:
-            raise HandgradError("handgrad.torch.Activation", f"expected a handgrad nn.ElementwiseActivation subclass "
-                                                             f"or a (function, derivative) pair, got {activation!r}")
+            raise HandgradError(
+                "handgrad.torch.Activation",
+                f"expected a handgrad nn.ElementwiseActivation subclass "
+                f"or a (function, derivative) pair, got {activation!r}",
+            )
 
     def forward(self, input):
         return ElementwiseFunction.apply(input, self.function, self.derivative)
@@ -481,14 +528,17 @@ def to_handgrad(module: torch.nn.Sequential):
     from .models import CONSTRUCTOR_ARGS, from_architecture
 
     if not isinstance(module, torch.nn.Sequential):
-        raise HandgradError("handgrad.torch.to_handgrad",
-                            f"expected a torch.nn.Sequential, got {type(module).__name__}")
+        raise HandgradError(
+            "handgrad.torch.to_handgrad", f"expected a torch.nn.Sequential, got {type(module).__name__}"
+        )
     specs = []
     for layer in module:
         if isinstance(layer, Activation):
             if layer.activation is None:
-                raise UnsupportedError("handgrad.torch.to_handgrad", f"{layer!r} wraps a (function, derivative) pair; "
-                                                                     f"give it a handgrad ElementwiseActivation class")
+                raise UnsupportedError(
+                    "handgrad.torch.to_handgrad",
+                    f"{layer!r} wraps a (function, derivative) pair; give it a handgrad ElementwiseActivation class",
+                )
             specs.append({"type": layer.activation.__name__})
             continue
         kind = type(layer).__name__
@@ -506,17 +556,31 @@ def to_handgrad(module: torch.nn.Sequential):
 def save(module: torch.nn.Sequential, path, /, **metadata) -> None:
     """Save a torch Sequential as a handgrad checkpoint (``handgrad.save`` of ``to_handgrad(module)``)."""
     from .serialization import save as save_handgrad
+
     save_handgrad(to_handgrad(module), path, **metadata)
 
 
 def load(path) -> torch.nn.Sequential:
     """A handgrad checkpoint as a torch Sequential of twins; ``.metadata`` holds the header."""
     from .serialization import load as load_handgrad
+
     model = load_handgrad(path)
     module = from_handgrad(model)
     module.metadata = model.metadata
     return module
 
 
-__all__ = ["HandWrittenFunction", "ElementwiseFunction", "Activation", "TWINS", "convert", "from_handgrad",
-           "to_handgrad", "save", "load", "DeviceError", "DoubleBackwardError", "UnsupportedError"] + _BRIDGED
+__all__ = [
+    "HandWrittenFunction",
+    "ElementwiseFunction",
+    "Activation",
+    "TWINS",
+    "convert",
+    "from_handgrad",
+    "to_handgrad",
+    "save",
+    "load",
+    "DeviceError",
+    "DoubleBackwardError",
+    "UnsupportedError",
+] + _BRIDGED

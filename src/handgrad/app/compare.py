@@ -8,6 +8,7 @@ again), then writes
 and ``out/compare.md`` (parameters, seconds per epoch, and the best epoch, chosen as ``train`` chooses
 ``best.safetensors``, by the lowest validation loss, with its test accuracy).
 """
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,10 @@ def check_specs(models, dataset, data_dir=None) -> None:
         try:
             parse_layer_spec(spec, ds.train_images.shape[1:], ds.num_classes)
         except ValueError as e:
-            raise ValueError(f"model {spec!r} is not a named model (known: {', '.join(MODELS)}), and as a layer "
-                             f"spec for {ds.name}: {e}") from None
+            raise ValueError(
+                f"model {spec!r} is not a named model (known: {', '.join(MODELS)}), and as a layer "
+                f"spec for {ds.name}: {e}"
+            ) from None
 
 
 def run_config(config, log=lambda *_: None) -> tuple[list, dict, str]:
@@ -115,7 +118,7 @@ def run_config(config, log=lambda *_: None) -> tuple[list, dict, str]:
     manifest = json.loads((out / "manifest.json").read_text())
     history = read_history(out)
     assert history is not None  # the run just written or read back has its history
-    return history["epochs"][:config.epochs], manifest, status
+    return history["epochs"][: config.epochs], manifest, status
 
 
 @dataclass
@@ -123,6 +126,7 @@ class CompareRow:
     """One model's line of the comparison table. ``best_epoch`` is the epoch of lowest validation
     loss (the one best.safetensors holds; the test set never chooses it), ``best_test_acc`` its test
     accuracy."""
+
     model: str
     parameters: int
     seconds_per_epoch: float
@@ -135,17 +139,29 @@ class CompareRow:
     @classmethod
     def from_history(cls, model, parameters, rows) -> CompareRow:
         best = min(rows, key=lambda r: r["val_loss"])
-        return cls(model, int(parameters), sum(r["seconds"] for r in rows) / len(rows), best["test_acc"],
-                   best["epoch"], rows[-1]["test_acc"], rows[-1]["test_loss"], len(rows))
+        return cls(
+            model,
+            int(parameters),
+            sum(r["seconds"] for r in rows) / len(rows),
+            best["test_acc"],
+            best["epoch"],
+            rows[-1]["test_acc"],
+            rows[-1]["test_loss"],
+            len(rows),
+        )
 
 
 def format_table(rows: list) -> str:
     """The comparison as a Markdown table (it reads as plain text too)."""
-    lines = ["| model | parameters | seconds / epoch | test acc at best val | best epoch | final test acc |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | parameters | seconds / epoch | test acc at best val | best epoch | final test acc |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r.model} | {r.parameters:,} | {r.seconds_per_epoch:.2f} | {100 * r.best_test_acc:.2f}% "
-                     f"| {r.best_epoch}/{r.epochs} | {100 * r.final_test_acc:.2f}% |")
+        lines.append(
+            f"| {r.model} | {r.parameters:,} | {r.seconds_per_epoch:.2f} | {100 * r.best_test_acc:.2f}% "
+            f"| {r.best_epoch}/{r.epochs} | {100 * r.final_test_acc:.2f}% |"
+        )
     return "\n".join(lines)
 
 
@@ -171,15 +187,25 @@ def compare(models=DEFAULT_MODELS, out="runs/compare", log=print, **config_field
             log(f"{name}: already finished with these settings, read back")
         histories[name] = history
         rows.append(CompareRow.from_history(name, manifest["model"]["parameters"], history))
-        log(f"{name}: best epoch (lowest validation loss) {rows[-1].best_epoch}, test acc "
+        log(
+            f"{name}: best epoch (lowest validation loss) {rows[-1].best_epoch}, test acc "
             f"{100 * rows[-1].best_test_acc:.2f}%, "
-            f"{rows[-1].seconds_per_epoch:.2f} s/epoch")
+            f"{rows[-1].seconds_per_epoch:.2f} s/epoch"
+        )
     c = base.resolved()
     size = f", {c.train_size} training images" if c.train_size else ""
     plot_compare(histories, out / "compare.png", title=f"{c.dataset}{size}, seed {c.seed}")
     table = format_table(rows)
     atomic_write_text(out / "compare.md", table + "\n")
-    atomic_write_text(out / "compare.json", json.dumps({"config": {k: v for k, v in config_fields.items()},
-                                                        "models": [asdict(r) for r in rows],
-                                                        "histories": histories}, indent=1))
+    atomic_write_text(
+        out / "compare.json",
+        json.dumps(
+            {
+                "config": {k: v for k, v in config_fields.items()},
+                "models": [asdict(r) for r in rows],
+                "histories": histories,
+            },
+            indent=1,
+        ),
+    )
     return rows

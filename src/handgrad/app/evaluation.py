@@ -1,6 +1,7 @@
 """What the tools read off a trained checkpoint: its test set, normalised as in training.
 ``handgrad eval``, ``predict``, ``explain`` and ``report`` share it, so a checkpoint is judged the
 same way everywhere (the metrics themselves are ``handgrad.metrics``)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -33,7 +34,8 @@ def checkpoint_test_set(model, dataset: str | None = None, data_dir=None) -> tup
     ds = load_dataset(dataset or meta.get("dataset", "digits"), data_dir=data_dir)
     shape = tuple(ds.test_images.shape[1:])
     if shape != tuple(meta.get("input_shape", shape)):
-        raise HandgradError(f"dataset {ds.name}", f"images of shape {shape} do not fit the checkpoint's input "
-                                                  f"shape {tuple(meta['input_shape'])}")
+        raise HandgradError(
+            f"dataset {ds.name}",
+            f"images of shape {shape} do not fit the checkpoint's input shape {tuple(meta['input_shape'])}",
+        )
     return ds, stored_normalizer(meta)(ds.test_images)
-

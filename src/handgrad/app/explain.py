@@ -15,6 +15,7 @@ each gradient the layer computes by hand). Beside each hand-computed gradient it
 each with its relative error max|hand - reference| / max|reference|. ``print(explain(...))`` shows
 the walk; ``handgrad explain`` runs it from the command line on a named model.
 """
+
 from __future__ import annotations
 
 import copy
@@ -67,8 +68,13 @@ def _ops(layer):
 
 def stats(a) -> dict:
     a = np.asarray(a, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max()),
-            "zeros": float((a == 0).mean())}
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "zeros": float((a == 0).mean()),
+    }
 
 
 def _fmt_stats(s: dict) -> str:
@@ -79,14 +85,15 @@ def _fmt_stats(s: dict) -> str:
 @dataclass
 class GradientCheck:
     """One hand-computed gradient and its two references (``handgrad.gradcheck`` compares)."""
-    name: str                       # grad_input, weight, bias
+
+    name: str  # grad_input, weight, bias
     shape: tuple
     stats: dict
-    checked: int                    # elements compared with finite differences
-    kinks: int                      # elements set aside: not differentiable there
+    checked: int  # elements compared with finite differences
+    kinks: int  # elements set aside: not differentiable there
     finite_differences: Comparison  # hand (got) against finite differences (expected), checked elements
-    autograd: Comparison | None     # hand against autograd, whole tensor; None: torch not used or no reference
-    example: tuple                  # (index, hand, finite difference, autograd or None)
+    autograd: Comparison | None  # hand against autograd, whole tensor; None: torch not used or no reference
+    example: tuple  # (index, hand, finite difference, autograd or None)
 
     @property
     def fd_rel_error(self) -> float:
@@ -107,23 +114,27 @@ class GradientCheck:
     @property
     def passed(self) -> bool:
         return matches_finite_differences(self.finite_differences) and (
-            self.autograd is None or matches_autograd(self.autograd))
+            self.autograd is None or matches_autograd(self.autograd)
+        )
 
     def describe(self) -> str:
         kinks = f", {self.kinks} at kinks set aside" if self.kinks else ""
         autograd = "n/a" if self.torch_rel_error is None else f"{self.torch_rel_error:.1e}"
         index, hand, fd, auto = self.example
         auto_text = "" if auto is None else f"  autograd {auto:+.8e}"
-        return (f"{self.name:<11} {str(self.shape):<16} {_fmt_stats(self.stats)}\n"
-                f"{'':<11} rel. error vs finite differences {self.fd_rel_error:.1e} ({self.checked} elements{kinks}), "
-                f"vs autograd {autograd}   {'ok' if self.passed else 'FAIL'}\n"
-                f"{'':<11} e.g. at {index}: hand {hand:+.8e}  finite diff {fd:+.8e}{auto_text}")
+        return (
+            f"{self.name:<11} {str(self.shape):<16} {_fmt_stats(self.stats)}\n"
+            f"{'':<11} rel. error vs finite differences {self.fd_rel_error:.1e} ({self.checked} elements{kinks}), "
+            f"vs autograd {autograd}   {'ok' if self.passed else 'FAIL'}\n"
+            f"{'':<11} e.g. at {index}: hand {hand:+.8e}  finite diff {fd:+.8e}{auto_text}"
+        )
 
 
 @dataclass
 class LayerStep:
     """One layer (or the loss) in the walk."""
-    name: str                      # "[3] ReLU()" or "[loss] CrossEntropyLoss()"
+
+    name: str  # "[3] ReLU()" or "[loss] CrossEntropyLoss()"
     input_shape: tuple
     output_shape: tuple
     forward_formula: str
@@ -140,6 +151,7 @@ class LayerStep:
 @dataclass
 class Explanation:
     """The walk: ``steps`` in forward order (the loss last); ``passed`` when every gradient agrees."""
+
     description: str
     loss: float
     steps: list
@@ -159,14 +171,20 @@ class Explanation:
             return "\n".join(pad + line for line in text.splitlines())
 
         per = "every element" if self.samples <= 0 else f"up to {self.samples} elements per tensor"
-        lines = [self.description,
-                 f"finite differences: central, eps {self.eps:g}, float64, {per}; autograd: "
-                 + (f"torch {self.torch_version}" if self.torch_version else "torch not installed"), "",
-                 "FORWARD"]
+        lines = [
+            self.description,
+            f"finite differences: central, eps {self.eps:g}, float64, {per}; autograd: "
+            + (f"torch {self.torch_version}" if self.torch_version else "torch not installed"),
+            "",
+            "FORWARD",
+        ]
         for s in self.steps:
-            lines += [f"  {s.name}", f"      {s.input_shape} -> {s.output_shape}", indent(s.forward_formula),
-                      f"      output: {_fmt_stats(s.output_stats)}" if s.output_shape else
-                      f"      loss = {self.loss:.6f}"]
+            lines += [
+                f"  {s.name}",
+                f"      {s.input_shape} -> {s.output_shape}",
+                indent(s.forward_formula),
+                f"      output: {_fmt_stats(s.output_stats)}" if s.output_shape else f"      loss = {self.loss:.6f}",
+            ]
         lines += ["", "BACKWARD"]
         for s in reversed(self.steps):
             lines += [f"  {s.name}", indent(s.backward_formula)]
@@ -178,12 +196,18 @@ class Explanation:
         checks = [g for s in self.steps for g in s.grads]
         worst = max(checks, key=lambda g: g.fd_rel_error) if checks else None
         if self.passed:
-            lines += ["", f"PASSED: all {len(checks)} gradients agree with finite differences"
-                          + (" and autograd" if self.torch_version else "")
-                          + (f" (worst {worst.fd_rel_error:.1e})" if worst else "")]
+            lines += [
+                "",
+                f"PASSED: all {len(checks)} gradients agree with finite differences"
+                + (" and autograd" if self.torch_version else "")
+                + (f" (worst {worst.fd_rel_error:.1e})" if worst else ""),
+            ]
         else:
-            lines += ["", f"FAILED: {len(self.failures())} of {len(checks)} gradients disagree: "
-                      + ", ".join(f"{layer} {name}" for layer, name in self.failures())]
+            lines += [
+                "",
+                f"FAILED: {len(self.failures())} of {len(checks)} gradients disagree: "
+                + ", ".join(f"{layer} {name}" for layer, name in self.failures()),
+            ]
         return "\n".join(lines)
 
 
@@ -192,7 +216,7 @@ def _pick(hand, samples, rng):
     size = hand.size
     if samples <= 0 or samples >= size:
         return np.arange(size)
-    top = np.argsort(-np.abs(hand).ravel(), kind="stable")[:samples // 2]
+    top = np.argsort(-np.abs(hand).ravel(), kind="stable")[: samples // 2]
     rest = np.setdiff1d(np.arange(size), top)
     return np.concatenate([top, rng.choice(rest, samples - len(top), replace=False)])
 
@@ -229,8 +253,9 @@ def _torch_grads(layer, x, params, upstream, target=None):
     if reference is None:
         return None
     names = list(params)
-    grads = autograd_grads(lambda x, *values: reference(x, dict(zip(names, values))),
-                           [x] + [params[n] for n in names], upstream)
+    grads = autograd_grads(
+        lambda x, *values: reference(x, dict(zip(names, values))), [x] + [params[n] for n in names], upstream
+    )
     return dict(zip(["grad_input"] + names, grads))
 
 
@@ -247,8 +272,11 @@ def _check(layer, x, upstream, hand: dict, params: dict, seed, samples, eps, rng
             out = layer(x, target) if target is not None else layer(x)
         return float(np.sum(np.asarray(out, np.float64) * upstream))
 
-    auto = _torch_grads(layer, x, {n: params[n].data for n in hand if n != "grad_input"}, upstream, target) \
-        if with_torch else None
+    auto = (
+        _torch_grads(layer, x, {n: params[n].data for n in hand if n != "grad_input"}, upstream, target)
+        if with_torch
+        else None
+    )
     checks = []
     for name, grad in hand.items():
         array = x if name == "grad_input" else params[name].data
@@ -260,15 +288,39 @@ def _check(layer, x, upstream, hand: dict, params: dict, seed, samples, eps, rng
         auto_grad = None if auto is None else auto[name]
         k = int(np.flatnonzero(keep)[fd.index[0]]) if keep.any() else 0  # the worst element checked
         flat_index = int(indices[k])
-        example = (tuple(int(i) for i in np.unravel_index(flat_index, grad.shape)), float(hand_values[k]),
-                   float(numeric[k]), None if auto_grad is None else float(auto_grad.reshape(-1)[flat_index]))
-        checks.append(GradientCheck(name, tuple(grad.shape), stats(grad), int(keep.sum()), int(kink.sum()), fd,
-                                    None if auto_grad is None else compare(grad, auto_grad), example))
+        example = (
+            tuple(int(i) for i in np.unravel_index(flat_index, grad.shape)),
+            float(hand_values[k]),
+            float(numeric[k]),
+            None if auto_grad is None else float(auto_grad.reshape(-1)[flat_index]),
+        )
+        checks.append(
+            GradientCheck(
+                name,
+                tuple(grad.shape),
+                stats(grad),
+                int(keep.sum()),
+                int(kink.sum()),
+                fd,
+                None if auto_grad is None else compare(grad, auto_grad),
+                example,
+            )
+        )
     return checks
 
 
-def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, eps: float = EPS, seed: int = 0,
-            use_torch: bool | None = None, description: str | None = None, reduction: str | None = None) -> Explanation:
+def explain(
+    model,
+    x,
+    target,
+    loss: str = "cross_entropy",
+    samples: int = 16,
+    eps: float = EPS,
+    seed: int = 0,
+    use_torch: bool | None = None,
+    description: str | None = None,
+    reduction: str | None = None,
+) -> Explanation:
     """One forward and backward pass of ``model`` (an nn.Sequential; a float64 copy is used, the
     model itself is untouched) on ``x`` with class indices ``target``, every gradient checked.
     ``loss``: "cross_entropy" or "mse" (on one-hot targets), with ``reduction`` as training takes
@@ -290,6 +342,7 @@ def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, ep
     if use_torch is not False:
         try:
             import torch
+
             torch_version = torch.__version__
         except ImportError:
             if use_torch:
@@ -307,20 +360,40 @@ def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, ep
             inputs.append(h)
             _random.manual_seed(seed + i)
             out = layer(h)
-            steps.append(LayerStep(f"[{i}] {repr(layer).splitlines()[0]}", tuple(h.shape), tuple(out.shape),
-                                   forward_formula(layer), backward_formula(layer), stats(out)))
+            steps.append(
+                LayerStep(
+                    f"[{i}] {repr(layer).splitlines()[0]}",
+                    tuple(h.shape),
+                    tuple(out.shape),
+                    forward_formula(layer),
+                    backward_formula(layer),
+                    stats(out),
+                )
+            )
             h = out
         objective = Objective(loss, h.shape[1], objective.reduction)
         loss_target = objective.targets(h, target)
         value = float(objective(h, target))
         loss_fn = objective.fn  # the loss layer; 'batchmean' is its sum times 1/N, the gradient arriving
         scaled = f" / {objective.scale:g} (batchmean)" if objective.reduction == "batchmean" else ""
-        loss_step = LayerStep(f"[loss] {loss_fn!r}{scaled}", tuple(h.shape), (), forward_formula(loss_fn),
-                              backward_formula(loss_fn), {})
+        loss_step = LayerStep(
+            f"[loss] {loss_fn!r}{scaled}", tuple(h.shape), (), forward_formula(loss_fn), backward_formula(loss_fn), {}
+        )
         grad = objective.backward()
         with_torch = torch_version is not None
-        loss_step.grads = _check(loss_fn, h, np.float64(1.0 / objective.scale), {"grad_input": grad}, {}, seed,
-                                 samples, eps, rng, with_torch, target=loss_target)
+        loss_step.grads = _check(
+            loss_fn,
+            h,
+            np.float64(1.0 / objective.scale),
+            {"grad_input": grad},
+            {},
+            seed,
+            samples,
+            eps,
+            rng,
+            with_torch,
+            target=loss_target,
+        )
         # backward, layer by layer; each layer is checked right after its own backward ran
         for i in reversed(range(len(layers))):
             layer, step = layers[i], steps[i]
@@ -337,13 +410,22 @@ def explain(model, x, target, loss: str = "cross_entropy", samples: int = 16, ep
     finally:
         _random.set_state(saved_state)
     if description is None:
-        description = (f"one step of backprop: a minibatch {tuple(x.shape)}, float64, {len(layers)} layers, "
-                       f"{loss} loss ({objective.reduction})")
+        description = (
+            f"one step of backprop: a minibatch {tuple(x.shape)}, float64, {len(layers)} layers, "
+            f"{loss} loss ({objective.reduction})"
+        )
     return Explanation(description, value, steps + [loss_step], eps, samples, torch_version)
 
 
-def explain_named(model: str = "tiny-cnn", dataset: str = "digits", batch_size: int = 4, checkpoint=None,
-                  data_dir=None, seed: int = 0, **options) -> Explanation:
+def explain_named(
+    model: str = "tiny-cnn",
+    dataset: str = "digits",
+    batch_size: int = 4,
+    checkpoint=None,
+    data_dir=None,
+    seed: int = 0,
+    **options,
+) -> Explanation:
     """``explain`` on a named model (fresh, seeded) or a checkpoint, with the first ``batch_size``
     test images of the dataset, normalised with the training statistics."""
     from ..data import Normalizer, load_dataset
@@ -357,8 +439,11 @@ def explain_named(model: str = "tiny-cnn", dataset: str = "digits", batch_size: 
         meta = net.metadata
         own = meta.get("loss") or "cross_entropy"
         if options.get("loss") not in (None, own):
-            raise HandgradError(str(checkpoint), f"--loss {options['loss']}: the model was trained with {own}, "
-                                                 f"and is explained with it (leave --loss out)")
+            raise HandgradError(
+                str(checkpoint),
+                f"--loss {options['loss']}: the model was trained with {own}, "
+                f"and is explained with it (leave --loss out)",
+            )
         options["loss"] = own
         options["reduction"] = options.get("reduction") or meta.get("reduction")
         ds, test_x = checkpoint_test_set(net, dataset, data_dir)
@@ -371,7 +456,9 @@ def explain_named(model: str = "tiny-cnn", dataset: str = "digits", batch_size: 
         name = model
     options["loss"] = options.get("loss") or "cross_entropy"
     y = ds.test_labels[:batch_size]
-    description = (f"explain {name} on {ds.name}: one step of backprop on the first {len(y)} test images "
-                   f"{tuple(x.shape[1:])} (labels {', '.join(ds.classes[k] for k in y)}), float64, {options['loss']} loss "
-                   f"({Objective(options['loss'], 1, options.get('reduction')).reduction})")
+    description = (
+        f"explain {name} on {ds.name}: one step of backprop on the first {len(y)} test images "
+        f"{tuple(x.shape[1:])} (labels {', '.join(ds.classes[k] for k in y)}), float64, {options['loss']} loss "
+        f"({Objective(options['loss'], 1, options.get('reduction')).reduction})"
+    )
     return explain(net, x, y, seed=seed, description=description, **options)

@@ -1,5 +1,6 @@
 """Figures: static ones drawn with matplotlib, interactive ones as plotly.js figures for the HTML pages.
 Both are imported here only, inside the functions that need them, so the core never needs them."""
+
 from __future__ import annotations
 
 import io
@@ -13,8 +14,10 @@ from ..files import atomic_write_bytes
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -55,8 +58,9 @@ def history_figure(history: list, title: str = "", steps: dict | None = None):
     if steps is not None and len(steps["step"]):
         x = step_positions(steps)
         ax_loss.plot(x, steps["loss"], "-", color="0.6", linewidth=0.6, alpha=0.6, label="train (each step)")
-        ax_acc.plot(x, [100 * a for a in steps["acc"]], "-", color="0.6", linewidth=0.6, alpha=0.6,
-                    label="train (each step)")
+        ax_acc.plot(
+            x, [100 * a for a in steps["acc"]], "-", color="0.6", linewidth=0.6, alpha=0.6, label="train (each step)"
+        )
     for split, style in (("train", "-o"), ("val", "-s"), ("test", "--")):
         if history and f"{split}_loss" in history[0]:
             ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=split, markersize=3)
@@ -64,8 +68,9 @@ def history_figure(history: list, title: str = "", steps: dict | None = None):
     if history and "val_loss" in history[0]:
         best = min(history, key=lambda r: r["val_loss"])
         for ax in (ax_loss, ax_acc):
-            ax.axvline(best["epoch"], color="tab:green", linestyle=":", linewidth=1.2,
-                       label=f"best (epoch {best['epoch']})")
+            ax.axvline(
+                best["epoch"], color="tab:green", linestyle=":", linewidth=1.2, label=f"best (epoch {best['epoch']})"
+            )
         ax_loss.plot([best["epoch"]], [best["val_loss"]], "*", color="tab:green", markersize=11)
         ax_acc.plot([best["epoch"]], [100 * best["val_acc"]], "*", color="tab:green", markersize=11)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -102,8 +107,7 @@ def plot_compare(histories: dict, path=None, title: str = ""):
         for split, style in (("train", "--"), ("test", "-o")):
             label = f"{name} ({split})"
             ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], style, color=color, label=label, markersize=3)
-            ax_acc.plot(epochs, [100 * r[f"{split}_acc"] for r in rows], style, color=color, label=label,
-                        markersize=3)
+            ax_acc.plot(epochs, [100 * r[f"{split}_acc"] for r in rows], style, color=color, label=label, markersize=3)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (train dashed, test solid)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (train dashed, test solid)")
     for ax in (ax_loss, ax_acc):
@@ -145,8 +149,15 @@ def plot_confusion_matrix(confusion, classes, path=None, title: str = "confusion
     threshold = confusion.max() / 2 if confusion.size else 0
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if confusion[i, j] > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(confusion[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if confusion[i, j] > threshold else "black",
+            )
     ticks = [str(c) for c in classes]
     ax.set_xticks(range(n), ticks, rotation=45 if max(len(t) for t in ticks) > 3 else 0)
     ax.set_yticks(range(n), ticks)
@@ -189,8 +200,9 @@ def plot_first_layer(weight, input_shape=None, path=None, title: str = "", limit
         c, h, w = input_shape
         tiles = weight.reshape(len(weight), c, h, w).mean(axis=1)
     else:
-        raise ValueError(f"expected a Conv2d weight (O, C, kH, kW) or a Linear weight with input_shape, "
-                         f"got shape {weight.shape}")
+        raise ValueError(
+            f"expected a Conv2d weight (O, C, kH, kW) or a Linear weight with input_shape, got shape {weight.shape}"
+        )
     tiles = tiles[:limit]
     plt = _pyplot()
     columns = min(8, len(tiles))
@@ -229,8 +241,14 @@ def plot_grad_norms(grad_norm_log: list, path=None, title: str = "gradient norm 
 #: Drawn on a log scale whenever every value is positive: their effect is multiplicative.
 LOG_AXES = ("lr", "weight_decay")
 #: Short axis labels, so that neighbouring axes' labels never meet; other keys read with spaces.
-AXIS_NAMES = {"batch_size": "batch size", "weight_decay": "weight decay", "seconds_per_epoch": "s / epoch",
-              "seconds": "s / epoch", "samples_per_s": "samples / s", "train_size": "train size"}
+AXIS_NAMES = {
+    "batch_size": "batch size",
+    "weight_decay": "weight decay",
+    "seconds_per_epoch": "s / epoch",
+    "seconds": "s / epoch",
+    "samples_per_s": "samples / s",
+    "train_size": "train size",
+}
 
 
 def is_accuracy(key: str) -> bool:
@@ -243,6 +261,7 @@ class Axis:
     """One parallel axis. ``values`` are as plotted: log10 of the value on a log axis, percent for an
     accuracy, the level's index for text; a value that is not finite sits just above ``range``'s
     finite part, at the tick "not finite". ``ticks`` are (position, text) pairs in the same units."""
+
     key: str
     label: str
     values: list
@@ -281,7 +300,7 @@ def _axis(key: str, raw: list) -> Axis:
     else:
         ticks = _nice_ticks(lo, hi, integer=all(isinstance(v, int) for v in raw))
     pad = 0.5 if log else (abs(lo) * 0.1 or 1.0)  # around a single value: half a decade, or 10%
-    ends = (10.0 ** lo, 10.0 ** hi) if log else (lo, hi)
+    ends = (10.0**lo, 10.0**hi) if log else (lo, hi)
     (lo, hi), ticks = _span(lo, hi, ticks, pad, *ends)
     if any(not math.isfinite(v) for v in values):
         # beyond the finite range, so that a diverged run stays visible rather than breaking the axis
@@ -299,8 +318,11 @@ def _span(lo: float, hi: float, ticks: list, pad: float, lo_value=None, hi_value
     if hi == lo:
         return (lo - pad, hi + pad), [(lo - pad, "")] + ticks + [(hi + pad, "")]
     near = 0.08 * (hi - lo)
-    ends = [(at, _short(value)) for at, value in ((lo, lo_value), (hi, hi_value))
-            if value is not None and all(abs(t - at) > 1e-9 * (hi - lo) for t, _ in ticks)]
+    ends = [
+        (at, _short(value))
+        for at, value in ((lo, lo_value), (hi, hi_value))
+        if value is not None and all(abs(t - at) > 1e-9 * (hi - lo) for t, _ in ticks)
+    ]
     kept = [(t, text) for t, text in ticks if all(abs(t - at) >= near for at, _ in ends)]
     return (lo, hi), sorted(kept + ends)
 
@@ -328,7 +350,7 @@ def _log_ticks(lo: float, hi: float) -> list:
     """Ticks at 1, 2 and 5 times each power of ten inside [10**lo, 10**hi] (decades alone if many)."""
     if hi <= lo:
         return []
-    candidates = [m * 10.0 ** e for e in range(math.floor(lo) - 1, math.ceil(hi) + 2) for m in (1, 2, 5)]
+    candidates = [m * 10.0**e for e in range(math.floor(lo) - 1, math.ceil(hi) + 2) for m in (1, 2, 5)]
     inside = [c for c in candidates if lo - 1e-9 <= math.log10(c) <= hi + 1e-9]
     if len(inside) > 9:
         inside = [c for c in inside if f"{c:e}".startswith("1")]
@@ -385,8 +407,10 @@ def plotly_js() -> str:
         from plotly.offline import get_plotlyjs
     except ImportError:
         from ..errors import HandgradError
-        raise HandgradError("interactive view", "needs the plotly package, which ships plotly.js: "
-                                                "pip install 'handgrad[cli]'") from None
+
+        raise HandgradError(
+            "interactive view", "needs the plotly package, which ships plotly.js: pip install 'handgrad[cli]'"
+        ) from None
     return get_plotlyjs()
 
 
@@ -395,15 +419,37 @@ def parallel_plotly_figure(rows: list, columns: list, color_by: str) -> dict:
     the same axes as the PNG; drag along an axis to filter, drag its title to reorder."""
     axes = parallel_axes(rows, columns)
     color = parallel_axes(rows, [color_by])[0]
-    dimensions = [{"label": a.label, "values": a.values, "range": list(a.range),
-                   "tickvals": [t for t, _ in a.ticks], "ticktext": [text for _, text in a.ticks]} for a in axes]
-    trace = {"type": "parcoords", "dimensions": dimensions, "labelangle": 0, "labelside": "top",
-             "line": {"color": color.values, "colorscale": "Viridis", "cmin": color.range[0],
-                      "cmax": color.range[1], "showscale": True,
-                      "colorbar": {"title": {"text": color.label, "side": "right"}, "thickness": 14}},
-             "unselected": {"line": {"color": "#d0d0d0", "opacity": 0.35}}}
-    layout = {"height": 420, "margin": {"l": 60, "r": 40, "t": 60, "b": 30}, "font": {"size": 12},
-              "paper_bgcolor": "white"}
+    dimensions = [
+        {
+            "label": a.label,
+            "values": a.values,
+            "range": list(a.range),
+            "tickvals": [t for t, _ in a.ticks],
+            "ticktext": [text for _, text in a.ticks],
+        }
+        for a in axes
+    ]
+    trace = {
+        "type": "parcoords",
+        "dimensions": dimensions,
+        "labelangle": 0,
+        "labelside": "top",
+        "line": {
+            "color": color.values,
+            "colorscale": "Viridis",
+            "cmin": color.range[0],
+            "cmax": color.range[1],
+            "showscale": True,
+            "colorbar": {"title": {"text": color.label, "side": "right"}, "thickness": 14},
+        },
+        "unselected": {"line": {"color": "#d0d0d0", "opacity": 0.35}},
+    }
+    layout = {
+        "height": 420,
+        "margin": {"l": 60, "r": 40, "t": 60, "b": 30},
+        "font": {"size": 12},
+        "paper_bgcolor": "white",
+    }
     # no "share" button: it would upload the data; the PNG download stays, drawn in the browser
     config = {"displaylogo": False, "responsive": True, "showSendToCloud": False}
     return {"data": [trace], "layout": layout, "config": config}
@@ -446,8 +492,10 @@ window.handgradParallel = function (viewId, figure, tableId, noun) {
 """
 
 #: A page's hint under each view.
-PARALLEL_HINT = ("Drag along an axis to keep only the lines inside that range (several ranges per axis "
-                 "are allowed; click the axis outside them to clear); drag an axis's title to move it.")
+PARALLEL_HINT = (
+    "Drag along an axis to keep only the lines inside that range (several ranges per axis "
+    "are allowed; click the axis outside them to clear); drag an axis's title to move it."
+)
 
 
 def interactive_scripts() -> str:
@@ -462,7 +510,9 @@ def parallel_view_html(view_id: str, rows: list, columns: list, color_by: str, t
     figure = json.dumps(parallel_plotly_figure(rows, columns, color_by), allow_nan=False).replace("</", "<\\/")
     # an axis needs about 100 px for its label and ticks; narrower pages scroll the view sideways
     width = 100 * len(columns) + 160
-    return (f'<div class="parallel-box"><div class="parallel" id="{view_id}" style="min-width:{width}px"></div></div>\n'
-            f'<p class="hint">{PARALLEL_HINT} <b id="{view_id}-shown"></b></p>\n'
-            f"<script>handgradParallel({json.dumps(view_id)}, {figure}, "
-            f"{json.dumps(table_id)}, {json.dumps(noun)});</script>")
+    return (
+        f'<div class="parallel-box"><div class="parallel" id="{view_id}" style="min-width:{width}px"></div></div>\n'
+        f'<p class="hint">{PARALLEL_HINT} <b id="{view_id}-shown"></b></p>\n'
+        f"<script>handgradParallel({json.dumps(view_id)}, {figure}, "
+        f"{json.dumps(table_id)}, {json.dumps(noun)});</script>"
+    )

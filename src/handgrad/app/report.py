@@ -9,6 +9,7 @@ test set; the most confidently wrong test images; the first layer's weights (an 
 images) or filters (a CNN's); and the per-parameter gradient norms the trainer recorded. With
 several runs, a comparison figure and table come first.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 @dataclass
 class Run:
     """What a report needs from one run directory."""
+
     path: Path
     config: dict
     manifest: dict
@@ -53,8 +55,9 @@ def load_run(run_dir, data_dir=None) -> Run:
 
     path = Path(run_dir)
     if not (path / "manifest.json").exists() or not (path / "history.json").exists():
-        raise HandgradError(str(path), "not a run directory: expected manifest.json and history.json "
-                                       "(written by handgrad train)")
+        raise HandgradError(
+            str(path), "not a run directory: expected manifest.json and history.json (written by handgrad train)"
+        )
     manifest = json.loads((path / "manifest.json").read_text())
     history = json.loads((path / "history.json").read_text())
     checkpoint = next((path / f for f in ("best.safetensors", "last.safetensors") if (path / f).exists()), None)
@@ -65,8 +68,17 @@ def load_run(run_dir, data_dir=None) -> Run:
     if data_dir is not None:
         config["data_dir"] = data_dir
     data = prepare_data(TrainConfig(**config))
-    return Run(path, config, manifest, history["epochs"], read_steps(path), history.get("grad_norms", []),
-               load(checkpoint), checkpoint, data)
+    return Run(
+        path,
+        config,
+        manifest,
+        history["epochs"],
+        read_steps(path),
+        history.get("grad_norms", []),
+        load(checkpoint),
+        checkpoint,
+        data,
+    )
 
 
 def _img(png: bytes | None, alt: str) -> str:
@@ -101,10 +113,14 @@ EPOCH_AXES = ("epoch", "lr", "train_loss", "val_loss", "test_loss", "train_acc",
 
 def epoch_columns(history: list) -> list:
     """The history keys that hold a number in every epoch, EPOCH_AXES first."""
-    numeric = [k for k in history[0] if all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)
-                                            for r in history)]
-    return ([k for k in EPOCH_AXES if k in numeric]
-            + [k for k in numeric if k not in EPOCH_AXES and k != "samples_per_s"])
+    numeric = [
+        k
+        for k in history[0]
+        if all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for r in history)
+    ]
+    return [k for k in EPOCH_AXES if k in numeric] + [
+        k for k in numeric if k not in EPOCH_AXES and k != "samples_per_s"
+    ]
 
 
 def epochs_view(history: list, view_id: str) -> str:
@@ -126,14 +142,23 @@ def epochs_view(history: list, view_id: str) -> str:
 
     table_id = f"{view_id}-table"
     head = "".join(f"<th>{html.escape(k)}</th>" for k in columns)
-    body = "".join(f'<tr data-index="{i}"' + (' class="best"' if i == best else "") + ">"
-                   + "".join(f"<td>{html.escape(cell(k, r[k]))}</td>" for k in columns) + "</tr>"
-                   for i, r in enumerate(history))
-    caption = ("<p class=hint>In bold: the epoch of best.safetensors (lowest validation loss).</p>"
-               if best is not None else "")
-    return (parallel_view_html(view_id, history, columns, color_by, table_id, "epochs") + caption
-            + f'<div class="table-box"><table id="{table_id}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>")
+    body = "".join(
+        f'<tr data-index="{i}"'
+        + (' class="best"' if i == best else "")
+        + ">"
+        + "".join(f"<td>{html.escape(cell(k, r[k]))}</td>" for k in columns)
+        + "</tr>"
+        for i, r in enumerate(history)
+    )
+    caption = (
+        "<p class=hint>In bold: the epoch of best.safetensors (lowest validation loss).</p>" if best is not None else ""
+    )
+    return (
+        parallel_view_html(view_id, history, columns, color_by, table_id, "epochs")
+        + caption
+        + f'<div class="table-box"><table id="{table_id}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def top_k_row(labels, logits, checkpoint: str) -> list:
@@ -154,9 +179,14 @@ def per_class_table(labels, predicted, classes) -> str:
     n = len(classes)
     counts = np.bincount(labels, minlength=n)
     rows = zip(classes, counts, metrics.precision(labels, predicted, n), metrics.recall(labels, predicted, n))
-    return ("<table><tr><th>class</th><th>test images</th><th>precision</th><th>recall</th></tr>"
-            + "".join(f"<tr><td>{html.escape(str(c))}</td><td>{k:,}</td><td>{100 * p:.1f}%</td><td>{100 * r:.1f}%</td>"
-                      "</tr>" for c, k, p, r in rows) + "</table>")
+    return (
+        "<table><tr><th>class</th><th>test images</th><th>precision</th><th>recall</th></tr>"
+        + "".join(
+            f"<tr><td>{html.escape(str(c))}</td><td>{k:,}</td><td>{100 * p:.1f}%</td><td>{100 * r:.1f}%</td></tr>"
+            for c, k, p, r in rows
+        )
+        + "</table>"
+    )
 
 
 def run_section(run: Run, index: int = 0) -> str:
@@ -170,38 +200,65 @@ def run_section(run: Run, index: int = 0) -> str:
     last = run.history[-1] if run.history else {}
     _, accuracy, logits = evaluate(run.model, d.test_x, d.test_y)
     predicted = logits.argmax(axis=1)
-    parts = [f'<section id="{html.escape(run.name)}"><h2>{html.escape(run.name)}</h2>',
-             "<table class=kv>" + "".join(
-                 f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in (
-                     ("model", c["model"]), ("dataset", c["dataset"]),
-                     ("images (train / val / test)", f"{len(d.train_y):,} / {len(d.val_y):,} / {len(d.test_y):,}"),
-                     ("parameters", f"{run.manifest['model']['parameters']:,}"),
-                     ("optimizer", f"{c['optimizer']} lr {c['lr']} momentum {c['momentum']} "
-                                   f"weight decay {c['weight_decay']}, {describe_schedule(c['schedule'])}"),
-                     ("batch size / epochs / seed", f"{c['batch_size']} / {len(run.history)} / {c['seed']}"),
-                     ("checkpoint", run.checkpoint.name),
-                     (f"test accuracy ({run.checkpoint.stem})", f"{100 * accuracy:.2f}%"),
-                     *top_k_row(d.test_y, logits, run.checkpoint.stem),
-                     ("final test accuracy", f"{100 * last['test_acc']:.2f}%" if last else "-"))) + "</table>"]
+    parts = [
+        f'<section id="{html.escape(run.name)}"><h2>{html.escape(run.name)}</h2>',
+        "<table class=kv>"
+        + "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in (
+                ("model", c["model"]),
+                ("dataset", c["dataset"]),
+                ("images (train / val / test)", f"{len(d.train_y):,} / {len(d.val_y):,} / {len(d.test_y):,}"),
+                ("parameters", f"{run.manifest['model']['parameters']:,}"),
+                (
+                    "optimizer",
+                    f"{c['optimizer']} lr {c['lr']} momentum {c['momentum']} "
+                    f"weight decay {c['weight_decay']}, {describe_schedule(c['schedule'])}",
+                ),
+                ("batch size / epochs / seed", f"{c['batch_size']} / {len(run.history)} / {c['seed']}"),
+                ("checkpoint", run.checkpoint.name),
+                (f"test accuracy ({run.checkpoint.stem})", f"{100 * accuracy:.2f}%"),
+                *top_k_row(d.test_y, logits, run.checkpoint.stem),
+                ("final test accuracy", f"{100 * last['test_acc']:.2f}%" if last else "-"),
+            )
+        )
+        + "</table>",
+    ]
     if run.history:
-        trace = (f"<p class=hint>Grey: the training batch's loss and accuracy at each of the "
-                 f"{len(run.steps['step']):,} steps; points: each epoch's mean.</p>" if run.steps is not None else "")
-        parts += ["<h3>Training curves</h3>", _img(plots.plot_history(run.history, None, steps=run.steps),
-                                                   "training curves"), trace,
-                  "<h3>Epochs, interactive</h3>", epochs_view(run.history, f"epochs-{index}")]
-    parts += ["<h3>Class distribution</h3>",
-              _img(plots.plot_class_distribution(d.train_y, d.test_y, classes), "class distribution")]
-    parts += ["<h3>Confusion matrix</h3>",
-              _img(plots.plot_confusion_matrix(metrics.confusion_matrix(d.test_y, predicted, len(classes)), classes),
-                   "confusion matrix"),
-              "<h3>Precision and recall per class</h3>", per_class_table(d.test_y, predicted, classes)]
+        trace = (
+            f"<p class=hint>Grey: the training batch's loss and accuracy at each of the "
+            f"{len(run.steps['step']):,} steps; points: each epoch's mean.</p>"
+            if run.steps is not None
+            else ""
+        )
+        parts += [
+            "<h3>Training curves</h3>",
+            _img(plots.plot_history(run.history, None, steps=run.steps), "training curves"),
+            trace,
+            "<h3>Epochs, interactive</h3>",
+            epochs_view(run.history, f"epochs-{index}"),
+        ]
+    parts += [
+        "<h3>Class distribution</h3>",
+        _img(plots.plot_class_distribution(d.train_y, d.test_y, classes), "class distribution"),
+    ]
+    parts += [
+        "<h3>Confusion matrix</h3>",
+        _img(
+            plots.plot_confusion_matrix(metrics.confusion_matrix(d.test_y, predicted, len(classes)), classes),
+            "confusion matrix",
+        ),
+        "<h3>Precision and recall per class</h3>",
+        per_class_table(d.test_y, predicted, classes),
+    ]
     wrong, confidence = confidently_wrong(logits, d.test_y, softmax=c.get("loss") != "mse")
     parts.append("<h3>Most confidently wrong test images</h3>")
     if len(wrong):
         # an MSE model's outputs are scores, not probabilities: shown as they are
         shown = (lambda p: f"{p:.2f}") if c.get("loss") == "mse" else (lambda p: f"{100 * p:.0f}%")
-        titles = [f"true {classes[d.test_y[i]]}\npred {classes[predicted[i]]} {shown(p)}"
-                  for i, p in zip(wrong, confidence)]
+        titles = [
+            f"true {classes[d.test_y[i]]}\npred {classes[predicted[i]]} {shown(p)}" for i, p in zip(wrong, confidence)
+        ]
         parts.append(_img(plots.plot_image_grid(d.test_x[wrong], titles), "confidently wrong test images"))
     else:
         parts.append("<p>Every test image is classified correctly.</p>")
@@ -211,14 +268,17 @@ def run_section(run: Run, index: int = 0) -> str:
         shape = tuple(d.test_x.shape[1:])
         if is_conv or layer.in_features == int(np.prod(shape)):
             what = "filters" if is_conv else "weights (one image per hidden unit)"
-            parts += [f"<h3>First-layer {what}</h3>",
-                      _img(plots.plot_first_layer(layer.weight.data, shape, title=repr(layer)),
-                           f"first-layer {what}")]
+            parts += [
+                f"<h3>First-layer {what}</h3>",
+                _img(plots.plot_first_layer(layer.weight.data, shape, title=repr(layer)), f"first-layer {what}"),
+            ]
     parts.append("<h3>Gradient norms during training</h3>")
     if run.grad_norms:
         every = run.grad_norms[1]["step"] - run.grad_norms[0]["step"] if len(run.grad_norms) > 1 else None
-        parts += [f"<p>Recorded every {every} steps.</p>" if every else "",
-                  _img(plots.plot_grad_norms(run.grad_norms), "gradient norms")]
+        parts += [
+            f"<p>Recorded every {every} steps.</p>" if every else "",
+            _img(plots.plot_grad_norms(run.grad_norms), "gradient norms"),
+        ]
     else:
         parts.append("<p>None recorded (the run was shorter than the recording interval).</p>")
     return "\n".join(parts) + "</section>"
@@ -251,14 +311,19 @@ def build_report(run_dirs, out=None, data_dir=None, title: str | None = None) ->
     if len(runs) > 1:
         with_history = [r for r in runs if r.history]
         rows = [CompareRow.from_history(r.name, r.manifest["model"]["parameters"], r.history) for r in with_history]
-        body += ["<h2>All runs</h2>", _img(plots.plot_compare({r.name: r.history for r in with_history}),
-                                           "comparison of the runs"),
-                 _markdown_table_html(format_table(rows))]
+        body += [
+            "<h2>All runs</h2>",
+            _img(plots.plot_compare({r.name: r.history for r in with_history}), "comparison of the runs"),
+            _markdown_table_html(format_table(rows)),
+        ]
     body += [run_section(r, k) for k, r in enumerate(runs)]
     scripts = plots.interactive_scripts() if any(r.history for r in runs) else ""
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style>{scripts}</head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>{scripts}</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, page)
     return out
@@ -267,6 +332,10 @@ def build_report(run_dirs, out=None, data_dir=None, title: str | None = None) ->
 def _markdown_table_html(table: str) -> str:
     lines = [line.strip("|").split("|") for line in table.splitlines()]
     head, rows = lines[0], lines[2:]
-    return ("<table><tr>" + "".join(f"<th>{html.escape(h.strip())}</th>" for h in head) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{html.escape(v.strip())}</td>" for v in r) + "</tr>" for r in rows)
-            + "</table>")
+    return (
+        "<table><tr>"
+        + "".join(f"<th>{html.escape(h.strip())}</th>" for h in head)
+        + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{html.escape(v.strip())}</td>" for v in r) + "</tr>" for r in rows)
+        + "</table>"
+    )

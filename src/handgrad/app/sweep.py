@@ -10,6 +10,7 @@ fixed ones are not in the folder's name) is trained again. Then it writes ``swee
 hyperparameters and the final metrics) and ``sweep.html`` (the same view, interactive, and a table
 that it filters and that sorts by clicking a column's head).
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,9 +25,21 @@ from pathlib import Path
 from ..files import atomic_write_bytes, atomic_write_text
 
 #: The hyperparameters a grid may vary (TrainConfig fields) and how their values are parsed.
-GRID_FIELDS = {"lr": float, "batch_size": int, "optimizer": str, "momentum": float, "weight_decay": float,
-               "schedule": str, "model": str, "epochs": int, "seed": int, "train_size": int, "loss": str,
-               "activation": str, "init": str}
+GRID_FIELDS = {
+    "lr": float,
+    "batch_size": int,
+    "optimizer": str,
+    "momentum": float,
+    "weight_decay": float,
+    "schedule": str,
+    "model": str,
+    "epochs": int,
+    "seed": int,
+    "train_size": int,
+    "loss": str,
+    "activation": str,
+    "init": str,
+}
 #: The final metrics each run reports.
 METRICS = ("test_acc", "best_test_acc", "val_acc", "test_loss", "train_loss", "seconds_per_epoch")
 
@@ -37,8 +50,9 @@ def parse_values(field: str, text: str) -> list:
     try:
         return [kind(v.strip()) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--{field.replace('_', '-')}: expected comma-separated {kind.__name__} values, "
-                         f"got {text!r}") from None
+        raise ValueError(
+            f"--{field.replace('_', '-')}: expected comma-separated {kind.__name__} values, got {text!r}"
+        ) from None
 
 
 def grid_points(grid: dict) -> list:
@@ -61,10 +75,17 @@ def _train_point(config_fields: dict, threads: int) -> dict:
     with limited_threads(threads):
         history, manifest, status = run_config(TrainConfig(**config_fields))
     last = history[-1]
-    return {"status": status, "parameters": manifest["model"]["parameters"], "test_acc": last["test_acc"],
-            "best_test_acc": max(r["test_acc"] for r in history), "val_acc": last["val_acc"],
-            "test_loss": last["test_loss"], "train_loss": last["train_loss"],
-            "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history), "epochs_done": len(history)}
+    return {
+        "status": status,
+        "parameters": manifest["model"]["parameters"],
+        "test_acc": last["test_acc"],
+        "best_test_acc": max(r["test_acc"] for r in history),
+        "val_acc": last["val_acc"],
+        "test_loss": last["test_loss"],
+        "train_loss": last["train_loss"],
+        "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history),
+        "epochs_done": len(history),
+    }
 
 
 def available_cores() -> int:
@@ -75,8 +96,15 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int | None = None, log=print,
-          world=None, **config_fields) -> list:
+def sweep(
+    grid: dict,
+    out="runs/sweep",
+    workers: int | None = None,
+    threads: int | None = None,
+    log=print,
+    world=None,
+    **config_fields,
+) -> list:
     """Train every point of ``grid`` ({field: [values]}) with the other ``config_fields`` fixed, in
     up to ``workers`` processes (capped at the core count), which share ``threads`` threads
     (default: the cores) evenly, at least one each. Returns one dict per run: its hyperparameters,
@@ -113,13 +141,19 @@ def sweep(grid: dict, out="runs/sweep", workers: int | None = None, threads: int
     budget = threads or cores
     workers = max(1, min(workers or budget, cores, len(jobs)))
     per_worker = max(1, budget // workers)
-    log(f"sweep: {len(jobs)} runs in {out}, {workers} worker process{'es' if workers > 1 else ''}, "
-        f"{per_worker} thread{'s' if per_worker > 1 else ''} each")
+    log(
+        f"sweep: {len(jobs)} runs in {out}, {workers} worker process{'es' if workers > 1 else ''}, "
+        f"{per_worker} thread{'s' if per_worker > 1 else ''} each"
+    )
     results = {}
     # spawn: a fresh interpreter per worker, safe whatever threads the parent has started
     # ... so each worker imports the parent's plug-ins again, before it unpickles a job
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=load_plugins, initargs=(list(LOADED.values()),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=load_plugins,
+        initargs=(list(LOADED.values()),),
+    ) as pool:
         futures = {pool.submit(_train_point, config, per_worker): name for name, (_, config) in jobs.items()}
         for future in as_completed(futures):
             name = futures[future]
@@ -139,7 +173,7 @@ def _sweep_on_ranks(jobs: dict, params: list, out: Path, world, threads: int, lo
     names = list(jobs)
     log(f"sweep: {len(jobs)} runs in {out}, on {world.size} ranks, {threads} thread{'s' if threads > 1 else ''} each")
     mine = {}
-    for name in names[world.rank::world.size]:
+    for name in names[world.rank :: world.size]:
         mine[name] = {**jobs[name][0], "run": name, **_train_point(jobs[name][1], threads), "rank": world.rank}
     results = {}
     for part in world.allgather(mine):
@@ -183,9 +217,16 @@ def format_table(rows: list, params: list, sort_by: str = "test_acc") -> str:
     ascending = sort_by.endswith("loss") or sort_by.startswith("seconds")
     ordered = sorted(rows, key=lambda r: r[sort_by], reverse=not ascending)
     head = params + ["test acc", "best test acc", "test loss", "s/epoch"]
-    body = [[f"{r[p]:g}" if isinstance(r[p], float) else str(r[p]) for p in params] +
-            [f"{100 * r['test_acc']:.2f}%", f"{100 * r['best_test_acc']:.2f}%", f"{r['test_loss']:.4f}",
-             f"{r['seconds_per_epoch']:.2f}"] for r in ordered]
+    body = [
+        [f"{r[p]:g}" if isinstance(r[p], float) else str(r[p]) for p in params]
+        + [
+            f"{100 * r['test_acc']:.2f}%",
+            f"{100 * r['best_test_acc']:.2f}%",
+            f"{r['test_loss']:.4f}",
+            f"{r['seconds_per_epoch']:.2f}",
+        ]
+        for r in ordered
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(f"{x:>{w}}" for x, w in zip(line, widths)) for line in [head] + body]
     lines.insert(1, "-" * len(lines[0]))
@@ -234,8 +275,9 @@ def sweep_html(rows: list, columns: list, axes: list, png: bytes) -> str:
         return f'<td data-v="{html.escape(str(value))}">{html.escape(shown)}</td>'
 
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "\n".join(f'<tr data-index="{i}">' + "".join(cell(c, r.get(c, "")) for c in columns) + "</tr>"
-                     for i, r in enumerate(rows))
+    body = "\n".join(
+        f'<tr data-index="{i}">' + "".join(cell(c, r.get(c, "")) for c in columns) + "</tr>" for i, r in enumerate(rows)
+    )
     image = base64.b64encode(png).decode()
     view = parallel_view_html("parallel", rows, axes, "test_acc", "runs", "runs")
     return f"""<!DOCTYPE html>

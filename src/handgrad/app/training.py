@@ -13,6 +13,7 @@ another run's (``--overwrite`` replaces that run, ``--resume`` continues it); a 
 the folder it is given and keeps its settings; no checkpoint ever holds a NaN or an infinity; Ctrl-C
 and SIGTERM stop between two steps and save the state.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,15 +67,16 @@ class Interrupted(KeyboardInterrupt):
 @dataclass
 class TrainConfig:
     """Everything that defines a run. ``None`` means the model's default (see models.MODELS)."""
+
     dataset: str = "digits"
     model: str = "mlp"
     epochs: int | None = None
     batch_size: int | None = None
-    optimizer: str | None = None      # sgd | adam | adamw | rmsprop | adagrad
+    optimizer: str | None = None  # sgd | adam | adamw | rmsprop | adagrad
     lr: float | None = None
     momentum: float | None = None
     weight_decay: float | None = None
-    schedule: str | None = None       # cosine | step | multistep | plateau | none
+    schedule: str | None = None  # cosine | step | multistep | plateau | none
     seed: int = 0
     data_dir: str | None = None
     out: str | None = None
@@ -82,12 +84,12 @@ class TrainConfig:
     val_fraction: float = 0.1
     hidden: list | None = None
     activation: str = "relu"
-    layers: str | None = None         # a layer spec (models.parse_layer_spec)
-    bias: bool = True                 # False: no Linear or Conv2d has a bias
-    init: str = "default"             # how their weights are drawn (models.INITS)
-    loss: str | None = None           # cross_entropy | mse
-    reduction: str | None = None      # how the loss sums its batch (REDUCTIONS); None: the loss's default
-    grad_norm_every: int = 50         # record per-layer gradient norms every this many steps
+    layers: str | None = None  # a layer spec (models.parse_layer_spec)
+    bias: bool = True  # False: no Linear or Conv2d has a bias
+    init: str = "default"  # how their weights are drawn (models.INITS)
+    loss: str | None = None  # cross_entropy | mse
+    reduction: str | None = None  # how the loss sums its batch (REDUCTIONS); None: the loss's default
+    grad_norm_every: int = 50  # record per-layer gradient norms every this many steps
 
     def resolved(self) -> TrainConfig:
         d = defaults_for(self.model if not (self.hidden or self.layers) else "custom")
@@ -191,6 +193,7 @@ class Objective:
 @dataclass
 class Data:
     """The arrays a run trains and evaluates on, already normalised with the training statistics."""
+
     train_x: np.ndarray
     train_y: np.ndarray
     val_x: np.ndarray
@@ -215,10 +218,13 @@ def validation_size(available: int, val_fraction: float, train_size: int | None 
         largest = int(available * (1 - val_fraction)) + 1
         while largest + max(1, int(round(largest * val_fraction / (1 - val_fraction)))) > available:
             largest -= 1
-        raise HandgradError(option("train_size"), f"{train_size} training images and their proportionate validation "
-                                                  f"set of {val} (--val-fraction {val_fraction:g}) need {train_size + val} "
-                                                  f"images; the {where} training set has {available}: give at most "
-                                                  f"{largest}")
+        raise HandgradError(
+            option("train_size"),
+            f"{train_size} training images and their proportionate validation "
+            f"set of {val} (--val-fraction {val_fraction:g}) need {train_size + val} "
+            f"images; the {where} training set has {available}: give at most "
+            f"{largest}",
+        )
     return val
 
 
@@ -229,13 +235,24 @@ def prepare_data(config: TrainConfig) -> Data:
 
     ds = load_dataset(config.dataset, data_dir=config.data_dir)
     val_size = validation_size(len(ds.train_labels), config.val_fraction, config.train_size, ds.name)
-    train_x, train_y, val_x, val_y = train_val_split(ds.train_images, ds.train_labels, val_size=val_size,
-                                                     seed=config.seed)
+    train_x, train_y, val_x, val_y = train_val_split(
+        ds.train_images, ds.train_labels, val_size=val_size, seed=config.seed
+    )
     if config.train_size:
         train_x, train_y = stratified_subset(train_x, train_y, config.train_size, seed=config.seed)
     norm = Normalizer.fit(train_x)  # training statistics only: never the validation or test set's
-    return Data(norm(train_x), train_y, norm(val_x), val_y, norm(ds.test_images), ds.test_labels,
-                list(ds.classes), norm.to_dict(), dict(ds.files), str(ds.source))
+    return Data(
+        norm(train_x),
+        train_y,
+        norm(val_x),
+        val_y,
+        norm(ds.test_images),
+        ds.test_labels,
+        list(ds.classes),
+        norm.to_dict(),
+        dict(ds.files),
+        str(ds.source),
+    )
 
 
 def evaluate(model, x, y, objective: Objective | None = None, batch_size: int = 1000):
@@ -247,9 +264,9 @@ def evaluate(model, x, y, objective: Objective | None = None, batch_size: int = 
     outputs, loss_sum = [], 0.0
     with no_grad():
         for start in range(0, len(x), batch_size):
-            out = model(x[start:start + batch_size])
+            out = model(x[start : start + batch_size])
             if objective is not None:
-                loss_sum += objective.sample_mean(objective(out, y[start:start + batch_size]), len(out)) * len(out)
+                loss_sum += objective.sample_mean(objective(out, y[start : start + batch_size]), len(out)) * len(out)
             outputs.append(out)
     model.train(was_training)
     logits = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
@@ -285,12 +302,22 @@ def environment() -> dict:
     """Versions that decide the numbers a run produces."""
     from .. import __version__, get_num_threads
 
-    env = {"handgrad": __version__, "numpy": np.__version__, "python": sys.version.split()[0],
-           "platform": platform.platform(), "machine": platform.machine(), "threads": get_num_threads()}
+    env = {
+        "handgrad": __version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "threads": get_num_threads(),
+    }
     try:
         from threadpoolctl import threadpool_info
-        env["blas"] = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
-                       for i in threadpool_info() if i.get("user_api") == "blas"]
+
+        env["blas"] = [
+            {k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for i in threadpool_info()
+            if i.get("user_api") == "blas"
+        ]
     except ImportError:
         env["blas"] = "threadpoolctl not installed"
     return env
@@ -299,8 +326,17 @@ def environment() -> dict:
 # -- the run folder ------------------------------------------------------------------------------
 #: What a run writes into its folder. A folder holding any of them holds a run; ``--overwrite``
 #: removes exactly these (and their leftover temporary files), never anything else.
-RUN_FILES = ("manifest.json", "resume.safetensors", "best.safetensors", "last.safetensors", "history.json",
-             "history.csv", "steps.csv", "curves.png", "report.html")
+RUN_FILES = (
+    "manifest.json",
+    "resume.safetensors",
+    "best.safetensors",
+    "last.safetensors",
+    "history.json",
+    "history.csv",
+    "steps.csv",
+    "curves.png",
+    "report.html",
+)
 
 #: The per-step history: a header, then one row per optimizer step, ``step,epoch,loss,acc`` (the
 #: global step from 1, the epoch from 1, the batch's mean loss and accuracy). Rows are appended
@@ -326,8 +362,14 @@ def read_steps(run_dir) -> dict | None:
     except ValueError as e:
         raise HandgradError(str(path), f"unreadable row ({e})") from None
     rows = rows.reshape(-1, 4)
-    return {"step": rows[:, 0].astype(np.int64), "epoch": rows[:, 1].astype(np.int64), "loss": rows[:, 2],
-            "acc": rows[:, 3]}
+    return {
+        "step": rows[:, 0].astype(np.int64),
+        "epoch": rows[:, 1].astype(np.int64),
+        "loss": rows[:, 2],
+        "acc": rows[:, 3],
+    }
+
+
 LOCK_FILE = ".lock"
 
 
@@ -352,8 +394,9 @@ class RunLock:
             holder = os.read(fd, 32).decode("ascii", "replace").strip()
             os.close(fd)
             who = f"another handgrad run (process {holder})" if holder.isdigit() else "another handgrad run"
-            raise RunFolderBusy(str(self.run_dir), f"{who} is writing to this folder; wait for it to end, "
-                                                   "or choose another --out") from None
+            raise RunFolderBusy(
+                str(self.run_dir), f"{who} is writing to this folder; wait for it to end, or choose another --out"
+            ) from None
         except BaseException:
             os.close(fd)
             raise
@@ -389,8 +432,11 @@ def claim_run_folder(run_dir, overwrite: bool = False) -> None:
     if not present:
         return
     if not overwrite:
-        raise RunFolderTaken(str(run_dir), f"holds another run ({', '.join(present)}); continue it with "
-                                           f"--resume {run_dir}, replace it with --overwrite, or choose another --out")
+        raise RunFolderTaken(
+            str(run_dir),
+            f"holds another run ({', '.join(present)}); continue it with "
+            f"--resume {run_dir}, replace it with --overwrite, or choose another --out",
+        )
     for name in present:
         (run_dir / name).unlink()
     for name in RUN_FILES:
@@ -422,8 +468,9 @@ def read_resume_metadata(run_dir) -> dict:
 
     path = Path(run_dir) / "resume.safetensors"
     if not path.is_file():
-        raise HandgradError(str(run_dir), "holds no resume.safetensors: there is no run here to resume "
-                                          "(start one with --out)")
+        raise HandgradError(
+            str(run_dir), "holds no resume.safetensors: there is no run here to resume (start one with --out)"
+        )
     try:
         with safe_open(str(path), framework="numpy") as f:
             return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
@@ -443,26 +490,41 @@ def resume_config(run_dir, changes: dict | None = None, log=print) -> TrainConfi
     changes = dict(changes or {})
     out = changes.pop("out", None)
     if out is not None and Path(out).resolve() != run_dir.resolve():
-        raise HandgradError(str(run_dir), f"--out {out}: --resume continues the run in {run_dir} itself; to continue "
-                                          f"it elsewhere, copy the folder there and resume the copy")
+        raise HandgradError(
+            str(run_dir),
+            f"--out {out}: --resume continues the run in {run_dir} itself; to continue "
+            f"it elsewhere, copy the folder there and resume the copy",
+        )
     conflicts = [(k, was, now) for k, was, now in config_differences(changes, saved) if k not in RESUME_MAY_CHANGE]
     if conflicts:
         given = ", ".join(f"{option(k)} {now}" for k, _, now in conflicts)
         kept = ", ".join(f"{k} {was}" for k, was, _ in conflicts)
-        raise HandgradError(str(run_dir), f"{given} differ{'s' if len(conflicts) == 1 else ''} from the run being "
-                                          f"resumed ({kept}); a resumed run keeps its settings (only "
-                                          f"{', '.join(option(k) for k in RESUME_MAY_CHANGE)} may change): start a "
-                                          f"new run to change them")
+        raise HandgradError(
+            str(run_dir),
+            f"{given} differ{'s' if len(conflicts) == 1 else ''} from the run being "
+            f"resumed ({kept}); a resumed run keeps its settings (only "
+            f"{', '.join(option(k) for k in RESUME_MAY_CHANGE)} may change): start a "
+            f"new run to change them",
+        )
     epochs = changes.get("epochs")
     if epochs is not None and epochs != saved["epochs"]:
         done = meta["epoch"] + (1 if meta["step_in_epoch"] else 0)
         if epochs < done:
-            trained = f"has trained into epoch {done}" if meta["step_in_epoch"] else f"has already trained {count(done, 'epoch')}"
+            trained = (
+                f"has trained into epoch {done}"
+                if meta["step_in_epoch"]
+                else f"has already trained {count(done, 'epoch')}"
+            )
             raise HandgradError(str(run_dir), f"--epochs {epochs}: the run {trained}; give at least {done}")
-        log(f"{run_dir}: {'extending' if epochs > saved['epochs'] else 'shortening'} the run from "
-            f"{saved['epochs']} to {count(epochs, 'epoch')}" + (f"; its {saved['schedule']} schedule now spans {epochs} epochs "
-                                                       "from the current one on" if saved["schedule"] not in (None, "none")
-                                                       else ""))
+        log(
+            f"{run_dir}: {'extending' if epochs > saved['epochs'] else 'shortening'} the run from "
+            f"{saved['epochs']} to {count(epochs, 'epoch')}"
+            + (
+                f"; its {saved['schedule']} schedule now spans {epochs} epochs from the current one on"
+                if saved["schedule"] not in (None, "none")
+                else ""
+            )
+        )
     saved.update({k: v for k, v in changes.items() if k in RESUME_MAY_CHANGE}, out=str(run_dir))
     return TrainConfig(**saved)
 
@@ -534,8 +596,9 @@ def limited_threads(n: int | None):
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        raise HandgradError(option("threads"),
-                            "limiting BLAS needs threadpoolctl (pip install threadpoolctl)") from None
+        raise HandgradError(
+            option("threads"), "limiting BLAS needs threadpoolctl (pip install threadpoolctl)"
+        ) from None
     import handgrad
 
     previous = handgrad.get_num_threads()
@@ -565,8 +628,14 @@ class Trainer:
     gradients are averaged over the whole batch (distributed.GradientReducer), evaluation is
     sharded and summed, and rank 0 alone takes the lock, prints and writes the run's files."""
 
-    def __init__(self, config: TrainConfig, progress: bool = True, log=print, overwrite: bool = False,
-                 world: distributed.World | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        progress: bool = True,
+        log=print,
+        overwrite: bool = False,
+        world: distributed.World | None = None,
+    ):
         self.config = config.resolved()
         assert self.config.out is not None  # resolved() names the folder
         self.run_dir = Path(self.config.out)
@@ -581,11 +650,11 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         # "steps": [global step, loss, accuracy] of each step of the epoch, for STEPS_FILE
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "steps": []}
-        self.steps_bytes = 0           # STEPS_FILE's length, as of the last epoch written to it
+        self.steps_bytes = 0  # STEPS_FILE's length, as of the last epoch written to it
         self.lock: RunLock | None = None
-        self.claimed = False           # the folder is this run's (claimed when new, or resumed)
-        self.last_saved = None         # where last.safetensors stands, e.g. "end of epoch 2"
-        self.best_epoch = None         # the epoch best.safetensors holds
+        self.claimed = False  # the folder is this run's (claimed when new, or resumed)
+        self.last_saved = None  # where last.safetensors stands, e.g. "end of epoch 2"
+        self.best_epoch = None  # the epoch best.safetensors holds
         self.stop = StopSignals()
 
     def __enter__(self) -> Trainer:
@@ -603,13 +672,24 @@ class Trainer:
         self.data = prepare_data(c)
         self.input_shape = tuple(self.data.train_x.shape[1:])
         _random.manual_seed(c.seed)  # the initial weights depend on the seed alone
-        self.model = build_model(c.model, self.input_shape, len(self.data.classes), hidden=c.hidden,
-                                 activation=c.activation, layers=c.layers, bias=c.bias, init=c.init)
+        self.model = build_model(
+            c.model,
+            self.input_shape,
+            len(self.data.classes),
+            hidden=c.hidden,
+            activation=c.activation,
+            layers=c.layers,
+            bias=c.bias,
+            init=c.init,
+        )
         self.objective = Objective(c.loss, len(self.data.classes), c.reduction)
         if self.distributed and self.objective.reduction == "sum":
             # the ranks' gradients are averaged over the global batch, which a sum would not be
-            raise HandgradError(option("reduction"), "a data-parallel run averages its gradients over the global "
-                                                     "batch; give --reduction mean (or batchmean for mse)")
+            raise HandgradError(
+                option("reduction"),
+                "a data-parallel run averages its gradients over the global "
+                "batch; give --reduction mean (or batchmean for mse)",
+            )
         self.optimizer = make_optimizer(c, self.model.parameters())
         self.scheduler = make_scheduler(c, self.optimizer)
         self.loader = self.make_loader()
@@ -621,18 +701,26 @@ class Trainer:
         """The training batches: this rank's part of each global batch when distributed."""
         c = self.config
         if self.distributed:
-            return distributed.ShardedLoader(self.data.train_x, self.data.train_y, batch_size=c.batch_size,
-                                             shuffle=True, seed=c.seed, w=self.world)
+            return distributed.ShardedLoader(
+                self.data.train_x, self.data.train_y, batch_size=c.batch_size, shuffle=True, seed=c.seed, w=self.world
+            )
         from ..data import DataLoader
+
         return DataLoader(self.data.train_x, self.data.train_y, batch_size=c.batch_size, shuffle=True, seed=c.seed)
 
     def checkpoint_metadata(self) -> dict:
         c = self.config
-        return {"input_shape": list(self.input_shape), "normalization": self.data.normalization,
-                "classes": self.data.classes, "dataset": c.dataset,
-                "model": "custom" if c.hidden or c.layers else c.model, "loss": c.loss,
-                "reduction": self.objective.reduction, "epoch": self.epoch,
-                **({"layers": c.layers} if c.layers else {})}
+        return {
+            "input_shape": list(self.input_shape),
+            "normalization": self.data.normalization,
+            "classes": self.data.classes,
+            "dataset": c.dataset,
+            "model": "custom" if c.hidden or c.layers else c.model,
+            "loss": c.loss,
+            "reduction": self.objective.reduction,
+            "epoch": self.epoch,
+            **({"layers": c.layers} if c.layers else {}),
+        }
 
     # -- the loop --------------------------------------------------------------------------------
     def train_epoch(self):
@@ -642,8 +730,15 @@ class Trainer:
         bar = None
         if self.progress:
             from tqdm import tqdm
-            bar = tqdm(total=len(self.loader), initial=self.step_in_epoch, leave=False, dynamic_ncols=True,
-                       desc=f"epoch {self.epoch + 1}/{c.epochs}", file=sys.stderr)
+
+            bar = tqdm(
+                total=len(self.loader),
+                initial=self.step_in_epoch,
+                leave=False,
+                dynamic_ncols=True,
+                desc=f"epoch {self.epoch + 1}/{c.epochs}",
+                file=sys.stderr,
+            )
         started = time.perf_counter()
         p = self.partial
         try:
@@ -673,8 +768,10 @@ class Trainer:
                 with np.errstate(over="ignore", invalid="ignore"):
                     opt.step()
                 if full_check and not all_finite(p_.data for p_ in params):
-                    self.diverged(f"the weights {self.nonfinite_names()} are non-finite after the optimizer step "
-                                  f"(lr {opt.param_groups[0]['lr']:g})")
+                    self.diverged(
+                        f"the weights {self.nonfinite_names()} are non-finite after the optimizer step "
+                        f"(lr {opt.param_groups[0]['lr']:g})"
+                    )
                 p["loss_sum"] += loss_sum
                 p["correct"] += correct
                 p["seen"] += seen
@@ -713,15 +810,19 @@ class Trainer:
         check = (self.global_step + 1) % distributed.CHECK_EVERY == 0
         if check:  # two 16-bit halves: exact in a float32 bucket
             crc = distributed.weights_checksum(params)
-            stats[w.size + 2 * w.rank:w.size + 2 * w.rank + 2] = crc >> 16, crc & 0xFFFF
+            stats[w.size + 2 * w.rank : w.size + 2 * w.rank + 2] = crc >> 16, crc & 0xFFFF
         stats[3 * w.size + 1] = n
         stats[3 * w.size + 2] = self.stop.signum or 0
         total = self.reducer.allreduce(n, stats)
-        losses, seen = total[:w.size], int(total[3 * w.size + 1])
+        losses, seen = total[: w.size], int(total[3 * w.size + 1])
         if not np.isfinite(losses).all():
             bad = np.flatnonzero(~np.isfinite(losses))
-            self.diverged(f"the loss became {losses.sum() / max(seen, 1)} (on the part of rank"
-                          f"{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))})", x, y)
+            self.diverged(
+                f"the loss became {losses.sum() / max(seen, 1)} (on the part of rank"
+                f"{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))})",
+                x,
+                y,
+            )
         if check:
             sums = [int(total[w.size + 2 * r]) << 16 | int(total[w.size + 2 * r + 1]) for r in range(w.size)]
             if len(set(sums)) > 1:
@@ -751,8 +852,11 @@ class Trainer:
         if len(x[part]):
             loss, _, logits = evaluate(self.model, x[part], y[part], self.objective)
             n = len(logits)
-            sums[:] = loss * n, accuracy(y[part], logits.argmax(axis=1)) * n, \
-                (top_k_accuracy(y[part], logits, k) * n if k else 0.0)
+            sums[:] = (
+                loss * n,
+                accuracy(y[part], logits.argmax(axis=1)) * n,
+                (top_k_accuracy(y[part], logits, k) * n if k else 0.0),
+            )
         sums = self.world.allreduce(sums)
         if not len(x):
             return sums[0], float("nan"), None
@@ -777,16 +881,19 @@ class Trainer:
         if x is not None and self.distributed:  # every rank is here (the values checked are reduced)
             with np.errstate(all="ignore"):
                 local = find_nonfinite(self.model, x, y, self.objective) if len(x) else ""
-            found = [(r, text) for r, text in enumerate(self.world.allgather(local))
-                     if text and not text.startswith("no ")]  # "no layer on replay": not this rank's part
+            found = [
+                (r, text) for r, text in enumerate(self.world.allgather(local)) if text and not text.startswith("no ")
+            ]  # "no layer on replay": not this rank's part
             if found:
                 where = f": first non-finite value in {found[0][1]} on rank {found[0][0]}"
         elif x is not None:
             with np.errstate(all="ignore"):
                 where = f": first non-finite value in {find_nonfinite(self.model, x, y, self.objective)}"
-        error = TrainingDiverged(at or f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}",
-                                 f"{what}{where}; nothing from this point was saved, and {self.last_good()}. "
-                                 "Try a lower --lr (--overwrite starts this run again).")
+        error = TrainingDiverged(
+            at or f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}",
+            f"{what}{where}; nothing from this point was saved, and {self.last_good()}. "
+            "Try a lower --lr (--overwrite starts this run again).",
+        )
         error.collective = self.distributed
         raise error
 
@@ -812,12 +919,21 @@ class Trainer:
         for name, value in (("validation", val_loss), ("test", test_loss)):
             if not np.isfinite(value):
                 self.diverged(f"the {name} loss is {value}", at=f"end of epoch {self.epoch + 1}")
-        row = {"epoch": self.epoch + 1, "train_loss": p["loss_sum"] / max(p["seen"], 1),
-               "train_acc": p["correct"] / max(p["seen"], 1), "val_loss": val_loss, "val_acc": val_acc,
-               "test_loss": test_loss, "test_acc": test_acc, "lr": self.optimizer.param_groups[0]["lr"],
-               "seconds": p["seconds"], "samples_per_s": p["seen"] / max(p["seconds"], 1e-9)}
+        row = {
+            "epoch": self.epoch + 1,
+            "train_loss": p["loss_sum"] / max(p["seen"], 1),
+            "train_acc": p["correct"] / max(p["seen"], 1),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": p["seconds"],
+            "samples_per_s": p["seen"] / max(p["seconds"], 1e-9),
+        }
         if val_top_k is not None:
             from ..metrics import history_top_k
+
             k = history_top_k(len(d.classes))
             row[f"val_top{k}_acc"], row[f"test_top{k}_acc"] = val_top_k, test_top_k
         self.history.append(row)
@@ -854,14 +970,17 @@ class Trainer:
                 self.claimed = True
             if self.distributed:  # the same start everywhere: rank 0's weights (collectives wait for fit: setup
                 distributed.broadcast_parameters(self.model, w=self.world)  # may fail on one rank alone)
-                self.reducer = distributed.GradientReducer(self.model.parameters(), self.world,
-                                                           extra=step_stats_size(self.world.size))
+                self.reducer = distributed.GradientReducer(
+                    self.model.parameters(), self.world, extra=step_stats_size(self.world.size)
+                )
             if self.world.is_main:
                 self.write_manifest()
             if self.epoch >= self.config.epochs and not self.step_in_epoch:
-                self.log(f"{self.run_dir}: the run already holds {'its' if self.config.epochs == 1 else 'all'} "
-                         f"{count(self.config.epochs, 'epoch')} "
-                         f"(a larger --epochs extends it)")
+                self.log(
+                    f"{self.run_dir}: the run already holds {'its' if self.config.epochs == 1 else 'all'} "
+                    f"{count(self.config.epochs, 'epoch')} "
+                    f"(a larger --epochs extends it)"
+                )
             with self.stop:
                 try:
                     self.check_stop()
@@ -873,8 +992,10 @@ class Trainer:
                     if self.distributed and not getattr(e, "collective", False):
                         raise  # this rank alone, mid-step: the others are not here to agree on a state
                     self.save_state()
-                    self.log(f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}; state saved. "
-                             f"Continue with: handgrad train --resume {self.run_dir}")
+                    self.log(
+                        f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}; state saved. "
+                        f"Continue with: handgrad train --resume {self.run_dir}"
+                    )
                     raise
         finally:
             if owns_lock:
@@ -885,8 +1006,12 @@ class Trainer:
     # -- files -----------------------------------------------------------------------------------
     def check_finite_state(self):
         """Refuse to save weights or optimizer state holding a NaN or an infinity."""
-        opt_arrays = [v for state in self.optimizer.state_dict()["state"].values() for v in state.values()
-                      if isinstance(v, np.ndarray)]
+        opt_arrays = [
+            v
+            for state in self.optimizer.state_dict()["state"].values()
+            for v in state.values()
+            if isinstance(v, np.ndarray)
+        ]
         at = describe_position(self.epoch, self.step_in_epoch)
         if not all_finite(p_.data for p_ in self.model.parameters()):
             self.diverged(f"the weights {self.nonfinite_names()} are non-finite", at=at)
@@ -910,13 +1035,21 @@ class Trainer:
                     tensors[f"optimizer.{index}.{key}"] = value
                 else:
                     scalar_state.setdefault(str(index), {})[key] = float(np.asarray(value))
-        meta = {"config": asdict(self.config), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "global_step": self.global_step, "partial": self.partial, "best_val_loss": self.best_val_loss,
-                "steps_bytes": self.steps_bytes,
-                "history": self.history, "grad_norms": self.grad_norm_log,
-                "param_groups": opt_state["param_groups"], "optimizer_scalars": scalar_state,
-                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-                "rng": _random.get_state()}
+        meta = {
+            "config": asdict(self.config),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "partial": self.partial,
+            "best_val_loss": self.best_val_loss,
+            "steps_bytes": self.steps_bytes,
+            "history": self.history,
+            "grad_norms": self.grad_norm_log,
+            "param_groups": opt_state["param_groups"],
+            "optimizer_scalars": scalar_state,
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "rng": _random.get_state(),
+        }
         save_tensors(self.run_dir / "resume.safetensors", tensors, {k: json.dumps(v) for k, v in meta.items()})
         self.last_saved = describe_position(self.epoch, self.step_in_epoch)
 
@@ -935,19 +1068,25 @@ class Trainer:
                 state.setdefault(int(index), {})[name] = value
         for index, scalars in meta["optimizer_scalars"].items():
             for name, value in scalars.items():
-                state.setdefault(int(index), {})[name] = (np.asarray(value, dtype=np.float64) if name == "step"
-                                                          else value)
+                state.setdefault(int(index), {})[name] = (
+                    np.asarray(value, dtype=np.float64) if name == "step" else value
+                )
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         if self.scheduler is not None:
             if meta["config"]["epochs"] == self.config.epochs or isinstance(self.scheduler, optim.ReduceLROnPlateau):
                 self.scheduler.load_state_dict(meta["scheduler"])
             else:
-                self.scheduler = make_scheduler(self.config, self.optimizer,
-                                                last_epoch=meta["scheduler"]["last_epoch"] - 1)
+                self.scheduler = make_scheduler(
+                    self.config, self.optimizer, last_epoch=meta["scheduler"]["last_epoch"] - 1
+                )
         _random.set_state(meta["rng"])
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
         self.global_step, self.partial = meta["global_step"], meta["partial"]
-        self.best_val_loss, self.history, self.grad_norm_log = meta["best_val_loss"], meta["history"], meta["grad_norms"]
+        self.best_val_loss, self.history, self.grad_norm_log = (
+            meta["best_val_loss"],
+            meta["history"],
+            meta["grad_norms"],
+        )
         steps_path = self.run_dir / STEPS_FILE
         # a run saved before STEPS_FILE existed records no length: its file (if any) is kept whole
         self.steps_bytes = meta.get("steps_bytes", steps_path.stat().st_size if steps_path.exists() else 0)
@@ -966,9 +1105,12 @@ class Trainer:
         now = {name: f["md5"] for name, f in self.data.files.items()}
         changed = [name for name, f in recorded.items() if now.get(name) != f.get("md5")]
         if changed:
-            raise HandgradError(str(self.run_dir), f"the data files found now ({self.data.source}) are not the ones "
-                                                   f"the run started on: {', '.join(changed)} differ (MD5); point "
-                                                   "--data-dir at the original files")
+            raise HandgradError(
+                str(self.run_dir),
+                f"the data files found now ({self.data.source}) are not the ones "
+                f"the run started on: {', '.join(changed)} differ (MD5); point "
+                "--data-dir at the original files",
+            )
 
     def append_steps(self, steps: list, epoch: int):
         """Append one epoch's rows ([global step, loss, accuracy] each) to STEPS_FILE in one write,
@@ -985,8 +1127,10 @@ class Trainer:
             self.steps_bytes = f.tell()
 
     def write_history(self):
-        atomic_write_text(self.run_dir / "history.json",
-                          json.dumps({"epochs": self.history, "grad_norms": self.grad_norm_log}, indent=1))
+        atomic_write_text(
+            self.run_dir / "history.json",
+            json.dumps({"epochs": self.history, "grad_norms": self.grad_norm_log}, indent=1),
+        )
         buf = io.StringIO()
         if self.history:
             writer = csv.DictWriter(buf, fieldnames=list(self.history[0]))
@@ -995,19 +1139,31 @@ class Trainer:
         atomic_write_text(self.run_dir / "history.csv", buf.getvalue())
         try:
             from .plots import plot_history
-            plot_history(self.history, self.run_dir / "curves.png", title=f"{self.config.model} on {self.config.dataset}",
-                         steps=read_steps(self.run_dir))
+
+            plot_history(
+                self.history,
+                self.run_dir / "curves.png",
+                title=f"{self.config.model} on {self.config.dataset}",
+                steps=read_steps(self.run_dir),
+            )
         except ImportError:
             pass  # matplotlib is optional; the numbers are in history.csv
 
     def write_manifest(self):
-        manifest = {"config": asdict(self.config), "seed": self.config.seed, "environment": environment(),
-                    "data": {"dataset": self.config.dataset, "source": self.data.source, "files": self.data.files,
-                             "normalization": self.data.normalization,
-                             "sizes": {"train": len(self.data.train_y), "val": len(self.data.val_y),
-                                       "test": len(self.data.test_y)}},
-                    "model": {"parameters": self.model.num_parameters(), "repr": repr(self.model)},
-                    "distributed": {"world_size": self.world.size, "threads_per_rank": environment()["threads"]}}
+        manifest = {
+            "config": asdict(self.config),
+            "seed": self.config.seed,
+            "environment": environment(),
+            "data": {
+                "dataset": self.config.dataset,
+                "source": self.data.source,
+                "files": self.data.files,
+                "normalization": self.data.normalization,
+                "sizes": {"train": len(self.data.train_y), "val": len(self.data.val_y), "test": len(self.data.test_y)},
+            },
+            "model": {"parameters": self.model.num_parameters(), "repr": repr(self.model)},
+            "distributed": {"world_size": self.world.size, "threads_per_rank": environment()["threads"]},
+        }
         atomic_write_text(self.run_dir / "manifest.json", json.dumps(manifest, indent=1, default=str))
 
 
@@ -1030,14 +1186,23 @@ def describe_position(epoch: int, step_in_epoch: int) -> str:
 
 def format_epoch(row: dict, epochs: int) -> str:
     width = len(str(epochs))
-    return (f"epoch {row['epoch']:>{width}}/{epochs}"
-            f"  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%"
-            f"  |  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:6.2f}%"
-            f"  |  test acc {100 * row['test_acc']:6.2f}%  |  {row['seconds']:.1f} s")
+    return (
+        f"epoch {row['epoch']:>{width}}/{epochs}"
+        f"  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%"
+        f"  |  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:6.2f}%"
+        f"  |  test acc {100 * row['test_acc']:6.2f}%  |  {row['seconds']:.1f} s"
+    )
 
 
-def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, changes: dict | None = None,
-              progress: bool = True, log=print, world: distributed.World | None = None) -> Trainer:
+def start_run(
+    config: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    changes: dict | None = None,
+    progress: bool = True,
+    log=print,
+    world: distributed.World | None = None,
+) -> Trainer:
     """Lock ``config.out`` and either continue the run in it (``resume``: its own settings, but
     ``changes`` as ``resume_config`` allows) or claim it for a new run (``overwrite``: replacing the
     run there). Returns the Trainer, set up, ready for ``fit()`` and holding the lock until it is
@@ -1056,8 +1221,12 @@ def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False
             raise HandgradError(str(run_dir), "no such run folder to resume")
         lock = RunLock(run_dir).acquire() if main else None
         try:
-            trainer = Trainer(resume_config(run_dir, changes, log if main else (lambda *a: None)), progress=progress,
-                              log=log, world=world)
+            trainer = Trainer(
+                resume_config(run_dir, changes, log if main else (lambda *a: None)),
+                progress=progress,
+                log=log,
+                world=world,
+            )
             trainer.lock = lock
             return trainer.setup().restore_state()
         except BaseException:
@@ -1081,13 +1250,24 @@ def start_run(config: TrainConfig, resume: bool = False, overwrite: bool = False
     return trainer
 
 
-def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, changes: dict | None = None,
-          progress: bool = True, log=print, world: distributed.World | None = None) -> Trainer:
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    changes: dict | None = None,
+    progress: bool = True,
+    log=print,
+    world: distributed.World | None = None,
+) -> Trainer:
     """Train as ``config`` says into ``config.out`` (``resume``: continue the run there; see
     ``start_run``; ``world``: as one rank of a data-parallel run) and return the Trainer."""
     if world is not None and world.size > 1:
-        start = lambda: start_run(config, resume=resume, overwrite=overwrite, changes=changes,  # noqa: E731
-                                  progress=progress, log=log, world=world)
+
+        def start():
+            return start_run(
+                config, resume=resume, overwrite=overwrite, changes=changes, progress=progress, log=log, world=world
+            )
+
         run = world.agree(start, "setting up the run", cleanup=lambda trainer: trainer.__exit__())
     else:
         run = start_run(config, resume=resume, overwrite=overwrite, changes=changes, progress=progress, log=log)

@@ -7,6 +7,7 @@ configurations and references are their specs' (``functional.SPECS``).
     >>> rows = verify()                # or verify([OpCase(...)]) for an op of your own
     >>> print(format_table(rows))
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,6 +24,7 @@ class OpCase:
     floating input is checked (integer ones, class indices, pass through; fixed arguments are closed
     over). ``torch_forward(*tensors)``
     computes the same op with torch, for autograd's gradients; None skips that column."""
+
     op: str
     config: str
     forward: object
@@ -44,8 +46,12 @@ class Row:
 def check_case(case: OpCase, use_torch: bool = True, seed: int = 0) -> Row:
     """``handgrad.gradcheck`` of one case: finite differences (every element) and, with ``use_torch``,
     autograd on the case's torch reference, both for the same random upstream gradient."""
-    report = gradcheck((case.forward, case.backward), tuple(case.inputs), seed=seed,
-                       torch_forward=case.torch_forward if use_torch else None)
+    report = gradcheck(
+        (case.forward, case.backward),
+        tuple(case.inputs),
+        seed=seed,
+        torch_forward=case.torch_forward if use_torch else None,
+    )
     fd_error = max((c.max_rel_error for c in report.checks), default=0.0)
     return Row(case.op, case.config, fd_error, report.autograd_rel_error, report.passed, _detail(report))
 
@@ -55,12 +61,15 @@ def _detail(report) -> str:
     parts = []
     for c in report.checks:
         if not c.fd_passed:
-            parts.append(f"{c.name} at {c.worst_index}: hand {c.analytic:.6g}, numeric {c.numeric:.6g} "
-                         f"(relative error {c.max_rel_error:.1e})")
+            parts.append(
+                f"{c.name} at {c.worst_index}: hand {c.analytic:.6g}, numeric {c.numeric:.6g} "
+                f"(relative error {c.max_rel_error:.1e})"
+            )
         if not c.autograd_passed:
             a = c.autograd
-            parts.append(f"{c.name} at {a.index}: hand {a.got:.6g}, autograd {a.expected:.6g} "
-                         f"(relative error {a.rel_error:.1e})")
+            parts.append(
+                f"{c.name} at {a.index}: hand {a.got:.6g}, autograd {a.expected:.6g} (relative error {a.rel_error:.1e})"
+            )
     return "; ".join(parts)
 
 
@@ -70,6 +79,7 @@ def verify(cases=None, use_torch: bool | None = None, seed: int = 0) -> list:
     if use_torch is None:
         try:
             import torch  # noqa: F401
+
             use_torch = True
         except ImportError:
             use_torch = False
@@ -78,9 +88,16 @@ def verify(cases=None, use_torch: bool | None = None, seed: int = 0) -> list:
 
 def format_table(rows: list) -> str:
     head = ("op", "configuration", "vs finite diff", "vs autograd", "result")
-    body = [(r.op, r.config, f"{r.fd_rel_error:.1e}",
-             "n/a" if r.torch_rel_error is None else f"{r.torch_rel_error:.1e}", "pass" if r.passed else "FAIL")
-            for r in rows]
+    body = [
+        (
+            r.op,
+            r.config,
+            f"{r.fd_rel_error:.1e}",
+            "n/a" if r.torch_rel_error is None else f"{r.torch_rel_error:.1e}",
+            "pass" if r.passed else "FAIL",
+        )
+        for r in rows
+    ]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(f"{x:<{w}}" for x, w in zip(line, widths)).rstrip() for line in [head] + body]
     lines.insert(1, "-" * len(lines[0]))
@@ -88,9 +105,11 @@ def format_table(rows: list) -> str:
         if not r.passed and r.detail:
             lines.append(f"FAIL {r.op} [{r.config}]: {r.detail}")
     failed = sum(not r.passed for r in rows)
-    lines.append(f"{'PASSED' if not failed else 'FAILED'}: {len(rows) - failed}/{len(rows)} configurations "
-                 f"(max relative error: finite differences in float64, eps {EPS:g}; autograd within "
-                 f"{TORCH_TOLERANCE:g})")
+    lines.append(
+        f"{'PASSED' if not failed else 'FAILED'}: {len(rows) - failed}/{len(rows)} configurations "
+        f"(max relative error: finite differences in float64, eps {EPS:g}; autograd within "
+        f"{TORCH_TOLERANCE:g})"
+    )
     return "\n".join(lines)
 
 
@@ -113,6 +132,7 @@ def _op_case(spec, case) -> OpCase:
 
     def torch_forward(*tensors):
         import torch  # only when the reference runs
+
         return spec.torch_reference(torch)(*tensors, **copy.deepcopy(options))
 
     return OpCase(spec.name, case.config, forward, backward, tuple(case.tensors), torch_forward)

@@ -11,6 +11,7 @@ Where the IDX files are looked for, in order (the first folder holding all four 
 Each file may be gzip-compressed (``train-images-idx3-ubyte.gz``) or raw (without ``.gz``).
 Files found on disk are checked for format (``idx.load_idx_pair``); downloads are MD5-checked too.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,12 +26,26 @@ from . import download as _download
 from .idx import load_idx_pair
 
 ENV_VAR = "HANDGRAD_DATA_DIR"
-FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 CLASSES = {
     "mnist": [str(k) for k in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
     "digits": [str(k) for k in range(10)],
 }
 IDX_DATASETS = ("mnist", "fashion-mnist")
@@ -60,12 +75,15 @@ class Dataset:
         return len(self.classes)
 
     def __repr__(self):
-        return (f"Dataset({self.name!r}, train={self.train_images.shape}, test={self.test_images.shape}, "
-                f"{self.num_classes} classes, source={self.source!r})")
+        return (
+            f"Dataset({self.name!r}, train={self.train_images.shape}, test={self.test_images.shape}, "
+            f"{self.num_classes} classes, source={self.source!r})"
+        )
 
 
 class DatasetRow(NamedTuple):
     """One line of ``handgrad datasets``: the name, where it was found (or "not found"), file count."""
+
     name: str
     location: str
     files: int
@@ -111,8 +129,11 @@ def _load_idx_dataset(name: str, files: dict, source: str) -> Dataset:
     train_x, train_y = load_idx_pair(paths[0], paths[1], len(classes))
     test_x, test_y = load_idx_pair(paths[2], paths[3], len(classes))
     if train_x.shape[1:] != test_x.shape[1:]:
-        raise HandgradError(str(paths[2]), f"images are {test_x.shape[1]}x{test_x.shape[2]} but the training "
-                                           f"images are {train_x.shape[1]}x{train_x.shape[2]}; expected the same size")
+        raise HandgradError(
+            str(paths[2]),
+            f"images are {test_x.shape[1]}x{test_x.shape[2]} but the training "
+            f"images are {train_x.shape[1]}x{train_x.shape[2]}; expected the same size",
+        )
     manifest = {p.name: {"path": str(p.resolve()), "md5": _download.md5_file(p)} for p in paths}
     return Dataset(name, _to_float(train_x), train_y, _to_float(test_x), test_y, list(classes), manifest, source)
 
@@ -166,8 +187,11 @@ def load_dataset(name: str, data_dir=None, download: bool = True, progress: bool
             if len(files) == len(FILES):
                 return _load_idx_dataset(name, files, f"data_dir: {folder}")
         missing = [f for f in FILES if f not in _present(data_dir)]
-        raise HandgradError(str(data_dir), f"data_dir for {name} lacks {', '.join(missing)}; expected the four files "
-                                           f"{', '.join(FILES)} (or raw, without .gz) in it or in {data_dir / name}")
+        raise HandgradError(
+            str(data_dir),
+            f"data_dir for {name} lacks {', '.join(missing)}; expected the four files "
+            f"{', '.join(FILES)} (or raw, without .gz) in it or in {data_dir / name}",
+        )
     searched = []
     for label, folder in _candidates(name):
         files = _present(folder)
@@ -191,20 +215,23 @@ def load_digits() -> Dataset:
     try:
         import sklearn.datasets
     except ImportError as e:
-        raise HandgradError("digits", "needs scikit-learn (pip install scikit-learn, or handgrad[cli]); "
-                                      "it ships the 8x8 digits, no download") from e
+        raise HandgradError(
+            "digits",
+            "needs scikit-learn (pip install scikit-learn, or handgrad[cli]); it ships the 8x8 digits, no download",
+        ) from e
     bunch = sklearn.datasets.load_digits()
     images = (bunch.images[:, None] / 16).astype(np.float32)
     labels = bunch.target.astype(np.int64)
     test = np.zeros(len(labels), dtype=bool)
     for k in range(10):
         members = np.flatnonzero(labels == k)
-        test[members[len(members) - int(round(len(members) * DIGITS_TEST_FRACTION)):]] = True
+        test[members[len(members) - int(round(len(members) * DIGITS_TEST_FRACTION)) :]] = True
     csv = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
     files = {csv.name: {"path": str(csv), "md5": _download.md5_file(csv)}} if csv.is_file() else {}
     source = "scikit-learn: sklearn.datasets.load_digits (last 20% of each class as test)"
-    return Dataset("digits", images[~test], labels[~test], images[test], labels[test],
-                   list(CLASSES["digits"]), files, source)
+    return Dataset(
+        "digits", images[~test], labels[~test], images[test], labels[test], list(CLASSES["digits"]), files, source
+    )
 
 
 def describe_datasets(data_dir=None) -> list:
@@ -229,7 +256,13 @@ def describe_datasets(data_dir=None) -> list:
         else:
             rows.append(DatasetRow(name, "not found", max(count for _, _, count in found)))
     import importlib.util
+
     has_sklearn = importlib.util.find_spec("sklearn") is not None
-    rows.append(DatasetRow("digits", "scikit-learn (embedded)" if has_sklearn else "not found (needs scikit-learn)",
-                           1 if has_sklearn else 0))
+    rows.append(
+        DatasetRow(
+            "digits",
+            "scikit-learn (embedded)" if has_sklearn else "not found (needs scikit-learn)",
+            1 if has_sklearn else 0,
+        )
+    )
     return rows

@@ -6,6 +6,7 @@ while its MD5 is computed; only when the digest matches is it renamed into place
 Mirrors and checksums are torchvision's. urllib.request (and the network) is only touched here,
 and only imported when a download actually runs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -90,8 +91,15 @@ def _fetch(url: str, dest: Path, md5: str | None, progress: bool, timeout: float
         raise
 
 
-def download_file(urls, dest, md5: str | None = None, progress: bool = True, retries: int = 3,
-                  timeout: float = 30.0, backoff: float = 1.0) -> str:
+def download_file(
+    urls,
+    dest,
+    md5: str | None = None,
+    progress: bool = True,
+    retries: int = 3,
+    timeout: float = 30.0,
+    backoff: float = 1.0,
+) -> str:
     """Download ``dest`` from the first of ``urls`` that works; return that URL.
 
     Each URL gets up to ``retries`` attempts (waiting ``backoff * 2**attempt`` seconds between them)
@@ -119,7 +127,7 @@ def download_file(urls, dest, md5: str | None = None, progress: bool = True, ret
             except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, short reads
                 failures.append(f"{url}: {getattr(e, 'reason', None) or e!r}")
             if attempt + 1 < retries:
-                time.sleep(backoff * 2 ** attempt)
+                time.sleep(backoff * 2**attempt)
     raise DownloadError(dest.name, "could not download from any mirror:\n  " + "\n  ".join(failures))
 
 
@@ -129,6 +137,13 @@ def download_dataset(name: str, folder, file_names, progress: bool = True, retri
     Every file is MD5-checked against ``MD5[name]``. Returns the URLs the files came from.
     """
     folder = Path(folder)
-    return [download_file([mirror + file for mirror in MIRRORS[name]], folder / file,
-                          MD5[name].get(file), progress=progress, retries=retries)
-            for file in file_names]
+    return [
+        download_file(
+            [mirror + file for mirror in MIRRORS[name]],
+            folder / file,
+            MD5[name].get(file),
+            progress=progress,
+            retries=retries,
+        )
+        for file in file_names
+    ]

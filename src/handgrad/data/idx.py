@@ -12,6 +12,7 @@ So the magic number (bytes 0-3 as one int32) is 0x00000801 for a label file (uin
 0x00000803 for an image file (uint8, 3-D: N x rows x cols). Files may be gzip-compressed; that is
 recognised from the content (bytes 1f 8b), not the name.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -24,8 +25,14 @@ import numpy as np
 
 from ..errors import HandgradError
 
-DTYPES: dict[int, np.dtype] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
-                              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 LABELS_MAGIC = 0x00000801
 IMAGES_MAGIC = 0x00000803
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -58,8 +65,9 @@ class _Gunzip:
         self.done = False
 
     def _corrupt(self, reason):
-        return HandgradError(self.where, f"corrupt or truncated gzip data ({reason}); "
-                                         f"delete the file and fetch it again")
+        return HandgradError(
+            self.where, f"corrupt or truncated gzip data ({reason}); delete the file and fetch it again"
+        )
 
     def read(self, n: int) -> bytearray:
         out = bytearray()
@@ -163,27 +171,36 @@ def _parse_header(data, where: str, magic: int | None) -> tuple[tuple, np.dtype,
         raise HandgradError(where, f"too short for an IDX file: {len(data)} bytes, the header alone needs at least 4")
     got = int.from_bytes(data[:4], "big")
     if data[0] != 0 or data[1] != 0:
-        expected = describe_magic(magic) if magic is not None else \
-            f"{describe_magic(LABELS_MAGIC)} for labels or {describe_magic(IMAGES_MAGIC)} for images"
-        raise HandgradError(where, f"bad magic number 0x{got:08X}, expected {expected}: an IDX file starts with "
-                                   f"two zero bytes, then the dtype code and the number of dimensions")
+        expected = (
+            describe_magic(magic)
+            if magic is not None
+            else f"{describe_magic(LABELS_MAGIC)} for labels or {describe_magic(IMAGES_MAGIC)} for images"
+        )
+        raise HandgradError(
+            where,
+            f"bad magic number 0x{got:08X}, expected {expected}: an IDX file starts with "
+            f"two zero bytes, then the dtype code and the number of dimensions",
+        )
     code, ndim = data[2], data[3]
     if code not in DTYPES:
         known = ", ".join(f"0x{c:02X} {d.newbyteorder('=').name}" for c, d in DTYPES.items())
-        raise HandgradError(where, f"unknown dtype code 0x{code:02X} in magic number 0x{got:08X}; "
-                                   f"expected one of {known}")
+        raise HandgradError(
+            where, f"unknown dtype code 0x{code:02X} in magic number 0x{got:08X}; expected one of {known}"
+        )
     if ndim == 0:
         raise HandgradError(where, f"magic number 0x{got:08X} declares 0 dimensions, expected at least 1")
     if magic is not None and got != magic:
         kind = {LABELS_MAGIC: "a labels file", IMAGES_MAGIC: "an images file"}.get(magic, "this file")
         hint = "; are the images and labels files swapped?" if {got, magic} == {LABELS_MAGIC, IMAGES_MAGIC} else ""
-        raise HandgradError(where, f"magic number {describe_magic(got)}, expected {describe_magic(magic)} "
-                                   f"for {kind}{hint}")
+        raise HandgradError(
+            where, f"magic number {describe_magic(got)}, expected {describe_magic(magic)} for {kind}{hint}"
+        )
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise HandgradError(where, f"truncated header: {ndim} dimensions need {header} header bytes, "
-                                   f"the file holds {len(data)}")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+        raise HandgradError(
+            where, f"truncated header: {ndim} dimensions need {header} header bytes, the file holds {len(data)}"
+        )
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = DTYPES[code]
     return shape, dtype, header
 
@@ -199,11 +216,17 @@ def parse_idx(data: bytes | bytearray, where: str, magic: int | None = None) -> 
     body = len(data) - header
     dims = " x ".join(map(str, shape))
     if body < expected:
-        raise HandgradError(where, f"truncated: the header declares {dims} {dtype.newbyteorder('=').name} "
-                                   f"= {expected} data bytes, the file holds {body} ({expected - body} missing)")
+        raise HandgradError(
+            where,
+            f"truncated: the header declares {dims} {dtype.newbyteorder('=').name} "
+            f"= {expected} data bytes, the file holds {body} ({expected - body} missing)",
+        )
     if body > expected:
-        raise HandgradError(where, f"{body - expected} trailing bytes: the header declares {dims} "
-                                   f"{dtype.newbyteorder('=').name} = {expected} data bytes, the file holds {body}")
+        raise HandgradError(
+            where,
+            f"{body - expected} trailing bytes: the header declares {dims} "
+            f"{dtype.newbyteorder('=').name} = {expected} data bytes, the file holds {body}",
+        )
     # astype copies into a writable array in native byte order
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -227,8 +250,9 @@ def write_idx(path, array: np.ndarray, compress: bool | None = None) -> None:
     array = np.asarray(array)
     code = next((c for c, d in DTYPES.items() if d.newbyteorder("=") == array.dtype.newbyteorder("=")), None)
     if code is None or array.ndim == 0:
-        raise HandgradError(str(path), f"cannot write an array of dtype {array.dtype.name} and "
-                                       f"{array.ndim} dimensions as IDX")
+        raise HandgradError(
+            str(path), f"cannot write an array of dtype {array.dtype.name} and {array.ndim} dimensions as IDX"
+        )
     header = bytes([0, 0, code, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
     data = header + np.ascontiguousarray(array, dtype=DTYPES[code]).tobytes()
     compress = str(path).endswith(".gz") if compress is None else compress
@@ -245,15 +269,24 @@ def load_idx_pair(images_path, labels_path, num_classes: int = 10) -> tuple[np.n
     """
     images = read_idx(images_path, IMAGES_MAGIC)
     if images.size == 0:
-        raise HandgradError(str(images_path), f"holds no images (shape {' x '.join(map(str, images.shape))}); "
-                                              f"expected at least one image of at least 1 x 1 pixels")
+        raise HandgradError(
+            str(images_path),
+            f"holds no images (shape {' x '.join(map(str, images.shape))}); "
+            f"expected at least one image of at least 1 x 1 pixels",
+        )
     labels = read_idx(labels_path, LABELS_MAGIC)
     if len(images) != len(labels):
-        raise HandgradError(str(labels_path), f"holds {len(labels)} labels but the images file "
-                                              f"{os.fspath(images_path)} holds {len(images)} images; "
-                                              f"expected equal counts")
+        raise HandgradError(
+            str(labels_path),
+            f"holds {len(labels)} labels but the images file "
+            f"{os.fspath(images_path)} holds {len(images)} images; "
+            f"expected equal counts",
+        )
     if len(labels) and labels.max() >= num_classes:
         bad = np.flatnonzero(labels >= num_classes)
-        raise HandgradError(str(labels_path), f"label {int(labels[bad[0]])} at index {int(bad[0])} is out of range "
-                                              f"({len(bad)} such labels); expected 0 to {num_classes - 1}")
+        raise HandgradError(
+            str(labels_path),
+            f"label {int(labels[bad[0]])} at index {int(bad[0])} is out of range "
+            f"({len(bad)} such labels); expected 0 to {num_classes - 1}",
+        )
     return images, labels.astype(np.int64)

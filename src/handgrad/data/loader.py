@@ -1,4 +1,5 @@
 """DataLoader: (x, y) mini-batches over in-memory arrays, with reproducible per-epoch shuffling."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,13 +24,22 @@ class DataLoader:
         >>> for xb, yb in loader: ...
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = False,
-                 seed: int | None = None, drop_last: bool = False):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int | None = None,
+        drop_last: bool = False,
+    ):
         check_array("DataLoader", "images", images)
         check_array("DataLoader", "labels", labels)
         if len(images) != len(labels):
-            raise HandgradError("DataLoader", f"expected as many labels as images ({len(images)}), "
-                                      f"got labels of shape {fmt_shape(labels.shape)}")
+            raise HandgradError(
+                "DataLoader",
+                f"expected as many labels as images ({len(images)}), got labels of shape {fmt_shape(labels.shape)}",
+            )
         if int(batch_size) < 1:
             raise HandgradError("DataLoader", f"expected batch_size >= 1, got {batch_size}")
         self.images, self.labels = images, labels
@@ -57,9 +67,11 @@ class DataLoader:
 
     def _batches(self, order):
         for i in range(len(self)):
-            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.images[index], self.labels[index]
 
     def __repr__(self):
-        return (f"DataLoader(samples={len(self.labels)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"seed={self.seed}, drop_last={self.drop_last}, epoch={self.epoch})")
+        return (
+            f"DataLoader(samples={len(self.labels)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"seed={self.seed}, drop_last={self.drop_last}, epoch={self.epoch})"
+        )

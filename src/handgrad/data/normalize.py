@@ -1,5 +1,6 @@
 """Normalizer: (x - mean) / std with scalar statistics of the training set, as PyTorch's MNIST
 ``Normalize((0.1307,), (0.3081,))``."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,9 @@ class Normalizer:
         flat = train_images.reshape(len(train_images), -1)
         mean = flat.mean(dtype=np.float64)
         # chunked so no float64 copy of the whole training set is made
-        sq = sum(float(np.square(flat[i:i + chunk].astype(np.float64) - mean).sum())
-                 for i in range(0, len(flat), chunk))
+        sq = sum(
+            float(np.square(flat[i : i + chunk].astype(np.float64) - mean).sum()) for i in range(0, len(flat), chunk)
+        )
         return cls(mean, np.sqrt(sq / flat.size))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

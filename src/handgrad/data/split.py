@@ -5,6 +5,7 @@ of the chosen ones (largest remainders take the leftover places, ties to the low
 which members are chosen is a seeded random draw. Chosen and remaining samples keep their
 original order.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,9 @@ def _check_pair(where: str, images, labels) -> None:
     check_array(where, "images", images)
     check_array(where, "labels", labels)
     if labels.ndim != 1 or len(images) != len(labels):
-        raise HandgradError(where, f"expected labels of shape (N,) with N = len(images) = {len(images)}, "
-                                   f"got {fmt_shape(labels.shape)}")
+        raise HandgradError(
+            where, f"expected labels of shape (N,) with N = len(images) = {len(images)}, got {fmt_shape(labels.shape)}"
+        )
 
 
 def stratified_indices(labels: np.ndarray, size: int, seed=0) -> np.ndarray:
@@ -29,12 +31,13 @@ def stratified_indices(labels: np.ndarray, size: int, seed=0) -> np.ndarray:
     # stable sort on -remainder: equal remainders go to the lower class
     take[np.argsort(-(quota - take), kind="stable")[:leftover]] += 1
     rng = np.random.default_rng(seed)
-    chosen = [rng.permutation(np.flatnonzero(inverse == k))[:take[k]] for k in range(len(classes))]
+    chosen = [rng.permutation(np.flatnonzero(inverse == k))[: take[k]] for k in range(len(classes))]
     return np.sort(np.concatenate(chosen))
 
 
-def train_val_split(images: np.ndarray, labels: np.ndarray, val_fraction: float = 0.1, seed=0,
-                    val_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def train_val_split(
+    images: np.ndarray, labels: np.ndarray, val_fraction: float = 0.1, seed=0, val_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Split off a stratified validation set: ``(train_images, train_labels, val_images, val_labels)``.
 
     ``val_size`` (a count) overrides ``val_fraction``. The same seed gives the same split.

@@ -3,6 +3,7 @@
 All are element-wise except softmax and log_softmax, which couple the entries along ``dim``. This is
 the readable definition; ``handgrad.kernels.activation`` computes the element-wise ones in one pass each.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -111,17 +112,22 @@ def elementwise_backward(grad_output, x, derivative) -> np.ndarray:
 # -- specs ------------------------------------------------------------------------------------------
 def _float_option(name):
     """A bridge check that passes one numeric option on as a float (a torch.nn layer may hold an int)."""
+
     def check(where, arrays, options):
         return {name: float(options[name])}
+
     return check
 
 
 def _input_cases(*options):
     """One (3, 5) input per set of options."""
+
     def cases(rng):
         for opts in options or ({},):
-            yield Case("x (3, 5)" + "".join(f", {k} {v}" for k, v in opts.items()), (rng.standard_normal((3, 5)),),
-                       opts)
+            yield Case(
+                "x (3, 5)" + "".join(f", {k} {v}" for k, v in opts.items()), (rng.standard_normal((3, 5)),), opts
+            )
+
     return cases
 
 
@@ -131,19 +137,55 @@ def _dim_cases(rng):
 
 
 register(
-    OpSpec("relu", relu_forward, relu_backward, lambda torch: torch.nn.functional.relu, _input_cases(),
-           bridge=Bridge("ReLU", unsupported=refuse_inplace)),
-    OpSpec("leaky_relu", leaky_relu_forward, leaky_relu_backward, lambda torch: torch.nn.functional.leaky_relu,
-           _input_cases({"negative_slope": 0.1}), options=(("negative_slope", 0.01),),
-           bridge=Bridge("LeakyReLU", check=_float_option("negative_slope"), unsupported=refuse_inplace)),
-    OpSpec("elu", elu_forward, elu_backward, lambda torch: torch.nn.functional.elu,
-           _input_cases({"alpha": 1.0}, {"alpha": 0.3}), options=(("alpha", 1.0),),
-           bridge=Bridge("ELU", check=_float_option("alpha"), unsupported=refuse_inplace)),
-    OpSpec("sigmoid", sigmoid_forward, sigmoid_backward, lambda torch: torch.sigmoid, _input_cases(),
-           bridge=Bridge("Sigmoid")),
+    OpSpec(
+        "relu",
+        relu_forward,
+        relu_backward,
+        lambda torch: torch.nn.functional.relu,
+        _input_cases(),
+        bridge=Bridge("ReLU", unsupported=refuse_inplace),
+    ),
+    OpSpec(
+        "leaky_relu",
+        leaky_relu_forward,
+        leaky_relu_backward,
+        lambda torch: torch.nn.functional.leaky_relu,
+        _input_cases({"negative_slope": 0.1}),
+        options=(("negative_slope", 0.01),),
+        bridge=Bridge("LeakyReLU", check=_float_option("negative_slope"), unsupported=refuse_inplace),
+    ),
+    OpSpec(
+        "elu",
+        elu_forward,
+        elu_backward,
+        lambda torch: torch.nn.functional.elu,
+        _input_cases({"alpha": 1.0}, {"alpha": 0.3}),
+        options=(("alpha", 1.0),),
+        bridge=Bridge("ELU", check=_float_option("alpha"), unsupported=refuse_inplace),
+    ),
+    OpSpec(
+        "sigmoid",
+        sigmoid_forward,
+        sigmoid_backward,
+        lambda torch: torch.sigmoid,
+        _input_cases(),
+        bridge=Bridge("Sigmoid"),
+    ),
     OpSpec("tanh", tanh_forward, tanh_backward, lambda torch: torch.tanh, _input_cases(), bridge=Bridge("Tanh")),
-    OpSpec("softmax", softmax_forward, softmax_backward, lambda torch: torch.nn.functional.softmax, _dim_cases,
-           options=(("dim", -1),)),
-    OpSpec("log_softmax", log_softmax_forward, log_softmax_backward, lambda torch: torch.nn.functional.log_softmax,
-           _dim_cases, options=(("dim", -1),)),
+    OpSpec(
+        "softmax",
+        softmax_forward,
+        softmax_backward,
+        lambda torch: torch.nn.functional.softmax,
+        _dim_cases,
+        options=(("dim", -1),),
+    ),
+    OpSpec(
+        "log_softmax",
+        log_softmax_forward,
+        log_softmax_backward,
+        lambda torch: torch.nn.functional.log_softmax,
+        _dim_cases,
+        options=(("dim", -1),),
+    ),
 )

@@ -5,6 +5,7 @@ Layout (NCHW, as PyTorch): x (N, C, H, W), weight (O, C, kH, kW), bias (O,), y (
 
 This is the readable definition; ``handgrad.kernels.conv`` computes the same with compiled loops.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -65,8 +66,10 @@ def col2im(cols: np.ndarray, x_shape, kernel_size, stride, padding) -> np.ndarra
     grad_padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     for i in range(kh):  # loop over kernel offsets only; each step moves a whole (N, C, Ho, Wo) block
         for j in range(kw):
-            grad_padded[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw] += fields[:, :, :, :, i, j].transpose(0, 3, 1, 2)
-    return grad_padded[:, :, ph:ph + h, pw:pw + w]
+            grad_padded[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw] += fields[:, :, :, :, i, j].transpose(
+                0, 3, 1, 2
+            )
+    return grad_padded[:, :, ph : ph + h, pw : pw + w]
 
 
 def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cache=True) -> tuple[np.ndarray, Any]:
@@ -136,11 +139,18 @@ def _check_conv2d(where, arrays, options):
 
     x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
     stride = pair_argument(where, "stride", options["stride"])
-    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[1] or (
-            bias is not None and bias.shape != weight.shape[:1]):
-        raise ShapeError(where, f"expected input (N, C, H, W), weight (O, C, kH, kW) and bias (O,) with one C; "
-                                f"got input {fmt_shape(x.shape)}, weight {fmt_shape(weight.shape)}, "
-                                f"bias {None if bias is None else fmt_shape(bias.shape)}")
+    if (
+        x.ndim != 4
+        or weight.ndim != 4
+        or x.shape[1] != weight.shape[1]
+        or (bias is not None and bias.shape != weight.shape[:1])
+    ):
+        raise ShapeError(
+            where,
+            f"expected input (N, C, H, W), weight (O, C, kH, kW) and bias (O,) with one C; "
+            f"got input {fmt_shape(x.shape)}, weight {fmt_shape(weight.shape)}, "
+            f"bias {None if bias is None else fmt_shape(bias.shape)}",
+        )
     padding = numeric_padding(options["padding"], weight.shape[2:], stride)
     padding = pair_argument(where, "padding", padding, minimum=0)
     check_window_fits(where, x, weight.shape[2:], padding)
@@ -160,17 +170,31 @@ def _conv2d_unsupported(module):
 
 
 def _conv2d_cases(rng):
-    for x_shape, w_shape, stride, padding, bias in (((2, 2, 5, 5), (3, 2, 3, 3), (1, 1), (0, 0), True),
-                                                    ((1, 2, 5, 5), (3, 2, 3, 3), (2, 2), (1, 1), True),
-                                                    ((2, 1, 5, 6), (2, 1, 2, 3), (1, 2), (0, 1), False),
-                                                    ((2, 3, 4, 4), (2, 3, 1, 1), (1, 1), (0, 0), True)):
+    for x_shape, w_shape, stride, padding, bias in (
+        ((2, 2, 5, 5), (3, 2, 3, 3), (1, 1), (0, 0), True),
+        ((1, 2, 5, 5), (3, 2, 3, 3), (2, 2), (1, 1), True),
+        ((2, 1, 5, 6), (2, 1, 2, 3), (1, 2), (0, 1), False),
+        ((2, 3, 4, 4), (2, 3, 1, 1), (1, 1), (0, 0), True),
+    ):
         tensors = (rng.standard_normal(x_shape), rng.standard_normal(w_shape))
-        yield Case(f"x {x_shape} w {w_shape[2:]} stride {stride} padding {padding} bias={bias}",
-                   tensors + ((rng.standard_normal(w_shape[0]),) if bias else ()),
-                   {"stride": stride, "padding": padding})
+        yield Case(
+            f"x {x_shape} w {w_shape[2:]} stride {stride} padding {padding} bias={bias}",
+            tensors + ((rng.standard_normal(w_shape[0]),) if bias else ()),
+            {"stride": stride, "padding": padding},
+        )
 
 
-register(OpSpec("conv2d", conv2d_forward, conv2d_backward, lambda torch: torch.nn.functional.conv2d, _conv2d_cases,
-                tensors=("input", "weight", "bias"), options=(("stride", 1), ("padding", 0)), optional=("bias",),
-                needs_input_grad=True,
-                bridge=Bridge("Conv2d", check=_check_conv2d, unsupported=_conv2d_unsupported)))
+register(
+    OpSpec(
+        "conv2d",
+        conv2d_forward,
+        conv2d_backward,
+        lambda torch: torch.nn.functional.conv2d,
+        _conv2d_cases,
+        tensors=("input", "weight", "bias"),
+        options=(("stride", 1), ("padding", 0)),
+        optional=("bias",),
+        needs_input_grad=True,
+        bridge=Bridge("Conv2d", check=_check_conv2d, unsupported=_conv2d_unsupported),
+    )
+)

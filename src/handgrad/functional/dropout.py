@@ -1,5 +1,6 @@
 """Inverted dropout: zero each element with probability p and scale the survivors by 1/(1-p), so
 the expected output equals the input and evaluation needs no rescaling."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,6 +30,7 @@ def _dropout_reference(torch):
     def dropout(input, p=0.5, generator=None):
         """x * mask, with the mask handgrad draws from the same generator state."""
         return input * torch.from_numpy(dropout_forward(np.ones(tuple(input.shape)), p, generator)[1])
+
     return dropout
 
 
@@ -37,5 +39,13 @@ def _dropout_cases(rng):
         yield Case(f"x (4, 6), p {p}", (rng.standard_normal((4, 6)),), {"p": p, "generator": np.random.default_rng(7)})
 
 
-register(OpSpec("dropout", dropout_forward, dropout_backward, _dropout_reference, _dropout_cases,
-                options=(("p", 0.5), ("generator", REQUIRED))))
+register(
+    OpSpec(
+        "dropout",
+        dropout_forward,
+        dropout_backward,
+        _dropout_reference,
+        _dropout_cases,
+        options=(("p", 0.5), ("generator", REQUIRED)),
+    )
+)

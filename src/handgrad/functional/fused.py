@@ -10,6 +10,7 @@ composition of their references, which is the definition the fused kernels are t
 
 These are not ops of their own (no spec, no bridge Function): each layer keeps its own pair.
 """
+
 from __future__ import annotations
 
 from .activation import relu_backward, relu_forward
@@ -17,8 +18,9 @@ from .conv import ALL, conv2d_backward, conv2d_forward
 from .pool import max_pool2d_backward, max_pool2d_forward
 
 
-def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride, pool_padding,
-                                   keep_cache=True):
+def conv2d_relu_max_pool2d_forward(
+    x, weight, bias, stride, padding, pool_kernel, pool_stride, pool_padding, keep_cache=True
+):
     """y = max_pool2d(relu(conv2d(x))): the three forwards in order, each cache kept for backward."""
     z, conv_cache = conv2d_forward(x, weight, bias, stride, padding, keep_cache=keep_cache)
     r, relu_cache = relu_forward(z)

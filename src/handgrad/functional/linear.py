@@ -1,4 +1,5 @@
 """Linear (fully connected) layer: the math, once, as a forward/backward pair."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -45,21 +46,40 @@ def linear_backward(grad_output: np.ndarray, cache, needs_input_grad=ALL) -> tup
 # -- spec -------------------------------------------------------------------------------------------
 def _check_linear(where, arrays, options):
     x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
-    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1] or (
-            bias is not None and bias.shape != weight.shape[:1]):
-        raise ShapeError(where, f"expected input (*, in_features), weight (out_features, in_features) and bias "
-                                f"(out_features,); got input {fmt_shape(x.shape)}, weight {fmt_shape(weight.shape)}, "
-                                f"bias {None if bias is None else fmt_shape(bias.shape)}")
+    if (
+        weight.ndim != 2
+        or x.ndim < 1
+        or x.shape[-1] != weight.shape[1]
+        or (bias is not None and bias.shape != weight.shape[:1])
+    ):
+        raise ShapeError(
+            where,
+            f"expected input (*, in_features), weight (out_features, in_features) and bias "
+            f"(out_features,); got input {fmt_shape(x.shape)}, weight {fmt_shape(weight.shape)}, "
+            f"bias {None if bias is None else fmt_shape(bias.shape)}",
+        )
     return options
 
 
 def _linear_cases(rng):
     for shape, out_features, bias in (((2, 4), 3, True), ((2, 4), 3, False), ((2, 3, 4), 5, True)):
         tensors = (rng.standard_normal(shape), rng.standard_normal((out_features, shape[-1])))
-        yield Case(f"x {shape} -> {out_features}, bias={bias}",
-                   tensors + ((rng.standard_normal(out_features),) if bias else ()))
+        yield Case(
+            f"x {shape} -> {out_features}, bias={bias}",
+            tensors + ((rng.standard_normal(out_features),) if bias else ()),
+        )
 
 
-register(OpSpec("linear", linear_forward, linear_backward, lambda torch: torch.nn.functional.linear, _linear_cases,
-                tensors=("input", "weight", "bias"), optional=("bias",), needs_input_grad=True,
-                bridge=Bridge("Linear", check=_check_linear)))
+register(
+    OpSpec(
+        "linear",
+        linear_forward,
+        linear_backward,
+        lambda torch: torch.nn.functional.linear,
+        _linear_cases,
+        tensors=("input", "weight", "bias"),
+        optional=("bias",),
+        needs_input_grad=True,
+        bridge=Bridge("Linear", check=_check_linear),
+    )
+)

@@ -1,5 +1,6 @@
 """Losses. Each forward returns the loss (a 0-d array, or per-sample with reduction='none') and a
 cache; each backward turns dL/dloss (1 by default) into dL/dinput."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -121,23 +122,31 @@ def _check_cross_entropy_targets(where, arrays, options):
 def _check_mse_loss(where, arrays, options):
     x, target = arrays["input"], arrays["target"]
     if x.shape != target.shape:
-        raise ShapeError(where, f"expected target of the input's shape {fmt_shape(x.shape)}, "
-                                f"got {fmt_shape(target.shape)}")
+        raise ShapeError(
+            where, f"expected target of the input's shape {fmt_shape(x.shape)}, got {fmt_shape(target.shape)}"
+        )
     return {"reduction": _check_reduction(where, options["reduction"])}
 
 
 def _class_target_cases(make_input):
     def cases(rng):
         for reduction in REDUCTIONS:
-            yield Case(f"logits (4, 5), reduction {reduction}", (make_input(rng), rng.integers(0, 5, 4)),
-                       {"reduction": reduction})
+            yield Case(
+                f"logits (4, 5), reduction {reduction}",
+                (make_input(rng), rng.integers(0, 5, 4)),
+                {"reduction": reduction},
+            )
+
     return cases
 
 
 def _mse_loss_cases(rng):
     for reduction in REDUCTIONS:
-        yield Case(f"x (3, 4), reduction {reduction}", (rng.standard_normal((3, 4)), rng.standard_normal((3, 4))),
-                   {"reduction": reduction})
+        yield Case(
+            f"x (3, 4), reduction {reduction}",
+            (rng.standard_normal((3, 4)), rng.standard_normal((3, 4))),
+            {"reduction": reduction},
+        )
 
 
 def _cross_entropy_unsupported(module):
@@ -157,16 +166,41 @@ def _mse_loss_gradients(grad_input, needs):
 
 _REDUCTION = (("reduction", "mean"),)
 register(
-    OpSpec("cross_entropy", cross_entropy_forward, cross_entropy_backward,
-           lambda torch: torch.nn.functional.cross_entropy,
-           _class_target_cases(lambda rng: rng.standard_normal((4, 5))),
-           tensors=("input", "target"), integer=("target",), options=_REDUCTION,
-           bridge=Bridge("CrossEntropyLoss", function="CrossEntropyFunction", check=_check_cross_entropy_targets,
-                         unsupported=_cross_entropy_unsupported)),
-    OpSpec("nll_loss", nll_loss_forward, nll_loss_backward, lambda torch: torch.nn.functional.nll_loss,
-           _class_target_cases(lambda rng: log_softmax_forward(rng.standard_normal((4, 5)), 1)[0]),
-           tensors=("input", "target"), integer=("target",), options=_REDUCTION),
-    OpSpec("mse_loss", mse_loss_forward, mse_loss_backward, lambda torch: torch.nn.functional.mse_loss,
-           _mse_loss_cases, tensors=("input", "target"), options=_REDUCTION, gradients=_mse_loss_gradients,
-           bridge=Bridge("MSELoss", check=_check_mse_loss, casts=("target",))),
+    OpSpec(
+        "cross_entropy",
+        cross_entropy_forward,
+        cross_entropy_backward,
+        lambda torch: torch.nn.functional.cross_entropy,
+        _class_target_cases(lambda rng: rng.standard_normal((4, 5))),
+        tensors=("input", "target"),
+        integer=("target",),
+        options=_REDUCTION,
+        bridge=Bridge(
+            "CrossEntropyLoss",
+            function="CrossEntropyFunction",
+            check=_check_cross_entropy_targets,
+            unsupported=_cross_entropy_unsupported,
+        ),
+    ),
+    OpSpec(
+        "nll_loss",
+        nll_loss_forward,
+        nll_loss_backward,
+        lambda torch: torch.nn.functional.nll_loss,
+        _class_target_cases(lambda rng: log_softmax_forward(rng.standard_normal((4, 5)), 1)[0]),
+        tensors=("input", "target"),
+        integer=("target",),
+        options=_REDUCTION,
+    ),
+    OpSpec(
+        "mse_loss",
+        mse_loss_forward,
+        mse_loss_backward,
+        lambda torch: torch.nn.functional.mse_loss,
+        _mse_loss_cases,
+        tensors=("input", "target"),
+        options=_REDUCTION,
+        gradients=_mse_loss_gradients,
+        bridge=Bridge("MSELoss", check=_check_mse_loss, casts=("target",)),
+    ),
 )

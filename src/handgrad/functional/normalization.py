@@ -1,4 +1,5 @@
 """Batch normalisation over the channel axis (axis 1) of (N, C), (N, C, L) or (N, C, H, W)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,8 +19,9 @@ def _per_channel(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum=0.1,
-                       eps=1e-5) -> tuple[np.ndarray, Any]:
+def batch_norm_forward(
+    x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5
+) -> tuple[np.ndarray, Any]:
     """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel.
 
     Training: mean and (biased) var of this batch over every axis but 1; the running statistics are
@@ -48,10 +50,10 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
 def batch_norm_backward(grad_output, cache, needs_input_grad=ALL) -> tuple:
     """With G = dL/dy, m values per channel and sums over every axis but the channel:
 
-        grad_weight = sum(G * xhat)            grad_bias = sum(G)
-        dxhat       = G * weight
-        training:   grad_input = invstd / m * (m * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))
-        eval:       grad_input = dxhat * invstd          (mean and var are constants then)
+    grad_weight = sum(G * xhat)            grad_bias = sum(G)
+    dxhat       = G * weight
+    training:   grad_input = invstd / m * (m * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))
+    eval:       grad_input = dxhat * invstd          (mean and var are constants then)
     """
     xhat, invstd, weight, training = cache
     axes, ndim = _channel_axes(xhat), xhat.ndim
@@ -73,25 +75,53 @@ def batch_norm_backward(grad_output, cache, needs_input_grad=ALL) -> tuple:
 
 # -- spec -------------------------------------------------------------------------------------------
 def _batch_norm_reference(torch):
-    def batch_norm(input, weight=None, bias=None, running_mean=None, running_var=None, training=True,
-                   momentum=0.1, eps=1e-5):
+    def batch_norm(
+        input, weight=None, bias=None, running_mean=None, running_var=None, training=True, momentum=0.1, eps=1e-5
+    ):
         # copies: torch updates running statistics in place, and they are the caller's arrays
-        stats = [None if s is None else torch.from_numpy(np.array(s, dtype=np.float64)).to(input.dtype)
-                 for s in (running_mean, running_var)]
-        return torch.nn.functional.batch_norm(input, *stats, weight, bias, training=training or stats[0] is None,
-                                              momentum=0.0 if momentum is None else momentum, eps=eps)
+        stats = [
+            None if s is None else torch.from_numpy(np.array(s, dtype=np.float64)).to(input.dtype)
+            for s in (running_mean, running_var)
+        ]
+        return torch.nn.functional.batch_norm(
+            input,
+            *stats,
+            weight,
+            bias,
+            training=training or stats[0] is None,
+            momentum=0.0 if momentum is None else momentum,
+            eps=eps,
+        )
+
     return batch_norm
 
 
 def _batch_norm_cases(rng):
     for shape, training in (((5, 3), True), ((2, 3, 3, 3), True), ((5, 3), False), ((2, 3, 3, 3), False)):
         running_mean, running_var = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
-        yield Case(f"x {shape}, {'training' if training else 'eval'}",
-                   (rng.standard_normal(shape) * 2 + 1, rng.standard_normal(3), rng.standard_normal(3)),
-                   {"running_mean": running_mean, "running_var": running_var, "training": training})
+        yield Case(
+            f"x {shape}, {'training' if training else 'eval'}",
+            (rng.standard_normal(shape) * 2 + 1, rng.standard_normal(3), rng.standard_normal(3)),
+            {"running_mean": running_mean, "running_var": running_var, "training": training},
+        )
 
 
-register(OpSpec("batch_norm", batch_norm_forward, batch_norm_backward, _batch_norm_reference, _batch_norm_cases,
-                tensors=("input", "weight", "bias"), optional=("weight", "bias"), needs_input_grad=True,
-                options=(("running_mean", REQUIRED), ("running_var", REQUIRED), ("training", REQUIRED),
-                         ("momentum", 0.1), ("eps", 1e-5))))
+register(
+    OpSpec(
+        "batch_norm",
+        batch_norm_forward,
+        batch_norm_backward,
+        _batch_norm_reference,
+        _batch_norm_cases,
+        tensors=("input", "weight", "bias"),
+        optional=("weight", "bias"),
+        needs_input_grad=True,
+        options=(
+            ("running_mean", REQUIRED),
+            ("running_var", REQUIRED),
+            ("training", REQUIRED),
+            ("momentum", 0.1),
+            ("eps", 1e-5),
+        ),
+    )
+)

@@ -8,6 +8,7 @@ one strided view of the padded input,
 so both backwards add one (N, C, Ho, Wo) block per kernel offset. This is the readable definition;
 ``handgrad.kernels.pool`` computes the same with compiled loops.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,7 +23,7 @@ from .spec import REQUIRED, Bridge, Case, OpSpec, register
 def _plane(xp, i, j, out_size, stride):
     """Entry (i, j) of every window: xp[:, :, sH*ho + i, sW*wo + j] as an (N, C, Ho, Wo) view."""
     (ho, wo), (sh, sw) = out_size, stride
-    return xp[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw]
+    return xp[:, :, i : i + sh * ho : sh, j : j + sw * wo : sw]
 
 
 def _out_size(x_shape, kernel_size, stride, padding):
@@ -38,8 +39,8 @@ def max_pool2d_forward(x, kernel_size, stride, padding=(0, 0), keep_cache=True):
     no cache.
     """
     flat = windows(pad2d(x, padding, value=-np.inf), kernel_size, stride)
-    flat = flat.reshape(flat.shape[:4] + (-1,))            # (N, C, Ho, Wo, kH*kW), a copy
-    argmax = flat.argmax(axis=-1)                           # the first maximum (or first NaN)
+    flat = flat.reshape(flat.shape[:4] + (-1,))  # (N, C, Ho, Wo, kH*kW), a copy
+    argmax = flat.argmax(axis=-1)  # the first maximum (or first NaN)
     nan = np.isnan(flat)
     last_nan = flat.shape[-1] - 1 - nan[..., ::-1].argmax(axis=-1)
     argmax = np.where(nan.any(axis=-1), last_nan, argmax)
@@ -62,7 +63,7 @@ def max_pool2d_backward(grad_output, cache) -> np.ndarray:
     for i in range(kh):
         for j in range(kw):
             _plane(grad_padded, i, j, out_size, stride)[...] += np.where(argmax == i * kw + j, grad_output, zero)
-    return grad_padded[:, :, ph:ph + h, pw:pw + w]
+    return grad_padded[:, :, ph : ph + h, pw : pw + w]
 
 
 def avg_pool2d_forward(x, kernel_size, stride, padding=(0, 0)) -> tuple[np.ndarray, Any]:
@@ -89,7 +90,7 @@ def avg_pool2d_backward(grad_output, cache) -> np.ndarray:
     for i in range(kh):
         for j in range(kw):
             _plane(grad_padded, i, j, out_size, stride)[...] += share
-    return grad_padded[:, :, ph:ph + h, pw:pw + w]
+    return grad_padded[:, :, ph : ph + h, pw : pw + w]
 
 
 # -- specs ------------------------------------------------------------------------------------------
@@ -130,19 +131,36 @@ def _avg_pool2d_unsupported(module):
 
 
 def _pool2d_cases(rng):
-    for shape, kernel, stride, padding in (((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
-                                           ((1, 2, 5, 5), (3, 3), (2, 2), (1, 1)),
-                                           ((1, 2, 4, 5), (2, 3), (1, 1), (0, 0))):
-        yield Case(f"x {shape} kernel {kernel} stride {stride} padding {padding}", (rng.standard_normal(shape),),
-                   {"kernel_size": kernel, "stride": stride, "padding": padding})
+    for shape, kernel, stride, padding in (
+        ((2, 2, 4, 4), (2, 2), (2, 2), (0, 0)),
+        ((1, 2, 5, 5), (3, 3), (2, 2), (1, 1)),
+        ((1, 2, 4, 5), (2, 3), (1, 1), (0, 0)),
+    ):
+        yield Case(
+            f"x {shape} kernel {kernel} stride {stride} padding {padding}",
+            (rng.standard_normal(shape),),
+            {"kernel_size": kernel, "stride": stride, "padding": padding},
+        )
 
 
 _POOL_OPTIONS = (("kernel_size", REQUIRED), ("stride", None), ("padding", 0))
 register(
-    OpSpec("max_pool2d", max_pool2d_forward, max_pool2d_backward, lambda torch: torch.nn.functional.max_pool2d,
-           _pool2d_cases, options=_POOL_OPTIONS,
-           bridge=Bridge("MaxPool2d", check=_check_pool2d, unsupported=_max_pool2d_unsupported)),
-    OpSpec("avg_pool2d", avg_pool2d_forward, avg_pool2d_backward, lambda torch: torch.nn.functional.avg_pool2d,
-           _pool2d_cases, options=_POOL_OPTIONS,
-           bridge=Bridge("AvgPool2d", check=_check_pool2d, unsupported=_avg_pool2d_unsupported)),
+    OpSpec(
+        "max_pool2d",
+        max_pool2d_forward,
+        max_pool2d_backward,
+        lambda torch: torch.nn.functional.max_pool2d,
+        _pool2d_cases,
+        options=_POOL_OPTIONS,
+        bridge=Bridge("MaxPool2d", check=_check_pool2d, unsupported=_max_pool2d_unsupported),
+    ),
+    OpSpec(
+        "avg_pool2d",
+        avg_pool2d_forward,
+        avg_pool2d_backward,
+        lambda torch: torch.nn.functional.avg_pool2d,
+        _pool2d_cases,
+        options=_POOL_OPTIONS,
+        bridge=Bridge("AvgPool2d", check=_check_pool2d, unsupported=_avg_pool2d_unsupported),
+    ),
 )

@@ -10,6 +10,7 @@ Arguments are named as ``torch.nn.functional`` names them (``input``, ``weight``
 and the bridge's Function alike. Nothing here imports torch: a torch reference is a function that is
 handed the torch module when it is first needed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,7 @@ class Case:
     ``tensors``: the op's tensor arguments in its spec's order (a trailing optional one, a bias, may
     be left out); the gradient of every floating one is checked. ``options``: the other arguments.
     """
+
     config: str
     tensors: tuple
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -52,6 +54,7 @@ class Bridge:
     configuration (None when it can). ``casts``: tensors the lower-case function casts to the
     input's dtype first, through autograd (a loss target, as torch does).
     """
+
     module: str
     function: str | None = None
     check: Callable[..., dict] | None = None
@@ -80,6 +83,7 @@ class OpSpec:
     differentiate. ``cases(rng) -> iterable of Case``: the configurations to check, each built from
     ``rng`` with arrays of its own. ``bridge``: how ``handgrad.torch`` wraps it (None: not bridged).
     """
+
     name: str
     forward: Callable[..., Any]
     backward: Callable[..., Any]
@@ -124,12 +128,13 @@ def register(*specs: OpSpec) -> None:
         if spec.name in SPECS:
             raise ValueError(f"an op named {spec.name!r} is already registered")
         if spec.forward.__name__ != f"{spec.name}_forward" or spec.backward.__name__ != f"{spec.name}_backward":
-            raise ValueError(f"op {spec.name!r}: its pair must be named {spec.name}_forward / {spec.name}_backward, "
-                             f"got {spec.forward.__name__} / {spec.backward.__name__}")
+            raise ValueError(
+                f"op {spec.name!r}: its pair must be named {spec.name}_forward / {spec.name}_backward, "
+                f"got {spec.forward.__name__} / {spec.backward.__name__}"
+            )
         SPECS[spec.name] = spec
 
 
 def refuse_inplace(module) -> str | None:
     """A twin's ``unsupported`` for torch.nn activations with an ``inplace`` flag."""
     return "inplace=True is not supported (handgrad writes a new output)" if module.inplace else None
-

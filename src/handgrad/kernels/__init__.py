@@ -15,6 +15,7 @@ the choice between them is made:
 Numba is imported only when the first kernel is looked up, so ``import handgrad`` stays fast. Where
 Numba is not installed, every op falls back to its reference.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ data two to four times; each loop here reads its inputs once and writes the resu
 on the calling thread: between BLAS products a parallel loop waits 60-100 us for its sleeping
 workers, while one core runs a whole 300,000-element ReLU in 27 us (NumPy: 112 us).
 """
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,17 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["leaky_relu_backward", "leaky_relu_forward", "relu_backward", "relu_forward", "sigmoid_backward",
-           "sigmoid_forward", "tanh_backward", "tanh_forward"]
+__all__ = [
+    "leaky_relu_backward",
+    "leaky_relu_forward",
+    "relu_backward",
+    "relu_forward",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "tanh_backward",
+    "tanh_forward",
+]
+
 
 @njit(cache=True)
 def _relu(x, out):

@@ -12,6 +12,7 @@ sample:
 with W = weight.reshape(O, C*kH*kW) and G = dL/dy laid out as (O, N*Ho*Wo). The loops read and
 write the padded input through bounds, so no padded copy of x is ever made.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,7 +71,7 @@ def fold(grad_cols, kh, kw, sh, sw, ph, pw, ho, wo, grad_input):
     gf, xf = grad_cols.reshape(-1), grad_input.reshape(-1)
     plane = ho * wo
     for s in prange(n):
-        xf[s * c * h * w:(s + 1) * c * h * w] = 0
+        xf[s * c * h * w : (s + 1) * c * h * w] = 0
         for ci in range(c):
             for i in range(kh):
                 for j in range(kw):
@@ -141,7 +142,7 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cac
         return out.reshape(n, out_channels, ho, wo), (cols, weight, x.shape, stride, padding, bias is not None)
     block = max(1, INFERENCE_BLOCK_BYTES // (matrix.shape[1] * ho * wo * x.itemsize))
     for start in range(0, n, block):
-        _forward(x[start:start + block], matrix, b, sizes, out[start:start + block])
+        _forward(x[start : start + block], matrix, b, sizes, out[start : start + block])
     return out.reshape(n, out_channels, ho, wo), None
 
 

@@ -19,6 +19,7 @@ Two ways to the convolution, by input channels:
   plane (no cols, which would be kH*kW times the input, and no skinny product); backward builds
   dL/dz per plane and takes grad_weight[o, c, i, j] as one dot product per tap.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -95,8 +96,26 @@ def _pool_columns(z, bias, ho, wo, kh, kw, sh, sw, ph, pw, out, argmax, keep):
     zf, of, af = z.reshape(-1), out.reshape(-1), argmax.reshape(-1)
     for s in prange(n):
         for o in range(o_count):
-            _pool_plane(zf, np.uintp((o * n + s) * plane), np.uintp(wo), bias[o], ho, wo, kh, kw, sh, sw, ph, pw,
-                        of, af, np.uintp((s * o_count + o) * hp * wp), hp, wp, keep)
+            _pool_plane(
+                zf,
+                np.uintp((o * n + s) * plane),
+                np.uintp(wo),
+                bias[o],
+                ho,
+                wo,
+                kh,
+                kw,
+                sh,
+                sw,
+                ph,
+                pw,
+                of,
+                af,
+                np.uintp((s * o_count + o) * hp * wp),
+                hp,
+                wp,
+                keep,
+            )
 
 
 @njit(parallel=True, cache=True)
@@ -131,7 +150,7 @@ def _direct(x, weight, bias, ho, wo, kh_pool, kw_pool, sh_pool, sw_pool, ph_pool
     xf, of, af = padded.reshape(-1), out.reshape(-1), argmax.reshape(-1)
     for s in prange(n):
         padded[s] = 0
-        padded[s, :, ph:ph + h, pw:pw + w] = x[s]
+        padded[s, :, ph : ph + h, pw : pw + w] = x[s]
         zf = np.empty(ho * wpad, dtype=out.dtype)
         plane = np.uintp(0)
         for o in range(o_count):
@@ -144,8 +163,26 @@ def _direct(x, weight, bias, ho, wo, kh_pool, kw_pool, sh_pool, sw_pool, ph_pool
                         source = np.uintp(((s * c + ci) * hpad + i) * wpad + j)
                         for m in range(span):
                             zf[plane + m] += tap * xf[source + m]
-            _pool_plane(zf, plane, np.uintp(wpad), bias[o], ho, wo, kh_pool, kw_pool, sh_pool, sw_pool, ph_pool,
-                        pw_pool, of, af, np.uintp((s * o_count + o) * hp * wp), hp, wp, keep)
+            _pool_plane(
+                zf,
+                plane,
+                np.uintp(wpad),
+                bias[o],
+                ho,
+                wo,
+                kh_pool,
+                kw_pool,
+                sh_pool,
+                sw_pool,
+                ph_pool,
+                pw_pool,
+                of,
+                af,
+                np.uintp((s * o_count + o) * hp * wp),
+                hp,
+                wp,
+                keep,
+            )
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
@@ -208,12 +245,17 @@ def _direct_input_grad(weight, y, grad_output, argmax, ho, wo, grad_padded):
 
 
 def _pooled_shape(n, o, ho, wo, pool_kernel, pool_stride, pool_padding):
-    return (n, o, conv_output_size(ho, pool_kernel[0], pool_stride[0], pool_padding[0]),
-            conv_output_size(wo, pool_kernel[1], pool_stride[1], pool_padding[1]))
+    return (
+        n,
+        o,
+        conv_output_size(ho, pool_kernel[0], pool_stride[0], pool_padding[0]),
+        conv_output_size(wo, pool_kernel[1], pool_stride[1], pool_padding[1]),
+    )
 
 
-def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel, pool_stride, pool_padding,
-                                   keep_cache=True):
+def conv2d_relu_max_pool2d_forward(
+    x, weight, bias, stride, padding, pool_kernel, pool_stride, pool_padding, keep_cache=True
+):
     """The same y as ``functional.fused.conv2d_relu_max_pool2d_forward``: one pass from the
     convolution to the pooled output (direct for few input channels, else im2col and BLAS)."""
     n, c = x.shape[:2]
@@ -241,10 +283,10 @@ def conv2d_relu_max_pool2d_forward(x, weight, bias, stride, padding, pool_kernel
         return out, ("columns", (cols, stride, padding), w, bias is not None, x.shape, (ho, wo), out, argmax)
     block = max(1, _conv.INFERENCE_BLOCK_BYTES // (matrix.shape[1] * ho * wo * x.itemsize))
     for start in range(0, n, block):  # blocks of samples whose columns stay in cache
-        part = x[start:start + block]
+        part = x[start : start + block]
         cols = np.empty((matrix.shape[1], len(part) * ho * wo), dtype=dtype)
         _conv.unfold(part, kh, kw, sh, sw, ph, pw, ho, wo, cols)
-        _pool_columns(matrix @ cols, b, ho, wo, *pool, out[start:start + block], argmax, False)
+        _pool_columns(matrix @ cols, b, ho, wo, *pool, out[start : start + block], argmax, False)
     return out, None
 
 
@@ -264,7 +306,7 @@ def conv2d_relu_max_pool2d_backward(grad_output, cache, needs_input_grad=ALL):
             grad_padded = np.empty(padded.shape, dtype=dtype)
             _direct_input_grad(weight, out, grad_output, argmax, ho, wo, grad_padded)
             ph, pw = (padded.shape[2] - x_shape[2]) // 2, (padded.shape[3] - x_shape[3]) // 2
-            grad_input = np.ascontiguousarray(grad_padded[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]])
+            grad_input = np.ascontiguousarray(grad_padded[:, :, ph : ph + x_shape[2], pw : pw + x_shape[3]])
     else:
         cols, stride, padding = saved
         g = np.empty((o, cols.shape[1]), dtype=dtype)
@@ -273,7 +315,13 @@ def conv2d_relu_max_pool2d_backward(grad_output, cache, needs_input_grad=ALL):
             grad_weight = np.ascontiguousarray((cols @ g.T).T).reshape(weight.shape)
         if needs_input_grad[0]:
             grad_input = np.empty(x_shape, dtype=dtype)
-            _conv.fold(np.ascontiguousarray(weight.reshape(o, -1).T @ g),
-                       *_conv._sizes(x_shape, weight.shape, stride, padding), grad_input)
-    return (grad_input, grad_weight if needs_input_grad[1] else None,
-            grad_bias if has_bias and needs_input_grad[2] else None)
+            _conv.fold(
+                np.ascontiguousarray(weight.reshape(o, -1).T @ g),
+                *_conv._sizes(x_shape, weight.shape, stride, padding),
+                grad_input,
+            )
+    return (
+        grad_input,
+        grad_weight if needs_input_grad[1] else None,
+        grad_bias if has_bias and needs_input_grad[2] else None,
+    )

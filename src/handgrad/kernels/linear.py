@@ -3,6 +3,7 @@
 NumPy's broadcast ``out += bias`` and ``grad.sum(axis=0)`` cost 5-10 us each on an MLP layer's
 (64, 250) block, mostly set-up; here each is one plain loop (about 1-3 us).
 """
+
 from __future__ import annotations
 
 import numpy as np

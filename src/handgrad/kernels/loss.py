@@ -4,6 +4,7 @@ The reference makes six passes over the (N, C) logits (max, subtract, exp, sum, 
 three in backward (copy, scatter, scale), each a fresh array. Here forward handles each row while it
 sits in L1 and backward is one pass.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,10 +25,10 @@ def _cross_entropy_rows(logits, target, per_sample, probs):
     for n in range(n_rows):
         row, p = logits[n], probs[n]
         m = row[0]
-        for c in range(1, n_classes):        # m = max_c x_c (NaN propagates, as np.max)
+        for c in range(1, n_classes):  # m = max_c x_c (NaN propagates, as np.max)
             if row[c] > m or row[c] != row[c]:
                 m = row[c]
-        total = 0.0                          # a float64 sum, whatever the logits' dtype
+        total = 0.0  # a float64 sum, whatever the logits' dtype
         for c in range(n_classes):
             e = np.exp(row[c] - m)
             p[c] = e
@@ -47,7 +48,7 @@ def _cross_entropy_grad(probs, target, upstream, grad):
         for c in range(n_classes):
             grad[n, c] = probs[n, c] * u
         t = target[n]
-        grad[n, t] = (probs[n, t] - 1) * u   # as (softmax - onehot) * u: no cancellation where softmax ~ 1
+        grad[n, t] = (probs[n, t] - 1) * u  # as (softmax - onehot) * u: no cancellation where softmax ~ 1
 
 
 @njit(cache=True, error_model="numpy")
@@ -119,7 +120,8 @@ def cross_entropy_backward(grad_output, cache):
         return reference.cross_entropy_backward(grad_output, cache)
     grad = np.empty_like(probs)
     (_cross_entropy_grad_soft if target.ndim == 2 else _cross_entropy_grad)(
-        probs, target, _upstream(grad_output, reduction, len(target), probs.dtype), grad)
+        probs, target, _upstream(grad_output, reduction, len(target), probs.dtype), grad
+    )
     return grad
 
 

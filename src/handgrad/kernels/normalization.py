@@ -5,6 +5,7 @@ centred input and the products as whole temporaries (about ten passes forward, t
 forward reads x twice for the statistics and writes y once, and backward reads G and x twice and
 writes grad_input once. xhat is never stored: backward recomputes (x - mean) * invstd on the fly.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -147,8 +148,17 @@ def batch_norm_backward(grad_output, cache, needs_input_grad=ALL):
         a, b = (w * sum_g).astype(dtype), (w * sum_g_xhat).astype(dtype)  # the arithmetic stays in x's dtype
         length = x3.shape[2]
         grad_input = np.empty(x3.shape, dtype)
-        _input_grad(_rows(g3), _rows(x3), _along(mean, length), _along(invstd, length), _along(w, length),
-                    _along(a, length), _along(b, length), dtype.type(x3.size // channels), training,
-                    _rows(grad_input))
+        _input_grad(
+            _rows(g3),
+            _rows(x3),
+            _along(mean, length),
+            _along(invstd, length),
+            _along(w, length),
+            _along(a, length),
+            _along(b, length),
+            dtype.type(x3.size // channels),
+            training,
+            _rows(grad_input),
+        )
         grad_input = grad_input.reshape(grad_output.shape)
     return grad_input, grad_weight, grad_bias

@@ -6,6 +6,7 @@ written once, with the subnormal flush folded into the same pass. Serial: a para
 few hundred thousand values, and for the MLP's update a parallel region's start-up cost more than it
 saved when this was first measured.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,26 @@ def _sgd(param, grad, buf, lr, momentum, one_minus_dampening, weight_decay, nest
 
 
 @njit(cache=True, error_model="numpy")  # IEEE division (no zero check per element), so the loop vectorises
-def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2,
-          decay, weight_decay, sqrt_bias_correction2, eps, step_size, amsgrad, maximize, flush, tiny):
+def _adam(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq,
+    beta1,
+    one_minus_beta1,
+    beta2,
+    one_minus_beta2,
+    decay,
+    weight_decay,
+    sqrt_bias_correction2,
+    eps,
+    step_size,
+    amsgrad,
+    maximize,
+    flush,
+    tiny,
+):
     """For each element: m = beta1 * m + (1 - beta1) * g; v = beta2 * v + (1 - beta2) * g * g;
     v = max(max_v, v) (amsgrad); p = p - lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps).
     ``decay`` = 1 - lr * weight_decay (decoupled, else 1); ``weight_decay`` the L2 term (else 0)."""
@@ -71,8 +90,24 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, one_minus_bet
 
 
 @njit(cache=True, error_model="numpy")
-def _rmsprop(param, grad, square_avg, grad_avg, buf, lr, alpha, one_minus_alpha, alpha_again, eps, weight_decay,
-             momentum, centered, maximize, flush, tiny):
+def _rmsprop(
+    param,
+    grad,
+    square_avg,
+    grad_avg,
+    buf,
+    lr,
+    alpha,
+    one_minus_alpha,
+    alpha_again,
+    eps,
+    weight_decay,
+    momentum,
+    centered,
+    maximize,
+    flush,
+    tiny,
+):
     """For each element: v = alpha * v + (1 - alpha) * g * g; m = lerp(m, g, 1 - alpha) (centered);
     avg = sqrt(v - m * m) + eps (else sqrt(v) + eps); buf = momentum * buf + g / avg, p = p - lr * buf
     (momentum > 0), else p = p - lr * g / avg. ``alpha_again`` = 1 - (1 - alpha), as the reference's lerp rounds it."""
@@ -123,73 +158,187 @@ def _flat(a):
     return a.reshape(-1)
 
 
-_TINY = {np.dtype(np.float32): np.float32(np.finfo(np.float32).tiny),
-         np.dtype(np.float64): np.float64(np.finfo(np.float64).tiny)}  # the smallest normal value
+_TINY = {
+    np.dtype(np.float32): np.float32(np.finfo(np.float32).tiny),
+    np.dtype(np.float64): np.float64(np.finfo(np.float64).tiny),
+}  # the smallest normal value
 
 
 def _tiny(dtype):
     return _TINY[dtype] if dtype in _TINY else dtype.type(np.finfo(dtype).tiny)
 
 
-def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize,
-               flush=False, scratch=None):
+def sgd_update(
+    param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize, flush=False, scratch=None
+):
     """torch.optim.SGD's step as one pass over the parameter (the reference's four to six passes
     fused; no scratch array needed). Returns the momentum buffer (None without momentum)."""
-    if (param.dtype not in COMPILED_DTYPES or not param.flags.c_contiguous
-            or (momentum_buffer is not None and not momentum_buffer.flags.c_contiguous)):
+    if (
+        param.dtype not in COMPILED_DTYPES
+        or not param.flags.c_contiguous
+        or (momentum_buffer is not None and not momentum_buffer.flags.c_contiguous)
+    ):
         # updated in place through a flat view, which only a contiguous array has
-        return reference.sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay,
-                                    nesterov, maximize, flush, scratch)
+        return reference.sgd_update(
+            param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize, flush, scratch
+        )
     cast = param.dtype.type
     first = momentum != 0 and momentum_buffer is None
     buf = np.empty_like(param) if first else momentum_buffer
-    _sgd(_flat(param), _flat(np.ascontiguousarray(grad)), _flat(param if buf is None else buf), cast(lr),
-         cast(momentum), 1 - cast(dampening), cast(weight_decay), bool(nesterov), bool(maximize), first, bool(flush),
-         _tiny(param.dtype))
+    _sgd(
+        _flat(param),
+        _flat(np.ascontiguousarray(grad)),
+        _flat(param if buf is None else buf),
+        cast(lr),
+        cast(momentum),
+        1 - cast(dampening),
+        cast(weight_decay),
+        bool(nesterov),
+        bool(maximize),
+        first,
+        bool(flush),
+        _tiny(param.dtype),
+    )
     return buf
 
 
-def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-                amsgrad, maximize, decoupled_weight_decay, flush=False, scratch=None):
+def adam_update(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq,
+    step,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    amsgrad,
+    maximize,
+    decoupled_weight_decay,
+    flush=False,
+    scratch=None,
+):
     """torch.optim.Adam/AdamW's step as one pass over the parameter and its moments (the
     reference's ten passes and three temporaries fused)."""
     state = (param, exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
     if param.dtype not in COMPILED_DTYPES or not all(a.flags.c_contiguous for a in state):
-        return reference.adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-                                     weight_decay, amsgrad, maximize, decoupled_weight_decay, flush, scratch)
+        return reference.adam_update(
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq,
+            step,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize,
+            decoupled_weight_decay,
+            flush,
+            scratch,
+        )
     cast = param.dtype.type
     decoupled = decoupled_weight_decay and weight_decay != 0
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2 = 1 - beta2 ** step
-    _adam(_flat(param), _flat(np.ascontiguousarray(grad)), _flat(exp_avg), _flat(exp_avg_sq),
-          _flat(max_exp_avg_sq if amsgrad else exp_avg_sq), cast(beta1), cast(1 - beta1), cast(beta2),
-          cast(1 - beta2), cast(1 - lr * weight_decay) if decoupled else cast(1),
-          cast(0) if decoupled else cast(weight_decay), cast(np.sqrt(bias_correction2)), cast(eps),
-          cast(lr / bias_correction1), bool(amsgrad), bool(maximize), bool(flush), _tiny(param.dtype))
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    _adam(
+        _flat(param),
+        _flat(np.ascontiguousarray(grad)),
+        _flat(exp_avg),
+        _flat(exp_avg_sq),
+        _flat(max_exp_avg_sq if amsgrad else exp_avg_sq),
+        cast(beta1),
+        cast(1 - beta1),
+        cast(beta2),
+        cast(1 - beta2),
+        cast(1 - lr * weight_decay) if decoupled else cast(1),
+        cast(0) if decoupled else cast(weight_decay),
+        cast(np.sqrt(bias_correction2)),
+        cast(eps),
+        cast(lr / bias_correction1),
+        bool(amsgrad),
+        bool(maximize),
+        bool(flush),
+        _tiny(param.dtype),
+    )
 
 
-def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay, momentum,
-                   centered, maximize, flush=False, scratch=None):
+def rmsprop_update(
+    param,
+    grad,
+    square_avg,
+    grad_avg,
+    momentum_buffer,
+    lr,
+    alpha,
+    eps,
+    weight_decay,
+    momentum,
+    centered,
+    maximize,
+    flush=False,
+    scratch=None,
+):
     """torch.optim.RMSprop's step as one pass over the parameter and its state (the reference's
     six to twelve passes and two temporaries fused)."""
-    state = ((param, square_avg) + ((grad_avg,) if centered else ())
-             + ((momentum_buffer,) if momentum > 0 else ()))
+    state = (param, square_avg) + ((grad_avg,) if centered else ()) + ((momentum_buffer,) if momentum > 0 else ())
     if param.dtype not in COMPILED_DTYPES or not all(a.flags.c_contiguous for a in state):
-        return reference.rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps,
-                                        weight_decay, momentum, centered, maximize, flush, scratch)
+        return reference.rmsprop_update(
+            param,
+            grad,
+            square_avg,
+            grad_avg,
+            momentum_buffer,
+            lr,
+            alpha,
+            eps,
+            weight_decay,
+            momentum,
+            centered,
+            maximize,
+            flush,
+            scratch,
+        )
     cast = param.dtype.type
-    _rmsprop(_flat(param), _flat(np.ascontiguousarray(grad)), _flat(square_avg),
-             _flat(grad_avg if centered else square_avg), _flat(momentum_buffer if momentum > 0 else square_avg),
-             cast(lr), cast(alpha), cast(1 - alpha), cast(1 - (1 - alpha)), cast(eps), cast(weight_decay), cast(momentum), bool(centered),
-             bool(maximize), bool(flush), _tiny(param.dtype))
+    _rmsprop(
+        _flat(param),
+        _flat(np.ascontiguousarray(grad)),
+        _flat(square_avg),
+        _flat(grad_avg if centered else square_avg),
+        _flat(momentum_buffer if momentum > 0 else square_avg),
+        cast(lr),
+        cast(alpha),
+        cast(1 - alpha),
+        cast(1 - (1 - alpha)),
+        cast(eps),
+        cast(weight_decay),
+        cast(momentum),
+        bool(centered),
+        bool(maximize),
+        bool(flush),
+        _tiny(param.dtype),
+    )
 
 
 def adagrad_update(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize, scratch=None):
     """torch.optim.Adagrad's step as one pass over the parameter and its sum (the reference's five
     to seven passes fused)."""
     if param.dtype not in COMPILED_DTYPES or not (param.flags.c_contiguous and state_sum.flags.c_contiguous):
-        return reference.adagrad_update(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize,
-                                        scratch)
+        return reference.adagrad_update(
+            param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize, scratch
+        )
     cast = param.dtype.type
-    _adagrad(_flat(param), _flat(np.ascontiguousarray(grad)), _flat(state_sum),
-             cast(lr / (1 + (step - 1) * lr_decay)), cast(weight_decay), cast(eps), bool(maximize))
+    _adagrad(
+        _flat(param),
+        _flat(np.ascontiguousarray(grad)),
+        _flat(state_sum),
+        cast(lr / (1 + (step - 1) * lr_decay)),
+        cast(weight_decay),
+        cast(eps),
+        bool(maximize),
+    )

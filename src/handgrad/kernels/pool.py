@@ -4,6 +4,7 @@ The references (``functional/pool.py``) copy every window out (max) or add one s
 kernel offset; here each output pixel scans its window in place, reading the padded input through
 bounds, and each backward writes every input pixel once.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,7 +52,7 @@ def _max_pool_backward(grad_output, argmax, kh, kw, sh, sw, ph, pw, grad_input):
     gf, af, xf = grad_output.reshape(-1), argmax.reshape(-1), grad_input.reshape(-1)
     for plane in prange(n * c):
         source, target = np.uintp(plane * ho * wo), np.uintp(plane * h * w)
-        xf[target:target + np.uintp(h * w)] = 0
+        xf[target : target + np.uintp(h * w)] = 0
         for a in range(ho):
             for b in range(wo):
                 k = source + np.uintp(a * wo + b)
@@ -99,8 +100,9 @@ def _avg_pool_backward(grad_output, kh, kw, sh, sw, ph, pw, grad_input):
 
 
 def _out_shape(x_shape, kernel_size, stride, padding):
-    return x_shape[:2] + tuple(conv_output_size(x_shape[a], kernel_size[a - 2], stride[a - 2], padding[a - 2])
-                               for a in (2, 3))
+    return x_shape[:2] + tuple(
+        conv_output_size(x_shape[a], kernel_size[a - 2], stride[a - 2], padding[a - 2]) for a in (2, 3)
+    )
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding=(0, 0), keep_cache=True):
@@ -116,7 +118,9 @@ def max_pool2d_backward(grad_output, cache):
     """The same dL/dx as ``functional.max_pool2d_backward``."""
     argmax, x_shape, kernel_size, stride, padding = cache
     grad_input = np.empty(x_shape, dtype=grad_output.dtype)
-    _max_pool_backward(np.ascontiguousarray(grad_output), np.ascontiguousarray(argmax), *kernel_size, *stride, *padding, grad_input)
+    _max_pool_backward(
+        np.ascontiguousarray(grad_output), np.ascontiguousarray(argmax), *kernel_size, *stride, *padding, grad_input
+    )
     return grad_input
 
 

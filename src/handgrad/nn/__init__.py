@@ -1,4 +1,5 @@
 """Layers, activations and losses with hand-written backward passes, under PyTorch's names."""
+
 from . import init
 from .activation import (
     ACTIVATIONS,
@@ -27,9 +28,36 @@ from .parameter import Parameter
 from .pooling import AvgPool2d, MaxPool2d
 
 __all__ = [
-    "init", "ACTIVATIONS", "ELU", "ActivationDerivativeError", "ElementwiseActivation", "LeakyReLU", "LogSoftmax",
-    "ReLU", "Sigmoid", "Softmax", "Tanh", "check_derivative", "define_activation", "get_activation",
-    "register_activation", "ModuleList", "Sequential", "Conv2d", "Dropout", "Flatten", "Identity", "Linear",
-    "CrossEntropyLoss", "MSELoss", "NLLLoss", "LAYERS", "Module", "BatchNorm1d", "BatchNorm2d", "Parameter",
-    "AvgPool2d", "MaxPool2d",
+    "init",
+    "ACTIVATIONS",
+    "ELU",
+    "ActivationDerivativeError",
+    "ElementwiseActivation",
+    "LeakyReLU",
+    "LogSoftmax",
+    "ReLU",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "check_derivative",
+    "define_activation",
+    "get_activation",
+    "register_activation",
+    "ModuleList",
+    "Sequential",
+    "Conv2d",
+    "Dropout",
+    "Flatten",
+    "Identity",
+    "Linear",
+    "CrossEntropyLoss",
+    "MSELoss",
+    "NLLLoss",
+    "LAYERS",
+    "Module",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Parameter",
+    "AvgPool2d",
+    "MaxPool2d",
 ]

@@ -12,6 +12,7 @@ A user-defined derivative is checked against central finite differences when the
 a wrong one is refused with the points where it disagrees. Every activation is registered by name
 (``nn.get_activation("swish")``), so the model builders and the CLI find it like a built-in.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,9 @@ def register_activation(name: str, cls: type) -> type:
     key = name.lower().replace("-", "_")
     current = ACTIVATIONS.get(key)
     if current is not None and current is not cls and _builtin(current) and not _builtin(cls):
-        raise HandgradError(cls.__name__, f"the activation name {key!r} is handgrad's own ({current.__name__}); "
-                                          f"give yours another name")
+        raise HandgradError(
+            cls.__name__, f"the activation name {key!r} is handgrad's own ({current.__name__}); give yours another name"
+        )
     ACTIVATIONS[key] = cls
     return cls
 
@@ -45,8 +47,10 @@ def get_activation(name: str) -> type:
     """The activation class registered under ``name`` (case-insensitive; '-' and '_' alike)."""
     key = name.lower().replace("-", "_")
     if key not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))} (one of your own: "
-                         f"pass --plugin FILE.py that defines it, or import it)")
+        raise ValueError(
+            f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))} (one of your own: "
+            f"pass --plugin FILE.py that defines it, or import it)"
+        )
     return ACTIVATIONS[key]
 
 
@@ -73,11 +77,13 @@ class _Activation(Module):
 
 class ReLU(_Activation):
     """y = max(x, 0);  dL/dx = G * [x > 0]"""
+
     op = "relu"
 
 
 class LeakyReLU(_Activation):
     """y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 if x > 0 else negative_slope)"""
+
     op = "leaky_relu"
 
     arguments = {"negative_slope": ("number", False)}
@@ -98,6 +104,7 @@ class LeakyReLU(_Activation):
 
 class ELU(_Activation):
     """y = x if x > 0 else alpha * (exp(x) - 1);  dL/dx = G * (1 if x > 0 else y + alpha)"""
+
     op = "elu"
     arguments = {"alpha": ("number", False)}
 
@@ -117,16 +124,19 @@ class ELU(_Activation):
 
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x));  dL/dx = G * y * (1 - y)"""
+
     op = "sigmoid"
 
 
 class Tanh(_Activation):
     """y = tanh(x);  dL/dx = G * (1 - y^2)"""
+
     op = "tanh"
 
 
 class Softmax(_Activation):
     """y_i = exp(x_i) / sum_j exp(x_j) along ``dim``;  dL/dx_i = y_i * (G_i - sum_j G_j y_j)"""
+
     op = "softmax"
 
     arguments = {"dim": ("dim", False)}
@@ -147,6 +157,7 @@ class Softmax(_Activation):
 
 class LogSoftmax(Softmax):
     """y_i = x_i - log sum_j exp(x_j) along ``dim``;  dL/dx_i = G_i - softmax(x)_i * sum_j G_j"""
+
     op = "log_softmax"
 
 
@@ -176,11 +187,15 @@ def check_derivative(name, function, derivative, points=CHECK_POINTS, eps=EPS, a
     bad = ~(np.abs(given - numeric) <= atol + rtol * np.abs(numeric))
     if bad.any():
         where = np.flatnonzero(bad)
-        shown = "; ".join(f"x={x[i]:.4f}: derivative gave {given[i]:.6g}, finite differences {numeric[i]:.6g}"
-                          for i in where[:5])
+        shown = "; ".join(
+            f"x={x[i]:.4f}: derivative gave {given[i]:.6g}, finite differences {numeric[i]:.6g}" for i in where[:5]
+        )
         more = f" (and {len(where) - 5} more)" if len(where) > 5 else ""
-        raise ActivationDerivativeError(name, f"the derivative disagrees with finite differences of the function "
-                                              f"at {len(where)} of {x.size} points: {shown}{more}")
+        raise ActivationDerivativeError(
+            name,
+            f"the derivative disagrees with finite differences of the function "
+            f"at {len(where)} of {x.size} points: {shown}{more}",
+        )
 
 
 class ElementwiseActivation(_Activation):
@@ -222,7 +237,10 @@ def define_activation(name: str, function, derivative, check: bool = True) -> ty
 
     # The caller's module, as a class statement there would have it: checkpoints record where
     # the class came from (handgrad.plugins.source_of).
-    attrs = {"function": staticmethod(function), "derivative": staticmethod(derivative),
-             "__doc__": f"User-defined activation {name}: y = f(x), dL/dx = G * f'(x).",
-             "__module__": sys._getframe(1).f_globals.get("__name__", "__main__")}
+    attrs = {
+        "function": staticmethod(function),
+        "derivative": staticmethod(derivative),
+        "__doc__": f"User-defined activation {name}: y = f(x), dL/dx = G * f'(x).",
+        "__module__": sys._getframe(1).f_globals.get("__name__", "__main__"),
+    }
     return type(name, (ElementwiseActivation,), attrs, check=check)

@@ -1,4 +1,5 @@
 """Sequential: layers run in order forward, in reverse order backward."""
+
 from __future__ import annotations
 
 import functools
@@ -66,7 +67,7 @@ class Sequential(Module):
         i = 0
         while i < len(layers):
             if i in self._fusable(layers) and kernels.enabled():
-                out = self._fused_forward(layers[i:i + 3], x)
+                out = self._fused_forward(layers[i : i + 3], x)
                 if out is not None:
                     x, cache = out
                     if is_grad_enabled():
@@ -84,8 +85,9 @@ class Sequential(Module):
         key = tuple(map(id, layers))
         found = self.__dict__.get("_fusion")
         if found is None or found[0] != key:
-            runs = frozenset(i for i in range(len(layers) - 2)
-                             if tuple(map(type, layers[i:i + 3])) == (Conv2d, ReLU, MaxPool2d))
+            runs = frozenset(
+                i for i in range(len(layers) - 2) if tuple(map(type, layers[i : i + 3])) == (Conv2d, ReLU, MaxPool2d)
+            )
             found = (key, runs)
             object.__setattr__(self, "_fusion", found)
         return found[1]
@@ -104,8 +106,16 @@ class Sequential(Module):
             return None  # MaxPool2d raises its own error
         bias = None if conv.bias is None else conv.bias.data
         out, cache = kernels.op("conv2d_relu_max_pool2d_forward")(
-            x, conv.weight.data, bias, conv.stride, conv.padding, pool.kernel_size, pool.stride, pool.padding,
-            keep_cache=is_grad_enabled())
+            x,
+            conv.weight.data,
+            bias,
+            conv.stride,
+            conv.padding,
+            pool.kernel_size,
+            pool.stride,
+            pool.padding,
+            keep_cache=is_grad_enabled(),
+        )
         for layer in run:  # their caches would be stale: a backward of one of them alone must fail
             object.__setattr__(layer, "_cache", None)
         return out, cache

@@ -1,5 +1,6 @@
 """Conv2d: im2col plus one matrix product (the math is in ``functional/conv.py``; run by
 ``handgrad.kernels``)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,11 @@ def check_window_fits(layer, x, kernel_size, padding) -> None:
     """The (padded) input must be at least as large as the kernel on both spatial axes."""
     padded = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
     if padded[0] < kernel_size[0] or padded[1] < kernel_size[1]:
-        raise ShapeError(layer, f"kernel size {kernel_size} is larger than the padded input {padded} "
-                                f"(input {fmt_shape(x.shape)}, padding {padding})")
+        raise ShapeError(
+            layer,
+            f"kernel size {kernel_size} is larger than the padded input {padded} "
+            f"(input {fmt_shape(x.shape)}, padding {padding})",
+        )
 
 
 def check_positive(name, value, minimum=1):
@@ -47,11 +51,18 @@ class Conv2d(Module):
 
     op = "conv2d"
 
-    arguments = {"in_channels": ("size", True), "out_channels": ("size", True), "kernel_size": ("size pair", True),
-                 "stride": ("size pair", False), "padding": ("padding pair", False), "bias": ("bool", False)}
+    arguments = {
+        "in_channels": ("size", True),
+        "out_channels": ("size", True),
+        "kernel_size": ("size pair", True),
+        "stride": ("size pair", False),
+        "padding": ("padding pair", False),
+        "bias": ("bool", False),
+    }
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 bias: bool = True, dtype=np.float32):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True, dtype=np.float32
+    ):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = F.pair(kernel_size), F.pair(stride), F.pair(padding)
@@ -69,8 +80,11 @@ class Conv2d(Module):
         """The errors forward raises for an input this layer cannot take."""
         check_ndim(self, "input", x, (4,), f"(N, {self.in_channels}, H, W)")
         if x.shape[1] != self.in_channels:
-            raise ShapeError(self, f"expected input of shape (N, {self.in_channels}, H, W) "
-                                   f"(in_channels={self.in_channels}), got {fmt_shape(x.shape)}")
+            raise ShapeError(
+                self,
+                f"expected input of shape (N, {self.in_channels}, H, W) "
+                f"(in_channels={self.in_channels}), got {fmt_shape(x.shape)}",
+            )
         check_floating(self, "input", x, self.weight.dtype)
         check_window_fits(self, x, self.kernel_size, self.padding)
 
@@ -82,8 +96,9 @@ class Conv2d(Module):
     def forward(self, x):
         self.check_input(x)
         bias = None if self.bias is None else self.bias.data
-        out, cache = kernels.op("conv2d_forward")(x, self.weight.data, bias, self.stride, self.padding,
-                                                         keep_cache=is_grad_enabled())
+        out, cache = kernels.op("conv2d_forward")(
+            x, self.weight.data, bias, self.stride, self.padding, keep_cache=is_grad_enabled()
+        )
         self._save_for_backward(cache, out.shape)
         return out
 
@@ -97,8 +112,14 @@ class Conv2d(Module):
         return grad_input
 
     def constructor_args(self):
-        return dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=self.kernel_size,
-                    stride=self.stride, padding=self.padding, bias=self.bias is not None)
+        return dict(
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            bias=self.bias is not None,
+        )
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -1,4 +1,5 @@
 """Dropout: inverted dropout in training, identity in eval."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Linear, Flatten and Identity layers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,11 @@ class Linear(Module):
     def forward(self, x) -> np.ndarray:
         check_ndim(self, "input", x, range(1, 33), "(*, in_features)")
         if x.shape[-1] != self.in_features:
-            raise ShapeError(self, f"expected input of shape (*, {self.in_features}) (in_features={self.in_features}), "
-                                   f"got {fmt_shape(x.shape)}")
+            raise ShapeError(
+                self,
+                f"expected input of shape (*, {self.in_features}) (in_features={self.in_features}), "
+                f"got {fmt_shape(x.shape)}",
+            )
         check_floating(self, "input", x, self.weight.dtype)
         out, cache = kernels.op("linear_forward")(x, self.weight.data, None if self.bias is None else self.bias.data)
         self._save_for_backward(cache, out.shape)
@@ -78,7 +82,7 @@ class Flatten(Module):
     def forward(self, x) -> np.ndarray:
         check_ndim(self, "input", x, range(1, 33), "(N, *)")
         start, end = self.start_dim % x.ndim, self.end_dim % x.ndim
-        out = x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
+        out = x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :])
         self._save_for_backward(x.shape, out.shape)  # backward needs only the input's shape
         return out
 
@@ -95,6 +99,7 @@ class Flatten(Module):
 
 class Identity(Module):
     """y = x;  dL/dx = G."""
+
     arguments: dict[str, tuple[str, bool]] | None = {}
 
     def forward(self, x) -> np.ndarray:

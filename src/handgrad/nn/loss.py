@@ -3,6 +3,7 @@
 With reduction 'mean' or 'sum' the loss is a Python float; with 'none', an array of per-sample
 losses, and ``backward`` then takes dL/dloss of that shape.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,24 +48,33 @@ def check_class_targets(layer, input, target, probabilities: bool = False) -> No
     check_ndim(layer, "input", input, (2,), "(N, C)")
     check_floating(layer, "input", input)
     if not isinstance(target, np.ndarray):
-        raise HandgradError(layer, "expected target to be a numpy.ndarray of class indices, "
-                                   f"got {type(target).__name__}")
+        raise HandgradError(
+            layer, f"expected target to be a numpy.ndarray of class indices, got {type(target).__name__}"
+        )
     if probabilities and np.issubdtype(target.dtype, np.floating) and target.ndim == 2:
         if target.shape != input.shape:
-            raise ShapeError(layer, f"expected probability target of the input's shape {fmt_shape(input.shape)}, "
-                                    f"got {fmt_shape(target.shape)} (class indices are an integer (N,) array)")
+            raise ShapeError(
+                layer,
+                f"expected probability target of the input's shape {fmt_shape(input.shape)}, "
+                f"got {fmt_shape(target.shape)} (class indices are an integer (N,) array)",
+            )
         check_floating(layer, "probability target", target, input.dtype)
         return
     if not np.issubdtype(target.dtype, np.integer):
         also = ", or probabilities (N, C) of the input's dtype" if probabilities else ""
         raise DTypeError(layer, f"expected target of an integer dtype (class indices){also}, got {target.dtype.name}")
     if target.shape != input.shape[:1]:
-        raise ShapeError(layer, f"expected target of shape ({input.shape[0]},) to match input "
-                                f"{fmt_shape(input.shape)}, got {fmt_shape(target.shape)}")
+        raise ShapeError(
+            layer,
+            f"expected target of shape ({input.shape[0]},) to match input "
+            f"{fmt_shape(input.shape)}, got {fmt_shape(target.shape)}",
+        )
     if target.size and (target.min() < 0 or target.max() >= input.shape[1]):
         bad = target[(target < 0) | (target >= input.shape[1])]
-        raise HandgradError(layer, f"target class indices must be in [0, {input.shape[1] - 1}] "
-                                   f"(C={input.shape[1]}), got {bad[:5].tolist()}")
+        raise HandgradError(
+            layer,
+            f"target class indices must be in [0, {input.shape[1] - 1}] (C={input.shape[1]}), got {bad[:5].tolist()}",
+        )
 
 
 class CrossEntropyLoss(_Loss):
@@ -108,7 +118,8 @@ class MSELoss(_Loss):
         check_floating(self, "input", input)
         target = np.asarray(target)
         if target.shape != input.shape:
-            raise ShapeError(self, f"expected target of the input's shape {fmt_shape(input.shape)}, "
-                                   f"got {fmt_shape(target.shape)}")
+            raise ShapeError(
+                self, f"expected target of the input's shape {fmt_shape(input.shape)}, got {fmt_shape(target.shape)}"
+            )
         target = target.astype(input.dtype, copy=False)
         return self._finish(*kernels.op("mse_loss_forward")(input, target, self.reduction))

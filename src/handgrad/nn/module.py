@@ -1,5 +1,6 @@
 """Module: the base of every layer. Parameters, buffers and sub-modules are found by walking the
 attributes in the order they were set, which gives the same state_dict keys as PyTorch."""
+
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
@@ -153,7 +154,8 @@ class Module:
         """The cache of the last forward, after checking that there was one and grad_output fits it."""
         if self._cache is None:
             raise BackwardBeforeForwardError(
-                self, "backward() called before forward() (or the forward ran under handgrad.no_grad())")
+                self, "backward() called before forward() (or the forward ran under handgrad.no_grad())"
+            )
         cache, out_shape = self._cache
         check_grad_output(self, grad_output, out_shape)
         return cache

@@ -1,4 +1,5 @@
 """Parameter: a trainable array and the gradient accumulated into it."""
+
 from __future__ import annotations
 
 import numpy as np

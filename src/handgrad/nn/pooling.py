@@ -1,4 +1,5 @@
 """MaxPool2d and AvgPool2d (the math is in ``functional/pool.py``; run by ``handgrad.kernels``)."""
+
 from __future__ import annotations
 
 from .. import functional as F
@@ -10,8 +11,7 @@ from .module import Module
 
 
 class _Pool2d(Module):
-    arguments = {"kernel_size": ("size pair", True), "stride": ("size pair", False),
-                 "padding": ("padding pair", False)}
+    arguments = {"kernel_size": ("size pair", True), "stride": ("size pair", False), "padding": ("padding pair", False)}
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
@@ -22,8 +22,10 @@ class _Pool2d(Module):
         check_positive("stride", self.stride)
         check_positive("padding", self.padding, minimum=0)
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"{type(self).__name__}: padding {self.padding} should be at most half of "
-                             f"kernel_size {self.kernel_size}")
+            raise ValueError(
+                f"{type(self).__name__}: padding {self.padding} should be at most half of "
+                f"kernel_size {self.kernel_size}"
+            )
 
     def _check(self, x):
         check_ndim(self, "input", x, (4,), "(N, C, H, W)")
@@ -50,8 +52,9 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x):
         self._check(x)
-        out, cache = kernels.op("max_pool2d_forward")(x, self.kernel_size, self.stride, self.padding,
-                                                             keep_cache=is_grad_enabled())
+        out, cache = kernels.op("max_pool2d_forward")(
+            x, self.kernel_size, self.stride, self.padding, keep_cache=is_grad_enabled()
+        )
         self._save_for_backward(cache, out.shape)
         return out
 

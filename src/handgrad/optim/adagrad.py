@@ -1,4 +1,5 @@
 """Adagrad: per-coordinate step sizes shrinking with the sum of all squared gradients seen."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,12 +30,29 @@ class Adagrad(Optimizer):
     torch's ``foreach``, ``differentiable`` and ``fused`` are accepted at their defaults only.
     """
 
-    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, foreach: bool | None = None, *,
-                 maximize: bool = False, differentiable: bool = False, fused: bool | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ):
         check_implementation_flags("Adagrad", foreach=foreach, differentiable=differentiable, fused=fused)
-        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, maximize=maximize)
+        defaults = dict(
+            lr=lr,
+            lr_decay=lr_decay,
+            eps=eps,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            maximize=maximize,
+        )
         self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
@@ -69,5 +87,15 @@ class Adagrad(Optimizer):
         self._init_state(p, state, group)  # after load_state_dict of a state without this parameter
         state["step"] += 1
         # the formulas: optim/functional.py (adagrad_update); compiled in kernels/optim.py
-        self._update_fn(p.data, grad, state["sum"], state["step"], group["lr"], group["lr_decay"],
-                        group["weight_decay"], group["eps"], group["maximize"], self._scratch(p))
+        self._update_fn(
+            p.data,
+            grad,
+            state["sum"],
+            state["step"],
+            group["lr"],
+            group["lr_decay"],
+            group["weight_decay"],
+            group["eps"],
+            group["maximize"],
+            self._scratch(p),
+        )

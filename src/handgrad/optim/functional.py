@@ -1,7 +1,7 @@
 """The optimizers' updates of one parameter, in place: the readable references.
 
-``SGD``, ``Adam``/``AdamW``, ``RMSprop`` and ``Adagrad`` keep the state and the hyperparameters; each step they call one of
-these per parameter (through ``handgrad.kernels.op``, which runs the compiled one-pass version in
+``SGD``, ``Adam``/``AdamW``, ``RMSprop`` and ``Adagrad`` keep the state and the hyperparameters; each
+step they call one of these per parameter (through ``handgrad.kernels.op``, which runs the compiled one-pass version in
 ``kernels/optim.py`` unless the references are asked for). Arithmetic stays in the parameter's
 dtype: every scalar is cast to it first, so float32 is never promoted.
 
@@ -14,6 +14,7 @@ Two things keep a long run fast without changing its math:
 - ``scratch``: a parameter-shaped work array, reused across steps, for the temporaries; a fresh
   parameter-sized array per operation costs more (allocation, page faults) than the math.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ def flush_subnormals(*arrays) -> None:
         array[np.abs(array) < np.finfo(array.dtype).tiny] = 0
 
 
-def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize,
-               flush=False, scratch=None) -> np.ndarray | None:
+def sgd_update(
+    param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize, flush=False, scratch=None
+) -> np.ndarray | None:
     """One step of ``torch.optim.SGD`` on ``param``, in place; returns the momentum buffer.
 
     With g = grad::
@@ -53,24 +55,40 @@ def sgd_update(param, grad, momentum_buffer, lr, momentum, dampening, weight_dec
     d_p = grad
     if weight_decay != 0:
         d_p = np.multiply(param, weight_decay, out=scratch)
-        d_p += -grad if maximize else grad               # d_p = g + weight_decay * p
+        d_p += -grad if maximize else grad  # d_p = g + weight_decay * p
     elif maximize:
-        d_p = np.negative(grad, out=scratch)             # d_p = -g
+        d_p = np.negative(grad, out=scratch)  # d_p = -g
     if momentum != 0:
         if momentum_buffer is None:
-            momentum_buffer = d_p.copy()                 # buf = d_p on the first step
+            momentum_buffer = d_p.copy()  # buf = d_p on the first step
         else:
-            momentum_buffer *= momentum                  # buf = momentum * buf + (1 - dampening) * d_p
+            momentum_buffer *= momentum  # buf = momentum * buf + (1 - dampening) * d_p
             momentum_buffer += d_p if dampening == 0 else (1 - dampening) * d_p
             if flush:
                 flush_subnormals(momentum_buffer)
         d_p = d_p + momentum * momentum_buffer if nesterov else momentum_buffer
-    param -= np.multiply(d_p, lr, out=scratch)           # p = p - lr * d_p
+    param -= np.multiply(d_p, lr, out=scratch)  # p = p - lr * d_p
     return momentum_buffer
 
 
-def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-                amsgrad, maximize, decoupled_weight_decay, flush=False, scratch=None) -> None:
+def adam_update(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq,
+    step,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    amsgrad,
+    maximize,
+    decoupled_weight_decay,
+    flush=False,
+    scratch=None,
+) -> None:
     """One step of ``torch.optim.Adam`` (``decoupled_weight_decay``: ``AdamW``) on ``param``, in place.
 
     ``step`` is t, this parameter's update count including this one (1 on the first step). With
@@ -93,13 +111,13 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta
     g = -grad if maximize else grad
     if weight_decay != 0:
         if decoupled_weight_decay:
-            param *= cast(1 - lr * weight_decay)                    # p = p * (1 - lr * weight_decay)
+            param *= cast(1 - lr * weight_decay)  # p = p * (1 - lr * weight_decay)
         else:
-            g = g + cast(weight_decay) * param                      # g = g + weight_decay * p
+            g = g + cast(weight_decay) * param  # g = g + weight_decay * p
 
-    exp_avg *= cast(beta1)                                          # m = beta1 * m + (1 - beta1) * g
+    exp_avg *= cast(beta1)  # m = beta1 * m + (1 - beta1) * g
     exp_avg += cast(1 - beta1) * g
-    exp_avg_sq *= cast(beta2)                                       # v = beta2 * v + (1 - beta2) * g * g
+    exp_avg_sq *= cast(beta2)  # v = beta2 * v + (1 - beta2) * g * g
     exp_avg_sq += cast(1 - beta2) * g * g
     if flush:
         flush_subnormals(exp_avg, exp_avg_sq)
@@ -107,12 +125,12 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta
     if amsgrad:
         v = np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
 
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2 = 1 - beta2 ** step
-    denom = np.sqrt(v, out=scratch)                                 # denom = sqrt(v) / sqrt(bc2) + eps
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    denom = np.sqrt(v, out=scratch)  # denom = sqrt(v) / sqrt(bc2) + eps
     denom /= cast(math.sqrt(bias_correction2))
     denom += cast(eps)
-    param -= cast(lr / bias_correction1) * (exp_avg / denom)        # p = p - lr / bc1 * m / denom
+    param -= cast(lr / bias_correction1) * (exp_avg / denom)  # p = p - lr / bc1 * m / denom
 
 
 def lerp_(start, end, weight):
@@ -130,8 +148,22 @@ def lerp_(start, end, weight):
     return start
 
 
-def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay, momentum,
-                   centered, maximize, flush=False, scratch=None):
+def rmsprop_update(
+    param,
+    grad,
+    square_avg,
+    grad_avg,
+    momentum_buffer,
+    lr,
+    alpha,
+    eps,
+    weight_decay,
+    momentum,
+    centered,
+    maximize,
+    flush=False,
+    scratch=None,
+):
     """One step of ``torch.optim.RMSprop`` on ``param``, in place.
 
     With v = square_avg, m = grad_avg (centered only), buf = momentum_buffer (momentum > 0 only),
@@ -153,28 +185,28 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha
 
     g = -grad if maximize else grad
     if weight_decay != 0:
-        g = g + cast(weight_decay) * param                          # g = g + weight_decay * p
-    square_avg *= cast(alpha)                                       # v = alpha * v + (1 - alpha) * g * g
+        g = g + cast(weight_decay) * param  # g = g + weight_decay * p
+    square_avg *= cast(alpha)  # v = alpha * v + (1 - alpha) * g * g
     square_avg += cast(1 - alpha) * g * g
     if centered:
-        lerp_(grad_avg, g, 1 - alpha)                               # m = lerp(m, g, 1 - alpha)
+        lerp_(grad_avg, g, 1 - alpha)  # m = lerp(m, g, 1 - alpha)
     if flush:
         flush_subnormals(*(a for a in (square_avg, grad_avg) if a is not None))
     if centered:
-        avg = np.multiply(grad_avg, grad_avg, out=scratch)          # avg = sqrt(v - m * m) + eps
+        avg = np.multiply(grad_avg, grad_avg, out=scratch)  # avg = sqrt(v - m * m) + eps
         np.subtract(square_avg, avg, out=avg)
         np.sqrt(avg, out=avg)
     else:
-        avg = np.sqrt(square_avg, out=scratch)                      # avg = sqrt(v) + eps
+        avg = np.sqrt(square_avg, out=scratch)  # avg = sqrt(v) + eps
     avg += cast(eps)
     if momentum > 0:
-        momentum_buffer *= cast(momentum)                           # buf = momentum * buf + g / avg
+        momentum_buffer *= cast(momentum)  # buf = momentum * buf + g / avg
         momentum_buffer += g / avg
         if flush:
             flush_subnormals(momentum_buffer)
-        param -= cast(lr) * momentum_buffer                         # p = p - lr * buf
+        param -= cast(lr) * momentum_buffer  # p = p - lr * buf
     else:
-        param -= (cast(lr) * g) / avg                               # p = p - lr * g / avg
+        param -= (cast(lr) * g) / avg  # p = p - lr * g / avg
 
 
 def adagrad_update(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize, scratch=None):
@@ -197,9 +229,9 @@ def adagrad_update(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps
 
     g = -grad if maximize else grad
     if weight_decay != 0:
-        g = g + cast(weight_decay) * param                          # g = g + weight_decay * p
-    clr = lr / (1 + (step - 1) * lr_decay)                          # clr = lr / (1 + (t - 1) * lr_decay)
-    state_sum += g * g                                              # s = s + g * g
-    std = np.sqrt(state_sum, out=scratch)                           # std = sqrt(s) + eps
+        g = g + cast(weight_decay) * param  # g = g + weight_decay * p
+    clr = lr / (1 + (step - 1) * lr_decay)  # clr = lr / (1 + (t - 1) * lr_decay)
+    state_sum += g * g  # s = s + g * g
+    std = np.sqrt(state_sum, out=scratch)  # std = sqrt(s) + eps
     std += cast(eps)
-    param -= (cast(clr) * g) / std                                  # p = p - clr * g / std
+    param -= (cast(clr) * g) / std  # p = p - clr * g / std

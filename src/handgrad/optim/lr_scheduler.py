@@ -13,6 +13,7 @@ Each scheduler gives its lr in two forms, as torch does:
 The formula of each is in its docstring, with ``epoch`` for ``last_epoch`` and ``initial_lr`` for
 the group's lr when the scheduler was made (kept in the group as ``"initial_lr"``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,18 +27,34 @@ from collections import Counter
 from ..errors import HandgradError
 from .optimizer import Optimizer
 
-__all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR",
-           "ExponentialLR", "SequentialLR", "PolynomialLR", "CosineAnnealingLR", "ChainedScheduler",
-           "ReduceLROnPlateau", "CosineAnnealingWarmRestarts", "OneCycleLR"]
+__all__ = [
+    "LRScheduler",
+    "LambdaLR",
+    "MultiplicativeLR",
+    "StepLR",
+    "MultiStepLR",
+    "ConstantLR",
+    "LinearLR",
+    "ExponentialLR",
+    "SequentialLR",
+    "PolynomialLR",
+    "CosineAnnealingLR",
+    "ChainedScheduler",
+    "ReduceLROnPlateau",
+    "CosineAnnealingWarmRestarts",
+    "OneCycleLR",
+]
 
 EPOCH_DEPRECATION_WARNING = (
     "The epoch parameter in `scheduler.step()` was not necessary and is being deprecated where possible. "
     "Please use `scheduler.step()` to step the scheduler. During the deprecation, if epoch is different from "
-    "None, the closed form is used instead of the new chainable form, where available.")
+    "None, the closed form is used instead of the new chainable form, where available."
+)
 
 _ORDER_WARNING = (
     "Detected call of `lr_scheduler.step()` before `optimizer.step()`: call them in the opposite order, "
-    "`optimizer.step()` before `lr_scheduler.step()`, or the first value of the learning rate schedule is skipped.")
+    "`optimizer.step()` before `lr_scheduler.step()`, or the first value of the learning rate schedule is skipped."
+)
 
 
 def _is_int(value) -> bool:
@@ -57,8 +74,11 @@ def _per_group(where: str, name: str, optimizer: Optimizer, value) -> list:
     """``value`` for every param group: a list or tuple gives one per group, a scalar is repeated."""
     if isinstance(value, (list, tuple)):
         if len(value) != len(optimizer.param_groups):
-            raise HandgradError(where, f"{name} must have one value per param group: got {len(value)} values, "
-                                       f"the optimizer has {len(optimizer.param_groups)} param groups")
+            raise HandgradError(
+                where,
+                f"{name} must have one value per param group: got {len(value)} values, "
+                f"the optimizer has {len(optimizer.param_groups)} param groups",
+            )
         return list(value)
     return [value] * len(optimizer.param_groups)
 
@@ -88,8 +108,10 @@ class LRScheduler:
         else:
             for i, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
-                    raise KeyError(f"param 'initial_lr' is not specified in param_groups[{i}] "
-                                   "when resuming scheduler with last_epoch >= 0")
+                    raise KeyError(
+                        f"param 'initial_lr' is not specified in param_groups[{i}] "
+                        "when resuming scheduler with last_epoch >= 0"
+                    )
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
         self._initial_step()
@@ -110,8 +132,11 @@ class LRScheduler:
 
     def _warn_if_called_outside_step(self) -> None:
         if not self._get_lr_called_within_step:
-            warnings.warn("To get the last learning rate computed by the scheduler, please use `get_last_lr()`.",
-                          UserWarning, stacklevel=3)
+            warnings.warn(
+                "To get the last learning rate computed by the scheduler, please use `get_last_lr()`.",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def step(self, epoch: int | None = None) -> None:
         """Advance one epoch and set every group's lr for it. ``epoch`` (deprecated, as in torch)
@@ -165,8 +190,10 @@ class _LambdaScheduler(LRScheduler):
         name = type(self).__name__
         if isinstance(lr_lambda, (list, tuple)):
             if len(lr_lambda) != len(optimizer.param_groups):
-                raise HandgradError(name, f"expected {len(optimizer.param_groups)} lr_lambdas (one per param "
-                                          f"group), got {len(lr_lambda)}")
+                raise HandgradError(
+                    name,
+                    f"expected {len(optimizer.param_groups)} lr_lambdas (one per param group), got {len(lr_lambda)}",
+                )
             self.lr_lambdas = list(lr_lambda)
         else:
             self.lr_lambdas = [lr_lambda] * len(optimizer.param_groups)
@@ -176,10 +203,12 @@ class _LambdaScheduler(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def state_dict(self) -> dict:
-        state = {key: copy.deepcopy(value) for key, value in self.__dict__.items()
-                 if key not in ("optimizer", "lr_lambdas")}
-        state["lr_lambdas"] = [None if isinstance(fn, types.FunctionType) else copy.deepcopy(fn.__dict__)
-                               for fn in self.lr_lambdas]
+        state = {
+            key: copy.deepcopy(value) for key, value in self.__dict__.items() if key not in ("optimizer", "lr_lambdas")
+        }
+        state["lr_lambdas"] = [
+            None if isinstance(fn, types.FunctionType) else copy.deepcopy(fn.__dict__) for fn in self.lr_lambdas
+        ]
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -211,22 +240,24 @@ class LambdaLR(_LambdaScheduler):
 class MultiplicativeLR(_LambdaScheduler):
     """Each epoch after the first, multiply each group's lr by a function of the epoch::
 
-        lr = lr * lr_lambda(epoch)     (epoch >= 1; lr = initial_lr at epoch 0)
+    lr = lr * lr_lambda(epoch)     (epoch >= 1; lr = initial_lr at epoch 0)
     """
 
     def get_lr(self) -> list[float]:
         self._warn_if_called_outside_step()
         if self._is_initial:
             return _group_lrs(self.optimizer)
-        return [group["lr"] * fn(self.last_epoch)
-                for fn, group in zip(self.lr_lambdas, self.optimizer.param_groups, strict=True)]
+        return [
+            group["lr"] * fn(self.last_epoch)
+            for fn, group in zip(self.lr_lambdas, self.optimizer.param_groups, strict=True)
+        ]
 
 
 class StepLR(LRScheduler):
     """Decay each group's lr by ``gamma`` every ``step_size`` epochs::
 
-        lr = initial_lr * gamma ** (epoch // step_size)
-        chainable: lr = lr * gamma  when epoch > 0 and epoch % step_size == 0
+    lr = initial_lr * gamma ** (epoch // step_size)
+    chainable: lr = lr * gamma  when epoch > 0 and epoch % step_size == 0
     """
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
@@ -249,16 +280,17 @@ class StepLR(LRScheduler):
 class MultiStepLR(LRScheduler):
     """Decay each group's lr by ``gamma`` at each milestone epoch (a milestone listed twice decays twice)::
 
-        lr = initial_lr * gamma ** (number of milestones <= epoch)
-        chainable: lr = lr * gamma ** milestones.count(epoch)
+    lr = initial_lr * gamma ** (number of milestones <= epoch)
+    chainable: lr = lr * gamma ** milestones.count(epoch)
     """
 
     def __init__(self, optimizer: Optimizer, milestones, gamma: float = 0.1, last_epoch: int = -1):
         try:
             milestones = list(milestones)
         except TypeError:
-            raise HandgradError("MultiStepLR", "milestones must be a list of epochs, got "
-                                               f"{type(milestones).__name__}") from None
+            raise HandgradError(
+                "MultiStepLR", f"milestones must be a list of epochs, got {type(milestones).__name__}"
+            ) from None
         for m in milestones:
             if not _is_int(m):
                 raise HandgradError("MultiStepLR", f"milestones must be integer epochs, got {m!r} in {milestones}")
@@ -285,13 +317,14 @@ class MultiStepLR(LRScheduler):
 class ConstantLR(LRScheduler):
     """Multiply each group's lr by ``factor`` until epoch ``total_iters``::
 
-        lr = initial_lr * factor   (epoch < total_iters),   initial_lr   (epoch >= total_iters)
+    lr = initial_lr * factor   (epoch < total_iters),   initial_lr   (epoch >= total_iters)
     """
 
     def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5, last_epoch: int = -1):
         if not 0 <= factor <= 1.0:
-            raise HandgradError("ConstantLR", f"factor (the constant multiplicative factor) must be between 0 and "
-                                              f"1, got {factor}")
+            raise HandgradError(
+                "ConstantLR", f"factor (the constant multiplicative factor) must be between 0 and 1, got {factor}"
+            )
         if not _is_int(total_iters) or total_iters < 0:
             raise HandgradError("ConstantLR", f"total_iters must be a non-negative integer, got {total_iters!r}")
         self.factor = factor
@@ -307,8 +340,10 @@ class ConstantLR(LRScheduler):
         return [group["lr"] * (1.0 / self.factor) for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
-                for base_lr in self.base_lrs]
+        return [
+            base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
+            for base_lr in self.base_lrs
+        ]
 
 
 class LinearLR(LRScheduler):
@@ -321,14 +356,24 @@ class LinearLR(LRScheduler):
                            / (total_iters * start_factor + (epoch - 1) * (end_factor - start_factor)))
     """
 
-    def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
-                 total_iters: int = 5, last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        start_factor: float = 1.0 / 3,
+        end_factor: float = 1.0,
+        total_iters: int = 5,
+        last_epoch: int = -1,
+    ):
         if not 0 < start_factor <= 1.0:
-            raise HandgradError("LinearLR", "start_factor (the starting multiplicative factor) must be greater "
-                                            f"than 0 and at most 1, got {start_factor}")
+            raise HandgradError(
+                "LinearLR",
+                "start_factor (the starting multiplicative factor) must be greater "
+                f"than 0 and at most 1, got {start_factor}",
+            )
         if not 0 <= end_factor <= 1.0:
-            raise HandgradError("LinearLR", f"end_factor (the ending multiplicative factor) must be between 0 and "
-                                            f"1, got {end_factor}")
+            raise HandgradError(
+                "LinearLR", f"end_factor (the ending multiplicative factor) must be between 0 and 1, got {end_factor}"
+            )
         if not _is_int(total_iters) or total_iters < 1:
             raise HandgradError("LinearLR", f"total_iters must be a positive integer, got {total_iters!r}")
         self.start_factor = start_factor
@@ -348,15 +393,17 @@ class LinearLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list[float]:
         fraction = min(self.total_iters, self.last_epoch) / self.total_iters
-        return [base_lr * (self.start_factor + (self.end_factor - self.start_factor) * fraction)
-                for base_lr in self.base_lrs]
+        return [
+            base_lr * (self.start_factor + (self.end_factor - self.start_factor) * fraction)
+            for base_lr in self.base_lrs
+        ]
 
 
 class ExponentialLR(LRScheduler):
     """Decay each group's lr by ``gamma`` every epoch::
 
-        lr = initial_lr * gamma ** epoch
-        chainable: lr = lr * gamma
+    lr = initial_lr * gamma ** epoch
+    chainable: lr = lr * gamma
     """
 
     def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1):
@@ -370,15 +417,15 @@ class ExponentialLR(LRScheduler):
         return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [base_lr * self.gamma ** self.last_epoch for base_lr in self.base_lrs]
+        return [base_lr * self.gamma**self.last_epoch for base_lr in self.base_lrs]
 
 
 class PolynomialLR(LRScheduler):
     """Decay each group's lr to 0 along a polynomial of degree ``power`` over ``total_iters`` epochs::
 
-        lr = initial_lr * (1 - min(epoch, total_iters) / total_iters) ** power
-        chainable, 0 < epoch <= total_iters:
-            lr = lr * ((1 - epoch / total_iters) / (1 - (epoch - 1) / total_iters)) ** power
+    lr = initial_lr * (1 - min(epoch, total_iters) / total_iters) ** power
+    chainable, 0 < epoch <= total_iters:
+        lr = lr * ((1 - epoch / total_iters) / (1 - (epoch - 1) / total_iters)) ** power
     """
 
     def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1):
@@ -392,13 +439,16 @@ class PolynomialLR(LRScheduler):
         self._warn_if_called_outside_step()
         if self._is_initial or self.last_epoch > self.total_iters:
             return _group_lrs(self.optimizer)
-        decay = ((1.0 - self.last_epoch / self.total_iters)
-                 / (1.0 - (self.last_epoch - 1) / self.total_iters)) ** self.power
+        decay = (
+            (1.0 - self.last_epoch / self.total_iters) / (1.0 - (self.last_epoch - 1) / self.total_iters)
+        ) ** self.power
         return [group["lr"] * decay for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [base_lr * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power
-                for base_lr in self.base_lrs]
+        return [
+            base_lr * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power
+            for base_lr in self.base_lrs
+        ]
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -424,18 +474,25 @@ class CosineAnnealingLR(LRScheduler):
         if self._is_initial:
             return _group_lrs(self.optimizer)
         if self._step_count == 1 and self.last_epoch > 0:
-            return [self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(self.last_epoch * math.pi / self.T_max)) / 2
-                    for base_lr in self.base_lrs]
+            return [
+                self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(self.last_epoch * math.pi / self.T_max)) / 2
+                for base_lr in self.base_lrs
+            ]
         if (self.last_epoch - 1 - self.T_max) % (2 * self.T_max) == 0:
-            return [group["lr"] + (base_lr - self.eta_min) * (1 - math.cos(math.pi / self.T_max)) / 2
-                    for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups, strict=True)]
-        ratio = ((1 + math.cos(math.pi * self.last_epoch / self.T_max))
-                 / (1 + math.cos(math.pi * (self.last_epoch - 1) / self.T_max)))
+            return [
+                group["lr"] + (base_lr - self.eta_min) * (1 - math.cos(math.pi / self.T_max)) / 2
+                for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups, strict=True)
+            ]
+        ratio = (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / (
+            1 + math.cos(math.pi * (self.last_epoch - 1) / self.T_max)
+        )
         return [ratio * (group["lr"] - self.eta_min) + self.eta_min for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
-                for base_lr in self.base_lrs]
+        return [
+            self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+            for base_lr in self.base_lrs
+        ]
 
 
 class _Composite(LRScheduler):
@@ -451,15 +508,22 @@ class _Composite(LRScheduler):
             if not hasattr(scheduler, "optimizer"):
                 raise TypeError(f"{where}: the scheduler at index {i} should have `optimizer` as its attribute")
             if isinstance(scheduler, ReduceLROnPlateau):
-                raise HandgradError(where, f"does not support ReduceLROnPlateau (at index {i}): its step() needs "
-                                           "the metric; step it on its own")
+                raise HandgradError(
+                    where,
+                    f"does not support ReduceLROnPlateau (at index {i}): its step() needs "
+                    "the metric; step it on its own",
+                )
             if scheduler.optimizer is not optimizer:
-                raise HandgradError(where, f"expects all schedulers to belong to the same optimizer, but the "
-                                           f"{type(scheduler).__name__} at index {i} belongs to another one")
+                raise HandgradError(
+                    where,
+                    f"expects all schedulers to belong to the same optimizer, but the "
+                    f"{type(scheduler).__name__} at index {i} belongs to another one",
+                )
 
     def state_dict(self) -> dict:
-        state = {key: copy.deepcopy(value) for key, value in self.__dict__.items()
-                 if key not in ("optimizer", "_schedulers")}
+        state = {
+            key: copy.deepcopy(value) for key, value in self.__dict__.items() if key not in ("optimizer", "_schedulers")
+        }
         state["_schedulers"] = [s.state_dict() for s in self._schedulers]
         return state
 
@@ -488,8 +552,11 @@ class SequentialLR(_Composite):
     def __init__(self, optimizer: Optimizer, schedulers, milestones, last_epoch: int = -1):
         self._check_schedulers("SequentialLR", optimizer, schedulers)
         if len(milestones) != len(schedulers) - 1:
-            raise HandgradError("SequentialLR", "expects one more scheduler than milestones, got "
-                                                f"{len(schedulers)} schedulers and {len(milestones)} milestones")
+            raise HandgradError(
+                "SequentialLR",
+                "expects one more scheduler than milestones, got "
+                f"{len(schedulers)} schedulers and {len(milestones)} milestones",
+            )
         self._schedulers = list(schedulers)
         self._milestones = list(milestones)
         self.last_epoch = last_epoch + 1
@@ -566,9 +633,18 @@ class ReduceLROnPlateau(LRScheduler):
         sched.step(val_loss)
     """
 
-    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10,
-                 threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0, min_lr=0,
-                 eps: float = 1e-8):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr=0,
+        eps: float = 1e-8,
+    ):
         if factor >= 1.0:
             raise HandgradError("ReduceLROnPlateau", f"factor must be < 1.0, got {factor}")
         self.factor = factor
@@ -576,8 +652,10 @@ class ReduceLROnPlateau(LRScheduler):
         self.optimizer = optimizer
         if isinstance(min_lr, (list, tuple)):
             if len(min_lr) != len(optimizer.param_groups):
-                raise HandgradError("ReduceLROnPlateau", f"expected {len(optimizer.param_groups)} min_lrs (one per "
-                                                         f"param group), got {len(min_lr)}")
+                raise HandgradError(
+                    "ReduceLROnPlateau",
+                    f"expected {len(optimizer.param_groups)} min_lrs (one per param group), got {len(min_lr)}",
+                )
             self.default_min_lr = None
             self.min_lrs = list(min_lr)
         else:
@@ -602,8 +680,10 @@ class ReduceLROnPlateau(LRScheduler):
         try:
             current = float(metrics)
         except (TypeError, ValueError):
-            raise HandgradError("ReduceLROnPlateau", "step(metrics) needs one number, the monitored metric, got "
-                                                     f"{type(metrics).__name__}") from None
+            raise HandgradError(
+                "ReduceLROnPlateau",
+                f"step(metrics) needs one number, the monitored metric, got {type(metrics).__name__}",
+            ) from None
         if epoch is None:
             epoch = self.last_epoch + 1
         else:
@@ -627,9 +707,12 @@ class ReduceLROnPlateau(LRScheduler):
     def _reduce_lr(self) -> None:
         if len(self.optimizer.param_groups) != len(self.min_lrs):
             if self.default_min_lr is None:
-                raise HandgradError("ReduceLROnPlateau", f"the optimizer has {len(self.optimizer.param_groups)} "
-                                                         f"param groups but min_lr gave {len(self.min_lrs)} values "
-                                                         "(a group was added since); set min_lrs to one per group")
+                raise HandgradError(
+                    "ReduceLROnPlateau",
+                    f"the optimizer has {len(self.optimizer.param_groups)} "
+                    f"param groups but min_lr gave {len(self.min_lrs)} values "
+                    "(a group was added since); set min_lrs to one per group",
+                )
             self.min_lrs = [self.default_min_lr] * len(self.optimizer.param_groups)
         for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
             old_lr = float(group["lr"])
@@ -683,8 +766,9 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         if not _is_int(T_mult) or T_mult < 1:
             raise HandgradError(where, f"T_mult must be an integer >= 1, got {T_mult!r}")
         if not _is_real(eta_min):
-            raise HandgradError(where, f"eta_min must be a float or int, got {eta_min!r} of type "
-                                       f"{type(eta_min).__name__}")
+            raise HandgradError(
+                where, f"eta_min must be a float or int, got {eta_min!r} of type {type(eta_min).__name__}"
+            )
         self.T_0 = T_0
         self.T_i = T_0
         self.T_mult = T_mult
@@ -715,8 +799,8 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 else:
                     # restarts so far: the n with T_0 (T_mult**n - 1) / (T_mult - 1) <= epoch
                     n = int(math.log(epoch / self.T_0 * (self.T_mult - 1) + 1, self.T_mult))
-                    self.T_cur = epoch - self.T_0 * (self.T_mult ** n - 1) / (self.T_mult - 1)
-                    self.T_i = self.T_0 * self.T_mult ** n
+                    self.T_cur = epoch - self.T_0 * (self.T_mult**n - 1) / (self.T_mult - 1)
+                    self.T_i = self.T_0 * self.T_mult**n
             else:
                 self.T_i = self.T_0
                 self.T_cur = epoch
@@ -737,18 +821,31 @@ class OneCycleLR(LRScheduler):
     falls to ``initial_lr / final_div_factor``; the momentum (SGD's ``momentum``, Adam's beta1)
     moves the opposite way between ``max_momentum`` and ``base_momentum``::
 
-        phase 1, step s in [0, pct_start * total - 1]:     lr = anneal(initial_lr, max_lr, s / (pct_start * total - 1))
-        phase 2, to total - 1:                              lr = anneal(max_lr, min_lr, (s - end_1) / (total - 1 - end_1))
+        phase 1, step s in [0, pct_start * total - 1]:  lr = anneal(initial_lr, max_lr, s / (pct_start * total - 1))
+        phase 2, to total - 1:                           lr = anneal(max_lr, min_lr, (s - end_1) / (total - 1 - end_1))
         anneal(a, b, t) = b + (a - b) * (1 + cos(pi t)) / 2    ('cos')   or   a + (b - a) t    ('linear')
         three_phase: up to max_lr, back down to initial_lr by step 2 * pct_start * total - 2, then to min_lr
 
     Stepping past ``total_steps`` is an error.
     """
 
-    def __init__(self, optimizer: Optimizer, max_lr, total_steps: int | None = None, epochs: int | None = None,
-                 steps_per_epoch: int | None = None, pct_start: float = 0.3, anneal_strategy: str = "cos",
-                 cycle_momentum: bool = True, base_momentum=0.85, max_momentum=0.95, div_factor: float = 25.0,
-                 final_div_factor: float = 1e4, three_phase: bool = False, last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        max_lr,
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        cycle_momentum: bool = True,
+        base_momentum=0.85,
+        max_momentum=0.95,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+        last_epoch: int = -1,
+    ):
         where = "OneCycleLR"
         _check_optimizer(optimizer)
         self.optimizer = optimizer
@@ -773,19 +870,44 @@ class OneCycleLR(LRScheduler):
         self._schedule_phases: list[dict]
         if three_phase:
             self._schedule_phases = [
-                dict(end_step=up_end, start_lr="initial_lr", end_lr="max_lr",
-                     start_momentum="max_momentum", end_momentum="base_momentum"),
-                dict(end_step=float(2 * pct_start * self.total_steps) - 2, start_lr="max_lr", end_lr="initial_lr",
-                     start_momentum="base_momentum", end_momentum="max_momentum"),
-                dict(end_step=self.total_steps - 1, start_lr="initial_lr", end_lr="min_lr",
-                     start_momentum="max_momentum", end_momentum="max_momentum"),
+                dict(
+                    end_step=up_end,
+                    start_lr="initial_lr",
+                    end_lr="max_lr",
+                    start_momentum="max_momentum",
+                    end_momentum="base_momentum",
+                ),
+                dict(
+                    end_step=float(2 * pct_start * self.total_steps) - 2,
+                    start_lr="max_lr",
+                    end_lr="initial_lr",
+                    start_momentum="base_momentum",
+                    end_momentum="max_momentum",
+                ),
+                dict(
+                    end_step=self.total_steps - 1,
+                    start_lr="initial_lr",
+                    end_lr="min_lr",
+                    start_momentum="max_momentum",
+                    end_momentum="max_momentum",
+                ),
             ]
         else:
             self._schedule_phases = [
-                dict(end_step=up_end, start_lr="initial_lr", end_lr="max_lr",
-                     start_momentum="max_momentum", end_momentum="base_momentum"),
-                dict(end_step=self.total_steps - 1, start_lr="max_lr", end_lr="min_lr",
-                     start_momentum="base_momentum", end_momentum="max_momentum"),
+                dict(
+                    end_step=up_end,
+                    start_lr="initial_lr",
+                    end_lr="max_lr",
+                    start_momentum="max_momentum",
+                    end_momentum="base_momentum",
+                ),
+                dict(
+                    end_step=self.total_steps - 1,
+                    start_lr="max_lr",
+                    end_lr="min_lr",
+                    start_momentum="base_momentum",
+                    end_momentum="max_momentum",
+                ),
             ]
         self._anneal_func_type = anneal_strategy
 
@@ -799,8 +921,11 @@ class OneCycleLR(LRScheduler):
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
             if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise HandgradError(where, f"cycle_momentum needs an optimizer with momentum or betas, "
-                                           f"{type(optimizer).__name__} has neither; pass cycle_momentum=False")
+                raise HandgradError(
+                    where,
+                    f"cycle_momentum needs an optimizer with momentum or betas, "
+                    f"{type(optimizer).__name__} has neither; pass cycle_momentum=False",
+                )
             self.use_beta1 = "betas" in optimizer.defaults
             max_momentums = _per_group(where, "max_momentum", optimizer, max_momentum)
             base_momentums = _per_group(where, "base_momentum", optimizer, base_momentum)
@@ -826,8 +951,11 @@ class OneCycleLR(LRScheduler):
         self._warn_if_called_outside_step()
         step = self.last_epoch
         if step > self.total_steps:
-            raise HandgradError("OneCycleLR", f"stepped {step} times, past total_steps={self.total_steps}; "
-                                              "make it with the number of batches the run takes")
+            raise HandgradError(
+                "OneCycleLR",
+                f"stepped {step} times, past total_steps={self.total_steps}; "
+                "make it with the number of batches the run takes",
+            )
         lrs = []
         for group in self.optimizer.param_groups:
             start_step = 0.0

@@ -6,6 +6,7 @@ the Parameter object itself. A subclass writes one method, ``_update(p, grad, st
 update of one parameter, in place on ``p.data``, usually by calling ``self._update_fn``, the op named
 by ``update_op`` (``optim/functional.py``, or its compiled kernel), looked up once per step.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,8 +18,10 @@ from .. import kernels
 from ..errors import HandgradError, StateDictError, fmt_shape
 from ..nn.parameter import Parameter
 
-_SET_MESSAGE = ("optimizer parameters need to be organized in ordered collections, but the ordering "
-                "of parameters in sets will change between runs. Please use a list instead.")
+_SET_MESSAGE = (
+    "optimizer parameters need to be organized in ordered collections, but the ordering "
+    "of parameters in sets will change between runs. Please use a list instead."
+)
 
 
 FLUSH_EVERY = 8  # steps between flushes of subnormal state values (see optim/functional.py)
@@ -26,11 +29,11 @@ FLUSH_EVERY = 8  # steps between flushes of subnormal state values (see optim/fu
 #: Why each of torch's switches between implementations of the same update has no other value here.
 _IMPLEMENTATION_FLAGS = {
     "foreach": "handgrad has one implementation of each update, per parameter (compiled in handgrad.kernels); "
-               "leave foreach as None or False",
+    "leave foreach as None or False",
     "fused": "handgrad has one implementation of each update, per parameter (compiled in handgrad.kernels); "
-             "leave fused as None or False",
+    "leave fused as None or False",
     "capturable": "it makes the update capturable in a CUDA graph, and handgrad runs on the CPU; "
-                  "leave capturable=False",
+    "leave capturable=False",
     "differentiable": "handgrad does not differentiate through optimizer steps; leave differentiable=False",
 }
 
@@ -61,8 +64,10 @@ class Optimizer:
         self.param_groups: list[dict] = []
         self._scratch_arrays: dict[int, np.ndarray] = {}  # per-parameter temporaries, not state
         if isinstance(params, (Parameter, np.ndarray, dict)):
-            raise TypeError("params argument given to the optimizer should be an iterable of "
-                            f"Parameters or dicts, but got {type(params).__name__}")
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of "
+                f"Parameters or dicts, but got {type(params).__name__}"
+            )
         if isinstance(params, set):
             raise TypeError(_SET_MESSAGE)
         groups = list(params)
@@ -143,8 +148,8 @@ class Optimizer:
     def state_dict(self) -> dict:
         """A copy of the state in torch's layout, parameters numbered in group order::
 
-            {"state": {index: {"step": ..., "exp_avg": array, ...}},
-             "param_groups": [{"lr": ..., ..., "params": [index, ...]}]}
+        {"state": {index: {"step": ..., "exp_avg": array, ...}},
+         "param_groups": [{"lr": ..., ..., "params": [index, ...]}]}
         """
         index: dict[Parameter, int] = {}
         groups = []
@@ -167,17 +172,27 @@ class Optimizer:
             raise StateDictError(name, f"state dict has no {' or '.join(map(repr, missing))} entry")
         saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
         if len(saved_groups) != len(self.param_groups):
-            raise StateDictError(name, "loaded state dict has a different number of parameter groups: "
-                                       f"it has {len(saved_groups)}, the optimizer has {len(self.param_groups)}")
+            raise StateDictError(
+                name,
+                "loaded state dict has a different number of parameter groups: "
+                f"it has {len(saved_groups)}, the optimizer has {len(self.param_groups)}",
+            )
         for i, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             if len(saved["params"]) != len(group["params"]):
-                raise StateDictError(name, "loaded state dict contains a parameter group that doesn't match the "
-                                           f"size of optimizer's group: group {i} has {len(saved['params'])} "
-                                           f"parameters, the optimizer's has {len(group['params'])}")
+                raise StateDictError(
+                    name,
+                    "loaded state dict contains a parameter group that doesn't match the "
+                    f"size of optimizer's group: group {i} has {len(saved['params'])} "
+                    f"parameters, the optimizer's has {len(group['params'])}",
+                )
 
         # Saved indices map, in order, onto this optimizer's parameters.
-        param_of = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
-                            chain.from_iterable(g["params"] for g in self.param_groups)))
+        param_of = dict(
+            zip(
+                chain.from_iterable(g["params"] for g in saved_groups),
+                chain.from_iterable(g["params"] for g in self.param_groups),
+            )
+        )
         problems: list[str] = []
         state: dict = {}
         for index, saved in saved_state.items():
@@ -195,8 +210,10 @@ class Optimizer:
                     # Every other entry is an array shaped like the parameter (a plain float for a 0-d one).
                     value = np.asarray(value)
                     if value.shape != p.shape:
-                        problems.append(f"state[{index}][{key!r}] has shape {fmt_shape(value.shape)}, "
-                                        f"expected {fmt_shape(p.shape)} (the parameter's)")
+                        problems.append(
+                            f"state[{index}][{key!r}] has shape {fmt_shape(value.shape)}, "
+                            f"expected {fmt_shape(p.shape)} (the parameter's)"
+                        )
                     else:
                         state[p][key] = np.array(value, dtype=p.dtype)
         if problems:

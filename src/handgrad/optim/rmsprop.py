@@ -1,4 +1,5 @@
 """RMSprop: gradient steps divided by a running root mean square of the gradient."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,12 +29,30 @@ class RMSprop(Optimizer):
     torch's ``capturable``, ``foreach`` and ``differentiable`` are accepted at their defaults only.
     """
 
-    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
-                 momentum: float = 0.0, centered: bool = False, capturable: bool = False,
-                 foreach: bool | None = None, maximize: bool = False, differentiable: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ):
         check_implementation_flags("RMSprop", capturable=capturable, foreach=foreach, differentiable=differentiable)
-        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered, weight_decay=weight_decay,
-                        maximize=maximize)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            alpha=alpha,
+            eps=eps,
+            centered=centered,
+            weight_decay=weight_decay,
+            maximize=maximize,
+        )
         self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
@@ -63,6 +82,19 @@ class RMSprop(Optimizer):
             state["grad_avg"] = np.zeros_like(p.data)
         state["step"] += 1
         # the formulas: optim/functional.py (rmsprop_update); compiled in kernels/optim.py
-        self._update_fn(p.data, grad, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer"),
-                        group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"],
-                        group["centered"], group["maximize"], self._flush_due, self._scratch(p))
+        self._update_fn(
+            p.data,
+            grad,
+            state["square_avg"],
+            state.get("grad_avg"),
+            state.get("momentum_buffer"),
+            group["lr"],
+            group["alpha"],
+            group["eps"],
+            group["weight_decay"],
+            group["momentum"],
+            group["centered"],
+            group["maximize"],
+            self._flush_due,
+            self._scratch(p),
+        )

@@ -1,4 +1,5 @@
 """SGD: stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,12 +28,29 @@ class SGD(Optimizer):
     torch's ``foreach``, ``differentiable`` and ``fused`` are accepted at their defaults only.
     """
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ):
         check_implementation_flags("SGD", foreach=foreach, differentiable=differentiable, fused=fused)
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
         self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
@@ -51,8 +69,18 @@ class SGD(Optimizer):
 
     def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
         # the formulas: optim/functional.py (sgd_update); compiled in kernels/optim.py
-        buf = self._update_fn(p.data, grad, state.get("momentum_buffer"), group["lr"], group["momentum"],
-                              group["dampening"], group["weight_decay"], group["nesterov"],
-                              group["maximize"], self._flush_due, self._scratch(p))
+        buf = self._update_fn(
+            p.data,
+            grad,
+            state.get("momentum_buffer"),
+            group["lr"],
+            group["momentum"],
+            group["dampening"],
+            group["weight_decay"],
+            group["nesterov"],
+            group["maximize"],
+            self._flush_due,
+            self._scratch(p),
+        )
         if buf is not None:
             state["momentum_buffer"] = buf
