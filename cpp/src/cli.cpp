@@ -29,7 +29,7 @@ const char* USAGE =
     "  eval    CHECKPOINT [--dataset NAME] [--data-dir DIR] [--top-k K] [--json] [--logits FILE.idx]\n"
     "          [--no-reference-check]\n"
     "  predict CHECKPOINT IMAGE... [--top-k K] [--json]   (IMAGE: binary PGM of the input size, or an IDX file)\n"
-    "  bench   [--model NAME] [--batch-size N] [--steps N] [--warmup N] [--seed S] [--json]\n";
+    "  bench   [--model NAME] [--batch-size N] [--steps N] [--warmup N] [--seed S] [--inference] [--profile] [--json]\n";
 
 // --flag value pairs, bare --switches and positional arguments.
 struct Args {
@@ -335,12 +335,18 @@ int cmd_predict(int argc, char** argv) {
 }
 
 // Training throughput on synthetic MNIST-shaped batches (no data files needed): forward, loss,
-// backward and an SGD step per batch, timed after a warm-up.
+// backward and an SGD step per batch, timed after a warm-up. --inference times the forward alone,
+// in eval mode; --profile adds the mean milliseconds of each layer's forward and backward, the loss
+// and the optimizer step (timed one piece at a time, so the pieces add up to a little more than a step).
 int cmd_bench(int argc, char** argv) {
-    const Args a = parse(argc, argv, 2, {"--model", "--batch-size", "--steps", "--warmup", "--seed"}, {"--json"});
+    const Args a = parse(argc, argv, 2, {"--model", "--batch-size", "--steps", "--warmup", "--seed"},
+                         {"--json", "--inference", "--profile"});
     const std::string name = a.get("--model").value_or("mlp-small");
-    const int64_t batch = a.number<int64_t>("--batch-size").value_or(64);
+    const bool inference = a.switches.count("--inference") > 0, profile = a.switches.count("--profile") > 0;
+    const int64_t batch = a.number<int64_t>("--batch-size").value_or(inference ? 1000 : 64);
     const int64_t steps = a.number<int64_t>("--steps").value_or(200), warmup = a.number<int64_t>("--warmup").value_or(10);
+    if (batch < 1 || steps < 1 || warmup < 0)
+        throw HandgradError("bench", "--batch-size and --steps must be positive and --warmup at least 0");
     manual_seed(a.number<uint64_t>("--seed").value_or(0));
     nn::Sequential model = build_model(name, {1, 28, 28}, 10);
     const TrainDefaults d = defaults_for(name);
@@ -351,30 +357,90 @@ int cmd_bench(int argc, char** argv) {
     for (float& v : x.data) v = normal(default_generator());
     std::vector<int64_t> y(batch);
     for (auto& v : y) v = static_cast<int64_t>(default_generator()() % 10);
+
+    using Clock = std::chrono::steady_clock;
+    const size_t L = model.size();
+    std::vector<double> forward_ms(L), backward_ms(L);
+    double loss_ms = 0, step_ms = 0;
+    auto ms_since = [](Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); };
+    // As Sequential::backward: a layer needs dL/dx only when some layer before it has parameters.
+    std::vector<bool> needs_input(L);
+    for (size_t i = 1; i < L; ++i) needs_input[i] = needs_input[i - 1] || !model[i - 1].named_parameters().empty();
+    auto profiled_step = [&] {
+        Tensor h = x;
+        for (size_t i = 0; i < L; ++i) {
+            const auto t = Clock::now();
+            h = model[i].forward(h);
+            forward_ms[i] += ms_since(t);
+        }
+        auto t = Clock::now();
+        objective(h, y);
+        Tensor g = objective.backward();
+        loss_ms += ms_since(t);
+        opt.zero_grad();
+        for (size_t i = L; i-- > 0;) {
+            t = Clock::now();
+            g = model[i].backward(g, needs_input[i]);
+            backward_ms[i] += ms_since(t);
+            if (!needs_input[i]) break;
+        }
+        t = Clock::now();
+        opt.step();
+        step_ms += ms_since(t);
+    };
     auto one_step = [&] {
+        if (inference) {
+            model.forward(x);
+            return;
+        }
         const Tensor out = model.forward(x);
         objective(out, y);
         opt.zero_grad();
         model.backward(objective.backward(), false);
         opt.step();
     };
+    if (inference) model.eval();
     for (int64_t i = 0; i < warmup; ++i) one_step();
-    const auto started = std::chrono::steady_clock::now();
+    const auto started = Clock::now();
     for (int64_t i = 0; i < steps; ++i) one_step();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
     const double rate = static_cast<double>(steps * batch) / seconds;
+    if (profile && !inference)
+        for (int64_t i = 0; i < steps; ++i) profiled_step();
 #ifdef _OPENMP
     const bool openmp = true;
 #else
     const bool openmp = false;
 #endif
     json result = {{"implementation", "handgrad-cpp"}, {"model", name},       {"batch_size", batch},
+                   {"mode", inference ? "inference" : "train"},
                    {"steps", steps},                  {"seconds", seconds},    {"samples_per_s", rate},
+                   {"threads", kernels::num_threads()}, {"kernels", kernels::enabled()},
                    {"eigen_threads", Eigen::nbThreads()}, {"openmp", openmp}, {"flags", HANDGRAD_CXX_FLAGS}};
-    if (a.switches.count("--json")) std::cout << py_dumps(result) << std::endl;
-    else
-        std::cout << name << ", batch " << batch << ", " << steps << " steps: " << static_cast<int64_t>(rate)
-                  << " samples/s (Eigen threads " << Eigen::nbThreads() << ", " << HANDGRAD_CXX_FLAGS << ")\n";
+    json pieces = json::array();
+    if (profile && !inference) {
+        const double n = static_cast<double>(steps);
+        for (size_t i = 0; i < L; ++i)
+            pieces.push_back({{"layer", std::to_string(i) + ": " + model[i].repr()},
+                              {"forward_ms", forward_ms[i] / n}, {"backward_ms", backward_ms[i] / n}});
+        pieces.push_back({{"layer", "loss (forward and backward)"}, {"forward_ms", loss_ms / n}, {"backward_ms", 0.0}});
+        pieces.push_back({{"layer", "optimizer step"}, {"forward_ms", 0.0}, {"backward_ms", step_ms / n}});
+        result["profile"] = pieces;
+    }
+    if (a.switches.count("--json")) {
+        std::cout << py_dumps(result) << std::endl;
+        return 0;
+    }
+    std::cout << name << ", " << (inference ? "inference" : "training") << ", batch " << batch << ", " << steps
+              << " steps: " << static_cast<int64_t>(rate) << " samples/s (" << kernels::num_threads() << " thread(s), "
+              << (kernels::enabled() ? "kernels" : "references") << ", " << HANDGRAD_CXX_FLAGS << ")\n";
+    for (auto& piece : pieces) {
+        char buf[200];
+        std::snprintf(buf, sizeof buf, "  %-60s forward %8.3f ms  backward %8.3f ms\n",
+                      piece["layer"].get<std::string>().c_str(), piece["forward_ms"].get<double>(),
+                      piece["backward_ms"].get<double>());
+        std::cout << buf;
+    }
     return 0;
 }
 

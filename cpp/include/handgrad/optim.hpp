@@ -3,6 +3,7 @@
 // Python does, so the two walk the same float32 path.
 #pragma once
 
+#include "handgrad/kernels/optim.hpp"
 #include "handgrad/nn/parameter.hpp"
 
 #include <cmath>
@@ -53,6 +54,15 @@ public:
         for (size_t k = 0; k < params.size(); ++k) {
             Parameter& p = *params[k];
             if (p.grad.data.empty()) continue;
+            if (kernels::enabled()) {  // the same update in one pass
+                Tensor& buf = momentum_buffer[k];
+                const bool first = buf.data.empty();
+                if (momentum != 0 && first) buf = Tensor(p.data.shape);
+                kernels::sgd_update(p.data.ptr(), p.grad.ptr(), momentum != 0 ? buf.ptr() : nullptr, p.data.numel(),
+                                    {.lr = lr_, .momentum = momentum, .dampening = dampening,
+                                     .weight_decay = weight_decay, .nesterov = options.nesterov, .first = first});
+                continue;
+            }
             Tensor d_p = p.grad;
             if (weight_decay != 0)
                 for (int64_t i = 0; i < d_p.numel(); ++i) d_p[i] += weight_decay * p.data[i];
@@ -112,21 +122,27 @@ public:
             Parameter& p = *params[k];
             if (p.grad.data.empty()) continue;
             if (exp_avg[k].data.empty()) exp_avg[k] = exp_avg_sq[k] = Tensor(p.data.shape);
-            Tensor g = p.grad;
-            if (options.weight_decay != 0) {
-                if (options.decoupled_weight_decay) {
-                    const float shrink = static_cast<float>(1 - lr * options.weight_decay);
-                    for (float& w : p.data.data) w *= shrink;
-                } else {
-                    const float wd = static_cast<float>(options.weight_decay);
-                    for (int64_t i = 0; i < g.numel(); ++i) g[i] += wd * p.data[i];
-                }
-            }
             const int64_t t = ++steps[k];
             const double bias_correction1 = 1 - std::pow(options.beta1, static_cast<double>(t));
             const double bias_correction2 = 1 - std::pow(options.beta2, static_cast<double>(t));
             const float sqrt_bc2 = static_cast<float>(std::sqrt(bias_correction2));
             const float step_size = static_cast<float>(lr / bias_correction1), eps = static_cast<float>(options.eps);
+            const bool decoupled = options.decoupled_weight_decay && options.weight_decay != 0;
+            const float shrink = decoupled ? static_cast<float>(1 - lr * options.weight_decay) : 1.0f;
+            const float wd = decoupled ? 0.0f : static_cast<float>(options.weight_decay);
+            if (kernels::enabled()) {  // the same update in one pass
+                kernels::adam_update(p.data.ptr(), p.grad.ptr(), exp_avg[k].ptr(), exp_avg_sq[k].ptr(), p.data.numel(),
+                                     {.beta1 = beta1, .one_minus_beta1 = one_minus_beta1, .beta2 = beta2,
+                                      .one_minus_beta2 = one_minus_beta2, .step_size = step_size,
+                                      .sqrt_bias_correction2 = sqrt_bc2, .eps = eps, .weight_decay = wd,
+                                      .shrink = shrink});
+                continue;
+            }
+            Tensor g = p.grad;
+            if (shrink != 1.0f)
+                for (float& w : p.data.data) w *= shrink;
+            if (wd != 0)
+                for (int64_t i = 0; i < g.numel(); ++i) g[i] += wd * p.data[i];
             Tensor &m = exp_avg[k], &v = exp_avg_sq[k];
             for (int64_t i = 0; i < g.numel(); ++i) {
                 m[i] = m[i] * beta1 + one_minus_beta1 * g[i];

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "handgrad/functional/activation.hpp"
+#include "handgrad/kernels/activation.hpp"
 #include "handgrad/nn/module.hpp"
 
 namespace handgrad::nn {
@@ -17,8 +18,12 @@ public:
     std::string type() const override { return "ReLU"; }
 
 protected:
-    std::pair<Tensor, Tensor> run_forward(const Tensor& x) const override { return functional::relu_forward(x); }
-    Tensor run_backward(const Tensor& g, const Tensor& out) const override { return functional::relu_backward(g, out); }
+    std::pair<Tensor, Tensor> run_forward(const Tensor& x) const override {
+        return kernels::enabled() ? kernels::relu_forward(x) : functional::relu_forward(x);
+    }
+    Tensor run_backward(const Tensor& g, const Tensor& out) const override {
+        return kernels::enabled() ? kernels::relu_backward(g, out) : functional::relu_backward(g, out);
+    }
 };
 
 // y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 or negative_slope)

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "handgrad/functional/conv.hpp"
+#include "handgrad/kernels/conv.hpp"
 #include "handgrad/nn/module.hpp"
 
 namespace handgrad::nn {
@@ -40,13 +41,20 @@ public:
             x.shape[3] + 2 * options.padding[1] < options.kernel_size[1])
             throw ShapeError(repr(), "input", "at least the kernel size " + fmt_pair(options.kernel_size) +
                                                   " once padded by " + fmt_pair(options.padding), x.shape);
-        auto [out, c] = functional::conv2d_forward(x, weight.data, bias ? &bias->data : nullptr, options.stride,
-                                                   options.padding);
+        const Tensor* b = bias ? &bias->data : nullptr;
+        cache.reset(), kernel_cache.reset();  // backward runs on the side this forward ran
+        if (kernels::enabled()) {
+            auto [out, c] = kernels::conv2d_forward(x, weight.data, b, options.stride, options.padding);
+            save_for_backward(kernel_cache, std::move(c), out.shape);
+            return out;
+        }
+        auto [out, c] = functional::conv2d_forward(x, weight.data, b, options.stride, options.padding);
         save_for_backward(cache, std::move(c), out.shape);
         return out;
     }
     Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        auto g = functional::conv2d_backward(grad_output, saved(cache, grad_output), needs(input_grad));
+        auto g = kernel_cache ? kernels::conv2d_backward(grad_output, saved(kernel_cache, grad_output), needs(input_grad))
+                              : functional::conv2d_backward(grad_output, saved(cache, grad_output), needs(input_grad));
         return accumulate(g);
     }
     std::string type() const override { return "Conv2d"; }
@@ -61,6 +69,7 @@ public:
 
 private:
     std::optional<functional::Conv2dCache> cache;
+    std::optional<kernels::Conv2dCache> kernel_cache;  // the kernel's columns are laid out for one product
 };
 
 }  // namespace handgrad::nn

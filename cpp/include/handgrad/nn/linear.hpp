@@ -2,6 +2,7 @@
 #pragma once
 
 #include "handgrad/functional/linear.hpp"
+#include "handgrad/kernels/linear.hpp"
 #include "handgrad/nn/module.hpp"
 
 namespace handgrad::nn {
@@ -27,12 +28,16 @@ public:
     Tensor forward(const Tensor& x) override {
         if (x.ndim() < 1 || x.shape.back() != options.in_features)
             throw ShapeError(repr(), "input", "(*, " + std::to_string(options.in_features) + ")", x.shape);
-        auto [out, c] = functional::linear_forward(x, weight.data, bias ? &bias->data : nullptr);
+        const Tensor* b = bias ? &bias->data : nullptr;
+        auto [out, c] = kernels::enabled() ? kernels::linear_forward(x, weight.data, b)
+                                           : functional::linear_forward(x, weight.data, b);
         save_for_backward(cache, std::move(c), out.shape);
         return out;
     }
     Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        auto g = functional::linear_backward(grad_output, saved(cache, grad_output), needs(input_grad));
+        const auto& c = saved(cache, grad_output);
+        auto g = kernels::enabled() ? kernels::linear_backward(grad_output, c, needs(input_grad))
+                                    : functional::linear_backward(grad_output, c, needs(input_grad));
         return accumulate(g);
     }
     std::string type() const override { return "Linear"; }

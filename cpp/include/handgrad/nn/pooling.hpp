@@ -2,6 +2,7 @@
 #pragma once
 
 #include "handgrad/functional/pool.hpp"
+#include "handgrad/kernels/pool.hpp"
 #include "handgrad/nn/module.hpp"
 
 #include <limits>
@@ -68,10 +69,11 @@ public:
 
 protected:
     std::pair<Tensor, functional::MaxPool2dCache> run_forward(const Tensor& x) const override {
-        return functional::max_pool2d_forward(x, kernel_size, stride, padding);
+        return kernels::enabled() ? kernels::max_pool2d_forward(x, kernel_size, stride, padding)
+                                  : functional::max_pool2d_forward(x, kernel_size, stride, padding);
     }
     Tensor run_backward(const Tensor& g, const functional::MaxPool2dCache& c) const override {
-        return functional::max_pool2d_backward(g, c);
+        return kernels::enabled() ? kernels::max_pool2d_backward(g, c) : functional::max_pool2d_backward(g, c);
     }
 };
 

@@ -1,0 +1,83 @@
+// Max pooling over planes in parallel, each window's maximum and its argmax written in one pass,
+// with no padding test for windows wholly inside the input. Same signatures, cache and math as
+// functional/pool.hpp (which average pooling keeps), tested equal to it.
+#pragma once
+
+#include "handgrad/functional/pool.hpp"
+#include "handgrad/kernels/parallel.hpp"
+
+namespace handgrad::kernels {
+
+using functional::MaxPool2dCache;
+
+inline std::pair<Tensor, MaxPool2dCache> max_pool2d_forward(const Tensor& x, Pair kernel_size, Pair stride,
+                                                            Pair padding = {0, 0}) {
+    const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+    const auto [kh, kw] = kernel_size;
+    const auto [sh, sw] = stride;
+    const auto [ph, pw] = padding;
+    const int64_t Ho = conv_output_size(H, kh, sh, ph), Wo = conv_output_size(W, kw, sw, pw);
+    Tensor out({N, C, Ho, Wo});
+    MaxPool2dCache cache{.argmax = std::vector<int16_t>(out.numel()), .x_shape = x.shape, .out_shape = out.shape,
+                         .kernel_size = kernel_size, .stride = stride, .padding = padding};
+    constexpr float lowest = -std::numeric_limits<float>::infinity();
+    for_chunks(N * C, chunk_count(N * C, H * W), [&](int, int64_t p0, int64_t p1) {
+        for (int64_t plane = p0; plane < p1; ++plane) {
+            const float* xp = x.ptr() + plane * H * W;
+            float* yp = out.ptr() + plane * Ho * Wo;
+            int16_t* ap = cache.argmax.data() + plane * Ho * Wo;
+            for (int64_t ho = 0; ho < Ho; ++ho) {
+                const int64_t h0 = sh * ho - ph;
+                for (int64_t wo = 0; wo < Wo; ++wo) {
+                    const int64_t w0 = sw * wo - pw;
+                    float best = lowest;
+                    int16_t best_k = 0;
+                    if (h0 >= 0 && w0 >= 0 && h0 + kh <= H && w0 + kw <= W) {  // inside: no bounds tests
+                        best = xp[h0 * W + w0];
+                        for (int64_t i = 0; i < kh; ++i)
+                            for (int64_t j = 0; j < kw; ++j) {
+                                const float v = xp[(h0 + i) * W + w0 + j];
+                                if (v > best) best = v, best_k = static_cast<int16_t>(i * kw + j);
+                            }
+                    } else {  // touching the padding, which is -inf and never wins
+                        bool first = true;
+                        for (int64_t i = 0; i < kh; ++i)
+                            for (int64_t j = 0; j < kw; ++j) {
+                                const int64_t h = h0 + i, w = w0 + j;
+                                const float v = (h >= 0 && h < H && w >= 0 && w < W) ? xp[h * W + w] : lowest;
+                                if (first || v > best) best = v, best_k = static_cast<int16_t>(i * kw + j), first = false;
+                            }
+                    }
+                    yp[ho * Wo + wo] = best;
+                    ap[ho * Wo + wo] = best_k;
+                }
+            }
+        }
+    });
+    return {std::move(out), std::move(cache)};
+}
+
+inline Tensor max_pool2d_backward(const Tensor& grad_output, const MaxPool2dCache& cache) {
+    check_grad_output("max_pool2d_backward", grad_output, cache.out_shape);
+    const int64_t N = cache.x_shape[0], C = cache.x_shape[1], H = cache.x_shape[2], W = cache.x_shape[3];
+    const int64_t Ho = grad_output.shape[2], Wo = grad_output.shape[3], kw = cache.kernel_size[1];
+    const auto [sh, sw] = cache.stride;
+    const auto [ph, pw] = cache.padding;
+    Tensor grad_input(cache.x_shape);
+    for_chunks(N * C, chunk_count(N * C, H * W), [&](int, int64_t p0, int64_t p1) {
+        for (int64_t plane = p0; plane < p1; ++plane) {
+            float* gp = grad_input.ptr() + plane * H * W;
+            const float* go = grad_output.ptr() + plane * Ho * Wo;
+            const int16_t* ap = cache.argmax.data() + plane * Ho * Wo;
+            for (int64_t ho = 0; ho < Ho; ++ho)
+                for (int64_t wo = 0; wo < Wo; ++wo) {
+                    const int64_t k = ap[ho * Wo + wo];
+                    const int64_t h = sh * ho + k / kw - ph, w = sw * wo + k % kw - pw;
+                    if (h >= 0 && h < H && w >= 0 && w < W) gp[h * W + w] += go[ho * Wo + wo];
+                }
+        }
+    });
+    return grad_input;
+}
+
+}  // namespace handgrad::kernels

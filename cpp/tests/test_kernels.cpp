@@ -1,0 +1,278 @@
+// Every kernel against its readable reference (functional/ and optim.hpp), on 1 and on 3 threads
+// (3 so that chunks differ in size): the pooling, ReLU and optimizer kernels bit for bit, the
+// convolution to float32 rounding (its products sum in another order).
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "handgrad/kernels/activation.hpp"
+#include "handgrad/kernels/conv.hpp"
+#include "handgrad/kernels/linear.hpp"
+#include "handgrad/kernels/pool.hpp"
+#include "handgrad/nn.hpp"
+#include "handgrad/optim.hpp"
+
+#include <doctest/doctest.h>
+
+#include <random>
+#include <sstream>
+
+using namespace handgrad;
+using functional::Pair;
+
+namespace {
+
+Tensor random_tensor(Shape shape, uint64_t seed) {
+    Tensor t(std::move(shape));
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal;
+    for (float& v : t.data) v = normal(rng);
+    return t;
+}
+
+// max |a - b| <= tol * max(1, max |b|), naming the tensor and the worst element on failure
+void check_close(const std::string& what, const Tensor& got, const Tensor& expected, double tol) {
+    REQUIRE_MESSAGE(got.shape == expected.shape, what << ": shape " << fmt_shape(got.shape) << ", expected "
+                                                      << fmt_shape(expected.shape));
+    double scale = 1.0, worst = 0.0;
+    int64_t at = 0;
+    for (int64_t i = 0; i < got.numel(); ++i) {
+        scale = std::max(scale, static_cast<double>(std::fabs(expected[i])));
+        const double e = std::fabs(static_cast<double>(got[i]) - expected[i]);
+        if (e > worst) worst = e, at = i;
+    }
+    CHECK_MESSAGE(worst <= tol * scale, what << ": element " << at << " is " << got[at] << ", expected "
+                                             << expected[at] << " (error " << worst << ")");
+}
+
+void check_equal(const std::string& what, const Tensor& got, const Tensor& expected) {
+    REQUIRE(got.shape == expected.shape);
+    for (int64_t i = 0; i < got.numel(); ++i)
+        if (got[i] != expected[i]) {
+            FAIL_CHECK(what << ": element " << i << " is " << got[i] << ", expected " << expected[i]);
+            return;
+        }
+}
+
+void set_threads(int n) { kernels::set_num_threads(n); }
+
+struct ConvCase {
+    Shape x, weight;
+    Pair stride, padding;
+    bool bias;
+};
+
+}  // namespace
+
+TEST_CASE("conv2d kernel equals the reference: output and every gradient") {
+    const std::vector<ConvCase> cases = {
+        {{2, 1, 5, 5}, {3, 1, 3, 3}, {1, 1}, {1, 1}, true},
+        {{3, 2, 7, 6}, {4, 2, 3, 2}, {2, 1}, {0, 1}, false},
+        {{4, 3, 8, 8}, {5, 3, 5, 5}, {1, 1}, {2, 2}, true},
+        {{5, 2, 9, 7}, {3, 2, 2, 3}, {3, 2}, {1, 0}, true},    // stride > kernel: skipped pixels
+        {{1, 1, 4, 4}, {2, 1, 4, 4}, {1, 1}, {0, 0}, true},    // one output pixel
+        {{2, 1, 3, 3}, {2, 1, 3, 3}, {1, 1}, {3, 3}, true},    // padding as large as the kernel
+        {{64, 8, 14, 14}, {16, 8, 3, 3}, {1, 1}, {1, 1}, true},  // large enough to be split between threads
+        {{0, 2, 5, 5}, {3, 2, 3, 3}, {1, 1}, {0, 0}, true},    // an empty batch
+    };
+    for (int threads : {1, 3}) {
+        set_threads(threads);
+        for (size_t c = 0; c < cases.size(); ++c) {
+            const ConvCase& k = cases[c];
+            CAPTURE(c);
+            CAPTURE(threads);
+            const Tensor x = random_tensor(k.x, 10 + c), weight = random_tensor(k.weight, 20 + c);
+            const Tensor bias = random_tensor({k.weight[0]}, 30 + c);
+            const Tensor* b = k.bias ? &bias : nullptr;
+            auto [want, want_cache] = functional::conv2d_forward(x, weight, b, k.stride, k.padding);
+            auto [got, got_cache] = kernels::conv2d_forward(x, weight, b, k.stride, k.padding);
+            check_close("conv2d output", got, want, 1e-5);
+            auto [relu_out, _] = kernels::conv2d_forward(x, weight, b, k.stride, k.padding, true);
+            check_equal("conv2d fused ReLU", relu_out, functional::relu_forward(got).first);
+
+            const Tensor g = random_tensor(want.shape, 40 + c);
+            for (NeedsGrad needs : {NeedsGrad{}, NeedsGrad{.input = false}, NeedsGrad{.weight = false, .bias = false}}) {
+                const auto expected = functional::conv2d_backward(g, want_cache, needs);
+                const auto actual = kernels::conv2d_backward(g, got_cache, needs);
+                check_close("grad_input", actual.grad_input, expected.grad_input, 1e-5);
+                check_close("grad_weight", actual.grad_weight, expected.grad_weight, 1e-5);
+                check_close("grad_bias", actual.grad_bias, expected.grad_bias, 1e-5);
+            }
+        }
+    }
+    set_threads(1);
+}
+
+TEST_CASE("linear kernel equals the reference: output and every gradient") {
+    struct Case {
+        Shape x;
+        int64_t out_features;
+        bool bias;
+    };
+    const std::vector<Case> cases = {{{5, 7}, 3, true}, {{2, 3, 4}, 6, false}, {{64, 784}, 250, true},
+                                     {{3, 250}, 250, true}, {{0, 4}, 2, true}};
+    for (int threads : {1, 3}) {
+        set_threads(threads);
+        for (size_t c = 0; c < cases.size(); ++c) {
+            CAPTURE(c);
+            CAPTURE(threads);
+            const Case& k = cases[c];
+            const Tensor x = random_tensor(k.x, 110 + c), weight = random_tensor({k.out_features, k.x.back()}, 120 + c);
+            const Tensor bias = random_tensor({k.out_features}, 130 + c);
+            const Tensor* b = k.bias ? &bias : nullptr;
+            auto [want, want_cache] = functional::linear_forward(x, weight, b);
+            auto [got, got_cache] = kernels::linear_forward(x, weight, b);
+            check_close("linear output", got, want, 1e-5);
+            const Tensor g = random_tensor(want.shape, 140 + c);
+            for (NeedsGrad needs : {NeedsGrad{}, NeedsGrad{.input = false}, NeedsGrad{.weight = false, .bias = false}}) {
+                const auto expected = functional::linear_backward(g, want_cache, needs);
+                const auto actual = kernels::linear_backward(g, got_cache, needs);
+                check_close("grad_input", actual.grad_input, expected.grad_input, 1e-5);
+                check_close("grad_weight", actual.grad_weight, expected.grad_weight, 1e-5);
+                check_close("grad_bias", actual.grad_bias, expected.grad_bias, 1e-5);
+            }
+        }
+    }
+    set_threads(1);
+}
+
+TEST_CASE("the thread pool runs every chunk once, also when called again and again") {
+    for (int threads : {1, 2, 4}) {
+        set_threads(threads);
+        for (int round = 0; round < 200; ++round) {
+            const int chunks = 1 + round % 7;
+            std::vector<std::atomic<int>> runs(chunks);
+            kernels::for_chunks(100, chunks, [&](int t, int64_t, int64_t) { runs[t].fetch_add(1); });
+            for (int t = 0; t < chunks; ++t) REQUIRE(runs[t].load() == 1);
+        }
+    }
+    set_threads(1);
+}
+
+TEST_CASE("unfold and fold kernels equal the reference loops element for element") {
+    const Tensor x = random_tensor({3, 6, 5}, 1);
+    for (Pair s : {Pair{1, 1}, Pair{2, 3}})
+        for (Pair p : {Pair{0, 0}, Pair{1, 2}}) {
+            const Pair k{3, 2};
+            const int64_t Ho = functional::conv_output_size(6, 3, s[0], p[0]), Wo = functional::conv_output_size(5, 2, s[1], p[1]);
+            Tensor want({3 * 6, Ho * Wo}), got({3 * 6, Ho * Wo});
+            functional::unfold(x.ptr(), 3, 6, 5, k, s, p, want.ptr());
+            kernels::unfold(x.ptr(), 3, 6, 5, k, s, p, got.ptr(), Ho * Wo);
+            check_equal("unfold", got, want);
+            Tensor back_want({3, 6, 5}), back_got({3, 6, 5});
+            functional::fold(want.ptr(), 3, 6, 5, k, s, p, back_want.ptr());
+            kernels::fold(want.ptr(), Ho * Wo, 3, 6, 5, k, s, p, back_got.ptr());
+            check_equal("fold", back_got, back_want);
+        }
+}
+
+TEST_CASE("max_pool2d kernel equals the reference: values, argmax and gradient") {
+    struct Case {
+        Shape x;
+        Pair kernel, stride, padding;
+    };
+    const std::vector<Case> cases = {{{2, 3, 8, 8}, {2, 2}, {2, 2}, {0, 0}}, {{2, 2, 7, 9}, {3, 3}, {2, 2}, {1, 1}},
+                                     {{1, 4, 5, 6}, {3, 2}, {1, 2}, {1, 0}}, {{64, 8, 28, 28}, {2, 2}, {2, 2}, {0, 0}}};
+    for (int threads : {1, 3}) {
+        set_threads(threads);
+        for (size_t c = 0; c < cases.size(); ++c) {
+            CAPTURE(c);
+            const Case& k = cases[c];
+            Tensor x = random_tensor(k.x, 50 + c);
+            for (int64_t i = 0; i < x.numel(); i += 7) x[i] = x[i + 1 < x.numel() ? i + 1 : i];  // ties: the first wins
+            auto [want, want_cache] = functional::max_pool2d_forward(x, k.kernel, k.stride, k.padding);
+            auto [got, got_cache] = kernels::max_pool2d_forward(x, k.kernel, k.stride, k.padding);
+            check_equal("max_pool2d output", got, want);
+            CHECK(got_cache.argmax == want_cache.argmax);
+            const Tensor g = random_tensor(want.shape, 60 + c);
+            check_equal("max_pool2d grad_input", kernels::max_pool2d_backward(g, got_cache),
+                        functional::max_pool2d_backward(g, want_cache));
+        }
+    }
+    set_threads(1);
+}
+
+TEST_CASE("relu kernels equal the reference, zero included") {
+    for (int threads : {1, 3}) {
+        set_threads(threads);
+        for (int64_t n : {int64_t{7}, int64_t{100003}}) {
+            Tensor x = random_tensor({n}, 70);
+            x[0] = 0.0f, x[1] = -0.0f;
+            check_equal("relu_forward", kernels::relu_forward(x).first, functional::relu_forward(x).first);
+            const Tensor y = functional::relu_forward(x).first, g = random_tensor({n}, 71);
+            check_equal("relu_backward", kernels::relu_backward(g, y), functional::relu_backward(g, y));
+        }
+    }
+    set_threads(1);
+}
+
+namespace {
+// Five steps of the optimizer make() builds, on the kernel and on the reference: the same weights.
+template <class Make>
+void check_optimizer(const std::string& what, Make make) {
+    for (int threads : {1, 3}) {
+        set_threads(threads);
+        Parameter kernel{.data = random_tensor({40000}, 80)}, reference = kernel;
+        auto a = make(&kernel);
+        auto b = make(&reference);
+        for (int step = 0; step < 5; ++step) {
+            kernel.grad = reference.grad = random_tensor({40000}, 90 + step);
+            a->step();
+            kernels::Reference use_reference;
+            b->step();
+        }
+        check_equal(what, kernel.data, reference.data);
+    }
+    set_threads(1);
+}
+}  // namespace
+
+TEST_CASE("fused SGD and Adam updates equal the references bit for bit") {
+    for (auto o : {optim::SGDOptions{.lr = 0.1}, optim::SGDOptions{.lr = 0.1, .momentum = 0.9, .weight_decay = 1e-3},
+                   optim::SGDOptions{.lr = 0.05, .momentum = 0.8, .dampening = 0.3},
+                   optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true}}) {
+        std::ostringstream what;
+        what << "SGD momentum " << o.momentum << " dampening " << o.dampening << " weight_decay " << o.weight_decay
+             << " nesterov " << o.nesterov;
+        check_optimizer(what.str(), [&](Parameter* p) { return std::make_unique<optim::SGD>(std::vector{p}, o); });
+    }
+    for (auto o : {optim::AdamOptions{.lr = 0.01}, optim::AdamOptions{.lr = 0.01, .weight_decay = 0.1},
+                   optim::AdamOptions{.lr = 0.01, .weight_decay = 0.1, .decoupled_weight_decay = true}}) {
+        std::ostringstream what;
+        what << "Adam weight_decay " << o.weight_decay << " decoupled " << o.decoupled_weight_decay;
+        check_optimizer(what.str(), [&](Parameter* p) { return std::make_unique<optim::Adam>(std::vector{p}, o); });
+    }
+}
+
+TEST_CASE("a model trains to the same weights on the kernels as on the references") {
+    // tiny-cnn-like: every kernel (conv, ReLU, max-pool, SGD) on one path, the references on the other
+    auto build = [] {
+        manual_seed(5);
+        nn::Sequential m;
+        m.add<nn::Conv2d>(nn::Conv2dOptions{.in_channels = 1, .out_channels = 4, .kernel_size = {3, 3}, .padding = {1, 1}});
+        m.add<nn::ReLU>();
+        m.add<nn::MaxPool2d>(nn::Pool2dOptions{.kernel_size = {2, 2}});
+        m.add<nn::Conv2d>(nn::Conv2dOptions{.in_channels = 4, .out_channels = 6, .kernel_size = {3, 3}});
+        m.add<nn::ReLU>();
+        m.add<nn::Flatten>();
+        m.add<nn::Linear>(nn::LinearOptions{.in_features = 6 * 3 * 3, .out_features = 5});
+        return m;
+    };
+    set_threads(3);
+    nn::Sequential fast = build(), slow = build();
+    optim::SGD fast_opt(fast.parameters(), {.lr = 0.05, .momentum = 0.9}), slow_opt(slow.parameters(), {.lr = 0.05, .momentum = 0.9});
+    nn::CrossEntropyLoss fast_loss, slow_loss;
+    const std::vector<int64_t> y = {0, 1, 2, 3, 4, 0, 1, 2};
+    for (int step = 0; step < 3; ++step) {
+        const Tensor x = random_tensor({8, 1, 10, 10}, 100 + step);
+        fast_loss.forward(fast.forward(x), y);
+        fast_opt.zero_grad();
+        fast.backward(fast_loss.backward(), false);
+        fast_opt.step();
+        kernels::Reference use_reference;
+        slow_loss.forward(slow.forward(x), y);
+        slow_opt.zero_grad();
+        slow.backward(slow_loss.backward(), false);
+        slow_opt.step();
+    }
+    auto a = fast.named_parameters(), b = slow.named_parameters();
+    for (size_t i = 0; i < a.size(); ++i) check_close(a[i].first, a[i].second->data, b[i].second->data, 1e-5);
+    set_threads(1);
+}
