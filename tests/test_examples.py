@@ -28,7 +28,7 @@ def mnist_available():
 @pytest.fixture
 def one_thread():
     """One thread for torch, BLAS and handgrad: the examples are small and the machine is shared."""
-    from handgrad.training import limited_threads
+    from handgrad.app.training import limited_threads
 
     torch = pytest.importorskip("torch")
     threads = torch.get_num_threads()

@@ -403,7 +403,7 @@ def test_resuming_a_run_of_each_new_optimizer_and_schedule_gives_the_straight_ru
 )
 def test_make_scheduler_lays_the_schedule_over_the_epochs(schedule, epochs, expected):
     from handgrad import optim
-    from handgrad.training import make_scheduler
+    from handgrad.app.training import make_scheduler
 
     opt = optim.SGD([handgrad.nn.Parameter(np.ones(2))], lr=0.1)
     sched = make_scheduler(TrainConfig(schedule=schedule, epochs=epochs), opt)

@@ -78,7 +78,7 @@ def read_header(path) -> tuple[dict, dict]:
         return dict(f.metadata() or {}), {
             k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
             for k in f.keys()  # noqa: SIM118
-        }  # noqa: SIM118
+        }
 
     return _safetensors(path, read)
 

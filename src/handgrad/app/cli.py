@@ -165,7 +165,7 @@ def _add_plugin_option(p):
 def _load_plugins(argv) -> None:
     """Import the --plugin files and modules named in ``argv`` before the full parser reads it, so
     ``--activation`` and ``--layers`` know their classes. Raises PluginError naming the plug-in."""
-    from .plugins import load_plugins
+    from ..plugins import load_plugins
 
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     _add_plugin_option(pre)

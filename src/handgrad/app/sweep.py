@@ -117,7 +117,7 @@ def sweep(
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from .compare import check_specs, with_model
-    from .plugins import LOADED, load_plugins
+    from ..plugins import LOADED, load_plugins
     from .training import TrainConfig
 
     unknown = [k for k in grid if k not in GRID_FIELDS]
