@@ -51,6 +51,7 @@ cpp:
 	cmake --build cpp/build -j2
 
 bench: $(TEST) cpp
+	$(PY) -m benchmarks distributed
 	$(PY) -m benchmarks
 
 clean:

@@ -1066,6 +1066,10 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
             f"| {name}: a cached second process trains within 1 s | {t:.2f} s to the first step "
             f"| {'yes' if t < 1 else 'no'} |"
         )
+    distributed = HERE / "DISTRIBUTED.md"  # `python -m benchmarks distributed`, run before this by `make bench`
+    if distributed.exists():
+        tables = distributed.read_text().split("```json")[0].strip().splitlines()[1:]  # its tables, not its JSON
+        L += ["", "## Beyond one machine: data-parallel training under mpiexec (from DISTRIBUTED.md)", ""] + tables
     L += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in env.items()] + [""]
     return "\n".join(L)
 
