@@ -759,8 +759,9 @@ def cmd_datasets(args) -> int:
     return 0
 
 
-def _shared_config(args) -> dict:
-    fields = {
+def _run_fields(args) -> dict:
+    """The settings every run of a compare or a sweep shares (the data, the seed, the model's bias)."""
+    return {
         "dataset": args.dataset,
         "data_dir": args.data_dir,
         "seed": args.seed,
@@ -768,8 +769,11 @@ def _shared_config(args) -> dict:
         "val_fraction": args.val_fraction,
         "grad_norm_every": args.grad_norm_every,
         "bias": not args.no_bias,
-        "init": args.init,
     }
+
+
+def _shared_config(args) -> dict:
+    fields = {**_run_fields(args), "init": args.init}
     for name in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule"):
         if getattr(args, name, None) is not None:
             fields[name] = getattr(args, name)
@@ -798,17 +802,13 @@ def cmd_sweep(args) -> int:
         if text is not None:
             grid[name] = parse_values(name, text)
             _check_grid_values(name, text)
-    fields = {
-        "dataset": args.dataset,
-        "data_dir": args.data_dir,
-        "seed": args.seed,
-        "train_size": args.train_size,
-        "val_fraction": args.val_fraction,
-        "grad_norm_every": args.grad_norm_every,
-        "bias": not args.no_bias,
-    }
     rows = sweep(
-        grid, out=args.out, workers=args.workers, threads=args.threads, world=getattr(args, "world", None), **fields
+        grid,
+        out=args.out,
+        workers=args.workers,
+        threads=args.threads,
+        world=getattr(args, "world", None),
+        **_run_fields(args),
     )
     if rows and args.sort not in rows[0]:
         raise ValueError(f"--sort: no column {args.sort!r}; columns: {', '.join(rows[0])}")

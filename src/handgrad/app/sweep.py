@@ -116,8 +116,8 @@ def sweep(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from .compare import check_specs, with_model
     from ..plugins import LOADED, load_plugins
+    from .compare import check_specs, with_model
     from .training import TrainConfig
 
     unknown = [k for k in grid if k not in GRID_FIELDS]

@@ -27,6 +27,13 @@ __all__ = ["conv2d_backward", "conv2d_forward"]
 INFERENCE_BLOCK_BYTES = 1 << 19
 
 
+@njit(inline="always", cache=True)
+def _inside_columns(j, sw, pw, w, wo):
+    """b0 <= b < b1: the output columns b whose input column sW*b + j - pW lies inside x (of width w)."""
+    b0 = min(wo, max(0, (pw - j + sw - 1) // sw))
+    return b0, max(b0, min(wo, (w + pw - j + sw - 1) // sw))
+
+
 @njit(parallel=True, cache=True)
 def unfold(x, kh, kw, sh, sw, ph, pw, ho, wo, cols):
     """cols[(c, i, j), (n, ho, wo)] = x[n, c, sH*ho + i - pH, sW*wo + j - pW] (0 outside x);
@@ -43,9 +50,7 @@ def unfold(x, kh, kw, sh, sw, ph, pw, ho, wo, cols):
             for i in range(kh):
                 for j in range(kw):
                     row = (ci * kh + i) * kw + j
-                    # b0 <= b < b1: the output columns whose input column sW*b + j - pW lies inside x
-                    b0 = min(wo, max(0, (pw - j + sw - 1) // sw))
-                    b1 = max(b0, min(wo, (w + pw - j + sw - 1) // sw))
+                    b0, b1 = _inside_columns(j, sw, pw, w, wo)
                     for a in range(ho):
                         r = sh * a + i - ph
                         dst = np.uintp((row * n + s) * plane + a * wo)
@@ -76,8 +81,7 @@ def fold(grad_cols, kh, kw, sh, sw, ph, pw, ho, wo, grad_input):
             for i in range(kh):
                 for j in range(kw):
                     row = (ci * kh + i) * kw + j
-                    b0 = min(wo, max(0, (pw - j + sw - 1) // sw))
-                    b1 = max(b0, min(wo, (w + pw - j + sw - 1) // sw))
+                    b0, b1 = _inside_columns(j, sw, pw, w, wo)
                     for a in range(ho):
                         r = sh * a + i - ph
                         if r < 0 or r >= h:

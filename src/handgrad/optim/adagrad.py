@@ -30,6 +30,14 @@ class Adagrad(Optimizer):
     torch's ``foreach``, ``differentiable`` and ``fused`` are accepted at their defaults only.
     """
 
+    nonnegative = (
+        ("lr", "learning rate"),
+        ("lr_decay", "lr_decay value"),
+        ("weight_decay", "weight_decay value"),
+        ("initial_accumulator_value", "initial_accumulator_value value"),
+        ("eps", "epsilon value"),
+    )
+
     def __init__(
         self,
         params,
@@ -53,21 +61,7 @@ class Adagrad(Optimizer):
             initial_accumulator_value=initial_accumulator_value,
             maximize=maximize,
         )
-        self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
-
-    @staticmethod
-    def _check_hyperparameters(group: dict) -> None:
-        if not group["lr"] >= 0.0:
-            raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if not group["lr_decay"] >= 0.0:
-            raise ValueError(f"Invalid lr_decay value: {group['lr_decay']}")
-        if not group["weight_decay"] >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
-        if not group["initial_accumulator_value"] >= 0.0:
-            raise ValueError(f"Invalid initial_accumulator_value value: {group['initial_accumulator_value']}")
-        if not group["eps"] >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)

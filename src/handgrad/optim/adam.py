@@ -32,6 +32,8 @@ class Adam(Optimizer):
     defaults only.
     """
 
+    nonnegative = (("lr", "learning rate"), ("eps", "epsilon value"), ("weight_decay", "weight_decay value"))
+
     def __init__(
         self,
         params,
@@ -60,22 +62,16 @@ class Adam(Optimizer):
             maximize=maximize,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
-    @staticmethod
-    def _check_hyperparameters(group: dict) -> None:
+    @classmethod
+    def _check_hyperparameters(cls, group: dict) -> None:
+        super()._check_hyperparameters(group)
         beta1, beta2 = group["betas"]
-        if not group["lr"] >= 0.0:
-            raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if not group["eps"] >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
         if not 0.0 <= beta1 < 1.0:
             raise ValueError(f"Invalid beta parameter at index 0: {beta1}")
         if not 0.0 <= beta2 < 1.0:
             raise ValueError(f"Invalid beta parameter at index 1: {beta2}")
-        if not group["weight_decay"] >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
 
     update_op = "adam_update"
 

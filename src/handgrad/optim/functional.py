@@ -148,6 +148,14 @@ def lerp_(start, end, weight):
     return start
 
 
+def _l2_gradient(param, grad, weight_decay, maximize):
+    """g = grad (-grad with maximize), then g = g + weight_decay * p (the L2 penalty); ``grad`` unmodified."""
+    g = -grad if maximize else grad
+    if weight_decay != 0:
+        g = g + param.dtype.type(weight_decay) * param
+    return g
+
+
 def rmsprop_update(
     param,
     grad,
@@ -183,9 +191,7 @@ def rmsprop_update(
     if scratch is None:
         scratch = np.empty_like(param)
 
-    g = -grad if maximize else grad
-    if weight_decay != 0:
-        g = g + cast(weight_decay) * param  # g = g + weight_decay * p
+    g = _l2_gradient(param, grad, weight_decay, maximize)
     square_avg *= cast(alpha)  # v = alpha * v + (1 - alpha) * g * g
     square_avg += cast(1 - alpha) * g * g
     if centered:
@@ -227,9 +233,7 @@ def adagrad_update(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps
     if scratch is None:
         scratch = np.empty_like(param)
 
-    g = -grad if maximize else grad
-    if weight_decay != 0:
-        g = g + cast(weight_decay) * param  # g = g + weight_decay * p
+    g = _l2_gradient(param, grad, weight_decay, maximize)
     clr = lr / (1 + (step - 1) * lr_decay)  # clr = lr / (1 + (t - 1) * lr_decay)
     state_sum += g * g  # s = s + g * g
     std = np.sqrt(state_sum, out=scratch)  # std = sqrt(s) + eps

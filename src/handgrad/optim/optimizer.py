@@ -57,8 +57,11 @@ class Optimizer:
     """
 
     update_op: str | None = None  # e.g. "sgd_update": the kernels.op that _update calls
+    #: (hyperparameter, how torch names it) pairs that must be >= 0, checked in this order
+    nonnegative: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, params, defaults: dict):
+        self._check_hyperparameters(defaults)  # the defaults first, as torch does, before any group
         self.defaults = dict(defaults)
         self.state: dict[Parameter, dict] = {}
         self.param_groups: list[dict] = []
@@ -79,9 +82,15 @@ class Optimizer:
             self.add_param_group(group)
 
     # -- hyperparameters -------------------------------------------------------------------------
-    @staticmethod
-    def _check_hyperparameters(group: dict) -> None:
-        """Raise ValueError, worded as torch words it, for an invalid value in ``group``."""
+    @classmethod
+    def _check_hyperparameters(cls, group: dict) -> None:
+        """Raise ValueError, worded as torch words it, for an invalid value in ``group``.
+
+        This checks the ``nonnegative`` ones (``not v >= 0`` also refuses NaN, as torch does); a
+        subclass with other conditions extends it."""
+        for name, what in cls.nonnegative:
+            if not group[name] >= 0.0:
+                raise ValueError(f"Invalid {what}: {group[name]}")
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group (e.g. layers unfrozen while fine-tuning); unset hyperparameters take the defaults."""

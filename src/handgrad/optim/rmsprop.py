@@ -29,6 +29,14 @@ class RMSprop(Optimizer):
     torch's ``capturable``, ``foreach`` and ``differentiable`` are accepted at their defaults only.
     """
 
+    nonnegative = (
+        ("lr", "learning rate"),
+        ("eps", "epsilon value"),
+        ("momentum", "momentum value"),
+        ("weight_decay", "weight_decay value"),
+        ("alpha", "alpha value"),
+    )
+
     def __init__(
         self,
         params,
@@ -53,21 +61,7 @@ class RMSprop(Optimizer):
             weight_decay=weight_decay,
             maximize=maximize,
         )
-        self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
-
-    @staticmethod
-    def _check_hyperparameters(group: dict) -> None:
-        if not group["lr"] >= 0.0:
-            raise ValueError(f"Invalid learning rate: {group['lr']}")
-        if not group["eps"] >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
-        if not group["momentum"] >= 0.0:
-            raise ValueError(f"Invalid momentum value: {group['momentum']}")
-        if not group["weight_decay"] >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
-        if not group["alpha"] >= 0.0:
-            raise ValueError(f"Invalid alpha value: {group['alpha']}")
 
     update_op = "rmsprop_update"
 

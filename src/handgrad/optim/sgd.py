@@ -51,11 +51,11 @@ class SGD(Optimizer):
             nesterov=nesterov,
             maximize=maximize,
         )
-        self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
-    @staticmethod
-    def _check_hyperparameters(group: dict) -> None:
+    @classmethod
+    def _check_hyperparameters(cls, group: dict) -> None:
+        # ``< 0`` rather than the others' ``not >= 0``: torch's SGD lets NaN through, and so does this
         if group["lr"] < 0.0:
             raise ValueError(f"Invalid learning rate: {group['lr']}")
         if group["momentum"] < 0.0:
