@@ -378,7 +378,8 @@ def _twin(spec, functional) -> type:
 
     def forward(self, *inputs):
         own = [getattr(self, name) for name in spec.tensors[len(inputs) :]]
-        return functional(*inputs, *own, *(getattr(self, name) for name in spec.option_names))
+        # an option torch.nn's layer does not keep (softmax's dtype, a loss's size_average) at its default
+        return functional(*inputs, *own, *(getattr(self, name, default) for name, default in spec.options))
 
     unsupported = bridge.unsupported or _Twin.unsupported
     doc = (
