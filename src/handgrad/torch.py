@@ -292,6 +292,8 @@ def _function(spec) -> type:
             for t, v in zip(spec.tensors, tensors)
         }
         _same_dtype(name, spec.tensors[0], {t: a for t, a in arrays.items() if t not in spec.integer})
+        # a tensor among the options (a loss's class weights) is read as an array, with no gradient
+        options = {k: _array(name, k, v) if isinstance(v, torch.Tensor) else v for k, v in options.items()}
         if bridge.check is not None:
             options = bridge.check(name, arrays, options)
         out, cache = kernels.op(f"{spec.name}_forward")(*arrays.values(), **options)

@@ -97,30 +97,45 @@ def _upstream(grad_output, reduction, count, dtype):
     return np.ascontiguousarray(g.reshape(-1))
 
 
-def cross_entropy_forward(logits, target, reduction="mean"):
+def _compiled(x, target, weight, ignore_index, label_smoothing=0.0):
+    """The common path the kernels run: (N, C) input of a compiled dtype, no class weights, no
+    smoothing, and no sample ignored (probability targets ignore none)."""
+    return (
+        x.dtype in COMPILED_DTYPES
+        and x.ndim == 2
+        and weight is None
+        and label_smoothing == 0.0
+        and (target.ndim == 2 or not np.any(target == ignore_index))
+    )
+
+
+def cross_entropy_forward(logits, target, reduction="mean", weight=None, ignore_index=-100, label_smoothing=0.0):
     """loss_n = logsumexp(logits_n) - logits_n[target_n] (with probabilities t_n, sum_c t_n[c] *
     (logsumexp(logits_n) - x_c)): max, exp-sum, log, loss and softmax in one pass over each row while
     it sits in L1 (the reference's six passes and four temporaries fused)."""
-    if logits.dtype not in COMPILED_DTYPES:
-        return reference.cross_entropy_forward(logits, target, reduction)  # the same cache
+    if not _compiled(logits, target, weight, ignore_index, label_smoothing):
+        # weights, smoothing, ignored samples, (N, C, d1, ...) or (C,) input: the reference's forward
+        return reference.cross_entropy_forward(logits, target, reduction, weight, ignore_index, label_smoothing)
     logits = np.ascontiguousarray(logits)
     target = np.ascontiguousarray(target)
     per_sample = np.empty(logits.shape[0], dtype=logits.dtype)
     probs = np.empty_like(logits)
     (_cross_entropy_rows_soft if target.ndim == 2 else _cross_entropy_rows)(logits, target, per_sample, probs)
-    # backward needs softmax(logits) and the targets, as the reference's.
-    return _reduce(per_sample, reduction), (probs, target, reduction)
+    # backward needs softmax(logits) and the targets: the reference's q where they are probabilities,
+    # the class indices (not q's one-hot rows) where they are not
+    return _reduce(per_sample, reduction), (probs, target, reduction, logits.shape[0], logits.shape)
 
 
 def cross_entropy_backward(grad_output, cache):
-    """dL/dlogits_n = (softmax(logits_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean'), in one
-    pass (the reference's copy, scatter and scaling fused)."""
-    probs, target, reduction = cache
-    if probs.dtype not in COMPILED_DTYPES:
+    """dL/dlogits_n = (softmax(logits_n) * sum_c q[n, c] - q_n) * dL/dloss_n   (/ the divisor for
+    'mean'; q_n = onehot(target_n) for class indices), in one pass (the reference's copy, scatter
+    and scaling fused), for every (N, C) input whatever its options."""
+    probs, q, reduction, divisor, shape = cache
+    if probs.dtype not in COMPILED_DTYPES or len(shape) != 2 or not divisor:
         return reference.cross_entropy_backward(grad_output, cache)
     grad = np.empty_like(probs)
-    (_cross_entropy_grad_soft if target.ndim == 2 else _cross_entropy_grad)(
-        probs, target, _upstream(grad_output, reduction, len(target), probs.dtype), grad
+    (_cross_entropy_grad_soft if q.ndim == 2 else _cross_entropy_grad)(
+        probs, np.ascontiguousarray(q), _upstream(grad_output, reduction, divisor, probs.dtype), grad
     )
     return grad
 
@@ -138,22 +153,24 @@ def _nll_grad(target, upstream, grad):
         grad[n, target[n]] = -(upstream[n] if per_sample else upstream[0])
 
 
-def nll_loss_forward(log_probs, target, reduction="mean"):
+def nll_loss_forward(log_probs, target, reduction="mean", weight=None, ignore_index=-100):
     """loss_n = -log_probs[n, target_n]: one gather, without the reference's index array."""
-    if log_probs.dtype not in COMPILED_DTYPES:
-        return reference.nll_loss_forward(log_probs, target, reduction)  # the same cache
+    if not _compiled(log_probs, target, weight, ignore_index):
+        # weights, ignored samples, (N, C, d1, ...) or (C,) input: the reference's forward
+        return reference.nll_loss_forward(log_probs, target, reduction, weight, ignore_index)
     target = np.ascontiguousarray(target)
     per_sample = np.empty(log_probs.shape[0], dtype=log_probs.dtype)
     _pick(log_probs, target, per_sample)
-    return _reduce(per_sample, reduction), (log_probs.shape, log_probs.dtype, target, reduction)
+    # the class indices and the dtype, not the reference's q (an (N, C) array backward would only read)
+    return _reduce(per_sample, reduction), (target, reduction, len(target), log_probs.shape, log_probs.dtype)
 
 
 def nll_loss_backward(grad_output, cache):
     """dL/dlog_probs[n, c] = -[c == target_n] * dL/dloss_n: zeros and one write per row, instead of
     the reference's scatter and a multiply over all N*C entries."""
-    shape, dtype, target, reduction = cache
-    if dtype not in COMPILED_DTYPES:
+    if len(cache) == 4:  # the reference's cache (q, reduction, divisor, shape): its forward ran
         return reference.nll_loss_backward(grad_output, cache)
+    target, reduction, divisor, shape, dtype = cache
     grad = np.zeros(shape, dtype=dtype)
-    _nll_grad(target, _upstream(grad_output, reduction, len(target), dtype), grad)
+    _nll_grad(target, _upstream(grad_output, reduction, divisor, dtype), grad)
     return grad
