@@ -119,7 +119,8 @@ def cross_entropy_backward(grad_output, cache) -> np.ndarray:
 
 def _reduce_by(per_sample, reduction, divisor):
     if reduction == "mean":
-        return per_sample.sum(dtype=per_sample.dtype) / per_sample.dtype.type(divisor)
+        with np.errstate(invalid="ignore", divide="ignore"):  # no sample left: 0/0 = NaN, as torch, silently
+            return per_sample.sum(dtype=per_sample.dtype) / per_sample.dtype.type(divisor)
     return _reduce(per_sample, reduction)
 
 
