@@ -183,9 +183,9 @@ def test_the_common_path_stays_compiled(dtype):
     _, logits, target = _case((16, 10), dtype)
     _, cache = K.cross_entropy_forward(logits, target)
     assert cache[1] is not None and cache[1].shape == (16,)
-    _, cache = K.nll_loss_forward(logits, target)
-    assert len(cache) == 5 and cache[0].shape == (16,)
-    _, cache = K.cross_entropy_forward(logits, target, ignore_index=int(target[0]))  # one ignored: the reference
+    _, cache = K.nll_loss_forward(logits, target, ignore_index=int(target[0]))  # ignored samples too
+    assert len(cache) == 6 and cache[0].shape == (16,)
+    _, cache = K.cross_entropy_forward(logits, target, weight=np.ones(10, dtype))  # weights: the reference
     assert cache[1].shape == (16, 10)
 
 
