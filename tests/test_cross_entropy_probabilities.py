@@ -111,7 +111,8 @@ def test_cross_entropy_function_takes_probability_targets(kind, reduction):
     logits, target = make(kind, rng)
     g = torch.from_numpy(np.asarray(upstream(reduction, len(logits), rng)))
     ours, theirs = (torch.from_numpy(logits).requires_grad_() for _ in range(2))
-    CrossEntropyFunction.apply(ours, torch.from_numpy(target), reduction).backward(g)
+    # apply takes torch's arguments in order: weight, size_average, ignore_index, reduce, reduction
+    CrossEntropyFunction.apply(ours, torch.from_numpy(target), None, None, -100, None, reduction).backward(g)
     torch.nn.functional.cross_entropy(theirs, torch.from_numpy(target), reduction=reduction).backward(g)
     np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(

@@ -194,8 +194,18 @@ LOSS_CASES = [
         np.array([0, 1]),
         ShapeError,
         "CrossEntropyLoss()",
-        ["expected input of shape (N, C) (2-D)", "got shape (2, 3, 4) (3-D)"],
+        # (N, C, d1) input is torch's too: the target must then be (N, d1)
+        ["expected target of shape (2, 4) to match input (2, 3, 4)", "got (2,)"],
         id="ce-rank",
+    ),
+    pytest.param(
+        nn.CrossEntropyLoss(),
+        np.zeros((), np.float32),
+        np.array(0),
+        ShapeError,
+        "CrossEntropyLoss()",
+        ["expected input of shape (N, C, d1, ...) or (C,) (at least 1-D)", "got shape () (0-D)"],
+        id="ce-scalar-input",
     ),
     pytest.param(
         nn.CrossEntropyLoss(),

@@ -125,3 +125,77 @@ def test_dtypes_without_kernels_run_the_reference(dtype):
         ref, ref_cache = ref_fwd(logits, target)
         assert np.asarray(loss).dtype == dtype and loss == ref
         np.testing.assert_array_equal(bwd(np.asarray(1.0, dtype), cache), ref_bwd(np.asarray(1.0, dtype), ref_cache))
+
+
+OPTIONS = [
+    pytest.param((8, 5), {"weight": True}, id="weight"),
+    pytest.param((8, 5), {"ignore_index": 2}, id="ignore"),
+    pytest.param((8, 5), {"label_smoothing": 0.2}, id="smoothing"),
+    pytest.param((8, 5), {"weight": True, "ignore_index": 0, "label_smoothing": 0.1}, id="all"),
+    pytest.param((3, 5, 4), {}, id="spatial"),
+    pytest.param((3, 5, 2, 2), {"weight": True, "ignore_index": 1}, id="spatial-weight-ignore"),
+    pytest.param((5,), {}, id="unbatched"),
+]
+
+
+def _options_case(shape, options, dtype, seed=5):
+    rng = np.random.default_rng(seed)
+    n_classes = shape[1] if len(shape) > 1 else shape[0]
+    logits = (rng.standard_normal(shape) * 3).astype(dtype)
+    target = np.asarray(rng.integers(0, n_classes, shape[:1] + shape[2:] if len(shape) > 1 else ()))
+    kwargs = dict(options)
+    if kwargs.pop("weight", False):
+        kwargs["weight"] = rng.uniform(0.5, 2.0, n_classes).astype(dtype)
+    return rng, logits, target, kwargs
+
+
+@pytest.mark.parametrize("dtype, tol", TOLERANCES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape, options", OPTIONS)
+def test_cross_entropy_options_match_reference(shape, options, reduction, dtype, tol):
+    rng, logits, target, kwargs = _options_case(shape, options, dtype)
+    loss, cache = K.cross_entropy_forward(logits, target, reduction, **kwargs)
+    ref, ref_cache = F.cross_entropy_forward(logits, target, reduction, **kwargs)
+    assert np.shape(loss) == np.shape(ref) and rel_err(loss, ref) < tol
+    g = rng.standard_normal(np.shape(ref)).astype(dtype) if reduction == "none" else np.asarray(1.3, dtype)
+    grad, ref_grad = K.cross_entropy_backward(g, cache), F.cross_entropy_backward(g, ref_cache)
+    assert grad.shape == logits.shape and grad.dtype == dtype and rel_err(grad, ref_grad) < tol
+
+
+@pytest.mark.parametrize("dtype, tol", TOLERANCES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape, options", [p for p in OPTIONS if "label_smoothing" not in p.values[1]])
+def test_nll_loss_options_match_reference(shape, options, reduction, dtype, tol):
+    rng, logits, target, kwargs = _options_case(shape, options, dtype)
+    log_probs = F.log_softmax_forward(logits, dim=1 if logits.ndim > 1 else 0)[0]
+    loss, cache = K.nll_loss_forward(log_probs, target, reduction, **kwargs)
+    ref, ref_cache = F.nll_loss_forward(log_probs, target, reduction, **kwargs)
+    assert np.shape(loss) == np.shape(ref) and rel_err(loss, ref) < tol
+    g = rng.standard_normal(np.shape(ref)).astype(dtype) if reduction == "none" else np.asarray(0.4, dtype)
+    grad, ref_grad = K.nll_loss_backward(g, cache), F.nll_loss_backward(g, ref_cache)
+    assert grad.shape == logits.shape and rel_err(grad, ref_grad) < tol
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_common_path_stays_compiled(dtype):
+    """Class indices, no weight, no smoothing, no sample ignored: the compiled rows run, and their
+    cache keeps the (N,) class indices rather than the reference's (N, C) q."""
+    _, logits, target = _case((16, 10), dtype)
+    _, cache = K.cross_entropy_forward(logits, target)
+    assert cache[1] is not None and cache[1].shape == (16,)
+    _, cache = K.nll_loss_forward(logits, target, ignore_index=int(target[0]))  # ignored samples too
+    assert len(cache) == 6 and cache[0].shape == (16,)
+    _, cache = K.cross_entropy_forward(logits, target, weight=np.ones(10, dtype))  # weights: the reference
+    assert cache[1].shape == (16, 10)
+
+
+def test_mean_over_only_ignored_samples_gives_a_zero_gradient_in_both():
+    _, logits, _ = _case((4, 3), np.float64)
+    target = np.full(4, 1)
+    for fwd, bwd in (
+        (K.cross_entropy_forward, K.cross_entropy_backward),
+        (F.cross_entropy_forward, F.cross_entropy_backward),
+    ):
+        loss, cache = fwd(logits, target, ignore_index=1)
+        assert np.isnan(loss)
+        np.testing.assert_array_equal(bwd(np.asarray(1.0), cache), np.zeros((4, 3)))

@@ -26,13 +26,14 @@ BRIDGED = [name for name, spec in SPECS.items() if spec.bridge is not None]
 def _torch_arguments(spec, case):
     """The case's arguments for the bridge: floating tensors as float64 leaves that require grad."""
 
-    def as_torch(value):
+    def as_torch(value, tensor):
         if not isinstance(value, np.ndarray):
             return value
         t = torch.from_numpy(value.copy())
-        return t.requires_grad_(True) if t.is_floating_point() else t
+        return t.requires_grad_(True) if t.is_floating_point() and tensor else t
 
-    return tuple(as_torch(v) for v in spec.arguments(case))
+    arguments = spec.arguments(case)
+    return tuple(as_torch(v, i < len(spec.tensors)) for i, v in enumerate(arguments))
 
 
 # -- the bridge ------------------------------------------------------------------------------------------
@@ -69,7 +70,9 @@ def test_twin_matches_its_torch_nn_layer_and_convert_picks_it(name, rng):
     spec = SPECS[name]
     original = getattr(torch.nn, spec.bridge.module)
     for case in spec.make_cases(seed=4):
-        twin, theirs = getattr(ht, spec.bridge.module)(**case.options), original(**case.options)
+        # an array option (class weights) as torch.nn's constructor takes it
+        options = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in case.options.items()}
+        twin, theirs = getattr(ht, spec.bridge.module)(**options), original(**options)
         inputs = [torch.from_numpy(t.copy()) for t in case.tensors]
         ours = [t.requires_grad_(True) if t.is_floating_point() else t for t in inputs]
         copies = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
@@ -81,7 +84,7 @@ def test_twin_matches_its_torch_nn_layer_and_convert_picks_it(name, rng):
         for a, b in zip(ours, copies):
             if a.is_floating_point():
                 assert_close(to_numpy(a.grad), to_numpy(b.grad), f"{name} [{case.config}] gradient")
-        converted = ht.convert(torch.nn.Sequential(original(**case.options)))
+        converted = ht.convert(torch.nn.Sequential(original(**options)))
         assert type(converted[0]) is type(twin)
 
 

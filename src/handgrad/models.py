@@ -628,6 +628,7 @@ _KIND_TEXT = {
     "positive number": "a finite number > 0",
     "momentum": "null or a number from 0 to 1",
     "number": "a finite number",
+    "float dtype": 'null, "float32" or "float64"',
 }
 
 
@@ -680,6 +681,8 @@ def _check_value(kind, v) -> bool:
         return _is_number(v) and v > 0
     if kind == "momentum":
         return v is None or _is_number(v) and 0 <= v <= 1
+    if kind == "float dtype":
+        return v in (None, "float32", "float64")
     return _is_number(v)
 
 

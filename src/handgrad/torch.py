@@ -292,6 +292,8 @@ def _function(spec) -> type:
             for t, v in zip(spec.tensors, tensors)
         }
         _same_dtype(name, spec.tensors[0], {t: a for t, a in arrays.items() if t not in spec.integer})
+        # a tensor among the options (a loss's class weights) is read as an array, with no gradient
+        options = {k: _array(name, k, v) if isinstance(v, torch.Tensor) else v for k, v in options.items()}
         if bridge.check is not None:
             options = bridge.check(name, arrays, options)
         out, cache = kernels.op(f"{spec.name}_forward")(*arrays.values(), **options)
@@ -378,7 +380,8 @@ def _twin(spec, functional) -> type:
 
     def forward(self, *inputs):
         own = [getattr(self, name) for name in spec.tensors[len(inputs) :]]
-        return functional(*inputs, *own, *(getattr(self, name) for name in spec.option_names))
+        # an option torch.nn's layer does not keep (softmax's dtype, a loss's size_average) at its default
+        return functional(*inputs, *own, *(getattr(self, name, default) for name, default in spec.options))
 
     unsupported = bridge.unsupported or _Twin.unsupported
     doc = (

@@ -237,7 +237,8 @@ def _torch_reference(layer, target=None):
         return lambda x, p: module(x)
     options = {}
     for name, default in spec.options:
-        if hasattr(layer, name):
+        # a property of Module's (dtype: its parameters') is not the op's option of that name
+        if hasattr(layer, name) and not isinstance(getattr(type(layer), name, None), property):
             options[name] = getattr(layer, name)
         elif default is REQUIRED:
             return None

@@ -6,10 +6,12 @@ the readable definition; ``handgrad.kernels.activation`` computes the element-wi
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
+from ..errors import DTypeError, HandgradError
 from .spec import Bridge, Case, OpSpec, refuse_inplace, register
 
 
@@ -73,30 +75,53 @@ def tanh_backward(grad_output, out) -> np.ndarray:
     return grad_output * (1 - out * out)
 
 
-def softmax_forward(x, dim=-1) -> tuple[np.ndarray, Any]:
-    """y_i = exp(x_i - m) / sum_j exp(x_j - m) along ``dim``, with m = max_j x_j for stability."""
+def _softmax_input(x, dtype):
+    """x cast to ``dtype`` first, as torch's ``dtype=`` (None: x as it is)."""
+    return x if dtype is None else x.astype(dtype, copy=False)
+
+
+def _cast_back(grad, dtype):
+    """The gradient of x for the cast x -> dtype: the same values in x's own dtype."""
+    return grad.astype(dtype, copy=False)
+
+
+def softmax_forward(x, dim=-1, dtype=None) -> tuple[np.ndarray, Any]:
+    """y_i = exp(x_i - m) / sum_j exp(x_j - m) along ``dim``, with m = max_j x_j for stability.
+
+    ``dtype``: x is cast to it first (the output has that dtype; the gradient comes back in x's).
+    An empty x has nothing to normalise: its output is empty too, as torch's.
+    """
+    source, x = x.dtype, _softmax_input(x, dtype)
+    if x.size == 0:
+        return x.copy(), (x, dim, source)
     e = np.exp(x - x.max(axis=dim, keepdims=True))
     out = e / e.sum(axis=dim, keepdims=True)
-    return out, (out, dim)
+    return out, (out, dim, source)
 
 
 def softmax_backward(grad_output, cache) -> np.ndarray:
     """dL/dx_i = y_i * (G_i - sum_j G_j y_j)   (the Jacobian diag(y) - y y^T applied to G)"""
-    out, dim = cache
-    return out * (grad_output - (grad_output * out).sum(axis=dim, keepdims=True))
+    out, dim, source = cache
+    return _cast_back(out * (grad_output - (grad_output * out).sum(axis=dim, keepdims=True)), source)
 
 
-def log_softmax_forward(x, dim=-1) -> tuple[np.ndarray, Any]:
-    """y_i = x_i - m - log sum_j exp(x_j - m), with m = max_j x_j (stable for logits of any size)."""
+def log_softmax_forward(x, dim=-1, dtype=None) -> tuple[np.ndarray, Any]:
+    """y_i = x_i - m - log sum_j exp(x_j - m), with m = max_j x_j (stable for logits of any size).
+
+    ``dtype``: x is cast to it first, as in ``softmax_forward``; an empty x gives an empty output.
+    """
+    source, x = x.dtype, _softmax_input(x, dtype)
+    if x.size == 0:
+        return x.copy(), (x, dim, source)
     shifted = x - x.max(axis=dim, keepdims=True)
     out = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
-    return out, (out, dim)
+    return out, (out, dim, source)
 
 
 def log_softmax_backward(grad_output, cache) -> np.ndarray:
     """dL/dx_i = G_i - softmax(x)_i * sum_j G_j,   with softmax(x) = exp(y)."""
-    out, dim = cache
-    return grad_output - np.exp(out) * grad_output.sum(axis=dim, keepdims=True)
+    out, dim, source = cache
+    return _cast_back(grad_output - np.exp(out) * grad_output.sum(axis=dim, keepdims=True), source)
 
 
 def elementwise_forward(x, function) -> tuple[np.ndarray, Any]:
@@ -135,6 +160,42 @@ def _dim_cases(rng):
     for dim in (-1, 1):
         yield Case(f"x (2, 3, 4), dim {dim}", (rng.standard_normal((2, 3, 4)),), {"dim": dim})
 
+
+def softmax_dtype(where, dtype):
+    """``dtype=`` as NumPy names it: None, a NumPy floating dtype or its name, or a torch dtype
+    (``torch.float64`` -> float64)."""
+    if dtype is None:
+        return None
+    name = str(dtype).removeprefix("torch.") if type(dtype).__module__ == "torch" else dtype
+    try:
+        resolved = np.dtype(name)
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved.kind != "f":
+        raise DTypeError(where, f"expected dtype to be a floating dtype (float32, float64) or None, got {dtype!r}")
+    return resolved
+
+
+def _check_softmax(where, arrays, options):
+    """torch's implicit dim (dim=None: 0 for inputs of 0, 1 or 3 dimensions, else 1, with its
+    warning); ``_stacklevel`` only places that warning."""
+    dim, ndim = options["dim"], arrays["input"].ndim
+    if dim is None:
+        warnings.warn(
+            f"{where}: implicit dimension choice for softmax has been deprecated; pass dim explicitly",
+            UserWarning,
+            stacklevel=2,
+        )
+        dim = 0 if ndim in (0, 1, 3) else 1
+    if not -max(ndim, 1) <= dim < max(ndim, 1):
+        raise HandgradError(
+            where, f"dim must be in [{-max(ndim, 1)}, {max(ndim, 1) - 1}] for input of {ndim} dimensions, got {dim}"
+        )
+    return {"dim": dim, "dtype": softmax_dtype(where, options["dtype"])}
+
+
+# torch.nn.functional's signature: softmax(input, dim=None, _stacklevel=3, dtype=None)
+_SOFTMAX_OPTIONS = (("dim", None), ("_stacklevel", 3), ("dtype", None))
 
 register(
     OpSpec(
@@ -178,7 +239,8 @@ register(
         softmax_backward,
         lambda torch: torch.nn.functional.softmax,
         _dim_cases,
-        options=(("dim", -1),),
+        options=_SOFTMAX_OPTIONS,
+        bridge=Bridge("Softmax", check=_check_softmax),
     ),
     OpSpec(
         "log_softmax",
@@ -186,6 +248,7 @@ register(
         log_softmax_backward,
         lambda torch: torch.nn.functional.log_softmax,
         _dim_cases,
-        options=(("dim", -1),),
+        options=_SOFTMAX_OPTIONS,
+        bridge=Bridge("LogSoftmax", check=_check_softmax),
     ),
 )

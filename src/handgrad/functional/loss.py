@@ -23,60 +23,133 @@ def _reduce(per_sample, reduction):
 
 
 def _upstream(grad_output, reduction, count, dtype):
-    """The factor each sample's gradient is scaled by: dL/dloss_i for the chosen reduction."""
+    """The factor each sample's gradient is scaled by: dL/dloss_n for the chosen reduction, as an
+    (M, 1) column over the M samples ('none') or one value ('mean': divided by ``count``)."""
     g = np.asarray(grad_output, dtype=dtype)
     if reduction == "mean":
         return g / dtype.type(count)
     if reduction == "sum":
         return g
-    return g[:, None]  # (N,) -> (N, 1): broadcast over classes
+    return g.reshape(-1, 1)  # (N, d1, ...) -> (M, 1): broadcast over classes
 
 
-def cross_entropy_forward(logits, target, reduction="mean") -> tuple[np.ndarray, Any]:
-    """Softmax cross-entropy, fused: loss_n = -log softmax(logits_n)[target_n]
-                                            = logsumexp(logits_n) - logits_n[target_n].
-    With probability (one-hot or soft) targets t_n, as torch's:
-                                     loss_n = -sum_c t_n[c] log softmax(logits_n)[c].
+def _rows(x):
+    """Input (N, C, d1, ...) or unbatched (C,) as (M, C) rows, one per sample: the class axis last."""
+    if x.ndim == 1:
+        return x.reshape(1, -1)
+    return x if x.ndim == 2 else np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
 
-    Shapes: logits (N, C); target (N,) integer class indices, or (N, C) floating probabilities of
-    the logits' dtype -> loss () or (N,) for 'none'. 'mean' divides by N either way.
+
+def _unrows(rows, shape):
+    """The inverse of ``_rows``: (M, C) back to the input's ``shape``."""
+    if len(shape) <= 2:
+        return rows.reshape(shape)
+    return np.moveaxis(rows.reshape((shape[0], *shape[2:], shape[1])), -1, 1)
+
+
+def _sample_shape(shape):
+    """The shape of the per-sample losses: (N, d1, ...), or () for an unbatched (C,) input."""
+    return tuple(shape[:1]) + tuple(shape[2:]) if len(shape) > 1 else ()
+
+
+def _class_mass(target, weight, ignore_index, label_smoothing, n_classes, dtype):
+    """q (M, C), the weight each log-probability gets: loss_n = -sum_c q[n, c] log softmax(x_n)[c].
+
+    Class indices t_n: q[n, c] = (1 - eps) w[t_n] [c == t_n] + eps / C * w_c, and 0 for a row whose
+    t_n is ``ignore_index``. Probabilities t_n (M, C): q[n, c] = w_c ((1 - eps) t_n[c] + eps / C).
+    w = 1 without ``weight``; eps = ``label_smoothing``.
     """
-    log_probs, _ = log_softmax_forward(logits, dim=1)
+    w = np.ones(n_classes, dtype) if weight is None else weight
+    eps = dtype.type(label_smoothing)
     if target.ndim == 2:
-        loss = _reduce(-(target * log_probs).sum(axis=1, dtype=log_probs.dtype), reduction)
-    else:
-        loss = _reduce(-log_probs[np.arange(logits.shape[0]), target], reduction)
-    # backward needs softmax(logits) = exp(log_probs) and the targets.
-    return loss, (np.exp(log_probs), target, reduction)
+        return w * ((1 - eps) * target + eps / n_classes)
+    kept = target != ignore_index
+    q = np.zeros((len(target), n_classes), dtype)
+    rows, classes = np.flatnonzero(kept), target[kept]
+    q[rows, classes] = (1 - eps) * w[classes]
+    if label_smoothing:
+        q[kept] += eps / n_classes * w
+    return q
+
+
+def _mean_divisor(target, weight, ignore_index):
+    """What 'mean' divides the summed loss by, as torch: the summed weight w[t_n] of the samples not
+    ignored (their count without ``weight``); with probability targets, the number of samples."""
+    if target.ndim == 2:
+        return len(target)
+    kept = target[target != ignore_index]
+    return len(kept) if weight is None else weight[kept].sum(dtype=weight.dtype)
+
+
+def cross_entropy_forward(
+    logits, target, reduction="mean", weight=None, ignore_index=-100, label_smoothing=0.0
+) -> tuple[np.ndarray, Any]:
+    """Softmax cross-entropy, fused: loss_n = -sum_c q[n, c] log softmax(logits_n)[c], which for a
+    class index t_n alone is logsumexp(logits_n) - logits_n[t_n].
+
+    q (``_class_mass``): class weights w (``weight``, (C,)), label smoothing eps, ``ignore_index``
+    (those samples count 0) over class indices t_n, or probabilities (one-hot or soft) t_n:
+        q[n, c] = (1 - eps) w[t_n] [c == t_n] + eps / C * w_c     or     w_c ((1 - eps) t_n[c] + eps / C).
+    'mean' divides the sum by sum_n w[t_n] over the samples not ignored (probabilities: by M).
+
+    Shapes: logits (N, C, d1, ...) or (C,); target (N, d1, ...) (or () for (C,)) integer class
+    indices, or probabilities of the logits' shape and dtype -> loss () or, for 'none', (N, d1, ...).
+    """
+    rows, targets = _rows(logits), target.reshape(-1) if target.ndim < logits.ndim else _rows(target)
+    log_probs, _ = log_softmax_forward(rows, dim=1)
+    q = _class_mass(targets, weight, ignore_index, label_smoothing, rows.shape[1], rows.dtype)
+    per_sample = -(q * np.where(q != 0, log_probs, 0)).sum(axis=1, dtype=rows.dtype)  # 0 * -inf: 0
+    divisor = _mean_divisor(targets, weight, ignore_index)
+    loss = _reduce_by(per_sample.reshape(_sample_shape(logits.shape)), reduction, divisor)
+    # backward needs softmax(logits) = exp(log_probs), q, the divisor and where the rows came from.
+    return loss, (np.exp(log_probs), q, reduction, divisor, logits.shape)
 
 
 def cross_entropy_backward(grad_output, cache) -> np.ndarray:
-    """dL/dlogits_n = (softmax(logits_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean');
-    with probability targets t_n: (softmax(logits_n) * sum_c t_n[c] - t_n) * dL/dloss_n, which is
-    softmax - t_n when t_n sums to 1."""
-    probs, target, reduction = cache
-    if target.ndim == 2:
-        grad = probs * target.sum(axis=1, keepdims=True, dtype=probs.dtype) - target
+    """dL/dlogits_n = (softmax(logits_n) * sum_c q[n, c] - q_n) * dL/dloss_n   (/ the divisor for
+    'mean'); for a class index alone (q_n = onehot(t_n)), softmax(logits_n) - onehot(t_n)."""
+    probs, q, reduction, divisor, shape = cache
+    grad = probs * q.sum(axis=1, keepdims=True, dtype=probs.dtype) - q
+    if divisor:
+        grad *= _upstream(grad_output, reduction, divisor, probs.dtype)
     else:
-        grad = probs.copy()
-        grad[np.arange(len(target)), target] -= 1
-    grad *= _upstream(grad_output, reduction, len(target), probs.dtype)
-    return grad
+        grad[...] = 0  # 'mean' over no sample: the loss is 0/0 (NaN) and, as torch's, the gradient 0
+    return _unrows(grad, shape)
 
 
-def nll_loss_forward(log_probs, target, reduction="mean") -> tuple[np.ndarray, Any]:
-    """loss_n = -log_probs[n, target_n]   (log_probs: (N, C), e.g. from LogSoftmax)"""
-    rows = np.arange(log_probs.shape[0])
-    return _reduce(-log_probs[rows, target], reduction), (log_probs.shape, log_probs.dtype, target, reduction)
+def _reduce_by(per_sample, reduction, divisor):
+    if reduction == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):  # no sample left: 0/0 = NaN, as torch, silently
+            return per_sample.sum(dtype=per_sample.dtype) / per_sample.dtype.type(divisor)
+    return _reduce(per_sample, reduction)
+
+
+def nll_loss_forward(log_probs, target, reduction="mean", weight=None, ignore_index=-100) -> tuple[np.ndarray, Any]:
+    """loss_n = -w[t_n] log_probs[n, t_n], 0 where t_n is ``ignore_index``; w = ``weight`` (C,) or 1.
+    'mean' divides the sum by sum_n w[t_n] over the samples not ignored.
+
+    Shapes: log_probs (N, C, d1, ...) or (C,) (e.g. from LogSoftmax); target (N, d1, ...) (or ())
+    class indices -> loss () or, for 'none', (N, d1, ...).
+    """
+    rows, targets = _rows(log_probs), target.reshape(-1)
+    q = _class_mass(targets, weight, ignore_index, 0.0, rows.shape[1], rows.dtype)
+    per_sample = -(q * rows).sum(axis=1, dtype=rows.dtype)
+    divisor = _mean_divisor(targets, weight, ignore_index)
+    # backward needs only q (w[t_n] at t_n) and where the rows came from
+    return _reduce_by(per_sample.reshape(_sample_shape(log_probs.shape)), reduction, divisor), (
+        q,
+        reduction,
+        divisor,
+        log_probs.shape,
+    )
 
 
 def nll_loss_backward(grad_output, cache) -> np.ndarray:
-    """dL/dlog_probs[n, c] = -[c == target_n] * dL/dloss_n   (/ N for 'mean')"""
-    shape, dtype, target, reduction = cache
-    grad = np.zeros(shape, dtype=dtype)
-    grad[np.arange(len(target)), target] = -1
-    grad *= _upstream(grad_output, reduction, len(target), dtype)
-    return grad
+    """dL/dlog_probs[n, c] = -w[t_n] [c == t_n] * dL/dloss_n   (/ the divisor for 'mean'; 0 on
+    ignored samples)."""
+    q, reduction, divisor, shape = cache
+    grad = -q * _upstream(grad_output, reduction, divisor, q.dtype) if divisor else np.zeros_like(q)
+    return _unrows(grad, shape)
 
 
 def mse_loss_forward(input, target, reduction="mean") -> tuple[np.ndarray, Any]:
@@ -109,10 +182,21 @@ def _check_reduction(where, reduction):
 
 
 def _check_class_targets(where, arrays, options, probabilities=False):
-    from ..nn.loss import check_class_targets  # the layers' own check, so both front-ends word it alike
+    """torch's signature (``size_average`` / ``reduce`` only at None) checked and turned into the
+    options the pair takes; the layers' own check, so both front-ends word it alike."""
+    from ..nn.loss import check_class_targets, refuse_deprecated
 
-    check_class_targets(where, arrays["input"], arrays["target"], probabilities=probabilities)
-    return {"reduction": _check_reduction(where, options["reduction"])}
+    refuse_deprecated(where, options["size_average"], options["reduce"])
+    smoothing = options.get("label_smoothing", 0.0)
+    check_class_targets(
+        where, arrays["input"], arrays["target"], probabilities, options["weight"], options["ignore_index"], smoothing
+    )
+    checked = {
+        "reduction": _check_reduction(where, options["reduction"]),
+        "weight": options["weight"],
+        "ignore_index": int(options["ignore_index"]),
+    }
+    return checked | ({"label_smoothing": float(smoothing)} if probabilities else {})
 
 
 def _check_cross_entropy_targets(where, arrays, options):
@@ -128,16 +212,58 @@ def _check_mse_loss(where, arrays, options):
     return {"reduction": _check_reduction(where, options["reduction"])}
 
 
-def _class_target_cases(make_input):
+def _class_target_cases(make_input, smoothing=False):
+    """Class indices (N, C) over the reductions, then class weights, ignored samples, label
+    smoothing, (N, C, d1, d2) input and an unbatched (C,) one."""
+
     def cases(rng):
         for reduction in REDUCTIONS:
             yield Case(
                 f"logits (4, 5), reduction {reduction}",
-                (make_input(rng), rng.integers(0, 5, 4)),
+                (make_input(rng, (4, 5)), rng.integers(0, 5, 4)),
                 {"reduction": reduction},
+            )
+        weight = rng.uniform(0.5, 2.0, 5)  # each case its own copy below: a case's arrays are its own
+        yield Case("logits (4, 5), weight", (make_input(rng, (4, 5)), rng.integers(0, 5, 4)), {"weight": weight.copy()})
+        yield Case(
+            "logits (6, 5), weight, ignore_index 2",
+            (make_input(rng, (6, 5)), np.array([2, 0, 4, 2, 1, 3])),
+            {"weight": weight.copy(), "ignore_index": 2},
+        )
+        yield Case(
+            "logits (2, 3, 2, 2), ignore_index -100, reduction none",
+            (make_input(rng, (2, 3, 2, 2)), np.array([[[0, -100], [2, 1]], [[1, 1], [-100, 0]]])),
+            {"reduction": "none"},
+        )
+        yield Case("logits (5,), target ()", (make_input(rng, (5,)), np.array(3)), {})
+        if smoothing:
+            yield Case(
+                "logits (4, 5), label_smoothing 0.2, weight, reduction sum",
+                (make_input(rng, (4, 5)), rng.integers(0, 5, 4)),
+                {"label_smoothing": 0.2, "weight": weight.copy(), "reduction": "sum"},
+            )
+            yield Case(
+                "logits (3, 4, 2), label_smoothing 0.1, ignore_index 0",
+                (make_input(rng, (3, 4, 2)), np.array([[0, 1], [3, 0], [2, 2]])),
+                {"label_smoothing": 0.1, "ignore_index": 0},
             )
 
     return cases
+
+
+def _class_loss_reference(name):
+    """torch's loss, taking class weights as an array too (a case's options hold arrays)."""
+
+    def reference(torch):
+        def loss(input, target, **options):
+            weight = options.get("weight")
+            if isinstance(weight, np.ndarray):
+                options["weight"] = torch.from_numpy(weight.copy()).to(input.dtype)
+            return getattr(torch.nn.functional, name)(input, target, **options)
+
+        return loss
+
+    return reference
 
 
 def _mse_loss_cases(rng):
@@ -149,48 +275,44 @@ def _mse_loss_cases(rng):
         )
 
 
-def _cross_entropy_unsupported(module):
-    if module.weight is not None:
-        return "class weights are not supported"
-    if module.label_smoothing != 0.0:
-        return "label_smoothing is not supported"
-    if module.ignore_index != -100:
-        return "ignore_index is not supported (targets must be class indices in [0, C))"
-    return None
-
-
 def _mse_loss_gradients(grad_input, needs):
     # the loss depends on input - target only, so its gradient in the target is the negative
     return grad_input if needs[0] else None, -grad_input if needs[1] else None
 
 
 _REDUCTION = (("reduction", "mean"),)
+# torch.nn.functional's signatures after (input, target); size_average and reduce only at None
+_NLL_OPTIONS = (
+    ("weight", None),
+    ("size_average", None),
+    ("ignore_index", -100),
+    ("reduce", None),
+    ("reduction", "mean"),
+)
 register(
     OpSpec(
         "cross_entropy",
         cross_entropy_forward,
         cross_entropy_backward,
-        lambda torch: torch.nn.functional.cross_entropy,
-        _class_target_cases(lambda rng: rng.standard_normal((4, 5))),
+        _class_loss_reference("cross_entropy"),
+        _class_target_cases(lambda rng, shape: rng.standard_normal(shape), smoothing=True),
         tensors=("input", "target"),
         integer=("target",),
-        options=_REDUCTION,
-        bridge=Bridge(
-            "CrossEntropyLoss",
-            function="CrossEntropyFunction",
-            check=_check_cross_entropy_targets,
-            unsupported=_cross_entropy_unsupported,
-        ),
+        options=_NLL_OPTIONS + (("label_smoothing", 0.0),),
+        bridge=Bridge("CrossEntropyLoss", function="CrossEntropyFunction", check=_check_cross_entropy_targets),
     ),
     OpSpec(
         "nll_loss",
         nll_loss_forward,
         nll_loss_backward,
-        lambda torch: torch.nn.functional.nll_loss,
-        _class_target_cases(lambda rng: log_softmax_forward(rng.standard_normal((4, 5)), 1)[0]),
+        _class_loss_reference("nll_loss"),
+        _class_target_cases(
+            lambda rng, shape: log_softmax_forward(rng.standard_normal(shape), min(1, len(shape) - 1))[0]
+        ),
         tensors=("input", "target"),
         integer=("target",),
-        options=_REDUCTION,
+        options=_NLL_OPTIONS,
+        bridge=Bridge("NLLLoss", function="NLLLossFunction", check=_check_class_targets),
     ),
     OpSpec(
         "mse_loss",

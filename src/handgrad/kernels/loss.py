@@ -18,11 +18,17 @@ __all__ = ["cross_entropy_backward", "cross_entropy_forward", "nll_loss_backward
 
 
 @njit(cache=True, error_model="numpy")
-def _cross_entropy_rows(logits, target, per_sample, probs):
+def _cross_entropy_rows(logits, target, ignore_index, per_sample, probs):
     """loss_n = logsumexp(logits_n) - logits_n[target_n], logsumexp = m + log sum_c exp(x_c - m) with
-    m = max_c x_c; probs_n = softmax(logits_n) = exp(x - m) / sum_c exp(x_c - m), for backward."""
+    m = max_c x_c; probs_n = softmax(logits_n) = exp(x - m) / sum_c exp(x_c - m), for backward.
+    A row whose target is ``ignore_index`` has loss 0. Returns the number of rows not ignored."""
     n_rows, n_classes = logits.shape
+    kept = 0
     for n in range(n_rows):
+        if target[n] == ignore_index:
+            per_sample[n] = 0.0
+            continue
+        kept += 1
         row, p = logits[n], probs[n]
         m = row[0]
         for c in range(1, n_classes):  # m = max_c x_c (NaN propagates, as np.max)
@@ -36,14 +42,19 @@ def _cross_entropy_rows(logits, target, per_sample, probs):
         for c in range(n_classes):
             p[c] = p[c] / total
         per_sample[n] = m + np.log(total) - row[target[n]]
+    return kept
 
 
 @njit(cache=True, error_model="numpy")
-def _cross_entropy_grad(probs, target, upstream, grad):
-    """grad[n, c] = (probs[n, c] - [c == target_n]) * upstream_n."""
+def _cross_entropy_grad(probs, target, ignore_index, upstream, grad):
+    """grad[n, c] = (probs[n, c] - [c == target_n]) * upstream_n; 0 on a row whose target is ignored."""
     n_rows, n_classes = probs.shape
     per_sample = upstream.shape[0] > 1
     for n in range(n_rows):
+        if target[n] == ignore_index:
+            for c in range(n_classes):
+                grad[n, c] = 0.0
+            continue
         u = upstream[n] if per_sample else upstream[0]
         for c in range(n_classes):
             grad[n, c] = probs[n, c] * u
@@ -97,63 +108,99 @@ def _upstream(grad_output, reduction, count, dtype):
     return np.ascontiguousarray(g.reshape(-1))
 
 
-def cross_entropy_forward(logits, target, reduction="mean"):
+def _compiled(x, weight, label_smoothing=0.0):
+    """The common path the kernels run: (N, C) input of a compiled dtype, no class weights and no
+    smoothing (class indices may be ignored; probability targets ignore none)."""
+    return x.dtype in COMPILED_DTYPES and x.ndim == 2 and weight is None and label_smoothing == 0.0
+
+
+def _mean(per_sample, reduction, kept):
+    """The reduction, 'mean' over the ``kept`` samples not ignored (0/0 = NaN, silently, as torch)."""
+    if reduction != "mean":
+        return _reduce(per_sample, reduction)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return per_sample.sum(dtype=per_sample.dtype) / per_sample.dtype.type(kept)
+
+
+def cross_entropy_forward(logits, target, reduction="mean", weight=None, ignore_index=-100, label_smoothing=0.0):
     """loss_n = logsumexp(logits_n) - logits_n[target_n] (with probabilities t_n, sum_c t_n[c] *
     (logsumexp(logits_n) - x_c)): max, exp-sum, log, loss and softmax in one pass over each row while
     it sits in L1 (the reference's six passes and four temporaries fused)."""
-    if logits.dtype not in COMPILED_DTYPES:
-        return reference.cross_entropy_forward(logits, target, reduction)  # the same cache
+    if not _compiled(logits, weight, label_smoothing):
+        # weights, smoothing, (N, C, d1, ...) or (C,) input: the reference's forward
+        return reference.cross_entropy_forward(logits, target, reduction, weight, ignore_index, label_smoothing)
     logits = np.ascontiguousarray(logits)
     target = np.ascontiguousarray(target)
     per_sample = np.empty(logits.shape[0], dtype=logits.dtype)
     probs = np.empty_like(logits)
-    (_cross_entropy_rows_soft if target.ndim == 2 else _cross_entropy_rows)(logits, target, per_sample, probs)
-    # backward needs softmax(logits) and the targets, as the reference's.
-    return _reduce(per_sample, reduction), (probs, target, reduction)
+    if target.ndim == 2:
+        _cross_entropy_rows_soft(logits, target, per_sample, probs)
+        kept = len(target)
+    else:
+        kept = _cross_entropy_rows(logits, target, ignore_index, per_sample, probs)
+    # backward needs softmax(logits) and the targets: the reference's q where they are probabilities,
+    # the class indices (and ignore_index, not q's one-hot rows) where they are not
+    return _mean(per_sample, reduction, kept), (probs, target, reduction, kept, logits.shape, ignore_index)
 
 
 def cross_entropy_backward(grad_output, cache):
-    """dL/dlogits_n = (softmax(logits_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean'), in one
-    pass (the reference's copy, scatter and scaling fused)."""
-    probs, target, reduction = cache
-    if probs.dtype not in COMPILED_DTYPES:
+    """dL/dlogits_n = (softmax(logits_n) * sum_c q[n, c] - q_n) * dL/dloss_n   (/ the divisor for
+    'mean'; q_n = onehot(target_n) for class indices, 0 where ignored), in one pass (the reference's
+    copy, scatter and scaling fused), for every (N, C) input whatever its options."""
+    probs, q, reduction, divisor, shape = cache[:5]  # the reference's cache, or the kernel's (+ ignore_index)
+    if probs.dtype not in COMPILED_DTYPES or len(shape) != 2:
         return reference.cross_entropy_backward(grad_output, cache)
     grad = np.empty_like(probs)
-    (_cross_entropy_grad_soft if target.ndim == 2 else _cross_entropy_grad)(
-        probs, target, _upstream(grad_output, reduction, len(target), probs.dtype), grad
-    )
+    if not divisor:  # 'mean' over no sample: the loss is NaN and, as torch's, the gradient 0
+        grad[...] = 0
+    elif q.ndim == 2:
+        _cross_entropy_grad_soft(probs, q, _upstream(grad_output, reduction, divisor, probs.dtype), grad)
+    else:
+        _cross_entropy_grad(probs, q, cache[5], _upstream(grad_output, reduction, divisor, probs.dtype), grad)
     return grad
 
 
 @njit(cache=True)
-def _pick(log_probs, target, per_sample):
+def _pick(log_probs, target, ignore_index, per_sample):
+    """per_sample[n] = -log_probs[n, target_n], 0 where ignored; returns the rows not ignored."""
+    kept = 0
     for n in range(log_probs.shape[0]):
-        per_sample[n] = -log_probs[n, target[n]]
+        if target[n] == ignore_index:
+            per_sample[n] = 0.0
+        else:
+            per_sample[n] = -log_probs[n, target[n]]
+            kept += 1
+    return kept
 
 
 @njit(cache=True)
-def _nll_grad(target, upstream, grad):
+def _nll_grad(target, ignore_index, upstream, grad):
     per_sample = upstream.shape[0] > 1
     for n in range(grad.shape[0]):
-        grad[n, target[n]] = -(upstream[n] if per_sample else upstream[0])
+        if target[n] != ignore_index:
+            grad[n, target[n]] = -(upstream[n] if per_sample else upstream[0])
 
 
-def nll_loss_forward(log_probs, target, reduction="mean"):
-    """loss_n = -log_probs[n, target_n]: one gather, without the reference's index array."""
-    if log_probs.dtype not in COMPILED_DTYPES:
-        return reference.nll_loss_forward(log_probs, target, reduction)  # the same cache
+def nll_loss_forward(log_probs, target, reduction="mean", weight=None, ignore_index=-100):
+    """loss_n = -log_probs[n, target_n] (0 where ignored): one gather, without the reference's index
+    array."""
+    if not _compiled(log_probs, weight):
+        # weights, (N, C, d1, ...) or (C,) input: the reference's forward
+        return reference.nll_loss_forward(log_probs, target, reduction, weight, ignore_index)
     target = np.ascontiguousarray(target)
     per_sample = np.empty(log_probs.shape[0], dtype=log_probs.dtype)
-    _pick(log_probs, target, per_sample)
-    return _reduce(per_sample, reduction), (log_probs.shape, log_probs.dtype, target, reduction)
+    kept = _pick(log_probs, target, ignore_index, per_sample)
+    # the class indices and the dtype, not the reference's q (an (N, C) array backward would only read)
+    return _mean(per_sample, reduction, kept), (target, reduction, kept, log_probs.shape, log_probs.dtype, ignore_index)
 
 
 def nll_loss_backward(grad_output, cache):
-    """dL/dlog_probs[n, c] = -[c == target_n] * dL/dloss_n: zeros and one write per row, instead of
-    the reference's scatter and a multiply over all N*C entries."""
-    shape, dtype, target, reduction = cache
-    if dtype not in COMPILED_DTYPES:
+    """dL/dlog_probs[n, c] = -[c == target_n] * dL/dloss_n (0 on ignored rows): zeros and one write
+    per row, instead of the reference's scatter and a multiply over all N*C entries."""
+    if len(cache) == 4:  # the reference's cache (q, reduction, divisor, shape): its forward ran
         return reference.nll_loss_backward(grad_output, cache)
+    target, reduction, divisor, shape, dtype, ignore_index = cache
     grad = np.zeros(shape, dtype=dtype)
-    _nll_grad(target, _upstream(grad_output, reduction, len(target), dtype), grad)
+    if divisor:  # else 'mean' over no sample: the gradient stays 0, as torch's
+        _nll_grad(target, ignore_index, _upstream(grad_output, reduction, divisor, dtype), grad)
     return grad

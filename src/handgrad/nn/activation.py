@@ -135,24 +135,32 @@ class Tanh(_Activation):
 
 
 class Softmax(_Activation):
-    """y_i = exp(x_i) / sum_j exp(x_j) along ``dim``;  dL/dx_i = y_i * (G_i - sum_j G_j y_j)"""
+    """y_i = exp(x_i) / sum_j exp(x_j) along ``dim``;  dL/dx_i = y_i * (G_i - sum_j G_j y_j)
+
+    ``dtype`` (float32, float64 or None): the input is cast to it first, as torch.nn.functional's
+    ``dtype=``; the output has that dtype and the gradient comes back in the input's.
+    """
 
     op = "softmax"
 
-    arguments = {"dim": ("dim", False)}
+    arguments = {"dim": ("dim", False), "dtype": ("float dtype", False)}
 
-    def __init__(self, dim: int = -1):
+    def __init__(self, dim: int = -1, dtype=None):
         super().__init__()
         self.dim = dim
+        # not ``self.dtype``: that is Module's, the dtype of the parameters
+        self.cast_dtype = F.activation.softmax_dtype(type(self).__name__, dtype)
 
     def _args(self):
-        return (self.dim,)
+        return (self.dim, self.cast_dtype)
 
     def constructor_args(self) -> dict:
-        return dict(dim=self.dim)
+        # dtype only when given, as torch.nn's constructor (also read off a torch.nn layer, which has none)
+        cast = getattr(self, "cast_dtype", None)
+        return dict(dim=self.dim) if cast is None else dict(dim=self.dim, dtype=cast.name)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}"
+        return f"dim={self.dim}" + ("" if self.cast_dtype is None else f", dtype={self.cast_dtype.name}")
 
 
 class LogSoftmax(Softmax):

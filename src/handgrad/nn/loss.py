@@ -42,68 +42,143 @@ class _Loss(Module):
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
 
 
-def check_class_targets(layer, input, target, probabilities: bool = False) -> None:
-    """input (N, C) floating; target (N,) integer class indices in [0, C), or, with
-    ``probabilities``, (N, C) class probabilities (one-hot or soft) of the input's dtype."""
-    check_ndim(layer, "input", input, (2,), "(N, C)")
+def check_class_targets(
+    layer, input, target, probabilities: bool = False, weight=None, ignore_index=-100, label_smoothing=0.0
+) -> None:
+    """input (N, C, d1, ...) or unbatched (C,) floating; target (N, d1, ...) (or () for (C,))
+    integer class indices in [0, C) or ``ignore_index``, or, with ``probabilities``, class
+    probabilities (one-hot or soft) of the input's shape and dtype. ``weight``: None or (C,) of the
+    input's dtype; ``label_smoothing`` in [0, 1]."""
+    check_ndim(layer, "input", input, range(1, 33), "(N, C, d1, ...) or (C,)")
     check_floating(layer, "input", input)
+    n_classes = input.shape[1] if input.ndim > 1 else input.shape[0]
+    if weight is not None:
+        if not isinstance(weight, np.ndarray) or weight.shape != (n_classes,):
+            got = fmt_shape(weight.shape) if isinstance(weight, np.ndarray) else type(weight).__name__
+            raise ShapeError(layer, f"expected weight of shape ({n_classes},), one per class, got {got}")
+        check_floating(layer, "weight", weight, input.dtype)
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)):
+        raise HandgradError(layer, f"expected label_smoothing to be a number in [0, 1], got {label_smoothing!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise HandgradError(layer, f"label_smoothing must be in [0, 1], got {label_smoothing}")
     if not isinstance(target, np.ndarray):
         raise HandgradError(
             layer, f"expected target to be a numpy.ndarray of class indices, got {type(target).__name__}"
         )
-    if probabilities and np.issubdtype(target.dtype, np.floating) and target.ndim == 2:
+    if probabilities and np.issubdtype(target.dtype, np.floating) and target.ndim == input.ndim:
         if target.shape != input.shape:
             raise ShapeError(
                 layer,
                 f"expected probability target of the input's shape {fmt_shape(input.shape)}, "
-                f"got {fmt_shape(target.shape)} (class indices are an integer (N,) array)",
+                f"got {fmt_shape(target.shape)} (class indices are an integer array without the class axis)",
             )
         check_floating(layer, "probability target", target, input.dtype)
+        if ignore_index != -100:
+            raise HandgradError(
+                layer, f"ignore_index ({ignore_index}) applies to class indices, not probability targets; leave it -100"
+            )
         return
     if not np.issubdtype(target.dtype, np.integer):
-        also = ", or probabilities (N, C) of the input's dtype" if probabilities else ""
+        also = ", or probabilities of the input's shape and dtype" if probabilities else ""
         raise DTypeError(layer, f"expected target of an integer dtype (class indices){also}, got {target.dtype.name}")
-    if target.shape != input.shape[:1]:
+    expected = input.shape[:1] + input.shape[2:] if input.ndim > 1 else ()
+    if target.shape != expected:
         raise ShapeError(
             layer,
-            f"expected target of shape ({input.shape[0]},) to match input "
-            f"{fmt_shape(input.shape)}, got {fmt_shape(target.shape)}",
+            f"expected target of shape {fmt_shape(expected)} to match input {fmt_shape(input.shape)} "
+            f"(its shape without the class axis 1), got {fmt_shape(target.shape)}",
         )
-    if target.size and (target.min() < 0 or target.max() >= input.shape[1]):
-        bad = target[(target < 0) | (target >= input.shape[1])]
+    if not target.size or target.min() >= 0 and target.max() < n_classes:
+        return  # the common case, in two reductions
+    bad = target[((target < 0) | (target >= n_classes)) & (target != ignore_index)]
+    if bad.size:
         raise HandgradError(
             layer,
-            f"target class indices must be in [0, {input.shape[1] - 1}] (C={input.shape[1]}), got {bad[:5].tolist()}",
+            f"target class indices must be in [0, {n_classes - 1}] (C={n_classes}) or ignore_index "
+            f"({ignore_index}), got {bad[:5].tolist()}",
         )
 
 
-class CrossEntropyLoss(_Loss):
-    """loss_n = logsumexp(x_n) - x_n[target_n]: log-softmax and negative log-likelihood fused, so
-    no exp overflows for logits of any size.
+class _ClassLoss(_Loss):
+    """A loss over class indices: torch's constructor (``size_average`` and ``reduce`` only at None,
+    their deprecated default), class weights and ignored samples."""
 
-    Shape: input (N, C) logits, target (N,) integer classes or (N, C) probabilities (one-hot or
-    soft, the input's dtype; loss_n = -sum_c target_n[c] log softmax(x_n)[c]) -> float (or (N,)
-    for 'none').
-    backward: dL/dx_n = (softmax(x_n) - onehot(target_n)) * dL/dloss_n   (/ N for 'mean');
-    with probabilities, (softmax(x_n) * sum_c target_n[c] - target_n) * dL/dloss_n.
+    def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None, reduction: str = "mean"):
+        refuse_deprecated(type(self).__name__, size_average, reduce)
+        super().__init__(reduction)
+        self.weight = None if weight is None else np.asarray(weight)
+        self.ignore_index = int(ignore_index)
+
+    def extra_repr(self) -> str:
+        parts = [] if self.weight is None else [f"weight={self.weight.tolist()}"]
+        parts += [] if self.ignore_index == -100 else [f"ignore_index={self.ignore_index}"]
+        return ", ".join(parts + ([super().extra_repr()] if super().extra_repr() else []))
+
+
+def refuse_deprecated(layer, size_average, reduce) -> None:
+    """torch's deprecated ``size_average`` / ``reduce`` are accepted at their default, None, only."""
+    for name, value in (("size_average", size_average), ("reduce", reduce)):
+        if value is not None:
+            raise HandgradError(
+                layer,
+                f"{name}={value!r} is deprecated in torch and not supported; use reduction='mean', 'sum' or 'none'",
+            )
+
+
+class CrossEntropyLoss(_ClassLoss):
+    """loss_n = -sum_c q[n, c] log softmax(x_n)[c]: log-softmax and negative log-likelihood fused, so
+    no exp overflows for logits of any size. For a class index t_n alone, logsumexp(x_n) - x_n[t_n].
+
+    q[n, c] = (1 - eps) w[t_n] [c == t_n] + eps / C * w_c for class indices (0 where t_n is
+    ``ignore_index``), w_c ((1 - eps) t_n[c] + eps / C) for probabilities (one-hot or soft);
+    w = ``weight`` or 1, eps = ``label_smoothing``. 'mean' divides the sum by sum_n w[t_n] over the
+    samples not ignored (probabilities: by the number of samples), as torch.
+
+    Shape: input (N, C, d1, ...) or (C,) logits; target (N, d1, ...) (or ()) integer classes or
+    probabilities of the input's shape and dtype -> float (or (N, d1, ...) for 'none').
+    backward: dL/dx_n = (softmax(x_n) * sum_c q[n, c] - q_n) * dL/dloss_n   (/ the divisor for
+    'mean'); for a class index alone, softmax(x_n) - onehot(t_n).
     """
 
     op = "cross_entropy"
 
+    def __init__(
+        self,
+        weight=None,
+        size_average=None,
+        ignore_index: int = -100,
+        reduce=None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__(weight, size_average, ignore_index, reduce, reduction)
+        self.label_smoothing = label_smoothing
+
     def forward(self, input, target) -> Any:
-        check_class_targets(self, input, target, probabilities=True)
-        return self._finish(*kernels.op("cross_entropy_forward")(input, target, self.reduction))
+        weight = self.weight if self.weight is None else self.weight.astype(input.dtype, copy=False)
+        check_class_targets(self, input, target, True, weight, self.ignore_index, self.label_smoothing)
+        return self._finish(
+            *kernels.op("cross_entropy_forward")(
+                input, target, self.reduction, weight, self.ignore_index, float(self.label_smoothing)
+            )
+        )
+
+    def extra_repr(self) -> str:
+        smoothing = [] if self.label_smoothing == 0.0 else [f"label_smoothing={self.label_smoothing}"]
+        return ", ".join(([super().extra_repr()] if super().extra_repr() else []) + smoothing)
 
 
-class NLLLoss(_Loss):
-    """loss_n = -input[n, target_n] for log-probabilities input (N, C) (e.g. from LogSoftmax).
-    backward: dL/dinput[n, c] = -[c == target_n] * dL/dloss_n   (/ N for 'mean')."""
+class NLLLoss(_ClassLoss):
+    """loss_n = -w[t_n] input[n, t_n] for log-probabilities input (N, C, d1, ...) or (C,) (e.g. from
+    LogSoftmax); 0 where t_n is ``ignore_index``; 'mean' divides by sum_n w[t_n] over the rest.
+    backward: dL/dinput[n, c] = -w[t_n] [c == t_n] * dL/dloss_n   (/ that divisor for 'mean')."""
 
     op = "nll_loss"
 
     def forward(self, input, target) -> Any:
-        check_class_targets(self, input, target)
-        return self._finish(*kernels.op("nll_loss_forward")(input, target, self.reduction))
+        weight = self.weight if self.weight is None else self.weight.astype(input.dtype, copy=False)
+        check_class_targets(self, input, target, weight=weight, ignore_index=self.ignore_index)
+        return self._finish(*kernels.op("nll_loss_forward")(input, target, self.reduction, weight, self.ignore_index))
 
 
 class MSELoss(_Loss):
