@@ -13,6 +13,7 @@ import numpy as np
 
 from . import nn
 from .errors import HandgradError, fmt_shape
+from .functional.pool import pool_output_size
 
 
 @dataclass(frozen=True)
@@ -629,6 +630,8 @@ _KIND_TEXT = {
     "momentum": "null or a number from 0 to 1",
     "number": "a finite number",
     "float dtype": 'null, "float32" or "float64"',
+    "divisor": "null or a nonzero integer",
+    "output size": f"an integer from 0 to {MAX_SIZE}, or a list of two such integers or nulls",
 }
 
 
@@ -683,6 +686,11 @@ def _check_value(kind, v) -> bool:
         return v is None or _is_number(v) and 0 <= v <= 1
     if kind == "float dtype":
         return v in (None, "float32", "float64")
+    if kind == "divisor":
+        return v is None or _is_int(v) and v != 0 and abs(v) <= MAX_SIZE
+    if kind == "output size":
+        items = v if isinstance(v, list) else [v, v]
+        return len(items) == 2 and all(i is None or _is_int(i) and 0 <= i <= MAX_SIZE for i in items)
     return _is_number(v)
 
 
@@ -849,17 +857,18 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
             if a.get("bias", True):
                 tensors[prefix + "bias"] = ((channels,), True)
         out: list[int | None] = []
-        for axis, size, ki, si, pi in (("height", h, k[0], s[0], p[0]), ("width", w, k[1], s[1], p[1])):
+        d, ceil_mode = _pair(a.get("dilation"), 1), bool(a.get("ceil_mode", False))
+        for axis, size, ki, si, pi, di in (("height", h, k[0], s[0], p[0], d[0]), ("width", w, k[1], s[1], p[1], d[1])):
             if size is None:
                 out.append(None)
                 continue
-            if size + 2 * pi < ki:
+            if size + 2 * pi < di * (ki - 1) + 1:
                 raise HandgradError(
                     None,
-                    f"{where}: the kernel ({ki}) is larger than the padded {axis} "
+                    f"{where}: the kernel ({ki}, dilation {di}) is larger than the padded {axis} "
                     f"({size + 2 * pi}): the maps shrink to nothing ({given()})",
                 )
-            out.append((size + 2 * pi - ki) // si + 1)
+            out.append(pool_output_size(size, ki, si, pi, di, ceil_mode))
         rows, cols = out
         if name == "Conv2d" and rows is not None and cols is not None:
             unfolded = rows * cols * a["in_channels"] * k[0] * k[1]
@@ -868,6 +877,18 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
                     None, f"{where}: unfolds {unfolded} values per sample, more than the limit {MAX_ELEMENTS}"
                 )
         return (channels, rows, cols)
+    if name in ("AdaptiveAvgPool2d", "MaxUnpool2d"):
+        if not open_rank and len(shape) != 3:
+            raise HandgradError(None, f"{where}: expects (C, H, W) maps per sample, but the layer before gives {given()}")
+        if open_rank:
+            return (None, None, None)
+        c, h, w = shape
+        if name == "AdaptiveAvgPool2d":
+            o = _pair(a["output_size"], None)
+            return (c, h if o[0] is None else o[0], w if o[1] is None else o[1])
+        k = _pair(a["kernel_size"], None)
+        s, p = _pair(a.get("stride"), k), _pair(a.get("padding"), 0)
+        return (c,) + tuple(None if n is None else (n - 1) * si - 2 * pi + ki for n, ki, si, pi in zip((h, w), k, s, p))
     if name == "Flatten":
         start, end = a.get("start_dim", 1), a.get("end_dim", -1)
         if open_rank:
