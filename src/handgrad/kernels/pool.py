@@ -110,11 +110,14 @@ def max_pool2d_forward(
     out_size = reference._out_size(x.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
     xb = _batched(x)
     out = np.empty(xb.shape[:2] + out_size, dtype=x.dtype)
-    argmax = np.empty(out.shape if keep_cache or return_indices else (1, 1, 1, 1), dtype=np.int64)
-    _max_pool(xb, *kernel_size, *stride, *padding, out, argmax, keep_cache or return_indices)
-    out, argmax = out.reshape(x.shape[:-2] + out_size), argmax.reshape(x.shape[:-2] + out_size)
-    cache = (argmax, x.shape) if keep_cache else None
-    return ((out, argmax) if return_indices else out), cache
+    keep = keep_cache or return_indices
+    argmax = np.empty(out.shape if keep else (1, 1, 1, 1), dtype=np.int64)
+    _max_pool(xb, *kernel_size, *stride, *padding, out, argmax, keep)
+    out = out.reshape(x.shape[:-2] + out_size)
+    if not keep:
+        return out, None
+    argmax = argmax.reshape(out.shape)
+    return ((out, argmax) if return_indices else out), (argmax, x.shape) if keep_cache else None
 
 
 def max_pool2d_backward(grad_output, cache):

@@ -78,8 +78,8 @@ class MaxPool2d(_Pool2d):
         cache = self._saved(grad_output)
         return kernels.op("max_pool2d_backward")(grad_output, cache) if input_grad else None
 
-    def constructor_args(self):  # also read off a torch.nn.MaxPool2d, whose sizes may be ints
-        args = super().constructor_args()
+    def constructor_args(self):  # also read off a torch.nn.MaxPool2d (no super()), whose sizes may be ints
+        args = _Pool2d.constructor_args(self)
         if pair(self.dilation) != (1, 1) or self.return_indices or self.ceil_mode:  # else as before them
             args.update(dilation=self.dilation, return_indices=self.return_indices, ceil_mode=self.ceil_mode)
         return args
@@ -129,8 +129,8 @@ class AvgPool2d(_Pool2d):
         cache = self._saved(grad_output)
         return kernels.op("avg_pool2d_backward")(grad_output, cache) if input_grad else None
 
-    def constructor_args(self):
-        args = super().constructor_args()
+    def constructor_args(self):  # also read off a torch.nn.AvgPool2d (no super())
+        args = _Pool2d.constructor_args(self)
         if self.ceil_mode or not self.count_include_pad or self.divisor_override is not None:
             args.update(
                 ceil_mode=self.ceil_mode,
