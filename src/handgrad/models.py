@@ -132,6 +132,11 @@ SPEC_TOKENS = {
         "maxpool3s2p1",
     ),
     "avgpool": ("avgpool[<K>][s<S>][p<P>]", "average pooling, as maxpool (padding counts as zeros)", "avgpool2"),
+    "adaptiveavg": (
+        "adaptiveavg<N>",
+        "adaptive average pooling to N x N maps (or <H>x<W>) whatever the size of the maps before",
+        "adaptiveavg1",
+    ),
     "fc": ("fc<N>[nb]", "Linear to N features (flattening the maps first), then ReLU; nb: no bias", "fc128"),
     "out": (
         "out[nb]",
@@ -142,9 +147,9 @@ SPEC_TOKENS = {
     "dropout": ("dropout[<P>]", "Dropout with probability P (default 0.5)", "dropout0.2"),
 }
 #: Token heads, longest first so that ``maxpool3`` is not read as ``max`` + ...
-_SPEC_HEADS = ("maxpool", "avgpool", "dropout", "conv", "pool", "out", "fc", "bn")
+_SPEC_HEADS = ("adaptiveavg", "maxpool", "avgpool", "dropout", "conv", "pool", "out", "fc", "bn")
 #: Each layer's options after its size: letters with a value (``k5``, ``s2``, ``p1x0``), and ``nb``.
-_SPEC_OPTIONS = {"conv": "ksp", "maxpool": "sp", "avgpool": "sp", "fc": "", "out": "", "bn": ""}
+_SPEC_OPTIONS = {"conv": "ksp", "maxpool": "sp", "avgpool": "sp", "adaptiveavg": "", "fc": "", "out": "", "bn": ""}
 _OPTION_FORMS = {"k": ("k<K>", "k5 or k3x5", 1), "s": ("s<S>", "s2 or s2x1", 1), "p": ("p<P>", "p0 or p2x1", 0)}
 _OPTION_RE = re.compile(r"nb|([a-z])(\d+(?:x\d+)?)?")
 
@@ -164,6 +169,7 @@ class SpecToken:
     bias: bool = True
     value: float | None = None  # dropout probability or leaky_relu slope
     activation: type | None = None
+    output_size: tuple | None = None  # adaptiveavg's (h, w)
 
 
 def spec_grammar() -> str:
@@ -220,7 +226,7 @@ def _parse_spec_token(position, text) -> SpecToken:
         if not 0 <= p < 1:
             raise ValueError(f"dropout probability must be from 0 to below 1, got {p}")
         return SpecToken(position, text, kind, value=p)
-    size_text = _leading(r"(?:\d+(?:x\d+)?)?" if kind in ("maxpool", "avgpool") else r"\d*", rest)
+    size_text = _leading(r"(?:\d+(?:x\d+)?)?" if kind in ("maxpool", "avgpool", "adaptiveavg") else r"\d*", rest)
     fields: dict[str, Any] = {}
     if kind in ("conv", "fc"):
         symbol = "C" if kind == "conv" else "N"
@@ -228,6 +234,8 @@ def _parse_spec_token(position, text) -> SpecToken:
         fields["size"] = _spec_int(size_text or rest, f"{kind}<{symbol}>", example)
     elif kind in ("maxpool", "avgpool"):
         fields["kernel"] = _spec_pair(size_text, f"{head}<K>", f"{head}3 or {head}2x1", 1) if size_text else (2, 2)
+    elif kind == "adaptiveavg":
+        fields["output_size"] = _spec_pair(size_text, "adaptiveavg<N>", "adaptiveavg1 or adaptiveavg4x3", 1)
     elif size_text:
         raise ValueError(f"{kind} takes no size" + (" (it has one output per class)" if kind == "out" else ""))
     fields.update(_spec_options(kind, rest[len(size_text) :], text[: len(head) + len(size_text)]))
@@ -321,7 +329,7 @@ def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True) -> 
     - ``conv<C>[k<K>][s<S>][p<P>][nb]``: Conv2d to C channels, kernel K (3), stride S (1), padding
       P (K//2, which keeps the size at stride 1), then ReLU. K, S, P are ``<N>`` or ``<H>x<W>``.
     - ``maxpool[<K>][s<S>][p<P>]`` (``pool``) and ``avgpool[...]``: K x K windows (2), stride S (K),
-      padding P (0).
+      padding P (0). ``adaptiveavg<N>`` (or ``<H>x<W>``): adaptive average pooling to N x N maps.
     - ``fc<N>[nb]``: Linear to N features, then ReLU. ``bn``: BatchNorm. ``dropout[<P>]`` (0.5).
     - an activation name (``tanh``, ``sigmoid``, ``leaky_relu0.1``...) replaces the ReLU of the conv
       or fc before it; ``none`` removes it.
@@ -356,7 +364,7 @@ def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True) -> 
 def _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bias) -> tuple:
     """Append ``token``'s layers to ``layers``; the per-sample shape after them."""
     kind = token.kind
-    if kind in ("conv", "maxpool", "avgpool") and len(shape) != 3:
+    if kind in ("conv", "maxpool", "avgpool", "adaptiveavg") and len(shape) != 3:
         flat = len(input_shape) == 3
         raise ValueError(
             f"a {'pool' if kind != 'conv' else kind} must come before any fc"
@@ -389,6 +397,9 @@ def _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bi
         h, w = _spec_window(shape, input_shape, kernel, stride, padding)
         layers.append((nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(kernel, stride=stride, padding=padding))
         return (shape[0], h, w)
+    if kind == "adaptiveavg":
+        layers.append(nn.AdaptiveAvgPool2d(token.output_size))
+        return (shape[0],) + token.output_size
     if kind in ("fc", "out"):
         if len(shape) != 1:
             layers.append(nn.Flatten())
@@ -877,18 +888,12 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
                     None, f"{where}: unfolds {unfolded} values per sample, more than the limit {MAX_ELEMENTS}"
                 )
         return (channels, rows, cols)
-    if name in ("AdaptiveAvgPool2d", "MaxUnpool2d"):
+    if name == "AdaptiveAvgPool2d":
         if not open_rank and len(shape) != 3:
             raise HandgradError(None, f"{where}: expects (C, H, W) maps per sample, but the layer before gives {given()}")
-        if open_rank:
-            return (None, None, None)
-        c, h, w = shape
-        if name == "AdaptiveAvgPool2d":
-            o = _pair(a["output_size"], None)
-            return (c, h if o[0] is None else o[0], w if o[1] is None else o[1])
-        k = _pair(a["kernel_size"], None)
-        s, p = _pair(a.get("stride"), k), _pair(a.get("padding"), 0)
-        return (c,) + tuple(None if n is None else (n - 1) * si - 2 * pi + ki for n, ki, si, pi in zip((h, w), k, s, p))
+        c, h, w = (None, None, None) if open_rank else shape
+        o = _pair(a["output_size"], None)
+        return (c, h if o[0] is None else o[0], w if o[1] is None else o[1])
     if name == "Flatten":
         start, end = a.get("start_dim", 1), a.get("end_dim", -1)
         if open_rank:

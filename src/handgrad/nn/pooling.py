@@ -191,7 +191,7 @@ class MaxUnpool2d(Module):
     """
 
     op = "max_unpool2d"
-    arguments = dict(_Pool2d.arguments)
+    arguments = None  # it takes two inputs, so a Sequential (what a checkpoint stores) cannot run it
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
