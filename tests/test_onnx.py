@@ -238,7 +238,8 @@ def test_a_layer_with_no_exporter_is_refused_naming_it(layer, name, tmp_path):
     target.write_bytes(b"previous")
     with pytest.raises(
         ExportError,
-        match=f"no ONNX exporter for layer type {name} \\(layer 2\\); exportable: AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d",
+        match=f"no ONNX exporter for layer type {name} \\(layer 2\\); exportable: AdaptiveAvgPool2d, AvgPool2d, "
+        "BatchNorm1d",
     ):
         export(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), layer), target, input_shape=(4,))
     assert target.read_bytes() == b"previous"

@@ -246,11 +246,26 @@ def test_fused_conv_relu_pool_leaves_options_to_the_layers():
         (lambda: nn.AdaptiveAvgPool2d((2, -1)), ValueError, "output_size an int >= 0"),
         (lambda: nn.MaxUnpool2d(2)(np.zeros((1, 1, 2, 2)), np.full((1, 1, 2, 2), 16)), HandgradError, "index 16"),
         (lambda: nn.MaxUnpool2d(2)(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2))), ShapeError, "indices of integers"),
-        (lambda: nn.MaxUnpool2d(2)(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), np.int64), (6, 6)), HandgradError, "between 2 and 6"),
+        (
+            lambda: nn.MaxUnpool2d(2)(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), np.int64), (6, 6)),
+            HandgradError,
+            "between 2 and 6",
+        ),
         (lambda: ht.max_pool2d(torch.zeros(1, 1, 4, 4), 2, padding=2), HandgradError, "at most half"),
         (lambda: ht.avg_pool2d(torch.zeros(1, 1, 4, 4), 2, divisor_override=0.5), HandgradError, "divisor_override"),
     ],
-    ids=["rank", "dilated-window", "dilation", "divisor", "adaptive-size", "unpool-index", "unpool-float", "unpool-size", "bridge-padding", "bridge-divisor"],
+    ids=[
+        "rank",
+        "dilated-window",
+        "dilation",
+        "divisor",
+        "adaptive-size",
+        "unpool-index",
+        "unpool-float",
+        "unpool-size",
+        "bridge-padding",
+        "bridge-divisor",
+    ],
 )
 def test_bad_pool_arguments_are_refused_naming_what_was_wrong(make, error, words):
     with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):

@@ -890,7 +890,9 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
         return (channels, rows, cols)
     if name == "AdaptiveAvgPool2d":
         if not open_rank and len(shape) != 3:
-            raise HandgradError(None, f"{where}: expects (C, H, W) maps per sample, but the layer before gives {given()}")
+            raise HandgradError(
+                None, f"{where}: expects (C, H, W) maps per sample, but the layer before gives {given()}"
+            )
         c, h, w = (None, None, None) if open_rank else shape
         o = _pair(a["output_size"], None)
         return (c, h if o[0] is None else o[0], w if o[1] is None else o[1])

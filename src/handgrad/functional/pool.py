@@ -177,7 +177,10 @@ def adaptive_avg_pool2d_forward(x, output_size) -> tuple[np.ndarray, Any]:
     (out, size) matrices of those means. ``output_size``: (oH, oW), None for the input's own size."""
     sizes = adaptive_output_size("adaptive_avg_pool2d", output_size)
     out_h, out_w = (size if o is None else o for o, size in zip(sizes, x.shape[-2:]))
-    rows, cols = _adaptive_means(x.shape[-2], out_h).astype(x.dtype), _adaptive_means(x.shape[-1], out_w).astype(x.dtype)
+    rows, cols = (
+        _adaptive_means(x.shape[-2], out_h).astype(x.dtype),
+        _adaptive_means(x.shape[-1], out_w).astype(x.dtype),
+    )
     return rows @ x @ cols.T, (rows, cols)  # backward needs only the two matrices
 
 
@@ -237,13 +240,14 @@ def unpool_output_size(where, x_shape, kernel_size, stride, padding, output_size
     sizes = tuple(int(s) for s in output_size)
     if len(sizes) not in (2, len(x_shape)):
         raise HandgradError(where, f"expected output_size (oH, oW) or of {len(x_shape)} sizes, got {output_size!r}")
-    sizes = sizes[-2:]
-    for axis, size, base, s in zip(("height", "width"), sizes, default, stride):
+    height, width = sizes[-2:]
+    for axis, size, base, s in zip(("height", "width"), (height, width), default, stride):
         if not base - s < size < base + s:
             raise HandgradError(
-                where, f"output_size {sizes}: the {axis} must lie strictly between {base - s} and {base + s}"
+                where,
+                f"output_size {(height, width)}: the {axis} must lie strictly between {base - s} and {base + s}",
             )
-    return sizes
+    return height, width
 
 
 def check_unpool_indices(where, x, indices, output_size) -> None:
@@ -280,7 +284,9 @@ def _check_max_pool2d(where, arrays, options):
 
 def _check_avg_pool2d(where, arrays, options):
     x = arrays["input"]
-    kernel_size, stride, padding, _ = pool_arguments(where, options["kernel_size"], options["stride"], options["padding"])
+    kernel_size, stride, padding, _ = pool_arguments(
+        where, options["kernel_size"], options["stride"], options["padding"]
+    )
     divisor = options["divisor_override"]
     if divisor is not None and (not isinstance(divisor, (int, np.integer)) or divisor == 0):
         raise HandgradError(where, f"expected divisor_override a nonzero int or None, got {divisor!r}")
@@ -304,7 +310,9 @@ def _check_adaptive_avg_pool2d(where, arrays, options):
 
 def _check_max_unpool2d(where, arrays, options):
     x, indices = arrays["input"], arrays["indices"]
-    kernel_size, stride, padding, _ = pool_arguments(where, options["kernel_size"], options["stride"], options["padding"])
+    kernel_size, stride, padding, _ = pool_arguments(
+        where, options["kernel_size"], options["stride"], options["padding"]
+    )
     if x.ndim not in (3, 4):
         raise ShapeError(where, f"expected input of shape (N, C, H, W) or (C, H, W), got {fmt_shape(x.shape)}")
     output_size = unpool_output_size(where, x.shape, kernel_size, stride, padding, options["output_size"])

@@ -140,9 +140,13 @@ def avg_pool2d_forward(
 ):
     """The same y as ``functional.avg_pool2d_forward``, whatever its options."""
     if x.dtype not in COMPILED_DTYPES:
-        return reference.avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        return reference.avg_pool2d_forward(
+            x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        )
     out_size = reference._out_size(x.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
-    divisor = reference._avg_divisor(x.shape, out_size, kernel_size, stride, padding, count_include_pad, divisor_override)
+    divisor = reference._avg_divisor(
+        x.shape, out_size, kernel_size, stride, padding, count_include_pad, divisor_override
+    )
     xb = _batched(x)
     out = np.empty(xb.shape[:2] + out_size, dtype=x.dtype)
     _avg_pool(xb, *kernel_size, *stride, *padding, divisor, out)

@@ -88,7 +88,11 @@ class MaxPool2d(_Pool2d):
         s = super().extra_repr()
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation[0] if self.dilation[0] == self.dilation[1] else self.dilation}"
-        return s + (", ceil_mode=True" if self.ceil_mode else "") + (", return_indices=True" if self.return_indices else "")
+        return (
+            s
+            + (", ceil_mode=True" if self.ceil_mode else "")
+            + (", return_indices=True" if self.return_indices else "")
+        )
 
 
 class AvgPool2d(_Pool2d):
@@ -110,7 +114,9 @@ class AvgPool2d(_Pool2d):
         "divisor_override": ("divisor", False),
     }
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+    def __init__(
+        self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+    ):
         super().__init__(kernel_size, stride, padding)
         if divisor_override is not None and (not isinstance(divisor_override, int) or divisor_override == 0):
             raise ValueError(f"AvgPool2d: divisor_override must be a nonzero int or None, got {divisor_override!r}")
@@ -120,7 +126,13 @@ class AvgPool2d(_Pool2d):
     def forward(self, x):
         self._check(x, self.ceil_mode)
         out, cache = kernels.op("avg_pool2d_forward")(
-            x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad, self.divisor_override
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
         )
         self._save_for_backward(cache, out.shape)
         return out
@@ -225,4 +237,3 @@ def _check_maps(layer, x):
     check_floating(layer, "input", x)
     if x.ndim not in (3, 4):
         raise ShapeError(layer, f"expected input of shape (N, C, H, W) or (C, H, W), got {fmt_shape(x.shape)}")
-
