@@ -35,17 +35,17 @@ def _max_pool(x, kh, kw, sh, sw, ph, pw, out, argmax, keep):
             for b in range(wo):
                 q0 = sw * b - pw
                 j0, j1 = max(0, -q0), min(kw, w - q0)
-                best, where = -np.inf, np.int64((r0 + i0) * w + q0 + j0)  # PyTorch's start: the first pixel inside x
+                best, where = -np.inf, np.uintp((r0 + i0) * w + q0 + j0)  # PyTorch's start: the first pixel inside x
                 for i in range(i0, i1):
                     line = np.uintp((r0 + i) * w + q0)
                     for j in range(np.uintp(j0), np.uintp(j1)):
                         v = xf[source + line + j]
                         if v > best or np.isnan(v):
-                            best, where = v, np.int64(line + j)
+                            best, where = v, line + j
                 k = target + np.uintp(a * wo + b)
                 of[k] = best
                 if keep:
-                    af[k] = where
+                    af[k] = np.int64(where)
 
 
 @njit(parallel=True, cache=True)
