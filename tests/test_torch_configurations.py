@@ -75,8 +75,6 @@ OPS = (
 #: Classes and ops some of whose configurations handgrad does not take yet: their cases are expected
 #: to fail (not strictly: those that pass, pass). Each name leaves this set when all of its pass.
 PENDING = {
-    "CrossEntropyLoss",  # the gradient with respect to probability targets
-    "nn.functional.cross_entropy",
     "Linear",  # forward(input=...)
     "Conv2d",
     "MaxPool2d",
