@@ -28,7 +28,7 @@ public:
         return m.data.empty() ? grad_output : functional::dropout_backward(grad_output, m);
     }
     std::string type() const override { return "Dropout"; }
-    std::string extra_repr() const override { return "p=" + std::to_string(p); }
+    std::string extra_repr() const override { return "p=" + py_repr(p); }
     float p;
 
 private:
