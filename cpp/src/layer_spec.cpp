@@ -301,7 +301,7 @@ Shape add_layers(nn::Sequential& m, const SpecToken& token, const std::string& p
         if (shape.size() == 3) m.add<nn::BatchNorm2d>(nn::BatchNormOptions{.num_features = shape[0]});
         else m.add<nn::BatchNorm1d>(nn::BatchNormOptions{.num_features = shape[0]});
     } else if (kind == "dropout") {
-        m.add<nn::Dropout>(static_cast<float>(*token.value));
+        m.add<nn::Dropout>(*token.value);
     } else if (kind == "none") {
         m.layers.pop_back();  // the ReLU of the conv or fc just before (the tokenizer checked the order)
     } else {

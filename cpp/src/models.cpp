@@ -103,7 +103,7 @@ std::unique_ptr<nn::Module> make_activation(const std::string& name, std::option
     std::string key = name;  // case-insensitive, '-' and '_' alike, as nn.get_activation
     for (char& c : key) c = c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (key == "relu") return std::make_unique<nn::ReLU>();
-    if (key == "leaky_relu") return std::make_unique<nn::LeakyReLU>(static_cast<float>(value.value_or(0.01)));
+    if (key == "leaky_relu") return std::make_unique<nn::LeakyReLU>(value.value_or(0.01));
     if (key == "elu") return std::make_unique<nn::ELU>();
     if (key == "sigmoid") return std::make_unique<nn::Sigmoid>();
     if (key == "tanh") return std::make_unique<nn::Tanh>();
@@ -165,7 +165,7 @@ json architecture(const Sequential& model) {
         } else if (auto* d = dynamic_cast<const nn::Dropout*>(layer.get())) {
             spec["p"] = static_cast<double>(d->p);
         } else if (auto* r = dynamic_cast<const nn::LeakyReLU*>(layer.get())) {
-            spec["negative_slope"] = static_cast<double>(r->negative_slope);
+            spec["negative_slope"] = r->negative_slope;
         } else if (auto* e = dynamic_cast<const nn::ELU*>(layer.get())) {
             spec["alpha"] = e->alpha;
         } else if (auto* s = dynamic_cast<const nn::Softmax*>(layer.get())) {
@@ -278,7 +278,7 @@ struct LayerSpec {
     nn::Pool2dOptions pool;
     nn::BatchNormOptions batch_norm;
     int start_dim = 1, end_dim = -1, dim = -1;
-    float p = 0.5f, negative_slope = 0.01f;
+    double p = 0.5, negative_slope = 0.01;
     double alpha = 1.0;
     std::optional<std::string> dtype;
 
@@ -361,10 +361,10 @@ LayerSpec read_entry(const json& spec, size_t index) {
         layer.end_dim = dim("end_dim", -1);
     } else if (e.type == "LeakyReLU") {
         e.only({"negative_slope"});
-        layer.negative_slope = static_cast<float>(e.number("negative_slope", 0.01, -1e6, 1e6));
+        layer.negative_slope = e.number("negative_slope", 0.01, -1e6, 1e6);
     } else if (e.type == "Dropout") {
         e.only({"p"});
-        layer.p = static_cast<float>(e.number("p", 0.5, 0.0, 1.0));
+        layer.p = e.number("p", 0.5, 0.0, 1.0);
     } else if (e.type == "ELU") {
         e.only({"alpha"});
         layer.alpha = e.number("alpha", 1.0, -1e6, 1e6);

@@ -29,14 +29,14 @@ protected:
 // y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 or negative_slope)
 class LeakyReLU : public Activation<functional::LeakyReLUCache> {
 public:
-    explicit LeakyReLU(float negative_slope = 0.01f) : negative_slope(negative_slope) {}
+    explicit LeakyReLU(double negative_slope = 0.01) : negative_slope(negative_slope) {}
     std::string type() const override { return "LeakyReLU"; }
     std::string extra_repr() const override { return "negative_slope=" + py_repr(negative_slope); }
-    float negative_slope;
+    double negative_slope;  // as Python's float, so the checkpoint keeps it exactly
 
 protected:
     std::pair<Tensor, functional::LeakyReLUCache> run_forward(const Tensor& x) const override {
-        return functional::leaky_relu_forward(x, negative_slope);
+        return functional::leaky_relu_forward(x, static_cast<float>(negative_slope));
     }
     Tensor run_backward(const Tensor& g, const functional::LeakyReLUCache& c) const override {
         return functional::leaky_relu_backward(g, c);
