@@ -438,8 +438,10 @@ void Trainer::write_history() const {
     for (size_t i = 0; i < rows.size(); ++i) {
         std::string header, line;
         for (auto& [key, value] : rows[i].items()) {
-            header += (header.empty() ? "" : ",") + key;
-            line += (line.empty() ? "" : ",") + csv_cell(value);
+            header += header.empty() ? "" : ",";
+            header += key;
+            line += line.empty() ? "" : ",";
+            line += csv_cell(value);
         }
         csv += (i == 0 ? header + "\r\n" : "") + line + "\r\n";  // csv.DictWriter's line ends
     }
