@@ -77,15 +77,13 @@ class _Activation(Module):
 
 class _OneNumberActivation(_Activation):
     """An activation with one number option, named ``option`` and kept as a float attribute of
-    that name (torch.nn's), which the op takes after the input."""
+    that name (torch.nn's), which the op takes after the input. Each class still writes its own
+    ``constructor_args``: it also reads a torch.nn layer, which has no ``option``."""
 
     option = ""
 
     def _args(self):
         return (getattr(self, self.option),)
-
-    def constructor_args(self) -> dict:
-        return {self.option: getattr(self, self.option)}
 
     def extra_repr(self) -> str:
         return f"{self.option}={getattr(self, self.option)}"
@@ -108,6 +106,9 @@ class LeakyReLU(_OneNumberActivation):
         super().__init__()
         self.negative_slope = float(negative_slope)
 
+    def constructor_args(self) -> dict:
+        return dict(negative_slope=self.negative_slope)
+
 
 class ELU(_OneNumberActivation):
     """y = x if x > 0 else alpha * (exp(x) - 1);  dL/dx = G * (1 if x > 0 else y + alpha)"""
@@ -119,6 +120,9 @@ class ELU(_OneNumberActivation):
     def __init__(self, alpha: float = 1.0):
         super().__init__()
         self.alpha = float(alpha)
+
+    def constructor_args(self) -> dict:
+        return dict(alpha=self.alpha)
 
 
 class Sigmoid(_Activation):
