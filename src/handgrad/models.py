@@ -876,8 +876,8 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
             if size + 2 * pi < di * (ki - 1) + 1:
                 raise HandgradError(
                     None,
-                    f"{where}: the kernel ({ki}{f', dilation {di}' if di > 1 else ''}) is larger than the padded {axis} "
-                    f"({size + 2 * pi}): the maps shrink to nothing ({given()})",
+                    f"{where}: the kernel ({ki}{f', dilation {di}' if di > 1 else ''}) is larger than the padded "
+                    f"{axis} ({size + 2 * pi}): the maps shrink to nothing ({given()})",
                 )
             out.append(pool_output_size(size, ki, si, pi, di, ceil_mode))
         rows, cols = out
