@@ -81,7 +81,9 @@ def exif_bytes(orientation):
 def write_pgm(path, values, maxval, plain):
     h, w = values.shape
     if plain:
-        path.write_text(f"P2\n# a comment\n{w} {h}\n{maxval}\n" + "\n".join(" ".join(map(str, r)) for r in values) + "\n")
+        path.write_text(
+            f"P2\n# a comment\n{w} {h}\n{maxval}\n" + "\n".join(" ".join(map(str, r)) for r in values) + "\n"
+        )
     else:
         data = values.astype(">u2" if maxval > 255 else np.uint8).tobytes()
         path.write_bytes(f"P5\n{w} {h}\n{maxval}\n".encode() + data)
@@ -183,7 +185,9 @@ def test_png_and_pgm_pixels_equal_pythons(identity_checkpoint, tmp_path, case):
     path = make(case, tmp_path, np.random.default_rng(len(case)))
     expected = load_image(path, SHAPE).ravel()
     got = cpp_pixels(identity_checkpoint, [path])[0]
-    assert np.array_equal(got, expected), f"{case}: max difference {np.abs(got - expected).max()} at {np.abs(got - expected).argmax()}"
+    assert np.array_equal(got, expected), (
+        f"{case}: max difference {np.abs(got - expected).max()} at {np.abs(got - expected).argmax()}"
+    )
 
 
 @pytest.mark.parametrize("case", JPEG_CASES)

@@ -300,9 +300,12 @@ Pixels decode(const Bytes& b, const Header& h, const std::string& where, const c
     void* data = h.grey16 ? static_cast<void*>(stbi_load_16_from_memory(b.data(), static_cast<int>(b.size()), &w, &ht, &channels, 1))
                           : static_cast<void*>(stbi_load_from_memory(b.data(), static_cast<int>(b.size()), &w, &ht, &channels, 4));
     if (!data) {
-        const std::string reason = detail::allocation_refused ? "its compressed data expands past what the declared " +
-                                                                     std::to_string(h.width) + " x " + std::to_string(h.height) + " pixels need"
-                                                              : stbi_failure_reason() ? stbi_failure_reason() : "unknown error";
+        std::string reason = stbi_failure_reason() ? stbi_failure_reason() : "unknown error";
+        if (detail::allocation_refused)
+            reason = "its compressed data expands past what the declared " + std::to_string(h.width) + " x " +
+                     std::to_string(h.height) + " pixels need";
+        else if (!h.grey16 && std::string_view(format) == "JPEG" && reason.find("PNG") != std::string::npos)
+            reason = "Corrupt JPEG: its tables or frame header do not decode";  // stb_image tried PNG last
         throw HandgradError(where, std::string("cannot decode the ") + format + ": " + reason);
     }
     std::unique_ptr<void, void (*)(void*)> owner(data, stbi_image_free);
