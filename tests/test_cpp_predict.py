@@ -276,3 +276,18 @@ def test_the_same_images_get_the_same_predictions(digit_classifier, tmp_path, ca
     assert [r["class"] for r in got] == [r["class"] for r in expected]
     for g, e in zip(got, expected):
         assert g["top"][0]["probability"] == pytest.approx(e["top"][0]["probability"], abs=0.02)
+
+
+@pytest.mark.parametrize("kind, message", [("folder", "is a folder"), ("pipe", "is not a regular file")])
+def test_a_folder_or_a_pipe_is_refused_unread(identity_checkpoint, tmp_path, kind, message):
+    """A pipe would be read until its writer stops (never, here): the C++ reads regular files only."""
+    path = tmp_path / kind
+    if kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    result = run_cpp("predict", identity_checkpoint, path)
+    assert (
+        result.returncode == 1
+        and result.stderr.strip() == f"handgrad-cpp: error: {path}: {message}, expected an image file"
+    )

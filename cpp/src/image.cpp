@@ -463,12 +463,15 @@ Tensor model_input(std::vector<float> x, const Shape& shape) {
 
 Bytes read_file(const std::string& path) {
     std::error_code ec;
-    if (fs::is_directory(path, ec)) throw HandgradError(path, "is a folder, expected an image file");
+    const fs::file_status status = fs::status(path, ec);
+    if (fs::is_directory(status)) throw HandgradError(path, "is a folder, expected an image file");
+    if (!fs::exists(status)) throw HandgradError(path, "no such image file");
+    // a device or a pipe could be endless: only files of a known size are read
+    if (!fs::is_regular_file(status)) throw HandgradError(path, "is not a regular file, expected an image file");
+    if (fs::file_size(path, ec) >= (uintmax_t{1} << 31)) throw HandgradError(path, "the image file is larger than 2 GiB");
     std::ifstream f(path, std::ios::binary);
-    if (!f) throw HandgradError(path, errno == ENOENT ? "no such image file" : std::string("cannot read the image: ") + std::strerror(errno));
-    Bytes bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    if (bytes.size() >= (size_t{1} << 31)) throw HandgradError(path, "the image file is larger than 2 GiB");
-    return bytes;
+    if (!f) throw HandgradError(path, std::string("cannot read the image: ") + std::strerror(errno));
+    return Bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
 enum class Format { png, jpeg, pgm, idx, unknown };
