@@ -431,7 +431,8 @@ def fuzz_cases(kind: str, bases, rng: np.random.Generator, count: int):
                 yield f"{n}-{label}", with_header(edited, data[header_end:])
             else:
                 damages = list(mutations(data, header_end, rng))
-                yield f"{n}-{damages[int(rng.integers(len(damages)))][0]}", damages[int(rng.integers(len(damages)))][1]
+                label, damaged = damages[int(rng.integers(len(damages)))]
+                yield f"{n}-{label}", damaged
         elif suffix in ("png", "jpg", "pgm"):
             label, damaged = damage_image(data, suffix, rng)
             yield f"{n}-{label}.{suffix}", damaged
