@@ -92,7 +92,10 @@ template <>
 struct Arithmetic<uint8_t> {
     using Weight = int64_t;
     static constexpr int BITS = 32 - 8 - 2;
-    static Weight weight(double k) { return static_cast<int32_t>(k < 0 ? -0.5 + k * (1 << BITS) : 0.5 + k * (1 << BITS)); }
+    static Weight weight(double k) {
+        const double fixed = k < 0 ? -0.5 + k * (1 << BITS) : 0.5 + k * (1 << BITS);
+        return static_cast<int32_t>(std::clamp<double>(fixed, INT32_MIN, INT32_MAX));  // in range for any real filter
+    }
     static int64_t start() { return int64_t{1} << (BITS - 1); }
     static uint8_t finish(int64_t sum) { return static_cast<uint8_t>(std::clamp<int64_t>(sum >> BITS, 0, 255)); }
 };
@@ -345,7 +348,7 @@ Pixels read_pgm(const Bytes& b, const std::string& where) {
         return v;
     };
     const int64_t width = number(), height = number(), maxval = number();
-    if (width < 1 || height < 1 || width * height > MAX_IMAGE_PIXELS)
+    if (width < 1 || height < 1 || width > MAX_IMAGE_PIXELS || height > MAX_IMAGE_PIXELS || width * height > MAX_IMAGE_PIXELS)
         throw corrupt("the header declares " + std::to_string(width) + " x " + std::to_string(height) +
                       " pixels; expected 1 to " + std::to_string(MAX_IMAGE_PIXELS));
     if (maxval < 1 || maxval > 65535) throw corrupt("maxval " + std::to_string(maxval) + ", expected 1 to 65535");
@@ -496,9 +499,10 @@ Tensor image_from_bytes(const Bytes& b, Format format, const std::string& where,
     } else {
         const char* name = format == Format::png ? "PNG" : "JPEG";
         const Header h = format == Format::png ? scan_png(b, where) : scan_jpeg(b, where);
-        if (h.width < 1 || h.height < 1 || h.width * h.height > MAX_IMAGE_PIXELS)
+        const uint64_t pixels = static_cast<uint64_t>(h.width) * static_cast<uint64_t>(h.height);  // each below 2^32
+        if (pixels < 1 || pixels > MAX_IMAGE_PIXELS)
             throw HandgradError(where, "the image has " + std::to_string(h.width) + " x " + std::to_string(h.height) + " = " +
-                                           std::to_string(h.width * h.height) + " pixels; expected 1 to the limit of " +
+                                           std::to_string(pixels) + " pixels; expected 1 to the limit of " +
                                            std::to_string(MAX_IMAGE_PIXELS));
         // Deflate expands a byte to at most 1032; a JPEG block of 64 pixels takes at least a bit.
         // A header that declares more than its data could hold is refused before anything is allocated.
