@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string_view>
 
@@ -232,20 +233,44 @@ Header scan_png(const Bytes& b, const std::string& where) {
     return h;
 }
 
+// Huffman tables (DHT) each declare at most 256 codes and fit their segment: stb_image 2.27 builds
+// a table of more codes past the end of its arrays.
+void check_huffman_tables(const uint8_t* data, size_t size, size_t offset, const std::function<HandgradError(std::string)>& corrupt) {
+    for (size_t p = 0; p < size;) {
+        const int table_class = data[p] >> 4, id = data[p] & 15;
+        if (table_class > 1 || id > 3 || size - p < 17)
+            throw corrupt("the Huffman table at byte " + std::to_string(offset + p) + " has a bad header");
+        size_t codes = 0;
+        for (size_t i = 1; i <= 16; ++i) codes += data[p + i];
+        if (codes > 256 || size - p - 17 < codes)
+            throw corrupt("the Huffman table at byte " + std::to_string(offset + p) + " declares " + std::to_string(codes) +
+                          " codes; expected at most 256, within its segment");
+        p += 17 + codes;
+    }
+}
+
+// Every segment, from the start-of-image marker to the end-of-image marker, stepping over each
+// scan's entropy-coded data (which ends at the first FF followed by neither 00 nor a restart code).
 Header scan_jpeg(const Bytes& b, const std::string& where) {
-    auto corrupt = [&](const std::string& why) { return HandgradError(where, "corrupt or truncated JPEG: " + why); };
+    const std::function<HandgradError(std::string)> corrupt = [&](const std::string& why) {
+        return HandgradError(where, "corrupt or truncated JPEG: " + why);
+    };
     Header h;
     std::string_view exif, xmp;
     bool frame = false;
-    size_t at = 2;
-    for (;;) {  // the segments up to the first scan
+    size_t first_scan = 0;
+    for (size_t at = 2;;) {
         if (at >= b.size() || b[at] != 0xFF)
-            throw corrupt(at >= b.size() ? "the file ends before the first scan" : "expected a marker at byte " + std::to_string(at));
+            throw corrupt(at >= b.size() ? "the file ends before its end-of-image marker: it is cut short"
+                                         : "expected a marker at byte " + std::to_string(at));
         while (at < b.size() && b[at] == 0xFF) ++at;  // fill bytes
-        if (at >= b.size()) throw corrupt("the file ends before the first scan");
+        if (at >= b.size()) throw corrupt("the file ends before its end-of-image marker: it is cut short");
         const uint8_t code = b[at++];
         if (code == 0x01 || (code >= 0xD0 && code <= 0xD8)) continue;  // markers without a length
-        if (code == 0xD9) throw corrupt("the end-of-image marker comes before any scan");
+        if (code == 0xD9) {
+            if (!first_scan) throw corrupt("the end-of-image marker comes before any scan");
+            break;
+        }
         if (b.size() - at < 2) throw corrupt("the file ends inside the segment at byte " + std::to_string(at - 2));
         const size_t length = be16(&b[at]);
         if (length < 2 || length > b.size() - at)
@@ -256,6 +281,7 @@ Header scan_jpeg(const Bytes& b, const std::string& where) {
         const std::string_view text(reinterpret_cast<const char*>(data), size);
         if (code == 0xE1 && text.substr(0, 6) == std::string_view("Exif\0\0", 6) && exif.empty()) exif = text;
         if (code == 0xE1 && text.substr(0, 29) == std::string_view("http://ns.adobe.com/xap/1.0/\0", 29)) xmp = text.substr(29);
+        if (code == 0xC4) check_huffman_tables(data, size, at + 2, corrupt);
         if (code >= 0xC0 && code <= 0xCF && code != 0xC4 && code != 0xC8 && code != 0xCC) {  // a frame header (SOFn)
             if (size < 6) throw corrupt("the frame header holds " + std::to_string(size) + " bytes, expected at least 6");
             h.height = be16(data + 1);
@@ -263,18 +289,14 @@ Header scan_jpeg(const Bytes& b, const std::string& where) {
             frame = true;
         }
         at += length;
-        if (code == 0xDA) {
+        if (code == 0xDA) {  // a scan: its entropy-coded data follows the header
             if (!frame) throw corrupt("a scan comes before the frame header");
-            break;
+            if (!first_scan) first_scan = at;
+            while (at + 1 < b.size() && !(b[at] == 0xFF && b[at + 1] != 0 && (b[at + 1] < 0xD0 || b[at + 1] > 0xD7))) ++at;
+            if (at + 1 >= b.size()) throw corrupt("the file ends inside the scan data: it is cut short");
         }
     }
-    // Entropy-coded data never holds FF D9 (an FF there is followed by 00 or a restart marker's
-    // code), so its absence after the first scan means the file was cut short; stb_image would
-    // otherwise decode the missing part as grey.
-    bool end = false;
-    for (size_t i = at; i + 1 < b.size() && !end; ++i) end = b[i] == 0xFF && b[i + 1] == 0xD9;
-    if (!end) throw corrupt("no end-of-image marker after the scan data: the file is cut short");
-    h.compressed_bytes = b.size() - at;
+    h.compressed_bytes = b.size() - first_scan;
     h.orientation = exif_orientation(reinterpret_cast<const uint8_t*>(exif.data()), exif.size());
     if (!h.orientation) h.orientation = xmp_orientation(xmp);
     return h;
