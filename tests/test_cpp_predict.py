@@ -206,6 +206,7 @@ def test_jpeg_pixels_are_near_pythons(identity_checkpoint, tmp_path, case):
         ("truncated.png", "png-cut", "corrupt or truncated PNG"),
         ("flipped.png", "png-flip", "fails its CRC check"),
         ("truncated.jpg", "jpg-cut", "corrupt or truncated JPEG"),
+        ("huffman.jpg", "jpg-huffman", "codes; expected at most 256"),
         ("text.png", b"hello, world", "not an image: expected a PNG, JPEG, PGM (P2 or P5) or IDX file"),
         ("empty.png", b"", "not an image"),
         ("huge.pgm", b"P5 100000 100000 255\n\0", "expected 1 to 67108864"),
@@ -217,6 +218,11 @@ def test_a_corrupt_image_is_one_line_naming_the_file(identity_checkpoint, tmp_pa
         source = make("png-grey" if kind == "png" else "jpg-grey", tmp_path, np.random.default_rng(0)).read_bytes()
         if damage == "cut":
             data = source[: len(source) * 2 // 3]
+        elif damage == "huffman":  # two counts of 255 codes: stb_image alone would write past its arrays
+            data = bytearray(source)
+            table = source.index(b"\xff\xc4") + 5
+            data[table : table + 2] = b"\xff\xff"
+            data = bytes(data)
         else:
             data = bytearray(source)
             data[len(data) // 2] ^= 0x10
