@@ -1,5 +1,6 @@
 // handgrad-cpp: train, eval, predict (and bench) with the Python CLI's flags for what the port
 // supports. Errors print one line (handgrad-cpp: error: ...) and exit non-zero.
+#include "handgrad/image.hpp"
 #include "handgrad/training.hpp"
 
 #include <Eigen/Core>
@@ -80,7 +81,7 @@ const std::vector<CommandHelp>& commands() {
          "  --no-reference-check  do not recompute the checkpoint's stored reference outputs (C++ only)\n"},
         {"predict", "classify image files",
          "usage: handgrad-cpp predict [-h] [--top-k K] [--json] CHECKPOINT IMAGE [IMAGE ...]\n\n"
-         "Classify images: binary or ASCII PGM of the input size, or IDX files of images.\n",
+         "Classify images: PNG, JPEG, PGM, or IDX files of images, prepared as the Python's predict does.\n",
          "  --top-k K             classes shown per image (default 3)\n"
          "  --json                print one JSON list\n"},
         {"info", "describe a checkpoint",
@@ -349,72 +350,6 @@ int cmd_eval(int argc, char** argv) {
     return 0;
 }
 
-// A binary (P5) or ASCII (P2) PGM image of exactly the input size, or an IDX file of images.
-std::vector<Tensor> load_images(const std::string& path, const Shape& shape) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw HandgradError(path, "cannot read the image");
-    std::string magic;
-    f >> magic;
-    std::vector<Tensor> images;
-    if (magic == "P5" || magic == "P2") {
-        auto next = [&]() -> long {
-            std::string tok;
-            while (f >> tok) {
-                if (tok[0] == '#') { std::getline(f, tok); continue; }
-                char* end = nullptr;
-                const long v = std::strtol(tok.c_str(), &end, 10);
-                if (*end || v < 1) throw HandgradError(path, "bad PGM header: expected a positive integer, got '" + tok + "'");
-                return v;
-            }
-            throw HandgradError(path, "truncated PGM header");
-        };
-        const long w = next(), h = next(), maxval = next();
-        if (shape[0] != 1)
-            throw HandgradError(path, "a PGM image has 1 channel; the checkpoint's input shape is " + fmt_shape(shape));
-        if (h != shape[1] || w != shape[2])
-            throw HandgradError(path, "the image is " + std::to_string(w) + "x" + std::to_string(h) + "; the C++ port does "
-                                      "not resize, expected " + std::to_string(shape[2]) + "x" + std::to_string(shape[1]));
-        if (maxval > 255)
-            throw HandgradError(path, "PGM maxval " + std::to_string(maxval) + " is not supported; expected 1 to 255");
-        // every pixel takes at least one byte: a short file cannot ask for a large image
-        if (static_cast<uintmax_t>(w) * static_cast<uintmax_t>(h) > std::filesystem::file_size(path))
-            throw HandgradError(path, "truncated PGM: " + std::to_string(w) + "x" + std::to_string(h) +
-                                          " pixels cannot fit in " + std::to_string(std::filesystem::file_size(path)) + " bytes");
-        Tensor x({1, shape[1], shape[2]});
-        f.get();
-        for (int64_t i = 0; i < x.numel(); ++i) {
-            long v = 0;
-            if (magic == "P5") v = f.get();
-            else f >> v;
-            if (!f || v < 0 || v > maxval)
-                throw HandgradError(path, "truncated or corrupt PGM data: pixel " + std::to_string(i) + " of " +
-                                              std::to_string(x.numel()) + " is missing or above maxval " +
-                                              std::to_string(maxval));
-            x[i] = static_cast<float>(v) / static_cast<float>(maxval);
-        }
-        images.push_back(x);
-    } else {
-        const idx::Array a = idx::read_idx(path);
-        const int64_t per = shape[1] * shape[2];
-        if (a.numel() % per) throw HandgradError(path, "IDX images of shape " + fmt_shape(a.shape) + " do not fit the input " + fmt_shape(shape));
-        const double scale = a.code == 0x08 ? 255.0 : 1.0;
-        for (int64_t s = 0; s < a.numel() / per; ++s) {
-            Tensor x({1, shape[1], shape[2]});
-            for (int64_t i = 0; i < per; ++i) x[i] = static_cast<float>(a.at(s * per + i) / scale);
-            images.push_back(x);
-        }
-    }
-    for (auto& x : images) {  // dark digit on a light background: invert, as Python's load_image
-        double border = 0;
-        const int64_t H = shape[1], W = shape[2];
-        for (int64_t j = 0; j < W; ++j) border += x[j] + x[(H - 1) * W + j];
-        for (int64_t i = 0; i < H; ++i) border += x[i * W] + x[i * W + W - 1];
-        if (border / static_cast<double>(2 * (H + W)) > 0.5)
-            for (float& v : x.data) v = 1.0f - v;
-    }
-    return images;
-}
-
 int cmd_predict(int argc, char** argv) {
     const Args a = parse(argc, argv, 2, {"--top-k"}, {"--json"});
     if (a.positional.size() < 2) throw HandgradError("predict", "expected CHECKPOINT IMAGE...");
@@ -425,7 +360,7 @@ int cmd_predict(int argc, char** argv) {
     std::vector<std::string> names;
     std::vector<float> values;
     for (size_t i = 1; i < a.positional.size(); ++i)
-        for (auto& x : load_images(a.positional[i], shape)) {
+        for (auto& x : image::load_images(a.positional[i], shape)) {
             names.push_back(a.positional[i]);
             values.insert(values.end(), x.data.begin(), x.data.end());
         }

@@ -2,12 +2,15 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "handgrad/serialization.hpp"
 #include "handgrad/idx.hpp"
+#include "handgrad/image.hpp"
 
 #include <doctest/doctest.h>
 #include <zlib.h>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 
 using namespace handgrad;
 namespace fs = std::filesystem;
@@ -310,4 +313,47 @@ TEST_CASE("checkpoints: non-finite weights are refused, naming the tensor") {
         CHECK_MESSAGE(message.find(path + ": tensor '3.weight' holds 1 non-finite value (NaN or infinity; the first at "
                                           "flat index 5)") == 0, message);
     }
+}
+
+TEST_CASE("image: the EXIF orientation is read from either byte order, and only inside the block") {
+    // "Exif\0\0", a TIFF header (II or MM, 42, IFD0 at byte 8), one entry: tag 0x0112 SHORT count 1
+    auto block = [](bool little, uint16_t tag, uint16_t type, uint32_t count, uint16_t value, uint32_t ifd = 8) {
+        std::vector<uint8_t> b{'E', 'x', 'i', 'f', 0, 0};
+        auto put = [&](uint32_t v, int bytes) {
+            for (int i = 0; i < bytes; ++i) b.push_back(static_cast<uint8_t>(v >> 8 * (little ? i : bytes - 1 - i)));
+        };
+        b.push_back(little ? 'I' : 'M');
+        b.push_back(little ? 'I' : 'M');
+        put(42, 2), put(ifd, 4), put(1, 2), put(tag, 2), put(type, 2), put(count, 4), put(value, 2), put(0, 2);
+        return b;
+    };
+    for (bool little : {true, false}) {
+        CAPTURE(little);
+        for (uint16_t v = 1; v <= 8; ++v) CHECK(image::exif_orientation(block(little, 0x0112, 3, 1, v).data(), 32) == v);
+        CHECK(image::exif_orientation(block(little, 0x0111, 3, 1, 6).data(), 32) == 0);  // another tag
+        CHECK(image::exif_orientation(block(little, 0x0112, 3, 2, 6).data(), 32) == 0);  // two values
+        CHECK(image::exif_orientation(block(little, 0x0112, 3, 1, 9).data(), 32) == 0);  // no such orientation
+        CHECK(image::exif_orientation(block(little, 0x0112, 3, 1, 6, 0xFFFFFFF0).data(), 32) == 0);  // IFD outside
+        for (size_t cut = 0; cut < 26; ++cut) CHECK(image::exif_orientation(block(little, 0x0112, 3, 1, 6).data(), cut) == 0);
+    }
+}
+
+TEST_CASE("image: Pillow's resampling keeps a flat image flat and copies an unchanged size") {
+    for (auto [w, h, ow, oh] : std::vector<std::array<int64_t, 4>>{{40, 52, 28, 28}, {7, 5, 28, 28}, {300, 2, 28, 28}, {28, 28, 28, 28}}) {
+        CAPTURE(w);
+        CAPTURE(h);
+        for (auto filter : {image::Filter::lanczos, image::Filter::box}) {
+            CHECK(image::resample(std::vector<uint8_t>(w * h * 2, 77), w, h, 2, ow, oh, filter) ==
+                  std::vector<uint8_t>(ow * oh * 2, 77));
+            const auto f = image::resample(std::vector<float>(w * h, 0.25f), w, h, ow, oh, filter);
+            for (float v : f) CHECK(v == doctest::Approx(0.25f).epsilon(1e-6));
+        }
+    }
+    std::vector<uint8_t> ramp(12 * 9);
+    std::iota(ramp.begin(), ramp.end(), 0);
+    CHECK(image::resample(ramp, 12, 9, 1, 12, 9, image::Filter::lanczos) == ramp);
+    // a 2x box reduction averages pairs, each pass rounding half up: (30 + 41) / 2 -> 36, (15 + 36) / 2 -> 26
+    CHECK(image::resample(std::vector<uint8_t>{0, 1, 10, 20, 2, 4, 30, 41}, 4, 2, 1, 2, 1, image::Filter::box) ==
+          std::vector<uint8_t>{2, 26});
+    CHECK_THROWS_AS(image::resample(std::vector<uint8_t>(5), 2, 2, 1, 3, 3, image::Filter::box), HandgradError);
 }
