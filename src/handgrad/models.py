@@ -629,6 +629,7 @@ _KIND_TEXT = {
     "momentum": "null or a number from 0 to 1",
     "number": "a finite number",
     "float dtype": 'null, "float32" or "float64"',
+    "approximation": '"none" or "tanh"',
 }
 
 
@@ -683,6 +684,8 @@ def _check_value(kind, v) -> bool:
         return v is None or _is_number(v) and 0 <= v <= 1
     if kind == "float dtype":
         return v in (None, "float32", "float64")
+    if kind == "approximation":
+        return v in ("none", "tanh")
     return _is_number(v)
 
 
