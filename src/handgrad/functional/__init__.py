@@ -30,7 +30,7 @@ from .activation import (
 )
 from .conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col, pair
 from .dropout import dropout_backward, dropout_forward
-from .linear import linear_backward, linear_forward
+from .linear import identity_backward, identity_forward, linear_backward, linear_forward
 from .loss import (
     cross_entropy_backward,
     cross_entropy_forward,
@@ -74,6 +74,8 @@ __all__ = [
     "pair",
     "dropout_backward",
     "dropout_forward",
+    "identity_backward",
+    "identity_forward",
     "linear_backward",
     "linear_forward",
     "cross_entropy_backward",
