@@ -63,10 +63,10 @@ class _Activation(Module):
     def _args(self):
         return ()
 
-    def forward(self, x) -> np.ndarray:
-        check_ndim(self, "input", x, range(0, 33), "(*)")
-        check_floating(self, "input", x)
-        out, cache = kernels.op(f"{self.op}_forward")(x, *self._args())
+    def forward(self, input) -> np.ndarray:  # torch's name, so forward(input=x) works as there
+        check_ndim(self, "input", input, range(0, 33), "(*)")
+        check_floating(self, "input", input)
+        out, cache = kernels.op(f"{self.op}_forward")(input, *self._args())
         self._save_for_backward(cache, out.shape)
         return out
 
