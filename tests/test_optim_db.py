@@ -16,9 +16,8 @@ from handgrad.nn.parameter import Parameter
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("expecttest")  # torch.testing's databases import it
-from torch.testing._internal.common_optimizers import optim_db  # noqa: E402
-
 from conftest import assert_close  # noqa: E402
+from torch.testing._internal.common_optimizers import optim_db  # noqa: E402
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad")
 STEPS = 6

@@ -306,9 +306,7 @@ register(
         lambda torch: torch.nn.functional.leaky_relu,
         _input_cases({"negative_slope": 0.1}),
         options=(("negative_slope", 0.01),) + _INPLACE,
-        bridge=Bridge(
-            "LeakyReLU", check=_without_inplace(_float_option("negative_slope")), unsupported=refuse_inplace
-        ),
+        bridge=Bridge("LeakyReLU", check=_without_inplace(_float_option("negative_slope")), unsupported=refuse_inplace),
     ),
     OpSpec(
         "elu",

@@ -1101,7 +1101,9 @@ class CyclicLR(LRScheduler):
         return lrs
 
     def state_dict(self) -> dict:
-        state = {key: copy.deepcopy(v) for key, v in self.__dict__.items() if key not in ("optimizer", "_scale_fn_custom")}
+        state = {
+            key: copy.deepcopy(v) for key, v in self.__dict__.items() if key not in ("optimizer", "_scale_fn_custom")
+        }
         fn = self._scale_fn_custom
         state["_scale_fn_custom"] = None if fn is None or isinstance(fn, types.FunctionType) else dict(fn.__dict__)
         return state
