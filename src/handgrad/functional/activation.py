@@ -289,16 +289,22 @@ def _check_softmax(where, arrays, options):
 _INPLACE = (("inplace", False),)
 _SOFTMAX_OPTIONS = (("dim", None), ("_stacklevel", 3), ("dtype", None))
 
-register(
-    OpSpec(
-        "relu",
-        relu_forward,
-        relu_backward,
-        lambda torch: torch.nn.functional.relu,
+
+def _inplace_spec(name, forward, backward, module) -> OpSpec:
+    """An element-wise op with no option but torch's ``inplace`` flag (relu, silu)."""
+    return OpSpec(
+        name,
+        forward,
+        backward,
+        lambda torch: getattr(torch.nn.functional, name),
         _input_cases(),
         options=_INPLACE,
-        bridge=Bridge("ReLU", check=_without_inplace(), unsupported=refuse_inplace),
-    ),
+        bridge=Bridge(module, check=_without_inplace(), unsupported=refuse_inplace),
+    )
+
+
+register(
+    _inplace_spec("relu", relu_forward, relu_backward, "ReLU"),
     OpSpec(
         "leaky_relu",
         leaky_relu_forward,
@@ -353,15 +359,7 @@ register(
         options=(("approximate", "none"),),
         bridge=Bridge("GELU", check=_check_gelu),
     ),
-    OpSpec(
-        "silu",
-        silu_forward,
-        silu_backward,
-        lambda torch: torch.nn.functional.silu,
-        _input_cases(),
-        options=_INPLACE,
-        bridge=Bridge("SiLU", check=_without_inplace(), unsupported=refuse_inplace),
-    ),
+    _inplace_spec("silu", silu_forward, silu_backward, "SiLU"),
     OpSpec(
         "softplus",
         softplus_forward,

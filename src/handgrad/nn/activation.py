@@ -134,7 +134,21 @@ class Tanh(_Activation):
     op = "tanh"
 
 
-class GELU(_Activation):
+class _OptionActivation(_Activation):
+    """An activation whose options are the attributes named in ``arguments``, passed to its pair in
+    that order, stored in checkpoints and shown in its repr."""
+
+    def _args(self):
+        return tuple(getattr(self, name) for name in self.arguments or ())
+
+    def constructor_args(self) -> dict:
+        return {name: getattr(self, name) for name in self.arguments or ()}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.constructor_args().items())
+
+
+class GELU(_OptionActivation):
     """y = x * Phi(x) (Phi: the standard normal CDF), or its tanh approximation;
     dL/dx = G * (Phi(x) + x * phi(x))
 
@@ -150,15 +164,6 @@ class GELU(_Activation):
             raise HandgradError(type(self).__name__, f"approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
-    def _args(self):
-        return (self.approximate,)
-
-    def constructor_args(self) -> dict:
-        return dict(approximate=self.approximate)
-
-    def extra_repr(self) -> str:
-        return f"approximate={self.approximate!r}"
-
 
 class SiLU(_Activation):
     """y = x * sigmoid(x);  dL/dx = G * s * (1 + x * (1 - s)),  s = sigmoid(x)"""
@@ -166,7 +171,7 @@ class SiLU(_Activation):
     op = "silu"
 
 
-class Softplus(_Activation):
+class Softplus(_OptionActivation):
     """y = log(1 + exp(beta * x)) / beta, linear (y = x) where beta * x > threshold;
     dL/dx = G * sigmoid(beta * x)  (G where linear)"""
 
@@ -176,15 +181,6 @@ class Softplus(_Activation):
     def __init__(self, beta: float = 1.0, threshold: float = 20.0):
         super().__init__()
         self.beta, self.threshold = float(beta), float(threshold)
-
-    def _args(self):
-        return (self.beta, self.threshold)
-
-    def constructor_args(self) -> dict:
-        return dict(beta=self.beta, threshold=self.threshold)
-
-    def extra_repr(self) -> str:
-        return f"beta={self.beta}, threshold={self.threshold}"
 
 
 class Softmax(_Activation):

@@ -84,6 +84,18 @@ def _per_group(where: str, name: str, optimizer: Optimizer, value) -> list:
     return [value] * len(optimizer.param_groups)
 
 
+def _cycles_beta1(where: str, optimizer: Optimizer) -> bool:
+    """Whether cycle_momentum moves the groups' beta1 (Adam's betas) rather than their momentum
+    (SGD's, RMSprop's); an optimizer with neither is refused."""
+    if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+        raise HandgradError(
+            where,
+            f"cycle_momentum needs an optimizer with momentum or betas, "
+            f"{type(optimizer).__name__} has neither; pass cycle_momentum=False",
+        )
+    return "betas" in optimizer.defaults
+
+
 def _group_lrs(optimizer: Optimizer) -> list[float]:
     return [group["lr"] for group in optimizer.param_groups]
 
@@ -921,13 +933,7 @@ class OneCycleLR(LRScheduler):
 
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
-            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise HandgradError(
-                    where,
-                    f"cycle_momentum needs an optimizer with momentum or betas, "
-                    f"{type(optimizer).__name__} has neither; pass cycle_momentum=False",
-                )
-            self.use_beta1 = "betas" in optimizer.defaults
+            self.use_beta1 = _cycles_beta1(where, optimizer)
             max_momentums = _per_group(where, "max_momentum", optimizer, max_momentum)
             base_momentums = _per_group(where, "base_momentum", optimizer, base_momentum)
             if last_epoch == -1:
@@ -1048,13 +1054,7 @@ class CyclicLR(LRScheduler):
 
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
-            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise HandgradError(
-                    where,
-                    f"cycle_momentum needs an optimizer with momentum or betas, "
-                    f"{type(optimizer).__name__} has neither; pass cycle_momentum=False",
-                )
-            self.use_beta1 = "betas" in optimizer.defaults
+            self.use_beta1 = _cycles_beta1(where, optimizer)
             self.base_momentums = _per_group(where, "base_momentum", optimizer, base_momentum)
             self.max_momentums = _per_group(where, "max_momentum", optimizer, max_momentum)
             if last_epoch == -1:
