@@ -135,14 +135,12 @@ class Tanh(_Activation):
 
 
 class _OptionActivation(_Activation):
-    """An activation whose options are the attributes named in ``arguments``, passed to its pair in
-    that order, stored in checkpoints and shown in its repr."""
+    """An activation whose options are its ``constructor_args()``: passed to its pair in that order
+    and shown in its repr. (``constructor_args`` reads only attributes, as it is also called on a
+    torch.nn layer of the same name.)"""
 
     def _args(self):
-        return tuple(getattr(self, name) for name in self.arguments or ())
-
-    def constructor_args(self) -> dict:
-        return {name: getattr(self, name) for name in self.arguments or ()}
+        return tuple(self.constructor_args().values())
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in self.constructor_args().items())
@@ -164,6 +162,9 @@ class GELU(_OptionActivation):
             raise HandgradError(type(self).__name__, f"approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
+    def constructor_args(self) -> dict:
+        return dict(approximate=self.approximate)
+
 
 class SiLU(_Activation):
     """y = x * sigmoid(x);  dL/dx = G * s * (1 + x * (1 - s)),  s = sigmoid(x)"""
@@ -181,6 +182,9 @@ class Softplus(_OptionActivation):
     def __init__(self, beta: float = 1.0, threshold: float = 20.0):
         super().__init__()
         self.beta, self.threshold = float(beta), float(threshold)
+
+    def constructor_args(self) -> dict:
+        return dict(beta=self.beta, threshold=self.threshold)
 
 
 class Softmax(_Activation):
