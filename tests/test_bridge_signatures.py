@@ -20,10 +20,9 @@ from conftest import assert_close, to_numpy  # noqa: E402
 import handgrad.torch as ht  # noqa: E402
 
 TWINS = [pytest.param(original, twin, id=original.__name__) for original, twin in ht.TWINS.items()]
-#: ops whose functional form does not take all of torch's keywords yet (conv2d's dilation and groups,
-#: the pools' dilation, ceil_mode, return_indices, count_include_pad, divisor_override): strict, so
-#: an entry must go as soon as its op takes them
-NOT_YET = {"conv2d", "max_pool2d", "avg_pool2d"}
+#: ops whose functional form does not take all of torch's keywords yet (conv2d's dilation and
+#: groups): strict, so an entry must go as soon as its op takes them
+NOT_YET = {"conv2d"}
 FUNCTIONS = [
     pytest.param(
         name,

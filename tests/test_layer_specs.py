@@ -531,3 +531,29 @@ def test_compare_and_sweep_refuse_what_is_neither_a_model_nor_a_spec(tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("handgrad: error: ") and err.count("\n") == 1 and fragment in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "spec, shape",
+    [("conv8-adaptiveavg1-fc16", (8, 1, 1)), ("conv8-pool-adaptiveavg3x2", (8, 3, 2)), ("adaptiveavg7", (1, 7, 7))],
+)
+def test_adaptiveavg_token_builds_an_adaptive_average_pool(spec, shape):
+    layers = models.parse_layer_spec(spec, (1, 28, 28), 10)
+    pool = next(layer for layer in layers if isinstance(layer, nn.AdaptiveAvgPool2d))
+    assert pool.output_size == shape[1:]
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    upto = layers[: layers.index(pool) + 1]
+    assert nn.Sequential(*upto)(x).shape == (2,) + shape
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("conv8-adaptiveavg", "expected adaptiveavg<N>"),
+        ("conv8-adaptiveavg2s1", "adaptiveavg takes no options"),
+        ("fc8-adaptiveavg1", "a pool must come before any fc"),
+    ],
+)
+def test_bad_adaptiveavg_token_is_refused_naming_it(spec, words):
+    with pytest.raises(ValueError, match=words):
+        models.parse_layer_spec(spec, (1, 28, 28), 10)

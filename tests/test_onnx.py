@@ -98,6 +98,16 @@ LAYER_CASES = [
     pytest.param(lambda: nn.MaxPool2d(3, stride=2, padding=1), (3, 9, 8), id="MaxPool2d-stride-padding"),
     pytest.param(lambda: nn.AvgPool2d(2), (3, 9, 8), id="AvgPool2d"),
     pytest.param(lambda: nn.AvgPool2d((2, 3), stride=(1, 2), padding=(1, 1)), (3, 9, 8), id="AvgPool2d-padding"),
+    pytest.param(
+        lambda: nn.MaxPool2d(3, 2, 1, dilation=(1, 2), ceil_mode=True), (3, 9, 8), id="MaxPool2d-dilation-ceil"
+    ),
+    pytest.param(lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True), (3, 8, 8), id="AvgPool2d-ceil"),
+    pytest.param(
+        lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), (3, 8, 8), id="AvgPool2d-exclude-pad"
+    ),
+    pytest.param(lambda: nn.AvgPool2d((2, 3), (1, 2), (1, 1), divisor_override=5), (3, 9, 8), id="AvgPool2d-divisor"),
+    pytest.param(lambda: nn.AdaptiveAvgPool2d(1), (3, 9, 8), id="AdaptiveAvgPool2d-global"),
+    pytest.param(lambda: nn.AdaptiveAvgPool2d((3, None)), (3, 9, 8), id="AdaptiveAvgPool2d-even"),
     pytest.param(lambda: nn.ReLU(), (3, 4, 4), id="ReLU"),
     pytest.param(lambda: nn.LeakyReLU(0.2), (3, 4, 4), id="LeakyReLU"),
     pytest.param(lambda: nn.ELU(0.7), (3, 4, 4), id="ELU"),
@@ -232,7 +242,9 @@ def test_a_layer_with_no_exporter_is_refused_naming_it(layer, name, tmp_path):
     target = tmp_path / "model.onnx"
     target.write_bytes(b"previous")
     with pytest.raises(
-        ExportError, match=f"no ONNX exporter for layer type {name} \\(layer 2\\); exportable: AvgPool2d, BatchNorm1d"
+        ExportError,
+        match=f"no ONNX exporter for layer type {name} \\(layer 2\\); exportable: AdaptiveAvgPool2d, AvgPool2d, "
+        "BatchNorm1d",
     ):
         export(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), layer), target, input_shape=(4,))
     assert target.read_bytes() == b"previous"
@@ -288,3 +300,18 @@ def test_importing_handgrad_does_not_import_onnx():
     code = "import sys, handgrad, handgrad.models, handgrad.app.cli; assert 'onnx' not in sys.modules"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize(
+    "layer, input_shape, words",
+    [
+        (nn.MaxPool2d(2, 3, 1, ceil_mode=True), (1, 5, 5), "would start in the right padding"),
+        (nn.MaxPool2d(2, return_indices=True), (1, 4, 4), "returns 2 outputs, but a model passes on one tensor"),
+        (nn.AvgPool2d(3, 2, 1, ceil_mode=True, divisor_override=2), (1, 8, 8), "divisor_override with ceil_mode"),
+        (nn.AdaptiveAvgPool2d((3, 4)), (1, 9, 6), "uneven windows"),
+    ],
+    ids=["ceil-dropped-window", "indices", "divisor-ceil", "adaptive-uneven"],
+)
+def test_pool_options_onnx_cannot_match_are_refused_naming_them(layer, input_shape, words, tmp_path):
+    with pytest.raises(ExportError, match=words):
+        export(nn.Sequential(layer), tmp_path / "pool.onnx", input_shape=input_shape)

@@ -140,7 +140,13 @@ def _linear_tensors(fin=3, fout=2, dtype=np.float32):
 BAD_CHECKPOINTS = [
     ("no-type", [{"in_features": 3, "out_features": 2}], None, {}, ["architecture layer 0: missing 'type'"]),
     ("type-not-string", [{"type": 3}], None, {}, ["architecture layer 0: 'type' must be a string, got 3"]),
-    ("unknown-type", [{"type": "Sequential"}], None, {}, ["unknown type 'Sequential'", "known: AvgPool2d"]),
+    (
+        "unknown-type",
+        [{"type": "Sequential"}],
+        None,
+        {},
+        ["unknown type 'Sequential'", "known: AdaptiveAvgPool2d, AvgPool2d"],
+    ),
     (
         "unknown-keyword",
         [_linear(color="red")],

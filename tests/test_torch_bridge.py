@@ -520,8 +520,6 @@ def test_twin_has_the_torch_layers_signature_parameters_and_keys(twin, original,
         pytest.param(lambda: ht.Conv2d(2, 2, 3, groups=2), "groups", id="conv-groups"),
         pytest.param(lambda: ht.Conv2d(2, 2, 3, padding_mode="reflect"), "padding_mode", id="conv-reflect"),
         pytest.param(lambda: ht.Conv2d(2, 2, 2, padding="same"), "asymmetric", id="conv-same-even"),
-        pytest.param(lambda: ht.MaxPool2d(2, ceil_mode=True), "ceil_mode", id="maxpool-ceil"),
-        pytest.param(lambda: ht.AvgPool2d(2, count_include_pad=False), "count_include_pad", id="avgpool-count"),
         pytest.param(lambda: ht.ReLU(inplace=True), "inplace", id="relu-inplace"),
     ],
 )

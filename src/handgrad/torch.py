@@ -297,9 +297,15 @@ def _function(spec) -> type:
         if bridge.check is not None:
             options = bridge.check(name, arrays, options)
         out, cache = kernels.op(f"{spec.name}_forward")(*arrays.values(), **options)
-        return _finish(ctx, out, cache, [(a, t) for a, t in zip(arrays.values(), tensors) if t is not None])
+        known = [(a, t) for a, t in zip(arrays.values(), tensors) if t is not None]
+        if not isinstance(out, tuple):
+            return _finish(ctx, out, cache, known)
+        # the output, then integer ones with no gradient (max_pool2d's indices), saved as themselves
+        extra = [(a, _tensor(a)) for a in out[1:]]
+        ctx.mark_non_differentiable(*(t for _, t in extra))
+        return (_finish(ctx, out[0], cache, known + extra), *(t for _, t in extra))
 
-    def backward(ctx, grad_output):
+    def backward(ctx, grad_output, *no_gradient):
         needs = tuple(ctx.needs_input_grad[:count])
         flags = (needs,) if spec.needs_input_grad else ()
         result = kernels.op(f"{spec.name}_backward")(_upstream(grad_output), _load_cache(ctx), *flags)
@@ -421,6 +427,17 @@ for _spec in F.SPECS.values():
     globals().update({_fn.__name__: _fn, _call.__name__: _call, _cls.__name__: _cls})
     _BRIDGED += [_fn.__name__, _call.__name__, _cls.__name__]
 del _spec, _fn, _call, _cls
+
+
+class MaxUnpool2d(TWINS[torch.nn.MaxUnpool2d]):  # type: ignore[misc, valid-type]
+    """``torch.nn.MaxUnpool2d`` on handgrad's ``max_unpool2d`` pair: its forward takes ``output_size``
+    beside the tensors, where the other twins' take the layer's options."""
+
+    def forward(self, input, indices, output_size=None):
+        return max_unpool2d(input, indices, self.kernel_size, self.stride, self.padding, output_size)  # noqa: F821
+
+
+TWINS[torch.nn.MaxUnpool2d] = MaxUnpool2d
 
 
 class ElementwiseFunction(HandWrittenFunction):

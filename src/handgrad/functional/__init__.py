@@ -40,7 +40,17 @@ from .loss import (
     nll_loss_forward,
 )
 from .normalization import batch_norm_backward, batch_norm_forward
-from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
+from .pool import (
+    adaptive_avg_pool2d_backward,
+    adaptive_avg_pool2d_forward,
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    max_unpool2d_backward,
+    max_unpool2d_forward,
+    pool_output_size,
+)
 from .spec import REQUIRED, SPECS, Bridge, Case, OpSpec
 
 __all__ = [
@@ -86,10 +96,15 @@ __all__ = [
     "nll_loss_forward",
     "batch_norm_backward",
     "batch_norm_forward",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_avg_pool2d_forward",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "max_pool2d_backward",
     "max_pool2d_forward",
+    "max_unpool2d_backward",
+    "max_unpool2d_forward",
+    "pool_output_size",
     "REQUIRED",
     "SPECS",
     "Bridge",

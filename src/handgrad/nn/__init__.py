@@ -28,7 +28,7 @@ from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .module import LAYERS, Module
 from .normalization import BatchNorm1d, BatchNorm2d
 from .parameter import Parameter
-from .pooling import AvgPool2d, MaxPool2d
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 
 __all__ = [
     "init",
@@ -64,6 +64,8 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "Parameter",
+    "AdaptiveAvgPool2d",
     "AvgPool2d",
     "MaxPool2d",
+    "MaxUnpool2d",
 ]

@@ -98,6 +98,8 @@ class Sequential(Module):
         None where the fused kernel does not apply (a dtype it is not compiled for, a pool window
         larger than the convolution's output), and the layers then run one by one."""
         conv, _, pool = run
+        if pool.dilation != (1, 1) or pool.ceil_mode or pool.return_indices:
+            return None  # pool options the fused kernel does not implement: the layers one by one
         conv.check_input(x)
         if x.dtype not in kernels.COMPILED_DTYPES:
             return None
