@@ -130,6 +130,19 @@ GRAMMAR_CASES = [
     ),
     ("fc16-out-tanh", DIGITS, [nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10), nn.Tanh()]),
     (
+        "conv4-gelu-fc16-silu-out-softplus",
+        DIGITS,
+        [
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.GELU(),
+            nn.Flatten(),
+            nn.Linear(256, 16),
+            nn.SiLU(),
+            nn.Linear(16, 10),
+            nn.Softplus(),
+        ],
+    ),
+    (
         "CONV4K5,BN,Pool",
         DIGITS,
         [nn.Conv2d(1, 4, 5, padding=2), nn.ReLU(), nn.BatchNorm2d(4), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10)],

@@ -641,6 +641,7 @@ _KIND_TEXT = {
     "momentum": "null or a number from 0 to 1",
     "number": "a finite number",
     "float dtype": 'null, "float32" or "float64"',
+    "approximation": '"none" or "tanh"',
     "divisor": "null or a nonzero integer",
     "output size": f"an integer from 0 to {MAX_SIZE}, or a list of two such integers or nulls",
 }
@@ -697,6 +698,8 @@ def _check_value(kind, v) -> bool:
         return v is None or _is_number(v) and 0 <= v <= 1
     if kind == "float dtype":
         return v in (None, "float32", "float64")
+    if kind == "approximation":
+        return v in ("none", "tanh")
     if kind == "divisor":
         return v is None or _is_int(v) and v != 0 and abs(v) <= MAX_SIZE
     if kind == "output size":

@@ -253,6 +253,39 @@ EXPORTERS[nn.Softmax] = _elementwise("Softmax", axis=lambda m: m.dim)  # opset >
 EXPORTERS[nn.LogSoftmax] = _elementwise("LogSoftmax", axis=lambda m: m.dim)
 
 
+@register_exporter(nn.GELU)
+def _gelu(graph, layer, x, name, in_shape, out_shape):
+    """y = x * (1 + erf(x / sqrt(2))) / 2, or x * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2: the
+    formula in Erf or Tanh nodes (ONNX's own Gelu needs opset 20)."""
+    if layer.approximate == "tanh":
+        cube = graph.node("Mul", [x, graph.node("Mul", [x, x], f"{name}.square")], f"{name}.cube")
+        cubic = graph.node("Mul", [cube, graph.constant(f"{name}.cubic", 0.044715)], f"{name}.cubic_term")
+        inner = graph.node("Add", [x, cubic], f"{name}.inner")
+        scaled = graph.node("Mul", [inner, graph.constant(f"{name}.scale", np.sqrt(2 / np.pi))], f"{name}.scaled")
+        curve = graph.node("Tanh", [scaled], f"{name}.tanh")
+    else:
+        scaled = graph.node("Mul", [x, graph.constant(f"{name}.sqrt_half", np.sqrt(0.5))], f"{name}.scaled")
+        curve = graph.node("Erf", [scaled], f"{name}.erf")
+    one_plus = graph.node("Add", [curve, graph.constant(f"{name}.one", 1.0)], f"{name}.one_plus")
+    half = graph.node("Mul", [one_plus, graph.constant(f"{name}.half", 0.5)], f"{name}.halved")
+    return graph.node("Mul", [x, half], name)
+
+
+@register_exporter(nn.SiLU)
+def _silu(graph, layer, x, name, in_shape, out_shape):
+    """y = x * sigmoid(x)"""
+    return graph.node("Mul", [x, graph.node("Sigmoid", [x], f"{name}.sigmoid")], name)
+
+
+@register_exporter(nn.Softplus)
+def _softplus(graph, layer, x, name, in_shape, out_shape):
+    """y = softplus(beta x) / beta, and x where beta x > threshold (ONNX's Softplus has no beta)."""
+    bx = graph.node("Mul", [x, graph.constant(f"{name}.beta", layer.beta)], f"{name}.bx")
+    curve = graph.node("Div", [graph.node("Softplus", [bx], f"{name}.softplus"), f"{name}.beta"], f"{name}.curve")
+    linear = graph.node("Greater", [bx, graph.constant(f"{name}.threshold", layer.threshold)], f"{name}.linear")
+    return graph.node("Where", [linear, x, curve], name)
+
+
 def _layers(module, prefix=""):
     """(state_dict prefix, layer) for every layer, nested plain Sequentials opened up."""
     if type(module).forward is nn.Sequential.forward:

@@ -384,10 +384,16 @@ def _twin(spec, functional) -> type:
         original.__init__(self, *args, **kwargs)
         self._check_supported()
 
-    def forward(self, *inputs):
+    # torch.nn's own forward signature, so forward(input=x) and forward(input, target=y) work as there
+    forward_signature = inspect.signature(original.forward)
+
+    def forward(self, *args, **kwargs):
+        inputs = list(forward_signature.bind(self, *args, **kwargs).arguments.values())[1:]
         own = [getattr(self, name) for name in spec.tensors[len(inputs) :]]
         # an option torch.nn's layer does not keep (softmax's dtype, a loss's size_average) at its default
         return functional(*inputs, *own, *(getattr(self, name, default) for name, default in spec.options))
+
+    forward.__signature__ = forward_signature  # type: ignore[attr-defined]  # read by inspect.signature
 
     unsupported = bridge.unsupported or _Twin.unsupported
     doc = (

@@ -54,16 +54,17 @@ class Linear(Module):
     def reset_parameters(self, generator=None) -> None:
         init.default_linear_init_(self.weight, self.bias, generator)
 
-    def forward(self, x) -> np.ndarray:
-        check_ndim(self, "input", x, range(1, 33), "(*, in_features)")
-        if x.shape[-1] != self.in_features:
+    def forward(self, input) -> np.ndarray:  # torch's name, so forward(input=x) works as there
+        check_ndim(self, "input", input, range(1, 33), "(*, in_features)")
+        if input.shape[-1] != self.in_features:
             raise ShapeError(
                 self,
                 f"expected input of shape (*, {self.in_features}) (in_features={self.in_features}), "
-                f"got {fmt_shape(x.shape)}",
+                f"got {fmt_shape(input.shape)}",
             )
-        check_floating(self, "input", x, self.weight.dtype)
-        out, cache = kernels.op("linear_forward")(x, self.weight.data, None if self.bias is None else self.bias.data)
+        check_floating(self, "input", input, self.weight.dtype)
+        bias = None if self.bias is None else self.bias.data
+        out, cache = kernels.op("linear_forward")(input, self.weight.data, bias)
         self._save_for_backward(cache, out.shape)
         return out
 

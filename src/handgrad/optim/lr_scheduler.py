@@ -43,6 +43,7 @@ __all__ = [
     "ReduceLROnPlateau",
     "CosineAnnealingWarmRestarts",
     "OneCycleLR",
+    "CyclicLR",
 ]
 
 EPOCH_DEPRECATION_WARNING = (
@@ -98,6 +99,18 @@ def _per_group(where: str, name: str, optimizer: Optimizer, value) -> list:
             )
         return list(value)
     return [value] * len(optimizer.param_groups)
+
+
+def _cycles_beta1(where: str, optimizer: Optimizer) -> bool:
+    """Whether cycle_momentum moves the groups' beta1 (Adam's betas) rather than their momentum
+    (SGD's, RMSprop's); an optimizer with neither is refused."""
+    if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+        raise HandgradError(
+            where,
+            f"cycle_momentum needs an optimizer with momentum or betas, "
+            f"{type(optimizer).__name__} has neither; pass cycle_momentum=False",
+        )
+    return "betas" in optimizer.defaults
 
 
 def _group_lrs(optimizer: Optimizer) -> list[float]:
@@ -900,13 +913,7 @@ class OneCycleLR(LRScheduler):
 
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
-            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise HandgradError(
-                    where,
-                    f"cycle_momentum needs an optimizer with momentum or betas, "
-                    f"{type(optimizer).__name__} has neither; pass cycle_momentum=False",
-                )
-            self.use_beta1 = "betas" in optimizer.defaults
+            self.use_beta1 = _cycles_beta1(where, optimizer)
             max_momentums = _per_group(where, "max_momentum", optimizer, max_momentum)
             base_momentums = _per_group(where, "base_momentum", optimizer, base_momentum)
             if last_epoch == -1:
@@ -952,3 +959,139 @@ class OneCycleLR(LRScheduler):
             if self.cycle_momentum:
                 self._set_momentum(group, momentum)
         return lrs
+
+
+class CyclicLR(LRScheduler):
+    """Cyclical learning rates (Smith, 2017), stepped once per batch: the lr climbs from ``base_lr``
+    to ``max_lr`` over ``step_size_up`` batches and falls back over ``step_size_down`` (default: the
+    same), the height of each cycle scaled by a policy; the momentum (SGD's ``momentum``, Adam's
+    beta1) moves the opposite way between ``max_momentum`` and ``base_momentum``::
+
+        cycle = floor(1 + b / (up + down)),   x = 1 + b / (up + down) - cycle       (b: batches so far)
+        s = x / r  while x <= r,  else (x - 1) / (r - 1)                            (r = up / (up + down))
+        lr = base_lr + (max_lr - base_lr) * s * scale(cycle or b)
+        momentum = max_momentum - (max_momentum - base_momentum) * s * scale(cycle or b)
+
+    ``mode``: 'triangular' (scale 1), 'triangular2' (scale 1 / 2 ** (cycle - 1)) or 'exp_range'
+    (scale gamma ** b). ``scale_fn(v)`` replaces the mode's scale, evaluated on the cycle number or,
+    with ``scale_mode='iterations'``, on b. As in torch, the constructor sets each group's lr to
+    ``base_lr``; a plain function ``scale_fn`` is not saved in ``state_dict()``, a callable object's
+    ``__dict__`` is.
+
+    Example::
+
+        sched = CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=200, mode="triangular2")
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        base_lr,
+        max_lr,
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn=None,
+        scale_mode: str = "cycle",
+        cycle_momentum: bool = True,
+        base_momentum=0.8,
+        max_momentum=0.9,
+        last_epoch: int = -1,
+    ):
+        where = "CyclicLR"
+        _check_optimizer(optimizer)
+        self.optimizer = optimizer
+        if not _is_real(step_size_up) or not step_size_up > 0:
+            raise HandgradError(where, f"step_size_up must be a positive number of batches, got {step_size_up!r}")
+        if step_size_down is not None and (not _is_real(step_size_down) or not step_size_down >= 0):
+            raise HandgradError(
+                where, f"step_size_down must be a non-negative number of batches or None, got {step_size_down!r}"
+            )
+        if scale_fn is None and mode not in ("triangular", "triangular2", "exp_range"):
+            raise HandgradError(
+                where, f"mode must be 'triangular', 'triangular2' or 'exp_range' (or give scale_fn), got {mode!r}"
+            )
+        if scale_fn is not None and not callable(scale_fn):
+            raise TypeError(f"{where}: scale_fn should be a function, but got {type(scale_fn).__name__}")
+        if scale_mode not in ("cycle", "iterations"):
+            raise HandgradError(where, f"scale_mode must be 'cycle' or 'iterations', got {scale_mode!r}")
+
+        base_lrs = _per_group(where, "base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr
+        self.max_lrs = _per_group(where, "max_lr", optimizer, max_lr)
+        up = float(step_size_up)
+        down = float(step_size_down) if step_size_down is not None else up
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        self._init_scale_fn()
+
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            self.use_beta1 = _cycles_beta1(where, optimizer)
+            self.base_momentums = _per_group(where, "base_momentum", optimizer, base_momentum)
+            self.max_momentums = _per_group(where, "max_momentum", optimizer, max_momentum)
+            if last_epoch == -1:
+                for group, top, bottom in zip(optimizer.param_groups, self.max_momentums, self.base_momentums):
+                    self._set_momentum(group, top)
+                    group["max_momentum"] = top
+                    group["base_momentum"] = bottom
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _init_scale_fn(self) -> None:
+        # the built-in modes fix what the scale reads, as torch's: the cycle for the triangles, b for exp_range
+        if self._scale_fn_custom is None:
+            self.scale_mode = "iterations" if self.mode == "exp_range" else "cycle"
+
+    def scale_fn(self, x) -> float:
+        """The policy's scale at ``x`` (the cycle number, or the batch count with scale_mode 'iterations')."""
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        if self.mode == "exp_range":
+            return self.gamma**x
+        return 1.0
+
+    def _set_momentum(self, group: dict, momentum: float) -> None:
+        if self.use_beta1:
+            group["betas"] = (momentum, *group["betas"][1:])
+        else:
+            group["momentum"] = momentum
+
+    def get_lr(self) -> list[float]:
+        self._warn_if_called_outside_step()
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        height = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
+        lrs = [base + (top - base) * height * scale for base, top in zip(self.base_lrs, self.max_lrs, strict=True)]
+        if self.cycle_momentum:
+            for group, bottom, top in zip(
+                self.optimizer.param_groups, self.base_momentums, self.max_momentums, strict=True
+            ):
+                self._set_momentum(group, top - (top - bottom) * height * scale)
+        return lrs
+
+    def state_dict(self) -> dict:
+        state = {
+            key: copy.deepcopy(v) for key, v in self.__dict__.items() if key not in ("optimizer", "_scale_fn_custom")
+        }
+        fn = self._scale_fn_custom
+        state["_scale_fn_custom"] = None if fn is None or isinstance(fn, types.FunctionType) else dict(fn.__dict__)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = copy.deepcopy(state_dict)
+        saved_fn = state.pop("_scale_fn_custom", None)
+        self.__dict__.update(state)
+        if saved_fn is not None and self._scale_fn_custom is not None:
+            self._scale_fn_custom.__dict__.update(saved_fn)
+        self._init_scale_fn()

@@ -13,6 +13,7 @@ which creates the state it needs and calls ``self._update_fn`` (the op named by 
 from __future__ import annotations
 
 import copy
+import numbers
 from itertools import chain
 
 import numpy as np
@@ -53,6 +54,19 @@ def check_implementation_flags(optimizer_name: str, **flags) -> None:
             raise HandgradError(optimizer_name, f"{name}={value!r} is not supported: {_IMPLEMENTATION_FLAGS[name]}")
 
 
+def check_lr(optimizer_name: str, lr) -> None:
+    """A learning rate is a number or, as torch's Tensor lr, a one-element tensor or array (a NumPy
+    or torch one), which stays in the group as given and is read as a number at each step."""
+    if isinstance(lr, numbers.Real):
+        return
+    try:
+        float(lr)
+    except (TypeError, ValueError, RuntimeError):
+        raise HandgradError(
+            optimizer_name, f"lr must be a number or a one-element tensor, got {type(lr).__name__} {lr!r}"
+        ) from None
+
+
 class Optimizer:
     """Base class. ``params``: an iterable of Parameters, or of dicts ``{"params": [...], "lr": ...}``
     whose missing hyperparameters are taken from ``defaults``.
@@ -75,6 +89,7 @@ class Optimizer:
         """``implementation_flags``: torch's ``foreach``, ``fused``, ``capturable`` and
         ``differentiable``, as the subclass's signature takes them (see check_implementation_flags)."""
         check_implementation_flags(type(self).__name__, **implementation_flags)
+        check_lr(type(self).__name__, defaults.get("lr", 0.0))
         self._check_hyperparameters(defaults)  # the defaults first, as torch does, before any group
         self.defaults = dict(defaults)
         self.state: dict[Parameter, dict] = {}
@@ -129,6 +144,7 @@ class Optimizer:
             raise ValueError("some parameters appear in more than one parameter group")
 
         group = {**self.defaults, **param_group, "params": params}
+        check_lr(type(self).__name__, group.get("lr", 0.0))
         self._check_hyperparameters(group)
         self.param_groups.append(group)
 
@@ -149,6 +165,8 @@ class Optimizer:
         self._flush_due = self._step_count % FLUSH_EVERY == 0  # the updates' ``flush`` argument
         self._update_fn = kernels.op(self.update_op) if self.update_op else None
         for group in self.param_groups:
+            if not isinstance(group["lr"], numbers.Real):  # a Tensor lr: its value now, as a number
+                group = {**group, "lr": float(group["lr"])}
             for p in group["params"]:
                 if p.grad is None:
                     continue
