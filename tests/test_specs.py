@@ -40,11 +40,14 @@ def _torch_arguments(spec, case):
 def test_every_bridged_op_has_a_function_a_functional_form_and_a_twin():
     for name in BRIDGED:
         bridge = SPECS[name].bridge
-        function, call, twin = getattr(ht, bridge.function_name), getattr(ht, name), getattr(ht, bridge.module)
+        function, call = getattr(ht, bridge.function_name), getattr(ht, name)
         assert issubclass(function, ht.HandWrittenFunction) and function.spec is SPECS[name]
-        assert [p for p in inspect.signature(call).parameters] == list(SPECS[name].tensors + SPECS[name].option_names)
-        assert ht.TWINS[getattr(torch.nn, bridge.module)] is twin and issubclass(twin, getattr(torch.nn, bridge.module))
-        assert {function.__name__, name, twin.__name__} <= set(ht.__all__)
+        order = bridge.signature or SPECS[name].tensors + SPECS[name].option_names
+        assert [p for p in inspect.signature(call).parameters] == list(order)
+        for module in (bridge.module,) + bridge.modules:
+            twin = getattr(ht, module)
+            assert ht.TWINS[getattr(torch.nn, module)] is twin and issubclass(twin, getattr(torch.nn, module))
+            assert {function.__name__, name, twin.__name__} <= set(ht.__all__)
 
 
 @pytest.mark.parametrize("name", BRIDGED)
@@ -57,7 +60,10 @@ def test_function_passes_torch_gradcheck_and_matches_the_torch_reference(name):
         tensors = args[: len(spec.tensors)]
         expected = spec.torch_reference(torch)(*[t for t in tensors if t is not None], **case.options)
         assert_close(to_numpy(function.apply(*args)), to_numpy(expected), f"{name} [{case.config}] output")
-        assert_close(to_numpy(getattr(ht, name)(*args)), to_numpy(expected), f"ht.{name} [{case.config}]")
+        call = getattr(ht, name)  # by name: its order is torch's; an option torch lacks at its default
+        named = dict(zip(spec.tensors + spec.option_names, args))
+        keywords = {k: v for k, v in named.items() if k in inspect.signature(call).parameters}
+        assert_close(to_numpy(call(**keywords)), to_numpy(expected), f"ht.{name} [{case.config}]")
 
 
 def _twin_cases():

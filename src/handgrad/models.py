@@ -629,6 +629,7 @@ _KIND_TEXT = {
     "momentum": "null or a number from 0 to 1",
     "number": "a finite number",
     "float dtype": 'null, "float32" or "float64"',
+    "shape": f"an integer from 1 to {MAX_SIZE} or a list of 1 to 8 of them",
 }
 
 
@@ -683,6 +684,9 @@ def _check_value(kind, v) -> bool:
         return v is None or _is_number(v) and 0 <= v <= 1
     if kind == "float dtype":
         return v in (None, "float32", "float64")
+    if kind == "shape":
+        items = v if isinstance(v, list) else [v]
+        return 1 <= len(items) <= 8 and all(_is_int(i) and 1 <= i <= MAX_SIZE for i in items)
     return _is_number(v)
 
 
@@ -825,7 +829,9 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
                 None, f"{where}: 'num_features' is {nf}, but the layer before gives {channels} channels ({given()})"
             )
         if a.get("affine", True):
-            tensors[prefix + "weight"] = tensors[prefix + "bias"] = ((nf,), True)
+            tensors[prefix + "weight"] = ((nf,), True)
+            if a.get("bias", True):
+                tensors[prefix + "bias"] = ((nf,), True)
         if a.get("track_running_stats", True):
             tensors[prefix + "running_mean"] = tensors[prefix + "running_var"] = ((nf,), True)
             tensors[prefix + "num_batches_tracked"] = ((), False)
@@ -884,6 +890,21 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
             return (...,)
         merged = _size(batched[start : end + 1])
         return batched[1:start] + (merged,) + batched[end + 1 :]
+    if name == "LayerNorm":
+        normalized = a["normalized_shape"]
+        normalized = tuple(normalized) if isinstance(normalized, list) else (normalized,)
+        tail = shape[max(len(shape) - len(normalized), 0) :]
+        if not open_rank and (
+            len(tail) != len(normalized) or any(s is not None and s != n for s, n in zip(tail, normalized))
+        ):
+            raise HandgradError(
+                None, f"{where}: 'normalized_shape' is {list(normalized)}, but the layer before gives {given()}"
+            )
+        if a.get("elementwise_affine", True):
+            tensors[prefix + "weight"] = (normalized, True)
+            if a.get("bias", True):
+                tensors[prefix + "bias"] = (normalized, True)
+        return shape
     if name in ("Softmax", "LogSoftmax") and not open_rank:
         dim, rank = a.get("dim", -1), len(shape) + 1
         if not -rank <= dim < rank:

@@ -33,7 +33,7 @@ from .loss import (
     nll_loss_backward,
     nll_loss_forward,
 )
-from .normalization import batch_norm_backward, batch_norm_forward
+from .normalization import batch_norm_backward, batch_norm_forward, layer_norm_backward, layer_norm_forward
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 from .spec import REQUIRED, SPECS, Bridge, Case, OpSpec
 
@@ -72,6 +72,8 @@ __all__ = [
     "nll_loss_forward",
     "batch_norm_backward",
     "batch_norm_forward",
+    "layer_norm_backward",
+    "layer_norm_forward",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "max_pool2d_backward",

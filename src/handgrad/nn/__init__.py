@@ -23,7 +23,7 @@ from .dropout import Dropout
 from .linear import Flatten, Identity, Linear
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .module import LAYERS, Module
-from .normalization import BatchNorm1d, BatchNorm2d
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .parameter import Parameter
 from .pooling import AvgPool2d, MaxPool2d
 
@@ -57,6 +57,7 @@ __all__ = [
     "Module",
     "BatchNorm1d",
     "BatchNorm2d",
+    "LayerNorm",
     "Parameter",
     "AvgPool2d",
     "MaxPool2d",
