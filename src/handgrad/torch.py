@@ -324,7 +324,8 @@ def _function(spec) -> type:
 def _functional(spec, function) -> Callable:
     """The op as ``torch.nn.functional`` calls it, on handgrad's math."""
     signature = _signature(spec, spec.bridge.signature)
-    defaults = dict(spec.options)
+    # an option torch's signature lacks takes its default, None where it has none (dropout's generator)
+    defaults = {name: None if default is F.REQUIRED else default for name, default in spec.options}
 
     def call(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
@@ -340,7 +341,6 @@ def _functional(spec, function) -> Callable:
                 and v.dtype.is_floating_point
             ):
                 values[t] = v.to(first.dtype)
-        # in the spec's order, an option torch's signature lacks at its default
         return function.apply(*(values.get(name) for name in spec.tensors), *(
             values.get(name, defaults[name]) for name in spec.option_names
         ))

@@ -23,7 +23,7 @@ from .activation import (
     tanh_forward,
 )
 from .conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col, pair
-from .dropout import dropout_backward, dropout_forward
+from .dropout import dropout2d_backward, dropout2d_forward, dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
 from .loss import (
     cross_entropy_backward,
@@ -35,6 +35,7 @@ from .loss import (
 )
 from .normalization import batch_norm_backward, batch_norm_forward, layer_norm_backward, layer_norm_forward
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
+from .shape import flatten_backward, flatten_dims, flatten_forward, identity_backward, identity_forward
 from .spec import REQUIRED, SPECS, Bridge, Case, OpSpec
 
 __all__ = [
@@ -60,6 +61,8 @@ __all__ = [
     "conv_output_size",
     "im2col",
     "pair",
+    "dropout2d_backward",
+    "dropout2d_forward",
     "dropout_backward",
     "dropout_forward",
     "linear_backward",
@@ -78,6 +81,11 @@ __all__ = [
     "avg_pool2d_forward",
     "max_pool2d_backward",
     "max_pool2d_forward",
+    "flatten_backward",
+    "flatten_dims",
+    "flatten_forward",
+    "identity_backward",
+    "identity_forward",
     "REQUIRED",
     "SPECS",
     "Bridge",

@@ -24,7 +24,7 @@ def _per_channel(v, ndim):
 
 
 def batch_norm_forward(
-    x, weight, bias, running_mean, running_var, training=False, momentum=0.1, eps=1e-5
+    x, weight=None, bias=None, running_mean=None, running_var=None, training=False, momentum=0.1, eps=1e-5
 ) -> tuple[np.ndarray, Any]:
     """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel (weight and bias each optional).
 
@@ -100,7 +100,7 @@ def batch_norm_backward(grad_output, cache, needs_input_grad=ALL) -> tuple:
     return grad_input, grad_weight, grad_bias
 
 
-def layer_norm_forward(x, weight, bias, normalized_shape, eps=1e-5) -> tuple[np.ndarray, Any]:
+def layer_norm_forward(x, weight=None, bias=None, *, normalized_shape, eps=1e-5) -> tuple[np.ndarray, Any]:
     """y = (x - mean) / sqrt(var + eps) * weight + bias, with mean and (biased) var over the last
     len(normalized_shape) axes of each sample; weight and bias (each optional) have normalized_shape."""
     axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
@@ -219,6 +219,10 @@ def _batch_norm_reference(torch):
     return batch_norm
 
 
+#: how a case names its parameters: none, a weight alone, or both (the default, unnamed)
+_PARAMETERS = (", no affine", ", weight only", "")
+
+
 def _batch_norm_cases(rng):
     """Training and eval over (N, C), (N, C, L) and (N, C, H, W); then without affine parameters,
     with a weight and no bias, without running statistics, and with other momentum and eps."""
@@ -236,7 +240,7 @@ def _batch_norm_cases(rng):
     for shape, training, parameters, options in configurations:
         running = {"running_mean": rng.standard_normal(3), "running_var": rng.uniform(0.5, 2.0, 3)}
         tensors = (rng.standard_normal(shape) * 2 + 1, rng.standard_normal(3), rng.standard_normal(3))
-        config = f"x {shape}, {'training' if training else 'eval'}, {('no affine', 'weight only', 'affine')[parameters]}"
+        config = f"x {shape}, {'training' if training else 'eval'}" + _PARAMETERS[parameters]
         config += "".join(f", {k} {v}" for k, v in options.items() if k != "running_var")
         yield Case(config, tensors[: 1 + parameters], running | {"training": training} | options)
 
@@ -302,7 +306,7 @@ def _layer_norm_cases(rng):
         ((2, 3, 4), (4,), 1, 1e-3),
     ):
         tensors = (rng.standard_normal(shape) * 2 + 1, rng.standard_normal(normalized), rng.standard_normal(normalized))
-        config = f"x {shape}, normalized_shape {normalized}, {('no affine', 'weight only', 'affine')[parameters]}"
+        config = f"x {shape}, normalized_shape {normalized}" + _PARAMETERS[parameters]
         yield Case(config + f", eps {eps}", tensors[: 1 + parameters], {"normalized_shape": normalized, "eps": eps})
 
 

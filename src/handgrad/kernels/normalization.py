@@ -98,7 +98,9 @@ def _along(per_channel, length):
     return per_channel if length == 1 else np.repeat(per_channel, length)
 
 
-def batch_norm_forward(x, weight, bias, running_mean, running_var, training=False, momentum=0.1, eps=1e-5):
+def batch_norm_forward(
+    x, weight=None, bias=None, running_mean=None, running_var=None, training=False, momentum=0.1, eps=1e-5
+):
     """y = (x - mean) / sqrt(var + eps) * weight + bias per channel; the statistics in two reads of
     x and y in one write (the reference's xhat, centred copy and products never exist)."""
     # an empty input (nothing to normalise) runs the reference; backward recognises its cache by

@@ -19,7 +19,7 @@ from .activation import (
 )
 from .container import ModuleList, Sequential
 from .conv import Conv2d
-from .dropout import Dropout
+from .dropout import Dropout, Dropout2d
 from .linear import Flatten, Identity, Linear
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .module import LAYERS, Module
@@ -47,6 +47,7 @@ __all__ = [
     "Sequential",
     "Conv2d",
     "Dropout",
+    "Dropout2d",
     "Flatten",
     "Identity",
     "Linear",
