@@ -647,7 +647,7 @@ def test_converted_model_trains_in_lockstep_with_torch_nn_on_mnist(mnist):
         torch.nn.Linear(32, 10),
     ).double()
     converted = ht.convert(original)
-    assert sum(type(m).__module__ == "handgrad.torch" for m in converted.modules()) == 9
+    assert sum(type(m).__module__ == "handgrad.torch" for m in converted.modules()) == 10
     losses = {}
     normalize = handgrad.data.Normalizer(0.1307, 0.3081)
     loader = handgrad.data.DataLoader(mnist.train_images, mnist.train_labels, batch_size=32, shuffle=True, seed=0)
