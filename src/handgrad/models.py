@@ -138,12 +138,13 @@ SPEC_TOKENS = {
         "out-sigmoid",
     ),
     "bn": ("bn", "BatchNorm2d after a conv or pool, BatchNorm1d after an fc", "bn"),
+    "ln": ("ln", "LayerNorm over each sample's features (all of C, H, W after maps)", "ln"),
     "dropout": ("dropout[<P>]", "Dropout with probability P (default 0.5)", "dropout0.2"),
 }
 #: Token heads, longest first so that ``maxpool3`` is not read as ``max`` + ...
-_SPEC_HEADS = ("maxpool", "avgpool", "dropout", "conv", "pool", "out", "fc", "bn")
+_SPEC_HEADS = ("maxpool", "avgpool", "dropout", "conv", "pool", "out", "fc", "bn", "ln")
 #: Each layer's options after its size: letters with a value (``k5``, ``s2``, ``p1x0``), and ``nb``.
-_SPEC_OPTIONS = {"conv": "ksp", "maxpool": "sp", "avgpool": "sp", "fc": "", "out": "", "bn": ""}
+_SPEC_OPTIONS = {"conv": "ksp", "maxpool": "sp", "avgpool": "sp", "fc": "", "out": "", "bn": "", "ln": ""}
 _OPTION_FORMS = {"k": ("k<K>", "k5 or k3x5", 1), "s": ("s<S>", "s2 or s2x1", 1), "p": ("p<P>", "p0 or p2x1", 0)}
 _OPTION_RE = re.compile(r"nb|([a-z])(\d+(?:x\d+)?)?")
 
@@ -321,7 +322,8 @@ def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True) -> 
       P (K//2, which keeps the size at stride 1), then ReLU. K, S, P are ``<N>`` or ``<H>x<W>``.
     - ``maxpool[<K>][s<S>][p<P>]`` (``pool``) and ``avgpool[...]``: K x K windows (2), stride S (K),
       padding P (0).
-    - ``fc<N>[nb]``: Linear to N features, then ReLU. ``bn``: BatchNorm. ``dropout[<P>]`` (0.5).
+    - ``fc<N>[nb]``: Linear to N features, then ReLU. ``bn``: BatchNorm. ``ln``: LayerNorm over
+      each sample's features. ``dropout[<P>]`` (0.5).
     - an activation name (``tanh``, ``sigmoid``, ``leaky_relu0.1``...) replaces the ReLU of the conv
       or fc before it; ``none`` removes it.
     - ``out[nb]``: the final Linear to the classes, which is appended when absent; an activation may
@@ -400,6 +402,8 @@ def _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bi
         return (width,)
     if kind == "bn":
         layers.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
+    elif kind == "ln":
+        layers.append(nn.LayerNorm(shape))
     elif kind == "dropout":
         layers.append(nn.Dropout(token.value))
     elif kind == "none":
