@@ -257,7 +257,9 @@ def test_layer_norm_functional_form_and_its_gradients(normalized_shape, shape, a
         pytest.param(lambda: nn.LayerNorm("four"), "normalized_shape to be an int", id="argument"),
         pytest.param(lambda: nn.LayerNorm(4)(np.ones((2, 4))), "dtype float32", id="dtype"),
         pytest.param(
-            lambda: ht.layer_norm(torch.ones(2, 4), [4], torch.ones(3)), r"weight of shape normalized_shape", id="weight"
+            lambda: ht.layer_norm(torch.ones(2, 4), [4], torch.ones(3)),
+            r"weight of shape normalized_shape",
+            id="weight",
         ),
     ],
 )

@@ -39,7 +39,10 @@ def randomize_batch_norm(model, rng) -> None:
     wrong ones shows."""
     for layer in model.modules():
         if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
-            for p, values in ((layer.weight, rng.uniform(0.5, 2.0, p_shape(layer))), (layer.bias, rng.standard_normal(p_shape(layer)))):
+            for p, values in (
+                (layer.weight, rng.uniform(0.5, 2.0, p_shape(layer))),
+                (layer.bias, rng.standard_normal(p_shape(layer))),
+            ):
                 if p is not None:
                     p.data = values.astype(p.dtype)
             if isinstance(layer, nn.LayerNorm):

@@ -59,7 +59,7 @@ def test_function_passes_torch_gradcheck_and_matches_the_torch_reference(name):
         args = _torch_arguments(spec, case)
         tensors, options = args[: len(spec.tensors)], args[len(spec.tensors) :]
 
-        def apply(*tensors):  # fresh options on each call: dropout's generator, running statistics
+        def apply(*tensors, options=options):  # fresh options on each call: dropout's generator, statistics
             return function.apply(*tensors, *copy.deepcopy(options))
 
         assert torch.autograd.gradcheck(apply, tensors, eps=1e-6, atol=1e-6, rtol=1e-5), case.config

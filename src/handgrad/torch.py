@@ -341,9 +341,10 @@ def _functional(spec, function) -> Callable:
                 and v.dtype.is_floating_point
             ):
                 values[t] = v.to(first.dtype)
-        return function.apply(*(values.get(name) for name in spec.tensors), *(
-            values.get(name, defaults[name]) for name in spec.option_names
-        ))
+        return function.apply(
+            *(values.get(name) for name in spec.tensors),
+            *(values.get(name, defaults[name]) for name in spec.option_names),
+        )
 
     call.__name__ = call.__qualname__ = spec.name
     call.__module__ = __name__

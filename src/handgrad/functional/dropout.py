@@ -101,33 +101,21 @@ def _check_dropout2d(where, arrays, options):
 
 # torch.nn.functional's signature, then the generator the mask is drawn from (the bridge: handgrad's)
 _DROPOUT_OPTIONS = (("p", 0.5), ("training", True), ("inplace", False), ("generator", REQUIRED))
+
+
+def _dropout_spec(name, forward, backward, module, shapes, check) -> OpSpec:
+    return OpSpec(
+        name,
+        forward,
+        backward,
+        _dropout_reference(name),
+        _dropout_cases(shapes),
+        options=_DROPOUT_OPTIONS,
+        bridge=Bridge(module, check=check, unsupported=refuse_inplace, signature=("input", "p", "training", "inplace")),
+    )
+
+
 register(
-    OpSpec(
-        "dropout",
-        dropout_forward,
-        dropout_backward,
-        _dropout_reference("dropout"),
-        _dropout_cases([(4, 6), (5,)]),
-        options=_DROPOUT_OPTIONS,
-        bridge=Bridge(
-            "Dropout",
-            check=_check_dropout,
-            unsupported=refuse_inplace,
-            signature=("input", "p", "training", "inplace"),
-        ),
-    ),
-    OpSpec(
-        "dropout2d",
-        dropout2d_forward,
-        dropout2d_backward,
-        _dropout_reference("dropout2d"),
-        _dropout_cases([(2, 3, 4, 4)]),
-        options=_DROPOUT_OPTIONS,
-        bridge=Bridge(
-            "Dropout2d",
-            check=_check_dropout2d,
-            unsupported=refuse_inplace,
-            signature=("input", "p", "training", "inplace"),
-        ),
-    ),
+    _dropout_spec("dropout", dropout_forward, dropout_backward, "Dropout", [(4, 6), (5,)], _check_dropout),
+    _dropout_spec("dropout2d", dropout2d_forward, dropout2d_backward, "Dropout2d", [(2, 3, 4, 4)], _check_dropout2d),
 )

@@ -157,13 +157,9 @@ def check_batch_norm(where, x, running_mean, running_var, weight, bias, training
                 f"got {fmt_shape(value.shape)}",
             )
         if value.dtype != x.dtype:
-            raise DTypeError(
-                where, f"expected {name} of dtype {x.dtype.name} (the input's), got {value.dtype.name}"
-            )
+            raise DTypeError(where, f"expected {name} of dtype {x.dtype.name} (the input's), got {value.dtype.name}")
     if training and x.size and x.size // channels == 1:
-        raise ShapeError(
-            where, f"expected more than 1 value per channel when training, got input {fmt_shape(x.shape)}"
-        )
+        raise ShapeError(where, f"expected more than 1 value per channel when training, got input {fmt_shape(x.shape)}")
 
 
 def layer_norm_shape(where, normalized_shape) -> tuple[int, ...]:
@@ -192,7 +188,9 @@ def check_layer_norm(where, x, normalized_shape, weight, bias) -> None:
     for name, value in (("weight", weight), ("bias", bias)):
         if value is not None and tuple(value.shape) != tuple(normalized_shape):
             raise ShapeError(
-                where, f"expected {name} of shape normalized_shape {fmt_shape(normalized_shape)}, got {fmt_shape(value.shape)}"
+                where,
+                f"expected {name} of shape normalized_shape {fmt_shape(normalized_shape)}, "
+                f"got {fmt_shape(value.shape)}",
             )
 
 
@@ -316,24 +314,31 @@ def _check_layer_norm(where, arrays, options):
     return {"normalized_shape": normalized_shape, "eps": float(options["eps"])}
 
 
+def _normalization_spec(name, forward, backward, reference, cases, options, bridge) -> OpSpec:
+    """An op of an input and an optional weight and bias, whose backward takes needs_input_grad."""
+    return OpSpec(
+        name,
+        forward,
+        backward,
+        reference,
+        cases,
+        tensors=("input", "weight", "bias"),
+        optional=("weight", "bias"),
+        needs_input_grad=True,
+        options=options,
+        bridge=bridge,
+    )
+
+
 register(
-    OpSpec(
+    _normalization_spec(
         "batch_norm",
         batch_norm_forward,
         batch_norm_backward,
         _batch_norm_reference,
         _batch_norm_cases,
-        tensors=("input", "weight", "bias"),
-        optional=("weight", "bias"),
-        needs_input_grad=True,
-        options=(
-            ("running_mean", REQUIRED),
-            ("running_var", REQUIRED),
-            ("training", False),
-            ("momentum", 0.1),
-            ("eps", 1e-5),
-        ),
-        bridge=Bridge(
+        (("running_mean", REQUIRED), ("running_var", REQUIRED), ("training", False), ("momentum", 0.1), ("eps", 1e-5)),
+        Bridge(
             "BatchNorm1d",
             function="BatchNormFunction",
             check=_check_batch_norm,
@@ -342,20 +347,13 @@ register(
             twin_options=_batch_norm_twin_options,
         ),
     ),
-    OpSpec(
+    _normalization_spec(
         "layer_norm",
         layer_norm_forward,
         layer_norm_backward,
         _layer_norm_reference,
         _layer_norm_cases,
-        tensors=("input", "weight", "bias"),
-        optional=("weight", "bias"),
-        needs_input_grad=True,
-        options=(("normalized_shape", REQUIRED), ("eps", 1e-5)),
-        bridge=Bridge(
-            "LayerNorm",
-            check=_check_layer_norm,
-            signature=("input", "normalized_shape", "weight", "bias", "eps"),
-        ),
+        (("normalized_shape", REQUIRED), ("eps", 1e-5)),
+        Bridge("LayerNorm", check=_check_layer_norm, signature=("input", "normalized_shape", "weight", "bias", "eps")),
     ),
 )

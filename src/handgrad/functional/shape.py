@@ -58,7 +58,11 @@ def _check_flatten(where, arrays, options):
 
 def _flatten_cases(rng):
     for shape, start, end in (((2, 3, 4), 1, -1), ((2, 3, 4), 0, -1), ((2, 3, 4, 5), 1, 2), ((3, 4), -1, -1)):
-        yield Case(f"x {shape}, start_dim {start}, end_dim {end}", (rng.standard_normal(shape),), {"start_dim": start, "end_dim": end})
+        yield Case(
+            f"x {shape}, start_dim {start}, end_dim {end}",
+            (rng.standard_normal(shape),),
+            {"start_dim": start, "end_dim": end},
+        )
 
 
 def _identity_cases(rng):

@@ -17,7 +17,8 @@ class Dropout(Module):
     Eval: y = x.  dL/dx = G * mask (G in eval)."""
 
     op = "dropout"
-    _ndims, _layout = range(0, 33), "(*)"
+    _ndims: range | tuple[int, ...] = range(0, 33)
+    _layout = "(*)"
 
     arguments = {"p": ("probability", False)}
 

@@ -175,7 +175,9 @@ class LayerNorm(_Normalization):
         weight, bias = self._parameter_data()
         check_layer_norm(self, x, self.normalized_shape, weight, bias)
         check_floating(self, "input", x, None if weight is None else weight.dtype)
-        out, cache = kernels.op("layer_norm_forward")(x, weight, bias, normalized_shape=self.normalized_shape, eps=self.eps)
+        out, cache = kernels.op("layer_norm_forward")(
+            x, weight, bias, normalized_shape=self.normalized_shape, eps=self.eps
+        )
         self._save_for_backward(cache, out.shape)
         return out
 
