@@ -52,6 +52,7 @@ cpp:
 
 bench: $(TEST) cpp
 	$(PY) -m benchmarks distributed
+	$(PY) -m benchmarks threads --repeats 3 --max-steps 100
 	$(PY) -m benchmarks
 
 clean:

@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import train_argv
 
 import handgrad
 from handgrad import models, nn
@@ -418,23 +419,7 @@ def test_train_records_spec_bias_and_init_and_info_names_the_spec(tmp_path, caps
 
 
 def test_a_named_model_run_has_no_spec_in_its_checkpoint(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--model",
-                "linear",
-                "--epochs",
-                "1",
-                "--quiet",
-                "--out",
-                str(tmp_path / "r"),
-            ]
-        )
-        == 0
-    )
+    assert main(train_argv(tmp_path / "r", model="linear")) == 0
     assert "layers" not in handgrad.load(tmp_path / "r" / "best.safetensors").metadata
     capsys.readouterr()
     assert main(["info", str(tmp_path / "r" / "best.safetensors")]) == 0

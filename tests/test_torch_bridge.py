@@ -459,6 +459,20 @@ def test_cuda_tensor_gets_a_clear_error():
             lambda: ht.linear(torch.ones(2, 5), torch.ones(3, 4)), r"input \(2, 5\), weight \(3, 4\)", id="shape"
         ),
         pytest.param(
+            lambda: ht.linear(torch.ones(()), torch.ones(3, 1)), r"input \(\*, in_features\).*got input \(\)", id="0-d"
+        ),
+        pytest.param(
+            lambda: ht.linear(torch.ones(2, 4), torch.ones(3, 4), torch.ones(4)), r"bias \(4,\)", id="linear-bias"
+        ),
+        pytest.param(
+            lambda: ht.conv2d(torch.ones(1, 2, 5, 5), torch.ones(1, 3, 3, 3)),
+            r"with one C; got input \(1, 2, 5, 5\), weight \(1, 3, 3, 3\), bias None",
+            id="conv-channels",
+        ),
+        pytest.param(
+            lambda: ht.conv2d(torch.ones(2, 5, 5), torch.ones(1, 2, 3, 3)), r"input \(N, C, H, W\)", id="conv-3d"
+        ),
+        pytest.param(
             lambda: ht.conv2d(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 3, 3)),
             "larger than the padded input",
             id="conv-window",

@@ -27,7 +27,7 @@ def save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
     """Write numpy arrays and string metadata as one safetensors file, atomically."""
     from safetensors.numpy import save
 
-    # reshaped: ascontiguousarray makes a 0-d array (num_batches_tracked) 1-d
+    # ascontiguousarray makes a 0-d array (BatchNorm's num_batches_tracked) 1-d: keep its shape
     arrays = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}
     atomic_write_bytes(path, save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()}))
 

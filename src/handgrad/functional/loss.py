@@ -101,20 +101,31 @@ def cross_entropy_forward(
     per_sample = -(q * np.where(q != 0, log_probs, 0)).sum(axis=1, dtype=rows.dtype)  # 0 * -inf: 0
     divisor = _mean_divisor(targets, weight, ignore_index)
     loss = _reduce_by(per_sample.reshape(_sample_shape(logits.shape)), reduction, divisor)
+    # probability targets are differentiable too: dloss_n/dt_n[c] = -(1 - eps) w_c log softmax(logits_n)[c]
+    dloss_dtarget = None
+    if targets.ndim == 2:
+        w = 1 if weight is None else weight
+        dloss_dtarget = -(1 - rows.dtype.type(label_smoothing)) * w * log_probs
     # backward needs softmax(logits) = exp(log_probs), q, the divisor and where the rows came from.
-    return loss, (np.exp(log_probs), q, reduction, divisor, logits.shape)
+    return loss, (np.exp(log_probs), q, reduction, divisor, logits.shape, dloss_dtarget)
 
 
-def cross_entropy_backward(grad_output, cache) -> np.ndarray:
+def cross_entropy_backward(grad_output, cache, needs_input_grad=None):
     """dL/dlogits_n = (softmax(logits_n) * sum_c q[n, c] - q_n) * dL/dloss_n   (/ the divisor for
-    'mean'); for a class index alone (q_n = onehot(t_n)), softmax(logits_n) - onehot(t_n)."""
-    probs, q, reduction, divisor, shape = cache
-    grad = probs * q.sum(axis=1, keepdims=True, dtype=probs.dtype) - q
-    if divisor:
-        grad *= _upstream(grad_output, reduction, divisor, probs.dtype)
-    else:
-        grad[...] = 0  # 'mean' over no sample: the loss is 0/0 (NaN) and, as torch's, the gradient 0
-    return _unrows(grad, shape)
+    'mean'); for a class index alone (q_n = onehot(t_n)), softmax(logits_n) - onehot(t_n).
+
+    With probability targets, also dL/dt_n[c] = -(1 - eps) w_c log softmax(logits_n)[c] * dL/dloss_n
+    (/ the divisor for 'mean'). ``needs_input_grad`` None: dL/dlogits alone; (logits, target) flags:
+    the pair of gradients, None where not asked for (class indices have none)."""
+    probs, q, reduction, divisor, shape, dloss_dtarget = cache
+    upstream = _upstream(grad_output, reduction, divisor, probs.dtype) if divisor else 0  # 'mean' of none: 0
+    grad = (probs * q.sum(axis=1, keepdims=True, dtype=probs.dtype) - q) * upstream
+    if needs_input_grad is None:
+        return _unrows(grad, shape)
+    grad_target = None
+    if needs_input_grad[1] and dloss_dtarget is not None:
+        grad_target = _unrows(dloss_dtarget * upstream, shape)
+    return _unrows(grad, shape) if needs_input_grad[0] else None, grad_target
 
 
 def _reduce_by(per_sample, reduction, divisor):
@@ -299,6 +310,7 @@ register(
         tensors=("input", "target"),
         integer=("target",),
         options=_NLL_OPTIONS + (("label_smoothing", 0.0),),
+        needs_input_grad=True,
         bridge=Bridge("CrossEntropyLoss", function="CrossEntropyFunction", check=_check_cross_entropy_targets),
     ),
     OpSpec(

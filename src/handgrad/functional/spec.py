@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ShapeError, fmt_shape
+
 
 class _Required:
     def __repr__(self):
@@ -143,6 +145,24 @@ def register(*specs: OpSpec) -> None:
                 f"got {spec.forward.__name__} / {spec.backward.__name__}"
             )
         SPECS[spec.name] = spec
+
+
+def check_input_weight_bias(where: str, arrays: Mapping, layout_ok: bool, feature_axis: int, expected: str) -> None:
+    """A bridge check for an op whose weight is (out, in, ...) and whose bias is (out,): one
+    ShapeError that gives all three shapes unless ``layout_ok`` (the caller's test of the dims),
+    input.shape[feature_axis] == weight.shape[1] and the bias (if any) is (weight.shape[0],).
+    ``expected`` says the layouts taken, e.g. "input (N, C, H, W), weight (O, C, kH, kW) and bias (O,)"."""
+    x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
+    if (
+        not layout_ok
+        or x.shape[feature_axis] != weight.shape[1]
+        or (bias is not None and bias.shape != weight.shape[:1])
+    ):
+        raise ShapeError(
+            where,
+            f"expected {expected}; got input {fmt_shape(x.shape)}, weight {fmt_shape(weight.shape)}, "
+            f"bias {None if bias is None else fmt_shape(bias.shape)}",
+        )
 
 
 def refuse_inplace(module) -> str | None:

@@ -75,51 +75,54 @@ class _Activation(Module):
         return kernels.op(f"{self.op}_backward")(grad_output, cache) if input_grad else None
 
 
+class _OneNumberActivation(_Activation):
+    """An activation with one number option, named ``option`` and kept as a float attribute of
+    that name (torch.nn's), which the op takes after the input. Each class still writes its own
+    ``constructor_args``: it also reads a torch.nn layer, which has no ``option``."""
+
+    option = ""
+
+    def _args(self):
+        return (getattr(self, self.option),)
+
+    def extra_repr(self) -> str:
+        return f"{self.option}={getattr(self, self.option)}"
+
+
 class ReLU(_Activation):
     """y = max(x, 0);  dL/dx = G * [x > 0]"""
 
     op = "relu"
 
 
-class LeakyReLU(_Activation):
+class LeakyReLU(_OneNumberActivation):
     """y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 if x > 0 else negative_slope)"""
 
     op = "leaky_relu"
-
+    option = "negative_slope"
     arguments = {"negative_slope": ("number", False)}
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
         self.negative_slope = float(negative_slope)
 
-    def _args(self):
-        return (self.negative_slope,)
-
     def constructor_args(self) -> dict:
         return dict(negative_slope=self.negative_slope)
 
-    def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
 
-
-class ELU(_Activation):
+class ELU(_OneNumberActivation):
     """y = x if x > 0 else alpha * (exp(x) - 1);  dL/dx = G * (1 if x > 0 else y + alpha)"""
 
     op = "elu"
+    option = "alpha"
     arguments = {"alpha": ("number", False)}
 
     def __init__(self, alpha: float = 1.0):
         super().__init__()
         self.alpha = float(alpha)
 
-    def _args(self):
-        return (self.alpha,)
-
     def constructor_args(self) -> dict:
         return dict(alpha=self.alpha)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
 
 
 class Sigmoid(_Activation):

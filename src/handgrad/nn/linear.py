@@ -12,6 +12,20 @@ from .module import Module
 from .parameter import Parameter
 
 
+def weighted_backward(layer: Module, grad_output, input_grad: bool) -> np.ndarray | None:
+    """The backward of a layer with a ``weight`` and an optional ``bias`` (Linear, Conv2d): its op's
+    ``<op>_backward`` computes the gradients asked for; those of the weight and bias accumulate into
+    them, and grad_input (None unless ``input_grad``) is returned."""
+    cache = layer._saved(grad_output)
+    weight, bias = layer.weight, layer.bias
+    needs = (input_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+    grad_input, grad_weight, grad_bias = kernels.op(f"{layer.op}_backward")(grad_output, cache, needs)
+    weight.accumulate_grad(grad_weight, owned=True)
+    if bias is not None:
+        bias.accumulate_grad(grad_bias, owned=True)
+    return grad_input
+
+
 class Linear(Module):
     """y = x @ weight.T + bias
 
@@ -55,13 +69,7 @@ class Linear(Module):
         return out
 
     def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
-        cache = self._saved(grad_output)
-        needs = (input_grad, self.weight.requires_grad, self.bias is not None and self.bias.requires_grad)
-        grad_input, grad_weight, grad_bias = kernels.op("linear_backward")(grad_output, cache, needs)
-        self.weight.accumulate_grad(grad_weight, owned=True)
-        if self.bias is not None:
-            self.bias.accumulate_grad(grad_bias, owned=True)
-        return grad_input
+        return weighted_backward(self, grad_output, input_grad)
 
     def constructor_args(self) -> dict:
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None)

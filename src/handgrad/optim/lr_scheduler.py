@@ -65,6 +65,23 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+#: How an integer argument's lower bound reads in an error.
+_AT_LEAST = {0: "a non-negative integer", 1: "a positive integer"}
+
+
+def _check_integer(where: str, name: str, value, minimum: int) -> None:
+    """Refuse ``value`` unless it is an integer (not a bool) of at least ``minimum`` (0 or 1)."""
+    if not _is_int(value) or value < minimum:
+        raise HandgradError(where, f"{name} must be {_AT_LEAST[minimum]}, got {value!r}")
+
+
+def _check_factor(where: str, name: str, kind: str, value, above_zero: bool = False) -> None:
+    """Refuse a multiplicative factor outside [0, 1], or outside (0, 1] when ``above_zero``."""
+    if not (0 < value <= 1.0 if above_zero else 0 <= value <= 1.0):
+        bounds = "greater than 0 and at most 1" if above_zero else "between 0 and 1"
+        raise HandgradError(where, f"{name} (the {kind} multiplicative factor) must be {bounds}, got {value}")
+
+
 def _check_optimizer(optimizer) -> None:
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
@@ -163,6 +180,14 @@ class LRScheduler:
         for group, lr in zip(self.optimizer.param_groups, values, strict=True):
             group["lr"] = lr
         self._last_lr = _group_lrs(self.optimizer)
+
+    def _scaled_lrs(self, factor: float) -> list[float]:
+        """Every group's current lr times ``factor``: the usual chainable step."""
+        return [group["lr"] * factor for group in self.optimizer.param_groups]
+
+    def _scaled_base_lrs(self, factor: float) -> list[float]:
+        """Every group's initial lr times ``factor``: the usual closed form."""
+        return [base_lr * factor for base_lr in self.base_lrs]
 
     def get_last_lr(self) -> list[float]:
         """The lrs set by the latest ``step()``, one per param group."""
@@ -271,10 +296,10 @@ class StepLR(LRScheduler):
         self._warn_if_called_outside_step()
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
             return _group_lrs(self.optimizer)
-        return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
+        return self._scaled_lrs(self.gamma)
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [base_lr * self.gamma ** (self.last_epoch // self.step_size) for base_lr in self.base_lrs]
+        return self._scaled_base_lrs(self.gamma ** (self.last_epoch // self.step_size))
 
 
 class MultiStepLR(LRScheduler):
@@ -302,11 +327,11 @@ class MultiStepLR(LRScheduler):
         self._warn_if_called_outside_step()
         if self.last_epoch not in self.milestones:
             return _group_lrs(self.optimizer)
-        return [group["lr"] * self.gamma ** self.milestones[self.last_epoch] for group in self.optimizer.param_groups]
+        return self._scaled_lrs(self.gamma ** self.milestones[self.last_epoch])
 
     def _get_closed_form_lr(self) -> list[float]:
         milestones = sorted(self.milestones.elements())
-        return [base_lr * self.gamma ** bisect_right(milestones, self.last_epoch) for base_lr in self.base_lrs]
+        return self._scaled_base_lrs(self.gamma ** bisect_right(milestones, self.last_epoch))
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
@@ -321,12 +346,8 @@ class ConstantLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5, last_epoch: int = -1):
-        if not 0 <= factor <= 1.0:
-            raise HandgradError(
-                "ConstantLR", f"factor (the constant multiplicative factor) must be between 0 and 1, got {factor}"
-            )
-        if not _is_int(total_iters) or total_iters < 0:
-            raise HandgradError("ConstantLR", f"total_iters must be a non-negative integer, got {total_iters!r}")
+        _check_factor("ConstantLR", "factor", "constant", factor)
+        _check_integer("ConstantLR", "total_iters", total_iters, 0)
         self.factor = factor
         self.total_iters = total_iters
         super().__init__(optimizer, last_epoch)
@@ -334,16 +355,13 @@ class ConstantLR(LRScheduler):
     def get_lr(self) -> list[float]:
         self._warn_if_called_outside_step()
         if self.last_epoch == 0:
-            return [group["lr"] * self.factor for group in self.optimizer.param_groups]
+            return self._scaled_lrs(self.factor)
         if self.last_epoch != self.total_iters:
             return _group_lrs(self.optimizer)
-        return [group["lr"] * (1.0 / self.factor) for group in self.optimizer.param_groups]
+        return self._scaled_lrs(1.0 / self.factor)
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [
-            base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
-            for base_lr in self.base_lrs
-        ]
+        return self._scaled_base_lrs(self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
 
 
 class LinearLR(LRScheduler):
@@ -364,18 +382,9 @@ class LinearLR(LRScheduler):
         total_iters: int = 5,
         last_epoch: int = -1,
     ):
-        if not 0 < start_factor <= 1.0:
-            raise HandgradError(
-                "LinearLR",
-                "start_factor (the starting multiplicative factor) must be greater "
-                f"than 0 and at most 1, got {start_factor}",
-            )
-        if not 0 <= end_factor <= 1.0:
-            raise HandgradError(
-                "LinearLR", f"end_factor (the ending multiplicative factor) must be between 0 and 1, got {end_factor}"
-            )
-        if not _is_int(total_iters) or total_iters < 1:
-            raise HandgradError("LinearLR", f"total_iters must be a positive integer, got {total_iters!r}")
+        _check_factor("LinearLR", "start_factor", "starting", start_factor, above_zero=True)
+        _check_factor("LinearLR", "end_factor", "ending", end_factor)
+        _check_integer("LinearLR", "total_iters", total_iters, 1)
         self.start_factor = start_factor
         self.end_factor = end_factor
         self.total_iters = total_iters
@@ -384,19 +393,16 @@ class LinearLR(LRScheduler):
     def get_lr(self) -> list[float]:
         self._warn_if_called_outside_step()
         if self.last_epoch == 0:
-            return [group["lr"] * self.start_factor for group in self.optimizer.param_groups]
+            return self._scaled_lrs(self.start_factor)
         if self._is_initial or self.last_epoch > self.total_iters:
             return _group_lrs(self.optimizer)
         slope = self.end_factor - self.start_factor
         ratio = 1.0 + slope / (self.total_iters * self.start_factor + (self.last_epoch - 1) * slope)
-        return [group["lr"] * ratio for group in self.optimizer.param_groups]
+        return self._scaled_lrs(ratio)
 
     def _get_closed_form_lr(self) -> list[float]:
         fraction = min(self.total_iters, self.last_epoch) / self.total_iters
-        return [
-            base_lr * (self.start_factor + (self.end_factor - self.start_factor) * fraction)
-            for base_lr in self.base_lrs
-        ]
+        return self._scaled_base_lrs(self.start_factor + (self.end_factor - self.start_factor) * fraction)
 
 
 class ExponentialLR(LRScheduler):
@@ -414,10 +420,10 @@ class ExponentialLR(LRScheduler):
         self._warn_if_called_outside_step()
         if self._is_initial:
             return _group_lrs(self.optimizer)
-        return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
+        return self._scaled_lrs(self.gamma)
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [base_lr * self.gamma**self.last_epoch for base_lr in self.base_lrs]
+        return self._scaled_base_lrs(self.gamma**self.last_epoch)
 
 
 class PolynomialLR(LRScheduler):
@@ -429,8 +435,7 @@ class PolynomialLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1):
-        if not _is_int(total_iters) or total_iters < 1:
-            raise HandgradError("PolynomialLR", f"total_iters must be a positive integer, got {total_iters!r}")
+        _check_integer("PolynomialLR", "total_iters", total_iters, 1)
         self.total_iters = total_iters
         self.power = power
         super().__init__(optimizer, last_epoch)
@@ -442,13 +447,10 @@ class PolynomialLR(LRScheduler):
         decay = (
             (1.0 - self.last_epoch / self.total_iters) / (1.0 - (self.last_epoch - 1) / self.total_iters)
         ) ** self.power
-        return [group["lr"] * decay for group in self.optimizer.param_groups]
+        return self._scaled_lrs(decay)
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [
-            base_lr * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power
-            for base_lr in self.base_lrs
-        ]
+        return self._scaled_base_lrs((1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power)
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -761,9 +763,8 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0, last_epoch: int = -1):
         where = "CosineAnnealingWarmRestarts"
-        if not _is_int(T_0) or T_0 <= 0:
-            raise HandgradError(where, f"T_0 must be a positive integer, got {T_0!r}")
-        if not _is_int(T_mult) or T_mult < 1:
+        _check_integer(where, "T_0", T_0, 1)
+        if not _is_int(T_mult) or T_mult < 1:  # torch's wording: the factor between periods
             raise HandgradError(where, f"T_mult must be an integer >= 1, got {T_mult!r}")
         if not _is_real(eta_min):
             raise HandgradError(
@@ -815,6 +816,14 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         self._last_lr = _group_lrs(self.optimizer)
 
 
+def _phase(end_step: float, lrs: tuple[str, str], momentums: tuple[str, str]) -> dict:
+    """One phase of OneCycleLR, in torch's layout: its last step, and the group entries that its lr
+    and its momentum anneal from and to."""
+    return dict(
+        end_step=end_step, start_lr=lrs[0], end_lr=lrs[1], start_momentum=momentums[0], end_momentum=momentums[1]
+    )
+
+
 class OneCycleLR(LRScheduler):
     """The 1cycle policy (Smith & Topin, 2018), stepped once per batch: the lr rises from
     ``max_lr / div_factor`` to ``max_lr`` over the first ``pct_start`` of ``total_steps``, then
@@ -850,14 +859,11 @@ class OneCycleLR(LRScheduler):
         _check_optimizer(optimizer)
         self.optimizer = optimizer
         if total_steps is not None:
-            if not _is_int(total_steps) or total_steps <= 0:
-                raise HandgradError(where, f"total_steps must be a positive integer, got {total_steps!r}")
+            _check_integer(where, "total_steps", total_steps, 1)
             self.total_steps = total_steps
         elif epochs is not None and steps_per_epoch is not None:
-            if not _is_int(epochs) or epochs <= 0:
-                raise HandgradError(where, f"epochs must be a positive integer, got {epochs!r}")
-            if not _is_int(steps_per_epoch) or steps_per_epoch <= 0:
-                raise HandgradError(where, f"steps_per_epoch must be a positive integer, got {steps_per_epoch!r}")
+            _check_integer(where, "epochs", epochs, 1)
+            _check_integer(where, "steps_per_epoch", steps_per_epoch, 1)
             self.total_steps = epochs * steps_per_epoch
         else:
             raise HandgradError(where, "give either total_steps, or both epochs and steps_per_epoch")
@@ -870,44 +876,18 @@ class OneCycleLR(LRScheduler):
         self._schedule_phases: list[dict]
         if three_phase:
             self._schedule_phases = [
-                dict(
-                    end_step=up_end,
-                    start_lr="initial_lr",
-                    end_lr="max_lr",
-                    start_momentum="max_momentum",
-                    end_momentum="base_momentum",
+                _phase(up_end, ("initial_lr", "max_lr"), ("max_momentum", "base_momentum")),
+                _phase(
+                    float(2 * pct_start * self.total_steps) - 2,
+                    ("max_lr", "initial_lr"),
+                    ("base_momentum", "max_momentum"),
                 ),
-                dict(
-                    end_step=float(2 * pct_start * self.total_steps) - 2,
-                    start_lr="max_lr",
-                    end_lr="initial_lr",
-                    start_momentum="base_momentum",
-                    end_momentum="max_momentum",
-                ),
-                dict(
-                    end_step=self.total_steps - 1,
-                    start_lr="initial_lr",
-                    end_lr="min_lr",
-                    start_momentum="max_momentum",
-                    end_momentum="max_momentum",
-                ),
+                _phase(self.total_steps - 1, ("initial_lr", "min_lr"), ("max_momentum", "max_momentum")),
             ]
         else:
             self._schedule_phases = [
-                dict(
-                    end_step=up_end,
-                    start_lr="initial_lr",
-                    end_lr="max_lr",
-                    start_momentum="max_momentum",
-                    end_momentum="base_momentum",
-                ),
-                dict(
-                    end_step=self.total_steps - 1,
-                    start_lr="max_lr",
-                    end_lr="min_lr",
-                    start_momentum="base_momentum",
-                    end_momentum="max_momentum",
-                ),
+                _phase(up_end, ("initial_lr", "max_lr"), ("max_momentum", "base_momentum")),
+                _phase(self.total_steps - 1, ("max_lr", "min_lr"), ("base_momentum", "max_momentum")),
             ]
         self._anneal_func_type = anneal_strategy
 
