@@ -30,15 +30,24 @@ class Doubler(nn.Module):
         return 2 * x
 
 
+def p_shape(layer) -> tuple:
+    return layer.normalized_shape if isinstance(layer, nn.LayerNorm) else (layer.num_features,)
+
+
 def randomize_batch_norm(model, rng) -> None:
     """Running statistics and affine parameters far from their 0 / 1 defaults, so that using the
     wrong ones shows."""
     for layer in model.modules():
-        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
+            for p, values in (
+                (layer.weight, rng.uniform(0.5, 2.0, p_shape(layer))),
+                (layer.bias, rng.standard_normal(p_shape(layer))),
+            ):
+                if p is not None:
+                    p.data = values.astype(p.dtype)
+            if isinstance(layer, nn.LayerNorm):
+                continue
             c = layer.num_features
-            if layer.affine:
-                layer.weight.data = rng.uniform(0.5, 2.0, c).astype(layer.weight.dtype)
-                layer.bias.data = rng.standard_normal(c).astype(layer.bias.dtype)
             if layer.track_running_stats:
                 layer.running_mean[...] = rng.standard_normal(c)
                 layer.running_var[...] = rng.uniform(0.5, 2.0, c)
@@ -140,6 +149,13 @@ LAYER_CASES = [
         (3, 4, 5),
         id="BatchNorm2d-batch-statistics-no-affine",
     ),
+    pytest.param(lambda: nn.BatchNorm1d(6, bias=False), (6,), id="BatchNorm1d-weight-only"),
+    pytest.param(lambda: nn.BatchNorm2d(3, momentum=None), (3, 4, 5), id="BatchNorm2d-cumulative-average"),
+    pytest.param(lambda: nn.LayerNorm(6), (6,), id="LayerNorm"),
+    pytest.param(lambda: nn.LayerNorm((4, 5), eps=1e-3), (3, 4, 5), id="LayerNorm-two-axes"),
+    pytest.param(lambda: nn.LayerNorm([3, 4, 5], bias=False), (3, 4, 5), id="LayerNorm-weight-only"),
+    pytest.param(lambda: nn.LayerNorm(5, elementwise_affine=False), (3, 5), id="LayerNorm-no-affine"),
+    pytest.param(lambda: nn.Dropout2d(0.3), (3, 4, 5), id="Dropout2d"),
     pytest.param(
         lambda: nn.Sequential(nn.Sequential(nn.Linear(6, 5), nn.Tanh()), nn.Linear(5, 2)), (6,), id="Sequential-nested"
     ),

@@ -144,12 +144,22 @@ SPEC_TOKENS = {
         "out-sigmoid",
     ),
     "bn": ("bn", "BatchNorm2d after a conv or pool, BatchNorm1d after an fc", "bn"),
+    "ln": ("ln", "LayerNorm over each sample's features (all of C, H, W after maps)", "ln"),
     "dropout": ("dropout[<P>]", "Dropout with probability P (default 0.5)", "dropout0.2"),
 }
 #: Token heads, longest first so that ``maxpool3`` is not read as ``max`` + ...
-_SPEC_HEADS = ("adaptiveavg", "maxpool", "avgpool", "dropout", "conv", "pool", "out", "fc", "bn")
+_SPEC_HEADS = ("adaptiveavg", "maxpool", "avgpool", "dropout", "conv", "pool", "out", "fc", "bn", "ln")
 #: Each layer's options after its size: letters with a value (``k5``, ``s2``, ``p1x0``), and ``nb``.
-_SPEC_OPTIONS = {"conv": "ksp", "maxpool": "sp", "avgpool": "sp", "adaptiveavg": "", "fc": "", "out": "", "bn": ""}
+_SPEC_OPTIONS = {
+    "conv": "ksp",
+    "maxpool": "sp",
+    "avgpool": "sp",
+    "adaptiveavg": "",
+    "fc": "",
+    "out": "",
+    "bn": "",
+    "ln": "",
+}
 _OPTION_FORMS = {"k": ("k<K>", "k5 or k3x5", 1), "s": ("s<S>", "s2 or s2x1", 1), "p": ("p<P>", "p0 or p2x1", 0)}
 _OPTION_RE = re.compile(r"nb|([a-z])(\d+(?:x\d+)?)?")
 
@@ -330,7 +340,8 @@ def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True) -> 
       P (K//2, which keeps the size at stride 1), then ReLU. K, S, P are ``<N>`` or ``<H>x<W>``.
     - ``maxpool[<K>][s<S>][p<P>]`` (``pool``) and ``avgpool[...]``: K x K windows (2), stride S (K),
       padding P (0). ``adaptiveavg<N>`` (or ``<H>x<W>``): adaptive average pooling to N x N maps.
-    - ``fc<N>[nb]``: Linear to N features, then ReLU. ``bn``: BatchNorm. ``dropout[<P>]`` (0.5).
+    - ``fc<N>[nb]``: Linear to N features, then ReLU. ``bn``: BatchNorm. ``ln``: LayerNorm over
+      each sample's features. ``dropout[<P>]`` (0.5).
     - an activation name (``tanh``, ``sigmoid``, ``leaky_relu0.1``...) replaces the ReLU of the conv
       or fc before it; ``none`` removes it.
     - ``out[nb]``: the final Linear to the classes, which is appended when absent; an activation may
@@ -412,6 +423,8 @@ def _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bi
         return (width,)
     if kind == "bn":
         layers.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
+    elif kind == "ln":
+        layers.append(nn.LayerNorm(shape))
     elif kind == "dropout":
         layers.append(nn.Dropout(token.value))
     elif kind == "none":
@@ -644,6 +657,7 @@ _KIND_TEXT = {
     "approximation": '"none" or "tanh"',
     "divisor": "null or a nonzero integer",
     "output size": f"an integer from 0 to {MAX_SIZE}, or a list of two such integers or nulls",
+    "shape": f"an integer from 1 to {MAX_SIZE} or a list of 1 to 8 of them",
 }
 
 
@@ -705,6 +719,9 @@ def _check_value(kind, v) -> bool:
     if kind == "output size":
         items = v if isinstance(v, list) else [v, v]
         return len(items) == 2 and all(i is None or _is_int(i) and 0 <= i <= MAX_SIZE for i in items)
+    if kind == "shape":
+        items = v if isinstance(v, list) else [v]
+        return 1 <= len(items) <= 8 and all(_is_int(i) and 1 <= i <= MAX_SIZE for i in items)
     return _is_number(v)
 
 
@@ -847,7 +864,9 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
                 None, f"{where}: 'num_features' is {nf}, but the layer before gives {channels} channels ({given()})"
             )
         if a.get("affine", True):
-            tensors[prefix + "weight"] = tensors[prefix + "bias"] = ((nf,), True)
+            tensors[prefix + "weight"] = ((nf,), True)
+            if a.get("bias", True):
+                tensors[prefix + "bias"] = ((nf,), True)
         if a.get("track_running_stats", True):
             tensors[prefix + "running_mean"] = tensors[prefix + "running_var"] = ((nf,), True)
             tensors[prefix + "num_batches_tracked"] = ((), False)
@@ -915,6 +934,21 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
             return (...,)
         merged = _size(batched[start : end + 1])
         return batched[1:start] + (merged,) + batched[end + 1 :]
+    if name == "LayerNorm":
+        normalized = a["normalized_shape"]
+        normalized = tuple(normalized) if isinstance(normalized, list) else (normalized,)
+        tail = shape[max(len(shape) - len(normalized), 0) :]
+        if not open_rank and (
+            len(tail) != len(normalized) or any(s is not None and s != n for s, n in zip(tail, normalized))
+        ):
+            raise HandgradError(
+                None, f"{where}: 'normalized_shape' is {list(normalized)}, but the layer before gives {given()}"
+            )
+        if a.get("elementwise_affine", True):
+            tensors[prefix + "weight"] = (normalized, True)
+            if a.get("bias", True):
+                tensors[prefix + "bias"] = (normalized, True)
+        return shape
     if name in ("Softmax", "LogSoftmax") and not open_rank:
         dim, rank = a.get("dim", -1), len(shape) + 1
         if not -rank <= dim < rank:

@@ -198,6 +198,7 @@ def _flatten(graph, layer, x, name, in_shape, out_shape):
 
 
 @register_exporter(nn.Dropout)
+@register_exporter(nn.Dropout2d)
 @register_exporter(nn.Identity)
 def _identity(graph, layer, x, name, in_shape, out_shape):
     return graph.node("Identity", [x], name)
@@ -210,7 +211,7 @@ def _batch_norm(graph, layer, x, name, in_shape, out_shape):
     one BatchNormalization node; without, the batch's mean and (biased) var, computed as handgrad does."""
     c = layer.num_features
     weight = layer.weight.data if layer.affine else np.ones(c)
-    bias = layer.bias.data if layer.affine else np.zeros(c)
+    bias = layer.bias.data if layer.bias is not None else np.zeros(c)  # bias=False: a weight alone
     if layer.track_running_stats:
         inputs = [
             x,
@@ -235,6 +236,18 @@ def _batch_norm(graph, layer, x, name, in_shape, out_shape):
         return graph.node("Identity", [xhat], name)
     scaled = graph.node("Mul", [xhat, graph.constant(f"{name}.weight", weight.reshape(per_channel))], f"{name}.scaled")
     return graph.node("Add", [scaled, graph.constant(f"{name}.bias", bias.reshape(per_channel))], name)
+
+
+@register_exporter(nn.LayerNorm)
+def _layer_norm(graph, layer, x, name, in_shape, out_shape):
+    """LayerNormalization (opset 17) over the last len(normalized_shape) axes; without affine
+    parameters, a weight of ones (and a bias of zeros where there is none)."""
+    shape = layer.normalized_shape
+    weight = layer.weight.data if layer.weight is not None else np.ones(shape)
+    inputs = [x, graph.constant(f"{name}.weight", weight)]
+    if layer.bias is not None:
+        inputs.append(graph.constant(f"{name}.bias", layer.bias.data))
+    return graph.node("LayerNormalization", inputs, name, axis=len(in_shape) - len(shape), epsilon=layer.eps)
 
 
 def _elementwise(op, **attributes):

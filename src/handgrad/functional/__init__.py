@@ -29,8 +29,8 @@ from .activation import (
     tanh_forward,
 )
 from .conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col, pair
-from .dropout import dropout_backward, dropout_forward
-from .linear import identity_backward, identity_forward, linear_backward, linear_forward
+from .dropout import dropout2d_backward, dropout2d_forward, dropout_backward, dropout_forward
+from .linear import linear_backward, linear_forward
 from .loss import (
     cross_entropy_backward,
     cross_entropy_forward,
@@ -39,7 +39,7 @@ from .loss import (
     nll_loss_backward,
     nll_loss_forward,
 )
-from .normalization import batch_norm_backward, batch_norm_forward
+from .normalization import batch_norm_backward, batch_norm_forward, layer_norm_backward, layer_norm_forward
 from .pool import (
     adaptive_avg_pool2d_backward,
     adaptive_avg_pool2d_forward,
@@ -51,6 +51,7 @@ from .pool import (
     max_unpool2d_forward,
     pool_output_size,
 )
+from .shape import flatten_backward, flatten_dims, flatten_forward, identity_backward, identity_forward
 from .spec import REQUIRED, SPECS, Bridge, Case, OpSpec
 
 __all__ = [
@@ -82,6 +83,8 @@ __all__ = [
     "conv_output_size",
     "im2col",
     "pair",
+    "dropout2d_backward",
+    "dropout2d_forward",
     "dropout_backward",
     "dropout_forward",
     "identity_backward",
@@ -98,6 +101,8 @@ __all__ = [
     "batch_norm_forward",
     "adaptive_avg_pool2d_backward",
     "adaptive_avg_pool2d_forward",
+    "layer_norm_backward",
+    "layer_norm_forward",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "max_pool2d_backward",
@@ -105,6 +110,9 @@ __all__ = [
     "max_unpool2d_backward",
     "max_unpool2d_forward",
     "pool_output_size",
+    "flatten_backward",
+    "flatten_dims",
+    "flatten_forward",
     "REQUIRED",
     "SPECS",
     "Bridge",

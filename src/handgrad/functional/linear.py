@@ -50,16 +50,6 @@ def _check_linear(where, arrays, options):
     return options
 
 
-def identity_forward(x) -> tuple[np.ndarray, Any]:
-    """y = x"""
-    return x, None  # nothing to keep: the gradient passes through unchanged
-
-
-def identity_backward(grad_output, cache) -> np.ndarray:
-    """dL/dx = G"""
-    return grad_output.copy()  # a new array: the caller may accumulate into the input's gradient in place
-
-
 def _linear_cases(rng):
     for shape, out_features, bias in (((2, 4), 3, True), ((2, 4), 3, False), ((2, 3, 4), 5, True)):
         tensors = (rng.standard_normal(shape), rng.standard_normal((out_features, shape[-1])))
@@ -80,13 +70,5 @@ register(
         optional=("bias",),
         needs_input_grad=True,
         bridge=Bridge("Linear", check=_check_linear),
-    ),
-    OpSpec(
-        "identity",
-        identity_forward,
-        identity_backward,
-        lambda torch: torch.nn.Identity(),
-        lambda rng: [Case("x (3, 5)", (rng.standard_normal((3, 5)),))],
-        bridge=Bridge("Identity"),
     ),
 )

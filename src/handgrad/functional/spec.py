@@ -55,6 +55,13 @@ class Bridge:
     them. ``unsupported(module) -> str | None``: why the twin cannot run a torch.nn layer's
     configuration (None when it can). ``casts``: tensors the lower-case function casts to the
     input's dtype first, through autograd (a loss target, as torch does).
+
+    ``signature``: the lower-case function's argument names in torch's order, where torch mixes
+    tensors and options (``batch_norm(input, running_mean, running_var, weight, ...)``); () for
+    the tensors, then the options. An option left out of it takes its default. ``modules``: more
+    torch.nn classes with a twin of this op (BatchNorm2d besides BatchNorm1d).
+    ``twin_options(module, inputs) -> options``: what the twin's forward passes where torch.nn's
+    layer does more than read its attributes of the options' names (BatchNorm counting batches).
     """
 
     module: str
@@ -62,6 +69,9 @@ class Bridge:
     check: Callable[..., dict] | None = None
     unsupported: Callable[[Any], str | None] | None = None
     casts: tuple[str, ...] = ()
+    signature: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    twin_options: Callable[[Any, tuple], dict] | None = None
 
     @property
     def function_name(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import functional as F
 from .. import kernels
 from ..errors import ShapeError, check_floating, check_ndim, fmt_shape
 from . import init
@@ -82,6 +83,8 @@ class Flatten(Module):
     """Collapse dims start_dim..end_dim into one: (N, C, H, W) -> (N, C*H*W) by default.
     Backward reshapes the gradient back to the input's shape."""
 
+    op = "flatten"
+
     arguments = {"start_dim": ("dim", False), "end_dim": ("dim", False)}
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
@@ -90,14 +93,14 @@ class Flatten(Module):
 
     def forward(self, x) -> np.ndarray:
         check_ndim(self, "input", x, range(1, 33), "(N, *)")
-        start, end = self.start_dim % x.ndim, self.end_dim % x.ndim
-        out = x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :])
-        self._save_for_backward(x.shape, out.shape)  # backward needs only the input's shape
+        start, end = F.flatten_dims(self, x.ndim, self.start_dim, self.end_dim)
+        out, input_shape = F.flatten_forward(x, start, end)
+        self._save_for_backward(input_shape, out.shape)
         return out
 
     def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         input_shape = self._saved(grad_output)
-        return grad_output.reshape(input_shape) if input_grad else None
+        return F.flatten_backward(grad_output, input_shape) if input_grad else None
 
     def constructor_args(self) -> dict:
         return dict(start_dim=self.start_dim, end_dim=self.end_dim)
@@ -109,12 +112,15 @@ class Flatten(Module):
 class Identity(Module):
     """y = x;  dL/dx = G."""
 
+    op = "identity"
+
     arguments: dict[str, tuple[str, bool]] | None = {}
 
     def forward(self, x) -> np.ndarray:
-        self._save_for_backward(None, np.shape(x))
-        return x
+        out, cache = F.identity_forward(x)
+        self._save_for_backward(cache, np.shape(out))
+        return out
 
     def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
-        self._saved(grad_output)
-        return grad_output if input_grad else None
+        cache = self._saved(grad_output)
+        return F.identity_backward(grad_output, cache) if input_grad else None
