@@ -253,9 +253,10 @@ def _differentiable_once(name, backward):
 
 
 # -- every bridged op, built from its spec ----------------------------------------------------------
-def _signature(spec) -> inspect.Signature:
+def _signature(spec, layer=True) -> inspect.Signature:
     """The op's arguments as torch.nn.functional takes them: the tensors (None by default for an
-    optional one), then the options with their defaults."""
+    optional one), then the options with their defaults; ``layer=False`` leaves out the options only
+    the torch.nn layer has (``Bridge.layer_options``)."""
     P = inspect.Parameter
     params = [
         P(name, P.POSITIONAL_OR_KEYWORD, **({"default": None} if name in spec.optional else {}))
@@ -264,6 +265,7 @@ def _signature(spec) -> inspect.Signature:
     params += [
         P(name, P.POSITIONAL_OR_KEYWORD, **({} if default is F.REQUIRED else {"default": default}))
         for name, default in spec.options
+        if layer or name not in spec.bridge.layer_options
     ]
     return inspect.Signature(params)
 
@@ -321,9 +323,10 @@ def _function(spec) -> type:
     return types.new_class(name, (HandWrittenFunction,), exec_body=lambda ns: ns.update(namespace))
 
 
-def _functional(spec, function) -> Callable:
-    """The op as ``torch.nn.functional`` calls it, on handgrad's math."""
-    signature = _signature(spec)
+def _functional(spec, function, layer=False) -> Callable:
+    """The op as ``torch.nn.functional`` calls it, on handgrad's math (``layer=True``: with the
+    options only the torch.nn layer has, for the twin)."""
+    signature, every = _signature(spec, layer), _signature(spec).parameters.values()
 
     def call(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
@@ -339,7 +342,8 @@ def _functional(spec, function) -> Callable:
                 and v.dtype.is_floating_point
             ):
                 values[t] = v.to(first.dtype)
-        return function.apply(*values.values())
+        # a layer-only option the call could not give goes in at its default
+        return function.apply(*(values.get(p.name, p.default) for p in every))
 
     call.__name__ = call.__qualname__ = spec.name
     call.__module__ = __name__
@@ -378,7 +382,11 @@ def _twin(spec, functional) -> type:
         original.__init__(self, *args, **kwargs)
         self._check_supported()
 
-    def forward(self, *inputs):
+    def forward(self, *inputs, **named):
+        # torch's names, forward(input) or forward(input, target), taken as keywords too
+        inputs += tuple(named.pop(name) for name in spec.tensors[len(inputs) :] if name in named)
+        if named:
+            raise TypeError(f"{bridge.module}.forward() got an unexpected keyword argument {next(iter(named))!r}")
         own = [getattr(self, name) for name in spec.tensors[len(inputs) :]]
         # an option torch.nn's layer does not keep (softmax's dtype, a loss's size_average) at its default
         return functional(*inputs, *own, *(getattr(self, name, default) for name, default in spec.options))
@@ -410,7 +418,7 @@ for _spec in F.SPECS.values():
         continue
     _fn = _function(_spec)
     _call = _functional(_spec, _fn)
-    _cls = _twin(_spec, _call)
+    _cls = _twin(_spec, _functional(_spec, _fn, layer=True) if _spec.bridge.layer_options else _call)
     TWINS[getattr(torch.nn, _spec.bridge.module)] = _cls
     globals().update({_fn.__name__: _fn, _call.__name__: _call, _cls.__name__: _cls})
     _BRIDGED += [_fn.__name__, _call.__name__, _cls.__name__]

@@ -52,7 +52,9 @@ class Bridge:
     the op's checks at that boundary (shapes, option values), returning the options as the pair takes
     them. ``unsupported(module) -> str | None``: why the twin cannot run a torch.nn layer's
     configuration (None when it can). ``casts``: tensors the lower-case function casts to the
-    input's dtype first, through autograd (a loss target, as torch does).
+    input's dtype first, through autograd (a loss target, as torch does). ``layer_options``: options
+    of the torch.nn layer that torch.nn.functional's form does not take (Conv2d's padding_mode): the
+    Function and the twin pass them, the lower-case function leaves them at their defaults.
     """
 
     module: str
@@ -60,6 +62,7 @@ class Bridge:
     check: Callable[..., dict] | None = None
     unsupported: Callable[[Any], str | None] | None = None
     casts: tuple[str, ...] = ()
+    layer_options: tuple[str, ...] = ()
 
     @property
     def function_name(self) -> str:
