@@ -59,7 +59,7 @@ class DeviceError(HandgradError, RuntimeError):
 
 
 class UnsupportedError(HandgradError):
-    """A torch.nn option the bridge does not implement (e.g. Conv2d's dilation or groups)."""
+    """A torch.nn option the bridge does not implement (e.g. an activation's inplace=True)."""
 
 
 # -- tensors <-> arrays -------------------------------------------------------------------------------

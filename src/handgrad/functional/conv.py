@@ -254,8 +254,9 @@ def check_conv2d_size(where, x_shape, kernel_size, options) -> None:
         if size + before + after < dilated_size(k, d):
             raise ShapeError(
                 where,
-                f"the kernel ({k}, dilation {d}: spanning {dilated_size(k, d)}) is larger than the padded "
-                f"{axis} {size + before + after} (input {fmt_shape(x_shape)}, padding {before}+{after})",
+                f"kernel size {tuple(kernel_size)}{f' dilated by {d}' if d > 1 else ''} spans "
+                f"{dilated_size(k, d)}, larger than the padded input's {axis} {size + before + after} "
+                f"(input {fmt_shape(x_shape)}, padding {before}+{after})",
             )
 
 
