@@ -96,15 +96,21 @@ def conv_unpad(grad_padded: np.ndarray, pads, mode: str, size) -> np.ndarray:
     """The adjoint of ``conv_pad`` back to (..., H, W) with (H, W) = ``size``: dL/dx[..., i, j] is
     the sum of dL/dx_padded over every padded pixel copied from x[..., i, j]; with zeros, the inner block."""
     top, bottom, left, right = pads
-    (h, w), lead = size, grad_padded.shape[:-2]
+    h, w = size
     if mode == "zeros" or not any(pads):
         return grad_padded[..., top : top + h, left : left + w]
-    rows, cols = _source(h, top, bottom, mode), _source(w, left, right, mode)
-    by_rows = np.zeros(lead + (h, grad_padded.shape[-1]), grad_padded.dtype)
-    np.add.at(by_rows, (..., rows, slice(None)), grad_padded)  # add.at: a pixel copied twice adds both
-    grad = np.zeros(lead + (h, w), grad_padded.dtype)
-    np.add.at(grad, (..., cols), by_rows)
-    return grad
+    by_rows = _add_back(grad_padded, _source(h, top, bottom, mode), h, -2)
+    return _add_back(by_rows, _source(w, left, right, mode), w, -1)
+
+
+def _add_back(grad, source, size, axis) -> np.ndarray:
+    """The adjoint of taking the slices ``source`` along ``axis`` of an axis of ``size``: slice k of
+    grad added onto slice source[k]."""
+    shape = list(grad.shape)
+    shape[axis] = size
+    out = np.zeros(shape, grad.dtype)
+    np.add.at(np.moveaxis(out, axis, 0), source, np.moveaxis(grad, axis, 0))  # a pixel copied twice adds both
+    return out
 
 
 # -- unfold and fold ----------------------------------------------------------------------------------

@@ -132,11 +132,10 @@ class Conv2d(Module):
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """(Ho, Wo) for an (H, W) input."""
         top, bottom, left, right = self.pads
-        return tuple(
-            F.conv_output_size(size + before + after, dilated_size(k, d), s, 0)
-            for size, before, after, k, d, s in zip(
-                (h, w), (top, left), (bottom, right), self.kernel_size, self.dilation, self.stride
-            )
+        (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
+        return (
+            F.conv_output_size(h + top + bottom, dilated_size(kh, dh), sh, 0),
+            F.conv_output_size(w + left + right, dilated_size(kw, dw), sw, 0),
         )
 
     def forward(self, x):
