@@ -256,7 +256,11 @@ def test_layer_refuses_options_torch_refuses(make, match):
     [
         (nn.Conv2d(2, 2, 3, padding=3, padding_mode="reflect"), (1, 2, 3, 8), "padding_mode='reflect' needs padding <"),
         (nn.Conv2d(2, 2, 3, padding=(1, 5), padding_mode="circular"), (1, 2, 6, 4), "padding <= the input's width"),
-        (nn.Conv2d(2, 2, 3, dilation=3), (1, 2, 6, 8), "dilated by 3 spans 7, larger than the padded input"),
+        (
+            nn.Conv2d(2, 2, 3, dilation=3),
+            (1, 2, 6, 8),
+            r"dilated by \(3, 3\) spans \(7, 7\), is larger than the padded input \(6, 8\)",
+        ),
         (nn.Conv2d(4, 2, 3, groups=2), (1, 2, 6, 6), r"expected input of shape \(N, 4, H, W\) or \(4, H, W\)"),
     ],
 )

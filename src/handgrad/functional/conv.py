@@ -245,25 +245,28 @@ def conv2d_options(where, stride=1, padding=0, dilation=1, groups=1, padding_mod
 def check_conv2d_size(where, x_shape, kernel_size, options) -> None:
     """The padded input must hold the dilated kernel on both axes; reflect padding must be smaller
     than the input, circular padding at most as large (as torch: the copies come from x itself)."""
-    pads = conv_padding(options["padding"], kernel_size, options["dilation"])
-    mode = options["padding_mode"]
-    for axis, size, before, after, k, d in zip(
-        ("height", "width"), x_shape[-2:], pads[::2], pads[1::2], kernel_size, options["dilation"]
-    ):
-        largest = max(before, after)
-        if (mode == "reflect" and largest >= size) or (mode == "circular" and largest > size):
+    dilation, mode = options["dilation"], options["padding_mode"]
+    pads = conv_padding(options["padding"], kernel_size, dilation)
+    for axis, size, before, after in zip(("height", "width"), x_shape[-2:], pads[::2], pads[1::2]):
+        if (mode == "reflect" and max(before, after) >= size) or (mode == "circular" and max(before, after) > size):
             raise ShapeError(
                 where,
                 f"padding_mode={mode!r} needs padding {'<' if mode == 'reflect' else '<='} the input's {axis}, "
-                f"got padding {largest} for {axis} {size} (input {fmt_shape(x_shape)})",
+                f"got padding {max(before, after)} for {axis} {size} (input {fmt_shape(x_shape)})",
             )
-        if size + before + after < dilated_size(k, d):
-            raise ShapeError(
-                where,
-                f"kernel size {tuple(kernel_size)}{f' dilated by {d}' if d > 1 else ''} spans "
-                f"{dilated_size(k, d)}, larger than the padded input's {axis} {size + before + after} "
-                f"(input {fmt_shape(x_shape)}, padding {before}+{after})",
-            )
+    padded = (x_shape[-2] + pads[0] + pads[1], x_shape[-1] + pads[2] + pads[3])
+    spans = tuple(dilated_size(k, d) for k, d in zip(kernel_size, dilation))
+    if padded[0] < spans[0] or padded[1] < spans[1]:
+        dilated = f" dilated by {dilation} spans {spans}," if dilation != (1, 1) else ""
+        raise ShapeError(
+            where,
+            f"kernel size {tuple(kernel_size)}{dilated} is larger than the padded input {padded} "
+            f"(input {fmt_shape(x_shape)}, padding {_padding_text(options['padding'], pads)})",
+        )
+
+
+def _padding_text(padding, pads) -> str:
+    return f"{padding!r} = {pads}" if isinstance(padding, str) or pads[::2] != pads[1::2] else str(pads[::2])
 
 
 def _check_conv2d(where, arrays, options):
