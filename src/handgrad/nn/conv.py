@@ -103,13 +103,8 @@ class Conv2d(Module):
         init.default_linear_init_(self.weight, self.bias, generator)
 
     def _options(self) -> dict:
-        return dict(
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=self.groups,
-            padding_mode=self.padding_mode,
-        )
+        """The options as ``conv2d_forward`` takes them."""
+        return {name: getattr(self, name) for name in ("stride", "padding", "dilation", "groups", "padding_mode")}
 
     def plain_padding(self) -> tuple[int, int] | None:
         """(pH, pW) when this is the plain convolution the fused Conv2d-ReLU-MaxPool2d kernel runs
