@@ -307,3 +307,14 @@ def test_layer_spec_takes_dilation_and_groups():
 def test_layer_spec_names_a_bad_dilation_or_groups(spec, match):
     with pytest.raises(ValueError, match=match):
         models.parse_layer_spec(spec, (2, 12, 12), 10)
+
+
+def test_bridge_checkpoints_carry_the_options_both_ways(rng):
+    model = nn.Sequential(nn.Conv2d(4, 6, (2, 3), padding="same", dilation=2, groups=2, padding_mode="circular"))
+    module = ht.from_handgrad(model.double())
+    assert (module[0].padding, module[0].dilation, module[0].groups) == ("same", (2, 2), 2)
+    assert module[0].padding_mode == "circular" and type(module[0]) is ht.Conv2d
+    x = rng.standard_normal((2, 4, 5, 6))
+    assert_close(to_numpy(module(torch.from_numpy(x))), model(x), "torch Sequential of twins")
+    back = ht.to_handgrad(module)
+    assert back[0].constructor_args() == model[0].constructor_args()
