@@ -22,13 +22,8 @@ import handgrad.torch as ht  # noqa: E402
 TWINS = [pytest.param(original, twin, id=original.__name__) for original, twin in ht.TWINS.items()]
 #: ops whose functional form does not take all of torch's keywords yet (conv2d's dilation and
 #: groups): strict, so an entry must go as soon as its op takes them
-NOT_YET = {"conv2d"}
 FUNCTIONS = [
-    pytest.param(
-        name,
-        id=name,
-        marks=[pytest.mark.xfail(strict=True, reason="takes part of torch's keywords")] if name in NOT_YET else [],
-    )
+    pytest.param(name, id=name)
     for name, spec in SPECS.items()
     if spec.bridge is not None and hasattr(torch.nn.functional, name)
 ]

@@ -26,10 +26,10 @@ def f32(*shape):
 FORWARD_CASES = [
     pytest.param(
         nn.Conv2d(1, 8, 3),
-        f32(1, 28, 28),
+        f32(28, 28),
         ShapeError,
         CONV,
-        ["expected input of shape (N, 1, H, W) (4-D)", "got shape (1, 28, 28) (3-D)"],
+        ["expected input of shape (N, 1, H, W) or (1, H, W) (3-D or 4-D)", "got shape (28, 28) (2-D)"],
         id="conv-rank",
     ),
     pytest.param(
@@ -316,7 +316,7 @@ def test_bad_state_dict_for_a_container_names_it():
 @pytest.mark.parametrize(
     "make, message",
     [
-        pytest.param(lambda: nn.Conv2d(1, 8, 3, stride=0), "stride must be >= 1", id="conv-stride0"),
+        pytest.param(lambda: nn.Conv2d(1, 8, 3, stride=0), "expected stride >= 1, got 0", id="conv-stride0"),
         pytest.param(lambda: nn.Conv2d(1, 8, (3, 3, 3)), "expected an int or a pair of ints", id="conv-kernel-triple"),
         pytest.param(lambda: nn.MaxPool2d(2, padding=2), "padding (2, 2) should be at most half", id="pool-padding"),
         pytest.param(lambda: nn.Dropout(1.5), "between 0 and 1, but got 1.5", id="dropout-p"),

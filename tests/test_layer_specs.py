@@ -236,7 +236,7 @@ def test_tokens_are_read_without_an_input_shape():
             "conv8-maxpol3",
             MNIST,
             "token 'maxpol3' (number 2) in 'conv8-maxpol3': unknown token; expected conv<C>[k<K>]"
-            "[s<S>][p<P>][nb], maxpool[<K>][s<S>][p<P>]",
+            "[s<S>][p<P>][d<D>][g<G>][nb], maxpool[<K>][s<S>][p<P>]",
         ),
         ("conv8-maxpol3", MNIST, "dropout[<P>], none, or an activation ("),  # the registered ones, user ones too
         ("conv8-maxpol3", MNIST, "); did you mean 'maxpool'?"),
@@ -244,7 +244,7 @@ def test_tokens_are_read_without_an_input_shape():
             "conv8q3",
             MNIST,
             "token 'conv8q3' (number 1) in 'conv8q3': unexpected 'q3' after 'conv8'; conv takes k<K>, "
-            "s<S>, p<P>, nb (the form is conv<C>[k<K>][s<S>][p<P>][nb])",
+            "s<S>, p<P>, d<D>, g<G>, nb (the form is conv<C>[k<K>][s<S>][p<P>][d<D>][g<G>][nb])",
         ),
         ("fc16-k5", MNIST, "token 'k5' (number 2) in 'fc16-k5': unknown token"),
         ("conv8k3k5", MNIST, "k is given twice"),

@@ -103,6 +103,19 @@ LAYER_CASES = [
         (3, 9, 8),
         id="Conv2d-stride-padding-no-bias",
     ),
+    pytest.param(lambda: nn.Conv2d(4, 6, 3, dilation=(2, 1), groups=2), (4, 9, 8), id="Conv2d-dilation-groups"),
+    pytest.param(lambda: nn.Conv2d(3, 4, (2, 4), padding="same"), (3, 7, 8), id="Conv2d-same-uneven"),
+    pytest.param(lambda: nn.Conv2d(3, 4, 3, padding="valid", stride=2), (3, 9, 8), id="Conv2d-valid"),
+    pytest.param(lambda: nn.Conv2d(3, 4, 3, padding=(2, 1), padding_mode="reflect"), (3, 6, 5), id="Conv2d-reflect"),
+    pytest.param(
+        lambda: nn.Conv2d(3, 4, (2, 3), padding="same", padding_mode="replicate"), (3, 6, 5), id="Conv2d-replicate"
+    ),
+    pytest.param(
+        lambda: nn.Conv2d(3, 6, 3, padding=(1, 2), padding_mode="circular", groups=3), (3, 6, 5), id="Conv2d-circular"
+    ),
+    pytest.param(
+        lambda: nn.Conv2d(3, 4, (2, 3), padding="same", padding_mode="circular"), (3, 6, 5), id="Conv2d-circular-same"
+    ),
     pytest.param(lambda: nn.MaxPool2d(2), (3, 9, 8), id="MaxPool2d"),
     pytest.param(lambda: nn.MaxPool2d(3, stride=2, padding=1), (3, 9, 8), id="MaxPool2d-stride-padding"),
     pytest.param(lambda: nn.AvgPool2d(2), (3, 9, 8), id="AvgPool2d"),

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import nn
 from .errors import HandgradError, fmt_shape
+from .functional.conv import conv_padding
 from .functional.pool import pool_output_size
 
 
@@ -121,10 +122,11 @@ MODELS = {
 #: The layer tokens of a spec: kind -> (form, what it builds, example). The README's table says the same.
 SPEC_TOKENS = {
     "conv": (
-        "conv<C>[k<K>][s<S>][p<P>][nb]",
-        "Conv2d to C channels, K x K kernel (default 3), stride S (1), zero "
-        "padding P (K//2, 'same' at stride 1), then ReLU; nb: no bias",
-        "conv16k5s1p2",
+        "conv<C>[k<K>][s<S>][p<P>][d<D>][g<G>][nb]",
+        "Conv2d to C channels, K x K kernel (default 3), stride S (1), zero padding P (D*(K//2), "
+        "'same' at stride 1 for odd K), dilation D (1), G groups (1, dividing both channel counts), "
+        "then ReLU; nb: no bias",
+        "conv16k5s1p2, conv8k3d2g2",
     ),
     "maxpool": (
         "maxpool[<K>][s<S>][p<P>]",
@@ -151,7 +153,7 @@ SPEC_TOKENS = {
 _SPEC_HEADS = ("adaptiveavg", "maxpool", "avgpool", "dropout", "conv", "pool", "out", "fc", "bn", "ln")
 #: Each layer's options after its size: letters with a value (``k5``, ``s2``, ``p1x0``), and ``nb``.
 _SPEC_OPTIONS = {
-    "conv": "ksp",
+    "conv": "kspdg",
     "maxpool": "sp",
     "avgpool": "sp",
     "adaptiveavg": "",
@@ -160,7 +162,13 @@ _SPEC_OPTIONS = {
     "bn": "",
     "ln": "",
 }
-_OPTION_FORMS = {"k": ("k<K>", "k5 or k3x5", 1), "s": ("s<S>", "s2 or s2x1", 1), "p": ("p<P>", "p0 or p2x1", 0)}
+_OPTION_FORMS = {
+    "k": ("k<K>", "k5 or k3x5", 1),
+    "s": ("s<S>", "s2 or s2x1", 1),
+    "p": ("p<P>", "p0 or p2x1", 0),
+    "d": ("d<D>", "d2 or d2x1", 1),
+    "g": ("g<G>", "g2", 1),
+}
 _OPTION_RE = re.compile(r"nb|([a-z])(\d+(?:x\d+)?)?")
 
 
@@ -176,6 +184,8 @@ class SpecToken:
     kernel: tuple | None = None
     stride: tuple | None = None
     padding: tuple | None = None
+    dilation: tuple | None = None
+    groups: int | None = None
     bias: bool = True
     value: float | None = None  # dropout probability or leaky_relu slope
     activation: type | None = None
@@ -271,7 +281,7 @@ def _spec_options(kind, rest, before) -> dict:
     letters, takes_nb = _SPEC_OPTIONS[kind], kind in ("conv", "fc", "out")
     fields: dict[str, Any] = {}
     i = 0
-    names = {"k": "kernel", "s": "stride", "p": "padding", "nb": "bias"}
+    names = {"k": "kernel", "s": "stride", "p": "padding", "d": "dilation", "g": "groups", "nb": "bias"}
     while i < len(rest):
         m = _OPTION_RE.match(rest, i)
         key = None if not m else m[0] if m[0] == "nb" else m[1]
@@ -285,6 +295,8 @@ def _spec_options(kind, rest, before) -> dict:
             raise ValueError(f"{key} is given twice")
         if key == "nb":
             fields["bias"] = False
+        elif key == "g":
+            fields["groups"] = _spec_int(m[2] or "", "g<G>", "g2")
         else:
             form, example, low = _OPTION_FORMS[key]
             fields[names[key]] = _spec_pair(m[2] or "", form, example, low)
@@ -336,8 +348,9 @@ def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True) -> 
     """The layers of a spec such as ``"conv8k5s1p2-maxpool3s2p1-fc120-sigmoid"``, for inputs of
     ``input_shape`` and ``num_classes`` outputs. Tokens are joined by ``-`` (or ``,``):
 
-    - ``conv<C>[k<K>][s<S>][p<P>][nb]``: Conv2d to C channels, kernel K (3), stride S (1), padding
-      P (K//2, which keeps the size at stride 1), then ReLU. K, S, P are ``<N>`` or ``<H>x<W>``.
+    - ``conv<C>[k<K>][s<S>][p<P>][d<D>][g<G>][nb]``: Conv2d to C channels, kernel K (3), stride S
+      (1), padding P (D*(K//2), which keeps the size at stride 1 for odd K), dilation D (1), G groups
+      (1), then ReLU. K, S, P, D are ``<N>`` or ``<H>x<W>``; G divides both channel counts.
     - ``maxpool[<K>][s<S>][p<P>]`` (``pool``) and ``avgpool[...]``: K x K windows (2), stride S (K),
       padding P (0). ``adaptiveavg<N>`` (or ``<H>x<W>``): adaptive average pooling to N x N maps.
     - ``fc<N>[nb]``: Linear to N features, then ReLU. ``bn``: BatchNorm. ``ln``: LayerNorm over
@@ -383,18 +396,34 @@ def _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bi
             else f"a {kind} needs (C, H, W) maps, but the input is {fmt_shape(input_shape)} per sample"
         )
     if kind == "conv":
-        kernel = token.kernel or (3, 3)
-        stride = token.stride or (1, 1)
-        padding = token.padding if token.padding is not None else (kernel[0] // 2, kernel[1] // 2)
-        _check_parameters(token.size * shape[0] * kernel[0] * kernel[1])
-        h, w = _spec_window(shape, input_shape, kernel, stride, padding)
+        kernel, stride = token.kernel or (3, 3), token.stride or (1, 1)
+        dilation, groups = token.dilation or (1, 1), token.groups or 1
+        padding = (
+            token.padding
+            if token.padding is not None
+            else (dilation[0] * (kernel[0] // 2), dilation[1] * (kernel[1] // 2))
+        )
+        if shape[0] % groups or token.size % groups:
+            raise ValueError(f"g{groups} must divide the {shape[0]} channels in and the {token.size} out")
+        _check_parameters(token.size * shape[0] // groups * kernel[0] * kernel[1])
+        spans = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+        h, w = _spec_window(shape, input_shape, spans, stride, padding)
         if h * w * shape[0] * kernel[0] * kernel[1] > MAX_ELEMENTS:
             raise ValueError(
                 f"it unfolds {h * w * shape[0] * kernel[0] * kernel[1]} values per sample, more than "
                 f"the limit {MAX_ELEMENTS}"
             )
         layers += [
-            nn.Conv2d(shape[0], token.size, kernel, stride=stride, padding=padding, bias=bias and token.bias),
+            nn.Conv2d(
+                shape[0],
+                token.size,
+                kernel,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                bias=bias and token.bias,
+            ),
             nn.ReLU(),
         ]
         return (token.size, h, w)
@@ -647,6 +676,8 @@ _KIND_TEXT = {
     "size": f"an integer from 1 to {MAX_SIZE}",
     "size pair": f"an integer from 1 to {MAX_SIZE} or a list of two",
     "padding pair": f"an integer from 0 to {MAX_SIZE} or a list of two",
+    "conv padding": f'an integer from 0 to {MAX_SIZE}, a list of two, "same" or "valid"',
+    "padding mode": '"zeros", "reflect", "replicate" or "circular"',
     "bool": "true or false",
     "dim": "an integer from -8 to 7",
     "probability": "a number from 0 to 1",
@@ -700,6 +731,10 @@ def _check_value(kind, v) -> bool:
             and (len(items) == 2 or not isinstance(v, (list, tuple)))
             and all(_is_int(i) and low <= i <= MAX_SIZE for i in items)
         )
+    if kind == "conv padding":
+        return v in ("same", "valid") or _check_value("padding pair", v)
+    if kind == "padding mode":
+        return v in ("zeros", "reflect", "replicate", "circular")
     if kind == "bool":
         return isinstance(v, bool)
     if kind == "dim":
@@ -874,9 +909,16 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
     if name in ("Conv2d", "MaxPool2d", "AvgPool2d"):
         k = _pair(a["kernel_size"], None)
         s = _pair(a.get("stride"), 1 if name == "Conv2d" else k)
-        p = _pair(a.get("padding"), 0)
-        if name != "Conv2d" and any(pi > ki // 2 for pi, ki in zip(p, k)):
-            raise HandgradError(None, f"{where}: 'padding' {list(p)} must be at most half of 'kernel_size' {list(k)}")
+        d = _pair(a.get("dilation"), 1)
+        if name == "Conv2d":  # (top, bottom, left, right); 'same' may pad one more at the bottom/right
+            pads = _conv_pads(a, k, s, d, where)
+        else:
+            p = _pair(a.get("padding"), 0)
+            pads = (p[0], p[0], p[1], p[1])
+            if any(pi > ki // 2 for pi, ki in zip(p, k)):
+                raise HandgradError(
+                    None, f"{where}: 'padding' {list(p)} must be at most half of 'kernel_size' {list(k)}"
+                )
         channels = c
         if name == "Conv2d":
             if c is not None and c != a["in_channels"]:
@@ -886,22 +928,29 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
                     f"gives {c} channels ({given()})",
                 )
             channels = a["out_channels"]
-            tensors[prefix + "weight"] = ((channels, a["in_channels"]) + k, True)
+            tensors[prefix + "weight"] = ((channels, a["in_channels"] // a.get("groups", 1)) + k, True)
             if a.get("bias", True):
                 tensors[prefix + "bias"] = ((channels,), True)
         out: list[int | None] = []
-        d, ceil_mode = _pair(a.get("dilation"), 1), bool(a.get("ceil_mode", False))
-        for axis, size, ki, si, pi, di in (("height", h, k[0], s[0], p[0], d[0]), ("width", w, k[1], s[1], p[1], d[1])):
+        ceil_mode = bool(a.get("ceil_mode", False))
+        for axis, size, ki, si, di, before, after in (
+            ("height", h, k[0], s[0], d[0], pads[0], pads[1]),
+            ("width", w, k[1], s[1], d[1], pads[2], pads[3]),
+        ):
             if size is None:
                 out.append(None)
                 continue
-            if size + 2 * pi < di * (ki - 1) + 1:
+            span = di * (ki - 1) + 1
+            if size + before + after < span:
                 raise HandgradError(
                     None,
-                    f"{where}: the kernel ({ki}{f', dilation {di}' if di > 1 else ''}) is larger than the padded "
-                    f"{axis} ({size + 2 * pi}): the maps shrink to nothing ({given()})",
+                    f"{where}: the kernel ({ki}{f', dilated by {di} to {span}' if di > 1 else ''}) is larger "
+                    f"than the padded {axis} ({size + before + after}): the maps shrink to nothing ({given()})",
                 )
-            out.append(pool_output_size(size, ki, si, pi, di, ceil_mode))
+            if name == "Conv2d":
+                out.append((size + before + after - span) // si + 1)
+            else:  # a pool's padding is the same on both sides; ceil_mode may round up
+                out.append(pool_output_size(size, ki, si, before, di, ceil_mode))
         rows, cols = out
         if name == "Conv2d" and rows is not None and cols is not None:
             unfolded = rows * cols * a["in_channels"] * k[0] * k[1]
@@ -956,6 +1005,22 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
                 None, f"{where}: 'dim' {dim} is out of range for inputs of rank {rank} (N and {given()})"
             )
     return shape
+
+
+def _conv_pads(a, k, s, d, where) -> tuple:
+    """A stored Conv2d's padding as (top, bottom, left, right), with the rules its constructor has:
+    groups divide both channel counts, 'same' only at stride 1."""
+    groups = a.get("groups", 1)
+    if a["in_channels"] % groups or a["out_channels"] % groups:
+        raise HandgradError(
+            None,
+            f"{where}: 'groups' {groups} must divide 'in_channels' {a['in_channels']} "
+            f"and 'out_channels' {a['out_channels']}",
+        )
+    padding = a.get("padding", 0)
+    if padding == "same" and s != (1, 1):
+        raise HandgradError(None, f"{where}: 'padding' \"same\" needs 'stride' 1, got {list(s)}")
+    return conv_padding(padding, k, d)
 
 
 def summary(model: nn.Sequential, input_shape) -> str:

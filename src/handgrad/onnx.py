@@ -98,14 +98,21 @@ def _linear(graph, layer, x, name, in_shape, out_shape):
 
 @register_exporter(nn.Conv2d)
 def _conv2d(graph, layer, x, name, in_shape, out_shape):
-    (ph, pw) = layer.padding
+    """Conv with its group and dilations; ONNX's pads are (top, left, bottom, right), so an uneven
+    'same' needs nothing more. A padding mode other than zeros pads first, and Conv pads no more."""
+    top, bottom, left, right = layer.pads
+    if layer.padding_mode != "zeros" and any(layer.pads):
+        x = _pad_by_mode(graph, x, f"{name}.pad", layer.pads, layer.padding_mode)
+        top = bottom = left = right = 0
     return graph.node(
         "Conv",
         [x] + _weights(graph, layer, name, "weight", "bias"),
         name,
         kernel_shape=list(layer.kernel_size),
         strides=list(layer.stride),
-        pads=[ph, pw, ph, pw],
+        pads=[top, left, bottom, right],
+        dilations=list(layer.dilation),
+        group=layer.groups,
     )
 
 
@@ -123,6 +130,31 @@ def _check_ceil_mode(layer, in_shape, out_shape) -> None:
                 f"with ceil_mode its last window on the {in_shape[2 + a]}-wide axis {2 + a} would start in the "
                 f"right padding, which torch (and handgrad) drop but ONNX keeps; use ceil_mode=False or more padding",
             )
+
+
+def _pad_by_mode(graph, x, name, pads, mode) -> str:
+    """(N, C, H, W) padded by (top, bottom, left, right) with copies of its own pixels: a Pad node
+    for reflect and replicate ('edge'); circular as the far rows and columns sliced and concatenated
+    on each side (Pad's 'wrap' needs opset 19)."""
+    top, bottom, left, right = pads
+    if mode != "circular":
+        amounts = graph.constant(f"{name}.pads", [0, 0, top, left, 0, 0, bottom, right], dtype=np.int64)
+        return graph.node("Pad", [x, amounts], name, mode={"reflect": "reflect", "replicate": "edge"}[mode])
+    for axis, before, after in ((2, top, bottom), (3, left, right)):
+        parts = [_slice(graph, x, f"{name}.{axis}.before", axis, -before, None)] if before else []
+        parts += [x] + ([_slice(graph, x, f"{name}.{axis}.after", axis, 0, after)] if after else [])
+        x = graph.node("Concat", parts, f"{name}.{axis}", axis=axis) if len(parts) > 1 else x
+    return x
+
+
+def _slice(graph, x, name, axis, start, end) -> str:
+    """x[start:end] along ``axis`` (end None: to the end)."""
+    bounds = [[start], [np.iinfo(np.int64).max if end is None else end], [axis]]
+    inputs = [
+        graph.constant(f"{name}.{part}", value, dtype=np.int64)
+        for part, value in zip(("starts", "ends", "axes"), bounds)
+    ]
+    return graph.node("Slice", [x] + inputs, name)
 
 
 @register_exporter(nn.MaxPool2d)

@@ -59,7 +59,7 @@ class DeviceError(HandgradError, RuntimeError):
 
 
 class UnsupportedError(HandgradError):
-    """A torch.nn option the bridge does not implement (e.g. Conv2d's dilation or groups)."""
+    """A torch.nn option the bridge does not implement (e.g. an activation's inplace=True)."""
 
 
 # -- tensors <-> arrays -------------------------------------------------------------------------------
@@ -327,10 +327,16 @@ def _function(spec) -> type:
     return types.new_class(name, (HandWrittenFunction,), exec_body=lambda ns: ns.update(namespace))
 
 
-def _functional(spec, function) -> Callable:
-    """The op as ``torch.nn.functional`` calls it, on handgrad's math."""
-    signature = _signature(spec, spec.bridge.signature)
-    # an option torch's signature lacks takes its default, None where it has none (dropout's generator)
+def _functional(spec, function, layer=False) -> Callable:
+    """The op as ``torch.nn.functional`` calls it, on handgrad's math (``layer=True``: with the
+    options only the torch.nn layer has, ``Bridge.layer_options``, for the twin)."""
+    order = spec.bridge.signature
+    if spec.bridge.layer_options and not layer:
+        order = order or spec.tensors + spec.option_names
+        order = tuple(name for name in order if name not in spec.bridge.layer_options)
+    signature = _signature(spec, () if layer else order)
+    # an option the signature lacks takes its default, None where it has none (dropout's generator);
+    # so does a layer-only option the lower-case function cannot be given
     defaults = {name: None if default is F.REQUIRED else default for name, default in spec.options}
 
     def call(*args, **kwargs):
@@ -434,12 +440,13 @@ for _spec in F.SPECS.values():
     _call = _functional(_spec, _fn)
     globals().update({_fn.__name__: _fn, _call.__name__: _call})
     _BRIDGED += [_fn.__name__, _call.__name__]
+    _layer_call = _functional(_spec, _fn, layer=True) if _spec.bridge.layer_options else _call
     for _module in (_spec.bridge.module,) + _spec.bridge.modules:
-        _cls = _twin(_spec, _call, _module)
+        _cls = _twin(_spec, _layer_call, _module)
         TWINS[getattr(torch.nn, _module)] = _cls
         globals()[_cls.__name__] = _cls
         _BRIDGED.append(_cls.__name__)
-del _spec, _fn, _call, _cls, _module
+del _spec, _fn, _call, _layer_call, _cls, _module
 
 
 class MaxUnpool2d(TWINS[torch.nn.MaxUnpool2d]):  # type: ignore[misc, valid-type]

@@ -62,6 +62,9 @@ class Bridge:
     torch.nn classes with a twin of this op (BatchNorm2d besides BatchNorm1d).
     ``twin_options(module, inputs) -> options``: what the twin's forward passes where torch.nn's
     layer does more than read its attributes of the options' names (BatchNorm counting batches).
+    ``layer_options``: options of the torch.nn layer that torch.nn.functional's form does not take
+    (Conv2d's padding_mode): the Function and the twin pass them, the lower-case function leaves
+    them at their defaults.
     """
 
     module: str
@@ -72,6 +75,7 @@ class Bridge:
     signature: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
     twin_options: Callable[[Any, tuple], dict] | None = None
+    layer_options: tuple[str, ...] = ()
 
     @property
     def function_name(self) -> str:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..functional.conv import ALL, conv_output_size
+from ..functional import conv as reference
+from ..functional.conv import ALL, conv_output_size, conv_padding, pair
 
 __all__ = ["conv2d_backward", "conv2d_forward"]
 
@@ -128,9 +129,32 @@ def _forward(x, matrix, bias, sizes, out):
     return cols
 
 
-def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cache=True):
+def _plain_padding(ndim, weight_shape, padding, dilation, groups, padding_mode):
+    """(pH, pW) where the compiled loops apply: a batch, no dilation, one group, zero padding the
+    same on both sides; else None."""
+    dilation = pair(dilation)
+    top, bottom, left, right = conv_padding(padding, weight_shape[2:], dilation)
+    plain = ndim == 4 and dilation == (1, 1) and groups == 1 and padding_mode == "zeros"
+    return (top, left) if plain and (top, left) == (bottom, right) else None
+
+
+def conv2d_forward(
+    x,
+    weight,
+    bias=None,
+    stride=(1, 1),
+    padding=(0, 0),
+    dilation=(1, 1),
+    groups=1,
+    padding_mode="zeros",
+    keep_cache=True,
+):
     """The same y as ``functional.conv2d_forward``: Y = W @ cols, laid out as NCHW plus the bias.
     ``keep_cache=False`` runs blocks of samples whose columns stay in cache, and keeps none."""
+    plain = _plain_padding(x.ndim, weight.shape, padding, dilation, groups, padding_mode)
+    if plain is None:  # dilation, groups, padding modes, uneven 'same', unbatched input: the reference runs
+        return reference.conv2d_forward(x, weight, bias, stride, padding, dilation, groups, padding_mode, keep_cache)
+    stride, padding = pair(stride), plain
     n = x.shape[0]
     out_channels = weight.shape[0]
     sizes = _sizes(x.shape, weight.shape, stride, padding)
@@ -143,7 +167,21 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cac
     if keep_cache:
         cols = _forward(x, matrix, b, sizes, out)
         # backward needs cols (grad_weight = (cols @ G.T).T) and weight (grad_cols = W.T @ G).
-        return out.reshape(n, out_channels, ho, wo), (cols, weight, x.shape, stride, padding, bias is not None)
+        padded = x.shape[:2] + (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
+        pads = (padding[0], padding[0], padding[1], padding[1])
+        cache = (
+            cols,
+            weight,
+            x.shape,
+            padded,
+            stride,
+            pads,
+            (1, 1),
+            1,
+            "zeros",
+            bias is not None,
+        )  # the reference's layout
+        return out.reshape(n, out_channels, ho, wo), cache
     block = max(1, INFERENCE_BLOCK_BYTES // (matrix.shape[1] * ho * wo * x.itemsize))
     for start in range(0, n, block):
         _forward(x[start : start + block], matrix, b, sizes, out[start : start + block])
@@ -153,7 +191,10 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), keep_cac
 def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
     """The same gradients as ``functional.conv2d_backward``, with G laid out as (O, N*Ho*Wo):
     grad_weight = (cols @ G.T).T, grad_bias = G.sum(columns), grad_input = col2im(W.T @ G)."""
-    cols, weight, x_shape, stride, padding, has_bias = cache
+    cols, weight, x_shape, _, stride, pads, dilation, groups, padding_mode, has_bias = cache
+    padding = _plain_padding(len(x_shape), weight.shape, (pads[0], pads[2]), dilation, groups, padding_mode)
+    if padding is None or pads[::2] != pads[1::2]:  # the reference's cache: its backward runs
+        return reference.conv2d_backward(grad_output, cache, needs_input_grad)
     n, out_channels = grad_output.shape[:2]
     g = np.empty((out_channels, cols.shape[1]), dtype=cols.dtype)
     nchw_to_columns(np.ascontiguousarray(grad_output).reshape(n, out_channels, -1), g)

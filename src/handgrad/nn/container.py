@@ -95,14 +95,16 @@ class Sequential(Module):
     @staticmethod
     def _fused_forward(run, x):
         """Conv2d -> ReLU -> MaxPool2d as one compiled op: the same output as the three layers.
-        None where the fused kernel does not apply (a dtype it is not compiled for, a pool window
-        larger than the convolution's output), and the layers then run one by one."""
+        None where the fused kernel does not apply (a dtype it is not compiled for, a convolution
+        option it does not take, a pool window larger than the convolution's output), and the
+        layers then run one by one."""
         conv, _, pool = run
         if pool.dilation != (1, 1) or pool.ceil_mode or pool.return_indices:
             return None  # pool options the fused kernel does not implement: the layers one by one
         conv.check_input(x)
-        if x.dtype not in kernels.COMPILED_DTYPES:
-            return None
+        padding = conv.plain_padding()
+        if x.dtype not in kernels.COMPILED_DTYPES or padding is None or x.ndim != 4:
+            return None  # dilation, groups, padding modes, uneven 'same', unbatched: the layers one by one
         ho, wo = conv.output_size(*x.shape[2:])
         if any(s + 2 * p < k for s, k, p in zip((ho, wo), pool.kernel_size, pool.padding)):
             return None  # MaxPool2d raises its own error
@@ -112,7 +114,7 @@ class Sequential(Module):
             conv.weight.data,
             bias,
             conv.stride,
-            conv.padding,
+            padding,
             pool.kernel_size,
             pool.stride,
             pool.padding,
