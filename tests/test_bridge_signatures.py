@@ -125,3 +125,14 @@ def test_mse_loss_weight_matches_torch(rng):
             [g.numpy() for g in torch.autograd.grad(theirs, (x, target), upstream)],
             f"mse_loss weight {reduction} gradients",
         )
+
+
+@pytest.mark.parametrize("loss", ["mse_loss", "cross_entropy", "nll_loss"])
+def test_a_weight_that_asks_for_a_gradient_is_refused_not_silently_left_without_one(loss, rng):
+    x = torch.from_numpy(rng.standard_normal((3, 4))).requires_grad_(True)
+    target = torch.zeros(3, 4, dtype=torch.float64) if loss == "mse_loss" else torch.tensor([0, 2, 1])
+    weight = torch.ones(3, 4 if loss == "mse_loss" else 4, dtype=torch.float64)
+    weight = (weight if loss == "mse_loss" else weight[0]).requires_grad_(True)
+    with pytest.raises(ht.UnsupportedError, match=r"weight requires grad.*weight\.detach\(\)"):
+        getattr(ht, loss)(x, target, weight=weight)
+    getattr(ht, loss)(x, target, weight=weight.detach())  # detached: taken

@@ -292,7 +292,13 @@ def _function(spec) -> type:
             for t, v in zip(spec.tensors, tensors)
         }
         _same_dtype(name, spec.tensors[0], {t: a for t, a in arrays.items() if t not in spec.integer})
-        # a tensor among the options (a loss's class weights) is read as an array, with no gradient
+        # a tensor among the options (a loss's class weights) is read as an array, with no gradient:
+        # one that asks for a gradient is refused rather than silently given none
+        for k, v in options.items():
+            if isinstance(v, torch.Tensor) and v.requires_grad:
+                raise UnsupportedError(
+                    name, f"{k} requires grad, but handgrad computes no gradient for it; pass {k}.detach()"
+                )
         options = {k: _array(name, k, v) if isinstance(v, torch.Tensor) else v for k, v in options.items()}
         if bridge.check is not None:
             options = bridge.check(name, arrays, options)
