@@ -33,11 +33,14 @@ inline std::pair<Tensor, MaxPool2dCache> max_pool2d_forward(const Tensor& x, Pai
                     float best = lowest;
                     int16_t best_k = 0;
                     if (h0 >= 0 && w0 >= 0 && h0 + kh <= H && w0 + kw <= W) {  // inside: no bounds tests
+                        // selects, not branches: on real activations which element wins is a coin toss
                         best = xp[h0 * W + w0];
                         for (int64_t i = 0; i < kh; ++i)
                             for (int64_t j = 0; j < kw; ++j) {
                                 const float v = xp[(h0 + i) * W + w0 + j];
-                                if (v > best) best = v, best_k = static_cast<int16_t>(i * kw + j);
+                                const bool wins = v > best;
+                                best_k = wins ? static_cast<int16_t>(i * kw + j) : best_k;
+                                best = wins ? v : best;
                             }
                     } else {  // touching the padding, which is -inf and never wins
                         bool first = true;
@@ -64,6 +67,11 @@ inline Tensor max_pool2d_backward(const Tensor& grad_output, const MaxPool2dCach
     const auto [sh, sw] = cache.stride;
     const auto [ph, pw] = cache.padding;
     Tensor grad_input(cache.x_shape);
+    // (i, j) of each window position k = i*kW + j, looked up: an integer division per element cost
+    // more than the rest of the loop
+    const int64_t window = cache.kernel_size[0] * kw;
+    std::vector<int64_t> row_of(window), col_of(window);
+    for (int64_t k = 0; k < window; ++k) row_of[k] = k / kw, col_of[k] = k % kw;
     for_chunks(N * C, chunk_count(N * C, H * W), [&](int, int64_t p0, int64_t p1) {
         for (int64_t plane = p0; plane < p1; ++plane) {
             float* gp = grad_input.ptr() + plane * H * W;
@@ -72,7 +80,7 @@ inline Tensor max_pool2d_backward(const Tensor& grad_output, const MaxPool2dCach
             for (int64_t ho = 0; ho < Ho; ++ho)
                 for (int64_t wo = 0; wo < Wo; ++wo) {
                     const int64_t k = ap[ho * Wo + wo];
-                    const int64_t h = sh * ho + k / kw - ph, w = sw * wo + k % kw - pw;
+                    const int64_t h = sh * ho + row_of[k] - ph, w = sw * wo + col_of[k] - pw;
                     if (h >= 0 && h < H && w >= 0 && w < W) gp[h * W + w] += go[ho * Wo + wo];
                 }
         }
