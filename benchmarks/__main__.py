@@ -75,6 +75,8 @@ INFER_BATCH = 1000
 CPP = ROOT / "cpp" / "build" / "handgrad-cpp"  # the C++ twin, when `make cpp` has built it
 TRAIN_TARGETS = {"mlp": 1.5, "lenet5": 1.5, "tiny-cnn": 1.2}  # training throughput over PyTorch's, at least
 INFER_TARGET = 1.2  # inference at batch 1000 over PyTorch's, at least
+CPP_TRAIN_TARGETS = {"mlp": 1.0, "lenet5": 1.5, "tiny-cnn": 1.5}  # the C++ twin's training over PyTorch's
+CPP_INFER_TARGET = 1.0  # the C++ twin's inference at batch 1000 over PyTorch's
 HANDGRAD_IMPLS = {"handgrad": "kernels", "handgrad-ref": "reference"}  # impl -> HANDGRAD_KERNELS
 NAMES = {
     "handgrad": "handgrad",
@@ -381,25 +383,8 @@ def time_job(impl, kind, name, batch, steps, data_dir):
     (torch's OpenMP, a second OpenBLAS) is left spinning on the cores while this one runs."""
     if impl == "cpp":  # the C++ binary times its own steps (after a warm-up) on batches of MNIST's shape
         before = sgemm_probe()
-        out = subprocess.run(
-            [
-                str(CPP),
-                "bench",
-                "--model",
-                name,
-                "--batch-size",
-                str(batch),
-                "--steps",
-                str(steps),
-                "--warmup",
-                "20",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        res = json.loads(out)
+        # inference: 10 batches of 1000, as many images as MNIST's test set
+        res = cpp_bench(name, batch, 10 if kind == "inference" else steps, kind == "inference")
         print(
             json.dumps(
                 {
@@ -435,6 +420,36 @@ def time_job(impl, kind, name, batch, steps, data_dir):
     before = sgemm_probe()
     seconds = timed(run, work) if work is not None else timed(run)
     print(json.dumps({"samples_per_s": samples / seconds, "probe": [before, sgemm_probe()]}))
+
+
+def cpp_bench(name, batch, steps, inference=False, profile=False):
+    """``handgrad-cpp bench --json`` on synthetic batches of MNIST's shape, after a warm-up of 20
+    steps (2 for inference); with profile, also each layer's forward and backward, the loss and the
+    optimizer step in ms (``"profile"``)."""
+    cmd = [str(CPP), "bench", "--model", name, "--batch-size", str(batch), "--steps", str(steps), "--json"]
+    cmd += ["--warmup", "2", "--inference"] if inference else ["--warmup", "20"]
+    cmd += ["--profile"] if profile else []
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def cpp_profile_table(name, runs):
+    """Markdown rows of where a C++ training step's time goes: ``runs`` are the ``"profile"`` lists
+    of repeated ``cpp_bench(..., profile=True)`` calls, each a list of ``{"layer", "forward_ms",
+    "backward_ms"}``. A cell is the median (min-max) over the runs; 'share' is the piece's part of
+    the sum of the medians."""
+    labels = [piece["layer"] for piece in runs[0]]
+    cells = {
+        (j, key): [run[j][key] for run in runs] for j in range(len(labels)) for key in ("forward_ms", "backward_ms")
+    }
+    total = sum(statistics.median(v) for v in cells.values())
+    rows = [f"### {name} (C++)", "", "| piece | forward ms | backward ms | share |", "|---|---|---|---|"]
+    for j, label in enumerate(labels):
+        fwd, bwd = cells[(j, "forward_ms")], cells[(j, "backward_ms")]
+        share = (statistics.median(fwd) + statistics.median(bwd)) / max(total, 1e-12)
+        show = lambda v: _ms(v) if max(v) > 0 else "-"  # noqa: E731  (the loss has no backward row of its own)
+        rows.append(f"| {label} | {show(fwd)} | {show(bwd)} | {100 * share:.0f}% |")
+    rows.append(f"| **sum** | | | {total:.3f} ms |")
+    return rows + [""]
 
 
 def child(args, extra, impl=None):
@@ -717,7 +732,7 @@ def main(argv=None):
     jobs = [
         ("train", name, batch, ["handgrad", "handgrad-ref", "torch"] + (["sklearn"] if name == "mlp" else []) + cpp)
         for name, batch in train_jobs
-    ] + [("inference", m, INFER_BATCH, ["handgrad", "handgrad-ref", "torch"]) for m in infer_models]
+    ] + [("inference", m, INFER_BATCH, ["handgrad", "handgrad-ref", "torch"] + cpp) for m in infer_models]
     for r in range(args.repeats):
         for kind, name, batch, impls in jobs:
             table = train.setdefault((name, batch), {}) if kind == "train" else infer.setdefault(name, {})
@@ -738,6 +753,11 @@ def main(argv=None):
     for name in models:
         ops[name] = child(args, common + ["--ops-job", name, "64", str(args.repeats)])
         log(f"per-op times measured: {name}")
+    # and the C++ twin's, one piece at a time (`handgrad-cpp bench --profile`), models interleaved
+    cpp_ops = {}
+    for _ in range(args.repeats if cpp else 0):
+        for name in models:
+            cpp_ops.setdefault(name, []).append(cpp_bench(name, 64, args.max_steps, profile=True)["profile"])
 
     startup = {}
     if not args.no_startup:
@@ -797,6 +817,7 @@ def main(argv=None):
         ops,
         startup,
         time.perf_counter() - started,
+        cpp_ops,
     )
     Path(args.out).write_text(text)
     print(text)
@@ -814,12 +835,24 @@ def _ratios(res, a, b, keep):
     return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})", statistics.median(ratios)
 
 
+def _cpp_ratio(res, keep, cpp_headline, job):
+    """The 'C++ / PyTorch' cell of a row, '-' when the C++ twin was not timed; a timed one also goes
+    into cpp_headline as (*job[:3], median ratio, target) for the targets table."""
+    if "cpp" not in res:
+        return "-"
+    text, ratio = _ratios(res, "cpp", "torch", keep)
+    cpp_headline.append((*job[:3], ratio, job[3]))
+    return text
+
+
 def _ms(values):
     s = summary(values)
     return f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
 
 
-def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, imports, accuracy, ops, startup, total):
+def report(
+    args, argv, env, train, infer, limits, infer_limits, floors, memory, imports, accuracy, ops, startup, total, cpp_ops
+):
     cmd = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     L = [
         "# handgrad benchmarks",
@@ -838,7 +871,7 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
         "weights and see the same batches.",
         "",
     ]
-    headline = []
+    headline, cpp_headline = [], []
     if train or infer:
         best_probe = max(p for res in list(train.values()) + list(infer.values()) for p in res["probe"])
         for res in list(train.values()) + list(infer.values()):
@@ -854,9 +887,10 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
             "The C++ column is `handgrad-cpp bench` (the C++ twin in `cpp/`, " + _cpp_build_text(env) + "), "
             "timed in the same run, interleaved like the others, on batches of MNIST's shape.",
             "",
-            "| model | batch | clean | handgrad | handgrad reference | PyTorch | scikit-learn | C++ | kernels / reference "
-            "| handgrad / PyTorch | handgrad % of limit | PyTorch % of limit | handgrad s/epoch | PyTorch s/epoch |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| model | batch | clean | handgrad | handgrad reference | PyTorch | scikit-learn | C++ "
+            "| kernels / reference | handgrad / PyTorch | C++ / PyTorch | handgrad % of limit | PyTorch % of limit "
+            "| handgrad s/epoch | PyTorch s/epoch |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
     for (name, batch), res in train.items():
         impls = [k for k in ("handgrad", "handgrad-ref", "torch", "sklearn", "cpp") if k in res]
@@ -867,9 +901,10 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
         lim = limits[(name, batch)]["limit_samples_per_s"]
         vs_ref, _ = _ratios(res, "handgrad", "handgrad-ref", keep)
         vs_torch, ratio = _ratios(res, "handgrad", "torch", keep)
+        cpp_vs_torch = _cpp_ratio(res, keep, cpp_headline, (name, "train", batch, CPP_TRAIN_TARGETS[name]))
         L.append(
             f"| {name} | {batch} | {len(keep)}/{len(res['handgrad'])} | {cell['handgrad']} | {cell['handgrad-ref']} "
-            f"| {cell['torch']} | {cell['sklearn']} | {cell['cpp']} | {vs_ref} | {vs_torch} "
+            f"| {cell['torch']} | {cell['sklearn']} | {cell['cpp']} | {vs_ref} | {vs_torch} | {cpp_vs_torch} "
             f"| {100 * hg['median'] / lim:.0f}% | {100 * pt['median'] / lim:.0f}% "
             f"| {60000 / hg['median']:.1f} | {60000 / pt['median']:.1f} |"
         )
@@ -879,20 +914,23 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
             "",
             f"## Inference throughput (samples/s, batch {INFER_BATCH}, the 10,000 test images)",
             "",
-            "| model | clean | handgrad | handgrad reference | PyTorch | kernels / reference | handgrad / PyTorch "
-            "| handgrad % of limit | PyTorch % of limit |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| model | clean | handgrad | handgrad reference | PyTorch | C++ | kernels / reference "
+            "| handgrad / PyTorch | C++ / PyTorch | handgrad % of limit | PyTorch % of limit |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
     for m, res in infer.items():
-        impls = ["handgrad", "handgrad-ref", "torch"]
+        impls = [k for k in ("handgrad", "handgrad-ref", "torch", "cpp") if k in res]
         keep = clean_repeats(res, impls) or list(range(len(res["handgrad"])))
-        hg, ref, pt = (summary([res[k][r] for r in keep]) for k in impls)
+        hg, ref, pt = (summary([res[k][r] for r in keep]) for k in impls[:3])
+        cpp_cell = fmt_rate(summary([res["cpp"][r] for r in keep])) if "cpp" in res else "-"
         vs_ref, _ = _ratios(res, "handgrad", "handgrad-ref", keep)
         vs_torch, ratio = _ratios(res, "handgrad", "torch", keep)
+        cpp_vs_torch = _cpp_ratio(res, keep, cpp_headline, (m, "inference", INFER_BATCH, CPP_INFER_TARGET))
         lim = infer_limits[m]["limit_samples_per_s"]
         L.append(
             f"| {m} | {len(keep)}/{len(res['handgrad'])} | {fmt_rate(hg)} | {fmt_rate(ref)} | {fmt_rate(pt)} "
-            f"| {vs_ref} | {vs_torch} | {100 * hg['median'] / lim:.0f}% | {100 * pt['median'] / lim:.0f}% |"
+            f"| {cpp_cell} | {vs_ref} | {vs_torch} | {cpp_vs_torch} | {100 * hg['median'] / lim:.0f}% "
+            f"| {100 * pt['median'] / lim:.0f}% |"
         )
         headline.append((m, "inference", INFER_BATCH, ratio))
 
@@ -928,6 +966,19 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
             f"{np.median(ref.sum(axis=1)) / kern_total:.2f}x | 100% |"
         )
         L.append("")
+
+    if cpp_ops:
+        L += [
+            "## Where a C++ training step's time goes (ms per step, batch 64)",
+            "",
+            "`handgrad-cpp bench --profile` (2 threads, synthetic batches of MNIST's shape, SGD): each layer's "
+            "forward and backward, the loss (forward and backward together) and the optimizer step, timed one "
+            f"piece at a time after the timed run, {args.repeats} runs of {args.max_steps} steps interleaved "
+            "across models. A Conv2d's time includes its unfold/fold and its Eigen products.",
+            "",
+        ]
+        for name, runs in cpp_ops.items():
+            L += cpp_profile_table(name, runs)
 
     if startup:
         L += [
@@ -1055,6 +1106,11 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
         target = TRAIN_TARGETS[name] if kind == "train" else INFER_TARGET
         L.append(
             f"| {name} {kind}, batch {batch}: >= {target}x PyTorch | {ratio:.2f}x | {'yes' if ratio >= target else 'no'} |"
+        )
+    for name, kind, batch, ratio, target in cpp_headline:
+        L.append(
+            f"| C++ {name} {kind}, batch {batch}: >= {target}x PyTorch | {ratio:.2f}x "
+            f"| {'yes' if ratio >= target else 'no'} |"
         )
     L.append(
         f"| `import handgrad` < 0.3 s | {imports['handgrad']['median']:.3f} s | "

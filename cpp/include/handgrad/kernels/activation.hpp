@@ -12,8 +12,8 @@ inline std::pair<Tensor, Tensor> relu_forward(const Tensor& x) {
     Tensor out(x.shape);
     const float* in = x.ptr();
     float* y = out.ptr();
-    for_each_index(x.numel(), [&](int64_t i) { y[i] = in[i] > 0.0f ? in[i] : 0.0f; });
-    return {out, out};
+    for_each_index(x.numel(), [in, y](int64_t i) { y[i] = in[i] > 0.0f ? in[i] : 0.0f; });
+    return {out, std::move(out)};  // one copy for the next layer, the other kept for backward
 }
 
 inline Tensor relu_backward(const Tensor& grad_output, const Tensor& out) {
@@ -21,7 +21,7 @@ inline Tensor relu_backward(const Tensor& grad_output, const Tensor& out) {
     Tensor grad(out.shape);
     const float *g = grad_output.ptr(), *y = out.ptr();
     float* d = grad.ptr();
-    for_each_index(out.numel(), [&](int64_t i) { d[i] = y[i] > 0.0f ? g[i] : 0.0f; });
+    for_each_index(out.numel(), [g, y, d](int64_t i) { d[i] = y[i] > 0.0f ? g[i] : 0.0f; });
     return grad;
 }
 

@@ -89,16 +89,20 @@ struct Conv2dCache {
 };
 
 // y[n] = W @ cols[n] + bias, as functional::conv2d_forward; with relu=true, y = max(that, 0) in
-// the same pass (the fused bias+ReLU a Conv2d followed by ReLU runs).
+// the same pass (the fused bias+ReLU a Conv2d followed by ReLU runs). workspace: the columns of an
+// earlier call (a layer's previous step), reused when of the same size, which saves allocating and
+// zero-filling them (unfold writes every element).
 inline std::pair<Tensor, Conv2dCache> conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor* bias,
-                                                     Pair stride = {1, 1}, Pair padding = {0, 0}, bool relu = false) {
+                                                     Pair stride = {1, 1}, Pair padding = {0, 0}, bool relu = false,
+                                                     Tensor workspace = {}) {
     const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
     const int64_t O = weight.shape[0];
     const Pair k{weight.shape[2], weight.shape[3]};
     const int64_t Ho = conv_output_size(H, k[0], stride[0], padding[0]);
     const int64_t Wo = conv_output_size(W, k[1], stride[1], padding[1]);
     const int64_t K = C * k[0] * k[1], P = Ho * Wo, NP = N * P;
-    Tensor cols({K, NP});
+    Tensor cols = workspace.numel() == K * NP ? std::move(workspace) : Tensor({K, NP});
+    cols.shape = {K, NP};
     Tensor out({N, O, Ho, Wo});
     const auto Wm = as_matrix(weight, O, K);
     const float* b = bias ? bias->ptr() : nullptr;

@@ -156,12 +156,15 @@ void for_chunks(int64_t items, int chunks, Body body) {
     });
 }
 
-// body(i) for i in [0, n): elementwise work, on the threads when n is large enough.
+// body(i) for i in [0, n): elementwise work, on the threads when n is large enough. Each chunk runs
+// its own copy of body, so a body that captures its pointers by value has them in registers: through
+// a reference the compiler must assume every store may change them, and the loop stays scalar.
 template <class Body>
 void for_each_index(int64_t n, Body body) {
     for_chunks(n, chunk_count(n, 1), [&](int, int64_t begin, int64_t end) {
+        Body local = body;
 #pragma omp simd
-        for (int64_t i = begin; i < end; ++i) body(i);
+        for (int64_t i = begin; i < end; ++i) local(i);
     });
 }
 

@@ -42,9 +42,11 @@ public:
             throw ShapeError(repr(), "input", "at least the kernel size " + fmt_pair(options.kernel_size) +
                                                   " once padded by " + fmt_pair(options.padding), x.shape);
         const Tensor* b = bias ? &bias->data : nullptr;
+        Tensor workspace = kernel_cache ? std::move(kernel_cache->cols) : Tensor();  // the last step's columns
         cache.reset(), kernel_cache.reset();  // backward runs on the side this forward ran
         if (kernels::enabled()) {
-            auto [out, c] = kernels::conv2d_forward(x, weight.data, b, options.stride, options.padding);
+            auto [out, c] = kernels::conv2d_forward(x, weight.data, b, options.stride, options.padding, false,
+                                                    std::move(workspace));
             save_for_backward(kernel_cache, std::move(c), out.shape);
             return out;
         }

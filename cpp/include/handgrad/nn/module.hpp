@@ -139,8 +139,8 @@ protected:
     // hand grad_input on.
     template <class Grads>
     Tensor accumulate(Grads& g) {
-        weight.accumulate_grad(g.grad_weight, repr(), "grad_weight");
-        if (bias) bias->accumulate_grad(g.grad_bias, repr(), "grad_bias");
+        weight.accumulate_grad(std::move(g.grad_weight), repr(), "grad_weight");
+        if (bias) bias->accumulate_grad(std::move(g.grad_bias), repr(), "grad_bias");
         return std::move(g.grad_input);
     }
 };
