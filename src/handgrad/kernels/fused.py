@@ -1,6 +1,17 @@
-"""Conv2d -> ReLU -> MaxPool2d as one op (``functional/fused.py`` is its definition).
+"""Linear -> ReLU and Conv2d -> ReLU -> MaxPool2d, each as one op (``functional/fused.py`` is
+their definition).
 
-Run one by one, the three layers pass over the convolution's full output six times (bias and
+Linear -> ReLU: run one by one, the two layers pass over the product three times after BLAS wrote
+it (the broadcast bias add, the ReLU into a second array; backward the ReLU mask into a third, then
+the bias gradient's sum). Fused, the product is written into the output and one loop adds the bias
+and applies the ReLU in place while each row is in cache; backward one loop writes dL/dz and sums
+dL/dbias from it:
+
+    forward   y = max(0, x @ weight.T + bias)
+    backward  dL/dz = dL/dy where y > 0 (else 0); dL/dbias = dL/dz summed over the rows;
+              grad_input = dL/dz @ weight, grad_weight = dL/dz.T @ x (BLAS)
+
+Conv2d -> ReLU -> MaxPool2d: run one by one, the three layers pass over the convolution's full output six times (bias and
 layout change, ReLU, pool scan; pool scatter, ReLU mask, layout change back). Fused, the pool scans
 the convolution's output where it was computed, adding the bias and applying the ReLU to each
 window's maximum only (relu(max z) = max relu(z), and the first maximum of z is the first of
@@ -25,10 +36,73 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..functional import fused as _reference
 from ..functional.conv import ALL, conv_output_size
+from . import COMPILED_DTYPES
 from . import conv as _conv
 
-__all__ = ["conv2d_relu_max_pool2d_backward", "conv2d_relu_max_pool2d_forward"]
+__all__ = [
+    "conv2d_relu_max_pool2d_backward",
+    "conv2d_relu_max_pool2d_forward",
+    "linear_relu_backward",
+    "linear_relu_forward",
+]
+
+
+@njit(cache=True)
+def _bias_relu(z, bias):
+    """z[n, j] = max(0, z[n, j] + bias[j]) in place (bias None: max(0, z[n, j])), one row at a time
+    while BLAS's output is still in cache. NaN stays NaN, as np.maximum."""
+    width = np.uintp(z.shape[1])
+    for n in range(z.shape[0]):
+        for j in range(width):
+            v = z[n, j] if bias is None else z[n, j] + bias[j]
+            z[n, j] = 0 if v <= 0 else v
+
+
+@njit(cache=True)
+def _relu_grad_rows(grad_output, y, g, grad_bias):
+    """g[n, j] = dL/dy[n, j] where y[n, j] > 0, else 0 (NaN > 0 is false); grad_bias[j] = the sum of
+    g's column j, rows added in order as NumPy's sum over axis 0 (grad_bias None: not wanted)."""
+    width = np.uintp(g.shape[1])
+    if grad_bias is not None:
+        grad_bias[:] = 0
+    for n in range(g.shape[0]):
+        for j in range(width):
+            g[n, j] = grad_output[n, j] if y[n, j] > 0 else 0
+            if grad_bias is not None:
+                grad_bias[j] += g[n, j]
+
+
+def linear_relu_forward(x, weight, bias, keep_cache=True):
+    """The same y as ``functional.fused.linear_relu_forward``: the product in BLAS written into the
+    output, then the bias and the ReLU in one pass over it. Shapes: x (*, in_features) -> y
+    (*, out_features)."""
+    if x.dtype not in COMPILED_DTYPES or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        return _reference.linear_relu_forward(x, weight, bias, keep_cache)
+    rows = x.reshape(-1, x.shape[-1])
+    y = np.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype)
+    np.matmul(rows, weight.T, out=y)
+    _bias_relu(y, bias)
+    # backward needs x (grad_weight), weight (grad_input) and y (where the ReLU let the gradient through)
+    cache = (rows, weight, bias is not None, y, x.shape)
+    return y.reshape(x.shape[:-1] + weight.shape[:1]), cache if keep_cache else None
+
+
+def linear_relu_backward(grad_output, cache, needs_input_grad=ALL):
+    """The same gradients as ``functional.fused.linear_relu_backward``: dL/dz and dL/dbias in one
+    pass, then grad_input = dL/dz @ weight and grad_weight = dL/dz.T @ x."""
+    if len(cache) == 2:  # the reference's cache: its forward ran (a dtype the kernels do not take)
+        return _reference.linear_relu_backward(grad_output, cache, needs_input_grad)
+    rows, weight, has_bias, y, x_shape = cache
+    grad_rows = np.ascontiguousarray(grad_output, dtype=y.dtype).reshape(y.shape)
+    g = np.empty_like(y)
+    grad_bias = np.empty(y.shape[1], dtype=y.dtype) if has_bias and needs_input_grad[2] else None
+    _relu_grad_rows(grad_rows, y, g, grad_bias)
+    grad_input = (g @ weight).reshape(x_shape) if needs_input_grad[0] else None
+    grad_weight = g.T @ rows if needs_input_grad[1] else None
+    return grad_input, grad_weight, grad_bias
+
 
 #: At most this many input channels (and stride 1), the convolution runs direct: no cols, no BLAS.
 #: Measured on LeNet-5 and tiny-cnn at batch 64: direct is faster for their one-channel first layers,

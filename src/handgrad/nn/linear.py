@@ -40,7 +40,8 @@ class Linear(Module):
     def reset_parameters(self, generator=None) -> None:
         init.default_linear_init_(self.weight, self.bias, generator)
 
-    def forward(self, x) -> np.ndarray:
+    def check_input(self, x) -> None:
+        """The errors forward raises for an input this layer cannot take."""
         check_ndim(self, "input", x, range(1, 33), "(*, in_features)")
         if x.shape[-1] != self.in_features:
             raise ShapeError(
@@ -49,7 +50,11 @@ class Linear(Module):
                 f"got {fmt_shape(x.shape)}",
             )
         check_floating(self, "input", x, self.weight.dtype)
-        out, cache = kernels.op("linear_forward")(x, self.weight.data, None if self.bias is None else self.bias.data)
+
+    def forward(self, x) -> np.ndarray:
+        self.check_input(x)
+        bias = self.bias
+        out, cache = kernels.op("linear_forward")(x, self.weight.data, None if bias is None else bias.data)
         self._save_for_backward(cache, out.shape)
         return out
 
