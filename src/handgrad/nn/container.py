@@ -111,41 +111,33 @@ class Sequential(Module):
     def backward(self, grad_output, input_grad: bool = True):
         layers = list(self)
         fused = self._cache or {}
-        # has_params_before[i]: does some layer before i hold a trainable parameter?
-        has_params_before, seen = [], False
-        for layer in layers:
-            has_params_before.append(seen)
-            seen = seen or _trainable(layer)
+        # below the first layer with a trainable parameter, only dL/dx of the whole model could be wanted
+        first = next((i for i, layer in enumerate(layers) if _trainable(layer)), len(layers))
         grad = grad_output
         i = len(layers) - 1
         while i >= 0:
-            needs = input_grad or has_params_before[i]
-            if not needs and not _trainable(layers[i]):
+            if i < first and not input_grad:
                 return None  # nothing from here down has a gradient anyone needs
             if i in fused:
                 run, backward, cache, out_shape = fused[i]
                 check_grad_output(layers[i], grad, out_shape)
-                i -= len(run)  # now the layer before the run
+                start = i - len(run) + 1
                 weight, bias = run[0].weight, run[0].bias
-                flags = (
-                    input_grad or has_params_before[i + 1],
-                    weight.requires_grad,
-                    bias is not None and bias.requires_grad,
-                )
+                flags = (input_grad or start > first, weight.requires_grad, bias is not None and bias.requires_grad)
                 grad, grad_weight, grad_bias = backward(grad, cache, flags)
                 weight.accumulate_grad(grad_weight, owned=True)
                 if bias is not None:
                     bias.accumulate_grad(grad_bias, owned=True)
+                i = start - 1
                 continue
-            grad = layer_backward(layers[i], grad, needs)
+            grad = layer_backward(layers[i], grad, input_grad or i > first)
             i -= 1
         return grad
 
 
 def _trainable(layer: Module) -> bool:
     """Does ``layer`` hold a parameter that requires a gradient? A layer without sub-modules is read
-    off its own dict: walking ``parameters()`` for every layer on every step costs more than the rest
-    of Sequential's bookkeeping."""
+    off its own dict, as walking ``parameters()`` costs several microseconds a layer."""
     if layer._modules:
         return any(p.requires_grad for p in layer.parameters())
     return any(p is not None and p.requires_grad for p in layer._parameters.values())

@@ -60,11 +60,12 @@ class Linear(Module):
 
     def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         cache = self._saved(grad_output)
-        needs = (input_grad, self.weight.requires_grad, self.bias is not None and self.bias.requires_grad)
+        weight, bias = self.weight, self.bias
+        needs = (input_grad, weight.requires_grad, bias is not None and bias.requires_grad)
         grad_input, grad_weight, grad_bias = kernels.op("linear_backward")(grad_output, cache, needs)
-        self.weight.accumulate_grad(grad_weight, owned=True)
-        if self.bias is not None:
-            self.bias.accumulate_grad(grad_bias, owned=True)
+        weight.accumulate_grad(grad_weight, owned=True)
+        if bias is not None:
+            bias.accumulate_grad(grad_bias, owned=True)
         return grad_input
 
     def constructor_args(self) -> dict:
