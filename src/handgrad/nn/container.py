@@ -152,22 +152,31 @@ def _fused_forward(run, x, keep_cache: bool):
     first.check_input(x)  # the errors of the first layer, as it would raise them alone
     if x.dtype not in kernels.COMPILED_DTYPES:
         return None
+    weight, bias = first.weight.data, first.bias
+    bias = None if bias is None else bias.data
     if type(first) is Linear:
-        name, options = "linear_relu", ()
+        out, cache = kernels.op("linear_relu_forward")(x, weight, bias, keep_cache=keep_cache)
+        backward = kernels.op("linear_relu_backward")
     else:
         pool = run[2]
         size = first.output_size(*x.shape[2:])
         if any(s + 2 * p < k for s, k, p in zip(size, pool.kernel_size, pool.padding)):
             return None  # MaxPool2d raises its own error
-        name, options = (
-            "conv2d_relu_max_pool2d",
-            (first.stride, first.padding, pool.kernel_size, pool.stride, pool.padding),
+        out, cache = kernels.op("conv2d_relu_max_pool2d_forward")(
+            x,
+            weight,
+            bias,
+            first.stride,
+            first.padding,
+            pool.kernel_size,
+            pool.stride,
+            pool.padding,
+            keep_cache=keep_cache,
         )
-    bias = None if first.bias is None else first.bias.data
-    out, cache = kernels.op(f"{name}_forward")(x, first.weight.data, bias, *options, keep_cache=keep_cache)
+        backward = kernels.op("conv2d_relu_max_pool2d_backward")
     for layer in run:  # their caches would be stale: a backward of one of them alone must fail
         object.__setattr__(layer, "_cache", None)
-    return out, kernels.op(f"{name}_backward"), cache
+    return out, backward, cache
 
 
 class ModuleList(Module):
