@@ -3,19 +3,22 @@ their definition).
 
 Linear -> ReLU: run one by one, the two layers pass over the product three times after BLAS wrote
 it (the broadcast bias add, the ReLU into a second array; backward the ReLU mask into a third, then
-the bias gradient's sum). Fused, the product is written into the output and one loop adds the bias
-and applies the ReLU in place while each row is in cache; backward one loop writes dL/dz and sums
-dL/dbias from it:
+the bias gradient's sum). Fused, one loop adds the bias and applies the ReLU in place on BLAS's
+output; backward one loop writes dL/dz and sums dL/dbias. The product is taken transposed,
+y.T = weight @ x.T, which OpenBLAS runs faster here than x @ weight.T (one thread, batch 64: 285
+instead of 350 us for 784 -> 250, and 83 instead of 110 us for 250 -> 250, where x.T is the previous
+op's C-ordered y.T); so y is handed on as a transposed (F-ordered) view, and backward works on
+dL/dz transposed too:
 
-    forward   y = max(0, x @ weight.T + bias)
-    backward  dL/dz = dL/dy where y > 0 (else 0); dL/dbias = dL/dz summed over the rows;
-              grad_input = dL/dz @ weight, grad_weight = dL/dz.T @ x (BLAS)
+    forward   y.T = max(0, weight @ x.T + bias)
+    backward  dL/dz.T = dL/dy.T where y > 0 (else 0); dL/dbias = its rows summed;
+              grad_weight = dL/dz.T @ x, grad_input = (weight.T @ dL/dz.T).T (BLAS)
 
-Conv2d -> ReLU -> MaxPool2d: run one by one, the three layers pass over the convolution's full output six times (bias and
-layout change, ReLU, pool scan; pool scatter, ReLU mask, layout change back). Fused, the pool scans
-the convolution's output where it was computed, adding the bias and applying the ReLU to each
-window's maximum only (relu(max z) = max relu(z), and the first maximum of z is the first of
-relu(z) wherever the ReLU lets a gradient through); backward writes dL/dz once:
+Conv2d -> ReLU -> MaxPool2d: run one by one, the three layers pass over the convolution's full
+output six times (bias and layout change, ReLU, pool scan; pool scatter, ReLU mask, layout change
+back). Fused, the pool scans the convolution's output where it was computed, adding the bias and
+applying the ReLU to each window's maximum only (relu(max z) = max relu(z), and the first maximum
+of z is the first of relu(z) wherever the ReLU lets a gradient through); backward writes dL/dz once:
 
     forward   z = conv2d(x) (no bias yet), y = max(0, max over each window of z + bias),
               argmax = the position of that maximum in z's plane
@@ -50,57 +53,60 @@ __all__ = [
 
 
 @njit(cache=True)
-def _bias_relu(z, bias):
-    """z[n, j] = max(0, z[n, j] + bias[j]) in place (bias None: max(0, z[n, j])), one row at a time
-    while BLAS's output is still in cache. NaN stays NaN, as np.maximum."""
-    width = np.uintp(z.shape[1])
-    for n in range(z.shape[0]):
-        for j in range(width):
-            v = z[n, j] if bias is None else z[n, j] + bias[j]
-            z[n, j] = 0 if v <= 0 else v
+def _bias_relu_t(zt, bias):
+    """zt[j, n] = max(0, zt[j, n] + bias[j]) in place, on z transposed (one row per output feature;
+    bias None: no bias). NaN stays NaN, as np.maximum."""
+    for j in range(zt.shape[0]):
+        for n in range(np.uintp(zt.shape[1])):
+            v = zt[j, n] if bias is None else zt[j, n] + bias[j]
+            zt[j, n] = 0 if v <= 0 else v
 
 
-@njit(cache=True)
-def _relu_grad_rows(grad_output, y, g, grad_bias):
-    """g[n, j] = dL/dy[n, j] where y[n, j] > 0, else 0 (NaN > 0 is false); grad_bias[j] = the sum of
-    g's column j, rows added in order as NumPy's sum over axis 0 (grad_bias None: not wanted)."""
-    width = np.uintp(g.shape[1])
-    if grad_bias is not None:
-        grad_bias[:] = 0
-    for n in range(g.shape[0]):
-        for j in range(width):
-            g[n, j] = grad_output[n, j] if y[n, j] > 0 else 0
-            if grad_bias is not None:
-                grad_bias[j] += g[n, j]
+@njit(cache=True, fastmath={"reassoc"})
+def _relu_grad_t(grad_output_t, yt, gt, grad_bias, zero):
+    """gt[j, n] = dL/dy[n, j] where y[n, j] > 0, else 0 (NaN > 0 is false), all transposed as the
+    forward kept y; grad_bias[j] = the sum of gt's row j (grad_bias None: not wanted), reassociated
+    (summed in any order) so that it vectorises with the select. ``zero``: 0 in the gradient's dtype
+    (a literal 0 would make the select float64 and stop the vectorising)."""
+    for j in range(gt.shape[0]):
+        total = zero
+        for n in range(np.uintp(gt.shape[1])):
+            v = grad_output_t[j, n] if yt[j, n] > zero else zero
+            gt[j, n] = v
+            total += v
+        if grad_bias is not None:
+            grad_bias[j] = total
 
 
 def linear_relu_forward(x, weight, bias, keep_cache=True):
-    """The same y as ``functional.fused.linear_relu_forward``: the product in BLAS written into the
-    output, then the bias and the ReLU in one pass over it. Shapes: x (*, in_features) -> y
-    (*, out_features)."""
+    """The same y as ``functional.fused.linear_relu_forward``: y.T = weight @ x.T in BLAS (the
+    faster layout, see above), then the bias and the ReLU in one pass over it. Shapes: x
+    (*, in_features) -> y (*, out_features), for two axes a transposed (F-ordered) view."""
     if x.dtype not in COMPILED_DTYPES or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         return _reference.linear_relu_forward(x, weight, bias, keep_cache)
     rows = x.reshape(-1, x.shape[-1])
-    y = np.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype)
-    np.matmul(rows, weight.T, out=y)
-    _bias_relu(y, bias)
+    yt = np.empty((weight.shape[0], rows.shape[0]), dtype=x.dtype)
+    np.matmul(weight, rows.T, out=yt)
+    _bias_relu_t(yt, bias)
     # backward needs x (grad_weight), weight (grad_input) and y (where the ReLU let the gradient through)
-    cache = (rows, weight, bias is not None, y, x.shape)
-    return y.reshape(x.shape[:-1] + weight.shape[:1]), cache if keep_cache else None
+    cache = (rows, weight, bias is not None, yt, x.shape)
+    return yt.T.reshape(x.shape[:-1] + weight.shape[:1]), cache if keep_cache else None
 
 
 def linear_relu_backward(grad_output, cache, needs_input_grad=ALL):
     """The same gradients as ``functional.fused.linear_relu_backward``: dL/dz and dL/dbias in one
-    pass, then grad_input = dL/dz @ weight and grad_weight = dL/dz.T @ x."""
+    pass, then grad_weight = dL/dz.T @ x and grad_input = dL/dz @ weight, the latter transposed as
+    the forward's output (F-ordered)."""
     if len(cache) == 2:  # the reference's cache: its forward ran (a dtype the kernels do not take)
         return _reference.linear_relu_backward(grad_output, cache, needs_input_grad)
-    rows, weight, has_bias, y, x_shape = cache
-    grad_rows = np.ascontiguousarray(grad_output, dtype=y.dtype).reshape(y.shape)
-    g = np.empty_like(y)
-    grad_bias = np.empty(y.shape[1], dtype=y.dtype) if has_bias and needs_input_grad[2] else None
-    _relu_grad_rows(grad_rows, y, g, grad_bias)
-    grad_input = (g @ weight).reshape(x_shape) if needs_input_grad[0] else None
-    grad_weight = g.T @ rows if needs_input_grad[1] else None
+    rows, weight, has_bias, yt, x_shape = cache
+    # dL/dy transposed: a view when dL/dy comes F-ordered (from this op's grad_input), else a copy
+    grad_t = np.ascontiguousarray(np.asarray(grad_output, dtype=yt.dtype).reshape(-1, yt.shape[0]).T)
+    gt = np.empty_like(yt)
+    grad_bias = np.empty(yt.shape[0], dtype=yt.dtype) if has_bias and needs_input_grad[2] else None
+    _relu_grad_t(grad_t, yt, gt, grad_bias, yt.dtype.type(0))
+    grad_input = (weight.T @ gt).T.reshape(x_shape) if needs_input_grad[0] else None
+    grad_weight = gt @ rows if needs_input_grad[1] else None
     return grad_input, grad_weight, grad_bias
 
 
