@@ -517,3 +517,33 @@ def test_fused_inference_keeps_no_cache():
             out = model.eval()(x)
         assert model._cache is None and all(layer._cache is None for layer in model)
         assert np.array_equal(out, model(x))
+
+
+def test_layers_after_a_fused_run_take_its_transposed_output():
+    """A fused Linear -> ReLU hands on y as a transposed (F-ordered) view, and its backward hands
+    back dL/dx likewise: the layers around it (BatchNorm1d, Dropout, Sigmoid, Flatten) give what
+    they give on the references' C-ordered arrays."""
+    handgrad.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(12, 8, dtype=np.float64),
+        nn.ReLU(),
+        nn.BatchNorm1d(8, dtype=np.float64),
+        nn.Dropout(0.3),
+        nn.Linear(8, 6, dtype=np.float64),
+        nn.ReLU(),
+        nn.Linear(6, 5, dtype=np.float64),
+        nn.ReLU(),
+        nn.Sigmoid(),
+    )
+    rng = np.random.default_rng(13)
+    x, g = rng.standard_normal((7, 3, 4)), rng.standard_normal((7, 5))
+    results = []
+    for side in (kernels.use_kernels, kernels.reference):
+        with side():
+            handgrad.manual_seed(1)  # the same dropout mask on both sides
+            model.zero_grad()
+            out = model(x)
+            results.append((out, model.backward(g), *[p.grad.copy() for p in model.parameters()]))
+    for got, expected in zip(*results):
+        assert got.shape == expected.shape and rel_err(got, expected) < 1e-12
