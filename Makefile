@@ -12,7 +12,7 @@ ifneq ($(SHARED_DATA),)
 export HANDGRAD_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install demo test bench clean cpp
+.PHONY: install demo test bench clean cpp cpp-sanitize
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,23 +36,33 @@ demo: $(CLI)
 		--out runs/demo --overwrite
 
 # Lint, format and types first: a new violation fails the build before the long test run.
-test: $(TEST) cpp
+# The pytest run includes the C++ fuzz test, through both builds (tests/test_cpp_robustness.py).
+test: $(TEST) cpp cpp-sanitize
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
 	sh scripts/ensure-chromium.sh
 	ctest --test-dir cpp/build --output-on-failure
+	ctest --test-dir cpp/build-sanitize --output-on-failure
 	$(PY) -m pytest -q
 
-# The C++ twin (cpp/build/handgrad-cpp); installs cmake, Eigen, nlohmann-json, doctest when missing.
+# The C++ twin (cpp/build/handgrad-cpp); installs cmake, Eigen, nlohmann-json, doctest, stb when missing.
 cpp:
 	sh scripts/ensure-cpp-deps.sh
 	cmake -S cpp -B cpp/build -DCMAKE_BUILD_TYPE=Release
 	cmake --build cpp/build -j2
 
+# The same library, tests and fuzz harness under AddressSanitizer and UndefinedBehaviorSanitizer (-O1),
+# for `make test` only: slow code, every finding fatal.
+cpp-sanitize:
+	sh scripts/ensure-cpp-deps.sh
+	cmake -S cpp -B cpp/build-sanitize -DCMAKE_BUILD_TYPE=Release -DHANDGRAD_SANITIZE=ON
+	cmake --build cpp/build-sanitize -j2
+
 bench: $(TEST) cpp
 	$(PY) -m benchmarks distributed
+	$(PY) -m benchmarks threads --repeats 3 --max-steps 100
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info cpp/build
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info cpp/build cpp/build-sanitize

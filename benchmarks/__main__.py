@@ -1083,6 +1083,10 @@ def report(args, argv, env, train, infer, limits, infer_limits, floors, memory, 
     if distributed.exists():
         tables = distributed.read_text().split("```json")[0].strip().splitlines()[1:]  # its tables, not its JSON
         L += ["", "## Beyond one machine: data-parallel training under mpiexec (from DISTRIBUTED.md)", ""] + tables
+    threads = HERE / "THREADS.md"  # `python -m benchmarks threads`, run before this by `make bench`
+    if threads.exists():
+        tables = threads.read_text().split("```json")[0].strip().splitlines()[1:]
+        L += ["", "## Threads: the threading layer and the Numba/BLAS split (from THREADS.md)", ""] + tables
     L += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in env.items()] + [""]
     return "\n".join(L)
 
@@ -1092,5 +1096,9 @@ if __name__ == "__main__":
         from benchmarks.distributed import run
 
         run(sys.argv[2:])
+    elif sys.argv[1:2] == ["threads"]:  # the threading layer and the Numba/BLAS split: benchmarks/threads.py
+        from benchmarks.threads import run as run_threads
+
+        run_threads(sys.argv[2:])
     else:
         main()

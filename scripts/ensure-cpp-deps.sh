@@ -1,7 +1,7 @@
 #!/bin/sh
 # Make sure the C++ port (cpp/) can be built: a C++17 compiler, cmake, and Debian's header
-# packages for Eigen (the matrix work), nlohmann/json (the safetensors header), doctest (the tests)
-# and zlib (gzip-compressed IDX files). Installs the missing packages with apt-get (as root, or
+# packages for Eigen (the matrix work), nlohmann/json (the safetensors header), doctest (the tests),
+# zlib (gzip-compressed IDX files) and stb (stb_image: PNG and JPEG for predict). Installs the missing packages with apt-get (as root, or
 # through passwordless sudo), quietly and non-interactively.
 # Exits 0 when everything is there (or was installed); exits 1, saying why, only when something
 # the build needs is still missing afterwards.
@@ -17,6 +17,7 @@ need libeigen3-dev /usr/include/eigen3/Eigen/Dense
 need nlohmann-json3-dev /usr/include/nlohmann/json.hpp
 need doctest-dev /usr/include/doctest/doctest.h
 need zlib1g-dev /usr/include/zlib.h
+need libstb-dev /usr/include/stb/stb_image.h
 
 [ -z "$missing" ] && exit 0
 

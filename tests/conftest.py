@@ -22,6 +22,12 @@ def assert_close(got, expected, what: str, tol: float = TOL) -> None:
     assert err < tol, f"{what}: relative error {err:.3g} >= {tol:g}"
 
 
+def train_argv(out, *options: str, model: str = "tiny-mlp", epochs: int = 1) -> list[str]:
+    """The arguments of a quiet ``handgrad train`` on the embedded digits into ``out``, then ``options``."""
+    quiet_run = ["train", "--dataset", "digits", "--model", model, "--epochs", str(epochs), "--quiet"]
+    return quiet_run + ["--out", str(out), *options]
+
+
 def to_numpy(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 

@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import train_argv
 
 import handgrad
 from handgrad.app.cli import main
@@ -12,28 +13,12 @@ from handgrad.app.cli import main
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert (
-        main(["train", "--dataset", "digits", "--model", "mlp-small", "--epochs", "2", "--quiet", "--out", str(out)])
-        == 0
-    )
+    assert main(train_argv(out, model="mlp-small", epochs=2)) == 0
     return out
 
 
 def test_train_prints_epoch_lines_and_where_the_run_went(run_dir, capsys, tmp_path):
-    code = main(
-        [
-            "train",
-            "--dataset",
-            "digits",
-            "--model",
-            "tiny-mlp",
-            "--epochs",
-            "1",
-            "--quiet",
-            "--out",
-            str(tmp_path / "r"),
-        ]
-    )
+    code = main(train_argv(tmp_path / "r"))
     out = capsys.readouterr().out
     assert code == 0
     assert "epoch 1/1  train loss" in out and "val loss" in out
@@ -206,25 +191,7 @@ def test_a_signal_saves_the_state_between_two_steps_and_resume_continues(tmp_pat
 def test_two_trains_into_one_folder_at_once_one_error_line_or_a_whole_run(tmp_path, existing):
     run = tmp_path / "run"
     if existing:
-        assert (
-            main(
-                [
-                    "train",
-                    "--dataset",
-                    "digits",
-                    "--model",
-                    "tiny-mlp",
-                    "--epochs",
-                    "1",
-                    "--seed",
-                    "7",
-                    "--quiet",
-                    "--out",
-                    str(run),
-                ]
-            )
-            == 0
-        )
+        assert main(train_argv(run, "--seed", "7")) == 0
     before = folder_bytes(run) if existing else None
     children = [
         subprocess.Popen(
@@ -274,23 +241,7 @@ def test_files_written_respect_the_umask(tmp_path, umask, mode):
 
     previous = os.umask(umask)
     try:
-        assert (
-            main(
-                [
-                    "train",
-                    "--dataset",
-                    "digits",
-                    "--model",
-                    "tiny-mlp",
-                    "--epochs",
-                    "1",
-                    "--quiet",
-                    "--out",
-                    str(tmp_path / "run"),
-                ]
-            )
-            == 0
-        )
+        assert main(train_argv(tmp_path / "run")) == 0
     finally:
         os.umask(previous)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir()}
@@ -356,10 +307,7 @@ def test_threads_must_be_a_positive_count(value, capsys):
 
 def test_resume_with_a_conflicting_option_is_one_error_line(tmp_path, capsys):
     run = tmp_path / "run"
-    assert (
-        main(["train", "--dataset", "digits", "--model", "tiny-mlp", "--epochs", "1", "--quiet", "--out", str(run)])
-        == 0
-    )
+    assert main(train_argv(run)) == 0
     before = folder_bytes(run)
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--lr", "0.5", "--seed", "0"]) == 1

@@ -1,8 +1,11 @@
 """The C++ port (cpp/) against the Python core: checkpoints both ways, the same logits, the same
-training loss from the same initial weights and batch order, and the reference-output check.
+training loss from the same initial weights and batch order, and the reference-output check; every
+layer and loss the twin has, output and gradients from the same checkpoint; the same CLI (per-command
+--help, info, --hidden, --layers with Python's grammar and words); run folders that `handgrad report`
+reads; architectures the twin cannot compute refused.
 
-Needs ``cpp/build/handgrad-cpp`` (``make test`` builds it first) and MNIST under $HANDGRAD_DATA_DIR;
-each test skips with the reason when either is missing. Kept fast: mlp-small trained one epoch on a
+Needs ``cpp/build/handgrad-cpp`` (``make test`` builds it first); the tests that read MNIST skip
+with the reason when $HANDGRAD_DATA_DIR holds no mnist/. Kept fast: mlp-small trained one epoch on a
 5,000-image stratified subset (about a second in Python), evaluated on all 10,000 test images.
 """
 
@@ -29,17 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CPP = ROOT / "cpp" / "build" / "handgrad-cpp"
 DATA = os.environ.get("HANDGRAD_DATA_DIR")
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CPP.is_file(),
-        reason=f"the C++ port is not built ({CPP} is missing): run `make test`, or "
-        "cmake -S cpp -B cpp/build && cmake --build cpp/build",
-    ),
-    pytest.mark.skipif(
-        not DATA or not os.path.isdir(os.path.join(DATA or "", "mnist")),
-        reason="MNIST files not found: set HANDGRAD_DATA_DIR to a folder holding mnist/",
-    ),
-]
+pytestmark = pytest.mark.skipif(
+    not CPP.is_file(),
+    reason=f"the C++ port is not built ({CPP} is missing): run `make test`, or "
+    "cmake -S cpp -B cpp/build && cmake --build cpp/build",
+)
+HAVE_MNIST = bool(DATA) and os.path.isdir(os.path.join(DATA or "", "mnist"))
+needs_mnist = pytest.mark.skipif(
+    not HAVE_MNIST, reason="MNIST files not found: set HANDGRAD_DATA_DIR to a folder holding mnist/"
+)
 
 SUBSET, BATCH, LR, MOMENTUM = 5000, 64, 0.05, 0.9
 
@@ -53,6 +54,8 @@ def run_cpp(*args, check=True):
 
 @pytest.fixture(scope="module")
 def mnist():
+    if not HAVE_MNIST:
+        pytest.skip("MNIST files not found: set HANDGRAD_DATA_DIR to a folder holding mnist/")
     return load_dataset("mnist", download=False, progress=False)
 
 
@@ -272,3 +275,392 @@ def test_cpp_training_is_deterministic(subset, tmp_path):
         )
         weights.append(load_tensors(tmp_path / run / "last.safetensors")[0])
     assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+# -- every layer and loss: the same checkpoint gives the same outputs and gradients --------------------
+def _bn(cls, features, rng, **options):
+    """A BatchNorm layer with random affine parameters and running statistics."""
+    layer = cls(features, **options)
+    if layer.affine:
+        layer.weight.data[:] = rng.uniform(0.5, 1.5, features)
+        layer.bias.data[:] = rng.standard_normal(features)
+    if layer.track_running_stats:
+        layer.running_mean[:] = rng.standard_normal(features)
+        layer.running_var[:] = rng.uniform(0.5, 2.0, features)
+        layer.num_batches_tracked[...] = 3
+    return layer
+
+
+#: id -> (layers from a seeded rng, input shape, loss, reduction, training)
+LAYER_CASES = {
+    "elu": (lambda rng: [nn.Linear(6, 5), nn.ELU(0.7), nn.Linear(5, 3)], (4, 6), "cross_entropy", "mean", True),
+    "softmax-mse": (lambda rng: [nn.Linear(6, 5), nn.Softmax(dim=1)], (4, 6), "mse", "sum", True),
+    "softmax-dim0": (lambda rng: [nn.Linear(6, 5), nn.Softmax(dim=0)], (4, 6), "mse", "none", True),
+    "log_softmax-nll-mean": (lambda rng: [nn.Linear(6, 5), nn.LogSoftmax(dim=1)], (4, 6), "nll_loss", "mean", True),
+    "log_softmax-nll-sum": (lambda rng: [nn.Linear(6, 5), nn.LogSoftmax()], (4, 6), "nll_loss", "sum", True),
+    "log_softmax-nll-none": (lambda rng: [nn.Linear(6, 5), nn.LogSoftmax()], (4, 6), "nll_loss", "none", True),
+    "cross_entropy-sum": (lambda rng: [nn.Linear(6, 5)], (4, 6), "cross_entropy", "sum", True),
+    "cross_entropy-none": (lambda rng: [nn.Linear(6, 5)], (4, 6), "cross_entropy", "none", True),
+    "mse-mean": (lambda rng: [nn.Linear(6, 5), nn.Tanh()], (4, 6), "mse", "mean", True),
+    "batchnorm1d-train": (
+        lambda rng: [nn.Linear(6, 5), _bn(nn.BatchNorm1d, 5, rng), nn.ReLU(), nn.Linear(5, 3)],
+        (8, 6),
+        "cross_entropy",
+        "mean",
+        True,
+    ),
+    "batchnorm1d-eval": (
+        lambda rng: [nn.Linear(6, 5), _bn(nn.BatchNorm1d, 5, rng), nn.ReLU(), nn.Linear(5, 3)],
+        (8, 6),
+        "cross_entropy",
+        "mean",
+        False,
+    ),
+    "batchnorm1d-cumulative-no-affine": (
+        lambda rng: [nn.Linear(6, 5), _bn(nn.BatchNorm1d, 5, rng, momentum=None, affine=False), nn.Linear(5, 3)],
+        (8, 6),
+        "cross_entropy",
+        "sum",
+        True,
+    ),
+    "batchnorm1d-ncl": (
+        lambda rng: [nn.Flatten(2), _bn(nn.BatchNorm1d, 2, rng), nn.Flatten(), nn.Linear(18, 3)],
+        (3, 2, 3, 3),
+        "cross_entropy",
+        "mean",
+        True,
+    ),
+    "batchnorm2d-train": (
+        lambda rng: [
+            nn.Conv2d(2, 3, 3, padding=1),
+            _bn(nn.BatchNorm2d, 3, rng),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(48, 3),
+        ],
+        (3, 2, 4, 4),
+        "cross_entropy",
+        "mean",
+        True,
+    ),
+    "batchnorm2d-eval": (
+        lambda rng: [
+            nn.Conv2d(2, 3, 3, padding=1),
+            _bn(nn.BatchNorm2d, 3, rng),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(48, 3),
+        ],
+        (3, 2, 4, 4),
+        "cross_entropy",
+        "mean",
+        False,
+    ),
+    "batchnorm2d-no-running-stats": (
+        lambda rng: [_bn(nn.BatchNorm2d, 2, rng, track_running_stats=False), nn.Flatten(), nn.Linear(32, 3)],
+        (3, 2, 4, 4),
+        "cross_entropy",
+        "mean",
+        False,
+    ),
+}
+
+
+def _python_step(model, x, target, loss, reduction):
+    """Python's output, loss, dL/dx and parameter gradients for one forward and backward, dL/dloss_n = 1."""
+    fn = {"cross_entropy": nn.CrossEntropyLoss, "nll_loss": nn.NLLLoss, "mse": nn.MSELoss}[loss](reduction=reduction)
+    out = model(x)
+    value = fn(out, target)
+    model.zero_grad()
+    grad_input = model.backward(fn.backward(np.ones_like(value) if reduction == "none" else 1.0))
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    return out, np.asarray(value, np.float32), grad_input, grads
+
+
+@pytest.mark.parametrize("case", list(LAYER_CASES))
+def test_layers_and_losses_give_the_same_outputs_and_gradients(case, tmp_path):
+    build, shape, loss, reduction, training = LAYER_CASES[case]
+    rng = np.random.default_rng(sorted(LAYER_CASES).index(case))
+    handgrad.manual_seed(0)
+    model = nn.Sequential(*build(rng))
+    handgrad.save(model, tmp_path / "model.safetensors")
+    x = rng.standard_normal(shape).astype(np.float32)
+    n_out = model.eval()(x).shape  # eval: the running statistics stay as they are
+    target = rng.standard_normal(n_out).astype(np.float32) if loss == "mse" else rng.integers(0, n_out[1], shape[0])
+    write_idx(tmp_path / "x.idx", x)
+    write_idx(tmp_path / "y.idx", target if loss == "mse" else target.astype(np.int32))
+    model.train(training)
+    out, value, grad_input, grads = _python_step(model, x, target, loss, reduction)
+
+    mode = [] if training else ["--eval"]
+    run_cpp(
+        "grad", tmp_path / "model.safetensors", "--inputs", tmp_path / "x.idx", "--targets", tmp_path / "y.idx",
+        "--loss", loss, "--reduction", reduction, *mode, "--out", tmp_path / "cpp.safetensors",
+    )  # fmt: skip
+    cpp, _ = load_tensors(tmp_path / "cpp.safetensors")
+    expected = {"output": out, "loss": value, "grad_input": grad_input}
+    expected |= {f"grad.{name}": g for name, g in grads.items()}
+    expected |= dict(model.named_buffers())  # the running statistics after the forward
+    assert sorted(cpp) == sorted(expected)
+    for name, want in expected.items():
+        got = cpp[name]
+        assert got.shape == np.shape(want), name
+        scale = max(1.0, float(np.abs(want).max(initial=0)))
+        assert np.abs(got - want).max(initial=0) <= 1e-5 * scale, f"{case}: {name}: C++ {got}, Python {want}"
+
+
+# -- the same predictions on the 10,000 MNIST test images -----------------------------------------------
+@pytest.mark.parametrize(
+    "model_name, spec", [("mlp", "fc64-bn-fc32-elu-dropout0.1"), ("cnn", "conv8-bn-pool-conv16-bn-pool-fc32-bn")]
+)
+def test_same_predictions_on_the_mnist_test_set_with_batchnorm(model_name, spec, mnist, subset, tmp_path):
+    """A model with BatchNorm trained briefly in Python (its running statistics moved), saved, then
+    evaluated by both on all 10,000 test images."""
+    index, norm = subset
+    handgrad.manual_seed(4)
+    model = build_model(layers=spec)
+    loader = DataLoader(np.arange(2000), np.arange(2000), batch_size=BATCH, shuffle=True, seed=4)
+    train_python(model, norm(mnist.train_images[index[:2000]]), mnist.train_labels[index[:2000]], [loader.order(0)])
+    path = tmp_path / f"{model_name}.safetensors"
+    meta = {**metadata(norm), "model": "custom", "layers": spec}
+    handgrad.save(model, path, reference_inputs=norm(mnist.test_images[:2]), **meta)
+    out = run_cpp("eval", path, "--logits", tmp_path / "logits.idx")
+    assert f"reference outputs: all {len(model)} layers match" in out.stdout
+    cpp_logits, py_logits = read_idx(tmp_path / "logits.idx"), python_logits(path, mnist)
+    assert cpp_logits.shape == (10000, 10)
+    assert (cpp_logits.argmax(axis=1) == py_logits.argmax(axis=1)).all()
+    assert np.abs(cpp_logits - py_logits).max() < 1e-4 * max(1.0, np.abs(py_logits).max())
+
+
+# -- the CLI: --help, info, --hidden, --layers ---------------------------------------------------------
+def python_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "handgrad", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    "command, options",
+    [
+        ("train", ["--dataset", "--model", "--hidden", "--activation", "--layers", "--epochs", "--batch-size",
+                   "--optimizer", "--lr", "--momentum", "--weight-decay", "--schedule", "--loss", "--reduction",
+                   "--seed", "--train-size", "--val-fraction", "--data-dir", "--out", "--quiet"]),
+        ("eval", ["--dataset", "--data-dir", "--top-k", "--json"]),
+        ("predict", ["--top-k", "--json"]),
+        ("info", []),
+        ("bench", ["--model", "--batch-size", "--steps", "--inference"]),
+        ("grad", ["--inputs", "--targets", "--loss", "--reduction", "--eval", "--out"]),
+    ],
+)  # fmt: skip
+def test_every_command_has_its_help(command, options):
+    result = run_cpp(command, "--help")
+    assert result.stdout.startswith(f"usage: handgrad-cpp {command} [-h]")
+    assert "-h, --help" in result.stdout
+    for option in options:  # the options it shares with the Python command, each described
+        assert f"\n  {option} " in result.stdout, option
+    assert run_cpp(command, "-h").stdout == result.stdout
+    top = run_cpp("--help").stdout
+    assert f"\n  {command} " in top
+
+
+def test_unknown_option_names_the_command_and_its_help():
+    result = run_cpp("info", "--nope", "x.safetensors", check=False)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "handgrad-cpp: error: handgrad-cpp info: unrecognized arguments: --nope (see handgrad-cpp info --help)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["fc32-tanh", "conv4-bn-pool-fc16-elu-bn-dropout0.2", "conv3k5s2p1nb-avgpool3s1p1-fc8-leaky_relu0.2-out-sigmoid"],
+)
+def test_info_prints_what_python_info_prints(spec, tmp_path):
+    handgrad.manual_seed(1)
+    model = build_model(layers=spec)
+    path = tmp_path / "model.safetensors"
+    norm = Normalizer(0.1307, 0.3081)
+    handgrad.save(model, path, **{**metadata(norm), "model": "custom", "layers": spec})
+    py = python_cli("info", path)
+    assert py.returncode == 0, py.stderr
+    assert run_cpp("info", path).stdout == py.stdout
+
+
+#: Specs whose every token is well formed but some token is not; the C++ message is Python's.
+BAD_SPECS = [
+    "conv", "conv8k", "conv8q3", "conv8k3k5", "convk5", "maxpool3s2p1nb", "pool2x", "fc10-none-none",
+    "out-fc10", "dropout1.5", "dropoutx", "relu6", "elu0.5", "tanh-fc10", "bn3", "out5", "fc0", "fc99999999999",
+    "convv8", "xyz", "maxpol2", "sigmod", "maxpool0", "conv8p",
+]  # fmt: skip
+
+
+def python_spec_error(call) -> str:
+    try:
+        call()
+    except ValueError as e:
+        return str(e)
+    raise AssertionError("Python accepted the spec")
+
+
+def without_activation_list(message: str) -> str:
+    """The message with the list of known activations blanked: the Python core may register more."""
+    import re
+
+    return re.sub(r"an activation \([^)]*\)", "an activation (...)", message)
+
+
+@pytest.mark.parametrize("spec", BAD_SPECS)
+def test_layer_spec_errors_use_python_words(spec):
+    from handgrad.models import tokenize_layer_spec
+
+    expected = python_spec_error(lambda: tokenize_layer_spec(spec))
+    result = run_cpp("train", "--layers", spec, check=False)  # refused before any data is read
+    assert result.returncode == 1
+    assert without_activation_list(result.stderr) == without_activation_list(f"handgrad-cpp: error: {expected}\n")
+
+
+#: Specs that tokenize but do not fit 28x28 MNIST images.
+BAD_SHAPES = ["conv8-pool-pool-pool-pool-pool-pool", "fc10-conv8", "maxpool3p2", "fc10-pool", "conv8k29p0"]
+
+
+@needs_mnist
+@pytest.mark.parametrize("spec", BAD_SHAPES)
+def test_layer_spec_shape_errors_use_python_words(spec, tmp_path):
+    from handgrad.models import parse_layer_spec
+
+    expected = python_spec_error(lambda: parse_layer_spec(spec, (1, 28, 28), 10))
+    result = run_cpp("train", "--dataset", "mnist", "--layers", spec, "--out", tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr == f"handgrad-cpp: error: {expected}\n"
+
+
+def _cpp_train_one_step(tmp_path, *args):
+    run_cpp(
+        "train", "--dataset", "mnist", "--train-size", 200, "--epochs", 1, "--max-steps", 1, "--quiet",
+        "--out", tmp_path, *args,
+    )  # fmt: skip
+    return handgrad.load(tmp_path / "last.safetensors")
+
+
+SPECS = ["conv8k5s1p2-maxpool3s2p1-fc120-sigmoid", "conv4-bn-pool-fc16-none-bn-dropout-out-sigmoid",
+         "conv6nb-avgpool-fc10nb-leaky_relu0.2-outnb"]  # fmt: skip
+
+
+@needs_mnist
+@pytest.mark.parametrize(
+    "args, python",
+    [(["--layers", spec], {"layers": spec}) for spec in SPECS]
+    + [
+        (["--hidden", "32,16", "--activation", "tanh"], {"hidden": [32, 16], "activation": "tanh"}),
+        (["--hidden", "24", "--activation", "elu"], {"hidden": [24], "activation": "elu"}),
+    ],
+)
+def test_hidden_and_layers_build_the_python_architecture(args, python, tmp_path):
+    from handgrad.models import architecture
+
+    model = _cpp_train_one_step(tmp_path, *args)  # Python loads it strictly
+    assert architecture(model) == architecture(build_model(**python))
+    assert model.metadata["model"] == "custom"
+    assert model.metadata.get("layers") == python.get("layers")
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("a,b", "argument --hidden: expected comma-separated integers, got 'a,b'"),
+        ("0,16", "argument --hidden: expected comma-separated sizes from 1 to 1048576, got '0,16'"),
+        (",", "argument --hidden: expected comma-separated sizes from 1 to 1048576, got ','"),
+    ],
+)
+def test_hidden_errors_use_python_words(value, message):
+    py = python_cli("train", "--hidden", value)
+    assert py.returncode == 2 and py.stderr.rstrip().endswith(f"error: {message}")
+    result = run_cpp("train", "--hidden", value, check=False)
+    assert result.returncode == 1 and result.stderr == f"handgrad-cpp: error: {message}\n"
+
+
+# -- a run folder that `handgrad report` reads -----------------------------------------------------------
+@needs_mnist
+def test_report_and_python_read_a_cpp_run(mnist, tmp_path):
+    import csv
+
+    run = tmp_path / "run"
+    run_cpp(
+        "train", "--dataset", "mnist", "--layers", "conv4-bn-pool-fc16", "--train-size", 600, "--epochs", 2,
+        "--batch-size", 32, "--reduction", "sum", "--lr", 0.002, "--quiet", "--out", run, "--data-dir", DATA,
+    )  # fmt: skip
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["layers"] == "conv4-bn-pool-fc16" and manifest["config"]["reduction"] == "sum"
+    assert manifest["data"]["sizes"] == {"train": 600, "val": 67, "test": 10000}  # Python's validation_size
+    history = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in history["epochs"]] == [1, 2]
+    assert list(history["epochs"][0]) == [
+        "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
+        "samples_per_s", "val_top5_acc", "test_top5_acc",
+    ]  # fmt: skip
+    with open(run / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [{k: float(v) for k, v in r.items()} for r in rows] == history["epochs"]
+    assert (run / "steps.csv").read_text().startswith("step,epoch,loss,acc\n1,1,")
+
+    report = python_cli("report", run, "--data-dir", DATA)
+    assert report.returncode == 0, report.stderr
+    assert "test accuracy (best)" in (run / "report.html").read_text()
+    # the BatchNorm statistics the C++ saved: Python predicts the same on every test image
+    run_cpp("eval", run / "best.safetensors", "--logits", tmp_path / "logits.idx")
+    assert (
+        read_idx(tmp_path / "logits.idx").argmax(axis=1)
+        == python_logits(run / "best.safetensors", mnist).argmax(axis=1)
+    ).all()
+
+
+# -- architectures the twin cannot compute are refused, naming the file, the layer and the argument -----
+NOT_SUPPORTED = "is not supported by the C++ port"
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (
+            lambda arch: arch[0].update(dilation=[2, 2]),
+            f"entry 0 (Conv2d): argument 'dilation' = [2,2] {NOT_SUPPORTED}",
+        ),
+        (lambda arch: arch[0].update(groups=2), f"entry 0 (Conv2d): argument 'groups' = 2 {NOT_SUPPORTED}"),
+        (
+            lambda arch: arch[2].update(ceil_mode=True),
+            f"entry 2 (MaxPool2d): argument 'ceil_mode' = true {NOT_SUPPORTED}",
+        ),
+        (lambda arch: arch[1].update(type="GELU"), f"entry 1 (GELU): layer type GELU {NOT_SUPPORTED}"),
+        (
+            lambda arch: arch.insert(4, {"type": "LayerNorm", "normalized_shape": [8]}),
+            "entry 4 (LayerNorm): layer type",
+        ),
+        (lambda arch: arch[4].update(approximate="tanh"), "entry 4 (Linear): unexpected argument 'approximate'"),
+    ],
+)
+def test_unknown_layer_types_and_arguments_are_refused(change, words, tmp_path):
+    handgrad.manual_seed(2)
+    path = tmp_path / "model.safetensors"
+    handgrad.save(build_model(layers="conv4-pool-fc8"), path)
+    tensors, raw = load_tensors(path)
+    arch = json.loads(raw["architecture"])
+    change(arch)
+    save_tensors(path, tensors, {**raw, "architecture": json.dumps(arch)})
+    for command in ("info", "eval"):
+        result = run_cpp(command, path, check=False)
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.count("\n") == 1
+        assert result.stderr.startswith(f"handgrad-cpp: error: {path}: metadata 'architecture': {words}")
+
+
+def test_defaults_python_spells_out_are_accepted(tmp_path):
+    handgrad.manual_seed(3)
+    model = build_model(layers="conv4-pool-fc8")
+    path = tmp_path / "model.safetensors"
+    handgrad.save(model, path)
+    tensors, raw = load_tensors(path)
+    arch = json.loads(raw["architecture"])
+    arch[0].update(dilation=[1, 1], groups=1, padding_mode="zeros")
+    arch[2].update(ceil_mode=False, dilation=1)
+    save_tensors(path, tensors, {**raw, "architecture": json.dumps(arch)})
+    assert "MaxPool2d(kernel_size=2, stride=2, padding=0)" in run_cpp("info", path).stdout

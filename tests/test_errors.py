@@ -93,7 +93,7 @@ FORWARD_CASES = [
         f32(1, 1, 2, 2),
         ShapeError,
         "MaxPool2d(kernel_size=3, stride=3, padding=0)",
-        ["kernel size (3, 3) is larger than the padded input (2, 2)"],
+        ["input (1, 1, 2, 2) is smaller than one window", "kernel_size (3, 3), dilation (1, 1), padding (0, 0)"],
         id="maxpool-kernel-too-large",
     ),
     pytest.param(
@@ -101,7 +101,7 @@ FORWARD_CASES = [
         f32(4, 4),
         ShapeError,
         "AvgPool2d(kernel_size=2, stride=2, padding=0)",
-        ["expected input of shape (N, C, H, W) (4-D)", "got shape (4, 4) (2-D)"],
+        ["expected input of shape (N, C, H, W) or (C, H, W)", "got (4, 4)"],
         id="avgpool-rank",
     ),
     pytest.param(

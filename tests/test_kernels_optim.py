@@ -260,6 +260,39 @@ def test_non_contiguous_parameter_is_updated_in_place():
     np.testing.assert_allclose(base, ref_base, rtol=1e-12)
 
 
+@pytest.mark.parametrize("by_keyword", [False, True])
+def test_non_contiguous_state_runs_the_reference(by_keyword):
+    # a state array loaded as a transposed view cannot be walked flat: the update falls back to the reference
+    rng = np.random.default_rng(3)
+    p0, g = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+    m0, v0 = rng.normal(size=(6, 4)), rng.random((6, 4))
+    results = []
+    for update in (K, R):
+        p, m, v = p0.copy(), m0.copy().T, v0.copy().T
+        if by_keyword:
+            update.adam_update(
+                p,
+                g,
+                exp_avg=m,
+                exp_avg_sq=v,
+                max_exp_avg_sq=None,
+                step=2,
+                lr=0.01,
+                beta1=0.9,
+                beta2=0.999,
+                eps=1e-8,
+                weight_decay=0.1,
+                amsgrad=False,
+                maximize=False,
+                decoupled_weight_decay=False,
+            )
+        else:
+            update.adam_update(p, g, m, v, None, 2, 0.01, 0.9, 0.999, 1e-8, 0.1, False, False, False)
+        results.append((p, m, v))
+    for got, expected in zip(*results):
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize(
     "name, kwargs",
     [

@@ -105,3 +105,38 @@ def test_avg_pool2d_reference_is_the_window_mean_and_its_backward_the_adjoint(ca
     assert rel_err(out, expected) < 1e-12
     g = rng.standard_normal(out.shape)  # <avg(x), g> == <x, avg_backward(g)>
     assert abs(np.vdot(out, g) - np.vdot(x, F.avg_pool2d_backward(g, cache))) < 1e-9 * max(1.0, abs(np.vdot(out, g)))
+
+
+OPTION_CASES = [  # (shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    ((2, 3, 7, 7), (3, 3), (2, 2), (1, 1), True, True, None),
+    ((2, 2, 9, 6), (2, 3), (2, 2), (1, 0), True, False, None),
+    ((3, 8, 7), (2, 2), (3, 2), (1, 1), True, False, 3),  # unbatched
+    ((1, 2, 6, 6), (3, 2), (1, 2), (0, 1), False, False, None),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", OPTION_CASES, ids=str)
+def test_pool_kernels_match_references_with_ceil_mode_and_divisors(case, dtype):
+    """ceil_mode, count_include_pad=False, divisor_override and (C, H, W) input stay compiled."""
+    shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor = case
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(dtype)
+    (out, indices), cache = K.max_pool2d_forward(x, kernel, stride, padding, (1, 1), ceil_mode, True)
+    (ref, ref_indices), ref_cache = F.max_pool2d_forward(x, kernel, stride, padding, (1, 1), ceil_mode, True)
+    assert np.array_equal(out, ref) and np.array_equal(indices, ref_indices), f"max_pool2d {case}"
+    g = rng.standard_normal(out.shape).astype(dtype)
+    assert rel_err(K.max_pool2d_backward(g, cache), F.max_pool2d_backward(g, ref_cache)) < 1e-6
+    options = (ceil_mode, count_include_pad, divisor)
+    out, cache = K.avg_pool2d_forward(x, kernel, stride, padding, *options)
+    ref, ref_cache = F.avg_pool2d_forward(x, kernel, stride, padding, *options)
+    assert out.dtype == dtype and out.shape == ref.shape and rel_err(out, ref) < 1e-6, f"avg_pool2d {case}"
+    g = rng.standard_normal(out.shape).astype(dtype)
+    assert rel_err(K.avg_pool2d_backward(g, cache), F.avg_pool2d_backward(g, ref_cache)) < 1e-6
+
+
+def test_dilated_max_pool_runs_the_reference():
+    x = np.random.default_rng(6).standard_normal((1, 2, 7, 7))
+    out, cache = K.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), (2, 2))
+    ref, ref_cache = F.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), (2, 2))
+    assert np.array_equal(out, ref) and np.array_equal(cache[0], ref_cache[0])

@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import train_argv
 
 import handgrad
 from handgrad import models, nn
@@ -128,6 +129,19 @@ GRAMMAR_CASES = [
         [nn.Flatten(), nn.Linear(64, 32), nn.LeakyReLU(0.2), nn.Dropout(0.1), nn.Linear(32, 10)],
     ),
     ("fc16-out-tanh", DIGITS, [nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10), nn.Tanh()]),
+    (
+        "conv4-gelu-fc16-silu-out-softplus",
+        DIGITS,
+        [
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.GELU(),
+            nn.Flatten(),
+            nn.Linear(256, 16),
+            nn.SiLU(),
+            nn.Linear(16, 10),
+            nn.Softplus(),
+        ],
+    ),
     (
         "CONV4K5,BN,Pool",
         DIGITS,
@@ -418,23 +432,7 @@ def test_train_records_spec_bias_and_init_and_info_names_the_spec(tmp_path, caps
 
 
 def test_a_named_model_run_has_no_spec_in_its_checkpoint(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--model",
-                "linear",
-                "--epochs",
-                "1",
-                "--quiet",
-                "--out",
-                str(tmp_path / "r"),
-            ]
-        )
-        == 0
-    )
+    assert main(train_argv(tmp_path / "r", model="linear")) == 0
     assert "layers" not in handgrad.load(tmp_path / "r" / "best.safetensors").metadata
     capsys.readouterr()
     assert main(["info", str(tmp_path / "r" / "best.safetensors")]) == 0
@@ -533,3 +531,29 @@ def test_compare_and_sweep_refuse_what_is_neither_a_model_nor_a_spec(tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("handgrad: error: ") and err.count("\n") == 1 and fragment in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "spec, shape",
+    [("conv8-adaptiveavg1-fc16", (8, 1, 1)), ("conv8-pool-adaptiveavg3x2", (8, 3, 2)), ("adaptiveavg7", (1, 7, 7))],
+)
+def test_adaptiveavg_token_builds_an_adaptive_average_pool(spec, shape):
+    layers = models.parse_layer_spec(spec, (1, 28, 28), 10)
+    pool = next(layer for layer in layers if isinstance(layer, nn.AdaptiveAvgPool2d))
+    assert pool.output_size == shape[1:]
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    upto = layers[: layers.index(pool) + 1]
+    assert nn.Sequential(*upto)(x).shape == (2,) + shape
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("conv8-adaptiveavg", "expected adaptiveavg<N>"),
+        ("conv8-adaptiveavg2s1", "adaptiveavg takes no options"),
+        ("fc8-adaptiveavg1", "a pool must come before any fc"),
+    ],
+)
+def test_bad_adaptiveavg_token_is_refused_naming_it(spec, words):
+    with pytest.raises(ValueError, match=words):
+        models.parse_layer_spec(spec, (1, 28, 28), 10)

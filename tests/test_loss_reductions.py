@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import train_argv
 
 import handgrad
 from handgrad import nn
@@ -110,25 +111,7 @@ def test_a_resumed_run_keeps_its_reduction(mse_run, capsys):
 
 
 def test_train_refuses_a_reduction_of_another_loss(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--model",
-                "tiny-mlp",
-                "--reduction",
-                "batchmean",
-                "--epochs",
-                "1",
-                "--quiet",
-                "--out",
-                str(tmp_path / "r"),
-            ]
-        )
-        == 1
-    )
+    assert main(train_argv(tmp_path / "r", "--reduction", "batchmean")) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--reduction: cross_entropy takes mean or sum, got 'batchmean'" in err
     assert not (tmp_path / "r").exists()
@@ -137,29 +120,7 @@ def test_train_refuses_a_reduction_of_another_loss(tmp_path, capsys):
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_a_cross_entropy_run_trains_with_either_reduction(tmp_path, reduction):
     lr = "0.002" if reduction == "sum" else "0.05"
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--model",
-                "tiny-mlp",
-                "--reduction",
-                reduction,
-                "--lr",
-                lr,
-                "--batch-size",
-                "32",
-                "--epochs",
-                "2",
-                "--quiet",
-                "--out",
-                str(tmp_path / "r"),
-            ]
-        )
-        == 0
-    )
+    assert main(train_argv(tmp_path / "r", "--reduction", reduction, "--lr", lr, "--batch-size", "32", epochs=2)) == 0
     rows = json.loads((tmp_path / "r" / "history.json").read_text())["epochs"]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] < 2.5  # a per-sample loss, whatever the reduction
 

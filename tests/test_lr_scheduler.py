@@ -35,6 +35,16 @@ class _Warmup:
         return min(1.0, (epoch + 1) / self.epochs)
 
 
+class _HalvingEvery:
+    """A callable scale_fn: CyclicLR saves its __dict__ in state_dict() (a plain function it cannot)."""
+
+    def __init__(self, period):
+        self.period = period
+
+    def __call__(self, x):
+        return 0.5 ** (x // self.period)
+
+
 # (id, optimizer name, optimizer keywords, how to build the scheduler from a lr_scheduler module S and
 # an optimizer: the same code makes handgrad's and torch's)
 CASES = [
@@ -89,6 +99,50 @@ CASES = [
         "Adagrad",
         dict(),
         lambda S, o: S.OneCycleLR(o, max_lr=0.1, total_steps=EPOCHS, cycle_momentum=False),
+    ),
+    ("cyclic", "SGD", dict(momentum=0.9), lambda S, o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=4)),
+    (
+        "cyclic-triangular2-uneven",
+        "SGD",
+        dict(momentum=0.5, nesterov=True),
+        lambda S, o: S.CyclicLR(
+            o, base_lr=[0.01, 0.02], max_lr=[0.1, 0.05], step_size_up=3, step_size_down=7, mode="triangular2"
+        ),
+    ),
+    (
+        "cyclic-exp-range-adam",
+        "Adam",
+        dict(),
+        lambda S, o: S.CyclicLR(
+            o, base_lr=1e-3, max_lr=1e-2, step_size_up=5, mode="exp_range", gamma=0.97, base_momentum=[0.8, 0.85]
+        ),
+    ),
+    (
+        "cyclic-scale-fn-cycle",
+        "RMSprop",
+        dict(momentum=0.9),
+        lambda S, o: S.CyclicLR(o, base_lr=1e-3, max_lr=1e-2, step_size_up=2, scale_fn=lambda c: 1 / c),
+    ),
+    (
+        "cyclic-scale-fn-iterations",
+        "AdamW",
+        dict(),
+        lambda S, o: S.CyclicLR(
+            o,
+            base_lr=1e-3,
+            max_lr=5e-3,
+            step_size_up=3,
+            step_size_down=1,
+            scale_fn=_HalvingEvery(10),
+            scale_mode="iterations",
+            max_momentum=0.95,
+        ),
+    ),
+    (
+        "cyclic-no-momentum",
+        "Adagrad",
+        dict(),
+        lambda S, o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=6, cycle_momentum=False),
     ),
     (
         "sequential-warmup-cosine",
@@ -287,6 +341,7 @@ CLOSED_FORM = [
     ("polynomial", lambda S, o: S.PolynomialLR(o, total_iters=8, power=2.0)),
     ("cosine", lambda S, o: S.CosineAnnealingLR(o, T_max=10, eta_min=1e-3)),
     ("lambda", lambda S, o: S.LambdaLR(o, lr_lambda=_halve)),
+    ("cyclic", lambda S, o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=3, mode="triangular2")),
 ]
 
 
@@ -468,6 +523,37 @@ ERRORS = [
         "Adagrad has neither; pass cycle_momentum=False",
     ),
     (lambda: _step_one_cycle(total_steps=2, steps=3), HandgradError, "OneCycleLR: stepped 3 times, past total_steps=2"),
+    (
+        lambda: lr_scheduler.CyclicLR(_sgd(), 0.01, 0.1, mode="cosine"),
+        HandgradError,
+        "CyclicLR: mode must be 'triangular', 'triangular2' or 'exp_range' \\(or give scale_fn\\), got 'cosine'",
+    ),
+    (
+        lambda: lr_scheduler.CyclicLR(_sgd(), 0.01, 0.1, step_size_up=0),
+        HandgradError,
+        "step_size_up must be a positive number of batches, got 0",
+    ),
+    (
+        lambda: lr_scheduler.CyclicLR(_sgd(), 0.01, 0.1, step_size_down=-2),
+        HandgradError,
+        "step_size_down must be a non-negative number",
+    ),
+    (
+        lambda: lr_scheduler.CyclicLR(_sgd(), 0.01, 0.1, scale_fn=lambda x: 1.0, scale_mode="epochs"),
+        HandgradError,
+        "scale_mode must be 'cycle' or 'iterations', got 'epochs'",
+    ),
+    (lambda: lr_scheduler.CyclicLR(_sgd(), 0.01, 0.1, scale_fn=0.5), TypeError, "scale_fn should be a function"),
+    (
+        lambda: lr_scheduler.CyclicLR(_sgd(2), [0.01], 0.1),
+        HandgradError,
+        "base_lr must have one value per param group: got 1 values, the optimizer has 2",
+    ),
+    (
+        lambda: lr_scheduler.CyclicLR(optim.Adagrad([Parameter(np.ones(2))]), 0.01, 0.1),
+        HandgradError,
+        "CyclicLR: cycle_momentum needs an optimizer with momentum or betas, Adagrad has neither",
+    ),
     (lambda: lr_scheduler.ReduceLROnPlateau(_sgd(), factor=1.0), HandgradError, "factor must be < 1.0, got 1.0"),
     (
         lambda: lr_scheduler.ReduceLROnPlateau(_sgd(), mode="low"),

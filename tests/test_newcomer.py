@@ -5,6 +5,7 @@ import os
 import shutil
 
 import pytest
+from conftest import train_argv
 
 from handgrad.app.cli import main
 from handgrad.app.compare import CompareRow
@@ -96,25 +97,7 @@ def test_describe_schedule(schedule, expected):
 
 
 def test_the_run_header_reads_right_for_one_epoch_and_no_schedule(capsys, tmp_path):
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--model",
-                "tiny-mlp",
-                "--epochs",
-                "1",
-                "--schedule",
-                "none",
-                "--quiet",
-                "--out",
-                str(tmp_path / "r"),
-            ]
-        )
-        == 0
-    )
+    assert main(train_argv(tmp_path / "r", "--schedule", "none")) == 0
     out = capsys.readouterr().out
     assert "constant lr" in out and ", 1 epoch," in out and "none schedule" not in out and "1 epochs" not in out
 

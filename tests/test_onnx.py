@@ -30,15 +30,24 @@ class Doubler(nn.Module):
         return 2 * x
 
 
+def p_shape(layer) -> tuple:
+    return layer.normalized_shape if isinstance(layer, nn.LayerNorm) else (layer.num_features,)
+
+
 def randomize_batch_norm(model, rng) -> None:
     """Running statistics and affine parameters far from their 0 / 1 defaults, so that using the
     wrong ones shows."""
     for layer in model.modules():
-        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
+            for p, values in (
+                (layer.weight, rng.uniform(0.5, 2.0, p_shape(layer))),
+                (layer.bias, rng.standard_normal(p_shape(layer))),
+            ):
+                if p is not None:
+                    p.data = values.astype(p.dtype)
+            if isinstance(layer, nn.LayerNorm):
+                continue
             c = layer.num_features
-            if layer.affine:
-                layer.weight.data = rng.uniform(0.5, 2.0, c).astype(layer.weight.dtype)
-                layer.bias.data = rng.standard_normal(c).astype(layer.bias.dtype)
             if layer.track_running_stats:
                 layer.running_mean[...] = rng.standard_normal(c)
                 layer.running_var[...] = rng.uniform(0.5, 2.0, c)
@@ -98,9 +107,24 @@ LAYER_CASES = [
     pytest.param(lambda: nn.MaxPool2d(3, stride=2, padding=1), (3, 9, 8), id="MaxPool2d-stride-padding"),
     pytest.param(lambda: nn.AvgPool2d(2), (3, 9, 8), id="AvgPool2d"),
     pytest.param(lambda: nn.AvgPool2d((2, 3), stride=(1, 2), padding=(1, 1)), (3, 9, 8), id="AvgPool2d-padding"),
+    pytest.param(
+        lambda: nn.MaxPool2d(3, 2, 1, dilation=(1, 2), ceil_mode=True), (3, 9, 8), id="MaxPool2d-dilation-ceil"
+    ),
+    pytest.param(lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True), (3, 8, 8), id="AvgPool2d-ceil"),
+    pytest.param(
+        lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), (3, 8, 8), id="AvgPool2d-exclude-pad"
+    ),
+    pytest.param(lambda: nn.AvgPool2d((2, 3), (1, 2), (1, 1), divisor_override=5), (3, 9, 8), id="AvgPool2d-divisor"),
+    pytest.param(lambda: nn.AdaptiveAvgPool2d(1), (3, 9, 8), id="AdaptiveAvgPool2d-global"),
+    pytest.param(lambda: nn.AdaptiveAvgPool2d((3, None)), (3, 9, 8), id="AdaptiveAvgPool2d-even"),
     pytest.param(lambda: nn.ReLU(), (3, 4, 4), id="ReLU"),
     pytest.param(lambda: nn.LeakyReLU(0.2), (3, 4, 4), id="LeakyReLU"),
     pytest.param(lambda: nn.ELU(0.7), (3, 4, 4), id="ELU"),
+    pytest.param(lambda: nn.GELU(), (3, 4, 4), id="GELU"),
+    pytest.param(lambda: nn.GELU(approximate="tanh"), (3, 4, 4), id="GELU-tanh"),
+    pytest.param(lambda: nn.SiLU(), (6,), id="SiLU"),
+    pytest.param(lambda: nn.Softplus(), (3, 4, 4), id="Softplus"),
+    pytest.param(lambda: nn.Softplus(beta=2.0, threshold=0.5), (3, 4, 4), id="Softplus-beta-threshold"),
     pytest.param(lambda: nn.Sigmoid(), (6,), id="Sigmoid"),
     pytest.param(lambda: nn.Tanh(), (6,), id="Tanh"),
     pytest.param(lambda: nn.Softmax(dim=1), (6,), id="Softmax"),
@@ -125,6 +149,13 @@ LAYER_CASES = [
         (3, 4, 5),
         id="BatchNorm2d-batch-statistics-no-affine",
     ),
+    pytest.param(lambda: nn.BatchNorm1d(6, bias=False), (6,), id="BatchNorm1d-weight-only"),
+    pytest.param(lambda: nn.BatchNorm2d(3, momentum=None), (3, 4, 5), id="BatchNorm2d-cumulative-average"),
+    pytest.param(lambda: nn.LayerNorm(6), (6,), id="LayerNorm"),
+    pytest.param(lambda: nn.LayerNorm((4, 5), eps=1e-3), (3, 4, 5), id="LayerNorm-two-axes"),
+    pytest.param(lambda: nn.LayerNorm([3, 4, 5], bias=False), (3, 4, 5), id="LayerNorm-weight-only"),
+    pytest.param(lambda: nn.LayerNorm(5, elementwise_affine=False), (3, 5), id="LayerNorm-no-affine"),
+    pytest.param(lambda: nn.Dropout2d(0.3), (3, 4, 5), id="Dropout2d"),
     pytest.param(
         lambda: nn.Sequential(nn.Sequential(nn.Linear(6, 5), nn.Tanh()), nn.Linear(5, 2)), (6,), id="Sequential-nested"
     ),
@@ -227,7 +258,9 @@ def test_a_layer_with_no_exporter_is_refused_naming_it(layer, name, tmp_path):
     target = tmp_path / "model.onnx"
     target.write_bytes(b"previous")
     with pytest.raises(
-        ExportError, match=f"no ONNX exporter for layer type {name} \\(layer 2\\); exportable: AvgPool2d, BatchNorm1d"
+        ExportError,
+        match=f"no ONNX exporter for layer type {name} \\(layer 2\\); exportable: AdaptiveAvgPool2d, AvgPool2d, "
+        "BatchNorm1d",
     ):
         export(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), layer), target, input_shape=(4,))
     assert target.read_bytes() == b"previous"
@@ -283,3 +316,18 @@ def test_importing_handgrad_does_not_import_onnx():
     code = "import sys, handgrad, handgrad.models, handgrad.app.cli; assert 'onnx' not in sys.modules"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize(
+    "layer, input_shape, words",
+    [
+        (nn.MaxPool2d(2, 3, 1, ceil_mode=True), (1, 5, 5), "would start in the right padding"),
+        (nn.MaxPool2d(2, return_indices=True), (1, 4, 4), "returns 2 outputs, but a model passes on one tensor"),
+        (nn.AvgPool2d(3, 2, 1, ceil_mode=True, divisor_override=2), (1, 8, 8), "divisor_override with ceil_mode"),
+        (nn.AdaptiveAvgPool2d((3, 4)), (1, 9, 6), "uneven windows"),
+    ],
+    ids=["ceil-dropped-window", "indices", "divisor-ceil", "adaptive-uneven"],
+)
+def test_pool_options_onnx_cannot_match_are_refused_naming_them(layer, input_shape, words, tmp_path):
+    with pytest.raises(ExportError, match=words):
+        export(nn.Sequential(layer), tmp_path / "pool.onnx", input_shape=input_shape)

@@ -140,7 +140,13 @@ def _linear_tensors(fin=3, fout=2, dtype=np.float32):
 BAD_CHECKPOINTS = [
     ("no-type", [{"in_features": 3, "out_features": 2}], None, {}, ["architecture layer 0: missing 'type'"]),
     ("type-not-string", [{"type": 3}], None, {}, ["architecture layer 0: 'type' must be a string, got 3"]),
-    ("unknown-type", [{"type": "Sequential"}], None, {}, ["unknown type 'Sequential'", "known: AvgPool2d"]),
+    (
+        "unknown-type",
+        [{"type": "Sequential"}],
+        None,
+        {},
+        ["unknown type 'Sequential'", "known: AdaptiveAvgPool2d, AvgPool2d"],
+    ),
     (
         "unknown-keyword",
         [_linear(color="red")],
@@ -335,3 +341,15 @@ def test_failed_write_names_the_file_being_written(tmp_path, model, monkeypatch)
         handgrad.save(model, tmp_path / "best.safetensors")
     assert str(info.value) == f"{tmp_path / 'best.safetensors'}: cannot write the file: No space left on device"
     assert isinstance(info.value, OSError) and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("spec", ["fc8-bn", "conv4-bn-pool-fc8-bn"])
+def test_batchnorm_checkpoint_round_trip_keeps_its_0d_batch_count(spec, tmp_path):
+    handgrad.manual_seed(0)
+    model = models.build_model(layers=spec)
+    model(np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32))  # one training batch
+    handgrad.save(model, tmp_path / "bn.safetensors")
+    buffers = dict(handgrad.load(tmp_path / "bn.safetensors").named_buffers())
+    for name, buffer in model.named_buffers():
+        assert buffers[name].shape == buffer.shape and np.array_equal(buffers[name], buffer), name
+    assert [int(v) for k, v in buffers.items() if k.endswith("num_batches_tracked")] == [1] * spec.count("bn")

@@ -1,5 +1,6 @@
 // handgrad-cpp: train, eval, predict (and bench) with the Python CLI's flags for what the port
 // supports. Errors print one line (handgrad-cpp: error: ...) and exit non-zero.
+#include "handgrad/image.hpp"
 #include "handgrad/training.hpp"
 
 #include <Eigen/Core>
@@ -15,21 +16,121 @@
 #include <map>
 #include <numeric>
 #include <set>
+#include <sstream>
 
 using namespace handgrad;
 
 namespace {
 
-const char* USAGE =
-    "usage: handgrad-cpp COMMAND [options]\n"
-    "  train   [--dataset mnist|fashion-mnist] [--data-dir DIR] [--model NAME] [--epochs N] [--batch-size N]\n"
-    "          [--optimizer sgd|adam|adamw] [--lr LR] [--momentum M] [--weight-decay WD] [--schedule cosine|step|none]\n"
-    "          [--loss cross_entropy|mse] [--seed S] [--train-size N] [--val-fraction F] [--out DIR] [--quiet]\n"
-    "          [--init CHECKPOINT] [--order ORDER.idx] [--max-steps N]\n"
-    "  eval    CHECKPOINT [--dataset NAME] [--data-dir DIR] [--top-k K] [--json] [--logits FILE.idx]\n"
-    "          [--no-reference-check]\n"
-    "  predict CHECKPOINT IMAGE... [--top-k K] [--json]   (IMAGE: binary PGM of the input size, or an IDX file)\n"
-    "  bench   [--model NAME] [--batch-size N] [--steps N] [--warmup N] [--seed S] [--inference] [--profile] [--json]\n";
+// Each command's help, as `handgrad COMMAND --help` prints it: usage, what it does, its options.
+struct CommandHelp {
+    const char* name;
+    const char* summary;
+    const char* usage;
+    const char* options;
+};
+
+const std::vector<CommandHelp>& commands() {
+    static const std::vector<CommandHelp> table = {
+        {"train", "train a model",
+         "usage: handgrad-cpp train [-h] [--dataset NAME] [--data-dir DIR] [--model NAME] [--hidden SIZES]\n"
+         "                          [--activation NAME] [--layers SPEC] [--epochs N] [--batch-size N]\n"
+         "                          [--optimizer sgd|adam|adamw] [--lr LR] [--momentum M] [--weight-decay WD]\n"
+         "                          [--schedule cosine|step|none] [--loss cross_entropy|mse] [--reduction R]\n"
+         "                          [--seed S] [--train-size N] [--val-fraction F] [--out DIR] [--quiet]\n"
+         "                          [--init CHECKPOINT] [--order ORDER.idx] [--max-steps N]\n\n"
+         "Train a model; writes checkpoints, history (history.json, history.csv, steps.csv) and manifest.json to\n"
+         "--out. Unset options take the model's defaults.\n",
+         "  --dataset NAME        mnist (default) or fashion-mnist\n"
+         "  --data-dir DIR        folder holding the dataset's four IDX files\n"
+         "  --model NAME          named model (default: mlp-small): linear, mlp-sigmoid, mlp, mlp-small, tiny-mlp,\n"
+         "                        tiny-cnn, lenet5\n"
+         "  --hidden SIZES        custom MLP hidden sizes, e.g. 512,256 (overrides --model)\n"
+         "  --activation NAME     activation for --hidden (relu, tanh, sigmoid, leaky_relu, elu)\n"
+         "  --layers SPEC         a layer spec (overrides --model), tokens joined by '-': conv<C>[k<K>][s<S>][p<P>][nb],\n"
+         "                        maxpool|avgpool[<K>][s<S>][p<P>], fc<N>[nb], bn, dropout[<P>], an activation or none\n"
+         "                        (replacing the ReLU before), out[nb]; e.g. conv8k5s1p2-maxpool3s2p1-fc120-sigmoid\n"
+         "  --epochs N            epochs (default: the model's)\n"
+         "  --batch-size N        batch size (default: the model's)\n"
+         "  --optimizer NAME      sgd, adam or adamw\n"
+         "  --lr LR               learning rate (default: the model's)\n"
+         "  --momentum M          SGD momentum (default: the model's)\n"
+         "  --weight-decay WD     weight decay (default: the model's)\n"
+         "  --schedule NAME       cosine, step or none\n"
+         "  --loss NAME           cross_entropy (softmax outputs; the default) or mse (outputs regressed onto one-hot\n"
+         "                        targets)\n"
+         "  --reduction R         how the loss combines a batch of N: cross_entropy: mean (default) or sum; mse:\n"
+         "                        batchmean (default) = 1/N sum_n ||y_n - onehot_n||^2, mean = the same / classes, or sum\n"
+         "  --seed S              one seed for the split, the initial weights and the batch order\n"
+         "  --train-size N        train on a class-stratified subset of this many images\n"
+         "  --val-fraction F      fraction of the training images that validate (default 0.1)\n"
+         "  --out DIR             run directory (default: runs/DATASET-MODEL-cpp)\n"
+         "  --quiet               no model table\n"
+         "  --init CHECKPOINT     start from this checkpoint's architecture and weights (C++ only)\n"
+         "  --order ORDER.idx     visit the training images in this order, an IDX int32 (M,) or (epochs, M) (C++ only)\n"
+         "  --max-steps N         stop after N optimizer steps in all (C++ only)\n"},
+        {"eval", "evaluate a checkpoint on its dataset's test set",
+         "usage: handgrad-cpp eval [-h] [--dataset NAME] [--data-dir DIR] [--top-k K] [--json] [--logits FILE.idx]\n"
+         "                         [--no-reference-check] CHECKPOINT\n\n"
+         "Evaluate a checkpoint on its dataset's test set: accuracy, top-k accuracy, per-class accuracy.\n",
+         "  --dataset NAME        default: the checkpoint's dataset\n"
+         "  --data-dir DIR        folder holding the dataset's IDX files\n"
+         "  --top-k K             K for the top-K accuracy (default 5)\n"
+         "  --json                print one JSON object\n"
+         "  --logits FILE.idx     also write the logits as an IDX float32 file (C++ only)\n"
+         "  --no-reference-check  do not recompute the checkpoint's stored reference outputs (C++ only)\n"},
+        {"predict", "classify image files",
+         "usage: handgrad-cpp predict [-h] [--top-k K] [--json] CHECKPOINT IMAGE [IMAGE ...]\n\n"
+         "Classify images: PNG, JPEG, PGM, or IDX files of images, prepared as the Python's predict does.\n",
+         "  --top-k K             classes shown per image (default 3)\n"
+         "  --json                print one JSON list\n"},
+        {"info", "describe a checkpoint",
+         "usage: handgrad-cpp info [-h] CHECKPOINT\n\n"
+         "Describe a checkpoint: its metadata and a table of its layers, output shapes and parameters.\n",
+         ""},
+        {"bench", "time training or inference steps on synthetic batches",
+         "usage: handgrad-cpp bench [-h] [--model NAME] [--batch-size N] [--steps N] [--warmup N] [--seed S]\n"
+         "                          [--inference] [--profile] [--json]\n\n"
+         "Time forward, loss, backward and an SGD step (or, with --inference, the forward alone) on synthetic\n"
+         "MNIST-shaped batches.\n",
+         "  --model NAME          named model (default: mlp-small)\n"
+         "  --batch-size N        batch size (default 64, or 1000 with --inference)\n"
+         "  --steps N             timed steps (default 200)\n"
+         "  --warmup N            untimed steps before them (default 10)\n"
+         "  --seed S              seed of the weights and the batch\n"
+         "  --inference           time the forward alone, in eval mode\n"
+         "  --profile             also the mean time of each layer's forward and backward\n"
+         "  --json                print one JSON object\n"},
+        {"grad", "one forward and backward of a checkpoint on given inputs (for parity checks)",
+         "usage: handgrad-cpp grad [-h] --inputs X.idx [--targets Y.idx] [--loss NAME] [--reduction R] [--eval]\n"
+         "                         --out FILE.safetensors CHECKPOINT\n\n"
+         "Run the checkpoint's model on the inputs, apply the loss and backpropagate once; write the output\n"
+         "('output'), the loss ('loss'), dL/dinput ('grad_input'), each parameter's gradient ('grad.NAME') and\n"
+         "the buffers after the forward (their own names) as one safetensors file.\n",
+         "  --inputs X.idx        the model's inputs, an IDX float32 file of shape (N, *input shape)\n"
+         "  --targets Y.idx       class indices (IDX integers, (N,)), or for mse targets of the output's shape\n"
+         "  --loss NAME           cross_entropy (default), nll_loss or mse\n"
+         "  --reduction R         mean (default), sum or none (dL/dloss_n = 1 for each sample)\n"
+         "  --eval                run the model in eval mode (default: training mode)\n"
+         "  --out FILE            the safetensors file to write\n"},
+    };
+    return table;
+}
+
+void print_usage(std::ostream& out) {
+    out << "usage: handgrad-cpp [-h] COMMAND ...\n\nTrain, evaluate and inspect handgrad models (the C++ twin of "
+           "`handgrad`).\n\ncommands:\n";
+    for (auto& c : commands()) {
+        char line[160];
+        std::snprintf(line, sizeof line, "  %-9s %s\n", c.name, c.summary);
+        out << line;
+    }
+    out << "\n`handgrad-cpp COMMAND --help` shows a command's options.\n";
+}
+
+void print_help(const CommandHelp& c) {
+    std::cout << c.usage << "\noptions:\n  -h, --help            show this help message and exit\n" << c.options;
+}
 
 // --flag value pairs, bare --switches and positional arguments.
 struct Args {
@@ -75,7 +176,8 @@ Args parse(int argc, char** argv, int first, const std::set<std::string>& valued
             } else if (flags.count(key)) {
                 a.switches.insert(key);
             } else {
-                throw HandgradError("handgrad-cpp", "unrecognized arguments: " + s);
+                throw HandgradError(std::string("handgrad-cpp ") + argv[1],
+                                    "unrecognized arguments: " + s + " (see handgrad-cpp " + argv[1] + " --help)");
             }
         } else {
             a.positional.push_back(s);
@@ -84,11 +186,48 @@ Args parse(int argc, char** argv, int first, const std::set<std::string>& valued
     return a;
 }
 
+// --hidden 512,256: comma-separated sizes from 1 to MAX_SIZE, as the Python CLI reads them.
+std::vector<int64_t> hidden_sizes(const std::string& text) {
+    std::vector<int64_t> sizes;
+    bool in_range = true;
+    std::stringstream items(text);
+    for (std::string item; std::getline(items, item, ',');) {
+        if (item.find_first_not_of(" \t") == std::string::npos) continue;
+        size_t used = 0;
+        long long v = 0;
+        try {
+            v = std::stoll(item, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (!used || item.find_first_not_of(" \t", used) != std::string::npos)
+            throw HandgradError("argument --hidden", "expected comma-separated integers, got '" + text + "'");
+        in_range = in_range && v >= 1 && v <= MAX_SIZE;
+        sizes.push_back(v);
+    }
+    if (sizes.empty() || !in_range)
+        throw HandgradError("argument --hidden",
+                            "expected comma-separated sizes from 1 to " + std::to_string(MAX_SIZE) + ", got '" + text + "'");
+    return sizes;
+}
+
+// A value from a fixed list, refused as argparse refuses an invalid choice.
+std::optional<std::string> choice(const Args& a, const std::string& key, const std::vector<std::string>& choices) {
+    auto v = a.get(key);
+    if (v && std::find(choices.begin(), choices.end(), *v) == choices.end()) {
+        std::string listed;
+        for (auto& c : choices) listed += (listed.empty() ? "'" : ", '") + c + "'";
+        throw HandgradError("argument " + key, "invalid choice: '" + *v + "' (choose from " + listed + ")");
+    }
+    return v;
+}
+
 int cmd_train(int argc, char** argv) {
     const Args a = parse(argc, argv, 2,
                          {"--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--optimizer", "--lr",
                           "--momentum", "--weight-decay", "--schedule", "--loss", "--seed", "--train-size",
-                          "--val-fraction", "--out", "--init", "--order", "--max-steps"},
+                          "--val-fraction", "--out", "--init", "--order", "--max-steps", "--hidden", "--activation",
+                          "--layers", "--reduction"},
                          {"--quiet"});
     TrainConfig c;
     c.dataset = a.get("--dataset").value_or("mnist");
@@ -100,7 +239,21 @@ int cmd_train(int argc, char** argv) {
     c.momentum = a.number<double>("--momentum");
     c.weight_decay = a.number<double>("--weight-decay");
     c.schedule = a.get("--schedule");
-    c.loss = a.get("--loss");
+    c.loss = choice(a, "--loss", {"cross_entropy", "mse"});
+    c.reduction = choice(a, "--reduction", {"mean", "batchmean", "sum"});
+    if (auto hidden = a.get("--hidden")) c.hidden = hidden_sizes(*hidden);
+    if (auto activation = a.get("--activation")) {
+        try {
+            make_activation(*activation);
+        } catch (const HandgradError& error) {
+            throw HandgradError("argument --activation", std::string(error.what()).substr(error.where.size() + 2));
+        }
+        c.activation = *activation;
+    }
+    c.layers = a.get("--layers");
+    if (c.layers) tokenize_layer_spec(*c.layers);  // a bad spec is refused before any data is read
+    if (c.init && c.custom())
+        throw HandgradError("train", "--init takes the checkpoint's architecture: give no --hidden or --layers with it");
     c.seed = a.number<uint64_t>("--seed").value_or(0);
     c.train_size = a.number<int64_t>("--train-size");
     c.val_fraction = a.number<double>("--val-fraction").value_or(0.1);
@@ -197,72 +350,6 @@ int cmd_eval(int argc, char** argv) {
     return 0;
 }
 
-// A binary (P5) or ASCII (P2) PGM image of exactly the input size, or an IDX file of images.
-std::vector<Tensor> load_images(const std::string& path, const Shape& shape) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw HandgradError(path, "cannot read the image");
-    std::string magic;
-    f >> magic;
-    std::vector<Tensor> images;
-    if (magic == "P5" || magic == "P2") {
-        auto next = [&]() -> long {
-            std::string tok;
-            while (f >> tok) {
-                if (tok[0] == '#') { std::getline(f, tok); continue; }
-                char* end = nullptr;
-                const long v = std::strtol(tok.c_str(), &end, 10);
-                if (*end || v < 1) throw HandgradError(path, "bad PGM header: expected a positive integer, got '" + tok + "'");
-                return v;
-            }
-            throw HandgradError(path, "truncated PGM header");
-        };
-        const long w = next(), h = next(), maxval = next();
-        if (shape[0] != 1)
-            throw HandgradError(path, "a PGM image has 1 channel; the checkpoint's input shape is " + fmt_shape(shape));
-        if (h != shape[1] || w != shape[2])
-            throw HandgradError(path, "the image is " + std::to_string(w) + "x" + std::to_string(h) + "; the C++ port does "
-                                      "not resize, expected " + std::to_string(shape[2]) + "x" + std::to_string(shape[1]));
-        if (maxval > 255)
-            throw HandgradError(path, "PGM maxval " + std::to_string(maxval) + " is not supported; expected 1 to 255");
-        // every pixel takes at least one byte: a short file cannot ask for a large image
-        if (static_cast<uintmax_t>(w) * static_cast<uintmax_t>(h) > std::filesystem::file_size(path))
-            throw HandgradError(path, "truncated PGM: " + std::to_string(w) + "x" + std::to_string(h) +
-                                          " pixels cannot fit in " + std::to_string(std::filesystem::file_size(path)) + " bytes");
-        Tensor x({1, shape[1], shape[2]});
-        f.get();
-        for (int64_t i = 0; i < x.numel(); ++i) {
-            long v = 0;
-            if (magic == "P5") v = f.get();
-            else f >> v;
-            if (!f || v < 0 || v > maxval)
-                throw HandgradError(path, "truncated or corrupt PGM data: pixel " + std::to_string(i) + " of " +
-                                              std::to_string(x.numel()) + " is missing or above maxval " +
-                                              std::to_string(maxval));
-            x[i] = static_cast<float>(v) / static_cast<float>(maxval);
-        }
-        images.push_back(x);
-    } else {
-        const idx::Array a = idx::read_idx(path);
-        const int64_t per = shape[1] * shape[2];
-        if (a.numel() % per) throw HandgradError(path, "IDX images of shape " + fmt_shape(a.shape) + " do not fit the input " + fmt_shape(shape));
-        const double scale = a.code == 0x08 ? 255.0 : 1.0;
-        for (int64_t s = 0; s < a.numel() / per; ++s) {
-            Tensor x({1, shape[1], shape[2]});
-            for (int64_t i = 0; i < per; ++i) x[i] = static_cast<float>(a.at(s * per + i) / scale);
-            images.push_back(x);
-        }
-    }
-    for (auto& x : images) {  // dark digit on a light background: invert, as Python's load_image
-        double border = 0;
-        const int64_t H = shape[1], W = shape[2];
-        for (int64_t j = 0; j < W; ++j) border += x[j] + x[(H - 1) * W + j];
-        for (int64_t i = 0; i < H; ++i) border += x[i * W] + x[i * W + W - 1];
-        if (border / static_cast<double>(2 * (H + W)) > 0.5)
-            for (float& v : x.data) v = 1.0f - v;
-    }
-    return images;
-}
-
 int cmd_predict(int argc, char** argv) {
     const Args a = parse(argc, argv, 2, {"--top-k"}, {"--json"});
     if (a.positional.size() < 2) throw HandgradError("predict", "expected CHECKPOINT IMAGE...");
@@ -273,7 +360,7 @@ int cmd_predict(int argc, char** argv) {
     std::vector<std::string> names;
     std::vector<float> values;
     for (size_t i = 1; i < a.positional.size(); ++i)
-        for (auto& x : load_images(a.positional[i], shape)) {
+        for (auto& x : image::load_images(a.positional[i], shape)) {
             names.push_back(a.positional[i]);
             values.insert(values.end(), x.data.begin(), x.data.end());
         }
@@ -331,6 +418,95 @@ int cmd_predict(int argc, char** argv) {
         }
         std::cout << line << ")\n";
     }
+    return 0;
+}
+
+// A JSON value as Python prints it: str() at the top (a string bare), repr() inside lists and dicts.
+std::string py_str(const json& v, bool top = true) {
+    if (v.is_string()) return top ? v.get<std::string>() : "'" + v.get<std::string>() + "'";
+    if (v.is_boolean()) return v.get<bool>() ? "True" : "False";
+    if (v.is_null()) return "None";
+    if (v.is_number_float()) return nn::py_repr(v.get<double>());
+    if (v.is_array()) {
+        std::string s = "[";
+        for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + py_str(v[i], false);
+        return s + "]";
+    }
+    if (v.is_object()) {
+        std::string s = "{";
+        for (auto& [k, item] : v.items()) s += (s.size() > 1 ? ", '" : "'") + k + "': " + py_str(item, false);
+        return s + "}";
+    }
+    return v.dump();
+}
+
+// The same lines as `handgrad info`: the file, version and dtype; the metadata a user reads; the
+// table of layers.
+int cmd_info(int argc, char** argv) {
+    const Args a = parse(argc, argv, 2, {}, {});
+    if (a.positional.size() != 1) throw HandgradError("info", "expected one CHECKPOINT argument");
+    const std::string path = a.positional[0];
+    Checkpoint ck = load(path, {.check_reference = false});
+    const json& meta = ck.metadata;
+    std::cout << path << ": handgrad " << py_str(meta.value("handgrad_version", json())) << " checkpoint, "
+              << py_str(meta.value("dtype", json())) << "\n";
+    for (const char* key : {"dataset", "model", "layers", "loss", "epoch", "input_shape", "classes", "normalization", "plugins"})
+        if (meta.contains(key)) std::cout << "  " << key << ": " << py_str(meta[key]) << "\n";
+    try {
+        std::cout << summary(ck.model, ck.input_shape.value_or(Shape{1, 28, 28}));
+    } catch (const HandgradError& error) {
+        throw HandgradError(path, std::string("the model cannot run on its input shape: ") + error.what());
+    }
+    return 0;
+}
+
+// One forward, loss and backward of a checkpoint's model on given inputs, everything written to
+// one safetensors file, so the Python tests can compare outputs, losses and gradients.
+int cmd_grad(int argc, char** argv) {
+    const Args a = parse(argc, argv, 2, {"--inputs", "--targets", "--loss", "--reduction", "--out"}, {"--eval"});
+    if (a.positional.size() != 1) throw HandgradError("grad", "expected one CHECKPOINT argument");
+    if (!a.get("--inputs") || !a.get("--out")) throw HandgradError("grad", "--inputs and --out are required");
+    Checkpoint ck = load(a.positional[0], {.check_reference = false});
+    const idx::Array inputs = idx::read_idx(*a.get("--inputs"));
+    Tensor x(inputs.shape);
+    for (int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(inputs.at(i));
+    const std::string loss = choice(a, "--loss", {"cross_entropy", "nll_loss", "mse"}).value_or("cross_entropy");
+    const auto reduction = functional::reduction_from(choice(a, "--reduction", {"mean", "sum", "none"}).value_or("mean"), "grad");
+    ck.model.train(!a.switches.count("--eval"));
+    const Tensor out = ck.model.forward(x);
+    if (!a.get("--targets")) throw HandgradError("grad", "--targets is required");
+    const idx::Array targets = idx::read_idx(*a.get("--targets"));
+    Tensor value, grad_output;
+    auto upstream = [&](const Tensor& loss_value) { return Tensor(loss_value.shape, 1.0f); };  // dL/dloss = 1 each
+    if (loss == "mse") {
+        Tensor target(targets.shape);
+        for (int64_t i = 0; i < target.numel(); ++i) target[i] = static_cast<float>(targets.at(i));
+        nn::MSELoss fn(reduction);
+        value = fn.forward(out, target);
+        grad_output = fn.backward(upstream(value));
+    } else {
+        std::vector<int64_t> labels(targets.numel());
+        for (int64_t i = 0; i < targets.numel(); ++i) labels[i] = static_cast<int64_t>(targets.at(i));
+        if (loss == "cross_entropy") {
+            nn::CrossEntropyLoss fn(reduction);
+            value = fn.forward(out, labels);
+            grad_output = fn.backward(upstream(value));
+        } else {
+            nn::NLLLoss fn(reduction);
+            value = fn.forward(out, labels);
+            grad_output = fn.backward(upstream(value));
+        }
+    }
+    ck.model.zero_grad();
+    const Tensor grad_input = ck.model.backward(grad_output, true);
+    std::vector<std::pair<std::string, Tensor>> tensors{{"output", out}, {"loss", value}, {"grad_input", grad_input}};
+    std::vector<std::pair<std::string, int64_t>> counts;
+    for (auto& [name, p] : ck.model.named_parameters()) tensors.emplace_back("grad." + name, p->grad);
+    for (auto& [name, b] : ck.model.named_buffers()) {
+        if (b.values) tensors.emplace_back(name, *b.values);
+        else counts.emplace_back(name, *b.count);
+    }
+    save_tensors(*a.get("--out"), tensors, {}, counts);
     return 0;
 }
 
@@ -448,17 +624,26 @@ int cmd_bench(int argc, char** argv) {
 
 int main(int argc, char** argv) {
     if (argc < 2 || std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help") {
-        std::cout << USAGE;
+        print_usage(argc < 2 ? std::cerr : std::cout);
         return argc < 2 ? 2 : 0;
     }
     const std::string command = argv[1];
-    try {
-        if (command == "train") return cmd_train(argc, argv);
-        if (command == "eval") return cmd_eval(argc, argv);
-        if (command == "predict") return cmd_predict(argc, argv);
-        if (command == "bench") return cmd_bench(argc, argv);
-        std::cerr << USAGE << "handgrad-cpp: error: unknown command '" << command << "'\n";
+    const std::map<std::string, int (*)(int, char**)> run = {{"train", cmd_train}, {"eval", cmd_eval},
+                                                             {"predict", cmd_predict}, {"info", cmd_info},
+                                                             {"bench", cmd_bench}, {"grad", cmd_grad}};
+    const auto found = run.find(command);
+    if (found == run.end()) {
+        print_usage(std::cerr);
+        std::cerr << "handgrad-cpp: error: unknown command '" << command << "'\n";
         return 2;
+    }
+    for (int i = 2; i < argc; ++i)
+        if (std::string(argv[i]) == "-h" || std::string(argv[i]) == "--help") {
+            print_help(*std::find_if(commands().begin(), commands().end(), [&](auto& c) { return c.name == command; }));
+            return 0;
+        }
+    try {
+        return found->second(argc, argv);
     } catch (const std::exception& e) {
         std::cerr << "handgrad-cpp: error: " << e.what() << "\n";
         return 1;

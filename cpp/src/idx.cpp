@@ -28,12 +28,33 @@ uint32_t big_endian_u32(const uint8_t* p) {
     return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
+// Whether data starts as an IDX file does: two zero bytes, a known dtype, at least one dimension.
+bool idx_magic(const std::vector<uint8_t>& data) {
+    return data.size() >= 4 && data[0] == 0 && data[1] == 0 && DTYPES.count(data[2]) && data[3] != 0;
+}
+
+// The bytes the IDX header at the start of data declares in all (header and items), saturating at
+// UINT64_MAX; 0 while the header is incomplete.
+uint64_t declared_size(const std::vector<uint8_t>& data) {
+    if (!idx_magic(data)) return 0;
+    const auto dtype = DTYPES.find(data[2]);
+    const uint64_t header = 4 + 4 * uint64_t{data[3]};
+    if (data.size() < header) return 0;
+    uint64_t bytes = static_cast<uint64_t>(dtype->second.itemsize);
+    for (size_t i = 0; i < data[3]; ++i) {
+        const uint64_t size = big_endian_u32(data.data() + 4 + 4 * i);
+        bytes = size == 0 ? 0 : bytes > (UINT64_MAX - header) / size ? UINT64_MAX - header : bytes * size;
+    }
+    return header + bytes;
+}
+
 std::vector<uint8_t> read_bytes(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     if (!f) throw HandgradError(path, std::string("cannot read the IDX file: ") + std::strerror(errno));
     std::vector<uint8_t> raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     if (raw.size() < 2 || raw[0] != 0x1f || raw[1] != 0x8b) return raw;
-    // gzip: inflate with zlib (windowBits 15 + 32 detects the gzip header)
+    // gzip: inflate with zlib (windowBits 15 + 32 detects the gzip header), never past what the
+    // IDX header inside declares: a small file cannot make the reader allocate more than that
     z_stream z{};
     if (inflateInit2(&z, 15 + 32) != Z_OK) throw HandgradError(path, "cannot start zlib");
     std::vector<uint8_t> out;
@@ -41,12 +62,23 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
     z.next_in = raw.data();
     z.avail_in = static_cast<uInt>(raw.size());
     int status = Z_OK;
+    uint64_t declared = 0;
     while (status != Z_STREAM_END) {
         z.next_out = chunk.data();
         z.avail_out = static_cast<uInt>(chunk.size());
         status = inflate(&z, Z_NO_FLUSH);
         if (status != Z_OK && status != Z_STREAM_END) break;
         out.insert(out.end(), chunk.data(), chunk.data() + (chunk.size() - z.avail_out));
+        if (out.size() >= 4 && !idx_magic(out)) {  // not an IDX header: parse_idx names the fault
+            inflateEnd(&z);
+            return out;
+        }
+        if (!declared) declared = declared_size(out);
+        if (declared && out.size() > declared) {
+            inflateEnd(&z);
+            throw HandgradError(path, "the gzip data holds more than the " + std::to_string(declared) +
+                                          " bytes its IDX header declares; expected exactly that many");
+        }
         if (status == Z_OK && z.avail_in == 0 && z.avail_out != 0) {
             status = Z_DATA_ERROR;
             break;
@@ -110,16 +142,18 @@ Array parse_idx(const std::vector<uint8_t>& data, const std::string& where, std:
         array.shape.push_back(big_endian_u32(data.data() + 4 + 4 * i));
         dims += (i ? " x " : "") + std::to_string(array.shape.back());
     }
-    const int64_t expected = array.numel() * dtype->second.itemsize;
-    const int64_t body = static_cast<int64_t>(data.size() - header);
+    // the declared size, saturated rather than overflowed: a size past the file's is a truncation
+    const uint64_t expected = declared_size(data) - header, body = data.size() - header;
+    const std::string declared = expected == UINT64_MAX - header ? "more than 2^64" : std::to_string(expected);
     if (body < expected)
         throw HandgradError(where, "truncated: the header declares " + dims + " " + dtype->second.name + " = " +
-                                       std::to_string(expected) + " data bytes, the file holds " +
-                                       std::to_string(body) + " (" + std::to_string(expected - body) + " missing)");
+                                       declared + " data bytes, the file holds " + std::to_string(body) + " (" +
+                                       (expected == UINT64_MAX - header ? declared : std::to_string(expected - body)) +
+                                       " missing)");
     if (body > expected)
         throw HandgradError(where, std::to_string(body - expected) + " trailing bytes: the header declares " + dims +
-                                       " " + dtype->second.name + " = " + std::to_string(expected) +
-                                       " data bytes, the file holds " + std::to_string(body));
+                                       " " + dtype->second.name + " = " + declared + " data bytes, the file holds " +
+                                       std::to_string(body));
     const uint8_t* p = data.data() + header;
     if (code == 0x08) {
         array.bytes.assign(p, p + expected);

@@ -2,6 +2,7 @@
 #include "handgrad/models.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <functional>
 #include <iomanip>
 #include <map>
@@ -21,8 +22,7 @@ void mlp(Sequential& m, const Shape& input_shape, int64_t num_classes, const std
     int64_t width = flat(input_shape);
     for (int64_t h : hidden) {
         m.add<nn::Linear>(nn::LinearOptions{.in_features = width, .out_features = h});
-        if (activation == "sigmoid") m.add<nn::Sigmoid>();
-        else m.add<nn::ReLU>();
+        m.append(make_activation(activation));
         width = h;
     }
     m.add<nn::Linear>(nn::LinearOptions{.in_features = width, .out_features = num_classes});
@@ -97,17 +97,45 @@ json pair_json(nn::Pair p) { return json::array({p[0], p[1]}); }
 
 }  // namespace
 
+std::vector<std::string> activation_names() { return {"elu", "leaky_relu", "relu", "sigmoid", "tanh"}; }
+
+std::unique_ptr<nn::Module> make_activation(const std::string& name, std::optional<double> value) {
+    std::string key = name;  // case-insensitive, '-' and '_' alike, as nn.get_activation
+    for (char& c : key) c = c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (key == "relu") return std::make_unique<nn::ReLU>();
+    if (key == "leaky_relu") return std::make_unique<nn::LeakyReLU>(value.value_or(0.01));
+    if (key == "elu") return std::make_unique<nn::ELU>();
+    if (key == "sigmoid") return std::make_unique<nn::Sigmoid>();
+    if (key == "tanh") return std::make_unique<nn::Tanh>();
+    std::string known;
+    for (auto& n : activation_names()) known += (known.empty() ? "" : ", ") + n;
+    throw HandgradError("activation", "unknown activation '" + name + "'; known: " + known);
+}
+
 std::vector<std::string> model_names() {
     std::vector<std::string> names;
     for (auto& [n, _] : models()) names.push_back(n);
     return names;
 }
 
-TrainDefaults defaults_for(const std::string& name) { return find(name).defaults; }
+TrainDefaults defaults_for(const std::string& name) {
+    for (auto& [n, named] : models())
+        if (n == name) return named.defaults;
+    return TrainDefaults{};  // a custom model ("custom"), as models.defaults_for
+}
 
-Sequential build_model(const std::string& name, const Shape& input_shape, int64_t num_classes) {
+Sequential build_model(const std::string& name, const Shape& input_shape, int64_t num_classes, const ModelOptions& custom) {
+    if (custom.layers) return parse_layer_spec(*custom.layers, input_shape, num_classes);
     Sequential model;
-    find(name).build(model, input_shape, num_classes);
+    if (!custom.hidden.empty()) {
+        for (int64_t h : custom.hidden)
+            if (h < 1 || h > MAX_SIZE)
+                throw HandgradError("argument --hidden", "hidden sizes must be from 1 to " + std::to_string(MAX_SIZE) +
+                                                             ", got " + std::to_string(h));
+        mlp(model, input_shape, num_classes, custom.hidden, custom.activation);
+    } else {
+        find(name).build(model, input_shape, num_classes);
+    }
     return model;
 }
 
@@ -137,7 +165,18 @@ json architecture(const Sequential& model) {
         } else if (auto* d = dynamic_cast<const nn::Dropout*>(layer.get())) {
             spec["p"] = static_cast<double>(d->p);
         } else if (auto* r = dynamic_cast<const nn::LeakyReLU*>(layer.get())) {
-            spec["negative_slope"] = static_cast<double>(r->negative_slope);
+            spec["negative_slope"] = r->negative_slope;
+        } else if (auto* e = dynamic_cast<const nn::ELU*>(layer.get())) {
+            spec["alpha"] = e->alpha;
+        } else if (auto* s = dynamic_cast<const nn::Softmax*>(layer.get())) {
+            spec["dim"] = s->dim;
+            if (s->dtype) spec["dtype"] = *s->dtype;  // only when given, as Python's constructor_args
+        } else if (auto* b = dynamic_cast<const nn::BatchNormBase*>(layer.get())) {
+            spec["num_features"] = b->options.num_features;
+            spec["eps"] = b->options.eps;
+            spec["momentum"] = b->options.momentum ? json(*b->options.momentum) : json(nullptr);
+            spec["affine"] = b->options.affine;
+            spec["track_running_stats"] = b->options.track_running_stats;
         }
         layers.push_back(spec);
     }
@@ -161,15 +200,27 @@ public:
         where += " (" + type + ")";
     }
 
-    // Refuse keys the layer does not take, as a Python constructor would.
-    void only(std::initializer_list<const char*> keys) const {
-        for (auto& [key, _] : spec.items()) {
+    // Refuse keys the layer does not take, as a Python constructor would, and the arguments the
+    // Python layer has but the C++ one does not (defaults: argument -> the values that mean "off",
+    // the only ones the C++ computes): never silently ignored.
+    void only(std::initializer_list<const char*> keys,
+              const std::vector<std::pair<std::string, std::vector<json>>>& defaults = {}) const {
+        for (auto& [key, value] : spec.items()) {
             if (key == "type" || std::find_if(keys.begin(), keys.end(), [&](const char* k) { return key == k; }) != keys.end())
                 continue;
+            const auto known_default = std::find_if(defaults.begin(), defaults.end(), [&](auto& d) { return d.first == key; });
+            if (known_default != defaults.end()) {
+                const auto& allowed = known_default->second;
+                if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) continue;
+                throw HandgradError(where, "argument '" + key + "' = " + describe(value) +
+                                               " is not supported by the C++ port (only its default " +
+                                               describe(allowed.front()) + ")");
+            }
             std::string known;
             for (const char* k : keys) known += (known.empty() ? "" : ", ") + std::string(k);
-            throw HandgradError(where, "unexpected argument '" + key + "'; " +
-                                           (known.empty() ? "it takes none" : "expected " + known));
+            throw HandgradError(where, "unexpected argument '" + key + "' (= " + describe(value) +
+                                           ") is not supported by the C++ port; " +
+                                           (known.empty() ? "it takes none" : "it takes " + known));
         }
     }
     int64_t integer(const char* key, int64_t minimum, std::optional<int64_t> fallback = {}) const {
@@ -225,19 +276,31 @@ struct LayerSpec {
     nn::LinearOptions linear;
     nn::Conv2dOptions conv;
     nn::Pool2dOptions pool;
-    int start_dim = 1, end_dim = -1;
-    float p = 0.5f, negative_slope = 0.01f;
+    nn::BatchNormOptions batch_norm;
+    int start_dim = 1, end_dim = -1, dim = -1;
+    double p = 0.5, negative_slope = 0.01;
+    double alpha = 1.0;
+    std::optional<std::string> dtype;
 
-    std::vector<std::pair<std::string, Shape>> parameters() const {
+    // Its state_dict: parameters, then buffers, under their names within the layer.
+    std::vector<StateEntry> state() const {
         if (type == "Linear") {
-            std::vector<std::pair<std::string, Shape>> shapes{{"weight", {linear.out_features, linear.in_features}}};
+            std::vector<StateEntry> shapes{{"weight", {linear.out_features, linear.in_features}}};
             if (linear.bias) shapes.push_back({"bias", {linear.out_features}});
             return shapes;
         }
         if (type == "Conv2d") {
-            std::vector<std::pair<std::string, Shape>> shapes{
+            std::vector<StateEntry> shapes{
                 {"weight", {conv.out_channels, conv.in_channels, conv.kernel_size[0], conv.kernel_size[1]}}};
             if (conv.bias) shapes.push_back({"bias", {conv.out_channels}});
+            return shapes;
+        }
+        if (type == "BatchNorm1d" || type == "BatchNorm2d") {
+            const Shape c{batch_norm.num_features};
+            std::vector<StateEntry> shapes;
+            if (batch_norm.affine) shapes.insert(shapes.end(), {{"weight", c}, {"bias", c}});
+            if (batch_norm.track_running_stats)
+                shapes.insert(shapes.end(), {{"running_mean", c}, {"running_var", c}, {"num_batches_tracked", {}, false}});
             return shapes;
         }
         return {};
@@ -253,6 +316,11 @@ struct LayerSpec {
         if (type == "LeakyReLU") return std::make_unique<nn::LeakyReLU>(negative_slope);
         if (type == "Sigmoid") return std::make_unique<nn::Sigmoid>();
         if (type == "Tanh") return std::make_unique<nn::Tanh>();
+        if (type == "ELU") return std::make_unique<nn::ELU>(alpha);
+        if (type == "Softmax") return std::make_unique<nn::Softmax>(dim, dtype);
+        if (type == "LogSoftmax") return std::make_unique<nn::LogSoftmax>(dim, dtype);
+        if (type == "BatchNorm1d") return std::make_unique<nn::BatchNorm1d>(batch_norm);
+        if (type == "BatchNorm2d") return std::make_unique<nn::BatchNorm2d>(batch_norm);
         return std::make_unique<nn::Dropout>(p);
     }
 };
@@ -265,7 +333,8 @@ LayerSpec read_entry(const json& spec, size_t index) {
         layer.linear = {.in_features = e.integer("in_features", 0), .out_features = e.integer("out_features", 0),
                         .bias = e.boolean("bias", true)};
     } else if (e.type == "Conv2d") {
-        e.only({"in_channels", "out_channels", "kernel_size", "stride", "padding", "bias"});
+        e.only({"in_channels", "out_channels", "kernel_size", "stride", "padding", "bias"},
+               {{"dilation", {1, json::array({1, 1})}}, {"groups", {1}}, {"padding_mode", {"zeros"}}});
         layer.conv = {.in_channels = e.integer("in_channels", 0), .out_channels = e.integer("out_channels", 0),
                       .kernel_size = e.pair("kernel_size", 1), .stride = e.pair("stride", 1, 1),
                       .padding = e.pair("padding", 0, 0), .bias = e.boolean("bias", true)};
@@ -275,7 +344,10 @@ LayerSpec read_entry(const json& spec, size_t index) {
             if (layer.conv.padding[a] >= layer.conv.kernel_size[a])
                 e.fail("padding", "smaller than kernel_size " + nn::fmt_pair(layer.conv.kernel_size));
     } else if (e.type == "MaxPool2d" || e.type == "AvgPool2d") {
-        e.only({"kernel_size", "stride", "padding"});
+        std::vector<std::pair<std::string, std::vector<json>>> defaults = {{"ceil_mode", {false}}};
+        if (e.type == "MaxPool2d") defaults.push_back({"dilation", {1, json::array({1, 1})}});
+        else defaults.push_back({"count_include_pad", {true}});  // the C++ averages over the padding's zeros too
+        e.only({"kernel_size", "stride", "padding"}, defaults);
         layer.pool = {.kernel_size = e.pair("kernel_size", 1), .padding = e.pair("padding", 0, 0)};
         if (spec.contains("stride") && !spec["stride"].is_null()) layer.pool.stride = e.pair("stride", 1);
     } else if (e.type == "Flatten") {
@@ -289,19 +361,39 @@ LayerSpec read_entry(const json& spec, size_t index) {
         layer.end_dim = dim("end_dim", -1);
     } else if (e.type == "LeakyReLU") {
         e.only({"negative_slope"});
-        layer.negative_slope = static_cast<float>(e.number("negative_slope", 0.01, -1e6, 1e6));
+        layer.negative_slope = e.number("negative_slope", 0.01, -1e6, 1e6);
     } else if (e.type == "Dropout") {
         e.only({"p"});
-        layer.p = static_cast<float>(e.number("p", 0.5, 0.0, 1.0));
+        layer.p = e.number("p", 0.5, 0.0, 1.0);
+    } else if (e.type == "ELU") {
+        e.only({"alpha"});
+        layer.alpha = e.number("alpha", 1.0, -1e6, 1e6);
+    } else if (e.type == "Softmax" || e.type == "LogSoftmax") {
+        e.only({"dim", "dtype"});
+        const int64_t dim = e.integer("dim", -8, -1);
+        if (dim > 7) e.fail("dim", "an integer from -8 to 7");
+        layer.dim = static_cast<int>(dim);
+        if (spec.contains("dtype") && !spec["dtype"].is_null()) {
+            if (spec["dtype"] != "float32" && spec["dtype"] != "float64") e.fail("dtype", "null, \"float32\" or \"float64\"");
+            layer.dtype = spec["dtype"].get<std::string>();
+        }
+    } else if (e.type == "BatchNorm1d" || e.type == "BatchNorm2d") {
+        e.only({"num_features", "eps", "momentum", "affine", "track_running_stats"});
+        layer.batch_norm = {.num_features = e.integer("num_features", 1), .eps = e.number("eps", 1e-5, 1e-300, 1e6),
+                            .affine = e.boolean("affine", true),
+                            .track_running_stats = e.boolean("track_running_stats", true)};
+        if (spec.contains("momentum") && spec["momentum"].is_null()) layer.batch_norm.momentum = std::nullopt;
+        else layer.batch_norm.momentum = e.number("momentum", 0.1, 0.0, 1.0);
+        if (layer.batch_norm.num_features > MAX_SIZE) e.fail("num_features", "an integer from 1 to " + std::to_string(MAX_SIZE));
     } else if (e.type == "ReLU" || e.type == "Sigmoid" || e.type == "Tanh") {
         e.only({});
     } else {
         throw HandgradError(e.where, "layer type " + e.type + " is not supported by the C++ port; supported: "
-                                     "Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, Sigmoid, "
-                                     "Tanh, Dropout");
+                                     "Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, ELU, Sigmoid, "
+                                     "Tanh, Softmax, LogSoftmax, BatchNorm1d, BatchNorm2d, Dropout");
     }
     try {  // the layer's own checks (pooling padding at most half the kernel, ...), on an empty build
-        if (layer.parameters().empty()) layer.build();
+        if (layer.state().empty()) layer.build();
     } catch (const HandgradError& error) {
         throw HandgradError(e.where, error.what());
     }
@@ -335,11 +427,11 @@ std::string describe(const json& value) {
     return text.size() > 40 ? text.substr(0, 37) + "..." : text;
 }
 
-std::vector<std::pair<std::string, Shape>> parameter_shapes(const json& layers) {
-    std::vector<std::pair<std::string, Shape>> shapes;
+std::vector<StateEntry> state_shapes(const json& layers) {
+    std::vector<StateEntry> shapes;
     const auto specs = read_architecture(layers);
     for (size_t i = 0; i < specs.size(); ++i)
-        for (auto& [name, shape] : specs[i].parameters()) shapes.emplace_back(std::to_string(i) + "." + name, shape);
+        for (auto& entry : specs[i].state()) shapes.push_back({std::to_string(i) + "." + entry.name, entry.shape, entry.floating});
     return shapes;
 }
 
@@ -348,6 +440,18 @@ Sequential from_architecture(const json& layers) {
     for (const auto& spec : read_architecture(layers)) model.append(spec.build());
     return model;
 }
+
+namespace {
+// 50698 -> "50,698", as Python's f"{n:,}"
+std::string thousands(int64_t n) {
+    std::string digits = std::to_string(n), out;
+    for (size_t i = 0; i < digits.size(); ++i) {
+        if (i && (digits.size() - i) % 3 == 0) out += ',';
+        out += digits[i];
+    }
+    return out;
+}
+}  // namespace
 
 std::string summary(Sequential& model, const Shape& input_shape) {
     Shape shape = input_shape;
@@ -364,10 +468,10 @@ std::string summary(Sequential& model, const Shape& input_shape) {
         int64_t params = 0;
         for (auto& np : model[i].named_parameters()) params += np.second->data.numel();
         rows.push_back({std::to_string(i) + ": " + model[i].repr(), s + (out.size() == 1 ? ",)" : ")"),
-                        std::to_string(params)});
+                        thousands(params)});
     }
     model.train(was_training);
-    rows.push_back({"total", "", std::to_string(model.num_parameters())});
+    rows.push_back({"total", "", thousands(model.num_parameters())});
     size_t w0 = 0, w1 = 0, w2 = 0;
     for (auto& r : rows) w0 = std::max(w0, r[0].size()), w1 = std::max(w1, r[1].size()), w2 = std::max(w2, r[2].size());
     std::ostringstream out;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string_view>
 
 namespace handgrad {
@@ -52,7 +53,8 @@ std::string py_dumps(const json& value) {
 }
 
 void save_tensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                  const std::map<std::string, std::string>& metadata) {
+                  const std::map<std::string, std::string>& metadata,
+                  const std::vector<std::pair<std::string, int64_t>>& counts) {
     json header = json::object();
     if (!metadata.empty()) {
         json meta = json::object();
@@ -65,6 +67,10 @@ void save_tensors(const std::string& path, const std::vector<std::pair<std::stri
         header[name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
         offset += bytes;
     }
+    for (auto& [name, _] : counts) {
+        header[name] = {{"dtype", "I64"}, {"shape", json::array()}, {"data_offsets", {offset, offset + 8}}};
+        offset += 8;
+    }
     std::string text = header.dump();
     text.append((8 - text.size() % 8) % 8, ' ');  // the data starts 8-byte aligned, as the library writes
     std::string out(8, '\0');
@@ -73,6 +79,7 @@ void save_tensors(const std::string& path, const std::vector<std::pair<std::stri
     out += text;
     for (auto& [name, t] : tensors)  // float32 little-endian: this machine's layout (x86-64, ARM64)
         out.append(reinterpret_cast<const char*>(t.data.data()), t.data.size() * sizeof(float));
+    for (auto& [name, count] : counts) out.append(reinterpret_cast<const char*>(&count), sizeof count);  // little-endian
     atomic_write_bytes(path, out);
 }
 
@@ -158,8 +165,12 @@ TensorFile load_tensors(const std::string& path) {
             throw corrupt(where + " is " + describe(info) + ", expected {\"dtype\", \"shape\", \"data_offsets\"}");
         const json &dtype_json = info["dtype"], &offsets = info["data_offsets"];
         const std::string dtype = dtype_json.is_string() ? dtype_json.get<std::string>() : describe(dtype_json);
-        const size_t itemsize = dtype == "F32" ? 4 : dtype == "F64" ? 8 : 0;
-        if (!itemsize) throw HandgradError(path, where + " has dtype " + dtype + "; expected F32 or F64");
+        const bool integer = dtype == "I64" || dtype == "I32";
+        const size_t itemsize = dtype == "F32" || dtype == "I32" ? 4 : dtype == "F64" || dtype == "I64" ? 8 : 0;
+        if (!itemsize) throw HandgradError(path, where + " has dtype " + dtype + "; expected F32 or F64 (or a 0-d I64 count)");
+        if (integer && !(info["shape"].is_array() && info["shape"].empty()))
+            throw HandgradError(path, where + " has dtype " + dtype + " and shape " + describe(info["shape"]) +
+                                          "; integer tensors are 0-d counts (shape [])");
         // the shape is checked against the bytes present before anything is allocated for it
         const auto shape = bounded_shape(info["shape"], 0, std::max<uint64_t>(data_size / itemsize, 1));
         if (!shape)
@@ -173,8 +184,19 @@ TensorFile load_tensors(const std::string& path) {
             throw corrupt(where + " of shape " + fmt_shape(*shape) + " does not fit its data offsets [" +
                           std::to_string(begin) + ", " + std::to_string(end) + "] in " + std::to_string(data_size) +
                           " data bytes");
-        Tensor t(*shape);
         const char* p = raw.data() + data_start + begin;
+        if (integer) {
+            int64_t count = 0;
+            if (itemsize == 8) std::memcpy(&count, p, 8);
+            else {
+                int32_t narrow = 0;
+                std::memcpy(&narrow, p, 4);
+                count = narrow;
+            }
+            file.counts.emplace_back(name, count);
+            continue;
+        }
+        Tensor t(*shape);
         if (itemsize == 4) std::memcpy(t.ptr(), p, end - begin);
         else
             for (int64_t i = 0; i < t.numel(); ++i) {
@@ -339,8 +361,13 @@ void save(nn::Sequential& model, const std::string& path, const json& metadata, 
     std::map<std::string, std::string> raw;
     for (auto& [k, v] : header.items()) raw[k] = py_dumps(v);
     std::vector<std::pair<std::string, Tensor>> tensors;
+    std::vector<std::pair<std::string, int64_t>> counts;
     for (auto& [name, p] : model.named_parameters()) tensors.emplace_back(name, p->data);
-    save_tensors(path, tensors, raw);
+    for (auto& [name, b] : model.named_buffers()) {
+        if (b.values) tensors.emplace_back(name, *b.values);
+        else counts.emplace_back(name, *b.count);
+    }
+    save_tensors(path, tensors, raw, counts);
 }
 
 namespace {
@@ -388,23 +415,28 @@ void read_fields(Checkpoint& ck, const std::string& path) {
 // Strict loading, before anything is allocated for the model: every parameter present with its
 // shape, nothing left over, and every value finite.
 void check_tensors(const TensorFile& file, const json& architecture_json, const std::string& path) {
-    std::vector<std::pair<std::string, Shape>> expected;
+    std::vector<StateEntry> expected;
     try {
-        expected = parameter_shapes(architecture_json);
+        expected = state_shapes(architecture_json);
     } catch (const HandgradError& error) {  // error.where is "architecture"
         throw HandgradError(path, "metadata 'architecture': " + std::string(error.what()).substr(error.where.size() + 2));
     }
-    std::map<std::string, const Tensor*> given;
-    for (auto& [name, t] : file.tensors) given[name] = &t;
+    std::map<std::string, Shape> given;  // name -> shape, every tensor of the file
+    std::set<std::string> integer;
+    for (auto& [name, t] : file.tensors) given[name] = t.shape;
+    for (auto& [name, _] : file.counts) given[name] = Shape{}, integer.insert(name);
     std::vector<std::string> missing, mis_shaped;
-    for (auto& [name, shape] : expected) {
+    for (auto& [name, shape, floating] : expected) {
         auto it = given.find(name);
         if (it == given.end()) {
             missing.push_back(name);
             continue;
         }
-        if (it->second->shape != shape)
-            mis_shaped.push_back(name + ": expected " + fmt_shape(shape) + ", got " + fmt_shape(it->second->shape));
+        if (it->second != shape)
+            mis_shaped.push_back(name + ": expected " + fmt_shape(shape) + ", got " + fmt_shape(it->second));
+        else if (floating == (integer.count(name) > 0))
+            mis_shaped.push_back(name + ": expected " + (floating ? "a float dtype (F32, F64)" : "an integer dtype (I64)") +
+                                 ", got " + (floating ? "an integer one" : "a float one"));
         given.erase(it);
     }
     if (!missing.empty() || !given.empty() || !mis_shaped.empty()) {
@@ -461,6 +493,11 @@ Checkpoint load(const std::string& path, LoadOptions options) {
     std::map<std::string, Tensor*> given;
     for (auto& [name, t] : file.tensors) given[name] = &t;
     for (auto& [name, p] : ck.model.named_parameters()) p->data = std::move(*given.at(name));
+    std::map<std::string, int64_t> counts(file.counts.begin(), file.counts.end());
+    for (auto& [name, b] : ck.model.named_buffers()) {
+        if (b.values) *b.values = std::move(*given.at(name));
+        else *b.count = counts.at(name);
+    }
     if (options.check_reference && meta.contains("reference"))
         ck.reference_layers_checked = check_reference(ck.model, meta["reference"], path, options.tolerance);
     return ck;

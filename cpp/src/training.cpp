@@ -7,13 +7,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <set>
 
 namespace handgrad {
 
 TrainConfig TrainConfig::resolved() const {
     TrainConfig c = *this;
-    const TrainDefaults d = defaults_for(model);
+    const TrainDefaults d = defaults_for(custom() ? "custom" : model);
     if (!c.epochs) c.epochs = d.epochs;
     if (!c.batch_size) c.batch_size = d.batch_size;
     if (!c.optimizer) c.optimizer = d.optimizer;
@@ -26,17 +27,36 @@ TrainConfig TrainConfig::resolved() const {
     return c;
 }
 
-Objective::Objective(std::string kind_, int64_t num_classes) : kind(std::move(kind_)), num_classes(num_classes) {
-    if (kind != "cross_entropy" && kind != "mse")
-        throw HandgradError("Objective", "unknown loss '" + kind + "'; known: cross_entropy, mse");
+const std::vector<std::string>& reductions_of(const std::string& kind) {
+    static const std::map<std::string, std::vector<std::string>> table = {
+        {"cross_entropy", {"mean", "sum"}}, {"mse", {"batchmean", "mean", "sum"}}};
+    auto it = table.find(kind);
+    if (it == table.end()) throw HandgradError("Objective", "unknown loss '" + kind + "'; known: cross_entropy, mse");
+    return it->second;
+}
+
+Objective::Objective(std::string kind_, int64_t num_classes, std::optional<std::string> reduction_)
+    : kind(std::move(kind_)), num_classes(num_classes) {
+    const auto& known = reductions_of(kind);
+    reduction = reduction_.value_or(known[0]);
+    if (std::find(known.begin(), known.end(), reduction) == known.end()) {
+        std::string takes;
+        for (auto& r : known) takes += (takes.empty() ? "'" : " or '") + r + "'";
+        throw HandgradError("argument --reduction", kind + " takes " + takes + ", got '" + reduction + "'");
+    }
+    // batchmean is the sum divided by N here
+    const auto inner = functional::reduction_from(reduction == "batchmean" ? "sum" : reduction, "Objective");
+    if (kind == "cross_entropy") cross_entropy.emplace(inner);
+    else mse.emplace(inner);
 }
 
 float Objective::operator()(const Tensor& output, const std::vector<int64_t>& labels) {
     if (output.ndim() != 2 || output.shape[1] != num_classes)
         throw ShapeError("Objective(" + kind + ")", "model output", "(N, " + std::to_string(num_classes) + ")",
                          output.shape);
-    if (kind == "cross_entropy") return cross_entropy.forward(output, labels);
-    batch = output.shape[0];
+    const int64_t batch = output.shape[0];
+    scale = reduction == "batchmean" ? static_cast<float>(std::max<int64_t>(batch, 1)) : 1.0f;
+    if (kind == "cross_entropy") return cross_entropy->forward(output, labels)[0] / scale;
     if (static_cast<int64_t>(labels.size()) != batch)
         throw ShapeError("Objective(mse)", "labels", "(" + std::to_string(batch) + ",)", {static_cast<int64_t>(labels.size())});
     for (auto t : labels)
@@ -45,11 +65,11 @@ float Objective::operator()(const Tensor& output, const std::vector<int64_t>& la
                                                       "], got " + std::to_string(t));
     Tensor onehot(output.shape);
     for (int64_t n = 0; n < batch; ++n) onehot[n * num_classes + labels[n]] = 1.0f;
-    return mse.forward(output, onehot) / static_cast<float>(batch);
+    return mse->forward(output, onehot)[0] / scale;
 }
 
 Tensor Objective::backward() {
-    return kind == "cross_entropy" ? cross_entropy.backward() : mse.backward(1.0f / static_cast<float>(batch));
+    return kind == "cross_entropy" ? cross_entropy->backward(1.0f / scale) : mse->backward(1.0f / scale);
 }
 
 Evaluation evaluate(nn::Sequential& model, const Tensor& x, const std::vector<int64_t>& y, Objective* objective,
@@ -71,7 +91,10 @@ Evaluation evaluate(nn::Sequential& model, const Tensor& x, const std::vector<in
             throw ShapeError("evaluate", "model output", "(" + std::to_string(stop - start) + ", classes)", out.shape);
         classes = out.shape[1];
         const auto labels = data::take(y, index);
-        if (objective) loss_sum += static_cast<double>((*objective)(out, labels)) * static_cast<double>(stop - start);
+        if (objective) {
+            const double n_out = static_cast<double>(stop - start);
+            loss_sum += objective->sample_mean((*objective)(out, labels), stop - start) * n_out;
+        }
         for (int64_t r = 0; r < stop - start; ++r) {
             const float* row = out.ptr() + r * classes;
             if (std::max_element(row, row + classes) - row == labels[r]) correct++;
@@ -83,6 +106,39 @@ Evaluation evaluate(nn::Sequential& model, const Tensor& x, const std::vector<in
     result.accuracy = n ? static_cast<double>(correct) / static_cast<double>(n) : NAN;
     result.logits = Tensor({n, classes}, std::move(logits));
     return result;
+}
+
+double top_k_accuracy(const Tensor& logits, const std::vector<int64_t>& labels, int64_t k) {
+    const int64_t n = logits.shape[0], C = logits.shape[1];
+    int64_t hits = 0;
+    for (int64_t r = 0; r < n; ++r) {
+        const float* row = logits.ptr() + r * C;
+        const int64_t label = labels[r];
+        int64_t above = 0;  // classes ranked before the label (ties by class index, as metrics.top_k_accuracy)
+        for (int64_t c = 0; c < C; ++c) above += row[c] > row[label] || (row[c] == row[label] && c < label);
+        hits += above < k;
+    }
+    return n ? static_cast<double>(hits) / static_cast<double>(n) : NAN;
+}
+
+int64_t validation_size(int64_t available, double f, std::optional<int64_t> train_size, const std::string& dataset) {
+    if (!train_size) return std::max<int64_t>(1, std::llround(f * static_cast<double>(available)));
+    const auto proportionate = [f](int64_t n) {
+        return std::max<int64_t>(1, std::llround(static_cast<double>(n) * f / (1 - f)));
+    };
+    const int64_t val = proportionate(*train_size);
+    if (*train_size + val > available) {
+        int64_t largest = static_cast<int64_t>(static_cast<double>(available) * (1 - f)) + 1;
+        while (largest + proportionate(largest) > available) --largest;
+        char f_text[32];
+        std::snprintf(f_text, sizeof f_text, "%g", f);
+        throw HandgradError("argument --train-size",
+                            std::to_string(*train_size) + " training images and their proportionate validation set of " +
+                                std::to_string(val) + " (--val-fraction " + f_text + ") need " +
+                                std::to_string(*train_size + val) + " images; the " + dataset + " training set has " +
+                                std::to_string(available) + ": give at most " + std::to_string(largest));
+    }
+    return val;
 }
 
 std::string format_epoch(const EpochRow& r, int64_t epochs) {
@@ -108,11 +164,28 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, std::vect
 }
 
 json row_json(const EpochRow& r) {
-    return {{"epoch", r.epoch},       {"train_loss", r.train_loss}, {"train_acc", r.train_acc},
-            {"val_loss", r.val_loss}, {"val_acc", r.val_acc},       {"test_loss", r.test_loss},
-            {"test_acc", r.test_acc}, {"lr", r.lr},                 {"seconds", r.seconds},
-            {"samples_per_s", r.samples_per_s}};
+    json row = {{"epoch", r.epoch},       {"train_loss", r.train_loss}, {"train_acc", r.train_acc},
+                {"val_loss", r.val_loss}, {"val_acc", r.val_acc},       {"test_loss", r.test_loss},
+                {"test_acc", r.test_acc}, {"lr", r.lr},                 {"seconds", r.seconds},
+                {"samples_per_s", r.samples_per_s}};
+    const std::string k = std::to_string(HISTORY_TOP_K);
+    if (r.val_top_k) row["val_top" + k + "_acc"] = *r.val_top_k, row["test_top" + k + "_acc"] = *r.test_top_k;
+    return row;
 }
+
+// Write text to path through a temporary file and a rename, so a reader never sees half of it.
+void atomic_write_text(const std::filesystem::path& path, const std::string& text) {
+    const auto tmp = path.parent_path() / ("." + path.filename().string() + ".tmp");
+    {
+        std::ofstream f(tmp, std::ios::binary);
+        f << text;
+        if (!f) throw HandgradError(path.string(), "cannot write the file");
+    }
+    std::filesystem::rename(tmp, path);
+}
+
+// A CSV cell as Python's csv module writes a number: str() of it (json's shortest round trip).
+std::string csv_cell(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
 bool all_finite(const Tensor& t) {
     return std::all_of(t.data.begin(), t.data.end(), [](float v) { return std::isfinite(v); });
@@ -150,7 +223,10 @@ void choose_images(const TrainConfig& c, const data::Dataset& ds, std::vector<in
             if (position[i] < 0) val_index.push_back(i);
         return;
     }
-    const auto val = data::stratified_indices(ds.train_labels, std::llround(c.val_fraction * n_train_file), c.seed);
+    const int64_t val_size = validation_size(n_train_file, c.val_fraction, c.train_size, ds.name);
+    if (val_size >= n_train_file)
+        throw HandgradError("argument --val-fraction", "leaves no training image of the " + std::to_string(n_train_file));
+    const auto val = data::stratified_indices(ds.train_labels, val_size, c.seed);
     std::vector<bool> is_val(n_train_file);
     for (auto i : val) is_val[i] = true;
     for (int64_t i = 0; i < n_train_file; ++i) (is_val[i] ? val_index : train_index).push_back(i);
@@ -184,7 +260,8 @@ Trainer& Trainer::setup() {
         init_metadata = ck.metadata;
         stored = ck.normalization;
     } else {
-        model = build_model(c.model, data.input_shape, static_cast<int64_t>(ds.classes.size()));
+        model = build_model(c.model, data.input_shape, static_cast<int64_t>(ds.classes.size()),
+                            {.hidden = c.hidden, .activation = c.activation, .layers = c.layers});
     }
     // training statistics only (or the checkpoint's, to continue from it): never the test set's
     const data::Normalizer norm = stored ? data::Normalizer{.mean = stored->mean, .std = stored->std} : data::Normalizer::fit(train_raw);
@@ -198,7 +275,7 @@ Trainer& Trainer::setup() {
     data.dataset = ds.name;
     data.source = ds.source;
 
-    objective.emplace(*c.loss, static_cast<int64_t>(data.classes.size()));
+    objective.emplace(*c.loss, static_cast<int64_t>(data.classes.size()), c.reduction);
     optimizer = make_optimizer(c, model.parameters());
     if (c.schedule == "cosine") cosine.emplace(*optimizer, *c.epochs);
     else if (c.schedule == "step") step_lr.emplace(*optimizer, std::max<int64_t>(1, *c.epochs / 3), 0.1);
@@ -208,9 +285,11 @@ Trainer& Trainer::setup() {
         " val / " + std::to_string(data.test_y.size()) + " test images " + fmt_shape(data.input_shape) + ", from " +
         data.source);
     char buf[256];
-    std::snprintf(buf, sizeof buf, "model %s; %s lr %g momentum %g weight decay %g, %s schedule, batch %lld, %lld epochs, seed %llu",
-                  (c.init ? *c.init : c.model).c_str(), c.optimizer->c_str(), *c.lr, *c.momentum, *c.weight_decay,
-                  c.schedule->c_str(), static_cast<long long>(*c.batch_size), static_cast<long long>(*c.epochs),
+    std::snprintf(buf, sizeof buf,
+                  "model %s; %s lr %g momentum %g weight decay %g, %s schedule, batch %lld, %lld epochs, %s loss (%s), seed %llu",
+                  (c.init ? *c.init : c.custom() ? "custom" : c.model).c_str(), c.optimizer->c_str(), *c.lr, *c.momentum,
+                  *c.weight_decay, c.schedule->c_str(), static_cast<long long>(*c.batch_size),
+                  static_cast<long long>(*c.epochs), objective->kind.c_str(), objective->reduction.c_str(),
                   static_cast<unsigned long long>(c.seed));
     log(buf);
     if (!c.quiet) std::cout << summary(model, data.input_shape);
@@ -218,13 +297,16 @@ Trainer& Trainer::setup() {
 }
 
 json Trainer::checkpoint_metadata() const {
-    return {{"input_shape", data.input_shape},
-            {"normalization", {{"mean", data.normalization.mean}, {"std", data.normalization.std}}},
-            {"classes", data.classes},
-            {"dataset", data.dataset},
-            {"model", init_metadata.value("model", config.model)},
-            {"loss", *config.loss},
-            {"epoch", epoch}};
+    json meta = {{"input_shape", data.input_shape},
+                 {"normalization", {{"mean", data.normalization.mean}, {"std", data.normalization.std}}},
+                 {"classes", data.classes},
+                 {"dataset", data.dataset},
+                 {"model", init_metadata.value("model", config.custom() ? "custom" : config.model)},
+                 {"loss", *config.loss},
+                 {"reduction", objective->reduction},
+                 {"epoch", epoch}};
+    if (config.layers) meta["layers"] = *config.layers;
+    return meta;
 }
 
 void Trainer::train_epoch() {
@@ -244,13 +326,30 @@ void Trainer::train_epoch() {
         for (auto* p : model.parameters())
             if (!all_finite(p->grad)) diverged("a gradient became non-finite");
         optimizer->step();
-        partial.loss_sum += static_cast<double>(loss) * static_cast<double>(index.size());
+        const int64_t seen = static_cast<int64_t>(index.size());
+        const double loss_sum = objective->sample_mean(loss, seen) * static_cast<double>(seen);
+        int64_t correct = 0;
         for (size_t r = 0; r < index.size(); ++r) {
             const float* row = out.ptr() + r * out.shape[1];
-            if (std::max_element(row, row + out.shape[1]) - row == y[r]) partial.correct++;
+            if (std::max_element(row, row + out.shape[1]) - row == y[r]) correct++;
         }
-        partial.seen += static_cast<int64_t>(index.size());
+        partial.loss_sum += loss_sum, partial.correct += correct, partial.seen += seen;
         ++step_in_epoch, ++global_step;
+        char line[96];
+        std::snprintf(line, sizeof line, "%lld,%lld,%.7g,%.7g\n", static_cast<long long>(global_step),
+                      static_cast<long long>(epoch + 1), loss_sum / static_cast<double>(seen),
+                      static_cast<double>(correct) / static_cast<double>(seen));
+        partial.steps += line;
+        if (config.grad_norm_every && global_step % config.grad_norm_every == 0) {
+            json norms = {{"step", global_step}, {"epoch", epoch + 1}};
+            for (auto& [name, p] : model.named_parameters()) {
+                if (p->grad.data.empty()) continue;
+                double sq = 0;
+                for (float g : p->grad.data) sq += static_cast<double>(g) * g;
+                norms[name] = std::sqrt(sq);
+            }
+            grad_norm_log.push_back(norms);
+        }
     }
     partial.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (out_of_steps()) {
@@ -276,7 +375,7 @@ void Trainer::end_epoch() {
     const Evaluation val = evaluate(model, data.val_x, data.val_y, &*objective);
     const Evaluation test = evaluate(model, data.test_x, data.test_y, &*objective);
     const Partial& p = partial;
-    const EpochRow row{.epoch = epoch + 1,
+    EpochRow row{.epoch = epoch + 1,
                        .train_loss = p.loss_sum / std::max<int64_t>(p.seen, 1),
                        .train_acc = double(p.correct) / std::max<int64_t>(p.seen, 1),
                        .val_loss = val.loss,
@@ -286,11 +385,20 @@ void Trainer::end_epoch() {
                        .lr = optimizer->lr,
                        .seconds = p.seconds,
                        .samples_per_s = p.seen / std::max(p.seconds, 1e-9)};
+    if (static_cast<int64_t>(data.classes.size()) > HISTORY_TOP_K) {
+        row.val_top_k = top_k_accuracy(val.logits, data.val_y, HISTORY_TOP_K);
+        row.test_top_k = top_k_accuracy(test.logits, data.test_y, HISTORY_TOP_K);
+    }
     if (!std::isfinite(row.val_loss)) diverged("the validation loss became " + std::to_string(row.val_loss));
     history.push_back(row);
     if (cosine) cosine->step();
     if (step_lr) step_lr->step();
     epoch += 1, step_in_epoch = 0;
+    {  // this epoch's steps, appended in one write (Python's STEPS_FILE format)
+        const auto steps_path = run_dir / "steps.csv";
+        const bool fresh = !std::filesystem::exists(steps_path);
+        std::ofstream(steps_path, std::ios::app) << (fresh ? "step,epoch,loss,acc\n" : "") << partial.steps;
+    }
     partial = Partial{};
     log(format_epoch(row, *config.epochs));
     const json meta = checkpoint_metadata();
@@ -304,6 +412,8 @@ void Trainer::end_epoch() {
 
 Trainer& Trainer::fit() {
     std::filesystem::create_directories(run_dir);
+    std::filesystem::remove(run_dir / "steps.csv");  // a new run: its own steps only
+    write_manifest();
     while (epoch < *config.epochs && !out_of_steps()) {
         train_epoch();
         end_epoch();
@@ -316,14 +426,54 @@ Trainer& Trainer::fit() {
                       best.val_loss, static_cast<long long>(best.epoch), 100 * best.test_acc, 100 * history.back().test_acc);
         log(buf);
     }
-    log("run directory: " + run_dir.string() + "  (best.safetensors, last.safetensors, history.json)");
+    log("run directory: " + run_dir.string() + "  (best.safetensors, last.safetensors, history.json/.csv, steps.csv)");
     return *this;
 }
 
 void Trainer::write_history() const {
     json rows = json::array();
     for (auto& r : history) rows.push_back(row_json(r));
-    std::ofstream((run_dir / "history.json").string()) << json{{"epochs", rows}}.dump(1) << "\n";
+    atomic_write_text(run_dir / "history.json", json{{"epochs", rows}, {"grad_norms", grad_norm_log}}.dump(1));
+    std::string csv;
+    for (size_t i = 0; i < rows.size(); ++i) {
+        std::string header, line;
+        for (auto& [key, value] : rows[i].items()) {
+            header += header.empty() ? "" : ",";
+            header += key;
+            line += line.empty() ? "" : ",";
+            line += csv_cell(value);
+        }
+        csv += (i == 0 ? header + "\r\n" : "") + line + "\r\n";  // csv.DictWriter's line ends
+    }
+    atomic_write_text(run_dir / "history.csv", csv);
+}
+
+void Trainer::write_manifest() {
+    const TrainConfig& c = config;
+    auto optional = [](const auto& v) { return v ? json(*v) : json(nullptr); };
+    const json settings = {
+        {"dataset", c.dataset}, {"model", c.custom() ? "custom" : c.model}, {"epochs", *c.epochs},
+        {"batch_size", *c.batch_size}, {"optimizer", *c.optimizer}, {"lr", *c.lr}, {"momentum", *c.momentum},
+        {"weight_decay", *c.weight_decay}, {"schedule", *c.schedule}, {"seed", c.seed},
+        {"data_dir", optional(c.data_dir)}, {"out", *c.out}, {"train_size", optional(c.train_size)},
+        {"val_fraction", c.val_fraction}, {"hidden", c.hidden.empty() ? json(nullptr) : json(c.hidden)},
+        {"activation", c.activation}, {"layers", optional(c.layers)}, {"bias", true}, {"init", "default"},
+        {"loss", *c.loss}, {"reduction", objective->reduction}, {"grad_norm_every", c.grad_norm_every}};
+    const json manifest = {
+        {"config", settings},
+        {"seed", c.seed},
+        {"environment", {{"handgrad", VERSION}, {"implementation", "handgrad-cpp"}, {"threads", kernels::num_threads()}}},
+        {"data",
+         {{"dataset", data.dataset},
+          {"source", data.source},
+          {"files", json::object()},
+          {"normalization", {{"mean", data.normalization.mean}, {"std", data.normalization.std}}},
+          {"sizes", {{"train", data.train_y.size()}, {"val", data.val_y.size()}, {"test", data.test_y.size()}}}}},
+        {"model", {{"parameters", model.num_parameters()}, {"repr", model.repr()}}},
+        {"distributed", {{"world_size", 1}, {"threads_per_rank", kernels::num_threads()}}},
+        // what only the C++ takes: the checkpoint it started from, the --order file, a step limit
+        {"cpp", {{"init", optional(c.init)}, {"order", optional(c.order)}, {"max_steps", optional(c.max_steps)}}}};
+    atomic_write_text(run_dir / "manifest.json", manifest.dump(1));
 }
 
 std::vector<EpochRow> train(const TrainConfig& config) {

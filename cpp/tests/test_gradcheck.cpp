@@ -7,6 +7,7 @@ using gradcheck::check;
 using gradcheck::dot;
 using gradcheck::random_normal;
 using gradcheck::spread;
+using functional::Reduction;
 
 namespace {
 
@@ -120,10 +121,10 @@ TEST_CASE("CrossEntropyLoss: dL/dlogits = (softmax - onehot) / N") {
     nn::CrossEntropyLoss loss;
     loss.forward(logits, target);
     const Tensor grad = loss.backward();
-    check("CrossEntropyLoss", "input", logits, grad, [&] { return double(loss.forward(logits, target)); });
+    check("CrossEntropyLoss", "input", logits, grad, [&] { return double(loss.forward(logits, target)[0]); });
     // logsumexp keeps huge logits finite
     Tensor big({1, 3}, std::vector<float>{1000.0f, 0.0f, -1000.0f});
-    CHECK(loss.forward(big, {0}) == doctest::Approx(0.0).epsilon(1e-6));
+    CHECK(loss.forward(big, {0})[0] == doctest::Approx(0.0).epsilon(1e-6));
     CHECK_THROWS_AS(loss.forward(big, {3}), HandgradError);
 }
 
@@ -133,8 +134,102 @@ TEST_CASE("MSELoss: dL/dinput = 2 (input - target) / numel") {
         nn::MSELoss loss(reduction);
         loss.forward(input, target);
         const Tensor grad = loss.backward();
-        check("MSELoss", "input", input, grad, [&] { return double(loss.forward(input, target)); });
+        check("MSELoss", "input", input, grad, [&] { return double(loss.forward(input, target)[0]); });
     }
+}
+
+// Every reduction of every loss: L = sum(loss * R) with R one random dL/dloss per loss value.
+TEST_CASE("losses over their reductions: CrossEntropyLoss, NLLLoss, MSELoss") {
+    const std::vector<int64_t> target{0, 3, 4, 1};
+    for (auto reduction : {Reduction::mean, Reduction::sum, Reduction::none}) {
+        CAPTURE(functional::reduction_name(reduction));
+        Tensor logits = spread({4, 5}, 71, 5.0);
+        nn::CrossEntropyLoss ce(reduction);
+        const Tensor R = random_normal(ce.forward(logits, target).shape, 72);
+        const Tensor ce_grad = ce.backward(R);
+        check(ce.repr(), "input", logits, ce_grad, [&] { return dot(ce.forward(logits, target), R); });
+
+        Tensor log_probs = functional::log_softmax_forward(spread({4, 5}, 73), 1).first;
+        nn::NLLLoss nll(reduction);
+        nll.forward(log_probs, target);
+        const Tensor nll_grad = nll.backward(R);
+        check(nll.repr(), "input", log_probs, nll_grad, [&] { return dot(nll.forward(log_probs, target), R); });
+
+        Tensor input = spread({3, 4}, 74), mse_target = random_normal({3, 4}, 75);
+        nn::MSELoss mse(reduction);
+        const Tensor R_mse = random_normal(mse.forward(input, mse_target).shape, 76);
+        const Tensor mse_grad = mse.backward(R_mse);
+        check(mse.repr(), "input", input, mse_grad, [&] { return dot(mse.forward(input, mse_target), R_mse); });
+    }
+    nn::NLLLoss nll(Reduction::none);
+    nll.forward(Tensor({2, 3}), {0, 2});
+    CHECK_THROWS_WITH_AS(nll.backward(), "NLLLoss(reduction='none'): expected grad_output of shape (2,) (one per sample, "
+                                         "as reduction='none'), got ()", ShapeError);
+    CHECK(nn::NLLLoss().forward(Tensor({2, 3}, std::vector<float>{-1, -2, -3, -4, -5, -6}), {1, 2})[0] == 4.0f);  // (2 + 6) / 2
+    CHECK_THROWS_AS(nn::NLLLoss().forward(Tensor({2, 3}), {0, 3}), HandgradError);
+}
+
+TEST_CASE("ELU, Softmax and LogSoftmax along each axis") {
+    nn::ELU elu(0.7);
+    check_layer(elu.repr(), elu, spread({3, 7}, 54, 3.0));
+    for (int dim : {-1, 0, 1}) {
+        nn::Softmax softmax(dim);
+        check_layer(softmax.repr(), softmax, spread({3, 4, 2}, 55, 3.0));
+        nn::LogSoftmax log_softmax(dim);
+        check_layer(log_softmax.repr(), log_softmax, spread({3, 4, 2}, 56, 3.0));
+    }
+    nn::Softmax softmax;  // each row sums to 1, even for huge logits
+    const Tensor y = softmax.forward(Tensor({1, 3}, std::vector<float>{1000.0f, 0.0f, -1000.0f}));
+    CHECK(y[0] == doctest::Approx(1.0));
+    CHECK_THROWS_AS(nn::Softmax(2).forward(Tensor({2, 3})), HandgradError);
+}
+
+TEST_CASE("BatchNorm1d and BatchNorm2d, training and eval, with and without affine") {
+    struct Case {
+        bool two_d, training, affine;
+        Shape x;
+    };
+    const std::vector<Case> cases = {{false, true, true, {5, 3}},  {false, true, false, {4, 3, 2}},
+                                     {true, true, true, {2, 3, 3, 3}}, {false, false, true, {5, 3}},
+                                     {true, false, true, {2, 3, 2, 2}}, {true, true, false, {3, 2, 2, 2}}};
+    uint64_t seed = 110;
+    for (auto& c : cases) {
+        const nn::BatchNormOptions options{.num_features = c.x[1], .affine = c.affine};
+        std::unique_ptr<nn::BatchNormBase> layer;
+        if (c.two_d) layer = std::make_unique<nn::BatchNorm2d>(options);
+        else layer = std::make_unique<nn::BatchNorm1d>(options);
+        if (layer->weight) layer->weight->data = random_normal({c.x[1]}, seed), layer->bias->data = random_normal({c.x[1]}, seed + 1);
+        layer->running_mean = random_normal({c.x[1]}, seed + 2);
+        for (int64_t k = 0; k < c.x[1]; ++k) layer->running_var[k] = 0.5f + 0.25f * static_cast<float>(k);
+        layer->train(c.training);
+        CAPTURE(c.training);
+        check_layer(layer->repr(), *layer, spread(c.x, seed + 3, 2.0), seed + 4);
+        seed += 5;
+    }
+}
+
+TEST_CASE("BatchNorm's running statistics: momentum, the unbiased variance, a cumulative average") {
+    const Tensor x({4, 2}, std::vector<float>{1, 10, 2, 20, 3, 30, 6, 40});  // channel 0: mean 3, var 3.5 (biased)
+    nn::BatchNorm1d layer({.num_features = 2});
+    layer.forward(x);
+    CHECK(layer.running_mean[0] == doctest::Approx(0.3));                      // 0.9 * 0 + 0.1 * 3
+    CHECK(layer.running_var[0] == doctest::Approx(0.9 + 0.1 * 3.5 * 4 / 3));  // unbiased: * m / (m - 1)
+    CHECK(layer.num_batches_tracked == 1);
+    nn::BatchNorm1d cumulative({.num_features = 2, .momentum = std::nullopt});
+    cumulative.forward(x);
+    cumulative.forward(x);
+    CHECK(cumulative.running_mean[1] == doctest::Approx(25.0));  // the mean of the two batches' means
+    layer.eval();
+    const Tensor y = layer.forward(x);  // eval: the running statistics
+    CHECK(y[0] == doctest::Approx((1 - 0.3) / std::sqrt(layer.running_var[0] + 1e-5)).epsilon(1e-5));
+    CHECK(layer.num_batches_tracked == 1);
+    layer.train();
+    CHECK_THROWS_WITH_AS(layer.forward(Tensor({1, 2})),
+                         "BatchNorm1d(2, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True): expected more "
+                         "than 1 value per channel when training, got input (1, 2)",
+                         HandgradError);
+    CHECK_THROWS_AS(layer.forward(Tensor({4, 3})), HandgradError);
+    CHECK_THROWS_AS(nn::BatchNorm2d({.num_features = 2}).forward(Tensor({4, 2})), ShapeError);
 }
 
 TEST_CASE("Sequential backward chains the layers: a small CNN end to end") {
@@ -151,7 +246,7 @@ TEST_CASE("Sequential backward chains the layers: a small CNN end to end") {
     loss.forward(model.forward(x), target);
     model.zero_grad();
     const Tensor grad_input = model.backward(loss.backward());
-    auto objective = [&] { return double(loss.forward(model.forward(x), target)); };
+    auto objective = [&] { return double(loss.forward(model.forward(x), target)[0]); };
     std::vector<Tensor> grads;
     for (auto* p : model.parameters()) grads.push_back(p->grad);
     check("Sequential", "input", x, grad_input, objective);
@@ -191,6 +286,11 @@ TEST_CASE("every backward refuses a grad_output that is not the forward output's
     cases.push_back({"Sigmoid", std::make_unique<nn::Sigmoid>(), {3, 4}});
     cases.push_back({"Tanh", std::make_unique<nn::Tanh>(), {3, 4}});
     cases.push_back({"Dropout", std::make_unique<nn::Dropout>(0.5f), {3, 4}});
+    cases.push_back({"ELU", std::make_unique<nn::ELU>(), {3, 4}});
+    cases.push_back({"Softmax", std::make_unique<nn::Softmax>(), {3, 4}});
+    cases.push_back({"LogSoftmax", std::make_unique<nn::LogSoftmax>(1), {3, 4}});
+    cases.push_back({"BatchNorm1d", std::make_unique<nn::BatchNorm1d>(nn::BatchNormOptions{.num_features = 4}), {3, 4}});
+    cases.push_back({"BatchNorm2d", std::make_unique<nn::BatchNorm2d>(nn::BatchNormOptions{.num_features = 2}), {2, 2, 3, 3}});
     for (auto& c : cases) {
         for (bool training : {true, false}) {
             CAPTURE(c.name);

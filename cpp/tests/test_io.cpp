@@ -2,12 +2,15 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "handgrad/serialization.hpp"
 #include "handgrad/idx.hpp"
+#include "handgrad/image.hpp"
 
 #include <doctest/doctest.h>
 #include <zlib.h>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 
 using namespace handgrad;
 namespace fs = std::filesystem;
@@ -29,6 +32,13 @@ std::vector<uint8_t> idx_bytes(uint8_t code, Shape shape, size_t data_bytes) {
         for (int k = 3; k >= 0; --k) b.push_back(static_cast<uint8_t>(s >> (8 * k)));
     b.resize(b.size() + data_bytes, 7);
     return b;
+}
+
+// A (2, 1, 8, 8) input of distinct values.
+Tensor gradcheck_input() {
+    Tensor x({2, 1, 8, 8});
+    for (int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>((i * 37) % 101) / 50.0f - 1.0f;
+    return x;
 }
 
 std::string error_of(const std::function<void()>& f) {
@@ -100,6 +110,42 @@ TEST_CASE("checkpoints: architecture, weights and metadata survive a round trip"
             CHECK(a[i].second->data.data == b[i].second->data.data);
         }
     }
+}
+
+TEST_CASE("checkpoints: BatchNorm's buffers and the new layers survive a round trip; defaults Python writes load") {
+    manual_seed(6);
+    nn::Sequential model = build_model("", {1, 8, 8}, 4, {.layers = "conv4-bn-pool-fc8-elu-bn-dropout0.25-out-sigmoid"});
+    model.add<nn::LogSoftmax>(1);
+    const Tensor x = gradcheck_input();
+    model.forward(x);  // training: the running statistics and the batch count move
+    const std::string path = (temp_dir() / "bn.safetensors").string();
+    save(model, path, {{"input_shape", {1, 8, 8}}}, &x);
+    const TensorFile file = load_tensors(path);
+    REQUIRE(file.counts.size() == 2);
+    CHECK(file.counts[0] == std::pair<std::string, int64_t>{"2.num_batches_tracked", 1});
+    Checkpoint ck = load(path);  // the reference check runs it in eval mode: the running statistics
+    CHECK(architecture(ck.model) == architecture(model));
+    auto a = model.named_buffers(), b = ck.model.named_buffers();
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+        CHECK(a[i].first == b[i].first);
+        if (a[i].second.values) CHECK(a[i].second.values->data == b[i].second.values->data);
+        else CHECK(*a[i].second.count == *b[i].second.count);
+    }
+    model.eval(), ck.model.eval();
+    CHECK(ck.model.forward(x).data == model.forward(x).data);
+    // a Python Conv2d or pool that spells out its defaults is the same layer
+    json arch = json::array({{{"type", "Conv2d"}, {"in_channels", 1}, {"out_channels", 2}, {"kernel_size", {3, 3}},
+                              {"dilation", {1, 1}}, {"groups", 1}, {"padding_mode", "zeros"}},
+                             {{"type", "MaxPool2d"}, {"kernel_size", 2}, {"ceil_mode", false}, {"dilation", 1}},
+                             {{"type", "AvgPool2d"}, {"kernel_size", 2}, {"ceil_mode", false}, {"count_include_pad", true}}});
+    CHECK(from_architecture(arch).size() == 3);
+    // an integer tensor where a float one belongs is named
+    TensorFile swapped = load_tensors(path);
+    swapped.counts.emplace_back("2.running_mean", 0);
+    std::erase_if(swapped.tensors, [](auto& t) { return t.first == "2.running_mean"; });
+    save_tensors(path, swapped.tensors, swapped.metadata, swapped.counts);
+    CHECK(error_of([&] { load(path); }).find("mis-shaped 2.running_mean: expected (4,), got ()") != std::string::npos);
 }
 
 TEST_CASE("checkpoints: strict loading names missing, unexpected and mis-shaped keys") {
@@ -179,6 +225,24 @@ TEST_CASE("checkpoints: every metadata field the C++ reads is checked, and the e
          "entry 0 (Linear): 'bias' must be true or false, got 1"},
         {"architecture", "[{\"type\": \"ReLU\", \"inplace\": true}]", "entry 0 (ReLU): unexpected argument 'inplace'"},
         {"architecture", "[{\"type\": \"Softplus\"}]", "entry 0 (Softplus): layer type Softplus is not supported"},
+        // what the Python layers may hold and the C++ ones do not compute: refused, never ignored
+        {"architecture", "[{\"type\": \"GELU\"}]", "metadata 'architecture': entry 0 (GELU): layer type GELU is not supported by the C++ port"},
+        {"architecture", "[{\"type\": \"LayerNorm\", \"normalized_shape\": [16]}]", "entry 0 (LayerNorm): layer type LayerNorm is not supported"},
+        {"architecture", "[{\"type\": \"Conv2d\", \"in_channels\": 1, \"out_channels\": 1, \"kernel_size\": 3, \"dilation\": [2, 2]}]",
+         "entry 0 (Conv2d): argument 'dilation' = [2,2] is not supported by the C++ port (only its default 1)"},
+        {"architecture", "[{\"type\": \"Conv2d\", \"in_channels\": 2, \"out_channels\": 2, \"kernel_size\": 3, \"groups\": 2}]",
+         "entry 0 (Conv2d): argument 'groups' = 2 is not supported by the C++ port (only its default 1)"},
+        {"architecture", "[{\"type\": \"Conv2d\", \"in_channels\": 1, \"out_channels\": 1, \"kernel_size\": 3, \"padding_mode\": \"reflect\"}]",
+         "entry 0 (Conv2d): argument 'padding_mode' = \"reflect\" is not supported by the C++ port (only its default \"zeros\")"},
+        {"architecture", "[{\"type\": \"MaxPool2d\", \"kernel_size\": 2, \"ceil_mode\": true}]",
+         "entry 0 (MaxPool2d): argument 'ceil_mode' = true is not supported by the C++ port (only its default false)"},
+        {"architecture", "[{\"type\": \"Linear\", \"in_features\": 16, \"out_features\": 3, \"dtype\": \"float16\"}]",
+         "entry 0 (Linear): unexpected argument 'dtype' (= \"float16\") is not supported by the C++ port; it takes "
+         "in_features, out_features, bias"},
+        {"architecture", "[{\"type\": \"BatchNorm1d\", \"num_features\": 0}]",
+         "entry 0 (BatchNorm1d): 'num_features' must be an integer >= 1, got 0"},
+        {"architecture", "[{\"type\": \"Softmax\", \"dtype\": \"int8\"}]",
+         "entry 0 (Softmax): 'dtype' must be null, \"float32\" or \"float64\", got \"int8\""},
         {"architecture", "[{\"type\": \"MaxPool2d\", \"kernel_size\": [2, 2, 2]}]",
          "entry 0 (MaxPool2d): 'kernel_size' must be an integer >= 1 or a pair of them, got [2,2,2]"},
         {"architecture", "[{\"type\": \"MaxPool2d\", \"kernel_size\": 2, \"padding\": 2}]",
@@ -249,4 +313,47 @@ TEST_CASE("checkpoints: non-finite weights are refused, naming the tensor") {
         CHECK_MESSAGE(message.find(path + ": tensor '3.weight' holds 1 non-finite value (NaN or infinity; the first at "
                                           "flat index 5)") == 0, message);
     }
+}
+
+TEST_CASE("image: the EXIF orientation is read from either byte order, and only inside the block") {
+    // "Exif\0\0", a TIFF header (II or MM, 42, IFD0 at byte 8), one entry: tag 0x0112 SHORT count 1
+    auto block = [](bool little, uint16_t tag, uint16_t type, uint32_t count, uint16_t value, uint32_t ifd = 8) {
+        std::vector<uint8_t> b{'E', 'x', 'i', 'f', 0, 0};
+        auto put = [&](uint32_t v, int bytes) {
+            for (int i = 0; i < bytes; ++i) b.push_back(static_cast<uint8_t>(v >> 8 * (little ? i : bytes - 1 - i)));
+        };
+        b.push_back(little ? 'I' : 'M');
+        b.push_back(little ? 'I' : 'M');
+        put(42, 2), put(ifd, 4), put(1, 2), put(tag, 2), put(type, 2), put(count, 4), put(value, 2), put(0, 2);
+        return b;
+    };
+    for (bool little : {true, false}) {
+        CAPTURE(little);
+        for (uint16_t v = 1; v <= 8; ++v) CHECK(image::exif_orientation(block(little, 0x0112, 3, 1, v).data(), 32) == v);
+        CHECK(image::exif_orientation(block(little, 0x0111, 3, 1, 6).data(), 32) == 0);  // another tag
+        CHECK(image::exif_orientation(block(little, 0x0112, 3, 2, 6).data(), 32) == 0);  // two values
+        CHECK(image::exif_orientation(block(little, 0x0112, 3, 1, 9).data(), 32) == 0);  // no such orientation
+        CHECK(image::exif_orientation(block(little, 0x0112, 3, 1, 6, 0xFFFFFFF0).data(), 32) == 0);  // IFD outside
+        for (size_t cut = 0; cut < 26; ++cut) CHECK(image::exif_orientation(block(little, 0x0112, 3, 1, 6).data(), cut) == 0);
+    }
+}
+
+TEST_CASE("image: Pillow's resampling keeps a flat image flat and copies an unchanged size") {
+    for (auto [w, h, ow, oh] : std::vector<std::array<int64_t, 4>>{{40, 52, 28, 28}, {7, 5, 28, 28}, {300, 2, 28, 28}, {28, 28, 28, 28}}) {
+        CAPTURE(w);
+        CAPTURE(h);
+        for (auto filter : {image::Filter::lanczos, image::Filter::box}) {
+            CHECK(image::resample(std::vector<uint8_t>(w * h * 2, 77), w, h, 2, ow, oh, filter) ==
+                  std::vector<uint8_t>(ow * oh * 2, 77));
+            const auto f = image::resample(std::vector<float>(w * h, 0.25f), w, h, ow, oh, filter);
+            for (float v : f) CHECK(v == doctest::Approx(0.25f).epsilon(1e-6));
+        }
+    }
+    std::vector<uint8_t> ramp(12 * 9);
+    std::iota(ramp.begin(), ramp.end(), 0);
+    CHECK(image::resample(ramp, 12, 9, 1, 12, 9, image::Filter::lanczos) == ramp);
+    // a 2x box reduction averages pairs, each pass rounding half up: (30 + 41) / 2 -> 36, (15 + 36) / 2 -> 26
+    CHECK(image::resample(std::vector<uint8_t>{0, 1, 10, 20, 2, 4, 30, 41}, 4, 2, 1, 2, 1, image::Filter::box) ==
+          std::vector<uint8_t>{2, 26});
+    CHECK_THROWS_AS(image::resample(std::vector<uint8_t>(5), 2, 2, 1, 3, 3, image::Filter::box), HandgradError);
 }

@@ -70,22 +70,23 @@ class RanksOutOfSync(DistributedError):
     """The ranks' weights differ: a rank computed something the others did not."""
 
 
-def launched_size() -> int:
-    """The number of processes a launcher started, from its environment (1 when none did)."""
-    for name in SIZE_VARIABLES:
+def _from_launcher(names: tuple[str, ...], default: int) -> int:
+    """The whole number in the first of the environment variables ``names`` that holds one, else ``default``."""
+    for name in names:
         value = os.environ.get(name, "").strip()
         if value.isdigit():
             return int(value)
-    return 1
+    return default
+
+
+def launched_size() -> int:
+    """The number of processes a launcher started, from its environment (1 when none did)."""
+    return _from_launcher(SIZE_VARIABLES, 1)
 
 
 def launched_rank() -> int:
     """This process's rank as the launcher set it (0 when none did)."""
-    for name in RANK_VARIABLES:
-        value = os.environ.get(name, "").strip()
-        if value.isdigit():
-            return int(value)
-    return 0
+    return _from_launcher(RANK_VARIABLES, 0)
 
 
 class World:

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import nn
 from .errors import HandgradError, fmt_shape
+from .functional.pool import pool_output_size
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,11 @@ SPEC_TOKENS = {
         "maxpool3s2p1",
     ),
     "avgpool": ("avgpool[<K>][s<S>][p<P>]", "average pooling, as maxpool (padding counts as zeros)", "avgpool2"),
+    "adaptiveavg": (
+        "adaptiveavg<N>",
+        "adaptive average pooling to N x N maps (or <H>x<W>) whatever the size of the maps before",
+        "adaptiveavg1",
+    ),
     "fc": ("fc<N>[nb]", "Linear to N features (flattening the maps first), then ReLU; nb: no bias", "fc128"),
     "out": (
         "out[nb]",
@@ -138,12 +144,22 @@ SPEC_TOKENS = {
         "out-sigmoid",
     ),
     "bn": ("bn", "BatchNorm2d after a conv or pool, BatchNorm1d after an fc", "bn"),
+    "ln": ("ln", "LayerNorm over each sample's features (all of C, H, W after maps)", "ln"),
     "dropout": ("dropout[<P>]", "Dropout with probability P (default 0.5)", "dropout0.2"),
 }
 #: Token heads, longest first so that ``maxpool3`` is not read as ``max`` + ...
-_SPEC_HEADS = ("maxpool", "avgpool", "dropout", "conv", "pool", "out", "fc", "bn")
+_SPEC_HEADS = ("adaptiveavg", "maxpool", "avgpool", "dropout", "conv", "pool", "out", "fc", "bn", "ln")
 #: Each layer's options after its size: letters with a value (``k5``, ``s2``, ``p1x0``), and ``nb``.
-_SPEC_OPTIONS = {"conv": "ksp", "maxpool": "sp", "avgpool": "sp", "fc": "", "out": "", "bn": ""}
+_SPEC_OPTIONS = {
+    "conv": "ksp",
+    "maxpool": "sp",
+    "avgpool": "sp",
+    "adaptiveavg": "",
+    "fc": "",
+    "out": "",
+    "bn": "",
+    "ln": "",
+}
 _OPTION_FORMS = {"k": ("k<K>", "k5 or k3x5", 1), "s": ("s<S>", "s2 or s2x1", 1), "p": ("p<P>", "p0 or p2x1", 0)}
 _OPTION_RE = re.compile(r"nb|([a-z])(\d+(?:x\d+)?)?")
 
@@ -163,6 +179,7 @@ class SpecToken:
     bias: bool = True
     value: float | None = None  # dropout probability or leaky_relu slope
     activation: type | None = None
+    output_size: tuple | None = None  # adaptiveavg's (h, w)
 
 
 def spec_grammar() -> str:
@@ -219,7 +236,7 @@ def _parse_spec_token(position, text) -> SpecToken:
         if not 0 <= p < 1:
             raise ValueError(f"dropout probability must be from 0 to below 1, got {p}")
         return SpecToken(position, text, kind, value=p)
-    size_text = _leading(r"(?:\d+(?:x\d+)?)?" if kind in ("maxpool", "avgpool") else r"\d*", rest)
+    size_text = _leading(r"(?:\d+(?:x\d+)?)?" if kind in ("maxpool", "avgpool", "adaptiveavg") else r"\d*", rest)
     fields: dict[str, Any] = {}
     if kind in ("conv", "fc"):
         symbol = "C" if kind == "conv" else "N"
@@ -227,6 +244,8 @@ def _parse_spec_token(position, text) -> SpecToken:
         fields["size"] = _spec_int(size_text or rest, f"{kind}<{symbol}>", example)
     elif kind in ("maxpool", "avgpool"):
         fields["kernel"] = _spec_pair(size_text, f"{head}<K>", f"{head}3 or {head}2x1", 1) if size_text else (2, 2)
+    elif kind == "adaptiveavg":
+        fields["output_size"] = _spec_pair(size_text, "adaptiveavg<N>", "adaptiveavg1 or adaptiveavg4x3", 1)
     elif size_text:
         raise ValueError(f"{kind} takes no size" + (" (it has one output per class)" if kind == "out" else ""))
     fields.update(_spec_options(kind, rest[len(size_text) :], text[: len(head) + len(size_text)]))
@@ -320,8 +339,9 @@ def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True) -> 
     - ``conv<C>[k<K>][s<S>][p<P>][nb]``: Conv2d to C channels, kernel K (3), stride S (1), padding
       P (K//2, which keeps the size at stride 1), then ReLU. K, S, P are ``<N>`` or ``<H>x<W>``.
     - ``maxpool[<K>][s<S>][p<P>]`` (``pool``) and ``avgpool[...]``: K x K windows (2), stride S (K),
-      padding P (0).
-    - ``fc<N>[nb]``: Linear to N features, then ReLU. ``bn``: BatchNorm. ``dropout[<P>]`` (0.5).
+      padding P (0). ``adaptiveavg<N>`` (or ``<H>x<W>``): adaptive average pooling to N x N maps.
+    - ``fc<N>[nb]``: Linear to N features, then ReLU. ``bn``: BatchNorm. ``ln``: LayerNorm over
+      each sample's features. ``dropout[<P>]`` (0.5).
     - an activation name (``tanh``, ``sigmoid``, ``leaky_relu0.1``...) replaces the ReLU of the conv
       or fc before it; ``none`` removes it.
     - ``out[nb]``: the final Linear to the classes, which is appended when absent; an activation may
@@ -355,7 +375,7 @@ def parse_layer_spec(spec: str, input_shape, num_classes, bias: bool = True) -> 
 def _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bias) -> tuple:
     """Append ``token``'s layers to ``layers``; the per-sample shape after them."""
     kind = token.kind
-    if kind in ("conv", "maxpool", "avgpool") and len(shape) != 3:
+    if kind in ("conv", "maxpool", "avgpool", "adaptiveavg") and len(shape) != 3:
         flat = len(input_shape) == 3
         raise ValueError(
             f"a {'pool' if kind != 'conv' else kind} must come before any fc"
@@ -388,6 +408,9 @@ def _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bi
         h, w = _spec_window(shape, input_shape, kernel, stride, padding)
         layers.append((nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(kernel, stride=stride, padding=padding))
         return (shape[0], h, w)
+    if kind == "adaptiveavg":
+        layers.append(nn.AdaptiveAvgPool2d(token.output_size))
+        return (shape[0],) + token.output_size
     if kind in ("fc", "out"):
         if len(shape) != 1:
             layers.append(nn.Flatten())
@@ -400,6 +423,8 @@ def _add_spec_layer(layers, token, previous, shape, input_shape, num_classes, bi
         return (width,)
     if kind == "bn":
         layers.append(nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0]))
+    elif kind == "ln":
+        layers.append(nn.LayerNorm(shape))
     elif kind == "dropout":
         layers.append(nn.Dropout(token.value))
     elif kind == "none":
@@ -629,6 +654,10 @@ _KIND_TEXT = {
     "momentum": "null or a number from 0 to 1",
     "number": "a finite number",
     "float dtype": 'null, "float32" or "float64"',
+    "approximation": '"none" or "tanh"',
+    "divisor": "null or a nonzero integer",
+    "output size": f"an integer from 0 to {MAX_SIZE}, or a list of two such integers or nulls",
+    "shape": f"an integer from 1 to {MAX_SIZE} or a list of 1 to 8 of them",
 }
 
 
@@ -683,6 +712,16 @@ def _check_value(kind, v) -> bool:
         return v is None or _is_number(v) and 0 <= v <= 1
     if kind == "float dtype":
         return v in (None, "float32", "float64")
+    if kind == "approximation":
+        return v in ("none", "tanh")
+    if kind == "divisor":
+        return v is None or _is_int(v) and v != 0 and abs(v) <= MAX_SIZE
+    if kind == "output size":
+        items = v if isinstance(v, list) else [v, v]
+        return len(items) == 2 and all(i is None or _is_int(i) and 0 <= i <= MAX_SIZE for i in items)
+    if kind == "shape":
+        items = v if isinstance(v, list) else [v]
+        return 1 <= len(items) <= 8 and all(_is_int(i) and 1 <= i <= MAX_SIZE for i in items)
     return _is_number(v)
 
 
@@ -825,7 +864,9 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
                 None, f"{where}: 'num_features' is {nf}, but the layer before gives {channels} channels ({given()})"
             )
         if a.get("affine", True):
-            tensors[prefix + "weight"] = tensors[prefix + "bias"] = ((nf,), True)
+            tensors[prefix + "weight"] = ((nf,), True)
+            if a.get("bias", True):
+                tensors[prefix + "bias"] = ((nf,), True)
         if a.get("track_running_stats", True):
             tensors[prefix + "running_mean"] = tensors[prefix + "running_var"] = ((nf,), True)
             tensors[prefix + "num_batches_tracked"] = ((), False)
@@ -849,17 +890,18 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
             if a.get("bias", True):
                 tensors[prefix + "bias"] = ((channels,), True)
         out: list[int | None] = []
-        for axis, size, ki, si, pi in (("height", h, k[0], s[0], p[0]), ("width", w, k[1], s[1], p[1])):
+        d, ceil_mode = _pair(a.get("dilation"), 1), bool(a.get("ceil_mode", False))
+        for axis, size, ki, si, pi, di in (("height", h, k[0], s[0], p[0], d[0]), ("width", w, k[1], s[1], p[1], d[1])):
             if size is None:
                 out.append(None)
                 continue
-            if size + 2 * pi < ki:
+            if size + 2 * pi < di * (ki - 1) + 1:
                 raise HandgradError(
                     None,
-                    f"{where}: the kernel ({ki}) is larger than the padded {axis} "
-                    f"({size + 2 * pi}): the maps shrink to nothing ({given()})",
+                    f"{where}: the kernel ({ki}{f', dilation {di}' if di > 1 else ''}) is larger than the padded "
+                    f"{axis} ({size + 2 * pi}): the maps shrink to nothing ({given()})",
                 )
-            out.append((size + 2 * pi - ki) // si + 1)
+            out.append(pool_output_size(size, ki, si, pi, di, ceil_mode))
         rows, cols = out
         if name == "Conv2d" and rows is not None and cols is not None:
             unfolded = rows * cols * a["in_channels"] * k[0] * k[1]
@@ -868,6 +910,14 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
                     None, f"{where}: unfolds {unfolded} values per sample, more than the limit {MAX_ELEMENTS}"
                 )
         return (channels, rows, cols)
+    if name == "AdaptiveAvgPool2d":
+        if not open_rank and len(shape) != 3:
+            raise HandgradError(
+                None, f"{where}: expects (C, H, W) maps per sample, but the layer before gives {given()}"
+            )
+        c, h, w = (None, None, None) if open_rank else shape
+        o = _pair(a["output_size"], None)
+        return (c, h if o[0] is None else o[0], w if o[1] is None else o[1])
     if name == "Flatten":
         start, end = a.get("start_dim", 1), a.get("end_dim", -1)
         if open_rank:
@@ -884,6 +934,21 @@ def _next_shape(name, a, shape, where, prefix, tensors) -> tuple:
             return (...,)
         merged = _size(batched[start : end + 1])
         return batched[1:start] + (merged,) + batched[end + 1 :]
+    if name == "LayerNorm":
+        normalized = a["normalized_shape"]
+        normalized = tuple(normalized) if isinstance(normalized, list) else (normalized,)
+        tail = shape[max(len(shape) - len(normalized), 0) :]
+        if not open_rank and (
+            len(tail) != len(normalized) or any(s is not None and s != n for s, n in zip(tail, normalized))
+        ):
+            raise HandgradError(
+                None, f"{where}: 'normalized_shape' is {list(normalized)}, but the layer before gives {given()}"
+            )
+        if a.get("elementwise_affine", True):
+            tensors[prefix + "weight"] = (normalized, True)
+            if a.get("bias", True):
+                tensors[prefix + "bias"] = (normalized, True)
+        return shape
     if name in ("Softmax", "LogSoftmax") and not open_rank:
         dim, rank = a.get("dim", -1), len(shape) + 1
         if not -rank <= dim < rank:

@@ -109,28 +109,80 @@ def _conv2d(graph, layer, x, name, in_shape, out_shape):
     )
 
 
+def _check_ceil_mode(layer, in_shape, out_shape) -> None:
+    """ONNX (opset 17) rounds the output size up as torch's ceil_mode does, but keeps a last window
+    that would start in the right padding, which torch drops: refused where that happens."""
+    if not layer.ceil_mode:
+        return
+    dilation = getattr(layer, "dilation", (1, 1))
+    for a in (0, 1):
+        room = in_shape[2 + a] + 2 * layer.padding[a] - dilation[a] * (layer.kernel_size[a] - 1) - 1
+        if -(-room // layer.stride[a]) + 1 != out_shape[2 + a]:
+            raise ExportError(
+                layer,
+                f"with ceil_mode its last window on the {in_shape[2 + a]}-wide axis {2 + a} would start in the "
+                f"right padding, which torch (and handgrad) drop but ONNX keeps; use ceil_mode=False or more padding",
+            )
+
+
 @register_exporter(nn.MaxPool2d)
 def _max_pool2d(graph, layer, x, name, in_shape, out_shape):
-    """ONNX's MaxPool ignores the padding, as handgrad's -inf padding does."""
+    """ONNX's MaxPool ignores the padding, as handgrad's -inf padding does; dilations and ceil_mode
+    as torch's."""
+    _check_ceil_mode(layer, in_shape, out_shape)
     (ph, pw) = layer.padding
     return graph.node(
-        "MaxPool", [x], name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=[ph, pw, ph, pw]
-    )
-
-
-@register_exporter(nn.AvgPool2d)
-def _avg_pool2d(graph, layer, x, name, in_shape, out_shape):
-    """The zero padding counts in the divisor, as in handgrad (count_include_pad)."""
-    (ph, pw) = layer.padding
-    return graph.node(
-        "AveragePool",
+        "MaxPool",
         [x],
         name,
         kernel_shape=list(layer.kernel_size),
         strides=list(layer.stride),
         pads=[ph, pw, ph, pw],
-        count_include_pad=1,
+        dilations=list(layer.dilation),
+        ceil_mode=int(layer.ceil_mode),
     )
+
+
+@register_exporter(nn.AvgPool2d)
+def _avg_pool2d(graph, layer, x, name, in_shape, out_shape):
+    """AveragePool with count_include_pad and ceil_mode as the layer's; divisor_override has no
+    ONNX attribute, so the sum is rescaled: AveragePool(count_include_pad=1) * kH*kW / divisor."""
+    (ph, pw), (kh, kw) = layer.padding, layer.kernel_size
+    _check_ceil_mode(layer, in_shape, out_shape)
+    if layer.divisor_override is not None and layer.ceil_mode:
+        raise ExportError(
+            layer, "divisor_override with ceil_mode does not export (ONNX's divisor of a clipped window differs)"
+        )
+    pooled = graph.node(
+        "AveragePool",
+        [x],
+        name if layer.divisor_override is None else f"{name}.mean",
+        kernel_shape=[kh, kw],
+        strides=list(layer.stride),
+        pads=[ph, pw, ph, pw],
+        count_include_pad=int(layer.count_include_pad or layer.divisor_override is not None),
+        ceil_mode=int(layer.ceil_mode),
+    )
+    if layer.divisor_override is None:
+        return pooled
+    scale = graph.constant(f"{name}.scale", np.array(kh * kw / layer.divisor_override))
+    return graph.node("Mul", [pooled, scale], name)
+
+
+@register_exporter(nn.AdaptiveAvgPool2d)
+def _adaptive_avg_pool2d(graph, layer, x, name, in_shape, out_shape):
+    """GlobalAveragePool for a 1 x 1 output; AveragePool of kernel = stride = H / oH where the output
+    divides the input (the windows are then disjoint and equal, so exact); refused otherwise."""
+    (h, w), (oh, ow) = in_shape[-2:], out_shape[-2:]
+    if (oh, ow) == (1, 1):
+        return graph.node("GlobalAveragePool", [x], name)
+    if h % oh or w % ow:
+        raise ExportError(
+            layer,
+            f"an adaptive pool of {h}x{w} maps to {oh}x{ow} has uneven windows, which ONNX has no operator "
+            f"for; use an output size that divides the maps, or AvgPool2d",
+        )
+    return graph.node("AveragePool", [x], name, kernel_shape=[h // oh, w // ow], strides=[h // oh, w // ow])
 
 
 @register_exporter(nn.Flatten)
@@ -146,6 +198,7 @@ def _flatten(graph, layer, x, name, in_shape, out_shape):
 
 
 @register_exporter(nn.Dropout)
+@register_exporter(nn.Dropout2d)
 @register_exporter(nn.Identity)
 def _identity(graph, layer, x, name, in_shape, out_shape):
     return graph.node("Identity", [x], name)
@@ -158,7 +211,7 @@ def _batch_norm(graph, layer, x, name, in_shape, out_shape):
     one BatchNormalization node; without, the batch's mean and (biased) var, computed as handgrad does."""
     c = layer.num_features
     weight = layer.weight.data if layer.affine else np.ones(c)
-    bias = layer.bias.data if layer.affine else np.zeros(c)
+    bias = layer.bias.data if layer.bias is not None else np.zeros(c)  # bias=False: a weight alone
     if layer.track_running_stats:
         inputs = [
             x,
@@ -185,6 +238,18 @@ def _batch_norm(graph, layer, x, name, in_shape, out_shape):
     return graph.node("Add", [scaled, graph.constant(f"{name}.bias", bias.reshape(per_channel))], name)
 
 
+@register_exporter(nn.LayerNorm)
+def _layer_norm(graph, layer, x, name, in_shape, out_shape):
+    """LayerNormalization (opset 17) over the last len(normalized_shape) axes; without affine
+    parameters, a weight of ones (and a bias of zeros where there is none)."""
+    shape = layer.normalized_shape
+    weight = layer.weight.data if layer.weight is not None else np.ones(shape)
+    inputs = [x, graph.constant(f"{name}.weight", weight)]
+    if layer.bias is not None:
+        inputs.append(graph.constant(f"{name}.bias", layer.bias.data))
+    return graph.node("LayerNormalization", inputs, name, axis=len(in_shape) - len(shape), epsilon=layer.eps)
+
+
 def _elementwise(op, **attributes):
     def export_activation(graph, layer, x, name, in_shape, out_shape):
         return graph.node(op, [x], name, **{k: f(layer) for k, f in attributes.items()})
@@ -199,6 +264,39 @@ EXPORTERS[nn.Sigmoid] = _elementwise("Sigmoid")
 EXPORTERS[nn.Tanh] = _elementwise("Tanh")
 EXPORTERS[nn.Softmax] = _elementwise("Softmax", axis=lambda m: m.dim)  # opset >= 13: along one axis, as handgrad
 EXPORTERS[nn.LogSoftmax] = _elementwise("LogSoftmax", axis=lambda m: m.dim)
+
+
+@register_exporter(nn.GELU)
+def _gelu(graph, layer, x, name, in_shape, out_shape):
+    """y = x * (1 + erf(x / sqrt(2))) / 2, or x * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2: the
+    formula in Erf or Tanh nodes (ONNX's own Gelu needs opset 20)."""
+    if layer.approximate == "tanh":
+        cube = graph.node("Mul", [x, graph.node("Mul", [x, x], f"{name}.square")], f"{name}.cube")
+        cubic = graph.node("Mul", [cube, graph.constant(f"{name}.cubic", 0.044715)], f"{name}.cubic_term")
+        inner = graph.node("Add", [x, cubic], f"{name}.inner")
+        scaled = graph.node("Mul", [inner, graph.constant(f"{name}.scale", np.sqrt(2 / np.pi))], f"{name}.scaled")
+        curve = graph.node("Tanh", [scaled], f"{name}.tanh")
+    else:
+        scaled = graph.node("Mul", [x, graph.constant(f"{name}.sqrt_half", np.sqrt(0.5))], f"{name}.scaled")
+        curve = graph.node("Erf", [scaled], f"{name}.erf")
+    one_plus = graph.node("Add", [curve, graph.constant(f"{name}.one", 1.0)], f"{name}.one_plus")
+    half = graph.node("Mul", [one_plus, graph.constant(f"{name}.half", 0.5)], f"{name}.halved")
+    return graph.node("Mul", [x, half], name)
+
+
+@register_exporter(nn.SiLU)
+def _silu(graph, layer, x, name, in_shape, out_shape):
+    """y = x * sigmoid(x)"""
+    return graph.node("Mul", [x, graph.node("Sigmoid", [x], f"{name}.sigmoid")], name)
+
+
+@register_exporter(nn.Softplus)
+def _softplus(graph, layer, x, name, in_shape, out_shape):
+    """y = softplus(beta x) / beta, and x where beta x > threshold (ONNX's Softplus has no beta)."""
+    bx = graph.node("Mul", [x, graph.constant(f"{name}.beta", layer.beta)], f"{name}.bx")
+    curve = graph.node("Div", [graph.node("Softplus", [bx], f"{name}.softplus"), f"{name}.beta"], f"{name}.curve")
+    linear = graph.node("Greater", [bx, graph.constant(f"{name}.threshold", layer.threshold)], f"{name}.linear")
+    return graph.node("Where", [linear, x, curve], name)
 
 
 def _layers(module, prefix=""):
@@ -229,6 +327,12 @@ def _trace(layers, input_shape, dtype):
                         f"input_shape {fmt_shape(input_shape)} does not fit the model at layer "
                         f"{index} (run on a batch of {batch}): {e}",
                     ) from None
+                if isinstance(y, tuple):  # MaxPool2d(return_indices=True): the next layer would get a pair
+                    raise ExportError(
+                        layer,
+                        f"layer {index} returns {len(y)} outputs, but a model passes on one tensor; "
+                        "build it with return_indices=False to export",
+                    )
                 seen.append((x.shape, y.shape))
                 x = y
         shapes.append(seen)

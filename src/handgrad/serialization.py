@@ -27,7 +27,8 @@ def save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
     """Write numpy arrays and string metadata as one safetensors file, atomically."""
     from safetensors.numpy import save
 
-    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    # ascontiguousarray makes a 0-d array (BatchNorm's num_batches_tracked) 1-d: keep its shape
+    arrays = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}
     atomic_write_bytes(path, save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()}))
 
 
@@ -165,6 +166,7 @@ def check_checkpoint(path, meta: dict, tensors: dict) -> None:
     ``load`` and the CLI use, and the tensors against the parameters the architecture declares.
     Raises HandgradError naming the file and the field or tensor."""
     from .models import MAX_SIZE, check_architecture
+    from .nn import LAYERS
 
     def fail(message):
         raise HandgradError(str(path), message)
@@ -206,7 +208,12 @@ def check_checkpoint(path, meta: dict, tensors: dict) -> None:
         else expected
     )
     expected = {k: v for k, v in expected.items() if v[0] is not None}
-    missing = [k for k in expected if k not in tensors]
+    optional = {
+        f"{i}.{name}"
+        for i, layer in enumerate(meta["architecture"])
+        for name in getattr(LAYERS.get(layer["type"]), "optional_buffers", ())
+    }
+    missing = [k for k in expected if k not in tensors and k not in optional]
     unexpected = [k for k in tensors if k not in expected]
     problems = ([f"missing tensors: {', '.join(missing)}"] if missing else []) + (
         [f"unexpected tensors: {', '.join(unexpected[:8])}" + (", ..." if len(unexpected) > 8 else "")]

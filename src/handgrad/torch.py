@@ -253,18 +253,18 @@ def _differentiable_once(name, backward):
 
 
 # -- every bridged op, built from its spec ----------------------------------------------------------
-def _signature(spec) -> inspect.Signature:
-    """The op's arguments as torch.nn.functional takes them: the tensors (None by default for an
-    optional one), then the options with their defaults."""
+def _signature(spec, order=()) -> inspect.Signature:
+    """The op's arguments: the tensors (None by default for an optional one), then the options with
+    their defaults; or the names of ``order`` in that order (torch.nn.functional's, where it differs)."""
     P = inspect.Parameter
-    params = [
-        P(name, P.POSITIONAL_OR_KEYWORD, **({"default": None} if name in spec.optional else {}))
-        for name in spec.tensors
-    ]
-    params += [
-        P(name, P.POSITIONAL_OR_KEYWORD, **({} if default is F.REQUIRED else {"default": default}))
-        for name, default in spec.options
-    ]
+    defaults = {name: None for name in spec.optional} | {
+        name: default for name, default in spec.options if default is not F.REQUIRED
+    }
+    params: list = []
+    for name in reversed(order or spec.tensors + spec.option_names):
+        # a default only where every later argument has one (BatchNorm's bias precedes running_mean)
+        has_default = name in defaults and all(p.default is not P.empty for p in params)
+        params.insert(0, P(name, P.POSITIONAL_OR_KEYWORD, **({"default": defaults[name]} if has_default else {})))
     return inspect.Signature(params)
 
 
@@ -297,9 +297,15 @@ def _function(spec) -> type:
         if bridge.check is not None:
             options = bridge.check(name, arrays, options)
         out, cache = kernels.op(f"{spec.name}_forward")(*arrays.values(), **options)
-        return _finish(ctx, out, cache, [(a, t) for a, t in zip(arrays.values(), tensors) if t is not None])
+        known = [(a, t) for a, t in zip(arrays.values(), tensors) if t is not None]
+        if not isinstance(out, tuple):
+            return _finish(ctx, out, cache, known)
+        # the output, then integer ones with no gradient (max_pool2d's indices), saved as themselves
+        extra = [(a, _tensor(a)) for a in out[1:]]
+        ctx.mark_non_differentiable(*(t for _, t in extra))
+        return (_finish(ctx, out[0], cache, known + extra), *(t for _, t in extra))
 
-    def backward(ctx, grad_output):
+    def backward(ctx, grad_output, *no_gradient):
         needs = tuple(ctx.needs_input_grad[:count])
         flags = (needs,) if spec.needs_input_grad else ()
         result = kernels.op(f"{spec.name}_backward")(_upstream(grad_output), _load_cache(ctx), *flags)
@@ -323,7 +329,9 @@ def _function(spec) -> type:
 
 def _functional(spec, function) -> Callable:
     """The op as ``torch.nn.functional`` calls it, on handgrad's math."""
-    signature = _signature(spec)
+    signature = _signature(spec, spec.bridge.signature)
+    # an option torch's signature lacks takes its default, None where it has none (dropout's generator)
+    defaults = {name: None if default is F.REQUIRED else default for name, default in spec.options}
 
     def call(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
@@ -339,7 +347,10 @@ def _functional(spec, function) -> Callable:
                 and v.dtype.is_floating_point
             ):
                 values[t] = v.to(first.dtype)
-        return function.apply(*values.values())
+        return function.apply(
+            *(values.get(name) for name in spec.tensors),
+            *(values.get(name, defaults[name]) for name in spec.option_names),
+        )
 
     call.__name__ = call.__qualname__ = spec.name
     call.__module__ = __name__
@@ -366,30 +377,41 @@ class _Twin:
             raise UnsupportedError(f"handgrad.torch.{type(self).__name__}", reason)
 
 
-def _twin(spec, functional) -> type:
-    """A subclass of the torch.nn layer that replaces only ``forward``: same constructor, parameters,
-    initialisation, repr and state_dict. forward passes the tensors it is called with (the input, a
-    loss's target), then the layer's own (weight, bias) and options, found by name on the layer."""
+def _twin(spec, functional, module) -> type:
+    """A subclass of the torch.nn layer ``module`` that replaces only ``forward``: same constructor,
+    parameters, initialisation, repr and state_dict. forward passes the tensors it is called with
+    (the input, a loss's target), then the layer's own (weight, bias) and options, found by name on
+    the layer (or given by the bridge's ``twin_options``)."""
     bridge = spec.bridge
-    original = getattr(torch.nn, bridge.module)
+    original = getattr(torch.nn, module)
+    accepted = set(inspect.signature(functional).parameters)
 
     @functools.wraps(original.__init__)
     def __init__(self, *args, **kwargs):
         original.__init__(self, *args, **kwargs)
         self._check_supported()
 
-    def forward(self, *inputs):
-        own = [getattr(self, name) for name in spec.tensors[len(inputs) :]]
+    # torch.nn's own forward signature, so forward(input=x) and forward(input, target=y) work as there
+    forward_signature = inspect.signature(original.forward)
+
+    def forward(self, *args, **kwargs):
+        inputs = list(forward_signature.bind(self, *args, **kwargs).arguments.values())[1:]
+        tensors = dict(zip(spec.tensors, inputs)) | {name: getattr(self, name) for name in spec.tensors[len(inputs) :]}
         # an option torch.nn's layer does not keep (softmax's dtype, a loss's size_average) at its default
-        return functional(*inputs, *own, *(getattr(self, name, default) for name, default in spec.options))
+        options = {name: getattr(self, name, default) for name, default in spec.options}
+        if bridge.twin_options is not None:
+            options |= bridge.twin_options(self, inputs)
+        return functional(**tensors, **{k: v for k, v in options.items() if k in accepted})
+
+    forward.__signature__ = forward_signature  # type: ignore[attr-defined]  # read by inspect.signature
 
     unsupported = bridge.unsupported or _Twin.unsupported
     doc = (
-        f"``torch.nn.{bridge.module}`` whose forward and backward are handgrad's ``{spec.name}`` pair: "
+        f"``torch.nn.{module}`` whose forward and backward are handgrad's ``{spec.name}`` pair: "
         f"{_first_paragraph(spec.forward)}"
     )
     return type(
-        bridge.module,
+        module,
         (_Twin, original),
         {
             "__init__": __init__,
@@ -397,7 +419,7 @@ def _twin(spec, functional) -> type:
             "unsupported": staticmethod(unsupported),
             "__doc__": doc,
             "__module__": __name__,
-            "__qualname__": bridge.module,
+            "__qualname__": module,
         },
     )
 
@@ -410,11 +432,25 @@ for _spec in F.SPECS.values():
         continue
     _fn = _function(_spec)
     _call = _functional(_spec, _fn)
-    _cls = _twin(_spec, _call)
-    TWINS[getattr(torch.nn, _spec.bridge.module)] = _cls
-    globals().update({_fn.__name__: _fn, _call.__name__: _call, _cls.__name__: _cls})
-    _BRIDGED += [_fn.__name__, _call.__name__, _cls.__name__]
-del _spec, _fn, _call, _cls
+    globals().update({_fn.__name__: _fn, _call.__name__: _call})
+    _BRIDGED += [_fn.__name__, _call.__name__]
+    for _module in (_spec.bridge.module,) + _spec.bridge.modules:
+        _cls = _twin(_spec, _call, _module)
+        TWINS[getattr(torch.nn, _module)] = _cls
+        globals()[_cls.__name__] = _cls
+        _BRIDGED.append(_cls.__name__)
+del _spec, _fn, _call, _cls, _module
+
+
+class MaxUnpool2d(TWINS[torch.nn.MaxUnpool2d]):  # type: ignore[misc, valid-type]
+    """``torch.nn.MaxUnpool2d`` on handgrad's ``max_unpool2d`` pair: its forward takes ``output_size``
+    beside the tensors, where the other twins' take the layer's options."""
+
+    def forward(self, input, indices, output_size=None):
+        return max_unpool2d(input, indices, self.kernel_size, self.stride, self.padding, output_size)  # noqa: F821
+
+
+TWINS[torch.nn.MaxUnpool2d] = MaxUnpool2d
 
 
 class ElementwiseFunction(HandWrittenFunction):

@@ -11,6 +11,7 @@
 #include "handgrad/nn/linear.hpp"
 #include "handgrad/nn/loss.hpp"
 #include "handgrad/nn/module.hpp"
+#include "handgrad/nn/normalization.hpp"
 #include "handgrad/nn/parameter.hpp"
 #include "handgrad/nn/pooling.hpp"
 #include "handgrad/random.hpp"

@@ -21,15 +21,18 @@ constexpr const char* FORMAT = "handgrad-checkpoint-1";
 constexpr const char* VERSION = "0.1.0";
 
 struct TensorFile {
-    std::vector<std::pair<std::string, Tensor>> tensors;  // in file order
+    std::vector<std::pair<std::string, Tensor>> tensors;  // floating tensors, in file order
     std::map<std::string, std::string> metadata;          // raw strings
+    std::vector<std::pair<std::string, int64_t>> counts;  // 0-d integer tensors (num_batches_tracked)
 };
 
-// Write float32 tensors and string metadata as one safetensors file, atomically (temp file + rename).
+// Write float32 tensors, 0-d int64 counts and string metadata as one safetensors file, atomically
+// (temp file + rename).
 void save_tensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                  const std::map<std::string, std::string>& metadata);
-// Read a safetensors file (F32 and F64 tensors, F64 converted to float32); a missing, truncated
-// or corrupt file raises HandgradError naming the file.
+                  const std::map<std::string, std::string>& metadata,
+                  const std::vector<std::pair<std::string, int64_t>>& counts = {});
+// Read a safetensors file (F32 and F64 tensors, F64 converted to float32; 0-d I64 or I32 counts);
+// a missing, truncated or corrupt file raises HandgradError naming the file.
 TensorFile load_tensors(const std::string& path);
 
 // JSON text as Python's json.dumps writes it (", " and ": " separators, ASCII only).

@@ -14,7 +14,8 @@
 
 namespace handgrad {
 
-// Everything that defines a run; unset options take the model's defaults (models.hpp).
+// Everything that defines a run; unset options take the model's defaults (models.hpp). The fields
+// Python's TrainConfig has carry its names, and go to manifest.json under them.
 struct TrainConfig {
     std::string dataset = "mnist", model = "mlp-small";
     std::optional<int64_t> epochs, batch_size;
@@ -24,6 +25,14 @@ struct TrainConfig {
     std::optional<std::string> data_dir, out;
     std::optional<int64_t> train_size;
     double val_fraction = 0.1;
+    // A custom model instead of the named one: an MLP of these hidden sizes with `activation`, or
+    // a layer spec (models.hpp: parse_layer_spec). Its model name is then "custom".
+    std::vector<int64_t> hidden;
+    std::string activation = "relu";
+    std::optional<std::string> layers;
+    std::optional<std::string> reduction;  // how the loss combines a batch (reductions_of); none: its default
+    int64_t grad_norm_every = 50;          // record per-parameter gradient norms every this many steps
+    bool custom() const { return !hidden.empty() || layers.has_value(); }
     // C++ only: start from this checkpoint's architecture and weights (and its normalisation) ...
     std::optional<std::string> init;
     // ... and visit the training file's images in this order: an IDX int32 file of shape (M,) or
@@ -37,20 +46,29 @@ struct TrainConfig {
     TrainConfig resolved() const;  // defaults filled in
 };
 
-// The loss and the targets it takes: class indices for cross-entropy; one-hot rows for MSE, summed
-// over the classes and averaged over the batch.
+// The loss a run minimises and the targets it takes: class indices for cross-entropy, one-hot rows
+// t_n for MSE (as training.Objective). The reduction says how a batch of N combines:
+//     cross_entropy  mean (default), sum
+//     mse            batchmean (default) = 1/N sum_n ||y_n - t_n||^2, mean = the same / C, sum
 class Objective {
 public:
-    explicit Objective(std::string kind, int64_t num_classes);
+    // reduction: none for the loss's default; one it does not take raises HandgradError.
+    explicit Objective(std::string kind, int64_t num_classes, std::optional<std::string> reduction = {});
     float operator()(const Tensor& output, const std::vector<int64_t>& labels);
     Tensor backward();
-    std::string kind;
+    // The mean per-sample loss of a batch of n whose loss (as reduced) is `loss`.
+    double sample_mean(double loss, int64_t n) const { return reduction == "sum" ? loss / std::max<int64_t>(n, 1) : loss; }
+    std::string kind, reduction;
 
 private:
-    int64_t num_classes, batch = 1;
-    nn::CrossEntropyLoss cross_entropy;
-    nn::MSELoss mse{functional::Reduction::sum};
+    int64_t num_classes;
+    float scale = 1.0f;  // N for batchmean: the summed loss is divided by it
+    std::optional<nn::CrossEntropyLoss> cross_entropy;
+    std::optional<nn::MSELoss> mse;
 };
+
+// The reductions each loss takes, its default first.
+const std::vector<std::string>& reductions_of(const std::string& kind);
 
 struct Evaluation {
     double loss = 0.0, accuracy = 0.0;
@@ -64,7 +82,17 @@ struct EpochRow {
     int64_t epoch = 0;
     double train_loss = 0, train_acc = 0, val_loss = 0, val_acc = 0, test_loss = 0, test_acc = 0, lr = 0,
            seconds = 0, samples_per_s = 0;
+    std::optional<double> val_top_k, test_top_k;  // with more classes than HISTORY_TOP_K
 };
+// The k of the top-k accuracy the history records, for more classes than k (as metrics.history_top_k).
+constexpr int64_t HISTORY_TOP_K = 5;
+// The fraction of rows of logits (N, C) whose label is among the k largest outputs.
+double top_k_accuracy(const Tensor& logits, const std::vector<int64_t>& labels, int64_t k);
+// How many of `available` training images validate (as training.validation_size): the fraction
+// val_fraction; with train_size N, round(N f / (1 - f)), so that validation stays the fraction f of
+// the images the run uses. At least 1; a train_size that leaves too few images raises HandgradError.
+int64_t validation_size(int64_t available, double val_fraction, std::optional<int64_t> train_size,
+                        const std::string& dataset);
 // The per-epoch line, character for character as Python's training.format_epoch.
 std::string format_epoch(const EpochRow& row, int64_t epochs);
 
@@ -97,7 +125,10 @@ public:
     // Evaluate, log the epoch's line, step the schedule, save the checkpoints and the history.
     void end_epoch();
     Trainer& fit();
+    // history.json ({"epochs": rows, "grad_norms": [...]}) and history.csv, as Python writes them.
     void write_history() const;
+    // manifest.json: the configuration (under Python's TrainConfig names), data, model and build.
+    void write_manifest();
 
     TrainConfig config;  // resolved: every default filled in
     std::filesystem::path run_dir;
@@ -108,6 +139,7 @@ public:
     std::optional<optim::CosineAnnealingLR> cosine;
     std::optional<optim::StepLR> step_lr;
     std::vector<EpochRow> history;
+    json grad_norm_log = json::array();  // {"step", "epoch", name: norm, ...} every grad_norm_every steps
     double best_val_loss = INFINITY;
     int64_t epoch = 0, step_in_epoch = 0, global_step = 0;
 
@@ -120,6 +152,7 @@ private:
         double loss_sum = 0;
         int64_t correct = 0, seen = 0;
         double seconds = 0;
+        std::string steps;  // its rows of steps.csv: step,epoch,loss,acc
     } partial;
     Log log;
     json init_metadata = json::object();

@@ -218,13 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--reduction", choices=["mean", "batchmean", "sum"], help=REDUCTION_HELP)
     t.add_argument("--seed", type=SEED, default=0)
-    t.add_argument(
-        "--train-size",
-        type=POSITIVE_INT,
-        help="train on a class-stratified subset of this many images; the "
-        "validation set keeps the proportion: N f / (1 - f) images, f = --val-fraction",
-    )
-    t.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
+    _add_split_options(t)
     t.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
     t.add_argument("--out", help="run directory (default: runs/DATASET-MODEL)")
     t.add_argument(
@@ -292,6 +286,15 @@ def _add_training_options(p, sweepable=False):
     p.add_argument("--dataset", default="digits", help="digits (embedded, default), mnist or fashion-mnist")
     p.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
     p.add_argument("--seed", type=SEED, default=0, help="one seed for every run: same split, same init")
+    _add_split_options(p)
+    p.add_argument("--grad-norm-every", type=_integer(0), default=50, help="record gradient norms every N steps")
+    _add_model_options(p, sweepable)
+    if not sweepable:
+        _add_optimization_options(p)
+
+
+def _add_split_options(p):
+    """How much of the training set a run takes, and how much of it is held out for validation."""
     p.add_argument(
         "--train-size",
         type=POSITIVE_INT,
@@ -299,10 +302,6 @@ def _add_training_options(p, sweepable=False):
         "validation set keeps the proportion: N f / (1 - f) images, f = --val-fraction",
     )
     p.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
-    p.add_argument("--grad-norm-every", type=_integer(0), default=50, help="record gradient norms every N steps")
-    _add_model_options(p, sweepable)
-    if not sweepable:
-        _add_optimization_options(p)
 
 
 def _add_optimization_options(p):

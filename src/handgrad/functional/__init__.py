@@ -9,6 +9,8 @@ from .activation import (
     elementwise_forward,
     elu_backward,
     elu_forward,
+    gelu_backward,
+    gelu_forward,
     leaky_relu_backward,
     leaky_relu_forward,
     log_softmax_backward,
@@ -17,13 +19,17 @@ from .activation import (
     relu_forward,
     sigmoid_backward,
     sigmoid_forward,
+    silu_backward,
+    silu_forward,
     softmax_backward,
     softmax_forward,
+    softplus_backward,
+    softplus_forward,
     tanh_backward,
     tanh_forward,
 )
 from .conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col, pair
-from .dropout import dropout_backward, dropout_forward
+from .dropout import dropout2d_backward, dropout2d_forward, dropout_backward, dropout_forward
 from .linear import linear_backward, linear_forward
 from .loss import (
     cross_entropy_backward,
@@ -33,8 +39,19 @@ from .loss import (
     nll_loss_backward,
     nll_loss_forward,
 )
-from .normalization import batch_norm_backward, batch_norm_forward
-from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
+from .normalization import batch_norm_backward, batch_norm_forward, layer_norm_backward, layer_norm_forward
+from .pool import (
+    adaptive_avg_pool2d_backward,
+    adaptive_avg_pool2d_forward,
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    max_unpool2d_backward,
+    max_unpool2d_forward,
+    pool_output_size,
+)
+from .shape import flatten_backward, flatten_dims, flatten_forward, identity_backward, identity_forward
 from .spec import REQUIRED, SPECS, Bridge, Case, OpSpec
 
 __all__ = [
@@ -42,6 +59,8 @@ __all__ = [
     "elementwise_forward",
     "elu_backward",
     "elu_forward",
+    "gelu_backward",
+    "gelu_forward",
     "leaky_relu_backward",
     "leaky_relu_forward",
     "log_softmax_backward",
@@ -50,8 +69,12 @@ __all__ = [
     "relu_forward",
     "sigmoid_backward",
     "sigmoid_forward",
+    "silu_backward",
+    "silu_forward",
     "softmax_backward",
     "softmax_forward",
+    "softplus_backward",
+    "softplus_forward",
     "tanh_backward",
     "tanh_forward",
     "col2im",
@@ -60,8 +83,12 @@ __all__ = [
     "conv_output_size",
     "im2col",
     "pair",
+    "dropout2d_backward",
+    "dropout2d_forward",
     "dropout_backward",
     "dropout_forward",
+    "identity_backward",
+    "identity_forward",
     "linear_backward",
     "linear_forward",
     "cross_entropy_backward",
@@ -72,10 +99,20 @@ __all__ = [
     "nll_loss_forward",
     "batch_norm_backward",
     "batch_norm_forward",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_avg_pool2d_forward",
+    "layer_norm_backward",
+    "layer_norm_forward",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "max_pool2d_backward",
     "max_pool2d_forward",
+    "max_unpool2d_backward",
+    "max_unpool2d_forward",
+    "pool_output_size",
+    "flatten_backward",
+    "flatten_dims",
+    "flatten_forward",
     "REQUIRED",
     "SPECS",
     "Bridge",

@@ -6,6 +6,7 @@ the readable definition; ``handgrad.kernels.activation`` computes the element-wi
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -75,6 +76,72 @@ def tanh_backward(grad_output, out) -> np.ndarray:
     return grad_output * (1 - out * out)
 
 
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_TANH_SCALE = math.sqrt(2 / math.pi)  # GELU's tanh form: tanh(sqrt(2/pi) * (x + 0.044715 x^3))
+_TANH_CUBIC = 0.044715
+#: math.erfc on arrays; GELU's exact form needs the Gaussian CDF and NumPy has no erf
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+GELU_APPROXIMATIONS = ("none", "tanh")
+
+
+def gelu_forward(x, approximate="none") -> tuple[np.ndarray, Any]:
+    """y = x * Phi(x), Phi the standard normal CDF: Phi(x) = erfc(-x / sqrt(2)) / 2   ('none')
+    y = x * (1 + t) / 2,  t = tanh(sqrt(2/pi) * (x + 0.044715 x^3))                     ('tanh')
+
+    erfc of -x rather than 1 + erf(x): no cancellation where x is very negative and Phi(x) tiny.
+    """
+    if approximate == "tanh":
+        t = np.tanh(x.dtype.type(_TANH_SCALE) * (x + x.dtype.type(_TANH_CUBIC) * x * x * x))
+        return x * (1 + t) / 2, (x, t, approximate)  # backward needs x and t: dt/dx = (1 - t^2) * ...
+    cdf = (_erfc(-x * _SQRT_HALF) / 2).astype(x.dtype, copy=False)
+    return x * cdf, (x, cdf, approximate)  # backward needs x and Phi(x): dy/dx = Phi(x) + x phi(x)
+
+
+def gelu_backward(grad_output, cache) -> np.ndarray:
+    """dL/dx = G * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)            ('none')
+    dL/dx = G * ((1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2)           ('tanh')"""
+    x, saved, approximate = cache
+    cast = x.dtype.type
+    if approximate == "tanh":
+        inner = cast(_TANH_SCALE) * (1 + cast(3 * _TANH_CUBIC) * x * x)
+        return grad_output * ((1 + saved) / 2 + x * (1 - saved * saved) * inner / 2)
+    return grad_output * (saved + x * cast(_INV_SQRT_2PI) * np.exp(-x * x / 2))
+
+
+def _sigmoid(x):
+    """1 / (1 + exp(-x)) as e/(1+e) with e = exp(-|x|): no exp overflows."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1, e) / (1 + e)
+
+
+def silu_forward(x) -> tuple[np.ndarray, Any]:
+    """y = x * sigmoid(x)"""
+    s = _sigmoid(x)
+    return x * s, (x, s)  # backward needs x and sigmoid(x)
+
+
+def silu_backward(grad_output, cache) -> np.ndarray:
+    """dL/dx = G * s * (1 + x * (1 - s)),  s = sigmoid(x)"""
+    x, s = cache
+    return grad_output * s * (1 + x * (1 - s))
+
+
+def softplus_forward(x, beta=1.0, threshold=20.0) -> tuple[np.ndarray, Any]:
+    """y = log(1 + exp(beta * x)) / beta,  and y = x where beta * x > threshold (as torch: linear there)"""
+    bx = x * x.dtype.type(beta)
+    linear = bx > threshold
+    # logaddexp(0, z) = log(1 + exp(z)) with no overflow for a large threshold
+    out = np.where(linear, x, np.logaddexp(0, bx) / x.dtype.type(beta))
+    return out, (bx, linear)  # backward needs beta * x and where it is linear
+
+
+def softplus_backward(grad_output, cache) -> np.ndarray:
+    """dL/dx = G * sigmoid(beta * x),  and G where beta * x > threshold"""
+    bx, linear = cache
+    return np.where(linear, grad_output, grad_output * _sigmoid(bx))
+
+
 def _softmax_input(x, dtype):
     """x cast to ``dtype`` first, as torch's ``dtype=`` (None: x as it is)."""
     return x if dtype is None else x.astype(dtype, copy=False)
@@ -135,13 +202,37 @@ def elementwise_backward(grad_output, x, derivative) -> np.ndarray:
 
 
 # -- specs ------------------------------------------------------------------------------------------
-def _float_option(name):
-    """A bridge check that passes one numeric option on as a float (a torch.nn layer may hold an int)."""
+def _float_option(*names):
+    """A bridge check that passes numeric options on as floats (a torch.nn layer may hold an int)."""
 
     def check(where, arrays, options):
-        return {name: float(options[name])}
+        return {name: float(options[name]) for name in names}
 
     return check
+
+
+def _without_inplace(check=None):
+    """A bridge check for an op with torch's ``inplace`` flag: accepted at False, its default, and
+    refused at True; the rest of the options go on to ``check`` (None: to the pair as they are)."""
+
+    def checked(where, arrays, options):
+        options = dict(options)
+        if options.pop("inplace"):
+            raise HandgradError(
+                where,
+                "inplace=True is not supported: handgrad writes its output to a new tensor; "
+                "pass inplace=False (the default)",
+            )
+        return options if check is None else check(where, arrays, options)
+
+    return checked
+
+
+def _check_gelu(where, arrays, options):
+    approximate = options["approximate"]
+    if approximate not in GELU_APPROXIMATIONS:
+        raise HandgradError(where, f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return {"approximate": approximate}
 
 
 def _input_cases(*options):
@@ -194,26 +285,34 @@ def _check_softmax(where, arrays, options):
     return {"dim": dim, "dtype": softmax_dtype(where, options["dtype"])}
 
 
-# torch.nn.functional's signature: softmax(input, dim=None, _stacklevel=3, dtype=None)
+# torch.nn.functional's signatures: relu(input, inplace=False), softmax(input, dim=None, _stacklevel=3, dtype=None)
+_INPLACE = (("inplace", False),)
 _SOFTMAX_OPTIONS = (("dim", None), ("_stacklevel", 3), ("dtype", None))
 
-register(
-    OpSpec(
-        "relu",
-        relu_forward,
-        relu_backward,
-        lambda torch: torch.nn.functional.relu,
+
+def _inplace_spec(name, forward, backward, module) -> OpSpec:
+    """An element-wise op with no option but torch's ``inplace`` flag (relu, silu)."""
+    return OpSpec(
+        name,
+        forward,
+        backward,
+        lambda torch: getattr(torch.nn.functional, name),
         _input_cases(),
-        bridge=Bridge("ReLU", unsupported=refuse_inplace),
-    ),
+        options=_INPLACE,
+        bridge=Bridge(module, check=_without_inplace(), unsupported=refuse_inplace),
+    )
+
+
+register(
+    _inplace_spec("relu", relu_forward, relu_backward, "ReLU"),
     OpSpec(
         "leaky_relu",
         leaky_relu_forward,
         leaky_relu_backward,
         lambda torch: torch.nn.functional.leaky_relu,
         _input_cases({"negative_slope": 0.1}),
-        options=(("negative_slope", 0.01),),
-        bridge=Bridge("LeakyReLU", check=_float_option("negative_slope"), unsupported=refuse_inplace),
+        options=(("negative_slope", 0.01),) + _INPLACE,
+        bridge=Bridge("LeakyReLU", check=_without_inplace(_float_option("negative_slope")), unsupported=refuse_inplace),
     ),
     OpSpec(
         "elu",
@@ -221,8 +320,8 @@ register(
         elu_backward,
         lambda torch: torch.nn.functional.elu,
         _input_cases({"alpha": 1.0}, {"alpha": 0.3}),
-        options=(("alpha", 1.0),),
-        bridge=Bridge("ELU", check=_float_option("alpha"), unsupported=refuse_inplace),
+        options=(("alpha", 1.0),) + _INPLACE,
+        bridge=Bridge("ELU", check=_without_inplace(_float_option("alpha")), unsupported=refuse_inplace),
     ),
     OpSpec(
         "sigmoid",
@@ -250,5 +349,24 @@ register(
         _dim_cases,
         options=_SOFTMAX_OPTIONS,
         bridge=Bridge("LogSoftmax", check=_check_softmax),
+    ),
+    OpSpec(
+        "gelu",
+        gelu_forward,
+        gelu_backward,
+        lambda torch: torch.nn.functional.gelu,
+        _input_cases({"approximate": "none"}, {"approximate": "tanh"}),
+        options=(("approximate", "none"),),
+        bridge=Bridge("GELU", check=_check_gelu),
+    ),
+    _inplace_spec("silu", silu_forward, silu_backward, "SiLU"),
+    OpSpec(
+        "softplus",
+        softplus_forward,
+        softplus_backward,
+        lambda torch: torch.nn.functional.softplus,
+        _input_cases({}, {"beta": 2.0, "threshold": 1.0}, {"beta": 0.5, "threshold": 30.0}),
+        options=(("beta", 1.0), ("threshold", 20.0)),
+        bridge=Bridge("Softplus", check=_float_option("beta", "threshold")),
     ),
 )

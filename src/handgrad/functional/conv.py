@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..errors import HandgradError, ShapeError, fmt_shape
-from .spec import Bridge, Case, OpSpec, register
+from ..errors import HandgradError
+from .spec import Bridge, Case, OpSpec, check_input_weight_bias, register
 
 ALL = (True, True, True)
 
@@ -137,20 +137,10 @@ def numeric_padding(padding, kernel_size, stride):
 def _check_conv2d(where, arrays, options):
     from ..nn.conv import check_window_fits  # the layer's own check, so both front-ends word it alike
 
-    x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
+    x, weight = arrays["input"], arrays["weight"]
     stride = pair_argument(where, "stride", options["stride"])
-    if (
-        x.ndim != 4
-        or weight.ndim != 4
-        or x.shape[1] != weight.shape[1]
-        or (bias is not None and bias.shape != weight.shape[:1])
-    ):
-        raise ShapeError(
-            where,
-            f"expected input (N, C, H, W), weight (O, C, kH, kW) and bias (O,) with one C; "
-            f"got input {fmt_shape(x.shape)}, weight {fmt_shape(weight.shape)}, "
-            f"bias {None if bias is None else fmt_shape(bias.shape)}",
-        )
+    layouts = "input (N, C, H, W), weight (O, C, kH, kW) and bias (O,) with one C"
+    check_input_weight_bias(where, arrays, x.ndim == 4 and weight.ndim == 4, 1, layouts)
     padding = numeric_padding(options["padding"], weight.shape[2:], stride)
     padding = pair_argument(where, "padding", padding, minimum=0)
     check_window_fits(where, x, weight.shape[2:], padding)

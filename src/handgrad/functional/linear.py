@@ -6,8 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ShapeError, fmt_shape
-from .spec import Bridge, Case, OpSpec, register
+from .spec import Bridge, Case, OpSpec, check_input_weight_bias, register
 
 ALL = (True, True, True)
 
@@ -45,19 +44,9 @@ def linear_backward(grad_output: np.ndarray, cache, needs_input_grad=ALL) -> tup
 
 # -- spec -------------------------------------------------------------------------------------------
 def _check_linear(where, arrays, options):
-    x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
-    if (
-        weight.ndim != 2
-        or x.ndim < 1
-        or x.shape[-1] != weight.shape[1]
-        or (bias is not None and bias.shape != weight.shape[:1])
-    ):
-        raise ShapeError(
-            where,
-            f"expected input (*, in_features), weight (out_features, in_features) and bias "
-            f"(out_features,); got input {fmt_shape(x.shape)}, weight {fmt_shape(weight.shape)}, "
-            f"bias {None if bias is None else fmt_shape(bias.shape)}",
-        )
+    x, weight = arrays["input"], arrays["weight"]
+    layouts = "input (*, in_features), weight (out_features, in_features) and bias (out_features,)"
+    check_input_weight_bias(where, arrays, weight.ndim == 2 and x.ndim >= 1, -1, layouts)
     return options
 
 
@@ -81,5 +70,5 @@ register(
         optional=("bias",),
         needs_input_grad=True,
         bridge=Bridge("Linear", check=_check_linear),
-    )
+    ),
 )

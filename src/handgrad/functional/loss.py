@@ -101,20 +101,31 @@ def cross_entropy_forward(
     per_sample = -(q * np.where(q != 0, log_probs, 0)).sum(axis=1, dtype=rows.dtype)  # 0 * -inf: 0
     divisor = _mean_divisor(targets, weight, ignore_index)
     loss = _reduce_by(per_sample.reshape(_sample_shape(logits.shape)), reduction, divisor)
+    # probability targets are differentiable too: dloss_n/dt_n[c] = -(1 - eps) w_c log softmax(logits_n)[c]
+    dloss_dtarget = None
+    if targets.ndim == 2:
+        w = 1 if weight is None else weight
+        dloss_dtarget = -(1 - rows.dtype.type(label_smoothing)) * w * log_probs
     # backward needs softmax(logits) = exp(log_probs), q, the divisor and where the rows came from.
-    return loss, (np.exp(log_probs), q, reduction, divisor, logits.shape)
+    return loss, (np.exp(log_probs), q, reduction, divisor, logits.shape, dloss_dtarget)
 
 
-def cross_entropy_backward(grad_output, cache) -> np.ndarray:
+def cross_entropy_backward(grad_output, cache, needs_input_grad=None):
     """dL/dlogits_n = (softmax(logits_n) * sum_c q[n, c] - q_n) * dL/dloss_n   (/ the divisor for
-    'mean'); for a class index alone (q_n = onehot(t_n)), softmax(logits_n) - onehot(t_n)."""
-    probs, q, reduction, divisor, shape = cache
-    grad = probs * q.sum(axis=1, keepdims=True, dtype=probs.dtype) - q
-    if divisor:
-        grad *= _upstream(grad_output, reduction, divisor, probs.dtype)
-    else:
-        grad[...] = 0  # 'mean' over no sample: the loss is 0/0 (NaN) and, as torch's, the gradient 0
-    return _unrows(grad, shape)
+    'mean'); for a class index alone (q_n = onehot(t_n)), softmax(logits_n) - onehot(t_n).
+
+    With probability targets, also dL/dt_n[c] = -(1 - eps) w_c log softmax(logits_n)[c] * dL/dloss_n
+    (/ the divisor for 'mean'). ``needs_input_grad`` None: dL/dlogits alone; (logits, target) flags:
+    the pair of gradients, None where not asked for (class indices have none)."""
+    probs, q, reduction, divisor, shape, dloss_dtarget = cache
+    upstream = _upstream(grad_output, reduction, divisor, probs.dtype) if divisor else 0  # 'mean' of none: 0
+    grad = (probs * q.sum(axis=1, keepdims=True, dtype=probs.dtype) - q) * upstream
+    if needs_input_grad is None:
+        return _unrows(grad, shape)
+    grad_target = None
+    if needs_input_grad[1] and dloss_dtarget is not None:
+        grad_target = _unrows(dloss_dtarget * upstream, shape)
+    return _unrows(grad, shape) if needs_input_grad[0] else None, grad_target
 
 
 def _reduce_by(per_sample, reduction, divisor):
@@ -152,26 +163,33 @@ def nll_loss_backward(grad_output, cache) -> np.ndarray:
     return _unrows(grad, shape)
 
 
-def mse_loss_forward(input, target, reduction="mean") -> tuple[np.ndarray, Any]:
-    """loss = mean (or sum) over all elements of (input - target)^2;  'none' keeps the shape."""
+def mse_loss_forward(input, target, reduction="mean", weight=None) -> tuple[np.ndarray, Any]:
+    """loss = mean (or sum) over all elements of (input - target)^2;  'none' keeps the shape.
+
+    ``weight`` (input's shape, torch.nn.functional's): each squared error times its weight w, and
+    'mean' divides by sum(w) instead of the number of elements.
+    """
     diff = input - target
-    squared = diff * diff
-    if reduction == "mean":
+    squared = diff * diff if weight is None else weight * diff * diff
+    if reduction == "mean" and weight is not None:
+        loss = squared.sum(dtype=squared.dtype) / weight.sum(dtype=squared.dtype)
+    elif reduction == "mean":
         loss = squared.mean(dtype=squared.dtype)
     elif reduction == "sum":
         loss = squared.sum(dtype=squared.dtype)
     else:
         loss = squared
-    return loss, (diff, reduction)  # backward needs only the difference
+    return loss, (diff, reduction, weight)  # backward needs only the difference (and the weights)
 
 
 def mse_loss_backward(grad_output, cache) -> np.ndarray:
-    """dL/dinput = 2 * (input - target) * dL/dloss   (/ number of elements for 'mean')"""
-    diff, reduction = cache
+    """dL/dinput = 2 * w * (input - target) * dL/dloss   (w = 1 without weight;
+    / number of elements for 'mean', / sum(w) with weight)"""
+    diff, reduction, weight = cache
     g = np.asarray(grad_output, dtype=diff.dtype)
     if reduction == "mean":
-        g = g / diff.dtype.type(diff.size)
-    return 2 * diff * g
+        g = g / diff.dtype.type(diff.size if weight is None else weight.sum(dtype=diff.dtype))
+    return 2 * diff * g if weight is None else 2 * weight * diff * g
 
 
 # -- specs ------------------------------------------------------------------------------------------
@@ -204,12 +222,21 @@ def _check_cross_entropy_targets(where, arrays, options):
 
 
 def _check_mse_loss(where, arrays, options):
-    x, target = arrays["input"], arrays["target"]
+    """torch's signature: ``size_average`` / ``reduce`` only at None; ``weight`` of the input's shape."""
+    from ..nn.loss import refuse_deprecated
+
+    refuse_deprecated(where, options["size_average"], options["reduce"])
+    x, target, weight = arrays["input"], arrays["target"], options["weight"]
     if x.shape != target.shape:
         raise ShapeError(
             where, f"expected target of the input's shape {fmt_shape(x.shape)}, got {fmt_shape(target.shape)}"
         )
-    return {"reduction": _check_reduction(where, options["reduction"])}
+    if weight is not None and weight.shape != x.shape:
+        raise ShapeError(
+            where, f"expected weight of the input's shape {fmt_shape(x.shape)}, got {fmt_shape(weight.shape)}"
+        )
+    checked_weight = None if weight is None else weight.astype(x.dtype, copy=False)
+    return {"reduction": _check_reduction(where, options["reduction"]), "weight": checked_weight}
 
 
 def _class_target_cases(make_input, smoothing=False):
@@ -252,7 +279,7 @@ def _class_target_cases(make_input, smoothing=False):
 
 
 def _class_loss_reference(name):
-    """torch's loss, taking class weights as an array too (a case's options hold arrays)."""
+    """torch's loss, taking its weights as an array too (a case's options hold arrays)."""
 
     def reference(torch):
         def loss(input, target, **options):
@@ -273,6 +300,12 @@ def _mse_loss_cases(rng):
             (rng.standard_normal((3, 4)), rng.standard_normal((3, 4))),
             {"reduction": reduction},
         )
+    for reduction in REDUCTIONS:
+        yield Case(
+            f"x (2, 3), weight, reduction {reduction}",
+            (rng.standard_normal((2, 3)), rng.standard_normal((2, 3))),
+            {"reduction": reduction, "weight": rng.uniform(0.5, 2.0, (2, 3))},
+        )
 
 
 def _mse_loss_gradients(grad_input, needs):
@@ -280,7 +313,6 @@ def _mse_loss_gradients(grad_input, needs):
     return grad_input if needs[0] else None, -grad_input if needs[1] else None
 
 
-_REDUCTION = (("reduction", "mean"),)
 # torch.nn.functional's signatures after (input, target); size_average and reduce only at None
 _NLL_OPTIONS = (
     ("weight", None),
@@ -299,6 +331,7 @@ register(
         tensors=("input", "target"),
         integer=("target",),
         options=_NLL_OPTIONS + (("label_smoothing", 0.0),),
+        needs_input_grad=True,
         bridge=Bridge("CrossEntropyLoss", function="CrossEntropyFunction", check=_check_cross_entropy_targets),
     ),
     OpSpec(
@@ -318,10 +351,11 @@ register(
         "mse_loss",
         mse_loss_forward,
         mse_loss_backward,
-        lambda torch: torch.nn.functional.mse_loss,
+        _class_loss_reference("mse_loss"),
         _mse_loss_cases,
         tensors=("input", "target"),
-        options=_REDUCTION,
+        # torch.nn.functional's signature after (input, target)
+        options=(("size_average", None), ("reduce", None), ("reduction", "mean"), ("weight", None)),
         gradients=_mse_loss_gradients,
         bridge=Bridge("MSELoss", check=_check_mse_loss, casts=("target",)),
     ),

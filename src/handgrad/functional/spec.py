@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ShapeError, fmt_shape
+
 
 class _Required:
     def __repr__(self):
@@ -53,6 +55,13 @@ class Bridge:
     them. ``unsupported(module) -> str | None``: why the twin cannot run a torch.nn layer's
     configuration (None when it can). ``casts``: tensors the lower-case function casts to the
     input's dtype first, through autograd (a loss target, as torch does).
+
+    ``signature``: the lower-case function's argument names in torch's order, where torch mixes
+    tensors and options (``batch_norm(input, running_mean, running_var, weight, ...)``); () for
+    the tensors, then the options. An option left out of it takes its default. ``modules``: more
+    torch.nn classes with a twin of this op (BatchNorm2d besides BatchNorm1d).
+    ``twin_options(module, inputs) -> options``: what the twin's forward passes where torch.nn's
+    layer does more than read its attributes of the options' names (BatchNorm counting batches).
     """
 
     module: str
@@ -60,6 +69,9 @@ class Bridge:
     check: Callable[..., dict] | None = None
     unsupported: Callable[[Any], str | None] | None = None
     casts: tuple[str, ...] = ()
+    signature: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    twin_options: Callable[[Any, tuple], dict] | None = None
 
     @property
     def function_name(self) -> str:
@@ -133,6 +145,24 @@ def register(*specs: OpSpec) -> None:
                 f"got {spec.forward.__name__} / {spec.backward.__name__}"
             )
         SPECS[spec.name] = spec
+
+
+def check_input_weight_bias(where: str, arrays: Mapping, layout_ok: bool, feature_axis: int, expected: str) -> None:
+    """A bridge check for an op whose weight is (out, in, ...) and whose bias is (out,): one
+    ShapeError that gives all three shapes unless ``layout_ok`` (the caller's test of the dims),
+    input.shape[feature_axis] == weight.shape[1] and the bias (if any) is (weight.shape[0],).
+    ``expected`` says the layouts taken, e.g. "input (N, C, H, W), weight (O, C, kH, kW) and bias (O,)"."""
+    x, weight, bias = arrays["input"], arrays["weight"], arrays["bias"]
+    if (
+        not layout_ok
+        or x.shape[feature_axis] != weight.shape[1]
+        or (bias is not None and bias.shape != weight.shape[:1])
+    ):
+        raise ShapeError(
+            where,
+            f"expected {expected}; got input {fmt_shape(x.shape)}, weight {fmt_shape(weight.shape)}, "
+            f"bias {None if bias is None else fmt_shape(bias.shape)}",
+        )
 
 
 def refuse_inplace(module) -> str | None:

@@ -80,23 +80,22 @@ def enabled() -> bool:
 
 
 @contextlib.contextmanager
-def reference() -> Iterator[None]:
+def _forcing(kernels: bool) -> Iterator[None]:
+    _forced.append(kernels)
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+def reference() -> contextlib.AbstractContextManager[None]:
     """Run the plain NumPy references inside this block, whatever HANDGRAD_KERNELS says."""
-    _forced.append(False)
-    try:
-        yield
-    finally:
-        _forced.pop()
+    return _forcing(False)
 
 
-@contextlib.contextmanager
-def use_kernels() -> Iterator[None]:
+def use_kernels() -> contextlib.AbstractContextManager[None]:
     """Run the compiled kernels inside this block (the default unless HANDGRAD_KERNELS=reference)."""
-    _forced.append(True)
-    try:
-        yield
-    finally:
-        _forced.pop()
+    return _forcing(True)
 
 
 def _load_kernels() -> dict[str, Callable[..., Any]]:

@@ -117,11 +117,13 @@ DIRECT_MAX_CHANNELS = 1
 
 
 @njit(inline="always")
-def _pool_plane(z, start, stride, add, ho, wo, kh, kw, sh, sw, ph, pw, out, argmax, target, hp, wp, keep):
+def _pool_plane(z, start, stride, add, ho, wo, pool, out, argmax, target, hp, wp, keep):
     """out[target + a*wp + b] = max(0, max over the window (a, b) of z[start + r*stride + q] + add):
     the ReLU of the pool of the biased convolution; argmax = r*stride + q of the first maximum, or
-    of the last NaN (as PyTorch's max pool: NaN wins, and ReLU keeps it). The common 2x2 pool of
-    stride 2 is spelled out with selects, which LLVM vectorises (4x faster than the scan)."""
+    of the last NaN (as PyTorch's max pool: NaN wins, and ReLU keeps it). ``pool``: the window
+    (kh, kw, sh, sw, ph, pw). The common 2x2 pool of stride 2 is spelled out with selects, which
+    LLVM vectorises (4x faster than the scan)."""
+    kh, kw, sh, sw, ph, pw = pool
     if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
         for a in range(hp):
             top = np.uintp(2 * a * stride)
@@ -176,25 +178,9 @@ def _pool_columns(z, bias, ho, wo, kh, kw, sh, sw, ph, pw, out, argmax, keep):
     zf, of, af = z.reshape(-1), out.reshape(-1), argmax.reshape(-1)
     for s in prange(n):
         for o in range(o_count):
+            start, target = np.uintp((o * n + s) * plane), np.uintp((s * o_count + o) * hp * wp)
             _pool_plane(
-                zf,
-                np.uintp((o * n + s) * plane),
-                np.uintp(wo),
-                bias[o],
-                ho,
-                wo,
-                kh,
-                kw,
-                sh,
-                sw,
-                ph,
-                pw,
-                of,
-                af,
-                np.uintp((s * o_count + o) * hp * wp),
-                hp,
-                wp,
-                keep,
+                zf, start, np.uintp(wo), bias[o], ho, wo, (kh, kw, sh, sw, ph, pw), of, af, target, hp, wp, keep
             )
 
 
@@ -243,26 +229,9 @@ def _direct(x, weight, bias, ho, wo, kh_pool, kw_pool, sh_pool, sw_pool, ph_pool
                         source = np.uintp(((s * c + ci) * hpad + i) * wpad + j)
                         for m in range(span):
                             zf[plane + m] += tap * xf[source + m]
-            _pool_plane(
-                zf,
-                plane,
-                np.uintp(wpad),
-                bias[o],
-                ho,
-                wo,
-                kh_pool,
-                kw_pool,
-                sh_pool,
-                sw_pool,
-                ph_pool,
-                pw_pool,
-                of,
-                af,
-                np.uintp((s * o_count + o) * hp * wp),
-                hp,
-                wp,
-                keep,
-            )
+            pool = (kh_pool, kw_pool, sh_pool, sw_pool, ph_pool, pw_pool)
+            target = np.uintp((s * o_count + o) * hp * wp)
+            _pool_plane(zf, plane, np.uintp(wpad), bias[o], ho, wo, pool, of, af, target, hp, wp, keep)
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})

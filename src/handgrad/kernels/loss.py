@@ -63,30 +63,6 @@ def _cross_entropy_grad(probs, target, ignore_index, upstream, grad):
 
 
 @njit(cache=True, error_model="numpy")
-def _cross_entropy_rows_soft(logits, target, per_sample, probs):
-    """With probabilities t_n: loss_n = sum_c t_n[c] * (logsumexp(logits_n) - x_c), in the pass that
-    also leaves probs_n = softmax(logits_n) for backward."""
-    n_rows, n_classes = logits.shape
-    for n in range(n_rows):
-        row, p, t = logits[n], probs[n], target[n]
-        m = row[0]
-        for c in range(1, n_classes):
-            if row[c] > m or row[c] != row[c]:
-                m = row[c]
-        total = 0.0
-        for c in range(n_classes):
-            e = np.exp(row[c] - m)
-            p[c] = e
-            total += e
-        log_total = m + np.log(total)
-        loss = 0.0
-        for c in range(n_classes):
-            p[c] = p[c] / total
-            loss += t[c] * (log_total - row[c])
-        per_sample[n] = loss
-
-
-@njit(cache=True, error_model="numpy")
 def _cross_entropy_grad_soft(probs, target, upstream, grad):
     """grad[n, c] = (probs[n, c] * sum_k t[n, k] - t[n, c]) * upstream_n."""
     n_rows, n_classes = probs.shape
@@ -126,28 +102,29 @@ def cross_entropy_forward(logits, target, reduction="mean", weight=None, ignore_
     """loss_n = logsumexp(logits_n) - logits_n[target_n] (with probabilities t_n, sum_c t_n[c] *
     (logsumexp(logits_n) - x_c)): max, exp-sum, log, loss and softmax in one pass over each row while
     it sits in L1 (the reference's six passes and four temporaries fused)."""
-    if not _compiled(logits, weight, label_smoothing):
-        # weights, smoothing, (N, C, d1, ...) or (C,) input: the reference's forward
+    if not _compiled(logits, weight, label_smoothing) or target.ndim == 2:
+        # weights, smoothing, probability targets (differentiable, so backward needs log softmax),
+        # (N, C, d1, ...) or (C,) input: the reference's forward
         return reference.cross_entropy_forward(logits, target, reduction, weight, ignore_index, label_smoothing)
     logits = np.ascontiguousarray(logits)
     target = np.ascontiguousarray(target)
     per_sample = np.empty(logits.shape[0], dtype=logits.dtype)
     probs = np.empty_like(logits)
-    if target.ndim == 2:
-        _cross_entropy_rows_soft(logits, target, per_sample, probs)
-        kept = len(target)
-    else:
-        kept = _cross_entropy_rows(logits, target, ignore_index, per_sample, probs)
-    # backward needs softmax(logits) and the targets: the reference's q where they are probabilities,
-    # the class indices (and ignore_index, not q's one-hot rows) where they are not
+    kept = _cross_entropy_rows(logits, target, ignore_index, per_sample, probs)
+    # backward needs softmax(logits) and the class indices (with ignore_index, not q's one-hot rows)
     return _mean(per_sample, reduction, kept), (probs, target, reduction, kept, logits.shape, ignore_index)
 
 
-def cross_entropy_backward(grad_output, cache):
+def cross_entropy_backward(grad_output, cache, needs_input_grad=None):
     """dL/dlogits_n = (softmax(logits_n) * sum_c q[n, c] - q_n) * dL/dloss_n   (/ the divisor for
     'mean'; q_n = onehot(target_n) for class indices, 0 where ignored), in one pass (the reference's
-    copy, scatter and scaling fused), for every (N, C) input whatever its options."""
+    copy, scatter and scaling fused), for every (N, C) input whatever its options.
+    ``needs_input_grad``: as the reference's (the target's gradient is the reference's)."""
     probs, q, reduction, divisor, shape = cache[:5]  # the reference's cache, or the kernel's (+ ignore_index)
+    if needs_input_grad is not None:
+        grad_target = reference.cross_entropy_backward(grad_output, cache, (False, True))[1] if q.ndim == 2 else None
+        grad = cross_entropy_backward(grad_output, cache) if needs_input_grad[0] else None
+        return grad, grad_target if needs_input_grad[1] else None
     if probs.dtype not in COMPILED_DTYPES or len(shape) != 2:
         return reference.cross_entropy_backward(grad_output, cache)
     grad = np.empty_like(probs)

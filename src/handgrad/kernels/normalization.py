@@ -98,10 +98,14 @@ def _along(per_channel, length):
     return per_channel if length == 1 else np.repeat(per_channel, length)
 
 
-def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+def batch_norm_forward(
+    x, weight=None, bias=None, running_mean=None, running_var=None, training=False, momentum=0.1, eps=1e-5
+):
     """y = (x - mean) / sqrt(var + eps) * weight + bias per channel; the statistics in two reads of
     x and y in one write (the reference's xhat, centred copy and products never exist)."""
-    if x.dtype not in COMPILED_DTYPES:  # its cache is the reference's, which backward recognises by dtype
+    # an empty input (nothing to normalise) runs the reference; backward recognises its cache by
+    # the dtype or the empty array
+    if x.dtype not in COMPILED_DTYPES or x.size == 0:
         return reference.batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps)
     x3 = _as_ncl(x)
     channels, dtype = x.shape[1], x.dtype
@@ -123,25 +127,26 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
     out = np.empty(x3.shape, dtype)
     length = x3.shape[2]
     _normalize(_rows(x3), _along(mean, length), _along(scale, length), _along(shift, length), _rows(out))
-    # backward needs x with the statistics used (xhat is recomputed from them), 1/std and whether
-    # the statistics came from this batch.
-    return out.reshape(x.shape), (x3, mean, invstd, weight, training)
+    # backward needs x with the statistics used (xhat is recomputed from them), 1/std, whether there
+    # is a bias and whether the statistics came from this batch.
+    return out.reshape(x.shape), (x3, mean, invstd, weight, bias is not None, training)
 
 
 def batch_norm_backward(grad_output, cache, needs_input_grad=ALL):
     """grad_weight = sum(G * xhat), grad_bias = sum(G), and grad_input as the reference's formula:
     one read of G and x for both sums, one more to write grad_input."""
-    if cache[0].dtype not in COMPILED_DTYPES:
+    if cache[0].dtype not in COMPILED_DTYPES or cache[0].size == 0:
         return reference.batch_norm_backward(grad_output, cache, needs_input_grad)
-    x3, mean, invstd, weight, training = cache
+    x3, mean, invstd, weight, has_bias, training = cache
     affine = weight is not None
     g3 = _as_ncl(grad_output)
     channels, dtype = x3.shape[1], x3.dtype
     sum_g, sum_g_xhat = np.empty(channels), np.empty(channels)
-    if (affine and (needs_input_grad[1] or needs_input_grad[2])) or (needs_input_grad[0] and training):
+    needs_weight, needs_bias = affine and needs_input_grad[1], has_bias and needs_input_grad[2]
+    if needs_weight or needs_bias or (needs_input_grad[0] and training):
         _channel_sums(g3, x3, mean, invstd, sum_g, sum_g_xhat)
-    grad_weight = sum_g_xhat.astype(dtype) if affine and needs_input_grad[1] else None
-    grad_bias = sum_g.astype(dtype) if affine and needs_input_grad[2] else None
+    grad_weight = sum_g_xhat.astype(dtype) if needs_weight else None
+    grad_bias = sum_g.astype(dtype) if needs_bias else None
     grad_input = None
     if needs_input_grad[0]:
         w = np.ones(channels, dtype) if weight is None else weight

@@ -9,6 +9,8 @@ saved when this was first measured.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -168,20 +170,31 @@ def _tiny(dtype):
     return _TINY[dtype] if dtype in _TINY else dtype.type(np.finfo(dtype).tiny)
 
 
+def _or_reference(reference_update):
+    """Run the decorated compiled update, or ``reference_update`` with the same arguments where the
+    loop cannot run: a dtype it is not compiled for, or an array other than the gradient that is not
+    contiguous (the loop updates the parameter and its state in place through flat views, which only
+    a contiguous array has; the gradient is only read, and copied when it is not contiguous)."""
+
+    def decorate(compiled_update):
+        @functools.wraps(compiled_update)
+        def update(param, grad, *args, **kwargs):
+            arrays = [a for a in (param, *args, *kwargs.values()) if isinstance(a, np.ndarray)]
+            if param.dtype in COMPILED_DTYPES and all(a.flags.c_contiguous for a in arrays):
+                return compiled_update(param, grad, *args, **kwargs)
+            return reference_update(param, grad, *args, **kwargs)
+
+        return update
+
+    return decorate
+
+
+@_or_reference(reference.sgd_update)
 def sgd_update(
     param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize, flush=False, scratch=None
 ):
     """torch.optim.SGD's step as one pass over the parameter (the reference's four to six passes
     fused; no scratch array needed). Returns the momentum buffer (None without momentum)."""
-    if (
-        param.dtype not in COMPILED_DTYPES
-        or not param.flags.c_contiguous
-        or (momentum_buffer is not None and not momentum_buffer.flags.c_contiguous)
-    ):
-        # updated in place through a flat view, which only a contiguous array has
-        return reference.sgd_update(
-            param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize, flush, scratch
-        )
     cast = param.dtype.type
     first = momentum != 0 and momentum_buffer is None
     buf = np.empty_like(param) if first else momentum_buffer
@@ -202,6 +215,7 @@ def sgd_update(
     return buf
 
 
+@_or_reference(reference.adam_update)
 def adam_update(
     param,
     grad,
@@ -222,26 +236,6 @@ def adam_update(
 ):
     """torch.optim.Adam/AdamW's step as one pass over the parameter and its moments (the
     reference's ten passes and three temporaries fused)."""
-    state = (param, exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
-    if param.dtype not in COMPILED_DTYPES or not all(a.flags.c_contiguous for a in state):
-        return reference.adam_update(
-            param,
-            grad,
-            exp_avg,
-            exp_avg_sq,
-            max_exp_avg_sq,
-            step,
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            amsgrad,
-            maximize,
-            decoupled_weight_decay,
-            flush,
-            scratch,
-        )
     cast = param.dtype.type
     decoupled = decoupled_weight_decay and weight_decay != 0
     bias_correction1 = 1 - beta1**step
@@ -268,6 +262,7 @@ def adam_update(
     )
 
 
+@_or_reference(reference.rmsprop_update)
 def rmsprop_update(
     param,
     grad,
@@ -286,24 +281,6 @@ def rmsprop_update(
 ):
     """torch.optim.RMSprop's step as one pass over the parameter and its state (the reference's
     six to twelve passes and two temporaries fused)."""
-    state = (param, square_avg) + ((grad_avg,) if centered else ()) + ((momentum_buffer,) if momentum > 0 else ())
-    if param.dtype not in COMPILED_DTYPES or not all(a.flags.c_contiguous for a in state):
-        return reference.rmsprop_update(
-            param,
-            grad,
-            square_avg,
-            grad_avg,
-            momentum_buffer,
-            lr,
-            alpha,
-            eps,
-            weight_decay,
-            momentum,
-            centered,
-            maximize,
-            flush,
-            scratch,
-        )
     cast = param.dtype.type
     _rmsprop(
         _flat(param),
@@ -325,13 +302,10 @@ def rmsprop_update(
     )
 
 
+@_or_reference(reference.adagrad_update)
 def adagrad_update(param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize, scratch=None):
     """torch.optim.Adagrad's step as one pass over the parameter and its sum (the reference's five
     to seven passes fused)."""
-    if param.dtype not in COMPILED_DTYPES or not (param.flags.c_contiguous and state_sum.flags.c_contiguous):
-        return reference.adagrad_update(
-            param, grad, state_sum, step, lr, lr_decay, weight_decay, eps, maximize, scratch
-        )
     cast = param.dtype.type
     _adagrad(
         _flat(param),

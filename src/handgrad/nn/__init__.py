@@ -4,13 +4,16 @@ from . import init
 from .activation import (
     ACTIVATIONS,
     ELU,
+    GELU,
     ActivationDerivativeError,
     ElementwiseActivation,
     LeakyReLU,
     LogSoftmax,
     ReLU,
     Sigmoid,
+    SiLU,
     Softmax,
+    Softplus,
     Tanh,
     check_derivative,
     define_activation,
@@ -19,25 +22,28 @@ from .activation import (
 )
 from .container import ModuleList, Sequential
 from .conv import Conv2d
-from .dropout import Dropout
+from .dropout import Dropout, Dropout2d
 from .linear import Flatten, Identity, Linear
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .module import LAYERS, Module
-from .normalization import BatchNorm1d, BatchNorm2d
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .parameter import Parameter
-from .pooling import AvgPool2d, MaxPool2d
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 
 __all__ = [
     "init",
     "ACTIVATIONS",
     "ELU",
+    "GELU",
     "ActivationDerivativeError",
     "ElementwiseActivation",
     "LeakyReLU",
     "LogSoftmax",
     "ReLU",
     "Sigmoid",
+    "SiLU",
     "Softmax",
+    "Softplus",
     "Tanh",
     "check_derivative",
     "define_activation",
@@ -47,6 +53,7 @@ __all__ = [
     "Sequential",
     "Conv2d",
     "Dropout",
+    "Dropout2d",
     "Flatten",
     "Identity",
     "Linear",
@@ -57,7 +64,10 @@ __all__ = [
     "Module",
     "BatchNorm1d",
     "BatchNorm2d",
+    "LayerNorm",
     "Parameter",
+    "AdaptiveAvgPool2d",
     "AvgPool2d",
     "MaxPool2d",
+    "MaxUnpool2d",
 ]

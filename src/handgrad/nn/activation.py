@@ -63,10 +63,10 @@ class _Activation(Module):
     def _args(self):
         return ()
 
-    def forward(self, x) -> np.ndarray:
-        check_ndim(self, "input", x, range(0, 33), "(*)")
-        check_floating(self, "input", x)
-        out, cache = kernels.op(f"{self.op}_forward")(x, *self._args())
+    def forward(self, input) -> np.ndarray:  # torch's name, so forward(input=x) works as there
+        check_ndim(self, "input", input, range(0, 33), "(*)")
+        check_floating(self, "input", input)
+        out, cache = kernels.op(f"{self.op}_forward")(input, *self._args())
         self._save_for_backward(cache, out.shape)
         return out
 
@@ -75,51 +75,54 @@ class _Activation(Module):
         return kernels.op(f"{self.op}_backward")(grad_output, cache) if input_grad else None
 
 
+class _OneNumberActivation(_Activation):
+    """An activation with one number option, named ``option`` and kept as a float attribute of
+    that name (torch.nn's), which the op takes after the input. Each class still writes its own
+    ``constructor_args``: it also reads a torch.nn layer, which has no ``option``."""
+
+    option = ""
+
+    def _args(self):
+        return (getattr(self, self.option),)
+
+    def extra_repr(self) -> str:
+        return f"{self.option}={getattr(self, self.option)}"
+
+
 class ReLU(_Activation):
     """y = max(x, 0);  dL/dx = G * [x > 0]"""
 
     op = "relu"
 
 
-class LeakyReLU(_Activation):
+class LeakyReLU(_OneNumberActivation):
     """y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 if x > 0 else negative_slope)"""
 
     op = "leaky_relu"
-
+    option = "negative_slope"
     arguments = {"negative_slope": ("number", False)}
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
         self.negative_slope = float(negative_slope)
 
-    def _args(self):
-        return (self.negative_slope,)
-
     def constructor_args(self) -> dict:
         return dict(negative_slope=self.negative_slope)
 
-    def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
 
-
-class ELU(_Activation):
+class ELU(_OneNumberActivation):
     """y = x if x > 0 else alpha * (exp(x) - 1);  dL/dx = G * (1 if x > 0 else y + alpha)"""
 
     op = "elu"
+    option = "alpha"
     arguments = {"alpha": ("number", False)}
 
     def __init__(self, alpha: float = 1.0):
         super().__init__()
         self.alpha = float(alpha)
 
-    def _args(self):
-        return (self.alpha,)
-
     def constructor_args(self) -> dict:
         return dict(alpha=self.alpha)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
 
 
 class Sigmoid(_Activation):
@@ -132,6 +135,59 @@ class Tanh(_Activation):
     """y = tanh(x);  dL/dx = G * (1 - y^2)"""
 
     op = "tanh"
+
+
+class _OptionActivation(_Activation):
+    """An activation whose options are its ``constructor_args()``: passed to its pair in that order
+    and shown in its repr. (``constructor_args`` reads only attributes, as it is also called on a
+    torch.nn layer of the same name.)"""
+
+    def _args(self):
+        return tuple(self.constructor_args().values())
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.constructor_args().items())
+
+
+class GELU(_OptionActivation):
+    """y = x * Phi(x) (Phi: the standard normal CDF), or its tanh approximation;
+    dL/dx = G * (Phi(x) + x * phi(x))
+
+    ``approximate``: 'none' (exact, with erf) or 'tanh' (x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2).
+    """
+
+    op = "gelu"
+    arguments = {"approximate": ("approximation", False)}
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in F.activation.GELU_APPROXIMATIONS:
+            raise HandgradError(type(self).__name__, f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def constructor_args(self) -> dict:
+        return dict(approximate=self.approximate)
+
+
+class SiLU(_Activation):
+    """y = x * sigmoid(x);  dL/dx = G * s * (1 + x * (1 - s)),  s = sigmoid(x)"""
+
+    op = "silu"
+
+
+class Softplus(_OptionActivation):
+    """y = log(1 + exp(beta * x)) / beta, linear (y = x) where beta * x > threshold;
+    dL/dx = G * sigmoid(beta * x)  (G where linear)"""
+
+    op = "softplus"
+    arguments = {"beta": ("number", False), "threshold": ("number", False)}
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        super().__init__()
+        self.beta, self.threshold = float(beta), float(threshold)
+
+    def constructor_args(self) -> dict:
+        return dict(beta=self.beta, threshold=self.threshold)
 
 
 class Softmax(_Activation):
@@ -169,7 +225,16 @@ class LogSoftmax(Softmax):
     op = "log_softmax"
 
 
-for _name, _cls in (("relu", ReLU), ("leaky_relu", LeakyReLU), ("elu", ELU), ("sigmoid", Sigmoid), ("tanh", Tanh)):
+for _name, _cls in (
+    ("relu", ReLU),
+    ("leaky_relu", LeakyReLU),
+    ("elu", ELU),
+    ("sigmoid", Sigmoid),
+    ("tanh", Tanh),
+    ("gelu", GELU),
+    ("silu", SiLU),
+    ("softplus", Softplus),
+):
     register_activation(_name, _cls)
 
 

@@ -159,6 +159,8 @@ def _fused_forward(run, x, keep_cache: bool):
         backward = kernels.op("linear_relu_backward")
     else:
         pool = run[2]
+        if pool.dilation != (1, 1) or pool.ceil_mode or pool.return_indices:
+            return None  # pool options the fused kernel does not implement: the layers one by one
         size = first.output_size(*x.shape[2:])
         if any(s + 2 * p < k for s, k, p in zip(size, pool.kernel_size, pool.padding)):
             return None  # MaxPool2d raises its own error

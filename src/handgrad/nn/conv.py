@@ -10,6 +10,7 @@ from .. import kernels
 from .._grad_mode import is_grad_enabled
 from ..errors import ShapeError, check_floating, check_ndim, fmt_shape
 from . import init
+from .linear import weighted_backward
 from .module import Module
 from .parameter import Parameter
 
@@ -103,13 +104,7 @@ class Conv2d(Module):
         return out
 
     def backward(self, grad_output, input_grad: bool = True):
-        cache = self._saved(grad_output)
-        needs = (input_grad, self.weight.requires_grad, self.bias is not None and self.bias.requires_grad)
-        grad_input, grad_weight, grad_bias = kernels.op("conv2d_backward")(grad_output, cache, needs)
-        self.weight.accumulate_grad(grad_weight, owned=True)
-        if self.bias is not None:
-            self.bias.accumulate_grad(grad_bias, owned=True)
-        return grad_input
+        return weighted_backward(self, grad_output, input_grad)
 
     def constructor_args(self):
         return dict(

@@ -1,10 +1,12 @@
-"""Dropout: inverted dropout in training, identity in eval."""
+"""Dropout and Dropout2d: inverted dropout in training, identity in eval."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from .. import functional as F
+from .. import kernels
 from .._random import default_generator
 from ..errors import check_floating, check_ndim
 from .module import Module
@@ -15,6 +17,8 @@ class Dropout(Module):
     Eval: y = x.  dL/dx = G * mask (G in eval)."""
 
     op = "dropout"
+    _ndims: range | tuple[int, ...] = range(0, 33)
+    _layout = "(*)"
 
     arguments = {"p": ("probability", False)}
 
@@ -25,10 +29,10 @@ class Dropout(Module):
         self.p = float(p)
 
     def forward(self, x) -> np.ndarray:
-        check_ndim(self, "input", x, range(0, 33), "(*)")
+        check_ndim(self, "input", x, self._ndims, self._layout)
         check_floating(self, "input", x)
         if self.training and self.p > 0:
-            out, mask = F.dropout_forward(x, self.p, default_generator())
+            out, mask = kernels.op(f"{self.op}_forward")(x, self.p, default_generator())
         else:
             out, mask = x, None
         self._save_for_backward(mask, out.shape)
@@ -38,10 +42,31 @@ class Dropout(Module):
         mask = self._saved(grad_output)
         if not input_grad:
             return None
-        return grad_output if mask is None else F.dropout_backward(grad_output, mask)
+        return grad_output if mask is None else kernels.op(f"{self.op}_backward")(grad_output, mask)
 
     def constructor_args(self) -> dict:
         return dict(p=self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class Dropout2d(Dropout):
+    """Channel-wise dropout: in training each channel of each sample is zeroed with probability p
+    (all its positions together) and the rest scaled by 1 / (1 - p); eval: y = x.
+
+    Shape: (N, C, H, W); a 3-D input is taken as (N, C, L), as torch.nn.Dropout2d does (with its
+    warning). Gradient: dL/dx = G * mask, the mask broadcast over each channel's positions.
+    """
+
+    op = "dropout2d"
+    _ndims, _layout = (3, 4), "(N, C, H, W) or (N, C, L)"
+
+    def forward(self, x) -> np.ndarray:
+        if isinstance(x, np.ndarray) and x.ndim == 3:
+            warnings.warn(
+                f"{self!r}: a 3-D input is taken as (N, C, L), channel-wise 1D dropout, as torch.nn.Dropout2d",
+                UserWarning,
+                stacklevel=2,
+            )
+        return super().forward(x)

@@ -36,6 +36,9 @@ class Module:
     #: keyword -> (kind, required), kinds as ``models.check_architecture`` knows them ("size",
     #: "size pair", "bool", "number", ...). None: the layer cannot be stored in a checkpoint.
     arguments: dict[str, tuple[str, bool]] | None = None
+    #: Buffers a state_dict or checkpoint may lack; they keep their value then (BatchNorm's
+    #: num_batches_tracked, which older files do not hold).
+    optional_buffers: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -236,7 +239,11 @@ class Module:
                 for name, value in store.items():
                     if value is not None:
                         targets[prefix + name] = (module, store, name)
-        missing = [k for k in targets if k not in state_dict]
+        missing = [
+            k
+            for k, (module, store, name) in targets.items()
+            if k not in state_dict and not (store is module._buffers and name in module.optional_buffers)
+        ]
         unexpected = [k for k in state_dict if k not in targets]
         mis_shaped = []
         for key, (_, store, name) in targets.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.parameter import Parameter
-from .optimizer import Optimizer, check_implementation_flags
+from .optimizer import Optimizer
 
 
 class Adagrad(Optimizer):
@@ -30,13 +30,7 @@ class Adagrad(Optimizer):
     torch's ``foreach``, ``differentiable`` and ``fused`` are accepted at their defaults only.
     """
 
-    nonnegative = (
-        ("lr", "learning rate"),
-        ("lr_decay", "lr_decay value"),
-        ("weight_decay", "weight_decay value"),
-        ("initial_accumulator_value", "initial_accumulator_value value"),
-        ("eps", "epsilon value"),
-    )
+    nonnegative = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 
     def __init__(
         self,
@@ -52,7 +46,6 @@ class Adagrad(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ):
-        check_implementation_flags("Adagrad", foreach=foreach, differentiable=differentiable, fused=fused)
         defaults = dict(
             lr=lr,
             lr_decay=lr_decay,
@@ -61,7 +54,7 @@ class Adagrad(Optimizer):
             initial_accumulator_value=initial_accumulator_value,
             maximize=maximize,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, foreach=foreach, differentiable=differentiable, fused=fused)
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -76,20 +69,11 @@ class Adagrad(Optimizer):
             state["sum"] = np.full_like(p.data, group["initial_accumulator_value"])
 
     update_op = "adagrad_update"
+    update_args = ("lr", "lr_decay", "weight_decay", "eps", "maximize")
+    update_flushes = False  # the sum only grows: nothing in it sinks into subnormals
 
     def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
         self._init_state(p, state, group)  # after load_state_dict of a state without this parameter
         state["step"] += 1
         # the formulas: optim/functional.py (adagrad_update); compiled in kernels/optim.py
-        self._update_fn(
-            p.data,
-            grad,
-            state["sum"],
-            state["step"],
-            group["lr"],
-            group["lr_decay"],
-            group["weight_decay"],
-            group["eps"],
-            group["maximize"],
-            self._scratch(p),
-        )
+        self._update_fn(p.data, grad, state["sum"], state["step"], **self._update_kwargs(p, group))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.parameter import Parameter
-from .optimizer import Optimizer, check_implementation_flags
+from .optimizer import Optimizer
 
 
 class Adam(Optimizer):
@@ -32,7 +32,7 @@ class Adam(Optimizer):
     defaults only.
     """
 
-    nonnegative = (("lr", "learning rate"), ("eps", "epsilon value"), ("weight_decay", "weight_decay value"))
+    nonnegative = ("lr", "eps", "weight_decay")
 
     def __init__(
         self,
@@ -50,9 +50,6 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ):
-        check_implementation_flags(
-            type(self).__name__, foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused
-        )
         defaults = dict(
             lr=lr,
             betas=tuple(betas),
@@ -62,7 +59,8 @@ class Adam(Optimizer):
             maximize=maximize,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults)
+        flags = dict(foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused)
+        super().__init__(params, defaults, **flags)
 
     @classmethod
     def _check_hyperparameters(cls, group: dict) -> None:
@@ -74,6 +72,7 @@ class Adam(Optimizer):
             raise ValueError(f"Invalid beta parameter at index 1: {beta2}")
 
     update_op = "adam_update"
+    update_args = ("lr", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
 
     def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
         if not state:
@@ -85,23 +84,9 @@ class Adam(Optimizer):
         state["step"] += 1
         beta1, beta2 = group["betas"]
         # the formulas: optim/functional.py (adam_update); compiled in kernels/optim.py
+        moments = state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")
         self._update_fn(
-            p.data,
-            grad,
-            state["exp_avg"],
-            state["exp_avg_sq"],
-            state.get("max_exp_avg_sq"),
-            state["step"],
-            group["lr"],
-            beta1,
-            beta2,
-            group["eps"],
-            group["weight_decay"],
-            group["amsgrad"],
-            group["maximize"],
-            group["decoupled_weight_decay"],
-            self._flush_due,
-            self._scratch(p),
+            p.data, grad, *moments, state["step"], beta1=beta1, beta2=beta2, **self._update_kwargs(p, group)
         )
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "ReduceLROnPlateau",
     "CosineAnnealingWarmRestarts",
     "OneCycleLR",
+    "CyclicLR",
 ]
 
 EPOCH_DEPRECATION_WARNING = (
@@ -65,6 +66,23 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+#: How an integer argument's lower bound reads in an error.
+_AT_LEAST = {0: "a non-negative integer", 1: "a positive integer"}
+
+
+def _check_integer(where: str, name: str, value, minimum: int) -> None:
+    """Refuse ``value`` unless it is an integer (not a bool) of at least ``minimum`` (0 or 1)."""
+    if not _is_int(value) or value < minimum:
+        raise HandgradError(where, f"{name} must be {_AT_LEAST[minimum]}, got {value!r}")
+
+
+def _check_factor(where: str, name: str, kind: str, value, above_zero: bool = False) -> None:
+    """Refuse a multiplicative factor outside [0, 1], or outside (0, 1] when ``above_zero``."""
+    if not (0 < value <= 1.0 if above_zero else 0 <= value <= 1.0):
+        bounds = "greater than 0 and at most 1" if above_zero else "between 0 and 1"
+        raise HandgradError(where, f"{name} (the {kind} multiplicative factor) must be {bounds}, got {value}")
+
+
 def _check_optimizer(optimizer) -> None:
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
@@ -81,6 +99,18 @@ def _per_group(where: str, name: str, optimizer: Optimizer, value) -> list:
             )
         return list(value)
     return [value] * len(optimizer.param_groups)
+
+
+def _cycles_beta1(where: str, optimizer: Optimizer) -> bool:
+    """Whether cycle_momentum moves the groups' beta1 (Adam's betas) rather than their momentum
+    (SGD's, RMSprop's); an optimizer with neither is refused."""
+    if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+        raise HandgradError(
+            where,
+            f"cycle_momentum needs an optimizer with momentum or betas, "
+            f"{type(optimizer).__name__} has neither; pass cycle_momentum=False",
+        )
+    return "betas" in optimizer.defaults
 
 
 def _group_lrs(optimizer: Optimizer) -> list[float]:
@@ -163,6 +193,14 @@ class LRScheduler:
         for group, lr in zip(self.optimizer.param_groups, values, strict=True):
             group["lr"] = lr
         self._last_lr = _group_lrs(self.optimizer)
+
+    def _scaled_lrs(self, factor: float) -> list[float]:
+        """Every group's current lr times ``factor``: the usual chainable step."""
+        return [group["lr"] * factor for group in self.optimizer.param_groups]
+
+    def _scaled_base_lrs(self, factor: float) -> list[float]:
+        """Every group's initial lr times ``factor``: the usual closed form."""
+        return [base_lr * factor for base_lr in self.base_lrs]
 
     def get_last_lr(self) -> list[float]:
         """The lrs set by the latest ``step()``, one per param group."""
@@ -271,10 +309,10 @@ class StepLR(LRScheduler):
         self._warn_if_called_outside_step()
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
             return _group_lrs(self.optimizer)
-        return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
+        return self._scaled_lrs(self.gamma)
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [base_lr * self.gamma ** (self.last_epoch // self.step_size) for base_lr in self.base_lrs]
+        return self._scaled_base_lrs(self.gamma ** (self.last_epoch // self.step_size))
 
 
 class MultiStepLR(LRScheduler):
@@ -302,11 +340,11 @@ class MultiStepLR(LRScheduler):
         self._warn_if_called_outside_step()
         if self.last_epoch not in self.milestones:
             return _group_lrs(self.optimizer)
-        return [group["lr"] * self.gamma ** self.milestones[self.last_epoch] for group in self.optimizer.param_groups]
+        return self._scaled_lrs(self.gamma ** self.milestones[self.last_epoch])
 
     def _get_closed_form_lr(self) -> list[float]:
         milestones = sorted(self.milestones.elements())
-        return [base_lr * self.gamma ** bisect_right(milestones, self.last_epoch) for base_lr in self.base_lrs]
+        return self._scaled_base_lrs(self.gamma ** bisect_right(milestones, self.last_epoch))
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
@@ -321,12 +359,8 @@ class ConstantLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5, last_epoch: int = -1):
-        if not 0 <= factor <= 1.0:
-            raise HandgradError(
-                "ConstantLR", f"factor (the constant multiplicative factor) must be between 0 and 1, got {factor}"
-            )
-        if not _is_int(total_iters) or total_iters < 0:
-            raise HandgradError("ConstantLR", f"total_iters must be a non-negative integer, got {total_iters!r}")
+        _check_factor("ConstantLR", "factor", "constant", factor)
+        _check_integer("ConstantLR", "total_iters", total_iters, 0)
         self.factor = factor
         self.total_iters = total_iters
         super().__init__(optimizer, last_epoch)
@@ -334,16 +368,13 @@ class ConstantLR(LRScheduler):
     def get_lr(self) -> list[float]:
         self._warn_if_called_outside_step()
         if self.last_epoch == 0:
-            return [group["lr"] * self.factor for group in self.optimizer.param_groups]
+            return self._scaled_lrs(self.factor)
         if self.last_epoch != self.total_iters:
             return _group_lrs(self.optimizer)
-        return [group["lr"] * (1.0 / self.factor) for group in self.optimizer.param_groups]
+        return self._scaled_lrs(1.0 / self.factor)
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [
-            base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
-            for base_lr in self.base_lrs
-        ]
+        return self._scaled_base_lrs(self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
 
 
 class LinearLR(LRScheduler):
@@ -364,18 +395,9 @@ class LinearLR(LRScheduler):
         total_iters: int = 5,
         last_epoch: int = -1,
     ):
-        if not 0 < start_factor <= 1.0:
-            raise HandgradError(
-                "LinearLR",
-                "start_factor (the starting multiplicative factor) must be greater "
-                f"than 0 and at most 1, got {start_factor}",
-            )
-        if not 0 <= end_factor <= 1.0:
-            raise HandgradError(
-                "LinearLR", f"end_factor (the ending multiplicative factor) must be between 0 and 1, got {end_factor}"
-            )
-        if not _is_int(total_iters) or total_iters < 1:
-            raise HandgradError("LinearLR", f"total_iters must be a positive integer, got {total_iters!r}")
+        _check_factor("LinearLR", "start_factor", "starting", start_factor, above_zero=True)
+        _check_factor("LinearLR", "end_factor", "ending", end_factor)
+        _check_integer("LinearLR", "total_iters", total_iters, 1)
         self.start_factor = start_factor
         self.end_factor = end_factor
         self.total_iters = total_iters
@@ -384,19 +406,16 @@ class LinearLR(LRScheduler):
     def get_lr(self) -> list[float]:
         self._warn_if_called_outside_step()
         if self.last_epoch == 0:
-            return [group["lr"] * self.start_factor for group in self.optimizer.param_groups]
+            return self._scaled_lrs(self.start_factor)
         if self._is_initial or self.last_epoch > self.total_iters:
             return _group_lrs(self.optimizer)
         slope = self.end_factor - self.start_factor
         ratio = 1.0 + slope / (self.total_iters * self.start_factor + (self.last_epoch - 1) * slope)
-        return [group["lr"] * ratio for group in self.optimizer.param_groups]
+        return self._scaled_lrs(ratio)
 
     def _get_closed_form_lr(self) -> list[float]:
         fraction = min(self.total_iters, self.last_epoch) / self.total_iters
-        return [
-            base_lr * (self.start_factor + (self.end_factor - self.start_factor) * fraction)
-            for base_lr in self.base_lrs
-        ]
+        return self._scaled_base_lrs(self.start_factor + (self.end_factor - self.start_factor) * fraction)
 
 
 class ExponentialLR(LRScheduler):
@@ -414,10 +433,10 @@ class ExponentialLR(LRScheduler):
         self._warn_if_called_outside_step()
         if self._is_initial:
             return _group_lrs(self.optimizer)
-        return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
+        return self._scaled_lrs(self.gamma)
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [base_lr * self.gamma**self.last_epoch for base_lr in self.base_lrs]
+        return self._scaled_base_lrs(self.gamma**self.last_epoch)
 
 
 class PolynomialLR(LRScheduler):
@@ -429,8 +448,7 @@ class PolynomialLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1):
-        if not _is_int(total_iters) or total_iters < 1:
-            raise HandgradError("PolynomialLR", f"total_iters must be a positive integer, got {total_iters!r}")
+        _check_integer("PolynomialLR", "total_iters", total_iters, 1)
         self.total_iters = total_iters
         self.power = power
         super().__init__(optimizer, last_epoch)
@@ -442,13 +460,10 @@ class PolynomialLR(LRScheduler):
         decay = (
             (1.0 - self.last_epoch / self.total_iters) / (1.0 - (self.last_epoch - 1) / self.total_iters)
         ) ** self.power
-        return [group["lr"] * decay for group in self.optimizer.param_groups]
+        return self._scaled_lrs(decay)
 
     def _get_closed_form_lr(self) -> list[float]:
-        return [
-            base_lr * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power
-            for base_lr in self.base_lrs
-        ]
+        return self._scaled_base_lrs((1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power)
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -761,9 +776,8 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0, last_epoch: int = -1):
         where = "CosineAnnealingWarmRestarts"
-        if not _is_int(T_0) or T_0 <= 0:
-            raise HandgradError(where, f"T_0 must be a positive integer, got {T_0!r}")
-        if not _is_int(T_mult) or T_mult < 1:
+        _check_integer(where, "T_0", T_0, 1)
+        if not _is_int(T_mult) or T_mult < 1:  # torch's wording: the factor between periods
             raise HandgradError(where, f"T_mult must be an integer >= 1, got {T_mult!r}")
         if not _is_real(eta_min):
             raise HandgradError(
@@ -815,6 +829,14 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         self._last_lr = _group_lrs(self.optimizer)
 
 
+def _phase(end_step: float, lrs: tuple[str, str], momentums: tuple[str, str]) -> dict:
+    """One phase of OneCycleLR, in torch's layout: its last step, and the group entries that its lr
+    and its momentum anneal from and to."""
+    return dict(
+        end_step=end_step, start_lr=lrs[0], end_lr=lrs[1], start_momentum=momentums[0], end_momentum=momentums[1]
+    )
+
+
 class OneCycleLR(LRScheduler):
     """The 1cycle policy (Smith & Topin, 2018), stepped once per batch: the lr rises from
     ``max_lr / div_factor`` to ``max_lr`` over the first ``pct_start`` of ``total_steps``, then
@@ -850,14 +872,11 @@ class OneCycleLR(LRScheduler):
         _check_optimizer(optimizer)
         self.optimizer = optimizer
         if total_steps is not None:
-            if not _is_int(total_steps) or total_steps <= 0:
-                raise HandgradError(where, f"total_steps must be a positive integer, got {total_steps!r}")
+            _check_integer(where, "total_steps", total_steps, 1)
             self.total_steps = total_steps
         elif epochs is not None and steps_per_epoch is not None:
-            if not _is_int(epochs) or epochs <= 0:
-                raise HandgradError(where, f"epochs must be a positive integer, got {epochs!r}")
-            if not _is_int(steps_per_epoch) or steps_per_epoch <= 0:
-                raise HandgradError(where, f"steps_per_epoch must be a positive integer, got {steps_per_epoch!r}")
+            _check_integer(where, "epochs", epochs, 1)
+            _check_integer(where, "steps_per_epoch", steps_per_epoch, 1)
             self.total_steps = epochs * steps_per_epoch
         else:
             raise HandgradError(where, "give either total_steps, or both epochs and steps_per_epoch")
@@ -870,44 +889,18 @@ class OneCycleLR(LRScheduler):
         self._schedule_phases: list[dict]
         if three_phase:
             self._schedule_phases = [
-                dict(
-                    end_step=up_end,
-                    start_lr="initial_lr",
-                    end_lr="max_lr",
-                    start_momentum="max_momentum",
-                    end_momentum="base_momentum",
+                _phase(up_end, ("initial_lr", "max_lr"), ("max_momentum", "base_momentum")),
+                _phase(
+                    float(2 * pct_start * self.total_steps) - 2,
+                    ("max_lr", "initial_lr"),
+                    ("base_momentum", "max_momentum"),
                 ),
-                dict(
-                    end_step=float(2 * pct_start * self.total_steps) - 2,
-                    start_lr="max_lr",
-                    end_lr="initial_lr",
-                    start_momentum="base_momentum",
-                    end_momentum="max_momentum",
-                ),
-                dict(
-                    end_step=self.total_steps - 1,
-                    start_lr="initial_lr",
-                    end_lr="min_lr",
-                    start_momentum="max_momentum",
-                    end_momentum="max_momentum",
-                ),
+                _phase(self.total_steps - 1, ("initial_lr", "min_lr"), ("max_momentum", "max_momentum")),
             ]
         else:
             self._schedule_phases = [
-                dict(
-                    end_step=up_end,
-                    start_lr="initial_lr",
-                    end_lr="max_lr",
-                    start_momentum="max_momentum",
-                    end_momentum="base_momentum",
-                ),
-                dict(
-                    end_step=self.total_steps - 1,
-                    start_lr="max_lr",
-                    end_lr="min_lr",
-                    start_momentum="base_momentum",
-                    end_momentum="max_momentum",
-                ),
+                _phase(up_end, ("initial_lr", "max_lr"), ("max_momentum", "base_momentum")),
+                _phase(self.total_steps - 1, ("max_lr", "min_lr"), ("base_momentum", "max_momentum")),
             ]
         self._anneal_func_type = anneal_strategy
 
@@ -920,13 +913,7 @@ class OneCycleLR(LRScheduler):
 
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
-            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise HandgradError(
-                    where,
-                    f"cycle_momentum needs an optimizer with momentum or betas, "
-                    f"{type(optimizer).__name__} has neither; pass cycle_momentum=False",
-                )
-            self.use_beta1 = "betas" in optimizer.defaults
+            self.use_beta1 = _cycles_beta1(where, optimizer)
             max_momentums = _per_group(where, "max_momentum", optimizer, max_momentum)
             base_momentums = _per_group(where, "base_momentum", optimizer, base_momentum)
             if last_epoch == -1:
@@ -972,3 +959,139 @@ class OneCycleLR(LRScheduler):
             if self.cycle_momentum:
                 self._set_momentum(group, momentum)
         return lrs
+
+
+class CyclicLR(LRScheduler):
+    """Cyclical learning rates (Smith, 2017), stepped once per batch: the lr climbs from ``base_lr``
+    to ``max_lr`` over ``step_size_up`` batches and falls back over ``step_size_down`` (default: the
+    same), the height of each cycle scaled by a policy; the momentum (SGD's ``momentum``, Adam's
+    beta1) moves the opposite way between ``max_momentum`` and ``base_momentum``::
+
+        cycle = floor(1 + b / (up + down)),   x = 1 + b / (up + down) - cycle       (b: batches so far)
+        s = x / r  while x <= r,  else (x - 1) / (r - 1)                            (r = up / (up + down))
+        lr = base_lr + (max_lr - base_lr) * s * scale(cycle or b)
+        momentum = max_momentum - (max_momentum - base_momentum) * s * scale(cycle or b)
+
+    ``mode``: 'triangular' (scale 1), 'triangular2' (scale 1 / 2 ** (cycle - 1)) or 'exp_range'
+    (scale gamma ** b). ``scale_fn(v)`` replaces the mode's scale, evaluated on the cycle number or,
+    with ``scale_mode='iterations'``, on b. As in torch, the constructor sets each group's lr to
+    ``base_lr``; a plain function ``scale_fn`` is not saved in ``state_dict()``, a callable object's
+    ``__dict__`` is.
+
+    Example::
+
+        sched = CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=200, mode="triangular2")
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        base_lr,
+        max_lr,
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn=None,
+        scale_mode: str = "cycle",
+        cycle_momentum: bool = True,
+        base_momentum=0.8,
+        max_momentum=0.9,
+        last_epoch: int = -1,
+    ):
+        where = "CyclicLR"
+        _check_optimizer(optimizer)
+        self.optimizer = optimizer
+        if not _is_real(step_size_up) or not step_size_up > 0:
+            raise HandgradError(where, f"step_size_up must be a positive number of batches, got {step_size_up!r}")
+        if step_size_down is not None and (not _is_real(step_size_down) or not step_size_down >= 0):
+            raise HandgradError(
+                where, f"step_size_down must be a non-negative number of batches or None, got {step_size_down!r}"
+            )
+        if scale_fn is None and mode not in ("triangular", "triangular2", "exp_range"):
+            raise HandgradError(
+                where, f"mode must be 'triangular', 'triangular2' or 'exp_range' (or give scale_fn), got {mode!r}"
+            )
+        if scale_fn is not None and not callable(scale_fn):
+            raise TypeError(f"{where}: scale_fn should be a function, but got {type(scale_fn).__name__}")
+        if scale_mode not in ("cycle", "iterations"):
+            raise HandgradError(where, f"scale_mode must be 'cycle' or 'iterations', got {scale_mode!r}")
+
+        base_lrs = _per_group(where, "base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr
+        self.max_lrs = _per_group(where, "max_lr", optimizer, max_lr)
+        up = float(step_size_up)
+        down = float(step_size_down) if step_size_down is not None else up
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        self._init_scale_fn()
+
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            self.use_beta1 = _cycles_beta1(where, optimizer)
+            self.base_momentums = _per_group(where, "base_momentum", optimizer, base_momentum)
+            self.max_momentums = _per_group(where, "max_momentum", optimizer, max_momentum)
+            if last_epoch == -1:
+                for group, top, bottom in zip(optimizer.param_groups, self.max_momentums, self.base_momentums):
+                    self._set_momentum(group, top)
+                    group["max_momentum"] = top
+                    group["base_momentum"] = bottom
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _init_scale_fn(self) -> None:
+        # the built-in modes fix what the scale reads, as torch's: the cycle for the triangles, b for exp_range
+        if self._scale_fn_custom is None:
+            self.scale_mode = "iterations" if self.mode == "exp_range" else "cycle"
+
+    def scale_fn(self, x) -> float:
+        """The policy's scale at ``x`` (the cycle number, or the batch count with scale_mode 'iterations')."""
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        if self.mode == "exp_range":
+            return self.gamma**x
+        return 1.0
+
+    def _set_momentum(self, group: dict, momentum: float) -> None:
+        if self.use_beta1:
+            group["betas"] = (momentum, *group["betas"][1:])
+        else:
+            group["momentum"] = momentum
+
+    def get_lr(self) -> list[float]:
+        self._warn_if_called_outside_step()
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        height = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else self.last_epoch)
+        lrs = [base + (top - base) * height * scale for base, top in zip(self.base_lrs, self.max_lrs, strict=True)]
+        if self.cycle_momentum:
+            for group, bottom, top in zip(
+                self.optimizer.param_groups, self.base_momentums, self.max_momentums, strict=True
+            ):
+                self._set_momentum(group, top - (top - bottom) * height * scale)
+        return lrs
+
+    def state_dict(self) -> dict:
+        state = {
+            key: copy.deepcopy(v) for key, v in self.__dict__.items() if key not in ("optimizer", "_scale_fn_custom")
+        }
+        fn = self._scale_fn_custom
+        state["_scale_fn_custom"] = None if fn is None or isinstance(fn, types.FunctionType) else dict(fn.__dict__)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = copy.deepcopy(state_dict)
+        saved_fn = state.pop("_scale_fn_custom", None)
+        self.__dict__.update(state)
+        if saved_fn is not None and self._scale_fn_custom is not None:
+            self._scale_fn_custom.__dict__.update(saved_fn)
+        self._init_scale_fn()

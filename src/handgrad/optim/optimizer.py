@@ -2,14 +2,18 @@
 
 Parameters live in ``param_groups`` (dicts holding ``"params"`` and that group's hyperparameters);
 per-parameter state (momentum buffers, moment estimates, step counts) lives in ``state``, keyed by
-the Parameter object itself. A subclass writes one method, ``_update(p, grad, state, group)``: the
-update of one parameter, in place on ``p.data``, usually by calling ``self._update_fn``, the op named
-by ``update_op`` (``optim/functional.py``, or its compiled kernel), looked up once per step.
+the Parameter object itself. ``step()`` is the one loop over the parameters, here; a subclass gives
+its torch signature, the names of its hyperparameters (``nonnegative``, ``update_args``) and one
+method, ``_update(p, grad, state, group)``: the update of one parameter, in place on ``p.data``,
+which creates the state it needs and calls ``self._update_fn`` (the op named by ``update_op``, from
+``optim/functional.py`` or its compiled kernel, looked up once per step) with
+``**self._update_kwargs(p, group)``.
 """
 
 from __future__ import annotations
 
 import copy
+import numbers
 from itertools import chain
 
 import numpy as np
@@ -38,12 +42,29 @@ _IMPLEMENTATION_FLAGS = {
 }
 
 
+#: How torch names a hyperparameter in "Invalid ...: value"; any other ``name`` reads "name value".
+_TORCH_WORDING = {"lr": "learning rate", "eps": "epsilon value"}
+
+
 def check_implementation_flags(optimizer_name: str, **flags) -> None:
     """Accept torch's ``foreach``, ``fused``, ``capturable`` and ``differentiable`` at their defaults
     (None or False), so torch code runs unchanged; refuse any other value, saying why."""
     for name, value in flags.items():
         if value is not None and value is not False:
             raise HandgradError(optimizer_name, f"{name}={value!r} is not supported: {_IMPLEMENTATION_FLAGS[name]}")
+
+
+def check_lr(optimizer_name: str, lr) -> None:
+    """A learning rate is a number or, as torch's Tensor lr, a one-element tensor or array (a NumPy
+    or torch one), which stays in the group as given and is read as a number at each step."""
+    if isinstance(lr, numbers.Real):
+        return
+    try:
+        float(lr)
+    except (TypeError, ValueError, RuntimeError):
+        raise HandgradError(
+            optimizer_name, f"lr must be a number or a one-element tensor, got {type(lr).__name__} {lr!r}"
+        ) from None
 
 
 class Optimizer:
@@ -57,10 +78,18 @@ class Optimizer:
     """
 
     update_op: str | None = None  # e.g. "sgd_update": the kernels.op that _update calls
-    #: (hyperparameter, how torch names it) pairs that must be >= 0, checked in this order
-    nonnegative: tuple[tuple[str, str], ...] = ()
+    #: the group's entries that the update op takes by name, as keyword arguments
+    update_args: tuple[str, ...] = ()
+    #: whether the update op takes ``flush`` (an op whose state only grows has nothing to flush)
+    update_flushes = True
+    #: hyperparameters that must be >= 0, checked in this order
+    nonnegative: tuple[str, ...] = ()
 
-    def __init__(self, params, defaults: dict):
+    def __init__(self, params, defaults: dict, **implementation_flags):
+        """``implementation_flags``: torch's ``foreach``, ``fused``, ``capturable`` and
+        ``differentiable``, as the subclass's signature takes them (see check_implementation_flags)."""
+        check_implementation_flags(type(self).__name__, **implementation_flags)
+        check_lr(type(self).__name__, defaults.get("lr", 0.0))
         self._check_hyperparameters(defaults)  # the defaults first, as torch does, before any group
         self.defaults = dict(defaults)
         self.state: dict[Parameter, dict] = {}
@@ -88,9 +117,9 @@ class Optimizer:
 
         This checks the ``nonnegative`` ones (``not v >= 0`` also refuses NaN, as torch does); a
         subclass with other conditions extends it."""
-        for name, what in cls.nonnegative:
+        for name in cls.nonnegative:
             if not group[name] >= 0.0:
-                raise ValueError(f"Invalid {what}: {group[name]}")
+                raise ValueError(f"Invalid {_TORCH_WORDING.get(name, name + ' value')}: {group[name]}")
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group (e.g. layers unfrozen while fine-tuning); unset hyperparameters take the defaults."""
@@ -115,6 +144,7 @@ class Optimizer:
             raise ValueError("some parameters appear in more than one parameter group")
 
         group = {**self.defaults, **param_group, "params": params}
+        check_lr(type(self).__name__, group.get("lr", 0.0))
         self._check_hyperparameters(group)
         self.param_groups.append(group)
 
@@ -135,6 +165,8 @@ class Optimizer:
         self._flush_due = self._step_count % FLUSH_EVERY == 0  # the updates' ``flush`` argument
         self._update_fn = kernels.op(self.update_op) if self.update_op else None
         for group in self.param_groups:
+            if not isinstance(group["lr"], numbers.Real):  # a Tensor lr: its value now, as a number
+                group = {**group, "lr": float(group["lr"])}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -149,6 +181,15 @@ class Optimizer:
         if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
             buf = self._scratch_arrays[id(p)] = np.empty_like(p.data)
         return buf
+
+    def _update_kwargs(self, p: Parameter, group: dict) -> dict:
+        """The update op's keyword arguments for ``p`` in ``group``: its ``update_args``, then
+        ``flush`` (when it takes one) and ``scratch``."""
+        kwargs = {name: group[name] for name in self.update_args}
+        if self.update_flushes:
+            kwargs["flush"] = self._flush_due
+        kwargs["scratch"] = self._scratch(p)
+        return kwargs
 
     def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not define _update()")

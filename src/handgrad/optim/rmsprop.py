@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.parameter import Parameter
-from .optimizer import Optimizer, check_implementation_flags
+from .optimizer import Optimizer
 
 
 class RMSprop(Optimizer):
@@ -29,13 +29,7 @@ class RMSprop(Optimizer):
     torch's ``capturable``, ``foreach`` and ``differentiable`` are accepted at their defaults only.
     """
 
-    nonnegative = (
-        ("lr", "learning rate"),
-        ("eps", "epsilon value"),
-        ("momentum", "momentum value"),
-        ("weight_decay", "weight_decay value"),
-        ("alpha", "alpha value"),
-    )
+    nonnegative = ("lr", "eps", "momentum", "weight_decay", "alpha")
 
     def __init__(
         self,
@@ -51,7 +45,6 @@ class RMSprop(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
     ):
-        check_implementation_flags("RMSprop", capturable=capturable, foreach=foreach, differentiable=differentiable)
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -61,9 +54,10 @@ class RMSprop(Optimizer):
             weight_decay=weight_decay,
             maximize=maximize,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, capturable=capturable, foreach=foreach, differentiable=differentiable)
 
     update_op = "rmsprop_update"
+    update_args = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
 
     def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
         if not state:
@@ -76,19 +70,5 @@ class RMSprop(Optimizer):
             state["grad_avg"] = np.zeros_like(p.data)
         state["step"] += 1
         # the formulas: optim/functional.py (rmsprop_update); compiled in kernels/optim.py
-        self._update_fn(
-            p.data,
-            grad,
-            state["square_avg"],
-            state.get("grad_avg"),
-            state.get("momentum_buffer"),
-            group["lr"],
-            group["alpha"],
-            group["eps"],
-            group["weight_decay"],
-            group["momentum"],
-            group["centered"],
-            group["maximize"],
-            self._flush_due,
-            self._scratch(p),
-        )
+        averages = state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer")
+        self._update_fn(p.data, grad, *averages, **self._update_kwargs(p, group))

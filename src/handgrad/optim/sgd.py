@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.parameter import Parameter
-from .optimizer import Optimizer, check_implementation_flags
+from .optimizer import Optimizer
 
 
 class SGD(Optimizer):
@@ -42,7 +42,6 @@ class SGD(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ):
-        check_implementation_flags("SGD", foreach=foreach, differentiable=differentiable, fused=fused)
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -51,7 +50,7 @@ class SGD(Optimizer):
             nesterov=nesterov,
             maximize=maximize,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, foreach=foreach, differentiable=differentiable, fused=fused)
 
     @classmethod
     def _check_hyperparameters(cls, group: dict) -> None:
@@ -66,21 +65,10 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     update_op = "sgd_update"
+    update_args = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
 
     def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
         # the formulas: optim/functional.py (sgd_update); compiled in kernels/optim.py
-        buf = self._update_fn(
-            p.data,
-            grad,
-            state.get("momentum_buffer"),
-            group["lr"],
-            group["momentum"],
-            group["dampening"],
-            group["weight_decay"],
-            group["nesterov"],
-            group["maximize"],
-            self._flush_due,
-            self._scratch(p),
-        )
+        buf = self._update_fn(p.data, grad, state.get("momentum_buffer"), **self._update_kwargs(p, group))
         if buf is not None:
             state["momentum_buffer"] = buf

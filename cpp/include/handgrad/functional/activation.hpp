@@ -1,9 +1,11 @@
 // Activations: each a forward that keeps what its derivative needs, and the backward beside it
-// (mirrors src/handgrad/functional/activation.py). All element-wise.
+// (mirrors src/handgrad/functional/activation.py). All element-wise except softmax and log_softmax,
+// which couple the entries along one axis.
 #pragma once
 
 #include "handgrad/tensor.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace handgrad::functional {
@@ -49,6 +51,32 @@ inline Tensor leaky_relu_backward(const Tensor& grad_output, const LeakyReLUCach
     return grad;
 }
 
+struct ELUCache {
+    std::vector<uint8_t> positive;  // backward needs where x > 0 ...
+    Tensor out;                     // ... and y: where x <= 0, dy/dx = alpha * exp(x) = y + alpha
+    float alpha = 1.0f;
+};
+
+// y = x if x > 0 else alpha * (exp(x) - 1)   (expm1: exact near 0)
+inline std::pair<Tensor, ELUCache> elu_forward(const Tensor& x, float alpha = 1.0f) {
+    ELUCache cache{.positive = std::vector<uint8_t>(x.numel()), .out = Tensor(x.shape), .alpha = alpha};
+    for (int64_t i = 0; i < x.numel(); ++i) {
+        cache.positive[i] = x[i] > 0.0f;
+        cache.out[i] = cache.positive[i] ? x[i] : alpha * std::expm1(x[i]);
+    }
+    Tensor out = cache.out;
+    return {std::move(out), std::move(cache)};
+}
+
+// dL/dx = G * (1 if x > 0 else y + alpha)   (alpha at x = 0, as PyTorch)
+inline Tensor elu_backward(const Tensor& grad_output, const ELUCache& cache) {
+    check_grad_output("elu_backward", grad_output, cache.out.shape);
+    Tensor grad(grad_output.shape);
+    for (int64_t i = 0; i < grad.numel(); ++i)
+        grad[i] = cache.positive[i] ? grad_output[i] : grad_output[i] * (cache.out[i] + cache.alpha);
+    return grad;
+}
+
 // y = 1 / (1 + exp(-x)), computed as e/(1+e) with e = exp(-|x|) so no exp overflows.
 // The output is the cache: dy/dx = y (1 - y).
 inline std::pair<Tensor, Tensor> sigmoid_forward(const Tensor& x) {
@@ -81,6 +109,80 @@ inline Tensor tanh_backward(const Tensor& grad_output, const Tensor& out) {
     Tensor grad(out.shape);
     for (int64_t i = 0; i < out.numel(); ++i) grad[i] = grad_output[i] * (1.0f - out[i] * out[i]);
     return grad;
+}
+
+// -- softmax and log_softmax along one axis ------------------------------------------------------
+// x as (outer, size, inner) around the axis `dim` (negative counts from the end).
+struct Axis {
+    int64_t outer = 1, size = 1, inner = 1;
+    Axis(const Shape& shape, int dim) {
+        const int d = dim < 0 ? dim + static_cast<int>(shape.size()) : dim;
+        for (int k = 0; k < static_cast<int>(shape.size()); ++k)
+            (k < d ? outer : k == d ? size : inner) *= shape[k];
+    }
+    // line(start, stride) for every line along the axis: its elements are start + j * stride, j < size.
+    template <class Line>
+    void lines(Line line) const {
+        for (int64_t o = 0; o < outer; ++o)
+            for (int64_t i = 0; i < inner; ++i) line(o * size * inner + i, inner);
+    }
+};
+
+struct SoftmaxCache {
+    Tensor out;   // backward needs y (softmax) or log softmax ...
+    int dim = -1;  // ... and the axis
+};
+
+// y_i = exp(x_i - m) / sum_j exp(x_j - m) along dim, with m = max_j x_j for stability; the sums in
+// float64. log = true: y_i = x_i - m - log sum_j exp(x_j - m) (log_softmax).
+inline std::pair<Tensor, SoftmaxCache> softmax_forward(const Tensor& x, int dim = -1, bool log = false) {
+    SoftmaxCache cache{.out = Tensor(x.shape), .dim = dim};
+    if (x.numel() == 0) return {cache.out, cache};  // nothing to normalise, as torch
+    const Axis axis(x.shape, dim);
+    const int64_t size = axis.size;
+    axis.lines([&](int64_t start, int64_t stride) {
+        float m = x[start];
+        for (int64_t j = 1; j < size; ++j) m = std::max(m, x[start + j * stride]);
+        double sum = 0;
+        for (int64_t j = 0; j < size; ++j) sum += std::exp(static_cast<double>(x[start + j * stride]) - m);
+        const double log_sum = std::log(sum);
+        for (int64_t j = 0; j < size; ++j) {
+            const double shifted = static_cast<double>(x[start + j * stride]) - m;
+            cache.out[start + j * stride] = static_cast<float>(log ? shifted - log_sum : std::exp(shifted) / sum);
+        }
+    });
+    Tensor out = cache.out;
+    return {std::move(out), std::move(cache)};
+}
+
+// softmax:      dL/dx_i = y_i * (G_i - sum_j G_j y_j)   (the Jacobian diag(y) - y y^T applied to G)
+// log_softmax:  dL/dx_i = G_i - exp(y_i) * sum_j G_j
+inline Tensor softmax_backward(const Tensor& grad_output, const SoftmaxCache& cache, bool log = false) {
+    check_grad_output(log ? "log_softmax_backward" : "softmax_backward", grad_output, cache.out.shape);
+    const Tensor& y = cache.out;
+    Tensor grad(y.shape);
+    if (y.numel() == 0) return grad;
+    const Axis axis(y.shape, cache.dim);
+    axis.lines([&](int64_t start, int64_t stride) {
+        double total = 0;
+        for (int64_t j = 0; j < axis.size; ++j) {
+            const int64_t i = start + j * stride;
+            total += log ? static_cast<double>(grad_output[i]) : static_cast<double>(grad_output[i]) * y[i];
+        }
+        for (int64_t j = 0; j < axis.size; ++j) {
+            const int64_t i = start + j * stride;
+            grad[i] = static_cast<float>(log ? grad_output[i] - std::exp(static_cast<double>(y[i])) * total
+                                             : y[i] * (grad_output[i] - total));
+        }
+    });
+    return grad;
+}
+
+inline std::pair<Tensor, SoftmaxCache> log_softmax_forward(const Tensor& x, int dim = -1) {
+    return softmax_forward(x, dim, true);
+}
+inline Tensor log_softmax_backward(const Tensor& grad_output, const SoftmaxCache& cache) {
+    return softmax_backward(grad_output, cache, true);
 }
 
 }  // namespace handgrad::functional

@@ -29,14 +29,14 @@ protected:
 // y = x if x > 0 else negative_slope * x;  dL/dx = G * (1 or negative_slope)
 class LeakyReLU : public Activation<functional::LeakyReLUCache> {
 public:
-    explicit LeakyReLU(float negative_slope = 0.01f) : negative_slope(negative_slope) {}
+    explicit LeakyReLU(double negative_slope = 0.01) : negative_slope(negative_slope) {}
     std::string type() const override { return "LeakyReLU"; }
-    std::string extra_repr() const override { return "negative_slope=" + std::to_string(negative_slope); }
-    float negative_slope;
+    std::string extra_repr() const override { return "negative_slope=" + py_repr(negative_slope); }
+    double negative_slope;  // as Python's float, so the checkpoint keeps it exactly
 
 protected:
     std::pair<Tensor, functional::LeakyReLUCache> run_forward(const Tensor& x) const override {
-        return functional::leaky_relu_forward(x, negative_slope);
+        return functional::leaky_relu_forward(x, static_cast<float>(negative_slope));
     }
     Tensor run_backward(const Tensor& g, const functional::LeakyReLUCache& c) const override {
         return functional::leaky_relu_backward(g, c);
@@ -63,6 +63,56 @@ public:
 protected:
     std::pair<Tensor, Tensor> run_forward(const Tensor& x) const override { return functional::tanh_forward(x); }
     Tensor run_backward(const Tensor& g, const Tensor& out) const override { return functional::tanh_backward(g, out); }
+};
+
+// y = x if x > 0 else alpha * (exp(x) - 1);  dL/dx = G * (1 if x > 0 else y + alpha)
+class ELU : public Activation<functional::ELUCache> {
+public:
+    explicit ELU(double alpha = 1.0) : alpha(alpha) {}
+    std::string type() const override { return "ELU"; }
+    std::string extra_repr() const override { return "alpha=" + py_repr(alpha); }
+    double alpha;  // as Python's float, so the checkpoint keeps it exactly
+
+protected:
+    std::pair<Tensor, functional::ELUCache> run_forward(const Tensor& x) const override {
+        return functional::elu_forward(x, static_cast<float>(alpha));
+    }
+    Tensor run_backward(const Tensor& g, const functional::ELUCache& c) const override {
+        return functional::elu_backward(g, c);
+    }
+};
+
+// y_i = exp(x_i) / sum_j exp(x_j) along dim;  dL/dx_i = y_i * (G_i - sum_j G_j y_j).
+// log = true (LogSoftmax): y_i = x_i - log sum_j exp(x_j);  dL/dx_i = G_i - softmax(x)_i * sum_j G_j.
+// dtype ("float32", "float64" or none) is kept for the checkpoint: the C++ computes in float32 with
+// float64 sums either way.
+class Softmax : public Activation<functional::SoftmaxCache> {
+public:
+    explicit Softmax(int dim = -1, std::optional<std::string> dtype = {}, bool log = false)
+        : dim(dim), dtype(std::move(dtype)), log(log) {}
+    std::string type() const override { return log ? "LogSoftmax" : "Softmax"; }
+    std::string extra_repr() const override { return "dim=" + std::to_string(dim) + (dtype ? ", dtype=" + *dtype : ""); }
+    int dim;
+    std::optional<std::string> dtype;
+
+protected:
+    std::pair<Tensor, functional::SoftmaxCache> run_forward(const Tensor& x) const override {
+        if (dim < -x.ndim() || dim >= std::max(x.ndim(), 1))
+            throw HandgradError(repr(), "dim " + std::to_string(dim) + " is out of range for input of shape " +
+                                            fmt_shape(x.shape));
+        return functional::softmax_forward(x, dim, log);
+    }
+    Tensor run_backward(const Tensor& g, const functional::SoftmaxCache& c) const override {
+        return functional::softmax_backward(g, c, log);
+    }
+
+private:
+    bool log;
+};
+
+class LogSoftmax : public Softmax {
+public:
+    explicit LogSoftmax(int dim = -1, std::optional<std::string> dtype = {}) : Softmax(dim, std::move(dtype), true) {}
 };
 
 }  // namespace handgrad::nn

@@ -52,6 +52,13 @@ public:
             for (auto& [name, p] : layers[i]->named_parameters()) all.emplace_back(std::to_string(i) + "." + name, p);
         return all;
     }
+    // "1.running_mean", ...: the buffers under the same names as the twin's state_dict
+    std::vector<std::pair<std::string, Buffer>> named_buffers() {
+        std::vector<std::pair<std::string, Buffer>> all;
+        for (size_t i = 0; i < layers.size(); ++i)
+            for (auto& [name, b] : layers[i]->named_buffers()) all.emplace_back(std::to_string(i) + "." + name, b);
+        return all;
+    }
     std::vector<Parameter*> parameters() {
         std::vector<Parameter*> all;
         for (auto& np : named_parameters()) all.push_back(np.second);

@@ -6,6 +6,8 @@
 #include "handgrad/nn/init.hpp"
 #include "handgrad/random.hpp"
 
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <utility>
@@ -15,6 +17,13 @@ namespace handgrad::nn {
 
 using functional::Pair;
 
+// State a layer saves but does not train (BatchNorm's running statistics and batch count): float
+// values, or one integer count (stored as a 0-d I64 tensor, as PyTorch's num_batches_tracked).
+struct Buffer {
+    Tensor* values = nullptr;
+    int64_t* count = nullptr;
+};
+
 class Module {
 public:
     virtual ~Module() = default;
@@ -23,6 +32,8 @@ public:
     virtual Tensor backward(const Tensor& grad_output, bool input_grad = true) = 0;
     // "weight", "bias" in the order of the PyTorch twin's state_dict
     virtual std::vector<std::pair<std::string, Parameter*>> named_parameters() { return {}; }
+    // "running_mean", ... after the parameters in the state_dict, as PyTorch's buffers
+    virtual std::vector<std::pair<std::string, Buffer>> named_buffers() { return {}; }
     virtual std::string type() const = 0;
     virtual std::string extra_repr() const { return ""; }
     std::string repr() const { return type() + "(" + extra_repr() + ")"; }
@@ -55,7 +66,25 @@ inline void check_ndim(const Module& layer, const Tensor& x, int ndim, const std
     if (x.ndim() != ndim) throw ShapeError(layer.repr(), "input", expected, x.shape);
 }
 
-inline std::string fmt_pair(Pair p) { return "(" + std::to_string(p[0]) + ", " + std::to_string(p[1]) + ")"; }
+// A number as Python's repr writes it: the shortest text that reads back the same ("1e-05", "0.1",
+// "1.0"); a float is read back as a float, so 0.2f is "0.2" as the float64 0.2 is in Python.
+template <class Real>
+std::string py_repr(Real v) {
+    char buf[32];
+    for (int precision = 1; precision <= 17; ++precision) {
+        std::snprintf(buf, sizeof buf, "%.*g", precision, static_cast<double>(v));
+        if (static_cast<Real>(std::strtod(buf, nullptr)) == v) break;
+    }
+    std::string s = buf;
+    if (s.find_first_of(".en") == std::string::npos) s += ".0";  // an integral float: "1.0", not "1"
+    return s;
+}
+
+inline std::string fmt_pair(Pair p) {
+    std::string s = "(";  // appended in steps: GCC 12 warns (-Wrestrict) about "(" + std::string&& inlined
+    s += std::to_string(p[0]) + ", " + std::to_string(p[1]) + ")";
+    return s;
+}
 
 // A layer whose math is a functional forward/backward pair (run_forward, run_backward): it keeps
 // what the forward caches until backward. Base is Module, or a Module with the layer's options.
