@@ -480,30 +480,41 @@ def op_times(name, batch, x, y, repeats, steps=20):
     """Run in a child: per piece of a training step (each layer's forward and backward, the loss,
     SGD's step), the mean ms over ``steps`` steps, once with the kernels and once with the
     references, alternating which goes first, ``repeats`` times. One model serves both (a step
-    runs wholly on one side, as a kernel's cache is for its own backward)."""
+    runs wholly on one side, as a kernel's cache is for its own backward). A run of layers that
+    Sequential fuses (Linear -> ReLU, Conv2d -> ReLU -> MaxPool2d) is one piece, timed as a
+    Sequential of its layers: one fused op with the kernels, the layers one by one with the references."""
     model = handgrad_model(name)
-    layers = list(model)
+    with kernels.use_kernels():
+        runs = model._fusable(list(model))
+    pieces, names, i = [], [], 0  # a fused run (as a Sequential) or a layer alone
+    while i < len(model):
+        size = runs.get(i, 1)
+        part = model[i : i + size]
+        pieces.append(part if size > 1 else part[0])
+        names.append(f"{i}-{i + size - 1} " if size > 1 else f"{i} ")
+        names[-1] += "+".join(type(layer).__name__ for layer in part)
+        i += size
     loss_fn = nn.CrossEntropyLoss()
     opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     # as Sequential.backward: the first layer with parameters needs no input gradient, and nothing
     # below it is run backward
-    first = next(i for i, layer in enumerate(layers) if any(True for _ in layer.parameters()))
+    first = next(i for i, piece in enumerate(pieces) if any(True for _ in piece.parameters()))
     labels = (
-        [f"{i} {type(layer).__name__} forward" for i, layer in enumerate(layers)]
+        [f"{names[i]} forward" for i in range(len(pieces))]
         + ["CrossEntropyLoss forward", "CrossEntropyLoss backward"]
-        + [f"{i} {type(layers[i]).__name__} backward" for i in reversed(range(first, len(layers)))]
+        + [f"{names[i]} backward" for i in reversed(range(first, len(pieces)))]
         + ["SGD step"]
     )
 
     def step(idx, clock):
         h = x[idx]
-        for layer in layers:
-            h = clock(layer, h)
+        for piece in pieces:
+            h = clock(piece, h)
         clock(loss_fn, h, y[idx])
         g = clock(loss_fn.backward)
         opt.zero_grad()
-        for i in reversed(range(first, len(layers))):
-            g = clock(layer_backward, layers[i], g, i > first)
+        for i in reversed(range(first, len(pieces))):
+            g = clock(layer_backward, pieces[i], g, i > first)
         clock(opt.step)
 
     def run(index_batches):
@@ -940,7 +951,9 @@ def report(
             "## Where a training step's time goes (ms per step, batch 64)",
             "",
             "Measured in a child process of its own (handgrad alone), one model and one SGD optimizer: each layer's "
-            "forward and backward, the loss and the optimizer step, timed around each call; the kernels and the "
+            "forward and backward (a run that Sequential fuses, such as 1-2 Linear+ReLU, as one: its fused kernel "
+            "against the layers' references one by one), the loss and the optimizer step, timed around each call; "
+            "the kernels and the "
             f"references alternate on the same model, {args.repeats} repeats of "
             f"{5 if args.quick else 20} steps each. A layer's time includes its products (OpenBLAS, the same on "
             "both sides). 'share' is that op's part of the kernels' step.",

@@ -1,5 +1,7 @@
 """Conv2d -> ReLU -> MaxPool2d fused (handgrad.kernels.fused) against the three references in a row
-(handgrad.functional.fused), and nn.Sequential's fused path against the three layers one by one.
+(handgrad.functional.fused), and nn.Sequential's fused path against the three layers one by one;
+then the same for Linear -> ReLU (float64 to round-off, float32 within 1e-5; shapes with extra or no
+batch axes, no bias, ties, NaN, a dtype the kernels are not compiled for, frozen layers, bad input).
 
 float64 to round-off, float32 within 1e-5 (relative to the largest entry): the kernel sums the
 convolution's products in another order. Both ways to the convolution (direct for one input
@@ -16,7 +18,7 @@ from conftest import rel_err
 
 import handgrad
 from handgrad import kernels, nn
-from handgrad.errors import BackwardBeforeForwardError
+from handgrad.errors import BackwardBeforeForwardError, DTypeError, HandgradError, ShapeError
 from handgrad.functional import fused as F
 from handgrad.kernels import fused as K
 
@@ -241,3 +243,307 @@ def test_fused_training_step_matches_the_references_in_float64():
     assert abs(loss_k - loss_r) < 1e-12
     for a, b in zip(gk, gr):
         assert rel_err(a, b) < 1e-11
+
+
+# -- Linear -> ReLU ----------------------------------------------------------------------------------
+LINEAR_CASES = [  # (x shape, out_features, bias)
+    ((64, 784), 250, True),  # the mlp's first layer
+    ((1, 5), 3, True),  # batch 1
+    ((7, 3, 6), 4, True),  # extra leading axes
+    ((5,), 2, True),  # one sample, no batch axis
+    ((9, 4), 1, False),  # no bias
+]
+
+
+def _linear_case(case, dtype, kind="normal", seed=0):
+    shape, out_features, bias = case
+    rng = np.random.default_rng(seed)
+    if kind == "ties":  # small integers: exact sums, and z = 0 exactly where the ReLU cuts
+        x = rng.integers(-2, 3, shape).astype(dtype)
+        weight = rng.integers(-1, 2, (out_features, shape[-1])).astype(dtype)
+        b = rng.integers(-1, 2, out_features).astype(dtype) if bias else None
+    else:
+        x = rng.standard_normal(shape).astype(dtype)
+        weight = rng.standard_normal((out_features, shape[-1])).astype(dtype)
+        b = rng.standard_normal(out_features).astype(dtype) if bias else None
+    return x, weight, b, rng
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", LINEAR_CASES, ids=str)
+def test_linear_relu_kernel_matches_the_two_references(case, dtype, kind):
+    x, weight, bias, rng = _linear_case(case, dtype, kind)
+    out, cache = K.linear_relu_forward(x, weight, bias)
+    ref, ref_cache = F.linear_relu_forward(x, weight, bias)
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert rel_err(out, ref) < TOLERANCE[dtype], f"forward {case}: {rel_err(out, ref):.3g}"
+    grad_output = (rng.integers(-3, 4, out.shape) if kind == "ties" else rng.standard_normal(out.shape)).astype(dtype)
+    got = K.linear_relu_backward(grad_output, cache)
+    expected = F.linear_relu_backward(grad_output, ref_cache)
+    for name, g, e in zip(("grad_input", "grad_weight", "grad_bias"), got, expected):
+        assert (g is None) == (e is None), f"{name} {case}"
+        if g is None:
+            continue
+        assert g.dtype == dtype and g.shape == e.shape, f"{name} {case}"
+        if kind == "ties":  # integer data: every sum is exact, so the gradients agree exactly
+            assert np.array_equal(g, e), f"{name} {case} (ties)"
+        else:
+            assert rel_err(g, e) < TOLERANCE[dtype], f"{name} {case}: {rel_err(g, e):.3g}"
+
+
+def test_linear_relu_kernel_propagates_nan_as_the_references():
+    x, weight, bias, rng = _linear_case(LINEAR_CASES[1], np.float64)
+    x[0, 2] = np.nan  # every output of that row is NaN; the ReLU keeps NaN and passes it no gradient
+    out, cache = K.linear_relu_forward(x, weight, bias)
+    ref, ref_cache = F.linear_relu_forward(x, weight, bias)
+    assert np.isnan(out).all() and np.array_equal(out, ref, equal_nan=True)
+    g = rng.standard_normal(out.shape)
+    for a, b in zip(K.linear_relu_backward(g, cache), F.linear_relu_backward(g, ref_cache)):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (False, False, True)])
+def test_linear_relu_kernel_gives_only_what_is_asked(needs):
+    x, weight, bias, rng = _linear_case(LINEAR_CASES[0], np.float64)
+    out, cache = K.linear_relu_forward(x, weight, bias)
+    g = rng.standard_normal(out.shape)
+    got = K.linear_relu_backward(g, cache, needs)
+    expected = F.linear_relu_backward(g, F.linear_relu_forward(x, weight, bias)[1], needs)
+    for want, a, b in zip(needs, got, expected):
+        assert (a is None) == (not want)
+        if want:
+            assert rel_err(a, b) < 1e-12
+
+
+@pytest.mark.parametrize("case", LINEAR_CASES, ids=str)
+def test_linear_relu_kernel_without_cache_gives_the_same_output(case):
+    x, weight, bias, _ = _linear_case(case, np.float32)
+    out, cache = K.linear_relu_forward(x, weight, bias, keep_cache=False)
+    assert cache is None
+    assert np.array_equal(out, K.linear_relu_forward(x, weight, bias)[0])
+
+
+def test_linear_relu_kernel_runs_the_reference_for_a_dtype_it_is_not_compiled_for():
+    x, weight, bias, rng = _linear_case(LINEAR_CASES[1], np.float16)
+    out, cache = K.linear_relu_forward(x, weight, bias)
+    ref, ref_cache = F.linear_relu_forward(x, weight, bias)
+    assert out.dtype == np.float16 and np.array_equal(out, ref)
+    g = rng.standard_normal(out.shape).astype(np.float16)
+    for a, b in zip(K.linear_relu_backward(g, cache), F.linear_relu_backward(g, ref_cache)):
+        assert np.array_equal(a, b)
+
+
+def _mlp(dtype=np.float64, seed=0):
+    """Flatten, then two Linear -> ReLU runs, then a Linear: the mlp model's shape, smaller."""
+    handgrad.manual_seed(seed)
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(12, 7, dtype=dtype),
+        nn.ReLU(),
+        nn.Linear(7, 5, dtype=dtype),
+        nn.ReLU(),
+        nn.Linear(5, 3, dtype=dtype),
+    )
+
+
+def _spy_on(monkeypatch, name):
+    """Count the calls of the fused kernel ``name`` that Sequential makes."""
+    calls = []
+    real = getattr(K, name)
+    monkeypatch.setattr(K, name, lambda *a, **k: calls.append(1) or real(*a, **k))
+    kernels._kernels = None  # look the kernels up again, the spy among them
+    return calls
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_sequential_fuses_linear_relu_and_matches_the_layers_one_by_one(monkeypatch, input_grad, dtype, tol):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 3, 2, 2)).astype(dtype)
+    model = _mlp(dtype)
+    calls = _spy_on(monkeypatch, "linear_relu_forward")
+    try:
+        with kernels.use_kernels():
+            out = model(x)
+            grad = rng.standard_normal(out.shape).astype(dtype)
+            model.zero_grad()
+            grad_input = model.backward(grad, input_grad=input_grad)
+            fused_grads = [p.grad.copy() for p in model.parameters()]
+    finally:
+        kernels._kernels = None
+    assert len(calls) == 2, "both Linear -> ReLU runs go through the fused kernel"
+    with kernels.reference():  # the layers one by one, each its own reference
+        h = x
+        for layer in model:
+            h = layer(h)
+        assert out.dtype == dtype and rel_err(out, h) < tol
+        model.zero_grad()
+        g = grad
+        for i, layer in reversed(list(enumerate(model))):
+            if g is not None:  # below the first Linear only when dL/dx is asked for
+                g = layer.backward(g, input_grad=input_grad or i > 1)
+    for got, p in zip(fused_grads, model.parameters()):
+        assert got.dtype == dtype and rel_err(got, p.grad) < tol
+    if input_grad:
+        assert rel_err(grad_input, g) < tol
+    else:
+        assert grad_input is None
+
+
+def test_a_frozen_linear_in_a_fused_run_gets_no_gradient():
+    model = _mlp()
+    model[3].weight.requires_grad = False
+    model[3].bias.requires_grad = False
+    x = np.random.default_rng(7).standard_normal((4, 12))
+    with kernels.use_kernels():
+        out = model(x)
+        model.zero_grad()
+        model.backward(np.ones_like(out), input_grad=False)
+    assert model[3].weight.grad is None and model[3].bias.grad is None
+    assert model[1].weight.grad is not None and model[5].weight.grad is not None
+
+
+def test_each_layer_of_a_fused_linear_relu_still_works_alone():
+    rng = np.random.default_rng(8)
+    model = _mlp()
+    x = rng.standard_normal((3, 12))
+    linear, relu = model[1], model[2]
+    with kernels.use_kernels():
+        model(x)  # a fused forward: the layers' own caches are cleared, not left stale
+        with pytest.raises(BackwardBeforeForwardError):
+            linear.backward(np.ones((3, 7)))
+        y = relu(linear(x))
+        g = rng.standard_normal(y.shape)
+        linear.zero_grad()
+        grad_input = linear.backward(relu.backward(g))
+    ref, cache = F.linear_relu_forward(x, linear.weight.data, linear.bias.data)
+    expected = F.linear_relu_backward(g, cache)
+    assert rel_err(y, ref) < 1e-12 and rel_err(grad_input, expected[0]) < 1e-12
+    assert rel_err(linear.weight.grad, expected[1]) < 1e-12 and rel_err(linear.bias.grad, expected[2]) < 1e-12
+
+
+def test_a_subclass_of_linear_is_not_fused(monkeypatch):
+    class Scaled(nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    handgrad.manual_seed(0)
+    model = nn.Sequential(Scaled(4, 3, dtype=np.float64), nn.ReLU())
+    x = np.random.default_rng(9).standard_normal((2, 4))
+    calls = _spy_on(monkeypatch, "linear_relu_forward")
+    try:
+        with kernels.use_kernels():
+            out = model(x)
+    finally:
+        kernels._kernels = None
+    assert not calls
+    with kernels.reference():
+        assert rel_err(out, model[1](model[0](x))) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "x, error, match",
+    [
+        (np.zeros((2, 11)), ShapeError, r"Linear\(in_features=12.*expected input of shape \(\*, 12\).*got \(2, 11\)"),
+        (np.zeros((2, 12), np.float32), DTypeError, r"Linear\(in_features=12.*dtype float64.*got float32"),
+        (np.zeros((2, 12), np.int64), DTypeError, r"Linear\(in_features=12.*dtype float64.*got int64"),
+        ([[0.0] * 12], HandgradError, r"Flatten.*numpy.ndarray, got list"),
+    ],
+)
+def test_bad_input_to_a_fused_run_names_the_layer_as_alone(x, error, match):
+    model = _mlp()
+    with kernels.use_kernels(), pytest.raises(error, match=match):
+        model(x)
+
+
+def test_bad_grad_output_to_a_fused_run_names_its_last_layer():
+    head = _mlp()[:3]  # Flatten, then one fused Linear -> ReLU
+    with kernels.use_kernels():
+        head(np.zeros((2, 12)))
+        with pytest.raises(ShapeError, match=r"ReLU\(\): expected grad_output of shape \(2, 7\).*got \(2, 6\)"):
+            head.backward(np.zeros((2, 6)))
+
+
+def test_backward_reads_the_cache_its_forward_wrote_whatever_the_switch_says():
+    """A forward with the kernels, then backward inside ``reference()``: the fused op's own backward."""
+    model = _mlp()
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((3, 12))
+    with kernels.use_kernels():
+        out = model(x)
+    g = rng.standard_normal(out.shape)
+    with kernels.reference():
+        model.zero_grad()
+        got = model.backward(g)
+        grads = [p.grad.copy() for p in model.parameters()]
+        model(x)
+        model.zero_grad()
+        expected = model.backward(g)
+    assert rel_err(got, expected) < 1e-12
+    for a, p in zip(grads, model.parameters()):
+        assert rel_err(a, p.grad) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["mlp", "mlp-small", "lenet5"])
+def test_one_training_step_with_every_fusion_matches_the_references_in_float64(name):
+    """Both fusions, as the models use them: one forward and backward with the kernels and with the
+    references, the same loss and gradients."""
+    from handgrad.models import build_model
+
+    handgrad.manual_seed(0)
+    model = build_model(name, (1, 28, 28), 10).double()
+    rng = np.random.default_rng(11)
+    x, y = rng.standard_normal((4, 1, 28, 28)), rng.integers(0, 10, 4)
+    loss_fn = nn.CrossEntropyLoss()
+    grads = {}
+    for side in (kernels.use_kernels, kernels.reference):
+        with side():
+            model.zero_grad()
+            loss = loss_fn(model(x), y)
+            model.backward(loss_fn.backward(), input_grad=False)
+            grads[side] = (loss, [p.grad.copy() for p in model.parameters()])
+    (loss_k, gk), (loss_r, gr) = grads.values()
+    assert abs(loss_k - loss_r) < 1e-12
+    for a, b in zip(gk, gr):
+        assert rel_err(a, b) < 1e-11
+
+
+def test_fused_inference_keeps_no_cache():
+    model = _mlp(np.float32)
+    x = np.random.default_rng(12).standard_normal((5, 12)).astype(np.float32)
+    with kernels.use_kernels():
+        with handgrad.no_grad():
+            out = model.eval()(x)
+        assert model._cache is None and all(layer._cache is None for layer in model)
+        assert np.array_equal(out, model(x))
+
+
+def test_layers_after_a_fused_run_take_its_transposed_output():
+    """A fused Linear -> ReLU hands on y as a transposed (F-ordered) view, and its backward hands
+    back dL/dx likewise: the layers around it (BatchNorm1d, Dropout, Sigmoid, Flatten) give what
+    they give on the references' C-ordered arrays."""
+    handgrad.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(12, 8, dtype=np.float64),
+        nn.ReLU(),
+        nn.BatchNorm1d(8, dtype=np.float64),
+        nn.Dropout(0.3),
+        nn.Linear(8, 6, dtype=np.float64),
+        nn.ReLU(),
+        nn.Linear(6, 5, dtype=np.float64),
+        nn.ReLU(),
+        nn.Sigmoid(),
+    )
+    rng = np.random.default_rng(13)
+    x, g = rng.standard_normal((7, 3, 4)), rng.standard_normal((7, 5))
+    results = []
+    for side in (kernels.use_kernels, kernels.reference):
+        with side():
+            handgrad.manual_seed(1)  # the same dropout mask on both sides
+            model.zero_grad()
+            out = model(x)
+            results.append((out, model.backward(g), *[p.grad.copy() for p in model.parameters()]))
+    for got, expected in zip(*results):
+        assert got.shape == expected.shape and rel_err(got, expected) < 1e-12

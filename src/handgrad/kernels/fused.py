@@ -1,10 +1,24 @@
-"""Conv2d -> ReLU -> MaxPool2d as one op (``functional/fused.py`` is its definition).
+"""Linear -> ReLU and Conv2d -> ReLU -> MaxPool2d, each as one op (``functional/fused.py`` is
+their definition).
 
-Run one by one, the three layers pass over the convolution's full output six times (bias and
-layout change, ReLU, pool scan; pool scatter, ReLU mask, layout change back). Fused, the pool scans
-the convolution's output where it was computed, adding the bias and applying the ReLU to each
-window's maximum only (relu(max z) = max relu(z), and the first maximum of z is the first of
-relu(z) wherever the ReLU lets a gradient through); backward writes dL/dz once:
+Linear -> ReLU: run one by one, the two layers pass over the product three times after BLAS wrote
+it (the broadcast bias add, the ReLU into a second array; backward the ReLU mask into a third, then
+the bias gradient's sum). Fused, one loop adds the bias and applies the ReLU in place on BLAS's
+output; backward one loop writes dL/dz and sums dL/dbias. The product is taken transposed,
+y.T = weight @ x.T, which OpenBLAS runs faster here than x @ weight.T (one thread, batch 64: 285
+instead of 350 us for 784 -> 250, and 83 instead of 110 us for 250 -> 250, where x.T is the previous
+op's C-ordered y.T); so y is handed on as a transposed (F-ordered) view, and backward works on
+dL/dz transposed too:
+
+    forward   y.T = max(0, weight @ x.T + bias)
+    backward  dL/dz.T = dL/dy.T where y > 0 (else 0); dL/dbias = its rows summed;
+              grad_weight = dL/dz.T @ x, grad_input = (weight.T @ dL/dz.T).T (BLAS)
+
+Conv2d -> ReLU -> MaxPool2d: run one by one, the three layers pass over the convolution's full
+output six times (bias and layout change, ReLU, pool scan; pool scatter, ReLU mask, layout change
+back). Fused, the pool scans the convolution's output where it was computed, adding the bias and
+applying the ReLU to each window's maximum only (relu(max z) = max relu(z), and the first maximum
+of z is the first of relu(z) wherever the ReLU lets a gradient through); backward writes dL/dz once:
 
     forward   z = conv2d(x) (no bias yet), y = max(0, max over each window of z + bias),
               argmax = the position of that maximum in z's plane
@@ -25,10 +39,76 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..functional import fused as _reference
 from ..functional.conv import ALL, conv_output_size
+from . import COMPILED_DTYPES
 from . import conv as _conv
 
-__all__ = ["conv2d_relu_max_pool2d_backward", "conv2d_relu_max_pool2d_forward"]
+__all__ = [
+    "conv2d_relu_max_pool2d_backward",
+    "conv2d_relu_max_pool2d_forward",
+    "linear_relu_backward",
+    "linear_relu_forward",
+]
+
+
+@njit(cache=True)
+def _bias_relu_t(zt, bias):
+    """zt[j, n] = max(0, zt[j, n] + bias[j]) in place, on z transposed (one row per output feature;
+    bias None: no bias). NaN stays NaN, as np.maximum."""
+    for j in range(zt.shape[0]):
+        for n in range(np.uintp(zt.shape[1])):
+            v = zt[j, n] if bias is None else zt[j, n] + bias[j]
+            zt[j, n] = 0 if v <= 0 else v
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _relu_grad_t(grad_output_t, yt, gt, grad_bias, zero):
+    """gt[j, n] = dL/dy[n, j] where y[n, j] > 0, else 0 (NaN > 0 is false), all transposed as the
+    forward kept y; grad_bias[j] = the sum of gt's row j (grad_bias None: not wanted), reassociated
+    (summed in any order) so that it vectorises with the select. ``zero``: 0 in the gradient's dtype
+    (a literal 0 would make the select float64 and stop the vectorising)."""
+    for j in range(gt.shape[0]):
+        total = zero
+        for n in range(np.uintp(gt.shape[1])):
+            v = grad_output_t[j, n] if yt[j, n] > zero else zero
+            gt[j, n] = v
+            total += v
+        if grad_bias is not None:
+            grad_bias[j] = total
+
+
+def linear_relu_forward(x, weight, bias, keep_cache=True):
+    """The same y as ``functional.fused.linear_relu_forward``: y.T = weight @ x.T in BLAS (the
+    faster layout, see above), then the bias and the ReLU in one pass over it. Shapes: x
+    (*, in_features) -> y (*, out_features), for two axes a transposed (F-ordered) view."""
+    if x.dtype not in COMPILED_DTYPES or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        return _reference.linear_relu_forward(x, weight, bias, keep_cache)
+    rows = x.reshape(-1, x.shape[-1])
+    yt = np.empty((weight.shape[0], rows.shape[0]), dtype=x.dtype)
+    np.matmul(weight, rows.T, out=yt)
+    _bias_relu_t(yt, bias)
+    # backward needs x (grad_weight), weight (grad_input) and y (where the ReLU let the gradient through)
+    cache = (rows, weight, bias is not None, yt, x.shape)
+    return yt.T.reshape(x.shape[:-1] + weight.shape[:1]), cache if keep_cache else None
+
+
+def linear_relu_backward(grad_output, cache, needs_input_grad=ALL):
+    """The same gradients as ``functional.fused.linear_relu_backward``: dL/dz and dL/dbias in one
+    pass, then grad_weight = dL/dz.T @ x and grad_input = dL/dz @ weight, the latter transposed as
+    the forward's output (F-ordered)."""
+    if len(cache) == 2:  # the reference's cache: its forward ran (a dtype the kernels do not take)
+        return _reference.linear_relu_backward(grad_output, cache, needs_input_grad)
+    rows, weight, has_bias, yt, x_shape = cache
+    # dL/dy transposed: a view when dL/dy comes F-ordered (from this op's grad_input), else a copy
+    grad_t = np.ascontiguousarray(np.asarray(grad_output, dtype=yt.dtype).reshape(-1, yt.shape[0]).T)
+    gt = np.empty_like(yt)
+    grad_bias = np.empty(yt.shape[0], dtype=yt.dtype) if has_bias and needs_input_grad[2] else None
+    _relu_grad_t(grad_t, yt, gt, grad_bias, yt.dtype.type(0))
+    grad_input = (weight.T @ gt).T.reshape(x_shape) if needs_input_grad[0] else None
+    grad_weight = gt @ rows if needs_input_grad[1] else None
+    return grad_input, grad_weight, grad_bias
+
 
 #: At most this many input channels (and stride 1), the convolution runs direct: no cols, no BLAS.
 #: Measured on LeNet-5 and tiny-cnn at batch 64: direct is faster for their one-channel first layers,

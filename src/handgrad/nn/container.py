@@ -11,8 +11,13 @@ from .._grad_mode import is_grad_enabled
 from ..errors import check_grad_output
 from .activation import ReLU
 from .conv import Conv2d
+from .linear import Linear
 from .module import Module
 from .pooling import MaxPool2d
+
+#: The runs of layers Sequential hands to one fused op (``kernels/fused.py``) while the kernels are
+#: on: exactly these classes (a subclass may change what it computes), the longer run first.
+FUSIONS = ((Conv2d, ReLU, MaxPool2d), (Linear, ReLU))
 
 
 @functools.lru_cache(maxsize=None)
@@ -34,6 +39,10 @@ class Sequential(Module):
 
     Layers before the first one with parameters get ``input_grad=False`` unless dL/dx of the whole
     model is asked for, so no work is spent on gradients nobody uses.
+
+    While the compiled kernels are on, each run of ``FUSIONS`` (Linear -> ReLU, Conv2d -> ReLU ->
+    MaxPool2d) goes through one fused op of ``handgrad.kernels``, with the layers' result; each
+    layer still works alone.
     """
 
     def __init__(self, *layers):
@@ -62,97 +71,117 @@ class Sequential(Module):
 
     def forward(self, x):
         layers = list(self)
-        fused = {}  # first layer of a fused run -> (its cache, the run's output shape)
+        runs = self._fusable(layers) if kernels.enabled() else {}
+        keep = is_grad_enabled()
+        fused = {}  # last layer of a fused run -> (the run, the op's backward, its cache, its output shape)
         object.__setattr__(self, "_cache", None)
         i = 0
         while i < len(layers):
-            if i in self._fusable(layers) and kernels.enabled():
-                out = self._fused_forward(layers[i : i + 3], x)
+            size = runs.get(i)
+            if size:
+                run = layers[i : i + size]
+                out = _fused_forward(run, x, keep)
                 if out is not None:
-                    x, cache = out
-                    if is_grad_enabled():
-                        fused[i] = (cache, x.shape)
-                    i += 3
+                    x, backward, cache = out
+                    if keep:
+                        fused[i + size - 1] = (run, backward, cache, x.shape)
+                    i += size
                     continue
             x = layers[i](x)
             i += 1
         object.__setattr__(self, "_cache", fused or None)
         return x
 
-    def _fusable(self, layers) -> frozenset:
-        """The indices i where layers i, i+1, i+2 are Conv2d, ReLU, MaxPool2d (exactly those
-        classes: a subclass may change what they compute). Found once per list of layers."""
+    def _fusable(self, layers) -> dict[int, int]:
+        """Where a run of ``FUSIONS`` starts -> its length, taken from the left, the longer run first
+        where two start at one layer. Found once per list of layers."""
         key = tuple(map(id, layers))
         found = self.__dict__.get("_fusion")
         if found is None or found[0] != key:
-            runs = frozenset(
-                i for i in range(len(layers) - 2) if tuple(map(type, layers[i : i + 3])) == (Conv2d, ReLU, MaxPool2d)
-            )
+            types, runs, i = tuple(map(type, layers)), {}, 0
+            while i < len(layers):
+                size = next((len(run) for run in FUSIONS if types[i : i + len(run)] == run), 1)
+                if size > 1:
+                    runs[i] = size
+                i += size
             found = (key, runs)
             object.__setattr__(self, "_fusion", found)
         return found[1]
 
-    @staticmethod
-    def _fused_forward(run, x):
-        """Conv2d -> ReLU -> MaxPool2d as one compiled op: the same output as the three layers.
-        None where the fused kernel does not apply (a dtype it is not compiled for, a convolution
-        option it does not take, a pool window larger than the convolution's output), and the
-        layers then run one by one."""
-        conv, _, pool = run
+    def backward(self, grad_output, input_grad: bool = True):
+        layers = list(self)
+        fused = self._cache or {}
+        # below the first layer with a trainable parameter, only dL/dx of the whole model could be wanted
+        first = next((i for i, layer in enumerate(layers) if _trainable(layer)), len(layers))
+        grad = grad_output
+        i = len(layers) - 1
+        while i >= 0:
+            if i < first and not input_grad:
+                return None  # nothing from here down has a gradient anyone needs
+            if i in fused:
+                run, backward, cache, out_shape = fused[i]
+                check_grad_output(layers[i], grad, out_shape)
+                start = i - len(run) + 1
+                weight, bias = run[0].weight, run[0].bias
+                flags = (input_grad or start > first, weight.requires_grad, bias is not None and bias.requires_grad)
+                grad, grad_weight, grad_bias = backward(grad, cache, flags)
+                weight.accumulate_grad(grad_weight, owned=True)
+                if bias is not None:
+                    bias.accumulate_grad(grad_bias, owned=True)
+                i = start - 1
+                continue
+            grad = layer_backward(layers[i], grad, input_grad or i > first)
+            i -= 1
+        return grad
+
+
+def _trainable(layer: Module) -> bool:
+    """Does ``layer`` hold a parameter that requires a gradient? A layer without sub-modules is read
+    off its own dict, as walking ``parameters()`` costs several microseconds a layer."""
+    if layer._modules:
+        return any(p.requires_grad for p in layer.parameters())
+    return any(p is not None and p.requires_grad for p in layer._parameters.values())
+
+
+def _fused_forward(run, x, keep_cache: bool):
+    """A run of ``FUSIONS`` as one compiled op: (its output, the op's backward, its cache), the
+    output the same as the layers' one by one. None where the fused kernel does not apply (a dtype
+    it is not compiled for, a pool window larger than the convolution's output), and the layers then
+    run one by one. The backward is looked up now, so it always reads the cache its forward wrote."""
+    first = run[0]
+    first.check_input(x)  # the errors of the first layer, as it would raise them alone
+    if x.dtype not in kernels.COMPILED_DTYPES:
+        return None
+    weight, bias = first.weight.data, first.bias
+    bias = None if bias is None else bias.data
+    if type(first) is Linear:
+        out, cache = kernels.op("linear_relu_forward")(x, weight, bias, keep_cache=keep_cache)
+        backward = kernels.op("linear_relu_backward")
+    else:
+        pool = run[2]
         if pool.dilation != (1, 1) or pool.ceil_mode or pool.return_indices:
             return None  # pool options the fused kernel does not implement: the layers one by one
-        conv.check_input(x)
-        padding = conv.plain_padding()
-        if x.dtype not in kernels.COMPILED_DTYPES or padding is None or x.ndim != 4:
+        padding = first.plain_padding()
+        if padding is None or x.ndim != 4:
             return None  # dilation, groups, padding modes, uneven 'same', unbatched: the layers one by one
-        ho, wo = conv.output_size(*x.shape[2:])
-        if any(s + 2 * p < k for s, k, p in zip((ho, wo), pool.kernel_size, pool.padding)):
+        size = first.output_size(*x.shape[2:])
+        if any(s + 2 * p < k for s, k, p in zip(size, pool.kernel_size, pool.padding)):
             return None  # MaxPool2d raises its own error
-        bias = None if conv.bias is None else conv.bias.data
         out, cache = kernels.op("conv2d_relu_max_pool2d_forward")(
             x,
-            conv.weight.data,
+            weight,
             bias,
-            conv.stride,
+            first.stride,
             padding,
             pool.kernel_size,
             pool.stride,
             pool.padding,
-            keep_cache=is_grad_enabled(),
+            keep_cache=keep_cache,
         )
-        for layer in run:  # their caches would be stale: a backward of one of them alone must fail
-            object.__setattr__(layer, "_cache", None)
-        return out, cache
-
-    def backward(self, grad_output, input_grad: bool = True):
-        layers = list(self)
-        fused = self._cache or {}
-        # has_params_before[i]: does some layer before i hold a trainable parameter?
-        has_params_before, seen = [], False
-        for layer in layers:
-            has_params_before.append(seen)
-            seen = seen or any(p.requires_grad for p in layer.parameters())
-        grad = grad_output
-        i = len(layers) - 1
-        while i >= 0:
-            needs = input_grad or has_params_before[i]
-            if not needs and not any(p.requires_grad for p in layers[i].parameters()):
-                return None  # nothing from here down has a gradient anyone needs
-            if i - 2 in fused:
-                conv = layers[i - 2]
-                cache, out_shape = fused[i - 2]
-                check_grad_output(layers[i], grad, out_shape)
-                needs = input_grad or has_params_before[i - 2]
-                flags = (needs, conv.weight.requires_grad, conv.bias is not None and conv.bias.requires_grad)
-                grad, grad_weight, grad_bias = kernels.op("conv2d_relu_max_pool2d_backward")(grad, cache, flags)
-                conv.weight.accumulate_grad(grad_weight, owned=True)
-                if conv.bias is not None:
-                    conv.bias.accumulate_grad(grad_bias, owned=True)
-                i -= 3
-                continue
-            grad = layer_backward(layers[i], grad, needs)
-            i -= 1
-        return grad
+        backward = kernels.op("conv2d_relu_max_pool2d_backward")
+    for layer in run:  # their caches would be stale: a backward of one of them alone must fail
+        object.__setattr__(layer, "_cache", None)
+    return out, backward, cache
 
 
 class ModuleList(Module):

@@ -55,7 +55,8 @@ class Linear(Module):
     def reset_parameters(self, generator=None) -> None:
         init.default_linear_init_(self.weight, self.bias, generator)
 
-    def forward(self, input) -> np.ndarray:  # torch's name, so forward(input=x) works as there
+    def check_input(self, input) -> None:
+        """The errors forward raises for an input this layer cannot take."""
         check_ndim(self, "input", input, range(1, 33), "(*, in_features)")
         if input.shape[-1] != self.in_features:
             raise ShapeError(
@@ -64,6 +65,9 @@ class Linear(Module):
                 f"got {fmt_shape(input.shape)}",
             )
         check_floating(self, "input", input, self.weight.dtype)
+
+    def forward(self, input) -> np.ndarray:  # torch's name, so forward(input=x) works as there
+        self.check_input(input)
         bias = None if self.bias is None else self.bias.data
         out, cache = kernels.op("linear_forward")(input, self.weight.data, bias)
         self._save_for_backward(cache, out.shape)
