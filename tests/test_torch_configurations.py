@@ -207,3 +207,32 @@ def test_nn_layer_agrees_with_torch(case):
         grads = grads[1:]
     for (name, _), parameter, grad in zip(reference.named_parameters(), layer.parameters(), grads, strict=True):
         _assert_close(f"gradient of {name}", parameter.grad, grad)
+
+
+# -- dropout: random, so checked by what every draw must satisfy ------------------------------------------
+DROPOUT_CASES = _params(
+    [case for name in ("nn.functional.dropout", "nn.functional.dropout2d") for case in op_cases(name)]
+)
+
+
+@pytest.mark.parametrize("case", DROPOUT_CASES)
+def test_dropout_takes_every_configuration_and_keeps_or_scales_each_element(case):
+    """Each element is 0 or x / (1 - p) (x itself in eval or at p = 0, 0 at p = 1), and the gradient
+    is the same mask: 1 / (1 - p) where kept, 0 where dropped."""
+    (x, *args), kwargs = case.build()
+    out = getattr(ht, case.name.rsplit(".", 1)[-1])(x, *args, **kwargs)
+    p, training = kwargs.get("p", 0.5), kwargs.get("training", True)
+    y, data = out.detach(), x.detach()
+    if not training or p == 0:
+        _assert_close("output", y, data)
+    elif p == 1:
+        assert torch.count_nonzero(y) == 0
+    else:
+        kept = y != 0
+        _assert_close("kept elements", y[kept], data[kept] / (1 - p))
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    if not training or p == 0:
+        expected = torch.ones_like(grad)
+    else:  # at p = 1 nothing is kept
+        expected = torch.where(y != 0, torch.ones_like(grad) / (1 - p) if p < 1 else 0.0, torch.zeros_like(grad))
+    _assert_close("gradient", grad, expected)
