@@ -6,7 +6,8 @@ the thread budget between Numba's kernels and OpenBLAS's products.
 Each configuration (threading layer, Numba threads, BLAS threads) trains in a fresh process, with the
 configurations interleaved inside each repeat after a warm-up; tables give samples/s as the median
 with the min-max. 'tbb' runs where the tbb wheel's library is in the environment (it loads only with
-that folder on LD_LIBRARY_PATH, which the child gets). handgrad's default is the first row.
+that folder on LD_LIBRARY_PATH, which the child gets). handgrad's default is the first row
+(``handgrad.kernels`` loads the wheel's library itself).
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ ROOT = HERE.parent
 
 #: (threading layer, Numba threads, BLAS threads); the first is handgrad's default.
 CONFIGS = [
+    ("tbb", 2, 2),
+    ("tbb", 1, 2),
+    ("tbb", 2, 1),
     ("workqueue", 2, 2),
     ("workqueue", 1, 2),
-    ("workqueue", 2, 1),
-    ("workqueue", 1, 1),
     ("omp", 2, 2),
-    ("tbb", 2, 2),
 ]
 JOBS = {"mlp": 64, "tiny-cnn": 64, "lenet5": 64}
 

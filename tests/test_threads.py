@@ -157,3 +157,34 @@ def test_reference_switch_runs_the_functional_ops():
         assert kernels.op("conv2d_forward") is F.conv2d_forward and not kernels.enabled()
     with kernels.use_kernels():
         assert kernels.op("conv2d_forward") is not F.conv2d_forward and kernels.enabled()
+
+
+LAYER_PROBE = """
+import os, sys, numpy as np
+from handgrad import kernels
+from handgrad.models import build_model
+if sys.argv[1] == "no-tbb":
+    kernels._load_tbb = lambda: False  # as where the tbb wheel is missing
+build_model("lenet5", (1, 28, 28), 10)(np.zeros((4, 1, 28, 28), np.float32))  # a parallel kernel runs
+import numba
+print(numba.threading_layer())
+"""
+
+
+@pytest.mark.parametrize(
+    "setting, environment, expected",
+    [
+        pytest.param("default", {}, "tbb", id="tbb-where-the-wheel-is"),
+        pytest.param("no-tbb", {}, "workqueue", id="workqueue-without-it"),
+        pytest.param("default", {"NUMBA_THREADING_LAYER": "workqueue"}, "workqueue", id="the-users-choice-wins"),
+    ],
+)
+def test_numbas_threading_layer_is_the_measured_choice(setting, environment, expected):
+    """'tbb' (benchmarks/THREADS.md: the CNNs train 1.5-1.8x faster on it) where the tbb wheel is
+    installed, as the package's dependencies ask; 'workqueue' without it; the user's setting wins."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"} | environment
+    if expected == "tbb" and not list(__import__("pathlib").Path(sys.prefix, "lib").glob("libtbb.so.12*")):
+        pytest.skip("the tbb wheel is not installed here")
+    out = subprocess.run([sys.executable, "-c", LAYER_PROBE, setting], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == expected

@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,12 +42,13 @@ MODULES = ("conv", "pool", "activation", "linear", "loss", "normalization", "opt
 #: Where each op's reference lives, by the same name.
 REFERENCE_PACKAGES = ("handgrad.functional", "handgrad.optim.functional", "handgrad.functional.fused")
 
-#: How Numba's pool runs, unless the environment says otherwise. Measured on 2 cores with a BLAS
-#: product between kernel calls (as in a training step): 'omp' workers keep spinning after a
-#: parallel loop and take the core OpenBLAS's second thread needs (a 300,000-element loop then
-#: took 16-30 ms instead of 0.1); 'workqueue' sleeps, and wakes in 60-100 us; 'tbb' loads only
-#: with the TBB library on LD_LIBRARY_PATH, which a package cannot set for its own process.
-NUMBA_DEFAULTS = {"NUMBA_THREADING_LAYER": "workqueue"}
+#: How Numba's pool runs, unless the environment says otherwise, chosen by measurement
+#: (`python -m benchmarks threads`, benchmarks/THREADS.md: training on 2 cores, with BLAS products
+#: between the kernel calls). 'tbb' trains the CNNs 1.5-1.8x faster than 'workqueue' and the MLP as
+#: fast: its workers wait briefly for the next parallel loop, where 'workqueue' sleeps and wakes in
+#: 60-100 us; 'omp' workers keep spinning after a loop and take the core OpenBLAS's second thread
+#: needs. 'tbb' needs the tbb wheel's library (``_load_tbb``); without it, 'workqueue'.
+NUMBA_LAYERS = ("tbb", "workqueue")
 
 _forced: list[bool] = []  # the stack of `reference()` / `use_kernels()` blocks; the last one wins
 _kernels: dict[str, Callable[..., Any]] | None = None  # name -> compiled kernel, found on first use
@@ -63,9 +66,32 @@ def _env_enabled() -> bool:
 
 
 def _configure_numba() -> None:
-    """Settings Numba reads once, when it is imported: its threading layer; a value the user set wins."""
-    for name, value in NUMBA_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    """Numba's threading layer, which it reads once, when it is imported: the first of
+    ``NUMBA_LAYERS`` that loads; a NUMBA_THREADING_LAYER the user set wins."""
+    if "NUMBA_THREADING_LAYER" in os.environ:
+        return
+    os.environ["NUMBA_THREADING_LAYER"] = "tbb"  # before _load_tbb imports Numba, which reads it then
+    if not _load_tbb():
+        os.environ["NUMBA_THREADING_LAYER"] = "workqueue"
+        import numba
+
+        numba.config.reload_config()
+
+
+def _load_tbb() -> bool:
+    """Load TBB for Numba's 'tbb' layer: the tbb wheel puts libtbb.so.12 in <prefix>/lib, off the
+    loader's search path, so it is loaded here by its path first; Numba's pool then finds it, already
+    in the process, by its name. False where there is no such library or the pool does not load."""
+    import ctypes
+
+    for path in sorted(Path(sys.prefix, "lib").glob("libtbb.so.12*")):
+        try:
+            ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+            importlib.import_module("numba.np.ufunc.tbbpool")
+        except (OSError, ImportError):
+            continue
+        return True
+    return False
 
 
 def available() -> bool:
