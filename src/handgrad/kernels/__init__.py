@@ -67,11 +67,14 @@ def _env_enabled() -> bool:
 
 def _configure_numba() -> None:
     """Numba's threading layer, which it reads once, when it is imported: the first of
-    ``NUMBA_LAYERS`` that loads; a NUMBA_THREADING_LAYER the user set wins."""
-    if "NUMBA_THREADING_LAYER" in os.environ:
+    ``NUMBA_LAYERS`` that loads; a NUMBA_THREADING_LAYER the user set wins ('tbb' loads TBB first)."""
+    wanted = os.environ.get("NUMBA_THREADING_LAYER")
+    if wanted not in (None, "tbb"):
         return
-    os.environ["NUMBA_THREADING_LAYER"] = "tbb"  # before _load_tbb imports Numba, which reads it then
-    if not _load_tbb():
+    # set before _load_tbb imports Numba, which reads it then; a child process inherits it, and
+    # loads TBB here in turn
+    os.environ["NUMBA_THREADING_LAYER"] = "tbb"
+    if not _load_tbb() and wanted is None:  # an explicit 'tbb' stays, for Numba to say why it fails
         os.environ["NUMBA_THREADING_LAYER"] = "workqueue"
         import numba
 
