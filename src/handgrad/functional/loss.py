@@ -118,14 +118,21 @@ def cross_entropy_backward(grad_output, cache, needs_input_grad=None):
     (/ the divisor for 'mean'). ``needs_input_grad`` None: dL/dlogits alone; (logits, target) flags:
     the pair of gradients, None where not asked for (class indices have none)."""
     probs, q, reduction, divisor, shape, dloss_dtarget = cache
-    upstream = _upstream(grad_output, reduction, divisor, probs.dtype) if divisor else 0  # 'mean' of none: 0
-    grad = (probs * q.sum(axis=1, keepdims=True, dtype=probs.dtype) - q) * upstream
-    if needs_input_grad is None:
-        return _unrows(grad, shape)
-    grad_target = None
-    if needs_input_grad[1] and dloss_dtarget is not None:
-        grad_target = _unrows(dloss_dtarget * upstream, shape)
-    return _unrows(grad, shape) if needs_input_grad[0] else None, grad_target
+    wants_input, wants_target = (True, False) if needs_input_grad is None else needs_input_grad[:2]
+    # 'mean' over no sample: the loss is 0/0 (NaN) and, as torch's, the gradients 0
+    upstream = _upstream(grad_output, reduction, divisor, probs.dtype) if divisor else None
+    grad = grad_target = None
+    if wants_input:
+        grad = (
+            np.zeros_like(probs)
+            if upstream is None
+            else (probs * q.sum(axis=1, keepdims=True, dtype=probs.dtype) - q) * upstream
+        )
+        grad = _unrows(grad, shape)
+    if wants_target and dloss_dtarget is not None:
+        grad_target = np.zeros_like(dloss_dtarget) if upstream is None else dloss_dtarget * upstream
+        grad_target = _unrows(grad_target, shape)
+    return grad if needs_input_grad is None else (grad, grad_target)
 
 
 def _reduce_by(per_sample, reduction, divisor):

@@ -121,10 +121,12 @@ def cross_entropy_backward(grad_output, cache, needs_input_grad=None):
     copy, scatter and scaling fused), for every (N, C) input whatever its options.
     ``needs_input_grad``: as the reference's (the target's gradient is the reference's)."""
     probs, q, reduction, divisor, shape = cache[:5]  # the reference's cache, or the kernel's (+ ignore_index)
-    if needs_input_grad is not None:
-        grad_target = reference.cross_entropy_backward(grad_output, cache, (False, True))[1] if q.ndim == 2 else None
-        grad = cross_entropy_backward(grad_output, cache) if needs_input_grad[0] else None
-        return grad, grad_target if needs_input_grad[1] else None
+    if needs_input_grad is not None:  # the target's gradient (probability targets only) is the reference's
+        wants_input, wants_target = needs_input_grad[:2]
+        grad_target = None
+        if wants_target and q.ndim == 2:
+            grad_target = reference.cross_entropy_backward(grad_output, cache, (False, True))[1]
+        return cross_entropy_backward(grad_output, cache) if wants_input else None, grad_target
     if probs.dtype not in COMPILED_DTYPES or len(shape) != 2:
         return reference.cross_entropy_backward(grad_output, cache)
     grad = np.empty_like(probs)
