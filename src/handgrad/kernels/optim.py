@@ -12,22 +12,26 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
+from .. import _threads
 from ..optim import functional as reference
 from . import COMPILED_DTYPES
 
-__all__ = ["adagrad_update", "adam_update", "rmsprop_update", "sgd_update"]
+__all__ = ["adagrad_update", "adam_update", "rmsprop_update", "sgd_update", "sgd_update_group"]
 
 
 @njit(cache=True)
-def _sgd(param, grad, buf, lr, momentum, one_minus_dampening, weight_decay, nesterov, maximize, first, flush, tiny):
-    """For each element: d_p = g + weight_decay * p; buf = momentum * buf + (1 - dampening) * d_p
-    (buf = d_p on the first step); d_p = d_p + momentum * buf (nesterov) or buf; p = p - lr * d_p."""
+def _sgd(
+    param, grad, buf, lo, hi, lr, momentum, one_minus_dampening, weight_decay, nesterov, maximize, first, flush, tiny
+):
+    """For each element i in [lo, hi): d_p = g + weight_decay * p; buf = momentum * buf + (1 -
+    dampening) * d_p (buf = d_p on the first step); d_p = d_p + momentum * buf (nesterov) or buf;
+    p = p - lr * d_p."""
     has_momentum = momentum != 0
     zero = tiny - tiny  # 0 in the parameter's dtype: a literal 0 would promote float32 math to float64
     flush_below = tiny if flush else zero  # a select per element, not a branch: the loop vectorises
-    for i in range(np.uintp(param.size)):
+    for i in range(np.uintp(lo), np.uintp(hi)):
         d_p = -grad[i] if maximize else grad[i]
         if weight_decay != 0:
             d_p = param[i] * weight_decay + d_p
@@ -41,6 +45,75 @@ def _sgd(param, grad, buf, lr, momentum, one_minus_dampening, weight_decay, nest
             buf[i] = b
             d_p = d_p + momentum * b if nesterov else b
         param[i] = param[i] - d_p * lr
+
+
+@njit(cache=True)
+def _sgd_group(
+    params, grads, bufs, first, lr, momentum, one_minus_dampening, weight_decay, nesterov, maximize, flush, tiny
+):
+    """``_sgd`` over every parameter of a group, one after the other (tuples of flat arrays;
+    ``first[t]``: parameter t's first momentum step)."""
+    for t in range(len(params)):
+        hi = params[t].size
+        _sgd(
+            params[t],
+            grads[t],
+            bufs[t],
+            0,
+            hi,
+            lr,
+            momentum,
+            one_minus_dampening,
+            weight_decay,
+            nesterov,
+            maximize,
+            first[t],
+            flush,
+            tiny,
+        )
+
+
+@njit(parallel=True, cache=True)
+def _sgd_group_split(
+    params,
+    grads,
+    bufs,
+    first,
+    offsets,
+    n_parts,
+    lr,
+    momentum,
+    one_minus_dampening,
+    weight_decay,
+    nesterov,
+    maximize,
+    flush,
+    tiny,
+):
+    """The same as ``_sgd_group``, the parameters laid end to end (parameter t at
+    [offsets[t], offsets[t + 1])) and cut into ``n_parts`` equal runs, one per thread."""
+    total = offsets[-1]
+    for part in prange(n_parts):
+        start, stop = total * part // n_parts, total * (part + 1) // n_parts
+        for t in range(len(params)):
+            lo, hi = max(start, offsets[t]) - offsets[t], min(stop, offsets[t + 1]) - offsets[t]
+            if lo < hi:
+                _sgd(
+                    params[t],
+                    grads[t],
+                    bufs[t],
+                    lo,
+                    hi,
+                    lr,
+                    momentum,
+                    one_minus_dampening,
+                    weight_decay,
+                    nesterov,
+                    maximize,
+                    first[t],
+                    flush,
+                    tiny,
+                )
 
 
 @njit(cache=True, error_model="numpy")  # IEEE division (no zero check per element), so the loop vectorises
@@ -202,6 +275,8 @@ def sgd_update(
         _flat(param),
         _flat(np.ascontiguousarray(grad)),
         _flat(param if buf is None else buf),
+        0,
+        param.size,
         cast(lr),
         cast(momentum),
         1 - cast(dampening),
@@ -213,6 +288,56 @@ def sgd_update(
         _tiny(param.dtype),
     )
     return buf
+
+
+#: From this many values in a group on, the SGD update is split across the threads (smaller, and
+#: starting the parallel region costs more than the second thread saves).
+SPLIT_MIN_SIZE = 65_536
+
+
+def sgd_update_group(
+    params,
+    grads,
+    momentum_buffers,
+    lr,
+    momentum,
+    dampening,
+    weight_decay,
+    nesterov,
+    maximize,
+    flush=False,
+    scratch=None,
+):
+    """torch.optim.SGD's step on every parameter of a group in one compiled call: ``sgd_update``'s
+    one pass over each, all in one loop (one call instead of one per parameter, each costing more in
+    Python than a small parameter's update), the parameters laid end to end and cut into one equal
+    run per thread when there are many values. Returns the momentum buffers (None without momentum).
+    A group whose arrays do not share one compiled dtype, or are not all contiguous, is updated one
+    parameter at a time (``sgd_update``, or its reference)."""
+    dtype = params[0].dtype if params else None
+    if dtype not in COMPILED_DTYPES or not all(
+        a.dtype == dtype and a.flags.c_contiguous for a in (*params, *grads, *momentum_buffers) if a is not None
+    ):
+        scratch = [None] * len(params) if scratch is None else scratch
+        hyper = (lr, momentum, dampening, weight_decay, nesterov, maximize, flush)
+        return [
+            sgd_update(p, g, buf, *hyper, work) for p, g, buf, work in zip(params, grads, momentum_buffers, scratch)
+        ]
+    cast = dtype.type
+    has_momentum = momentum != 0
+    first = tuple(has_momentum and buf is None for buf in momentum_buffers)
+    buffers = [np.empty_like(p) if new else buf for p, buf, new in zip(params, momentum_buffers, first)]
+    flat_params = tuple(_flat(p) for p in params)
+    arrays = (flat_params, tuple(_flat(g) for g in grads), tuple(map(_flat, buffers)) if has_momentum else flat_params)
+    hyper = (cast(lr), cast(momentum), 1 - cast(dampening), cast(weight_decay), bool(nesterov), bool(maximize))
+    sizes = [p.size for p in params]
+    n_parts = _threads.numba_threads()
+    if n_parts > 1 and sum(sizes) >= SPLIT_MIN_SIZE:
+        offsets = np.cumsum([0] + sizes)
+        _sgd_group_split(*arrays, first, offsets, n_parts, *hyper, bool(flush), _tiny(dtype))
+    else:
+        _sgd_group(*arrays, first, *hyper, bool(flush), _tiny(dtype))
+    return buffers if has_momentum else [None] * len(params)
 
 
 @_or_reference(reference.adam_update)
