@@ -22,12 +22,12 @@ __all__ = ["adagrad_update", "adam_update", "rmsprop_update", "sgd_update", "sgd
 
 
 @njit(cache=True)
-def _sgd(
-    param, grad, buf, lo, hi, lr, momentum, one_minus_dampening, weight_decay, nesterov, maximize, first, flush, tiny
-):
+def _sgd(param, grad, buf, lo, hi, first, hyper):
     """For each element i in [lo, hi): d_p = g + weight_decay * p; buf = momentum * buf + (1 -
     dampening) * d_p (buf = d_p on the first step); d_p = d_p + momentum * buf (nesterov) or buf;
-    p = p - lr * d_p."""
+    p = p - lr * d_p. ``hyper``: (lr, momentum, 1 - dampening, weight_decay, nesterov, maximize,
+    flush, tiny), the numbers in the parameter's dtype."""
+    lr, momentum, one_minus_dampening, weight_decay, nesterov, maximize, flush, tiny = hyper
     has_momentum = momentum != 0
     zero = tiny - tiny  # 0 in the parameter's dtype: a literal 0 would promote float32 math to float64
     flush_below = tiny if flush else zero  # a select per element, not a branch: the loop vectorises
@@ -48,48 +48,15 @@ def _sgd(
 
 
 @njit(cache=True)
-def _sgd_group(
-    params, grads, bufs, first, lr, momentum, one_minus_dampening, weight_decay, nesterov, maximize, flush, tiny
-):
+def _sgd_group(params, grads, bufs, first, hyper):
     """``_sgd`` over every parameter of a group, one after the other (tuples of flat arrays;
     ``first[t]``: parameter t's first momentum step)."""
     for t in range(len(params)):
-        hi = params[t].size
-        _sgd(
-            params[t],
-            grads[t],
-            bufs[t],
-            0,
-            hi,
-            lr,
-            momentum,
-            one_minus_dampening,
-            weight_decay,
-            nesterov,
-            maximize,
-            first[t],
-            flush,
-            tiny,
-        )
+        _sgd(params[t], grads[t], bufs[t], 0, params[t].size, first[t], hyper)
 
 
 @njit(parallel=True, cache=True)
-def _sgd_group_split(
-    params,
-    grads,
-    bufs,
-    first,
-    offsets,
-    n_parts,
-    lr,
-    momentum,
-    one_minus_dampening,
-    weight_decay,
-    nesterov,
-    maximize,
-    flush,
-    tiny,
-):
+def _sgd_group_split(params, grads, bufs, first, hyper, offsets, n_parts):
     """The same as ``_sgd_group``, the parameters laid end to end (parameter t at
     [offsets[t], offsets[t + 1])) and cut into ``n_parts`` equal runs, one per thread."""
     total = offsets[-1]
@@ -98,22 +65,7 @@ def _sgd_group_split(
         for t in range(len(params)):
             lo, hi = max(start, offsets[t]) - offsets[t], min(stop, offsets[t + 1]) - offsets[t]
             if lo < hi:
-                _sgd(
-                    params[t],
-                    grads[t],
-                    bufs[t],
-                    lo,
-                    hi,
-                    lr,
-                    momentum,
-                    one_minus_dampening,
-                    weight_decay,
-                    nesterov,
-                    maximize,
-                    first[t],
-                    flush,
-                    tiny,
-                )
+                _sgd(params[t], grads[t], bufs[t], lo, hi, first[t], hyper)
 
 
 @njit(cache=True, error_model="numpy")  # IEEE division (no zero check per element), so the loop vectorises
@@ -262,31 +214,24 @@ def _or_reference(reference_update):
     return decorate
 
 
+def _sgd_hyper(dtype, lr, momentum, dampening, weight_decay, nesterov, maximize, flush):
+    """``_sgd``'s ``hyper``: the numbers cast to the parameter's dtype (float32 math stays float32)."""
+    cast = dtype.type
+    numbers = (cast(lr), cast(momentum), 1 - cast(dampening), cast(weight_decay))
+    return (*numbers, bool(nesterov), bool(maximize), bool(flush), _tiny(dtype))
+
+
 @_or_reference(reference.sgd_update)
 def sgd_update(
     param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize, flush=False, scratch=None
 ):
     """torch.optim.SGD's step as one pass over the parameter (the reference's four to six passes
     fused; no scratch array needed). Returns the momentum buffer (None without momentum)."""
-    cast = param.dtype.type
     first = momentum != 0 and momentum_buffer is None
     buf = np.empty_like(param) if first else momentum_buffer
-    _sgd(
-        _flat(param),
-        _flat(np.ascontiguousarray(grad)),
-        _flat(param if buf is None else buf),
-        0,
-        param.size,
-        cast(lr),
-        cast(momentum),
-        1 - cast(dampening),
-        cast(weight_decay),
-        bool(nesterov),
-        bool(maximize),
-        first,
-        bool(flush),
-        _tiny(param.dtype),
-    )
+    hyper = _sgd_hyper(param.dtype, lr, momentum, dampening, weight_decay, nesterov, maximize, flush)
+    flat_buf = _flat(param if buf is None else buf)
+    _sgd(_flat(param), _flat(np.ascontiguousarray(grad)), flat_buf, 0, param.size, first, hyper)
     return buf
 
 
@@ -323,20 +268,18 @@ def sgd_update_group(
         return [
             sgd_update(p, g, buf, *hyper, work) for p, g, buf, work in zip(params, grads, momentum_buffers, scratch)
         ]
-    cast = dtype.type
     has_momentum = momentum != 0
     first = tuple(has_momentum and buf is None for buf in momentum_buffers)
     buffers = [np.empty_like(p) if new else buf for p, buf, new in zip(params, momentum_buffers, first)]
     flat_params = tuple(_flat(p) for p in params)
     arrays = (flat_params, tuple(_flat(g) for g in grads), tuple(map(_flat, buffers)) if has_momentum else flat_params)
-    hyper = (cast(lr), cast(momentum), 1 - cast(dampening), cast(weight_decay), bool(nesterov), bool(maximize))
+    hyper = _sgd_hyper(dtype, lr, momentum, dampening, weight_decay, nesterov, maximize, flush)
     sizes = [p.size for p in params]
     n_parts = _threads.numba_threads()
     if n_parts > 1 and sum(sizes) >= SPLIT_MIN_SIZE:
-        offsets = np.cumsum([0] + sizes)
-        _sgd_group_split(*arrays, first, offsets, n_parts, *hyper, bool(flush), _tiny(dtype))
+        _sgd_group_split(*arrays, first, hyper, np.cumsum([0] + sizes), n_parts)
     else:
-        _sgd_group(*arrays, first, *hyper, bool(flush), _tiny(dtype))
+        _sgd_group(*arrays, first, hyper)
     return buffers if has_momentum else [None] * len(params)
 
 
