@@ -10,6 +10,7 @@ saved when this was first measured.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import numpy as np
 from numba import njit, prange
@@ -260,26 +261,26 @@ def sgd_update_group(
     A group whose arrays do not share one compiled dtype, or are not all contiguous, is updated one
     parameter at a time (``sgd_update``, or its reference)."""
     dtype = params[0].dtype if params else None
-    if dtype not in COMPILED_DTYPES or not all(
-        a.dtype == dtype and a.flags.c_contiguous for a in (*params, *grads, *momentum_buffers) if a is not None
-    ):
+    arrays = [*params, *grads, *(buf for buf in momentum_buffers if buf is not None)]
+    if dtype not in COMPILED_DTYPES or not all([a.dtype == dtype and a.flags.c_contiguous for a in arrays]):
         scratch = [None] * len(params) if scratch is None else scratch
         hyper = (lr, momentum, dampening, weight_decay, nesterov, maximize, flush)
         return [
             sgd_update(p, g, buf, *hyper, work) for p, g, buf, work in zip(params, grads, momentum_buffers, scratch)
         ]
     has_momentum = momentum != 0
-    first = tuple(has_momentum and buf is None for buf in momentum_buffers)
+    first = tuple([has_momentum and buf is None for buf in momentum_buffers])
     buffers = [np.empty_like(p) if new else buf for p, buf, new in zip(params, momentum_buffers, first)]
-    flat_params = tuple(_flat(p) for p in params)
-    arrays = (flat_params, tuple(_flat(g) for g in grads), tuple(map(_flat, buffers)) if has_momentum else flat_params)
+    flat_params = tuple([p.reshape(-1) for p in params])
+    flat_grads = tuple([g.reshape(-1) for g in grads])
+    flat_buffers = tuple([buf.reshape(-1) for buf in buffers]) if has_momentum else flat_params
     hyper = _sgd_hyper(dtype, lr, momentum, dampening, weight_decay, nesterov, maximize, flush)
-    sizes = [p.size for p in params]
     n_parts = _threads.numba_threads()
-    if n_parts > 1 and sum(sizes) >= SPLIT_MIN_SIZE:
-        _sgd_group_split(*arrays, first, hyper, np.cumsum([0] + sizes), n_parts)
+    if n_parts > 1 and sum([p.size for p in params]) >= SPLIT_MIN_SIZE:
+        offsets = tuple(itertools.accumulate([p.size for p in params], initial=0))
+        _sgd_group_split(flat_params, flat_grads, flat_buffers, first, hyper, offsets, n_parts)
     else:
-        _sgd_group(*arrays, first, hyper)
+        _sgd_group(flat_params, flat_grads, flat_buffers, first, hyper)
     return buffers if has_momentum else [None] * len(params)
 
 
