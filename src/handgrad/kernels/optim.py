@@ -249,17 +249,7 @@ SPLIT_MIN_SIZE = 65_536
 
 
 def sgd_update_group(
-    params,
-    grads,
-    momentum_buffers,
-    lr,
-    momentum,
-    dampening,
-    weight_decay,
-    nesterov,
-    maximize,
-    flush=False,
-    scratch=None,
+    params, grads, buffers, lr, momentum, dampening, weight_decay, nesterov, maximize, flush=False, scratch=None
 ):
     """torch.optim.SGD's step on every parameter of a group in one compiled call: ``sgd_update``'s
     one pass over each, all in one loop (one call instead of one per parameter, each costing more in
@@ -268,16 +258,14 @@ def sgd_update_group(
     A group whose arrays do not share one compiled dtype, or are not all contiguous, is updated one
     parameter at a time (``sgd_update``, or its reference)."""
     dtype = params[0].dtype if params else None
-    arrays = [*params, *grads, *(buf for buf in momentum_buffers if buf is not None)]
+    arrays = [*params, *grads, *(buf for buf in buffers if buf is not None)]
     if dtype not in COMPILED_DTYPES or not all([a.dtype == dtype and a.flags.c_contiguous for a in arrays]):
         scratch = [None] * len(params) if scratch is None else scratch
         hyper = (lr, momentum, dampening, weight_decay, nesterov, maximize, flush)
-        return [
-            sgd_update(p, g, buf, *hyper, work) for p, g, buf, work in zip(params, grads, momentum_buffers, scratch)
-        ]
+        return [sgd_update(p, g, buf, *hyper, work) for p, g, buf, work in zip(params, grads, buffers, scratch)]
     has_momentum = momentum != 0
-    first = tuple([has_momentum and buf is None for buf in momentum_buffers])
-    buffers = [np.empty_like(p) if new else buf for p, buf, new in zip(params, momentum_buffers, first)]
+    first = tuple([has_momentum and buf is None for buf in buffers])
+    buffers = [np.empty_like(p) if new else buf for p, buf, new in zip(params, buffers, first)]
     flat_params = tuple([p.reshape(-1) for p in params])
     flat_grads = tuple([g.reshape(-1) for g in grads])
     flat_buffers = tuple([buf.reshape(-1) for buf in buffers]) if has_momentum else flat_params

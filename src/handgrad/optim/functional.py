@@ -80,26 +80,16 @@ def sgd_update(
 
 
 def sgd_update_group(
-    params,
-    grads,
-    momentum_buffers,
-    lr,
-    momentum,
-    dampening,
-    weight_decay,
-    nesterov,
-    maximize,
-    flush=False,
-    scratch=None,
+    params, grads, buffers, lr, momentum, dampening, weight_decay, nesterov, maximize, flush=False, scratch=None
 ) -> list:
-    """``sgd_update`` on each parameter of a group in turn: ``params``, ``grads``,
-    ``momentum_buffers`` (None where a parameter has none yet) and ``scratch`` (None, or one work
-    array per parameter) are lists in the same order. Returns the momentum buffers, in that order.
+    """``sgd_update`` on each parameter of a group in turn: ``params``, ``grads``, ``buffers`` (the
+    momentum buffers, None where a parameter has none yet) and ``scratch`` (None, or one work array
+    per parameter) are lists in the same order. Returns the momentum buffers, in that order.
     (One call for the whole group: the compiled version updates every parameter in one pass.)"""
     scratch = [None] * len(params) if scratch is None else scratch
     return [
         sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, flush, work)
-        for p, g, buf, work in zip(params, grads, momentum_buffers, scratch)
+        for p, g, buf, work in zip(params, grads, buffers, scratch)
     ]
 
 
