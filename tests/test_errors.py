@@ -336,3 +336,25 @@ def test_errors_survive_pickle_and_deepcopy():
     for clone in (pickle.loads(pickle.dumps(info.value)), copy.deepcopy(info.value)):
         assert type(clone) is ShapeError
         assert str(clone) == str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint64])
+@pytest.mark.parametrize(
+    "values, bad",
+    [([0, 2, 1], None), ([0, 3, 1], [3]), ([0, -1, 1], [-1]), ([0, -100, 1], None), ([-2, 0, 127], [-2, 127])],
+    ids=["in-range", "too-large", "negative", "ignored", "both"],
+)
+def test_class_index_range_checked_in_every_integer_width(values, bad, dtype):
+    # one reduction over the indices read as unsigned checks both bounds: the values that cannot be
+    # held in this dtype are left out
+    info = np.iinfo(dtype)
+    if any(v < info.min or v > info.max for v in values):
+        pytest.skip(f"{values} do not fit in {np.dtype(dtype).name}")
+    loss = nn.CrossEntropyLoss()
+    target = np.array(values, dtype=dtype)
+    if bad is None:
+        assert np.isfinite(loss(f32(3, 3), target))
+    else:
+        with pytest.raises(HandgradError) as info:
+            loss(f32(3, 3), target)
+        assert "must be in [0, 2] (C=3)" in str(info.value) and f"got {bad}" in str(info.value), str(info.value)

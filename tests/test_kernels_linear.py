@@ -11,6 +11,7 @@ from handgrad import functional as F
 from handgrad import kernels, nn
 
 K = pytest.importorskip("handgrad.kernels.linear")
+KF = pytest.importorskip("handgrad.kernels.fused")
 
 CASES = [  # (x shape, out_features, bias)
     ((64, 784), 250, True),
@@ -91,3 +92,22 @@ def test_dtypes_without_kernels_run_the_reference(dtype):
     g = rng.standard_normal((5, 3)).astype(dtype)
     for got, expected in zip(K.linear_backward(g, cache), F.linear_backward(g, ref_cache)):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grad_input_of_rows_is_handed_on_transposed(dtype):
+    # dL/dx of (N, in) rows comes F-ordered, so a Linear -> ReLU run below reads dL/dy.T without a
+    # copy; the values are the reference's, and the fused backward takes it as it takes C order
+    rng = np.random.default_rng(1)
+    x, weight = rng.standard_normal((6, 5)).astype(dtype), rng.standard_normal((3, 5)).astype(dtype)
+    _, cache = K.linear_forward(x, weight, None)
+    g = rng.standard_normal((6, 3)).astype(dtype)
+    grad_input = K.linear_backward(g, cache, (True, False, False))[0]
+    assert grad_input.T.flags.c_contiguous
+    np.testing.assert_allclose(grad_input, g @ weight, rtol=1e-5)
+    _, relu_cache = KF.linear_relu_forward(rng.standard_normal((6, 4)).astype(dtype), x.T[:, :4].copy(), None)
+    for a, b in zip(
+        KF.linear_relu_backward(grad_input, relu_cache),
+        KF.linear_relu_backward(np.ascontiguousarray(grad_input), relu_cache),
+    ):
+        np.testing.assert_array_equal(a, b)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import rel_err
@@ -199,3 +201,15 @@ def test_mean_over_only_ignored_samples_gives_a_zero_gradient_in_both():
         loss, cache = fwd(logits, target, ignore_index=1)
         assert np.isnan(loss)
         np.testing.assert_array_equal(bwd(np.asarray(1.0), cache), np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_reducing_only_ignored_samples_is_silent(reduction, dtype):
+    # 'mean' over no sample is 0/0 = NaN, without a warning (as torch); 'sum' is 0; the loss keeps the dtype
+    _, logits, _ = _case((4, 3), dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, _ = K.cross_entropy_forward(logits, np.full(4, 1), reduction, ignore_index=1)
+    assert np.asarray(loss).dtype == dtype
+    assert np.isnan(loss) if reduction == "mean" else loss == 0

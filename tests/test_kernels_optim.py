@@ -172,6 +172,74 @@ def test_sgd_update_matches_reference(config, dtype, tol):
     _assert_close(buffers, ref_buffers, tol, "momentum_buffer")
 
 
+def _sgd_group_run(update, dtype, config, late=(), flush_every=3):
+    """SGD over a group as one call per step; the parameters in ``late`` get their first gradient
+    (so their first momentum step) only from the third step on, as a layer unfrozen mid-run."""
+    params, buffers = _params(0, dtype), [None] * len(SHAPES)
+    hyper = [config[k] for k in ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")]
+    for step, grads in enumerate(_grads(1, dtype)):
+        chosen = [i for i in range(len(SHAPES)) if i not in late or step >= 2]
+        before = [grads[i].copy() for i in chosen]
+        new = update(
+            [params[i] for i in chosen],
+            [grads[i] for i in chosen],
+            [buffers[i] for i in chosen],
+            *hyper,
+            step % flush_every == 0,
+        )
+        for i, buf in zip(chosen, new):
+            buffers[i] = buf
+        for i, g in zip(chosen, before):
+            np.testing.assert_array_equal(grads[i], g)  # the gradients are never modified
+    return params, buffers
+
+
+@pytest.mark.parametrize("dtype, tol", TOLERANCES)
+@pytest.mark.parametrize("config", SGD_CONFIGS)
+def test_sgd_update_group_matches_reference(config, dtype, tol):
+    params, buffers = _sgd_group_run(K.sgd_update_group, dtype, config, late=(1,))
+    ref_params, ref_buffers = _sgd_run(R.sgd_update, dtype, config)  # one parameter at a time
+    late_params, late_buffers = _sgd_group_run(R.sgd_update_group, dtype, config, late=(1,))
+    _assert_close(params[:1] + params[2:], ref_params[:1] + ref_params[2:], tol, "param")
+    _assert_close(buffers[:1] + buffers[2:], ref_buffers[:1] + ref_buffers[2:], tol, "momentum_buffer")
+    _assert_close(params[1:2], late_params[1:2], tol, "param (first step late)")
+    _assert_close(buffers[1:2], late_buffers[1:2], tol, "momentum_buffer (first step late)")
+
+
+@pytest.mark.parametrize("parts", [2, 3, 7])
+@pytest.mark.parametrize("config", [SGD_CONFIGS[1], SGD_CONFIGS[5]], ids=["momentum", "nesterov-decay"])
+def test_sgd_update_group_split_across_threads_matches_reference(config, parts, monkeypatch):
+    # cut into runs that end inside a parameter, at its edge, and inside the smallest one
+    monkeypatch.setattr(K, "SPLIT_MIN_SIZE", 0)
+    monkeypatch.setattr(K._threads, "numba_threads", lambda: parts)
+    params, buffers = _sgd_group_run(K.sgd_update_group, np.float64, config, late=(3,))
+    ref_params, ref_buffers = _sgd_group_run(R.sgd_update_group, np.float64, config, late=(3,))
+    _assert_close(params, ref_params, 1e-12, "param")
+    _assert_close(buffers, ref_buffers, 1e-12, "momentum_buffer")
+
+
+@pytest.mark.parametrize(
+    "odd",
+    ["mixed dtypes", "non-contiguous parameter", "non-contiguous buffer", "float16"],
+)
+def test_sgd_update_group_falls_back_per_parameter(odd):
+    # a group the one-call loop cannot take: each parameter alone (its kernel or its reference)
+    dtypes = [np.float16] * 2 if odd == "float16" else [np.float32, np.float64 if odd == "mixed dtypes" else np.float32]
+    results = []
+    for update in (K, R):
+        rng = np.random.default_rng(5)
+        params = [rng.normal(size=(4, 6)).astype(d) for d in dtypes]
+        params = [params[0].T if odd == "non-contiguous parameter" else params[0], params[1]]
+        grads = [np.ones_like(p) for p in params]
+        buffers = [np.full_like(p, 0.5) for p in params]
+        buffers[1] = buffers[1].T.copy().T if odd == "non-contiguous buffer" else buffers[1]
+        new = update.sgd_update_group(params, grads, buffers, 0.1, 0.9, 0.0, 0.01, False, False)
+        assert all(a is b for a, b in zip(new, buffers))  # updated in place
+        results.append(params + buffers)
+    for got, expected in zip(*results):
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("dtype, tol", TOLERANCES)
 @pytest.mark.parametrize("config", ADAM_CONFIGS)
 def test_adam_update_matches_reference(config, dtype, tol):
@@ -325,7 +393,7 @@ def test_op_picks_kernel_or_reference():
         assert kernels.op("sgd_update") is K.sgd_update and kernels.op("adam_update") is K.adam_update
     with kernels.reference():
         assert kernels.op("sgd_update") is R.sgd_update and kernels.op("adam_update") is R.adam_update
-    for name in ("rmsprop_update", "adagrad_update"):
+    for name in ("rmsprop_update", "adagrad_update", "sgd_update_group"):
         with kernels.use_kernels():
             assert kernels.op(name) is getattr(K, name)
         with kernels.reference():

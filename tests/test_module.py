@@ -534,3 +534,38 @@ def test_float32_training_step_matches_torch_float32(rng):
         assert_close(p.grad, to_numpy(torch_params[name].grad), name, tol=1e-4)
     for key, value in torch_model.state_dict().items():
         assert_close(model.state_dict()[key], value.numpy(), key, tol=1e-5)
+
+
+def _assign_none(layer):
+    layer.bias = None
+
+
+def _delete(layer):
+    del layer.bias
+
+
+def _register(layer):
+    layer.register_parameter("bias", nn.Parameter(np.zeros(3, np.float32)))
+
+
+def _replace_by_module(layer):
+    layer.bias = nn.ReLU()
+
+
+def _replace_by_buffer(layer):
+    del layer.bias
+    layer.register_buffer("bias", np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("change", [_assign_none, _delete, _register, _replace_by_module, _replace_by_buffer])
+def test_attribute_reads_follow_the_registered_parameters_and_modules(change):
+    # parameters and sub-modules are mirrored as plain attributes: each change keeps reads and the walk in step
+    layer = nn.Linear(2, 3)
+    change(layer)
+    stores = {**layer._parameters, **layer._buffers, **layer._modules}
+    if "bias" in stores:
+        assert layer.bias is stores["bias"]
+    else:
+        with pytest.raises(AttributeError):
+            _ = layer.bias
+    assert [name for name, _ in layer.named_parameters()] == [n for n, p in layer._parameters.items() if p is not None]

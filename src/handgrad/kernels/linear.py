@@ -49,7 +49,11 @@ def linear_backward(grad_output, cache, needs_input_grad=ALL):
     one loop."""
     x, weight, has_bias = cache
     grad_rows = np.ascontiguousarray(grad_output).reshape(-1, grad_output.shape[-1])
-    grad_input = grad_output @ weight if needs_input_grad[0] else None
+    grad_input = None
+    if needs_input_grad[0]:
+        # for (N, out) rows taken as (weight.T @ G.T).T, F-ordered: a Linear -> ReLU run below reads
+        # dL/dy transposed (kernels/fused.py), which is then a view instead of a copy
+        grad_input = (weight.T @ grad_output.T).T if grad_output.ndim == 2 else grad_output @ weight
     grad_weight = grad_rows.T @ x.reshape(-1, x.shape[-1]) if needs_input_grad[1] else None
     grad_bias = None
     if has_bias and needs_input_grad[2] and grad_rows.dtype not in COMPILED_DTYPES:

@@ -21,9 +21,10 @@ __all__ = ["cross_entropy_backward", "cross_entropy_forward", "nll_loss_backward
 def _cross_entropy_rows(logits, target, ignore_index, per_sample, probs):
     """loss_n = logsumexp(logits_n) - logits_n[target_n], logsumexp = m + log sum_c exp(x_c - m) with
     m = max_c x_c; probs_n = softmax(logits_n) = exp(x - m) / sum_c exp(x_c - m), for backward.
-    A row whose target is ``ignore_index`` has loss 0. Returns the number of rows not ignored."""
+    A row whose target is ``ignore_index`` has loss 0. Returns the number of rows not ignored and
+    sum_n loss_n (in float64, rows in order), for the reduction."""
     n_rows, n_classes = logits.shape
-    kept = 0
+    kept, loss_sum = 0, 0.0
     for n in range(n_rows):
         if target[n] == ignore_index:
             per_sample[n] = 0.0
@@ -42,7 +43,8 @@ def _cross_entropy_rows(logits, target, ignore_index, per_sample, probs):
         for c in range(n_classes):
             p[c] = p[c] / total
         per_sample[n] = m + np.log(total) - row[target[n]]
-    return kept
+        loss_sum += per_sample[n]
+    return kept, loss_sum
 
 
 @njit(cache=True, error_model="numpy")
@@ -110,9 +112,15 @@ def cross_entropy_forward(logits, target, reduction="mean", weight=None, ignore_
     target = np.ascontiguousarray(target)
     per_sample = np.empty(logits.shape[0], dtype=logits.dtype)
     probs = np.empty_like(logits)
-    kept = _cross_entropy_rows(logits, target, ignore_index, per_sample, probs)
+    kept, loss_sum = _cross_entropy_rows(logits, target, ignore_index, per_sample, probs)
+    if reduction == "none":
+        loss = per_sample
+    elif reduction == "sum" or kept:
+        loss = logits.dtype.type(loss_sum / (kept if reduction == "mean" else 1))
+    else:  # 'mean' over no sample: 0/0 = NaN, silently, as torch
+        loss = logits.dtype.type(np.nan)
     # backward needs softmax(logits) and the class indices (with ignore_index, not q's one-hot rows)
-    return _mean(per_sample, reduction, kept), (probs, target, reduction, kept, logits.shape, ignore_index)
+    return loss, (probs, target, reduction, kept, logits.shape, ignore_index)
 
 
 def cross_entropy_backward(grad_output, cache, needs_input_grad=None):

@@ -21,7 +21,15 @@ import math
 
 import numpy as np
 
-__all__ = ["adagrad_update", "adam_update", "flush_subnormals", "lerp_", "rmsprop_update", "sgd_update"]
+__all__ = [
+    "adagrad_update",
+    "adam_update",
+    "flush_subnormals",
+    "lerp_",
+    "rmsprop_update",
+    "sgd_update",
+    "sgd_update_group",
+]
 
 
 def flush_subnormals(*arrays) -> None:
@@ -69,6 +77,20 @@ def sgd_update(
         d_p = d_p + momentum * momentum_buffer if nesterov else momentum_buffer
     param -= np.multiply(d_p, lr, out=scratch)  # p = p - lr * d_p
     return momentum_buffer
+
+
+def sgd_update_group(
+    params, grads, buffers, lr, momentum, dampening, weight_decay, nesterov, maximize, flush=False, scratch=None
+) -> list:
+    """``sgd_update`` on each parameter of a group in turn: ``params``, ``grads``, ``buffers`` (the
+    momentum buffers, None where a parameter has none yet) and ``scratch`` (None, or one work array
+    per parameter) are lists in the same order. Returns the momentum buffers, in that order.
+    (One call for the whole group: the compiled version updates every parameter in one pass.)"""
+    scratch = [None] * len(params) if scratch is None else scratch
+    return [
+        sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, flush, work)
+        for p, g, buf, work in zip(params, grads, buffers, scratch)
+    ]
 
 
 def adam_update(

@@ -7,7 +7,8 @@ its torch signature, the names of its hyperparameters (``nonnegative``, ``update
 method, ``_update(p, grad, state, group)``: the update of one parameter, in place on ``p.data``,
 which creates the state it needs and calls ``self._update_fn`` (the op named by ``update_op``, from
 ``optim/functional.py`` or its compiled kernel, looked up once per step) with
-``**self._update_kwargs(p, group)``.
+``**self._update_kwargs(p, group)``; or, to update a whole group in one call,
+``_update_group(params, grads, states, group)`` (SGD's).
 """
 
 from __future__ import annotations
@@ -167,13 +168,18 @@ class Optimizer:
         for group in self.param_groups:
             if not isinstance(group["lr"], numbers.Real):  # a Tensor lr: its value now, as a number
                 group = {**group, "lr": float(group["lr"])}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
                 # State and arithmetic stay in the parameter's dtype (float32 stays float32).
-                grad = p.grad if p.grad.dtype == p.dtype else p.grad.astype(p.dtype)
-                self._update(p, grad, self.state.setdefault(p, {}), group)
+                grads = [p.grad if p.grad.dtype == p.dtype else p.grad.astype(p.dtype) for p in params]
+                self._update_group(params, grads, [self.state.setdefault(p, {}) for p in params], group)
         return loss
+
+    def _update_group(self, params: list, grads: list, states: list, group: dict) -> None:
+        """The update of a group's parameters that have a gradient (with their gradients and
+        states, in order): ``_update`` on each in turn, unless a subclass updates them all in one call."""
+        for p, grad, state in zip(params, grads, states):
+            self._update(p, grad, state, group)
 
     def _scratch(self, p: Parameter) -> np.ndarray:
         """A parameter-shaped work array reused across steps (its contents are garbage)."""

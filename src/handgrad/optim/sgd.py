@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..nn.parameter import Parameter
 from .optimizer import Optimizer
 
 
@@ -64,11 +61,21 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    update_op = "sgd_update"
+    update_op = "sgd_update_group"
     update_args = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
 
-    def _update(self, p: Parameter, grad: np.ndarray, state: dict, group: dict) -> None:
-        # the formulas: optim/functional.py (sgd_update); compiled in kernels/optim.py
-        buf = self._update_fn(p.data, grad, state.get("momentum_buffer"), **self._update_kwargs(p, group))
-        if buf is not None:
-            state["momentum_buffer"] = buf
+    def _update_group(self, params: list, grads: list, states: list, group: dict) -> None:
+        # the formulas: optim/functional.py (sgd_update); compiled in kernels/optim.py, the whole
+        # group in one call (one per parameter costs more in Python than the small ones' updates)
+        kwargs = {name: group[name] for name in self.update_args}
+        buffers = self._update_fn(
+            [p.data for p in params],
+            grads,
+            [state.get("momentum_buffer") for state in states],
+            **kwargs,
+            flush=self._flush_due,
+            scratch=[self._scratch(p) for p in params],
+        )
+        for state, buf in zip(states, buffers):
+            if buf is not None:
+                state["momentum_buffer"] = buf
