@@ -291,8 +291,8 @@ def _convolve_plane(xf, base, offsets, taps, z, span):
                 + w7 * xf[a7 + m]
             )
         t += 8
-    for t in range(t, len(taps)):
-        a, tap = base + offsets[t], taps[t]
+    for left in range(t, len(taps)):
+        a, tap = base + offsets[left], taps[left]
         for m in range(span):
             z[m] += tap * xf[a + m]
 
@@ -349,11 +349,11 @@ def _correlate_plane(g, xf, base, offsets, span, totals, zero):
         totals[t + 2] += d2
         totals[t + 3] += d3
         t += 4
-    for t in range(t, len(offsets)):
-        a, dot = base + offsets[t], zero
+    for left in range(t, len(offsets)):
+        a, dot = base + offsets[left], zero
         for m in range(span):
             dot += g[m] * xf[a + m]
-        totals[t] += dot
+        totals[left] += dot
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
