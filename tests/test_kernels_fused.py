@@ -160,7 +160,7 @@ def _every_window(values):
 
 @pytest.mark.parametrize("channels", [1, 2], ids=["direct", "columns"])
 def test_two_by_two_pool_takes_the_first_maximum_or_the_last_nan_of_every_window(channels):
-    """The 2x2 pool's tree of selects against the references' scan, on every window of ties, NaN
+    """The 2x2 pool's selects against the references' scan, on every window of ties, NaN
     and distinct values: y and where its gradient goes. z = x exactly (a 1x1 kernel of weight 1 on
     the first channel, 0 on the second, no bias)."""
     x = _every_window([1.0, 2.0, np.nan])

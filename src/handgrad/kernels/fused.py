@@ -126,16 +126,16 @@ def _later_wins(u, v):
 @njit(inline="always")
 def _window_2x2(z, k, across, stride, add):
     """(max, its offset from k) of the 2x2 window z[k], z[k + across], z[k + stride],
-    z[k + stride + across] (+ add), in that order, as a tree of selects: the top pair's winner,
-    the bottom pair's, then the two (the scan's rule, ``_later_wins``, gives the same winner taken
-    in any grouping that keeps the order; LLVM vectorises the tree 2x better than the scan's chain)."""
-    v0, v1 = z[k] + add, z[k + across] + add
-    v2, v3 = z[k + stride] + add, z[k + stride + across] + add
-    right, lower = _later_wins(v0, v1), _later_wins(v2, v3)
-    upper_max, lower_max = v1 if right else v0, v3 if lower else v2
-    below = _later_wins(upper_max, lower_max)
-    where = (stride + (across if lower else 0)) if below else (across if right else 0)
-    return (lower_max if below else upper_max), where
+    z[k + stride + across] (+ add), scanned in that order (``_later_wins``) with selects, no
+    branch: LLVM vectorises it over a row of windows."""
+    m, where = z[k] + add, np.uintp(0)
+    v = z[k + across] + add
+    m, where = (v, across) if _later_wins(m, v) else (m, where)
+    v = z[k + stride] + add
+    m, where = (v, stride) if _later_wins(m, v) else (m, where)
+    v = z[k + stride + across] + add
+    m, where = (v, stride + across) if _later_wins(m, v) else (m, where)
+    return m, where
 
 
 @njit(inline="always")
@@ -148,7 +148,8 @@ def _pool_plane(z, start, stride, odd, add, ho, wo, pool, out, argmax, target, h
     ``odd`` > 0 (that pool only): z's columns come split in two phases, the even ones from
     ``start`` and the odd ones ``odd`` further, each row of a phase ``stride`` long: a window's four
     pixels then sit at the same place b of four contiguous rows, and argmax is that place in the
-    phases. LLVM vectorises that pool 3x better than on interleaved columns."""
+    phases. The pool then loads whole vectors: the first layers of LeNet-5 and tiny-cnn run forward
+    1.2x and 1.4x faster than on interleaved columns."""
     kh, kw, sh, sw, ph, pw = pool
     zero = out.dtype.type(0)  # in z's dtype: a literal 0 would make the select float64
     if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
