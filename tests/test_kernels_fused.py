@@ -120,6 +120,64 @@ def test_fused_kernel_without_cache_gives_the_same_output(monkeypatch, case):
     assert rel_err(out, K.conv2d_relu_max_pool2d_forward(x, weight, bias, *args)[0]) < 1e-6
 
 
+DIRECT_CASES = [  # (C, O, kernel, padding): tap counts below, at and above the eight per pass
+    (1, 3, (1, 1), (0, 0)),  # 1 tap: only the taps left over
+    (1, 2, (2, 3), (1, 1)),  # 6
+    (2, 3, (2, 2), (0, 1)),  # 8: one full pass, none left over
+    (1, 4, (3, 3), (1, 1)),  # 9, tiny-cnn's first layer
+    (3, 2, (3, 3), (0, 0)),  # 27: three passes and three left over, several input channels
+    (1, 6, (5, 5), (2, 2)),  # 25, LeNet-5's first layer
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=str)
+def test_direct_convolution_matches_the_references_for_every_tap_count(monkeypatch, case, dtype):
+    """The direct convolution sums eight taps per pass and its weight gradient four: every count of
+    taps left over, on one input channel or several (the direct path forced on)."""
+    c, o, kernel, padding = case
+    monkeypatch.setattr(K, "DIRECT_MAX_CHANNELS", c)
+    x, weight, bias, args, rng = _case((2, c, 9, 11, o, kernel, (1, 1), padding, (2, 2), (2, 2), (0, 0)), dtype)
+    out, cache = K.conv2d_relu_max_pool2d_forward(x, weight, bias, *args)
+    assert cache[0] == "direct"
+    ref, ref_cache = F.conv2d_relu_max_pool2d_forward(x, weight, bias, *args)
+    assert rel_err(out, ref) < TOLERANCE[dtype], f"forward {case}: {rel_err(out, ref):.3g}"
+    grad_output = rng.standard_normal(out.shape).astype(dtype)
+    got = K.conv2d_relu_max_pool2d_backward(grad_output, cache)
+    expected = F.conv2d_relu_max_pool2d_backward(grad_output, ref_cache)
+    for name, g, e in zip(("grad_input", "grad_weight", "grad_bias"), got, expected):
+        assert g.dtype == dtype and rel_err(g, e) < TOLERANCE[dtype], f"{name} {case}: {rel_err(g, e):.3g}"
+
+
+def _every_window(values):
+    """x (1, 1, 2, 2*len(values)**4): window b of a 2x2 pool of stride 2 holds the b-th of every
+    assignment of ``values`` to its four pixels, in row-major order."""
+    windows = np.array(np.meshgrid(values, values, values, values, indexing="ij")).reshape(4, -1).T
+    x = np.empty((1, 1, 2, 2 * len(windows)))
+    x[0, 0, 0, 0::2], x[0, 0, 0, 1::2], x[0, 0, 1, 0::2], x[0, 0, 1, 1::2] = windows.T
+    return x
+
+
+@pytest.mark.parametrize("channels", [1, 2], ids=["direct", "columns"])
+def test_two_by_two_pool_takes_the_first_maximum_or_the_last_nan_of_every_window(channels):
+    """The 2x2 pool's selects against the references' scan, on every window of ties, NaN
+    and distinct values: y and where its gradient goes. z = x exactly (a 1x1 kernel of weight 1 on
+    the first channel, 0 on the second, no bias)."""
+    x = _every_window([1.0, 2.0, np.nan])
+    if channels == 2:
+        x = np.concatenate([x, np.ones_like(x)], axis=1)
+    weight = np.zeros((1, channels, 1, 1))
+    weight[0, 0] = 1.0
+    args = ((1, 1), (0, 0), (2, 2), (2, 2), (0, 0))
+    out, cache = K.conv2d_relu_max_pool2d_forward(x, weight, None, *args)
+    ref, ref_cache = F.conv2d_relu_max_pool2d_forward(x, weight, None, *args)
+    assert np.array_equal(out, ref, equal_nan=True)
+    grad_output = np.arange(1.0, out.size + 1).reshape(out.shape)  # tells the windows apart
+    got = K.conv2d_relu_max_pool2d_backward(grad_output, cache, (True, False, False))[0]
+    expected = F.conv2d_relu_max_pool2d_backward(grad_output, ref_cache, (True, False, False))[0]
+    assert np.array_equal(got, expected)
+
+
 def _sequential_and_layers(channels, seed=0):
     """A Sequential with two fusable runs (Conv2d, ReLU, MaxPool2d) before a Linear."""
     handgrad.manual_seed(seed)
