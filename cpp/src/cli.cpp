@@ -545,7 +545,7 @@ int cmd_bench(int argc, char** argv) {
         Tensor h = x;
         for (size_t r = 0; r < runs.size(); ++r) {
             const auto t = Clock::now();
-            h = model.forward_run(runs[r], h);
+            h = model.forward_run(runs[r], std::move(h));
             forward_ms[r] += ms_since(t);
         }
         auto t = Clock::now();

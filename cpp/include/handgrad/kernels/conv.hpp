@@ -1,7 +1,8 @@
 // Conv2d as one matrix product per thread instead of one per sample: each thread unfolds its
 // chunk of the batch into the columns of one (C*kH*kW, n*Ho*Wo) matrix, multiplies once, and writes
 // NCHW with the bias added in the same pass. unfold/fold copy whole row segments (contiguous reads
-// and writes) instead of testing every element against the padding. Same signatures and math as
+// and writes; at stride 1 from and onto a padded copy of each plane) instead of testing every
+// element against the padding. Same signatures and math as
 // functional/conv.hpp, tested equal to it.
 #pragma once
 
@@ -28,9 +29,70 @@ inline std::pair<int64_t, int64_t> valid_columns(int64_t W, int64_t Wo, int64_t 
 }
 }  // namespace detail
 
+namespace detail {
+// x's plane (H, W) copied into the middle of a zeroed (H + 2*pH, W + 2*pW) one.
+inline void pad_plane(const float* x, int64_t H, int64_t W, Pair p, float* padded) {
+    const int64_t Wp = W + 2 * p[1];
+    std::fill(padded, padded + p[0] * Wp, 0.0f);
+    std::fill(padded + (p[0] + H) * Wp, padded + (H + 2 * p[0]) * Wp, 0.0f);
+    for (int64_t h = 0; h < H; ++h) {
+        float* row = padded + (p[0] + h) * Wp;
+        std::fill(row, row + p[1], 0.0f);
+        std::copy(x + h * W, x + (h + 1) * W, row + p[1]);
+        std::fill(row + p[1] + W, row + Wp, 0.0f);
+    }
+}
+
+// Stride 1: each row of cols is Ho runs of Wo contiguous pixels of the padded plane, copied by
+// loops the compiler vectorises (a memcpy call per run of a few floats cost more than the copy).
+inline void unfold_stride1(const float* x, int64_t C, int64_t H, int64_t W, Pair k, Pair p, float* cols, int64_t ld) {
+    const int64_t Hp = H + 2 * p[0], Wp = W + 2 * p[1], Ho = Hp - k[0] + 1, Wo = Wp - k[1] + 1;
+    float* padded = scratch(3, Hp * Wp);
+    for (int64_t c = 0; c < C; ++c) {
+        pad_plane(x + c * H * W, H, W, p, padded);
+        for (int64_t i = 0; i < k[0]; ++i)
+            for (int64_t j = 0; j < k[1]; ++j) {
+                float* row = cols + ((c * k[0] + i) * k[1] + j) * ld;
+                for (int64_t ho = 0; ho < Ho; ++ho) {
+                    const float* src = padded + (ho + i) * Wp + j;
+                    float* dst = row + ho * Wo;
+#pragma omp simd
+                    for (int64_t wo = 0; wo < Wo; ++wo) dst[wo] = src[wo];
+                }
+            }
+    }
+}
+
+// Its adjoint: the runs added onto a zeroed padded plane, whose middle is then added onto grad_x.
+inline void fold_stride1(const float* cols, int64_t ld, int64_t C, int64_t H, int64_t W, Pair k, Pair p, float* grad_x) {
+    const int64_t Hp = H + 2 * p[0], Wp = W + 2 * p[1], Ho = Hp - k[0] + 1, Wo = Wp - k[1] + 1;
+    float* padded = scratch(3, Hp * Wp);
+    for (int64_t c = 0; c < C; ++c) {
+        std::fill(padded, padded + Hp * Wp, 0.0f);
+        for (int64_t i = 0; i < k[0]; ++i)
+            for (int64_t j = 0; j < k[1]; ++j) {
+                const float* row = cols + ((c * k[0] + i) * k[1] + j) * ld;
+                for (int64_t ho = 0; ho < Ho; ++ho) {
+                    const float* src = row + ho * Wo;
+                    float* dst = padded + (ho + i) * Wp + j;
+#pragma omp simd
+                    for (int64_t wo = 0; wo < Wo; ++wo) dst[wo] += src[wo];
+                }
+            }
+        for (int64_t h = 0; h < H; ++h) {
+            const float* src = padded + (p[0] + h) * Wp + p[1];
+            float* dst = grad_x + (c * H + h) * W;
+#pragma omp simd
+            for (int64_t w = 0; w < W; ++w) dst[w] += src[w];
+        }
+    }
+}
+}  // namespace detail
+
 // unfold (functional/conv.hpp) of one (C, H, W) sample into columns [0, Ho*Wo) of cols, whose rows
 // are ld apart: cols[(c, i, j), (ho, wo)] = x_padded[c, sH*ho + i, sW*wo + j].
 inline void unfold(const float* x, int64_t C, int64_t H, int64_t W, Pair k, Pair s, Pair p, float* cols, int64_t ld) {
+    if (s == Pair{1, 1}) return detail::unfold_stride1(x, C, H, W, k, p, cols, ld);
     const int64_t Ho = conv_output_size(H, k[0], s[0], p[0]), Wo = conv_output_size(W, k[1], s[1], p[1]);
     for (int64_t c = 0; c < C; ++c)
         for (int64_t i = 0; i < k[0]; ++i)
@@ -56,6 +118,7 @@ inline void unfold(const float* x, int64_t C, int64_t H, int64_t W, Pair k, Pair
 
 // fold (the adjoint of unfold) of columns [0, Ho*Wo) of cols, rows ld apart, added onto grad_x.
 inline void fold(const float* cols, int64_t ld, int64_t C, int64_t H, int64_t W, Pair k, Pair s, Pair p, float* grad_x) {
+    if (s == Pair{1, 1}) return detail::fold_stride1(cols, ld, C, H, W, k, p, grad_x);
     const int64_t Ho = conv_output_size(H, k[0], s[0], p[0]), Wo = conv_output_size(W, k[1], s[1], p[1]);
     for (int64_t c = 0; c < C; ++c)
         for (int64_t i = 0; i < k[0]; ++i)

@@ -21,16 +21,20 @@ namespace handgrad::kernels {
 // ---- Linear -> ReLU ---------------------------------------------------------------------------
 
 struct LinearReluCache {
-    LinearCache linear;
+    Tensor x;  // backward needs x (for grad_weight), moved in from the previous layer's output ...
+    // ... and the weight, read in place: the layer's own, which nn::Sequential keeps alive beside
+    // this cache, and which (as in the Python kernels) must not change between forward and backward
+    const Tensor* weight = nullptr;
+    bool has_bias = false;
     Tensor out;  // y = relu(x @ W.T + b): the gradient passes where y > 0
 };
 
-// y = relu(x @ weight.T + bias), as linear_forward then relu_forward.
-inline std::pair<Tensor, LinearReluCache> linear_relu_forward(const Tensor& x, const Tensor& weight,
-                                                              const Tensor* bias) {
-    auto [out, cache] = kernels::linear_forward(x, weight, bias, true);
+// y = relu(x @ weight.T + bias), as linear_forward then relu_forward; x is kept for backward.
+inline std::pair<Tensor, LinearReluCache> linear_relu_forward(Tensor x, const Tensor& weight, const Tensor* bias) {
+    Tensor out = detail::linear_product(x, weight, bias, true);
     Tensor kept = out;  // one copy for the next layer, the other kept for backward
-    return {std::move(out), LinearReluCache{.linear = std::move(cache), .out = std::move(kept)}};
+    return {std::move(out), LinearReluCache{.x = std::move(x), .weight = &weight, .has_bias = bias != nullptr,
+                                            .out = std::move(kept)}};
 }
 
 // dL/dz = G * [y > 0], then Linear's gradients of z = x @ W.T + b.
@@ -40,7 +44,7 @@ inline LinearGrads linear_relu_backward(const Tensor& grad_output, const LinearR
     const float *g = grad_output.ptr(), *y = cache.out.ptr();
     float* d = grad_z.ptr();
     for_each_index(grad_z.numel(), [g, y, d](int64_t i) { d[i] = y[i] > 0.0f ? g[i] : 0.0f; });
-    return kernels::linear_backward(grad_z, cache.linear, needs);
+    return detail::linear_grads(grad_z, cache.x, *cache.weight, cache.has_bias, needs);
 }
 
 // ---- Conv2d -> ReLU -> MaxPool2d (2x2, stride 2) ------------------------------------------------

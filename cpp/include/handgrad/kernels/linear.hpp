@@ -13,10 +13,10 @@ namespace handgrad::kernels {
 using functional::LinearCache;
 using functional::LinearGrads;
 
+namespace detail {
 // y = x @ weight.T + bias; with relu=true, y = max(that, 0) in the same pass over each chunk's rows
 // (the fused Linear -> ReLU, kernels/fused.hpp), with ReLU's rule: NaN becomes 0.
-inline std::pair<Tensor, LinearCache> linear_forward(const Tensor& x, const Tensor& weight, const Tensor* bias,
-                                                     bool relu = false) {
+inline Tensor linear_product(const Tensor& x, const Tensor& weight, const Tensor* bias, bool relu) {
     const int64_t out_features = weight.shape[0], in_features = weight.shape[1];
     const int64_t rows = x.numel() / std::max<int64_t>(in_features, 1);
     Shape out_shape = x.shape;
@@ -39,25 +39,32 @@ inline std::pair<Tensor, LinearCache> linear_forward(const Tensor& x, const Tens
             }
         }
     });
+    return out;
+}
+}  // namespace detail
+
+inline std::pair<Tensor, LinearCache> linear_forward(const Tensor& x, const Tensor& weight, const Tensor* bias) {
+    Tensor out = detail::linear_product(x, weight, bias, false);
     return {std::move(out), LinearCache{.x = x, .weight = weight, .has_bias = bias != nullptr}};
 }
 
-inline LinearGrads linear_backward(const Tensor& grad_output, const LinearCache& cache, NeedsGrad needs = {}) {
-    check_grad_output("linear_backward", grad_output, cache.out_shape());
-    const Tensor& weight = cache.weight;
+namespace detail {
+// Linear's gradients from G = dL/dy and the forward's x and weight.
+inline LinearGrads linear_grads(const Tensor& grad_output, const Tensor& x, const Tensor& weight, bool has_bias,
+                                NeedsGrad needs) {
     const int64_t out_features = weight.shape[0], in_features = weight.shape[1];
     const int64_t rows = grad_output.numel() / std::max<int64_t>(out_features, 1);
-    const float *G = grad_output.ptr(), *X = cache.x.ptr();
+    const float *G = grad_output.ptr(), *X = x.ptr();
     LinearGrads g;
     if (needs.input) {
-        g.grad_input = Tensor(cache.x.shape);
+        g.grad_input = Tensor(x.shape);
         for_chunks(rows, chunk_count(rows, out_features * in_features), [&](int, int64_t r0, int64_t r1) {
             gemm({G + r0 * out_features, r1 - r0, out_features, out_features},
                  {weight.ptr(), out_features, in_features, in_features}, g.grad_input.ptr() + r0 * in_features,
                  in_features);
         });
     }
-    const bool want_bias = cache.has_bias && needs.bias;
+    const bool want_bias = has_bias && needs.bias;
     if (needs.weight) g.grad_weight = Tensor(weight.shape);
     if (want_bias) g.grad_bias = Tensor({out_features});
     if (needs.weight || want_bias)
@@ -70,6 +77,12 @@ inline LinearGrads linear_backward(const Tensor& grad_output, const LinearCache&
                     ConstMatrixMap(G, rows, out_features).middleCols(o0, o1 - o0).colwise().sum().transpose();
         });
     return g;
+}
+}  // namespace detail
+
+inline LinearGrads linear_backward(const Tensor& grad_output, const LinearCache& cache, NeedsGrad needs = {}) {
+    check_grad_output("linear_backward", grad_output, cache.out_shape());
+    return detail::linear_grads(grad_output, cache.x, cache.weight, cache.has_bias, needs);
 }
 
 }  // namespace handgrad::kernels

@@ -55,20 +55,21 @@ public:
         Tensor h = x;
         for (size_t i = 0; i < layers.size();) {
             const size_t size = fused_size(i, h);
-            h = forward_run({i, size}, h);
+            h = forward_run({i, size}, std::move(h));
             i += size;
         }
         return h;
     }
-    // The layers of one run forward (fused: as one op, keeping its cache until backward_run).
-    Tensor forward_run(Run run, const Tensor& x) {
+    // The layers of one run forward (fused: as one op, keeping its cache until backward_run). x is
+    // taken by value: a fused Linear -> ReLU keeps it for backward without a copy.
+    Tensor forward_run(Run run, Tensor x) {
         if (run.size == 1) {
             fused.erase(run.start);
-            return layers[run.start]->forward(x);
+            return layers[run.start]->forward(std::move(x));
         }
         for (size_t i = run.start; i < run.start + run.size; ++i) layers[i]->forget_saved();
         if (auto* linear = dynamic_cast<Linear*>(layers[run.start].get())) {
-            auto [out, cache] = kernels::linear_relu_forward(x, linear->weight.data, bias_of(*linear));
+            auto [out, cache] = kernels::linear_relu_forward(std::move(x), linear->weight.data, bias_of(*linear));
             fused[run.start] = {std::move(cache), out.shape, run.size};
             return out;
         }

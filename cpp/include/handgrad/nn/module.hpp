@@ -28,6 +28,9 @@ class Module {
 public:
     virtual ~Module() = default;
     virtual Tensor forward(const Tensor& x) = 0;
+    // The same on an x the caller no longer needs: a layer that can reuse its memory (Flatten)
+    // overrides this; the others compute from it as from any x.
+    virtual Tensor forward(Tensor&& x) { return forward(static_cast<const Tensor&>(x)); }
     // dL/dx from dL/dy; input_grad=false skips dL/dx (the first layers of a model need none).
     virtual Tensor backward(const Tensor& grad_output, bool input_grad = true) = 0;
     // "weight", "bias" in the order of the PyTorch twin's state_dict
