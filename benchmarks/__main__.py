@@ -838,8 +838,12 @@ def _cpp_build_text(env) -> str:
     b = env.get("handgrad-cpp")
     if not b:
         return "not built in this run"
-    products = f"products in {b['gemm']}" if "gemm" in b else f"Eigen on {b['eigen_threads']} thread(s)"
-    return f"built with {b['flags']}, {products} (1 thread per chunk), OpenMP {'on' if b['openmp'] else 'off'}"
+    products = (
+        f"products in {b['gemm']} (1 thread per chunk of the batch)"
+        if "gemm" in b
+        else f"Eigen on {b['eigen_threads']} thread(s)"
+    )
+    return f"built with {b['flags']}, {products}, OpenMP {'on' if b['openmp'] else 'off'}"
 
 
 def _ratios(res, a, b, keep):
