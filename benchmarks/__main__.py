@@ -390,7 +390,7 @@ def time_job(impl, kind, name, batch, steps, data_dir):
                 {
                     "samples_per_s": res["samples_per_s"],
                     "probe": [before, sgemm_probe()],
-                    "build": {k: res[k] for k in ("flags", "eigen_threads", "openmp")},
+                    "build": {k: res[k] for k in ("flags", "eigen_threads", "openmp", "gemm") if k in res},
                 }
             )
         )
@@ -838,7 +838,12 @@ def _cpp_build_text(env) -> str:
     b = env.get("handgrad-cpp")
     if not b:
         return "not built in this run"
-    return f"built with {b['flags']}, Eigen on {b['eigen_threads']} thread(s), OpenMP {'on' if b['openmp'] else 'off'}"
+    products = (
+        f"products in {b['gemm']} (1 thread per chunk of the batch)"
+        if "gemm" in b
+        else f"Eigen on {b['eigen_threads']} thread(s)"
+    )
+    return f"built with {b['flags']}, {products}, OpenMP {'on' if b['openmp'] else 'off'}"
 
 
 def _ratios(res, a, b, keep):
@@ -987,7 +992,8 @@ def report(
             "`handgrad-cpp bench --profile` (2 threads, synthetic batches of MNIST's shape, SGD): each layer's "
             "forward and backward, the loss (forward and backward together) and the optimizer step, timed one "
             f"piece at a time after the timed run, {args.repeats} runs of {args.max_steps} steps interleaved "
-            "across models. A Conv2d's time includes its unfold/fold and its Eigen products.",
+            "across models. A run of layers the C++ fuses (Conv2d+ReLU+MaxPool2d, Linear+ReLU) is one piece; a "
+            "convolution's time includes its unfold/fold (or its direct loops) and its matrix products.",
             "",
         ]
         for name, runs in cpp_ops.items():

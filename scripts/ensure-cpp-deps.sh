@@ -18,6 +18,8 @@ need nlohmann-json3-dev /usr/include/nlohmann/json.hpp
 need doctest-dev /usr/include/doctest/doctest.h
 need zlib1g-dev /usr/include/zlib.h
 need libstb-dev /usr/include/stb/stb_image.h
+# OpenBLAS: the kernels' matrix products (cblas.h under the multiarch include folder)
+[ -n "$(ls /usr/include/*/cblas.h /usr/include/cblas.h 2>/dev/null)" ] || missing="$missing libopenblas-dev"
 
 [ -z "$missing" ] && exit 0
 

@@ -535,30 +535,29 @@ int cmd_bench(int argc, char** argv) {
     for (auto& v : y) v = static_cast<int64_t>(default_generator()() % 10);
 
     using Clock = std::chrono::steady_clock;
-    const size_t L = model.size();
-    std::vector<double> forward_ms(L), backward_ms(L);
-    double loss_ms = 0, step_ms = 0;
     auto ms_since = [](Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); };
-    // As Sequential::backward: a layer needs dL/dx only when some layer before it has parameters.
-    std::vector<bool> needs_input(L);
-    for (size_t i = 1; i < L; ++i) needs_input[i] = needs_input[i - 1] || !model[i - 1].named_parameters().empty();
+    // The runs of layers as forward runs them (a fused op as one), known after the warm-up.
+    std::vector<nn::Sequential::Run> runs;
+    std::vector<double> forward_ms, backward_ms;
+    std::vector<bool> needs_input;  // as Sequential::backward: only when some layer before has parameters
+    double loss_ms = 0, step_ms = 0;
     auto profiled_step = [&] {
         Tensor h = x;
-        for (size_t i = 0; i < L; ++i) {
+        for (size_t r = 0; r < runs.size(); ++r) {
             const auto t = Clock::now();
-            h = model[i].forward(h);
-            forward_ms[i] += ms_since(t);
+            h = model.forward_run(runs[r], std::move(h));
+            forward_ms[r] += ms_since(t);
         }
         auto t = Clock::now();
         objective(h, y);
         Tensor g = objective.backward();
         loss_ms += ms_since(t);
         opt.zero_grad();
-        for (size_t i = L; i-- > 0;) {
+        for (size_t r = runs.size(); r-- > 0;) {
             t = Clock::now();
-            g = model[i].backward(g, needs_input[i]);
-            backward_ms[i] += ms_since(t);
-            if (!needs_input[i]) break;
+            g = model.backward_run(runs[r], g, needs_input[r]);
+            backward_ms[r] += ms_since(t);
+            if (!needs_input[r]) break;
         }
         t = Clock::now();
         opt.step();
@@ -581,8 +580,16 @@ int cmd_bench(int argc, char** argv) {
     for (int64_t i = 0; i < steps; ++i) one_step();
     const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
     const double rate = static_cast<double>(steps * batch) / seconds;
-    if (profile && !inference)
+    if (profile && !inference) {
+        runs = model.runs();
+        forward_ms.assign(runs.size(), 0.0), backward_ms.assign(runs.size(), 0.0);
+        bool seen = false;
+        for (const auto& run : runs) {
+            needs_input.push_back(seen);
+            for (size_t i = run.start; i < run.start + run.size; ++i) seen = seen || !model[i].named_parameters().empty();
+        }
         for (int64_t i = 0; i < steps; ++i) profiled_step();
+    }
 #ifdef _OPENMP
     const bool openmp = true;
 #else
@@ -592,13 +599,21 @@ int cmd_bench(int argc, char** argv) {
                    {"mode", inference ? "inference" : "train"},
                    {"steps", steps},                  {"seconds", seconds},    {"samples_per_s", rate},
                    {"threads", kernels::num_threads()}, {"kernels", kernels::enabled()},
-                   {"eigen_threads", Eigen::nbThreads()}, {"openmp", openmp}, {"flags", HANDGRAD_CXX_FLAGS}};
+                   {"eigen_threads", Eigen::nbThreads()}, {"openmp", openmp}, {"flags", HANDGRAD_CXX_FLAGS},
+                   {"gemm", kernels::gemm_library()}};
     json pieces = json::array();
     if (profile && !inference) {
         const double n = static_cast<double>(steps);
-        for (size_t i = 0; i < L; ++i)
-            pieces.push_back({{"layer", std::to_string(i) + ": " + model[i].repr()},
-                              {"forward_ms", forward_ms[i] / n}, {"backward_ms", backward_ms[i] / n}});
+        for (size_t r = 0; r < runs.size(); ++r) {
+            const auto& run = runs[r];
+            std::string label = std::to_string(run.start) + ": " + model[run.start].repr();
+            if (run.size > 1) {  // a fused run: "0-2: Conv2d+ReLU+MaxPool2d (Conv2d(1, 8, ...))"
+                label = std::to_string(run.start) + "-" + std::to_string(run.start + run.size - 1) + ": ";
+                for (size_t i = run.start; i < run.start + run.size; ++i) label += (i > run.start ? "+" : "") + model[i].type();
+                label += " (" + model[run.start].repr() + ")";
+            }
+            pieces.push_back({{"layer", label}, {"forward_ms", forward_ms[r] / n}, {"backward_ms", backward_ms[r] / n}});
+        }
         pieces.push_back({{"layer", "loss (forward and backward)"}, {"forward_ms", loss_ms / n}, {"backward_ms", 0.0}});
         pieces.push_back({{"layer", "optimizer step"}, {"forward_ms", 0.0}, {"backward_ms", step_ms / n}});
         result["profile"] = pieces;

@@ -1,9 +1,12 @@
 // Every kernel against its readable reference (functional/ and optim.hpp), on 1 and on 3 threads
 // (3 so that chunks differ in size): the pooling, ReLU and optimizer kernels bit for bit, the
-// convolution to float32 rounding (its products sum in another order).
+// convolution to float32 rounding (its products sum in another order); the fused runs of
+// nn::Sequential against the same layers one by one.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "handgrad/kernels/activation.hpp"
 #include "handgrad/kernels/conv.hpp"
+#include "handgrad/kernels/fused.hpp"
+#include "handgrad/kernels/gemm.hpp"
 #include "handgrad/kernels/linear.hpp"
 #include "handgrad/kernels/pool.hpp"
 #include "handgrad/nn.hpp"
@@ -276,4 +279,117 @@ TEST_CASE("a model trains to the same weights on the kernels as on the reference
     auto a = fast.named_parameters(), b = slow.named_parameters();
     for (size_t i = 0; i < a.size(); ++i) check_close(a[i].first, a[i].second->data, b[i].second->data, 1e-5);
     set_threads(1);
+}
+
+TEST_CASE("gemm equals Eigen's product for every transpose, inside wider matrices, set or added") {
+    const int64_t m = 5, n = 7, k = 4, pad = 3;  // every matrix `pad` columns wider than what it multiplies
+    for (bool ta : {false, true})
+        for (bool tb : {false, true})
+            for (bool accumulate : {false, true}) {
+                CAPTURE(ta);
+                CAPTURE(tb);
+                CAPTURE(accumulate);
+                const int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+                const Tensor a = random_tensor({ar, ac + pad}, 1), b = random_tensor({br, bc + pad}, 2);
+                Tensor c = random_tensor({m, n + pad}, 3);
+                Matrix want = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>(c.ptr(), m, n, Eigen::OuterStride<>(n + pad));
+                const Matrix A = as_matrix(a, ar, ac + pad).leftCols(ac), B = as_matrix(b, br, bc + pad).leftCols(bc);
+                const Matrix product = (ta ? Matrix(A.transpose()) : A) * (tb ? Matrix(B.transpose()) : B);
+                want = accumulate ? Matrix(want + product) : product;
+                const Tensor untouched = c;
+                kernels::gemm({a.ptr(), ar, ac, ac + pad, ta}, {b.ptr(), br, bc, bc + pad, tb}, c.ptr(), n + pad, accumulate);
+                for (int64_t i = 0; i < m; ++i)
+                    for (int64_t j = 0; j < n + pad; ++j) {
+                        const float expected = j < n ? want(i, j) : untouched[i * (n + pad) + j];  // the padding kept
+                        CHECK(std::fabs(c[i * (n + pad) + j] - expected) <= 1e-5f * std::max(1.0f, std::fabs(expected)));
+                    }
+            }
+}
+
+namespace {
+// Forward and backward through every layer of `model` one by one (each layer's own kernel), then
+// through the model (its fused runs): the same output, dL/dx and parameter gradients.
+void check_fused_runs(nn::Sequential& model, const Tensor& x, size_t expected_runs) {
+    std::vector<Tensor> alone;
+    Tensor h = x;
+    for (auto& layer : model.layers) h = layer->forward(h);
+    const Tensor g = random_tensor(h.shape, 7);
+    model.zero_grad();
+    Tensor grad = g;
+    for (size_t i = model.size(); i-- > 0;) grad = model[i].backward(grad);
+    for (auto* p : model.parameters()) alone.push_back(p->grad);
+    model.zero_grad();
+    const Tensor out = model.forward(x);
+    CHECK(model.runs().size() == expected_runs);
+    check_close("output", out, h, 1e-5);
+    check_close("grad_input", model.backward(g), grad, 1e-5);
+    auto params = model.named_parameters();
+    for (size_t i = 0; i < params.size(); ++i) check_close(params[i].first, params[i].second->grad, alone[i], 1e-5);
+}
+}  // namespace
+
+TEST_CASE("fused Conv2d -> ReLU -> MaxPool2d equals the three layers one by one") {
+    struct Case {
+        Shape x;
+        nn::Conv2dOptions conv;
+    };
+    const std::vector<Case> cases = {
+        {{4, 1, 12, 12}, {.in_channels = 1, .out_channels = 8, .kernel_size = {3, 3}, .padding = {1, 1}}},  // direct
+        {{3, 1, 11, 9}, {.in_channels = 1, .out_channels = 6, .kernel_size = {5, 5}, .padding = {2, 2}, .bias = false}},
+        {{2, 1, 9, 10}, {.in_channels = 1, .out_channels = 3, .kernel_size = {2, 3}}},  // direct, no padding, odd sizes
+        {{3, 1, 13, 13}, {.in_channels = 1, .out_channels = 4, .kernel_size = {3, 3}, .stride = {2, 2}}},  // columns
+        {{5, 3, 9, 8}, {.in_channels = 3, .out_channels = 5, .kernel_size = {3, 3}, .padding = {1, 0}}},
+        {{64, 6, 14, 14}, {.in_channels = 6, .out_channels = 16, .kernel_size = {5, 5}}},  // split between threads
+        {{64, 1, 28, 28}, {.in_channels = 1, .out_channels = 6, .kernel_size = {5, 5}, .padding = {2, 2}}},
+    };
+    for (int threads : {1, 3}) {
+        set_threads(threads);
+        for (size_t c = 0; c < cases.size(); ++c) {
+            CAPTURE(c);
+            CAPTURE(threads);
+            manual_seed(c);
+            nn::Sequential model;
+            model.add<nn::Conv2d>(cases[c].conv).add<nn::ReLU>().add<nn::MaxPool2d>().add<nn::Flatten>();
+            Tensor x = random_tensor(cases[c].x, 200 + c);
+            check_fused_runs(model, x, 2);
+            check_fused_runs(model, random_tensor(cases[c].x, 300 + c), 2);  // a second step, on the reused columns
+        }
+    }
+    set_threads(1);
+}
+
+TEST_CASE("fused Linear -> ReLU equals the two layers one by one") {
+    for (int threads : {1, 3}) {
+        set_threads(threads);
+        for (bool bias : {true, false}) {
+            manual_seed(3);
+            nn::Sequential model;
+            model.add<nn::Linear>(nn::LinearOptions{.in_features = 40, .out_features = 30, .bias = bias}).add<nn::ReLU>();
+            model.add<nn::Linear>(nn::LinearOptions{.in_features = 30, .out_features = 20}).add<nn::ReLU>();
+            model.add<nn::Linear>(nn::LinearOptions{.in_features = 20, .out_features = 5});
+            check_fused_runs(model, random_tensor({130, 40}, 9), 3);
+        }
+    }
+    set_threads(1);
+}
+
+TEST_CASE("a run is fused only where its kernel computes it; its layers still work alone") {
+    manual_seed(1);
+    nn::Sequential model;
+    model.add<nn::Conv2d>(nn::Conv2dOptions{.in_channels = 1, .out_channels = 2, .kernel_size = {3, 3}}).add<nn::ReLU>();
+    model.add<nn::MaxPool2d>(nn::Pool2dOptions{.kernel_size = {3, 3}});  // not 2x2: the layers one by one
+    model.add<nn::Flatten>().add<nn::Linear>(nn::LinearOptions{.in_features = 2, .out_features = 3}).add<nn::Sigmoid>();
+    check_fused_runs(model, random_tensor({2, 1, 5, 5}, 4), 6);
+    nn::Sequential fused;
+    fused.add<nn::Linear>(nn::LinearOptions{.in_features = 4, .out_features = 3}).add<nn::ReLU>();
+    fused.forward(random_tensor({2, 4}, 5));
+    CHECK(fused.runs().size() == 1);
+    // the fused op ran in the layers' place: a backward of one of them alone has nothing to read
+    CHECK_THROWS_WITH_AS(fused[1].backward(random_tensor({2, 3}, 6)), doctest::Contains("backward called before forward"),
+                         HandgradError);
+    const Tensor y = fused[0].forward(random_tensor({2, 4}, 5));  // alone again, it works
+    CHECK(fused[0].backward(random_tensor(y.shape, 6)).shape == Shape{2, 4});
+    kernels::Reference references;  // no fused op on the references
+    fused.forward(random_tensor({2, 4}, 5));
+    CHECK(fused.runs().size() == 2);
 }

@@ -9,6 +9,9 @@
 
 #include "handgrad/kernels.hpp"
 
+#include <Eigen/Core>
+
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -124,6 +127,16 @@ private:
     std::atomic<int> finished{0};
     static inline thread_local bool inside = false;
 };
+
+// A buffer of at least n floats owned by the calling thread and kept between calls (slot: which of
+// a kernel's buffers), so a step's temporaries are neither allocated nor zero-filled again. Its
+// contents are whatever the last user left: the caller writes every element it reads.
+inline float* scratch(int slot, int64_t n) {
+    thread_local std::array<std::vector<float, Eigen::aligned_allocator<float>>, 4> buffers;
+    auto& buffer = buffers.at(slot);
+    if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
+    return buffer.data();
+}
 
 inline int num_threads() { return ThreadPool::instance().threads(); }
 inline void set_num_threads(int n) { ThreadPool::set_threads(n); }

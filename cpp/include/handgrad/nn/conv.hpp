@@ -11,6 +11,7 @@ struct Conv2dOptions {
     int64_t in_channels = 0, out_channels = 0;
     Pair kernel_size{3, 3}, stride{1, 1}, padding{0, 0};
     bool bias = true;
+    bool operator==(const Conv2dOptions&) const = default;
 };
 
 // y[n, o] = bias[o] + sum_c weight[o, c] (cross-correlated with) x_padded[n, c], with stride.
@@ -65,6 +66,13 @@ public:
                         ", kernel_size=" + fmt_pair(options.kernel_size) + ", stride=" + fmt_pair(options.stride);
         if (options.padding != Pair{0, 0}) s += ", padding=" + fmt_pair(options.padding);
         return s + (options.bias ? "" : ", bias=False");
+    }
+
+    // Every option but the sizes at its default: what the fused kernels compute (nn::Sequential).
+    bool plain() const {
+        return options == Conv2dOptions{.in_channels = options.in_channels, .out_channels = options.out_channels,
+                                        .kernel_size = options.kernel_size, .stride = options.stride,
+                                        .padding = options.padding, .bias = options.bias};
     }
 
     Conv2dOptions options;

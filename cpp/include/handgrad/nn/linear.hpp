@@ -57,7 +57,8 @@ private:
 class Flatten : public Module {
 public:
     explicit Flatten(int start_dim = 1, int end_dim = -1) : start_dim(start_dim), end_dim(end_dim) {}
-    Tensor forward(const Tensor& x) override {
+    Tensor forward(const Tensor& x) override { return forward(Tensor(x)); }
+    Tensor forward(Tensor&& x) override {  // the same values under the new shape: no copy
         const int start = start_dim < 0 ? start_dim + x.ndim() : start_dim;
         const int end = end_dim < 0 ? end_dim + x.ndim() : end_dim;
         if (start < 0 || end >= x.ndim() || start > end)
@@ -69,7 +70,8 @@ public:
         shape.push_back(merged);
         shape.insert(shape.end(), x.shape.begin() + end + 1, x.shape.end());
         save_for_backward(input_shape, x.shape, shape);  // backward needs only the input's shape
-        return x.reshape(shape);
+        x.shape = std::move(shape);
+        return std::move(x);
     }
     Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
         const Shape& shape = saved(input_shape, grad_output);

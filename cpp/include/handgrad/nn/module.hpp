@@ -28,6 +28,9 @@ class Module {
 public:
     virtual ~Module() = default;
     virtual Tensor forward(const Tensor& x) = 0;
+    // The same on an x the caller no longer needs: a layer that can reuse its memory (Flatten)
+    // overrides this; the others compute from it as from any x.
+    virtual Tensor forward(Tensor&& x) { return forward(static_cast<const Tensor&>(x)); }
     // dL/dx from dL/dy; input_grad=false skips dL/dx (the first layers of a model need none).
     virtual Tensor backward(const Tensor& grad_output, bool input_grad = true) = 0;
     // "weight", "bias" in the order of the PyTorch twin's state_dict
@@ -38,6 +41,9 @@ public:
     virtual std::string extra_repr() const { return ""; }
     std::string repr() const { return type() + "(" + extra_repr() + ")"; }
     void train(bool mode = true) { training = mode; }
+    // Mark what the last forward saved as out of date (a fused op computed this layer's part, see
+    // nn::Sequential): backward then fails as if no forward had run.
+    void forget_saved() { has_saved = false; }
     void eval() { train(false); }
     bool training = true;
 
@@ -48,18 +54,20 @@ protected:
     void save_for_backward(std::optional<Cache>& slot, Cache cache, const Shape& out_shape) {
         slot = std::move(cache);
         output_shape = out_shape;
+        has_saved = true;
     }
     // The cache of the last forward, after checking that there was one and that grad_output fits it:
     // a clear error instead of reading stale memory or past the end of a buffer.
     template <class Cache>
     const Cache& saved(const std::optional<Cache>& cache, const Tensor& grad_output) const {
-        if (!cache) throw HandgradError(repr(), "backward called before forward (nothing saved for backward)");
+        if (!cache || !has_saved) throw HandgradError(repr(), "backward called before forward (nothing saved for backward)");
         check_grad_output(repr(), grad_output, output_shape);
         return *cache;
     }
 
 private:
     Shape output_shape;
+    bool has_saved = false;
 };
 
 inline void check_ndim(const Module& layer, const Tensor& x, int ndim, const std::string& expected) {
@@ -124,13 +132,7 @@ public:
     Parameter weight;
     std::optional<Parameter> bias;
 
-protected:
-    // Allocate and initialise the parameters (after the layer has checked its options).
-    void make_parameters(std::vector<int64_t> weight_shape, bool has_bias) {
-        weight.data = Tensor(weight_shape);
-        if (has_bias) bias = Parameter{.data = Tensor({weight_shape[0]})};
-        reset_parameters(default_generator());
-    }
+    // (public for nn::Sequential, which runs fused ops in the layer's place)
     // Which gradients backward should compute: dL/dx if asked, each parameter's if it requires one.
     NeedsGrad needs(bool input_grad) const {
         return {.input = input_grad, .weight = weight.requires_grad, .bias = bias && bias->requires_grad};
@@ -142,6 +144,14 @@ protected:
         weight.accumulate_grad(std::move(g.grad_weight), repr(), "grad_weight");
         if (bias) bias->accumulate_grad(std::move(g.grad_bias), repr(), "grad_bias");
         return std::move(g.grad_input);
+    }
+
+protected:
+    // Allocate and initialise the parameters (after the layer has checked its options).
+    void make_parameters(std::vector<int64_t> weight_shape, bool has_bias) {
+        weight.data = Tensor(weight_shape);
+        if (has_bias) bias = Parameter{.data = Tensor({weight_shape[0]})};
+        reset_parameters(default_generator());
     }
 };
 

@@ -13,12 +13,13 @@ struct Pool2dOptions {
     Pair kernel_size{2, 2};
     std::optional<Pair> stride;  // default: kernel_size
     Pair padding{0, 0};
+    bool operator==(const Pool2dOptions&) const = default;
 };
 
 class Pool2dBase : public Module {
 public:
     explicit Pool2dBase(Pool2dOptions options, const std::string& name)
-        : kernel_size(options.kernel_size), stride(options.stride.value_or(options.kernel_size)),
+        : options(options), kernel_size(options.kernel_size), stride(options.stride.value_or(options.kernel_size)),
           padding(options.padding) {
         for (int a = 0; a < 2; ++a) {
             if (kernel_size[a] < 1 || stride[a] < 1 || padding[a] < 0)
@@ -38,6 +39,7 @@ public:
         auto one = [](Pair p) { return p[0] == p[1] ? std::to_string(p[0]) : fmt_pair(p); };
         return "kernel_size=" + one(kernel_size) + ", stride=" + one(stride) + ", padding=" + one(padding);
     }
+    Pool2dOptions options;  // as given
     Pair kernel_size, stride, padding;
 
 protected:
@@ -66,6 +68,12 @@ class MaxPool2d : public Pool2d<functional::MaxPool2dCache> {
 public:
     explicit MaxPool2d(Pool2dOptions options = {}) : Pool2d(options, "MaxPool2d") {}
     std::string type() const override { return "MaxPool2d"; }
+    // 2x2 windows of stride 2, every other option at its default: what the fused kernel computes
+    // (nn::Sequential).
+    bool plain_2x2() const {
+        return options == Pool2dOptions{.kernel_size = {2, 2}, .stride = options.stride} && kernel_size == Pair{2, 2} &&
+               stride == Pair{2, 2} && padding == Pair{0, 0};
+    }
 
 protected:
     std::pair<Tensor, functional::MaxPool2dCache> run_forward(const Tensor& x) const override {
