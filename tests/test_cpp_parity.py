@@ -244,6 +244,68 @@ def test_training_parity_from_the_same_weights_and_batch_order(mnist, subset, tm
     assert np.abs(a - b).max() < 1e-2 * np.abs(a).max()
 
 
+@needs_mnist
+@pytest.mark.parametrize(
+    "optimizer, lr, momentum, weight_decay",
+    [("rmsprop", 1e-3, 0.9, 1e-3), ("rmsprop", 1e-3, 0.0, 1e-3), ("adagrad", 0.02, 0.0, 1e-3)],
+)
+def test_optimizers_train_as_python(optimizer, lr, momentum, weight_decay, mnist, subset, tmp_path):
+    """20 steps of mlp-small from the same weights and batch order: the same epoch loss and weights.
+    With weight decay: RMSprop divides by the gradient's own size, so a unit whose gradient is
+    nearly zero (a sum that cancels) would magnify float32 rounding into its whole step."""
+    from handgrad.app.training import TrainConfig, make_optimizer
+
+    index, norm = subset
+    handgrad.manual_seed(5)
+    model = build_model("mlp-small")
+    handgrad.save(model, tmp_path / "init.safetensors", **metadata(norm))
+    order = np.random.default_rng([5, 0]).permutation(SUBSET)[:1280]
+    write_idx(tmp_path / "order.idx", index[order].astype(np.int32)[None])
+    config = TrainConfig(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = make_optimizer(config, model.parameters())
+    x, y, loss_fn, loss_sum = norm(mnist.train_images[index]), mnist.train_labels[index], nn.CrossEntropyLoss(), 0.0
+    for start in range(0, len(order), BATCH):
+        batch = order[start : start + BATCH]
+        loss_sum += loss_fn(model(x[batch]), y[batch]) * len(batch)
+        opt.zero_grad()
+        model.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+
+    run_cpp(
+        "train", "--init", tmp_path / "init.safetensors", "--order", tmp_path / "order.idx", "--epochs", 1,
+        "--batch-size", BATCH, "--optimizer", optimizer, "--lr", lr, "--momentum", momentum, "--weight-decay",
+        weight_decay, "--schedule", "none", "--quiet", "--out", tmp_path / "run",
+    )  # fmt: skip
+    cpp_loss = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"][0]["train_loss"]
+    assert abs(cpp_loss - loss_sum / len(order)) < 1e-4 * loss_sum / len(order)
+    cpp_weights = load_tensors(tmp_path / "run" / "last.safetensors")[0]
+    for name, p in model.named_parameters():
+        assert np.abs(cpp_weights[name] - p.data).max() < 1e-4 * max(1.0, np.abs(p.data).max()), name
+
+
+@needs_mnist
+@pytest.mark.parametrize("schedule, lr", [("multistep", 0.05), ("plateau", 1e-6), ("step", 0.05), ("cosine", 0.05)])
+def test_schedules_set_the_lr_as_python(schedule, lr, tmp_path):
+    """Five C++ epochs: the lr of each is the Python scheduler's, the plateau fed the C++ validation
+    losses (an lr of 1e-6 leaves them flat, so it reduces the lr after the fourth)."""
+    from handgrad.app.training import TrainConfig, make_optimizer, make_scheduler
+
+    run_cpp(
+        "train", "--dataset", "mnist", "--train-size", 200, "--epochs", 5, "--schedule", schedule, "--lr", lr,
+        "--quiet", "--out", tmp_path,
+    )  # fmt: skip
+    history = json.loads((tmp_path / "history.json").read_text())["epochs"]
+    config = TrainConfig(model="mlp-small", epochs=5, schedule=schedule, lr=lr).resolved()
+    opt = make_optimizer(config, nn.Linear(2, 2).parameters())
+    scheduler = make_scheduler(config, opt)
+    expected = []
+    for row in history:
+        expected.append(opt.param_groups[0]["lr"])
+        scheduler.step(row["val_loss"]) if schedule == "plateau" else scheduler.step()
+    assert [row["lr"] for row in history] == pytest.approx(expected, rel=1e-12)
+    assert len(set(expected)) > 1  # the schedule changed the lr within the run
+
+
 def test_cpp_training_is_deterministic(subset, tmp_path):
     """Same initial weights, same batch order: the same weights, bit for bit, run after run."""
     index, norm = subset

@@ -30,6 +30,16 @@ void check_layer(const std::string& op, nn::Module& layer, Tensor x, uint64_t se
     for (auto& [name, p] : layer.named_parameters()) check(op, name, p->data, param_grads[k++].second, objective);
 }
 
+// check_layer on a fresh Layer(options) per case, each input spread from its own seed.
+template <class Layer, class Options>
+void check_cases(const std::vector<std::pair<Options, Shape>>& cases, uint64_t seed) {
+    for (auto& [options, shape] : cases) {
+        Layer layer(options);
+        check_layer(layer.repr(), layer, spread(shape, seed), seed + 1);
+        seed += 2;
+    }
+}
+
 }  // namespace
 
 TEST_CASE("Linear: grad_input = G @ weight, grad_weight = G.T @ x, grad_bias = G.sum(0)") {
@@ -117,11 +127,7 @@ TEST_CASE("Dropout: dL/dx = G * mask, the mask fixed by the seed") {
 
 TEST_CASE("Conv2d with groups, dilation, 'same' and 'valid' padding and every padding_mode") {
     using functional::PaddingMode;
-    struct Case {
-        nn::Conv2dOptions options;
-        Shape x;
-    };
-    const std::vector<Case> cases = {
+    const std::vector<std::pair<nn::Conv2dOptions, Shape>> cases = {
         {{.in_channels = 2, .out_channels = 2, .kernel_size = {2, 3}, .stride = {1, 2}, .padding = {1, 1}, .dilation = {2, 1}},
          {1, 2, 7, 6}},
         {{.in_channels = 4, .out_channels = 6, .kernel_size = {3, 2}, .padding = {1, 0}, .groups = 2}, {2, 4, 5, 5}},
@@ -140,12 +146,7 @@ TEST_CASE("Conv2d with groups, dilation, 'same' and 'valid' padding and every pa
         {{.in_channels = 3, .out_channels = 2, .kernel_size = {3, 2}, .padding_name = "valid"}, {1, 3, 6, 5}},
     };
     manual_seed(2);
-    uint64_t seed = 200;
-    for (auto& c : cases) {
-        nn::Conv2d layer(c.options);
-        check_layer(layer.repr(), layer, spread(c.x, seed), seed + 1);
-        seed += 2;
-    }
+    check_cases<nn::Conv2d>(cases, 200);
 }
 
 TEST_CASE("MaxPool2d with dilation and ceil_mode, AvgPool2d with ceil_mode, count_include_pad, divisor_override") {
@@ -155,12 +156,7 @@ TEST_CASE("MaxPool2d with dilation and ceil_mode, AvgPool2d with ceil_mode, coun
         {{.kernel_size = {2, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}, .dilation = {2, 1}, .ceil_mode = true},
          {1, 1, 6, 7}},
     };
-    uint64_t seed = 220;
-    for (auto& [options, shape] : max_cases) {
-        nn::MaxPool2d layer(options);
-        check_layer(layer.repr(), layer, spread(shape, seed), seed + 1);
-        seed += 2;
-    }
+    check_cases<nn::MaxPool2d>(max_cases, 220);
     const std::vector<std::pair<nn::Pool2dOptions, Shape>> avg_cases = {
         {{.kernel_size = {3, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}, .ceil_mode = true}, {1, 2, 6, 6}},
         {{.kernel_size = {3, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}, .count_include_pad = false}, {1, 2, 5, 5}},
@@ -168,11 +164,7 @@ TEST_CASE("MaxPool2d with dilation and ceil_mode, AvgPool2d with ceil_mode, coun
           .count_include_pad = false, .divisor_override = 5},
          {1, 2, 5, 6}},
     };
-    for (auto& [options, shape] : avg_cases) {
-        nn::AvgPool2d layer(options);
-        check_layer(layer.repr(), layer, spread(shape, seed), seed + 1);
-        seed += 2;
-    }
+    check_cases<nn::AvgPool2d>(avg_cases, 230);
     // ceil_mode: one more window where the last one still starts inside the input or its padding
     CHECK(nn::MaxPool2d({.kernel_size = {3, 3}, .stride = nn::Pair{2, 2}, .ceil_mode = true}).forward(Tensor({1, 1, 6, 6})).shape ==
           Shape{1, 1, 3, 3});
@@ -188,12 +180,7 @@ TEST_CASE("AdaptiveAvgPool2d spreads each output's gradient over its overlapping
         {{1, 1}, {1, 3, 4, 4}},  // global average pooling
         {{std::nullopt, 4}, {1, 2, 3, 6}},  // None keeps the height
     };
-    uint64_t seed = 240;
-    for (auto& [size, shape] : cases) {
-        nn::AdaptiveAvgPool2d layer(size);
-        check_layer(layer.repr(), layer, spread(shape, seed), seed + 1);
-        seed += 2;
-    }
+    check_cases<nn::AdaptiveAvgPool2d>(cases, 240);
     CHECK(nn::AdaptiveAvgPool2d({std::nullopt, 4}).forward(Tensor({1, 2, 3, 6})).shape == Shape{1, 2, 3, 4});
 }
 

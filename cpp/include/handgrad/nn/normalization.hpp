@@ -9,6 +9,25 @@
 
 namespace handgrad::nn {
 
+// The optional weight and bias of a normalisation layer: which gradients its backward computes,
+// adding them to the parameters (each checked against its shape), and their state_dict names.
+inline NeedsGrad affine_needs(bool input_grad, const std::optional<Parameter>& weight, const std::optional<Parameter>& bias) {
+    return {.input = input_grad, .weight = weight && weight->requires_grad, .bias = bias && bias->requires_grad};
+}
+inline Tensor accumulate_affine(functional::BatchNormGrads& g, std::optional<Parameter>& weight,
+                                std::optional<Parameter>& bias, const std::string& where) {
+    if (weight) weight->accumulate_grad(std::move(g.grad_weight), where, "grad_weight");
+    if (bias) bias->accumulate_grad(std::move(g.grad_bias), where, "grad_bias");
+    return std::move(g.grad_input);
+}
+inline std::vector<std::pair<std::string, Parameter*>> affine_parameters(std::optional<Parameter>& weight,
+                                                                         std::optional<Parameter>& bias) {
+    std::vector<std::pair<std::string, Parameter*>> p;
+    if (weight) p.emplace_back("weight", &*weight);
+    if (bias) p.emplace_back("bias", &*bias);
+    return p;
+}
+
 struct BatchNormOptions {
     int64_t num_features = 0;
     double eps = 1e-5;
@@ -59,18 +78,10 @@ public:
         return out;
     }
     Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        const auto& c = saved(cache, grad_output);
-        auto g = functional::batch_norm_backward(grad_output, c,
-                                                 {.input = input_grad, .weight = weight && weight->requires_grad,
-                                                  .bias = bias && bias->requires_grad});
-        if (weight) weight->accumulate_grad(g.grad_weight, repr(), "grad_weight");
-        if (bias) bias->accumulate_grad(g.grad_bias, repr(), "grad_bias");
-        return std::move(g.grad_input);
+        auto g = functional::batch_norm_backward(grad_output, saved(cache, grad_output), affine_needs(input_grad, weight, bias));
+        return accumulate_affine(g, weight, bias, repr());
     }
-    std::vector<std::pair<std::string, Parameter*>> named_parameters() override {
-        if (!weight) return {};
-        return {{"weight", &*weight}, {"bias", &*bias}};
-    }
+    std::vector<std::pair<std::string, Parameter*>> named_parameters() override { return affine_parameters(weight, bias); }
     std::vector<std::pair<std::string, Buffer>> named_buffers() override {
         if (!options.track_running_stats) return {};
         return {{"running_mean", {.values = &running_mean}},
@@ -151,20 +162,10 @@ public:
         return out;
     }
     Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        const auto& c = saved(cache, grad_output);
-        auto g = functional::layer_norm_backward(grad_output, c,
-                                                 {.input = input_grad, .weight = weight && weight->requires_grad,
-                                                  .bias = bias && bias->requires_grad});
-        if (weight) weight->accumulate_grad(g.grad_weight, repr(), "grad_weight");
-        if (bias) bias->accumulate_grad(g.grad_bias, repr(), "grad_bias");
-        return std::move(g.grad_input);
+        auto g = functional::layer_norm_backward(grad_output, saved(cache, grad_output), affine_needs(input_grad, weight, bias));
+        return accumulate_affine(g, weight, bias, repr());
     }
-    std::vector<std::pair<std::string, Parameter*>> named_parameters() override {
-        std::vector<std::pair<std::string, Parameter*>> p;
-        if (weight) p.emplace_back("weight", &*weight);
-        if (bias) p.emplace_back("bias", &*bias);
-        return p;
-    }
+    std::vector<std::pair<std::string, Parameter*>> named_parameters() override { return affine_parameters(weight, bias); }
     std::string type() const override { return "LayerNorm"; }
     std::string extra_repr() const override {
         return fmt_shape(options.normalized_shape) + ", eps=" + py_repr(options.eps) +
