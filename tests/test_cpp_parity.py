@@ -301,6 +301,7 @@ def test_schedules_set_the_lr_as_python(schedule, lr, tmp_path):
     expected = []
     for row in history:
         expected.append(opt.param_groups[0]["lr"])
+        opt.step()  # no gradients: nothing moves, but the epoch's steps come before the schedule's, as in training
         scheduler.step(row["val_loss"]) if schedule == "plateau" else scheduler.step()
     assert [row["lr"] for row in history] == pytest.approx(expected, rel=1e-12)
     assert len(set(expected)) > 1  # the schedule changed the lr within the run
