@@ -14,9 +14,14 @@ namespace {
 // Each token's form, as SPEC_TOKENS (the order of spec_grammar()).
 const std::vector<std::pair<std::string, std::string>>& forms() {
     static const std::vector<std::pair<std::string, std::string>> table = {
-        {"conv", "conv<C>[k<K>][s<S>][p<P>][nb]"}, {"maxpool", "maxpool[<K>][s<S>][p<P>]"},
-        {"avgpool", "avgpool[<K>][s<S>][p<P>]"},   {"fc", "fc<N>[nb]"},
-        {"out", "out[nb]"},                        {"bn", "bn"},
+        {"conv", "conv<C>[k<K>][s<S>][p<P>][d<D>][g<G>][nb]"},
+        {"maxpool", "maxpool[<K>][s<S>][p<P>]"},
+        {"avgpool", "avgpool[<K>][s<S>][p<P>]"},
+        {"adaptiveavg", "adaptiveavg<N>"},
+        {"fc", "fc<N>[nb]"},
+        {"out", "out[nb]"},
+        {"bn", "bn"},
+        {"ln", "ln"},
         {"dropout", "dropout[<P>]"}};
     return table;
 }
@@ -27,7 +32,8 @@ std::string form_of(const std::string& kind) {
 }
 
 // Token heads, longest first so that "maxpool3" is not read as "max" + ...
-const std::vector<std::string> HEADS = {"maxpool", "avgpool", "dropout", "conv", "pool", "out", "fc", "bn"};
+const std::vector<std::string> HEADS = {"adaptiveavg", "maxpool", "avgpool", "dropout", "conv",
+                                        "pool",        "out",     "fc",      "bn",      "ln"};
 
 // Python's repr of a str: in single quotes.
 std::string quoted(const std::string& s) { return "'" + s + "'"; }
@@ -94,7 +100,8 @@ std::optional<double> parse_float(const std::string& text) {
 // "k5s2p1nb" -> kernel (5, 5), stride (2, 2), padding (1, 1), no bias.
 void spec_options(SpecToken& token, const std::string& rest, const std::string& before) {
     static const std::map<std::string, std::string> letters_of = {
-        {"conv", "ksp"}, {"maxpool", "sp"}, {"avgpool", "sp"}, {"fc", ""}, {"out", ""}, {"bn", ""}};
+        {"conv", "kspdg"}, {"maxpool", "sp"}, {"avgpool", "sp"}, {"adaptiveavg", ""},
+        {"fc", ""},        {"out", ""},       {"bn", ""},        {"ln", ""}};
     struct Option {
         std::string form, example;
         int64_t low;
@@ -102,7 +109,9 @@ void spec_options(SpecToken& token, const std::string& rest, const std::string& 
     };
     static const std::map<char, Option> options = {{'k', {"k<K>", "k5 or k3x5", 1, &SpecToken::kernel}},
                                                    {'s', {"s<S>", "s2 or s2x1", 1, &SpecToken::stride}},
-                                                   {'p', {"p<P>", "p0 or p2x1", 0, &SpecToken::padding}}};
+                                                   {'p', {"p<P>", "p0 or p2x1", 0, &SpecToken::padding}},
+                                                   {'d', {"d<D>", "d2 or d2x1", 1, &SpecToken::dilation}},
+                                                   {'g', {"g<G>", "g2", 1, nullptr}}};
     const std::string letters = letters_of.at(token.kind);
     const bool takes_nb = token.kind == "conv" || token.kind == "fc" || token.kind == "out";
     bool bias_given = false;
@@ -123,9 +132,11 @@ void spec_options(SpecToken& token, const std::string& rest, const std::string& 
             continue;
         }
         const Option& option = options.at(key);
-        if (token.*option.field) throw SpecError{std::string(1, key) + " is given twice"};
+        if (option.field ? bool(token.*option.field) : bool(token.groups))
+            throw SpecError{std::string(1, key) + " is given twice"};
         const std::string value = leading_size(rest.substr(i + 1), true);
-        token.*option.field = spec_pair(value, option.form, option.example, option.low);
+        if (option.field) token.*option.field = spec_pair(value, option.form, option.example, option.low);
+        else token.groups = spec_int(value, option.form, option.example);  // g: one count, not a pair
         i += 1 + value.size();
     }
 }
@@ -205,7 +216,7 @@ SpecToken parse_token(int position, const std::string& text) {
         return token;
     }
     const bool pool = token.kind == "maxpool" || token.kind == "avgpool";
-    const std::string size_text = leading_size(rest, pool);
+    const std::string size_text = leading_size(rest, pool || token.kind == "adaptiveavg");
     if (token.kind == "conv" || token.kind == "fc") {
         const bool conv = token.kind == "conv";
         token.size = spec_int(size_text.empty() ? rest : size_text, token.kind + (conv ? "<C>" : "<N>"),
@@ -213,6 +224,8 @@ SpecToken parse_token(int position, const std::string& text) {
     } else if (pool) {
         token.kernel = size_text.empty() ? nn::Pair{2, 2}
                                          : spec_pair(size_text, *head + "<K>", *head + "3 or " + *head + "2x1", 1);
+    } else if (token.kind == "adaptiveavg") {
+        token.output_size = spec_pair(size_text, "adaptiveavg<N>", "adaptiveavg1 or adaptiveavg4x3", 1);
     } else if (!size_text.empty()) {
         throw SpecError{token.kind + " takes no size" + (token.kind == "out" ? " (it has one output per class)" : "")};
     }
@@ -257,21 +270,28 @@ void check_weights(int64_t count) {
 Shape add_layers(nn::Sequential& m, const SpecToken& token, const std::string& previous, Shape shape,
                  const Shape& input_shape, int64_t num_classes) {
     const std::string& kind = token.kind;
-    if ((kind == "conv" || kind == "maxpool" || kind == "avgpool") && shape.size() != 3)
+    if ((kind == "conv" || kind == "maxpool" || kind == "avgpool" || kind == "adaptiveavg") && shape.size() != 3)
         throw SpecError{input_shape.size() == 3 ? "a " + std::string(kind == "conv" ? "conv" : "pool") + " must come before any fc"
                                                 : "a " + kind + " needs (C, H, W) maps, but the input is " +
                                                       fmt_shape(input_shape) + " per sample"};
     if (kind == "conv") {
         const nn::Pair k = token.kernel.value_or(nn::Pair{3, 3}), s = token.stride.value_or(nn::Pair{1, 1});
-        const nn::Pair p = token.padding.value_or(nn::Pair{k[0] / 2, k[1] / 2});
-        check_weights(token.size * shape[0] * k[0] * k[1]);
-        const auto [h, w] = window(shape, input_shape, k, s, p);
+        const nn::Pair d = token.dilation.value_or(nn::Pair{1, 1});
+        const int64_t groups = token.groups.value_or(1);
+        const nn::Pair p = token.padding.value_or(nn::Pair{d[0] * (k[0] / 2), d[1] * (k[1] / 2)});
+        if (shape[0] % groups || token.size % groups)
+            throw SpecError{"g" + std::to_string(groups) + " must divide the " + std::to_string(shape[0]) +
+                            " channels in and the " + std::to_string(token.size) + " out"};
+        check_weights(token.size * shape[0] / groups * k[0] * k[1]);
+        const nn::Pair spans{functional::dilated_size(k[0], d[0]), functional::dilated_size(k[1], d[1])};
+        const auto [h, w] = window(shape, input_shape, spans, s, p);
         const int64_t unfolded = h * w * shape[0] * k[0] * k[1];
         if (unfolded > MAX_ELEMENTS)
             throw SpecError{"it unfolds " + std::to_string(unfolded) + " values per sample, more than the limit " +
                             std::to_string(MAX_ELEMENTS)};
         m.add<nn::Conv2d>(nn::Conv2dOptions{.in_channels = shape[0], .out_channels = token.size, .kernel_size = k,
-                                            .stride = s, .padding = p, .bias = token.bias});
+                                            .stride = s, .padding = p, .bias = token.bias, .dilation = d,
+                                            .groups = groups});
         m.add<nn::ReLU>();
         return {token.size, h, w};
     }
@@ -285,6 +305,10 @@ Shape add_layers(nn::Sequential& m, const SpecToken& token, const std::string& p
         if (kind == "maxpool") m.add<nn::MaxPool2d>(options);
         else m.add<nn::AvgPool2d>(options);
         return {shape[0], h, w};
+    }
+    if (kind == "adaptiveavg") {
+        m.add<nn::AdaptiveAvgPool2d>(nn::AdaptiveAvgPool2d::Size{(*token.output_size)[0], (*token.output_size)[1]});
+        return {shape[0], (*token.output_size)[0], (*token.output_size)[1]};
     }
     if (kind == "fc" || kind == "out") {
         if (shape.size() != 1) {
@@ -300,6 +324,8 @@ Shape add_layers(nn::Sequential& m, const SpecToken& token, const std::string& p
     if (kind == "bn") {
         if (shape.size() == 3) m.add<nn::BatchNorm2d>(nn::BatchNormOptions{.num_features = shape[0]});
         else m.add<nn::BatchNorm1d>(nn::BatchNormOptions{.num_features = shape[0]});
+    } else if (kind == "ln") {
+        m.add<nn::LayerNorm>(nn::LayerNormOptions{.normalized_shape = shape});
     } else if (kind == "dropout") {
         m.add<nn::Dropout>(*token.value);
     } else if (kind == "none") {

@@ -97,7 +97,9 @@ json pair_json(nn::Pair p) { return json::array({p[0], p[1]}); }
 
 }  // namespace
 
-std::vector<std::string> activation_names() { return {"elu", "leaky_relu", "relu", "sigmoid", "tanh"}; }
+std::vector<std::string> activation_names() {
+    return {"elu", "gelu", "leaky_relu", "relu", "sigmoid", "silu", "softplus", "tanh"};
+}
 
 std::unique_ptr<nn::Module> make_activation(const std::string& name, std::optional<double> value) {
     std::string key = name;  // case-insensitive, '-' and '_' alike, as nn.get_activation
@@ -107,6 +109,9 @@ std::unique_ptr<nn::Module> make_activation(const std::string& name, std::option
     if (key == "elu") return std::make_unique<nn::ELU>();
     if (key == "sigmoid") return std::make_unique<nn::Sigmoid>();
     if (key == "tanh") return std::make_unique<nn::Tanh>();
+    if (key == "gelu") return std::make_unique<nn::GELU>();
+    if (key == "silu") return std::make_unique<nn::SiLU>();
+    if (key == "softplus") return std::make_unique<nn::Softplus>();
     std::string known;
     for (auto& n : activation_names()) known += (known.empty() ? "" : ", ") + n;
     throw HandgradError("activation", "unknown activation '" + name + "'; known: " + known);
@@ -149,16 +154,45 @@ json architecture(const Sequential& model) {
             spec["out_features"] = l->options.out_features;
             spec["bias"] = l->options.bias;
         } else if (auto* c = dynamic_cast<const nn::Conv2d*>(layer.get())) {
-            spec["in_channels"] = c->options.in_channels;
-            spec["out_channels"] = c->options.out_channels;
-            spec["kernel_size"] = pair_json(c->options.kernel_size);
-            spec["stride"] = pair_json(c->options.stride);
-            spec["padding"] = pair_json(c->options.padding);
-            spec["bias"] = c->options.bias;
+            const auto& o = c->options;
+            spec["in_channels"] = o.in_channels;
+            spec["out_channels"] = o.out_channels;
+            spec["kernel_size"] = pair_json(o.kernel_size);
+            spec["stride"] = pair_json(o.stride);
+            spec["padding"] = o.padding_name.empty() ? pair_json(o.padding) : json(o.padding_name);
+            spec["bias"] = o.bias;
+            // only where not the default, as Python's constructor_args: a plain convolution reads as before them
+            if (o.dilation != nn::Pair{1, 1}) spec["dilation"] = pair_json(o.dilation);
+            if (o.groups != 1) spec["groups"] = o.groups;
+            if (o.padding_mode != functional::PaddingMode::zeros) spec["padding_mode"] = functional::padding_mode_name(o.padding_mode);
         } else if (auto* p = dynamic_cast<const nn::Pool2dBase*>(layer.get())) {
+            const auto& o = p->options;
             spec["kernel_size"] = pair_json(p->kernel_size);
             spec["stride"] = pair_json(p->stride);
             spec["padding"] = pair_json(p->padding);
+            if (p->type() == "MaxPool2d" && (o.dilation != nn::Pair{1, 1} || o.ceil_mode)) {
+                spec["dilation"] = pair_json(o.dilation);
+                spec["return_indices"] = false;
+                spec["ceil_mode"] = o.ceil_mode;
+            }
+            if (p->type() == "AvgPool2d" && (o.ceil_mode || !o.count_include_pad || o.divisor_override)) {
+                spec["ceil_mode"] = o.ceil_mode;
+                spec["count_include_pad"] = o.count_include_pad;
+                spec["divisor_override"] = o.divisor_override ? json(*o.divisor_override) : json(nullptr);
+            }
+        } else if (auto* a = dynamic_cast<const nn::AdaptiveAvgPool2d*>(layer.get())) {
+            spec["output_size"] = json::array();
+            for (auto& size : a->output_size) spec["output_size"].push_back(size ? json(*size) : json(nullptr));
+        } else if (auto* g = dynamic_cast<const nn::GELU*>(layer.get())) {
+            spec["approximate"] = g->approximate;
+        } else if (auto* sp = dynamic_cast<const nn::Softplus*>(layer.get())) {
+            spec["beta"] = sp->beta;
+            spec["threshold"] = sp->threshold;
+        } else if (auto* ln = dynamic_cast<const nn::LayerNorm*>(layer.get())) {
+            spec["normalized_shape"] = ln->options.normalized_shape;
+            spec["eps"] = ln->options.eps;
+            spec["elementwise_affine"] = ln->options.elementwise_affine;
+            if (ln->options.elementwise_affine && !ln->options.bias) spec["bias"] = false;
         } else if (auto* f = dynamic_cast<const nn::Flatten*>(layer.get())) {
             spec["start_dim"] = f->start_dim;
             spec["end_dim"] = f->end_dim;
@@ -277,6 +311,10 @@ struct LayerSpec {
     nn::Conv2dOptions conv;
     nn::Pool2dOptions pool;
     nn::BatchNormOptions batch_norm;
+    nn::LayerNormOptions layer_norm;
+    nn::AdaptiveAvgPool2d::Size output_size;
+    std::string approximate = "none";
+    double beta = 1.0, threshold = 20.0;
     int start_dim = 1, end_dim = -1, dim = -1;
     double p = 0.5, negative_slope = 0.01;
     double alpha = 1.0;
@@ -291,7 +329,7 @@ struct LayerSpec {
         }
         if (type == "Conv2d") {
             std::vector<StateEntry> shapes{
-                {"weight", {conv.out_channels, conv.in_channels, conv.kernel_size[0], conv.kernel_size[1]}}};
+                {"weight", {conv.out_channels, conv.in_channels / conv.groups, conv.kernel_size[0], conv.kernel_size[1]}}};
             if (conv.bias) shapes.push_back({"bias", {conv.out_channels}});
             return shapes;
         }
@@ -301,6 +339,11 @@ struct LayerSpec {
             if (batch_norm.affine) shapes.insert(shapes.end(), {{"weight", c}, {"bias", c}});
             if (batch_norm.track_running_stats)
                 shapes.insert(shapes.end(), {{"running_mean", c}, {"running_var", c}, {"num_batches_tracked", {}, false}});
+            return shapes;
+        }
+        if (type == "LayerNorm" && layer_norm.elementwise_affine) {
+            std::vector<StateEntry> shapes{{"weight", layer_norm.normalized_shape}};
+            if (layer_norm.bias) shapes.push_back({"bias", layer_norm.normalized_shape});
             return shapes;
         }
         return {};
@@ -321,6 +364,13 @@ struct LayerSpec {
         if (type == "LogSoftmax") return std::make_unique<nn::LogSoftmax>(dim, dtype);
         if (type == "BatchNorm1d") return std::make_unique<nn::BatchNorm1d>(batch_norm);
         if (type == "BatchNorm2d") return std::make_unique<nn::BatchNorm2d>(batch_norm);
+        if (type == "LayerNorm") return std::make_unique<nn::LayerNorm>(layer_norm);
+        if (type == "AdaptiveAvgPool2d") return std::make_unique<nn::AdaptiveAvgPool2d>(output_size);
+        if (type == "GELU") return std::make_unique<nn::GELU>(approximate);
+        if (type == "SiLU") return std::make_unique<nn::SiLU>();
+        if (type == "Softplus") return std::make_unique<nn::Softplus>(beta, threshold);
+        if (type == "Identity") return std::make_unique<nn::Identity>();
+        if (type == "Dropout2d") return std::make_unique<nn::Dropout2d>(p);
         return std::make_unique<nn::Dropout>(p);
     }
 };
@@ -333,23 +383,103 @@ LayerSpec read_entry(const json& spec, size_t index) {
         layer.linear = {.in_features = e.integer("in_features", 0), .out_features = e.integer("out_features", 0),
                         .bias = e.boolean("bias", true)};
     } else if (e.type == "Conv2d") {
-        e.only({"in_channels", "out_channels", "kernel_size", "stride", "padding", "bias"},
-               {{"dilation", {1, json::array({1, 1})}}, {"groups", {1}}, {"padding_mode", {"zeros"}}});
+        e.only({"in_channels", "out_channels", "kernel_size", "stride", "padding", "bias", "dilation", "groups",
+                "padding_mode"});
+        const bool named = spec.contains("padding") && spec["padding"].is_string();
         layer.conv = {.in_channels = e.integer("in_channels", 0), .out_channels = e.integer("out_channels", 0),
                       .kernel_size = e.pair("kernel_size", 1), .stride = e.pair("stride", 1, 1),
-                      .padding = e.pair("padding", 0, 0), .bias = e.boolean("bias", true)};
-        // A padding as large as the kernel only adds outputs that see no input; refused so that a
-        // small file cannot ask for unbounded work.
-        for (int a = 0; a < 2; ++a)
-            if (layer.conv.padding[a] >= layer.conv.kernel_size[a])
-                e.fail("padding", "smaller than kernel_size " + nn::fmt_pair(layer.conv.kernel_size));
+                      .padding = named ? nn::Pair{0, 0} : e.pair("padding", 0, 0), .bias = e.boolean("bias", true),
+                      .dilation = e.pair("dilation", 1, 1), .groups = e.integer("groups", 1, 1)};
+        if (named) {
+            layer.conv.padding_name = spec["padding"].get<std::string>();
+            if (layer.conv.padding_name != "same" && layer.conv.padding_name != "valid")
+                e.fail("padding", "'same', 'valid', an integer >= 0 or a pair of them");
+            if (layer.conv.padding_name == "same" && layer.conv.stride != nn::Pair{1, 1})
+                e.fail("padding", "numbers with a stride other than 1 (torch's padding='same' needs stride 1)");
+        }
+        if (spec.contains("padding_mode")) {
+            const auto& names = functional::padding_mode_names();
+            const auto mode = spec["padding_mode"].is_string()
+                                  ? std::find(names.begin(), names.end(), spec["padding_mode"].get<std::string>())
+                                  : names.end();
+            if (mode == names.end()) e.fail("padding_mode", "'zeros', 'reflect', 'replicate' or 'circular'");
+            layer.conv.padding_mode = static_cast<functional::PaddingMode>(mode - names.begin());
+        }
+        if (std::max(layer.conv.dilation[0], layer.conv.dilation[1]) > MAX_SIZE)
+            e.fail("dilation", "an integer from 1 to " + std::to_string(MAX_SIZE) + " or a pair of them");
+        if (layer.conv.groups > MAX_SIZE || layer.conv.in_channels % layer.conv.groups ||
+            layer.conv.out_channels % layer.conv.groups)
+            e.fail("groups", "an integer >= 1 dividing in_channels " + std::to_string(layer.conv.in_channels) +
+                                 " and out_channels " + std::to_string(layer.conv.out_channels));
+        // A zero padding as large as the (dilated) kernel only adds outputs that see no input; refused
+        // so that a small file cannot ask for unbounded work (the other modes copy the input's pixels,
+        // and the layer bounds the padded maps).
+        const bool zeros = layer.conv.padding_mode == functional::PaddingMode::zeros;
+        for (int a = 0; a < 2; ++a) {
+            const int64_t span = functional::dilated_size(std::min(layer.conv.kernel_size[a], MAX_SIZE), layer.conv.dilation[a]);
+            if (layer.conv.kernel_size[a] > MAX_SIZE || (zeros && layer.conv.padding[a] >= span))
+                e.fail("padding", "smaller than kernel_size " + nn::fmt_pair(layer.conv.kernel_size) +
+                                      (layer.conv.dilation != nn::Pair{1, 1} ? " dilated by " + nn::fmt_pair(layer.conv.dilation) : ""));
+            if (layer.conv.padding[a] > MAX_SIZE) e.fail("padding", "at most " + std::to_string(MAX_SIZE));
+        }
     } else if (e.type == "MaxPool2d" || e.type == "AvgPool2d") {
-        std::vector<std::pair<std::string, std::vector<json>>> defaults = {{"ceil_mode", {false}}};
-        if (e.type == "MaxPool2d") defaults.push_back({"dilation", {1, json::array({1, 1})}});
-        else defaults.push_back({"count_include_pad", {true}});  // the C++ averages over the padding's zeros too
-        e.only({"kernel_size", "stride", "padding"}, defaults);
-        layer.pool = {.kernel_size = e.pair("kernel_size", 1), .padding = e.pair("padding", 0, 0)};
+        if (e.type == "MaxPool2d") {  // a Sequential cannot pass the indices on
+            e.only({"kernel_size", "stride", "padding", "dilation", "ceil_mode"}, {{"return_indices", {false}}});
+        } else {
+            e.only({"kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"});
+        }
+        layer.pool = {.kernel_size = e.pair("kernel_size", 1), .padding = e.pair("padding", 0, 0),
+                      .dilation = e.pair("dilation", 1, 1), .ceil_mode = e.boolean("ceil_mode", false),
+                      .count_include_pad = e.boolean("count_include_pad", true)};
         if (spec.contains("stride") && !spec["stride"].is_null()) layer.pool.stride = e.pair("stride", 1);
+        if (std::max(layer.pool.dilation[0], layer.pool.dilation[1]) > MAX_SIZE)
+            e.fail("dilation", "an integer from 1 to " + std::to_string(MAX_SIZE) + " or a pair of them");
+        if (spec.contains("divisor_override") && !spec["divisor_override"].is_null()) {
+            const json& v = spec["divisor_override"];
+            if (!v.is_number_integer() || v.get<int64_t>() == 0 || std::abs(v.get<int64_t>()) > MAX_ELEMENTS)
+                e.fail("divisor_override", "null or a nonzero integer");
+            layer.pool.divisor_override = v.get<int64_t>();
+        }
+    } else if (e.type == "AdaptiveAvgPool2d") {
+        e.only({"output_size"});
+        const json* v = spec.contains("output_size") ? &spec["output_size"] : nullptr;
+        const auto size = [&](const json& o) -> std::optional<int64_t> {
+            if (o.is_null()) return std::nullopt;
+            if (!o.is_number_integer() || o.get<int64_t>() < 0 || o.get<int64_t>() > MAX_SIZE)
+                e.fail("output_size", "an integer from 0 to " + std::to_string(MAX_SIZE) + " or a pair of them (or null)");
+            return o.get<int64_t>();
+        };
+        if (!v || (v->is_array() && v->size() != 2) || !(v->is_array() || v->is_number_integer()))
+            e.fail("output_size", "an integer from 0 to " + std::to_string(MAX_SIZE) + " or a pair of them (or null)");
+        layer.output_size = v->is_array() ? nn::AdaptiveAvgPool2d::Size{size((*v)[0]), size((*v)[1])}
+                                          : nn::AdaptiveAvgPool2d::Size{size(*v), size(*v)};
+    } else if (e.type == "GELU") {
+        e.only({"approximate"});
+        if (spec.contains("approximate")) {
+            if (spec["approximate"] != "none" && spec["approximate"] != "tanh") e.fail("approximate", "'none' or 'tanh'");
+            layer.approximate = spec["approximate"].get<std::string>();
+        }
+    } else if (e.type == "Softplus") {
+        e.only({"beta", "threshold"});
+        layer.beta = e.number("beta", 1.0, -1e6, 1e6);
+        layer.threshold = e.number("threshold", 20.0, -1e6, 1e6);
+    } else if (e.type == "LayerNorm") {
+        e.only({"normalized_shape", "eps", "elementwise_affine", "bias"});
+        const json* v = spec.contains("normalized_shape") ? &spec["normalized_shape"] : nullptr;
+        const std::string expected = "an integer >= 0 or a list of at most 32 of them, " + std::to_string(MAX_ELEMENTS) +
+                                     " values in all";
+        if (!v || !(v->is_array() || v->is_number_integer()) || (v->is_array() && v->size() > 32)) e.fail("normalized_shape", expected);
+        const json dims = v->is_array() ? *v : json::array({*v});
+        int64_t count = 1;
+        for (auto& d : dims) {
+            if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > MAX_ELEMENTS) e.fail("normalized_shape", expected);
+            layer.layer_norm.normalized_shape.push_back(d.get<int64_t>());
+            count = std::min(count * d.get<int64_t>(), MAX_ELEMENTS + 1);
+        }
+        if (count > MAX_ELEMENTS) e.fail("normalized_shape", expected);
+        layer.layer_norm.eps = e.number("eps", 1e-5, 1e-300, 1e6);
+        layer.layer_norm.elementwise_affine = e.boolean("elementwise_affine", true);
+        layer.layer_norm.bias = e.boolean("bias", true);
     } else if (e.type == "Flatten") {
         e.only({"start_dim", "end_dim"});
         const auto dim = [&](const char* key, int fallback) {
@@ -362,7 +492,7 @@ LayerSpec read_entry(const json& spec, size_t index) {
     } else if (e.type == "LeakyReLU") {
         e.only({"negative_slope"});
         layer.negative_slope = e.number("negative_slope", 0.01, -1e6, 1e6);
-    } else if (e.type == "Dropout") {
+    } else if (e.type == "Dropout" || e.type == "Dropout2d") {
         e.only({"p"});
         layer.p = e.number("p", 0.5, 0.0, 1.0);
     } else if (e.type == "ELU") {
@@ -385,12 +515,13 @@ LayerSpec read_entry(const json& spec, size_t index) {
         if (spec.contains("momentum") && spec["momentum"].is_null()) layer.batch_norm.momentum = std::nullopt;
         else layer.batch_norm.momentum = e.number("momentum", 0.1, 0.0, 1.0);
         if (layer.batch_norm.num_features > MAX_SIZE) e.fail("num_features", "an integer from 1 to " + std::to_string(MAX_SIZE));
-    } else if (e.type == "ReLU" || e.type == "Sigmoid" || e.type == "Tanh") {
+    } else if (e.type == "ReLU" || e.type == "Sigmoid" || e.type == "Tanh" || e.type == "SiLU" || e.type == "Identity") {
         e.only({});
     } else {
         throw HandgradError(e.where, "layer type " + e.type + " is not supported by the C++ port; supported: "
-                                     "Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, ELU, Sigmoid, "
-                                     "Tanh, Softmax, LogSoftmax, BatchNorm1d, BatchNorm2d, Dropout");
+                                     "Linear, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Identity, ReLU, "
+                                     "LeakyReLU, ELU, GELU, SiLU, Softplus, Sigmoid, Tanh, Softmax, LogSoftmax, "
+                                     "BatchNorm1d, BatchNorm2d, LayerNorm, Dropout, Dropout2d");
     }
     try {  // the layer's own checks (pooling padding at most half the kernel, ...), on an empty build
         if (layer.state().empty()) layer.build();

@@ -160,7 +160,12 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& c, std::vect
     if (c.optimizer == "adam" || c.optimizer == "adamw")
         return std::make_unique<optim::Adam>(params, optim::AdamOptions{.lr = *c.lr, .weight_decay = *c.weight_decay,
                                                                         .decoupled_weight_decay = c.optimizer == "adamw"});
-    throw HandgradError("train", "unknown optimizer '" + *c.optimizer + "'; known: sgd, adam, adamw");
+    if (c.optimizer == "rmsprop")
+        return std::make_unique<optim::RMSprop>(
+            params, optim::RMSpropOptions{.lr = *c.lr, .weight_decay = *c.weight_decay, .momentum = *c.momentum});
+    if (c.optimizer == "adagrad")
+        return std::make_unique<optim::Adagrad>(params, optim::AdagradOptions{.lr = *c.lr, .weight_decay = *c.weight_decay});
+    throw HandgradError("train", "unknown optimizer '" + *c.optimizer + "'; known: sgd, adam, adamw, rmsprop, adagrad");
 }
 
 json row_json(const EpochRow& r) {
@@ -279,7 +284,12 @@ Trainer& Trainer::setup() {
     optimizer = make_optimizer(c, model.parameters());
     if (c.schedule == "cosine") cosine.emplace(*optimizer, *c.epochs);
     else if (c.schedule == "step") step_lr.emplace(*optimizer, std::max<int64_t>(1, *c.epochs / 3), 0.1);
-    else if (c.schedule != "none") throw HandgradError("train", "unknown schedule '" + *c.schedule + "'; known: cosine, step, none");
+    else if (c.schedule == "multistep")  // decay by 10 at half and three quarters of the run
+        multistep.emplace(*optimizer, std::vector<int64_t>{*c.epochs / 2, *c.epochs * 3 / 4}, 0.1);
+    else if (c.schedule == "plateau")  // stepped with the validation loss
+        plateau.emplace(*optimizer, optim::ReduceLROnPlateauOptions{.factor = 0.1, .patience = 2});
+    else if (c.schedule != "none")
+        throw HandgradError("train", "unknown schedule '" + *c.schedule + "'; known: cosine, step, multistep, plateau, none");
 
     log(c.dataset + ": " + std::to_string(data.train_y.size()) + " train / " + std::to_string(data.val_y.size()) +
         " val / " + std::to_string(data.test_y.size()) + " test images " + fmt_shape(data.input_shape) + ", from " +
@@ -393,6 +403,8 @@ void Trainer::end_epoch() {
     history.push_back(row);
     if (cosine) cosine->step();
     if (step_lr) step_lr->step();
+    if (multistep) multistep->step();
+    if (plateau) plateau->step(row.val_loss);
     epoch += 1, step_in_epoch = 0;
     {  // this epoch's steps, appended in one write (Python's STEPS_FILE format)
         const auto steps_path = run_dir / "steps.csv";

@@ -30,6 +30,16 @@ void check_layer(const std::string& op, nn::Module& layer, Tensor x, uint64_t se
     for (auto& [name, p] : layer.named_parameters()) check(op, name, p->data, param_grads[k++].second, objective);
 }
 
+// check_layer on a fresh Layer(options) per case, each input spread from its own seed.
+template <class Layer, class Options>
+void check_cases(const std::vector<std::pair<Options, Shape>>& cases, uint64_t seed) {
+    for (auto& [options, shape] : cases) {
+        Layer layer(options);
+        check_layer(layer.repr(), layer, spread(shape, seed), seed + 1);
+        seed += 2;
+    }
+}
+
 }  // namespace
 
 TEST_CASE("Linear: grad_input = G @ weight, grad_weight = G.T @ x, grad_bias = G.sum(0)") {
@@ -113,6 +123,114 @@ TEST_CASE("Dropout: dL/dx = G * mask, the mask fixed by the seed") {
     layer.eval();
     const Tensor x = spread({2, 3}, 61);
     CHECK(layer.forward(x).data == x.data);  // eval: the identity
+}
+
+TEST_CASE("Conv2d with groups, dilation, 'same' and 'valid' padding and every padding_mode") {
+    using functional::PaddingMode;
+    const std::vector<std::pair<nn::Conv2dOptions, Shape>> cases = {
+        {{.in_channels = 2, .out_channels = 2, .kernel_size = {2, 3}, .stride = {1, 2}, .padding = {1, 1}, .dilation = {2, 1}},
+         {1, 2, 7, 6}},
+        {{.in_channels = 4, .out_channels = 6, .kernel_size = {3, 2}, .padding = {1, 0}, .groups = 2}, {2, 4, 5, 5}},
+        {{.in_channels = 2, .out_channels = 2, .kernel_size = {3, 3}, .bias = false, .dilation = {2, 2}, .groups = 2,
+          .padding_name = "same"},
+         {1, 2, 6, 6}},
+        {{.in_channels = 2, .out_channels = 3, .kernel_size = {2, 3}, .padding_mode = PaddingMode::reflect,
+          .padding_name = "same"},
+         {1, 2, 5, 4}},  // an even kernel: the odd padding row at the bottom
+        {{.in_channels = 2, .out_channels = 2, .kernel_size = {3, 3}, .stride = {2, 2}, .padding = {2, 1},
+          .padding_mode = PaddingMode::replicate},
+         {1, 2, 4, 5}},
+        {{.in_channels = 2, .out_channels = 2, .kernel_size = {3, 3}, .padding = {1, 3}, .groups = 2,
+          .padding_mode = PaddingMode::circular},
+         {2, 2, 4, 4}},
+        {{.in_channels = 3, .out_channels = 2, .kernel_size = {3, 2}, .padding_name = "valid"}, {1, 3, 6, 5}},
+    };
+    manual_seed(2);
+    check_cases<nn::Conv2d>(cases, 200);
+}
+
+TEST_CASE("MaxPool2d with dilation and ceil_mode, AvgPool2d with ceil_mode, count_include_pad, divisor_override") {
+    const std::vector<std::pair<nn::Pool2dOptions, Shape>> max_cases = {
+        {{.kernel_size = {2, 2}, .stride = nn::Pair{1, 1}, .dilation = {2, 2}}, {1, 2, 5, 5}},
+        {{.kernel_size = {3, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}, .ceil_mode = true}, {1, 2, 6, 6}},
+        {{.kernel_size = {2, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}, .dilation = {2, 1}, .ceil_mode = true},
+         {1, 1, 6, 7}},
+    };
+    check_cases<nn::MaxPool2d>(max_cases, 220);
+    const std::vector<std::pair<nn::Pool2dOptions, Shape>> avg_cases = {
+        {{.kernel_size = {3, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}, .ceil_mode = true}, {1, 2, 6, 6}},
+        {{.kernel_size = {3, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}, .count_include_pad = false}, {1, 2, 5, 5}},
+        {{.kernel_size = {2, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}, .ceil_mode = true,
+          .count_include_pad = false, .divisor_override = 5},
+         {1, 2, 5, 6}},
+    };
+    check_cases<nn::AvgPool2d>(avg_cases, 230);
+    // ceil_mode: one more window where the last one still starts inside the input or its padding
+    CHECK(nn::MaxPool2d({.kernel_size = {3, 3}, .stride = nn::Pair{2, 2}, .ceil_mode = true}).forward(Tensor({1, 1, 6, 6})).shape ==
+          Shape{1, 1, 3, 3});
+    CHECK(nn::MaxPool2d({.kernel_size = {2, 2}, .stride = nn::Pair{2, 2}, .padding = {1, 1}, .ceil_mode = true})
+              .forward(Tensor({1, 1, 4, 4}))
+              .shape == Shape{1, 1, 3, 3});
+}
+
+TEST_CASE("AdaptiveAvgPool2d spreads each output's gradient over its overlapping window") {
+    using Size = nn::AdaptiveAvgPool2d::Size;
+    const std::vector<std::pair<Size, Shape>> cases = {
+        {{3, 2}, {2, 2, 5, 7}},  // windows that overlap and differ in size
+        {{1, 1}, {1, 3, 4, 4}},  // global average pooling
+        {{std::nullopt, 4}, {1, 2, 3, 6}},  // None keeps the height
+    };
+    check_cases<nn::AdaptiveAvgPool2d>(cases, 240);
+    CHECK(nn::AdaptiveAvgPool2d({std::nullopt, 4}).forward(Tensor({1, 2, 3, 6})).shape == Shape{1, 2, 3, 4});
+}
+
+TEST_CASE("GELU (both forms), SiLU, Softplus (beta, threshold), Identity") {
+    for (const char* approximate : {"none", "tanh"}) {
+        nn::GELU gelu(approximate);
+        check_layer(gelu.repr(), gelu, spread({3, 7}, 250, 3.0));
+    }
+    nn::SiLU silu;
+    check_layer(silu.repr(), silu, spread({3, 7}, 251, 5.0));
+    nn::Softplus softplus(2.0, 0.5);  // beta * x above 0.5 on part of the grid: the linear branch too
+    check_layer(softplus.repr(), softplus, spread({3, 7}, 252, 3.0));
+    nn::Softplus plain;
+    check_layer(plain.repr(), plain, spread({3, 7}, 253, 30.0));  // large |x|: log1p(exp(-|z|))
+    nn::Identity identity;
+    check_layer(identity.repr(), identity, spread({2, 3}, 254));
+    CHECK_THROWS_AS(nn::GELU("erf"), HandgradError);
+}
+
+TEST_CASE("LayerNorm over the trailing axes, with and without affine parameters or bias") {
+    struct Case {
+        nn::LayerNormOptions options;
+        Shape x;
+    };
+    const std::vector<Case> cases = {
+        {{.normalized_shape = {5}}, {4, 5}},
+        {{.normalized_shape = {3, 4}, .eps = 0.1}, {2, 3, 4}},
+        {{.normalized_shape = {2, 2, 3}}, {2, 2, 2, 3}},
+        {{.normalized_shape = {4}, .elementwise_affine = false}, {3, 4}},
+        {{.normalized_shape = {4}, .bias = false}, {2, 3, 4}},
+    };
+    uint64_t seed = 260;
+    for (auto& c : cases) {
+        nn::LayerNorm layer(c.options);
+        if (layer.weight) layer.weight->data = random_normal(c.options.normalized_shape, seed);
+        if (layer.bias) layer.bias->data = random_normal(c.options.normalized_shape, seed + 1);
+        check_layer(layer.repr(), layer, spread(c.x, seed + 2, 2.0), seed + 3);
+        seed += 4;
+    }
+    CHECK_THROWS_AS(nn::LayerNorm({.normalized_shape = {4}}).forward(Tensor({2, 5})), HandgradError);
+}
+
+TEST_CASE("Dropout2d zeroes whole channels: dL/dx = G * mask, the mask fixed by the seed") {
+    nn::Dropout2d layer(0.5);
+    check_layer("Dropout2d", layer, spread({3, 4, 2, 2}, 270), 270, [] { manual_seed(7); });
+    manual_seed(7);
+    const Tensor y = layer.forward(Tensor({3, 4, 2, 2}, 1.0f));
+    for (int64_t plane = 0; plane < 12; ++plane)  // each channel kept or dropped as a whole
+        for (int64_t k = 1; k < 4; ++k) CHECK(y[plane * 4 + k] == y[plane * 4]);
+    CHECK_THROWS_AS(layer.forward(Tensor({2, 3})), ShapeError);
 }
 
 TEST_CASE("CrossEntropyLoss: dL/dlogits = (softmax - onehot) / N") {

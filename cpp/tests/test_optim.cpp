@@ -1,4 +1,4 @@
-// SGD and Adam against their formulas, one parameter worked by hand (torch.optim's semantics).
+// SGD, Adam, RMSprop and Adagrad against their formulas, one parameter worked by hand (torch.optim's semantics).
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "handgrad/optim.hpp"
 
@@ -60,4 +60,56 @@ TEST_CASE("schedulers set the lr once per epoch") {
     CHECK(opt2.lr == doctest::Approx(1.0));
     step.step();
     CHECK(opt2.lr == doctest::Approx(0.1));
+}
+
+TEST_CASE("RMSprop: a running mean square, centered, with momentum") {
+    // p = 1, g = 0.5, lr 0.1, alpha 0.9: v = 0.1 * 0.25 = 0.025; p = 1 - 0.1 * 0.5 / (sqrt(0.025) + eps)
+    Parameter p = param({1.0f});
+    optim::RMSprop opt({&p}, {.lr = 0.1, .alpha = 0.9});
+    p.grad = Tensor({1}, std::vector<float>{0.5f});
+    opt.step();
+    CHECK(p.data[0] == doctest::Approx(1.0 - 0.05 / std::sqrt(0.025)).epsilon(1e-6));
+    // centered: m = 0.1 * 0.5 = 0.05, avg = sqrt(0.025 - 0.0025); momentum 0.5: buf = g / avg, then 0.5 buf + g / avg'
+    Parameter q = param({1.0f});
+    optim::RMSprop centered({&q}, {.lr = 0.1, .alpha = 0.9, .momentum = 0.5, .centered = true});
+    q.grad = Tensor({1}, std::vector<float>{0.5f});
+    centered.step();
+    const double avg1 = std::sqrt(0.025 - 0.0025), buf1 = 0.5 / avg1;
+    CHECK(q.data[0] == doctest::Approx(1.0 - 0.1 * buf1).epsilon(1e-6));
+    q.grad = Tensor({1}, std::vector<float>{0.5f});
+    centered.step();  // v = 0.9 * 0.025 + 0.025 = 0.0475, m = 0.9 * 0.05 + 0.05 = 0.095
+    const double avg2 = std::sqrt(0.0475 - 0.095 * 0.095), buf2 = 0.5 * buf1 + 0.5 / avg2;
+    CHECK(q.data[0] == doctest::Approx(1.0 - 0.1 * buf1 - 0.1 * buf2).epsilon(1e-5));
+    CHECK_THROWS_AS(optim::RMSprop({&q}, {.lr = 0.1, .alpha = -0.5}), HandgradError);
+}
+
+TEST_CASE("Adagrad: steps shrink with the sum of squared gradients, lr_decay per step") {
+    Parameter p = param({1.0f});
+    optim::Adagrad opt({&p}, {.lr = 0.1, .lr_decay = 0.5});
+    for (int t = 1; t <= 2; ++t) {
+        p.grad = Tensor({1}, std::vector<float>{0.5f});
+        opt.step();
+    }
+    // t = 1: s = 0.25, p -= 0.1 * 0.5 / 0.5;  t = 2: clr = 0.1 / 1.5, s = 0.5, p -= clr * 0.5 / sqrt(0.5)
+    CHECK(p.data[0] == doctest::Approx(1.0 - 0.1 - 0.1 / 1.5 * 0.5 / std::sqrt(0.5)).epsilon(1e-6));
+    CHECK(opt.steps[0] == 2);
+}
+
+TEST_CASE("MultiStepLR and ReduceLROnPlateau") {
+    Parameter p = param({0.0f});
+    optim::SGD opt({&p}, {.lr = 1.0});
+    optim::MultiStepLR multistep(opt, {1, 3, 3}, 0.1);
+    CHECK(opt.lr == doctest::Approx(1.0));
+    multistep.step();  // epoch 1: one milestone passed
+    CHECK(opt.lr == doctest::Approx(0.1));
+    multistep.step(), multistep.step();  // epoch 3, listed twice: two more
+    CHECK(opt.lr == doctest::Approx(0.001));
+
+    optim::SGD opt2({&p}, {.lr = 1.0});
+    optim::ReduceLROnPlateau plateau(opt2, {.factor = 0.5, .patience = 1});
+    for (double loss : {1.0, 0.9, 0.95, 0.95}) plateau.step(loss);  // two epochs without a lower loss
+    CHECK(opt2.lr == doctest::Approx(0.5));
+    plateau.step(0.95);  // the count starts again after a reduction
+    CHECK(opt2.lr == doctest::Approx(0.5));
+    CHECK_THROWS_AS(optim::ReduceLROnPlateau(opt2, {.factor = 1.0}), HandgradError);
 }

@@ -40,20 +40,23 @@ struct ModelOptions {
 nn::Sequential build_model(const std::string& name, const Shape& input_shape = {1, 28, 28}, int64_t num_classes = 10,
                            const ModelOptions& custom = {});
 
-// The activations a spec, --hidden's --activation and a checkpoint can name: elu, leaky_relu, relu,
-// sigmoid, tanh (sorted). make_activation builds one (value: leaky_relu's slope); an unknown name
+// The activations a spec, --hidden's --activation and a checkpoint can name: elu, gelu, leaky_relu,
+// relu, sigmoid, silu, softplus, tanh (sorted). make_activation builds one (value: leaky_relu's slope); an unknown name
 // raises HandgradError naming it and the known ones.
 std::vector<std::string> activation_names();
 std::unique_ptr<nn::Module> make_activation(const std::string& name, std::optional<double> value = {});
 
 // -- layer specs (models.py's grammar, "conv8k5s1p2-maxpool3s2p1-fc120-sigmoid") -------------------
-// One token: kind is conv, maxpool, avgpool, fc, out, bn, dropout, activation or none; position
-// counts from 1; kernel, stride and padding are unset where the token leaves the default.
+// One token: kind is conv, maxpool, avgpool, adaptiveavg, fc, out, bn, ln, dropout, activation or
+// none; position counts from 1; kernel, stride, padding, dilation and groups are unset where the
+// token leaves the default.
 struct SpecToken {
     int position = 0;
     std::string text, kind;
     int64_t size = 0;
-    std::optional<nn::Pair> kernel, stride, padding;
+    std::optional<nn::Pair> kernel, stride, padding, dilation;
+    std::optional<int64_t> groups;
+    std::optional<nn::Pair> output_size;  // adaptiveavg's (h, w)
     bool bias = true;
     std::optional<double> value;  // dropout probability or leaky_relu slope
     std::string activation;
@@ -63,11 +66,13 @@ std::string spec_grammar();
 // The tokens of a spec, checked for syntax and order without any input shape; a bad one raises
 // HandgradError "bad layer spec token 'x' (number 2) in 'spec': why", as Python's ValueError.
 std::vector<SpecToken> tokenize_layer_spec(const std::string& spec);
-// The layers of a spec for inputs of input_shape and num_classes outputs: conv<C>[k<K>][s<S>][p<P>][nb]
-// (Conv2d then ReLU; kernel 3, stride 1, padding K//2), maxpool|avgpool[<K>][s<S>][p<P>] (2, K, 0),
-// fc<N>[nb] (Linear then ReLU, flattening first), bn (BatchNorm2d after maps, else 1d),
-// dropout[<P>] (0.5), an activation or none (replacing the ReLU before), out[nb] (the final
-// Linear, appended when absent). Each map size is (H + 2P - K) // S + 1.
+// The layers of a spec for inputs of input_shape and num_classes outputs:
+// conv<C>[k<K>][s<S>][p<P>][d<D>][g<G>][nb] (Conv2d then ReLU; kernel 3, stride 1, padding D*(K//2),
+// dilation 1, 1 group), maxpool|avgpool[<K>][s<S>][p<P>] (2, K, 0), adaptiveavg<N> (to N x N maps, or
+// <H>x<W>), fc<N>[nb] (Linear then ReLU, flattening first), bn (BatchNorm2d after maps, else 1d),
+// ln (LayerNorm over each sample's features), dropout[<P>] (0.5), an activation or none (replacing
+// the ReLU before), out[nb] (the final Linear, appended when absent). Each map size is
+// (H + 2P - D*(K - 1) - 1) // S + 1.
 nn::Sequential parse_layer_spec(const std::string& spec, const Shape& input_shape, int64_t num_classes);
 
 // The model as a JSON list of {"type": ..., constructor arguments}, the same JSON Python writes.

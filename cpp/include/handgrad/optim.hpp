@@ -6,7 +6,9 @@
 #include "handgrad/kernels/optim.hpp"
 #include "handgrad/nn/parameter.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace handgrad::optim {
 
@@ -158,6 +160,110 @@ public:
     std::vector<Tensor> exp_avg, exp_avg_sq;
 };
 
+struct RMSpropOptions {
+    double lr = 1e-2, alpha = 0.99, eps = 1e-8, weight_decay = 0.0, momentum = 0.0;
+    bool centered = false;
+};
+
+// For each parameter p with gradient g; v, m and buf start at zero:
+//     g = g + weight_decay * p                           (L2 penalty)
+//     v = alpha * v + (1 - alpha) * g * g                (square_avg)
+//     m = lerp(m, g, 1 - alpha) = alpha * m + (1 - alpha) * g      (grad_avg, centered only)
+//     avg = sqrt(v - m * m) + eps  centered,  else  sqrt(v) + eps  (eps outside the square root)
+//     buf = momentum * buf + g / avg;  p = p - lr * buf  (momentum > 0)
+//     p = p - lr * g / avg                               (otherwise)
+class RMSprop : public Optimizer {
+public:
+    RMSprop(std::vector<Parameter*> params, RMSpropOptions options)
+        : Optimizer(std::move(params), options.lr), options(options), square_avg(this->params.size()),
+          grad_avg(this->params.size()), momentum_buffer(this->params.size()) {
+        for (auto [name, value] : {std::pair<const char*, double>{"learning rate", options.lr}, {"epsilon value", options.eps},
+                                   {"momentum value", options.momentum}, {"weight_decay value", options.weight_decay},
+                                   {"alpha value", options.alpha}})
+            if (!(value >= 0)) throw HandgradError("RMSprop", std::string("Invalid ") + name + ": " + std::to_string(value));
+    }
+
+    void step() override {
+        const float alpha = static_cast<float>(options.alpha), one_minus_alpha = static_cast<float>(1 - options.alpha);
+        const float eps = static_cast<float>(options.eps), lr_ = static_cast<float>(lr);
+        const float weight_decay = static_cast<float>(options.weight_decay), momentum = static_cast<float>(options.momentum);
+        for (size_t k = 0; k < params.size(); ++k) {
+            Parameter& p = *params[k];
+            if (p.grad.data.empty()) continue;
+            Tensor &v = square_avg[k], &m = grad_avg[k], &buf = momentum_buffer[k];
+            if (v.data.empty()) v = Tensor(p.data.shape);
+            if (options.centered && m.data.empty()) m = Tensor(p.data.shape);
+            if (momentum > 0 && buf.data.empty()) buf = Tensor(p.data.shape);
+            for (int64_t i = 0; i < p.data.numel(); ++i) {
+                const float g = weight_decay != 0 ? p.grad[i] + weight_decay * p.data[i] : p.grad[i];
+                v[i] = v[i] * alpha + one_minus_alpha * g * g;
+                if (options.centered) m[i] = lerp(m[i], g, one_minus_alpha, 1 - options.alpha);
+                const float avg = std::sqrt(options.centered ? v[i] - m[i] * m[i] : v[i]) + eps;
+                if (momentum > 0) {
+                    buf[i] = buf[i] * momentum + g / avg;
+                    p.data[i] -= lr_ * buf[i];
+                } else {
+                    p.data[i] -= (lr_ * g) / avg;
+                }
+            }
+        }
+    }
+
+    RMSpropOptions options;
+    std::vector<Tensor> square_avg, grad_avg, momentum_buffer;  // per parameter; empty until needed
+
+private:
+    // start moved the fraction `weight` of the way to end, in the form torch.lerp rounds least
+    static float lerp(float start, float end, float weight, double exact_weight) {
+        return std::fabs(exact_weight) < 0.5 ? start + weight * (end - start)
+                                             : end - (end - start) * static_cast<float>(1 - exact_weight);
+    }
+};
+
+struct AdagradOptions {
+    double lr = 1e-2, lr_decay = 0.0, weight_decay = 0.0, initial_accumulator_value = 0.0, eps = 1e-10;
+};
+
+// For each parameter p with gradient g; t counts this parameter's updates, one per step(), and s
+// starts at initial_accumulator_value:
+//     g   = g + weight_decay * p                 (L2 penalty)
+//     clr = lr / (1 + (t - 1) * lr_decay)
+//     s   = s + g * g
+//     p   = p - clr * g / (sqrt(s) + eps)
+class Adagrad : public Optimizer {
+public:
+    Adagrad(std::vector<Parameter*> params, AdagradOptions options)
+        : Optimizer(std::move(params), options.lr), options(options), steps(this->params.size(), 0),
+          state_sum(this->params.size()) {
+        for (auto [name, value] : {std::pair<const char*, double>{"learning rate", options.lr}, {"lr_decay value", options.lr_decay},
+                                   {"weight_decay value", options.weight_decay},
+                                   {"initial_accumulator_value value", options.initial_accumulator_value},
+                                   {"epsilon value", options.eps}})
+            if (!(value >= 0)) throw HandgradError("Adagrad", std::string("Invalid ") + name + ": " + std::to_string(value));
+    }
+
+    void step() override {
+        const float weight_decay = static_cast<float>(options.weight_decay), eps = static_cast<float>(options.eps);
+        for (size_t k = 0; k < params.size(); ++k) {
+            Parameter& p = *params[k];
+            if (p.grad.data.empty()) continue;
+            Tensor& s = state_sum[k];
+            if (s.data.empty()) s = Tensor(p.data.shape, static_cast<float>(options.initial_accumulator_value));
+            const int64_t t = ++steps[k];
+            const float clr = static_cast<float>(lr / (1 + static_cast<double>(t - 1) * options.lr_decay));
+            for (int64_t i = 0; i < p.data.numel(); ++i) {
+                const float g = weight_decay != 0 ? p.grad[i] + weight_decay * p.data[i] : p.grad[i];
+                s[i] += g * g;
+                p.data[i] -= (clr * g) / (std::sqrt(s[i]) + eps);
+            }
+        }
+    }
+
+    AdagradOptions options;
+    std::vector<int64_t> steps;
+    std::vector<Tensor> state_sum;
+};
+
 // lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2, set once per epoch.
 class CosineAnnealingLR {
 public:
@@ -191,6 +297,67 @@ public:
     double base_lr;
     int64_t step_size, last_epoch = 0;
     double gamma;
+};
+
+// lr = initial_lr * gamma ** (the number of milestones <= epoch), from epoch 0 on (a milestone
+// listed twice decays twice; one at 0 decays from the start, as torch's).
+class MultiStepLR {
+public:
+    MultiStepLR(Optimizer& optimizer, std::vector<int64_t> milestones, double gamma = 0.1)
+        : optimizer(optimizer), base_lr(optimizer.lr), milestones(std::move(milestones)), gamma(gamma) {
+        set_lr();
+    }
+    void step() {
+        ++last_epoch;
+        set_lr();
+    }
+    Optimizer& optimizer;
+    double base_lr;
+    std::vector<int64_t> milestones;
+    double gamma;
+    int64_t last_epoch = 0;
+
+private:
+    void set_lr() {
+        const auto passed = std::count_if(milestones.begin(), milestones.end(), [&](int64_t m) { return m <= last_epoch; });
+        optimizer.lr = base_lr * std::pow(gamma, static_cast<double>(passed));
+    }
+};
+
+struct ReduceLROnPlateauOptions {
+    double factor = 0.1;
+    int64_t patience = 10;
+    double threshold = 1e-4;  // relative, mode 'min'
+    int64_t cooldown = 0;
+    double min_lr = 0.0, eps = 1e-8;
+};
+
+// Multiply the lr by factor once the metric given to step(metric) (a loss: mode 'min') has not
+// improved for more than patience epochs:
+//     improved   = metric < best * (1 - threshold)
+//     bad_epochs = 0 if improved (and best = metric) else bad_epochs + 1;  0 during a cooldown
+//     bad_epochs > patience:  lr = max(lr * factor, min_lr) (unless that changes lr by eps or less),
+//                             then a cooldown of `cooldown` epochs and bad_epochs = 0
+class ReduceLROnPlateau {
+public:
+    ReduceLROnPlateau(Optimizer& optimizer, ReduceLROnPlateauOptions options) : optimizer(optimizer), options(options) {
+        if (options.factor >= 1.0)
+            throw HandgradError("ReduceLROnPlateau", "factor must be < 1.0, got " + std::to_string(options.factor));
+    }
+    void step(double metric) {
+        if (metric < best * (1 - options.threshold)) best = metric, bad_epochs = 0;
+        else ++bad_epochs;
+        if (cooldown_counter > 0) --cooldown_counter, bad_epochs = 0;
+        if (bad_epochs > options.patience) {
+            const double reduced = std::max(optimizer.lr * options.factor, options.min_lr);
+            if (optimizer.lr - reduced > options.eps) optimizer.lr = reduced;
+            cooldown_counter = options.cooldown, bad_epochs = 0;
+        }
+    }
+    Optimizer& optimizer;
+    ReduceLROnPlateauOptions options;
+    double best = std::numeric_limits<double>::infinity();
+    int64_t bad_epochs = 0, cooldown_counter = 0;
 };
 
 }  // namespace handgrad::optim

@@ -138,6 +138,8 @@ public:
     std::unique_ptr<optim::Optimizer> optimizer;
     std::optional<optim::CosineAnnealingLR> cosine;
     std::optional<optim::StepLR> step_lr;
+    std::optional<optim::MultiStepLR> multistep;
+    std::optional<optim::ReduceLROnPlateau> plateau;
     std::vector<EpochRow> history;
     json grad_norm_log = json::array();  // {"step", "epoch", name: norm, ...} every grad_norm_every steps
     double best_val_loss = INFINITY;

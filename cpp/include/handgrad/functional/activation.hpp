@@ -111,6 +111,112 @@ inline Tensor tanh_backward(const Tensor& grad_output, const Tensor& out) {
     return grad;
 }
 
+// -- GELU, SiLU and Softplus ---------------------------------------------------------------------
+// The constants in float32, as the Python multiplies float32 arrays by them.
+constexpr double kSqrtHalf = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
+constexpr double kTanhScale = 0.79788456080286535588, kTanhCubic = 0.044715;  // sqrt(2/pi); GELU's tanh form
+
+struct GELUCache {
+    Tensor x;      // backward needs x ...
+    Tensor saved;  // ... and Phi(x) ('none') or t ('tanh')
+    bool tanh = false;
+};
+
+// 'none':  y = x * Phi(x),  Phi(x) = erfc(-x / sqrt(2)) / 2 (in float64: no cancellation where Phi is tiny)
+// 'tanh':  y = x * (1 + t) / 2,  t = tanh(sqrt(2/pi) * (x + 0.044715 x^3))
+inline std::pair<Tensor, GELUCache> gelu_forward(const Tensor& x, bool tanh_approximation = false) {
+    GELUCache cache{.x = x, .saved = Tensor(x.shape), .tanh = tanh_approximation};
+    Tensor out(x.shape);
+    for (int64_t i = 0; i < x.numel(); ++i) {
+        const float v = x[i];
+        if (tanh_approximation) {
+            cache.saved[i] = std::tanh(static_cast<float>(kTanhScale) * (v + static_cast<float>(kTanhCubic) * v * v * v));
+            out[i] = v * (1.0f + cache.saved[i]) / 2.0f;
+        } else {
+            cache.saved[i] = static_cast<float>(std::erfc(static_cast<double>(-v * static_cast<float>(kSqrtHalf))) / 2.0);
+            out[i] = v * cache.saved[i];
+        }
+    }
+    return {std::move(out), std::move(cache)};
+}
+
+// 'none':  dL/dx = G * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+// 'tanh':  dL/dx = G * ((1 + t) / 2 + x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2)
+inline Tensor gelu_backward(const Tensor& grad_output, const GELUCache& cache) {
+    check_grad_output("gelu_backward", grad_output, cache.x.shape);
+    Tensor grad(grad_output.shape);
+    for (int64_t i = 0; i < grad.numel(); ++i) {
+        const float v = cache.x[i], s = cache.saved[i];
+        if (cache.tanh) {
+            const float inner = static_cast<float>(kTanhScale) * (1.0f + static_cast<float>(3 * kTanhCubic) * v * v);
+            grad[i] = grad_output[i] * ((1.0f + s) / 2.0f + v * (1.0f - s * s) * inner / 2.0f);
+        } else {
+            grad[i] = grad_output[i] * (s + v * static_cast<float>(kInvSqrt2Pi) * std::exp(-v * v / 2.0f));
+        }
+    }
+    return grad;
+}
+
+// 1 / (1 + exp(-x)) as e/(1+e) with e = exp(-|x|): no exp overflows.
+inline float stable_sigmoid(float x) {
+    const float e = std::exp(-std::fabs(x));
+    return (x >= 0.0f ? 1.0f : e) / (1.0f + e);
+}
+
+struct SiLUCache {
+    Tensor x, sigmoid;  // backward needs x and sigmoid(x)
+};
+
+// y = x * sigmoid(x)
+inline std::pair<Tensor, SiLUCache> silu_forward(const Tensor& x) {
+    SiLUCache cache{.x = x, .sigmoid = Tensor(x.shape)};
+    Tensor out(x.shape);
+    for (int64_t i = 0; i < x.numel(); ++i) {
+        cache.sigmoid[i] = stable_sigmoid(x[i]);
+        out[i] = x[i] * cache.sigmoid[i];
+    }
+    return {std::move(out), std::move(cache)};
+}
+
+// dL/dx = G * s * (1 + x * (1 - s)),  s = sigmoid(x)
+inline Tensor silu_backward(const Tensor& grad_output, const SiLUCache& cache) {
+    check_grad_output("silu_backward", grad_output, cache.x.shape);
+    Tensor grad(grad_output.shape);
+    for (int64_t i = 0; i < grad.numel(); ++i) {
+        const float s = cache.sigmoid[i];
+        grad[i] = grad_output[i] * s * (1.0f + cache.x[i] * (1.0f - s));
+    }
+    return grad;
+}
+
+struct SoftplusCache {
+    Tensor bx;                    // backward needs beta * x ...
+    std::vector<uint8_t> linear;  // ... and where the output is linear (beta * x > threshold)
+};
+
+// y = log(1 + exp(beta * x)) / beta, and y = x where beta * x > threshold (as torch: linear there);
+// log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)), which never overflows.
+inline std::pair<Tensor, SoftplusCache> softplus_forward(const Tensor& x, float beta = 1.0f, double threshold = 20.0) {
+    SoftplusCache cache{.bx = Tensor(x.shape), .linear = std::vector<uint8_t>(x.numel())};
+    Tensor out(x.shape);
+    for (int64_t i = 0; i < x.numel(); ++i) {
+        const float z = x[i] * beta;
+        cache.bx[i] = z;
+        cache.linear[i] = z > threshold;
+        out[i] = cache.linear[i] ? x[i] : (std::max(z, 0.0f) + std::log1p(std::exp(-std::fabs(z)))) / beta;
+    }
+    return {std::move(out), std::move(cache)};
+}
+
+// dL/dx = G * sigmoid(beta * x), and G where beta * x > threshold
+inline Tensor softplus_backward(const Tensor& grad_output, const SoftplusCache& cache) {
+    check_grad_output("softplus_backward", grad_output, cache.bx.shape);
+    Tensor grad(grad_output.shape);
+    for (int64_t i = 0; i < grad.numel(); ++i)
+        grad[i] = cache.linear[i] ? grad_output[i] : grad_output[i] * stable_sigmoid(cache.bx[i]);
+    return grad;
+}
+
 // -- softmax and log_softmax along one axis ------------------------------------------------------
 // x as (outer, size, inner) around the axis `dim` (negative counts from the end).
 struct Axis {

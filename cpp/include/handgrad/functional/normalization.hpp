@@ -113,4 +113,88 @@ inline BatchNormGrads batch_norm_backward(const Tensor& grad_output, const Batch
     return g;
 }
 
+// -- layer normalisation over the trailing axes of each sample ------------------------------------
+struct LayerNormCache {
+    Tensor xhat;                   // backward needs the normalised input ...
+    std::vector<float> invstd;     // ... 1/sqrt(var + eps) per sample (row) ...
+    std::optional<Tensor> weight;  // ... the scale (a copy; none without elementwise_affine) ...
+    bool has_bias = false;         // ... and whether there is a bias to give a gradient
+    Shape normalized_shape;        // the parameters' shape
+};
+
+// x as (M, D): D = the product of the last `normalized` axes (normalized_shape), M rows before them.
+inline std::pair<int64_t, int64_t> layer_norm_rows(const Shape& shape, size_t normalized) {
+    int64_t D = 1;
+    for (size_t d = shape.size() - normalized; d < shape.size(); ++d) D *= shape[d];
+    return {D ? Tensor::count(shape) / D : 0, D};
+}
+
+// y = (x - mean) / sqrt(var + eps) * weight + bias, with mean and (biased) var over the last
+// `normalized` axes of each sample (sums in float64), in training and eval alike; weight and bias
+// (each optional) have normalized_shape.
+inline std::pair<Tensor, LayerNormCache> layer_norm_forward(const Tensor& x, const Tensor* weight, const Tensor* bias,
+                                                            size_t normalized, double eps = 1e-5) {
+    const auto [M, D] = layer_norm_rows(x.shape, normalized);
+    LayerNormCache cache{.xhat = Tensor(x.shape), .invstd = std::vector<float>(M), .has_bias = bias != nullptr,
+                         .normalized_shape = Shape(x.shape.end() - static_cast<int64_t>(normalized), x.shape.end())};
+    if (weight) cache.weight = *weight;
+    Tensor out(x.shape);
+    for (int64_t r = 0; r < M; ++r) {
+        const float* row = x.ptr() + r * D;
+        double mean = 0, var = 0;
+        for (int64_t d = 0; d < D; ++d) mean += row[d];
+        mean /= static_cast<double>(D);
+        for (int64_t d = 0; d < D; ++d) var += (row[d] - mean) * (row[d] - mean);
+        var /= static_cast<double>(D);
+        const float invstd = static_cast<float>(1.0 / std::sqrt(var + eps)), shift = static_cast<float>(mean);
+        cache.invstd[r] = invstd;
+        for (int64_t d = 0; d < D; ++d) {
+            const int64_t i = r * D + d;
+            cache.xhat[i] = (row[d] - shift) * invstd;
+            out[i] = (weight ? cache.xhat[i] * (*weight)[d] : cache.xhat[i]) + (bias ? (*bias)[d] : 0.0f);
+        }
+    }
+    return {std::move(out), std::move(cache)};
+}
+
+// With G = dL/dy, D values per row, sums over the normalised axes for grad_input and over the rows
+// for the parameters:
+//     grad_weight = sum(G * xhat)          grad_bias = sum(G)
+//     dxhat       = G * weight             (G without a weight)
+//     grad_input  = invstd / D * (D * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))
+inline BatchNormGrads layer_norm_backward(const Tensor& grad_output, const LayerNormCache& cache, NeedsGrad needs = {}) {
+    check_grad_output("layer_norm_backward", grad_output, cache.xhat.shape);
+    const Tensor& xhat = cache.xhat;
+    const int64_t M = static_cast<int64_t>(cache.invstd.size()), D = M ? xhat.numel() / M : 0;
+    const bool affine = cache.weight.has_value();
+    BatchNormGrads g;
+    std::vector<double> sum_g_xhat(affine && needs.weight ? D : 0), sum_g(cache.has_bias && needs.bias ? D : 0);
+    if (needs.input) g.grad_input = Tensor(xhat.shape);
+    for (int64_t r = 0; r < M; ++r) {
+        double sum_dxhat = 0, sum_dxhat_xhat = 0;
+        for (int64_t d = 0; d < D; ++d) {
+            const int64_t i = r * D + d;
+            if (!sum_g_xhat.empty()) sum_g_xhat[d] += static_cast<double>(grad_output[i]) * xhat[i];
+            if (!sum_g.empty()) sum_g[d] += grad_output[i];
+            const double dxhat = static_cast<double>(grad_output[i]) * (affine ? (*cache.weight)[d] : 1.0f);
+            sum_dxhat += dxhat, sum_dxhat_xhat += dxhat * xhat[i];
+        }
+        if (!needs.input) continue;
+        const double invstd = cache.invstd[r], m = static_cast<double>(D);
+        for (int64_t d = 0; d < D; ++d) {
+            const int64_t i = r * D + d;
+            const double dxhat = static_cast<double>(grad_output[i]) * (affine ? (*cache.weight)[d] : 1.0f);
+            g.grad_input[i] = static_cast<float>(invstd / m * (m * dxhat - sum_dxhat - xhat[i] * sum_dxhat_xhat));
+        }
+    }
+    const auto as_tensor = [&](const std::vector<double>& sums) {
+        Tensor t(cache.normalized_shape);
+        for (int64_t d = 0; d < D; ++d) t[d] = static_cast<float>(sums[d]);
+        return t;
+    };
+    if (!sum_g_xhat.empty()) g.grad_weight = as_tensor(sum_g_xhat);
+    if (!sum_g.empty()) g.grad_bias = as_tensor(sum_g);
+    return g;
+}
+
 }  // namespace handgrad::functional

@@ -82,6 +82,58 @@ protected:
     }
 };
 
+// y = x * Phi(x) ('none') or x * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2 ('tanh');
+// dL/dx = G * (Phi(x) + x * phi(x)), or the tanh form's derivative
+class GELU : public Activation<functional::GELUCache> {
+public:
+    explicit GELU(std::string approximate = "none") : approximate(std::move(approximate)) {
+        if (this->approximate != "none" && this->approximate != "tanh")
+            throw HandgradError("GELU", "approximate must be 'none' or 'tanh', got '" + this->approximate + "'");
+    }
+    std::string type() const override { return "GELU"; }
+    std::string extra_repr() const override { return "approximate='" + approximate + "'"; }
+    std::string approximate;
+
+protected:
+    std::pair<Tensor, functional::GELUCache> run_forward(const Tensor& x) const override {
+        return functional::gelu_forward(x, approximate == "tanh");
+    }
+    Tensor run_backward(const Tensor& g, const functional::GELUCache& c) const override {
+        return functional::gelu_backward(g, c);
+    }
+};
+
+// y = x * sigmoid(x);  dL/dx = G * s * (1 + x * (1 - s)),  s = sigmoid(x)
+class SiLU : public Activation<functional::SiLUCache> {
+public:
+    std::string type() const override { return "SiLU"; }
+
+protected:
+    std::pair<Tensor, functional::SiLUCache> run_forward(const Tensor& x) const override {
+        return functional::silu_forward(x);
+    }
+    Tensor run_backward(const Tensor& g, const functional::SiLUCache& c) const override {
+        return functional::silu_backward(g, c);
+    }
+};
+
+// y = log(1 + exp(beta * x)) / beta, y = x where beta * x > threshold;  dL/dx = G * sigmoid(beta * x) (G where linear)
+class Softplus : public Activation<functional::SoftplusCache> {
+public:
+    explicit Softplus(double beta = 1.0, double threshold = 20.0) : beta(beta), threshold(threshold) {}
+    std::string type() const override { return "Softplus"; }
+    std::string extra_repr() const override { return "beta=" + py_repr(beta) + ", threshold=" + py_repr(threshold); }
+    double beta, threshold;  // as Python's floats, so the checkpoint keeps them exactly
+
+protected:
+    std::pair<Tensor, functional::SoftplusCache> run_forward(const Tensor& x) const override {
+        return functional::softplus_forward(x, static_cast<float>(beta), threshold);
+    }
+    Tensor run_backward(const Tensor& g, const functional::SoftplusCache& c) const override {
+        return functional::softplus_backward(g, c);
+    }
+};
+
 // y_i = exp(x_i) / sum_j exp(x_j) along dim;  dL/dx_i = y_i * (G_i - sum_j G_j y_j).
 // log = true (LogSoftmax): y_i = x_i - log sum_j exp(x_j);  dL/dx_i = G_i - softmax(x)_i * sum_j G_j.
 // dtype ("float32", "float64" or none) is kept for the checkpoint: the C++ computes in float32 with

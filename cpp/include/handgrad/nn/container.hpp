@@ -181,7 +181,7 @@ private:
             return x.ndim() >= 1 && x.shape.back() == linear->options.in_features ? 2 : 1;
         auto* conv = layer_at<Conv2d>(i);
         auto* pool = layer_at<MaxPool2d>(i + 2);
-        if (!conv || !pool || !pool->plain_2x2() || !conv->plain() || x.ndim() != 4 || x.shape[1] != conv->options.in_channels)
+        if (!conv || !pool || !pool->plain_2x2() || !conv->fusable() || x.ndim() != 4 || x.shape[1] != conv->options.in_channels)
             return 1;
         const auto& o = conv->options;
         const int64_t Ho = functional::conv_output_size(x.shape[2], o.kernel_size[0], o.stride[0], o.padding[0]);

@@ -9,13 +9,14 @@ namespace handgrad::nn {
 // Train: y = x * mask, mask = [u >= p] / (1 - p).  Eval: y = x.  dL/dx = G * mask (G in eval).
 class Dropout : public Module {
 public:
-    explicit Dropout(double p = 0.5) : p(p) {
+    explicit Dropout(double p = 0.5, const std::string& type_name = "Dropout") : p(p) {
         if (!(p >= 0.0 && p <= 1.0))  // written so that NaN is refused too
-            throw HandgradError("Dropout", "dropout probability has to be between 0 and 1, but got " + std::to_string(p));
+            throw HandgradError(type_name, "dropout probability has to be between 0 and 1, but got " + std::to_string(p));
     }
     Tensor forward(const Tensor& x) override {
+        check_input(x);
         if (training && p > 0.0) {
-            auto [out, m] = functional::dropout_forward(x, static_cast<float>(p), default_generator());
+            auto [out, m] = draw(x, static_cast<float>(p));
             save_for_backward(mask, std::move(m), out.shape);
             return out;
         }
@@ -31,8 +32,31 @@ public:
     std::string extra_repr() const override { return "p=" + py_repr(p); }
     double p;  // as Python's float, so the checkpoint keeps it exactly
 
+protected:
+    virtual void check_input(const Tensor&) const {}
+    virtual std::pair<Tensor, Tensor> draw(const Tensor& x, float probability) const {
+        return functional::dropout_forward(x, probability, default_generator());
+    }
+
 private:
     std::optional<Tensor> mask;
+};
+
+// Channel-wise dropout: in training each channel of each sample is zeroed with probability p (all its
+// positions together) and the rest scaled by 1 / (1 - p); eval: y = x. Shape (N, C, H, W), or
+// (N, C, L) as torch.nn.Dropout2d takes a 3-D input. dL/dx = G * mask.
+class Dropout2d : public Dropout {
+public:
+    explicit Dropout2d(double p = 0.5) : Dropout(p, "Dropout2d") {}
+    std::string type() const override { return "Dropout2d"; }
+
+protected:
+    void check_input(const Tensor& x) const override {
+        if (x.ndim() != 3 && x.ndim() != 4) throw ShapeError(repr(), "input", "(N, C, H, W) or (N, C, L)", x.shape);
+    }
+    std::pair<Tensor, Tensor> draw(const Tensor& x, float probability) const override {
+        return functional::dropout2d_forward(x, probability, default_generator());
+    }
 };
 
 }  // namespace handgrad::nn

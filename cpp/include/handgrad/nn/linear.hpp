@@ -87,4 +87,21 @@ private:
     std::optional<Shape> input_shape;
 };
 
+// y = x;  dL/dx = G.
+class Identity : public Module {
+public:
+    Tensor forward(const Tensor& x) override {
+        save_for_backward(shape, x.shape, x.shape);  // nothing to keep but the shape grad_output must have
+        return x;
+    }
+    Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
+        saved(shape, grad_output);
+        return input_grad ? grad_output : Tensor();
+    }
+    std::string type() const override { return "Identity"; }
+
+private:
+    std::optional<Shape> shape;
+};
+
 }  // namespace handgrad::nn

@@ -6,6 +6,8 @@
 #include "handgrad/nn/init.hpp"
 #include "handgrad/random.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -78,12 +80,20 @@ inline void check_ndim(const Module& layer, const Tensor& x, int ndim, const std
 // "1.0"); a float is read back as a float, so 0.2f is "0.2" as the float64 0.2 is in Python.
 template <class Real>
 std::string py_repr(Real v) {
-    char buf[32];
-    for (int precision = 1; precision <= 17; ++precision) {
+    char buf[48];
+    int precision = 1;
+    for (; precision <= 17; ++precision) {
         std::snprintf(buf, sizeof buf, "%.*g", precision, static_cast<double>(v));
         if (static_cast<Real>(std::strtod(buf, nullptr)) == v) break;
     }
     std::string s = buf;
+    const double magnitude = std::fabs(static_cast<double>(v));
+    if (s.find('e') != std::string::npos && magnitude >= 1e-4 && magnitude < 1e16) {
+        // %g wrote "2e+01" where Python writes "20.0": positional from 1e-4 up to 1e16, as repr
+        const int exponent = static_cast<int>(std::floor(std::log10(magnitude)));
+        std::snprintf(buf, sizeof buf, "%.*f", std::max(std::min(precision, 17) - 1 - exponent, 0), static_cast<double>(v));
+        s = buf;
+    }
     if (s.find_first_of(".en") == std::string::npos) s += ".0";  // an integral float: "1.0", not "1"
     return s;
 }

@@ -9,6 +9,25 @@
 
 namespace handgrad::nn {
 
+// The optional weight and bias of a normalisation layer: which gradients its backward computes,
+// adding them to the parameters (each checked against its shape), and their state_dict names.
+inline NeedsGrad affine_needs(bool input_grad, const std::optional<Parameter>& weight, const std::optional<Parameter>& bias) {
+    return {.input = input_grad, .weight = weight && weight->requires_grad, .bias = bias && bias->requires_grad};
+}
+inline Tensor accumulate_affine(functional::BatchNormGrads& g, std::optional<Parameter>& weight,
+                                std::optional<Parameter>& bias, const std::string& where) {
+    if (weight) weight->accumulate_grad(std::move(g.grad_weight), where, "grad_weight");
+    if (bias) bias->accumulate_grad(std::move(g.grad_bias), where, "grad_bias");
+    return std::move(g.grad_input);
+}
+inline std::vector<std::pair<std::string, Parameter*>> affine_parameters(std::optional<Parameter>& weight,
+                                                                         std::optional<Parameter>& bias) {
+    std::vector<std::pair<std::string, Parameter*>> p;
+    if (weight) p.emplace_back("weight", &*weight);
+    if (bias) p.emplace_back("bias", &*bias);
+    return p;
+}
+
 struct BatchNormOptions {
     int64_t num_features = 0;
     double eps = 1e-5;
@@ -59,18 +78,10 @@ public:
         return out;
     }
     Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        const auto& c = saved(cache, grad_output);
-        auto g = functional::batch_norm_backward(grad_output, c,
-                                                 {.input = input_grad, .weight = weight && weight->requires_grad,
-                                                  .bias = bias && bias->requires_grad});
-        if (weight) weight->accumulate_grad(g.grad_weight, repr(), "grad_weight");
-        if (bias) bias->accumulate_grad(g.grad_bias, repr(), "grad_bias");
-        return std::move(g.grad_input);
+        auto g = functional::batch_norm_backward(grad_output, saved(cache, grad_output), affine_needs(input_grad, weight, bias));
+        return accumulate_affine(g, weight, bias, repr());
     }
-    std::vector<std::pair<std::string, Parameter*>> named_parameters() override {
-        if (!weight) return {};
-        return {{"weight", &*weight}, {"bias", &*bias}};
-    }
+    std::vector<std::pair<std::string, Parameter*>> named_parameters() override { return affine_parameters(weight, bias); }
     std::vector<std::pair<std::string, Buffer>> named_buffers() override {
         if (!options.track_running_stats) return {};
         return {{"running_mean", {.values = &running_mean}},
@@ -107,6 +118,65 @@ public:
 class BatchNorm2d : public BatchNormBase {
 public:
     explicit BatchNorm2d(BatchNormOptions options) : BatchNormBase(options, "BatchNorm2d", {4}, "(N, C, H, W)") {}
+};
+
+struct LayerNormOptions {
+    Shape normalized_shape;
+    double eps = 1e-5;
+    bool elementwise_affine = true;
+    bool bias = true;  // with elementwise_affine
+};
+
+// y = (x - mean) / sqrt(var + eps) * weight + bias, with mean and (biased) var over the last
+// len(normalized_shape) axes of each sample, in training and eval alike. weight starts at 1 and
+// bias at 0, both of normalized_shape. Shape: (*, *normalized_shape) -> the same.
+// Gradients (functional/normalization.hpp): grad_input = invstd / m * (m * dxhat - sum(dxhat)
+// - xhat * sum(dxhat * xhat)), dxhat = G * weight; grad_weight = sum(G * xhat), grad_bias = sum(G).
+//     nn::LayerNorm norm({.normalized_shape = {16}});
+class LayerNorm : public Module {
+public:
+    explicit LayerNorm(LayerNormOptions options) : options(std::move(options)) {
+        const Shape& shape = this->options.normalized_shape;
+        if (std::any_of(shape.begin(), shape.end(), [](int64_t d) { return d < 0; }))
+            throw HandgradError("LayerNorm", "expected normalized_shape to be an int or a sequence of sizes >= 0, got " +
+                                                 fmt_shape(shape));
+        if (!(this->options.eps > 0)) throw HandgradError("LayerNorm", "eps must be > 0, got " + py_repr(this->options.eps));
+        if (this->options.elementwise_affine) {
+            weight = Parameter{.data = Tensor(shape, 1.0f)};
+            if (this->options.bias) bias = Parameter{.data = Tensor(shape)};
+        }
+    }
+
+    Tensor forward(const Tensor& x) override {
+        const Shape& shape = options.normalized_shape;
+        const size_t d = shape.size();
+        if (x.shape.size() < d || !std::equal(shape.begin(), shape.end(), x.shape.end() - static_cast<int64_t>(d))) {
+            std::string layout = "(*";
+            for (int64_t v : shape) layout += ", " + std::to_string(v);
+            throw HandgradError(repr(), "expected input of shape " + layout + ") (ending in normalized_shape " +
+                                            fmt_shape(shape) + "), got " + fmt_shape(x.shape));
+        }
+        auto [out, c] = functional::layer_norm_forward(x, weight ? &weight->data : nullptr, bias ? &bias->data : nullptr,
+                                                       d, options.eps);
+        save_for_backward(cache, std::move(c), out.shape);
+        return out;
+    }
+    Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
+        auto g = functional::layer_norm_backward(grad_output, saved(cache, grad_output), affine_needs(input_grad, weight, bias));
+        return accumulate_affine(g, weight, bias, repr());
+    }
+    std::vector<std::pair<std::string, Parameter*>> named_parameters() override { return affine_parameters(weight, bias); }
+    std::string type() const override { return "LayerNorm"; }
+    std::string extra_repr() const override {
+        return fmt_shape(options.normalized_shape) + ", eps=" + py_repr(options.eps) +
+               ", elementwise_affine=" + (options.elementwise_affine ? "True" : "False");
+    }
+
+    LayerNormOptions options;
+    std::optional<Parameter> weight, bias;  // with elementwise_affine (bias unless options.bias is false)
+
+private:
+    std::optional<functional::LayerNormCache> cache;
 };
 
 }  // namespace handgrad::nn
