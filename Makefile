@@ -36,7 +36,8 @@ demo: $(CLI)
 		--out runs/demo --overwrite
 
 # Lint, format and types first: a new violation fails the build before the long test run.
-# The pytest run includes the C++ fuzz test, through both builds (tests/test_cpp_robustness.py).
+# The pytest run includes the C++ fuzz test, through both builds (tests/test_cpp_robustness.py); two
+# workers (pytest-xdist), each taking whole test files.
 test: $(TEST) cpp cpp-sanitize
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
@@ -44,7 +45,7 @@ test: $(TEST) cpp cpp-sanitize
 	sh scripts/ensure-chromium.sh
 	ctest --test-dir cpp/build --output-on-failure
 	ctest --test-dir cpp/build-sanitize --output-on-failure
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The C++ twin (cpp/build/handgrad-cpp); installs cmake, Eigen, nlohmann-json, doctest, stb when missing.
 cpp:
