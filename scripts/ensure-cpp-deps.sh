@@ -1,6 +1,6 @@
 #!/bin/sh
 # Make sure the C++ port (cpp/) can be built: a C++17 compiler, cmake, and Debian's header
-# packages for Eigen (the matrix work), nlohmann/json (the safetensors header), doctest (the tests),
+# packages for Eigen (the reference loops' products), OpenBLAS (the kernels' products), nlohmann/json (the safetensors header), doctest (the tests),
 # zlib (gzip-compressed IDX files) and stb (stb_image: PNG and JPEG for predict). Installs the missing packages with apt-get (as root, or
 # through passwordless sudo), quietly and non-interactively.
 # Exits 0 when everything is there (or was installed); exits 1, saying why, only when something
