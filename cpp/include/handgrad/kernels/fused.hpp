@@ -17,6 +17,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 namespace handgrad::kernels {
 
@@ -140,25 +141,31 @@ inline void multiply_add_pass(const float* const* src, const float* weights, int
     }
 }
 
-// dst[m] += sum_t weights[t] * src[t][m] for m < count, t < taps: the taps in passes of at most
-// eight (eight broadcast weights and eight streams fit the registers), as even as can be (25 taps:
-// 7 + 6 + 6 + 6; 9: 5 + 4), so that no pass is a lone tap's full load and store of dst.
-inline void multiply_add_taps(const float* const* src, const float* weights, int64_t taps, int64_t count, float* dst) {
+// pass(std::integral_constant<int, n>{}, t) for consecutive runs [t, t + n) of the taps: passes
+// of at most eight taps (eight streams, and eight weights or sums, fit the registers), as even as
+// can be (25 taps: 7 + 6 + 6 + 6; 9: 5 + 4), so that no pass is a lone tap's full pass.
+template <class Pass>
+inline void in_passes(int64_t taps, Pass pass) {
     constexpr int64_t kMaxPass = 8;
-    for (int64_t passes = (taps + kMaxPass - 1) / kMaxPass; passes > 0; --passes) {
-        const int64_t n = (taps + passes - 1) / passes;
+    for (int64_t t = 0, passes = (taps + kMaxPass - 1) / kMaxPass; passes > 0; --passes) {
+        const int64_t n = (taps - t + passes - 1) / passes;
         switch (n) {
-            case 1: multiply_add_pass<1>(src, weights, count, dst); break;
-            case 2: multiply_add_pass<2>(src, weights, count, dst); break;
-            case 3: multiply_add_pass<3>(src, weights, count, dst); break;
-            case 4: multiply_add_pass<4>(src, weights, count, dst); break;
-            case 5: multiply_add_pass<5>(src, weights, count, dst); break;
-            case 6: multiply_add_pass<6>(src, weights, count, dst); break;
-            case 7: multiply_add_pass<7>(src, weights, count, dst); break;
-            default: multiply_add_pass<8>(src, weights, count, dst); break;
+            case 1: pass(std::integral_constant<int, 1>{}, t); break;
+            case 2: pass(std::integral_constant<int, 2>{}, t); break;
+            case 3: pass(std::integral_constant<int, 3>{}, t); break;
+            case 4: pass(std::integral_constant<int, 4>{}, t); break;
+            case 5: pass(std::integral_constant<int, 5>{}, t); break;
+            case 6: pass(std::integral_constant<int, 6>{}, t); break;
+            case 7: pass(std::integral_constant<int, 7>{}, t); break;
+            default: pass(std::integral_constant<int, 8>{}, t); break;
         }
-        src += n, weights += n, taps -= n;
+        t += n;
     }
+}
+
+// dst[m] += sum_t weights[t] * src[t][m] for m < count, t < taps, in passes of several taps.
+inline void multiply_add_taps(const float* const* src, const float* weights, int64_t taps, int64_t count, float* dst) {
+    in_passes(taps, [&](auto n, int64_t t) { multiply_add_pass<decltype(n)::value>(src + t, weights + t, count, dst); });
 }
 
 // shifted[t] = base + shift(t) for each tap t = i*kW + j of a kernel k on rows Wp apart, shift(t)
@@ -250,31 +257,35 @@ inline std::pair<Tensor, Conv2dReluMaxPool2dCache> conv2d_relu_max_pool2d_forwar
 }
 
 namespace detail {
+// totals[u] += sum_m g[m] * src[u][m] for m < count, u < Taps: Taps dot products in one pass over
+// g (each g[m] loaded feeds Taps multiply-adds, and Taps sums in flight hide the multiply-add's
+// latency), each summed in vector lanes in float, then added to the float64 totals.
+template <int Taps>
+inline void dot_pass(const float* g, const float* const* src, int64_t count, double* totals) {
+    static_assert(Taps >= 1 && Taps <= 8);
+    const float* s[8];
+    for (int u = 0; u < 8; ++u) s[u] = src[u < Taps ? u : 0];
+    float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f, d4 = 0.0f, d5 = 0.0f, d6 = 0.0f, d7 = 0.0f;
+#pragma omp simd reduction(+ : d0, d1, d2, d3, d4, d5, d6, d7)
+    for (int64_t m = 0; m < count; ++m) {
+        const float v = g[m];
+        d0 = std::fma(v, s[0][m], d0);
+        if constexpr (Taps > 1) d1 = std::fma(v, s[1][m], d1);
+        if constexpr (Taps > 2) d2 = std::fma(v, s[2][m], d2);
+        if constexpr (Taps > 3) d3 = std::fma(v, s[3][m], d3);
+        if constexpr (Taps > 4) d4 = std::fma(v, s[4][m], d4);
+        if constexpr (Taps > 5) d5 = std::fma(v, s[5][m], d5);
+        if constexpr (Taps > 6) d6 = std::fma(v, s[6][m], d6);
+        if constexpr (Taps > 7) d7 = std::fma(v, s[7][m], d7);
+    }
+    const float dots[8] = {d0, d1, d2, d3, d4, d5, d6, d7};
+    for (int u = 0; u < Taps; ++u) totals[u] += dots[u];
+}
+
 // totals[t] += sum_m g[m] * src[t][m] for m < count, t < taps: the weight gradient's dot products,
-// four taps per pass over g (each g[m] loaded feeds four multiply-adds), each dot summed in vector
-// lanes in float, then added to the float64 totals.
+// several taps per pass.
 inline void dot_taps(const float* g, const float* const* src, int64_t taps, int64_t count, double* totals) {
-    int64_t t = 0;
-    for (; t + 4 <= taps; t += 4) {
-        const float *s0 = src[t], *s1 = src[t + 1], *s2 = src[t + 2], *s3 = src[t + 3];
-        float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
-#pragma omp simd reduction(+ : d0, d1, d2, d3)
-        for (int64_t m = 0; m < count; ++m) {
-            const float v = g[m];
-            d0 = std::fma(v, s0[m], d0);
-            d1 = std::fma(v, s1[m], d1);
-            d2 = std::fma(v, s2[m], d2);
-            d3 = std::fma(v, s3[m], d3);
-        }
-        totals[t] += d0, totals[t + 1] += d1, totals[t + 2] += d2, totals[t + 3] += d3;
-    }
-    for (; t < taps; ++t) {
-        const float* s0 = src[t];
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t m = 0; m < count; ++m) dot = std::fma(g[m], s0[m], dot);
-        totals[t] += dot;
-    }
+    in_passes(taps, [&](auto n, int64_t t) { dot_pass<decltype(n)::value>(g, src + t, count, totals + t); });
 }
 
 // Backward of the direct path, over chunks of samples: per sample and channel, G = dL/dz on the
