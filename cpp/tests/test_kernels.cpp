@@ -341,6 +341,17 @@ TEST_CASE("fused Conv2d -> ReLU -> MaxPool2d equals the three layers one by one"
         {{5, 3, 9, 8}, {.in_channels = 3, .out_channels = 5, .kernel_size = {3, 3}, .padding = {1, 0}}},
         {{64, 6, 14, 14}, {.in_channels = 6, .out_channels = 16, .kernel_size = {5, 5}}},  // split between threads
         {{64, 1, 28, 28}, {.in_channels = 1, .out_channels = 6, .kernel_size = {5, 5}, .padding = {2, 2}}},
+        // direct, as the first layers of tiny-cnn (batch 1) and LeNet-5; odd padded widths, both
+        // phases of a column ending a row; tap counts of one pass (1, 4, 8), two uneven ones (9, 15)
+        // and seven (49)
+        {{1, 1, 28, 28}, {.in_channels = 1, .out_channels = 8, .kernel_size = {3, 3}, .padding = {1, 1}}},
+        {{1, 1, 28, 28}, {.in_channels = 1, .out_channels = 6, .kernel_size = {5, 5}, .padding = {2, 2}}},
+        {{2, 1, 7, 15}, {.in_channels = 1, .out_channels = 3, .kernel_size = {3, 3}, .padding = {1, 1}}},
+        {{3, 1, 6, 5}, {.in_channels = 1, .out_channels = 2, .kernel_size = {1, 1}}},
+        {{2, 1, 10, 11}, {.in_channels = 1, .out_channels = 4, .kernel_size = {2, 2}, .padding = {1, 0}}},
+        {{2, 1, 9, 12}, {.in_channels = 1, .out_channels = 3, .kernel_size = {2, 4}, .padding = {0, 2}}},
+        {{2, 1, 11, 13}, {.in_channels = 1, .out_channels = 2, .kernel_size = {3, 5}, .padding = {1, 2}}},
+        {{1, 1, 16, 17}, {.in_channels = 1, .out_channels = 2, .kernel_size = {7, 7}, .padding = {3, 3}}},
     };
     for (int threads : {1, 3}) {
         set_threads(threads);
@@ -353,6 +364,30 @@ TEST_CASE("fused Conv2d -> ReLU -> MaxPool2d equals the three layers one by one"
             Tensor x = random_tensor(cases[c].x, 200 + c);
             check_fused_runs(model, x, 2);
             check_fused_runs(model, random_tensor(cases[c].x, 300 + c), 2);  // a second step, on the reused columns
+        }
+    }
+    set_threads(1);
+}
+
+TEST_CASE("fused Conv2d -> ReLU -> MaxPool2d takes the first of tied maxima, as the layers") {
+    // small integers in x and the weights: the sums are exact in any order, so windows tie (at 0,
+    // after the ReLU, and above), and the gradients show which place won
+    for (int threads : {1, 3}) {
+        set_threads(threads);
+        for (Pair k : {Pair{3, 3}, Pair{5, 5}}) {
+            CAPTURE(k[0]);
+            manual_seed(11);
+            nn::Sequential model;
+            model.add<nn::Conv2d>(nn::Conv2dOptions{.in_channels = 1, .out_channels = 4, .kernel_size = k,
+                                                    .padding = {k[0] / 2, k[1] / 2}})
+                .add<nn::ReLU>()
+                .add<nn::MaxPool2d>()
+                .add<nn::Flatten>();
+            for (auto* p : model.parameters())
+                for (float& v : p->data.data) v = std::round(4.0f * v);
+            Tensor x = random_tensor({5, 1, 13, 15}, 12);
+            for (float& v : x.data) v = std::round(v);
+            check_fused_runs(model, x, 2);
         }
     }
     set_threads(1);
