@@ -375,7 +375,8 @@ int cmd_predict(int argc, char** argv) {
     ck.model.eval();
     Tensor logits;
     try {
-        logits = ck.model.forward(x);
+        const NoGradGuard no_grad;
+        logits = ck.model.forward(std::move(x));
     } catch (const HandgradError& error) {
         throw HandgradError(a.positional[0], std::string("the model cannot run on the images: ") + error.what());
     }
@@ -567,7 +568,8 @@ int cmd_bench(int argc, char** argv) {
         step_ms += ms_since(t);
     };
     auto one_step = [&] {
-        if (inference) {
+        if (inference) {  // as predict and eval run it: no cache kept for backward
+            const NoGradGuard no_grad;
             model.forward(x);
             return;
         }

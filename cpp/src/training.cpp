@@ -76,6 +76,7 @@ Evaluation evaluate(nn::Sequential& model, const Tensor& x, const std::vector<in
                     int64_t batch_size) {
     const bool was_training = !model.layers.empty() && model.layers[0]->training;
     model.eval();
+    const NoGradGuard no_grad;  // forward alone: no layer keeps a cache for a backward that never comes
     const int64_t n = x.shape[0];
     Evaluation result;
     double loss_sum = 0;

@@ -14,6 +14,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <random>
 #include <sstream>
 
@@ -427,4 +428,46 @@ TEST_CASE("a run is fused only where its kernel computes it; its layers still wo
     kernels::Reference references;  // no fused op on the references
     fused.forward(random_tensor({2, 4}, 5));
     CHECK(fused.runs().size() == 2);
+}
+
+TEST_CASE("under NoGradGuard a forward gives the same outputs and keeps nothing for backward") {
+    for (int threads : {1, 3}) {
+        set_threads(threads);
+        manual_seed(2);
+        nn::Sequential model;  // a fused Linear -> ReLU, then a Linear alone
+        model.add<nn::Linear>(nn::LinearOptions{.in_features = 40, .out_features = 30}).add<nn::ReLU>();
+        model.add<nn::Linear>(nn::LinearOptions{.in_features = 30, .out_features = 5});
+        const Tensor x = random_tensor({130, 40}, 7);
+        const Tensor with_grad = model.forward(x);
+        Tensor without;
+        {
+            const NoGradGuard no_grad;
+            CHECK_FALSE(is_grad_enabled());
+            {
+                const NoGradGuard nested;
+            }
+            CHECK_FALSE(is_grad_enabled());  // a nested guard restores what it found
+            without = model.forward(x);
+        }
+        CHECK(is_grad_enabled());
+        CHECK(without.shape == with_grad.shape);
+        CHECK(without.data == with_grad.data);  // the same kernels, bit for bit
+        CHECK_THROWS_WITH_AS(model.backward(random_tensor(with_grad.shape, 8)),
+                             doctest::Contains("backward called before forward"), HandgradError);
+        CHECK_THROWS_WITH_AS(model.backward_run({0, 2}, random_tensor({130, 30}, 8), true),  // the fused run
+                             doctest::Contains("the last forward ran under NoGradGuard"), HandgradError);
+        model.forward(x);  // with grad again: backward works
+        CHECK(model.backward(random_tensor(with_grad.shape, 8)).shape == x.shape);
+    }
+    set_threads(1);
+}
+
+TEST_CASE("Tensor::empty has the shape asked for; a filled tensor is still filled") {
+    const Tensor e = Tensor::empty({3, 4});
+    CHECK(e.shape == Shape{3, 4});
+    CHECK(e.numel() == 12);
+    const Tensor z({1000});
+    CHECK(std::all_of(z.data.begin(), z.data.end(), [](float v) { return v == 0.0f; }));
+    const Tensor t({5}, 2.5f);
+    CHECK(t.data == Tensor::Storage(5, 2.5f));
 }

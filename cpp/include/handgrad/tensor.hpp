@@ -43,10 +43,32 @@ public:
     Shape got;
 };
 
+// Eigen's aligned allocator, except that a vector's new elements are default-initialised when no
+// value is given: Storage(n) leaves its floats unwritten (Tensor::empty, for a kernel that writes
+// every element anyway, skips a pass over memory), while Storage(n, v) still fills them with v.
+template <class T>
+struct UninitializedAllocator : Eigen::aligned_allocator<T> {
+    template <class U>
+    struct rebind {
+        using other = UninitializedAllocator<U>;
+    };
+    UninitializedAllocator() = default;
+    template <class U>
+    UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+    template <class U>
+    void construct(U* p) noexcept {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <class U, class... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
+
 struct Tensor {
     // Aligned to Eigen's widest vector: with unaligned data its kernels pick their loop peeling from
     // the address, so the same computation rounded differently from run to run.
-    using Storage = std::vector<float, Eigen::aligned_allocator<float>>;
+    using Storage = std::vector<float, UninitializedAllocator<float>>;
 
     Shape shape;
     Storage data;
@@ -57,6 +79,13 @@ struct Tensor {
         if (static_cast<int64_t>(data.size()) != count(shape))
             throw HandgradError("Tensor", "shape " + fmt_shape(shape) + " needs " + std::to_string(count(shape)) +
                                               " values, got " + std::to_string(data.size()));
+    }
+    // A tensor whose values are not set: for an output its kernel writes in full before any read.
+    static Tensor empty(Shape shape_) {
+        Tensor t;
+        t.data = Storage(static_cast<size_t>(count(shape_)));
+        t.shape = std::move(shape_);
+        return t;
     }
     Tensor(Shape shape_, const std::vector<float>& values)
         : Tensor(std::move(shape_), Storage(values.begin(), values.end())) {}

@@ -34,7 +34,7 @@ struct LinearReluCache {
 
 // y = relu(x @ weight.T + bias), as linear_forward then relu_forward; x is kept for backward.
 inline std::pair<Tensor, LinearReluCache> linear_relu_forward(Tensor x, const Tensor& weight, const Tensor* bias) {
-    Tensor out = detail::linear_product(x, weight, bias, true);
+    Tensor out = linear_output(x, weight, bias, true);
     Tensor kept = out;  // one copy for the next layer, the other kept for backward
     return {std::move(out), LinearReluCache{.x = std::move(x), .weight = &weight, .has_bias = bias != nullptr,
                                             .out = std::move(kept)}};
@@ -43,7 +43,7 @@ inline std::pair<Tensor, LinearReluCache> linear_relu_forward(Tensor x, const Te
 // dL/dz = G * [y > 0], then Linear's gradients of z = x @ W.T + b.
 inline LinearGrads linear_relu_backward(const Tensor& grad_output, const LinearReluCache& cache, NeedsGrad needs = {}) {
     check_grad_output("linear_relu_backward", grad_output, cache.out.shape);
-    Tensor grad_z(cache.out.shape);
+    Tensor grad_z = Tensor::empty(cache.out.shape);
     const float *g = grad_output.ptr(), *y = cache.out.ptr();
     float* d = grad_z.ptr();
     for_each_index(grad_z.numel(), [g, y, d](int64_t i) { d[i] = y[i] > 0.0f ? g[i] : 0.0f; });

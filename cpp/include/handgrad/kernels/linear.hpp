@@ -13,15 +13,15 @@ namespace handgrad::kernels {
 using functional::LinearCache;
 using functional::LinearGrads;
 
-namespace detail {
 // y = x @ weight.T + bias; with relu=true, y = max(that, 0) in the same pass over each chunk's rows
-// (the fused Linear -> ReLU, kernels/fused.hpp), with ReLU's rule: NaN becomes 0.
-inline Tensor linear_product(const Tensor& x, const Tensor& weight, const Tensor* bias, bool relu) {
+// (the fused Linear -> ReLU, kernels/fused.hpp), with ReLU's rule: NaN becomes 0. Keeps nothing
+// for backward: the forward alone, as layers run it under NoGradGuard.
+inline Tensor linear_output(const Tensor& x, const Tensor& weight, const Tensor* bias, bool relu) {
     const int64_t out_features = weight.shape[0], in_features = weight.shape[1];
     const int64_t rows = x.numel() / std::max<int64_t>(in_features, 1);
     Shape out_shape = x.shape;
     out_shape.back() = out_features;
-    Tensor out(out_shape);
+    Tensor out = Tensor::empty(out_shape);  // every value written by the product
     float* y = out.ptr();
     const float* b = bias ? bias->ptr() : nullptr;
     for_chunks(rows, chunk_count(rows, out_features * in_features), [&](int, int64_t r0, int64_t r1) {
@@ -41,10 +41,9 @@ inline Tensor linear_product(const Tensor& x, const Tensor& weight, const Tensor
     });
     return out;
 }
-}  // namespace detail
 
 inline std::pair<Tensor, LinearCache> linear_forward(const Tensor& x, const Tensor& weight, const Tensor* bias) {
-    Tensor out = detail::linear_product(x, weight, bias, false);
+    Tensor out = linear_output(x, weight, bias, false);
     return {std::move(out), LinearCache{.x = x, .weight = weight, .has_bias = bias != nullptr}};
 }
 
@@ -57,7 +56,7 @@ inline LinearGrads linear_grads(const Tensor& grad_output, const Tensor& x, cons
     const float *G = grad_output.ptr(), *X = x.ptr();
     LinearGrads g;
     if (needs.input) {
-        g.grad_input = Tensor(x.shape);
+        g.grad_input = Tensor::empty(x.shape);  // each chunk of rows written by its product
         for_chunks(rows, chunk_count(rows, out_features * in_features), [&](int, int64_t r0, int64_t r1) {
             gemm({G + r0 * out_features, r1 - r0, out_features, out_features},
                  {weight.ptr(), out_features, in_features, in_features}, g.grad_input.ptr() + r0 * in_features,
@@ -65,8 +64,8 @@ inline LinearGrads linear_grads(const Tensor& grad_output, const Tensor& x, cons
         });
     }
     const bool want_bias = has_bias && needs.bias;
-    if (needs.weight) g.grad_weight = Tensor(weight.shape);
-    if (want_bias) g.grad_bias = Tensor({out_features});
+    if (needs.weight) g.grad_weight = Tensor::empty(weight.shape);  // each row by one chunk's product
+    if (want_bias) g.grad_bias = Tensor::empty({out_features});
     if (needs.weight || want_bias)
         for_chunks(out_features, chunk_count(out_features, rows * in_features), [&](int, int64_t o0, int64_t o1) {
             if (needs.weight)  // rows o0..o1 of G.T @ X

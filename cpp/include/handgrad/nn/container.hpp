@@ -51,8 +51,9 @@ public:
         return all;
     }
 
-    Tensor forward(const Tensor& x) {
-        Tensor h = x;
+    // x by value: a caller that moves its batch in saves a copy.
+    Tensor forward(Tensor x) {
+        Tensor h = std::move(x);
         for (size_t i = 0; i < layers.size();) {
             const size_t size = fused_size(i, h);
             h = forward_run({i, size}, std::move(h));
@@ -69,6 +70,11 @@ public:
         }
         for (size_t i = run.start; i < run.start + run.size; ++i) layers[i]->forget_saved();
         if (auto* linear = dynamic_cast<Linear*>(layers[run.start].get())) {
+            if (!is_grad_enabled()) {  // under NoGradGuard: y alone, neither x nor a copy of y kept
+                Tensor out = kernels::linear_output(x, linear->weight.data, bias_of(*linear), true);
+                fused[run.start] = {std::monostate{}, out.shape, run.size};
+                return out;
+            }
             auto [out, cache] = kernels::linear_relu_forward(std::move(x), linear->weight.data, bias_of(*linear));
             fused[run.start] = {std::move(cache), out.shape, run.size};
             return out;
@@ -108,6 +114,8 @@ public:
         if (found == fused.end())
             throw HandgradError("Sequential", "backward called before forward (nothing saved for backward)");
         const Fused& f = found->second;
+        if (std::holds_alternative<std::monostate>(f.cache))
+            throw HandgradError("Sequential", "backward called before forward (nothing saved for backward: the last forward ran under NoGradGuard)");
         check_grad_output(layers[run.start + run.size - 1]->repr(), grad_output, f.out_shape);
         auto& layer = dynamic_cast<WeightedLayer&>(*layers[run.start]);
         const NeedsGrad needs = layer.needs(input_grad);

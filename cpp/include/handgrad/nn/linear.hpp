@@ -29,6 +29,10 @@ public:
         if (x.ndim() < 1 || x.shape.back() != options.in_features)
             throw ShapeError(repr(), "input", "(*, " + std::to_string(options.in_features) + ")", x.shape);
         const Tensor* b = bias ? &bias->data : nullptr;
+        if (kernels::enabled() && !is_grad_enabled()) {  // the product alone, x not kept
+            forget_saved();
+            return kernels::linear_output(x, weight.data, b, false);
+        }
         auto [out, c] = kernels::enabled() ? kernels::linear_forward(x, weight.data, b)
                                            : functional::linear_forward(x, weight.data, b);
         save_for_backward(cache, std::move(c), out.shape);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "handgrad/functional/conv.hpp"
+#include "handgrad/grad_mode.hpp"
 #include "handgrad/nn/init.hpp"
 #include "handgrad/random.hpp"
 
@@ -54,6 +55,11 @@ protected:
     // Module._save_for_backward).
     template <class Cache>
     void save_for_backward(std::optional<Cache>& slot, Cache cache, const Shape& out_shape) {
+        if (!is_grad_enabled()) {  // under NoGradGuard: nothing kept, so backward fails as before a forward
+            slot.reset();
+            has_saved = false;
+            return;
+        }
         slot = std::move(cache);
         output_shape = out_shape;
         has_saved = true;
