@@ -111,9 +111,9 @@ def test_fused_kernel_without_bias(case):
 )
 def test_fused_kernel_without_cache_gives_the_same_output(monkeypatch, case):
     """keep_cache=False (inference) keeps nothing and, on the im2col side, runs blocks of samples."""
-    from handgrad.kernels import conv
+    from handgrad.kernels import fused
 
-    monkeypatch.setattr(conv, "INFERENCE_BLOCK_BYTES", 4000)  # a few samples per block
+    monkeypatch.setattr(fused, "COLUMNS_BLOCK_BYTES", 4000)  # a few samples per block
     x, weight, bias, args, _ = _case(case, np.float32)
     out, cache = K.conv2d_relu_max_pool2d_forward(x, weight, bias, *args, keep_cache=False)
     assert cache is None
@@ -605,3 +605,44 @@ def test_layers_after_a_fused_run_take_its_transposed_output():
             results.append((out, model.backward(g), *[p.grad.copy() for p in model.parameters()]))
     for got, expected in zip(*results):
         assert got.shape == expected.shape and rel_err(got, expected) < 1e-12
+
+
+BLOCK_CASES = [  # im2col cases whose batch splits into blocks of 1, 2 or 3 samples, the last one short
+    (7, 3, 12, 12, 6, (3, 3), (1, 1), (1, 1), (2, 2), (2, 2), (0, 0)),
+    (5, 2, 9, 8, 3, (2, 3), (2, 1), (1, 0), (3, 2), (2, 1), (1, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("block_samples", [1, 2, 3])
+@pytest.mark.parametrize("case", BLOCK_CASES, ids=str)
+def test_columns_blocks_give_the_reference_values_on_any_thread_count(monkeypatch, case, block_samples, dtype):
+    """The columns path in blocks of samples (each unfolded, multiplied and pooled on one thread,
+    its shares of grad_weight and grad_bias summed over the blocks in order): the reference's
+    output and gradients, and the same bits on 1 and 2 threads."""
+    from handgrad.kernels import fused
+
+    n, c, h, w, o, kernel = case[:6]
+    ho = (h + 2 * case[7][0] - kernel[0]) // case[6][0] + 1
+    wo = (w + 2 * case[7][1] - kernel[1]) // case[6][1] + 1
+    itemsize = np.dtype(dtype).itemsize
+    monkeypatch.setattr(fused, "COLUMNS_BLOCK_BYTES", block_samples * c * kernel[0] * kernel[1] * ho * wo * itemsize)
+    assert fused.columns_block(c * kernel[0] * kernel[1], ho * wo, itemsize) == block_samples
+    x, weight, bias, args, rng = _case(case, dtype)
+    ref, ref_cache = F.conv2d_relu_max_pool2d_forward(x, weight, bias, *args)
+    g = rng.standard_normal(ref.shape).astype(dtype)
+    expected = F.conv2d_relu_max_pool2d_backward(g, ref_cache)
+    runs = []
+    previous = handgrad.get_num_threads()
+    try:
+        for threads in (1, 2):
+            handgrad.set_num_threads(threads)
+            out, cache = K.conv2d_relu_max_pool2d_forward(x, weight, bias, *args)
+            runs.append((out, *K.conv2d_relu_max_pool2d_backward(g, cache)))
+    finally:
+        handgrad.set_num_threads(previous)
+    assert rel_err(runs[0][0], ref) < TOLERANCE[dtype]
+    for got, want in zip(runs[0][1:], expected):
+        assert rel_err(got, want) < TOLERANCE[dtype]
+    for one, two in zip(*runs):
+        np.testing.assert_array_equal(one, two)

@@ -47,25 +47,32 @@ def _child(code: str, **env) -> dict:
 
 BUDGET = """
 import json, handgrad
-from handgrad import kernels
+from handgrad import kernels, _threads
 from threadpoolctl import threadpool_info
 before = "numba" in __import__("sys").modules
 kernels.available()
 import numba
-seen = [[numba.get_num_threads(), [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]]]
+in_threads = _threads.in_thread_blas()
+def blas():  # [threads] of the budget's libraries, [threads] of those the kernels call in their threads
+    libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    return [[i["num_threads"] for i in libs if i["filepath"] not in in_threads],
+            [i["num_threads"] for i in libs if i["filepath"] in in_threads]]
+seen = [[numba.get_num_threads(), *blas()]]
 handgrad.set_num_threads(1)
-seen.append([numba.get_num_threads(), [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]])
-print(json.dumps({"before": before, "seen": seen}))
+seen.append([numba.get_num_threads(), *blas()])
+print(json.dumps({"before": before, "seen": seen, "in_threads": sorted(in_threads)}))
 """
 
 
 def test_one_budget_reaches_numba_and_blas():
     got = _child(BUDGET, HANDGRAD_NUM_THREADS="2", NUMBA_NUM_THREADS="2")
     assert got["before"] is False  # import handgrad alone does not load Numba
-    numba_threads, blas = got["seen"][0]
+    numba_threads, blas, in_threads = got["seen"][0]
     assert numba_threads == 2 and blas and all(n == 2 for n in blas)
-    numba_threads, blas = got["seen"][1]  # after set_num_threads(1)
-    assert numba_threads == 1 and all(n == 1 for n in blas)
+    # SciPy's BLAS, which Numba's np.dot calls inside the kernels' threads: one thread each
+    assert got["in_threads"] and in_threads and all(n == 1 for n in in_threads)
+    numba_threads, blas, in_threads = got["seen"][1]  # after set_num_threads(1)
+    assert numba_threads == 1 and all(n == 1 for n in blas + in_threads)
 
 
 def test_budget_above_numbas_pool_is_capped_for_numba():

@@ -64,9 +64,31 @@ def apply() -> None:
 
     numba.set_num_threads(numba_threads())
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # BLAS then keeps its own setting (OPENBLAS_NUM_THREADS)
         pass
     else:
-        threadpool_limits(n, user_api="blas")
+        in_threads = in_thread_blas()
+        for library in ThreadpoolController().select(user_api="blas").lib_controllers:
+            library.set_num_threads(1 if library.filepath in in_threads else n)
     _applied = n
+
+
+def in_thread_blas() -> set[str]:
+    """The BLAS libraries that compiled kernels call from inside their own threads, which must run
+    on one thread each (else two kernel threads would each start the library's pool: four threads
+    on two cores). Numba's ``np.dot`` calls SciPy's BLAS; the paths of SciPy's own libraries,
+    loaded here, where they are not NumPy's (a SciPy built against NumPy's BLAS shares its
+    setting, which stays the budget)."""
+    try:
+        import scipy
+        import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS, as Numba's np.dot does)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return set()
+    own = os.path.realpath(os.path.dirname(scipy.__file__)) + ".libs" + os.sep  # the wheel's bundled libraries
+    return {
+        library.filepath
+        for library in ThreadpoolController().select(user_api="blas").lib_controllers
+        if os.path.realpath(library.filepath).startswith(own)
+    }
