@@ -382,6 +382,27 @@ def test_linear_relu_kernel_without_cache_gives_the_same_output(case):
     assert np.array_equal(out, K.linear_relu_forward(x, weight, bias)[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("case", [((300, 20), 7, True), ((2, 150, 9), 5, False)], ids=str)
+def test_linear_relu_inference_in_blocks_of_rows_equals_the_references(case, dtype):
+    """Without a cache, from 64 rows per thread: one block of rows per thread, its product and
+    ReLU together; the reference's values (NaN kept as NaN), on 2 and on 3 threads."""
+    x, weight, bias, _ = _linear_case(case, dtype)
+    x.reshape(-1, x.shape[-1])[5, 1] = np.nan  # that row's outputs: NaN, kept by the ReLU
+    ref = F.linear_relu_forward(x, weight, bias)[0]
+    previous = handgrad.get_num_threads()
+    try:
+        for threads in (2, 3):
+            handgrad.set_num_threads(threads)
+            out, cache = K.linear_relu_forward(x, weight, bias, keep_cache=False)
+            assert cache is None and out.shape == ref.shape and out.dtype == dtype
+            assert np.array_equal(np.isnan(out), np.isnan(ref))
+            finite = ~np.isnan(ref)
+            assert rel_err(out[finite], ref[finite]) < TOLERANCE[dtype]
+    finally:
+        handgrad.set_num_threads(previous)
+
+
 def test_linear_relu_kernel_runs_the_reference_for_a_dtype_it_is_not_compiled_for():
     x, weight, bias, rng = _linear_case(LINEAR_CASES[1], np.float16)
     out, cache = K.linear_relu_forward(x, weight, bias)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .. import _threads
 from ..functional import fused as _reference
 from ..functional.conv import ALL, conv_output_size
 from . import COMPILED_DTYPES
@@ -83,13 +84,36 @@ def _relu_grad_t(grad_output_t, yt, gt, grad_bias, zero):
             grad_bias[j] = total
 
 
+@njit(parallel=True, cache=True)
+def _rows_bias_relu(rows, weight, bias, out, chunks):
+    """out = max(0, rows @ weight.T + bias), in ``chunks`` blocks of rows, each on one thread: its
+    product (BLAS, on this thread) and then its bias and ReLU while the block is in cache."""
+    n = rows.shape[0]
+    for t in prange(chunks):
+        r0, r1 = t * n // chunks, (t + 1) * n // chunks
+        z = np.dot(rows[r0:r1], weight.T)
+        for r in range(r1 - r0):
+            for j in range(np.uintp(z.shape[1])):
+                v = z[r, j] if bias is None else z[r, j] + bias[j]
+                out[r0 + r, j] = 0 if v <= 0 else v
+
+
 def linear_relu_forward(x, weight, bias, keep_cache=True):
     """The same y as ``functional.fused.linear_relu_forward``: y.T = weight @ x.T in BLAS (the
     faster layout, see above), then the bias and the ReLU in one pass over it. Shapes: x
-    (*, in_features) -> y (*, out_features), for two axes a transposed (F-ordered) view."""
+    (*, in_features) -> y (*, out_features), for two axes a transposed (F-ordered) view.
+
+    Inference (``keep_cache=False``) on C-ordered rows, at least 64 per thread: one block of rows
+    per thread instead, product and ReLU together (an MLP's batch of 1000: 6-9% faster per layer than
+    one product on BLAS's threads, then one pass), y C-ordered."""
     if x.dtype not in COMPILED_DTYPES or weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         return _reference.linear_relu_forward(x, weight, bias, keep_cache)
     rows = x.reshape(-1, x.shape[-1])
+    threads = _threads.numba_threads()
+    if not keep_cache and threads > 1 and rows.shape[0] >= 64 * threads and rows.flags.c_contiguous:
+        out = np.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype)
+        _rows_bias_relu(rows, np.ascontiguousarray(weight), bias, out, threads)
+        return out.reshape(x.shape[:-1] + weight.shape[:1]), None
     yt = np.empty((weight.shape[0], rows.shape[0]), dtype=x.dtype)
     np.matmul(weight, rows.T, out=yt)
     _bias_relu_t(yt, bias)
