@@ -555,6 +555,20 @@ LAYER_CASES = {
         "mean",
         True,
     ),
+    "unbatched-convs-and-pools": (  # (C, H, W) input: the kernels' plain conv and 2x2 pool, then the references
+        lambda rng: [
+            nn.Conv2d(2, 3, 3, padding=1),
+            nn.MaxPool2d(2),
+            nn.Conv2d(3, 3, 2, padding=1, dilation=(1, 2), groups=3),
+            nn.AvgPool2d(2, stride=1, padding=1),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.AdaptiveAvgPool2d((2, 3)),
+        ],
+        (2, 6, 7),
+        "mse",
+        "sum",
+        True,
+    ),
 }
 
 
@@ -601,6 +615,86 @@ def test_layers_and_losses_give_the_same_outputs_and_gradients(case, tmp_path):
         assert np.abs(got - want).max(initial=0) <= 1e-5 * scale, f"{case}: {name}: C++ {got}, Python {want}"
 
 
+# -- every optimizer option: the same updates and state, bit for bit ---------------------------------
+#: id -> (optimizer, keyword arguments)
+OPTIMIZER_CASES = {
+    "sgd-nesterov-weight_decay": ("sgd", {"lr": 0.1, "momentum": 0.5, "nesterov": True, "weight_decay": 1e-2}),
+    "sgd-dampening-maximize": ("sgd", {"lr": 0.05, "momentum": 0.5, "dampening": 0.3, "maximize": True}),
+    "adam-amsgrad-betas-eps": (
+        "adam",
+        {"lr": 1e-2, "betas": [0.5, 0.9], "eps": 1e-6, "amsgrad": True},
+    ),
+    "adamw-maximize-amsgrad": ("adamw", {"lr": 1e-2, "betas": [0.5, 0.999], "maximize": True, "amsgrad": True}),
+    "rmsprop-centered-momentum-maximize": (
+        "rmsprop",
+        {"lr": 1e-2, "alpha": 0.5, "centered": True, "momentum": 0.5, "maximize": True},
+    ),  # lerp's second form (weight 1 - alpha >= 0.5), then its first
+    "rmsprop-centered-alpha-eps": ("rmsprop", {"lr": 1e-2, "alpha": 0.8, "centered": True, "eps": 1e-4}),
+    "rmsprop-weight_decay-momentum": ("rmsprop", {"lr": 1e-2, "weight_decay": 1e-2, "momentum": 0.9}),
+    "adagrad-lr_decay-maximize": (
+        "adagrad",
+        {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-8, "maximize": True},
+    ),
+}
+OPTIMIZER_CLASSES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
+#: the state that decays into subnormals in the tests' tiny column (Adagrad's sum only grows)
+DECAYING_STATE = {"sgd": "momentum_buffer", "adam": "exp_avg", "adamw": "exp_avg", "rmsprop": "grad_avg"}
+
+
+@pytest.mark.parametrize("case", list(OPTIMIZER_CASES))
+def test_optimizer_options_update_as_python_bit_for_bit(case, tmp_path):
+    """Twelve steps on the same gradients: the same parameters and state, bit for bit. The first
+    column's parameters are 0 and get one tiny gradient, then none: their state decays into
+    subnormals, which both set to zero on the eighth step."""
+    name, options = OPTIMIZER_CASES[case]
+    rng = np.random.default_rng(sorted(OPTIMIZER_CASES).index(case))
+    start = {"a.weight": rng.standard_normal((3, 4)).astype(np.float32), "a.bias": rng.standard_normal(4).astype(np.float32)}
+    grads = {key: rng.standard_normal((12, *p.shape)).astype(np.float32) for key, p in start.items()}
+    start["a.weight"][:, 0] = 0.0
+    grads["a.weight"][:, :, 0] = 0.0
+    grads["a.weight"][0, :, 0] = np.float32(1e-37)
+    grads["a.bias"][5] = 0.0  # a step without gradient moves the state all the same
+    save_tensors(tmp_path / "params.safetensors", start)
+    save_tensors(tmp_path / "grads.safetensors", grads)
+
+    params = {key: nn.Parameter(value.copy()) for key, value in start.items()}
+    python_options = {k: tuple(v) if k == "betas" else v for k, v in options.items()}
+    opt = getattr(optim, OPTIMIZER_CLASSES[name])(list(params.values()), **python_options)
+    for step in range(12):
+        for key, p in params.items():
+            p.grad = grads[key][step]
+        opt.step()
+        decaying = opt.state[params["a.weight"]].get(DECAYING_STATE.get(name, ""))
+        if step == 7 and decaying is not None:  # the flush reached the tiny column's decaying state
+            assert (decaying[:, 0] == 0).all()
+
+    run_cpp(
+        "step", tmp_path / "params.safetensors", "--grads", tmp_path / "grads.safetensors", "--optimizer", name,
+        "--options", json.dumps(options), "--out", tmp_path / "cpp.safetensors",
+    )  # fmt: skip
+    cpp, _ = load_tensors(tmp_path / "cpp.safetensors")
+    expected = {key: p.data for key, p in params.items()}
+    for key, p in params.items():
+        expected |= {f"state.{key}.{k}": v for k, v in opt.state[p].items() if isinstance(v, np.ndarray) and v.ndim}
+    assert sorted(cpp) == sorted(expected)
+    for key, want in expected.items():
+        assert cpp[key].dtype == want.dtype and np.array_equal(cpp[key], want), f"{case}: {key}: C++ {cpp[key]}, Python {want}"
+
+
+def test_step_refuses_unknown_options_and_missing_gradients(tmp_path):
+    save_tensors(tmp_path / "params.safetensors", {"w": np.zeros(3, np.float32)})
+    save_tensors(tmp_path / "grads.safetensors", {"w": np.zeros((2, 3), np.float32)})
+    args = ["step", tmp_path / "params.safetensors", "--grads", tmp_path / "grads.safetensors", "--out", tmp_path / "o"]
+    result = run_cpp(*args, "--optimizer", "sgd", "--options", '{"lr": 0.1, "betas": [0.9, 0.99]}', check=False)
+    assert result.returncode == 1
+    assert result.stderr == "handgrad-cpp: error: argument --options: sgd takes no keyword 'betas'\n"
+    result = run_cpp(*args, "--optimizer", "adam", "--options", '{"amsgrad": 1}', check=False)
+    assert "adam amsgrad: expected true or false, got 1" in result.stderr
+    save_tensors(tmp_path / "grads.safetensors", {"v": np.zeros((2, 3), np.float32)})
+    result = run_cpp(*args, check=False)
+    assert result.returncode == 1 and "no gradients for parameter 'w'" in result.stderr
+
+
 # -- the same predictions on the 10,000 MNIST test images -----------------------------------------------
 @pytest.mark.parametrize(
     "model_name, spec", [("mlp", "fc64-bn-fc32-elu-dropout0.1"), ("cnn", "conv8-bn-pool-conv16-bn-pool-fc32-bn")]
@@ -642,6 +736,7 @@ def python_cli(*args):
         ("info", []),
         ("bench", ["--model", "--batch-size", "--steps", "--inference"]),
         ("grad", ["--inputs", "--targets", "--loss", "--reduction", "--eval", "--out"]),
+        ("step", ["--grads", "--optimizer", "--options", "--out"]),
     ],
 )  # fmt: skip
 def test_every_command_has_its_help(command, options):

@@ -116,6 +116,18 @@ const std::vector<CommandHelp>& commands() {
          "  --reduction R         mean (default), sum or none (dL/dloss_n = 1 for each sample)\n"
          "  --eval                run the model in eval mode (default: training mode)\n"
          "  --out FILE            the safetensors file to write\n"},
+        {"step", "optimizer steps on given gradients (for parity checks)",
+         "usage: handgrad-cpp step [-h] --grads GRADS.safetensors [--optimizer NAME] [--options JSON]\n"
+         "                         --out FILE.safetensors PARAMS.safetensors\n\n"
+         "Build the optimizer over the tensors of PARAMS and step it once per gradient given; write the\n"
+         "parameters after the last step (their own names) and the optimizer's state ('state.NAME.KEY', the\n"
+         "Python optimizer's state keys) as one safetensors file.\n",
+         "  --grads FILE          for each parameter NAME, a tensor NAME of shape (steps, *its shape): the\n"
+         "                        gradient of each step in turn\n"
+         "  --optimizer NAME      sgd (default), adam, adamw, rmsprop or adagrad\n"
+         "  --options JSON        the optimizer's keyword arguments by torch's names, e.g. '{\"lr\": 0.01,\n"
+         "                        \"amsgrad\": true, \"betas\": [0.8, 0.9]}'\n"
+         "  --out FILE            the safetensors file to write\n"},
     };
     return table;
 }
@@ -513,6 +525,118 @@ int cmd_grad(int argc, char** argv) {
     return 0;
 }
 
+// An optimizer by the Python class's lower-case name and its keyword arguments under torch's names,
+// each at torch's default where not given; a keyword the optimizer lacks, or of the wrong type, is refused.
+std::unique_ptr<optim::Optimizer> optimizer_from_options(const std::string& name, std::vector<Parameter*> params,
+                                                         const json& options) {
+    std::set<std::string> read;
+    const auto wrong = [&](const std::string& key, const std::string& expected) {
+        return HandgradError("argument --options", name + " " + key + ": expected " + expected + ", got " + describe(options[key]));
+    };
+    const auto number = [&](const std::string& key, double fallback) {
+        read.insert(key);
+        if (!options.contains(key)) return fallback;
+        if (!options[key].is_number()) throw wrong(key, "a number");
+        return options[key].get<double>();
+    };
+    const auto flag = [&](const std::string& key) {
+        read.insert(key);
+        if (options.contains(key) && !options[key].is_boolean()) throw wrong(key, "true or false");
+        return options.contains(key) && options[key].get<bool>();
+    };
+    std::unique_ptr<optim::Optimizer> made;
+    if (name == "sgd") {
+        made = std::make_unique<optim::SGD>(
+            params, optim::SGDOptions{.lr = number("lr", 1e-3), .momentum = number("momentum", 0), .dampening = number("dampening", 0),
+                                      .weight_decay = number("weight_decay", 0), .nesterov = flag("nesterov"),
+                                      .maximize = flag("maximize")});
+    } else if (name == "adam" || name == "adamw") {
+        read.insert("betas");
+        const json betas = options.value("betas", json::array({0.9, 0.999}));
+        if (!betas.is_array() || betas.size() != 2 || !betas[0].is_number() || !betas[1].is_number())
+            throw wrong("betas", "a pair of numbers");
+        made = std::make_unique<optim::Adam>(
+            params, optim::AdamOptions{.lr = number("lr", 1e-3), .beta1 = betas[0].get<double>(), .beta2 = betas[1].get<double>(),
+                                       .eps = number("eps", 1e-8), .weight_decay = number("weight_decay", name == "adamw" ? 1e-2 : 0),
+                                       .decoupled_weight_decay = name == "adamw", .amsgrad = flag("amsgrad"),
+                                       .maximize = flag("maximize")});
+    } else if (name == "rmsprop") {
+        made = std::make_unique<optim::RMSprop>(
+            params, optim::RMSpropOptions{.lr = number("lr", 1e-2), .alpha = number("alpha", 0.99), .eps = number("eps", 1e-8),
+                                          .weight_decay = number("weight_decay", 0), .momentum = number("momentum", 0),
+                                          .centered = flag("centered"), .maximize = flag("maximize")});
+    } else {
+        made = std::make_unique<optim::Adagrad>(
+            params, optim::AdagradOptions{.lr = number("lr", 1e-2), .lr_decay = number("lr_decay", 0),
+                                          .weight_decay = number("weight_decay", 0),
+                                          .initial_accumulator_value = number("initial_accumulator_value", 0),
+                                          .eps = number("eps", 1e-10), .maximize = flag("maximize")});
+    }
+    for (auto& [key, _] : options.items())
+        if (!read.count(key)) throw HandgradError("argument --options", name + " takes no keyword '" + key + "'");
+    return made;
+}
+
+// The optimizer's state per parameter, under the Python optimizer's state keys.
+std::vector<std::pair<std::string, std::vector<Tensor>*>> optimizer_state(optim::Optimizer& opt) {
+    if (auto* sgd = dynamic_cast<optim::SGD*>(&opt)) return {{"momentum_buffer", &sgd->momentum_buffer}};
+    if (auto* adam = dynamic_cast<optim::Adam*>(&opt))
+        return {{"exp_avg", &adam->exp_avg}, {"exp_avg_sq", &adam->exp_avg_sq}, {"max_exp_avg_sq", &adam->max_exp_avg_sq}};
+    if (auto* rmsprop = dynamic_cast<optim::RMSprop*>(&opt))
+        return {{"square_avg", &rmsprop->square_avg}, {"grad_avg", &rmsprop->grad_avg},
+                {"momentum_buffer", &rmsprop->momentum_buffer}};
+    return {{"sum", &dynamic_cast<optim::Adagrad&>(opt).state_sum}};
+}
+
+// Optimizer steps on given gradients, everything written to one safetensors file, so the Python
+// tests can compare the updates and the state bit for bit.
+int cmd_step(int argc, char** argv) {
+    const Args a = parse(argc, argv, 2, {"--grads", "--optimizer", "--options", "--out"}, {});
+    if (a.positional.size() != 1) throw HandgradError("step", "expected one PARAMS argument");
+    if (!a.get("--grads") || !a.get("--out")) throw HandgradError("step", "--grads and --out are required");
+    const std::string name = choice(a, "--optimizer", {"sgd", "adam", "adamw", "rmsprop", "adagrad"}).value_or("sgd");
+    const std::string text = a.get("--options").value_or("{}");
+    const json options = json::parse(text, nullptr, false);
+    if (!options.is_object())
+        throw HandgradError("argument --options", "expected a JSON object of keyword arguments, got '" + text + "'");
+    const TensorFile start = load_tensors(a.positional[0]), grads = load_tensors(*a.get("--grads"));
+    std::vector<Parameter> params(start.tensors.size());
+    std::vector<const Tensor*> sequences;
+    int64_t steps = -1;
+    for (size_t i = 0; i < params.size(); ++i) {
+        const auto& [key, data] = start.tensors[i];
+        params[i].data = data;
+        const auto found = std::find_if(grads.tensors.begin(), grads.tensors.end(), [&](auto& g) { return g.first == key; });
+        if (found == grads.tensors.end()) throw HandgradError(*a.get("--grads"), "no gradients for parameter '" + key + "'");
+        const Tensor& sequence = found->second;
+        if (sequence.ndim() != data.ndim() + 1 || !std::equal(data.shape.begin(), data.shape.end(), sequence.shape.begin() + 1) ||
+            (steps >= 0 && sequence.shape[0] != steps))
+            throw ShapeError(*a.get("--grads"), "'" + key + "'",
+                             "(steps, " + fmt_shape(data.shape).substr(1) + (steps >= 0 ? " with steps " + std::to_string(steps) : ""),
+                             sequence.shape);
+        steps = sequence.shape[0];
+        sequences.push_back(&sequence);
+    }
+    std::vector<Parameter*> pointers;
+    for (auto& p : params) pointers.push_back(&p);
+    auto opt = optimizer_from_options(name, pointers, options);
+    for (int64_t t = 0; t < steps; ++t) {
+        for (size_t i = 0; i < params.size(); ++i) {
+            const int64_t n = params[i].data.numel();
+            const auto begin = sequences[i]->data.begin() + t * n;
+            params[i].grad = Tensor(params[i].data.shape, Tensor::Storage(begin, begin + n));
+        }
+        opt->step();
+    }
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (size_t i = 0; i < params.size(); ++i) tensors.emplace_back(start.tensors[i].first, params[i].data);
+    for (auto& [key, per_param] : optimizer_state(*opt))
+        for (size_t i = 0; i < params.size(); ++i)
+            if (!(*per_param)[i].data.empty()) tensors.emplace_back("state." + start.tensors[i].first + "." + key, (*per_param)[i]);
+    save_tensors(*a.get("--out"), tensors, {});
+    return 0;
+}
+
 // Training throughput on synthetic MNIST-shaped batches (no data files needed): forward, loss,
 // backward and an SGD step per batch, timed after a warm-up. --inference times the forward alone,
 // in eval mode; --profile adds the mean milliseconds of each layer's forward and backward, the loss
@@ -648,7 +772,8 @@ int main(int argc, char** argv) {
     const std::string command = argv[1];
     const std::map<std::string, int (*)(int, char**)> run = {{"train", cmd_train}, {"eval", cmd_eval},
                                                              {"predict", cmd_predict}, {"info", cmd_info},
-                                                             {"bench", cmd_bench}, {"grad", cmd_grad}};
+                                                             {"bench", cmd_bench}, {"grad", cmd_grad},
+                                                             {"step", cmd_step}};
     const auto found = run.find(command);
     if (found == run.end()) {
         print_usage(std::cerr);
