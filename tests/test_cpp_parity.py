@@ -368,7 +368,11 @@ def _maps(*layers, features, classes=3):
     return [*layers, nn.Flatten(), nn.Linear(features, classes)]
 
 
-#: id -> (layers from a seeded rng, input shape, loss, reduction, training)
+#: the class weights of the loss cases (float32 values, written exactly in decimal for the C++)
+WEIGHTS = [0.5, 2.0, 1.0, 1.5, 0.75]
+
+#: id -> (layers from a seeded rng, input shape, loss, reduction, training[, loss options]); the
+#: options: the loss's keyword arguments, and "target" (explicit class indices) or "probabilities"
 LAYER_CASES = {
     "elu": (lambda rng: [nn.Linear(6, 5), nn.ELU(0.7), nn.Linear(5, 3)], (4, 6), "cross_entropy", "mean", True),
     "softmax-mse": (lambda rng: [nn.Linear(6, 5), nn.Softmax(dim=1)], (4, 6), "mse", "sum", True),
@@ -555,6 +559,54 @@ LAYER_CASES = {
         "mean",
         True,
     ),
+    "cross_entropy-weight-ignore-smoothing": (
+        lambda rng: [nn.Linear(6, 5)],
+        (6, 6),
+        "cross_entropy",
+        "mean",
+        True,
+        {"weight": WEIGHTS, "ignore_index": 2, "label_smoothing": 0.1, "target": [0, 2, 4, 1, 2, 3]},
+    ),
+    "cross_entropy-probabilities-weight-sum": (
+        lambda rng: [nn.Linear(6, 5)],
+        (4, 6),
+        "cross_entropy",
+        "sum",
+        True,
+        {"weight": WEIGHTS, "label_smoothing": 0.2, "probabilities": True},
+    ),
+    "nll-weight-ignore-none": (
+        lambda rng: [nn.Linear(6, 5), nn.LogSoftmax()],
+        (5, 6),
+        "nll_loss",
+        "none",
+        True,
+        {"weight": WEIGHTS, "ignore_index": 0, "target": [0, 1, 4, 0, 3]},
+    ),
+    "cross_entropy-maps-weight": (
+        lambda rng: [nn.Conv2d(2, 3, 1)],
+        (2, 2, 3, 4),
+        "cross_entropy",
+        "mean",
+        True,
+        {"weight": WEIGHTS[:3]},
+    ),
+    "cross_entropy-maps-probabilities-none": (
+        lambda rng: [nn.Conv2d(2, 3, 1)],
+        (2, 2, 2, 3),
+        "cross_entropy",
+        "none",
+        True,
+        {"probabilities": True},
+    ),
+    "nll-maps-ignore-sum": (
+        lambda rng: [nn.Conv2d(2, 3, 1), nn.LogSoftmax(dim=1)],
+        (2, 2, 3, 4),
+        "nll_loss",
+        "sum",
+        True,
+        {"ignore_index": 1},
+    ),
     "unbatched-convs-and-pools": (  # (C, H, W) input: the kernels' plain conv and 2x2 pool, then the references
         lambda rng: [
             nn.Conv2d(2, 3, 3, padding=1),
@@ -572,9 +624,13 @@ LAYER_CASES = {
 }
 
 
-def _python_step(model, x, target, loss, reduction):
+def _python_step(model, x, target, loss, reduction, options):
     """Python's output, loss, dL/dx and parameter gradients for one forward and backward, dL/dloss_n = 1."""
-    fn = {"cross_entropy": nn.CrossEntropyLoss, "nll_loss": nn.NLLLoss, "mse": nn.MSELoss}[loss](reduction=reduction)
+    if "weight" in options:
+        options = {**options, "weight": np.array(options["weight"], np.float32)}
+    fn = {"cross_entropy": nn.CrossEntropyLoss, "nll_loss": nn.NLLLoss, "mse": nn.MSELoss}[loss](
+        reduction=reduction, **options
+    )
     out = model(x)
     value = fn(out, target)
     model.zero_grad()
@@ -585,23 +641,32 @@ def _python_step(model, x, target, loss, reduction):
 
 @pytest.mark.parametrize("case", list(LAYER_CASES))
 def test_layers_and_losses_give_the_same_outputs_and_gradients(case, tmp_path):
-    build, shape, loss, reduction, training = LAYER_CASES[case]
+    build, shape, loss, reduction, training, *more = LAYER_CASES[case]
+    options = dict(more[0]) if more else {}
     rng = np.random.default_rng(sorted(LAYER_CASES).index(case))
     handgrad.manual_seed(0)
     model = nn.Sequential(*build(rng))
     handgrad.save(model, tmp_path / "model.safetensors")
     x = rng.standard_normal(shape).astype(np.float32)
     n_out = model.eval()(x).shape  # eval: the running statistics stay as they are
-    target = rng.standard_normal(n_out).astype(np.float32) if loss == "mse" else rng.integers(0, n_out[1], shape[0])
+    if loss == "mse":
+        target = rng.standard_normal(n_out).astype(np.float32)
+    elif options.pop("probabilities", False):
+        target = nn.Softmax(dim=1)(rng.standard_normal(n_out).astype(np.float32))
+    else:
+        target = np.array(options.pop("target", rng.integers(0, n_out[1], n_out[:1] + n_out[2:])), np.int32)
     write_idx(tmp_path / "x.idx", x)
-    write_idx(tmp_path / "y.idx", target if loss == "mse" else target.astype(np.int32))
+    write_idx(tmp_path / "y.idx", target)
     model.train(training)
-    out, value, grad_input, grads = _python_step(model, x, target, loss, reduction)
+    out, value, grad_input, grads = _python_step(model, x, target, loss, reduction, options)
 
     mode = [] if training else ["--eval"]
+    loss_options = [] if "weight" not in options else ["--weight", ",".join(map(str, options["weight"]))]
+    for key in ("ignore_index", "label_smoothing"):
+        loss_options += [f"--{key.replace('_', '-')}", options[key]] if key in options else []
     run_cpp(
         "grad", tmp_path / "model.safetensors", "--inputs", tmp_path / "x.idx", "--targets", tmp_path / "y.idx",
-        "--loss", loss, "--reduction", reduction, *mode, "--out", tmp_path / "cpp.safetensors",
+        "--loss", loss, "--reduction", reduction, *loss_options, *mode, "--out", tmp_path / "cpp.safetensors",
     )  # fmt: skip
     cpp, _ = load_tensors(tmp_path / "cpp.safetensors")
     expected = {"output": out, "loss": value, "grad_input": grad_input}
@@ -648,7 +713,10 @@ def test_optimizer_options_update_as_python_bit_for_bit(case, tmp_path):
     subnormals, which both set to zero on the eighth step."""
     name, options = OPTIMIZER_CASES[case]
     rng = np.random.default_rng(sorted(OPTIMIZER_CASES).index(case))
-    start = {"a.weight": rng.standard_normal((3, 4)).astype(np.float32), "a.bias": rng.standard_normal(4).astype(np.float32)}
+    start = {
+        "a.weight": rng.standard_normal((3, 4)).astype(np.float32),
+        "a.bias": rng.standard_normal(4).astype(np.float32),
+    }
     grads = {key: rng.standard_normal((12, *p.shape)).astype(np.float32) for key, p in start.items()}
     start["a.weight"][:, 0] = 0.0
     grads["a.weight"][:, :, 0] = 0.0
@@ -678,7 +746,9 @@ def test_optimizer_options_update_as_python_bit_for_bit(case, tmp_path):
         expected |= {f"state.{key}.{k}": v for k, v in opt.state[p].items() if isinstance(v, np.ndarray) and v.ndim}
     assert sorted(cpp) == sorted(expected)
     for key, want in expected.items():
-        assert cpp[key].dtype == want.dtype and np.array_equal(cpp[key], want), f"{case}: {key}: C++ {cpp[key]}, Python {want}"
+        assert cpp[key].dtype == want.dtype and np.array_equal(cpp[key], want), (
+            f"{case}: {key}: C++ {cpp[key]}, Python {want}"
+        )
 
 
 def test_step_refuses_unknown_options_and_missing_gradients(tmp_path):
@@ -735,7 +805,8 @@ def python_cli(*args):
         ("predict", ["--top-k", "--json"]),
         ("info", []),
         ("bench", ["--model", "--batch-size", "--steps", "--inference"]),
-        ("grad", ["--inputs", "--targets", "--loss", "--reduction", "--eval", "--out"]),
+        ("grad", ["--inputs", "--targets", "--loss", "--reduction", "--weight", "--ignore-index", "--label-smoothing",
+                  "--eval", "--out"]),
         ("step", ["--grads", "--optimizer", "--options", "--out"]),
     ],
 )  # fmt: skip

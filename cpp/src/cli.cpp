@@ -106,14 +106,19 @@ const std::vector<CommandHelp>& commands() {
          "  --json                print one JSON object\n"},
         {"grad", "one forward and backward of a checkpoint on given inputs (for parity checks)",
          "usage: handgrad-cpp grad [-h] --inputs X.idx [--targets Y.idx] [--loss NAME] [--reduction R] [--eval]\n"
+         "                         [--weight W,...] [--ignore-index I] [--label-smoothing E]\n"
          "                         --out FILE.safetensors CHECKPOINT\n\n"
          "Run the checkpoint's model on the inputs, apply the loss and backpropagate once; write the output\n"
          "('output'), the loss ('loss'), dL/dinput ('grad_input'), each parameter's gradient ('grad.NAME') and\n"
          "the buffers after the forward (their own names) as one safetensors file.\n",
          "  --inputs X.idx        the model's inputs, an IDX float32 file of shape (N, *input shape)\n"
-         "  --targets Y.idx       class indices (IDX integers, (N,)), or for mse targets of the output's shape\n"
+         "  --targets Y.idx       class indices (IDX integers, (N, d1, ...)); for cross_entropy also class\n"
+         "                        probabilities (IDX floats of the output's shape); for mse targets of the output's shape\n"
          "  --loss NAME           cross_entropy (default), nll_loss or mse\n"
          "  --reduction R         mean (default), sum or none (dL/dloss_n = 1 for each sample)\n"
+         "  --weight W,...        class weights of cross_entropy and nll_loss, one per class\n"
+         "  --ignore-index I      the target index whose samples count 0 (default -100)\n"
+         "  --label-smoothing E   cross_entropy's label smoothing, in [0, 1] (default 0)\n"
          "  --eval                run the model in eval mode (default: training mode)\n"
          "  --out FILE            the safetensors file to write\n"},
         {"step", "optimizer steps on given gradients (for parity checks)",
@@ -475,16 +480,24 @@ int cmd_info(int argc, char** argv) {
     return 0;
 }
 
+// An IDX array's values as float32.
+Tensor to_tensor(const idx::Array& array) {
+    Tensor t(array.shape);
+    for (int64_t i = 0; i < t.numel(); ++i) t[i] = static_cast<float>(array.at(i));
+    return t;
+}
+
 // One forward, loss and backward of a checkpoint's model on given inputs, everything written to
 // one safetensors file, so the Python tests can compare outputs, losses and gradients.
 int cmd_grad(int argc, char** argv) {
-    const Args a = parse(argc, argv, 2, {"--inputs", "--targets", "--loss", "--reduction", "--out"}, {"--eval"});
+    const Args a = parse(argc, argv, 2,
+                         {"--inputs", "--targets", "--loss", "--reduction", "--out", "--weight", "--ignore-index",
+                          "--label-smoothing"},
+                         {"--eval"});
     if (a.positional.size() != 1) throw HandgradError("grad", "expected one CHECKPOINT argument");
     if (!a.get("--inputs") || !a.get("--out")) throw HandgradError("grad", "--inputs and --out are required");
     Checkpoint ck = load(a.positional[0], {.check_reference = false});
-    const idx::Array inputs = idx::read_idx(*a.get("--inputs"));
-    Tensor x(inputs.shape);
-    for (int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(inputs.at(i));
+    const Tensor x = to_tensor(idx::read_idx(*a.get("--inputs")));
     const std::string loss = choice(a, "--loss", {"cross_entropy", "nll_loss", "mse"}).value_or("cross_entropy");
     const auto reduction = functional::reduction_from(choice(a, "--reduction", {"mean", "sum", "none"}).value_or("mean"), "grad");
     ck.model.train(!a.switches.count("--eval"));
@@ -494,20 +507,33 @@ int cmd_grad(int argc, char** argv) {
     Tensor value, grad_output;
     auto upstream = [&](const Tensor& loss_value) { return Tensor(loss_value.shape, 1.0f); };  // dL/dloss = 1 each
     if (loss == "mse") {
-        Tensor target(targets.shape);
-        for (int64_t i = 0; i < target.numel(); ++i) target[i] = static_cast<float>(targets.at(i));
         nn::MSELoss fn(reduction);
-        value = fn.forward(out, target);
+        value = fn.forward(out, to_tensor(targets));
         grad_output = fn.backward(upstream(value));
     } else {
-        std::vector<int64_t> labels(targets.numel());
-        for (int64_t i = 0; i < targets.numel(); ++i) labels[i] = static_cast<int64_t>(targets.at(i));
+        functional::ClassLossOptions options{.ignore_index = a.number<int64_t>("--ignore-index").value_or(-100),
+                                             .label_smoothing = a.number<float>("--label-smoothing").value_or(0.0f)};
+        if (auto weight = a.get("--weight")) {
+            std::vector<float> values;
+            std::stringstream items(*weight);
+            for (std::string item; std::getline(items, item, ',');) {
+                try {
+                    values.push_back(std::stof(item));
+                } catch (const std::exception&) {
+                    throw HandgradError("argument --weight", "expected comma-separated numbers, got '" + *weight + "'");
+                }
+            }
+            options.weight = Tensor({static_cast<int64_t>(values.size())}, values);
+        }
+        const bool probabilities = targets.code == 0x0D || targets.code == 0x0E;  // float32 or float64 IDX
+        std::vector<int64_t> labels(probabilities ? 0 : targets.numel());
+        for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<int64_t>(targets.at(static_cast<int64_t>(i)));
         if (loss == "cross_entropy") {
-            nn::CrossEntropyLoss fn(reduction);
-            value = fn.forward(out, labels);
+            nn::CrossEntropyLoss fn(reduction, options);
+            value = probabilities ? fn.forward(out, to_tensor(targets)) : fn.forward(out, labels);
             grad_output = fn.backward(upstream(value));
         } else {
-            nn::NLLLoss fn(reduction);
+            nn::NLLLoss fn(reduction, options);
             value = fn.forward(out, labels);
             grad_output = fn.backward(upstream(value));
         }

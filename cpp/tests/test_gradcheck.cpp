@@ -404,6 +404,67 @@ TEST_CASE("losses over their reductions: CrossEntropyLoss, NLLLoss, MSELoss") {
     CHECK_THROWS_AS(nn::NLLLoss().forward(Tensor({2, 3}), {0, 3}), HandgradError);
 }
 
+TEST_CASE("class losses with weights, ignore_index, label smoothing, probabilities, maps and unbatched input") {
+    const functional::ClassLossOptions all{.weight = Tensor({4}, std::vector<float>{0.5f, 2.0f, 1.0f, 1.5f}),
+                                           .ignore_index = 2, .label_smoothing = 0.2f};
+    struct Case {
+        Shape input;
+        std::vector<int64_t> target;  // empty: probabilities
+        functional::ClassLossOptions options;
+    };
+    const std::vector<Case> cases = {
+        {{5, 4}, {0, 2, 3, 1, 2}, all},
+        {{2, 4, 3}, {1, 2, 0, 3, 3, 2}, all},            // (N, C, d1): targets (N, d1)
+        {{2, 4, 2, 2}, {0, 1, 2, 3, 3, 2, 1, 0}, {.ignore_index = 1}},
+        {{4}, {3}, {.label_smoothing = 0.3f}},           // unbatched (C,): one target
+        {{3, 4}, {}, {.weight = all.weight, .label_smoothing = 0.1f}},
+        {{2, 4, 3}, {}, {}},
+    };
+    uint64_t seed = 900;
+    for (auto reduction : {Reduction::mean, Reduction::sum, Reduction::none})
+        for (auto& c : cases) {
+            nn::CrossEntropyLoss ce(reduction, c.options);
+            CAPTURE(ce.repr());
+            Tensor logits = spread(c.input, seed, 3.0);
+            Tensor probabilities = functional::softmax_forward(random_normal(c.input, seed + 1), c.input.size() == 1 ? 0 : 1).first;
+            auto loss = [&] { return c.target.empty() ? ce.forward(logits, probabilities) : ce.forward(logits, c.target); };
+            const Tensor R = random_normal(loss().shape, seed + 2);
+            const Tensor grad = ce.backward(R);
+            check(ce.repr(), "input", logits, grad, [&] { return dot(loss(), R); });
+            if (!c.target.empty() && c.options.label_smoothing == 0) {
+                nn::NLLLoss nll(reduction, c.options);
+                Tensor log_probs = functional::log_softmax_forward(logits, c.input.size() == 1 ? 0 : 1).first;
+                nll.forward(log_probs, c.target);
+                const Tensor nll_grad = nll.backward(R);
+                check(nll.repr(), "input", log_probs, nll_grad, [&] { return dot(nll.forward(log_probs, c.target), R); });
+            }
+            seed += 3;
+        }
+    // the plain loss and the general form agree where both apply
+    const Tensor logits = spread({3, 4}, 950, 3.0);
+    nn::CrossEntropyLoss plain, general(Reduction::mean, {.weight = Tensor({4}, 1.0f)});
+    CHECK(plain.forward(logits, {0, 3, 1})[0] == doctest::Approx(general.forward(logits, {0, 3, 1})[0]).epsilon(1e-6));
+    // 'mean' over weights: sum_n w[t_n] l_n / sum_n w[t_n], the ignored samples out of both
+    functional::ClassLossOptions nll_options = all;
+    nll_options.label_smoothing = 0;
+    nn::NLLLoss weighted(Reduction::mean, nll_options);
+    const Tensor log_probs({3, 4}, std::vector<float>{-1, -2, -3, -4, -5, -6, -7, -8, -9, -10, -11, -12});
+    CHECK(weighted.forward(log_probs, {1, 2, 3})[0] == doctest::Approx((2.0 * 2 + 1.5 * 12) / 3.5));
+    CHECK(weighted.repr() == "NLLLoss(weight=[0.5, 2.0, 1.0, 1.5], ignore_index=2)");
+    CHECK(nn::CrossEntropyLoss(Reduction::sum, all).repr() ==
+          "CrossEntropyLoss(weight=[0.5, 2.0, 1.0, 1.5], ignore_index=2, reduction='sum', label_smoothing=0.2)");
+    CHECK(std::isnan(nn::CrossEntropyLoss(Reduction::mean, {.ignore_index = 0}).forward(logits, {0, 0, 0})[0]));
+    CHECK_THROWS_WITH_AS(nn::CrossEntropyLoss(Reduction::mean, all).forward(Tensor({2, 3}), {0, 1}),
+                         "CrossEntropyLoss(weight=[0.5, 2.0, 1.0, 1.5], ignore_index=2, label_smoothing=0.2): expected weight "
+                         "of shape (3,), one per class, got (4,)",
+                         ShapeError);
+    CHECK_THROWS_AS(nn::CrossEntropyLoss().forward(Tensor({2, 4, 3}), std::vector<int64_t>{0, 1}), ShapeError);
+    CHECK_THROWS_AS(nn::CrossEntropyLoss(Reduction::mean, {.ignore_index = 0}).forward(Tensor({2, 3}), Tensor({2, 3})),
+                    HandgradError);
+    CHECK_THROWS_AS(nn::CrossEntropyLoss(Reduction::mean, {.label_smoothing = 1.5f}), HandgradError);
+    CHECK_THROWS_AS(nn::NLLLoss(Reduction::mean, {.label_smoothing = 0.1f}), HandgradError);
+}
+
 TEST_CASE("ELU, Softmax and LogSoftmax along each axis") {
     nn::ELU elu(0.7);
     check_layer(elu.repr(), elu, spread({3, 7}, 54, 3.0));
