@@ -371,6 +371,12 @@ def _maps(*layers, features, classes=3):
 #: the class weights of the loss cases (float32 values, written exactly in decimal for the C++)
 WEIGHTS = [0.5, 2.0, 1.0, 1.5, 0.75]
 
+
+def _loss_case(layers, shape, loss, reduction, options):
+    """A LAYER_CASES entry for a loss's options, in training: ``layers()`` builds the layers."""
+    return (lambda rng: layers(), shape, loss, reduction, True, options)
+
+
 #: id -> (layers from a seeded rng, input shape, loss, reduction, training[, loss options]); the
 #: options: the loss's keyword arguments, and "target" (explicit class indices) or "probabilities"
 LAYER_CASES = {
@@ -559,53 +565,35 @@ LAYER_CASES = {
         "mean",
         True,
     ),
-    "cross_entropy-weight-ignore-smoothing": (
-        lambda rng: [nn.Linear(6, 5)],
+    "cross_entropy-weight-ignore-smoothing": _loss_case(
+        lambda: [nn.Linear(6, 5)],
         (6, 6),
         "cross_entropy",
         "mean",
-        True,
         {"weight": WEIGHTS, "ignore_index": 2, "label_smoothing": 0.1, "target": [0, 2, 4, 1, 2, 3]},
     ),
-    "cross_entropy-probabilities-weight-sum": (
-        lambda rng: [nn.Linear(6, 5)],
+    "cross_entropy-probabilities-weight-sum": _loss_case(
+        lambda: [nn.Linear(6, 5)],
         (4, 6),
         "cross_entropy",
         "sum",
-        True,
         {"weight": WEIGHTS, "label_smoothing": 0.2, "probabilities": True},
     ),
-    "nll-weight-ignore-none": (
-        lambda rng: [nn.Linear(6, 5), nn.LogSoftmax()],
+    "nll-weight-ignore-none": _loss_case(
+        lambda: [nn.Linear(6, 5), nn.LogSoftmax()],
         (5, 6),
         "nll_loss",
         "none",
-        True,
         {"weight": WEIGHTS, "ignore_index": 0, "target": [0, 1, 4, 0, 3]},
     ),
-    "cross_entropy-maps-weight": (
-        lambda rng: [nn.Conv2d(2, 3, 1)],
-        (2, 2, 3, 4),
-        "cross_entropy",
-        "mean",
-        True,
-        {"weight": WEIGHTS[:3]},
+    "cross_entropy-maps-weight": _loss_case(
+        lambda: [nn.Conv2d(2, 3, 1)], (2, 2, 3, 4), "cross_entropy", "mean", {"weight": WEIGHTS[:3]}
     ),
-    "cross_entropy-maps-probabilities-none": (
-        lambda rng: [nn.Conv2d(2, 3, 1)],
-        (2, 2, 2, 3),
-        "cross_entropy",
-        "none",
-        True,
-        {"probabilities": True},
+    "cross_entropy-maps-probabilities-none": _loss_case(
+        lambda: [nn.Conv2d(2, 3, 1)], (2, 2, 2, 3), "cross_entropy", "none", {"probabilities": True}
     ),
-    "nll-maps-ignore-sum": (
-        lambda rng: [nn.Conv2d(2, 3, 1), nn.LogSoftmax(dim=1)],
-        (2, 2, 3, 4),
-        "nll_loss",
-        "sum",
-        True,
-        {"ignore_index": 1},
+    "nll-maps-ignore-sum": _loss_case(
+        lambda: [nn.Conv2d(2, 3, 1), nn.LogSoftmax(dim=1)], (2, 2, 3, 4), "nll_loss", "sum", {"ignore_index": 1}
     ),
     "unbatched-convs-and-pools": (  # (C, H, W) input: the kernels' plain conv and 2x2 pool, then the references
         lambda rng: [
@@ -800,7 +788,7 @@ def python_cli(*args):
     [
         ("train", ["--dataset", "--model", "--hidden", "--activation", "--layers", "--epochs", "--batch-size",
                    "--optimizer", "--lr", "--momentum", "--weight-decay", "--schedule", "--loss", "--reduction",
-                   "--seed", "--train-size", "--val-fraction", "--data-dir", "--out", "--quiet"]),
+                   "--seed", "--train-size", "--val-fraction", "--data-dir", "--out", "--quiet", "--no-bias"]),
         ("eval", ["--dataset", "--data-dir", "--top-k", "--json"]),
         ("predict", ["--top-k", "--json"]),
         ("info", []),
@@ -962,6 +950,7 @@ SPECS = ["conv8k5s1p2-maxpool3s2p1-fc120-sigmoid", "conv4-bn-pool-fc16-none-bn-d
         (["--hidden", "32,16", "--activation", "tanh"], {"hidden": [32, 16], "activation": "tanh"}),
         (["--hidden", "24", "--activation", "elu"], {"hidden": [24], "activation": "elu"}),
         (["--hidden", "24,12", "--activation", "gelu"], {"hidden": [24, 12], "activation": "gelu"}),
+        (["--no-bias", "--layers", SPECS[3]], {"layers": SPECS[3], "bias": False}),
     ],
 )
 def test_hidden_and_layers_build_the_python_architecture(args, python, tmp_path):
@@ -971,6 +960,15 @@ def test_hidden_and_layers_build_the_python_architecture(args, python, tmp_path)
     assert architecture(model) == architecture(build_model(**python))
     assert model.metadata["model"] == "custom"
     assert model.metadata.get("layers") == python.get("layers")
+
+
+@needs_mnist
+def test_no_bias_drops_every_bias_of_a_named_model_as_python(tmp_path):
+    from handgrad.models import architecture
+
+    model = _cpp_train_one_step(tmp_path, "--model", "lenet5", "--no-bias")  # Python loads it strictly
+    assert architecture(model) == architecture(build_model("lenet5", bias=False))
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["bias"] is False
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ const std::vector<CommandHelp>& commands() {
     static const std::vector<CommandHelp> table = {
         {"train", "train a model",
          "usage: handgrad-cpp train [-h] [--dataset NAME] [--data-dir DIR] [--model NAME] [--hidden SIZES]\n"
-         "                          [--activation NAME] [--layers SPEC] [--epochs N] [--batch-size N]\n"
+         "                          [--activation NAME] [--layers SPEC] [--no-bias] [--epochs N] [--batch-size N]\n"
          "                          [--optimizer sgd|adam|adamw|rmsprop|adagrad] [--lr LR] [--momentum M]\n"
          "                          [--weight-decay WD] [--schedule cosine|step|multistep|plateau|none]\n"
          "                          [--loss cross_entropy|mse] [--reduction R]\n"
@@ -52,6 +52,7 @@ const std::vector<CommandHelp>& commands() {
          "                        conv<C>[k<K>][s<S>][p<P>][d<D>][g<G>][nb], maxpool|avgpool[<K>][s<S>][p<P>],\n"
          "                        adaptiveavg<N>, fc<N>[nb], bn, ln, dropout[<P>], an activation or none (replacing\n"
          "                        the ReLU before), out[nb]; e.g. conv8k5s1p2-maxpool3s2p1-fc120-sigmoid\n"
+         "  --no-bias             no bias in any Linear or Conv2d layer\n"
          "  --epochs N            epochs (default: the model's)\n"
          "  --batch-size N        batch size (default: the model's)\n"
          "  --optimizer NAME      sgd, adam, adamw, rmsprop (with --momentum) or adagrad\n"
@@ -248,7 +249,7 @@ int cmd_train(int argc, char** argv) {
                           "--momentum", "--weight-decay", "--schedule", "--loss", "--seed", "--train-size",
                           "--val-fraction", "--out", "--init", "--order", "--max-steps", "--hidden", "--activation",
                           "--layers", "--reduction"},
-                         {"--quiet"});
+                         {"--quiet", "--no-bias"});
     TrainConfig c;
     c.dataset = a.get("--dataset").value_or("mnist");
     c.model = a.get("--model").value_or("mlp-small");
@@ -271,9 +272,10 @@ int cmd_train(int argc, char** argv) {
         c.activation = *activation;
     }
     c.layers = a.get("--layers");
+    c.bias = !a.switches.count("--no-bias");
     if (c.layers) tokenize_layer_spec(*c.layers);  // a bad spec is refused before any data is read
-    if (c.init && c.custom())
-        throw HandgradError("train", "--init takes the checkpoint's architecture: give no --hidden or --layers with it");
+    if (c.init && (c.custom() || !c.bias))
+        throw HandgradError("train", "--init takes the checkpoint's architecture: give no --hidden, --layers or --no-bias with it");
     c.seed = a.number<uint64_t>("--seed").value_or(0);
     c.train_size = a.number<int64_t>("--train-size");
     c.val_fraction = a.number<double>("--val-fraction").value_or(0.1);

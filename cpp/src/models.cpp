@@ -130,6 +130,12 @@ TrainDefaults defaults_for(const std::string& name) {
 }
 
 Sequential build_model(const std::string& name, const Shape& input_shape, int64_t num_classes, const ModelOptions& custom) {
+    if (!custom.bias) {  // the same layers, every Linear's and Conv2d's bias dropped (their weights drawn afresh)
+        json layers = architecture(build_model(name, input_shape, num_classes, {custom.hidden, custom.activation, custom.layers}));
+        for (auto& spec : layers)
+            if (spec["type"] == "Linear" || spec["type"] == "Conv2d") spec["bias"] = false;
+        return from_architecture(layers);
+    }
     if (custom.layers) return parse_layer_spec(*custom.layers, input_shape, num_classes);
     Sequential model;
     if (!custom.hidden.empty()) {
