@@ -595,9 +595,10 @@ LAYER_CASES = {
     "nll-maps-ignore-sum": _loss_case(
         lambda: [nn.Conv2d(2, 3, 1), nn.LogSoftmax(dim=1)], (2, 2, 3, 4), "nll_loss", "sum", {"ignore_index": 1}
     ),
-    "unbatched-convs-and-pools": (  # (C, H, W) input: the kernels' plain conv and 2x2 pool, then the references
+    "unbatched-convs-and-pools": (  # (C, H, W) input: the plain conv, ReLU and 2x2 pool unfused, then the references
         lambda rng: [
             nn.Conv2d(2, 3, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(3, 3, 2, padding=1, dilation=(1, 2), groups=3),
             nn.AvgPool2d(2, stride=1, padding=1),
