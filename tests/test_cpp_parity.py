@@ -972,6 +972,32 @@ def test_no_bias_drops_every_bias_of_a_named_model_as_python(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["config"]["bias"] is False
 
 
+@needs_mnist
+@pytest.mark.parametrize(
+    "init, std",
+    [("kaiming_uniform", np.sqrt(2 / 784)), ("xavier_normal", np.sqrt(2 / (784 + 128))), ("normal", 0.01)],
+)
+def test_init_draws_the_python_schemes(init, std, tmp_path):
+    """--init NAME: the first Linear's weight (784 -> 128) has the scheme's spread, every bias is 0
+    (an lr of 0 leaves the initial weights), and the manifest names the scheme as the Python's."""
+    model = _cpp_train_one_step(tmp_path, "--model", "mlp-small", "--init", init, "--lr", 0)
+    parameters = dict(model.named_parameters())
+    weight = parameters["1.weight"].data
+    assert weight.shape == (128, 784) and abs(weight.std() / std - 1) < 0.02 and abs(weight.mean()) < 0.05 * std
+    assert all(not p.data.any() for name, p in parameters.items() if name.endswith("bias"))
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["init"] == init
+
+
+@pytest.mark.parametrize("custom", [["--hidden", "32"], ["--layers", "fc16"], ["--no-bias"]])
+def test_init_checkpoint_refuses_another_architecture(custom, tmp_path):
+    result = run_cpp("train", "--init", tmp_path / "start.safetensors", *custom, check=False)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "handgrad-cpp: error: train: --init takes the checkpoint's architecture: give no --hidden, --layers or "
+        "--no-bias with it\n"
+    )
+
+
 @pytest.mark.parametrize(
     "value, message",
     [

@@ -39,7 +39,7 @@ const std::vector<CommandHelp>& commands() {
          "                          [--weight-decay WD] [--schedule cosine|step|multistep|plateau|none]\n"
          "                          [--loss cross_entropy|mse] [--reduction R]\n"
          "                          [--seed S] [--train-size N] [--val-fraction F] [--out DIR] [--quiet]\n"
-         "                          [--init CHECKPOINT] [--order ORDER.idx] [--max-steps N]\n\n"
+         "                          [--init NAME|CHECKPOINT] [--order ORDER.idx] [--max-steps N]\n\n"
          "Train a model; writes checkpoints, history (history.json, history.csv, steps.csv) and manifest.json to\n"
          "--out. Unset options take the model's defaults.\n",
          "  --dataset NAME        mnist (default) or fashion-mnist\n"
@@ -70,7 +70,10 @@ const std::vector<CommandHelp>& commands() {
          "  --val-fraction F      fraction of the training images that validate (default 0.1)\n"
          "  --out DIR             run directory (default: runs/DATASET-MODEL-cpp)\n"
          "  --quiet               no model table\n"
-         "  --init CHECKPOINT     start from this checkpoint's architecture and weights (C++ only)\n"
+         "  --init NAME           weight initialisation of Linear and Conv2d layers: default (PyTorch's,\n"
+         "                        U(+-1/sqrt(fan_in)) for weight and bias), kaiming_uniform, kaiming_normal,\n"
+         "                        xavier_uniform, xavier_normal, normal or zeros (these set biases to 0)\n"
+         "  --init CHECKPOINT     or start from this checkpoint's architecture and weights (C++ only)\n"
          "  --order ORDER.idx     visit the training images in this order, an IDX int32 (M,) or (epochs, M) (C++ only)\n"
          "  --max-steps N         stop after N optimizer steps in all (C++ only)\n"},
         {"eval", "evaluate a checkpoint on its dataset's test set",
@@ -273,6 +276,11 @@ int cmd_train(int argc, char** argv) {
     }
     c.layers = a.get("--layers");
     c.bias = !a.switches.count("--no-bias");
+    if (auto init = a.get("--init")) {  // a scheme's name, as the Python's --init, or a checkpoint to start from
+        const auto& names = nn::init_names();
+        if (std::find(names.begin(), names.end(), *init) != names.end()) c.weight_init = *init;
+        else c.init = init;
+    }
     if (c.layers) tokenize_layer_spec(*c.layers);  // a bad spec is refused before any data is read
     if (c.init && (c.custom() || !c.bias))
         throw HandgradError("train", "--init takes the checkpoint's architecture: give no --hidden, --layers or --no-bias with it");
@@ -281,7 +289,6 @@ int cmd_train(int argc, char** argv) {
     c.val_fraction = a.number<double>("--val-fraction").value_or(0.1);
     c.data_dir = a.get("--data-dir");
     c.out = a.get("--out");
-    c.init = a.get("--init");
     c.order = a.get("--order");
     c.max_steps = a.number<int64_t>("--max-steps");
     c.quiet = a.switches.count("--quiet") > 0;
