@@ -789,7 +789,8 @@ def python_cli(*args):
     [
         ("train", ["--dataset", "--model", "--hidden", "--activation", "--layers", "--epochs", "--batch-size",
                    "--optimizer", "--lr", "--momentum", "--weight-decay", "--schedule", "--loss", "--reduction",
-                   "--seed", "--train-size", "--val-fraction", "--data-dir", "--out", "--quiet", "--no-bias"]),
+                   "--seed", "--train-size", "--val-fraction", "--data-dir", "--out", "--quiet", "--no-bias",
+                   "--init", "--threads"]),
         ("eval", ["--dataset", "--data-dir", "--top-k", "--json"]),
         ("predict", ["--top-k", "--json"]),
         ("info", []),
@@ -986,6 +987,19 @@ def test_init_draws_the_python_schemes(init, std, tmp_path):
     assert weight.shape == (128, 784) and abs(weight.std() / std - 1) < 0.02 and abs(weight.mean()) < 0.05 * std
     assert all(not p.data.any() for name, p in parameters.items() if name.endswith("bias"))
     assert json.loads((tmp_path / "manifest.json").read_text())["config"]["init"] == init
+
+
+def test_threads_refuses_a_bad_count_in_python_words():
+    result = run_cpp("train", "--threads", "0", check=False)
+    message = "argument --threads: expected a positive number of threads, got '0'"
+    assert result.returncode == 1 and result.stderr == f"handgrad-cpp: error: {message}\n"
+    assert message in python_cli("train", "--threads", "0").stderr
+
+
+@needs_mnist
+def test_threads_sizes_the_pool(tmp_path):
+    _cpp_train_one_step(tmp_path, "--threads", 1)
+    assert json.loads((tmp_path / "manifest.json").read_text())["environment"]["threads"] == 1
 
 
 @pytest.mark.parametrize("custom", [["--hidden", "32"], ["--layers", "fc16"], ["--no-bias"]])

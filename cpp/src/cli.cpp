@@ -39,7 +39,7 @@ const std::vector<CommandHelp>& commands() {
          "                          [--weight-decay WD] [--schedule cosine|step|multistep|plateau|none]\n"
          "                          [--loss cross_entropy|mse] [--reduction R]\n"
          "                          [--seed S] [--train-size N] [--val-fraction F] [--out DIR] [--quiet]\n"
-         "                          [--init NAME|CHECKPOINT] [--order ORDER.idx] [--max-steps N]\n\n"
+         "                          [--init NAME|CHECKPOINT] [--order ORDER.idx] [--max-steps N] [--threads N]\n\n"
          "Train a model; writes checkpoints, history (history.json, history.csv, steps.csv) and manifest.json to\n"
          "--out. Unset options take the model's defaults.\n",
          "  --dataset NAME        mnist (default) or fashion-mnist\n"
@@ -75,7 +75,9 @@ const std::vector<CommandHelp>& commands() {
          "                        xavier_uniform, xavier_normal, normal or zeros (these set biases to 0)\n"
          "  --init CHECKPOINT     or start from this checkpoint's architecture and weights (C++ only)\n"
          "  --order ORDER.idx     visit the training images in this order, an IDX int32 (M,) or (epochs, M) (C++ only)\n"
-         "  --max-steps N         stop after N optimizer steps in all (C++ only)\n"},
+         "  --max-steps N         stop after N optimizer steps in all (C++ only)\n"
+         "  --threads N           at most N threads (default: every core, or HANDGRAD_NUM_THREADS); 1 on a shared\n"
+         "                        machine\n"},
         {"eval", "evaluate a checkpoint on its dataset's test set",
          "usage: handgrad-cpp eval [-h] [--dataset NAME] [--data-dir DIR] [--top-k K] [--json] [--logits FILE.idx]\n"
          "                         [--no-reference-check] CHECKPOINT\n\n"
@@ -251,8 +253,21 @@ int cmd_train(int argc, char** argv) {
                          {"--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--optimizer", "--lr",
                           "--momentum", "--weight-decay", "--schedule", "--loss", "--seed", "--train-size",
                           "--val-fraction", "--out", "--init", "--order", "--max-steps", "--hidden", "--activation",
-                          "--layers", "--reduction"},
+                          "--layers", "--reduction", "--threads"},
                          {"--quiet", "--no-bias"});
+    if (auto threads = a.get("--threads")) {  // the kernels' pool: BLAS runs single-threaded inside it
+        int64_t n = 0;
+        try {
+            size_t used = 0;
+            n = std::stoll(*threads, &used);
+            if (used != threads->size()) n = 0;
+        } catch (const std::exception&) {
+            n = 0;
+        }
+        if (n < 1 || n > 256)
+            throw HandgradError("argument --threads", "expected a positive number of threads, got '" + *threads + "'");
+        kernels::set_num_threads(static_cast<int>(n));
+    }
     TrainConfig c;
     c.dataset = a.get("--dataset").value_or("mnist");
     c.model = a.get("--model").value_or("mlp-small");
