@@ -368,7 +368,17 @@ def _maps(*layers, features, classes=3):
     return [*layers, nn.Flatten(), nn.Linear(features, classes)]
 
 
-#: id -> (layers from a seeded rng, input shape, loss, reduction, training)
+#: the class weights of the loss cases (float32 values, written exactly in decimal for the C++)
+WEIGHTS = [0.5, 2.0, 1.0, 1.5, 0.75]
+
+
+def _loss_case(layers, shape, loss, reduction, options):
+    """A LAYER_CASES entry for a loss's options, in training: ``layers()`` builds the layers."""
+    return (lambda rng: layers(), shape, loss, reduction, True, options)
+
+
+#: id -> (layers from a seeded rng, input shape, loss, reduction, training[, loss options]); the
+#: options: the loss's keyword arguments, and "target" (explicit class indices) or "probabilities"
 LAYER_CASES = {
     "elu": (lambda rng: [nn.Linear(6, 5), nn.ELU(0.7), nn.Linear(5, 3)], (4, 6), "cross_entropy", "mean", True),
     "softmax-mse": (lambda rng: [nn.Linear(6, 5), nn.Softmax(dim=1)], (4, 6), "mse", "sum", True),
@@ -555,12 +565,61 @@ LAYER_CASES = {
         "mean",
         True,
     ),
+    "cross_entropy-weight-ignore-smoothing": _loss_case(
+        lambda: [nn.Linear(6, 5)],
+        (6, 6),
+        "cross_entropy",
+        "mean",
+        {"weight": WEIGHTS, "ignore_index": 2, "label_smoothing": 0.1, "target": [0, 2, 4, 1, 2, 3]},
+    ),
+    "cross_entropy-probabilities-weight-sum": _loss_case(
+        lambda: [nn.Linear(6, 5)],
+        (4, 6),
+        "cross_entropy",
+        "sum",
+        {"weight": WEIGHTS, "label_smoothing": 0.2, "probabilities": True},
+    ),
+    "nll-weight-ignore-none": _loss_case(
+        lambda: [nn.Linear(6, 5), nn.LogSoftmax()],
+        (5, 6),
+        "nll_loss",
+        "none",
+        {"weight": WEIGHTS, "ignore_index": 0, "target": [0, 1, 4, 0, 3]},
+    ),
+    "cross_entropy-maps-weight": _loss_case(
+        lambda: [nn.Conv2d(2, 3, 1)], (2, 2, 3, 4), "cross_entropy", "mean", {"weight": WEIGHTS[:3]}
+    ),
+    "cross_entropy-maps-probabilities-none": _loss_case(
+        lambda: [nn.Conv2d(2, 3, 1)], (2, 2, 2, 3), "cross_entropy", "none", {"probabilities": True}
+    ),
+    "nll-maps-ignore-sum": _loss_case(
+        lambda: [nn.Conv2d(2, 3, 1), nn.LogSoftmax(dim=1)], (2, 2, 3, 4), "nll_loss", "sum", {"ignore_index": 1}
+    ),
+    "unbatched-convs-and-pools": (  # (C, H, W) input: the plain conv, ReLU and 2x2 pool unfused, then the references
+        lambda rng: [
+            nn.Conv2d(2, 3, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(3, 3, 2, padding=1, dilation=(1, 2), groups=3),
+            nn.AvgPool2d(2, stride=1, padding=1),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.AdaptiveAvgPool2d((2, 3)),
+        ],
+        (2, 6, 7),
+        "mse",
+        "sum",
+        True,
+    ),
 }
 
 
-def _python_step(model, x, target, loss, reduction):
+def _python_step(model, x, target, loss, reduction, options):
     """Python's output, loss, dL/dx and parameter gradients for one forward and backward, dL/dloss_n = 1."""
-    fn = {"cross_entropy": nn.CrossEntropyLoss, "nll_loss": nn.NLLLoss, "mse": nn.MSELoss}[loss](reduction=reduction)
+    if "weight" in options:
+        options = {**options, "weight": np.array(options["weight"], np.float32)}
+    fn = {"cross_entropy": nn.CrossEntropyLoss, "nll_loss": nn.NLLLoss, "mse": nn.MSELoss}[loss](
+        reduction=reduction, **options
+    )
     out = model(x)
     value = fn(out, target)
     model.zero_grad()
@@ -571,23 +630,32 @@ def _python_step(model, x, target, loss, reduction):
 
 @pytest.mark.parametrize("case", list(LAYER_CASES))
 def test_layers_and_losses_give_the_same_outputs_and_gradients(case, tmp_path):
-    build, shape, loss, reduction, training = LAYER_CASES[case]
+    build, shape, loss, reduction, training, *more = LAYER_CASES[case]
+    options = dict(more[0]) if more else {}
     rng = np.random.default_rng(sorted(LAYER_CASES).index(case))
     handgrad.manual_seed(0)
     model = nn.Sequential(*build(rng))
     handgrad.save(model, tmp_path / "model.safetensors")
     x = rng.standard_normal(shape).astype(np.float32)
     n_out = model.eval()(x).shape  # eval: the running statistics stay as they are
-    target = rng.standard_normal(n_out).astype(np.float32) if loss == "mse" else rng.integers(0, n_out[1], shape[0])
+    if loss == "mse":
+        target = rng.standard_normal(n_out).astype(np.float32)
+    elif options.pop("probabilities", False):
+        target = nn.Softmax(dim=1)(rng.standard_normal(n_out).astype(np.float32))
+    else:
+        target = np.array(options.pop("target", rng.integers(0, n_out[1], n_out[:1] + n_out[2:])), np.int32)
     write_idx(tmp_path / "x.idx", x)
-    write_idx(tmp_path / "y.idx", target if loss == "mse" else target.astype(np.int32))
+    write_idx(tmp_path / "y.idx", target)
     model.train(training)
-    out, value, grad_input, grads = _python_step(model, x, target, loss, reduction)
+    out, value, grad_input, grads = _python_step(model, x, target, loss, reduction, options)
 
     mode = [] if training else ["--eval"]
+    loss_options = [] if "weight" not in options else ["--weight", ",".join(map(str, options["weight"]))]
+    for key in ("ignore_index", "label_smoothing"):
+        loss_options += [f"--{key.replace('_', '-')}", options[key]] if key in options else []
     run_cpp(
         "grad", tmp_path / "model.safetensors", "--inputs", tmp_path / "x.idx", "--targets", tmp_path / "y.idx",
-        "--loss", loss, "--reduction", reduction, *mode, "--out", tmp_path / "cpp.safetensors",
+        "--loss", loss, "--reduction", reduction, *loss_options, *mode, "--out", tmp_path / "cpp.safetensors",
     )  # fmt: skip
     cpp, _ = load_tensors(tmp_path / "cpp.safetensors")
     expected = {"output": out, "loss": value, "grad_input": grad_input}
@@ -599,6 +667,91 @@ def test_layers_and_losses_give_the_same_outputs_and_gradients(case, tmp_path):
         assert got.shape == np.shape(want), name
         scale = max(1.0, float(np.abs(want).max(initial=0)))
         assert np.abs(got - want).max(initial=0) <= 1e-5 * scale, f"{case}: {name}: C++ {got}, Python {want}"
+
+
+# -- every optimizer option: the same updates and state, bit for bit ---------------------------------
+#: id -> (optimizer, keyword arguments)
+OPTIMIZER_CASES = {
+    "sgd-nesterov-weight_decay": ("sgd", {"lr": 0.1, "momentum": 0.5, "nesterov": True, "weight_decay": 1e-2}),
+    "sgd-dampening-maximize": ("sgd", {"lr": 0.05, "momentum": 0.5, "dampening": 0.3, "maximize": True}),
+    "adam-amsgrad-betas-eps": (
+        "adam",
+        {"lr": 1e-2, "betas": [0.5, 0.9], "eps": 1e-6, "amsgrad": True},
+    ),
+    "adamw-maximize-amsgrad": ("adamw", {"lr": 1e-2, "betas": [0.5, 0.999], "maximize": True, "amsgrad": True}),
+    "rmsprop-centered-momentum-maximize": (
+        "rmsprop",
+        {"lr": 1e-2, "alpha": 0.5, "centered": True, "momentum": 0.5, "maximize": True},
+    ),  # lerp's second form (weight 1 - alpha >= 0.5), then its first
+    "rmsprop-centered-alpha-eps": ("rmsprop", {"lr": 1e-2, "alpha": 0.8, "centered": True, "eps": 1e-4}),
+    "rmsprop-weight_decay-momentum": ("rmsprop", {"lr": 1e-2, "weight_decay": 1e-2, "momentum": 0.9}),
+    "adagrad-lr_decay-maximize": (
+        "adagrad",
+        {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-8, "maximize": True},
+    ),
+}
+OPTIMIZER_CLASSES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
+#: the state that decays into subnormals in the tests' tiny column (Adagrad's sum only grows)
+DECAYING_STATE = {"sgd": "momentum_buffer", "adam": "exp_avg", "adamw": "exp_avg", "rmsprop": "grad_avg"}
+
+
+@pytest.mark.parametrize("case", list(OPTIMIZER_CASES))
+def test_optimizer_options_update_as_python_bit_for_bit(case, tmp_path):
+    """Twelve steps on the same gradients: the same parameters and state, bit for bit. The first
+    column's parameters are 0 and get one tiny gradient, then none: their state decays into
+    subnormals, which both set to zero on the eighth step."""
+    name, options = OPTIMIZER_CASES[case]
+    rng = np.random.default_rng(sorted(OPTIMIZER_CASES).index(case))
+    start = {
+        "a.weight": rng.standard_normal((3, 4)).astype(np.float32),
+        "a.bias": rng.standard_normal(4).astype(np.float32),
+    }
+    grads = {key: rng.standard_normal((12, *p.shape)).astype(np.float32) for key, p in start.items()}
+    start["a.weight"][:, 0] = 0.0
+    grads["a.weight"][:, :, 0] = 0.0
+    grads["a.weight"][0, :, 0] = np.float32(1e-37)
+    grads["a.bias"][5] = 0.0  # a step without gradient moves the state all the same
+    save_tensors(tmp_path / "params.safetensors", start)
+    save_tensors(tmp_path / "grads.safetensors", grads)
+
+    params = {key: nn.Parameter(value.copy()) for key, value in start.items()}
+    python_options = {k: tuple(v) if k == "betas" else v for k, v in options.items()}
+    opt = getattr(optim, OPTIMIZER_CLASSES[name])(list(params.values()), **python_options)
+    for step in range(12):
+        for key, p in params.items():
+            p.grad = grads[key][step]
+        opt.step()
+        decaying = opt.state[params["a.weight"]].get(DECAYING_STATE.get(name, ""))
+        if step == 7 and decaying is not None:  # the flush reached the tiny column's decaying state
+            assert (decaying[:, 0] == 0).all()
+
+    run_cpp(
+        "step", tmp_path / "params.safetensors", "--grads", tmp_path / "grads.safetensors", "--optimizer", name,
+        "--options", json.dumps(options), "--out", tmp_path / "cpp.safetensors",
+    )  # fmt: skip
+    cpp, _ = load_tensors(tmp_path / "cpp.safetensors")
+    expected = {key: p.data for key, p in params.items()}
+    for key, p in params.items():
+        expected |= {f"state.{key}.{k}": v for k, v in opt.state[p].items() if isinstance(v, np.ndarray) and v.ndim}
+    assert sorted(cpp) == sorted(expected)
+    for key, want in expected.items():
+        assert cpp[key].dtype == want.dtype and np.array_equal(cpp[key], want), (
+            f"{case}: {key}: C++ {cpp[key]}, Python {want}"
+        )
+
+
+def test_step_refuses_unknown_options_and_missing_gradients(tmp_path):
+    save_tensors(tmp_path / "params.safetensors", {"w": np.zeros(3, np.float32)})
+    save_tensors(tmp_path / "grads.safetensors", {"w": np.zeros((2, 3), np.float32)})
+    args = ["step", tmp_path / "params.safetensors", "--grads", tmp_path / "grads.safetensors", "--out", tmp_path / "o"]
+    result = run_cpp(*args, "--optimizer", "sgd", "--options", '{"lr": 0.1, "betas": [0.9, 0.99]}', check=False)
+    assert result.returncode == 1
+    assert result.stderr == "handgrad-cpp: error: argument --options: sgd takes no keyword 'betas'\n"
+    result = run_cpp(*args, "--optimizer", "adam", "--options", '{"amsgrad": 1}', check=False)
+    assert "adam amsgrad: expected true or false, got 1" in result.stderr
+    save_tensors(tmp_path / "grads.safetensors", {"v": np.zeros((2, 3), np.float32)})
+    result = run_cpp(*args, check=False)
+    assert result.returncode == 1 and "no gradients for parameter 'w'" in result.stderr
 
 
 # -- the same predictions on the 10,000 MNIST test images -----------------------------------------------
@@ -636,12 +789,15 @@ def python_cli(*args):
     [
         ("train", ["--dataset", "--model", "--hidden", "--activation", "--layers", "--epochs", "--batch-size",
                    "--optimizer", "--lr", "--momentum", "--weight-decay", "--schedule", "--loss", "--reduction",
-                   "--seed", "--train-size", "--val-fraction", "--data-dir", "--out", "--quiet"]),
+                   "--seed", "--train-size", "--val-fraction", "--data-dir", "--out", "--quiet", "--no-bias",
+                   "--init", "--threads"]),
         ("eval", ["--dataset", "--data-dir", "--top-k", "--json"]),
         ("predict", ["--top-k", "--json"]),
         ("info", []),
         ("bench", ["--model", "--batch-size", "--steps", "--inference"]),
-        ("grad", ["--inputs", "--targets", "--loss", "--reduction", "--eval", "--out"]),
+        ("grad", ["--inputs", "--targets", "--loss", "--reduction", "--weight", "--ignore-index", "--label-smoothing",
+                  "--eval", "--out"]),
+        ("step", ["--grads", "--optimizer", "--options", "--out"]),
     ],
 )  # fmt: skip
 def test_every_command_has_its_help(command, options):
@@ -796,6 +952,7 @@ SPECS = ["conv8k5s1p2-maxpool3s2p1-fc120-sigmoid", "conv4-bn-pool-fc16-none-bn-d
         (["--hidden", "32,16", "--activation", "tanh"], {"hidden": [32, 16], "activation": "tanh"}),
         (["--hidden", "24", "--activation", "elu"], {"hidden": [24], "activation": "elu"}),
         (["--hidden", "24,12", "--activation", "gelu"], {"hidden": [24, 12], "activation": "gelu"}),
+        (["--no-bias", "--layers", SPECS[3]], {"layers": SPECS[3], "bias": False}),
     ],
 )
 def test_hidden_and_layers_build_the_python_architecture(args, python, tmp_path):
@@ -805,6 +962,54 @@ def test_hidden_and_layers_build_the_python_architecture(args, python, tmp_path)
     assert architecture(model) == architecture(build_model(**python))
     assert model.metadata["model"] == "custom"
     assert model.metadata.get("layers") == python.get("layers")
+
+
+@needs_mnist
+def test_no_bias_drops_every_bias_of_a_named_model_as_python(tmp_path):
+    from handgrad.models import architecture
+
+    model = _cpp_train_one_step(tmp_path, "--model", "lenet5", "--no-bias")  # Python loads it strictly
+    assert architecture(model) == architecture(build_model("lenet5", bias=False))
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["bias"] is False
+
+
+@needs_mnist
+@pytest.mark.parametrize(
+    "init, std",
+    [("kaiming_uniform", np.sqrt(2 / 784)), ("xavier_normal", np.sqrt(2 / (784 + 128))), ("normal", 0.01)],
+)
+def test_init_draws_the_python_schemes(init, std, tmp_path):
+    """--init NAME: the first Linear's weight (784 -> 128) has the scheme's spread, every bias is 0
+    (an lr of 0 leaves the initial weights), and the manifest names the scheme as the Python's."""
+    model = _cpp_train_one_step(tmp_path, "--model", "mlp-small", "--init", init, "--lr", 0)
+    parameters = dict(model.named_parameters())
+    weight = parameters["1.weight"].data
+    assert weight.shape == (128, 784) and abs(weight.std() / std - 1) < 0.02 and abs(weight.mean()) < 0.05 * std
+    assert all(not p.data.any() for name, p in parameters.items() if name.endswith("bias"))
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["init"] == init
+
+
+def test_threads_refuses_a_bad_count_in_python_words():
+    result = run_cpp("train", "--threads", "0", check=False)
+    message = "argument --threads: expected a positive number of threads, got '0'"
+    assert result.returncode == 1 and result.stderr == f"handgrad-cpp: error: {message}\n"
+    assert message in python_cli("train", "--threads", "0").stderr
+
+
+@needs_mnist
+def test_threads_sizes_the_pool(tmp_path):
+    _cpp_train_one_step(tmp_path, "--threads", 1)
+    assert json.loads((tmp_path / "manifest.json").read_text())["environment"]["threads"] == 1
+
+
+@pytest.mark.parametrize("custom", [["--hidden", "32"], ["--layers", "fc16"], ["--no-bias"]])
+def test_init_checkpoint_refuses_another_architecture(custom, tmp_path):
+    result = run_cpp("train", "--init", tmp_path / "start.safetensors", *custom, check=False)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "handgrad-cpp: error: train: --init takes the checkpoint's architecture: give no --hidden, --layers or "
+        "--no-bias with it\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -34,12 +34,12 @@ const std::vector<CommandHelp>& commands() {
     static const std::vector<CommandHelp> table = {
         {"train", "train a model",
          "usage: handgrad-cpp train [-h] [--dataset NAME] [--data-dir DIR] [--model NAME] [--hidden SIZES]\n"
-         "                          [--activation NAME] [--layers SPEC] [--epochs N] [--batch-size N]\n"
+         "                          [--activation NAME] [--layers SPEC] [--no-bias] [--epochs N] [--batch-size N]\n"
          "                          [--optimizer sgd|adam|adamw|rmsprop|adagrad] [--lr LR] [--momentum M]\n"
          "                          [--weight-decay WD] [--schedule cosine|step|multistep|plateau|none]\n"
          "                          [--loss cross_entropy|mse] [--reduction R]\n"
          "                          [--seed S] [--train-size N] [--val-fraction F] [--out DIR] [--quiet]\n"
-         "                          [--init CHECKPOINT] [--order ORDER.idx] [--max-steps N]\n\n"
+         "                          [--init NAME|CHECKPOINT] [--order ORDER.idx] [--max-steps N] [--threads N]\n\n"
          "Train a model; writes checkpoints, history (history.json, history.csv, steps.csv) and manifest.json to\n"
          "--out. Unset options take the model's defaults.\n",
          "  --dataset NAME        mnist (default) or fashion-mnist\n"
@@ -52,6 +52,7 @@ const std::vector<CommandHelp>& commands() {
          "                        conv<C>[k<K>][s<S>][p<P>][d<D>][g<G>][nb], maxpool|avgpool[<K>][s<S>][p<P>],\n"
          "                        adaptiveavg<N>, fc<N>[nb], bn, ln, dropout[<P>], an activation or none (replacing\n"
          "                        the ReLU before), out[nb]; e.g. conv8k5s1p2-maxpool3s2p1-fc120-sigmoid\n"
+         "  --no-bias             no bias in any Linear or Conv2d layer\n"
          "  --epochs N            epochs (default: the model's)\n"
          "  --batch-size N        batch size (default: the model's)\n"
          "  --optimizer NAME      sgd, adam, adamw, rmsprop (with --momentum) or adagrad\n"
@@ -69,9 +70,14 @@ const std::vector<CommandHelp>& commands() {
          "  --val-fraction F      fraction of the training images that validate (default 0.1)\n"
          "  --out DIR             run directory (default: runs/DATASET-MODEL-cpp)\n"
          "  --quiet               no model table\n"
-         "  --init CHECKPOINT     start from this checkpoint's architecture and weights (C++ only)\n"
+         "  --init NAME           weight initialisation of Linear and Conv2d layers: default (PyTorch's,\n"
+         "                        U(+-1/sqrt(fan_in)) for weight and bias), kaiming_uniform, kaiming_normal,\n"
+         "                        xavier_uniform, xavier_normal, normal or zeros (these set biases to 0)\n"
+         "  --init CHECKPOINT     or start from this checkpoint's architecture and weights (C++ only)\n"
          "  --order ORDER.idx     visit the training images in this order, an IDX int32 (M,) or (epochs, M) (C++ only)\n"
-         "  --max-steps N         stop after N optimizer steps in all (C++ only)\n"},
+         "  --max-steps N         stop after N optimizer steps in all (C++ only)\n"
+         "  --threads N           at most N threads (default: every core, or HANDGRAD_NUM_THREADS); 1 on a shared\n"
+         "                        machine\n"},
         {"eval", "evaluate a checkpoint on its dataset's test set",
          "usage: handgrad-cpp eval [-h] [--dataset NAME] [--data-dir DIR] [--top-k K] [--json] [--logits FILE.idx]\n"
          "                         [--no-reference-check] CHECKPOINT\n\n"
@@ -106,15 +112,32 @@ const std::vector<CommandHelp>& commands() {
          "  --json                print one JSON object\n"},
         {"grad", "one forward and backward of a checkpoint on given inputs (for parity checks)",
          "usage: handgrad-cpp grad [-h] --inputs X.idx [--targets Y.idx] [--loss NAME] [--reduction R] [--eval]\n"
+         "                         [--weight W,...] [--ignore-index I] [--label-smoothing E]\n"
          "                         --out FILE.safetensors CHECKPOINT\n\n"
          "Run the checkpoint's model on the inputs, apply the loss and backpropagate once; write the output\n"
          "('output'), the loss ('loss'), dL/dinput ('grad_input'), each parameter's gradient ('grad.NAME') and\n"
          "the buffers after the forward (their own names) as one safetensors file.\n",
          "  --inputs X.idx        the model's inputs, an IDX float32 file of shape (N, *input shape)\n"
-         "  --targets Y.idx       class indices (IDX integers, (N,)), or for mse targets of the output's shape\n"
+         "  --targets Y.idx       class indices (IDX integers, (N, d1, ...)); for cross_entropy also class\n"
+         "                        probabilities (IDX floats of the output's shape); for mse targets of the output's shape\n"
          "  --loss NAME           cross_entropy (default), nll_loss or mse\n"
          "  --reduction R         mean (default), sum or none (dL/dloss_n = 1 for each sample)\n"
+         "  --weight W,...        class weights of cross_entropy and nll_loss, one per class\n"
+         "  --ignore-index I      the target index whose samples count 0 (default -100)\n"
+         "  --label-smoothing E   cross_entropy's label smoothing, in [0, 1] (default 0)\n"
          "  --eval                run the model in eval mode (default: training mode)\n"
+         "  --out FILE            the safetensors file to write\n"},
+        {"step", "optimizer steps on given gradients (for parity checks)",
+         "usage: handgrad-cpp step [-h] --grads GRADS.safetensors [--optimizer NAME] [--options JSON]\n"
+         "                         --out FILE.safetensors PARAMS.safetensors\n\n"
+         "Build the optimizer over the tensors of PARAMS and step it once per gradient given; write the\n"
+         "parameters after the last step (their own names) and the optimizer's state ('state.NAME.KEY', the\n"
+         "Python optimizer's state keys) as one safetensors file.\n",
+         "  --grads FILE          for each parameter NAME, a tensor NAME of shape (steps, *its shape): the\n"
+         "                        gradient of each step in turn\n"
+         "  --optimizer NAME      sgd (default), adam, adamw, rmsprop or adagrad\n"
+         "  --options JSON        the optimizer's keyword arguments by torch's names, e.g. '{\"lr\": 0.01,\n"
+         "                        \"amsgrad\": true, \"betas\": [0.8, 0.9]}'\n"
          "  --out FILE            the safetensors file to write\n"},
     };
     return table;
@@ -230,8 +253,21 @@ int cmd_train(int argc, char** argv) {
                          {"--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--optimizer", "--lr",
                           "--momentum", "--weight-decay", "--schedule", "--loss", "--seed", "--train-size",
                           "--val-fraction", "--out", "--init", "--order", "--max-steps", "--hidden", "--activation",
-                          "--layers", "--reduction"},
-                         {"--quiet"});
+                          "--layers", "--reduction", "--threads"},
+                         {"--quiet", "--no-bias"});
+    if (auto threads = a.get("--threads")) {  // the kernels' pool: BLAS runs single-threaded inside it
+        int64_t n = 0;
+        try {
+            size_t used = 0;
+            n = std::stoll(*threads, &used);
+            if (used != threads->size()) n = 0;
+        } catch (const std::exception&) {
+            n = 0;
+        }
+        if (n < 1 || n > 256)
+            throw HandgradError("argument --threads", "expected a positive number of threads, got '" + *threads + "'");
+        kernels::set_num_threads(static_cast<int>(n));
+    }
     TrainConfig c;
     c.dataset = a.get("--dataset").value_or("mnist");
     c.model = a.get("--model").value_or("mlp-small");
@@ -254,15 +290,20 @@ int cmd_train(int argc, char** argv) {
         c.activation = *activation;
     }
     c.layers = a.get("--layers");
+    c.bias = !a.switches.count("--no-bias");
+    if (auto init = a.get("--init")) {  // a scheme's name, as the Python's --init, or a checkpoint to start from
+        const auto& names = nn::init_names();
+        if (std::find(names.begin(), names.end(), *init) != names.end()) c.weight_init = *init;
+        else c.init = init;
+    }
     if (c.layers) tokenize_layer_spec(*c.layers);  // a bad spec is refused before any data is read
-    if (c.init && c.custom())
-        throw HandgradError("train", "--init takes the checkpoint's architecture: give no --hidden or --layers with it");
+    if (c.init && (c.custom() || !c.bias))
+        throw HandgradError("train", "--init takes the checkpoint's architecture: give no --hidden, --layers or --no-bias with it");
     c.seed = a.number<uint64_t>("--seed").value_or(0);
     c.train_size = a.number<int64_t>("--train-size");
     c.val_fraction = a.number<double>("--val-fraction").value_or(0.1);
     c.data_dir = a.get("--data-dir");
     c.out = a.get("--out");
-    c.init = a.get("--init");
     c.order = a.get("--order");
     c.max_steps = a.number<int64_t>("--max-steps");
     c.quiet = a.switches.count("--quiet") > 0;
@@ -464,16 +505,24 @@ int cmd_info(int argc, char** argv) {
     return 0;
 }
 
+// An IDX array's values as float32.
+Tensor to_tensor(const idx::Array& array) {
+    Tensor t(array.shape);
+    for (int64_t i = 0; i < t.numel(); ++i) t[i] = static_cast<float>(array.at(i));
+    return t;
+}
+
 // One forward, loss and backward of a checkpoint's model on given inputs, everything written to
 // one safetensors file, so the Python tests can compare outputs, losses and gradients.
 int cmd_grad(int argc, char** argv) {
-    const Args a = parse(argc, argv, 2, {"--inputs", "--targets", "--loss", "--reduction", "--out"}, {"--eval"});
+    const Args a = parse(argc, argv, 2,
+                         {"--inputs", "--targets", "--loss", "--reduction", "--out", "--weight", "--ignore-index",
+                          "--label-smoothing"},
+                         {"--eval"});
     if (a.positional.size() != 1) throw HandgradError("grad", "expected one CHECKPOINT argument");
     if (!a.get("--inputs") || !a.get("--out")) throw HandgradError("grad", "--inputs and --out are required");
     Checkpoint ck = load(a.positional[0], {.check_reference = false});
-    const idx::Array inputs = idx::read_idx(*a.get("--inputs"));
-    Tensor x(inputs.shape);
-    for (int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(inputs.at(i));
+    const Tensor x = to_tensor(idx::read_idx(*a.get("--inputs")));
     const std::string loss = choice(a, "--loss", {"cross_entropy", "nll_loss", "mse"}).value_or("cross_entropy");
     const auto reduction = functional::reduction_from(choice(a, "--reduction", {"mean", "sum", "none"}).value_or("mean"), "grad");
     ck.model.train(!a.switches.count("--eval"));
@@ -483,20 +532,33 @@ int cmd_grad(int argc, char** argv) {
     Tensor value, grad_output;
     auto upstream = [&](const Tensor& loss_value) { return Tensor(loss_value.shape, 1.0f); };  // dL/dloss = 1 each
     if (loss == "mse") {
-        Tensor target(targets.shape);
-        for (int64_t i = 0; i < target.numel(); ++i) target[i] = static_cast<float>(targets.at(i));
         nn::MSELoss fn(reduction);
-        value = fn.forward(out, target);
+        value = fn.forward(out, to_tensor(targets));
         grad_output = fn.backward(upstream(value));
     } else {
-        std::vector<int64_t> labels(targets.numel());
-        for (int64_t i = 0; i < targets.numel(); ++i) labels[i] = static_cast<int64_t>(targets.at(i));
+        functional::ClassLossOptions options{.ignore_index = a.number<int64_t>("--ignore-index").value_or(-100),
+                                             .label_smoothing = a.number<float>("--label-smoothing").value_or(0.0f)};
+        if (auto weight = a.get("--weight")) {
+            std::vector<float> values;
+            std::stringstream items(*weight);
+            for (std::string item; std::getline(items, item, ',');) {
+                try {
+                    values.push_back(std::stof(item));
+                } catch (const std::exception&) {
+                    throw HandgradError("argument --weight", "expected comma-separated numbers, got '" + *weight + "'");
+                }
+            }
+            options.weight = Tensor({static_cast<int64_t>(values.size())}, values);
+        }
+        const bool probabilities = targets.code == 0x0D || targets.code == 0x0E;  // float32 or float64 IDX
+        std::vector<int64_t> labels(probabilities ? 0 : targets.numel());
+        for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<int64_t>(targets.at(static_cast<int64_t>(i)));
         if (loss == "cross_entropy") {
-            nn::CrossEntropyLoss fn(reduction);
-            value = fn.forward(out, labels);
+            nn::CrossEntropyLoss fn(reduction, options);
+            value = probabilities ? fn.forward(out, to_tensor(targets)) : fn.forward(out, labels);
             grad_output = fn.backward(upstream(value));
         } else {
-            nn::NLLLoss fn(reduction);
+            nn::NLLLoss fn(reduction, options);
             value = fn.forward(out, labels);
             grad_output = fn.backward(upstream(value));
         }
@@ -511,6 +573,118 @@ int cmd_grad(int argc, char** argv) {
         else counts.emplace_back(name, *b.count);
     }
     save_tensors(*a.get("--out"), tensors, {}, counts);
+    return 0;
+}
+
+// An optimizer by the Python class's lower-case name and its keyword arguments under torch's names,
+// each at torch's default where not given; a keyword the optimizer lacks, or of the wrong type, is refused.
+std::unique_ptr<optim::Optimizer> optimizer_from_options(const std::string& name, std::vector<Parameter*> params,
+                                                         const json& options) {
+    std::set<std::string> read;
+    const auto wrong = [&](const std::string& key, const std::string& expected) {
+        return HandgradError("argument --options", name + " " + key + ": expected " + expected + ", got " + describe(options[key]));
+    };
+    const auto number = [&](const std::string& key, double fallback) {
+        read.insert(key);
+        if (!options.contains(key)) return fallback;
+        if (!options[key].is_number()) throw wrong(key, "a number");
+        return options[key].get<double>();
+    };
+    const auto flag = [&](const std::string& key) {
+        read.insert(key);
+        if (options.contains(key) && !options[key].is_boolean()) throw wrong(key, "true or false");
+        return options.contains(key) && options[key].get<bool>();
+    };
+    std::unique_ptr<optim::Optimizer> made;
+    if (name == "sgd") {
+        made = std::make_unique<optim::SGD>(
+            params, optim::SGDOptions{.lr = number("lr", 1e-3), .momentum = number("momentum", 0), .dampening = number("dampening", 0),
+                                      .weight_decay = number("weight_decay", 0), .nesterov = flag("nesterov"),
+                                      .maximize = flag("maximize")});
+    } else if (name == "adam" || name == "adamw") {
+        read.insert("betas");
+        const json betas = options.value("betas", json::array({0.9, 0.999}));
+        if (!betas.is_array() || betas.size() != 2 || !betas[0].is_number() || !betas[1].is_number())
+            throw wrong("betas", "a pair of numbers");
+        made = std::make_unique<optim::Adam>(
+            params, optim::AdamOptions{.lr = number("lr", 1e-3), .beta1 = betas[0].get<double>(), .beta2 = betas[1].get<double>(),
+                                       .eps = number("eps", 1e-8), .weight_decay = number("weight_decay", name == "adamw" ? 1e-2 : 0),
+                                       .decoupled_weight_decay = name == "adamw", .amsgrad = flag("amsgrad"),
+                                       .maximize = flag("maximize")});
+    } else if (name == "rmsprop") {
+        made = std::make_unique<optim::RMSprop>(
+            params, optim::RMSpropOptions{.lr = number("lr", 1e-2), .alpha = number("alpha", 0.99), .eps = number("eps", 1e-8),
+                                          .weight_decay = number("weight_decay", 0), .momentum = number("momentum", 0),
+                                          .centered = flag("centered"), .maximize = flag("maximize")});
+    } else {
+        made = std::make_unique<optim::Adagrad>(
+            params, optim::AdagradOptions{.lr = number("lr", 1e-2), .lr_decay = number("lr_decay", 0),
+                                          .weight_decay = number("weight_decay", 0),
+                                          .initial_accumulator_value = number("initial_accumulator_value", 0),
+                                          .eps = number("eps", 1e-10), .maximize = flag("maximize")});
+    }
+    for (auto& [key, _] : options.items())
+        if (!read.count(key)) throw HandgradError("argument --options", name + " takes no keyword '" + key + "'");
+    return made;
+}
+
+// The optimizer's state per parameter, under the Python optimizer's state keys.
+std::vector<std::pair<std::string, std::vector<Tensor>*>> optimizer_state(optim::Optimizer& opt) {
+    if (auto* sgd = dynamic_cast<optim::SGD*>(&opt)) return {{"momentum_buffer", &sgd->momentum_buffer}};
+    if (auto* adam = dynamic_cast<optim::Adam*>(&opt))
+        return {{"exp_avg", &adam->exp_avg}, {"exp_avg_sq", &adam->exp_avg_sq}, {"max_exp_avg_sq", &adam->max_exp_avg_sq}};
+    if (auto* rmsprop = dynamic_cast<optim::RMSprop*>(&opt))
+        return {{"square_avg", &rmsprop->square_avg}, {"grad_avg", &rmsprop->grad_avg},
+                {"momentum_buffer", &rmsprop->momentum_buffer}};
+    return {{"sum", &dynamic_cast<optim::Adagrad&>(opt).state_sum}};
+}
+
+// Optimizer steps on given gradients, everything written to one safetensors file, so the Python
+// tests can compare the updates and the state bit for bit.
+int cmd_step(int argc, char** argv) {
+    const Args a = parse(argc, argv, 2, {"--grads", "--optimizer", "--options", "--out"}, {});
+    if (a.positional.size() != 1) throw HandgradError("step", "expected one PARAMS argument");
+    if (!a.get("--grads") || !a.get("--out")) throw HandgradError("step", "--grads and --out are required");
+    const std::string name = choice(a, "--optimizer", {"sgd", "adam", "adamw", "rmsprop", "adagrad"}).value_or("sgd");
+    const std::string text = a.get("--options").value_or("{}");
+    const json options = json::parse(text, nullptr, false);
+    if (!options.is_object())
+        throw HandgradError("argument --options", "expected a JSON object of keyword arguments, got '" + text + "'");
+    const TensorFile start = load_tensors(a.positional[0]), grads = load_tensors(*a.get("--grads"));
+    std::vector<Parameter> params(start.tensors.size());
+    std::vector<const Tensor*> sequences;
+    int64_t steps = -1;
+    for (size_t i = 0; i < params.size(); ++i) {
+        const auto& [key, data] = start.tensors[i];
+        params[i].data = data;
+        const auto found = std::find_if(grads.tensors.begin(), grads.tensors.end(), [&](auto& g) { return g.first == key; });
+        if (found == grads.tensors.end()) throw HandgradError(*a.get("--grads"), "no gradients for parameter '" + key + "'");
+        const Tensor& sequence = found->second;
+        if (sequence.ndim() != data.ndim() + 1 || !std::equal(data.shape.begin(), data.shape.end(), sequence.shape.begin() + 1) ||
+            (steps >= 0 && sequence.shape[0] != steps))
+            throw ShapeError(*a.get("--grads"), "'" + key + "'",
+                             "(steps, " + fmt_shape(data.shape).substr(1) + (steps >= 0 ? " with steps " + std::to_string(steps) : ""),
+                             sequence.shape);
+        steps = sequence.shape[0];
+        sequences.push_back(&sequence);
+    }
+    std::vector<Parameter*> pointers;
+    for (auto& p : params) pointers.push_back(&p);
+    auto opt = optimizer_from_options(name, pointers, options);
+    for (int64_t t = 0; t < steps; ++t) {
+        for (size_t i = 0; i < params.size(); ++i) {
+            const int64_t n = params[i].data.numel();
+            const auto begin = sequences[i]->data.begin() + t * n;
+            params[i].grad = Tensor(params[i].data.shape, Tensor::Storage(begin, begin + n));
+        }
+        opt->step();
+    }
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (size_t i = 0; i < params.size(); ++i) tensors.emplace_back(start.tensors[i].first, params[i].data);
+    for (auto& [key, per_param] : optimizer_state(*opt))
+        for (size_t i = 0; i < params.size(); ++i)
+            if (!(*per_param)[i].data.empty()) tensors.emplace_back("state." + start.tensors[i].first + "." + key, (*per_param)[i]);
+    save_tensors(*a.get("--out"), tensors, {});
     return 0;
 }
 
@@ -650,7 +824,8 @@ int main(int argc, char** argv) {
     const std::string command = argv[1];
     const std::map<std::string, int (*)(int, char**)> run = {{"train", cmd_train}, {"eval", cmd_eval},
                                                              {"predict", cmd_predict}, {"info", cmd_info},
-                                                             {"bench", cmd_bench}, {"grad", cmd_grad}};
+                                                             {"bench", cmd_bench}, {"grad", cmd_grad},
+                                                             {"step", cmd_step}};
     const auto found = run.find(command);
     if (found == run.end()) {
         print_usage(std::cerr);

@@ -130,6 +130,21 @@ TrainDefaults defaults_for(const std::string& name) {
 }
 
 Sequential build_model(const std::string& name, const Shape& input_shape, int64_t num_classes, const ModelOptions& custom) {
+    if (custom.init != "default") {  // every Linear's and Conv2d's weight redrawn in layer order, its bias 0
+        Sequential model = build_model(name, input_shape, num_classes, {custom.hidden, custom.activation, custom.layers, custom.bias});
+        for (auto& layer : model.layers)
+            if (auto* weighted = dynamic_cast<nn::WeightedLayer*>(layer.get())) {
+                nn::init_weight(weighted->weight.data, custom.init, default_generator());
+                if (weighted->bias) std::fill(weighted->bias->data.data.begin(), weighted->bias->data.data.end(), 0.0f);
+            }
+        return model;
+    }
+    if (!custom.bias) {  // the same layers, every Linear's and Conv2d's bias dropped (their weights drawn afresh)
+        json layers = architecture(build_model(name, input_shape, num_classes, {custom.hidden, custom.activation, custom.layers}));
+        for (auto& spec : layers)
+            if (spec["type"] == "Linear" || spec["type"] == "Conv2d") spec["bias"] = false;
+        return from_architecture(layers);
+    }
     if (custom.layers) return parse_layer_spec(*custom.layers, input_shape, num_classes);
     Sequential model;
     if (!custom.hidden.empty()) {

@@ -267,7 +267,8 @@ Trainer& Trainer::setup() {
         stored = ck.normalization;
     } else {
         model = build_model(c.model, data.input_shape, static_cast<int64_t>(ds.classes.size()),
-                            {.hidden = c.hidden, .activation = c.activation, .layers = c.layers});
+                            {.hidden = c.hidden, .activation = c.activation, .layers = c.layers, .bias = c.bias,
+                             .init = c.weight_init});
     }
     // training statistics only (or the checkpoint's, to continue from it): never the test set's
     const data::Normalizer norm = stored ? data::Normalizer{.mean = stored->mean, .std = stored->std} : data::Normalizer::fit(train_raw);
@@ -470,7 +471,7 @@ void Trainer::write_manifest() {
         {"weight_decay", *c.weight_decay}, {"schedule", *c.schedule}, {"seed", c.seed},
         {"data_dir", optional(c.data_dir)}, {"out", *c.out}, {"train_size", optional(c.train_size)},
         {"val_fraction", c.val_fraction}, {"hidden", c.hidden.empty() ? json(nullptr) : json(c.hidden)},
-        {"activation", c.activation}, {"layers", optional(c.layers)}, {"bias", true}, {"init", "default"},
+        {"activation", c.activation}, {"layers", optional(c.layers)}, {"bias", c.bias}, {"init", c.weight_init},
         {"loss", *c.loss}, {"reduction", objective->reduction}, {"grad_norm_every", c.grad_norm_every}};
     const json manifest = {
         {"config", settings},

@@ -184,6 +184,123 @@ TEST_CASE("AdaptiveAvgPool2d spreads each output's gradient over its overlapping
     CHECK(nn::AdaptiveAvgPool2d({std::nullopt, 4}).forward(Tensor({1, 2, 3, 6})).shape == Shape{1, 2, 3, 4});
 }
 
+TEST_CASE("unbatched (C, H, W) maps: the batch of one's values and gradients, without the batch axis") {
+    manual_seed(7);
+    std::vector<std::unique_ptr<nn::Module>> layers;
+    layers.push_back(std::make_unique<nn::Conv2d>(nn::Conv2dOptions{.in_channels = 2, .out_channels = 3, .padding = {1, 1}}));
+    layers.push_back(std::make_unique<nn::Conv2d>(
+        nn::Conv2dOptions{.in_channels = 2, .out_channels = 2, .kernel_size = {2, 2}, .dilation = {2, 1}, .groups = 2}));
+    layers.push_back(std::make_unique<nn::MaxPool2d>(nn::Pool2dOptions{.kernel_size = {2, 2}}));
+    layers.push_back(std::make_unique<nn::MaxPool2d>(nn::Pool2dOptions{.kernel_size = {3, 3}, .stride = nn::Pair{2, 2},
+                                                                       .padding = {1, 1}, .ceil_mode = true}));
+    layers.push_back(std::make_unique<nn::AvgPool2d>(nn::Pool2dOptions{.kernel_size = {3, 2}, .padding = {1, 1}}));
+    layers.push_back(std::make_unique<nn::AdaptiveAvgPool2d>(nn::AdaptiveAvgPool2d::Size{3, 2}));
+    uint64_t seed = 700;
+    for (auto& layer : layers) {
+        const Tensor x = spread({2, 5, 6}, seed);
+        const Tensor y = layer->forward(x);
+        const Tensor R = random_normal(y.shape, seed + 1);
+        for (auto& [_, p] : layer->named_parameters()) p->grad = Tensor();
+        const Tensor grad_input = layer->backward(R);
+        CHECK(grad_input.shape == x.shape);
+        std::vector<Tensor> grads;
+        for (auto& [_, p] : layer->named_parameters()) grads.push_back(p->grad), p->grad = Tensor();
+        // the batch of one gives the same numbers
+        const Tensor y4 = layer->forward(x.reshape({1, 2, 5, 6}));
+        CHECK(y4.shape == Shape{1, y.shape[0], y.shape[1], y.shape[2]});
+        CHECK(y4.data == y.data);
+        CHECK(layer->backward(R.reshape(y4.shape)).data == grad_input.data);
+        size_t k = 0;
+        for (auto& [_, p] : layer->named_parameters()) CHECK(p->grad.data == grads[k++].data);
+        check_layer(layer->repr() + " on (C, H, W)", *layer, x, seed + 2);
+        // after an unbatched forward, dL/dy must be unbatched too
+        layer->forward(x);
+        CHECK_THROWS_AS(layer->backward(R.reshape(y4.shape)), ShapeError);
+        seed += 3;
+    }
+    CHECK_THROWS_WITH_AS(nn::MaxPool2d().forward(Tensor({4, 4})),
+                         "MaxPool2d(kernel_size=2, stride=2, padding=0): expected input of shape (N, C, H, W) or (C, H, W), got (4, 4)",
+                         ShapeError);
+    CHECK_THROWS_WITH_AS(nn::Conv2d({.in_channels = 2, .out_channels = 1}).forward(Tensor({3, 5, 5})),
+                         "Conv2d(2, 1, kernel_size=(3, 3), stride=(1, 1)): expected input of shape (N, 2, H, W) or (2, H, W), "
+                         "got (3, 5, 5)",
+                         ShapeError);
+}
+
+TEST_CASE("MaxUnpool2d puts each maximum back; dL/dx gathers G at the indices") {
+    struct Case {
+        nn::Pool2dOptions options;
+        Shape x;
+        std::vector<int64_t> output_size;
+    };
+    const std::vector<Case> cases = {
+        {{.kernel_size = {2, 2}}, {2, 2, 4, 4}, {}},
+        {{.kernel_size = {2, 2}}, {1, 2, 5, 5}, {5, 5}},           // the odd row and column the pool dropped
+        {{.kernel_size = {3, 2}, .stride = nn::Pair{3, 2}, .padding = {1, 1}}, {2, 3, 5}, {2, 3, 5}},  // unbatched
+    };
+    uint64_t seed = 800;
+    for (auto& c : cases) {
+        nn::MaxPool2d pool(c.options);
+        nn::MaxUnpool2d unpool(c.options);
+        const Tensor x = spread(c.x, seed);
+        auto [y, indices] = pool.forward_with_indices(x);
+        CHECK(indices.shape == y.shape);
+        Tensor z = unpool.forward(y, indices, c.output_size);
+        Shape expected = x.shape;
+        if (!c.output_size.empty()) expected.back() = c.output_size.back(), expected[expected.size() - 2] = c.output_size[c.output_size.size() - 2];
+        else for (int a = 0; a < 2; ++a) expected[expected.size() - 2 + a] = (y.shape[y.ndim() - 2 + a] - 1) * unpool.stride[a] - 2 * unpool.padding[a] + unpool.kernel_size[a];
+        REQUIRE(z.shape == expected);
+        // each maximum back in its place, zeros elsewhere; the pool of the result is the pool's output
+        const int64_t planes = Tensor::count(Shape(y.shape.begin(), y.shape.end() - 2));
+        const int64_t per = y.numel() / planes, plane_in = x.numel() / planes, plane_out = z.numel() / planes;
+        int64_t nonzero = 0;
+        for (float v : z.data) nonzero += v != 0.0f;
+        CHECK(nonzero == y.numel());
+        for (int64_t i = 0; i < y.numel(); ++i) {
+            CHECK(z[i / per * plane_out + indices.values[i]] == y[i]);
+            CHECK(x[i / per * plane_in + indices.values[i]] == y[i]);
+        }
+        const Tensor R = random_normal(z.shape, seed + 1);
+        const Tensor grad = unpool.backward(R);
+        for (int64_t i = 0; i < y.numel(); ++i) CHECK(grad[i] == R[i / per * plane_out + indices.values[i]]);
+        Tensor input = y;
+        check("MaxUnpool2d", "input", input, grad, [&] { return dot(unpool.forward(input, indices, c.output_size), R); });
+        seed += 2;
+    }
+    nn::MaxUnpool2d unpool({.kernel_size = {2, 2}});
+    const Tensor y({1, 1, 2, 2});
+    functional::PoolIndices bad{.shape = {1, 1, 2, 2}, .values = {0, 1, 2, 16}};
+    CHECK_THROWS_WITH_AS(unpool.forward(y, bad),
+                         "MaxUnpool2d(kernel_size=2, stride=2, padding=0): index 16 is outside the output planes (4, 4) (0 to 15)",
+                         HandgradError);
+    CHECK_THROWS_AS(unpool.forward(y, {.shape = {1, 1, 4}, .values = {0, 1, 2, 3}}), ShapeError);
+    CHECK_THROWS_WITH_AS(unpool.forward(y, {.shape = {1, 1, 2, 2}, .values = {0, 1, 2, 3}}, {6, 4}),
+                         "MaxUnpool2d(kernel_size=2, stride=2, padding=0): output_size (6, 4): the height must lie strictly "
+                         "between 2 and 6",
+                         HandgradError);
+    CHECK_THROWS_AS(unpool.backward(Tensor({1, 1, 4, 4})), HandgradError);  // before any forward
+    CHECK_THROWS_AS(nn::MaxUnpool2d({.kernel_size = {2, 2}, .padding = {2, 2}}), HandgradError);
+}
+
+TEST_CASE("MaxPool2d: a NaN in a window wins (its last one), padding never does") {
+    const std::vector<float> values = {1.0f, NAN, 3.0f, NAN, -INFINITY, -INFINITY, -INFINITY, -INFINITY, 2.0f};
+    for (const auto& options : {nn::Pool2dOptions{.kernel_size = {2, 2}, .stride = nn::Pair{1, 1}, .dilation = {1, 1}, .ceil_mode = true},
+                                nn::Pool2dOptions{.kernel_size = {3, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}}}) {
+        nn::MaxPool2d pool(options);
+        auto [y, indices] = pool.forward_with_indices(Tensor({1, 1, 3, 3}, values));
+        CHECK(std::isnan(y[0]));
+        CHECK(indices.values[0] == 3);  // the window's last NaN
+    }
+    auto [y2, indices2] = nn::MaxPool2d({.kernel_size = {2, 2}}).forward_with_indices(
+        Tensor({1, 1, 2, 2}, std::vector<float>{1.0f, NAN, NAN, 0.0f}));
+    CHECK(std::isnan(y2[0]));
+    CHECK(indices2.values[0] == 2);
+    // a window of -inf keeps its first pixel inside x, not the padding
+    nn::MaxPool2d pool({.kernel_size = {3, 3}, .stride = nn::Pair{2, 2}, .padding = {1, 1}});
+    auto [y, indices] = pool.forward_with_indices(Tensor({1, 1, 3, 3}, std::vector<float>(9, -INFINITY)));
+    CHECK(indices.values == std::vector<int64_t>{0, 1, 3, 4});
+}
+
 TEST_CASE("GELU (both forms), SiLU, Softplus (beta, threshold), Identity") {
     for (const char* approximate : {"none", "tanh"}) {
         nn::GELU gelu(approximate);
@@ -285,6 +402,67 @@ TEST_CASE("losses over their reductions: CrossEntropyLoss, NLLLoss, MSELoss") {
                                          "as reduction='none'), got ()", ShapeError);
     CHECK(nn::NLLLoss().forward(Tensor({2, 3}, std::vector<float>{-1, -2, -3, -4, -5, -6}), {1, 2})[0] == 4.0f);  // (2 + 6) / 2
     CHECK_THROWS_AS(nn::NLLLoss().forward(Tensor({2, 3}), {0, 3}), HandgradError);
+}
+
+TEST_CASE("class losses with weights, ignore_index, label smoothing, probabilities, maps and unbatched input") {
+    const functional::ClassLossOptions all{.weight = Tensor({4}, std::vector<float>{0.5f, 2.0f, 1.0f, 1.5f}),
+                                           .ignore_index = 2, .label_smoothing = 0.2f};
+    struct Case {
+        Shape input;
+        std::vector<int64_t> target;  // empty: probabilities
+        functional::ClassLossOptions options;
+    };
+    const std::vector<Case> cases = {
+        {{5, 4}, {0, 2, 3, 1, 2}, all},
+        {{2, 4, 3}, {1, 2, 0, 3, 3, 2}, all},            // (N, C, d1): targets (N, d1)
+        {{2, 4, 2, 2}, {0, 1, 2, 3, 3, 2, 1, 0}, {.ignore_index = 1}},
+        {{4}, {3}, {.label_smoothing = 0.3f}},           // unbatched (C,): one target
+        {{3, 4}, {}, {.weight = all.weight, .label_smoothing = 0.1f}},
+        {{2, 4, 3}, {}, {}},
+    };
+    uint64_t seed = 900;
+    for (auto reduction : {Reduction::mean, Reduction::sum, Reduction::none})
+        for (auto& c : cases) {
+            nn::CrossEntropyLoss ce(reduction, c.options);
+            CAPTURE(ce.repr());
+            Tensor logits = spread(c.input, seed, 3.0);
+            Tensor probabilities = functional::softmax_forward(random_normal(c.input, seed + 1), c.input.size() == 1 ? 0 : 1).first;
+            auto loss = [&] { return c.target.empty() ? ce.forward(logits, probabilities) : ce.forward(logits, c.target); };
+            const Tensor R = random_normal(loss().shape, seed + 2);
+            const Tensor grad = ce.backward(R);
+            check(ce.repr(), "input", logits, grad, [&] { return dot(loss(), R); });
+            if (!c.target.empty() && c.options.label_smoothing == 0) {
+                nn::NLLLoss nll(reduction, c.options);
+                Tensor log_probs = functional::log_softmax_forward(logits, c.input.size() == 1 ? 0 : 1).first;
+                nll.forward(log_probs, c.target);
+                const Tensor nll_grad = nll.backward(R);
+                check(nll.repr(), "input", log_probs, nll_grad, [&] { return dot(nll.forward(log_probs, c.target), R); });
+            }
+            seed += 3;
+        }
+    // the plain loss and the general form agree where both apply
+    const Tensor logits = spread({3, 4}, 950, 3.0);
+    nn::CrossEntropyLoss plain, general(Reduction::mean, {.weight = Tensor({4}, 1.0f)});
+    CHECK(plain.forward(logits, {0, 3, 1})[0] == doctest::Approx(general.forward(logits, {0, 3, 1})[0]).epsilon(1e-6));
+    // 'mean' over weights: sum_n w[t_n] l_n / sum_n w[t_n], the ignored samples out of both
+    functional::ClassLossOptions nll_options = all;
+    nll_options.label_smoothing = 0;
+    nn::NLLLoss weighted(Reduction::mean, nll_options);
+    const Tensor log_probs({3, 4}, std::vector<float>{-1, -2, -3, -4, -5, -6, -7, -8, -9, -10, -11, -12});
+    CHECK(weighted.forward(log_probs, {1, 2, 3})[0] == doctest::Approx((2.0 * 2 + 1.5 * 12) / 3.5));
+    CHECK(weighted.repr() == "NLLLoss(weight=[0.5, 2.0, 1.0, 1.5], ignore_index=2)");
+    CHECK(nn::CrossEntropyLoss(Reduction::sum, all).repr() ==
+          "CrossEntropyLoss(weight=[0.5, 2.0, 1.0, 1.5], ignore_index=2, reduction='sum', label_smoothing=0.2)");
+    CHECK(std::isnan(nn::CrossEntropyLoss(Reduction::mean, {.ignore_index = 0}).forward(logits, {0, 0, 0})[0]));
+    CHECK_THROWS_WITH_AS(nn::CrossEntropyLoss(Reduction::mean, all).forward(Tensor({2, 3}), {0, 1}),
+                         "CrossEntropyLoss(weight=[0.5, 2.0, 1.0, 1.5], ignore_index=2, label_smoothing=0.2): expected weight "
+                         "of shape (3,), one per class, got (4,)",
+                         ShapeError);
+    CHECK_THROWS_AS(nn::CrossEntropyLoss().forward(Tensor({2, 4, 3}), std::vector<int64_t>{0, 1}), ShapeError);
+    CHECK_THROWS_AS(nn::CrossEntropyLoss(Reduction::mean, {.ignore_index = 0}).forward(Tensor({2, 3}), Tensor({2, 3})),
+                    HandgradError);
+    CHECK_THROWS_AS(nn::CrossEntropyLoss(Reduction::mean, {.label_smoothing = 1.5f}), HandgradError);
+    CHECK_THROWS_AS(nn::NLLLoss(Reduction::mean, {.label_smoothing = 0.1f}), HandgradError);
 }
 
 TEST_CASE("ELU, Softmax and LogSoftmax along each axis") {

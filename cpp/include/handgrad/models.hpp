@@ -34,6 +34,8 @@ struct ModelOptions {
     std::vector<int64_t> hidden;        // an MLP of these hidden sizes ...
     std::string activation = "relu";    // ... with this activation between them
     std::optional<std::string> layers;  // or a layer spec (parse_layer_spec)
+    bool bias = true;                   // false: no bias in any Linear or Conv2d (--no-bias)
+    std::string init = "default";       // how Linear and Conv2d weights are drawn (nn::init_names)
 };
 // A named model for inputs of input_shape (C, H, W), or the custom one `custom` describes; weights
 // drawn from default_generator().

@@ -1,6 +1,11 @@
 // Optimizers and schedulers with torch.optim's semantics, in order of increasing complexity
 // (mirrors src/handgrad/optim/). Scalars are cast to float32 before they touch a parameter, as the
 // Python does, so the two walk the same float32 path.
+//
+// Every FLUSH_EVERY-th step() the updates set subnormal state entries (0 < |v| < FLT_MIN) to zero,
+// as the Python does: state that only decays (the momentum of a dead ReLU unit, whose gradient is 0)
+// sinks into subnormal floats, which x86 CPUs compute 10-100x slower; a parameter then moves by at
+// most lr * 1e-38, and the two stay equal bit for bit.
 #pragma once
 
 #include "handgrad/kernels/optim.hpp"
@@ -11,6 +16,9 @@
 #include <limits>
 
 namespace handgrad::optim {
+
+inline constexpr int64_t FLUSH_EVERY = 8;  // step() calls between flushes of subnormal state, as the Python's
+using kernels::flushed;
 
 class Optimizer {
 public:
@@ -24,14 +32,19 @@ public:
 
     std::vector<Parameter*> params;
     double lr;  // the schedulers set it between epochs
+    int64_t step_count = 0;  // step() calls so far
+
+protected:
+    // Count this step(); whether its updates flush subnormal state (every FLUSH_EVERY-th step)
+    bool count_step() { return ++step_count % FLUSH_EVERY == 0; }
 };
 
 struct SGDOptions {
     double lr = 1e-3, momentum = 0.0, dampening = 0.0, weight_decay = 0.0;
-    bool nesterov = false;
+    bool nesterov = false, maximize = false;
 };
 
-// For each parameter p with gradient g:
+// For each parameter p with gradient g (-g with maximize):
 //     d_p = g + weight_decay * p                    (L2 penalty)
 //     buf = d_p                                     first step, when momentum != 0
 //     buf = momentum * buf + (1 - dampening) * d_p  later steps
@@ -50,6 +63,7 @@ public:
     }
 
     void step() override {
+        const bool flush = count_step();
         const float lr_ = static_cast<float>(lr), momentum = static_cast<float>(options.momentum);
         const float dampening = static_cast<float>(options.dampening);
         const float weight_decay = static_cast<float>(options.weight_decay);
@@ -62,10 +76,13 @@ public:
                 if (momentum != 0 && first) buf = Tensor(p.data.shape);
                 kernels::sgd_update(p.data.ptr(), p.grad.ptr(), momentum != 0 ? buf.ptr() : nullptr, p.data.numel(),
                                     {.lr = lr_, .momentum = momentum, .dampening = dampening,
-                                     .weight_decay = weight_decay, .nesterov = options.nesterov, .first = first});
+                                     .weight_decay = weight_decay, .nesterov = options.nesterov, .first = first,
+                                     .maximize = options.maximize, .flush = flush});
                 continue;
             }
             Tensor d_p = p.grad;
+            if (options.maximize)
+                for (float& v : d_p.data) v = -v;
             if (weight_decay != 0)
                 for (int64_t i = 0; i < d_p.numel(); ++i) d_p[i] += weight_decay * p.data[i];
             if (momentum != 0) {
@@ -74,7 +91,7 @@ public:
                 else
                     for (int64_t i = 0; i < buf.numel(); ++i) {
                         buf[i] *= momentum;
-                        buf[i] += (1 - dampening) * d_p[i];
+                        buf[i] = flushed(buf[i] + (1 - dampening) * d_p[i], flush);
                     }
                 if (options.nesterov)
                     for (int64_t i = 0; i < d_p.numel(); ++i) d_p[i] += momentum * buf[i];
@@ -92,20 +109,22 @@ public:
 struct AdamOptions {
     double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
     bool decoupled_weight_decay = false;  // true: AdamW
+    bool amsgrad = false, maximize = false;
 };
 
-// For each parameter p with gradient g; t counts this parameter's updates, one per step():
+// For each parameter p with gradient g (-g with maximize); t counts this parameter's updates, one per step():
 //     g = g + weight_decay * p                        (L2; or, decoupled, p = p * (1 - lr * weight_decay))
 //     t = t + 1
 //     m = beta1 * m + (1 - beta1) * g                 (exp_avg)
 //     v = beta2 * v + (1 - beta2) * g * g             (exp_avg_sq)
+//     v = v_max = max(v_max, v)                       (amsgrad only: max_exp_avg_sq)
 //     denom = sqrt(v) / sqrt(1 - beta2**t) + eps      (eps outside the square root)
 //     p = p - lr / (1 - beta1**t) * m / denom
 class Adam : public Optimizer {
 public:
     Adam(std::vector<Parameter*> params, AdamOptions options)
         : Optimizer(std::move(params), options.lr), options(options), steps(this->params.size(), 0),
-          exp_avg(this->params.size()), exp_avg_sq(this->params.size()) {
+          exp_avg(this->params.size()), exp_avg_sq(this->params.size()), max_exp_avg_sq(this->params.size()) {
         if (options.lr < 0) throw HandgradError("Adam", "Invalid learning rate: " + std::to_string(options.lr));
         if (options.eps < 0) throw HandgradError("Adam", "Invalid epsilon value: " + std::to_string(options.eps));
         if (!(options.beta1 >= 0 && options.beta1 < 1))
@@ -117,6 +136,7 @@ public:
     }
 
     void step() override {
+        const bool flush = count_step();
         const float beta1 = static_cast<float>(options.beta1), beta2 = static_cast<float>(options.beta2);
         const float one_minus_beta1 = static_cast<float>(1 - options.beta1);
         const float one_minus_beta2 = static_cast<float>(1 - options.beta2);
@@ -124,6 +144,8 @@ public:
             Parameter& p = *params[k];
             if (p.grad.data.empty()) continue;
             if (exp_avg[k].data.empty()) exp_avg[k] = exp_avg_sq[k] = Tensor(p.data.shape);
+            if (options.amsgrad && max_exp_avg_sq[k].data.empty()) max_exp_avg_sq[k] = Tensor(p.data.shape);
+            float* v_max = options.amsgrad ? max_exp_avg_sq[k].ptr() : nullptr;
             const int64_t t = ++steps[k];
             const double bias_correction1 = 1 - std::pow(options.beta1, static_cast<double>(t));
             const double bias_correction2 = 1 - std::pow(options.beta2, static_cast<double>(t));
@@ -133,23 +155,28 @@ public:
             const float shrink = decoupled ? static_cast<float>(1 - lr * options.weight_decay) : 1.0f;
             const float wd = decoupled ? 0.0f : static_cast<float>(options.weight_decay);
             if (kernels::enabled()) {  // the same update in one pass
-                kernels::adam_update(p.data.ptr(), p.grad.ptr(), exp_avg[k].ptr(), exp_avg_sq[k].ptr(), p.data.numel(),
+                kernels::adam_update(p.data.ptr(), p.grad.ptr(), exp_avg[k].ptr(), exp_avg_sq[k].ptr(), v_max,
+                                     p.data.numel(),
                                      {.beta1 = beta1, .one_minus_beta1 = one_minus_beta1, .beta2 = beta2,
                                       .one_minus_beta2 = one_minus_beta2, .step_size = step_size,
                                       .sqrt_bias_correction2 = sqrt_bc2, .eps = eps, .weight_decay = wd,
-                                      .shrink = shrink});
+                                      .shrink = shrink, .maximize = options.maximize, .flush = flush});
                 continue;
             }
             Tensor g = p.grad;
+            if (options.maximize)
+                for (float& v : g.data) v = -v;
             if (shrink != 1.0f)
                 for (float& w : p.data.data) w *= shrink;
             if (wd != 0)
                 for (int64_t i = 0; i < g.numel(); ++i) g[i] += wd * p.data[i];
             Tensor &m = exp_avg[k], &v = exp_avg_sq[k];
             for (int64_t i = 0; i < g.numel(); ++i) {
-                m[i] = m[i] * beta1 + one_minus_beta1 * g[i];
-                v[i] = v[i] * beta2 + one_minus_beta2 * g[i] * g[i];
-                const float denom = std::sqrt(v[i]) / sqrt_bc2 + eps;
+                m[i] = flushed(m[i] * beta1 + one_minus_beta1 * g[i], flush);
+                v[i] = flushed(v[i] * beta2 + one_minus_beta2 * g[i] * g[i], flush);
+                float v_used = v[i];
+                if (v_max) v_used = v_max[i] = std::isnan(v[i]) ? v[i] : std::max(v_max[i], v[i]);  // NaN wins, as np.maximum
+                const float denom = std::sqrt(v_used) / sqrt_bc2 + eps;
                 p.data[i] -= step_size * (m[i] / denom);
             }
         }
@@ -157,15 +184,15 @@ public:
 
     AdamOptions options;
     std::vector<int64_t> steps;
-    std::vector<Tensor> exp_avg, exp_avg_sq;
+    std::vector<Tensor> exp_avg, exp_avg_sq, max_exp_avg_sq;  // max_exp_avg_sq: amsgrad only
 };
 
 struct RMSpropOptions {
     double lr = 1e-2, alpha = 0.99, eps = 1e-8, weight_decay = 0.0, momentum = 0.0;
-    bool centered = false;
+    bool centered = false, maximize = false;
 };
 
-// For each parameter p with gradient g; v, m and buf start at zero:
+// For each parameter p with gradient g (-g with maximize); v, m and buf start at zero:
 //     g = g + weight_decay * p                           (L2 penalty)
 //     v = alpha * v + (1 - alpha) * g * g                (square_avg)
 //     m = lerp(m, g, 1 - alpha) = alpha * m + (1 - alpha) * g      (grad_avg, centered only)
@@ -184,6 +211,7 @@ public:
     }
 
     void step() override {
+        const bool flush = count_step();
         const float alpha = static_cast<float>(options.alpha), one_minus_alpha = static_cast<float>(1 - options.alpha);
         const float eps = static_cast<float>(options.eps), lr_ = static_cast<float>(lr);
         const float weight_decay = static_cast<float>(options.weight_decay), momentum = static_cast<float>(options.momentum);
@@ -195,12 +223,13 @@ public:
             if (options.centered && m.data.empty()) m = Tensor(p.data.shape);
             if (momentum > 0 && buf.data.empty()) buf = Tensor(p.data.shape);
             for (int64_t i = 0; i < p.data.numel(); ++i) {
-                const float g = weight_decay != 0 ? p.grad[i] + weight_decay * p.data[i] : p.grad[i];
-                v[i] = v[i] * alpha + one_minus_alpha * g * g;
-                if (options.centered) m[i] = lerp(m[i], g, one_minus_alpha, 1 - options.alpha);
+                const float grad = options.maximize ? -p.grad[i] : p.grad[i];
+                const float g = weight_decay != 0 ? grad + weight_decay * p.data[i] : grad;
+                v[i] = flushed(v[i] * alpha + one_minus_alpha * g * g, flush);
+                if (options.centered) m[i] = flushed(lerp(m[i], g, one_minus_alpha, 1 - options.alpha), flush);
                 const float avg = std::sqrt(options.centered ? v[i] - m[i] * m[i] : v[i]) + eps;
                 if (momentum > 0) {
-                    buf[i] = buf[i] * momentum + g / avg;
+                    buf[i] = flushed(buf[i] * momentum + g / avg, flush);
                     p.data[i] -= lr_ * buf[i];
                 } else {
                     p.data[i] -= (lr_ * g) / avg;
@@ -222,10 +251,11 @@ private:
 
 struct AdagradOptions {
     double lr = 1e-2, lr_decay = 0.0, weight_decay = 0.0, initial_accumulator_value = 0.0, eps = 1e-10;
+    bool maximize = false;
 };
 
-// For each parameter p with gradient g; t counts this parameter's updates, one per step(), and s
-// starts at initial_accumulator_value:
+// For each parameter p with gradient g (-g with maximize); t counts this parameter's updates, one per
+// step(), and s starts at initial_accumulator_value (s only grows: nothing to flush):
 //     g   = g + weight_decay * p                 (L2 penalty)
 //     clr = lr / (1 + (t - 1) * lr_decay)
 //     s   = s + g * g
@@ -243,6 +273,7 @@ public:
     }
 
     void step() override {
+        count_step();
         const float weight_decay = static_cast<float>(options.weight_decay), eps = static_cast<float>(options.eps);
         for (size_t k = 0; k < params.size(); ++k) {
             Parameter& p = *params[k];
@@ -252,7 +283,8 @@ public:
             const int64_t t = ++steps[k];
             const float clr = static_cast<float>(lr / (1 + static_cast<double>(t - 1) * options.lr_decay));
             for (int64_t i = 0; i < p.data.numel(); ++i) {
-                const float g = weight_decay != 0 ? p.grad[i] + weight_decay * p.data[i] : p.grad[i];
+                const float grad = options.maximize ? -p.grad[i] : p.grad[i];
+                const float g = weight_decay != 0 ? grad + weight_decay * p.data[i] : grad;
                 s[i] += g * g;
                 p.data[i] -= (clr * g) / (std::sqrt(s[i]) + eps);
             }

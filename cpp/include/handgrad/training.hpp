@@ -30,6 +30,8 @@ struct TrainConfig {
     std::vector<int64_t> hidden;
     std::string activation = "relu";
     std::optional<std::string> layers;
+    bool bias = true;  // false: no bias in any Linear or Conv2d (--no-bias)
+    std::string weight_init = "default";  // --init NAME: how Linear and Conv2d weights are drawn (nn::init_names)
     std::optional<std::string> reduction;  // how the loss combines a batch (reductions_of); none: its default
     int64_t grad_norm_every = 50;          // record per-parameter gradient norms every this many steps
     bool custom() const { return !hidden.empty() || layers.has_value(); }

@@ -10,6 +10,7 @@
 #include "handgrad/functional/conv.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 namespace handgrad::functional {
@@ -32,7 +33,8 @@ struct MaxPool2dCache {
 
 // y[n, c, ho, wo] = max over the window's taps x_padded[n, c, sH*ho + dH*i, sW*wo + dW*j] (padding,
 // and with ceil_mode what lies past it, is -inf, so it never wins). The position kept is the first
-// maximum in row-major window order, as PyTorch.
+// maximum in row-major window order, as PyTorch; a window holding NaN gives NaN at its last NaN, and
+// one of -inf its first pixel inside x (as the Python core).
 inline std::pair<Tensor, MaxPool2dCache> max_pool2d_forward(const Tensor& x, Pair kernel_size, Pair stride,
                                                             Pair padding = {0, 0}, Pair dilation = {1, 1},
                                                             bool ceil_mode = false) {
@@ -54,9 +56,10 @@ inline std::pair<Tensor, MaxPool2dCache> max_pool2d_forward(const Tensor& x, Pai
                     for (int64_t j = 0; j < kw; ++j) {
                         const int64_t h = stride[0] * ho + dilation[0] * i - padding[0];
                         const int64_t w = stride[1] * wo + dilation[1] * j - padding[1];
-                        const float v = (h >= 0 && h < H && w >= 0 && w < W) ? xp[h * W + w]
-                                                                             : -std::numeric_limits<float>::infinity();
-                        if (first || v > best) best = v, best_k = static_cast<int16_t>(i * kw + j), first = false;
+                        if (h < 0 || h >= H || w < 0 || w >= W) continue;  // padding: -inf, never the maximum
+                        const float v = xp[h * W + w];
+                        if (first || v > best || std::isnan(v))  // a NaN wins, the last one, as PyTorch's scan
+                            best = v, best_k = static_cast<int16_t>(i * kw + j), first = false;
                     }
                 const int64_t o = (plane * Ho + ho) * Wo + wo;
                 out[o] = best;
@@ -81,6 +84,78 @@ inline Tensor max_pool2d_backward(const Tensor& grad_output, const MaxPool2dCach
                 const int64_t w = cache.stride[1] * wo + cache.dilation[1] * (k % kw) - cache.padding[1];
                 if (h >= 0 && h < H && w >= 0 && w < W) grad_input[(plane * H + h) * W + w] += grad_output[o];
             }
+    return grad_input;
+}
+
+// Where each maximum was, as MaxPool2d(return_indices=True) gives it: the flat position h*W + w of
+// the window's maximum in its input plane, one per output element (the output's shape).
+struct PoolIndices {
+    Shape shape;
+    std::vector<int64_t> values;
+};
+
+inline PoolIndices max_pool2d_indices(const MaxPool2dCache& cache) {
+    const int64_t H = cache.x_shape[2], W = cache.x_shape[3], Ho = cache.out_shape[2], Wo = cache.out_shape[3];
+    const int64_t kw = cache.kernel_size[1];
+    PoolIndices indices{.shape = cache.out_shape, .values = std::vector<int64_t>(cache.argmax.size())};
+    for (size_t o = 0; o < cache.argmax.size(); ++o) {
+        const int64_t k = cache.argmax[o], ho = static_cast<int64_t>(o) / Wo % Ho, wo = static_cast<int64_t>(o) % Wo;
+        const int64_t h = cache.stride[0] * ho + cache.dilation[0] * (k / kw) - cache.padding[0];
+        const int64_t w = cache.stride[1] * wo + cache.dilation[1] * (k % kw) - cache.padding[1];
+        // every window holds a pixel of x, where its maximum is: the clamps only guard the memory
+        indices.values[o] = std::clamp<int64_t>(h, 0, H - 1) * W + std::clamp<int64_t>(w, 0, W - 1);
+    }
+    return indices;
+}
+
+// -- max unpooling ---------------------------------------------------------------------------------
+// (oH, oW) of MaxUnpool2d: (size - 1)*stride - 2*padding + kernel_size per axis, unless output_size
+// gives (oH, oW) (or the whole output shape), which must lie strictly within one stride of that, as torch.
+inline Pair unpool_output_size(const std::string& where, const Shape& x_shape, Pair kernel_size, Pair stride,
+                               Pair padding, const std::vector<int64_t>& output_size = {}) {
+    const int64_t n = static_cast<int64_t>(x_shape.size());
+    Pair size;
+    for (int a = 0; a < 2; ++a) size[a] = (x_shape[n - 2 + a] - 1) * stride[a] - 2 * padding[a] + kernel_size[a];
+    if (output_size.empty()) return size;
+    if (output_size.size() != 2 && static_cast<int64_t>(output_size.size()) != n)
+        throw HandgradError(where, "expected output_size (oH, oW) or of " + std::to_string(n) + " sizes, got " +
+                                       std::to_string(output_size.size()) + " sizes");
+    const Pair given{output_size[output_size.size() - 2], output_size.back()};
+    const char* axes[2] = {"height", "width"};
+    for (int a = 0; a < 2; ++a)
+        if (!(size[a] - stride[a] < given[a] && given[a] < size[a] + stride[a]))
+            throw HandgradError(where, "output_size (" + std::to_string(given[0]) + ", " + std::to_string(given[1]) +
+                                           "): the " + axes[a] + " must lie strictly between " +
+                                           std::to_string(size[a] - stride[a]) + " and " + std::to_string(size[a] + stride[a]));
+    return given;
+}
+
+struct MaxUnpool2dCache {
+    std::vector<int64_t> indices;  // backward reads the gradient back at the same positions
+    Shape x_shape, out_shape;
+};
+
+// y = zeros (N, C, oH, oW), then y[n, c].flat[indices[n, c, k]] = x[n, c].flat[k] for every k in turn
+// (an index met twice keeps the later value, as PyTorch's loop). indices: x's shape, each in [0, oH*oW).
+inline std::pair<Tensor, MaxUnpool2dCache> max_unpool2d_forward(const Tensor& x, const std::vector<int64_t>& indices,
+                                                                Pair output_size) {
+    const int64_t planes = x.shape[0] * x.shape[1], per_plane = x.shape[2] * x.shape[3];
+    const int64_t out_plane = output_size[0] * output_size[1];
+    Tensor out({x.shape[0], x.shape[1], output_size[0], output_size[1]});
+    for (int64_t plane = 0; plane < planes; ++plane)
+        for (int64_t k = 0; k < per_plane; ++k)
+            out[plane * out_plane + indices[plane * per_plane + k]] = x[plane * per_plane + k];
+    Shape out_shape = out.shape;
+    return {std::move(out), MaxUnpool2dCache{.indices = indices, .x_shape = x.shape, .out_shape = std::move(out_shape)}};
+}
+
+// grad_input[n, c].flat[k] = grad_output[n, c].flat[indices[n, c, k]]: a gather through the indices.
+inline Tensor max_unpool2d_backward(const Tensor& grad_output, const MaxUnpool2dCache& cache) {
+    check_grad_output("max_unpool2d_backward", grad_output, cache.out_shape);
+    const int64_t per_plane = cache.x_shape[2] * cache.x_shape[3], out_plane = cache.out_shape[2] * cache.out_shape[3];
+    Tensor grad_input(cache.x_shape);
+    for (int64_t i = 0; i < grad_input.numel(); ++i)
+        grad_input[i] = grad_output[i / per_plane * out_plane + cache.indices[i]];
     return grad_input;
 }
 

@@ -7,16 +7,25 @@
 #include "handgrad/kernels/parallel.hpp"
 
 #include <cmath>
+#include <limits>
 
 namespace handgrad::kernels {
+
+// 0 where v is subnormal (0 < |v| < FLT_MIN) and flush is set, else v: as the Python's flush of
+// optimizer state (optim/functional.py), -0 included. A select, not a branch: the loops vectorise.
+inline float flushed(float v, bool flush) {
+    return flush && std::fabs(v) < std::numeric_limits<float>::min() ? 0.0f : v;
+}
 
 struct SGDStep {
     float lr, momentum, dampening, weight_decay;
     bool nesterov;
     bool first;  // the buffer's first step: buf = d_p
+    bool maximize = false;
+    bool flush = false;  // set the buffer's subnormal entries to zero (not on its first step)
 };
 
-// d = g + weight_decay * p; buf = first ? d : momentum * buf + (1 - dampening) * d;
+// d = g (-g with maximize) + weight_decay * p; buf = first ? d : momentum * buf + (1 - dampening) * d;
 // d = nesterov ? d + momentum * buf : buf (momentum != 0); p -= lr * d, over elements [begin, end).
 // The pointers and options are parameters, not a lambda's captures: the compiler then knows no store
 // to p changes them, hoists the tests out of the loop and vectorises it.
@@ -24,11 +33,11 @@ inline void sgd_update_range(float* p, const float* g, float* buf, int64_t begin
     const float one_minus_dampening = 1 - s.dampening;
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
-        float d = g[i];
+        float d = s.maximize ? -g[i] : g[i];
         if (s.weight_decay != 0) d += s.weight_decay * p[i];
         if (s.momentum != 0) {
             float b = s.first ? d : buf[i] * s.momentum;
-            if (!s.first) b += one_minus_dampening * d;
+            if (!s.first) b = flushed(b + one_minus_dampening * d, s.flush);
             buf[i] = b;
             if (s.nesterov) d += s.momentum * b;
             else d = b;
@@ -47,26 +56,33 @@ struct AdamStep {
     float step_size, sqrt_bias_correction2, eps;
     float weight_decay;  // L2, added to the gradient
     float shrink;        // decoupled decay (AdamW): p *= shrink first; 1 otherwise
+    bool maximize = false;
+    bool flush = false;  // set the moments' subnormal entries to zero
 };
 
-// (p *= shrink); g' = g + weight_decay * p; m = beta1 m + (1 - beta1) g'; v = beta2 v + (1 - beta2) g'^2;
-// p -= step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), over elements [begin, end) (parameters,
-// not captures, as in sgd_update_range).
-inline void adam_update_range(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end, AdamStep s) {
+// (p *= shrink); g' = g (-g with maximize) + weight_decay * p; m = beta1 m + (1 - beta1) g';
+// v = beta2 v + (1 - beta2) g'^2; with amsgrad (v_max not null) v = v_max = max(v_max, v), NaN
+// winning as np.maximum; p -= step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), over elements
+// [begin, end) (parameters, not captures, as in sgd_update_range).
+inline void adam_update_range(float* p, const float* g, float* m, float* v, float* v_max, int64_t begin, int64_t end,
+                              AdamStep s) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
         if (s.shrink != 1) p[i] *= s.shrink;
-        float gi = g[i];
+        float gi = s.maximize ? -g[i] : g[i];
         if (s.weight_decay != 0) gi += s.weight_decay * p[i];
-        m[i] = m[i] * s.beta1 + s.one_minus_beta1 * gi;
-        v[i] = v[i] * s.beta2 + s.one_minus_beta2 * gi * gi;
-        const float denom = std::sqrt(v[i]) / s.sqrt_bias_correction2 + s.eps;
+        m[i] = flushed(m[i] * s.beta1 + s.one_minus_beta1 * gi, s.flush);
+        float vi = v[i] = flushed(v[i] * s.beta2 + s.one_minus_beta2 * gi * gi, s.flush);
+        if (v_max) vi = v_max[i] = vi > v_max[i] || vi != vi ? vi : v_max[i];
+        const float denom = std::sqrt(vi) / s.sqrt_bias_correction2 + s.eps;
         p[i] -= s.step_size * (m[i] / denom);
     }
 }
 
-inline void adam_update(float* p, const float* g, float* m, float* v, int64_t n, AdamStep s) {
-    for_chunks(n, chunk_count(n, 4), [=](int, int64_t begin, int64_t end) { adam_update_range(p, g, m, v, begin, end, s); });
+// v_max: amsgrad's running maximum of v, or null without amsgrad.
+inline void adam_update(float* p, const float* g, float* m, float* v, float* v_max, int64_t n, AdamStep s) {
+    for_chunks(n, chunk_count(n, 4),
+               [=](int, int64_t begin, int64_t end) { adam_update_range(p, g, m, v, v_max, begin, end, s); });
 }
 
 }  // namespace handgrad::kernels

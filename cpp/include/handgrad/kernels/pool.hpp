@@ -13,8 +13,9 @@ using functional::MaxPool2dCache;
 namespace detail {
 // One row of 2x2 windows at stride 2 without padding (every pool of the named models): the window
 // over rows r0, r1 at columns 2*wo, 2*wo + 1, its first maximum in row-major order and its position
-// k. The comparisons are selects in the same order as the general loop, so the same winner, and the
-// loop over wo vectorises (pointers as parameters: no store can change them).
+// k. The comparisons are selects in the same order as the general loop, so the same winner (a NaN
+// wins, the last one, as in the reference), and the loop over wo vectorises (pointers as parameters:
+// no store can change them).
 inline void max_pool_2x2_row(const float* r0, const float* r1, float* y, int16_t* argmax, int64_t Wo) {
 #pragma omp simd
     for (int64_t wo = 0; wo < Wo; ++wo) {
@@ -22,7 +23,7 @@ inline void max_pool_2x2_row(const float* r0, const float* r1, float* y, int16_t
         int16_t k = 0;
         const float window[3] = {r0[2 * wo + 1], r1[2 * wo], r1[2 * wo + 1]};
         for (int16_t i = 0; i < 3; ++i) {
-            const bool wins = window[i] > best;
+            const bool wins = window[i] > best || window[i] != window[i];
             k = wins ? static_cast<int16_t>(i + 1) : k;
             best = wins ? window[i] : best;
         }
@@ -85,7 +86,7 @@ inline std::pair<Tensor, MaxPool2dCache> max_pool2d_forward(const Tensor& x, Pai
                         for (int64_t i = 0; i < kh; ++i)
                             for (int64_t j = 0; j < kw; ++j) {
                                 const float v = xp[(h0 + i) * W + w0 + j];
-                                const bool wins = v > best;
+                                const bool wins = v > best || v != v;
                                 best_k = wins ? static_cast<int16_t>(i * kw + j) : best_k;
                                 best = wins ? v : best;
                             }
@@ -94,8 +95,10 @@ inline std::pair<Tensor, MaxPool2dCache> max_pool2d_forward(const Tensor& x, Pai
                         for (int64_t i = 0; i < kh; ++i)
                             for (int64_t j = 0; j < kw; ++j) {
                                 const int64_t h = h0 + i, w = w0 + j;
-                                const float v = (h >= 0 && h < H && w >= 0 && w < W) ? xp[h * W + w] : lowest;
-                                if (first || v > best) best = v, best_k = static_cast<int16_t>(i * kw + j), first = false;
+                                if (h < 0 || h >= H || w < 0 || w >= W) continue;
+                                const float v = xp[h * W + w];
+                                if (first || v > best || v != v)
+                                    best = v, best_k = static_cast<int16_t>(i * kw + j), first = false;
                             }
                     }
                     yp[ho * Wo + wo] = best;

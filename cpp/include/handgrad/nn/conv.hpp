@@ -3,7 +3,7 @@
 
 #include "handgrad/functional/conv.hpp"
 #include "handgrad/kernels/conv.hpp"
-#include "handgrad/nn/module.hpp"
+#include "handgrad/nn/unbatched.hpp"
 
 #include <algorithm>
 
@@ -25,7 +25,7 @@ struct Conv2dOptions {
 // Gradients, per sample with cols = unfold(x): grad_weight = G @ cols.T, grad_bias = G.sum(columns),
 // grad_input = fold(W.T @ G).
 //     nn::Conv2d conv({.in_channels = 1, .out_channels = 8, .kernel_size = {3, 3}, .padding = {1, 1}});
-class Conv2d : public WeightedLayer {
+class Conv2d : public WeightedLayer, UnbatchedMaps {
 public:
     explicit Conv2d(Conv2dOptions options) : options(options) {
         if (options.in_channels < 0 || options.out_channels < 0)
@@ -42,36 +42,15 @@ public:
                         options.bias);
     }
 
+    // x (N, C_in, H, W), or unbatched (C_in, H, W) run as a batch of one
     Tensor forward(const Tensor& x) override {
-        const std::string expected = "(N, " + std::to_string(options.in_channels) + ", H, W)";
-        check_ndim(*this, x, 4, expected);
-        if (x.shape[1] != options.in_channels) throw ShapeError(repr(), "input", expected, x.shape);
-        if (!plain()) return general_forward(x);
-        const Pair padding{pads()[0], pads()[2]};  // plain: the same on both sides
-        if (x.shape[2] + 2 * padding[0] < options.kernel_size[0] || x.shape[3] + 2 * padding[1] < options.kernel_size[1])
-            throw ShapeError(repr(), "input", "at least the kernel size " + fmt_pair(options.kernel_size) +
-                                                  " once padded by " + fmt_pair(padding), x.shape);
-        const Tensor* b = bias ? &bias->data : nullptr;
-        Tensor workspace = kernel_cache ? std::move(kernel_cache->cols) : Tensor();  // the last step's columns
-        cache.reset(), kernel_cache.reset();  // backward runs on the side this forward ran
-        if (kernels::enabled()) {
-            auto [out, c] = kernels::conv2d_forward(x, weight.data, b, options.stride, padding, false,
-                                                    std::move(workspace));
-            save_for_backward(kernel_cache, std::move(c), out.shape);
-            return out;
-        }
-        auto [out, c] = functional::conv2d_forward(x, weight.data, b, options.stride, padding);
-        save_for_backward(cache, std::move(c), out.shape);
-        return out;
+        const std::string channels = std::to_string(options.in_channels);
+        if ((x.ndim() != 3 && x.ndim() != 4) || x.shape[x.ndim() - 3] != options.in_channels)
+            throw ShapeError(repr(), "input", "(N, " + channels + ", H, W) or (" + channels + ", H, W)", x.shape);
+        return forward_maps(x, [this](const Tensor& batch) { return batched_forward(batch); });
     }
     Tensor backward(const Tensor& grad_output, bool input_grad = true) override {
-        if (!plain()) {
-            auto g = functional::conv2d_backward(grad_output, saved(cache, grad_output), needs(input_grad));
-            return accumulate(g);
-        }
-        auto g = kernel_cache ? kernels::conv2d_backward(grad_output, saved(kernel_cache, grad_output), needs(input_grad))
-                              : functional::conv2d_backward(grad_output, saved(cache, grad_output), needs(input_grad));
-        return accumulate(g);
+        return backward_maps(repr(), grad_output, [&](const Tensor& g) { return batched_backward(g, input_grad); });
     }
     std::string type() const override { return "Conv2d"; }
     std::string extra_repr() const override {
@@ -100,6 +79,35 @@ public:
     Conv2dOptions options;
 
 private:
+    // The layer on (N, C_in, H, W): the kernels for the plain convolution, the reference otherwise.
+    Tensor batched_forward(const Tensor& x) {
+        if (!plain()) return general_forward(x);
+        const Pair padding{pads()[0], pads()[2]};  // plain: the same on both sides
+        if (x.shape[2] + 2 * padding[0] < options.kernel_size[0] || x.shape[3] + 2 * padding[1] < options.kernel_size[1])
+            throw ShapeError(repr(), "input", "at least the kernel size " + fmt_pair(options.kernel_size) +
+                                                  " once padded by " + fmt_pair(padding), x.shape);
+        const Tensor* b = bias ? &bias->data : nullptr;
+        Tensor workspace = kernel_cache ? std::move(kernel_cache->cols) : Tensor();  // the last step's columns
+        cache.reset(), kernel_cache.reset();  // backward runs on the side this forward ran
+        if (kernels::enabled()) {
+            auto [out, c] = kernels::conv2d_forward(x, weight.data, b, options.stride, padding, false,
+                                                    std::move(workspace));
+            save_for_backward(kernel_cache, std::move(c), out.shape);
+            return out;
+        }
+        auto [out, c] = functional::conv2d_forward(x, weight.data, b, options.stride, padding);
+        save_for_backward(cache, std::move(c), out.shape);
+        return out;
+    }
+    Tensor batched_backward(const Tensor& grad_output, bool input_grad) {
+        if (!plain()) {
+            auto g = functional::conv2d_backward(grad_output, saved(cache, grad_output), needs(input_grad));
+            return accumulate(g);
+        }
+        auto g = kernel_cache ? kernels::conv2d_backward(grad_output, saved(kernel_cache, grad_output), needs(input_grad))
+                              : functional::conv2d_backward(grad_output, saved(cache, grad_output), needs(input_grad));
+        return accumulate(g);
+    }
     // The convolution the kernels compute: no dilation, one group, zero padding alike on both sides.
     bool plain() const {
         const auto p = pads();

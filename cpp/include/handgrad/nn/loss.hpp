@@ -5,9 +5,10 @@
 #pragma once
 
 #include "handgrad/functional/loss.hpp"
-#include "handgrad/tensor.hpp"
+#include "handgrad/nn/module.hpp"
 
 #include <optional>
+#include <vector>
 
 namespace handgrad::nn {
 
@@ -32,7 +33,12 @@ public:
         return backward(Tensor(Shape{}, grad_output));
     }
     std::string repr() const {
-        return name + "(" + (reduction == Reduction::mean ? "" : "reduction='" + functional::reduction_name(reduction) + "'") + ")";
+        std::vector<std::string> parts = options_repr();
+        if (reduction != Reduction::mean)
+            parts.insert(parts.begin() + reduction_at, "reduction='" + functional::reduction_name(reduction) + "'");
+        std::string joined;
+        for (auto& part : parts) joined += (joined.empty() ? "" : ", ") + part;
+        return name + "(" + joined + ")";
     }
     Reduction reduction;
 
@@ -43,16 +49,9 @@ protected:
         return std::move(result.first);
     }
     virtual Tensor run_backward(const Tensor& grad_output, const Cache& cache) const = 0;
-    // input (N, C) and target (N,) class indices in [0, C), as check_class_targets
-    void check_class_targets(const Tensor& input, const std::vector<int64_t>& target) const {
-        if (input.ndim() != 2) throw ShapeError(repr(), "input", "(N, C)", input.shape);
-        if (static_cast<int64_t>(target.size()) != input.shape[0])
-            throw ShapeError(repr(), "target", "(" + std::to_string(input.shape[0]) + ",)", {static_cast<int64_t>(target.size())});
-        for (auto t : target)
-            if (t < 0 || t >= input.shape[1])
-                throw HandgradError(repr(), "target class indices must be in [0, " + std::to_string(input.shape[1] - 1) +
-                                                "], got " + std::to_string(t));
-    }
+    // The options as repr shows them, Python's order; the reduction goes in at reduction_at.
+    virtual std::vector<std::string> options_repr() const { return {}; }
+    size_t reduction_at = 0;
 
 private:
     std::string name;
@@ -60,14 +59,88 @@ private:
     Shape loss_shape;
 };
 
+// The class losses' bookkeeping: their options (class weights, ignore_index, label smoothing) and
+// the checks of Python's check_class_targets.
+template <class Cache>
+class ClassLoss : public Loss<Cache> {
+public:
+    ClassLoss(std::string name, Reduction reduction, functional::ClassLossOptions options)
+        : Loss<Cache>(std::move(name), reduction), options(std::move(options)) {
+        this->reduction_at = (this->options.weight ? 1 : 0) + (this->options.ignore_index != -100 ? 1 : 0);
+        if (!(this->options.label_smoothing >= 0.0f && this->options.label_smoothing <= 1.0f))
+            throw HandgradError(this->repr(), "label_smoothing must be in [0, 1], got " + py_repr(this->options.label_smoothing));
+        if (this->options.weight && this->options.weight->ndim() != 1)
+            throw ShapeError(this->repr(), "weight", "(C,), one per class", this->options.weight->shape);
+    }
+    functional::ClassLossOptions options;
+
+protected:
+    std::vector<std::string> options_repr() const override {
+        std::vector<std::string> parts;
+        if (options.weight) {
+            std::string listed;
+            for (float w : options.weight->data) listed += (listed.empty() ? "" : ", ") + py_repr(w);
+            parts.push_back("weight=[" + listed + "]");
+        }
+        if (options.ignore_index != -100) parts.push_back("ignore_index=" + std::to_string(options.ignore_index));
+        if (options.label_smoothing != 0) parts.push_back("label_smoothing=" + py_repr(options.label_smoothing));
+        return parts;
+    }
+    // input (N, C, d1, ...) or (C,), with a weight of C; target class indices, one per sample
+    // (N * d1 * ...), each in [0, C) or ignore_index. Whether the plain (N, C) loss computes this:
+    // no option at work, every sample counted.
+    bool check_class_targets(const Tensor& input, const std::vector<int64_t>& target) const {
+        const int64_t C = check_class_input(input);
+        const Shape samples = functional::class_sample_shape(input.shape);
+        if (static_cast<int64_t>(target.size()) != Tensor::count(samples))
+            throw ShapeError(this->repr(), "target", fmt_shape(samples) + " (the input's without the class axis 1)",
+                             {static_cast<int64_t>(target.size())});
+        bool ignored = false;
+        for (auto t : target) {
+            ignored = ignored || t == options.ignore_index;
+            if ((t < 0 || t >= C) && t != options.ignore_index)
+                throw HandgradError(this->repr(), "target class indices must be in [0, " + std::to_string(C - 1) +
+                                                      "] (C=" + std::to_string(C) + ") or ignore_index (" +
+                                                      std::to_string(options.ignore_index) + "), got " + std::to_string(t));
+        }
+        return input.ndim() == 2 && !options.weight && options.label_smoothing == 0 && !ignored;
+    }
+    // probabilities of the input's shape, with ignore_index left at -100
+    void check_probability_targets(const Tensor& input, const Tensor& target) const {
+        check_class_input(input);
+        if (target.shape != input.shape)
+            throw ShapeError(this->repr(), "probability target", "of the input's " + fmt_shape(input.shape), target.shape);
+        if (options.ignore_index != -100)
+            throw HandgradError(this->repr(), "ignore_index (" + std::to_string(options.ignore_index) +
+                                                  ") applies to class indices, not probability targets; leave it -100");
+    }
+
+private:
+    int64_t check_class_input(const Tensor& input) const {
+        if (input.ndim() < 1) throw ShapeError(this->repr(), "input", "(N, C, d1, ...) or (C,)", input.shape);
+        const int64_t C = input.ndim() == 1 ? input.shape[0] : input.shape[1];
+        if (options.weight && options.weight->numel() != C)
+            throw ShapeError(this->repr(), "weight", "(" + std::to_string(C) + ",), one per class", options.weight->shape);
+        return C;
+    }
+};
+
 // loss_n = logsumexp(x_n) - x_n[target_n];  dL/dx_n = (softmax(x_n) - onehot(target_n)) * dL/dloss_n
 // (/ N for 'mean'). Shape: input (N, C), target (N,) -> () or (N,) for 'none'.
-class CrossEntropyLoss : public Loss<functional::CrossEntropyCache> {
+// With options (class weights, ignore_index, label smoothing), probability targets of the input's
+// shape, or input (N, C, d1, ...) or (C,) (targets (N, d1, ...) or one), the Python's general form:
+// loss_n = -sum_c q[n, c] log softmax(x_n)[c] (functional::class_mass), 'mean' over its divisor.
+class CrossEntropyLoss : public ClassLoss<functional::CrossEntropyCache> {
 public:
-    explicit CrossEntropyLoss(Reduction reduction = Reduction::mean) : Loss("CrossEntropyLoss", reduction) {}
+    explicit CrossEntropyLoss(Reduction reduction = Reduction::mean, functional::ClassLossOptions options = {})
+        : ClassLoss("CrossEntropyLoss", reduction, std::move(options)) {}
     Tensor forward(const Tensor& input, const std::vector<int64_t>& target) {
-        check_class_targets(input, target);
-        return keep(functional::cross_entropy_forward(input, target, reduction));
+        if (check_class_targets(input, target)) return keep(functional::cross_entropy_forward(input, target, reduction));
+        return keep(functional::cross_entropy_forward(input, target, nullptr, reduction, options));
+    }
+    Tensor forward(const Tensor& input, const Tensor& probabilities) {
+        check_probability_targets(input, probabilities);
+        return keep(functional::cross_entropy_forward(input, {}, &probabilities, reduction, options));
     }
 
 protected:
@@ -78,12 +151,17 @@ protected:
 
 // loss_n = -input[n, target_n] for log-probabilities (e.g. from LogSoftmax);
 // dL/dinput[n, c] = -[c == target_n] * dL/dloss_n   (/ N for 'mean').
-class NLLLoss : public Loss<functional::NLLLossCache> {
+// With class weights or ignore_index at work, or input (N, C, d1, ...) or (C,): loss_n =
+// -w[t_n] input[n, t_n], 0 where t_n is ignore_index, 'mean' over sum_n w[t_n] of the rest.
+class NLLLoss : public ClassLoss<functional::NLLLossCache> {
 public:
-    explicit NLLLoss(Reduction reduction = Reduction::mean) : Loss("NLLLoss", reduction) {}
+    explicit NLLLoss(Reduction reduction = Reduction::mean, functional::ClassLossOptions options = {})
+        : ClassLoss("NLLLoss", reduction, std::move(options)) {
+        if (this->options.label_smoothing != 0) throw HandgradError(repr(), "takes no label_smoothing");
+    }
     Tensor forward(const Tensor& input, const std::vector<int64_t>& target) {
-        check_class_targets(input, target);
-        return keep(functional::nll_loss_forward(input, target, reduction));
+        if (check_class_targets(input, target)) return keep(functional::nll_loss_forward(input, target, reduction));
+        return keep(functional::nll_loss_forward(input, target, reduction, options));
     }
 
 protected:
