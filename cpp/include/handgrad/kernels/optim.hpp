@@ -29,15 +29,22 @@ struct SGDStep {
 // d = nesterov ? d + momentum * buf : buf (momentum != 0); p -= lr * d, over elements [begin, end).
 // The pointers and options are parameters, not a lambda's captures: the compiler then knows no store
 // to p changes them, hoists the tests out of the loop and vectorises it.
+// maximize and flush as a sign and a threshold (|b| < 0 never holds: nothing flushed), so that the
+// loop body has no option left to branch on.
 inline void sgd_update_range(float* p, const float* g, float* buf, int64_t begin, int64_t end, SGDStep s) {
     const float one_minus_dampening = 1 - s.dampening;
+    const float sign = s.maximize ? -1.0f : 1.0f;  // -g exactly
+    const float tiny = s.flush ? std::numeric_limits<float>::min() : 0.0f;
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
-        float d = s.maximize ? -g[i] : g[i];
+        float d = sign * g[i];
         if (s.weight_decay != 0) d += s.weight_decay * p[i];
         if (s.momentum != 0) {
             float b = s.first ? d : buf[i] * s.momentum;
-            if (!s.first) b = flushed(b + one_minus_dampening * d, s.flush);
+            if (!s.first) {
+                b += one_minus_dampening * d;
+                b = std::fabs(b) < tiny ? 0.0f : b;  // flushed(b, s.flush)
+            }
             buf[i] = b;
             if (s.nesterov) d += s.momentum * b;
             else d = b;
@@ -66,16 +73,20 @@ struct AdamStep {
 // [begin, end) (parameters, not captures, as in sgd_update_range).
 inline void adam_update_range(float* p, const float* g, float* m, float* v, float* v_max, int64_t begin, int64_t end,
                               AdamStep s) {
+    const float sign = s.maximize ? -1.0f : 1.0f;                       // as in sgd_update_range
+    const float tiny = s.flush ? std::numeric_limits<float>::min() : 0.0f;  // flushed(., s.flush)
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
         if (s.shrink != 1) p[i] *= s.shrink;
-        float gi = s.maximize ? -g[i] : g[i];
+        float gi = sign * g[i];
         if (s.weight_decay != 0) gi += s.weight_decay * p[i];
-        m[i] = flushed(m[i] * s.beta1 + s.one_minus_beta1 * gi, s.flush);
-        float vi = v[i] = flushed(v[i] * s.beta2 + s.one_minus_beta2 * gi * gi, s.flush);
+        float mi = m[i] * s.beta1 + s.one_minus_beta1 * gi;
+        m[i] = mi = std::fabs(mi) < tiny ? 0.0f : mi;
+        float vi = v[i] * s.beta2 + s.one_minus_beta2 * gi * gi;
+        v[i] = vi = std::fabs(vi) < tiny ? 0.0f : vi;
         if (v_max) vi = v_max[i] = vi > v_max[i] || vi != vi ? vi : v_max[i];
         const float denom = std::sqrt(vi) / s.sqrt_bias_correction2 + s.eps;
-        p[i] -= s.step_size * (m[i] / denom);
+        p[i] -= s.step_size * (mi / denom);
     }
 }
 
