@@ -1127,3 +1127,25 @@ def test_defaults_python_spells_out_are_accepted(tmp_path):
     arch[2].update(ceil_mode=False, dilation=1)
     save_tensors(path, tensors, {**raw, "architecture": json.dumps(arch)})
     assert "MaxPool2d(kernel_size=2, stride=2, padding=0)" in run_cpp("info", path).stdout
+
+
+@needs_mnist
+def test_cpp_train_refuses_a_folder_holding_another_run_unless_overwrite(tmp_path):
+    """As the Python's train: a run folder is never written over silently; --overwrite replaces the
+    run's own files (and a leftover temporary) and leaves other files alone."""
+    _cpp_train_one_step(tmp_path)
+    before = (tmp_path / "last.safetensors").read_bytes()
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / ".history.json.tmp").write_text("left by a killed run")
+    result = run_cpp(
+        "train", "--dataset", "mnist", "--train-size", 200, "--epochs", 1, "--max-steps", 1, "--quiet",
+        "--seed", 1, "--out", tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"handgrad-cpp: error: {tmp_path}: holds another run (manifest.json, ")
+    assert result.stderr.rstrip().endswith("replace it with --overwrite, or choose another --out")
+    assert (tmp_path / "last.safetensors").read_bytes() == before  # untouched
+    _cpp_train_one_step(tmp_path, "--seed", "1", "--overwrite")
+    assert (tmp_path / "last.safetensors").read_bytes() != before
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / ".history.json.tmp").exists()

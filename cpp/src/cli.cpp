@@ -69,6 +69,7 @@ const std::vector<CommandHelp>& commands() {
          "  --train-size N        train on a class-stratified subset of this many images\n"
          "  --val-fraction F      fraction of the training images that validate (default 0.1)\n"
          "  --out DIR             run directory (default: runs/DATASET-MODEL-cpp)\n"
+         "  --overwrite           replace the run already in --out (otherwise refused)\n"
          "  --quiet               no model table\n"
          "  --init NAME           weight initialisation of Linear and Conv2d layers: default (PyTorch's,\n"
          "                        U(+-1/sqrt(fan_in)) for weight and bias), kaiming_uniform, kaiming_normal,\n"
@@ -254,7 +255,7 @@ int cmd_train(int argc, char** argv) {
                           "--momentum", "--weight-decay", "--schedule", "--loss", "--seed", "--train-size",
                           "--val-fraction", "--out", "--init", "--order", "--max-steps", "--hidden", "--activation",
                           "--layers", "--reduction", "--threads"},
-                         {"--quiet", "--no-bias"});
+                         {"--quiet", "--no-bias", "--overwrite"});
     if (auto threads = a.get("--threads")) {  // the kernels' pool: BLAS runs single-threaded inside it
         int64_t n = 0;
         try {
@@ -307,6 +308,7 @@ int cmd_train(int argc, char** argv) {
     c.order = a.get("--order");
     c.max_steps = a.number<int64_t>("--max-steps");
     c.quiet = a.switches.count("--quiet") > 0;
+    c.overwrite = a.switches.count("--overwrite") > 0;
     if (c.init && !a.get("--model")) {  // the checkpoint's own model name and defaults
         const Checkpoint ck = load(*c.init, {.check_reference = false});
         if (ck.model_name) c.model = *ck.model_name;

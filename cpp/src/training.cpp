@@ -1,6 +1,7 @@
 // The training loop (mirrors src/handgrad/training.py).
 #include "handgrad/training.hpp"
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -424,9 +425,39 @@ void Trainer::end_epoch() {
     write_history();
 }
 
+namespace {
+// What a run writes into its folder (the Python's RUN_FILES): a folder holding any of them holds a run.
+constexpr std::array<const char*, 9> kRunFiles = {"manifest.json", "resume.safetensors", "best.safetensors",
+                                                  "last.safetensors", "history.json", "history.csv",
+                                                  "steps.csv", "curves.png", "report.html"};
+
+// Ready run_dir for a new run, as the Python's claim_run_folder: a folder holding another run is
+// refused, or with overwrite emptied of that run's files and their leftover temporaries (files a run
+// does not write are left alone).
+void claim_run_folder(const std::filesystem::path& run_dir, bool overwrite) {
+    std::vector<std::string> present;
+    for (const char* name : kRunFiles)
+        if (std::filesystem::exists(run_dir / name)) present.emplace_back(name);
+    if (present.empty()) return;
+    if (!overwrite) {
+        std::string names;
+        for (const auto& name : present) names += (names.empty() ? "" : ", ") + name;
+        throw HandgradError(run_dir.string(), "holds another run (" + names +
+                                                  "); replace it with --overwrite, or choose another --out");
+    }
+    for (const auto& name : present) std::filesystem::remove(run_dir / name);
+    for (const auto& entry : std::filesystem::directory_iterator(run_dir)) {  // from a run killed mid-write
+        const std::string file = entry.path().filename().string();
+        for (const char* name : kRunFiles)
+            if (file.rfind(std::string(".") + name + ".", 0) == 0 && file.size() > 4 && file.substr(file.size() - 4) == ".tmp")
+                std::filesystem::remove(entry.path());
+    }
+}
+}  // namespace
+
 Trainer& Trainer::fit() {
     std::filesystem::create_directories(run_dir);
-    std::filesystem::remove(run_dir / "steps.csv");  // a new run: its own steps only
+    claim_run_folder(run_dir, config.overwrite);
     write_manifest();
     while (epoch < *config.epochs && !out_of_steps()) {
         train_epoch();

@@ -44,6 +44,7 @@ struct TrainConfig {
     // Stop after this many optimizer steps in all (for timing: the epoch line then covers those steps).
     std::optional<int64_t> max_steps;
     bool quiet = false;
+    bool overwrite = false;  // replace a run already in out (else refused, as the Python's --overwrite)
 
     TrainConfig resolved() const;  // defaults filled in
 };
