@@ -12,11 +12,7 @@ ifneq ($(SHARED_DATA),)
 export HANDGRAD_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install demo test bench clean cpp cpp-deps cpp-sanitize
-
-# The install and the two C++ builds of `make test` run side by side (pip waits on its index and
-# unpacking while the compilers keep both cores busy), their lines whole.
-MAKEFLAGS += --jobs=3 --output-sync=line
+.PHONY: install demo test bench clean cpp cpp-sanitize
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,18 +47,16 @@ test: $(TEST) cpp cpp-sanitize
 	ctest --test-dir cpp/build-sanitize --output-on-failure
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-# Once per make run, before either C++ build: two apt-get runs at once would fight over dpkg's lock.
-cpp-deps:
-	sh scripts/ensure-cpp-deps.sh
-
 # The C++ twin (cpp/build/handgrad-cpp); installs cmake, Eigen, nlohmann-json, doctest, stb when missing.
-cpp: cpp-deps
+cpp:
+	sh scripts/ensure-cpp-deps.sh
 	cmake -S cpp -B cpp/build -DCMAKE_BUILD_TYPE=Release
 	cmake --build cpp/build -j2
 
 # The same library, tests and fuzz harness under AddressSanitizer and UndefinedBehaviorSanitizer (-O1),
 # for `make test` only: slow code, every finding fatal.
-cpp-sanitize: cpp-deps
+cpp-sanitize:
+	sh scripts/ensure-cpp-deps.sh
 	cmake -S cpp -B cpp/build-sanitize -DCMAKE_BUILD_TYPE=Release -DHANDGRAD_SANITIZE=ON
 	cmake --build cpp/build-sanitize -j2
 
