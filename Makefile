@@ -41,10 +41,12 @@ demo: $(CLI)
 test: $(TEST) cpp cpp-sanitize
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
-	$(VENV)/bin/mypy
-	sh scripts/ensure-chromium.sh
-	ctest --test-dir cpp/build --output-on-failure
-	ctest --test-dir cpp/build-sanitize --output-on-failure
+	@# The kernels most tests run compile into Numba's cache on the core mypy and ctest leave free,
+	@# so the two pytest workers load them instead of both compiling them (scripts/warm_kernels.py).
+	$(PY) scripts/warm_kernels.py & warm=$$!; \
+	$(VENV)/bin/mypy && sh scripts/ensure-chromium.sh && \
+	ctest --test-dir cpp/build --output-on-failure && ctest --test-dir cpp/build-sanitize --output-on-failure; \
+	status=$$?; wait $$warm || echo "warm_kernels.py failed: the tests compile the kernels themselves"; exit $$status
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The C++ twin (cpp/build/handgrad-cpp); installs cmake, Eigen, nlohmann-json, doctest, stb when missing.
