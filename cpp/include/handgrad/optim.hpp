@@ -18,6 +18,7 @@
 namespace handgrad::optim {
 
 inline constexpr int64_t FLUSH_EVERY = 8;  // step() calls between flushes of subnormal state, as the Python's
+using kernels::flush_threshold;
 using kernels::flushed;
 
 class Optimizer {
@@ -64,6 +65,7 @@ public:
 
     void step() override {
         const bool flush = count_step();
+        const float tiny = flush_threshold(flush);  // for the reference loops' flushed(v, tiny)
         const float lr_ = static_cast<float>(lr), momentum = static_cast<float>(options.momentum);
         const float dampening = static_cast<float>(options.dampening);
         const float weight_decay = static_cast<float>(options.weight_decay);
@@ -91,7 +93,7 @@ public:
                 else
                     for (int64_t i = 0; i < buf.numel(); ++i) {
                         buf[i] *= momentum;
-                        buf[i] = flushed(buf[i] + (1 - dampening) * d_p[i], flush);
+                        buf[i] = flushed(buf[i] + (1 - dampening) * d_p[i], tiny);
                     }
                 if (options.nesterov)
                     for (int64_t i = 0; i < d_p.numel(); ++i) d_p[i] += momentum * buf[i];
@@ -137,6 +139,7 @@ public:
 
     void step() override {
         const bool flush = count_step();
+        const float tiny = flush_threshold(flush);  // for the reference loops' flushed(v, tiny)
         const float beta1 = static_cast<float>(options.beta1), beta2 = static_cast<float>(options.beta2);
         const float one_minus_beta1 = static_cast<float>(1 - options.beta1);
         const float one_minus_beta2 = static_cast<float>(1 - options.beta2);
@@ -172,8 +175,8 @@ public:
                 for (int64_t i = 0; i < g.numel(); ++i) g[i] += wd * p.data[i];
             Tensor &m = exp_avg[k], &v = exp_avg_sq[k];
             for (int64_t i = 0; i < g.numel(); ++i) {
-                m[i] = flushed(m[i] * beta1 + one_minus_beta1 * g[i], flush);
-                v[i] = flushed(v[i] * beta2 + one_minus_beta2 * g[i] * g[i], flush);
+                m[i] = flushed(m[i] * beta1 + one_minus_beta1 * g[i], tiny);
+                v[i] = flushed(v[i] * beta2 + one_minus_beta2 * g[i] * g[i], tiny);
                 float v_used = v[i];
                 if (v_max) v_used = v_max[i] = std::isnan(v[i]) ? v[i] : std::max(v_max[i], v[i]);  // NaN wins, as np.maximum
                 const float denom = std::sqrt(v_used) / sqrt_bc2 + eps;
@@ -212,6 +215,7 @@ public:
 
     void step() override {
         const bool flush = count_step();
+        const float tiny = flush_threshold(flush);  // for the reference loops' flushed(v, tiny)
         const float alpha = static_cast<float>(options.alpha), one_minus_alpha = static_cast<float>(1 - options.alpha);
         const float eps = static_cast<float>(options.eps), lr_ = static_cast<float>(lr);
         const float weight_decay = static_cast<float>(options.weight_decay), momentum = static_cast<float>(options.momentum);
@@ -225,11 +229,11 @@ public:
             for (int64_t i = 0; i < p.data.numel(); ++i) {
                 const float grad = options.maximize ? -p.grad[i] : p.grad[i];
                 const float g = weight_decay != 0 ? grad + weight_decay * p.data[i] : grad;
-                v[i] = flushed(v[i] * alpha + one_minus_alpha * g * g, flush);
-                if (options.centered) m[i] = flushed(lerp(m[i], g, one_minus_alpha, 1 - options.alpha), flush);
+                v[i] = flushed(v[i] * alpha + one_minus_alpha * g * g, tiny);
+                if (options.centered) m[i] = flushed(lerp(m[i], g, one_minus_alpha, 1 - options.alpha), tiny);
                 const float avg = std::sqrt(options.centered ? v[i] - m[i] * m[i] : v[i]) + eps;
                 if (momentum > 0) {
-                    buf[i] = flushed(buf[i] * momentum + g / avg, flush);
+                    buf[i] = flushed(buf[i] * momentum + g / avg, tiny);
                     p.data[i] -= lr_ * buf[i];
                 } else {
                     p.data[i] -= (lr_ * g) / avg;

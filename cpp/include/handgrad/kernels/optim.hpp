@@ -11,11 +11,13 @@
 
 namespace handgrad::kernels {
 
-// 0 where v is subnormal (0 < |v| < FLT_MIN) and flush is set, else v: as the Python's flush of
-// optimizer state (optim/functional.py), -0 included. A select, not a branch: the loops vectorise.
-inline float flushed(float v, bool flush) {
-    return flush && std::fabs(v) < std::numeric_limits<float>::min() ? 0.0f : v;
-}
+// The Python's flush of optimizer state (optim/functional.py) as a threshold, taken once per step:
+// FLT_MIN on a flushing step, else 0 (|v| < 0 never holds: nothing is flushed).
+inline float flush_threshold(bool flush) { return flush ? std::numeric_limits<float>::min() : 0.0f; }
+
+// 0 where |v| < tiny (a subnormal v, -0 included, on a flushing step), else v. A select on a value
+// fixed for the whole loop, not a branch on an option: the loops vectorise.
+inline float flushed(float v, float tiny) { return std::fabs(v) < tiny ? 0.0f : v; }
 
 struct SGDStep {
     float lr, momentum, dampening, weight_decay;
@@ -29,12 +31,11 @@ struct SGDStep {
 // d = nesterov ? d + momentum * buf : buf (momentum != 0); p -= lr * d, over elements [begin, end).
 // The pointers and options are parameters, not a lambda's captures: the compiler then knows no store
 // to p changes them, hoists the tests out of the loop and vectorises it.
-// maximize and flush as a sign and a threshold (|b| < 0 never holds: nothing flushed), so that the
-// loop body has no option left to branch on.
+// maximize and flush as a sign and a threshold, so that the loop body has no option left to branch on.
 inline void sgd_update_range(float* p, const float* g, float* buf, int64_t begin, int64_t end, SGDStep s) {
     const float one_minus_dampening = 1 - s.dampening;
     const float sign = s.maximize ? -1.0f : 1.0f;  // -g exactly
-    const float tiny = s.flush ? std::numeric_limits<float>::min() : 0.0f;
+    const float tiny = flush_threshold(s.flush);
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
         float d = sign * g[i];
@@ -43,7 +44,7 @@ inline void sgd_update_range(float* p, const float* g, float* buf, int64_t begin
             float b = s.first ? d : buf[i] * s.momentum;
             if (!s.first) {
                 b += one_minus_dampening * d;
-                b = std::fabs(b) < tiny ? 0.0f : b;  // flushed(b, s.flush)
+                b = flushed(b, tiny);
             }
             buf[i] = b;
             if (s.nesterov) d += s.momentum * b;
@@ -74,16 +75,16 @@ struct AdamStep {
 inline void adam_update_range(float* p, const float* g, float* m, float* v, float* v_max, int64_t begin, int64_t end,
                               AdamStep s) {
     const float sign = s.maximize ? -1.0f : 1.0f;                       // as in sgd_update_range
-    const float tiny = s.flush ? std::numeric_limits<float>::min() : 0.0f;  // flushed(., s.flush)
+    const float tiny = flush_threshold(s.flush);
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
         if (s.shrink != 1) p[i] *= s.shrink;
         float gi = sign * g[i];
         if (s.weight_decay != 0) gi += s.weight_decay * p[i];
         float mi = m[i] * s.beta1 + s.one_minus_beta1 * gi;
-        m[i] = mi = std::fabs(mi) < tiny ? 0.0f : mi;
+        m[i] = mi = flushed(mi, tiny);
         float vi = v[i] * s.beta2 + s.one_minus_beta2 * gi * gi;
-        v[i] = vi = std::fabs(vi) < tiny ? 0.0f : vi;
+        v[i] = vi = flushed(vi, tiny);
         if (v_max) vi = v_max[i] = vi > v_max[i] || vi != vi ? vi : v_max[i];
         const float denom = std::sqrt(vi) / s.sqrt_bias_correction2 + s.eps;
         p[i] -= s.step_size * (mi / denom);
