@@ -20,6 +20,7 @@ from numba import njit, prange
 
 from ..functional import conv as reference
 from ..functional.conv import ALL, conv_output_size, conv_padding, pair
+from .products import product_pair, rows_product
 
 __all__ = ["conv2d_backward", "conv2d_forward"]
 
@@ -139,7 +140,7 @@ def _forward(x, matrix, bias, sizes, out):
     kh, kw, sh, sw, ph, pw, ho, wo = sizes
     cols = np.empty((matrix.shape[1], n * ho * wo), dtype=x.dtype)
     unfold(x, kh, kw, sh, sw, ph, pw, ho, wo, cols)
-    columns_to_nchw(matrix @ cols, bias, out)
+    columns_to_nchw(rows_product(matrix, cols), bias, out)
     return cols
 
 
@@ -212,13 +213,14 @@ def conv2d_backward(grad_output, cache, needs_input_grad=ALL):
     n, out_channels = grad_output.shape[:2]
     g = np.empty((out_channels, cols.shape[1]), dtype=cols.dtype)
     nchw_to_columns(np.ascontiguousarray(grad_output).reshape(n, out_channels, -1), g)
-    grad_weight = grad_bias = grad_input = None
-    if needs_input_grad[1]:
-        grad_weight = np.ascontiguousarray((cols @ g.T).T).reshape(weight.shape)
-    if has_bias and needs_input_grad[2]:
-        grad_bias = g.sum(axis=1)
-    if needs_input_grad[0]:
-        matrix = weight.reshape(out_channels, -1)
+    matrix = weight.reshape(out_channels, -1)
+    grad_weight_t, grad_cols = product_pair(
+        cols if needs_input_grad[1] else None, g.T, matrix.T if needs_input_grad[0] else None, g
+    )
+    grad_weight = None if grad_weight_t is None else np.ascontiguousarray(grad_weight_t.T).reshape(weight.shape)
+    grad_bias = g.sum(axis=1) if has_bias and needs_input_grad[2] else None
+    grad_input = None
+    if grad_cols is not None:
         grad_input = np.empty(x_shape, dtype=cols.dtype)
-        fold(np.ascontiguousarray(matrix.T @ g), *_sizes(x_shape, weight.shape, stride, padding), grad_input)
+        fold(grad_cols, *_sizes(x_shape, weight.shape, stride, padding), grad_input)
     return grad_input, grad_weight, grad_bias

@@ -49,6 +49,7 @@ from ..functional import fused as _reference
 from ..functional.conv import ALL, conv_output_size
 from . import COMPILED_DTYPES
 from . import conv as _conv
+from .products import product_pair, rows_product
 
 __all__ = [
     "conv2d_relu_max_pool2d_backward",
@@ -114,8 +115,7 @@ def linear_relu_forward(x, weight, bias, keep_cache=True):
         out = np.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype)
         _rows_bias_relu(rows, np.ascontiguousarray(weight), bias, out, threads)
         return out.reshape(x.shape[:-1] + weight.shape[:1]), None
-    yt = np.empty((weight.shape[0], rows.shape[0]), dtype=x.dtype)
-    np.matmul(weight, rows.T, out=yt)
+    yt = rows_product(weight, rows.T)
     _bias_relu_t(yt, bias)
     # backward needs x (grad_weight), weight (grad_input) and y (where the ReLU let the gradient through)
     cache = (rows, weight, bias is not None, yt, x.shape)
@@ -134,8 +134,10 @@ def linear_relu_backward(grad_output, cache, needs_input_grad=ALL):
     gt = np.empty_like(yt)
     grad_bias = np.empty(yt.shape[0], dtype=yt.dtype) if has_bias and needs_input_grad[2] else None
     _relu_grad_t(grad_t, yt, gt, grad_bias, yt.dtype.type(0))
-    grad_input = (weight.T @ gt).T.reshape(x_shape) if needs_input_grad[0] else None
-    grad_weight = gt @ rows if needs_input_grad[1] else None
+    grad_weight, grad_input_t = product_pair(
+        gt if needs_input_grad[1] else None, rows, weight.T if needs_input_grad[0] else None, gt
+    )
+    grad_input = None if grad_input_t is None else grad_input_t.T.reshape(x_shape)
     return grad_input, grad_weight, grad_bias
 
 

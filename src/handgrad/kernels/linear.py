@@ -1,4 +1,5 @@
-"""Linear, compiled: the products stay in NumPy/OpenBLAS; what is left around them is fused.
+"""Linear, compiled: the products in BLAS on handgrad's threads (``products.py``); what is left
+around them is fused.
 
 NumPy's broadcast ``out += bias`` and ``grad.sum(axis=0)`` cost 5-10 us each on an MLP layer's
 (64, 250) block, mostly set-up; here each is one plain loop (about 1-3 us).
@@ -11,6 +12,7 @@ from numba import njit
 
 from ..functional.linear import ALL
 from . import COMPILED_DTYPES
+from .products import product_pair, rows_product
 
 __all__ = ["linear_backward", "linear_forward"]
 
@@ -34,7 +36,7 @@ def _sum_rows(grad, out):
 
 def linear_forward(x, weight, bias=None):
     """y = x @ weight.T + bias: the product in BLAS, the bias added in one loop over its output."""
-    out = x @ weight.T
+    out = rows_product(x.reshape(-1, x.shape[-1]), weight.T).reshape(x.shape[:-1] + weight.shape[:1])
     if bias is not None:
         if out.dtype in COMPILED_DTYPES:
             _add_bias(out.reshape(-1, out.shape[-1]), bias)
@@ -49,12 +51,17 @@ def linear_backward(grad_output, cache, needs_input_grad=ALL):
     one loop."""
     x, weight, has_bias = cache
     grad_rows = np.ascontiguousarray(grad_output).reshape(-1, grad_output.shape[-1])
-    grad_input = None
-    if needs_input_grad[0]:
-        # for (N, out) rows taken as (weight.T @ G.T).T, F-ordered: a Linear -> ReLU run below reads
-        # dL/dy transposed (kernels/fused.py), which is then a view instead of a copy
-        grad_input = (weight.T @ grad_output.T).T if grad_output.ndim == 2 else grad_output @ weight
-    grad_weight = grad_rows.T @ x.reshape(-1, x.shape[-1]) if needs_input_grad[1] else None
+    x_rows = x.reshape(-1, x.shape[-1])
+    if grad_output.ndim == 2:
+        # grad_input for (N, out) rows taken as (weight.T @ G.T).T, F-ordered: a Linear -> ReLU run
+        # below reads dL/dy transposed (kernels/fused.py), which is then a view instead of a copy
+        grad_weight, grad_input_t = product_pair(
+            grad_rows.T if needs_input_grad[1] else None, x_rows, weight.T if needs_input_grad[0] else None, grad_rows.T
+        )
+        grad_input = None if grad_input_t is None else grad_input_t.T
+    else:
+        grad_input = rows_product(grad_rows, weight).reshape(x.shape) if needs_input_grad[0] else None
+        grad_weight = rows_product(grad_rows.T, x_rows) if needs_input_grad[1] else None
     grad_bias = None
     if has_bias and needs_input_grad[2] and grad_rows.dtype not in COMPILED_DTYPES:
         grad_bias = grad_rows.sum(axis=0)
