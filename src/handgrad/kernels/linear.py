@@ -36,7 +36,14 @@ def _sum_rows(grad, out):
 
 def linear_forward(x, weight, bias=None):
     """y = x @ weight.T + bias: the product in BLAS, the bias added in one loop over its output."""
-    out = rows_product(x.reshape(-1, x.shape[-1]), weight.T).reshape(x.shape[:-1] + weight.shape[:1])
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.flags.f_contiguous and not rows.flags.c_contiguous:
+        # a Linear -> ReLU's y, handed on transposed: y.T = weight @ x.T on its C-ordered x.T, so that
+        # the product's threads split weight's rows instead of waiting for a copy of x in C order
+        out = rows_product(weight, rows.T).T
+    else:
+        out = rows_product(rows, weight.T)
+    out = out.reshape(x.shape[:-1] + weight.shape[:1])
     if bias is not None:
         if out.dtype in COMPILED_DTYPES:
             _add_bias(out.reshape(-1, out.shape[-1]), bias)
