@@ -62,8 +62,9 @@ def linear_backward(grad_output, cache, needs_input_grad=ALL):
     if grad_output.ndim == 2:
         # grad_input for (N, out) rows taken as (weight.T @ G.T).T, F-ordered: a Linear -> ReLU run
         # below reads dL/dy transposed (kernels/fused.py), which is then a view instead of a copy
+        gt = np.ascontiguousarray(grad_rows.T)  # (out, N): small beside either product
         grad_weight, grad_input_t = product_pair(
-            grad_rows.T if needs_input_grad[1] else None, x_rows, weight.T if needs_input_grad[0] else None, grad_rows.T
+            gt if needs_input_grad[1] else None, x_rows, weight.T if needs_input_grad[0] else None, gt
         )
         grad_input = None if grad_input_t is None else grad_input_t.T
     else:
