@@ -88,15 +88,16 @@ def _relu_grad_t(grad_output_t, yt, gt, grad_bias, zero):
 @njit(parallel=True, cache=True)
 def _rows_bias_relu(rows, weight, bias, out, chunks):
     """out = max(0, rows @ weight.T + bias), in ``chunks`` blocks of rows, each on one thread: its
-    product (BLAS, on this thread) and then its bias and ReLU while the block is in cache."""
+    product (BLAS, on this thread, straight into out: a fresh block would be fresh pages to fault
+    in) and then its bias and ReLU in place while the block is in cache."""
     n = rows.shape[0]
     for t in prange(chunks):
         r0, r1 = t * n // chunks, (t + 1) * n // chunks
-        z = np.dot(rows[r0:r1], weight.T)
-        for r in range(r1 - r0):
-            for j in range(np.uintp(z.shape[1])):
-                v = z[r, j] if bias is None else z[r, j] + bias[j]
-                out[r0 + r, j] = 0 if v <= 0 else v
+        np.dot(rows[r0:r1], weight.T, out[r0:r1])
+        for r in range(r0, r1):
+            for j in range(np.uintp(out.shape[1])):
+                v = out[r, j] if bias is None else out[r, j] + bias[j]
+                out[r, j] = 0 if v <= 0 else v
 
 
 def linear_relu_forward(x, weight, bias, keep_cache=True):
