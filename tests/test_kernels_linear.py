@@ -111,3 +111,28 @@ def test_grad_input_of_rows_is_handed_on_transposed(dtype):
         KF.linear_relu_backward(np.ascontiguousarray(grad_input), relu_cache),
     ):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("split", [True, False])
+def test_linear_on_a_transposed_input_matches_reference(monkeypatch, dtype, tol, bias, split):
+    # a Linear -> ReLU hands its y on F-ordered; the Linear after it then takes y.T = weight @ x.T
+    # on its threads (forced here on a small case) and adds the bias to y.T
+    from handgrad.kernels import products
+
+    if split:
+        monkeypatch.setattr(products, "SPLIT_MIN_MADDS", 0)
+        monkeypatch.setattr(products._threads, "numba_threads", lambda: 2)
+    rng = np.random.default_rng(3)
+    x = np.asfortranarray(rng.standard_normal((9, 6)).astype(dtype))
+    weight = rng.standard_normal((4, 6)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype) if bias else None
+    out, cache = K.linear_forward(x, weight, b)
+    ref, ref_cache = F.linear_forward(x, weight, b)
+    assert out.dtype == dtype and out.shape == ref.shape and rel_err(out, ref) < tol
+    g = rng.standard_normal(ref.shape).astype(dtype)
+    for got, expected in zip(K.linear_backward(g, cache), F.linear_backward(g, ref_cache)):
+        assert (got is None) == (expected is None)
+        if got is not None:
+            assert rel_err(got, expected) < tol

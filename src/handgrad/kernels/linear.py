@@ -12,7 +12,7 @@ from numba import njit
 
 from ..functional.linear import ALL
 from . import COMPILED_DTYPES
-from .products import product_pair, rows_product
+from .products import product_pair, rows_product, splits
 
 __all__ = ["linear_backward", "linear_forward"]
 
@@ -34,16 +34,26 @@ def _sum_rows(grad, out):
             out[j] += grad[n, j]
 
 
+@njit(cache=True)
+def _add_bias_t(out_t, bias):
+    """out_t[j, n] += bias[j], on the output transposed (one row per output feature)."""
+    for j in range(out_t.shape[0]):
+        for n in range(np.uintp(out_t.shape[1])):
+            out_t[j, n] += bias[j]
+
+
 def linear_forward(x, weight, bias=None):
     """y = x @ weight.T + bias: the product in BLAS, the bias added in one loop over its output."""
     rows = x.reshape(-1, x.shape[-1])
-    if rows.flags.f_contiguous and not rows.flags.c_contiguous:
+    compiled = x.dtype in COMPILED_DTYPES and weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype)
+    if compiled and rows.flags.f_contiguous and not rows.flags.c_contiguous and splits(weight, rows.T):
         # a Linear -> ReLU's y, handed on transposed: y.T = weight @ x.T on its C-ordered x.T, so that
-        # the product's threads split weight's rows instead of waiting for a copy of x in C order
-        out = rows_product(weight, rows.T).T
-    else:
-        out = rows_product(rows, weight.T)
-    out = out.reshape(x.shape[:-1] + weight.shape[:1])
+        # the threads split weight's rows instead of waiting for a copy of x in C order
+        out_t = rows_product(weight, rows.T)
+        if bias is not None:
+            _add_bias_t(out_t, bias)
+        return out_t.T, (x, weight, bias is not None)
+    out = rows_product(rows, weight.T).reshape(x.shape[:-1] + weight.shape[:1])
     if bias is not None:
         if out.dtype in COMPILED_DTYPES:
             _add_bias(out.reshape(-1, out.shape[-1]), bias)

@@ -50,11 +50,20 @@ def _products(a1, b1, out1, a2, b2, out2, pair, parts):
 
 #: Each combination of operand layouts is a specialization of ``_products`` to compile (0.6-0.8 s
 #: each), so every call brings a1 and b2 C-ordered and a2 F-ordered (a transposed weight, as the
-#: layers have it); only b1 comes as it is, C or F. Without a second product, ``_products`` gets this
-#: 2 x 2 stand-in, laid out as a second product would be, never read.
+#: layers have it); only b1 comes as it is, C or F. Without a second product, ``_products`` gets a
+#: 2 x 2 stand-in for it, laid out as a second product would be, never read.
+_NO_SECOND: dict[np.dtype, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
 def _no_second(dtype):
-    a2 = np.zeros((2, 2), dtype=dtype, order="F")
-    return a2, np.zeros((2, 2), dtype=dtype), np.zeros((2, 2), dtype=dtype)
+    if dtype not in _NO_SECOND:
+        _NO_SECOND[dtype] = (np.zeros((2, 2), dtype, order="F"), np.zeros((2, 2), dtype), np.zeros((2, 2), dtype))
+    return _NO_SECOND[dtype]
+
+
+def splits(a, b):
+    """Does a @ b run on several threads here (large enough, and more than one thread)?"""
+    return a.shape[0] * a.shape[1] * b.shape[1] >= SPLIT_MIN_MADDS and _threads.numba_threads() > 1
 
 
 def _compiled(*arrays):
@@ -75,9 +84,9 @@ def rows_product(a, b):
     """a @ b for 2-D a (m, k) and b (k, n), C-ordered (m, n): out's rows cut into one block per
     thread where the product is large enough (``SPLIT_MIN_MADDS``), else on the
     calling thread (NumPy's ``a @ b``, as for other dtypes or two different ones)."""
-    parts = _threads.numba_threads()
-    if parts < 2 or a.shape[0] < 2 * parts or a.size * b.shape[1] < SPLIT_MIN_MADDS or not _compiled(a, b):
+    if not splits(a, b) or not _compiled(a, b) or a.shape[0] < 2 * _threads.numba_threads():
         return a @ b
+    parts = _threads.numba_threads()
     # a block of a's rows is contiguous only in a C-ordered a; the copy costs k / n of the product
     a, b = np.ascontiguousarray(a), _operand(b)
     out = _empty(a, b)
@@ -91,8 +100,7 @@ def product_pair(a1, b1, a2, b2):
     ``a`` is None is not wanted: None in its place."""
     if a1 is None or a2 is None:
         return (None if a1 is None else rows_product(a1, b1)), (None if a2 is None else rows_product(a2, b2))
-    large = min(a1.size * b1.shape[1], a2.size * b2.shape[1]) >= SPLIT_MIN_MADDS
-    if _threads.numba_threads() < 2 or not large or not _compiled(a1, b1, a2, b2):
+    if not (splits(a1, b1) and splits(a2, b2) and _compiled(a1, b1, a2, b2)):
         return rows_product(a1, b1), rows_product(a2, b2)
     a1, b1, a2, b2 = np.ascontiguousarray(a1), _operand(b1), np.asfortranarray(a2), np.ascontiguousarray(b2)
     out1, out2 = _empty(a1, b1), _empty(a2, b2)
