@@ -72,7 +72,7 @@ def linear_backward(grad_output, cache, needs_input_grad=ALL):
     if grad_output.ndim == 2:
         # grad_input for (N, out) rows taken as (weight.T @ G.T).T, F-ordered: a Linear -> ReLU run
         # below reads dL/dy transposed (kernels/fused.py), which is then a view instead of a copy
-        gt = np.ascontiguousarray(grad_rows.T)  # (out, N): small beside either product
+        gt = grad_rows.T
         grad_weight, grad_input_t = product_pair(
             gt if needs_input_grad[1] else None, x_rows, weight.T if needs_input_grad[0] else None, gt
         )
