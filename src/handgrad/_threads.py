@@ -1,8 +1,9 @@
 """One thread budget for everything handgrad runs: Numba's kernels and the BLAS products.
 
-The two never run at the same moment (a step alternates kernels and products), so both get the
-whole budget and the cores are never oversubscribed, provided neither pool keeps spinning on a
-core while the other works (see ``handgrad.kernels`` for how Numba's pool waits).
+The compiled layers take their products on Numba's threads, each thread's share on SciPy's BLAS
+held to one thread (``in_thread_blas``, ``kernels/products.py``), so a training step runs on one
+pool. NumPy's BLAS, which the references (and a user's own NumPy code) call, gets the whole budget
+too: it never runs at the same moment as a kernel, so the cores are not oversubscribed.
 
     handgrad.set_num_threads(1)     # everything on the calling thread
     handgrad.get_num_threads()      # default: HANDGRAD_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs
