@@ -779,9 +779,24 @@ def test_same_predictions_on_the_mnist_test_set_with_batchnorm(model_name, spec,
 
 # -- the CLI: --help, info, --hidden, --layers ---------------------------------------------------------
 def python_cli(*args):
+    """``handgrad ARGS`` in a separate process: what a user's shell runs."""
     return subprocess.run(
         [sys.executable, "-m", "handgrad", *map(str, args)], capture_output=True, text=True, timeout=120
     )
+
+
+def python_main(capsys, *args) -> subprocess.CompletedProcess:
+    """``handgrad ARGS`` through the CLI's ``main`` in this process (argparse's exit as the return
+    code), for the comparisons that need its output, not a fresh interpreter."""
+    from handgrad.app.cli import main
+
+    capsys.readouterr()  # what came before is not this command's
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["handgrad", *map(str, args)], code, out, err)
 
 
 @pytest.mark.parametrize(
@@ -828,13 +843,13 @@ def test_unknown_option_names_the_command_and_its_help():
         "conv4-conv8k3d2x1g4-gelu-adaptiveavg3x2-ln-fc16-softplus-dropout0.2-out-silu",
     ],
 )
-def test_info_prints_what_python_info_prints(spec, tmp_path):
+def test_info_prints_what_python_info_prints(spec, tmp_path, capsys):
     handgrad.manual_seed(1)
     model = build_model(layers=spec)
     path = tmp_path / "model.safetensors"
     norm = Normalizer(0.1307, 0.3081)
     handgrad.save(model, path, **{**metadata(norm), "model": "custom", "layers": spec})
-    py = python_cli("info", path)
+    py = python_main(capsys, "info", path)
     assert py.returncode == 0, py.stderr
     assert run_cpp("info", path).stdout == py.stdout
 
@@ -989,11 +1004,11 @@ def test_init_draws_the_python_schemes(init, std, tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["config"]["init"] == init
 
 
-def test_threads_refuses_a_bad_count_in_python_words():
+def test_threads_refuses_a_bad_count_in_python_words(capsys):
     result = run_cpp("train", "--threads", "0", check=False)
     message = "argument --threads: expected a positive number of threads, got '0'"
     assert result.returncode == 1 and result.stderr == f"handgrad-cpp: error: {message}\n"
-    assert message in python_cli("train", "--threads", "0").stderr
+    assert message in python_main(capsys, "train", "--threads", "0").stderr
 
 
 @needs_mnist
@@ -1020,8 +1035,8 @@ def test_init_checkpoint_refuses_another_architecture(custom, tmp_path):
         (",", "argument --hidden: expected comma-separated sizes from 1 to 1048576, got ','"),
     ],
 )
-def test_hidden_errors_use_python_words(value, message):
-    py = python_cli("train", "--hidden", value)
+def test_hidden_errors_use_python_words(value, message, capsys):
+    py = python_main(capsys, "train", "--hidden", value)
     assert py.returncode == 2 and py.stderr.rstrip().endswith(f"error: {message}")
     result = run_cpp("train", "--hidden", value, check=False)
     assert result.returncode == 1 and result.stderr == f"handgrad-cpp: error: {message}\n"
