@@ -235,6 +235,18 @@ class Browser:
         )
         return count, cells
 
+    def axis(self, view_id: str, label: str) -> tuple:
+        """(position, plotly dimension) of the axis labelled ``label`` in the view ``view_id``."""
+        k, dimension = self.js(
+            "var dimensions = document.getElementById(arguments[0]).data[0].dimensions, label = arguments[1];"
+            "var k = dimensions.findIndex(function (d) { return d.label === label; });"
+            "return [k, dimensions[k]];",
+            view_id,
+            label,
+        )
+        assert k >= 0, f"no axis labelled {label!r} in #{view_id}"
+        return k, dimension
+
     def brush(self, view_id: str, label: str, ranges) -> None:
         """Select ``ranges`` (plotted units) on the axis labelled ``label``, as a drag along it does."""
         self.js(
@@ -396,10 +408,7 @@ def test_brushing_the_sweep_view_filters_the_table(browser, sweep_page, label, r
 def test_the_lr_axis_is_logarithmic(browser, sweep_page):
     page, _ = sweep_page
     browser.open(page)
-    k = browser.js(
-        "return document.getElementById('parallel').data[0].dimensions.findIndex("
-        "function (d) { return d.label === 'lr (log)'; })"
-    )
+    k, _ = browser.axis("parallel", "lr (log)")
     ticks = {
         text: (top + bottom) / 2
         for text, _, top, _, bottom in browser.boxes(f"#parallel .y-axis:nth-of-type({k + 1}) .tick text")
@@ -412,10 +421,7 @@ def test_the_lr_axis_is_logarithmic(browser, sweep_page):
 def test_accuracy_reads_in_percent_in_the_view_and_the_table(browser, sweep_page):
     page, rows = sweep_page
     browser.open(page)
-    view = browser.js(
-        "return document.getElementById('parallel').data[0].dimensions.filter(function (d) {"
-        " return d.label === 'test acc (%)'; })[0].values"
-    )
+    view = browser.axis("parallel", "test acc (%)")[1]["values"]
     assert view == pytest.approx([100 * r["test_acc"] for r in rows])
     column = browser.js(
         "return Array.prototype.map.call(document.querySelectorAll('#runs th'), "
@@ -430,10 +436,7 @@ def test_accuracy_reads_in_percent_in_the_view_and_the_table(browser, sweep_page
 
 def axis_brush_box(browser, view_id: str, label: str) -> list:
     """[left, top, right, bottom] of the strip along an axis where a drag brushes it."""
-    k = browser.js(
-        f"return document.getElementById('{view_id}').data[0].dimensions"
-        f".findIndex(function (d) {{ return d.label === {json.dumps(label)}; }})"
-    )
+    k, _ = browser.axis(view_id, label)
     return browser.boxes(f"#{view_id} .axis-brush rect.background")[k][1:]
 
 
@@ -443,10 +446,7 @@ def test_dragging_along_an_axis_brushes_it(browser, sweep_page):
     left, top, right, bottom = axis_brush_box(browser, "parallel", "test acc (%)")
     x = (left + right) / 2
     browser.drag((x, top + 0.1 * (bottom - top)), (x, top + 0.6 * (bottom - top)))
-    selected = browser.js(
-        "return document.getElementById('parallel').data[0].dimensions.filter("
-        "function (d) { return d.label === 'test acc (%)'; })[0].constraintrange"
-    )
+    selected = browser.axis("parallel", "test acc (%)")[1]["constraintrange"]
     lo, hi = selected[0] if isinstance(selected[0], list) else selected
     expected = [r["run"] for r in rows if lo <= 100 * r["test_acc"] <= hi]
     assert 0 < len(expected) < len(rows)
