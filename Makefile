@@ -37,7 +37,8 @@ demo: $(CLI)
 
 # Lint, format and types first: a new violation fails the build before the long test run.
 # The pytest run includes the C++ fuzz test, through both builds (tests/test_cpp_robustness.py); two
-# workers (pytest-xdist), each taking whole test files.
+# workers (pytest-xdist), each taking whole test files, in the order tests/conftest.py sets (the long
+# files first, so neither worker is left with one at the end).
 test: $(TEST) cpp cpp-sanitize
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
@@ -47,7 +48,7 @@ test: $(TEST) cpp cpp-sanitize
 	$(VENV)/bin/mypy && sh scripts/ensure-chromium.sh && \
 	ctest --test-dir cpp/build --output-on-failure && ctest --test-dir cpp/build-sanitize --output-on-failure; \
 	status=$$?; wait $$warm || echo "warm_kernels.py failed: the tests compile the kernels themselves"; exit $$status
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The C++ twin (cpp/build/handgrad-cpp); installs cmake, Eigen, nlohmann-json, doctest, stb when missing.
 cpp:

@@ -41,6 +41,39 @@ def copy_weights_to_torch(model, torch_model) -> None:
 
 handgrad.manual_seed(0)  # layers built while collecting (in parametrize lists) get fixed weights
 
+#: Files that take far longer than their number of tests suggests (child processes, a browser,
+#: compiling kernels), longest first. `make test` hands whole files to two workers in the order
+#: of ``pytest_collection_modifyitems`` below: these start first, so the last files either worker
+#: takes are short ones and neither waits long for the other at the end.
+LONG_FILES = (
+    "test_kernels_cache.py",
+    "test_kernels_fused.py",
+    "test_cpp_parity.py",
+    "test_report.py",
+    "test_compare_sweep.py",
+    "test_plugins.py",
+    "test_distributed.py",
+    "test_training.py",
+    "test_history_steps.py",
+    "test_examples.py",
+    "test_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Whole files in the order they should start: ``LONG_FILES``, then the rest by number of
+    tests, most first (pytest-xdist's own order for ``--dist loadfile``, which ``make test`` turns
+    off with ``--no-loadscope-reorder`` so that this one holds). Tests keep their order within a file."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.path.name] = counts.get(item.path.name, 0) + 1
+
+    def start(item) -> tuple:
+        name = item.path.name
+        return (LONG_FILES.index(name), 0) if name in LONG_FILES else (len(LONG_FILES), -counts[name])
+
+    items.sort(key=start)  # stable: each file's tests stay together and in order
+
 
 @pytest.fixture(autouse=True)
 def _seeded():

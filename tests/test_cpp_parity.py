@@ -6,7 +6,8 @@ reads; architectures the twin cannot compute refused.
 
 Needs ``cpp/build/handgrad-cpp`` (``make test`` builds it first); the tests that read MNIST skip
 with the reason when $HANDGRAD_DATA_DIR holds no mnist/. Kept fast: mlp-small trained one epoch on a
-5,000-image stratified subset (about a second in Python), evaluated on all 10,000 test images.
+5,000-image stratified subset (about a second in Python), evaluated on all 10,000 test images; the
+C++ runs that check an architecture, an option or a message read a 1,000-image copy of MNIST.
 """
 
 from __future__ import annotations
@@ -57,6 +58,25 @@ def mnist():
     if not HAVE_MNIST:
         pytest.skip("MNIST files not found: set HANDGRAD_DATA_DIR to a folder holding mnist/")
     return load_dataset("mnist", download=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory):
+    """A data folder with MNIST's first 1,000 training and 1,000 test images, uncompressed, for the
+    C++ runs whose checks do not depend on the data: it reads them in milliseconds, where the whole
+    dataset takes half a second of every run."""
+    if not HAVE_MNIST:
+        pytest.skip("MNIST files not found: set HANDGRAD_DATA_DIR to a folder holding mnist/")
+    folder = tmp_path_factory.mktemp("data")
+    (folder / "mnist").mkdir()
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        write_idx(folder / "mnist" / name, read_idx(os.path.join(DATA or "", "mnist", f"{name}.gz"))[:1000])
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -285,14 +305,14 @@ def test_optimizers_train_as_python(optimizer, lr, momentum, weight_decay, mnist
 
 @needs_mnist
 @pytest.mark.parametrize("schedule, lr", [("multistep", 0.05), ("plateau", 1e-6), ("step", 0.05), ("cosine", 0.05)])
-def test_schedules_set_the_lr_as_python(schedule, lr, tmp_path):
+def test_schedules_set_the_lr_as_python(schedule, lr, small_mnist, tmp_path):
     """Five C++ epochs: the lr of each is the Python scheduler's, the plateau fed the C++ validation
     losses (an lr of 1e-6 leaves them flat, so it reduces the lr after the fourth)."""
     from handgrad.app.training import TrainConfig, make_optimizer, make_scheduler
 
     run_cpp(
-        "train", "--dataset", "mnist", "--train-size", 200, "--epochs", 5, "--schedule", schedule, "--lr", lr,
-        "--quiet", "--out", tmp_path,
+        "train", "--dataset", "mnist", "--data-dir", small_mnist, "--train-size", 200, "--epochs", 5, "--schedule",
+        schedule, "--lr", lr, "--quiet", "--out", tmp_path,
     )  # fmt: skip
     history = json.loads((tmp_path / "history.json").read_text())["epochs"]
     config = TrainConfig(model="mlp-small", epochs=5, schedule=schedule, lr=lr).resolved()
@@ -779,9 +799,24 @@ def test_same_predictions_on_the_mnist_test_set_with_batchnorm(model_name, spec,
 
 # -- the CLI: --help, info, --hidden, --layers ---------------------------------------------------------
 def python_cli(*args):
+    """``handgrad ARGS`` in a separate process: what a user's shell runs."""
     return subprocess.run(
         [sys.executable, "-m", "handgrad", *map(str, args)], capture_output=True, text=True, timeout=120
     )
+
+
+def python_main(capsys, *args) -> subprocess.CompletedProcess:
+    """``handgrad ARGS`` through the CLI's ``main`` in this process (argparse's exit as the return
+    code), for the comparisons that need its output, not a fresh interpreter."""
+    from handgrad.app.cli import main
+
+    capsys.readouterr()  # what came before is not this command's
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["handgrad", *map(str, args)], code, out, err)
 
 
 @pytest.mark.parametrize(
@@ -828,13 +863,13 @@ def test_unknown_option_names_the_command_and_its_help():
         "conv4-conv8k3d2x1g4-gelu-adaptiveavg3x2-ln-fc16-softplus-dropout0.2-out-silu",
     ],
 )
-def test_info_prints_what_python_info_prints(spec, tmp_path):
+def test_info_prints_what_python_info_prints(spec, tmp_path, capsys):
     handgrad.manual_seed(1)
     model = build_model(layers=spec)
     path = tmp_path / "model.safetensors"
     norm = Normalizer(0.1307, 0.3081)
     handgrad.save(model, path, **{**metadata(norm), "model": "custom", "layers": spec})
-    py = python_cli("info", path)
+    py = python_main(capsys, "info", path)
     assert py.returncode == 0, py.stderr
     assert run_cpp("info", path).stdout == py.stdout
 
@@ -922,19 +957,22 @@ BAD_SHAPES = [
 
 @needs_mnist
 @pytest.mark.parametrize("spec", BAD_SHAPES)
-def test_layer_spec_shape_errors_use_python_words(spec, tmp_path):
+def test_layer_spec_shape_errors_use_python_words(spec, small_mnist, tmp_path):
     from handgrad.models import parse_layer_spec
 
     expected = python_spec_error(lambda: parse_layer_spec(spec, (1, 28, 28), 10))
-    result = run_cpp("train", "--dataset", "mnist", "--layers", spec, "--out", tmp_path, check=False)
+    result = run_cpp(
+        "train", "--dataset", "mnist", "--data-dir", small_mnist, "--layers", spec, "--out", tmp_path, check=False
+    )
     assert result.returncode == 1
     assert result.stderr == f"handgrad-cpp: error: {expected}\n"
 
 
-def _cpp_train_one_step(tmp_path, *args):
+def _cpp_train_one_step(tmp_path, data_dir, *args):
+    """One C++ step of training on 200 images of ``data_dir``'s MNIST into ``tmp_path``, loaded back."""
     run_cpp(
-        "train", "--dataset", "mnist", "--train-size", 200, "--epochs", 1, "--max-steps", 1, "--quiet",
-        "--out", tmp_path, *args,
+        "train", "--dataset", "mnist", "--data-dir", data_dir, "--train-size", 200, "--epochs", 1, "--max-steps", 1,
+        "--quiet", "--out", tmp_path, *args,
     )  # fmt: skip
     return handgrad.load(tmp_path / "last.safetensors")
 
@@ -955,20 +993,20 @@ SPECS = ["conv8k5s1p2-maxpool3s2p1-fc120-sigmoid", "conv4-bn-pool-fc16-none-bn-d
         (["--no-bias", "--layers", SPECS[3]], {"layers": SPECS[3], "bias": False}),
     ],
 )
-def test_hidden_and_layers_build_the_python_architecture(args, python, tmp_path):
+def test_hidden_and_layers_build_the_python_architecture(args, python, small_mnist, tmp_path):
     from handgrad.models import architecture
 
-    model = _cpp_train_one_step(tmp_path, *args)  # Python loads it strictly
+    model = _cpp_train_one_step(tmp_path, small_mnist, *args)  # Python loads it strictly
     assert architecture(model) == architecture(build_model(**python))
     assert model.metadata["model"] == "custom"
     assert model.metadata.get("layers") == python.get("layers")
 
 
 @needs_mnist
-def test_no_bias_drops_every_bias_of_a_named_model_as_python(tmp_path):
+def test_no_bias_drops_every_bias_of_a_named_model_as_python(small_mnist, tmp_path):
     from handgrad.models import architecture
 
-    model = _cpp_train_one_step(tmp_path, "--model", "lenet5", "--no-bias")  # Python loads it strictly
+    model = _cpp_train_one_step(tmp_path, small_mnist, "--model", "lenet5", "--no-bias")  # Python loads it strictly
     assert architecture(model) == architecture(build_model("lenet5", bias=False))
     assert json.loads((tmp_path / "manifest.json").read_text())["config"]["bias"] is False
 
@@ -978,10 +1016,10 @@ def test_no_bias_drops_every_bias_of_a_named_model_as_python(tmp_path):
     "init, std",
     [("kaiming_uniform", np.sqrt(2 / 784)), ("xavier_normal", np.sqrt(2 / (784 + 128))), ("normal", 0.01)],
 )
-def test_init_draws_the_python_schemes(init, std, tmp_path):
+def test_init_draws_the_python_schemes(init, std, small_mnist, tmp_path):
     """--init NAME: the first Linear's weight (784 -> 128) has the scheme's spread, every bias is 0
     (an lr of 0 leaves the initial weights), and the manifest names the scheme as the Python's."""
-    model = _cpp_train_one_step(tmp_path, "--model", "mlp-small", "--init", init, "--lr", 0)
+    model = _cpp_train_one_step(tmp_path, small_mnist, "--model", "mlp-small", "--init", init, "--lr", 0)
     parameters = dict(model.named_parameters())
     weight = parameters["1.weight"].data
     assert weight.shape == (128, 784) and abs(weight.std() / std - 1) < 0.02 and abs(weight.mean()) < 0.05 * std
@@ -989,16 +1027,16 @@ def test_init_draws_the_python_schemes(init, std, tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["config"]["init"] == init
 
 
-def test_threads_refuses_a_bad_count_in_python_words():
+def test_threads_refuses_a_bad_count_in_python_words(capsys):
     result = run_cpp("train", "--threads", "0", check=False)
     message = "argument --threads: expected a positive number of threads, got '0'"
     assert result.returncode == 1 and result.stderr == f"handgrad-cpp: error: {message}\n"
-    assert message in python_cli("train", "--threads", "0").stderr
+    assert message in python_main(capsys, "train", "--threads", "0").stderr
 
 
 @needs_mnist
-def test_threads_sizes_the_pool(tmp_path):
-    _cpp_train_one_step(tmp_path, "--threads", 1)
+def test_threads_sizes_the_pool(small_mnist, tmp_path):
+    _cpp_train_one_step(tmp_path, small_mnist, "--threads", 1)
     assert json.loads((tmp_path / "manifest.json").read_text())["environment"]["threads"] == 1
 
 
@@ -1020,8 +1058,8 @@ def test_init_checkpoint_refuses_another_architecture(custom, tmp_path):
         (",", "argument --hidden: expected comma-separated sizes from 1 to 1048576, got ','"),
     ],
 )
-def test_hidden_errors_use_python_words(value, message):
-    py = python_cli("train", "--hidden", value)
+def test_hidden_errors_use_python_words(value, message, capsys):
+    py = python_main(capsys, "train", "--hidden", value)
     assert py.returncode == 2 and py.stderr.rstrip().endswith(f"error: {message}")
     result = run_cpp("train", "--hidden", value, check=False)
     assert result.returncode == 1 and result.stderr == f"handgrad-cpp: error: {message}\n"
@@ -1130,22 +1168,22 @@ def test_defaults_python_spells_out_are_accepted(tmp_path):
 
 
 @needs_mnist
-def test_cpp_train_refuses_a_folder_holding_another_run_unless_overwrite(tmp_path):
+def test_cpp_train_refuses_a_folder_holding_another_run_unless_overwrite(small_mnist, tmp_path):
     """As the Python's train: a run folder is never written over silently; --overwrite replaces the
     run's own files (and a leftover temporary) and leaves other files alone."""
-    _cpp_train_one_step(tmp_path)
+    _cpp_train_one_step(tmp_path, small_mnist)
     before = (tmp_path / "last.safetensors").read_bytes()
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / ".history.json.tmp").write_text("left by a killed run")
     result = run_cpp(
-        "train", "--dataset", "mnist", "--train-size", 200, "--epochs", 1, "--max-steps", 1, "--quiet",
-        "--seed", 1, "--out", tmp_path, check=False,
+        "train", "--dataset", "mnist", "--data-dir", small_mnist, "--train-size", 200, "--epochs", 1, "--max-steps",
+        1, "--quiet", "--seed", 1, "--out", tmp_path, check=False,
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith(f"handgrad-cpp: error: {tmp_path}: holds another run (manifest.json, ")
     assert result.stderr.rstrip().endswith("replace it with --overwrite, or choose another --out")
     assert (tmp_path / "last.safetensors").read_bytes() == before  # untouched
-    _cpp_train_one_step(tmp_path, "--seed", "1", "--overwrite")
+    _cpp_train_one_step(tmp_path, small_mnist, "--seed", "1", "--overwrite")
     assert (tmp_path / "last.safetensors").read_bytes() != before
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert not (tmp_path / ".history.json.tmp").exists()

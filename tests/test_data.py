@@ -561,11 +561,11 @@ def test_idx_declaring_more_than_the_limit_is_refused_before_reading(tmp_path, c
     "extra, message",
     [
         (b"\0" * 16, None),  # zero padding after the stream, as gzip(1) allows
-        (gzip.compress(b""), None),  # an empty second member
+        (gzip.compress(b"", mtime=0), None),  # an empty second member
         (b"garbage!", "trailing garbage after the gzip stream"),
-        (gzip.compress(b"\1\2\3"), "3 trailing bytes"),
+        (gzip.compress(b"\1\2\3", mtime=0), "3 trailing bytes"),
     ],
-)
+)  # mtime=0: the same bytes, so the same test ids, in each pytest-xdist worker whenever it collects
 def test_what_follows_a_gzip_stream(tmp_path, extra, message):
     path = tmp_path / "labels.gz"
     path.write_bytes(gzip.compress(idx_bytes(_LABELS)) + extra)
