@@ -12,6 +12,8 @@ import hashlib
 import http.server
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from handgrad.data import (
     train_val_split,
     write_idx,
 )
+from handgrad.data.datasets import DIGITS_TEST_FRACTION
 from handgrad.errors import HandgradError
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -595,3 +598,27 @@ def test_a_pipe_is_refused_without_opening_it(tmp_path):
     os.mkfifo(tmp_path / "pipe")  # opening it to read would block until a writer came
     with pytest.raises(HandgradError, match="is not a regular file"):
         read_idx(tmp_path / "pipe")
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    bunch = sklearn_datasets.load_digits()
+    ds = load_dataset("digits", download=False)
+    images = np.concatenate([ds.train_images, ds.test_images])[:, 0]
+    labels = np.concatenate([ds.train_labels, ds.test_labels])
+    test = _digits_test_mask(bunch.target)
+    order = np.argsort(np.concatenate([np.flatnonzero(~test), np.flatnonzero(test)]))  # back to the file's order
+    np.testing.assert_array_equal(images[order], (bunch.images / 16).astype(np.float32))
+    np.testing.assert_array_equal(labels[order], bunch.target)
+    code = "import sys; from handgrad.data import load_digits; load_digits(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # about a second of import saved in every CLI process
+
+
+def _digits_test_mask(labels):
+    """The last 20% of each class, as load_digits splits."""
+    test = np.zeros(len(labels), dtype=bool)
+    for k in range(10):
+        members = np.flatnonzero(labels == k)
+        test[members[len(members) - int(round(len(members) * DIGITS_TEST_FRACTION)) :]] = True
+    return test

@@ -210,24 +210,41 @@ def load_dataset(name: str, data_dir=None, download: bool = True, progress: bool
     return _load_idx_dataset(name, _present(folder), f"cache: {folder} (downloaded from {', '.join(sites)})")
 
 
-def load_digits() -> Dataset:
-    """scikit-learn's 8x8 digits (no download): 1,797 images, the last 20% of each class as test."""
-    try:
-        import sklearn.datasets
-    except ImportError as e:
+def _digits_table() -> tuple[np.ndarray, np.ndarray, Path | None]:
+    """(images (1797, 8, 8) valued 0-16, labels, the CSV file) of scikit-learn's digits. The file
+    ``sklearn.datasets.load_digits`` reads (64 pixels and the label per row) is read here as that
+    function reads it, without importing scikit-learn, which costs about a second per process; where
+    the file is not at its usual place, scikit-learn's own loader."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
         raise HandgradError(
             "digits",
             "needs scikit-learn (pip install scikit-learn, or handgrad[cli]); it ships the 8x8 digits, no download",
-        ) from e
+        )
+    csv = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    if csv.is_file():
+        import gzip
+
+        with gzip.open(csv, "rt") as rows:
+            table = np.loadtxt(rows, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64), csv
+    import sklearn.datasets
+
     bunch = sklearn.datasets.load_digits()
-    images = (bunch.images[:, None] / 16).astype(np.float32)
-    labels = bunch.target.astype(np.int64)
+    return bunch.images, bunch.target.astype(np.int64), None
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's 8x8 digits (no download): 1,797 images, the last 20% of each class as test."""
+    pixels, labels, csv = _digits_table()
+    images = (pixels[:, None] / 16).astype(np.float32)
     test = np.zeros(len(labels), dtype=bool)
     for k in range(10):
         members = np.flatnonzero(labels == k)
         test[members[len(members) - int(round(len(members) * DIGITS_TEST_FRACTION)) :]] = True
-    csv = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
-    files = {csv.name: {"path": str(csv), "md5": _download.md5_file(csv)}} if csv.is_file() else {}
+    files = {csv.name: {"path": str(csv), "md5": _download.md5_file(csv)}} if csv is not None else {}
     source = "scikit-learn: sklearn.datasets.load_digits (last 20% of each class as test)"
     return Dataset(
         "digits", images[~test], labels[~test], images[test], labels[test], list(CLASSES["digits"]), files, source
