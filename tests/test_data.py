@@ -622,3 +622,24 @@ def _digits_test_mask(labels):
         members = np.flatnonzero(labels == k)
         test[members[len(members) - int(round(len(members) * DIGITS_TEST_FRACTION)) :]] = True
     return test
+
+
+def test_digits_without_the_csv_take_scikit_learns_loader(monkeypatch):
+    pytest.importorskip("sklearn")
+    expected = load_dataset("digits", download=False)
+    monkeypatch.setattr(Path, "is_file", lambda self: False)  # the CSV not at its usual place
+    ds = load_dataset("digits", download=False)
+    np.testing.assert_array_equal(ds.train_images, expected.train_images)
+    np.testing.assert_array_equal(ds.test_labels, expected.test_labels)
+    assert ds.files == {}
+
+
+def test_digits_without_scikit_learn_say_what_to_install(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else find_spec(name, *a)
+    )
+    with pytest.raises(HandgradError, match="needs scikit-learn"):
+        load_dataset("digits", download=False)
