@@ -51,9 +51,11 @@ test: $(TEST) cpp cpp-sanitize
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The C++ twin (cpp/build/handgrad-cpp); installs cmake, Eigen, nlohmann-json, doctest, stb when missing.
+# Its doctest suites are built and run by cpp-sanitize (for `make test`); CPP_TESTS=ON builds them here too.
+CPP_TESTS ?= OFF
 cpp:
 	sh scripts/ensure-cpp-deps.sh
-	cmake -S cpp -B cpp/build -DCMAKE_BUILD_TYPE=Release
+	cmake -S cpp -B cpp/build -DCMAKE_BUILD_TYPE=Release -DHANDGRAD_TESTS=$(CPP_TESTS)
 	cmake --build cpp/build -j2
 
 # The same library, tests and fuzz harness under AddressSanitizer and UndefinedBehaviorSanitizer (-O1),
