@@ -58,7 +58,7 @@ cpp:
 	cmake -S cpp -B cpp/build -DCMAKE_BUILD_TYPE=Release -DHANDGRAD_TESTS=$(CPP_TESTS)
 	cmake --build cpp/build -j2
 
-# The same library, tests and fuzz harness under AddressSanitizer and UndefinedBehaviorSanitizer (-O1),
+# The same library, tests and fuzz harness under AddressSanitizer and UndefinedBehaviorSanitizer (-O0),
 # for `make test` only: slow code, every finding fatal.
 cpp-sanitize:
 	sh scripts/ensure-cpp-deps.sh

@@ -68,18 +68,13 @@ def linear_backward(grad_output, cache, needs_input_grad=ALL):
     one loop."""
     x, weight, has_bias = cache
     grad_rows = np.ascontiguousarray(grad_output).reshape(-1, grad_output.shape[-1])
-    x_rows = x.reshape(-1, x.shape[-1])
-    if grad_output.ndim == 2:
-        # grad_input for (N, out) rows taken as (weight.T @ G.T).T, F-ordered: a Linear -> ReLU run
-        # below reads dL/dy transposed (kernels/fused.py), which is then a view instead of a copy
-        gt = grad_rows.T
-        grad_weight, grad_input_t = product_pair(
-            gt if needs_input_grad[1] else None, x_rows, weight.T if needs_input_grad[0] else None, gt
-        )
-        grad_input = None if grad_input_t is None else grad_input_t.T
-    else:
-        grad_input = rows_product(grad_rows, weight).reshape(x.shape) if needs_input_grad[0] else None
-        grad_weight = rows_product(grad_rows.T, x_rows) if needs_input_grad[1] else None
+    # grad_input taken as (weight.T @ G.T).T: for (N, out) rows F-ordered, so that a Linear -> ReLU
+    # run below reads dL/dy transposed (kernels/fused.py) as a view instead of a copy
+    gt = grad_rows.T
+    grad_weight, grad_input_t = product_pair(
+        gt if needs_input_grad[1] else None, x.reshape(-1, x.shape[-1]), weight.T if needs_input_grad[0] else None, gt
+    )
+    grad_input = None if grad_input_t is None else grad_input_t.T.reshape(x.shape)
     grad_bias = None
     if has_bias and needs_input_grad[2] and grad_rows.dtype not in COMPILED_DTYPES:
         grad_bias = grad_rows.sum(axis=0)
